@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+# Each creates .venv and installs dcsi with its extras before it runs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# torch/torchvision must come as a matching pair (see README, "Installing").
+TORCH_PAIR ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: demo test test-all install benchmarks cards clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH_PAIR) || $(BIN)/pip install -q torch torchvision
+	$(BIN)/pip install -q -e '.[all]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/dcsi analyze sample:digits --out out/digits
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+cards: $(STAMP)
+	$(BIN)/dcsi analyze sample:digits --out cards/digits --no-progress
+	$(BIN)/dcsi analyze sample:fashion-mnist --split train --out cards/fashion-mnist --no-progress
+
+clean:
+	rm -rf $(VENV) out build *.egg-info

@@ -1,0 +1,71 @@
+"""dcsi: how similar are the classes and images of an image dataset?
+
+The public API is imported lazily, so ``import dcsi`` (and ``dcsi card show``)
+never pulls in torch.
+
+>>> import dcsi
+>>> card = dcsi.analyze("sample:digits")            # doctest: +SKIP
+>>> card.index                                        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from dcsi.exceptions import (
+    CardSchemaError,
+    DataError,
+    DcsiError,
+    InvalidParameterError,
+    MissingDependencyError,
+    WeightsNotFoundError,
+)
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY = {
+    "analyze": "dcsi.pipeline",
+    "Card": "dcsi.card",
+    "load_card": "dcsi.card",
+    "open_source": "dcsi.sources",
+    "ImageSet": "dcsi.sources",
+    "extract_features": "dcsi.features",
+    "FeatureSet": "dcsi.features",
+    "get_backbone": "dcsi.backbones",
+    "list_backbones": "dcsi.backbones",
+    "register_backbone": "dcsi.backbones",
+    "class_similarity": "dcsi.similarity.class_cosine",
+    "compute_index": "dcsi.index",
+    "cluster_classes": "dcsi.clusters",
+    "Router": "dcsi.clusters",
+    "ssim_matrix": "dcsi.similarity.ssim",
+    "find_redundancy": "dcsi.redundancy",
+    "evaluate_duplicates": "dcsi.redundancy",
+    "find_leakage": "dcsi.leakage",
+}
+
+__all__ = [
+    "__version__",
+    "DcsiError",
+    "InvalidParameterError",
+    "DataError",
+    "CardSchemaError",
+    "MissingDependencyError",
+    "WeightsNotFoundError",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dcsi' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

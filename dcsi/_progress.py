@@ -1,0 +1,54 @@
+"""Progress bars on stderr, switched off globally with ``DCSI_DISABLE_PROGRESS=1``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
+
+__all__ = ["progress", "progress_enabled", "set_progress"]
+
+T = TypeVar("T")
+_enabled: bool | None = None
+
+
+def set_progress(enabled: bool | None) -> None:
+    """Force progress bars on or off (``None`` returns to the environment default)."""
+    global _enabled
+    _enabled = enabled
+
+
+def progress_enabled() -> bool:
+    """Whether progress bars are shown (``--no-progress`` / ``DCSI_DISABLE_PROGRESS``)."""
+    if _enabled is not None:
+        return _enabled
+    return os.environ.get("DCSI_DISABLE_PROGRESS", "").strip() in ("", "0", "false")
+
+
+def progress(
+    iterable: Iterable[T] | None = None,
+    *,
+    desc: str,
+    total: int | None = None,
+    unit: str = "it",
+    leave: bool = False,
+    **kwargs: Any,
+) -> Iterator[T] | Any:
+    """Wrap ``iterable`` in a tqdm bar on stderr (a silent bar when disabled).
+
+    Returns the tqdm object, so ``bar.update(n)`` and ``with progress(...) as bar``
+    work as in tqdm.  ``mininterval`` defaults to one second so short steps stay quiet.
+    """
+    from tqdm.auto import tqdm
+
+    kwargs.setdefault("mininterval", 1.0)
+    kwargs.setdefault("delay", 1.0)
+    return tqdm(
+        iterable,
+        desc=desc,
+        total=total,
+        unit=unit,
+        leave=leave,
+        disable=not progress_enabled(),
+        **kwargs,
+    )

@@ -1,0 +1,1 @@
+"""Similarity analyzers: one module each (class_cosine, ssim, wavelet)."""
