@@ -1,0 +1,181 @@
+"""Shared helpers for the benchmark scripts in ``benchmarks/``.
+
+A benchmark is a script ``benchmarks/<name>.py`` that prints a markdown table on stdout
+and writes its figures as JSON to ``benchmarks/results/<name>.json``.  This module gives
+them one small, stable API:
+
+- :class:`Timer` -- wall-clock timing as a context manager (``with Timer() as t: ...``;
+  ``t.seconds``),
+- :func:`peak_rss_mib` -- peak resident memory of this process (and of its finished
+  children, e.g. DataLoader workers) in MiB,
+- :func:`traced_peak_mib` -- peak Python-heap allocation of one call via tracemalloc,
+- :func:`machine_info` -- what the figures were measured on,
+- :func:`write_results` -- the JSON file (machine info added),
+- :func:`print_table` -- a markdown table on stdout.
+
+Run the scripts from the repository root, e.g. ``python benchmarks/features.py``; they
+import this module as ``from _common import ...`` (the script's folder is on ``sys.path``)
+or as ``benchmarks._common``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "Timer",
+    "peak_rss_mib",
+    "traced_peak_mib",
+    "machine_info",
+    "write_results",
+    "print_table",
+    "RESULTS_DIR",
+]
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+MACHINE_NOTE = (
+    "2 CPU cores shared with other engineers' jobs during the run: the figures are "
+    "noisy; compare ratios measured in the same run rather than absolute rates."
+)
+
+
+class Timer:
+    """Wall-clock timer (``time.perf_counter``) usable as a context manager.
+
+    Examples
+    --------
+    >>> with Timer() as t:
+    ...     _ = sum(range(1000))
+    >>> t.seconds >= 0
+    True
+    """
+
+    def __init__(self) -> None:
+        self.start: float | None = None
+        self.seconds: float = 0.0
+
+    def __enter__(self) -> Timer:
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.start is not None
+        self.seconds = time.perf_counter() - self.start
+
+    def rate(self, n: int) -> float | None:
+        """Items per second for ``n`` items (None when nothing was timed)."""
+        return n / self.seconds if self.seconds > 0 else None
+
+
+def peak_rss_mib(*, children: bool = False) -> float:
+    """Peak resident set size in MiB (``resource.getrusage``; Linux reports KiB).
+
+    Parameters
+    ----------
+    children : bool, default=False
+        Report the peak of the largest finished child process instead (e.g. DataLoader
+        workers that have exited).
+    """
+    who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
+    kib = resource.getrusage(who).ru_maxrss
+    if sys.platform == "darwin":  # bytes on macOS
+        kib /= 1024
+    return kib / 1024.0
+
+
+def traced_peak_mib(fn: Callable[[], Any]) -> tuple[Any, float]:
+    """Run ``fn()`` under tracemalloc; return its result and the peak Python-heap MiB.
+
+    Only allocations made through Python's allocator (numpy included) are seen; torch's
+    own allocator is not -- use :func:`peak_rss_mib` for the whole process.
+    """
+    tracemalloc.start()
+    try:
+        result = fn()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return result, peak / 2**20
+
+
+def machine_info() -> dict[str, Any]:
+    """What the figures were measured on (JSON-ready)."""
+    info: dict[str, Any] = {
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "note": MACHINE_NOTE,
+    }
+    try:
+        import numpy
+
+        info["numpy"] = numpy.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    if "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+        info["cuda"] = bool(torch.cuda.is_available())
+    return info
+
+
+def write_results(name: str, results: dict[str, Any], *, directory: Path | None = None) -> Path:
+    """Write ``results`` (+ ``machine`` and a UTC timestamp) to ``results/<name>.json``.
+
+    Returns the path written.  NaN is refused (use None).
+    """
+    directory = RESULTS_DIR if directory is None else Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "benchmark": name,
+        "timestamp_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "machine": machine_info(),
+        **results,
+    }
+    path = directory / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if value == 0:
+            return "0"
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        if abs(value) >= 1:
+            return f"{value:.2f}"
+        return f"{value:.3g}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def print_table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
+    """Print ``rows`` as a markdown table on stdout and return the text."""
+    lines = [
+        "| " + " | ".join(str(h) for h in headers) + " |",
+        "|" + "|".join("---" for _ in headers) + "|",
+    ]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(v) for v in row) + " |")
+    text = "\n".join(lines)
+    print(text)
+    return text

@@ -1,0 +1,96 @@
+"""Dataset cards: ``dcsi.json`` (source of truth) and its views.
+
+``Card`` / ``load_card`` (card.py), the Hugging Face README block (hf.py), Croissant
+JSON-LD (croissant.py) and the HTML report (:mod:`dcsi.report`).  One call writes all
+four files of a card folder::
+
+    write_card_files(card, "out/digits")      # or card.write("out/digits")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from dcsi.card.card import (
+    CARD_FILENAME,
+    SCHEMA_VERSION,
+    Card,
+    RedundancyGroup,
+    card_to_json,
+    load_card,
+    validate_card,
+)
+
+__all__ = [
+    "CARD_FILENAME",
+    "SCHEMA_VERSION",
+    "Card",
+    "RedundancyGroup",
+    "load_card",
+    "validate_card",
+    "card_to_json",
+    "write_card_files",
+    "CARD_FILES",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The files a card folder holds.
+CARD_FILES = (CARD_FILENAME, "README.md", "croissant.json", "report.html")
+
+
+def write_card_files(
+    card: Card,
+    out_dir: str | os.PathLike[str],
+    *,
+    readme: bool = True,
+    croissant: bool = True,
+    report: bool = True,
+    load_image: Callable[[str], Any] | None = None,
+) -> dict[str, Path]:
+    """Write ``dcsi.json``, ``README.md``, ``croissant.json`` and ``report.html``.
+
+    Each file is written atomically.  An existing ``README.md`` keeps its front matter
+    and body; only its ``dcsi:`` key is added or replaced.
+
+    Parameters
+    ----------
+    card : Card
+    out_dir : path-like
+        Folder receiving the files (created if needed).
+    readme, croissant, report : bool, default=True
+        Whether to write each view.
+    load_image : callable, default=None
+        ``load_image(image_id) -> PIL.Image or ndarray``; with it, the report shows
+        galleries of the near-duplicate groups.
+
+    Returns
+    -------
+    dict of str to Path
+        File name -> path written.
+    """
+    if not isinstance(card, Card):
+        card = Card(card)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {CARD_FILENAME: card.save(out / CARD_FILENAME)}
+    if readme:
+        from dcsi.card.hf import write_readme
+
+        written["README.md"] = write_readme(card, out / "README.md")
+    if croissant:
+        from dcsi.card.croissant import write_croissant
+
+        sha = hashlib.sha256(written[CARD_FILENAME].read_bytes()).hexdigest()
+        written["croissant.json"] = write_croissant(card, out / "croissant.json", card_sha256=sha)
+    if report:
+        from dcsi.report import write_report
+
+        written["report.html"] = write_report(card, out / "report.html", load_image=load_image)
+    logger.info("wrote %s to %s", ", ".join(written), out)
+    return written

@@ -1,0 +1,887 @@
+"""The dataset card: a validated, versioned JSON document and its Python view.
+
+The card is a plain JSON dict (CONTRACT §6) checked against ``schema.json`` (JSON
+Schema draft 2020-12) plus a few checks a schema cannot express (matrix sizes against
+the number of classes).  :class:`Card` wraps it read-only; ``dcsi.json`` is the source
+of truth, the Hugging Face README block and ``croissant.json`` are views of it.
+
+Which blocks are required
+-------------------------
+``schema_version``, ``dcsi_version``, ``dataset`` and ``provenance`` are always present.
+``features``, ``similarity``, ``index``, ``class_clusters`` and ``redundancy`` may be
+absent or ``null`` when that analysis was not run (unlabelled data has no class
+similarity, clusters or index; a run without the redundancy analyzer has no groups).
+Every block accepts extra keys, so analyzers can add fields without a schema change.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import logging
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dcsi._io import atomic_write_text
+from dcsi.exceptions import CardSchemaError, DataError, InvalidParameterError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "CARD_FILENAME",
+    "Card",
+    "RedundancyGroup",
+    "load_card",
+    "validate_card",
+    "card_to_json",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Version of the card format written by this dcsi (semver; readers refuse a newer major).
+SCHEMA_VERSION = "1.0.0"
+#: File name of the card inside a card folder.
+CARD_FILENAME = "dcsi.json"
+
+_NUMBER_SET = frozenset((int, float))
+_NUMBER_OR_NULL_SET = frozenset((int, float, type(None)))
+_SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
+_OPTIONAL_BLOCKS = ("features", "similarity", "index", "class_clusters", "redundancy")
+
+
+@functools.lru_cache(maxsize=1)
+def _schema() -> dict:
+    path = Path(__file__).with_name("schema.json")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@functools.lru_cache(maxsize=1)
+def _validator() -> Any:
+    import jsonschema
+
+    schema = _schema()
+    cls = jsonschema.Draft202012Validator
+    cls.check_schema(schema)
+    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+
+
+def _plain(obj: Any, where: str = "card") -> Any:
+    """JSON-ready plain Python: numpy -> lists/floats/ints, tuples -> lists, NaN -> None."""
+    if isinstance(obj, Mapping):
+        out = {}
+        for key, value in obj.items():
+            if not isinstance(key, str):
+                if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+                    key = str(int(key))
+                else:
+                    raise CardSchemaError(
+                        f"The card has a non-string key {key!r} at '{where}'; "
+                        "JSON object keys must be strings."
+                    )
+            out[key] = _plain(value, f"{where}.{key}")
+        return out
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind == "f":
+            flat = obj.astype(np.float64).tolist()
+            return _plain(flat, where) if not np.isfinite(obj).all() else flat
+        return _plain(obj.tolist(), where)
+    if isinstance(obj, (list, tuple)):
+        if set(map(type, obj)) <= _NUMBER_SET:  # fast path: a row of numbers
+            if all(map(math.isfinite, obj)):
+                return list(obj)
+            return [v if math.isfinite(v) else None for v in obj]
+        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        value = float(obj)
+        return value if math.isfinite(value) else None
+    if obj is None or isinstance(obj, str):
+        return obj
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    raise CardSchemaError(
+        f"The card has a value of type {type(obj).__name__} at '{where}', which JSON "
+        "cannot hold; convert it to lists, numbers or strings (no pickles)."
+    )
+
+
+def _path_str(path: Any) -> str:
+    parts = []
+    for p in path:
+        if isinstance(p, int):
+            parts.append(f"[{p}]")
+        else:
+            parts.append(f".{p}" if parts else str(p))
+    return "".join(parts) or "<top level>"
+
+
+def _check_version(data: Mapping) -> None:
+    version = data.get("schema_version")
+    if not isinstance(version, str):
+        raise CardSchemaError(
+            "The card has no valid 'schema_version' (a semver string such as "
+            f"{SCHEMA_VERSION!r}); got {version!r}. Is this a dcsi.json file?"
+        )
+    m = _SEMVER.match(version)
+    if m is None:
+        raise CardSchemaError(
+            f"The card's 'schema_version' must be a semver string such as "
+            f"{SCHEMA_VERSION!r}. Got {version!r} instead."
+        )
+    major = int(m.group(1))
+    supported = int(_SEMVER.match(SCHEMA_VERSION).group(1))  # type: ignore[union-attr]
+    if major > supported:
+        raise CardSchemaError(
+            f"The card has schema_version {version}, a newer major version than this "
+            f"dcsi reads ({SCHEMA_VERSION}); upgrade dcsi (pip install -U dcsi)."
+        )
+
+
+def _check_square(matrix: Any, k: int, where: str) -> None:
+    if matrix is None:
+        return
+    rows = len(matrix)
+    bad = [i for i, row in enumerate(matrix) if len(row) != rows]
+    if bad:
+        raise CardSchemaError(
+            f"The card's '{where}' is not square: it has {rows} rows but row {bad[0]} "
+            f"has {len(matrix[bad[0]])} entries."
+        )
+    if rows != k:
+        raise CardSchemaError(
+            f"The card's '{where}' is {rows} x {rows} but dataset.classes lists {k} "
+            "classes; matrices use the class order of dataset.classes."
+        )
+
+
+def _check_consistency(data: Mapping) -> None:
+    """Checks the schema cannot express: sizes that depend on len(classes)."""
+    ds = data["dataset"]
+    k = len(ds["classes"])
+    if len(ds["class_counts"]) != k:
+        raise CardSchemaError(
+            f"The card's 'dataset.class_counts' has {len(ds['class_counts'])} entries "
+            f"but dataset.classes lists {k} classes."
+        )
+    for kind, entry in (data.get("similarity") or {}).items():
+        _check_square(entry["matrix"], k, f"similarity.{kind}.matrix")
+        _check_square(entry.get("stderr"), k, f"similarity.{kind}.stderr")
+    feats = data.get("features")
+    if feats:
+        sums = feats.get("class_sums")
+        if sums is not None:
+            if len(sums) != k:
+                raise CardSchemaError(
+                    f"The card's 'features.class_sums' has {len(sums)} rows but "
+                    f"dataset.classes lists {k} classes."
+                )
+            dims = {len(row) for row in sums}
+            if dims and dims != {feats["dim"]}:
+                raise CardSchemaError(
+                    f"The card's 'features.class_sums' rows have lengths {sorted(dims)} "
+                    f"but features.dim is {feats['dim']}."
+                )
+        counts = feats.get("class_counts")
+        if counts is not None and len(counts) != k:
+            raise CardSchemaError(
+                f"The card's 'features.class_counts' has {len(counts)} entries but "
+                f"dataset.classes lists {k} classes."
+            )
+    cc = data.get("class_clusters")
+    if cc:
+        for key, part in cc["partitions"].items():
+            if len(part) != k:
+                raise CardSchemaError(
+                    f"The card's 'class_clusters.partitions.{key}' has {len(part)} "
+                    f"entries but dataset.classes lists {k} classes (one cluster id "
+                    "per class)."
+                )
+        rk = cc.get("recommended_k")
+        if rk is not None and str(rk) not in cc["partitions"]:
+            raise CardSchemaError(
+                f"The card's 'class_clusters.recommended_k' is {rk} but partitions has "
+                f"no entry {str(rk)!r} (has {sorted(cc['partitions'], key=int)})."
+            )
+
+
+_NUMBER_TYPES = (int, float)
+
+
+def _check_numeric_matrix(value: Any, where: str, *, allow_null: bool) -> None:
+    """Fast type check of a list of lists of numbers (jsonschema is slow per item)."""
+    kinds = "'number', 'null'" if allow_null else "'number'"
+    if not isinstance(value, list):
+        raise CardSchemaError(f"The card fails the dcsi schema at '{where}': {value!r:.60} is not of type 'array'")
+    allowed = _NUMBER_OR_NULL_SET if allow_null else _NUMBER_SET
+    for i, row in enumerate(value):
+        if not isinstance(row, list):
+            raise CardSchemaError(f"The card fails the dcsi schema at '{where}[{i}]': {row!r:.60} is not of type 'array'")
+        if set(map(type, row)) <= allowed:  # C-speed check of the common case
+            continue
+        for j, v in enumerate(row):
+            if not ((type(v) in _NUMBER_TYPES) or (allow_null and v is None)):
+                if isinstance(v, bool) or not isinstance(v, _NUMBER_TYPES) or v is None:
+                    raise CardSchemaError(
+                        f"The card fails the dcsi schema at '{where}[{i}][{j}]': {v!r:.60} "
+                        f"is not of type {kinds}"
+                    )
+
+
+def _without_numeric_arrays(data: Mapping) -> Mapping:
+    """Check the large numeric arrays directly and hand jsonschema a copy without them.
+
+    The matrices (K x K) and ``features.class_sums`` (K x dim) hold most of a card's
+    numbers; validating them item by item through jsonschema takes seconds at K=100.
+    Only the arrays are replaced (by empty lists, which the schema accepts); every
+    other key is validated by the schema as usual.
+    """
+    out = dict(data)
+    sims = data.get("similarity")
+    if isinstance(sims, Mapping):
+        new_sims = {}
+        for kind, entry in sims.items():
+            if isinstance(entry, Mapping):
+                entry = dict(entry)
+                if "matrix" in entry:
+                    _check_numeric_matrix(entry["matrix"], f"similarity.{kind}.matrix", allow_null=True)
+                    entry["matrix"] = []
+                if entry.get("stderr") is not None:
+                    _check_numeric_matrix(entry["stderr"], f"similarity.{kind}.stderr", allow_null=True)
+                    entry["stderr"] = []
+            new_sims[kind] = entry
+        out["similarity"] = new_sims
+    feats = data.get("features")
+    if isinstance(feats, Mapping) and "class_sums" in feats:
+        feats = dict(feats)
+        _check_numeric_matrix(feats["class_sums"], "features.class_sums", allow_null=False)
+        feats["class_sums"] = []
+        out["features"] = feats
+    return out
+
+
+def validate_card(data: Mapping) -> None:
+    """Raise :class:`~dcsi.CardSchemaError` unless ``data`` is a valid card dict.
+
+    Parameters
+    ----------
+    data : dict
+        A card as plain JSON-ready Python (see CONTRACT §6 and ``schema.json``).
+
+    Raises
+    ------
+    CardSchemaError
+        With a message naming the first problem: a missing key, a wrong type, a
+        non-square matrix or one whose size differs from the number of classes, a
+        newer major ``schema_version``.
+    """
+    if not isinstance(data, Mapping):
+        raise CardSchemaError(
+            f"A card must be a JSON object (dict). Got {type(data).__name__} instead."
+        )
+    _check_version(data)
+    import jsonschema
+
+    errors = list(_validator().iter_errors(_without_numeric_arrays(data)))
+    if errors:
+        err = jsonschema.exceptions.best_match(errors)
+        where = _path_str(err.absolute_path)
+        raise CardSchemaError(f"The card fails the dcsi schema at '{where}': {err.message}")
+    _check_consistency(data)
+
+
+def card_to_json(data: Mapping) -> str:
+    """Deterministic JSON text of a card: sorted keys, shortest float repr, UTF-8.
+
+    The same card dict always gives the same bytes, so two runs on the same input and
+    seed differ only in ``provenance.created``.  Lists of lists of numbers (matrices,
+    class sums) are written one row per line: readable, and fast to write (the
+    indenting JSON encoder is pure Python, the compact one is C).
+    """
+    arrays: list[str] = []
+    collision = False
+
+    def stash(obj: Any) -> Any:
+        nonlocal collision
+        if isinstance(obj, str):
+            collision = collision or "@@dcsi-array-" in obj
+            return obj
+        if isinstance(obj, Mapping):
+            collision = collision or any("@@dcsi-array-" in k for k in obj)
+            return {k: stash(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            if obj and set(map(type, obj)) <= _NUMBER_OR_NULL_SET:  # a flat row: one line
+                arrays.append(json.dumps(obj, allow_nan=False))
+                return f"@@dcsi-array-{len(arrays) - 1}@@"
+            if obj and all(isinstance(r, list) and set(map(type, r)) <= _NUMBER_OR_NULL_SET for r in obj):
+                arrays.append(
+                    "[\n" + ",\n".join(json.dumps(r, allow_nan=False) for r in obj) + "\n]"
+                )
+                return f"@@dcsi-array-{len(arrays) - 1}@@"
+            return [stash(v) for v in obj]
+        return obj
+
+    stashed = stash(data)
+    if collision:  # a string looks like a placeholder: no shortcut
+        return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+    text = json.dumps(stashed, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
+
+    def unstash(m: re.Match) -> str:
+        indent = m.group(1)
+        block = arrays[int(m.group(3))]
+        if "\n" not in block:
+            return f"{indent}{m.group(2) or ''}{block}"
+        rows = block.split("\n")
+        inner = [indent + "  " + r for r in rows[1:-1]]
+        return f"{indent}{m.group(2) or ''}[\n" + "\n".join(inner) + f"\n{indent}]"
+
+    text = re.sub(r'(?m)^( *)("[^"\n]*": )?"@@dcsi-array-(\d+)@@"', unstash, text)
+    return text + "\n"
+
+
+@dataclass(frozen=True)
+class RedundancyGroup:
+    """One near-duplicate group stored in a card.
+
+    Attributes
+    ----------
+    members : tuple of str
+        Image ids of the group.
+    labels : tuple of str
+        Class names of the members (distinct, as stored in the card).
+    kind : {"redundant", "conflict"}
+        ``"redundant"``: one label; ``"conflict"``: several labels.
+    representative : str or None
+        The image to keep.
+    extra : dict
+        Any further keys the analyzer stored (e.g. similarity scores).
+    """
+
+    members: tuple[str, ...]
+    labels: tuple[str | None, ...]
+    kind: str
+    representative: str | None
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def to_dict(self) -> dict:
+        """The group as stored in the card (JSON-ready)."""
+        out = copy.deepcopy(self.extra)
+        out.update(
+            members=list(self.members),
+            labels=list(self.labels),
+            kind=self.kind,
+            representative=self.representative,
+        )
+        return out
+
+
+class Card:
+    """A validated dataset card (read-only view of ``dcsi.json``).
+
+    Parameters
+    ----------
+    data : dict
+        The card as a JSON-ready dict (CONTRACT §6).  numpy arrays and scalars are
+        converted to lists and Python numbers; NaN and infinities become ``null``.
+        A missing ``schema_version`` is set to :data:`SCHEMA_VERSION` and a missing
+        ``dcsi_version`` to ``dcsi.__version__`` (reading a file is strict:
+        :func:`load_card` requires both).
+
+    Raises
+    ------
+    CardSchemaError
+        If the card fails the schema (see :func:`validate_card`).
+
+    Examples
+    --------
+    >>> card = dcsi.load_card("out/digits")                     # doctest: +SKIP
+    >>> card.similarity("cnn_cosine").shape                     # doctest: +SKIP
+    (10, 10)
+    >>> card.class_clusters()                                    # doctest: +SKIP
+    [['0', '6'], ['1', '2', '3', ...]]
+    """
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping) -> None:
+        if isinstance(data, Card):
+            data = data.to_dict()
+        if not isinstance(data, Mapping):
+            raise CardSchemaError(
+                f"A card must be a JSON object (dict). Got {type(data).__name__} instead."
+            )
+        plain = _plain(data)
+        plain.setdefault("schema_version", SCHEMA_VERSION)
+        if "dcsi_version" not in plain:
+            from dcsi import __version__
+
+            plain["dcsi_version"] = __version__
+        validate_card(plain)
+        object.__setattr__(self, "_data", plain)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Card is read-only; build a new Card from card.to_dict()")
+
+    def __reduce__(self) -> tuple:
+        # copy / pickle (e.g. to worker processes) go through the validating constructor
+        return (Card, (self._data,))
+
+    # -- construction and persistence ---------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Mapping) -> Card:
+        """Build a card from its dict (same as ``Card(data)``)."""
+        return cls(data)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Card:
+        """Read a card from ``dcsi.json`` or a folder holding it (see :func:`load_card`)."""
+        return load_card(path)
+
+    def to_dict(self) -> dict:
+        """A deep copy of the card as JSON-ready plain Python."""
+        return copy.deepcopy(self._data)
+
+    def _view(self) -> dict:
+        """The card dict itself, without a copy (for dcsi's own views; never mutate it)."""
+        return self._data
+
+    def to_json(self) -> str:
+        """The deterministic JSON text written to ``dcsi.json``."""
+        return card_to_json(self._data)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write ``dcsi.json`` atomically (temp file + rename).
+
+        Parameters
+        ----------
+        path : path-like
+            A ``.json`` file path, or a folder (created if needed) that receives
+            ``dcsi.json``.
+
+        Returns
+        -------
+        Path
+            The file written.
+        """
+        path = Path(path)
+        if path.suffix.lower() != ".json" or path.is_dir():
+            path = path / CARD_FILENAME
+        validate_card(self._data)
+        return atomic_write_text(path, self.to_json())
+
+    def write(
+        self,
+        out_dir: str | os.PathLike[str],
+        *,
+        readme: bool = True,
+        croissant: bool = True,
+        report: bool = True,
+        load_image: Any = None,
+    ) -> dict[str, Path]:
+        """Write the card and its views into ``out_dir`` (see :func:`dcsi.card.write_card_files`)."""
+        from dcsi.card import write_card_files
+
+        return write_card_files(
+            self, out_dir, readme=readme, croissant=croissant, report=report,
+            load_image=load_image,
+        )
+
+    # -- equality and display -----------------------------------------------------
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Card):
+            return NotImplemented
+        return self._data == other._data
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        ds = self._data["dataset"]
+        idx = self._data.get("index") or {}
+        value = idx.get("value")
+        shown = "None" if value is None else f"{value:.4g}"
+        return (
+            f"Card(name={ds['name']!r}, n_images={ds['n_images']}, "
+            f"n_classes={len(ds['classes'])}, index={shown})"
+        )
+
+    def summary(self, *, n_pairs: int = 5) -> str:
+        """Human summary: dataset, features, index, top pairs, clusters, redundancy.
+
+        Parameters
+        ----------
+        n_pairs : int, default=5
+            How many of the most similar class pairs to list.
+
+        Returns
+        -------
+        str
+            Several lines, as printed by ``dcsi card show`` and ``dcsi analyze``.
+        """
+        d = self._data
+        ds = d["dataset"]
+        split = f", split {ds['split']}" if ds["split"] else ""
+        lines = [
+            f"dataset: {ds['name']} ({ds['n_images']} images, {len(ds['classes'])} classes; "
+            f"source {ds['source']}{split})",
+            f"card: schema {d['schema_version']}, dcsi {d['dcsi_version']}, created {d['provenance']['created']}",
+        ]
+        if ds.get("skipped"):
+            lines.append(f"skipped images: {len(ds['skipped'])}")
+        feats = d.get("features")
+        if feats:
+            size = feats.get("image_size")
+            lines.append(f"features: {feats['backbone']}, {feats['dim']} dims, input "
+                         f"{size if size is not None else 'native'} px")
+        idx = d.get("index")
+        if idx:
+            value = "undefined" if idx["value"] is None else f"{idx['value']:.4f}"
+            definition = idx["definition"]
+            if len(definition) > 110:
+                definition = definition[:107].rstrip() + "..."
+            lines.append(f"index (DCSI): {value}")
+            lines.append(f"  definition: {definition} (full text in dcsi.json)")
+        else:
+            lines.append("index (DCSI): not computed")
+        kinds = self.similarity_kinds
+        if kinds:
+            kind = self.primary_kind
+            lines.append(f"most similar class pairs ({kind}; kinds in card: {', '.join(kinds)}):")
+            pairs = self.top_pairs(kind, n=n_pairs)
+            width = max((len(a) + len(b) for a, b, _ in pairs), default=0) + 5
+            lines += [f"  {(a + ' ~ ' + b):<{width}} {v:.4f}" for a, b, v in pairs]
+        else:
+            lines.append("class similarity: not computed")
+        cc = d.get("class_clusters")
+        if cc and cc.get("recommended_k") is not None:
+            lines.append(f"class clusters (recommended k = {cc['recommended_k']}, {cc['method']}; "
+                         f"stored k: {', '.join(str(k) for k in self.cluster_ks)}):")
+            lines += [f"  {i}: {', '.join(c)}" for i, c in enumerate(self.class_clusters())]
+        elif cc:
+            lines.append(f"class clusters: stored for k = {', '.join(str(k) for k in self.cluster_ks)}")
+        else:
+            lines.append("class clusters: not computed")
+        counts = self.redundancy_counts
+        if counts is not None:
+            lines.append(f"redundancy ({d['redundancy']['method']}): {counts['groups']} groups "
+                         f"({counts['redundant']} redundant, {counts['conflict']} conflict), "
+                         f"{counts['images_in_groups']} images in groups, {counts['removable']} removable")
+        else:
+            lines.append("redundancy: not run")
+        return "\n".join(lines)
+
+    # -- accessors ---------------------------------------------------------------
+    @property
+    def schema_version(self) -> str:
+        """The card's ``schema_version`` (semver string)."""
+        return self._data["schema_version"]
+
+    @property
+    def name(self) -> str:
+        """The dataset name."""
+        return self._data["dataset"]["name"]
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names in label order (the order of every matrix in the card)."""
+        return list(self._data["dataset"]["classes"])
+
+    @property
+    def class_counts(self) -> list[int]:
+        """Number of images per class, in the order of :attr:`classes`."""
+        return list(self._data["dataset"]["class_counts"])
+
+    @property
+    def n_images(self) -> int:
+        """Number of images analysed."""
+        return int(self._data["dataset"]["n_images"])
+
+    def _block(self, key: str, what: str) -> dict:
+        block = self._data.get(key)
+        if not block:
+            raise DataError(
+                f"This card has no {key!r} block: {what} was not computed for "
+                f"{self.name!r} (e.g. unlabelled data, or the analyzer was not run). "
+                "Re-run `dcsi analyze` with labels and the analyzer enabled."
+            )
+        return block
+
+    @property
+    def similarity_kinds(self) -> list[str]:
+        """Names of the class-similarity matrices in the card (e.g. ``["cnn_cosine"]``)."""
+        return sorted(self._data.get("similarity") or {})
+
+    def similarity(self, kind: str = "cnn_cosine") -> np.ndarray:
+        """The class-to-class similarity matrix of one kind.
+
+        Parameters
+        ----------
+        kind : str, default="cnn_cosine"
+            One of :attr:`similarity_kinds`.
+
+        Returns
+        -------
+        ndarray of shape (n_classes, n_classes), float64
+            Rows and columns in the order of :attr:`classes`; NaN where the card
+            stores ``null`` (an undefined diagonal entry).
+        """
+        sims = self._block("similarity", "class similarity")
+        if kind not in sims:
+            raise InvalidParameterError(
+                f"The 'kind' parameter of Card.similarity must be one of "
+                f"{', '.join(repr(k) for k in sorted(sims))}. Got {kind!r} instead."
+            )
+        matrix = sims[kind]["matrix"]
+        return np.array(
+            [[np.nan if v is None else v for v in row] for row in matrix], dtype=np.float64
+        ).reshape(len(matrix), len(matrix))
+
+    def similarity_info(self, kind: str = "cnn_cosine") -> dict:
+        """The full similarity entry (``matrix``, ``diagonal``, ``params``, ...)."""
+        self.similarity(kind)  # validates kind
+        return copy.deepcopy(self._data["similarity"][kind])
+
+    def top_pairs(self, kind: str | None = None, *, n: int = 5) -> list[tuple[str, str, float]]:
+        """The ``n`` most similar distinct class pairs.
+
+        Parameters
+        ----------
+        kind : str, default=None
+            Similarity kind; ``None`` -> ``"cnn_cosine"`` if present, else the first.
+        n : int, default=5
+
+        Returns
+        -------
+        list of (class_a, class_b, similarity)
+            Sorted by decreasing similarity; ties by class order.  Pairs with an
+            undefined value are skipped.
+        """
+        kind = self.primary_kind if kind is None else kind
+        s = self.similarity(kind)
+        names = self.classes
+        iu, ju = np.triu_indices(len(names), k=1)
+        vals = s[iu, ju]
+        keep = np.isfinite(vals)
+        iu, ju, vals = iu[keep], ju[keep], vals[keep]
+        order = np.lexsort((ju, iu, -vals))[: max(int(n), 0)]
+        return [(names[iu[o]], names[ju[o]], float(vals[o])) for o in order]
+
+    @property
+    def primary_kind(self) -> str:
+        """``"cnn_cosine"`` when the card has it, else the first similarity kind."""
+        kinds = self.similarity_kinds
+        if not kinds:
+            self._block("similarity", "class similarity")
+        return "cnn_cosine" if "cnn_cosine" in kinds else kinds[0]
+
+    @property
+    def index(self) -> float:
+        """The scalar DCSI (``index.value``); NaN when the card stores ``null``."""
+        value = self._block("index", "the index")["value"]
+        return math.nan if value is None else float(value)
+
+    @property
+    def index_info(self) -> dict:
+        """The full ``index`` block: ``value``, ``definition``, ``components``, ..."""
+        return copy.deepcopy(self._block("index", "the index"))
+
+    @property
+    def recommended_k(self) -> int | None:
+        """The recommended number of class clusters."""
+        return self._block("class_clusters", "class clustering").get("recommended_k")
+
+    @property
+    def cluster_ks(self) -> list[int]:
+        """The cluster counts for which the card stores a partition."""
+        cc = self._block("class_clusters", "class clustering")
+        return sorted(int(k) for k in cc["partitions"])
+
+    def cluster_assignment(self, k: int | None = None) -> np.ndarray:
+        """Cluster id of each class for ``k`` clusters.
+
+        Parameters
+        ----------
+        k : int, default=None
+            Number of clusters; ``None`` -> the card's recommended k.
+
+        Returns
+        -------
+        ndarray of shape (n_classes,), int64
+            Cluster ids renumbered ``0..k-1`` in order of first appearance.
+        """
+        cc = self._block("class_clusters", "class clustering")
+        if k is None:
+            k = cc.get("recommended_k")
+            if k is None:
+                raise DataError(
+                    "This card has no recommended_k; pass k= explicitly "
+                    f"(stored partitions: {self.cluster_ks})."
+                )
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or str(int(k)) not in cc["partitions"]:
+            raise InvalidParameterError(
+                f"The 'k' parameter of Card.class_clusters must be one of "
+                f"{self.cluster_ks} (the partitions stored in the card). Got {k!r} instead."
+            )
+        raw = cc["partitions"][str(int(k))]
+        remap: dict[int, int] = {}
+        return np.array([remap.setdefault(c, len(remap)) for c in raw], dtype=np.int64)
+
+    def class_clusters(self, k: int | None = None) -> list[list[str]]:
+        """Class names grouped by cluster.
+
+        Parameters
+        ----------
+        k : int, default=None
+            Number of clusters; ``None`` -> the card's recommended k.
+
+        Returns
+        -------
+        list of list of str
+            One list per cluster (ordered by the first class of each cluster), the
+            classes inside in label order.
+        """
+        assignment = self.cluster_assignment(k)
+        names = self.classes
+        groups: list[list[str]] = [[] for _ in range(int(assignment.max()) + 1 if len(assignment) else 0)]
+        for name, c in zip(names, assignment):
+            groups[int(c)].append(name)
+        return groups
+
+    @property
+    def redundancy(self) -> list[RedundancyGroup]:
+        """Near-duplicate groups (empty list when the analysis was not run)."""
+        block = self._data.get("redundancy") or {}
+        out = []
+        for g in block.get("groups", []):
+            extra = {k: v for k, v in g.items() if k not in ("members", "labels", "kind", "representative")}
+            out.append(
+                RedundancyGroup(
+                    members=tuple(g["members"]), labels=tuple(g["labels"]), kind=g["kind"],
+                    representative=g["representative"], extra=copy.deepcopy(extra),
+                )
+            )
+        return out
+
+    @property
+    def redundancy_counts(self) -> dict[str, int] | None:
+        """Counts of groups by kind and images in groups; None without the analysis."""
+        block = self._data.get("redundancy")
+        if not block:
+            return None
+        groups = block["groups"]
+        return {
+            "groups": len(groups),
+            "redundant": sum(g["kind"] == "redundant" for g in groups),
+            "conflict": sum(g["kind"] == "conflict" for g in groups),
+            "images_in_groups": sum(len(g["members"]) for g in groups),
+            "removable": sum(len(g["members"]) - 1 for g in groups if g["kind"] == "redundant"),
+        }
+
+    @property
+    def backbone(self) -> str | None:
+        """Name of the feature extractor, or None without a features block."""
+        feats = self._data.get("features") or {}
+        return feats.get("backbone")
+
+    def router(self, extractor: Any = None, *, k: int | None = None) -> Any:
+        """A :class:`dcsi.clusters.Router` sending query images to a class cluster.
+
+        Parameters
+        ----------
+        extractor : Extractor or str, default=None
+            Feature extractor for raw images; ``None`` -> the card's backbone, built
+            with ``dcsi.get_backbone(name, image_size=card's image size)`` when the
+            router first sees images (needs the ``torch`` extra).  Routing
+            precomputed features with ``router.route_features`` needs none.  A card
+            made with custom ``--weights`` needs the same extractor passed here.
+        k : int, default=None
+            Number of clusters; ``None`` -> the card's recommended k.
+
+        Returns
+        -------
+        dcsi.clusters.Router
+        """
+        feats = self._block("features", "feature extraction")
+        sums = feats.get("class_sums")
+        if sums is None:
+            raise DataError(
+                "This card has no 'features.class_sums', which the router needs; "
+                "re-run `dcsi analyze` (it stores them by default)."
+            )
+        counts = feats.get("class_counts") or self.class_counts
+        assignment = self.cluster_assignment(k)
+        from dcsi.clusters import Router
+
+        if extractor is None:
+            # a backbone name: the Router builds it with dcsi.get_backbone(name,
+            # image_size=...) on the first route(images) call, so making a router
+            # (and routing precomputed features) needs no torch.
+            extractor = feats["backbone"]
+        return Router(
+            np.asarray(sums, dtype=np.float64),
+            np.asarray(counts, dtype=np.int64),
+            assignment,
+            extractor,
+            image_size=feats.get("image_size"),
+        )
+
+
+def _card_path(path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        path = path / CARD_FILENAME
+    return path
+
+
+def load_card(path: str | os.PathLike[str]) -> Card:
+    """Read and validate a card.
+
+    Parameters
+    ----------
+    path : path-like
+        ``dcsi.json`` or a folder containing it.
+
+    Returns
+    -------
+    Card
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no card at ``path`` (a :class:`~dcsi.DataError`).
+    CardSchemaError
+        If the file is not JSON, fails the schema, or has a newer major version.
+    """
+    file = _card_path(path)
+    if not file.is_file():
+        raise _CardNotFound(
+            f"No dcsi card at {os.fspath(path)!r}: expected a dcsi.json file or a "
+            "folder containing one (written by `dcsi analyze --out DIR`)."
+        )
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CardSchemaError(f"{file} is not valid UTF-8 JSON: {exc}") from None
+    try:
+        if isinstance(data, Mapping):  # strict: a file carries both versions itself
+            _check_version(data)
+            if "dcsi_version" not in data:
+                raise CardSchemaError(
+                    "The card fails the dcsi schema at '<top level>': 'dcsi_version' is a "
+                    "required property"
+                )
+        return Card(data)
+    except CardSchemaError as exc:
+        raise CardSchemaError(f"{file}: {exc}") from None
+
+
+class _CardNotFound(DataError, FileNotFoundError):
+    """No card file where one was expected."""

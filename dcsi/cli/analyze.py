@@ -1,0 +1,78 @@
+"""``dcsi analyze SOURCE --out DIR``: the whole analysis and the card files."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from dcsi.cli._common import add_progress_option, add_source_options, source_kwargs
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "analyze",
+        help="class similarity, class clusters, redundancy and the index; writes the card",
+        description="Analyze an image dataset and write DIR/dcsi.json, DIR/README.md, "
+        "DIR/croissant.json and DIR/report.html.",
+    )
+    p.add_argument("source", metavar="SOURCE",
+                   help="image folder, saved HF dataset, hf:<repo>[:<config>], sample:digits")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    add_source_options(p)
+    p.add_argument("--backbone", default="efficientnet_lite0",
+                   help="feature extractor (default: efficientnet_lite0)")
+    p.add_argument("--weights", default=None, metavar="PATH",
+                   help="backbone weights file (a state dict)")
+    p.add_argument("--analyzers", default="cnn,ssim,wavelet",
+                   help="comma-separated subset of cnn,ssim,wavelet (default: all)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="backbone input size in pixels (default: chosen from the images)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--max-per-class", type=int, default=None,
+                   help="use at most N images per class (seeded random subset)")
+    p.add_argument("--linkage", choices=("single", "complete", "average", "ward"),
+                   default="average", help="linkage of the class clustering")
+    p.add_argument("--redundancy-method", choices=("wavelet", "ssim", "cnn"),
+                   default="wavelet", help="near-duplicate search stored in the card")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache", default=None, metavar="DIR",
+                   help="feature cache folder (default: $DCSI_CACHE or ~/.cache/dcsi)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+    add_progress_option(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dcsi.card import write_card_files
+    from dcsi.pipeline import analyze_images
+    from dcsi.sources import open_source
+
+    images = open_source(args.source, max_per_class=args.max_per_class, seed=args.seed,
+                         **source_kwargs(args))
+    card = analyze_images(
+        images,
+        backbone=args.backbone,
+        weights=args.weights,
+        analyzers=args.analyzers,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        device=args.device,
+        max_per_class=args.max_per_class,
+        seed=args.seed,
+        cache=False if args.no_cache else args.cache,
+        linkage=args.linkage,
+        redundancy_method=args.redundancy_method,
+        command=shlex.join(["dcsi", *sys.argv[1:]]),
+    )
+    position = {item_id: i for i, item_id in enumerate(images.ids)}
+    paths = write_card_files(card, args.out,
+                             load_image=lambda item_id: images.load(position[item_id]))
+    print(card.summary())
+    print()
+    for path in paths.values():
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,217 @@
+"""``dcsi card validate | show | attach``: check, summarise and publish a card.
+
+None of these commands imports torch (``show`` is tested for it in a subprocess).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from dcsi._io import atomic_write_bytes
+from dcsi.exceptions import DcsiError
+
+__all__ = ["register", "attach_card"]
+
+_CARD_FILES = ("dcsi.json", "croissant.json", "report.html", "README.md")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``card`` with its ``validate``, ``show`` and ``attach`` subcommands."""
+    parser = subparsers.add_parser(
+        "card", help="validate, show or attach a dataset card (dcsi.json)",
+        description="Work with a dcsi dataset card: a dcsi.json file or a folder holding one.",
+    )
+    sub = parser.add_subparsers(dest="card_command", metavar="ACTION", required=True)
+
+    p = sub.add_parser("validate", help="check a card against the schema",
+                       description="Check dcsi.json against the card schema. Exit 0 and "
+                       "'valid' when it passes; exit 1 with the reason when it does not.")
+    p.add_argument("path", metavar="PATH", help="dcsi.json or a folder containing it")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("show", help="print a human summary of a card",
+                       description="Print the index, the most similar class pairs, the "
+                       "class clusters and the redundancy counts of a card.")
+    p.add_argument("path", metavar="PATH", help="dcsi.json or a folder containing it")
+    p.add_argument("--pairs", type=int, default=5, metavar="N",
+                   help="number of most similar class pairs to list (default: 5)")
+    p.set_defaults(func=_cmd_show)
+
+    p = sub.add_parser(
+        "attach", help="copy a card into a dataset folder or Hub dataset repo",
+        description="Write dcsi.json, croissant.json and report.html into a local dataset "
+        "folder (or a cloned Hub repository) and add or replace the 'dcsi:' key of its "
+        "README.md, keeping the rest of the README. With --push, upload them to a Hugging "
+        "Face dataset repository using your token (hf auth login, or HF_TOKEN).",
+    )
+    p.add_argument("path", metavar="PATH", help="dcsi.json or a folder containing it")
+    p.add_argument("--to", required=True, metavar="DATASET_DIR_OR_REPO_ID",
+                   help="an existing local folder, or a Hub dataset repo id with --push")
+    p.add_argument("--push", action="store_true",
+                   help="upload to the Hugging Face Hub (a repo id in --to, or --repo-id "
+                   "when --to is a folder)")
+    p.add_argument("--repo-id", default=None, metavar="OWNER/NAME",
+                   help="Hub dataset repo to push a local --to folder to")
+    p.add_argument("--token", default=None,
+                   help="Hugging Face token (default: the saved login or HF_TOKEN)")
+    p.add_argument("--revision", default=None, help="branch to push to (default: main)")
+    p.set_defaults(func=_cmd_attach)
+
+
+# -- validate / show ---------------------------------------------------------------
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from dcsi.card import load_card
+
+    card = load_card(args.path)
+    print(f"{args.path}: valid dcsi card (schema {card.schema_version}, "
+          f"{card.n_images} images, {len(card.classes)} classes)")
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from dcsi.card import load_card
+
+    if args.pairs < 0:
+        raise DcsiError(f"--pairs must be >= 0. Got {args.pairs} instead.")
+    card = load_card(args.path)
+    print(card.summary(n_pairs=args.pairs))
+    return 0
+
+
+# -- attach --------------------------------------------------------------------------
+def _write_into(card, src: Path, dest: Path) -> list[Path]:
+    """Card files into ``dest``: dcsi.json, croissant.json, report.html, README.md."""
+    from dcsi.card import write_card_files
+
+    written = write_card_files(card, dest, report=False)
+    report = src / "report.html"
+    if report.is_file():
+        if report.resolve() != (dest / "report.html").resolve():
+            atomic_write_bytes(dest / "report.html", report.read_bytes())
+        written["report.html"] = dest / "report.html"
+    else:
+        from dcsi.report import write_report
+
+        written["report.html"] = write_report(card, dest / "report.html")
+    return [written[name] for name in _CARD_FILES]
+
+
+def _token(explicit: str | None) -> str:
+    from huggingface_hub import get_token
+
+    token = explicit or get_token()
+    if not token:
+        raise DcsiError(
+            "--push needs a Hugging Face token: run `hf auth login`, set HF_TOKEN, "
+            "or pass --token."
+        )
+    return token
+
+
+def _push(card, src: Path, repo_id: str, *, token: str | None, revision: str | None,
+          local_dir: Path | None = None) -> str:
+    """Upload the card files to a Hub dataset repo; returns the commit URL."""
+    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
+
+    api = HfApi(token=_token(token))
+    with tempfile.TemporaryDirectory(prefix="dcsi-attach-") as tmp:
+        stage = Path(tmp) / "stage"
+        stage.mkdir()
+        if local_dir is not None:
+            for name in _CARD_FILES:
+                shutil.copyfile(local_dir / name, stage / name)
+        else:
+            try:
+                readme = api.hf_hub_download(repo_id, "README.md", repo_type="dataset",
+                                             revision=revision, local_dir=Path(tmp) / "remote")
+                shutil.copyfile(readme, stage / "README.md")
+            except EntryNotFoundError:
+                pass  # no README yet: a new one from the template
+            except RepositoryNotFoundError:
+                raise DcsiError(
+                    f"Hub dataset repo {repo_id!r} not found or not accessible with your "
+                    "token; create it first (hf repo create --repo-type dataset) or check the id."
+                ) from None
+            except HfHubHTTPError as exc:
+                raise DcsiError(f"could not read {repo_id!r} from the Hub: {exc}".splitlines()[0]) from None
+            _write_into(card, src, stage)
+        operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=(stage / name).read_bytes())
+                      for name in _CARD_FILES]
+        try:
+            info = api.create_commit(
+                repo_id, operations, repo_type="dataset", revision=revision,
+                commit_message=f"Add dcsi card (schema {card.schema_version})",
+            )
+        except RepositoryNotFoundError:
+            raise DcsiError(
+                f"Hub dataset repo {repo_id!r} not found or not writable with your token."
+            ) from None
+        except HfHubHTTPError as exc:
+            raise DcsiError(f"upload to {repo_id!r} failed: {exc}".splitlines()[0]) from None
+    return str(getattr(info, "commit_url", info))
+
+
+def attach_card(path: str | os.PathLike[str], to: str, *, push: bool = False,
+                repo_id: str | None = None, token: str | None = None,
+                revision: str | None = None) -> list[str]:
+    """Attach a card to a dataset folder and/or a Hub dataset repository.
+
+    Parameters
+    ----------
+    path : path-like
+        ``dcsi.json`` or a card folder.
+    to : str
+        An existing local dataset folder, or (with ``push=True``) a Hub dataset repo id.
+    push : bool, default=False
+        Upload the card files to the Hub.
+    repo_id : str, default=None
+        The Hub repo to push a local folder to.
+    token, revision : str, default=None
+        Hub token (default: the saved login / ``HF_TOKEN``) and branch.
+
+    Returns
+    -------
+    list of str
+        One line per action, for the command line to print.
+    """
+    from dcsi.card import load_card
+
+    card = load_card(path)
+    src = Path(path)
+    src = src if src.is_dir() else src.parent
+    dest = Path(to)
+    out = []
+    if dest.is_dir():
+        files = _write_into(card, src, dest)
+        out.append(f"attached to {dest}: " + ", ".join(f.name for f in files))
+        if push:
+            if not repo_id:
+                raise DcsiError(
+                    f"--push with a local folder needs --repo-id OWNER/NAME (the Hub dataset "
+                    f"repo {dest} belongs to)."
+                )
+            out.append(f"pushed to {repo_id}: "
+                       + _push(card, src, repo_id, token=token, revision=revision, local_dir=dest))
+        return out
+    if not push:
+        raise DcsiError(
+            f"{to!r} is not an existing folder. Give a local dataset folder, or add --push "
+            "to upload to the Hub dataset repo of that id."
+        )
+    if dest.exists():
+        raise DcsiError(f"{to!r} is a file, not a dataset folder or a repo id.")
+    rid = repo_id or to
+    out.append(f"pushed to {rid}: " + _push(card, src, rid, token=token, revision=revision))
+    return out
+
+
+def _cmd_attach(args: argparse.Namespace) -> int:
+    for line in attach_card(args.path, args.to, push=args.push, repo_id=args.repo_id,
+                            token=args.token, revision=args.revision):
+        print(line)
+    return 0

@@ -1,0 +1,68 @@
+"""``dcsi leakage --train SOURCE --test SOURCE --out DIR``: test items seen in training."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+from pathlib import Path
+
+from dcsi.cli._common import add_progress_option, add_source_options, source_kwargs
+
+__all__ = ["register", "run"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "leakage",
+        help="test items with a near-identical training item",
+        description="Share of test items with a near-identical training item, and the "
+        "test items farthest from every training item. Writes DIR/leakage.json and "
+        "DIR/leakage.csv.",
+    )
+    p.add_argument("--train", required=True, metavar="SOURCE", help="training set")
+    p.add_argument("--test", required=True, metavar="SOURCE", help="test set")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    add_source_options(p, prefix="train-")
+    add_source_options(p, prefix="test-")
+    p.add_argument("--method", choices=("wavelet", "cnn"), default="wavelet")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="largest distance of a leaked pair (wavelet default: 1-cos <= 0.01)")
+    p.add_argument("--tau", type=float, default=1e5)
+    p.add_argument("--n-farthest", type=int, default=20,
+                   help="test items farthest from all training items to list")
+    p.add_argument("--backbone", default="efficientnet_lite0")
+    p.add_argument("--seed", type=int, default=0)
+    add_progress_option(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dcsi._io import atomic_write_json, atomic_write_text
+    from dcsi.leakage import find_leakage
+    from dcsi.sources import open_source
+
+    train = open_source(args.train, **source_kwargs(args, prefix="train-"))
+    test = open_source(args.test, **source_kwargs(args, prefix="test-"))
+    res = find_leakage(train, test, method=args.method, threshold=args.threshold,
+                       tau=args.tau, n_farthest=args.n_farthest, backbone=args.backbone,
+                       seed=args.seed)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["test_id", "train_id", "distance", "test_label", "train_label"])
+    for p in res.pairs:
+        w.writerow([p.test_id, p.train_id, f"{p.distance:.6g}", p.test_label or "",
+                    p.train_label or ""])
+    out = Path(args.out)
+    paths = [atomic_write_json(out / "leakage.json", res.to_dict()),
+             atomic_write_text(out / "leakage.csv", buf.getvalue())]
+    print(f"{test.name} ({res.n_test} test items) vs {train.name} ({res.n_train} training "
+          f"items), method {res.method}, threshold {res.params['threshold']}")
+    print(f"  {res.n_leaked} test items ({100 * res.share:.2f}%) have a near-identical "
+          f"training item; {res.n_label_mismatch} of them with a different label")
+    if res.farthest:
+        tid, d = res.farthest[0]
+        print(f"  farthest test item from all training items: {tid} (distance {d:.3g})")
+    for p in paths:
+        print(f"wrote {p}")
+    return 0

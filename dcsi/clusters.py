@@ -1,0 +1,491 @@
+"""Class clusters from a class-similarity matrix, and the router to a cluster.
+
+Parikh & Aggarwal (2020) cluster the classes of a dataset hierarchically on their
+class-to-class distance matrix and train one model per cluster ("clustered training");
+a query image goes to the cluster whose images have the smallest mean cosine distance
+to it (their Algorithm 2).  Here:
+
+- :func:`cluster_classes` runs scipy's agglomerative clustering on the distance
+  ``1 - S`` (cosine similarity matrix; or on a distance matrix as is) for
+  k = 2..min(K, 8) and recommends a k by a documented rule;
+- :class:`Router` routes exactly through cluster sums: the mean cosine similarity of a
+  query ``q`` to the images of cluster c is ``(q / |q|) . S_c / n_c`` with ``S_c`` the
+  sum of the unit-normalised features of the cluster's images, so Algorithm 2 costs one
+  dot product per cluster instead of a pass over the training set;
+- :func:`routing_error` measures how often held-out labelled images are routed to a
+  cluster other than their class's.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dcsi._validation import check_array, check_choice, check_int
+from dcsi.exceptions import InvalidParameterError
+
+__all__ = ["ClassClusters", "cluster_classes", "Router", "routing_error", "LINKAGES",
+           "RULES"]
+
+logger = logging.getLogger(__name__)
+
+LINKAGES = ("single", "complete", "average", "weighted", "ward")
+RULES = ("eigengap", "silhouette")
+MAX_K = 8
+
+_RULE_TEXT = {
+    "eigengap": (
+        "eigen-gap: affinity A = exp(-D^2 / (2 sigma^2)) on the class distance matrix D "
+        "(sigma = median off-diagonal distance, zero diagonal), symmetric normalised "
+        "Laplacian I - A~ with eigenvalues l_1 <= ... <= l_K; recommended k = the k in ks "
+        "with the largest gap l_{k+1} - l_k (k < K; k = 2 when K = 2)"
+    ),
+    "silhouette": (
+        "silhouette: recommended k = the k in ks (2 <= k < K) whose partition has the "
+        "largest mean silhouette on the precomputed class distance matrix D "
+        "(k = 2 when K = 2)"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ClassClusters:
+    """Hierarchical clusters of the classes for several k, and the recommended k.
+
+    Attributes
+    ----------
+    linkage : str
+    partitions : dict of int -> ndarray of shape (K,), int
+        Cluster id per class for each k; ids numbered by first appearance in class
+        order (class 0 is always in cluster 0).
+    recommended_k : int
+    rule : str
+        The rule that chose ``recommended_k``, in words.
+    scores : dict of int -> float
+        The rule's score per k (eigen-gap or silhouette; None where undefined).
+    classes : list of str or None
+        Class names in label order.
+    """
+
+    linkage: str
+    partitions: dict[int, np.ndarray]
+    recommended_k: int
+    rule: str
+    scores: dict[int, float | None]
+    classes: list[str] | None = None
+
+    @property
+    def ks(self) -> list[int]:
+        """The k for which a partition is stored, ascending."""
+        return sorted(self.partitions)
+
+    def assignment(self, k: int | None = None) -> np.ndarray:
+        """Cluster id per class, shape (K,), for ``k`` (default: the recommended k)."""
+        k = self.recommended_k if k is None else k
+        if k not in self.partitions:
+            raise InvalidParameterError(
+                f"No partition with k={k!r}; available k: {self.ks}."
+            )
+        return self.partitions[k].copy()
+
+    def clusters(self, k: int | None = None) -> list[list[Any]]:
+        """Members of each cluster (class names, else class ids) for ``k``."""
+        a = self.assignment(k)
+        names = self.classes if self.classes is not None else list(range(a.shape[0]))
+        return [[names[i] for i in np.flatnonzero(a == c)] for c in range(int(a.max()) + 1)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The card's ``class_clusters`` block (JSON-ready; keys of k are strings)."""
+        out: dict[str, Any] = {
+            "method": "hierarchical",
+            "linkage": self.linkage,
+            "recommended_k": int(self.recommended_k),
+            "rule": self.rule,
+            "partitions": {str(k): [int(v) for v in self.partitions[k]] for k in self.ks},
+            "sizes": {str(k): [int(v) for v in np.bincount(self.partitions[k])]
+                      for k in self.ks},
+            "scores": {str(k): (None if self.scores.get(k) is None
+                                else float(self.scores[k])) for k in self.ks},
+        }
+        if self.classes is not None:
+            out["members"] = {str(k): self.clusters(k) for k in self.ks}
+        return out
+
+
+def _relabel(labels: np.ndarray) -> np.ndarray:
+    """Number clusters by first appearance in class order."""
+    mapping: dict[int, int] = {}
+    out = np.empty(labels.shape[0], dtype=np.int64)
+    for i, v in enumerate(labels.tolist()):
+        out[i] = mapping.setdefault(v, len(mapping))
+    return out
+
+
+def _distance_matrix(S: np.ndarray, kind: str) -> np.ndarray:
+    d = 1.0 - S if kind == "similarity" else S.copy()
+    d = 0.5 * (d + d.T)
+    np.fill_diagonal(d, 0.0)
+    return np.maximum(d, 0.0)
+
+
+def _centroid_distance(S: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Euclidean distances between the unit-feature class centroids (for ward)."""
+    from dcsi.index import _centroid_terms
+
+    _, _, d2 = _centroid_terms(S, np.asarray(counts, dtype=np.float64))
+    return np.sqrt(d2)
+
+
+def _eigengap_scores(d: np.ndarray, ks: Sequence[int]) -> dict[int, float | None]:
+    k = d.shape[0]
+    off = d[~np.eye(k, dtype=bool)]
+    sigma = float(np.median(off)) if off.size else 0.0
+    if sigma <= 0:
+        return {c: None for c in ks}
+    a = np.exp(-(d**2) / (2.0 * sigma**2))
+    np.fill_diagonal(a, 0.0)
+    deg = a.sum(axis=1)
+    inv = np.where(deg > 0, 1.0 / np.sqrt(np.where(deg > 0, deg, 1.0)), 0.0)
+    lap = np.eye(k) - inv[:, None] * a * inv[None, :]
+    lam = np.sort(np.linalg.eigvalsh(0.5 * (lap + lap.T)))
+    return {c: (float(lam[c] - lam[c - 1]) if c < k else None) for c in ks}
+
+
+def _silhouette_scores(d: np.ndarray, parts: dict[int, np.ndarray]) -> dict[int, float | None]:
+    from sklearn.metrics import silhouette_score
+
+    k = d.shape[0]
+    out: dict[int, float | None] = {}
+    for c, lab in parts.items():
+        n_lab = int(lab.max()) + 1
+        out[c] = (float(silhouette_score(d, lab, metric="precomputed"))
+                  if 2 <= n_lab < k else None)
+    return out
+
+
+def cluster_classes(
+    S: np.ndarray,
+    *,
+    linkage: str = "average",
+    ks: Iterable[int] | None = None,
+    kind: str = "similarity",
+    rule: str = "eigengap",
+    class_counts: np.ndarray | None = None,
+    classes: list[str] | None = None,
+) -> ClassClusters:
+    """Hierarchical clustering of the classes on a class matrix.
+
+    Parameters
+    ----------
+    S : ndarray of shape (K, K)
+        Class matrix: mean pairwise cosine similarity (``kind="similarity"``, clustered
+        on the distance ``1 - S``) or a mean pairwise distance (``kind="distance"``).
+        The diagonal is ignored.
+    linkage : {"single", "complete", "average", "weighted", "ward"}, default="average"
+        scipy linkage.  ``"ward"`` assumes Euclidean distances between points, which a
+        mean pairwise distance is not; it is accepted only for a cosine similarity
+        matrix with ``class_counts``, and then clusters the Euclidean distances between
+        the classes' unit-feature centroids (exact from S and the counts).
+    ks : iterable of int, default=range(2, min(K, 8) + 1)
+        Numbers of clusters to cut the tree at; each must be in [2, K].
+    kind : {"similarity", "distance"}, default="similarity"
+    rule : {"eigengap", "silhouette"}, default="eigengap"
+        How the recommended k is chosen (``ClassClusters.rule`` says it in words).
+    class_counts : array-like of shape (K,), default=None
+        Images per class; needed for ``linkage="ward"``.
+    classes : list of str, default=None
+        Class names, for ``clusters()`` and ``to_dict()["members"]``.
+
+    Returns
+    -------
+    ClassClusters
+
+    Notes
+    -----
+    K = 2 gives the single partition ``{2: [0, 1]}``; K = 3 gives k = 2 and 3 with the
+    eigen-gap rule choosing between them (the silhouette rule has only k = 2).
+    """
+    from scipy.cluster.hierarchy import fcluster
+    from scipy.cluster.hierarchy import linkage as scipy_linkage
+    from scipy.spatial.distance import squareform
+
+    from dcsi.index import square_class_matrix
+
+    caller = "cluster_classes"
+    m = square_class_matrix(S, caller)
+    k_all = m.shape[0]
+    if k_all < 2:
+        raise InvalidParameterError(
+            f"{caller} needs at least 2 classes; got {k_all}: there is nothing to cluster."
+        )
+    off = ~np.eye(k_all, dtype=bool)
+    if not np.all(np.isfinite(m[off])):
+        raise InvalidParameterError(
+            f"The 'S' parameter of {caller} has NaN off-diagonal entries (a class with no "
+            "images?); drop empty classes first."
+        )
+    check_choice(linkage, "linkage", caller, LINKAGES)
+    check_choice(kind, "kind", caller, ["similarity", "distance"])
+    check_choice(rule, "rule", caller, RULES)
+    if ks is None:
+        ks_list = list(range(2, min(k_all, MAX_K) + 1))
+    else:
+        ks_list = sorted({check_int(k, "ks", caller, min_value=2, max_value=k_all)
+                          for k in ks})
+        if not ks_list:
+            raise InvalidParameterError(
+                f"The 'ks' parameter of {caller} must hold at least one int in "
+                f"[2, {k_all}]. Got an empty sequence instead."
+            )
+    d = _distance_matrix(m, kind)
+    if linkage == "ward":
+        if kind != "similarity" or class_counts is None:
+            raise InvalidParameterError(
+                "linkage='ward' needs Euclidean distances: pass a cosine similarity "
+                "matrix (kind='similarity') with class_counts, so that the classes' "
+                "centroid distances can be used, or choose 'average'."
+            )
+        counts = np.asarray(class_counts)
+        if counts.shape != (k_all,):
+            raise InvalidParameterError(
+                f"The 'class_counts' parameter of {caller} must have shape ({k_all},). "
+                f"Got {counts.shape} instead."
+            )
+        tree_d = _centroid_distance(m, counts)
+    else:
+        tree_d = d
+    z = scipy_linkage(squareform(tree_d, checks=False), method=linkage)
+    parts = {k: _relabel(fcluster(z, t=k, criterion="maxclust")) for k in ks_list}
+    # fcluster can return fewer clusters than asked when merge heights tie
+    for k, lab in parts.items():
+        if int(lab.max()) + 1 != k:
+            logger.info("cluster_classes: k=%d gave %d clusters (tied merge heights)",
+                        k, int(lab.max()) + 1)
+    scores = _eigengap_scores(tree_d, ks_list) if rule == "eigengap" else \
+        _silhouette_scores(tree_d, parts)
+    valid = {k: s for k, s in scores.items() if s is not None}
+    recommended = max(valid, key=lambda k: (valid[k], -k)) if valid else ks_list[0]
+    return ClassClusters(linkage=linkage, partitions=parts, recommended_k=int(recommended),
+                         rule=_RULE_TEXT[rule], scores=scores,
+                         classes=None if classes is None else list(classes))
+
+
+class Router:
+    """Route query images to a class cluster (Parikh & Aggarwal's Algorithm 2, exact).
+
+    Parameters
+    ----------
+    class_sums : ndarray of shape (K, dim)
+        Sum of the unit-normalised features of each class (``ClassStats.sums``, the
+        card's ``features.class_sums``).
+    class_counts : ndarray of shape (K,)
+        Images per class.
+    assignment : ndarray of shape (K,), int
+        Cluster id of each class.
+    extractor : str or Extractor, default=None
+        Backbone that made the class sums, used by :meth:`route` (a name for
+        :func:`dcsi.get_backbone` or an Extractor object); None = the default backbone.
+    image_size : int, default=None
+        Input size the class features were extracted at (passed to the extractor).
+
+    Notes
+    -----
+    The mean cosine similarity of a query ``q`` to the images of cluster c is
+    ``(q / |q|) . S_c / n_c``, ``S_c`` = sum of the class sums of its classes and
+    ``n_c`` their image count; routing picks the cluster with the largest value
+    (= smallest mean cosine distance; ties go to the lower cluster id).
+    """
+
+    def __init__(
+        self,
+        class_sums: np.ndarray,
+        class_counts: np.ndarray,
+        assignment: np.ndarray,
+        extractor: Any = None,
+        *,
+        image_size: int | None = None,
+    ) -> None:
+        caller = "Router"
+        sums = check_array(class_sums, "class_sums", caller, ndim=2, dtype=np.float64)
+        counts = check_array(class_counts, "class_counts", caller, ndim=1,
+                             dtype=np.float64)
+        assign = np.asarray(assignment)
+        if counts.shape[0] != sums.shape[0]:
+            raise InvalidParameterError(
+                f"The 'class_counts' parameter of Router must have one count per class "
+                f"({sums.shape[0]}). Got shape {counts.shape} instead."
+            )
+        if np.any(counts < 0):
+            raise InvalidParameterError(
+                "The 'class_counts' parameter of Router must be non-negative. "
+                f"Got {counts.tolist()!r} instead."
+            )
+        if assign.ndim != 1 or assign.shape[0] != sums.shape[0] or assign.dtype.kind not in "iu":
+            raise InvalidParameterError(
+                f"The 'assignment' parameter of Router must be a 1-D int array with one "
+                f"cluster id per class ({sums.shape[0]}). Got {assign!r} instead."
+            )
+        if assign.min() < 0:
+            raise InvalidParameterError(
+                "The 'assignment' parameter of Router must hold cluster ids >= 0. "
+                f"Got {int(assign.min())} instead."
+            )
+        n_clusters = int(assign.max()) + 1
+        onehot = np.zeros((n_clusters, sums.shape[0]))
+        onehot[assign, np.arange(sums.shape[0])] = 1.0
+        self.cluster_sums = onehot @ sums  # (C, dim)
+        self.cluster_counts = onehot @ counts  # (C,)
+        if np.any(self.cluster_counts <= 0):
+            empty = np.flatnonzero(self.cluster_counts <= 0).tolist()
+            raise InvalidParameterError(
+                f"Clusters {empty} of the Router have no images; number clusters "
+                "0..C-1 with at least one non-empty class in each."
+            )
+        self.assignment = assign.astype(np.int64)
+        self.extractor = extractor
+        self.image_size = image_size
+
+    @property
+    def n_clusters(self) -> int:
+        """Number of clusters C."""
+        return int(self.cluster_sums.shape[0])
+
+    @property
+    def dim(self) -> int:
+        """Feature dimension d."""
+        return int(self.cluster_sums.shape[1])
+
+    def scores(self, features: np.ndarray) -> np.ndarray:
+        """Mean cosine similarity of each query to each cluster, shape (n, C)."""
+        q = check_array(features, "features", "Router.scores", ndim=2, allow_empty=True)
+        if q.shape[1] != self.dim:
+            raise InvalidParameterError(
+                f"The 'features' parameter of Router.route_features must have {self.dim} "
+                f"columns (the class sums' dimension). Got {q.shape[1]} instead; extract "
+                "the queries with the backbone that made the card."
+            )
+        q = np.asarray(q, dtype=np.float64)
+        nrm = np.linalg.norm(q, axis=1, keepdims=True)
+        q = q / np.where(nrm > 0, nrm, 1.0)
+        return (q @ self.cluster_sums.T) / self.cluster_counts[None, :]
+
+    def route_features(self, features: np.ndarray) -> np.ndarray:
+        """Cluster id of each query feature vector.
+
+        Parameters
+        ----------
+        features : ndarray of shape (n, dim)
+
+        Returns
+        -------
+        ndarray of shape (n,), int64
+        """
+        return np.argmax(self.scores(features), axis=1).astype(np.int64)
+
+    def _features_of(self, images: Any, *, batch_size: int, device: str) -> np.ndarray:
+        if isinstance(images, (list, tuple)) and images and all(
+            hasattr(im, "convert") and hasattr(im, "size") for im in images
+        ):
+            return self._pil_features(list(images), batch_size=batch_size, device=device)
+        from dcsi.features import extract_features
+
+        kw: dict[str, Any] = {"batch_size": batch_size, "device": device}
+        if self.extractor is None or isinstance(self.extractor, str):
+            # a registered backbone: rebuild it at the size the class sums were made at
+            kw["image_size"] = self.image_size
+            if self.extractor is not None:
+                kw["backbone"] = self.extractor
+        else:
+            kw["backbone"] = self.extractor  # an Extractor owns its preprocessing
+        return np.asarray(extract_features(images, **kw).features)
+
+    def _pil_features(self, images: list[Any], *, batch_size: int, device: str) -> np.ndarray:
+        import torch
+
+        from dcsi.backbones import get_backbone
+
+        ext = self.extractor
+        if ext is None or isinstance(ext, str):
+            ext = get_backbone(ext or "efficientnet_lite0", image_size=self.image_size,
+                               device=device)
+        out = []
+        for i in range(0, len(images), batch_size):
+            batch = torch.stack([ext.transform(im) for im in images[i:i + batch_size]])
+            with torch.no_grad():
+                feats = ext(batch)
+            out.append(np.asarray(feats.cpu().numpy() if hasattr(feats, "cpu") else feats))
+        return np.concatenate(out, axis=0)
+
+    def route(self, images: Any, *, batch_size: int = 64, device: str = "auto") -> np.ndarray:
+        """Cluster id of each query image.
+
+        Parameters
+        ----------
+        images : ndarray of shape (n, h, w) or (n, h, w, c), uint8; list of PIL images;
+            or any source :func:`dcsi.open_source` takes
+        batch_size : int, default=64
+        device : str, default="auto"
+
+        Returns
+        -------
+        ndarray of shape (n,), int64
+        """
+        return self.route_features(self._features_of(images, batch_size=batch_size,
+                                                     device=device))
+
+    def __repr__(self) -> str:
+        name = getattr(self.extractor, "name", self.extractor)
+        return (f"Router(n_clusters={self.n_clusters}, dim={self.dim}, "
+                f"extractor={name!r})")
+
+
+def routing_error(
+    router: Router,
+    features_or_images: Any,
+    labels: np.ndarray,
+    assignment: np.ndarray | None = None,
+) -> float:
+    """Fraction of held-out labelled images routed to a cluster other than their class's.
+
+    Parameters
+    ----------
+    router : Router
+    features_or_images : ndarray of shape (n, dim) (float features) or images
+        Images as for :meth:`Router.route` (uint8 arrays, PIL images, a source).
+    labels : ndarray of shape (n,), int
+        True class of each query.
+    assignment : ndarray of shape (K,), int, default=None
+        Cluster id of each class; the router's own when omitted.
+
+    Returns
+    -------
+    float
+        In [0, 1].
+    """
+    assign = router.assignment if assignment is None else np.asarray(assignment)
+    y = np.asarray(labels)
+    if y.ndim != 1 or y.dtype.kind not in "iu":
+        raise InvalidParameterError(
+            "The 'labels' parameter of routing_error must be a 1-D array of int class "
+            f"ids. Got {y.dtype} of shape {y.shape} instead."
+        )
+    if y.size and (y.min() < 0 or y.max() >= assign.shape[0]):
+        raise InvalidParameterError(
+            f"The 'labels' parameter of routing_error must hold class ids in "
+            f"[0, {assign.shape[0] - 1}]. Got values in [{int(y.min())}, {int(y.max())}]."
+        )
+    x = features_or_images
+    is_features = (isinstance(x, np.ndarray) and x.ndim == 2 and x.dtype.kind == "f"
+                   and x.shape[1] == router.dim)
+    pred = router.route_features(x) if is_features else router.route(x)
+    if pred.shape[0] != y.shape[0]:
+        raise InvalidParameterError(
+            f"routing_error got {pred.shape[0]} queries but {y.shape[0]} labels."
+        )
+    if y.size == 0:
+        return 0.0
+    return float(np.mean(pred != assign[y]))

@@ -1,0 +1,497 @@
+"""Batched, cached CNN feature extraction: any source -> :class:`FeatureSet`.
+
+:func:`extract_features` opens the source (:func:`dcsi.sources.open_source`), builds the
+backbone (:func:`dcsi.backbones.get_backbone`), looks every image up in an on-disk cache
+and runs the model only on the images not found there:
+
+- batches of ``batch_size`` under ``torch.inference_mode``; decoding and preprocessing
+  run in ``DataLoader`` workers overlapping the forward pass (``num_workers=None``: none
+  for in-memory arrays, where preprocessing costs little next to the model, one or more
+  for encoded files);
+- a progress bar on stderr with images/s; float32 output;
+- the cache lives under ``cache`` (default ``$DCSI_CACHE`` or ``~/.cache/dcsi``;
+  ``cache=False`` turns it off) in a folder keyed by backbone name + weights SHA-256 +
+  preprocessing (input size, normalisation) + decoding rules.  Inside, features are
+  stored per image content hash (SHA-256 of the encoded bytes), in shards of
+  ``shard_size`` images written atomically as pairs of ``.npy`` files
+  (``shard-*.keys.npy``: content hashes, ``shard-*.feats.npy``: float32 features), read
+  back with ``allow_pickle=False``.  An interrupted run keeps the shards it finished, so
+  the next run computes only the rest; identical images (in one dataset or across
+  datasets) are computed once.
+
+Examples
+--------
+>>> import dcsi
+>>> fs = dcsi.extract_features("sample:digits")          # doctest: +SKIP
+>>> fs.features.shape, fs.image_size                      # doctest: +SKIP
+((1797, 1280), 64)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dcsi._io import atomic_write_bytes, atomic_write_json
+from dcsi._progress import progress
+from dcsi._validation import check_int, require
+from dcsi.backbones import Extractor, default_image_size, get_backbone
+from dcsi.exceptions import DataError, InvalidParameterError
+from dcsi.sources import DECODE_VERSION, ImageSet, open_source
+
+__all__ = ["FeatureSet", "extract_features", "default_cache_dir", "FeatureCache",
+           "choose_num_threads"]
+
+logger = logging.getLogger(__name__)
+
+#: Version of the cache layout and of how features are computed; part of the key.
+CACHE_VERSION = "1"
+#: Images per cache shard.
+SHARD_SIZE = 2048
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureSet:
+    """Features of a dataset's images.
+
+    Attributes
+    ----------
+    features : ndarray of shape (n, dim), float32
+    labels : ndarray of shape (n,), int64, or None
+    ids : list of str, length n
+    classes : list of str, length K
+    backbone : str
+    weights_sha256 : str or None
+        SHA-256 of the weights file (None for a user extractor that does not say).
+    image_size : int or None
+        Input size fed to the backbone, in pixels.
+    dim : int
+    image_set : ImageSet
+        The opened source (fingerprint, skipped items, ...); not part of ``to_dict``.
+    n_cached : int
+        How many images came from the cache.
+    """
+
+    features: np.ndarray
+    labels: np.ndarray | None
+    ids: list[str]
+    classes: list[str]
+    backbone: str
+    weights_sha256: str | None
+    image_size: int | None
+    dim: int
+    image_set: ImageSet | None = field(default=None, repr=False)
+    n_cached: int = 0
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+    def to_dict(self) -> dict[str, Any]:
+        """The card's ``features`` block: backbone, weights_sha256, image_size, dim."""
+        return {
+            "backbone": self.backbone,
+            "weights_sha256": self.weights_sha256,
+            "image_size": None if self.image_size is None else int(self.image_size),
+            "dim": int(self.dim),
+        }
+
+
+def default_cache_dir() -> Path:
+    """``$DCSI_CACHE`` if set, else ``~/.cache/dcsi``."""
+    env = os.environ.get("DCSI_CACHE", "").strip()
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "dcsi"
+
+
+# ----------------------------------------------------------------------------- cache
+
+
+class FeatureCache:
+    """Feature shards of one (backbone, weights, preprocessing) key.
+
+    Parameters
+    ----------
+    directory : path
+        The key's folder, ``<cache>/features/<backbone>-<key>``.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+
+    @classmethod
+    def for_key(cls, root: Path, *, backbone: str, weights_sha256: str, preprocessing: str,
+                dim: int | None) -> FeatureCache:
+        """The cache folder for one extractor configuration under ``root``."""
+        meta = {
+            "cache_version": CACHE_VERSION,
+            "decode_version": DECODE_VERSION,
+            "backbone": backbone,
+            "weights_sha256": weights_sha256,
+            "preprocessing": preprocessing,
+        }
+        key = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:20]
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in backbone)
+        cache = cls(Path(root) / "features" / f"{safe}-{key}")
+        meta_path = cache.directory / "meta.json"
+        if not meta_path.is_file():
+            atomic_write_json(meta_path, {**meta, "dim": dim})
+        return cache
+
+    def shards(self) -> list[str]:
+        """Names (without suffix) of the complete shards, sorted."""
+        if not self.directory.is_dir():
+            return []
+        out = []
+        for p in sorted(self.directory.glob("shard-*.keys.npy")):
+            stem = p.name[: -len(".keys.npy")]
+            if (self.directory / f"{stem}.feats.npy").is_file():
+                out.append(stem)
+        return out
+
+    def lookup(self, hashes: set[str]) -> dict[str, tuple[str, int]]:
+        """Where each of ``hashes`` is stored: ``{hash: (shard, row)}`` (hits only)."""
+        found: dict[str, tuple[str, int]] = {}
+        for stem in self.shards():
+            try:
+                keys = np.load(self.directory / f"{stem}.keys.npy", allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                logger.warning("Ignoring unreadable cache shard %s (%s).", stem, exc)
+                continue
+            for row, k in enumerate(keys.tolist()):
+                h = k.decode("ascii")
+                if h in hashes and h not in found:
+                    found[h] = (stem, row)
+        return found
+
+    def read(self, stem: str) -> np.ndarray:
+        """The features of one shard, shape (m, dim), memory-mapped."""
+        return np.load(self.directory / f"{stem}.feats.npy", mmap_mode="r",
+                       allow_pickle=False)
+
+    def write(self, hashes: Sequence[str], feats: np.ndarray) -> str:
+        """Store one shard atomically (features first, then keys); returns its name."""
+        keys = np.asarray([h.encode("ascii") for h in hashes], dtype="S64")
+        stem = "shard-" + hashlib.sha256(keys.tobytes()).hexdigest()[:16]
+        atomic_write_bytes(self.directory / f"{stem}.feats.npy",
+                           _npy_bytes(np.ascontiguousarray(feats, dtype=np.float32)))
+        atomic_write_bytes(self.directory / f"{stem}.keys.npy", _npy_bytes(keys))
+        return stem
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------- extraction
+
+
+class _Images:
+    """torch Dataset view: position k -> transformed image ``positions[k]``."""
+
+    def __init__(self, image_set: ImageSet, positions: np.ndarray, transform: Any) -> None:
+        self.image_set = image_set
+        self.positions = positions
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, k: int) -> Any:
+        return self.transform(self.image_set.load(int(self.positions[k])))
+
+
+def choose_num_threads() -> int:
+    """Intra-op threads for the forward pass when ``num_threads=None``.
+
+    ``$DCSI_NUM_THREADS`` if set; else the cores not already busy,
+    ``round(cpu_count - 1-minute load average)``, between 1 and torch's default.  On a
+    shared machine oversubscribed OpenMP threads spin against each other: measured here
+    (2 cores, load ~9), one thread ran Lite0 at 64 px 2-4x faster than two.
+    """
+    import torch
+
+    env = os.environ.get("DCSI_NUM_THREADS", "").strip()
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise InvalidParameterError(
+                f"DCSI_NUM_THREADS must be a positive integer. Got {env!r} instead."
+            ) from None
+    cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:  # not available on this platform
+        busy = 0.0
+    free = int(round(cores - busy))
+    return max(1, min(torch.get_num_threads(), free))
+
+
+def _auto_workers(image_set: ImageSet) -> int:
+    if image_set.kind == "array":
+        return 0
+    cpus = os.cpu_count() or 1
+    return 1 if cpus <= 2 else min(4, cpus // 2)
+
+
+def _as_features(out: Any, n: int, name: str) -> np.ndarray:
+    if hasattr(out, "detach"):
+        out = out.detach().cpu().numpy()
+    arr = np.asarray(out, dtype=np.float32)
+    if arr.ndim != 2 or arr.shape[0] != n:
+        raise DataError(
+            f"Backbone {name!r} returned features of shape {arr.shape} for a batch of {n} "
+            "images; an extractor must return (n, d).")
+    if not np.all(np.isfinite(arr)):
+        raise DataError(f"Backbone {name!r} returned NaN or infinite features.")
+    return arr
+
+
+def extract_features(
+    source: Any,
+    *,
+    backbone: str | Extractor = "efficientnet_lite0",
+    weights: str | os.PathLike[str] | None = None,
+    image_size: int | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
+    cache: str | os.PathLike[str] | bool | None = None,
+    num_workers: int | None = None,
+    shard_size: int = SHARD_SIZE,
+    num_threads: int | None = None,
+    labels: Any = None,
+    classes: Sequence[str] | None = None,
+    split: str | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    max_per_class: int | None = None,
+    seed: int = 0,
+) -> FeatureSet:
+    """CNN features of every image of a source.
+
+    Parameters
+    ----------
+    source : str, path, ndarray or ImageSet
+        Anything :func:`dcsi.sources.open_source` accepts.
+    backbone : str or Extractor, default="efficientnet_lite0"
+        A registered name (:func:`dcsi.backbones.list_backbones`) or an extractor object.
+    weights : path, default=None
+        Weights file for a registered backbone (default: packaged / torch hub cache).
+    image_size : int, default=None
+        Input size in pixels.  None: ``clip(32 * ceil(2 * s / 32), 64, 224)`` with ``s``
+        the dataset's median longer side (8-px digits and 28-px Fashion-MNIST -> 64;
+        112 px and more -> 224), see :func:`dcsi.backbones.default_image_size`.
+    batch_size : int, default=64
+    device : {"auto", "cpu", "cuda", "cuda:N"}, default="auto"
+        ``"auto"`` uses CUDA when present.
+    cache : path or bool, default=None
+        Cache folder; None or True: :func:`default_cache_dir`; False: no cache.
+    num_workers : int, default=None
+        DataLoader worker processes decoding images while the model runs.  None: 0 for
+        in-memory arrays, else 1 on a machine with 2 cores or fewer, else
+        ``min(4, cores // 2)``.
+    shard_size : int, default=2048
+        Images per cache shard (the unit of resumption).
+    num_threads : int, default=None
+        torch intra-op threads during the forward pass (restored afterwards).  None:
+        :func:`choose_num_threads` (the idle cores, at least 1).
+    labels, classes, split, image_column, label_column, max_per_class, seed
+        Passed to :func:`dcsi.sources.open_source`.
+
+    Returns
+    -------
+    FeatureSet
+        ``features`` of shape (n, dim), float32, in the order of the source's ids.
+
+    Raises
+    ------
+    DataError
+        Unusable source (see :func:`~dcsi.sources.open_source`).
+    InvalidParameterError
+        Unknown backbone or bad parameter.
+    WeightsNotFoundError
+        No weights available offline.
+    """
+    caller = "extract_features"
+    batch_size = check_int(batch_size, "batch_size", caller, min_value=1)
+    shard_size = check_int(shard_size, "shard_size", caller, min_value=1)
+    if num_workers is not None:
+        num_workers = check_int(num_workers, "num_workers", caller, min_value=0)
+    if num_threads is not None:
+        num_threads = check_int(num_threads, "num_threads", caller, min_value=1)
+    if image_size is not None:
+        image_size = check_int(image_size, "image_size", caller, min_value=32,
+                               max_value=1024)
+    if not (cache is None or isinstance(cache, (bool, str, os.PathLike))):
+        raise InvalidParameterError(
+            f"The 'cache' parameter of {caller} must be a folder path, True, False or "
+            f"None. Got {type(cache).__name__} instead.")
+    image_set = open_source(source, labels=labels, classes=classes, split=split,
+                            image_column=image_column, label_column=label_column,
+                            max_per_class=max_per_class, seed=seed)
+    if len(image_set) == 0:
+        raise DataError(f"{image_set.source}: the dataset has no usable images.")
+
+    if isinstance(backbone, str):
+        size = image_size if image_size is not None else default_image_size(
+            image_set.typical_side())
+        extractor: Any = get_backbone(backbone, weights=weights, image_size=size,
+                                      device=device)
+    elif isinstance(backbone, Extractor):
+        if weights is not None or image_size is not None:
+            raise InvalidParameterError(
+                f"The 'weights' and 'image_size' parameters of {caller} apply to "
+                "registered backbones; an extractor object owns its weights and "
+                "preprocessing.")
+        extractor = backbone
+    else:
+        raise InvalidParameterError(
+            f"The 'backbone' parameter of {caller} must be a backbone name or an object "
+            "with name, transform and __call__ (dcsi.backbones.Extractor). "
+            f"Got {type(backbone).__name__} instead.")
+    name = str(extractor.name)
+    weights_sha = getattr(extractor, "weights_sha256", None)
+    ext_size = getattr(extractor, "image_size", None)
+
+    store: FeatureCache | None = None
+    if cache is not False:
+        if weights_sha is None:
+            logger.info("Extractor %r has no weights_sha256; not caching its features.", name)
+        else:
+            root = default_cache_dir() if cache in (None, True) else Path(cache).expanduser()
+            store = FeatureCache.for_key(
+                root, backbone=name, weights_sha256=str(weights_sha),
+                preprocessing=str(getattr(extractor, "cache_key", f"image_size={ext_size}")),
+                dim=getattr(extractor, "dim", None))
+
+    hashes = image_set.content_hashes() if store is not None else None
+    n = len(image_set)
+    features: np.ndarray | None = None
+    n_cached = 0
+    todo = np.arange(n)
+    rows_of: dict[str, list[int]] = {}
+    if store is not None:
+        assert hashes is not None
+        for i, h in enumerate(hashes):
+            rows_of.setdefault(h, []).append(i)
+        found = store.lookup(set(rows_of))
+        if found:
+            by_shard: dict[str, list[tuple[int, str]]] = {}
+            for h, (stem, row) in found.items():
+                by_shard.setdefault(stem, []).append((row, h))
+            for stem, items in by_shard.items():
+                feats = store.read(stem)
+                if features is None:
+                    features = np.empty((n, feats.shape[1]), dtype=np.float32)
+                items.sort()
+                block = np.asarray(feats[[r for r, _ in items]], dtype=np.float32)
+                for (_, h), f in zip(items, block, strict=True):
+                    features[rows_of[h]] = f
+                    n_cached += len(rows_of[h])
+        # one computation per distinct missing content hash
+        todo = np.asarray([rows[0] for h, rows in rows_of.items() if h not in found],
+                          dtype=np.int64)
+        logger.info("%s: %d of %d images cached; computing %d.", name, n_cached, n,
+                    len(todo))
+
+    if len(todo):
+        features = _compute(image_set, todo, extractor, name=name, batch_size=batch_size,
+                            num_workers=num_workers, num_threads=num_threads, store=store,
+                            shard_size=shard_size, hashes=hashes, rows_of=rows_of,
+                            features=features, n=n)
+    assert features is not None
+    return FeatureSet(
+        features=features,
+        labels=image_set.labels,
+        ids=list(image_set.ids),
+        classes=list(image_set.classes),
+        backbone=name,
+        weights_sha256=None if weights_sha is None else str(weights_sha),
+        image_size=None if ext_size is None else int(ext_size),
+        dim=int(features.shape[1]),
+        image_set=image_set,
+        n_cached=n_cached,
+    )
+
+
+def _compute(image_set: ImageSet, todo: np.ndarray, extractor: Any, *, name: str,
+             batch_size: int, num_workers: int | None, num_threads: int | None,
+             store: FeatureCache | None,
+             shard_size: int, hashes: list[str] | None, rows_of: dict[str, list[int]],
+             features: np.ndarray | None, n: int) -> np.ndarray:
+    """Run the model on the images at ``todo`` and fill ``features`` (and the cache)."""
+    require("torch", "CNN feature extraction", "dcsi[torch]")
+    import torch
+
+    workers = _auto_workers(image_set) if num_workers is None else num_workers
+    threads = choose_num_threads() if num_threads is None else num_threads
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    logger.info("%s: %d images, batch %d, %d torch thread(s), %d loader worker(s).",
+                name, len(todo), batch_size, threads, workers)
+    try:
+        return _run(image_set, todo, extractor, name=name, batch_size=batch_size,
+                    workers=workers, store=store, shard_size=shard_size, hashes=hashes,
+                    rows_of=rows_of, features=features, n=n)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(image_set: ImageSet, todo: np.ndarray, extractor: Any, *, name: str,
+         batch_size: int, workers: int, store: FeatureCache | None, shard_size: int,
+         hashes: list[str] | None, rows_of: dict[str, list[int]],
+         features: np.ndarray | None, n: int) -> np.ndarray:
+    import torch
+    from torch.utils.data import DataLoader
+
+    pin = str(getattr(extractor, "device", "cpu")).startswith("cuda")
+    loader = DataLoader(_Images(image_set, todo, extractor.transform),
+                        batch_size=batch_size, shuffle=False, num_workers=workers,
+                        pin_memory=pin, persistent_workers=False)
+    pending_keys: list[str] = []
+    pending: list[np.ndarray] = []
+    size = getattr(extractor, "image_size", None)
+    desc = f"Features {name}" + (f" {size}px" if size else "")
+    done = 0
+    with progress(desc=desc, total=len(todo), unit="img") as bar:
+        for batch in loader:
+            b = int(batch.shape[0]) if hasattr(batch, "shape") else len(batch)
+            with torch.inference_mode():
+                out = _as_features(extractor(batch), b, name)
+            if features is None:
+                features = np.empty((n, out.shape[1]), dtype=np.float32)
+            elif out.shape[1] != features.shape[1]:
+                raise DataError(
+                    f"Backbone {name!r} returned {out.shape[1]}-d features but its cache "
+                    f"holds {features.shape[1]}-d ones; clear {store.directory if store else ''}.")
+            part = todo[done:done + b]
+            if store is None:
+                features[part] = out
+            else:
+                assert hashes is not None
+                keys = [hashes[i] for i in part]
+                for h, f in zip(keys, out, strict=True):
+                    features[rows_of[h]] = f
+                pending_keys.extend(keys)
+                pending.append(out)
+                while len(pending_keys) >= shard_size:
+                    block = np.concatenate(pending)
+                    store.write(pending_keys[:shard_size], block[:shard_size])
+                    pending_keys = pending_keys[shard_size:]
+                    pending = [block[shard_size:]] if pending_keys else []
+            done += b
+            bar.update(b)
+    if store is not None and pending_keys:
+        store.write(pending_keys, np.concatenate(pending))
+    assert features is not None
+    return features

@@ -1,0 +1,241 @@
+"""``analyze``: the one place where the stages are chained into a dataset card.
+
+images -> features -> class similarity -> class clusters + index
+       -> SSIM / wavelet class matrices -> redundancy groups -> Card
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from dcsi import __version__
+from dcsi._validation import check_choice, check_int
+from dcsi.exceptions import InvalidParameterError
+
+__all__ = ["analyze", "analyze_images", "ANALYZERS"]
+
+logger = logging.getLogger(__name__)
+
+ANALYZERS = ("cnn", "ssim", "wavelet")
+DEFAULT_ANALYZERS = ("cnn", "ssim", "wavelet")
+
+
+def _parse_analyzers(analyzers: str | Sequence[str]) -> tuple[str, ...]:
+    if isinstance(analyzers, str):
+        analyzers = [a.strip() for a in analyzers.split(",") if a.strip()]
+    out = []
+    for a in analyzers:
+        check_choice(a, "analyzers", "analyze", ANALYZERS)
+        if a not in out:
+            out.append(a)
+    if not out:
+        raise InvalidParameterError(
+            "The 'analyzers' parameter of analyze must name at least one of "
+            + ", ".join(ANALYZERS) + ". Got an empty list instead."
+        )
+    return tuple(out)
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version(), "dcsi": __version__}
+    for pkg in ("numpy", "scipy", "scikit-learn", "scikit-image", "PyWavelets", "torch",
+                "torchvision"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            continue
+    return out
+
+
+def analyze(
+    source: Any,
+    *,
+    labels: Any = None,
+    backbone: Any = "efficientnet_lite0",
+    weights: str | None = None,
+    analyzers: str | Sequence[str] = DEFAULT_ANALYZERS,
+    image_size: int | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
+    max_per_class: int | None = None,
+    seed: int = 0,
+    cache: Any = None,
+    split: str | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    linkage: str = "average",
+    redundancy_method: str = "wavelet",
+    command: str | None = None,
+):
+    """Analyze an image dataset and return its dataset card.
+
+    Parameters
+    ----------
+    source : str, path, ndarray of shape (n, h, w[, c]) uint8, or ImageSet
+        An image folder, a saved Hugging Face dataset, ``"hf:<repo>[:<config>]"``,
+        ``"sample:digits"`` / ``"sample:fashion-mnist"``, or in-memory images.
+    labels : array-like of shape (n,), default=None
+        Labels for in-memory images.
+    backbone : str or Extractor, default="efficientnet_lite0"
+        Feature extractor for the ``cnn`` analyzer (see ``dcsi.list_backbones()``).
+    weights : str, default=None
+        Path to backbone weights (a state dict loaded with ``weights_only=True``).
+    analyzers : str or sequence of {"cnn", "ssim", "wavelet"}, default=all three
+        Class-similarity analyzers to run; a comma-separated string is accepted.
+    image_size : int, default=None
+        Backbone input size; ``None`` picks it from the images (see ``extract_features``).
+    batch_size : int, default=64
+    device : {"auto", "cpu", "cuda"}, default="auto"
+    max_per_class : int, default=None
+        Use at most this many images per class (a seeded random subset).
+    seed : int, default=0
+        Seed for every random choice; same input and seed give the same card.
+    cache : str, path or False, default=None
+        Feature cache folder (``None``: ``$DCSI_CACHE`` or ``~/.cache/dcsi``).
+    split, image_column, label_column : str, default=None
+        Which split and columns to read (auto-detected when omitted).
+    linkage : {"single", "complete", "average", "ward"}, default="average"
+        Linkage of the hierarchical clustering of classes.
+    redundancy_method : {"wavelet", "ssim", "cnn"}, default="wavelet"
+        Method of the near-duplicate search stored in the card.
+    command : str, default=None
+        The command line, recorded in the card's provenance.
+
+    Returns
+    -------
+    Card
+    """
+    from dcsi.sources import open_source
+
+    images = open_source(
+        source, labels=labels, split=split, image_column=image_column,
+        label_column=label_column, max_per_class=max_per_class, seed=seed,
+    )
+    return analyze_images(
+        images, backbone=backbone, weights=weights, analyzers=analyzers,
+        image_size=image_size, batch_size=batch_size, device=device,
+        max_per_class=max_per_class, seed=seed, cache=cache, linkage=linkage,
+        redundancy_method=redundancy_method, command=command,
+    )
+
+
+def analyze_images(
+    images: Any,
+    *,
+    backbone: Any = "efficientnet_lite0",
+    weights: str | None = None,
+    analyzers: str | Sequence[str] = DEFAULT_ANALYZERS,
+    image_size: int | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
+    max_per_class: int | None = None,
+    seed: int = 0,
+    cache: Any = None,
+    linkage: str = "average",
+    redundancy_method: str = "wavelet",
+    command: str | None = None,
+):
+    """:func:`analyze` on an already opened :class:`~dcsi.sources.ImageSet`.
+
+    The parameters are those of :func:`analyze`; ``max_per_class`` only caps the
+    per-class SSIM estimator here (the subset is taken when the source is opened).
+    """
+    from dcsi.card import Card
+
+    chosen = _parse_analyzers(analyzers)
+    check_int(seed, "seed", "analyze", min_value=0)
+    check_int(batch_size, "batch_size", "analyze", min_value=1)
+    check_choice(redundancy_method, "redundancy_method", "analyze", ("wavelet", "ssim", "cnn"))
+    started = datetime.now(timezone.utc)
+
+    n_classes = len(images.classes)
+    class_level = images.labels is not None and n_classes >= 2
+    if images.labels is not None and n_classes < 2:
+        logger.warning("%s has fewer than two classes: no class-level analysis.", images.name)
+    dataset = images.to_dict()
+    dataset["skipped"] = [s.to_dict() for s in images.skipped]
+    data: dict[str, Any] = {"dataset": dataset, "similarity": {}}
+
+    if "cnn" in chosen:
+        cnn = _cnn_blocks(images, class_level, backbone=backbone, weights=weights,
+                          image_size=image_size, batch_size=batch_size, device=device,
+                          cache=cache, linkage=linkage)
+        data["similarity"].update(cnn.pop("similarity", {}))
+        data.update(cnn)
+    if class_level and "ssim" in chosen:
+        from dcsi.similarity.ssim import class_ssim
+
+        data["similarity"]["ssim"] = class_ssim(
+            images.to_array(mode="L"), images.labels, n_classes=n_classes,
+            max_per_class=max_per_class, seed=seed,
+        ).to_dict()
+    if class_level and "wavelet" in chosen:
+        from dcsi.similarity.wavelet import class_wavelet_similarity
+
+        data["similarity"]["wavelet"] = class_wavelet_similarity(images).to_dict()
+
+    from dcsi.redundancy import find_redundancy
+
+    redundancy_kw: dict[str, Any] = {}
+    if redundancy_method == "cnn":
+        redundancy_kw = {"backbone": backbone, "weights": weights, "image_size": image_size,
+                         "cache": cache, "device": device}
+    data["redundancy"] = find_redundancy(
+        images, method=redundancy_method, seed=seed, **redundancy_kw
+    ).to_dict()
+    data["provenance"] = {
+        "versions": _versions(),
+        "parameters": {
+            "analyzers": list(chosen),
+            "backbone": backbone if isinstance(backbone, str) else getattr(backbone, "name", "custom"),
+            "weights": str(weights) if weights is not None else None,
+            "image_size": image_size,
+            "batch_size": batch_size,
+            "device": device,
+            "max_per_class": max_per_class,
+            "seed": seed,
+            "linkage": linkage,
+            "redundancy_method": redundancy_method,
+        },
+        "command": command or " ".join(sys.argv),
+        "created": started.isoformat(timespec="seconds"),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    return Card.from_dict(data)
+
+
+def _cnn_blocks(images: Any, class_level: bool, *, linkage: str, **feature_kw: Any) -> dict[str, Any]:
+    """Features, the cnn_cosine matrix, the index and the class clusters."""
+    from dcsi.clusters import cluster_classes
+    from dcsi.features import extract_features
+    from dcsi.index import index_report
+    from dcsi.similarity.class_cosine import ClassSimilarity, class_stats
+
+    fs = extract_features(images, **feature_kw)
+    out: dict[str, Any] = {"features": fs.to_dict()}
+    if not class_level:
+        return out
+    y = np.asarray(images.labels)
+    k = len(images.classes)
+    stats = class_stats(fs.features, y, k)
+    sim = ClassSimilarity.compute(fs.features, y, metric="cosine", n_classes=k)
+    out["features"]["class_sums"] = np.round(stats.sums, 8).tolist()
+    out["features"]["class_counts"] = stats.counts.tolist()
+    out["similarity"] = {"cnn_cosine": sim.to_dict()}
+    classes = list(images.classes)
+    out["index"] = index_report(
+        sim.matrix, stats.counts, features=fs.features, labels=y, classes=classes
+    ).to_dict()
+    out["class_clusters"] = cluster_classes(
+        sim.matrix, linkage=linkage, class_counts=stats.counts, classes=classes
+    ).to_dict()
+    return out

@@ -1,0 +1,424 @@
+"""The HTML report of a card: one self-contained page (inline PNGs, opens offline).
+
+Sections: the index and its components, the class-similarity heatmap ordered by the
+dendrogram, the dendrogram, the eigenvalue spectrum of the class-similarity graph
+Laplacian (and any spectrum an analyzer stored, e.g. of the SSIM graph), the most
+similar class pairs, the class clusters, and the near-duplicate groups (a gallery of
+thumbnails when ``load_image`` is given).  Plots use matplotlib's Agg backend.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dcsi._io import atomic_write_text
+
+__all__ = ["write_report", "report_html", "class_distance", "laplacian_spectrum", "dendrogram_order"]
+
+logger = logging.getLogger(__name__)
+
+_MAX_LABELS = 60  # above this many classes, axis tick labels are left out
+_MAX_GROUPS = 50  # near-duplicate groups shown in the report
+_THUMB = 64  # thumbnail size in px
+
+
+# -- numerics ---------------------------------------------------------------------
+def class_distance(similarity: np.ndarray) -> np.ndarray:
+    """Symmetric class distance ``1 - S`` with a zero diagonal, for clustering.
+
+    Parameters
+    ----------
+    similarity : ndarray of shape (n_classes, n_classes)
+        NaN entries (undefined values) get the largest finite distance.
+
+    Returns
+    -------
+    ndarray of shape (n_classes, n_classes), float64
+        Symmetrised (``(D + D.T) / 2``), clipped at 0, zero diagonal.
+    """
+    s = np.asarray(similarity, dtype=np.float64)
+    d = 1.0 - s
+    finite = np.isfinite(d)
+    fill = float(d[finite].max()) if finite.any() else 1.0
+    d = np.where(finite, d, fill)
+    d = np.clip((d + d.T) / 2.0, 0.0, None)
+    np.fill_diagonal(d, 0.0)
+    return d
+
+
+def dendrogram_order(similarity: np.ndarray, *, linkage: str = "average") -> tuple[np.ndarray, np.ndarray]:
+    """Hierarchical clustering of the classes on ``1 - S``.
+
+    Parameters
+    ----------
+    similarity : ndarray of shape (n_classes, n_classes)
+    linkage : str, default="average"
+        A :func:`scipy.cluster.hierarchy.linkage` method that works on distances
+        (``single``, ``complete``, ``average``, ``weighted``); others fall back to
+        ``average``.
+
+    Returns
+    -------
+    Z : ndarray of shape (n_classes - 1, 4)
+        The linkage matrix (empty for fewer than two classes).
+    order : ndarray of shape (n_classes,), int
+        Leaf order of the dendrogram.
+    """
+    from scipy.cluster.hierarchy import leaves_list, linkage as _linkage
+    from scipy.spatial.distance import squareform
+
+    d = class_distance(similarity)
+    k = d.shape[0]
+    if k < 2:
+        return np.empty((0, 4)), np.arange(k)
+    method = linkage if linkage in ("single", "complete", "average", "weighted") else "average"
+    z = _linkage(squareform(d, checks=False), method=method)
+    return z, leaves_list(z)
+
+
+def laplacian_spectrum(similarity: np.ndarray, *, rescale: bool = True) -> np.ndarray:
+    """Eigenvalues of the normalised Laplacian of the class-similarity graph.
+
+    The graph has edge weights ``W_ab`` from the symmetrised off-diagonal similarities
+    (NaN -> no edge, no self-loops); ``L = I - D^{-1/2} W D^{-1/2}``.  CNN cosine
+    similarities are bunched (all classes look about equally alike in level), so by
+    default the off-diagonal values are min-max rescaled: the least similar pair gets
+    weight 0 and the most similar weight 1, which lets the spectrum show the contrasts.
+
+    Parameters
+    ----------
+    similarity : ndarray of shape (n_classes, n_classes)
+    rescale : bool, default=True
+        Min-max rescale the off-diagonal similarities; else use ``max(S_ab, 0)``.
+
+    Returns
+    -------
+    ndarray of shape (n_classes,)
+        Ascending eigenvalues in ``[0, 2]``; the number of near-zero eigenvalues is the
+        number of disconnected groups of classes, and a large gap after the c-th
+        eigenvalue suggests c clusters.
+    """
+    s = np.asarray(similarity, dtype=np.float64)
+    k = s.shape[0]
+    w = (s + s.T) / 2.0
+    off = ~np.eye(k, dtype=bool) & np.isfinite(w)
+    if rescale and off.any():
+        lo, hi = float(w[off].min()), float(w[off].max())
+        w = (w - lo) / (hi - lo) if hi > lo else np.ones_like(w)
+    w = np.where(off, np.clip(w, 0.0, None), 0.0)
+    deg = w.sum(axis=1)
+    inv = np.where(deg > 0, 1.0 / np.sqrt(np.where(deg > 0, deg, 1.0)), 0.0)
+    lap = np.eye(k) - inv[:, None] * w * inv[None, :]
+    return np.clip(np.linalg.eigvalsh(lap), 0.0, 2.0)
+
+
+def _stored_spectra(data: dict, *, max_depth: int = 3) -> dict[str, np.ndarray]:
+    """Eigenvalue lists stored anywhere in the card (key ``eigenvalues``), by path.
+
+    Analyzers store spectra where they belong (``similarity.ssim.eigenvalues``, a
+    spectral analysis block of the SSIM graph, the CSG peer of the index, ...); the
+    report plots each one it finds.
+    """
+    found: dict[str, np.ndarray] = {}
+
+    def walk(obj: Any, path: str, depth: int) -> None:
+        if not isinstance(obj, dict) or depth > max_depth:
+            return
+        ev = obj.get("eigenvalues")
+        if isinstance(ev, list) and ev and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in ev):
+            found[f"{path} (stored)"] = np.asarray(ev, dtype=np.float64)
+        for key, value in sorted(obj.items()):
+            if key not in ("eigenvalues", "matrix", "stderr", "class_sums", "groups"):
+                walk(value, f"{path}.{key}" if path else key, depth + 1)
+
+    walk(data, "", 0)
+    return found
+
+
+# -- figures ----------------------------------------------------------------------
+def _figure(figsize: tuple[float, float]) -> tuple[Any, Any]:
+    """A Figure and Axes without pyplot (no global backend state is touched)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots()
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _img(fig_id: str, b64: str, alt: str) -> str:
+    return (f'<figure id="{fig_id}"><img alt="{html.escape(alt)}" '
+            f'src="data:image/png;base64,{b64}"><figcaption>{html.escape(alt)}</figcaption></figure>')
+
+
+def _heatmap(s: np.ndarray, names: list[str], order: np.ndarray, kind: str) -> str:
+    k = len(names)
+    size = min(3 + 0.35 * k, 14)
+    fig, ax = _figure((size + 1.5, size))
+    so = s[np.ix_(order, order)]
+    im = ax.imshow(np.ma.masked_invalid(so), cmap="viridis", interpolation="nearest")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=f"{kind} similarity")
+    if k <= _MAX_LABELS:
+        labels = [names[i] for i in order]
+        ax.set_xticks(range(k), labels, rotation=90, fontsize=8)
+        ax.set_yticks(range(k), labels, fontsize=8)
+    ax.set_title(f"Class similarity ({kind}), ordered by the dendrogram")
+    return _png(fig)
+
+
+def _dendrogram(z: np.ndarray, names: list[str], linkage: str) -> str:
+    from scipy.cluster.hierarchy import dendrogram
+
+    k = len(names)
+    fig, ax = _figure((min(4 + 0.3 * k, 16), 4))
+    dendrogram(z, labels=names if k <= _MAX_LABELS else None, ax=ax, leaf_rotation=90,
+               no_labels=k > _MAX_LABELS, color_threshold=None)
+    ax.set_ylabel("1 - similarity")
+    ax.set_title(f"Dendrogram of the classes ({linkage} linkage)")
+    return _png(fig)
+
+
+def _spectrum(spectra: dict[str, np.ndarray]) -> str:
+    fig, ax = _figure((6, 3.5))
+    for label, ev in spectra.items():
+        ev = np.sort(np.asarray(ev, dtype=np.float64))
+        ax.plot(np.arange(1, len(ev) + 1), ev, marker="o", ms=3, label=label)
+    ax.set_xlabel("eigenvalue rank")
+    ax.set_ylabel("eigenvalue")
+    ax.set_title("Laplacian eigenvalue spectrum (gaps suggest the cluster count)")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+# -- galleries ----------------------------------------------------------------------
+def _thumb(image: Any) -> str:
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        arr = np.asarray(image)
+        if arr.dtype != np.uint8:
+            arr = np.clip(arr, 0, 255).astype(np.uint8)
+        image = Image.fromarray(arr)
+    image = image.copy()
+    image.thumbnail((_THUMB, _THUMB))
+    if image.size[0] < _THUMB // 2:  # upscale tiny images (8x8 digits) for visibility
+        f = max(1, _THUMB // max(image.size))
+        image = image.resize((image.size[0] * f, image.size[1] * f), Image.NEAREST)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _groups_html(groups: list[dict], load_image: Callable[[str], Any] | None) -> str:
+    if not groups:
+        return "<p>No near-duplicate groups were found.</p>"
+    # conflicts first (labels to check), then the largest groups
+    shown = sorted(groups, key=lambda g: (g["kind"] != "conflict", -len(g["members"])))[:_MAX_GROUPS]
+    more = "" if len(groups) <= _MAX_GROUPS else f"<p>{_MAX_GROUPS} of {len(groups)} groups shown; all are in dcsi.json.</p>"
+    if load_image is not None:
+        try:
+            from dcsi.gallery import gallery_html
+        except ImportError:
+            gallery_html = None
+        if gallery_html is not None:  # the shared gallery (dcsi.gallery) picks and orders
+            return f'<div id="gallery">{gallery_html(groups, load_image, max_groups=_MAX_GROUPS)}</div>{more}'
+        rows = []
+        keep = ' style="outline:3px solid #2a7"'
+        for i, g in enumerate(shown):
+            thumbs = "".join(
+                f'<img class="thumb" title="{html.escape(m)}" alt="{html.escape(m)}" '
+                f'src="data:image/png;base64,{_thumb(load_image(m))}"'
+                f'{keep if m == g["representative"] else ""}>'
+                for m in g["members"][:12]
+            )
+            rows.append(f'<div class="group {g["kind"]}"><b>group {i}</b> ({html.escape(g["kind"])}; '
+                        f'labels: {html.escape(", ".join(str(x) for x in g["labels"]))})<br>{thumbs}</div>')
+        return f'<div id="gallery">{"".join(rows)}</div>{more}'
+    rows = "".join(
+        f"<tr><td>{i}</td><td>{html.escape(g['kind'])}</td><td>{len(g['members'])}</td>"
+        f"<td>{html.escape(', '.join(str(x) for x in g['labels']))}</td>"
+        f"<td>{html.escape(str(g['representative']))}</td>"
+        f"<td>{html.escape(', '.join(g['members'][:8]))}{' ...' if len(g['members']) > 8 else ''}</td></tr>"
+        for i, g in enumerate(shown)
+    )
+    return ('<table id="groups"><tr><th>#</th><th>kind</th><th>size</th><th>labels</th>'
+            f"<th>keep</th><th>members</th></tr>{rows}</table>{more}")
+
+
+# -- page ---------------------------------------------------------------------------
+_CSS = """
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}
+figure{margin:1em 0}img{max-width:100%}img.thumb{width:64px;height:64px;image-rendering:pixelated;margin:2px}
+.group{margin:.5em 0}.conflict b{color:#b22}code{background:#f4f4f4;padding:0 3px}
+"""
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if 1e-3 <= abs(value) < 1e3 else f"{value:.4g}"
+    if isinstance(value, (dict, list)):
+        return html.escape(json.dumps(value, ensure_ascii=False)[:300])
+    return html.escape(str(value))
+
+
+def _component_html(value: Any, names: list[str]) -> str:
+    """One index component, readable: scalars, per-class lists, matrices by shape."""
+    k = len(names)
+    if isinstance(value, list) and value and all(isinstance(r, list) for r in value):
+        return f"{len(value)} x {len(value[0])} matrix (in dcsi.json)"
+    if (isinstance(value, list) and k and len(value) == k
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+        order = sorted(range(k), key=lambda i: -value[i])[:10]
+        shown = ", ".join(f"{html.escape(names[i])}: {_fmt(value[i])}" for i in order)
+        more = " ..." if k > 10 else ""
+        return f"per class, largest first: {shown}{more}"
+    return _fmt(value)
+
+
+def report_html(card: Any, *, load_image: Callable[[str], Any] | None = None) -> str:
+    """The report page of a card as one HTML string (figures inlined as base64 PNG).
+
+    Parameters
+    ----------
+    card : Card
+    load_image : callable, default=None
+        ``load_image(image_id) -> PIL.Image or ndarray (h, w[, c]) uint8``; with it the
+        near-duplicate groups are shown as thumbnails, else as a table.
+
+    Returns
+    -------
+    str
+        A complete HTML document; the figures have the ids ``fig-heatmap``,
+        ``fig-dendrogram`` and ``fig-spectrum``.
+    """
+    data = card._view()
+    ds = data["dataset"]
+    names = card.classes
+    esc = html.escape
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>dcsi report: {esc(ds['name'])}</title><style>{_CSS}</style></head><body>",
+        f"<h1>dcsi report: {esc(ds['name'])}</h1>",
+        f"<p>{ds['n_images']} images, {len(names)} classes; source <code>{esc(ds['source'])}</code>"
+        f"{', split <code>' + esc(ds['split']) + '</code>' if ds['split'] else ''}; "
+        f"dcsi {esc(data['dcsi_version'])}, card schema {esc(data['schema_version'])}, "
+        f"created {esc(data['provenance']['created'])}.</p>",
+    ]
+    feats = data.get("features")
+    if feats:
+        parts.append(f"<p>Features: <code>{esc(feats['backbone'])}</code>, {feats['dim']} dimensions, "
+                     f"input size {esc(str(feats.get('image_size') or 'native'))}.</p>")
+
+    parts.append("<h2 id='index'>Index</h2>")
+    idx = data.get("index")
+    if idx:
+        value = "undefined" if idx["value"] is None else f"{idx['value']:.4f}"
+        parts.append(f"<p><b>DCSI = {value}</b></p><p>{esc(idx['definition'])}</p>")
+        if idx["components"]:
+            notes = idx.get("component_definitions") or {}
+            meaning = (lambda k: f"<td>{esc(str(notes.get(k, '')))}</td>") if notes else (lambda k: "")
+            rows = "".join(
+                f"<tr><td>{esc(k)}</td><td>{_component_html(v, names)}</td>{meaning(k)}</tr>"
+                for k, v in sorted(idx["components"].items())
+            )
+            parts.append("<p>Components (the quantities the index is built from):</p>"
+                         f"<table id='components'><tr><th>component</th><th>value</th>"
+                         f"{'<th>meaning</th>' if notes else ''}</tr>{rows}</table>")
+        if idx.get("peers"):
+            rows = "".join(f"<tr><td>{esc(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in sorted(idx["peers"].items()))
+            parts.append(f"<p>Peer measures on the same data:</p><table><tr><th>measure</th><th>value</th></tr>{rows}</table>")
+    else:
+        parts.append("<p>The index was not computed (no class labels, or the analysis was skipped).</p>")
+
+    kinds = card.similarity_kinds
+    if kinds and len(names) >= 2:
+        kind = card.primary_kind
+        s = card.similarity(kind)
+        cc = data.get("class_clusters") or {}
+        linkage = cc.get("linkage") or "average"
+        z, order = dendrogram_order(s, linkage=linkage)
+        entry = data["similarity"][kind]
+        parts.append("<h2 id='similarity'>Class similarity</h2>")
+        parts.append(f"<p>Mean pairwise {esc(kind)} similarity between the images of two classes; "
+                     f"diagonal: {esc(entry['diagonal'])}. Other kinds in the card: "
+                     f"{esc(', '.join(k for k in kinds if k != kind) or 'none')}.</p>")
+        parts.append(_img("fig-heatmap", _heatmap(s, names, order, kind),
+                          f"{kind} class similarity, rows and columns in dendrogram order"))
+        parts.append(_img("fig-dendrogram", _dendrogram(z, names, linkage),
+                          f"Dendrogram of the classes on 1 - {kind} similarity"))
+        spectra = {f"{kind} class graph (normalised Laplacian, rescaled weights)": laplacian_spectrum(s)}
+        spectra.update(_stored_spectra(data))
+        parts.append(_img("fig-spectrum", _spectrum(spectra), "Laplacian eigenvalue spectrum"))
+        rows = "".join(f"<tr><td>{esc(a)}</td><td>{esc(b)}</td><td>{v:.4f}</td></tr>"
+                       for a, b, v in card.top_pairs(kind, n=10))
+        parts.append("<h3>Most similar class pairs</h3><table id='pairs'><tr><th>class</th><th>class</th>"
+                     f"<th>{esc(kind)}</th></tr>{rows}</table>")
+    else:
+        parts.append("<h2 id='similarity'>Class similarity</h2><p>Not computed.</p>")
+
+    cc = data.get("class_clusters")
+    parts.append("<h2 id='clusters'>Class clusters</h2>")
+    if cc and cc["partitions"]:
+        parts.append(f"<p>Method {esc(cc['method'])}, linkage {esc(str(cc['linkage']))}; recommended k = "
+                     f"{esc(str(cc['recommended_k']))}{' (' + esc(cc['rule']) + ')' if cc.get('rule') else ''}.</p>")
+        scores = cc.get("scores")
+        if isinstance(scores, dict) and scores:
+            cells = "".join(f"<td>{esc(str(k))}: {_fmt(v)}</td>" for k, v in sorted(scores.items(), key=lambda kv: int(kv[0]) if str(kv[0]).isdigit() else 0))
+            parts.append(f"<p>Score of each k (the rule picks the best):</p><table id='k-scores'><tr>{cells}</tr></table>")
+        for k in card.cluster_ks:
+            mark = " (recommended)" if k == cc.get("recommended_k") else ""
+            items = "".join(f"<li>{esc(', '.join(c))}</li>" for c in card.class_clusters(k))
+            parts.append(f"<p>k = {k}{mark}:</p><ol start='0'>{items}</ol>")
+    else:
+        parts.append("<p>Not computed.</p>")
+
+    parts.append("<h2 id='redundancy'>Near-duplicates</h2>")
+    red = data.get("redundancy")
+    if red:
+        c = card.redundancy_counts
+        parts.append(f"<p>Method {esc(red['method'])}: {c['groups']} groups ({c['redundant']} redundant, "
+                     f"{c['conflict']} with conflicting labels), {c['images_in_groups']} images in groups, "
+                     f"{c['removable']} removable. Parameters: <code>{_fmt(red['params'])}</code>.</p>")
+        parts.append(_groups_html(red["groups"], load_image))
+    else:
+        parts.append("<p>Not run.</p>")
+    parts.append("<p>Full data: <a href='dcsi.json'>dcsi.json</a> &middot; "
+                 "<a href='croissant.json'>croissant.json</a></p></body></html>")
+    return "\n".join(parts)
+
+
+def write_report(card: Any, path: str | os.PathLike[str], *,
+                 load_image: Callable[[str], Any] | None = None) -> Path:
+    """Write ``report.html`` atomically (see :func:`report_html`).
+
+    Parameters
+    ----------
+    card : Card
+    path : path-like
+        ``report.html`` or a folder receiving it.
+    load_image : callable, default=None
+        ``load_image(image_id) -> PIL.Image or ndarray``, for near-duplicate galleries.
+
+    Returns
+    -------
+    Path
+    """
+    path = Path(path)
+    if path.is_dir() or path.suffix.lower() not in (".html", ".htm"):
+        path = path / "report.html"
+    return atomic_write_text(path, report_html(card, load_image=load_image))

@@ -1,0 +1,1004 @@
+"""Structural similarity (SSIM) between all pairs of images, exactly as scikit-image.
+
+Every value equals::
+
+    skimage.metrics.structural_similarity(a, b, gaussian_weights=True, sigma=1.5,
+                                          use_sample_covariance=False,
+                                          data_range=data_range,
+                                          channel_axis=-1)  # colour images only
+
+(to about 1e-12 in float64), including skimage's window (a Gaussian of sigma 1.5
+truncated at 3.5 sigma, so ``win_size = 11``), its ``"reflect"`` border handling and its
+crop of ``(win_size - 1) // 2`` pixels from each border before averaging.  Colour images
+give the mean of the per-channel SSIMs.
+
+How it is fast (Yousefzadeh, Algorithm 2, needs all ``n (n - 1) / 2`` pairs):
+
+- the local means ``mu_x`` and variances ``var_x`` of each image are computed once per
+  image (two separable filters), not once per pair;
+- only the local cross term ``E_w[xy]`` depends on the pair, and it is a Gram product of
+  Gaussian-weighted patches.  The Gaussian window is separable, so the product is done
+  in two stages: for every image row ``r`` and output column ``p``, the dot product of
+  the two images' column windows weighted by ``sqrt(w_c)``
+  (``T[r, p] = sum_q w_c[p, q] x[r, q] y[r, q]``, a batched Gram product of 11-long
+  vectors for a whole block of images against another block), then the row filter as one
+  matrix product ``E_w[xy] = F_r @ T``.  This is about 4x fewer operations than the
+  121-long 2-D patches, and the per-image "patches" are 7x smaller;
+- ``cov_xy = E_w[xy] - mu_x mu_y`` and the SSIM map follow element-wise from the moments;
+  the map is averaged over skimage's cropped region;
+- the symmetric matrix is computed block by block over the upper triangle only, so
+  memory stays at a few blocks whatever the number of images; large runs return only
+  what is needed (pairs above a threshold, or each image's top-k).  The products are
+  small, so BLAS runs single-threaded (threads only spin on a busy machine).
+
+The data range (``C1 = (0.01 R)^2``, ``C2 = (0.03 R)^2``) is fixed per dataset, never
+estimated per image: 255 for uint8 images; float images must pass ``data_range``.
+
+Small images: skimage refuses images smaller than its window (11 x 11 with the settings
+above) unless ``win_size`` is given; with an explicit odd ``win_size`` it keeps the
+Gaussian of sigma 1.5 but crops ``(win_size - 1) // 2`` pixels.  dcsi follows the same
+rule: the functions here raise :class:`~dcsi.exceptions.InvalidParameterError` naming the
+minimum size, and accept ``win_size`` with skimage's meaning.  :func:`class_ssim` (used by
+``dcsi analyze`` on, e.g., sklearn's 8 x 8 digits) defaults to ``win_size="auto"``: 11
+when it fits, else the largest odd size that fits (7 for 8 x 8 images), recorded in the
+card's ``params``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dcsi._progress import progress
+from dcsi._validation import check_array, check_choice, check_float, check_int, check_labels
+from dcsi.exceptions import InvalidParameterError
+
+__all__ = [
+    "ssim_matrix",
+    "ssim_pairs",
+    "ssim_cross",
+    "ssim_threshold_pairs",
+    "ssim_topk",
+    "class_ssim",
+    "ClassSSIM",
+    "auto_win_size",
+    "SIGMA",
+    "DEFAULT_WIN_SIZE",
+    "DEFAULT_MAX_PER_CLASS",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Gaussian window of Wang et al. (2004) as skimage builds it
+SIGMA = 1.5
+_TRUNCATE = 3.5
+_RADIUS = int(_TRUNCATE * SIGMA + 0.5)
+#: skimage's window side for ``gaussian_weights=True, sigma=1.5``
+DEFAULT_WIN_SIZE = 2 * _RADIUS + 1
+K1 = 0.01
+K2 = 0.03
+#: classes larger than this are subsampled by :func:`class_ssim` unless told otherwise
+DEFAULT_MAX_PER_CLASS = 500
+
+# float64 bytes of one Gram chunk (P_chunk x b x b) kept hot in cache
+_CHUNK_BYTES = 2 * 2**20
+# bytes of prepared blocks (row windows) kept between row passes
+_CACHE_BYTES = 128 * 2**20
+# float64 bytes of the product images held at once by ssim_pairs
+_PAIR_BYTES = 16 * 2**20
+# bytes of per-image moments ssim_pairs may precompute for all images at once
+_MOMENT_BYTES = 256 * 2**20
+
+
+@contextlib.contextmanager
+def _single_thread_blas() -> Iterator[None]:
+    """One BLAS thread: the products here are small, and on a busy machine OpenBLAS
+    threads spin and slow them down by several times."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+# --------------------------------------------------------------------------------------
+# geometry: filters, windows and the data range
+
+
+def _filter_rows(n: int, pad: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """skimage's 1-D Gaussian filter on ``n`` samples as a matrix, cropped by ``pad``.
+
+    Returns ``F`` of shape (n - 2 pad, n) with ``F[p, q]`` the weight of input ``q`` in
+    output ``p`` (scipy's ``"reflect"`` border folded in), the start of each output's
+    window ``idx`` of shape (n - 2 pad, s) and the window weights ``w`` (same shape).
+    """
+    from scipy.ndimage import gaussian_filter1d
+
+    full = gaussian_filter1d(np.eye(n), SIGMA, axis=0, mode="reflect", truncate=_TRUNCATE)
+    F = np.ascontiguousarray(full[pad: n - pad])
+    s = min(2 * _RADIUS + 1, n)
+    starts = np.clip(np.arange(pad, n - pad) - _RADIUS, 0, n - s)
+    idx = starts[:, None] + np.arange(s)
+    w = np.take_along_axis(F, idx, axis=1)
+    # every non-zero weight lies inside the window (reflection folds onto [p-r, p+r])
+    if not np.allclose(w.sum(axis=1), F.sum(axis=1), rtol=0, atol=1e-12):  # pragma: no cover
+        raise AssertionError("SSIM window does not cover the filter support")
+    return F, idx, w
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything about the image geometry that does not depend on the images."""
+
+    h: int
+    w: int
+    c: int
+    win_size: int
+    data_range: float
+    Fr: np.ndarray = field(repr=False)
+    Fc: np.ndarray = field(repr=False)
+    ridx: np.ndarray = field(repr=False)
+    cidx: np.ndarray = field(repr=False)
+    sqrt_wc: np.ndarray = field(repr=False)  # (Pc, sc)
+
+    @property
+    def C1(self) -> float:
+        return (K1 * self.data_range) ** 2
+
+    @property
+    def C2(self) -> float:
+        return (K2 * self.data_range) ** 2
+
+    @property
+    def n_out(self) -> int:
+        """Number of averaged output pixels over all channels (``Q``)."""
+        return self.c * self.Fr.shape[0] * self.Fc.shape[0]
+
+    @property
+    def window_bytes(self) -> int:
+        """float64 bytes of one image's row windows (both layouts)."""
+        return 2 * 8 * self.c * self.h * self.cidx.shape[0] * self.cidx.shape[1]
+
+    def to_float(self, block: np.ndarray) -> np.ndarray:
+        """(b, h, w[, c]) images -> (b, c, h, w) float64."""
+        x = np.asarray(block, dtype=np.float64)
+        if x.ndim == 3:
+            return x[:, None]
+        return np.moveaxis(x, -1, 1)
+
+    def filter(self, x: np.ndarray) -> np.ndarray:
+        """skimage's Gaussian filter, cropped: (b, c, h, w) -> (Q, b), two GEMMs."""
+        b, c, h, w = x.shape
+        Pr, Pc = self.Fr.shape[0], self.Fc.shape[0]
+        t = x.reshape(b * c * h, w) @ self.Fc.T  # (b c h, Pc)
+        t = t.reshape(b, c, h, Pc).transpose(2, 1, 3, 0).reshape(h, c * Pc * b)
+        u = (self.Fr @ t).reshape(Pr, c, Pc, b)  # (Pr, c, Pc, b)
+        return np.ascontiguousarray(u.transpose(1, 0, 2, 3)).reshape(c * Pr * Pc, b)
+
+    def moments(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Local means and variances, each of shape (Q, b), for (b, c, h, w) floats."""
+        mu = self.filter(x)
+        var = self.filter(x * x)
+        var -= mu * mu
+        return mu, var
+
+    def row_windows(self, x: np.ndarray) -> np.ndarray:
+        """Column-weighted row windows of shape (c, h, Pc, b, sc) (see the module docstring).
+
+        ``out[k, r, p, i, :] = sqrt(wc[p]) * x_i[k, r, window_c(p)]``, so that the dot
+        product of two images' vectors is the column-filtered product ``x y`` at row r.
+        """
+        from numpy.lib.stride_tricks import sliding_window_view
+
+        sc = self.cidx.shape[1]
+        win = sliding_window_view(x, sc, axis=3)[:, :, :, self.cidx[:, 0]]  # (b,c,h,Pc,sc)
+        return (win * self.sqrt_wc).transpose(1, 2, 3, 0, 4)
+
+
+def _make_plan(shape: tuple[int, ...], data_range: float, win_size: int | None,
+               caller: str) -> _Plan:
+    h, w = shape[1], shape[2]
+    c = shape[3] if len(shape) == 4 else 1
+    if win_size is None:
+        win = DEFAULT_WIN_SIZE
+    else:
+        win = check_int(win_size, "win_size", caller, min_value=1)
+        if win % 2 == 0:
+            raise InvalidParameterError(
+                f"The 'win_size' parameter of {caller} must be an odd int >= 1 "
+                f"(skimage's rule). Got {win_size!r} instead."
+            )
+    if min(h, w) < win:
+        fit = min(h, w) if min(h, w) % 2 else min(h, w) - 1
+        hint = (f"pass win_size={fit} (an odd value <= {min(h, w)}, skimage's rule for "
+                "small images) or upsample the images" if fit >= 1 else "upsample the images")
+        raise InvalidParameterError(
+            f"SSIM with a {win}x{win} window needs images of at least {win}x{win} pixels; "
+            f"got {h}x{w}: {hint}."
+        )
+    pad = (win - 1) // 2
+    Fr, ridx, wr = _filter_rows(h, pad)
+    Fc, cidx, wc = _filter_rows(w, pad)
+    return _Plan(h, w, c, win, float(data_range), Fr, Fc, ridx, cidx, np.sqrt(wc))
+
+
+def _check_images(images: Any, name: str, caller: str) -> np.ndarray:
+    arr = check_array(images, name, caller, ndim=(3, 4))
+    if arr.dtype.kind not in "uif":
+        raise InvalidParameterError(
+            f"The {name!r} parameter of {caller} must hold numbers (uint8 images, or floats "
+            f"with data_range). Got dtype {arr.dtype} instead."
+        )
+    if arr.ndim == 4 and arr.shape[-1] not in (1, 3, 4):
+        raise InvalidParameterError(
+            f"The {name!r} parameter of {caller} must be (n, h, w) or channels-last "
+            f"(n, h, w, c) with c in 1, 3, 4. Got shape {arr.shape} instead."
+        )
+    return arr
+
+
+def _resolve_data_range(arr: np.ndarray, data_range: float | None, caller: str) -> float:
+    if data_range is not None:
+        return check_float(data_range, "data_range", caller, min_value=0.0,
+                           min_inclusive=False)
+    if arr.dtype == np.uint8:
+        return 255.0
+    raise InvalidParameterError(
+        f"The 'data_range' parameter of {caller} must be given for {arr.dtype} images "
+        "(the difference between the largest and smallest possible pixel values, fixed "
+        "for the whole dataset, e.g. 1.0 for floats in [0, 1]); only uint8 defaults to 255."
+    )
+
+
+# --------------------------------------------------------------------------------------
+# backends
+
+
+class _Backend:
+    """numpy or torch arrays with the few operations the Gram blocks need."""
+
+    def __init__(self, backend: str, device: str, caller: str) -> None:
+        backend = check_choice(backend, "backend", caller, ("auto", "numpy", "torch"))
+        device = check_choice(device, "device", caller, ("auto", "cpu", "cuda"))
+        torch = None
+        if backend == "torch":
+            from dcsi._validation import require
+
+            torch = require("torch", "SSIM on the torch backend", "dcsi[torch]")
+        elif backend == "auto":
+            # importing torch costs seconds: look for a GPU only when torch is loaded
+            # already (e.g. by the CNN analyzer) or when device="cuda" asks for one
+            if "torch" in sys.modules or device == "cuda":
+                try:
+                    import torch  # noqa: F811
+                except ImportError:
+                    torch = None
+        if backend == "auto":
+            # torch only pays off on a GPU; numpy's BLAS is as fast on the CPU
+            cuda = torch is not None and device != "cpu" and torch.cuda.is_available()
+            backend = "torch" if cuda else "numpy"
+            device = "cuda" if cuda else "cpu"
+        if backend == "numpy" and device == "cuda":
+            raise InvalidParameterError(
+                f"The 'device' parameter of {caller} must be 'cpu' or 'auto' with "
+                "backend='numpy'. Got 'cuda' instead; use backend='torch' for a GPU."
+            )
+        if backend == "torch":
+            if device == "auto":
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+            if device == "cuda" and not torch.cuda.is_available():
+                raise InvalidParameterError(
+                    f"The 'device' parameter of {caller} is 'cuda' but torch sees no CUDA "
+                    "device; use device='cpu' or 'auto'."
+                )
+        self.name = backend
+        self.device = "cpu" if backend == "numpy" else device
+        self.torch = torch if backend == "torch" else None
+
+    def asarray(self, a: np.ndarray) -> Any:
+        if self.torch is None:
+            return a
+        return self.torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
+
+    def to_numpy(self, a: Any) -> np.ndarray:
+        if self.torch is None:
+            return a
+        return a.detach().cpu().numpy()
+
+    def default_block(self) -> int:
+        return 64 if self.device == "cpu" else 512
+
+    def filter_rows(self, plan: _Plan) -> Any:
+        """Twice the row filter, (Pr, h), as an array of this backend (cached)."""
+        key = id(plan)
+        if getattr(self, "_fr_key", None) != key:
+            self._fr = self.asarray(2.0 * plan.Fr)
+            self._fr_key = key
+        return self._fr
+
+
+@dataclass
+class _Prepared:
+    """Moments and row windows of one block of images.
+
+    ``z`` (c, h, Pc, b, sc) serves the block as the left operand of the Gram product,
+    ``zt`` (c, h, Pc, sc, b) as the right one; both are contiguous, so every product is
+    a plain BLAS call (numpy does not use BLAS for transposed views of stacked arrays).
+    """
+
+    mu: Any  # (Q, b)
+    var: Any  # (Q, b)
+    z: Any = None
+    zt: Any = None
+
+    @property
+    def nbytes(self) -> int:
+        n = 2 * int(np.prod(self.mu.shape))
+        for a in (self.z, self.zt):
+            if a is not None:
+                n += int(np.prod(a.shape))
+        return 8 * n
+
+
+def _prepare(plan: _Plan, be: _Backend, images: np.ndarray, *, left: bool,
+             right: bool) -> _Prepared:
+    x = plan.to_float(images)
+    mu, var = plan.moments(x)
+    r = plan.row_windows(x)
+    z = np.ascontiguousarray(r) if left else None
+    zt = np.ascontiguousarray(r.transpose(0, 1, 2, 4, 3)) if right else None
+    return _Prepared(be.asarray(mu), be.asarray(var),
+                     be.asarray(z) if left else None,
+                     be.asarray(zt) if right else None)
+
+
+def _gram_block(plan: _Plan, be: _Backend, A: _Prepared, B: _Prepared) -> np.ndarray:
+    """Mean SSIM of every image of block A against every image of block B: (na, nb).
+
+    Stage 1, a batched Gram product over the column windows: for each channel, image
+    row r and output column p, ``T[r, p] = sum_q wc[p, q] x[r, q] y[r, q]``.
+    Stage 2, the row filter as one matrix product: ``E_w[xy] = Fr @ T``.
+    Then the SSIM map from the per-image moments, averaged over the output pixels.
+    """
+    c, h = plan.c, plan.h
+    Pr, Pc = plan.Fr.shape[0], plan.Fc.shape[0]
+    na, nb = A.mu.shape[1], B.mu.shape[1]
+    C1, C2 = plan.C1, plan.C2
+    Fr2 = be.filter_rows(plan)  # 2 * Fr
+    muA = A.mu.reshape(c, Pr, Pc, na)
+    muB = B.mu.reshape(c, Pr, Pc, nb)
+    vA = A.var.reshape(c, Pr, Pc, na)
+    vB = B.var.reshape(c, Pr, Pc, nb)
+    step = max(1, min(Pc, _CHUNK_BYTES // max(1, 8 * h * na * nb)))
+    total = None
+    for k in range(c):
+        for p0 in range(0, Pc, step):
+            p1 = min(Pc, p0 + step)
+            T = A.z[k, :, p0:p1] @ B.zt[k, :, p0:p1]  # (h, q, na, nb)
+            U = (Fr2 @ T.reshape(h, -1)).reshape(Pr, p1 - p0, na, nb)  # 2 E_w[xy]
+            ma, mb = muA[k, :, p0:p1], muB[k, :, p0:p1]  # (Pr, q, n)
+            t = (2.0 * ma)[..., :, None] * mb[..., None, :]  # 2 mu_x mu_y
+            U -= t
+            U += C2  # 2 cov_xy + C2
+            t += C1  # 2 mu_x mu_y + C1
+            U *= t
+            d = (ma * ma + C1)[..., :, None] + (mb * mb)[..., None, :]
+            d *= (vA[k, :, p0:p1] + C2)[..., :, None] + vB[k, :, p0:p1][..., None, :]
+            U /= d
+            part = U.sum((0, 1))
+            total = part if total is None else total + part
+    return be.to_numpy(total) / plan.n_out
+
+
+def _block_size(block_size: int | None, be: _Backend, plan: _Plan, caller: str) -> int:
+    if block_size is None:
+        b = be.default_block()
+        # keep one prepared block under about 64 MiB
+        return max(8, min(b, (64 * 2**20) // max(plan.window_bytes, 1)))
+    return check_int(block_size, "block_size", caller, min_value=1)
+
+
+def _iter_blocks(
+    plan: _Plan,
+    be: _Backend,
+    images: np.ndarray,
+    b: int,
+    *,
+    others: np.ndarray | None = None,
+    desc: str = "SSIM",
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Yield ``(i0, j0, values)`` for the blocks of the upper triangle (``j0 >= i0``).
+
+    With ``others`` the blocks are ``images`` x ``others`` (all of them).
+    """
+    n = images.shape[0]
+    target = images if others is None else others
+    m = target.shape[0]
+    starts_i = list(range(0, n, b))
+    starts_j = list(range(0, m, b))
+    if others is None:
+        total = len(starts_i) * (len(starts_i) + 1) // 2
+    else:
+        total = len(starts_i) * len(starts_j)
+    cache: dict[int, _Prepared] = {}
+    used = 0
+    with progress(total=total, desc=desc, unit="block") as bar, _single_thread_blas():
+        for i0 in starts_i:
+            A = _prepare(plan, be, images[i0: i0 + b], left=True, right=others is None)
+            for j0 in starts_j:
+                if others is None and j0 < i0:
+                    continue
+                if others is None and j0 == i0:
+                    B = A
+                elif j0 in cache:
+                    B = cache[j0]
+                else:
+                    B = _prepare(plan, be, target[j0: j0 + b], left=False, right=True)
+                    if used + B.nbytes <= _CACHE_BYTES:
+                        cache[j0] = B
+                        used += B.nbytes
+                yield i0, j0, _gram_block(plan, be, A, B)
+                bar.update(1)
+
+
+def _setup(images: Any, data_range: float | None, win_size: int | None, backend: str,
+           device: str, block_size: int | None, caller: str
+           ) -> tuple[np.ndarray, _Plan, _Backend, int]:
+    arr = _check_images(images, "images", caller)
+    dr = _resolve_data_range(arr, data_range, caller)
+    plan = _make_plan(arr.shape, dr, win_size, caller)
+    be = _Backend(backend, device, caller)
+    b = _block_size(block_size, be, plan, caller)
+    return arr, plan, be, b
+
+
+# --------------------------------------------------------------------------------------
+# public pairwise functions
+
+
+def ssim_matrix(
+    images: Any,
+    *,
+    data_range: float | None = None,
+    win_size: int | None = None,
+    backend: str = "auto",
+    block_size: int | None = None,
+    device: str = "auto",
+) -> np.ndarray:
+    """SSIM between every pair of images, equal to scikit-image's values.
+
+    Parameters
+    ----------
+    images : ndarray of shape (n, h, w) or (n, h, w, c)
+        uint8 images (colour channels last), or floats together with ``data_range``.
+    data_range : float, default=None
+        Difference between the largest and smallest possible pixel value, fixed for the
+        dataset (not estimated per image). ``None``: 255 for uint8; required otherwise.
+    win_size : int, default=None
+        skimage's ``win_size``: ``None`` is its default for sigma 1.5 (11); an odd
+        smaller value lets images smaller than 11 x 11 be compared (the Gaussian stays
+        sigma 1.5, ``(win_size - 1) // 2`` border pixels are cropped).
+    backend : {"auto", "numpy", "torch"}, default="auto"
+        ``"auto"`` uses torch on a CUDA device when torch is already imported (or
+        ``device="cuda"``) and sees a GPU, else numpy (as fast as torch on a CPU).
+    block_size : int, default=None
+        Images per block (``None``: 64 on the CPU, 512 on a GPU, less for large images).
+        Results do not depend on it.
+    device : {"auto", "cpu", "cuda"}, default="auto"
+
+    Returns
+    -------
+    ndarray of shape (n, n), float64
+        Symmetric; the diagonal is SSIM(x, x) = 1.  Memory is O(n^2): for large n use
+        :func:`ssim_threshold_pairs` or :func:`ssim_topk`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> imgs = rng.integers(0, 256, size=(3, 16, 16), dtype=np.uint8)
+    >>> M = ssim_matrix(imgs)
+    >>> M.shape, bool(np.allclose(np.diag(M), 1.0))
+    ((3, 3), True)
+    """
+    arr, plan, be, b = _setup(images, data_range, win_size, backend, device, block_size,
+                              "ssim_matrix")
+    n = arr.shape[0]
+    out = np.empty((n, n))
+    for i0, j0, vals in _iter_blocks(plan, be, arr, b):
+        out[i0: i0 + vals.shape[0], j0: j0 + vals.shape[1]] = vals
+        if j0 != i0:
+            out[j0: j0 + vals.shape[1], i0: i0 + vals.shape[0]] = vals.T
+    # diagonal blocks are computed in full; make the result exactly symmetric
+    iu = np.triu_indices(n, 1)
+    out[(iu[1], iu[0])] = out[iu]
+    return out
+
+
+def ssim_cross(
+    images_a: Any,
+    images_b: Any,
+    *,
+    data_range: float | None = None,
+    win_size: int | None = None,
+    backend: str = "auto",
+    block_size: int | None = None,
+    device: str = "auto",
+) -> np.ndarray:
+    """SSIM of every image of one set against every image of another (e.g. test vs train).
+
+    Parameters
+    ----------
+    images_a : ndarray of shape (na, h, w) or (na, h, w, c)
+    images_b : ndarray of shape (nb, h, w) or (nb, h, w, c)
+        Same image shape and dtype as ``images_a``.
+    data_range, win_size, backend, block_size, device
+        As in :func:`ssim_matrix`.
+
+    Returns
+    -------
+    ndarray of shape (na, nb), float64
+    """
+    arr, plan, be, b = _setup(images_a, data_range, win_size, backend, device, block_size,
+                              "ssim_cross")
+    other = _check_images(images_b, "images_b", "ssim_cross")
+    if other.shape[1:] != arr.shape[1:] or other.dtype != arr.dtype:
+        raise InvalidParameterError(
+            "The 'images_b' parameter of ssim_cross must have the image shape and dtype of "
+            f"images_a, {arr.shape[1:]} {arr.dtype}. Got {other.shape[1:]} {other.dtype} "
+            "instead; resize or convert one set first."
+        )
+    out = np.empty((arr.shape[0], other.shape[0]))
+    for i0, j0, vals in _iter_blocks(plan, be, arr, b, others=other):
+        out[i0: i0 + vals.shape[0], j0: j0 + vals.shape[1]] = vals
+    return out
+
+
+def ssim_pairs(
+    images: Any,
+    pairs: Any,
+    *,
+    data_range: float | None = None,
+    win_size: int | None = None,
+) -> np.ndarray:
+    """SSIM of matched pairs ``(images[i], images[j])``, e.g. candidate near-duplicates.
+
+    Memory is bounded: pairs are processed in chunks, and local moments are computed
+    only for the images a chunk uses.  Cost is about one separable filter per pair.
+
+    Parameters
+    ----------
+    images : ndarray of shape (n, h, w) or (n, h, w, c)
+    pairs : array-like of int, shape (m, 2)
+        Row indices into ``images``.
+    data_range, win_size
+        As in :func:`ssim_matrix`.
+
+    Returns
+    -------
+    ndarray of shape (m,), float64
+    """
+    caller = "ssim_pairs"
+    arr = _check_images(images, "images", caller)
+    dr = _resolve_data_range(arr, data_range, caller)
+    plan = _make_plan(arr.shape, dr, win_size, caller)
+    P = check_array(pairs, "pairs", caller, ndim=2, allow_empty=True)
+    if P.shape[1:] != (2,) or (P.size and P.dtype.kind not in "iu"):
+        raise InvalidParameterError(
+            f"The 'pairs' parameter of {caller} must be an (m, 2) array of integer image "
+            f"indices. Got shape {P.shape} and dtype {P.dtype} instead."
+        )
+    n = arr.shape[0]
+    if P.size and (P.min() < 0 or P.max() >= n):
+        raise InvalidParameterError(
+            f"The 'pairs' parameter of {caller} must hold indices in [0, {n - 1}]. "
+            f"Got values in [{int(P.min())}, {int(P.max())}] instead."
+        )
+    P = P.astype(np.int64, copy=False)
+    m = P.shape[0]
+    out = np.empty(m)
+    chunk = max(1, _PAIR_BYTES // (8 * plan.c * plan.h * plan.w))
+    C1, C2 = plan.C1, plan.C2
+    # local moments once per image when they fit in the budget, else once per chunk
+    used_all = np.unique(P)
+    pre = used_all.size * plan.n_out * 16 <= _MOMENT_BYTES
+    with _single_thread_blas():
+        if pre:  # rows: (u, Q), so that gathering a pair's moments reads contiguous rows
+            mu_all = np.empty((used_all.size, plan.n_out))
+            var_all = np.empty((used_all.size, plan.n_out))
+            step = max(1, chunk // 4)
+            for u0 in range(0, used_all.size, step):
+                mu, var = plan.moments(plan.to_float(arr[used_all[u0: u0 + step]]))
+                mu_all[u0: u0 + step], var_all[u0: u0 + step] = mu.T, var.T
+        for s0 in progress(range(0, m, chunk), desc="SSIM pairs", unit="chunk"):
+            sub = P[s0: s0 + chunk]
+            if pre:
+                gi = np.searchsorted(used_all, sub[:, 0])
+                gj = np.searchsorted(used_all, sub[:, 1])
+                xi = plan.to_float(arr[sub[:, 0]])
+                xj = plan.to_float(arr[sub[:, 1]])
+            else:
+                used, inv = np.unique(sub, return_inverse=True)
+                inv = inv.reshape(sub.shape)
+                x = plan.to_float(arr[used])
+                mu, var = plan.moments(x)
+                mu_all, var_all = mu.T, var.T
+                gi, gj = inv[:, 0], inv[:, 1]
+                xi, xj = x[gi], x[gj]
+            mi, mj = mu_all[gi], mu_all[gj]  # (k, Q)
+            cov = plan.filter(xi * xj).T  # E_w[xy], (k, Q)
+            cov -= mi * mj
+            cov *= 2.0
+            cov += C2
+            num = mi * mj
+            num *= 2.0
+            num += C1
+            num *= cov
+            den = mi * mi
+            den += mj * mj
+            den += C1
+            den *= var_all[gi] + var_all[gj] + C2
+            num /= den
+            out[s0: s0 + sub.shape[0]] = num.mean(axis=1)
+    return out
+
+
+def ssim_threshold_pairs(
+    images: Any,
+    threshold: float,
+    *,
+    data_range: float | None = None,
+    win_size: int | None = None,
+    backend: str = "auto",
+    block_size: int | None = None,
+    device: str = "auto",
+) -> tuple[np.ndarray, np.ndarray]:
+    """All pairs with SSIM >= ``threshold``: the O(n^2) pass, in bounded memory.
+
+    Yousefzadeh's low-cost alternative to spectral clustering (Section 4.3): look at the
+    upper triangle of the SSIM matrix row by row and keep the pairs above a threshold.
+    Only the upper triangle is computed, block by block; memory holds a few blocks
+    plus the pairs found.
+
+    Parameters
+    ----------
+    images : ndarray of shape (n, h, w) or (n, h, w, c)
+    threshold : float
+        Keep pairs with SSIM >= threshold (SSIM lies in [-1, 1]).
+    data_range, win_size, backend, block_size, device
+        As in :func:`ssim_matrix`.
+
+    Returns
+    -------
+    pairs : ndarray of shape (m, 2), int64
+        ``i < j``, sorted by ``i`` then ``j``.
+    values : ndarray of shape (m,), float64
+    """
+    caller = "ssim_threshold_pairs"
+    threshold = check_float(threshold, "threshold", caller, min_value=-1.0, max_value=1.0)
+    arr, plan, be, b = _setup(images, data_range, win_size, backend, device, block_size,
+                              caller)
+    found_i, found_j, found_v = [], [], []
+    for i0, j0, vals in _iter_blocks(plan, be, arr, b, desc="SSIM threshold"):
+        mask = vals >= threshold
+        if j0 == i0:
+            mask &= np.triu(np.ones(mask.shape, dtype=bool), 1)
+        ii, jj = np.nonzero(mask)
+        if ii.size:
+            found_i.append(ii + i0)
+            found_j.append(jj + j0)
+            found_v.append(vals[ii, jj])
+    if not found_i:
+        return np.empty((0, 2), dtype=np.int64), np.empty(0)
+    i = np.concatenate(found_i)
+    j = np.concatenate(found_j)
+    v = np.concatenate(found_v)
+    order = np.lexsort((j, i))
+    return np.stack([i[order], j[order]], axis=1).astype(np.int64), v[order]
+
+
+def ssim_topk(
+    images: Any,
+    k: int,
+    *,
+    data_range: float | None = None,
+    win_size: int | None = None,
+    backend: str = "auto",
+    block_size: int | None = None,
+    device: str = "auto",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each image's ``k`` most similar other images, in O(n k) memory.
+
+    Parameters
+    ----------
+    images : ndarray of shape (n, h, w) or (n, h, w, c)
+    k : int
+        Neighbours per image, ``1 <= k <= n - 1`` (an image is never its own neighbour).
+    data_range, win_size, backend, block_size, device
+        As in :func:`ssim_matrix`.
+
+    Returns
+    -------
+    indices : ndarray of shape (n, k), int64
+        Neighbours by decreasing SSIM (ties by increasing index).
+    values : ndarray of shape (n, k), float64
+    """
+    caller = "ssim_topk"
+    arr, plan, be, b = _setup(images, data_range, win_size, backend, device, block_size,
+                              caller)
+    n = arr.shape[0]
+    k = check_int(k, "k", caller, min_value=1, max_value=max(1, n - 1))
+    if n < 2:
+        raise InvalidParameterError(
+            f"The 'images' parameter of {caller} must hold at least 2 images to find "
+            f"neighbours. Got {n} instead."
+        )
+    best_v = np.full((n, k), -np.inf)
+    best_i = np.full((n, k), -1, dtype=np.int64)
+
+    def merge(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray) -> None:
+        cand_v = np.concatenate([best_v[rows], vals], axis=1)
+        cand_i = np.concatenate([best_i[rows], np.broadcast_to(cols, vals.shape)], axis=1)
+        # sort by (-value, index); cheap enough for the small candidate lists
+        order = np.lexsort((cand_i, -cand_v), axis=1)[:, :k]
+        best_v[rows] = np.take_along_axis(cand_v, order, axis=1)
+        best_i[rows] = np.take_along_axis(cand_i, order, axis=1)
+
+    for i0, j0, vals in _iter_blocks(plan, be, arr, b, desc="SSIM top-k"):
+        rows = np.arange(i0, i0 + vals.shape[0])
+        cols = np.arange(j0, j0 + vals.shape[1])
+        if j0 == i0:
+            vals = vals.copy()
+            np.fill_diagonal(vals, -np.inf)
+            merge(rows, cols, vals)
+        else:
+            merge(rows, cols, vals)
+            merge(cols, rows, vals.T)
+    return best_i, best_v
+
+
+# --------------------------------------------------------------------------------------
+# class-level SSIM
+
+
+_DIAGONAL_TEXT = (
+    "mean SSIM over the pairs of distinct images of the class (self-pairs excluded); "
+    "null for a class with fewer than 2 images"
+)
+
+
+@dataclass(frozen=True)
+class ClassSSIM:
+    """Mean pairwise SSIM between and within classes.
+
+    Attributes
+    ----------
+    matrix : ndarray of shape (K, K)
+        ``matrix[a, b]`` is the mean SSIM over all pairs (i in a, j in b); the diagonal
+        is the mean over pairs of distinct images of the class. NaN where undefined.
+    stderr : ndarray of shape (K, K)
+        Standard error of each entry: 0 where every image of both classes was used,
+        NaN where undefined.
+    counts : ndarray of shape (K,)
+        Images per class in the data.
+    used : ndarray of shape (K,)
+        Images per class that entered the computation.
+    params : dict
+        SSIM settings and the estimator (JSON-ready).
+    """
+
+    matrix: np.ndarray
+    stderr: np.ndarray
+    counts: np.ndarray
+    used: np.ndarray
+    params: dict[str, Any]
+    diagonal: str = _DIAGONAL_TEXT
+
+    @property
+    def exact(self) -> bool:
+        """Whether every image of every class was used."""
+        return bool(np.array_equal(self.counts, self.used))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The card's similarity entry ``{"matrix", "diagonal", "params", "stderr"}``."""
+        return {
+            "matrix": _matrix_to_list(self.matrix),
+            "diagonal": self.diagonal,
+            "params": dict(self.params),
+            "stderr": _matrix_to_list(self.stderr),
+        }
+
+
+def _matrix_to_list(m: np.ndarray) -> list[list[float | None]]:
+    return [[float(v) if math.isfinite(v) else None for v in row] for row in m.tolist()]
+
+
+def auto_win_size(h: int, w: int) -> int:
+    """skimage's 11 when ``h, w >= 11``, else the largest odd size that fits (7 for 8x8)."""
+    side = min(h, w)
+    if side >= DEFAULT_WIN_SIZE:
+        return DEFAULT_WIN_SIZE
+    return side if side % 2 else side - 1
+
+
+def class_ssim(
+    images: Any,
+    labels: Any,
+    *,
+    n_classes: int | None = None,
+    max_per_class: int | None = None,
+    seed: int = 0,
+    data_range: float | None = None,
+    win_size: int | str | None = "auto",
+    backend: str = "auto",
+    block_size: int | None = None,
+    device: str = "auto",
+) -> ClassSSIM:
+    """Class-to-class mean pairwise SSIM, exact for small classes, estimated for large.
+
+    For classes a != b the entry is the mean SSIM over all pairs (i in a, j in b); the
+    diagonal is the mean over pairs of distinct images of the class.  The pairs are
+    computed block by block over the upper triangle (never an N x N matrix), and summed
+    per class pair.
+
+    Estimator for large classes: a class with more than ``max_per_class`` images is
+    replaced by a uniform random subset of ``max_per_class`` images (without
+    replacement, drawn with ``np.random.default_rng(seed)``), and the entry is the mean
+    over all pairs of the subsets (an unbiased U-statistic).  Its standard error is the
+    first-order (Hoeffding) approximation with the finite-population correction::
+
+        between a, b:  se^2 = (1 - m_a/n_a) s_a^2 / m_a + (1 - m_b/n_b) s_b^2 / m_b
+        within a:      se^2 = 4 (1 - m_a/n_a) s_a^2 / m_a
+
+    where ``s_a^2`` is the sample variance over the used images i of class a of their
+    mean SSIM to the used images of the other class (the same class, self excluded).
+    Entries where both classes were used in full have standard error 0.
+
+    Parameters
+    ----------
+    images : ndarray of shape (n, h, w) or (n, h, w, c)
+    labels : array-like of int, shape (n,)
+        Class ids 0..K-1.
+    n_classes : int, default=None
+        K (``None``: ``labels.max() + 1``); classes without images get NaN entries.
+    max_per_class : int, default=None
+        Images used per class; ``None`` means :data:`DEFAULT_MAX_PER_CLASS` (500), so a
+        class-level run stays O((K * 500)^2) pairs whatever the dataset size.
+    seed : int, default=0
+        Seed of the subsampling.
+    data_range : float, default=None
+        As in :func:`ssim_matrix` (255 for uint8).
+    win_size : int, "auto" or None, default="auto"
+        ``"auto"``: skimage's 11 when the images are at least 11 x 11, else the largest
+        odd size that fits (7 for 8 x 8 digits; skimage's rule for small images with an
+        explicit ``win_size``). ``None`` or an int: as in :func:`ssim_matrix`.
+    backend, block_size, device
+        As in :func:`ssim_matrix`.
+
+    Returns
+    -------
+    ClassSSIM
+    """
+    caller = "class_ssim"
+    arr = _check_images(images, "images", caller)
+    n = arr.shape[0]
+    y = check_labels(labels, n, caller)
+    seed = check_int(seed, "seed", caller, min_value=0)
+    K = int(y.max()) + 1 if n_classes is None else check_int(
+        n_classes, "n_classes", caller, min_value=1)
+    if y.max() >= K:
+        raise InvalidParameterError(
+            f"The 'labels' parameter of {caller} must hold class ids < n_classes={K}. "
+            f"Got {int(y.max())} instead."
+        )
+    cap = DEFAULT_MAX_PER_CLASS if max_per_class is None else check_int(
+        max_per_class, "max_per_class", caller, min_value=2)
+    if win_size == "auto":
+        win = auto_win_size(arr.shape[1], arr.shape[2])
+        if win < 1:
+            raise InvalidParameterError(
+                f"SSIM needs images of at least 1x1 pixels; got {arr.shape[1]}x{arr.shape[2]}."
+            )
+        if win != DEFAULT_WIN_SIZE:
+            logger.info("class_ssim: %dx%d images are smaller than the 11x11 window; "
+                        "using win_size=%d (skimage's rule)", arr.shape[1], arr.shape[2], win)
+    else:
+        win = win_size
+    arr_checked, plan, be, b = _setup(arr, data_range, win, backend, device, block_size,
+                                      caller)
+
+    rng = np.random.default_rng(seed)
+    counts = np.bincount(y, minlength=K)
+    chosen = []
+    for c in range(K):
+        idx = np.flatnonzero(y == c)
+        if idx.size > cap:
+            idx = np.sort(rng.choice(idx, size=cap, replace=False))
+        chosen.append(idx)
+    used = np.array([len(c) for c in chosen], dtype=np.int64)
+    order = np.concatenate(chosen) if n else np.empty(0, dtype=np.int64)
+    sub = arr[order]
+    ys = y[order]
+    onehot = np.zeros((ys.size, K))
+    onehot[np.arange(ys.size), ys] = 1.0
+    # R[i, c]: sum of SSIM of used image i with the used images of class c (self excluded)
+    R = np.zeros((ys.size, K))
+    for i0, j0, vals in _iter_blocks(plan, be, sub, b, desc="class SSIM"):
+        bi, bj = vals.shape
+        if j0 == i0:
+            vals = vals.copy()
+            np.fill_diagonal(vals, 0.0)
+            R[i0: i0 + bi] += vals @ onehot[j0: j0 + bj]
+        else:
+            R[i0: i0 + bi] += vals @ onehot[j0: j0 + bj]
+            R[j0: j0 + bj] += vals.T @ onehot[i0: i0 + bi]
+    matrix, stderr = _class_means(R, ys, used, counts, K)
+    params = {
+        "measure": "mean pairwise SSIM (skimage structural_similarity)",
+        "gaussian_weights": True,
+        "sigma": SIGMA,
+        "win_size": plan.win_size,
+        "use_sample_covariance": False,
+        "K1": K1,
+        "K2": K2,
+        "data_range": plan.data_range,
+        "channels": plan.c,
+        "channel_mean": plan.c > 1,
+        "image_size": [plan.h, plan.w],
+        "max_per_class": cap,
+        "seed": seed,
+        "exact": bool(np.array_equal(counts, used)),
+        "n_used": used.tolist(),
+        "estimator": (
+            "exact mean over all pairs" if np.array_equal(counts, used) else
+            f"mean over all pairs of a uniform random subset of at most {cap} images per "
+            f"class (seed {seed}); stderr: first-order U-statistic approximation with "
+            "finite-population correction"
+        ),
+    }
+    return ClassSSIM(matrix=matrix, stderr=stderr, counts=counts, used=used, params=params)
+
+
+def _class_means(R: np.ndarray, ys: np.ndarray, used: np.ndarray, counts: np.ndarray,
+                 K: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class means and their standard errors from per-image class sums ``R`` (m, K)."""
+    matrix = np.full((K, K), np.nan)
+    stderr = np.full((K, K), np.nan)
+    # h[i, c]: mean SSIM of used image i with the used images of class c
+    denom = np.broadcast_to(used.astype(float), R.shape).copy()
+    denom[np.arange(ys.size), ys] -= 1.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        h = R / denom
+    # per class a and column c: (1 - m_a/n_a) var_a(h[:, c]) / m_a
+    term = np.full((K, K), np.nan)
+    sums = np.zeros((K, K))
+    for a in range(K):
+        rows = ys == a
+        if not rows.any():
+            continue
+        sums[a] = R[rows].sum(axis=0)
+        m_a = used[a]
+        fpc = 1.0 - m_a / counts[a]
+        if fpc <= 0:
+            term[a] = 0.0
+        elif m_a >= 2:
+            term[a] = fpc * h[rows].var(axis=0, ddof=1) / m_a
+    for a in range(K):
+        for c in range(K):
+            if a == c:
+                if used[a] >= 2:
+                    matrix[a, a] = sums[a, a] / (used[a] * (used[a] - 1))
+                    stderr[a, a] = math.sqrt(max(4.0 * term[a, a], 0.0))
+            elif used[a] >= 1 and used[c] >= 1:
+                matrix[a, c] = sums[a, c] / (used[a] * used[c])
+                stderr[a, c] = math.sqrt(max(term[a, c] + term[c, a], 0.0))
+    return matrix, stderr

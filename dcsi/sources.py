@@ -1,0 +1,1173 @@
+"""Sources: every kind of image dataset dcsi reads, behind one lazy :class:`ImageSet`.
+
+:func:`open_source` accepts (CONTRACT section 3)
+
+- an image folder ``dir/<class>/<image>`` or ``dir/<split>/<class>/<image>`` (the layout of
+  ``datasets``' ``imagefolder``; a folder of images without class folders is unlabelled),
+- a folder written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``,
+- ``"hf:<repo_id>"`` or ``"hf:<repo_id>:<config>"`` through ``datasets.load_dataset``
+  (offline from the local cache),
+- ``"sample:digits"`` and ``"sample:fashion-mnist"`` (:mod:`dcsi.samples`),
+- an ndarray ``(n, h, w)`` or ``(n, h, w, c)`` of uint8 with ``labels=``,
+- an :class:`ImageSet` (returned as is).
+
+Images are decoded one at a time, never all at once.  When a source is opened, one pass
+reads every encoded image once: it hashes its bytes (the per-image content hash that keys
+the feature cache and makes up the dataset fingerprint), decodes it to check that it is
+usable and records its size.  Items that cannot be used are left out and listed in
+:attr:`ImageSet.skipped` with the reason (a warning gives the count):
+
+========================================  ==============================================
+input                                      what happens
+========================================  ==============================================
+zero-byte file                             skipped ("zero-byte file")
+not an image                               skipped ("not an image: ...")
+truncated / corrupt                        skipped ("truncated or corrupt image: ...")
+over PIL's decompression-bomb limit        skipped (raise ``PIL.Image.MAX_IMAGE_PIXELS``)
+smaller side below 2 px (e.g. 1x1)         skipped ("degenerate ... image")
+EXIF orientation                           rotated upright (``ImageOps.exif_transpose``)
+modes 1, L, I;16, I, F                     to ``"L"`` (16-bit: ``round(v / 257)``;
+                                           32-bit and float: scaled from min..max)
+modes LA, RGBA, PA, P with transparency    composited over white, then ``"L"``/``"RGB"``
+modes P, CMYK, YCbCr, LAB, HSV             to ``"RGB"``
+========================================  ==============================================
+
+Examples
+--------
+>>> import dcsi
+>>> ims = dcsi.open_source("sample:digits")
+>>> len(ims), ims.classes[:3]
+(1797, ['0', '1', '2'])
+>>> ims.load(0).size
+(8, 8)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dcsi._progress import progress
+from dcsi._validation import check_int, require
+from dcsi.exceptions import DataError, InvalidParameterError
+
+__all__ = [
+    "open_source",
+    "ImageSet",
+    "SkippedItem",
+    "decode_image",
+    "IMAGE_EXTENSIONS",
+    "SPLIT_NAMES",
+    "MIN_SIDE",
+]
+
+logger = logging.getLogger(__name__)
+
+#: File extensions an image folder is listed by (lower case); other files are ignored.
+IMAGE_EXTENSIONS = frozenset({
+    ".bmp", ".gif", ".jpg", ".jpeg", ".jfif", ".png", ".ppm", ".pgm", ".pbm", ".pnm",
+    ".tif", ".tiff", ".webp", ".ico", ".tga",
+})
+#: Folder names recognised as splits in ``dir/<split>/<class>/<image>``.
+SPLIT_NAMES = ("train", "training", "validation", "valid", "val", "dev", "test",
+               "testing", "eval")
+#: Images whose smaller side is below this many pixels are skipped as degenerate.
+MIN_SIDE = 2
+#: Version of the decoding rules; part of the feature-cache key.
+DECODE_VERSION = "1"
+
+_LABEL_NAMES = ("label", "labels", "class", "classes", "target", "category")
+
+
+@dataclass(frozen=True)
+class SkippedItem:
+    """An item left out of an :class:`ImageSet`.
+
+    Attributes
+    ----------
+    id : str
+        The item's id (relative path or row index).
+    reason : str
+        Why it was left out, e.g. ``"zero-byte file"``.
+    """
+
+    id: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        """``{"id": ..., "reason": ...}``."""
+        return {"id": self.id, "reason": self.reason}
+
+
+class _BadImage(Exception):
+    """Internal: an item cannot be decoded; ``args[0]`` is the reason."""
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+def _composite_over_white(img: Any) -> Any:
+    """Composite an image with alpha (LA, RGBA, ...) over white -> ``"L"`` or ``"RGB"``.
+
+    ``out = round(colour * a + 255 * (1 - a))`` with ``a = alpha / 255``.
+    """
+    from PIL import Image
+
+    grey = img.mode in ("LA", "La")
+    arr = np.asarray(img.convert("LA" if grey else "RGBA"), dtype=np.float64)
+    colour, alpha = arr[..., :-1], arr[..., -1:] / 255.0
+    out = np.rint(colour * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+    return Image.fromarray(out[..., 0], "L") if grey else Image.fromarray(out, "RGB")
+
+
+def _wide_to_l(img: Any) -> Any:
+    """16-bit, 32-bit and float greyscale to 8-bit ``"L"`` (scaled, never clipped)."""
+    from PIL import Image
+
+    arr = np.asarray(img)
+    if img.mode.startswith("I;16"):
+        out = np.rint(arr.astype(np.float64) / 257.0)
+    else:  # "I" or "F": no fixed range, stretch min..max
+        arr = arr.astype(np.float64)
+        finite = np.isfinite(arr)
+        if not finite.any():
+            raise _BadImage(f"{img.mode}-mode image holds no finite values")
+        lo, hi = float(arr[finite].min()), float(arr[finite].max())
+        arr = np.where(finite, arr, lo)
+        out = np.zeros_like(arr) if hi == lo else (arr - lo) * (255.0 / (hi - lo))
+        out = np.rint(out)
+    return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8), "L")
+
+
+def _to_l_or_rgb(img: Any) -> Any:
+    """Convert a decoded PIL image of any mode to ``"L"`` or ``"RGB"``."""
+    mode = img.mode
+    if mode in ("L", "RGB"):
+        return img
+    if mode == "1":
+        return img.convert("L")
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        return _wide_to_l(img)
+    if mode == "P":
+        if "transparency" in img.info:
+            return _composite_over_white(img.convert("RGBA"))
+        return img.convert("RGB")
+    if mode in ("LA", "La"):
+        return _composite_over_white(img.convert("LA"))
+    if mode in ("RGBA", "RGBa", "PA"):
+        return _composite_over_white(img.convert("RGBA"))
+    # CMYK, YCbCr, LAB, HSV, RGBX, ...
+    return img.convert("RGB")
+
+
+def _open_checked(data: bytes) -> Any:
+    """Open encoded bytes with PIL and run the checks that need only the header."""
+    from PIL import Image, UnidentifiedImageError
+
+    if len(data) == 0:
+        raise _BadImage("zero-byte file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise _BadImage("not an image (PIL cannot identify the file format)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise _BadImage(_bomb_reason(None)) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise _BadImage(f"not an image or corrupt header: {exc}") from None
+    w, h = img.size
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and w * h > limit:
+        raise _BadImage(_bomb_reason((w, h)))
+    if min(w, h) < MIN_SIDE:
+        raise _BadImage(f"degenerate {w}x{h} image (smaller side below {MIN_SIDE} px)")
+    return img
+
+
+def _bomb_reason(size: tuple[int, int] | None) -> str:
+    from PIL import Image
+
+    got = f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels" if size else "too many pixels"
+    return (f"over PIL's decompression-bomb limit ({got} > {Image.MAX_IMAGE_PIXELS:,}); "
+            "raise PIL.Image.MAX_IMAGE_PIXELS to read it")
+
+
+def decode_image(data: bytes) -> Any:
+    """Decode encoded image bytes to an upright ``"L"`` or ``"RGB"`` PIL image.
+
+    Parameters
+    ----------
+    data : bytes
+        The encoded file (PNG, JPEG, ...).
+
+    Returns
+    -------
+    PIL.Image.Image
+        Mode ``"L"`` or ``"RGB"``, EXIF orientation applied (see the module docstring for
+        the mode conversions).
+
+    Raises
+    ------
+    DataError
+        When the bytes are empty, not an image, truncated, over PIL's decompression-bomb
+        limit or degenerate; the message gives the reason.
+    """
+    try:
+        return _decode(data)
+    except _BadImage as exc:
+        raise DataError(f"Cannot use image: {exc.args[0]}.") from None
+
+
+def _decode(data: bytes) -> Any:
+    from PIL import ImageOps
+
+    img = _open_checked(data)
+    try:
+        img.load()
+        img = ImageOps.exif_transpose(img)
+    except OSError as exc:
+        raise _BadImage(f"truncated or corrupt image: {exc}") from None
+    except (SyntaxError, ValueError, EOFError) as exc:
+        raise _BadImage(f"corrupt image: {exc}") from None
+    return _to_l_or_rgb(img)
+
+
+def _check(data: bytes) -> tuple[int, int]:
+    """Cheaply verify that ``data`` decodes; returns the upright ``(h, w)``.
+
+    JPEGs are decoded at reduced scale (``draft``): the whole stream is still read, so
+    truncation is caught, at a fraction of the cost.
+    """
+    img = _open_checked(data)
+    w, h = img.size
+    try:
+        orientation = img.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 -- a broken EXIF block only loses the rotation
+        orientation = 1
+    if orientation in (5, 6, 7, 8):
+        w, h = h, w
+    try:
+        if img.format == "JPEG":
+            img.draft(img.mode, (max(1, w // 8), max(1, h // 8)))
+        img.load()
+    except OSError as exc:
+        raise _BadImage(f"truncated or corrupt image: {exc}") from None
+    except (SyntaxError, ValueError, EOFError) as exc:
+        raise _BadImage(f"corrupt image: {exc}") from None
+    if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+        _wide_to_l(img)  # raises for all-NaN float images
+    return h, w
+
+
+def _array_to_pil(arr: np.ndarray) -> Any:
+    """(h, w) or (h, w, c) uint8 -> PIL ``"L"`` or ``"RGB"``."""
+    from PIL import Image
+
+    if arr.ndim == 2:
+        return Image.fromarray(arr, "L")
+    c = arr.shape[2]
+    if c == 1:
+        return Image.fromarray(arr[..., 0], "L")
+    if c == 3:
+        return Image.fromarray(np.ascontiguousarray(arr), "RGB")
+    return _composite_over_white(Image.fromarray(np.ascontiguousarray(arr), "RGBA"))
+
+
+def _sha256(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p)
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- backends
+
+
+class _ArrayBackend:
+    """Images held in one uint8 array (n, h, w) or (n, h, w, c)."""
+
+    kind = "array"
+
+    def __init__(self, images: np.ndarray) -> None:
+        self.images = images
+
+    def raw(self, j: int) -> np.ndarray:
+        return self.images[j]
+
+    def decode(self, j: int) -> Any:
+        return _array_to_pil(self.images[j])
+
+    def content_hash(self, j: int) -> str:
+        a = np.ascontiguousarray(self.images[j])
+        return _sha256(b"dcsi-array-v1", repr(a.shape).encode(), a.tobytes())
+
+
+class _BytesBackend:
+    """Encoded images read on demand (files or Hugging Face rows)."""
+
+    kind = "encoded"
+
+    def raw(self, j: int) -> bytes:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def decode(self, j: int) -> Any:
+        try:
+            return _decode(self.raw(j))
+        except _BadImage as exc:
+            raise DataError(
+                f"Image {self.describe(j)} could not be decoded ({exc.args[0]}) although it "
+                "was readable when the source was opened; was it changed? Open the source "
+                "again."
+            ) from None
+
+    def content_hash(self, j: int) -> str:
+        return _sha256(self.raw(j))
+
+    def describe(self, j: int) -> str:
+        return f"#{j}"
+
+
+class _FileBackend(_BytesBackend):
+    def __init__(self, root: Path, relpaths: list[str]) -> None:
+        self.root = root
+        self.relpaths = relpaths
+
+    def raw(self, j: int) -> bytes:
+        try:
+            return (self.root / self.relpaths[j]).read_bytes()
+        except OSError as exc:
+            raise DataError(f"Cannot read {self.root / self.relpaths[j]}: {exc}") from None
+
+    def describe(self, j: int) -> str:
+        return str(self.root / self.relpaths[j])
+
+
+class _HFBackend(_BytesBackend):
+    """Rows of a ``datasets.Dataset`` whose image column is read undecoded."""
+
+    def __init__(self, dataset: Any, column: str) -> None:
+        self.dataset = dataset
+        self.column = column
+
+    def _cell_bytes(self, cell: Any, j: int) -> bytes:
+        if cell is None:
+            raise _BadImage("missing image (None)")
+        data = cell.get("bytes") if isinstance(cell, dict) else None
+        if data is None:
+            path = cell.get("path") if isinstance(cell, dict) else None
+            if not path:
+                raise _BadImage("row holds neither image bytes nor a path")
+            try:
+                data = Path(path).read_bytes()
+            except OSError as exc:
+                raise _BadImage(f"cannot read {path}: {exc}") from None
+        return data
+
+    def raw(self, j: int) -> bytes:
+        cell = self.dataset[int(j)][self.column]
+        try:
+            return self._cell_bytes(cell, j)
+        except _BadImage as exc:
+            raise DataError(f"Row {j}: {exc.args[0]}") from None
+
+    def raw_batch(self, start: int, stop: int) -> list[bytes | _BadImage]:
+        cells = self.dataset[start:stop][self.column]
+        out: list[bytes | _BadImage] = []
+        for k, cell in enumerate(cells):
+            try:
+                out.append(self._cell_bytes(cell, start + k))
+            except _BadImage as exc:
+                out.append(exc)
+        return out
+
+    def describe(self, j: int) -> str:
+        return f"row {j}"
+
+
+# ----------------------------------------------------------------------------- ImageSet
+
+
+class ImageSet:
+    """A dataset of images with ids, optional labels and class names, read lazily.
+
+    Build one with :func:`open_source`.  Positions ``0..len-1`` index the usable items;
+    items that could not be used are in :attr:`skipped`.
+
+    Attributes
+    ----------
+    name : str
+        A short name (folder name, repo id, sample name).
+    source : str
+        What was opened (path, ``hf:...``, ``sample:...`` or ``"<array>"``).
+    split : str or None
+    ids : list of str, length n
+        Stable item ids: the path relative to the source folder, or the row index.
+    labels : ndarray of shape (n,), dtype int64, or None
+        Class ids ``0..K-1``; None for unlabelled data.
+    classes : list of str, length K
+        Class names in label order (empty when unlabelled).
+    skipped : list of SkippedItem
+    sizes : ndarray of shape (n, 2), dtype int64
+        ``(height, width)`` of each decoded (upright) image.
+    """
+
+    def __init__(
+        self,
+        *,
+        backend: Any,
+        positions: np.ndarray,
+        ids: list[str],
+        labels: np.ndarray | None,
+        classes: list[str],
+        sizes: np.ndarray,
+        name: str,
+        source: str,
+        split: str | None,
+        skipped: list[SkippedItem] | None = None,
+        hashes: list[str] | None = None,
+    ) -> None:
+        self._backend = backend
+        self._pos = np.asarray(positions, dtype=np.int64)
+        self.ids = list(ids)
+        self.labels = labels
+        self.classes = list(classes)
+        self.sizes = np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
+        self.name = name
+        self.source = source
+        self.split = split
+        self.skipped = list(skipped or [])
+        self._hashes = hashes
+        self._fingerprint: str | None = None
+
+    # -- basics
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __repr__(self) -> str:
+        lab = f"{len(self.classes)} classes" if self.labels is not None else "unlabelled"
+        return (f"ImageSet(name={self.name!r}, n={len(self)}, {lab}, split={self.split!r}, "
+                f"skipped={len(self.skipped)})")
+
+    @property
+    def kind(self) -> str:
+        """``"array"`` for in-memory arrays (cheap to decode), ``"encoded"`` otherwise."""
+        return self._backend.kind
+
+    def load(self, i: int) -> Any:
+        """Decode item ``i`` to a PIL image of mode ``"L"`` or ``"RGB"``."""
+        return self._backend.decode(int(self._pos[self._check_index(i)]))
+
+    def _check_index(self, i: int) -> int:
+        i = int(i)
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"ImageSet index {i} out of range for {len(self)} items")
+        return i
+
+    def content_hash(self, i: int) -> str:
+        """SHA-256 (hex) of item ``i``'s encoded bytes (or of its array and shape)."""
+        i = self._check_index(i)
+        if self._hashes is not None:
+            return self._hashes[i]
+        return self._backend.content_hash(int(self._pos[i]))
+
+    def content_hashes(self) -> list[str]:
+        """:meth:`content_hash` of every item, computed once and kept."""
+        if self._hashes is None:
+            self._hashes = [self._backend.content_hash(int(p)) for p in self._pos]
+        return self._hashes
+
+    def fingerprint(self) -> str:
+        """SHA-256 (hex) over the class names and, in order, each item's content hash
+        and label: two sources with the same images, labels and order agree."""
+        if self._fingerprint is None:
+            h = hashlib.sha256(b"dcsi-fingerprint-v1\n")
+            h.update(json.dumps(self.classes).encode("utf-8") + b"\n")
+            labels = self.labels
+            for k, ch in enumerate(self.content_hashes()):
+                lab = "-" if labels is None else str(int(labels[k]))
+                h.update(f"{ch} {lab}\n".encode())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+    def class_counts(self) -> list[int]:
+        """Number of items per class, in label order (``[]`` when unlabelled)."""
+        if self.labels is None:
+            return []
+        return [int(c) for c in np.bincount(self.labels, minlength=len(self.classes))]
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> ImageSet:
+        """The items at ``indices`` (positions in this set), as a new ImageSet."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < -len(self) or idx.max() >= len(self)):
+            raise IndexError(f"subset indices out of range for {len(self)} items")
+        idx = np.where(idx < 0, idx + len(self), idx)
+        return ImageSet(
+            backend=self._backend,
+            positions=self._pos[idx],
+            ids=[self.ids[k] for k in idx],
+            labels=None if self.labels is None else self.labels[idx],
+            classes=self.classes,
+            sizes=self.sizes[idx],
+            name=self.name,
+            source=self.source,
+            split=self.split,
+            skipped=self.skipped,
+            hashes=None if self._hashes is None else [self._hashes[k] for k in idx],
+        )
+
+    # -- sizes
+    def native_size(self) -> tuple[int, int]:
+        """``(h, w)`` shared by all images, else the median height and width."""
+        if len(self) == 0:
+            raise DataError(f"{self.source}: the dataset has no usable images.")
+        if np.all(self.sizes == self.sizes[0]):
+            return int(self.sizes[0, 0]), int(self.sizes[0, 1])
+        med = np.median(self.sizes, axis=0)
+        return int(round(med[0])), int(round(med[1]))
+
+    def typical_side(self) -> int:
+        """Median over images of the longer side, in pixels."""
+        if len(self) == 0:
+            raise DataError(f"{self.source}: the dataset has no usable images.")
+        return int(round(float(np.median(self.sizes.max(axis=1)))))
+
+    # -- arrays
+    def iter_arrays(
+        self,
+        *,
+        size: int | tuple[int, int] | None = None,
+        mode: str = "L",
+        batch_size: int = 256,
+        indices: Sequence[int] | np.ndarray | None = None,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield batches of decoded images as uint8 arrays.
+
+        Parameters
+        ----------
+        size : int or (h, w) or None, default=None
+            Output size; an int means square.  None: :meth:`native_size`.  Images are
+            resized to exactly this size (bilinear, antialiased; aspect not kept).
+        mode : {"L", "RGB"}, default="L"
+        batch_size : int, default=256
+        indices : sequence of int, default=None
+            Positions to read (default: all, in order).
+
+        Yields
+        ------
+        indices : ndarray of shape (b,), int64
+        batch : ndarray of shape (b, h, w) for "L" or (b, h, w, 3) for "RGB", uint8
+        """
+        if mode not in ("L", "RGB"):
+            raise InvalidParameterError(
+                f"The 'mode' parameter of iter_arrays must be one of 'L', 'RGB'. "
+                f"Got {mode!r} instead.")
+        batch_size = check_int(batch_size, "batch_size", "iter_arrays", min_value=1)
+        hw = self._resolve_size(size)
+        idx = (np.arange(len(self)) if indices is None
+               else np.asarray(indices, dtype=np.int64).reshape(-1))
+        fast = self._fast_array(hw, mode)
+        for start in range(0, len(idx), batch_size):
+            part = idx[start:start + batch_size]
+            if fast is not None:
+                yield part, fast(self._pos[part])
+                continue
+            shape = (len(part), *hw) + ((3,) if mode == "RGB" else ())
+            out = np.empty(shape, dtype=np.uint8)
+            for k, i in enumerate(part):
+                out[k] = _pil_to_array(self.load(int(i)), hw, mode)
+            yield part, out
+
+    def to_array(
+        self,
+        *,
+        size: int | tuple[int, int] | None = None,
+        mode: str = "L",
+        indices: Sequence[int] | np.ndarray | None = None,
+    ) -> np.ndarray:
+        """All (or ``indices``) images as one uint8 array; see :meth:`iter_arrays`.
+
+        Returns
+        -------
+        ndarray of shape (n, h, w) or (n, h, w, 3), uint8
+        """
+        hw = self._resolve_size(size)
+        n = len(self) if indices is None else len(np.asarray(indices).reshape(-1))
+        out = np.empty((n, *hw) + ((3,) if mode == "RGB" else ()), dtype=np.uint8)
+        k = 0
+        for _, batch in self.iter_arrays(size=hw, mode=mode, indices=indices):
+            out[k:k + len(batch)] = batch
+            k += len(batch)
+        return out
+
+    def _resolve_size(self, size: int | tuple[int, int] | None) -> tuple[int, int]:
+        if size is None:
+            return self.native_size()
+        if isinstance(size, (tuple, list)) and len(size) == 2:
+            h = check_int(size[0], "size", "iter_arrays", min_value=1)
+            w = check_int(size[1], "size", "iter_arrays", min_value=1)
+            return h, w
+        s = check_int(size, "size", "iter_arrays", min_value=1)
+        return s, s
+
+    def _fast_array(self, hw: tuple[int, int], mode: str) -> Any:
+        """A direct slicing reader when an in-memory array needs no resize/convert."""
+        if self._backend.kind != "array":
+            return None
+        images = self._backend.images
+        if tuple(images.shape[1:3]) != hw:
+            return None
+        if mode == "L" and images.ndim == 3:
+            return lambda pos: images[pos]
+        if mode == "RGB" and images.ndim == 4 and images.shape[3] == 3:
+            return lambda pos: images[pos]
+        if mode == "RGB" and images.ndim == 3:
+            return lambda pos: np.repeat(images[pos][..., None], 3, axis=3)
+        return None
+
+    # -- card
+    def to_dict(self) -> dict[str, Any]:
+        """The card's ``dataset`` block: name, source, split, fingerprint, n_images,
+        classes, class_counts (plain JSON-ready Python)."""
+        return {
+            "name": self.name,
+            "source": self.source,
+            "split": self.split,
+            "fingerprint": self.fingerprint(),
+            "n_images": len(self),
+            "classes": list(self.classes),
+            "class_counts": self.class_counts(),
+        }
+
+
+def _pil_to_array(img: Any, hw: tuple[int, int], mode: str) -> np.ndarray:
+    from PIL import Image
+
+    if img.mode != mode:
+        img = img.convert(mode)
+    if (img.size[1], img.size[0]) != hw:
+        img = img.resize((hw[1], hw[0]), Image.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
+# ----------------------------------------------------------------------------- open
+
+
+def open_source(
+    source: Any,
+    *,
+    labels: Any = None,
+    classes: Sequence[str] | None = None,
+    split: str | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    max_per_class: int | None = None,
+    seed: int = 0,
+) -> ImageSet:
+    """Open an image dataset as an :class:`ImageSet`.
+
+    Parameters
+    ----------
+    source : str, path, ndarray or ImageSet
+        An image folder, a saved Hugging Face dataset folder, ``"hf:repo[:config]"``,
+        ``"sample:digits"`` / ``"sample:fashion-mnist"``, an ndarray of shape
+        (n, h, w) or (n, h, w, c) with c in {1, 3, 4} and dtype uint8, or an ImageSet.
+    labels : array-like of shape (n,), default=None
+        Labels of an in-memory array (int class ids, or strings mapped to ids in sorted
+        order).  Only for array sources.
+    classes : sequence of str, default=None
+        Class names of an in-memory array, in label order (default: the ids as strings,
+        or the sorted label strings).
+    split : str, default=None
+        Split of a folder with split folders or of a Hugging Face dataset (default: the
+        only split, else ``"train"``).
+    image_column, label_column : str, default=None
+        Columns of a Hugging Face dataset (default: the first ``Image`` column; the first
+        ``ClassLabel`` column, else a column named ``label``/``labels``/``class``/
+        ``target``/``category``, else unlabelled).
+    max_per_class : int, default=None
+        Keep at most this many items per class (all items when unlabelled), drawn at
+        random with ``seed``, in their original order.
+    seed : int, default=0
+
+    Returns
+    -------
+    ImageSet
+
+    Raises
+    ------
+    DataError
+        Nothing usable: the path does not exist, the dataset is empty, a column is
+        missing, or every image was skipped.
+    InvalidParameterError
+        A parameter has a wrong value.
+    """
+    if isinstance(source, ImageSet):
+        return source
+    if max_per_class is not None:
+        max_per_class = check_int(max_per_class, "max_per_class", "open_source", min_value=1)
+    seed = check_int(seed, "seed", "open_source", min_value=0)
+    if labels is not None and not isinstance(source, np.ndarray):
+        raise InvalidParameterError(
+            "The 'labels' parameter of open_source is only for in-memory arrays; a "
+            f"{type(source).__name__} source brings its own labels.")
+    if isinstance(source, np.ndarray):
+        _no_columns(image_column, label_column, "an in-memory array")
+        ims = _open_array(source, labels=labels, classes=classes, name="array",
+                          source_str="<array>", split=split)
+    elif isinstance(source, (str, os.PathLike)):
+        s = os.fspath(source)
+        if classes is not None:
+            raise InvalidParameterError(
+                "The 'classes' parameter of open_source is only for in-memory arrays.")
+        if s.startswith("sample:"):
+            _no_columns(image_column, label_column, "a sample dataset")
+            from dcsi.samples import load_sample
+
+            sample = load_sample(s[len("sample:"):], split)
+            ims = _open_array(sample.images, labels=sample.labels, classes=sample.classes,
+                              name=sample.name, source_str=s, split=sample.split)
+        elif s.startswith("hf:"):
+            ims = _open_hf_hub(s, split=split, image_column=image_column,
+                               label_column=label_column, max_per_class=max_per_class,
+                               seed=seed)
+            return ims
+        else:
+            path = Path(s).expanduser()
+            if not path.exists():
+                raise DataError(
+                    f"{s}: no such file or folder. Give an image folder, a folder written "
+                    "by datasets' save_to_disk, 'hf:<repo_id>' or 'sample:digits'.")
+            if not path.is_dir():
+                raise DataError(
+                    f"{s} is a file; give the folder that holds the images "
+                    "(dir/<class>/<image>).")
+            if _is_saved_hf(path):
+                return _open_hf_saved(path, split=split, image_column=image_column,
+                                      label_column=label_column,
+                                      max_per_class=max_per_class, seed=seed)
+            _no_columns(image_column, label_column, "an image folder")
+            return _open_folder(path, split=split, max_per_class=max_per_class, seed=seed)
+    else:
+        raise InvalidParameterError(
+            "The 'source' parameter of open_source must be a path, 'hf:<repo_id>', "
+            "'sample:<name>', a uint8 ndarray or an ImageSet. "
+            f"Got {type(source).__name__} instead.")
+    if max_per_class is not None:
+        ims = ims.subset(_per_class_sample(ims.labels, len(ims), max_per_class, seed))
+    return ims
+
+
+def _no_columns(image_column: str | None, label_column: str | None, what: str) -> None:
+    for name, value in (("image_column", image_column), ("label_column", label_column)):
+        if value is not None:
+            raise InvalidParameterError(
+                f"The {name!r} parameter of open_source applies to Hugging Face datasets "
+                f"only; {what} has no columns. Got {value!r}.")
+
+
+def _per_class_sample(labels: np.ndarray | None, n: int, k: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    groups = [np.arange(n)] if labels is None else [
+        np.flatnonzero(labels == c) for c in np.unique(labels)]
+    keep = [g if len(g) <= k else rng.choice(g, size=k, replace=False) for g in groups]
+    return np.sort(np.concatenate(keep)) if keep else np.arange(0)
+
+
+def _labels_from_values(values: Sequence[Any], what: str) -> tuple[np.ndarray, list[str]]:
+    """Map raw label values to ids 0..K-1 and class names.
+
+    Integers >= 0 are kept as ids (classes named ``"0"..str(max)``); strings are mapped
+    to their rank in sorted order.
+    """
+    if any(v is None for v in values):
+        raise DataError(f"{what} has missing (None) labels; drop those rows or open the "
+                        "data without a label column.")
+    arr = np.asarray(values)
+    if arr.dtype.kind in "iu":
+        if arr.size and arr.min() < 0:
+            raise DataError(f"{what} has negative labels (e.g. {int(arr.min())}); labels "
+                            "must be class ids >= 0.")
+        k = int(arr.max()) + 1 if arr.size else 0
+        return arr.astype(np.int64), [str(i) for i in range(k)]
+    if arr.dtype.kind in "USO":
+        strs = np.asarray([str(v) for v in values])
+        uniq = np.unique(strs)
+        return np.searchsorted(uniq, strs).astype(np.int64), [str(v) for v in uniq]
+    raise DataError(f"{what} must hold integer or string labels; got dtype {arr.dtype}.")
+
+
+def _open_array(
+    images: np.ndarray,
+    *,
+    labels: Any,
+    classes: Sequence[str] | None,
+    name: str,
+    source_str: str,
+    split: str | None,
+) -> ImageSet:
+    if images.dtype != np.uint8:
+        raise InvalidParameterError(
+            "The 'source' array of open_source must have dtype uint8 (0..255). Got "
+            f"{images.dtype} instead; convert it, e.g. np.clip(a, 0, 255).astype(np.uint8).")
+    if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] not in (1, 3, 4)):
+        raise InvalidParameterError(
+            "The 'source' array of open_source must have shape (n, h, w) or (n, h, w, c) "
+            f"with c in 1, 3, 4. Got shape {images.shape} instead.")
+    n = images.shape[0]
+    if n == 0:
+        raise DataError("The image array is empty (0 images); pass at least one image.")
+    h, w = images.shape[1:3]
+    if min(h, w) < MIN_SIDE:
+        raise DataError(f"The images are {h}x{w} pixels; dcsi needs at least "
+                        f"{MIN_SIDE}x{MIN_SIDE}.")
+    lab: np.ndarray | None = None
+    cls: list[str] = []
+    if labels is not None:
+        raw = np.asarray(labels)
+        if raw.ndim != 1 or raw.shape[0] != n:
+            raise InvalidParameterError(
+                f"The 'labels' parameter of open_source must be a 1-D array of length {n} "
+                f"(one label per image). Got shape {raw.shape} instead.")
+        if raw.dtype.kind in "iu":
+            if n and raw.min() < 0:
+                raise InvalidParameterError(
+                    "The 'labels' parameter of open_source must hold class ids >= 0. "
+                    f"Got {int(raw.min())} instead.")
+            lab = raw.astype(np.int64)
+            k = int(lab.max()) + 1
+            cls = [str(i) for i in range(k)]
+        else:
+            lab, cls = _labels_from_values(list(raw), "The 'labels' parameter")
+        if classes is not None:
+            cls = [str(c) for c in classes]
+            if len(cls) <= int(lab.max()):
+                raise InvalidParameterError(
+                    f"The 'classes' parameter of open_source names {len(cls)} classes but "
+                    f"the labels go up to {int(lab.max())}.")
+    elif classes is not None:
+        raise InvalidParameterError(
+            "The 'classes' parameter of open_source needs 'labels' as well.")
+    return ImageSet(
+        backend=_ArrayBackend(images),
+        positions=np.arange(n),
+        ids=[str(i) for i in range(n)],
+        labels=lab,
+        classes=cls,
+        sizes=np.tile([h, w], (n, 1)),
+        name=name,
+        source=source_str,
+        split=split,
+    )
+
+
+def _scan(
+    backend: _BytesBackend,
+    positions: np.ndarray,
+    ids: list[str],
+    *,
+    desc: str,
+) -> tuple[np.ndarray, list[str], np.ndarray, list[SkippedItem]]:
+    """Read, hash and check every item once.
+
+    Returns the kept mask (n,), the content hashes of kept items, their sizes (m, 2)
+    and the skipped items.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    n = len(positions)
+    keep = np.zeros(n, dtype=bool)
+    hashes: list[str] = []
+    sizes: list[tuple[int, int]] = []
+    skipped: list[SkippedItem] = []
+
+    def check_one(data: bytes | _BadImage | int) -> tuple[str, tuple[int, int]] | str:
+        if isinstance(data, (int, np.integer)):  # read here, in the pool (I/O overlaps)
+            data = _read_or_bad(backend, int(data))
+        if isinstance(data, _BadImage):
+            return data.args[0]
+        try:
+            hw = _check(data)
+        except _BadImage as exc:
+            return exc.args[0]
+        return _sha256(data), hw
+
+    chunk = 256
+    workers = max(1, min(4, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool, \
+            progress(desc=desc, total=n, unit="img") as bar:
+        for start in range(0, n, chunk):
+            part = positions[start:start + chunk]
+            if isinstance(backend, _HFBackend) and len(part) and \
+                    part[-1] - part[0] == len(part) - 1:
+                raws: list[Any] = backend.raw_batch(int(part[0]), int(part[-1]) + 1)
+            else:
+                raws = [int(p) for p in part]
+            for k, res in enumerate(pool.map(check_one, raws)):
+                i = start + k
+                if isinstance(res, str):
+                    skipped.append(SkippedItem(ids[i], res))
+                else:
+                    keep[i] = True
+                    hashes.append(res[0])
+                    sizes.append(res[1])
+            bar.update(len(part))
+    return keep, hashes, np.asarray(sizes, dtype=np.int64).reshape(-1, 2), skipped
+
+
+def _read_or_bad(backend: _BytesBackend, j: int) -> bytes | _BadImage:
+    try:
+        return backend.raw(j)
+    except DataError as exc:
+        return _BadImage(str(exc))
+
+
+def _finish_encoded(
+    backend: _BytesBackend,
+    *,
+    ids: list[str],
+    labels: np.ndarray | None,
+    classes: list[str],
+    name: str,
+    source_str: str,
+    split: str | None,
+    max_per_class: int | None,
+    seed: int,
+    where: str,
+) -> ImageSet:
+    """Subsample, scan, drop skipped items and build the ImageSet of an encoded source."""
+    positions = np.arange(len(ids))
+    if max_per_class is not None:
+        positions = _per_class_sample(labels, len(ids), max_per_class, seed)
+    if len(positions) == 0:
+        raise DataError(f"{where}: the dataset is empty (no images found). {_LAYOUT_HINT}")
+    sel_ids = [ids[p] for p in positions]
+    keep, hashes, sizes, skipped = _scan(backend, positions, sel_ids,
+                                         desc=f"Reading {name}")
+    if skipped:
+        reasons: dict[str, int] = {}
+        for s in skipped:
+            key = s.reason.split(":")[0].split("(")[0].strip()
+            reasons[key] = reasons.get(key, 0) + 1
+        summary = ", ".join(f"{v} {k}" for k, v in sorted(reasons.items()))
+        logger.warning("%s: skipped %d of %d images (%s); see ImageSet.skipped.",
+                       where, len(skipped), len(positions), summary)
+    if not keep.any():
+        first = skipped[0]
+        raise DataError(
+            f"{where}: all {len(positions)} images were skipped (e.g. {first.id}: "
+            f"{first.reason}); check that the files are readable images.")
+    kept = positions[keep]
+    return ImageSet(
+        backend=backend,
+        positions=kept,
+        ids=[ids[p] for p in kept],
+        labels=None if labels is None else labels[kept],
+        classes=classes,
+        sizes=sizes,
+        name=name,
+        source=source_str,
+        split=split,
+        skipped=skipped,
+        hashes=hashes,
+    )
+
+
+_LAYOUT_HINT = ("Expected dir/<class>/<image> or dir/<split>/<class>/<image> with image "
+                "files (" + ", ".join(sorted(e.lstrip(".") for e in
+                                             ("png", "jpg", "jpeg", "bmp", "webp"))) + ", ...).")
+
+
+# -- image folders
+
+def _is_image_file(p: Path) -> bool:
+    return p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _visible_dirs(p: Path) -> list[Path]:
+    return sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def _list_images(p: Path) -> list[Path]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(p):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for f in sorted(filenames):
+            fp = Path(dirpath) / f
+            if not f.startswith(".") and fp.suffix.lower() in IMAGE_EXTENSIONS:
+                out.append(fp)
+    return out
+
+
+def _open_folder(path: Path, *, split: str | None, max_per_class: int | None,
+                 seed: int) -> ImageSet:
+    subdirs = _visible_dirs(path)
+    split_dirs = [d for d in subdirs if d.name.lower() in SPLIT_NAMES
+                  and any(c.is_dir() for c in d.iterdir())]
+    if split_dirs:
+        names = [d.name for d in split_dirs]
+        if split is None:
+            split = "train" if "train" in names else (names[0] if len(names) == 1 else None)
+            if split is None:
+                raise DataError(
+                    f"{path} has several splits ({', '.join(names)}); choose one with "
+                    "--split / split=.")
+        if split not in names:
+            raise DataError(f"{path} has no split {split!r}; available splits: "
+                            f"{', '.join(names)}.")
+        # class names: the union over splits, so that label ids agree between splits
+        classes = sorted({c.name for d in split_dirs for c in _visible_dirs(d)})
+        root = path / split
+    else:
+        if split is not None:
+            raise DataError(
+                f"{path} has no split folders ({', '.join(SPLIT_NAMES[:3])}, ...); "
+                "leave --split out.")
+        classes = [d.name for d in subdirs]
+        root = path
+    class_dirs = [root / c for c in classes if (root / c).is_dir()]
+    relpaths: list[str] = []
+    labels_list: list[int] = []
+    for d in class_dirs:
+        for f in _list_images(d):
+            relpaths.append(f.relative_to(path).as_posix())
+            labels_list.append(classes.index(d.name))
+    loose = [f for f in sorted(root.iterdir()) if _is_image_file(f)]
+    labels: np.ndarray | None
+    if not relpaths and loose:
+        # a plain folder of images: unlabelled
+        relpaths = [f.relative_to(path).as_posix() for f in loose]
+        labels, classes = None, []
+    else:
+        if loose:
+            logger.warning("%s: ignoring %d image(s) outside the class folders (e.g. %s).",
+                           root, len(loose), loose[0].name)
+        labels = np.asarray(labels_list, dtype=np.int64)
+    return _finish_encoded(
+        _FileBackend(path, relpaths), ids=relpaths, labels=labels, classes=classes,
+        name=path.resolve().name, source_str=str(path), split=split,
+        max_per_class=max_per_class, seed=seed, where=str(path))
+
+
+# -- Hugging Face datasets
+
+def _is_saved_hf(path: Path) -> bool:
+    return (path / "dataset_dict.json").is_file() or (
+        (path / "state.json").is_file() and (path / "dataset_info.json").is_file())
+
+
+def _pick_split(dd: Any, split: str | None, where: str) -> tuple[Any, str | None]:
+    """A ``Dataset`` from a ``Dataset`` or ``DatasetDict``, and its split name."""
+    import datasets
+
+    if isinstance(dd, (datasets.DatasetDict, dict)):
+        names = list(dd.keys())
+        if not names:
+            raise DataError(f"{where}: the dataset has no splits.")
+        if split is None:
+            split = "train" if "train" in names else (names[0] if len(names) == 1 else None)
+            if split is None:
+                raise DataError(f"{where} has several splits ({', '.join(names)}); "
+                                "choose one with --split / split=.")
+        if split not in names:
+            raise DataError(f"{where} has no split {split!r}; available splits: "
+                            f"{', '.join(names)}.")
+        return dd[split], split
+    if split is not None:
+        actual = str(dd.split) if getattr(dd, "split", None) is not None else None
+        if actual is not None and actual != split:
+            raise DataError(f"{where} holds the single split {actual!r}, not {split!r}; "
+                            "leave --split out.")
+    return dd, (str(dd.split) if getattr(dd, "split", None) is not None else split)
+
+
+def _open_hf_saved(path: Path, **kw: Any) -> ImageSet:
+    datasets = require("datasets", "Reading a saved Hugging Face dataset", "dcsi[hf]")
+    try:
+        dd = datasets.load_from_disk(str(path))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot load the saved Hugging Face dataset ({exc}).") \
+            from None
+    return _from_hf(dd, where=str(path), name=path.resolve().name, source_str=str(path), **kw)
+
+
+def _open_hf_hub(source: str, **kw: Any) -> ImageSet:
+    datasets = require("datasets", "Reading 'hf:' datasets", "dcsi[hf]")
+    spec = source[len("hf:"):]
+    if not spec:
+        raise InvalidParameterError(
+            "The 'source' parameter of open_source must name a dataset after 'hf:', e.g. "
+            "'hf:fashion_mnist' or 'hf:user/repo:config'. Got 'hf:' instead.")
+    repo, _, config = spec.partition(":")
+    try:
+        dd = datasets.load_dataset(repo, config or None)
+    except Exception as exc:  # noqa: BLE001 -- datasets raises many unrelated types
+        raise DataError(
+            f"{source}: datasets.load_dataset({repo!r}"
+            f"{', ' + repr(config) if config else ''}) failed: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}. "
+            "Offline, the dataset must already be in the Hugging Face cache "
+            "(set HF_DATASETS_OFFLINE=1), or save it with save_to_disk and pass the folder."
+        ) from None
+    return _from_hf(dd, where=source, name=spec, source_str=source, **kw)
+
+
+def _from_hf(dd: Any, *, where: str, name: str, source_str: str, split: str | None,
+             image_column: str | None, label_column: str | None,
+             max_per_class: int | None, seed: int) -> ImageSet:
+    import datasets
+
+    ds, split = _pick_split(dd, split, where)
+    features = ds.features
+    columns = list(features.keys())
+    listing = ", ".join(f"{c} ({type(features[c]).__name__})" for c in columns)
+    if image_column is None:
+        found = [c for c in columns if isinstance(features[c], datasets.Image)]
+        if not found:
+            raise DataError(f"{where}: no image column (columns: {listing}); "
+                            "name it with --image-column / image_column=.")
+        image_column = found[0]
+    elif image_column not in features:
+        raise DataError(f"{where}: no column {image_column!r} (columns: {listing}); "
+                        "fix --image-column / image_column=.")
+    elif not isinstance(features[image_column], datasets.Image):
+        raise DataError(f"{where}: column {image_column!r} is "
+                        f"{type(features[image_column]).__name__}, not an Image column; "
+                        "cast it with ds.cast_column(name, datasets.Image()).")
+    if label_column is None:
+        cl = [c for c in columns if isinstance(features[c], datasets.ClassLabel)]
+        named = [c for c in columns if c.lower() in _LABEL_NAMES and c != image_column]
+        label_column = (cl or named or [None])[0]
+    elif label_column not in features:
+        raise DataError(f"{where}: no column {label_column!r} (columns: {listing}); "
+                        "fix --label-column / label_column= or leave it out.")
+    labels: np.ndarray | None = None
+    classes: list[str] = []
+    if label_column is not None:
+        feat = features[label_column]
+        values = ds[label_column]
+        if isinstance(feat, datasets.ClassLabel):
+            if any(v is None or v < 0 for v in values):
+                raise DataError(f"{where}: column {label_column!r} has missing labels "
+                                "(None or -1); drop those rows first.")
+            labels = np.asarray(values, dtype=np.int64)
+            classes = [str(c) for c in feat.names]
+        else:
+            labels, classes = _labels_from_values(values, f"{where}: column {label_column!r}")
+    ds = ds.cast_column(image_column, datasets.Image(decode=False))
+    ids = [str(i) for i in range(len(ds))]
+    return _finish_encoded(
+        _HFBackend(ds, image_column), ids=ids, labels=labels, classes=classes, name=name,
+        source_str=source_str, split=split, max_per_class=max_per_class, seed=seed,
+        where=where)
+

@@ -1,0 +1,88 @@
+"""`dcsi redundancy`, `dcsi leakage` and the gallery."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from dcsi.cli import main
+from dcsi.gallery import gallery_html, write_gallery
+from dcsi.redundancy import find_redundancy
+
+
+@pytest.fixture
+def folder(tmp_path, rng):
+    """An image folder with 2 classes, one redundant copy and one label conflict."""
+    from PIL import Image
+
+    imgs = rng.integers(30, 200, (12, 16, 16)).astype(np.uint8)
+    imgs[1] = imgs[0]          # same class a: redundant
+    imgs[11] = imgs[2]         # 2 in class a, 11 in class b: conflict
+    root = tmp_path / "data"
+    for i, img in enumerate(imgs):
+        cls = "a" if i < 6 else "b"
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(root / cls / f"img{i:02d}.png")
+    return root
+
+
+def test_redundancy_command(folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["redundancy", str(folder), "--out", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "2 groups (1 redundant, 1 label conflicts)" in text
+    card = json.loads((out / "redundancy.json").read_text())
+    assert {g["kind"] for g in card["groups"]} == {"redundant", "conflict"}
+    assert (out / "redundancy.csv").read_text().startswith("group,kind,id,label")
+    keep = (out / "keep_list.csv").read_text().splitlines()
+    assert len(keep) == 13 and sum(line.endswith(",0") for line in keep) == 1
+    page = (out / "gallery.html").read_text()
+    assert page.count("data:image/png;base64,") == 4 and "<!DOCTYPE html>" in page
+
+
+def test_redundancy_command_options(folder, tmp_path):
+    out = tmp_path / "o2"
+    assert main(["redundancy", str(folder), "--out", str(out), "--n-clusters", "10",
+                 "--tau", "1e4", "--scope", "all"]) == 0
+    card = json.loads((out / "redundancy.json").read_text())
+    assert card["params"]["n_clusters"] == 10 and card["params"]["tau"] == 1e4
+
+
+def test_leakage_command(folder, tmp_path, capsys):
+    out = tmp_path / "leak"
+    assert main(["leakage", "--train", str(folder), "--test", str(folder),
+                 "--out", str(out)]) == 0
+    assert "12 test items (100.00%)" in capsys.readouterr().out
+    d = json.loads((out / "leakage.json").read_text())
+    assert d["n_leaked"] == 12
+    assert (out / "leakage.csv").read_text().startswith("test_id,train_id")
+
+
+def test_user_errors_are_one_line(folder, tmp_path, capsys):
+    assert main(["redundancy", str(folder), "--out", str(tmp_path / "x"),
+                 "--tau", "0.5"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dcsi: error: The 'tau' parameter") and err.count("\n") == 1
+    with pytest.raises(SystemExit) as exc:
+        main(["redundancy", str(folder), "--out", "x", "--n-clusters", "many"])
+    assert exc.value.code == 2
+
+
+def test_gallery_fragment(rng, tmp_path):
+    imgs = rng.integers(0, 256, (6, 8, 8), dtype=np.uint8)
+    imgs[3] = imgs[0]
+    res = find_redundancy(imgs)
+    frag = gallery_html(res, lambda m: imgs[int(m)], max_groups=5)
+    assert frag.startswith("<style>") and frag.count("<img") == 2
+    assert 'class="rep"' in frag
+    dict_frag = gallery_html(res.to_dict()["groups"], lambda m: imgs[int(m)])
+    assert dict_frag.count("<img") == 2
+    assert gallery_html(res, lambda m: imgs[int(m)], max_groups=0).count("<img") == 0
+    p = write_gallery(tmp_path / "g.html", res, lambda m: imgs[int(m)], title="T<1>")
+    assert "T&lt;1&gt;" in p.read_text()
+    from dcsi.exceptions import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError, match="'max_groups' parameter of gallery_html"):
+        gallery_html(res, lambda m: imgs[int(m)], max_groups=-1)

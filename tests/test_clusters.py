@@ -1,0 +1,211 @@
+"""Class clusters and the router (against a literal Algorithm 2)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from dcsi.clusters import ClassClusters, Router, cluster_classes, routing_error
+from dcsi.exceptions import InvalidParameterError
+from dcsi.similarity.class_cosine import class_similarity, class_stats
+
+
+def _grouped(rng, groups=((0, 1, 2), (3, 4), (5,)), n=20, d=16):
+    """Classes that come in obvious groups: shared group centre + a small class offset."""
+    k = sum(len(g) for g in groups)
+    gc = rng.normal(size=(len(groups), d)) * 4.0
+    centres = np.empty((k, d))
+    for gi, g in enumerate(groups):
+        for c in g:
+            centres[c] = gc[gi] + rng.normal(size=d) * 0.8
+    y = np.repeat(np.arange(k), n)
+    x = centres[y] + rng.normal(size=(k * n, d)) * 0.3
+    return x, y
+
+
+def test_partitions_follow_group_structure(rng):
+    x, y = _grouped(rng)
+    S = class_similarity(x, y)
+    cc = cluster_classes(S, classes=list("abcdef"))
+    assert cc.ks == [2, 3, 4, 5, 6]
+    np.testing.assert_array_equal(cc.assignment(3), [0, 0, 0, 1, 1, 2])
+    assert cc.recommended_k == 3
+    assert cc.clusters(3) == [["a", "b", "c"], ["d", "e"], ["f"]]
+    assert cc.assignment(6).tolist() == [0, 1, 2, 3, 4, 5]
+    d = cc.to_dict()
+    json.dumps(d, allow_nan=False)
+    assert d["partitions"]["3"] == [0, 0, 0, 1, 1, 2]
+    assert d["sizes"]["3"] == [3, 2, 1]
+    assert d["recommended_k"] == 3 and d["method"] == "hierarchical"
+    assert "eigen-gap" in d["rule"]
+
+
+@pytest.mark.parametrize("linkage", ["single", "complete", "average", "weighted", "ward"])
+def test_linkages(rng, linkage):
+    x, y = _grouped(rng)
+    S = class_similarity(x, y)
+    cc = cluster_classes(S, linkage=linkage, class_counts=np.bincount(y), rule="silhouette")
+    np.testing.assert_array_equal(cc.assignment(3), [0, 0, 0, 1, 1, 2])
+    assert cc.linkage == linkage
+    assert "silhouette" in cc.rule
+
+
+def test_distance_matrices_cluster_too(rng):
+    x, y = _grouped(rng)
+    D = class_similarity(x, y, "euclidean")
+    cc = cluster_classes(D, kind="distance")
+    np.testing.assert_array_equal(cc.assignment(3), [0, 0, 0, 1, 1, 2])
+
+
+def test_small_k_edge_cases(rng):
+    x, y = _grouped(rng, groups=((0,), (1,)))
+    cc = cluster_classes(class_similarity(x, y))
+    assert cc.ks == [2] and cc.recommended_k == 2
+    assert cc.to_dict()["partitions"] == {"2": [0, 1]}
+    x, y = _grouped(rng, groups=((0, 1), (2,)))
+    S = class_similarity(x, y)
+    cc = cluster_classes(S)
+    assert cc.ks == [2, 3] and cc.recommended_k == 2
+    np.testing.assert_array_equal(cc.assignment(), [0, 0, 1])
+    cc = cluster_classes(S, rule="silhouette")
+    assert cc.recommended_k == 2 and cc.scores[3] is None
+
+
+def test_class_order_invariance(rng):
+    x, y = _grouped(rng)
+    S = class_similarity(x, y)
+    perm = rng.permutation(6)
+    a = cluster_classes(S).assignment(3)
+    b = cluster_classes(S[np.ix_(perm, perm)]).assignment(3)
+    # same grouping of classes, whatever the order
+    for i in range(6):
+        for j in range(6):
+            assert (a[perm[i]] == a[perm[j]]) == (b[i] == b[j])
+
+
+def test_cluster_errors(rng):
+    S = np.eye(3)
+    with pytest.raises(InvalidParameterError, match="The 'linkage' parameter of cluster_classes"):
+        cluster_classes(S, linkage="centroid")
+    with pytest.raises(InvalidParameterError, match="linkage='ward' needs Euclidean"):
+        cluster_classes(S, linkage="ward")
+    with pytest.raises(InvalidParameterError, match="needs at least 2 classes; got 1"):
+        cluster_classes(np.ones((1, 1)))
+    with pytest.raises(InvalidParameterError, match="must be a square K x K"):
+        cluster_classes(np.ones((2, 3)))
+    with pytest.raises(InvalidParameterError, match=r"The 'ks' parameter .* in the range \[2, 3\]"):
+        cluster_classes(S, ks=[4])
+    with pytest.raises(InvalidParameterError, match="must hold at least one int"):
+        cluster_classes(S, ks=[])
+    with pytest.raises(InvalidParameterError, match="NaN off-diagonal"):
+        cluster_classes(np.array([[1.0, np.nan], [np.nan, 1.0]]))
+    with pytest.raises(InvalidParameterError, match="No partition with k=5"):
+        cluster_classes(S).assignment(5)
+
+
+def _algorithm2(cluster_features, query):
+    """Literal Algorithm 2: mean cosine distance of the query to every image of each
+    cluster; the cluster with the smallest mean distance wins (first one on ties)."""
+    best, best_h = None, None
+    for c, feats in enumerate(cluster_features):
+        total, count = 0.0, 0
+        for s1 in feats:
+            total += 1.0 - float(s1 @ query) / (np.linalg.norm(s1) * np.linalg.norm(query))
+            count += 1
+        h = total / count
+        if best_h is None or h < best_h:
+            best, best_h = c, h
+    return best
+
+
+def test_router_equals_literal_algorithm2(rng):
+    x, y = _grouped(rng, n=12)
+    assignment = np.array([0, 0, 1, 1, 2, 2])
+    st = class_stats(x, y)
+    router = Router(st.sums, st.counts, assignment)
+    cluster_features = [x[assignment[y] == c] for c in range(3)]
+    q = np.vstack([x[::5] + rng.normal(size=x[::5].shape), rng.normal(size=(20, 16))])
+    expected = np.array([_algorithm2(cluster_features, qi) for qi in q])
+    np.testing.assert_array_equal(router.route_features(q), expected)
+    # scores are exactly the mean cosine similarities
+    sc = router.scores(q[:3])
+    for i in range(3):
+        for c in range(3):
+            f = cluster_features[c]
+            ref = np.mean(f @ q[i] / (np.linalg.norm(f, axis=1) * np.linalg.norm(q[i])))
+            assert sc[i, c] == pytest.approx(ref, abs=1e-12)
+    literal = np.array([_algorithm2(cluster_features, xi) for xi in x])
+    assert routing_error(router, x, y) == pytest.approx(np.mean(literal != assignment[y]))
+
+
+def test_routing_error_counts_mistakes(rng):
+    x, y = _grouped(rng, groups=((0,), (1,)), n=10)
+    st = class_stats(x, y)
+    router = Router(st.sums, st.counts, np.array([0, 1]))
+    assert routing_error(router, x, y) == 0.0
+    # a deliberately wrong assignment for evaluation: every query mis-routed
+    assert routing_error(router, x, y, np.array([1, 0])) == 1.0
+
+
+class _FakeExtractor:
+    """A backbone that uses the mean grey level and its complement as features."""
+
+    name = "fake"
+
+    def transform(self, img):
+        import torch
+
+        a = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+        return torch.tensor([a.mean(), 1.0 - a.mean()])
+
+    def __call__(self, batch):
+        return batch
+
+
+def test_route_pil_images_with_extractor():
+    pytest.importorskip("torch")
+    from PIL import Image
+
+    dark = [Image.fromarray(np.full((4, 4), v, np.uint8)) for v in (0, 10, 20)]
+    light = [Image.fromarray(np.full((5, 3), v, np.uint8)) for v in (240, 250)]
+    ext = _FakeExtractor()
+    feats = np.array([ext.transform(im).numpy() for im in dark + light])
+    y = np.array([0, 0, 0, 1, 1])
+    st = class_stats(feats, y)
+    router = Router(st.sums, st.counts, np.array([0, 1]), ext)
+    np.testing.assert_array_equal(router.route(dark + light, batch_size=2), y)
+    assert routing_error(router, dark + light, y) == 0.0
+    assert "fake" in repr(router)
+
+
+def test_router_errors(rng):
+    sums = rng.normal(size=(3, 4))
+    counts = np.array([2, 3, 4])
+    with pytest.raises(InvalidParameterError, match="one count per class"):
+        Router(sums, counts[:2], np.array([0, 0, 1]))
+    with pytest.raises(InvalidParameterError, match="one cluster id per class"):
+        Router(sums, counts, np.array([0, 1]))
+    with pytest.raises(InvalidParameterError, match="cluster ids >= 0"):
+        Router(sums, counts, np.array([0, -1, 1]))
+    with pytest.raises(InvalidParameterError, match=r"Clusters \[1\] of the Router have no images"):
+        Router(sums, counts, np.array([0, 0, 2]))
+    with pytest.raises(InvalidParameterError, match="must be non-negative"):
+        Router(sums, np.array([1, -1, 2]), np.array([0, 1, 1]))
+    router = Router(sums, counts, np.array([0, 1, 1]))
+    with pytest.raises(InvalidParameterError, match="must have 4 columns"):
+        router.route_features(rng.normal(size=(2, 5)))
+    with pytest.raises(InvalidParameterError, match=r"class ids in \[0, 2\]"):
+        routing_error(router, rng.normal(size=(2, 4)), np.array([0, 3]))
+    with pytest.raises(InvalidParameterError, match="1-D array of int class ids"):
+        routing_error(router, rng.normal(size=(2, 4)), np.array([0.0, 1.0]))
+    with pytest.raises(InvalidParameterError, match="got 2 queries but 3 labels"):
+        routing_error(router, rng.normal(size=(2, 4)), np.array([0, 1, 1]))
+
+
+def test_classclusters_is_frozen(rng):
+    cc = cluster_classes(class_similarity(*_grouped(rng)))
+    assert isinstance(cc, ClassClusters)
+    with pytest.raises(AttributeError):
+        cc.linkage = "single"

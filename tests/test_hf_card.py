@@ -1,0 +1,145 @@
+"""The Hugging Face README view: the dcsi: block, existing front matter kept."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from huggingface_hub import DatasetCard
+from test_card import make_card_dict
+
+from dcsi.card import Card
+from dcsi.card.hf import HF_KEY, build_dataset_card, hf_block, write_readme
+from dcsi.exceptions import DataError
+
+EXISTING = """---
+license: cc-by-4.0
+tags:
+- vision
+- digits
+pretty_name: My digits
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: data/train-*
+dcsi:
+  index: 0.1
+  stale: true
+---
+
+# My digits
+
+Hand-written text that must survive, with a table:
+
+| a | b |
+|---|---|
+| 1 | 2 |
+"""
+
+
+@pytest.fixture
+def card(rng):
+    return Card(make_card_dict(rng))
+
+
+def test_block_is_small_and_correct(card):
+    block = hf_block(card)
+    assert block["card"] == "dcsi.json"
+    assert block["index"] == pytest.approx(0.4375)
+    assert block["backbone"] == "efficientnet_lite0"
+    assert block["n_classes"] == 4 and block["n_images"] == card.n_images
+    # most similar pairs: same as a brute-force scan of the upper triangle
+    s = card.similarity("cnn_cosine")
+    names = card.classes
+    brute = sorted(((s[i, j], names[i], names[j]) for i in range(4) for j in range(i + 1, 4)), reverse=True)[:5]
+    assert [p["classes"] for p in block["most_similar_pairs"]] == [[a, b] for _, a, b in brute]
+    assert [p["similarity"] for p in block["most_similar_pairs"]] == pytest.approx([v for v, *_ in brute], abs=1e-4)
+    assert block["class_clusters"] == {"k": 2, "method": "hierarchical", "clusters": [["class_0", "class_1"], ["class_2", "class_3"]]}
+    assert block["redundancy"]["redundant"] == 1 and block["redundancy"]["conflict"] == 1
+    # no K x K matrix in the front matter
+    flat = repr(block)
+    assert "matrix" not in flat and "class_sums" not in flat
+
+
+def test_new_readme_parses_back(card, tmp_path):
+    path = write_readme(card, tmp_path)
+    assert path == tmp_path / "README.md"
+    loaded = DatasetCard.load(path)
+    assert loaded.data[HF_KEY] == hf_block(card)
+    assert loaded.data["pretty_name"] == "synthetic"
+    assert loaded.data["task_categories"] == ["image-classification"]
+    assert "How to read these numbers" in loaded.text
+    a, b, v = card.top_pairs(n=1)[0]
+    assert f"| {a} | {b} | {v:.4f} |" in loaded.text
+
+
+def test_existing_front_matter_and_body_are_kept(card, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(EXISTING, encoding="utf-8")
+    before = DatasetCard.load(readme)
+    write_readme(card, tmp_path)
+    after = DatasetCard.load(readme)
+    old = before.data.to_dict()
+    new = after.data.to_dict()
+    assert new.pop(HF_KEY) == hf_block(card)  # replaced, stale keys gone
+    old.pop(HF_KEY)
+    assert new == old  # license, tags, configs, pretty_name untouched
+    assert after.text == before.text  # body byte-identical
+    raw = readme.read_text()
+    positions = [raw.index(f"\n{key}:") for key in ("license", "tags", "pretty_name", "configs", "dcsi")]
+    assert positions == sorted(positions)  # original key order kept, dcsi where it was
+    assert "How to read these numbers" not in raw
+    # idempotent: a second write gives the same file
+    text = readme.read_text()
+    write_readme(card, readme)
+    assert readme.read_text() == text
+
+
+def test_readme_without_front_matter(card, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# Just a title\n\nSome text.\n", encoding="utf-8")
+    write_readme(card, readme)
+    loaded = DatasetCard.load(readme)
+    assert loaded.data[HF_KEY]["index"] == pytest.approx(0.4375)
+    assert loaded.text.endswith("# Just a title\n\nSome text.\n")
+
+
+def test_crlf_readme_keeps_line_endings(card, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_bytes(EXISTING.replace("\n", "\r\n").encode())
+    write_readme(card, readme)
+    raw = readme.read_bytes()
+    assert b"\r\n" in raw and raw.count(b"\n") == raw.count(b"\r\n")
+
+
+def test_bad_front_matter(card, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("---\n- a\n- b\n---\nbody\n", encoding="utf-8")
+    with pytest.raises(DataError, match="front matter that is not a YAML mapping"):
+        write_readme(card, readme)
+
+
+def test_card_without_analyses(rng, tmp_path):
+    d = make_card_dict(rng)
+    for key in ("similarity", "index", "class_clusters", "redundancy", "features"):
+        d.pop(key)
+    card = Card(d)
+    block = hf_block(card)
+    assert set(block) == {"card", "schema_version", "dcsi_version", "n_images", "n_classes"}
+    hf = build_dataset_card(card)
+    assert "The index was not computed" in hf.text
+    assert DatasetCard(str(hf)).data[HF_KEY] == block
+
+
+def test_block_with_many_classes_stays_small(rng):
+    d = make_card_dict(rng, k=4)
+    k = 120
+    d["dataset"]["classes"] = [f"c{i}" for i in range(k)]
+    d["dataset"]["class_counts"] = [5] * k
+    m = np.random.default_rng(1).uniform(size=(k, k))
+    d["similarity"] = {"cnn_cosine": {"matrix": m, "diagonal": "x", "params": {}}}
+    d["class_clusters"]["partitions"] = {"2": [0] * 60 + [1] * 60}
+    d.pop("features")
+    block = hf_block(Card(d))
+    assert len(block["most_similar_pairs"]) == 5
+    assert len(str(DatasetCard(str(build_dataset_card(Card(d)))).data[HF_KEY])) < 3000

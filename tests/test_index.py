@@ -1,0 +1,191 @@
+"""The DCSI, its components and its peers (CSG, cosine silhouette)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import braycurtis
+from sklearn.metrics import silhouette_samples
+
+from dcsi.exceptions import InvalidParameterError
+from dcsi.index import (
+    compute_index,
+    cosine_silhouette,
+    cosine_silhouette_samples,
+    cumulative_spectral_gradient,
+    index_components,
+    index_report,
+)
+from dcsi.similarity.class_cosine import class_similarity
+
+
+def _blobs(rng, k=4, n=30, d=12, sep=2.0):
+    centres = rng.normal(size=(k, d)) * sep
+    y = np.repeat(np.arange(k), n)
+    x = centres[y] + rng.normal(size=(k * n, d)) + 5.0  # positive-ish, like ReLU features
+    return x, y
+
+
+def _reference_dcsi(x, y, t=1.0):
+    """Slow reference: centroids and spreads straight from the unit features."""
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    k = int(y.max()) + 1
+    mu = np.array([u[y == c].mean(axis=0) for c in range(k)])
+    v = np.array([np.mean(np.sum((u[y == c] - mu[c]) ** 2, axis=1)) for c in range(k)])
+    conf = []
+    for a in range(k):
+        keep = 1.0
+        for b in range(k):
+            if b != a:
+                f = np.sum((mu[a] - mu[b]) ** 2) / (v[a] + v[b])
+                keep *= 1.0 - np.exp(-f / t)
+        conf.append(1.0 - keep)
+    return float(np.mean(conf))
+
+
+@pytest.mark.parametrize("t", [0.5, 1.0, 3.0])
+def test_index_equals_reference_from_features(rng, t):
+    x, y = _blobs(rng, sep=0.3)
+    S = class_similarity(x, y)
+    got = compute_index(S, np.bincount(y), temperature=t)
+    assert got == pytest.approx(_reference_dcsi(x, y, t), abs=1e-10)
+    assert 0.0 < got < 1.0
+
+
+def test_index_class_order_invariant_and_monotone(rng):
+    x, y = _blobs(rng, k=5, sep=0.5)
+    S = class_similarity(x, y)
+    n = np.bincount(y)
+    perm = rng.permutation(5)
+    assert compute_index(S[np.ix_(perm, perm)], n[perm]) == pytest.approx(
+        compute_index(S, n), abs=1e-12)
+    # classes further apart -> lower index; identical classes -> higher
+    x_far, _ = _blobs(np.random.default_rng(1), k=5, sep=3.0)
+    x_near, _ = _blobs(np.random.default_rng(1), k=5, sep=0.05)
+    far = compute_index(class_similarity(x_far, y), n)
+    near = compute_index(class_similarity(x_near, y), n)
+    assert far < near
+    assert near > 0.5 and far < 0.5
+
+
+def test_index_two_classes_is_pair_overlap(rng):
+    x, y = _blobs(rng, k=2, sep=0.4)
+    comp = index_components(class_similarity(x, y), np.bincount(y))
+    assert comp["value"] == pytest.approx(comp["overlap"][0, 1])
+
+
+def test_index_skips_empty_classes(rng):
+    x, y = _blobs(rng, k=3)
+    S4 = class_similarity(x, y, n_classes=4)
+    n4 = np.bincount(y, minlength=4)
+    assert compute_index(S4, n4) == pytest.approx(
+        compute_index(class_similarity(x, y), np.bincount(y)))
+
+
+def test_index_errors():
+    S = np.array([[0.9, 0.1], [0.1, 0.9]])
+    with pytest.raises(InvalidParameterError, match=r"at least 2 classes with images \(K >= 2\)"):
+        compute_index(S[:1, :1], [10])
+    with pytest.raises(InvalidParameterError, match=r"at least 2 classes with images"):
+        compute_index(S, [10, 0])
+    with pytest.raises(InvalidParameterError, match="must be a square K x K"):
+        compute_index(np.ones((2, 3)), [1, 2])
+    with pytest.raises(InvalidParameterError, match="one count per class"):
+        compute_index(S, [1, 2, 3])
+    with pytest.raises(InvalidParameterError, match="non-negative integer counts"):
+        compute_index(S, [1.5, 2])
+    with pytest.raises(InvalidParameterError, match="NaN off-diagonal"):
+        compute_index(np.array([[0.9, np.nan], [np.nan, 0.9]]), [3, 3])
+    with pytest.raises(InvalidParameterError, match="'temperature' parameter"):
+        compute_index(S, [3, 3], temperature=0.0)
+
+
+def test_silhouette_equals_sklearn(rng):
+    x, y = _blobs(rng, k=4, n=15, sep=0.5)
+    y[0] = 3
+    x = np.vstack([x, rng.normal(size=(1, x.shape[1]))])
+    y = np.append(y, 5)  # a singleton class (silhouette 0) and a missing class id 4
+    got = cosine_silhouette_samples(x, y, block_size=7)
+    ref = silhouette_samples(x, y, metric="cosine")
+    np.testing.assert_allclose(got, ref, atol=1e-10)
+    assert cosine_silhouette(x, y) == pytest.approx(float(ref.mean()), abs=1e-10)
+
+
+def test_silhouette_errors(rng):
+    with pytest.raises(InvalidParameterError, match="needs at least 2 classes; got 1"):
+        cosine_silhouette_samples(rng.normal(size=(4, 2)), np.zeros(4, dtype=int))
+
+
+def _csg_reference(x, y, k_nn, normed=False):
+    """Slow CSG on all points, written loop by loop."""
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    k = int(y.max()) + 1
+    n = len(y)
+    Q = np.zeros((k, k))
+    for i in range(n):
+        d = [np.sum((u[i] - u[j]) ** 2) if j != i else np.inf for j in range(n)]
+        nb = np.argsort(d, kind="stable")[:k_nn]
+        for j in nb:
+            Q[y[i], y[j]] += 1.0 / k_nn
+    Q /= np.bincount(y)[:, None]
+    W = np.array([[0.0 if a == b else 1 - braycurtis(Q[a], Q[b]) for b in range(k)]
+                  for a in range(k)])
+    deg = W.sum(axis=1)
+    L = np.eye(k) - W / np.sqrt(np.outer(deg, deg)) if normed else np.diag(deg) - W
+    lam = np.sort(np.linalg.eigvalsh(L))
+    total, best = 0.0, -np.inf
+    for i in range(k - 1):
+        best = max(best, (lam[i + 1] - lam[i]) / (k - i - 1))
+        total += best
+    return total
+
+
+def test_csg_equals_reference(rng):
+    x, y = _blobs(rng, k=4, n=12, sep=0.4)
+    got, det = cumulative_spectral_gradient(x, y, n_samples=100, n_neighbors=5,
+                                            return_details=True)
+    assert got == pytest.approx(_csg_reference(x, y, 5), abs=1e-10)
+    normed = cumulative_spectral_gradient(x, y, n_samples=100, n_neighbors=5,
+                                          laplacian="normalized")
+    assert normed == pytest.approx(_csg_reference(x, y, 5, normed=True), abs=1e-10)
+    np.testing.assert_allclose(det["Q"].sum(axis=1), 1.0)
+
+
+def test_csg_tracks_overlap():
+    y = np.repeat(np.arange(3), 40)
+    sep = [cumulative_spectral_gradient(_blobs(np.random.default_rng(2), k=3, n=40,
+                                                sep=s)[0], y, n_neighbors=5)
+           for s in (0.1, 3.0)]
+    assert sep[0] > sep[1]
+
+
+def test_csg_errors(rng):
+    x, y = _blobs(rng, k=2, n=5)
+    with pytest.raises(InvalidParameterError, match="'laplacian' parameter"):
+        cumulative_spectral_gradient(x, y, laplacian="random-walk")
+    with pytest.raises(InvalidParameterError, match="'n_neighbors' parameter"):
+        cumulative_spectral_gradient(x, y, n_neighbors=0)
+    with pytest.raises(InvalidParameterError, match="needs at least 2 classes; got 1"):
+        cumulative_spectral_gradient(x, np.zeros(len(y), dtype=int))
+
+
+def test_index_report_to_dict(rng):
+    x, y = _blobs(rng, k=3, n=20, sep=0.5)
+    S = class_similarity(x, y)
+    rep = index_report(S, np.bincount(y), features=x, labels=y, classes=["a", "b", "c"])
+    d = rep.to_dict()
+    json.dumps(d, allow_nan=False)
+    assert set(d) == {"value", "definition", "components", "peers"}
+    assert d["value"] == pytest.approx(compute_index(S, np.bincount(y)))
+    assert d["peers"]["csg"] == pytest.approx(cumulative_spectral_gradient(x, y))
+    assert d["peers"]["silhouette"] == pytest.approx(cosine_silhouette(x, y))
+    assert set(d["components"]["hardest_pair"]) <= {"a", "b", "c"}
+    assert "DCSI" in d["definition"]
+    bare = index_report(S=S, class_counts=np.bincount(y)).to_dict()
+    assert bare["peers"]["csg"] is None and bare["value"] == d["value"]
+    with pytest.raises(InvalidParameterError, match="both 'features' and 'labels'"):
+        index_report(S, np.bincount(y), features=x)
+    with pytest.raises(InvalidParameterError, match="must name the 3 classes"):
+        index_report(S, np.bincount(y), classes=["a"])

@@ -1,0 +1,56 @@
+"""Train/test leakage: planted test copies are found, farthest items are right."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import dcsi
+from dcsi.exceptions import InvalidParameterError
+from dcsi.leakage import find_leakage, find_leakage_features
+from dcsi.redundancy import prepare_rows
+
+
+def test_planted_test_copies_found(rng):
+    train = rng.integers(30, 200, (150, 16, 16)).astype(np.uint8)
+    test = rng.integers(30, 200, (60, 16, 16)).astype(np.uint8)
+    ytr = rng.integers(0, 3, 150)
+    yte = rng.integers(0, 3, 60)
+    planted = {}
+    for t, (a, b) in enumerate(zip(range(0, 20), rng.choice(150, 20, replace=False))):
+        x = train[b].astype(float) + (rng.normal(0, 2, (16, 16)) if t % 2 else 0)
+        test[a] = np.clip(np.rint(x), 0, 255).astype(np.uint8)
+        yte[a] = ytr[b] if t < 15 else (ytr[b] + 1) % 3
+        planted[str(a)] = str(b)
+    res = find_leakage(train, test, train_labels=ytr, test_labels=yte)
+    assert {p.test_id: p.train_id for p in res.pairs} == planted
+    assert res.share == pytest.approx(20 / 60)
+    assert res.n_label_mismatch == 5
+    d = res.to_dict()
+    json.dumps(d, allow_nan=False)
+    assert d["n_leaked"] == 20 and sum(v["n_leaked"] for v in d["per_class"].values()) == 20
+    assert dcsi.find_leakage is find_leakage
+
+
+def test_farthest_matches_brute_force(rng):
+    A = prepare_rows(rng.standard_normal((40, 10)), center="none")  # test
+    B = prepare_rows(rng.standard_normal((90, 10)), center="none")  # train
+    res = find_leakage_features(B, A, threshold=0.01, n_farthest=5, n_components=3,
+                                block_size=7)
+    nearest = 1.0 - (A.astype(np.float64) @ B.T.astype(np.float64)).max(axis=1)
+    ref = np.argsort(-nearest)[:5]
+    assert [i for i, _ in res.farthest] == [str(i) for i in ref]
+    np.testing.assert_allclose([d for _, d in res.farthest], nearest[ref], atol=1e-5)
+    assert res.n_leaked == int(np.sum(nearest <= 0.01))
+
+
+def test_errors(rng):
+    a = rng.integers(0, 256, (10, 8, 8), dtype=np.uint8)
+    with pytest.raises(InvalidParameterError, match="'method' parameter of find_leakage"):
+        find_leakage(a, a, method="ssim")
+    with pytest.raises(InvalidParameterError, match="'threshold' parameter of find_leakage"):
+        find_leakage(a, a, threshold=-1.0)
+    with pytest.raises(InvalidParameterError, match="must have one size"):
+        find_leakage(a, rng.integers(0, 256, (4, 6, 6), dtype=np.uint8))

@@ -1,0 +1,231 @@
+"""Near-duplicate groups, keep-lists, conflicts and the pairwise evaluation."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import dcsi
+from dcsi.exceptions import DataError, InvalidParameterError
+from dcsi.redundancy import (
+    Group,
+    RedundancyResult,
+    connected_groups,
+    evaluate_duplicates,
+    find_redundancy,
+    find_redundancy_features,
+    neighbor_pairs,
+    prepare_rows,
+)
+
+
+def _planted(rng, n=240, k=4):
+    """Random images (grey levels 30..200) with planted copies of known kinds.
+
+    Returns images, labels, and the planted groups as lists of row indices:
+    redundant (same label) and conflict (different label) groups.
+    """
+    imgs = rng.integers(30, 200, (n, 16, 16)).astype(np.uint8)
+    y = rng.integers(0, k, n)
+    perm = rng.permutation(n)
+    redundant, conflict = [], []
+    src, dst = perm[:30], perm[30:60]
+    for t, (s, d) in enumerate(zip(src, dst)):
+        x = imgs[s].astype(float)
+        kind = t % 3
+        if kind == 1:
+            x = x + rng.normal(0, 2, x.shape)
+        elif kind == 2:
+            x = x + 25  # uniform brightness change
+        imgs[d] = np.clip(np.rint(x), 0, 255).astype(np.uint8)
+        if t < 24:
+            y[d] = y[s]
+            redundant.append(sorted([int(s), int(d)]))
+        else:
+            y[d] = (y[s] + 1) % k
+            conflict.append(sorted([int(s), int(d)]))
+    return imgs, y, redundant, conflict
+
+
+def test_planted_duplicates_and_conflicts_recovered_exactly(rng):
+    imgs, y, redundant, conflict = _planted(rng)
+    res = find_redundancy(imgs, y)
+    got_red = sorted(sorted(g.indices) for g in res if g.kind == "redundant")
+    got_con = sorted(sorted(g.indices) for g in res if g.kind == "conflict")
+    assert got_red == sorted(redundant)
+    assert got_con == sorted(conflict)
+    assert res.summary["n_redundant_groups"] == 24
+    assert res.summary["n_conflict_groups"] == 6
+    # keep-list: one per redundant group dropped, conflicts kept
+    assert res.summary["n_removed"] == 24
+    assert len(res.keep_ids()) == len(imgs) - 24
+    for g in res:
+        assert g.representative == g.members[0]
+        assert g.distances[0] == min(g.distances)
+    scores = evaluate_duplicates(res, redundant + conflict)
+    assert scores["precision"] == scores["recall"] == scores["f1"] == 1.0
+
+
+def test_per_class_rates_and_to_dict(rng):
+    imgs, y, redundant, _ = _planted(rng)
+    res = find_redundancy(imgs, y, classes=["a", "b", "c", "d"])
+    d = res.to_dict()
+    json.dumps(d, allow_nan=False)
+    assert set(d) == {"method", "params", "summary", "groups"}
+    assert d["method"] == "wavelet" and d["params"]["threshold"] == 0.01
+    g0 = d["groups"][0]
+    assert set(g0) >= {"members", "labels", "kind", "representative"}
+    assert all(lab in "abcd" for lab in g0["labels"])
+    removed = np.zeros(4, int)
+    for a, b in redundant:  # the representative is one of the two; the other goes
+        g = next(g for g in res if a in g.indices)
+        removed[y[[i for i in g.indices if str(i) != g.representative]]] += 1
+    per = d["summary"]["per_class"]
+    for c, name in enumerate("abcd"):
+        assert per[name]["n_removed"] == removed[c]
+        assert per[name]["redundancy_rate"] == pytest.approx(removed[c] / np.sum(y == c))
+    assert "rrqr" in d["summary"] and d["summary"]["rrqr"]["m"] >= 1
+    assert isinstance(res, RedundancyResult) and isinstance(res[0], Group)
+    assert res.keep_csv().splitlines()[0] == "id,keep"
+    assert res.groups_csv().count("\n") == 1 + res.summary["n_images_in_groups"]
+
+
+def test_scope_class_finds_no_conflicts(rng):
+    imgs, y, redundant, _ = _planted(rng)
+    res = find_redundancy(imgs, y, scope="class")
+    assert all(g.kind == "redundant" for g in res)
+    assert sorted(sorted(g.indices) for g in res) == sorted(redundant)
+
+
+def test_unlabelled_and_source_input(rng):
+    imgs, _, redundant, conflict = _planted(rng)
+    res = find_redundancy(imgs)
+    assert sorted(sorted(g.indices) for g in res) == sorted(redundant + conflict)
+    assert all(g.labels == () and g.kind == "redundant" for g in res)
+    digits = find_redundancy("sample:digits")
+    assert digits.summary["n_images"] == 1797
+
+
+def _brute_pairs(F, thr):
+    D = 1.0 - F.astype(np.float64) @ F.astype(np.float64).T
+    i, j = np.nonzero(np.triu(D <= thr, 1))
+    return set(zip(i.tolist(), j.tolist())), D
+
+
+@pytest.mark.parametrize("n_components", [None, 4])
+def test_neighbor_pairs_match_brute_force(rng, n_components):
+    base = rng.standard_normal((60, 12))
+    X = np.concatenate([base, base[:20] + 0.05 * rng.standard_normal((20, 12))])
+    F = prepare_rows(X, center="none")
+    thr = 0.01
+    ref, D = _brute_pairs(F, thr)
+    pairs, dist = neighbor_pairs(F, threshold=thr, n_components=n_components, block_size=7)
+    assert set(map(tuple, pairs.tolist())) == ref
+    assert len(ref) >= 10
+    np.testing.assert_allclose(dist, np.maximum(D[pairs[:, 0], pairs[:, 1]], 0), atol=1e-5)
+
+
+def test_connected_groups_transitive():
+    groups = connected_groups(6, np.array([[0, 1], [1, 4], [2, 5]]))
+    assert [g.tolist() for g in groups] == [[0, 1, 4], [2, 5]]
+    assert connected_groups(3, np.empty((0, 2))) == []
+
+
+def test_memory_stays_bounded(rng):
+    n = 12000  # an n x n float64 matrix would take 1.15 GB
+    X = rng.standard_normal((n, 16)).astype(np.float32)
+    X[1::2] = X[0::2] + 1e-3 * rng.standard_normal((n // 2, 16)).astype(np.float32)
+    tracemalloc.start()
+    res = find_redundancy_features(X, threshold=1e-3, center="none", block_size=256)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < n * n * 8 / 20, peak
+    assert len(res) == n // 2
+
+
+def test_kmeans_and_spectral_clusters(rng):
+    imgs, y, redundant, conflict = _planted(rng, n=120)
+    res = find_redundancy(imgs, y, n_clusters=105, seed=0)
+    assert res.params["clustering"] == "kmeans"
+    members = sorted(i for g in res for i in g.indices)
+    assert len(members) == len(set(members))
+    sp = find_redundancy(imgs, y, n_clusters=20, clustering="spectral", seed=0)
+    assert sum(len(g) for g in sp) <= len(imgs)
+
+
+def test_ssim_method_and_verification(rng):
+    imgs, y, redundant, conflict = _planted(rng, n=80)
+    res = find_redundancy(imgs, y, method="ssim", threshold=0.9)
+    planted = redundant + conflict
+    exact = [tuple(planted[t]) for t in range(0, 30, 3)]  # kind 0: exact copies
+    found = {tuple(sorted(g.indices)) for g in res}
+    assert set(exact) <= found  # SSIM of an exact copy is 1
+    assert found <= {tuple(p) for p in planted}
+    assert res.method == "ssim" and res.to_dict()["params"]["threshold"] == 0.9
+    ver = find_redundancy(imgs, y, verify="ssim", verify_threshold=0.5)
+    assert {tuple(sorted(g.indices)) for g in ver} <= {tuple(p) for p in redundant + conflict}
+
+
+def test_evaluate_duplicates_against_brute_force(rng):
+    ids = [f"i{k}" for k in range(12)]
+    truth_groups = [["i0", "i1", "i2"], ["i5", "i6"]]
+    found_groups = [["i0", "i1"], ["i5", "i7"], ["i8", "i9"]]
+    got = evaluate_duplicates(found_groups, truth_groups)
+
+    def pairs(groups):
+        return {frozenset((a, b)) for g in groups for a in g for b in g if a != b}
+
+    t, f = pairs(truth_groups), pairs(found_groups)
+    assert got["precision"] == pytest.approx(len(t & f) / len(f))
+    assert got["recall"] == pytest.approx(len(t & f) / len(t))
+    p, r = got["precision"], got["recall"]
+    assert got["f1"] == pytest.approx(2 * p * r / (p + r))
+    # imagededup's map shape, with and without scores
+    truth_map = {"i0": ["i1", "i2"], "i1": ["i0", "i2"], "i2": ["i0", "i1"], "i5": ["i6"],
+                 "i6": ["i5"], "i3": []}
+    assert evaluate_duplicates(found_groups, truth_map) == got
+    scored = {"i0": [("i1", 3)], "i5": [("i7", 1)], "i8": [("i9", 0)]}
+    assert evaluate_duplicates(scored, truth_map) == got
+    assert evaluate_duplicates([], truth_map)["precision"] is None
+    assert dcsi.evaluate_duplicates is evaluate_duplicates
+    del ids
+
+
+def test_errors(rng):
+    imgs = rng.integers(0, 256, (20, 8, 8), dtype=np.uint8)
+    with pytest.raises(InvalidParameterError, match="'method' parameter of find_redundancy"):
+        find_redundancy(imgs, method="phash")
+    with pytest.raises(InvalidParameterError, match="must be 'auto' or an int >= 2"):
+        find_redundancy(imgs, n_clusters="many")
+    with pytest.raises(InvalidParameterError, match="'n_clusters' parameter of find_redundancy must be an int >= 2"):
+        find_redundancy(imgs, n_clusters=1)
+    with pytest.raises(InvalidParameterError, match="must be <= the number of images"):
+        find_redundancy(imgs, n_clusters=50)
+    with pytest.raises(InvalidParameterError, match="must be 'auto' for method='ssim'"):
+        find_redundancy(imgs, method="ssim", n_clusters=5)
+    with pytest.raises(InvalidParameterError, match="'tau' parameter of find_redundancy"):
+        find_redundancy(imgs, tau=1.0)
+    with pytest.raises(InvalidParameterError, match="'threshold' parameter of find_redundancy"):
+        find_redundancy(imgs, threshold=3.0)
+    with pytest.raises(InvalidParameterError, match="'verify' parameter"):
+        find_redundancy(imgs, verify="pixels")
+    with pytest.raises(InvalidParameterError, match="can be 'class' only for labelled"):
+        find_redundancy(imgs, scope="class")
+    with pytest.raises(InvalidParameterError, match="must be a uint8 array"):
+        find_redundancy(imgs.astype(np.float32))
+    with pytest.raises(InvalidParameterError, match="one id per image"):
+        find_redundancy_features(np.ones((3, 2)), ids=["a"], threshold=0.1)
+    with pytest.raises(DataError, match="no wavelet coefficient varies"):
+        find_redundancy(np.zeros((5, 8, 8), np.uint8))
+    with pytest.raises(DataError, match="far too loose"):
+        neighbor_pairs(prepare_rows(np.ones((50, 3)) + 0.01 * rng.random((50, 3))),
+                       threshold=1.0, max_candidates=10)
+    with pytest.raises(InvalidParameterError, match="must be a RedundancyResult, a list"):
+        evaluate_duplicates(42, [])
+    with pytest.raises(InvalidParameterError, match="must map each id to a list"):
+        evaluate_duplicates({"a": "b"}, [])
+    with pytest.raises(InvalidParameterError, match="must be groups of ids"):
+        evaluate_duplicates(["ab"], [])

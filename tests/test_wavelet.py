@@ -1,0 +1,95 @@
+"""Wavelet coefficient rows and the class-level wavelet similarity."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import pywt
+
+from dcsi.exceptions import InvalidParameterError
+from dcsi.similarity.wavelet import (
+    class_wavelet_similarity,
+    iter_wavelet_blocks,
+    n_coefficients,
+    wavelet_coefficients,
+)
+
+
+def _reference_row(img, wavelet, level, mode):
+    """One image at a time, coefficient arrays flattened in wavedec2 order."""
+    coeffs = pywt.wavedec2(img.astype(np.float64), wavelet, mode=mode, level=level,
+                           axes=(0, 1))
+    parts = [coeffs[0].ravel()] + [c.ravel() for d in coeffs[1:] for c in d]
+    return np.concatenate(parts)
+
+
+@pytest.mark.parametrize("shape,wavelet,level", [((12, 12), "db1", 1), ((16, 10), "db2", 2),
+                                                 ((8, 8, 3), "db1", 1)])
+def test_rows_match_per_image_reference(rng, shape, wavelet, level):
+    imgs = rng.integers(0, 256, (7, *shape), dtype=np.uint8)
+    W = wavelet_coefficients(imgs, wavelet=wavelet, level=level, batch_size=3)
+    for i in range(len(imgs)):
+        ref = _reference_row(imgs[i], wavelet, level, "symmetric")
+        assert W[i].shape == ref.shape
+        np.testing.assert_allclose(np.sort(W[i]), np.sort(ref), rtol=1e-5, atol=1e-3)
+    if len(shape) == 2:  # same order for grey images
+        np.testing.assert_allclose(W[0], _reference_row(imgs[0], wavelet, level,
+                                                        "symmetric"), rtol=1e-5, atol=1e-3)
+
+
+def test_paper_sizes():
+    assert n_coefficients((28, 28)) == 784
+    assert n_coefficients((32, 32, 3)) == 3072
+
+
+def test_blocks_cover_all_rows(rng):
+    imgs = rng.integers(0, 256, (10, 8, 8), dtype=np.uint8)
+    starts = [s for s, b in iter_wavelet_blocks(imgs, batch_size=4)]
+    assert starts == [0, 4, 8]
+
+
+def test_class_similarity_matches_pairwise_loop(rng):
+    imgs = rng.integers(0, 256, (30, 8, 8), dtype=np.uint8)
+    y = rng.integers(0, 3, 30)
+    y[:3] = [0, 1, 2]
+    got = class_wavelet_similarity(imgs, y, batch_size=7)
+    W = wavelet_coefficients(imgs).astype(np.float64)
+    U = W / np.linalg.norm(W, axis=1, keepdims=True)
+    C = U @ U.T
+    for a in range(3):
+        for b in range(3):
+            ia, ib = np.flatnonzero(y == a), np.flatnonzero(y == b)
+            block = C[np.ix_(ia, ib)]
+            if a == b:
+                ref = (block.sum() - np.trace(block)) / (len(ia) * (len(ia) - 1))
+            else:
+                ref = block.mean()
+            np.testing.assert_allclose(got.matrix[a, b], ref, rtol=1e-6)
+    d = got.to_dict()
+    assert set(d) == {"matrix", "diagonal", "params"}
+    json.dumps(d, allow_nan=False)
+    assert d["params"]["wavelet"] == "db1"
+
+
+def test_class_similarity_from_source():
+    got = class_wavelet_similarity("sample:digits")
+    assert got.matrix.shape == (10, 10)
+    assert got.classes[0] == "0"
+
+
+def test_errors(rng):
+    imgs = rng.integers(0, 256, (4, 8, 8), dtype=np.uint8)
+    with pytest.raises(InvalidParameterError, match="'wavelet' parameter of wavelet_coefficients"):
+        wavelet_coefficients(imgs, wavelet="nope")
+    with pytest.raises(InvalidParameterError, match="'level' parameter"):
+        wavelet_coefficients(imgs, level=0)
+    with pytest.raises(InvalidParameterError, match="'mode' parameter"):
+        wavelet_coefficients(imgs, mode="bad")
+    with pytest.raises(InvalidParameterError, match="must be uint8 images"):
+        wavelet_coefficients(imgs.astype(float))
+    with pytest.raises(InvalidParameterError, match="must be a 3-D or 4-D array"):
+        wavelet_coefficients(imgs[0])
+    with pytest.raises(InvalidParameterError, match="'color' parameter"):
+        class_wavelet_similarity(imgs, [0, 1, 0, 1], color="CMYK")
