@@ -151,6 +151,32 @@ def variants(S: np.ndarray, n: np.ndarray, x: np.ndarray, y: np.ndarray) -> dict
     }
 
 
+def error_key(dataset: str, classes: list[int], args: argparse.Namespace) -> str:
+    """Cache key of one task's reference error: everything the classifier depends on."""
+    n_train = args.train_per_class if dataset == "fashion-mnist" else "half"
+    return (f"{dataset}|classes={','.join(map(str, classes))}|train_per_class={n_train}"
+            f"|seed={args.seed}|LogisticRegression(C=1.0,lbfgs,max_iter={args.max_iter})"
+            "|raw pixels/255")
+
+
+def load_error_cache(path: Path | None) -> dict[str, float]:
+    import json
+
+    if path is None or not path.exists():
+        return {}
+    return dict(json.loads(path.read_text(encoding="utf-8"))["errors"])
+
+
+def save_error_cache(path: Path, errors: dict[str, float]) -> None:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"about": "test errors of the dcsi_validity reference classifier, keyed by "
+                    "task and classifier settings (they do not depend on the features)",
+           "errors": dict(sorted(errors.items()))}
+    path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+
+
 def spearman(a, b) -> float | None:
     from scipy.stats import spearmanr
 
@@ -178,6 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 60 pool images per class, 4 random subsets")
     p.add_argument("--name", default="dcsi_validity")
+    p.add_argument("--error-cache",
+                   default=str(Path(__file__).resolve().parent / "results"
+                               / "dcsi_validity_errors.json"),
+                   help="JSON cache of the reference-classifier errors, keyed by task and "
+                        "classifier settings (default benchmarks/results/"
+                        "dcsi_validity_errors.json; '' disables it)")
     p.add_argument("--errors-from", default=None,
                    help="reuse the reference-classifier errors of an earlier results JSON "
                         "made with the same tasks and classifier settings (the classifier "
@@ -208,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{args.errors_from}: made with other tasks or classifier "
                              "settings; cannot reuse its errors")
         reuse = [r["error"] for r in prev["tasks"]]
+    cache_path = Path(args.error_cache) if args.error_cache else None
+    err_cache = load_error_cache(cache_path)
+    n_cached = 0
     rows = []
     t_index = t_csg = t_clf = 0.0
     for i_task, (ds, classes) in enumerate(tasks):
@@ -224,13 +259,22 @@ def main(argv: list[str] | None = None) -> int:
             csg = cumulative_spectral_gradient(x, y, seed=args.seed)
             sil = cosine_silhouette(x, y)
         t_csg += t.seconds
+        key = error_key(ds, classes, args)
         with Timer() as t:
-            err = (reuse[i_task] if reuse is not None
-                   else reference_error(d, classes, max_iter=args.max_iter))
+            if reuse is not None:
+                err = reuse[i_task]
+            elif key in err_cache:
+                err = err_cache[key]
+                n_cached += 1
+            else:
+                err = reference_error(d, classes, max_iter=args.max_iter)
+        err_cache[key] = err
         t_clf += t.seconds
         rows.append({"dataset": ds, "classes": classes, "K": len(classes), "error": err,
                      "dcsi": dcsi_value, "csg": csg, "silhouette": sil,
                      **variants(S, n, x, y)})
+    if cache_path is not None:
+        save_error_cache(cache_path, err_cache)
     err = [r["error"] for r in rows]
     keys = ["dcsi", "csg", "silhouette", "v1_mean_offdiag_S", "v2_mean_offdiag_S_over_diag",
             "v3_worst_pair_S_over_diag", "v4_worst_pair_exp_neg_F", "v5_mean_pair_exp_neg_F",
@@ -264,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         "spearman_rho": rho,
         "seconds": {"features": t_feat.seconds, "dcsi": t_index, "csg_silhouette": t_csg,
                     "classifier": t_clf},
+        "classifier_errors_from_cache": n_cached,
         "tasks": rows,
     })
     print(f"\nwrote {path}")

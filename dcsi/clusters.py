@@ -40,9 +40,10 @@ MAX_K = 8
 _RULE_TEXT = {
     "eigengap": (
         "eigen-gap: affinity A = exp(-D^2 / (2 sigma^2)) on the class distance matrix D "
-        "(sigma = median off-diagonal distance, zero diagonal), symmetric normalised "
-        "Laplacian I - A~ with eigenvalues l_1 <= ... <= l_K; recommended k = the k in ks "
-        "with the largest gap l_{k+1} - l_k (k < K; k = 2 when K = 2)"
+        "(sigma = median over classes of the distance to the nearest other class; "
+        "self-loops A_cc = 1), symmetric normalised Laplacian I - A~ with eigenvalues "
+        "l_1 <= ... <= l_K; recommended k = the k in ks with the largest gap "
+        "l_{k+1} - l_k (k < K; k = 2 when K = 2)"
     ),
     "silhouette": (
         "silhouette: recommended k = the k in ks (2 <= k < K) whose partition has the "
@@ -142,12 +143,14 @@ def _centroid_distance(S: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 def _eigengap_scores(d: np.ndarray, ks: Sequence[int]) -> dict[int, float | None]:
     k = d.shape[0]
-    off = d[~np.eye(k, dtype=bool)]
-    sigma = float(np.median(off)) if off.size else 0.0
-    if sigma <= 0:
+    masked = d + np.diag(np.full(k, np.inf))
+    # scale: the median over classes of the distance to the nearest other class
+    sigma = float(np.median(masked.min(axis=1)))
+    if not sigma > 0:
         return {c: None for c in ks}
+    # the diagonal keeps exp(0) = 1 (self-loops), so that a class far from all others
+    # still forms a component of its own (eigenvalue 0) instead of a degenerate row
     a = np.exp(-(d**2) / (2.0 * sigma**2))
-    np.fill_diagonal(a, 0.0)
     deg = a.sum(axis=1)
     inv = np.where(deg > 0, 1.0 / np.sqrt(np.where(deg > 0, deg, 1.0)), 0.0)
     lap = np.eye(k) - inv[:, None] * a * inv[None, :]

@@ -89,7 +89,9 @@ class Group:
     representative : str
         The member closest to the group centre (the copy to keep).
     distances : tuple of float
-        Distance of each member to the group centre (same order).
+        Euclidean distance of each member's unit feature row to the mean row of the
+        group (same order); for ``method="ssim"`` the mean ``1 - SSIM`` to the other
+        members.
     """
 
     members: tuple[str, ...]

@@ -15,7 +15,7 @@ from dcsi.similarity.class_cosine import class_similarity, class_stats
 def _grouped(rng, groups=((0, 1, 2), (3, 4), (5,)), n=20, d=16):
     """Classes that come in obvious groups: shared group centre + a small class offset."""
     k = sum(len(g) for g in groups)
-    gc = rng.normal(size=(len(groups), d)) * 4.0
+    gc = np.eye(len(groups), d) * 6.0  # equally far-apart groups
     centres = np.empty((k, d))
     for gi, g in enumerate(groups):
         for c in g:

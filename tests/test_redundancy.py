@@ -229,3 +229,30 @@ def test_errors(rng):
         evaluate_duplicates({"a": "b"}, [])
     with pytest.raises(InvalidParameterError, match="must be groups of ids"):
         evaluate_duplicates(["ab"], [])
+
+
+class _PixelExtractor:
+    """A stand-in backbone: the grey pixels as features (no weights, no download)."""
+
+    name = "pixels-test"
+
+    def transform(self, image):
+        import torch
+
+        arr = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+        return torch.from_numpy(np.stack([arr] * 3))
+
+    def __call__(self, batch):
+        return batch[:, 0].reshape(batch.shape[0], -1)
+
+
+def test_cnn_method_uses_extracted_features(rng):
+    pytest.importorskip("torch")
+    imgs, y, redundant, conflict = _planted(rng, n=60)
+    res = find_redundancy(imgs, y, method="cnn", backbone=_PixelExtractor(),
+                          threshold=1e-6, feature_kw={"cache": False, "num_workers": 0})
+    found = {tuple(sorted(g.indices)) for g in res}
+    planted = {tuple(p) for p in redundant + conflict}
+    exact = {tuple((redundant + conflict)[t]) for t in range(0, 30, 3)}
+    assert exact <= found <= planted
+    assert res.method == "cnn"
