@@ -43,6 +43,17 @@ def _parse_analyzers(analyzers: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _check_parameters(
+    analyzers: str | Sequence[str], seed: int, batch_size: int, redundancy_method: str
+) -> tuple[str, ...]:
+    """Validate analyze's own parameters (before any data is read); the analyzers."""
+    chosen = _parse_analyzers(analyzers)
+    check_int(seed, "seed", "analyze", min_value=0)
+    check_int(batch_size, "batch_size", "analyze", min_value=1)
+    check_choice(redundancy_method, "redundancy_method", "analyze", ("wavelet", "ssim", "cnn"))
+    return chosen
+
+
 def _versions() -> dict[str, str]:
     import importlib.metadata as md
 
@@ -116,6 +127,7 @@ def analyze(
     """
     from dcsi.sources import open_source
 
+    _check_parameters(analyzers, seed, batch_size, redundancy_method)
     images = open_source(
         source, labels=labels, split=split, image_column=image_column,
         label_column=label_column, max_per_class=max_per_class, seed=seed,
@@ -151,10 +163,7 @@ def analyze_images(
     """
     from dcsi.card import Card
 
-    chosen = _parse_analyzers(analyzers)
-    check_int(seed, "seed", "analyze", min_value=0)
-    check_int(batch_size, "batch_size", "analyze", min_value=1)
-    check_choice(redundancy_method, "redundancy_method", "analyze", ("wavelet", "ssim", "cnn"))
+    chosen = _check_parameters(analyzers, seed, batch_size, redundancy_method)
     started = datetime.now(timezone.utc)
 
     n_classes = len(images.classes)

@@ -1,0 +1,79 @@
+"""`dcsi analyze` and the command line's exit-status contract."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dcsi import __version__
+from dcsi.cli import main
+
+
+@pytest.fixture
+def folder(tmp_path, rng):
+    """An image folder of 2 classes x 6 small PNGs."""
+    from PIL import Image
+
+    root = tmp_path / "data"
+    for c, base in (("cats", 60), ("dogs", 180)):
+        (root / c).mkdir(parents=True)
+        for i in range(6):
+            img = np.clip(base + rng.normal(0, 25, (20, 20)), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(root / c / f"{i}.png")
+    return root
+
+
+def test_analyze_writes_the_card_files(folder, tmp_path, capsys):
+    pytest.importorskip("torch")
+    out = tmp_path / "out"
+    rc = main(["analyze", str(folder), "--out", str(out), "--cache", str(tmp_path / "c"),
+               "--no-progress", "--seed", "3"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "index (DCSI)" in text and "most similar class pairs" in text
+    for name in ("dcsi.json", "README.md", "croissant.json", "report.html"):
+        assert (out / name).is_file(), name
+    card = json.loads((out / "dcsi.json").read_text())
+    assert card["dataset"]["classes"] == ["cats", "dogs"]
+    assert card["provenance"]["parameters"]["seed"] == 3
+    assert card["provenance"]["command"].startswith("dcsi ")
+
+
+def test_user_error_is_one_line_and_exit_1(tmp_path, capsys):
+    rc = main(["analyze", str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert err.startswith("dcsi: error: ") and err.count("\n") == 1
+    assert "missing" in err and "Traceback" not in err
+
+
+def test_bad_usage_exits_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["analyze"])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["analyze", "x", "--out", "o", "--device", "tpu"])
+    assert exc.value.code == 2
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"dcsi {__version__}"
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    env = {**os.environ, "DCSI_DEBUG": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "dcsi", "analyze", str(tmp_path / "missing"),
+         "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert proc.returncode == 1
+    assert "Traceback" in proc.stderr and "dcsi: error:" in proc.stderr
