@@ -11,7 +11,14 @@ digits: all 45 Fashion-MNIST class pairs plus random 3-5-class subsets of both d
   ``LogisticRegression`` (L2, C=1, lbfgs, pixels scaled to [0, 1]).
 
 It prints Spearman's rho of each index with the error (over all tasks, and within each
-dataset) and writes ``benchmarks/results/dcsi_validity.json``.
+dataset) and writes ``benchmarks/results/dcsi_validity.json``.  ``--holdout`` more random
+3-8-class subsets per dataset (drawn with another seed) are reported separately: they
+check a definition chosen on the main tasks.
+
+The reference errors do not depend on the features, so they are cached in
+``benchmarks/results/dcsi_validity_errors.json``, keyed by dataset, classes, training
+size, seed and classifier settings (``--error-cache``): with the features cached too
+(``--cache``), a re-run to try an index definition takes about a minute (CSG dominates).
 
 Features are extracted once for a pool of images (``--per-class`` training images of
 each Fashion-MNIST class, the training half of digits) and cached; each task's index is
@@ -31,16 +38,17 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Timer, print_table, write_results  # noqa: E402
+from _common import Timer, print_table, write_results
 
-from dcsi.index import (  # noqa: E402
+from dcsi.index import (
+    _cap_terms,
     _centroid_terms,
     compute_index,
     cosine_silhouette,
     cumulative_spectral_gradient,
 )
-from dcsi.samples import load_sample  # noqa: E402
-from dcsi.similarity.class_cosine import class_similarity  # noqa: E402
+from dcsi.samples import load_sample
+from dcsi.similarity.class_cosine import class_similarity
 
 
 def make_tasks(n_random: int, n_digit_pairs: int, seed: int) -> list[tuple[str, list[int]]]:
@@ -55,6 +63,26 @@ def make_tasks(n_random: int, n_digit_pairs: int, seed: int) -> list[tuple[str, 
         k = int(rng.integers(3, 6))
         tasks.append(("digits", sorted(rng.choice(10, k, replace=False).tolist())))
     return tasks
+
+
+def make_holdout_tasks(n_per_dataset: int, seen: list[tuple[str, list[int]]],
+                       seed: int) -> list[tuple[str, list[int]]]:
+    """Held-out tasks: random 3-8-class subsets not among ``seen``, drawn with another
+    seed (``seed + 12345``); used only to check a definition chosen on the main tasks."""
+    rng = np.random.default_rng(seed + 12345)
+    have = {(ds, tuple(c)) for ds, c in seen}
+    out = []
+    for ds in ("digits", "fashion-mnist"):
+        got = 0
+        while got < n_per_dataset:
+            k = int(rng.integers(3, 9))
+            cl = tuple(sorted(rng.choice(10, k, replace=False).tolist()))
+            if (ds, cl) in have:
+                continue
+            have.add((ds, cl))
+            out.append((ds, list(cl)))
+            got += 1
+    return out
 
 
 def load_data(per_class: int, train_per_class: int, seed: int) -> dict:
@@ -131,13 +159,31 @@ def projected_overlap(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(1.0 - np.prod(1.0 - o, axis=1)))
 
 
+def fisher_index(S: np.ndarray, n: np.ndarray, t: float) -> float:
+    """The first DCSI (before the cap overlap): mean_a [1 - prod_{b != a} (1 - o_ab)],
+    o_ab = exp(-F_ab / t), F_ab = |mu_a - mu_b|^2 / (v_a + v_b)."""
+    _, v, d2 = _centroid_terms(S, n.astype(np.float64))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f = d2 / (v[:, None] + v[None, :])
+    o = np.exp(-f / t)
+    np.fill_diagonal(o, 0.0)
+    return float(np.mean(1.0 - np.prod(1.0 - o, axis=1)))
+
+
 def variants(S: np.ndarray, n: np.ndarray, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """The definitions tried on the way to the DCSI (all but v6 from S and the counts)."""
+    """The definitions tried on the way to the DCSI (all but v6 and the centred ones
+    from S and the counts)."""
     k = S.shape[0]
     iu = np.triu_indices(k, 1)
     _, v, d2 = _centroid_terms(S, n.astype(np.float64))
     fisher = d2 / (v[:, None] + v[None, :])
     dg = np.diag(S)
+    radius, angle, cap = _cap_terms(S, n.astype(np.float64))
+    ratio = angle / (radius[:, None] + radius[None, :])
+    r = np.sqrt(v)
+    gap = np.sqrt(d2) - (r[:, None] + r[None, :])
+    xc = x - x.mean(axis=0)  # task-mean-centred features, then the cosine matrix
+    Sc = class_similarity(xc, y)
     return {
         "v1_mean_offdiag_S": float(np.mean(S[iu])),
         "v2_mean_offdiag_S_over_diag": float(np.mean(S[iu] / np.sqrt(np.outer(dg, dg))[iu])),
@@ -145,10 +191,28 @@ def variants(S: np.ndarray, n: np.ndarray, x: np.ndarray, y: np.ndarray) -> dict
         "v4_worst_pair_exp_neg_F": float(np.exp(-fisher[iu].min())),
         "v5_mean_pair_exp_neg_F": float(np.mean(np.exp(-fisher[iu]))),
         "v6_projected_gaussian_overlap": projected_overlap(x, y),
-        "dcsi_t0.05": compute_index(S, n, temperature=0.05),
-        "dcsi_t0.2": compute_index(S, n, temperature=0.2),
-        "dcsi_t1": compute_index(S, n, temperature=1.0),
+        "v7_fisher_dcsi_t0.05": fisher_index(S, n, 0.05),
+        "v7_fisher_dcsi_t0.1": fisher_index(S, n, 0.1),
+        "v7_fisher_dcsi_t0.2": fisher_index(S, n, 0.2),
+        "v7_fisher_dcsi_t1": fisher_index(S, n, 1.0),
+        "v8_fisher_dcsi_t0.1_centred_S": fisher_index(Sc, n, 0.1),
+        "v9_fisher_dcsi_t0.1_F_over_v2": _fisher_pow(
+            S, n, 2.0),
+        "v10_cap_ratio_worst_pair": float(-np.min(ratio[iu])),
+        "v11_cap_overlap_worst_pair": float(np.max(cap[iu])),
+        "v12_cap_overlap_1_minus_prod": float(np.mean(1.0 - np.prod(1.0 - cap, axis=1))),
+        "v13_cap_overlap_mean_pair": float(np.mean(cap[iu])),
+        "v14_euclid_gap_worst_pair": float(-np.min(gap[iu])),
+        "v15_cap_dcsi_centred_S": compute_index(Sc, n),
     }
+
+
+def _fisher_pow(S: np.ndarray, n: np.ndarray, p: float) -> float:
+    """v9: the Fisher DCSI with F = |mu_a - mu_b|^2 / (v_a + v_b)^p (p = 2), t = 0.1."""
+    _, v, d2 = _centroid_terms(S, n.astype(np.float64))
+    o = np.exp(-d2 / (v[:, None] + v[None, :]) ** p / 0.1)
+    np.fill_diagonal(o, 0.0)
+    return float(np.mean(1.0 - np.prod(1.0 - o, axis=1)))
 
 
 def error_key(dataset: str, classes: list[int], args: argparse.Namespace) -> str:
@@ -195,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-random", type=int, default=30,
                    help="random 3-5-class subsets per dataset (default 30)")
     p.add_argument("--n-digit-pairs", type=int, default=6)
+    p.add_argument("--holdout", type=int, default=20,
+                   help="held-out random 3-8-class subsets per dataset, drawn with another "
+                        "seed, reported separately (default 20)")
     p.add_argument("--image-size", type=int, default=None,
                    help="backbone input size (default: dcsi's default, 64 for these)")
     p.add_argument("--batch-size", type=int, default=64)
@@ -217,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.quick:
         args.per_class, args.train_per_class, args.n_random, args.n_digit_pairs = 60, 200, 4, 2
+        args.holdout = 2
         if args.name == "dcsi_validity":
             args.name = "dcsi_validity_quick"  # never overwrite the real figures
 
@@ -224,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     tasks = make_tasks(args.n_random, args.n_digit_pairs, args.seed)
+    n_main = len(tasks)
+    tasks = tasks + make_holdout_tasks(args.holdout, tasks, args.seed)
     data = load_data(args.per_class, args.train_per_class, args.seed)
     with Timer() as t_feat:
         feats = pool_features(data, image_size=args.image_size, batch_size=args.batch_size,
@@ -235,8 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         prev = json.loads(Path(args.errors_from).read_text(encoding="utf-8"))
         same = ("train_per_class", "n_random", "n_digit_pairs", "max_iter", "seed")
         if any(prev["params"].get(k) != getattr(args, k) for k in same) or [
-                (r["dataset"], r["classes"]) for r in prev["tasks"]] != [
-                (ds, c) for ds, c in tasks]:
+                (r["dataset"], r["classes"]) for r in prev["tasks"]][:n_main] != [
+                (ds, c) for ds, c in tasks[:n_main]]:
             raise SystemExit(f"{args.errors_from}: made with other tasks or classifier "
                              "settings; cannot reuse its errors")
         reuse = [r["error"] for r in prev["tasks"]]
@@ -261,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         t_csg += t.seconds
         key = error_key(ds, classes, args)
         with Timer() as t:
-            if reuse is not None:
+            if reuse is not None and i_task < n_main:
                 err = reuse[i_task]
             elif key in err_cache:
                 err = err_cache[key]
@@ -270,31 +340,38 @@ def main(argv: list[str] | None = None) -> int:
                 err = reference_error(d, classes, max_iter=args.max_iter)
         err_cache[key] = err
         t_clf += t.seconds
-        rows.append({"dataset": ds, "classes": classes, "K": len(classes), "error": err,
+        rows.append({"split": "main" if i_task < n_main else "holdout",
+                     "dataset": ds, "classes": classes, "K": len(classes), "error": err,
                      "dcsi": dcsi_value, "csg": csg, "silhouette": sil,
                      **variants(S, n, x, y)})
     if cache_path is not None:
         save_error_cache(cache_path, err_cache)
     err = [r["error"] for r in rows]
-    keys = ["dcsi", "csg", "silhouette", "v1_mean_offdiag_S", "v2_mean_offdiag_S_over_diag",
-            "v3_worst_pair_S_over_diag", "v4_worst_pair_exp_neg_F", "v5_mean_pair_exp_neg_F",
-            "v6_projected_gaussian_overlap", "dcsi_t0.05", "dcsi_t0.2", "dcsi_t1"]
+    keys = ["dcsi", "csg", "silhouette"] + [k for k in rows[0] if k.startswith("v")]
     rho = {}
     table = []
     for k in keys:
-        r_all = spearman([r[k] for r in rows], err)
-        r_ds = {ds: spearman([r[k] for r in rows if r["dataset"] == ds],
-                             [r["error"] for r in rows if r["dataset"] == ds])
-                for ds in ("fashion-mnist", "digits")}
-        rho[k] = {"all": r_all, **r_ds}
-        table.append([k, r_all, r_ds["fashion-mnist"], r_ds["digits"]])
-    n_fm = sum(r["dataset"] == "fashion-mnist" for r in rows)
-    print(f"\n{len(rows)} tasks ({n_fm} Fashion-MNIST, {len(rows) - n_fm} digits); "
+        rho[k] = {}
+        line = [k]
+        for split in ("main", "holdout"):
+            sub = [r for r in rows if r["split"] == split]
+            r_all = spearman([r[k] for r in sub], [r["error"] for r in sub])
+            r_ds = {ds: spearman([r[k] for r in sub if r["dataset"] == ds],
+                                 [r["error"] for r in sub if r["dataset"] == ds])
+                    for ds in ("fashion-mnist", "digits")}
+            rho[k][split] = {"all": r_all, **r_ds}
+            line += [r_all, r_ds["fashion-mnist"], r_ds["digits"]]
+        table.append(line)
+    main_rows = rows[:n_main]
+    n_fm = sum(r["dataset"] == "fashion-mnist" for r in main_rows)
+    print(f"\n{n_main} main tasks ({n_fm} Fashion-MNIST, {n_main - n_fm} digits) and "
+          f"{len(rows) - n_main} held-out 3-8-class tasks; "
           f"backbone {feats['fashion-mnist']['backbone']} at "
           f"{feats['fashion-mnist']['image_size']} px; reference classifier "
           "LogisticRegression(C=1) on raw pixels.  Spearman rho with the test error "
           "(silhouette: higher = easier, so a negative rho is the good direction):\n")
-    print_table(table, ["index", "rho (all tasks)", "rho (Fashion-MNIST)", "rho (digits)"])
+    print_table(table, ["index", "rho main: all", "main: Fashion-MNIST", "main: digits",
+                        "held-out: all", "held-out: Fashion-MNIST", "held-out: digits"])
     print()
     print_table([["feature extraction (pool, once)", t_feat.seconds],
                  ["DCSI, all tasks", t_index], ["CSG + silhouette, all tasks", t_csg],

@@ -2,28 +2,30 @@
 
 Parikh & Aggarwal (2020) name a "Dataset Class Similarity Index" but never define it.
 dcsi defines it from the cnn_cosine class matrix ``S`` (mean pairwise cosine similarity,
-diagonal = within-class mean without self-pairs) and the class counts alone:
+diagonal = within-class mean without self-pairs) and the class counts alone, by seeing
+each class as a cap on the unit sphere of the (unit-normalised) CNN features:
 
-1. Class centroids of the unit-normalised features, ``mu_c = s_c / n_c``, are known
-   exactly through ``S``: ``mu_a . mu_b = S[a, b]`` (a != b) and
+1. Class centroids of the unit features, ``mu_c = s_c / n_c``, are known exactly through
+   ``S``: ``mu_a . mu_b = S[a, b]`` (a != b) and
    ``|mu_c|^2 = (S[c, c] (n_c - 1) + 1) / n_c`` (self-pairs added back).
-2. Within-class spread ``v_c = 1 - |mu_c|^2`` = mean squared distance of a unit feature
-   of class c to its centroid.
-3. For each pair of classes, the squared centroid distance
-   ``D2[a, b] = |mu_a|^2 + |mu_b|^2 - 2 S[a, b]`` and the separation ratio
-   ``F[a, b] = D2[a, b] / (v_a + v_b)`` (a Fisher-type ratio: between-class over
-   within-class spread).
-4. Pair overlap ``o[a, b] = exp(-F[a, b] / t)`` in (0, 1] (``t`` = ``temperature``),
-   1 when the two classes coincide, 0 when they are infinitely far apart.
-5. Class confusability ``c_a = 1 - prod_{b != a} (1 - o[a, b])`` -- the chance that at
-   least one other class overlaps class a, were the overlaps independent.
+2. Angular radius of class c, ``theta_c = arccos |mu_c|``: ``|mu_c|`` is the mean
+   cosine between an image of the class and the class's mean direction, so
+   ``theta_c`` is how far (in angle) the images scatter around that direction.
+3. Angle between the mean directions of classes a and b,
+   ``phi_ab = arccos(S[a, b] / (|mu_a| |mu_b|))``.
+4. Pair overlap ``o_ab = clip((theta_a + theta_b - phi_ab) / pi, 0, 1)``: how far the
+   two caps reach into each other, in units of pi; 0 when the caps are apart
+   (a positive angular gap), 1 at most (two caps of radius pi/2 with one direction).
+5. Class confusability ``c_a = max_{b != a} o_ab`` (the overlap with its nearest class).
 6. ``DCSI = mean_a c_a``.
 
 The result is in [0, 1], higher when classes are more alike (harder), invariant to the
-order of the classes (it is a symmetric function of the pairs), and defined for K >= 2.
-For K = 2 it is the overlap of the one pair; with more classes it grows as each class
-gains confusable neighbours, as a classifier's error does.  What else was tried and how
-well each variant tracked a classifier's error is in the README (docs/readme).
+order of the classes, and defined for K >= 2; it has no tuned parameter.  For K = 2 it
+is the overlap of the one pair; with more classes it is the typical class's overlap
+with its nearest rival, so a 2-class and a 10-class dataset are on the same scale.
+A class whose centroid is the zero vector (no mean direction) overlaps every class fully
+(``o = 1``).  What else was tried and how well each variant tracked a classifier's error
+is in the README (docs/readme/class-similarity.md).
 
 Peers, computed on the same features by :func:`index_report`:
 
@@ -44,33 +46,31 @@ from typing import Any
 
 import numpy as np
 
-from dcsi._validation import check_array, check_choice, check_float, check_int, check_labels
+from dcsi._validation import check_array, check_choice, check_int, check_labels
 from dcsi.exceptions import InvalidParameterError
 
 __all__ = [
+    "DEFINITION",
     "IndexResult",
     "compute_index",
+    "cosine_silhouette",
+    "cosine_silhouette_samples",
+    "cumulative_spectral_gradient",
     "index_components",
     "index_report",
-    "cumulative_spectral_gradient",
-    "cosine_silhouette_samples",
-    "cosine_silhouette",
-    "DEFAULT_TEMPERATURE",
-    "DEFINITION",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: temperature ``t`` of the pair overlap ``exp(-F / t)``
-DEFAULT_TEMPERATURE = 0.1
-
 DEFINITION = (
-    "DCSI = mean over classes a of [1 - prod over classes b != a of (1 - o_ab)], "
-    "with pair overlap o_ab = exp(-F_ab / t), separation F_ab = |mu_a - mu_b|^2 / "
-    "(v_a + v_b), mu_c the centroid of the unit-normalised CNN features of class c "
-    "(|mu_c|^2 = (S_cc (n_c - 1) + 1) / n_c, mu_a . mu_b = S_ab from the cnn_cosine "
-    "matrix S) and v_c = 1 - |mu_c|^2 the within-class spread; t = {t:g}. "
-    "In [0, 1]; higher = classes more alike = harder to tell apart."
+    "DCSI = mean over classes a of max over classes b != a of the cap overlap "
+    "o_ab = clip((theta_a + theta_b - phi_ab) / pi, 0, 1), where, on the unit sphere of "
+    "the L2-normalised CNN features, theta_c = arccos |mu_c| is the angular radius of "
+    "class c (|mu_c| = mean cosine of its images to the class mean direction; "
+    "|mu_c|^2 = (S_cc (n_c - 1) + 1) / n_c from the cnn_cosine matrix S and the counts "
+    "n) and phi_ab = arccos(S_ab / (|mu_a| |mu_b|)) is the angle between the mean "
+    "directions of classes a and b. No tuned parameter. In [0, 1]; higher = classes "
+    "more alike = harder to tell apart."
 )
 
 
@@ -82,16 +82,17 @@ class IndexResult:
     ----------
     value : float
         The DCSI in [0, 1].
-    temperature : float
-    classes : list of str or None
-    separation : ndarray of shape (K, K)
-        ``F[a, b]``; ``inf`` on the diagonal.
+    radius : ndarray of shape (K,)
+        Angular radius ``theta_c`` of each class, in radians.
+    centroid_angle : ndarray of shape (K, K)
+        ``phi_ab`` in radians; 0 on the diagonal.
     overlap : ndarray of shape (K, K)
         ``o[a, b]``; 0 on the diagonal.
     confusability : ndarray of shape (K,)
-        ``c_a``.
-    spread : ndarray of shape (K,)
-        ``v_c``.
+        ``c_a = max_b o[a, b]``.
+    nearest : ndarray of shape (K,), int
+        The class b attaining ``c_a``.
+    classes : list of str or None
     csg : float or None
         Cumulative Spectral Gradient (None when features were not given).
     silhouette : float or None
@@ -100,11 +101,11 @@ class IndexResult:
     """
 
     value: float
-    temperature: float
-    separation: np.ndarray
+    radius: np.ndarray
+    centroid_angle: np.ndarray
     overlap: np.ndarray
     confusability: np.ndarray
-    spread: np.ndarray
+    nearest: np.ndarray
     classes: list[str] | None = None
     csg: float | None = None
     silhouette: float | None = None
@@ -122,19 +123,21 @@ class IndexResult:
         a, b = self.hardest_pair
         names = self.classes
         k = self.overlap.shape[0]
-        iu = np.triu_indices(k, 1)
+
+        def name(i: int) -> str | int:
+            return names[i] if names else int(i)
+
         return {
             "value": _f(self.value),
-            "definition": DEFINITION.format(t=self.temperature),
+            "definition": DEFINITION,
             "components": {
                 "n_classes": int(k),
-                "temperature": _f(self.temperature),
                 "confusability": [_f(v) for v in self.confusability],
-                "spread": [_f(v) for v in self.spread],
-                "hardest_pair": [names[a], names[b]] if names else [a, b],
+                "nearest_class": [name(int(j)) for j in self.nearest],
+                "radius_deg": [_f(math.degrees(v)) for v in self.radius],
+                "hardest_pair": [name(a), name(b)],
                 "hardest_pair_overlap": _f(self.overlap[a, b]),
-                "hardest_pair_separation": _f(self.separation[a, b]),
-                "mean_pair_overlap": _f(float(np.mean(self.overlap[iu]))),
+                "hardest_pair_angle_deg": _f(math.degrees(self.centroid_angle[a, b])),
                 "overlap": [[_f(v) for v in row] for row in self.overlap],
             },
             "peers": {
@@ -212,9 +215,23 @@ def _centroid_terms(S: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return sq, spread, d2
 
 
-def index_components(
-    S: np.ndarray, class_counts: np.ndarray, *, temperature: float = DEFAULT_TEMPERATURE
-) -> dict[str, np.ndarray | float]:
+def _cap_terms(S: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Angular radii (K,), centroid angles (K, K) and cap overlaps (K, K)."""
+    sq, _, _ = _centroid_terms(S, n)
+    r = np.sqrt(sq)
+    radius = np.arccos(np.clip(r, 0.0, 1.0))
+    rr = np.outer(r, r)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cos_phi = np.where(rr > 0, S / rr, 0.0)
+    angle = np.arccos(np.clip(cos_phi, -1.0, 1.0))
+    np.fill_diagonal(angle, 0.0)
+    overlap = np.clip((radius[:, None] + radius[None, :] - angle) / np.pi, 0.0, 1.0)
+    overlap = np.where(rr > 0, overlap, 1.0)  # a class without a mean direction
+    np.fill_diagonal(overlap, 0.0)
+    return radius, angle, overlap
+
+
+def index_components(S: np.ndarray, class_counts: np.ndarray) -> dict[str, Any]:
     """The DCSI and its components.
 
     Parameters
@@ -224,43 +241,30 @@ def index_components(
         mean without self-pairs).
     class_counts : ndarray of shape (K,)
         Images per class.  Classes with no image are left out.
-    temperature : float, default=0.1
-        ``t`` of the pair overlap ``exp(-F / t)``.
 
     Returns
     -------
     dict
-        ``value`` (float), ``separation`` (K', K'), ``overlap`` (K', K'),
-        ``confusability`` (K',), ``spread`` (K',), ``kept`` (K,) bool mask of the
-        classes with images (K' of them).
+        ``value`` (float), ``radius`` (K',), ``centroid_angle`` (K', K'), ``overlap``
+        (K', K'), ``confusability`` (K',), ``nearest`` (K',) int, ``kept`` (K,) bool mask
+        of the classes with images (K' of them).
     """
-    caller = "compute_index"
-    t = check_float(temperature, "temperature", caller, min_value=0.0, min_inclusive=False)
-    m, n = _check_S_counts(S, class_counts, caller)
-    _, spread, d2 = _centroid_terms(m, n)
-    denom = spread[:, None] + spread[None, :]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        sep = np.where(denom > 0, d2 / denom, np.where(d2 > 0, np.inf, 0.0))
-    np.fill_diagonal(sep, np.inf)
-    overlap = np.exp(-sep / t)
-    np.fill_diagonal(overlap, 0.0)
-    # 1 - prod(1 - o) through logs, stable when overlaps are tiny
-    log_keep = np.log1p(-np.minimum(overlap, 1.0 - 1e-300)).sum(axis=1)
-    conf = -np.expm1(log_keep)
+    m, n = _check_S_counts(S, class_counts, "compute_index")
+    radius, angle, overlap = _cap_terms(m, n)
+    nearest = np.argmax(overlap - 2.0 * np.eye(len(n)), axis=1)
+    conf = overlap[np.arange(len(n)), nearest]
     value = float(np.clip(np.mean(conf), 0.0, 1.0))
     kept = np.asarray(class_counts) > 0
-    return {"value": value, "separation": sep, "overlap": overlap,
-            "confusability": conf, "spread": spread, "kept": kept}
+    return {"value": value, "radius": radius, "centroid_angle": angle,
+            "overlap": overlap, "confusability": conf, "nearest": nearest, "kept": kept}
 
 
-def compute_index(
-    S: np.ndarray, class_counts: np.ndarray, *, temperature: float = DEFAULT_TEMPERATURE
-) -> float:
+def compute_index(S: np.ndarray, class_counts: np.ndarray) -> float:
     """The Dataset Class Similarity Index (DCSI) of a class matrix.
 
-    ``DCSI = mean_a [1 - prod_{b != a} (1 - exp(-F_ab / t))]`` with
-    ``F_ab = |mu_a - mu_b|^2 / (v_a + v_b)`` (see the module docstring), all exact
-    from the cnn_cosine matrix and the class counts.
+    ``DCSI = mean_a max_{b != a} clip((theta_a + theta_b - phi_ab) / pi, 0, 1)`` with
+    angular class radii ``theta_c = arccos |mu_c|`` and centroid angles ``phi_ab`` (see
+    the module docstring), all exact from the cnn_cosine matrix and the class counts.
 
     Parameters
     ----------
@@ -269,7 +273,6 @@ def compute_index(
         without self-pairs (``dcsi.class_similarity(features, labels)``).
     class_counts : array-like of shape (K,)
         Images per class (classes with no image are left out).
-    temperature : float, default=0.1
 
     Returns
     -------
@@ -286,9 +289,9 @@ def compute_index(
     >>> import numpy as np
     >>> S = np.array([[0.9, 0.88], [0.88, 0.9]])   # two close classes
     >>> round(compute_index(S, [50, 50]), 4)
-    0.1059
+    0.1323
     """
-    return float(index_components(S, class_counts, temperature=temperature)["value"])
+    return float(index_components(S, class_counts)["value"])
 
 
 # --------------------------------------------------------------------------- peers
@@ -459,7 +462,6 @@ def index_report(
     features: np.ndarray | None = None,
     labels: np.ndarray | None = None,
     classes: list[str] | None = None,
-    temperature: float = DEFAULT_TEMPERATURE,
     csg_samples: int = 250,
     csg_neighbors: int = 10,
     seed: int = 0,
@@ -476,7 +478,6 @@ def index_report(
     labels : ndarray of shape (n_images,), int, default=None
     classes : list of str, default=None
         Class names in label order (for the hardest pair in ``to_dict()``).
-    temperature : float, default=0.1
     csg_samples, csg_neighbors : int, default=250, 10
         ``n_samples`` / ``n_neighbors`` of :func:`cumulative_spectral_gradient`.
     seed : int, default=0
@@ -486,7 +487,7 @@ def index_report(
     IndexResult
         ``to_dict()`` is the card's ``index`` block.
     """
-    comp = index_components(S, class_counts, temperature=temperature)
+    comp = index_components(S, class_counts)
     kept = comp["kept"]
     names = None
     if classes is not None:
@@ -511,8 +512,8 @@ def index_report(
                           "laplacian": "unnormalized", "distance": "cosine", "seed": seed},
                   "silhouette": {"metric": "cosine", "labels": "classes"}}
     return IndexResult(
-        value=float(comp["value"]), temperature=float(temperature),
-        separation=comp["separation"], overlap=comp["overlap"],
-        confusability=comp["confusability"], spread=comp["spread"], classes=names,
+        value=float(comp["value"]), radius=comp["radius"],
+        centroid_angle=comp["centroid_angle"], overlap=comp["overlap"],
+        confusability=comp["confusability"], nearest=comp["nearest"], classes=names,
         csg=csg, silhouette=sil, peer_params=params,
     )

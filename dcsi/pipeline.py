@@ -227,7 +227,7 @@ def _cnn_blocks(images: Any, class_level: bool, *, linkage: str, **feature_kw: A
     from dcsi.clusters import cluster_classes
     from dcsi.features import extract_features
     from dcsi.index import index_report
-    from dcsi.similarity.class_cosine import ClassSimilarity, class_stats
+    from dcsi.similarity.class_cosine import class_stats, compute_class_similarity
 
     fs = extract_features(images, **feature_kw)
     out: dict[str, Any] = {"features": fs.to_dict()}
@@ -236,7 +236,7 @@ def _cnn_blocks(images: Any, class_level: bool, *, linkage: str, **feature_kw: A
     y = np.asarray(images.labels)
     k = len(images.classes)
     stats = class_stats(fs.features, y, k)
-    sim = ClassSimilarity.compute(fs.features, y, metric="cosine", n_classes=k)
+    sim = compute_class_similarity(fs.features, y, metric="cosine", n_classes=k)
     out["features"]["class_sums"] = np.round(stats.sums, 8).tolist()
     out["features"]["class_counts"] = stats.counts.tolist()
     out["similarity"] = {"cnn_cosine": sim.to_dict()}

@@ -57,6 +57,11 @@ __all__ = [
     "connected_groups",
     "evaluate_duplicates",
     "prepare_rows",
+    "aligned_rows",
+    "aligned_distance",
+    "aligned_pairs",
+    "DEFAULT_ALIGN_THRESHOLD",
+    "DEFAULT_ALIGN_VERIFY_THRESHOLD",
 ]
 
 logger = logging.getLogger(__name__)
@@ -351,6 +356,217 @@ def neighbor_pairs(
     return cand[order], dist[order]
 
 
+# --------------------------------------------------------------------------- aligned stage
+#: Defaults of the shift- and crop-tolerant second stage of ``method="wavelet"``
+#: (calibrated on Fashion-MNIST *test*-split plants, see the module docstring):
+#: candidates with ``1 - cos <= 0.02`` between aligned coarse images, kept when the
+#: aligned distance (best 1 - correlation over shifts of -1..1 px and rescalings by
+#: 28/26 and 26/28) is ``<= 0.01``.
+DEFAULT_ALIGN_THRESHOLD = 0.02
+DEFAULT_ALIGN_VERIFY_THRESHOLD = 0.01
+_ALIGN_ZOOMS = (1.0, 28 / 26, 26 / 28)
+
+
+def _grey(images: np.ndarray) -> np.ndarray:
+    """Float32 grey levels ``(n, h, w)`` (channel mean for colour images)."""
+    X = np.asarray(images)
+    if X.ndim == 4:
+        return X.astype(np.float32).mean(axis=3)
+    return X.astype(np.float32)
+
+
+def aligned_rows(images: np.ndarray, *, size: int = 16, spread: float = 1.0,
+                 blur: float = 0.7, block_size: int = 4096) -> np.ndarray:
+    """Coarse images aligned on their centre of mass and scaled to a common spread.
+
+    Each image (grey levels, minus its minimum so that a uniform brightness change
+    does not move the weights) is lightly blurred (Gaussian, ``blur`` px) and resampled
+    (bilinear, edges repeated) on a ``size x size`` grid centred on its centre of mass
+    and spanning ``+-r / spread`` pixels, ``r`` being the image's RMS radius of mass.
+    A shifted copy has the same centre and radius relative to its content, hence
+    nearly the same aligned image; a small crop-and-resize changes both a little.
+
+    Parameters
+    ----------
+    images : ndarray of shape (n, h, w) or (n, h, w, c)
+    size : int, default=16
+    spread : float, default=1.0
+        The grid spans ``+-r / spread`` pixels around the centre.
+    blur : float, default=0.7
+        Gaussian sigma in pixels (0: none).
+    block_size : int, default=4096
+
+    Returns
+    -------
+    ndarray of shape (n, size * size), float32
+        Mean-centred unit rows: ``1 - F_i . F_j`` is the distance.
+    """
+    from scipy.ndimage import gaussian_filter, map_coordinates
+
+    X = _grey(images) if np.asarray(images).ndim == 4 else np.asarray(images)
+    n, h, w = X.shape
+    out = np.empty((n, size, size), dtype=np.float32)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    g = (np.arange(size, dtype=np.float32) - (size - 1) / 2) / ((size - 1) / 2)
+    for s in range(0, n, block_size):
+        x = np.asarray(X[s:s + block_size], dtype=np.float32)
+        k = len(x)
+        wgt = x - x.min(axis=(1, 2), keepdims=True)
+        tot = wgt.sum(axis=(1, 2)) + 1e-6
+        cy = (wgt * yy).sum(axis=(1, 2)) / tot
+        cx = (wgt * xx).sum(axis=(1, 2)) / tot
+        vy = (wgt * (yy - cy[:, None, None]) ** 2).sum(axis=(1, 2)) / tot
+        vx = (wgt * (xx - cx[:, None, None]) ** 2).sum(axis=(1, 2)) / tot
+        half = (np.sqrt((vy + vx) / 2) + 1e-3) / spread
+        Y = np.broadcast_to(cy[:, None, None] + g[None, :, None] * half[:, None, None],
+                            (k, size, size))
+        Xc = np.broadcast_to(cx[:, None, None] + g[None, None, :] * half[:, None, None],
+                             (k, size, size))
+        Z = np.broadcast_to(np.arange(k, dtype=np.float32)[:, None, None], (k, size, size))
+        xs = gaussian_filter(x, (0, blur, blur)) if blur > 0 else x
+        out[s:s + k] = map_coordinates(xs, [Z, Y, Xc], order=1, mode="nearest")
+    return prepare_rows(out.reshape(n, -1), center="row")
+
+
+def _interp_matrix(n: int, z: float) -> np.ndarray:
+    """``(n, n)`` linear-interpolation matrix of a rescaling by ``z`` about the centre.
+
+    Output pixel ``i`` samples the input at ``(i - c) / z + c`` (``c = (n - 1) / 2``),
+    clamped to ``[0, n - 1]`` (edges repeated), with linear weights.
+    """
+    src = np.clip((np.arange(n) - (n - 1) / 2) / z + (n - 1) / 2, 0, n - 1)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n - 2) if n > 1 else np.zeros(n, int)
+    f = src - i0
+    M = np.zeros((n, n))
+    M[np.arange(n), i0] += 1 - f
+    if n > 1:
+        M[np.arange(n), i0 + 1] += f
+    return M
+
+
+def _zoom_centre(X: np.ndarray, z: float) -> np.ndarray:
+    """Rescale each image ``(k, h, w)`` by ``z`` about its centre (bilinear, edges kept).
+
+    Separable: ``My @ X_i @ Mx^T`` with :func:`_interp_matrix` (two matrix products).
+    """
+    k, h, w = X.shape
+    My = _interp_matrix(h, z).astype(np.float32)
+    Mx = _interp_matrix(w, z).astype(np.float32)
+    X = np.asarray(X, dtype=np.float32)
+    return np.matmul(np.matmul(My, X), Mx.T)
+
+
+def _unit_centred(X: np.ndarray) -> np.ndarray:
+    X = X.reshape(len(X), -1).astype(np.float64)
+    X -= X.mean(axis=1, keepdims=True)
+    nrm = np.linalg.norm(X, axis=1, keepdims=True)
+    return X / np.where(nrm > 0, nrm, 1.0)
+
+
+def aligned_distance(images: np.ndarray, pairs: np.ndarray, *, max_shift: int = 1,
+                     zooms: Sequence[float] = _ALIGN_ZOOMS,
+                     block_size: int = 4096) -> np.ndarray:
+    """Shift- and rescale-tolerant distance of image pairs.
+
+    ``d(a, b) = min over zoom z, shifts (dy, dx) in [-max_shift, max_shift]^2 of
+    1 - corr(a[inner], zoom_z(b)[inner + (dy, dx)])``, where ``inner`` drops a border
+    of ``max_shift`` pixels, ``zoom_z`` rescales ``b`` by ``z`` about its centre
+    (bilinear) and ``corr`` is Pearson's correlation of the grey levels (so a uniform
+    brightness or contrast change does not count).  A copy shifted by one pixel is at
+    distance 0; a copy cropped by two pixels and resized back is close to 0 with the
+    rescaling by 28/26.
+
+    Parameters
+    ----------
+    images : ndarray of shape (n, h, w) or (n, h, w, c)
+    pairs : ndarray of shape (m, 2), int
+    max_shift : int, default=1
+    zooms : sequence of float, default=(1, 28/26, 26/28)
+    block_size : int, default=4096
+        Pairs per block.
+
+    Returns
+    -------
+    ndarray of shape (m,), float64
+        In ``[0, 2]``; a constant image has correlation 0 with everything.
+    """
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    X = _grey(images)
+    h, w = X.shape[1:]
+    r = int(max_shift)
+    if h <= 2 * r or w <= 2 * r:
+        raise InvalidParameterError(
+            f"The 'max_shift' parameter of aligned_distance must leave an inner region "
+            f"of the {h}x{w} images. Got {max_shift} instead."
+        )
+    out = np.empty(len(pairs))
+    hi, wi = h - 2 * r, w - 2 * r
+    n_in = hi * wi
+    for s in range(0, len(pairs), block_size):
+        p = pairs[s:s + block_size]
+        # A: centred, unit inner windows; then A . B_win needs no centring of B_win
+        A = _unit_centred(X[p[:, 0], r:h - r, r:w - r]).astype(np.float32)
+        A = A.reshape(len(p), hi, wi)
+        B0 = X[p[:, 1]]
+        best = np.full(len(p), 2.0)
+        for z in zooms:
+            Bz = B0 if z == 1 else _zoom_centre(B0, float(z))
+            Bz = np.ascontiguousarray(Bz, dtype=np.float32)
+            # window sums of B and B^2 from integral images (float64)
+            I1 = np.zeros((len(p), h + 1, w + 1))
+            I2 = np.zeros((len(p), h + 1, w + 1))
+            I1[:, 1:, 1:] = Bz.astype(np.float64).cumsum(1).cumsum(2)
+            I2[:, 1:, 1:] = (Bz.astype(np.float64) ** 2).cumsum(1).cumsum(2)
+            for dy in range(-r, r + 1):
+                for dx in range(-r, r + 1):
+                    y0, x0 = r + dy, r + dx
+                    win = Bz[:, y0:y0 + hi, x0:x0 + wi]
+                    num = np.einsum("ijk,ijk->i", A, win, dtype=np.float64)
+                    S1 = (I1[:, y0 + hi, x0 + wi] - I1[:, y0, x0 + wi]
+                          - I1[:, y0 + hi, x0] + I1[:, y0, x0])
+                    S2 = (I2[:, y0 + hi, x0 + wi] - I2[:, y0, x0 + wi]
+                          - I2[:, y0 + hi, x0] + I2[:, y0, x0])
+                    var = np.maximum(S2 - S1 * S1 / n_in, 0.0)
+                    nrm = np.sqrt(var)
+                    ok = nrm > 1e-6 * (1.0 + np.abs(S1))
+                    corr = np.where(ok, num / np.where(ok, nrm, 1.0), 0.0)
+                    np.minimum(best, 1.0 - corr, out=best)
+        out[s:s + len(p)] = np.clip(best, 0.0, 2.0)
+    return out
+
+
+def aligned_pairs(
+    images: np.ndarray,
+    *,
+    threshold: float = DEFAULT_ALIGN_VERIFY_THRESHOLD,
+    candidate_threshold: float = DEFAULT_ALIGN_THRESHOLD,
+    n_components: int | None = 32,
+    block_size: int = 1024,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of shifted or cropped copies: aligned candidates, verified finely.
+
+    Candidates are the pairs within ``candidate_threshold`` (``1 - cos``) of the
+    :func:`aligned_rows` (exact blockwise search, :func:`neighbor_pairs`, never
+    ``n x n``); each is kept when its :func:`aligned_distance` is ``<= threshold``.
+
+    Returns
+    -------
+    pairs : ndarray of shape (m, 2), int64
+    distances : ndarray of shape (m,)
+        The aligned distances.
+    """
+    F = aligned_rows(images)
+    cand, _ = neighbor_pairs(F, threshold=candidate_threshold, n_components=n_components,
+                             block_size=block_size, seed=seed)
+    del F
+    if not len(cand):
+        return cand, np.empty(0)
+    d = aligned_distance(images, cand)
+    ok = d <= threshold
+    return cand[ok], d[ok]
+
+
 def connected_groups(n: int, pairs: np.ndarray) -> list[np.ndarray]:
     """Connected components with two or more members of the graph on ``n`` nodes.
 
@@ -546,6 +762,9 @@ def find_redundancy_features(
     images: np.ndarray | None = None,
     verify: str | None = None,
     verify_threshold: float = DEFAULT_VERIFY_THRESHOLD,
+    align: bool = False,
+    align_threshold: float = DEFAULT_ALIGN_VERIFY_THRESHOLD,
+    align_candidates: float = DEFAULT_ALIGN_THRESHOLD,
     method: str = "features",
     params: dict | None = None,
     extra_summary: dict | None = None,
@@ -569,6 +788,11 @@ def find_redundancy_features(
         Needed when ``verify="ssim"``.
     verify : {None, "ssim"}, default=None
         Keep a linked pair only if its SSIM is ``>= verify_threshold``.
+    align : bool, default=False
+        Also link the pairs of :func:`aligned_pairs` (shifted / cropped copies; needs
+        ``images``, ``n_clusters="auto"``).
+    align_threshold, align_candidates : float, default=0.01, 0.02
+        Its verification and candidate thresholds.
     method : str
         Recorded in the result.
 
@@ -599,6 +823,7 @@ def find_redundancy_features(
                                                   for c in np.unique(y)]
     members: list[np.ndarray] = []
     n_pairs = 0
+    n_aligned = 0
     for part in parts:
         Fp = F[part]
         if n_clusters == "auto":
@@ -610,6 +835,20 @@ def find_redundancy_features(
 
                 s = np.asarray(ssim_pairs(images[part], pairs))
                 pairs, dist = pairs[s >= verify_threshold], dist[s >= verify_threshold]
+            if align:
+                if images is None:
+                    raise InvalidParameterError(
+                        "The 'align' parameter of find_redundancy_features needs the "
+                        "images. Got align=True without images=; pass images= or "
+                        "align=False."
+                    )
+                ap, _ = aligned_pairs(images[part], threshold=align_threshold,
+                                      candidate_threshold=align_candidates,
+                                      n_components=n_components, block_size=block_size,
+                                      seed=seed)
+                n_aligned += len(ap)
+                if len(ap):
+                    pairs = np.unique(np.concatenate([pairs.reshape(-1, 2), ap]), axis=0)
             n_pairs += len(pairs)
             members.extend(part[g] for g in connected_groups(len(part), pairs))
         else:
@@ -620,6 +859,8 @@ def find_redundancy_features(
     groups = _make_groups(members, F, ids, y, classes)
     keep, summary = _summarise(groups, n, y, classes)
     summary["n_linked_pairs"] = int(n_pairs)
+    if align and n_clusters == "auto":
+        summary["n_aligned_pairs"] = int(n_aligned)
     if extra_summary:
         summary.update(extra_summary)
     return RedundancyResult(groups=tuple(groups), method=method, params=dict(params or {}),
@@ -636,6 +877,9 @@ def find_redundancy(
     threshold: float | None = None,
     verify: str | None = None,
     verify_threshold: float = DEFAULT_VERIFY_THRESHOLD,
+    align: bool = True,
+    align_threshold: float = DEFAULT_ALIGN_VERIFY_THRESHOLD,
+    align_candidates: float = DEFAULT_ALIGN_THRESHOLD,
     scope: str = "all",
     clustering: str = "kmeans",
     wavelet: str = "db1",
@@ -673,6 +917,14 @@ def find_redundancy(
         Second, finer check of every linked pair (wavelet/cnn with ``"auto"``).
     verify_threshold : float, default=0.8
         SSIM a verified pair must reach.
+    align : bool, default=True
+        ``method="wavelet"`` with ``n_clusters="auto"``: also link shifted and
+        cropped copies (second stage, :func:`aligned_pairs`): candidates whose
+        aligned coarse images (centre of mass, spread) are within ``1 - cos <=
+        align_candidates``, kept when the best ``1 - correlation`` over shifts of
+        -1..1 px and rescalings by 28/26, 26/28 is ``<= align_threshold``.
+    align_threshold : float, default=0.01
+    align_candidates : float, default=0.02
     scope : {"all", "class"}, default="all"
         Search the whole set (the only way to find conflicts) or each class alone.
     clustering : {"kmeans", "spectral"}, default="kmeans"
@@ -728,6 +980,16 @@ def find_redundancy(
         threshold = check_float(threshold, "threshold", caller, min_value=0.0, max_value=2.0)
     verify_threshold = check_float(verify_threshold, "verify_threshold", caller,
                                    min_value=-1.0, max_value=1.0)
+    if not isinstance(align, (bool, np.bool_)):
+        raise InvalidParameterError(
+            f"The 'align' parameter of {caller} must be True or False. Got {align!r} "
+            "instead."
+        )
+    align_threshold = check_float(align_threshold, "align_threshold", caller,
+                                  min_value=0.0, max_value=2.0)
+    align_candidates = check_float(align_candidates, "align_candidates", caller,
+                                   min_value=0.0, max_value=2.0)
+    align = bool(align) and method == "wavelet" and n_clusters == "auto"
 
     arr, y, ids, classes, src = _load(source_or_images, labels, ids, classes, size)
     n = arr.shape[0] if arr is not None else len(src)
@@ -760,16 +1022,23 @@ def find_redundancy(
         center = "column"
     if n_clusters == "auto":
         params.update({"n_components": n_components,
-                       "verify": verify})
+                       "verify": verify, "align": align})
         if verify:
             params["verify_threshold"] = verify_threshold
+        if align:
+            params.update({
+                "align_threshold": align_threshold, "align_candidates": align_candidates,
+                "align_distance": "min over shifts -1..1 px and rescalings 1, 28/26, 26/28 "
+                                  "of 1 - Pearson correlation of the grey levels",
+            })
     else:
         params["clustering"] = clustering
     return find_redundancy_features(
         F, y, ids=ids, classes=classes, threshold=threshold, n_clusters=n_clusters,
         clustering=clustering, scope=scope, center=center,
         n_components=n_components, block_size=block_size, seed=seed,
-        images=arr, verify=verify, verify_threshold=verify_threshold, method=method,
+        images=arr, verify=verify, verify_threshold=verify_threshold, align=align,
+        align_threshold=align_threshold, align_candidates=align_candidates, method=method,
         params=params, extra_summary=extra,
     )
 

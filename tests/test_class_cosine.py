@@ -10,7 +10,6 @@ import pytest
 
 from dcsi.exceptions import InvalidParameterError
 from dcsi.similarity.class_cosine import (
-    ClassSimilarity,
     ClassStats,
     class_distance_sums,
     class_similarity,
@@ -139,7 +138,7 @@ def test_single_image_class_gives_nan_diagonal(rng):
 def test_result_to_dict_is_json_and_has_no_nan(rng):
     x = rng.normal(size=(5, 3))
     y = np.array([0, 0, 0, 0, 1])
-    res = ClassSimilarity.compute(x, y, metric="l1", classes=["a", "b"])
+    res = compute_class_similarity(x, y, metric="l1", classes=["a", "b"])
     d = res.to_dict()
     assert set(d) == {"matrix", "diagonal", "params"}
     assert d["matrix"][1][1] is None

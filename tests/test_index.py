@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -28,30 +29,46 @@ def _blobs(rng, k=4, n=30, d=12, sep=2.0):
     return x, y
 
 
-def _reference_dcsi(x, y, t=1.0):
-    """Slow reference: centroids and spreads straight from the unit features."""
+def _reference_dcsi(x, y):
+    """Slow reference straight from the unit features: angular class radii from the mean
+    cosine of the images to their class mean direction, angles between mean directions,
+    loops over classes."""
     u = x / np.linalg.norm(x, axis=1, keepdims=True)
     k = int(y.max()) + 1
-    mu = np.array([u[y == c].mean(axis=0) for c in range(k)])
-    v = np.array([np.mean(np.sum((u[y == c] - mu[c]) ** 2, axis=1)) for c in range(k)])
+    mu = [u[y == c].mean(axis=0) for c in range(k)]
+    direction = [m / np.linalg.norm(m) for m in mu]
+    theta = [math.acos(min(1.0, float(np.mean(u[y == c] @ direction[c])))) for c in range(k)]
     conf = []
     for a in range(k):
-        keep = 1.0
+        best = 0.0
         for b in range(k):
             if b != a:
-                f = np.sum((mu[a] - mu[b]) ** 2) / (v[a] + v[b])
-                keep *= 1.0 - np.exp(-f / t)
-        conf.append(1.0 - keep)
+                phi = math.acos(max(-1.0, min(1.0, float(direction[a] @ direction[b]))))
+                o = min(1.0, max(0.0, (theta[a] + theta[b] - phi) / math.pi))
+                best = max(best, o)
+        conf.append(best)
     return float(np.mean(conf))
 
 
-@pytest.mark.parametrize("t", [0.5, 1.0, 3.0])
-def test_index_equals_reference_from_features(rng, t):
-    x, y = _blobs(rng, sep=0.3)
+@pytest.mark.parametrize("sep", [0.05, 0.3, 1.0])
+def test_index_equals_reference_from_features(rng, sep):
+    x, y = _blobs(rng, sep=sep)
     S = class_similarity(x, y)
-    got = compute_index(S, np.bincount(y), temperature=t)
-    assert got == pytest.approx(_reference_dcsi(x, y, t), abs=1e-10)
+    got = compute_index(S, np.bincount(y))
+    assert got == pytest.approx(_reference_dcsi(x, y), abs=1e-10)
     assert 0.0 < got < 1.0
+
+
+def test_index_unequal_counts_and_singleton(rng):
+    x, y = _blobs(rng, k=3, n=20, sep=0.2)
+    keep = (y != 2) | (np.arange(len(y)) % 7 == 0)
+    x, y = x[keep], y[keep]
+    x = np.vstack([x, x[:1] + 0.1])
+    y = np.append(y, 3)  # a class of one image: radius 0
+    S = class_similarity(x, y)
+    comp = index_components(S, np.bincount(y))
+    assert comp["radius"][3] == pytest.approx(0.0, abs=1e-7)
+    assert comp["value"] == pytest.approx(_reference_dcsi(x, y), abs=1e-7)
 
 
 def test_index_class_order_invariant_and_monotone(rng):
@@ -61,19 +78,32 @@ def test_index_class_order_invariant_and_monotone(rng):
     perm = rng.permutation(5)
     assert compute_index(S[np.ix_(perm, perm)], n[perm]) == pytest.approx(
         compute_index(S, n), abs=1e-12)
-    # classes further apart -> lower index; identical classes -> higher
+    # classes further apart -> lower index; near-identical classes -> higher
     x_far, _ = _blobs(np.random.default_rng(1), k=5, sep=3.0)
-    x_near, _ = _blobs(np.random.default_rng(1), k=5, sep=0.05)
+    x_near, _ = _blobs(np.random.default_rng(1), k=5, sep=0.01)
     far = compute_index(class_similarity(x_far, y), n)
     near = compute_index(class_similarity(x_near, y), n)
     assert far < near
-    assert near > 0.5 and far < 0.5
+    assert far == 0.0 and near > 0.05
 
 
 def test_index_two_classes_is_pair_overlap(rng):
     x, y = _blobs(rng, k=2, sep=0.4)
     comp = index_components(class_similarity(x, y), np.bincount(y))
     assert comp["value"] == pytest.approx(comp["overlap"][0, 1])
+    assert comp["value"] > 0.0
+
+
+def test_index_identical_classes_and_zero_centroid():
+    # two classes with the same mean direction: overlap = (theta_a + theta_b) / pi
+    sq = (0.5 * 1000 + 1) / 1001  # |mu|^2 of a class of 1001 images with S_cc = 0.5
+    S = np.array([[0.5, sq], [sq, 0.5]])
+    n = np.array([1001, 1001])
+    theta = math.acos(math.sqrt(sq))
+    assert compute_index(S, n) == pytest.approx(2 * theta / math.pi, abs=1e-12)
+    # a class whose unit features average to zero has no direction: overlap 1
+    S0 = np.array([[-1.0, 0.0], [0.0, 0.9]])
+    assert compute_index(S0, [2, 5]) == pytest.approx(1.0)
 
 
 def test_index_skips_empty_classes(rng):
@@ -98,8 +128,6 @@ def test_index_errors():
         compute_index(S, [1.5, 2])
     with pytest.raises(InvalidParameterError, match="NaN off-diagonal"):
         compute_index(np.array([[0.9, np.nan], [np.nan, 0.9]]), [3, 3])
-    with pytest.raises(InvalidParameterError, match="'temperature' parameter"):
-        compute_index(S, [3, 3], temperature=0.0)
 
 
 def test_silhouette_equals_sklearn(rng):
@@ -183,6 +211,9 @@ def test_index_report_to_dict(rng):
     assert d["peers"]["silhouette"] == pytest.approx(cosine_silhouette(x, y))
     assert set(d["components"]["hardest_pair"]) <= {"a", "b", "c"}
     assert "DCSI" in d["definition"]
+    comp = d["components"]
+    assert len(comp["confusability"]) == 3 and set(comp["nearest_class"]) <= {"a", "b", "c"}
+    assert d["value"] == pytest.approx(np.mean(comp["confusability"]))
     bare = index_report(S=S, class_counts=np.bincount(y)).to_dict()
     assert bare["peers"]["csg"] is None and bare["value"] == d["value"]
     with pytest.raises(InvalidParameterError, match="both 'features' and 'labels'"):

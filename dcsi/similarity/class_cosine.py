@@ -165,21 +165,6 @@ class ClassSimilarity:
             return _DIAGONAL_TEXT["cosine"]
         return _DIAGONAL_TEXT["distance"].format(metric=self.metric)
 
-    @classmethod
-    def compute(
-        cls,
-        features: np.ndarray,
-        labels: np.ndarray,
-        *,
-        metric: str = "cosine",
-        n_classes: int | None = None,
-        classes: list[str] | None = None,
-        block_size: int | None = None,
-    ) -> ClassSimilarity:
-        """Same as :func:`compute_class_similarity`."""
-        return compute_class_similarity(features, labels, metric=metric, n_classes=n_classes,
-                                        classes=classes, block_size=block_size)
-
     def to_dict(self) -> dict[str, Any]:
         """The card's similarity entry ``{"matrix", "diagonal", "params"}`` (JSON-ready)."""
         params = {
