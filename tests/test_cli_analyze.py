@@ -77,3 +77,20 @@ def test_debug_shows_the_traceback(tmp_path):
     )
     assert proc.returncode == 1
     assert "Traceback" in proc.stderr and "dcsi: error:" in proc.stderr
+
+
+@pytest.mark.slow
+def test_demo_dataset_end_to_end(tmp_path, capsys):
+    """`make demo`'s command on sklearn's digits: every analyzer, a valid card."""
+    pytest.importorskip("torch")
+    import dcsi
+
+    out = tmp_path / "digits"
+    assert main(["analyze", "sample:digits", "--out", str(out), "--no-progress",
+                 "--cache", str(tmp_path / "cache")]) == 0
+    card = dcsi.load_card(out)
+    assert card.n_images == 1797 and card.classes == [str(d) for d in range(10)]
+    assert set(card.similarity_kinds) == {"cnn_cosine", "ssim", "wavelet"}
+    assert 0.0 < card.index < 1.0
+    for kind in card.similarity_kinds:
+        assert np.isfinite(card.similarity(kind)).all()

@@ -48,6 +48,17 @@ def test_redundancy_command_options(folder, tmp_path):
                  "--tau", "1e4", "--scope", "all"]) == 0
     card = json.loads((out / "redundancy.json").read_text())
     assert card["params"]["n_clusters"] == 10 and card["params"]["tau"] == 1e4
+    out = tmp_path / "o3"
+    assert main(["redundancy", str(folder), "--out", str(out), "--align-threshold",
+                 "0.02", "--align-candidates", "0.03"]) == 0
+    card = json.loads((out / "redundancy.json").read_text())
+    assert card["params"]["align"] is True
+    assert card["params"]["align_threshold"] == 0.02
+    assert card["params"]["align_candidates"] == 0.03
+    out = tmp_path / "o4"
+    assert main(["redundancy", str(folder), "--out", str(out), "--no-align"]) == 0
+    card = json.loads((out / "redundancy.json").read_text())
+    assert card["params"]["align"] is False and "align_threshold" not in card["params"]
 
 
 def test_leakage_command(folder, tmp_path, capsys):

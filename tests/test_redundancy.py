@@ -13,6 +13,9 @@ from dcsi.exceptions import DataError, InvalidParameterError
 from dcsi.redundancy import (
     Group,
     RedundancyResult,
+    aligned_distance,
+    aligned_pairs,
+    aligned_rows,
     connected_groups,
     evaluate_duplicates,
     find_redundancy,
@@ -256,3 +259,143 @@ def test_cnn_method_uses_extracted_features(rng):
     exact = {tuple((redundant + conflict)[t]) for t in range(0, 30, 3)}
     assert exact <= found <= planted
     assert res.method == "cnn"
+
+
+# --------------------------------------------------------------------------- aligned stage
+def _blob_images(rng, n, size=28):
+    """Smooth object-like images: a few Gaussian blobs on a dark background."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(float)
+    out = np.empty((n, size, size), np.uint8)
+    for i in range(n):
+        img = np.zeros((size, size))
+        for _ in range(rng.integers(2, 5)):
+            cy, cx = rng.uniform(7, size - 7, 2)
+            sy, sx = rng.uniform(1.5, 4.5, 2)
+            img += rng.uniform(80, 200) * np.exp(-((yy - cy) ** 2 / (2 * sy ** 2)
+                                                   + (xx - cx) ** 2 / (2 * sx ** 2)))
+        out[i] = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    return out
+
+
+def _shift(img, dy, dx):
+    out = np.zeros_like(img)
+    h, w = img.shape
+    out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+        img[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+    return out
+
+
+def _crop_resize(img, top, left):
+    from PIL import Image
+
+    h, w = img.shape
+    crop = img[top:top + h - 2, left:left + w - 2]
+    return np.asarray(Image.fromarray(crop).resize((w, h), Image.BILINEAR))
+
+
+def test_shifted_and_cropped_copies_recovered(rng):
+    n = 200
+    imgs = _blob_images(rng, n)
+    y = rng.integers(0, 3, n)
+    perm = rng.permutation(n)
+    truth = []
+    shifts = [(0, 1), (1, 0), (0, -1), (-1, 0), (1, 1), (-1, 1)]
+    for t, (s, d) in enumerate(zip(perm[:24], perm[24:48])):
+        if t < 12:
+            imgs[d] = _shift(imgs[s], *shifts[t % len(shifts)])
+        else:
+            imgs[d] = _crop_resize(imgs[s], *rng.integers(0, 3, 2))
+        y[d] = y[s]
+        truth.append(sorted([int(s), int(d)]))
+    res = find_redundancy(imgs, y)
+    assert sorted(sorted(g.indices) for g in res) == sorted(truth)
+    assert res.summary["n_aligned_pairs"] >= 24
+    assert res.params["align"] is True and res.params["align_threshold"] == 0.01
+    # the first stage alone (fine wavelet distance) misses the shifted copies
+    plain = find_redundancy(imgs, y, align=False)
+    found = {tuple(sorted(g.indices)) for g in plain}
+    assert not any(tuple(p) in found for p in truth[:12])
+    assert "n_aligned_pairs" not in plain.summary
+
+
+def _bilinear_zoom_reference(img, z):
+    """Pixel loop: sample at (i - c) / z + c, clamped, linear weights."""
+    h, w = img.shape
+    out = np.empty((h, w))
+
+    def coord(i, n):
+        s = min(max((i - (n - 1) / 2) / z + (n - 1) / 2, 0.0), n - 1.0)
+        i0 = min(int(np.floor(s)), n - 2)
+        return i0, s - i0
+
+    for i in range(h):
+        i0, fy = coord(i, h)
+        for j in range(w):
+            j0, fx = coord(j, w)
+            out[i, j] = ((1 - fy) * (1 - fx) * img[i0, j0] + (1 - fy) * fx * img[i0, j0 + 1]
+                         + fy * (1 - fx) * img[i0 + 1, j0] + fy * fx * img[i0 + 1, j0 + 1])
+    return out
+
+
+def _aligned_distance_reference(a, b, max_shift=1, zooms=(1.0, 28 / 26, 26 / 28)):
+    a, b = a.astype(float), b.astype(float)
+    h, w = a.shape
+    r = max_shift
+    best = 2.0
+    x = a[r:h - r, r:w - r].ravel()
+    for z in zooms:
+        bz = b if z == 1 else _bilinear_zoom_reference(b, z)
+        for dy in range(-r, r + 1):
+            for dx in range(-r, r + 1):
+                v = bz[r + dy:h - r + dy, r + dx:w - r + dx].ravel()
+                c = np.corrcoef(x, v)[0, 1] if x.std() > 1e-6 and v.std() > 1e-6 else 0.0
+                best = min(best, 1.0 - c)
+    return max(best, 0.0)
+
+
+@pytest.mark.parametrize("max_shift", [1, 2])
+def test_aligned_distance_matches_slow_reference(rng, max_shift):
+    imgs = rng.integers(0, 256, (12, 10, 11), dtype=np.uint8)
+    imgs[3] = _shift(imgs[2], 1, 0)
+    imgs[5] = 7  # constant: correlation 0 with everything
+    pairs = np.array([(i, j) for i in range(12) for j in range(12) if i != j][::3]
+                     + [(2, 3), (5, 6)])
+    got = aligned_distance(imgs, pairs, max_shift=max_shift, block_size=7)
+    want = np.array([_aligned_distance_reference(imgs[i], imgs[j], max_shift)
+                     for i, j in pairs])
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    # colour images: the channel mean
+    col = np.stack([imgs, imgs, imgs], -1)
+    np.testing.assert_allclose(aligned_distance(col, pairs, max_shift=max_shift), got,
+                               atol=1e-6)
+
+
+def test_aligned_distance_of_shifted_copy_is_zero_and_rows_are_unit(rng):
+    imgs = _blob_images(rng, 4)
+    imgs[1] = _shift(imgs[0], 0, 1)
+    imgs[2] = np.clip(imgs[0].astype(int) + 20, 0, 255).astype(np.uint8)  # brightness
+    d = aligned_distance(imgs, np.array([[0, 1], [0, 2], [0, 3]]))
+    assert d[0] < 1e-6 and d[1] < 1e-3 and d[2] > 0.05
+    F = aligned_rows(imgs)
+    assert F.shape == (4, 256)
+    np.testing.assert_allclose(np.linalg.norm(F, axis=1), 1.0, atol=1e-5)
+    assert 1 - F[0] @ F[1] < 1 - F[0] @ F[3]
+    pairs, dist = aligned_pairs(imgs)
+    assert [tuple(map(int, p)) for p in pairs] == [(0, 1), (0, 2), (1, 2)]
+    assert np.all(dist <= 0.01)
+
+
+def test_aligned_errors(rng):
+    imgs = _blob_images(rng, 6, size=16)
+    with pytest.raises(InvalidParameterError, match="'align' parameter of find_redundancy "
+                                                    "must be True or False"):
+        find_redundancy(imgs, align="yes")
+    with pytest.raises(InvalidParameterError, match="'align_threshold' parameter"):
+        find_redundancy(imgs, align_threshold=-0.1)
+    with pytest.raises(InvalidParameterError, match="'align_candidates' parameter"):
+        find_redundancy(imgs, align_candidates=3.0)
+    with pytest.raises(InvalidParameterError, match="needs the images"):
+        find_redundancy_features(np.eye(4), threshold=0.1, align=True)
+    with pytest.raises(InvalidParameterError, match="'max_shift' parameter of "
+                                                    "aligned_distance"):
+        aligned_distance(imgs, np.array([[0, 1]]), max_shift=8)

@@ -47,6 +47,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="check every linked pair with SSIM as well")
     p.add_argument("--verify-threshold", type=float, default=0.8,
                    help="SSIM a verified pair must reach (default 0.8)")
+    p.add_argument("--no-align", dest="align", action="store_false",
+                   help="wavelet: skip the second, shift/crop-tolerant stage")
+    p.add_argument("--align-threshold", type=float, default=0.01,
+                   help="wavelet, second stage: aligned distance (best 1 - correlation "
+                   "over shifts of -1..1 px and rescalings 28/26, 26/28) <= 0.01")
+    p.add_argument("--align-candidates", type=float, default=0.02,
+                   help="wavelet, second stage: candidates with 1 - cos <= 0.02 of the "
+                   "aligned coarse images")
     p.add_argument("--scope", choices=("all", "class"), default="all",
                    help="search the whole set (finds conflicts) or each class alone")
     p.add_argument("--clustering", choices=("kmeans", "spectral"), default="kmeans")
@@ -69,7 +77,9 @@ def run(args: argparse.Namespace) -> int:
     res = find_redundancy(
         images, method=args.method, n_clusters=args.n_clusters, tau=args.tau,
         threshold=args.threshold, verify=args.verify,
-        verify_threshold=args.verify_threshold, scope=args.scope,
+        verify_threshold=args.verify_threshold, align=args.align,
+        align_threshold=args.align_threshold, align_candidates=args.align_candidates,
+        scope=args.scope,
         clustering=args.clustering, backbone=args.backbone, seed=args.seed,
     )
     out = Path(args.out)
