@@ -310,7 +310,7 @@ def test_shifted_and_cropped_copies_recovered(rng):
     res = find_redundancy(imgs, y)
     assert sorted(sorted(g.indices) for g in res) == sorted(truth)
     assert res.summary["n_aligned_pairs"] >= 24
-    assert res.params["align"] is True and res.params["align_threshold"] == 0.01
+    assert res.params["align"] is True and res.params["align_threshold"] == 0.005
     # the first stage alone (fine wavelet distance) misses the shifted copies
     plain = find_redundancy(imgs, y, align=False)
     found = {tuple(sorted(g.indices)) for g in plain}
@@ -337,19 +337,20 @@ def _bilinear_zoom_reference(img, z):
     return out
 
 
-def _aligned_distance_reference(a, b, max_shift=1, zooms=(1.0, 28 / 26, 26 / 28)):
+def _aligned_distance_reference(a, b, max_shift=1, zooms=(1.0, 28 / 26)):
     a, b = a.astype(float), b.astype(float)
     h, w = a.shape
     r = max_shift
     best = 2.0
-    x = a[r:h - r, r:w - r].ravel()
-    for z in zooms:
-        bz = b if z == 1 else _bilinear_zoom_reference(b, z)
-        for dy in range(-r, r + 1):
-            for dx in range(-r, r + 1):
-                v = bz[r + dy:h - r + dy, r + dx:w - r + dx].ravel()
-                c = np.corrcoef(x, v)[0, 1] if x.std() > 1e-6 and v.std() > 1e-6 else 0.0
-                best = min(best, 1.0 - c)
+    for p, q, zs in ((a, b, zooms), (b, a, [z for z in zooms if z != 1])):
+        x = p[r:h - r, r:w - r].ravel()
+        for z in zs:
+            qz = q if z == 1 else _bilinear_zoom_reference(q, z)
+            for dy in range(-r, r + 1):
+                for dx in range(-r, r + 1):
+                    v = qz[r + dy:h - r + dy, r + dx:w - r + dx].ravel()
+                    ok = x.std() > 1e-6 and v.std() > 1e-6
+                    best = min(best, 1.0 - (np.corrcoef(x, v)[0, 1] if ok else 0.0))
     return max(best, 0.0)
 
 
@@ -382,7 +383,7 @@ def test_aligned_distance_of_shifted_copy_is_zero_and_rows_are_unit(rng):
     assert 1 - F[0] @ F[1] < 1 - F[0] @ F[3]
     pairs, dist = aligned_pairs(imgs)
     assert [tuple(map(int, p)) for p in pairs] == [(0, 1), (0, 2), (1, 2)]
-    assert np.all(dist <= 0.01)
+    assert np.all(dist <= 0.005)
 
 
 def test_aligned_errors(rng):

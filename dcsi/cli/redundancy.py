@@ -49,9 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="SSIM a verified pair must reach (default 0.8)")
     p.add_argument("--no-align", dest="align", action="store_false",
                    help="wavelet: skip the second, shift/crop-tolerant stage")
-    p.add_argument("--align-threshold", type=float, default=0.01,
+    p.add_argument("--align-threshold", type=float, default=0.005,
                    help="wavelet, second stage: aligned distance (best 1 - correlation "
-                   "over shifts of -1..1 px and rescalings 28/26, 26/28) <= 0.01")
+                   "over shifts of -1..1 px, either image enlarged by 28/26) <= 0.005")
     p.add_argument("--align-candidates", type=float, default=0.02,
                    help="wavelet, second stage: candidates with 1 - cos <= 0.02 of the "
                    "aligned coarse images")
