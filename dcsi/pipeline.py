@@ -24,7 +24,7 @@ __all__ = ["analyze", "analyze_images", "ANALYZERS"]
 logger = logging.getLogger(__name__)
 
 ANALYZERS = ("cnn", "ssim", "wavelet")
-DEFAULT_ANALYZERS = ("cnn", "ssim", "wavelet")
+DEFAULT_ANALYZERS = ANALYZERS
 
 
 def _parse_analyzers(analyzers: str | Sequence[str]) -> tuple[str, ...]:
