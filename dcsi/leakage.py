@@ -9,6 +9,12 @@ training item (candidates for mistakes or out-of-distribution images).
 Never forms a ``n_test x n_train`` matrix: blocks of test rows are compared with all
 training rows in a 32-d orthogonal projection (which can only shorten distances, so no
 pair within the threshold is lost) and the candidates are checked on all columns.
+
+With ``method="wavelet"`` and ``align=True`` (default), test items that the wavelet
+distance does not link are also checked by the shift- and crop-tolerant second stage
+of :func:`dcsi.find_redundancy`, test against train (:func:`aligned_cross_pairs`):
+candidates from the aligned coarse images (exact blockwise cross search,
+:func:`cross_pairs`), verified by the aligned distance.
 """
 
 from __future__ import annotations
@@ -23,25 +29,34 @@ from dcsi._progress import progress
 from dcsi._validation import check_choice, check_float, check_int
 from dcsi.exceptions import DataError, InvalidParameterError
 
-__all__ = ["LeakagePair", "LeakageResult", "find_leakage", "find_leakage_features"]
+__all__ = ["LeakagePair", "LeakageResult", "aligned_cross_pairs", "cross_pairs",
+           "find_leakage", "find_leakage_features"]
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class LeakagePair:
-    """A test item and its nearest training item within the threshold."""
+    """A test item and its nearest training item within the threshold.
+
+    ``stage`` says which test linked them: ``"features"`` (the first-stage distance
+    of the method, e.g. ``1 - cos`` of wavelet rows) or ``"aligned"`` (the shift- and
+    crop-tolerant second stage; ``distance`` is then the aligned distance of
+    :func:`dcsi.redundancy.aligned_distance`).
+    """
 
     test_id: str
     train_id: str
     distance: float
     test_label: str | None = None
     train_label: str | None = None
+    stage: str = "features"
 
     def to_dict(self) -> dict:
         return {"test_id": self.test_id, "train_id": self.train_id,
                 "distance": round(float(self.distance), 6),
-                "test_label": self.test_label, "train_label": self.train_label}
+                "test_label": self.test_label, "train_label": self.train_label,
+                "stage": self.stage}
 
 
 @dataclass(frozen=True)
@@ -145,6 +160,177 @@ def _nearest_within(A: np.ndarray, B: np.ndarray, threshold: float, *,
     return best, best_d, lower
 
 
+def cross_pairs(
+    A: np.ndarray,
+    B: np.ndarray,
+    *,
+    threshold: float,
+    n_components: int | None = 32,
+    block_size: int = 512,
+    max_candidates: int | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """All pairs (row of A, row of B) with ``1 - A_i . B_j <= threshold``, never n x m.
+
+    Exact, as :func:`dcsi.redundancy.neighbor_pairs`: candidates are the pairs whose
+    distance in an orthogonal projection (which never lengthens a difference) is
+    within ``sqrt(2 threshold)``, found for blocks of ``A`` rows against a window of
+    the ``B`` rows sorted by the first projected coordinate, then checked on all
+    columns.
+
+    Parameters
+    ----------
+    A : ndarray of shape (n_a, d)
+    B : ndarray of shape (n_b, d)
+        Unit-length (or zero) rows.
+    threshold : float
+    n_components : int or None, default=32
+    block_size : int, default=512
+    max_candidates : int, default=None
+        Refuse (DataError) beyond this many candidates (default ``200 (n_a + n_b)``).
+    seed : int, default=0
+
+    Returns
+    -------
+    pairs : ndarray of shape (m, 2), int64
+        ``(i, j)``: row ``i`` of ``A``, row ``j`` of ``B``, sorted.
+    distances : ndarray of shape (m,), float64
+    """
+    from dcsi.redundancy import _projection_basis
+
+    A = np.ascontiguousarray(A, dtype=np.float32)
+    B = np.ascontiguousarray(B, dtype=np.float32)
+    na, nb = A.shape[0], B.shape[0]
+    empty = (np.empty((0, 2), dtype=np.int64), np.empty(0))
+    if na == 0 or nb == 0:
+        return empty
+    if max_candidates is None:
+        max_candidates = 200 * (na + nb)
+    if n_components is not None and n_components < A.shape[1]:
+        basis = _projection_basis(B, n_components, seed)
+        PA, PB = A @ basis, B @ basis
+    else:
+        PA, PB = A, B
+    radius2 = 2.0 * threshold * (1 + 1e-5) + 1e-6
+    radius = float(np.sqrt(radius2))
+    a_order = np.argsort(PA[:, 0], kind="stable")
+    b_order = np.argsort(PB[:, 0], kind="stable")
+    PA, PB = PA[a_order], np.ascontiguousarray(PB[b_order])
+    fa, fb = PA[:, 0].astype(np.float64), PB[:, 0].astype(np.float64)
+    sqA = np.einsum("ij,ij->i", PA, PA)
+    sqB = np.einsum("ij,ij->i", PB, PB)
+    found_i, found_j = [], []
+    total = 0
+    for s in range(0, na, block_size):
+        e = min(s + block_size, na)
+        lo = int(np.searchsorted(fb, fa[s] - radius, side="left"))
+        hi = int(np.searchsorted(fb, fa[e - 1] + radius, side="right"))
+        if hi <= lo:
+            continue
+        d2 = PA[s:e] @ PB[lo:hi].T
+        d2 *= -2.0
+        d2 += sqA[s:e, None]
+        d2 += sqB[None, lo:hi]
+        ii, jj = np.nonzero(d2 <= radius2)
+        del d2
+        found_i.append(a_order[ii + s])
+        found_j.append(b_order[jj + lo])
+        total += len(ii)
+        if total > max_candidates:
+            raise DataError(
+                f"The threshold {threshold} links more than {max_candidates} candidate "
+                f"pairs between {na} and {nb} images; it is far too loose for a "
+                "near-duplicate search. Use a smaller threshold."
+            )
+    if not found_i:
+        return empty
+    cand = np.stack([np.concatenate(found_i), np.concatenate(found_j)], 1).astype(np.int64)
+    dist = np.empty(len(cand))
+    step = 1 << 15
+    for s in range(0, len(cand), step):
+        c = cand[s:s + step]
+        dist[s:s + step] = 1.0 - np.einsum("ij,ij->i", A[c[:, 0]], B[c[:, 1]],
+                                           dtype=np.float64)
+    dist = np.maximum(dist, 0.0)
+    keep = dist <= threshold
+    cand, dist = cand[keep], dist[keep]
+    order = np.lexsort((cand[:, 1], cand[:, 0]))
+    return cand[order], dist[order]
+
+
+def aligned_cross_pairs(
+    train_images: np.ndarray,
+    test_images: np.ndarray,
+    *,
+    threshold: float | None = None,
+    candidate_threshold: float | None = None,
+    n_components: int | None = 32,
+    block_size: int = 512,
+    seed: int = 0,
+    zoom_candidates: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Test/train pairs of shifted or cropped copies (the aligned second stage).
+
+    Candidates: pairs whose :func:`dcsi.redundancy.aligned_rows` are within
+    ``1 - cos <= candidate_threshold`` (:func:`cross_pairs`) and, with
+    ``zoom_candidates``, pairs where the aligned row of one image is that close to
+    the aligned row of the other enlarged by 28/26 (within
+    :data:`dcsi.redundancy.DEFAULT_ALIGN_ZOOM_THRESHOLD`; cropped copies,
+    :func:`dcsi.redundancy.aligned_pairs`); kept when their
+    :func:`dcsi.redundancy.aligned_distance` is ``<= threshold``.
+
+    Parameters
+    ----------
+    train_images : ndarray of shape (n_train, h, w[, c])
+    test_images : ndarray of shape (n_test, h, w[, c])
+    threshold, candidate_threshold : float, default=None
+        ``None``: :data:`dcsi.redundancy.DEFAULT_ALIGN_VERIFY_THRESHOLD` (0.005) and
+        :data:`dcsi.redundancy.DEFAULT_ALIGN_THRESHOLD` (0.02).
+    n_components, block_size, seed
+        Candidate search (:func:`cross_pairs`).
+    zoom_candidates : bool, default=True
+        Also search original-versus-enlarged candidates.
+
+    Returns
+    -------
+    pairs : ndarray of shape (m, 2), int64
+        ``(test index, train index)``.
+    distances : ndarray of shape (m,)
+        Aligned distances.
+    """
+    from dcsi.redundancy import (_ALIGN_ZOOMS, DEFAULT_ALIGN_THRESHOLD,
+                                 DEFAULT_ALIGN_VERIFY_THRESHOLD,
+                                 DEFAULT_ALIGN_ZOOM_THRESHOLD, _grey, aligned_distance,
+                                 aligned_rows, aligned_rows_zoomed)
+
+    if threshold is None:
+        threshold = DEFAULT_ALIGN_VERIFY_THRESHOLD
+    if candidate_threshold is None:
+        candidate_threshold = DEFAULT_ALIGN_THRESHOLD
+    Ftr, Fte = aligned_rows(train_images), aligned_rows(test_images)
+    kw = dict(threshold=candidate_threshold, n_components=n_components,
+              block_size=block_size, seed=seed)
+    parts = [cross_pairs(Fte, Ftr, **kw)[0]]
+    if zoom_candidates:
+        z = _ALIGN_ZOOMS[-1]
+        # a cropped copy is close to its enlarged original, whichever split holds it
+        kz = {**kw, "threshold": DEFAULT_ALIGN_ZOOM_THRESHOLD}
+        parts.append(cross_pairs(Fte, aligned_rows_zoomed(train_images, z), **kz)[0])
+        parts.append(cross_pairs(aligned_rows_zoomed(test_images, z), Ftr, **kz)[0])
+    del Ftr, Fte
+    cand = np.unique(np.concatenate(parts), axis=0)
+    if not len(cand):
+        return cand, np.empty(0)
+    n_test = len(test_images)
+    # one image stack (test first, then only the training images among candidates)
+    used = np.unique(cand[:, 1])
+    stack = np.concatenate([_grey(test_images), _grey(np.asarray(train_images)[used])])
+    local = np.stack([cand[:, 0], n_test + np.searchsorted(used, cand[:, 1])], 1)
+    d = aligned_distance(stack, local)
+    ok = d <= threshold
+    return cand[ok], d[ok]
+
+
 def find_leakage_features(
     train_features: np.ndarray,
     test_features: np.ndarray,
@@ -160,6 +346,7 @@ def find_leakage_features(
     seed: int = 0,
     method: str = "features",
     params: dict | None = None,
+    aligned: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> LeakageResult:
     """Leakage between prepared feature rows (unit length, see ``prepare_rows``).
 
@@ -176,6 +363,12 @@ def find_leakage_features(
         How many of the test items farthest from all training items to report.
     n_components, block_size, seed
         Candidate search (see :func:`dcsi.redundancy.neighbor_pairs`).
+    method : str, default="features"
+    params : dict, default=None
+        Recorded in the result.
+    aligned : (pairs (m, 2), distances (m,)), default=None
+        Extra leaked pairs ``(test index, train index)`` from a second stage
+        (:func:`aligned_cross_pairs`); used for test items the features do not link.
 
     Returns
     -------
@@ -188,12 +381,21 @@ def find_leakage_features(
     train_ids = [str(i) for i in range(n_train)] if train_ids is None else list(train_ids)
     best, best_d, lower = _nearest_within(A, B, threshold, n_components=n_components,
                                           block_size=block_size, seed=seed)
+    stage = np.where(best >= 0, 0, -1)
+    if aligned is not None and len(aligned[0]):
+        ap = np.asarray(aligned[0], dtype=np.int64).reshape(-1, 2)
+        ad = np.asarray(aligned[1], dtype=np.float64)
+        for k in np.lexsort((ap[:, 1], ad)):  # closest first: first seen is the best
+            a, b = int(ap[k, 0]), int(ap[k, 1])
+            if best[a] < 0:
+                best[a], best_d[a], stage[a] = b, ad[k], 1
     leaked = np.flatnonzero(best >= 0)
-    leaked = leaked[np.lexsort((leaked, best_d[leaked]))]
+    leaked = leaked[np.lexsort((leaked, best_d[leaked], stage[leaked]))]
     pairs = tuple(
         LeakagePair(test_ids[a], train_ids[best[a]], float(best_d[a]),
                     None if test_labels is None else test_labels[a],
-                    None if train_labels is None else train_labels[best[a]])
+                    None if train_labels is None else train_labels[best[a]],
+                    stage="aligned" if stage[a] == 1 else "features")
         for a in leaked
     )
     # farthest: rank by the projected lower bound, then exact distance for a shortlist
@@ -241,6 +443,9 @@ def find_leakage(
     backbone: Any = "efficientnet_lite0",
     feature_kw: dict | None = None,
     seed: int = 0,
+    align: bool = True,
+    align_threshold: float | None = None,
+    align_candidates: float | None = None,
 ) -> LeakageResult:
     """Share of test items with a near-identical training item, and the farthest ones.
 
@@ -263,6 +468,16 @@ def find_leakage(
         Candidate search.
     backbone, feature_kw
         For ``method="cnn"`` (:func:`dcsi.extract_features`).
+    seed : int, default=0
+    align : bool, default=True
+        ``method="wavelet"``: also count shifted and cropped copies (the second stage
+        of :func:`dcsi.find_redundancy`, test against train:
+        :func:`aligned_cross_pairs`), for test items the wavelet distance does not
+        link.
+    align_threshold : float, default=None
+        Largest aligned distance (``None``: 0.005, as :func:`dcsi.find_redundancy`).
+    align_candidates : float, default=None
+        Candidate threshold ``1 - cos`` of the aligned coarse images (``None``: 0.02).
 
     Returns
     -------
@@ -279,6 +494,23 @@ def find_leakage(
     tau = check_float(tau, "tau", caller, min_value=1.0, min_inclusive=False)
     check_int(n_farthest, "n_farthest", caller, min_value=0)
     check_int(block_size, "block_size", caller, min_value=1)
+    if not isinstance(align, (bool, np.bool_)):
+        raise InvalidParameterError(
+            f"The 'align' parameter of {caller} must be True or False. Got {align!r} "
+            "instead."
+        )
+    from dcsi.redundancy import (DEFAULT_ALIGN_THRESHOLD, DEFAULT_ALIGN_VERIFY_THRESHOLD,
+                                 DEFAULT_ALIGN_ZOOM_THRESHOLD)
+
+    if align_threshold is None:
+        align_threshold = DEFAULT_ALIGN_VERIFY_THRESHOLD
+    if align_candidates is None:
+        align_candidates = DEFAULT_ALIGN_THRESHOLD
+    align_threshold = check_float(align_threshold, "align_threshold", caller,
+                                  min_value=0.0, max_value=2.0)
+    align_candidates = check_float(align_candidates, "align_candidates", caller,
+                                   min_value=0.0, max_value=2.0)
+    align = bool(align) and method == "wavelet"
     tr_arr, tr_y, tr_ids, tr_classes, tr_src = _load(train, train_labels, None, None, size)
     if size is None and tr_arr is not None:
         size = tuple(tr_arr.shape[1:3])
@@ -315,6 +547,20 @@ def find_leakage(
         Ftr, Fte = prepare_rows(ftr - mean, center="none"), prepare_rows(fte - mean,
                                                                           center="none")
         params["distance"] = "cosine distance of CNN features centred on the training mean"
+    params["align"] = align
+    aligned = None
+    if align:
+        params.update({
+            "align_threshold": align_threshold, "align_candidates": align_candidates,
+            "align_zoom_candidates": DEFAULT_ALIGN_ZOOM_THRESHOLD,
+            "align_distance": "min over shifts -1..1 px and an enlargement by 28/26 of "
+                              "either image of 1 - Pearson correlation of the grey "
+                              "levels",
+        })
+        aligned = aligned_cross_pairs(tr_arr, te_arr, threshold=align_threshold,
+                                      candidate_threshold=align_candidates,
+                                      n_components=n_components, block_size=block_size,
+                                      seed=seed)
 
     def names(y, classes):
         if y is None:
@@ -325,5 +571,5 @@ def find_leakage(
         Ftr, Fte, threshold=threshold, train_ids=tr_ids, test_ids=te_ids,
         train_labels=names(tr_y, tr_classes), test_labels=names(te_y, te_classes),
         n_farthest=n_farthest, n_components=n_components, block_size=block_size,
-        seed=seed, method=method, params=params,
+        seed=seed, method=method, params=params, aligned=aligned,
     )

@@ -21,8 +21,10 @@ Pipeline of the default ``method="wavelet"``:
      cropped by a few pixels and resized back.  Candidates come from *aligned coarse
      images* (:func:`aligned_rows`: resampled on a 16 x 16 grid centred on the centre
      of mass and scaled by the RMS radius of mass, lightly blurred) within ``1 - cos
-     <= align_candidates`` (default 0.02), found by the same exact blockwise search;
-     each candidate is verified at full resolution by the *aligned distance*
+     <= align_candidates`` (default 0.02), found by the same exact blockwise search,
+     and also between the aligned row of one image and that of another enlarged by
+     28/26 within ``1 - cos <= 0.015`` (a cropped-and-resized copy is closer to its
+     enlarged original: :func:`aligned_candidates`); each candidate is verified at full resolution by the *aligned distance*
      (:func:`aligned_distance`: the best ``1 - Pearson correlation`` over shifts of
      -1..1 px, either image enlarged by 28/26 or not) ``<= align_threshold`` (default
      0.005: correlation >= 0.995 after the best alignment; a 1-px shifted copy is at
@@ -65,12 +67,15 @@ from dcsi.exceptions import DataError, InvalidParameterError
 __all__ = [
     "DEFAULT_ALIGN_THRESHOLD",
     "DEFAULT_ALIGN_VERIFY_THRESHOLD",
+    "DEFAULT_ALIGN_ZOOM_THRESHOLD",
     "DEFAULT_THRESHOLDS",
     "Group",
     "RedundancyResult",
+    "aligned_candidates",
     "aligned_distance",
     "aligned_pairs",
     "aligned_rows",
+    "aligned_rows_zoomed",
     "connected_groups",
     "evaluate_duplicates",
     "find_redundancy",
@@ -379,6 +384,12 @@ def neighbor_pairs(
 #: an enlargement of either image by 28/26) is ``<= 0.005``.
 DEFAULT_ALIGN_THRESHOLD = 0.02
 DEFAULT_ALIGN_VERIFY_THRESHOLD = 0.005
+#: Candidate threshold ``1 - cos`` between the aligned row of an image and the aligned
+#: row of another enlarged by 28/26 (crop copies; :func:`aligned_candidates`):
+#: tighter than 0.02 because this cross search adds many more look-alikes per unit of
+#: threshold (development split: 0.015 adds 4% candidates for crop candidates 0.58 ->
+#: 0.75; 0.02 adds 37% for 0.80, which broke the 60 s budget at 60,000 images).
+DEFAULT_ALIGN_ZOOM_THRESHOLD = 0.015
 _ALIGN_ZOOMS = (1.0, 28 / 26)
 
 
@@ -441,6 +452,27 @@ def aligned_rows(images: np.ndarray, *, size: int = 16, spread: float = 1.0,
         xs = gaussian_filter(x, (0, blur, blur)) if blur > 0 else x
         out[s:s + k] = map_coordinates(xs, [Z, Y, Xc], order=1, mode="nearest")
     return prepare_rows(out.reshape(n, -1), center="row")
+
+
+def aligned_rows_zoomed(images: np.ndarray, z: float, *,
+                        block_size: int = 4096) -> np.ndarray:
+    """:func:`aligned_rows` of the images enlarged by ``z`` about their centre.
+
+    Parameters
+    ----------
+    images : ndarray of shape (n, h, w) or (n, h, w, c)
+    z : float
+        Scale factor (:func:`_zoom_centre`: bilinear, edges repeated).
+    block_size : int, default=4096
+
+    Returns
+    -------
+    ndarray of shape (n, 256), float32
+    """
+    X = np.asarray(images)
+    parts = [aligned_rows(_zoom_centre(_grey(X[s:s + block_size]), float(z)))
+             for s in range(0, len(X), block_size)]
+    return np.concatenate(parts) if parts else np.empty((0, 256), np.float32)
 
 
 def _interp_matrix(n: int, z: float) -> np.ndarray:
@@ -563,6 +595,50 @@ def _aligned_min(A: np.ndarray, Bz: np.ndarray, r: int, best: np.ndarray) -> Non
             np.minimum(best, 1.0 - corr, out=best)
 
 
+def aligned_candidates(
+    images: np.ndarray,
+    *,
+    candidate_threshold: float = DEFAULT_ALIGN_THRESHOLD,
+    n_components: int | None = 32,
+    block_size: int = 1024,
+    seed: int = 0,
+    zoom_candidates: bool = True,
+    zoom_threshold: float = DEFAULT_ALIGN_ZOOM_THRESHOLD,
+) -> np.ndarray:
+    """Candidate pairs of the aligned stage (see :func:`aligned_pairs`), never n x n.
+
+    Parameters
+    ----------
+    images : ndarray of shape (n, h, w) or (n, h, w, c)
+    candidate_threshold : float, default=0.02
+    n_components, block_size, seed
+        Candidate search (see :func:`neighbor_pairs`).
+    zoom_candidates : bool, default=True
+        Also the pairs ``(i, j)``, ``i != j``, whose aligned row of ``i`` is within
+        ``zoom_threshold`` of the aligned row of ``j`` enlarged by 28/26.
+    zoom_threshold : float, default=0.015
+
+    Returns
+    -------
+    ndarray of shape (m, 2), int64
+        ``i < j``, unique, sorted.
+    """
+    F = aligned_rows(images)
+    cand, _ = neighbor_pairs(F, threshold=candidate_threshold, n_components=n_components,
+                             block_size=block_size, seed=seed)
+    if zoom_candidates and len(F) > 1:
+        from dcsi.leakage import cross_pairs
+
+        Fz = aligned_rows_zoomed(images, _ALIGN_ZOOMS[-1])
+        cz, _ = cross_pairs(F, Fz, threshold=zoom_threshold,
+                            n_components=n_components, block_size=block_size, seed=seed)
+        del Fz
+        cz = np.sort(cz[cz[:, 0] != cz[:, 1]], axis=1)
+        if len(cz):
+            cand = np.unique(np.concatenate([cand, cz]), axis=0)
+    return cand
+
+
 def aligned_pairs(
     images: np.ndarray,
     *,
@@ -571,12 +647,33 @@ def aligned_pairs(
     n_components: int | None = 32,
     block_size: int = 1024,
     seed: int = 0,
+    zoom_candidates: bool = True,
+    zoom_threshold: float = DEFAULT_ALIGN_ZOOM_THRESHOLD,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pairs of shifted or cropped copies: aligned candidates, verified finely.
 
     Candidates are the pairs within ``candidate_threshold`` (``1 - cos``) of the
     :func:`aligned_rows` (exact blockwise search, :func:`neighbor_pairs`, never
-    ``n x n``); each is kept when its :func:`aligned_distance` is ``<= threshold``.
+    ``n x n``) and, with ``zoom_candidates``, the pairs ``(i, j)`` whose aligned row
+    of image ``i`` is within ``zoom_threshold`` of the aligned row of image ``j``
+    enlarged by 28/26 about its centre (:func:`dcsi.leakage.cross_pairs`): a copy
+    cropped by a few pixels and resized back is closer to the enlarged original than
+    to the original.  Each candidate is kept when its :func:`aligned_distance` is
+    ``<= threshold``.
+
+    Parameters
+    ----------
+    images : ndarray of shape (n, h, w) or (n, h, w, c)
+    threshold : float, default=0.005
+        Largest aligned distance of a kept pair.
+    candidate_threshold : float, default=0.02
+        Largest ``1 - cos`` of aligned rows of a candidate.
+    n_components, block_size, seed
+        Candidate search (see :func:`neighbor_pairs`).
+    zoom_candidates : bool, default=True
+        Also search original-versus-enlarged candidates (crop copies).
+    zoom_threshold : float, default=0.015
+        Their candidate threshold (``1 - cos``).
 
     Returns
     -------
@@ -584,10 +681,10 @@ def aligned_pairs(
     distances : ndarray of shape (m,)
         The aligned distances.
     """
-    F = aligned_rows(images)
-    cand, _ = neighbor_pairs(F, threshold=candidate_threshold, n_components=n_components,
-                             block_size=block_size, seed=seed)
-    del F
+    cand = aligned_candidates(images, candidate_threshold=candidate_threshold,
+                              n_components=n_components, block_size=block_size, seed=seed,
+                              zoom_candidates=zoom_candidates,
+                              zoom_threshold=zoom_threshold)
     if not len(cand):
         return cand, np.empty(0)
     d = aligned_distance(images, cand)
@@ -1056,6 +1153,7 @@ def find_redundancy(
         if align:
             params.update({
                 "align_threshold": align_threshold, "align_candidates": align_candidates,
+                "align_zoom_candidates": DEFAULT_ALIGN_ZOOM_THRESHOLD,
                 "align_distance": "min over shifts -1..1 px and an enlargement by 28/26 "
                                   "of either image of 1 - Pearson correlation of the "
                                   "grey levels",

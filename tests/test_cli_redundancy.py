@@ -68,7 +68,14 @@ def test_leakage_command(folder, tmp_path, capsys):
     assert "12 test items (100.00%)" in capsys.readouterr().out
     d = json.loads((out / "leakage.json").read_text())
     assert d["n_leaked"] == 12
+    assert d["params"]["align"] is True and d["params"]["align_threshold"] == 0.005
     assert (out / "leakage.csv").read_text().startswith("test_id,train_id")
+    out = tmp_path / "leak2"
+    assert main(["leakage", "--train", str(folder), "--test", str(folder), "--out",
+                 str(out), "--no-align", "--align-threshold", "0.01"]) == 0
+    d = json.loads((out / "leakage.json").read_text())
+    assert d["params"]["align"] is False and "align_threshold" not in d["params"]
+    assert d["n_leaked"] == 12
 
 
 def test_user_errors_are_one_line(folder, tmp_path, capsys):

@@ -54,3 +54,63 @@ def test_errors(rng):
         find_leakage(a, a, threshold=-1.0)
     with pytest.raises(InvalidParameterError, match="must have one size"):
         find_leakage(a, rng.integers(0, 256, (4, 6, 6), dtype=np.uint8))
+
+
+# --------------------------------------------------------------------------- aligned stage
+def test_cross_pairs_match_brute_force(rng):
+    from dcsi.leakage import cross_pairs
+
+    base = prepare_rows(rng.standard_normal((50, 12)), center="none")
+    A = prepare_rows(base[rng.integers(0, 50, 70)] + 0.03 * rng.standard_normal((70, 12)),
+                     center="none")
+    B = prepare_rows(base[rng.integers(0, 50, 90)] + 0.03 * rng.standard_normal((90, 12)),
+                     center="none")
+    D = 1.0 - A.astype(np.float64) @ B.T.astype(np.float64)
+    for thr in (0.005, 0.05):
+        pairs, dist = cross_pairs(A, B, threshold=thr, n_components=4, block_size=9)
+        want = np.argwhere(D <= thr)
+        assert len(want) > 0
+        np.testing.assert_array_equal(pairs, want)
+        np.testing.assert_allclose(dist, np.maximum(D[want[:, 0], want[:, 1]], 0),
+                                   atol=1e-5)
+
+
+def test_shifted_and_cropped_test_copies_found(rng):
+    from test_redundancy import _blob_images, _crop_resize, _shift
+
+    train = _blob_images(rng, 120)
+    test = _blob_images(rng, 40)
+    shifts = [(0, 1), (1, 0), (0, -1), (-1, 0), (1, 1), (-1, 1)]
+    src = rng.choice(120, 16, replace=False)
+    planted = {}
+    for t, b in enumerate(src):
+        if t < 8:
+            test[t] = _shift(train[b], *shifts[t % len(shifts)])
+        else:
+            test[t] = _crop_resize(train[b], *rng.integers(0, 3, 2))
+        planted[str(t)] = str(b)
+    res = find_leakage(train, test)
+    assert {p.test_id: p.train_id for p in res.pairs} == planted
+    assert {p.stage for p in res.pairs} <= {"features", "aligned"}
+    assert sum(p.stage == "aligned" for p in res.pairs) >= 8
+    assert res.params["align"] is True and res.params["align_threshold"] == 0.005
+    d = res.to_dict()
+    json.dumps(d, allow_nan=False)
+    assert all(p["stage"] in ("features", "aligned") for p in d["pairs"])
+    # without the second stage the shifted copies are missed
+    plain = find_leakage(train, test, align=False)
+    found = {p.test_id for p in plain.pairs}
+    assert not any(str(t) in found for t in range(8))
+    assert plain.params["align"] is False
+
+
+def test_align_errors(rng):
+    a = rng.integers(0, 256, (10, 8, 8), dtype=np.uint8)
+    with pytest.raises(InvalidParameterError, match="'align' parameter of find_leakage"):
+        find_leakage(a, a, align="yes")
+    with pytest.raises(InvalidParameterError,
+                       match="'align_threshold' parameter of find_leakage"):
+        find_leakage(a, a, align_threshold=-0.1)
+    with pytest.raises(InvalidParameterError,
+                       match="'align_candidates' parameter of find_leakage"):
+        find_leakage(a, a, align_candidates=3.0)

@@ -400,3 +400,27 @@ def test_aligned_errors(rng):
     with pytest.raises(InvalidParameterError, match="'max_shift' parameter of "
                                                     "aligned_distance"):
         aligned_distance(imgs, np.array([[0, 1]]), max_shift=8)
+
+
+def test_aligned_candidates_match_brute_force(rng):
+    from dcsi.redundancy import aligned_candidates, aligned_rows, aligned_rows_zoomed
+
+    imgs = _blob_images(rng, 60)
+    for t in range(6):
+        imgs[30 + t] = _crop_resize(imgs[t], *rng.integers(0, 3, 2))
+    F = aligned_rows(imgs).astype(np.float64)
+    Fz = aligned_rows_zoomed(imgs, 28 / 26).astype(np.float64)
+    thr = 0.02
+    same = {(int(i), int(j)) for i, j in np.argwhere(1 - F @ F.T <= thr) if i < j}
+    cross = {tuple(sorted((int(i), int(j)))) for i, j in np.argwhere(1 - F @ Fz.T <= thr)
+             if i != j}
+    got = aligned_candidates(imgs, candidate_threshold=thr, n_components=8, block_size=7,
+                             zoom_threshold=thr)
+    assert {tuple(p) for p in got} == same | cross
+    assert {(t, 30 + t) for t in range(6)} <= cross  # crops near the enlarged source
+    plain = aligned_candidates(imgs, candidate_threshold=thr, zoom_candidates=False)
+    assert {tuple(p) for p in plain} == same
+    # zoomed rows are the aligned rows of the enlarged images
+    from dcsi.redundancy import _zoom_centre
+    np.testing.assert_allclose(
+        Fz[:5], aligned_rows(_zoom_centre(imgs[:5].astype(np.float32), 28 / 26)), atol=1e-6)

@@ -29,6 +29,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, default=None,
                    help="largest distance of a leaked pair (wavelet default: 1-cos <= 0.01)")
     p.add_argument("--tau", type=float, default=1e5)
+    p.add_argument("--no-align", dest="align", action="store_false",
+                   help="wavelet: skip the shift- and crop-tolerant second stage")
+    p.add_argument("--align-threshold", type=float, default=0.005,
+                   help="wavelet, second stage: aligned distance (best 1 - correlation "
+                   "over shifts and a 28/26 enlargement) of a leaked pair")
+    p.add_argument("--align-candidates", type=float, default=0.02,
+                   help="wavelet, second stage: candidate threshold 1 - cos of the "
+                   "aligned coarse images")
     p.add_argument("--n-farthest", type=int, default=20,
                    help="test items farthest from all training items to list")
     p.add_argument("--backbone", default="efficientnet_lite0")
@@ -46,13 +54,15 @@ def run(args: argparse.Namespace) -> int:
     test = open_source(args.test, **source_kwargs(args, prefix="test-"))
     res = find_leakage(train, test, method=args.method, threshold=args.threshold,
                        tau=args.tau, n_farthest=args.n_farthest, backbone=args.backbone,
-                       seed=args.seed)
+                       seed=args.seed, align=args.align,
+                       align_threshold=args.align_threshold,
+                       align_candidates=args.align_candidates)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["test_id", "train_id", "distance", "test_label", "train_label"])
+    w.writerow(["test_id", "train_id", "distance", "test_label", "train_label", "stage"])
     for p in res.pairs:
         w.writerow([p.test_id, p.train_id, f"{p.distance:.6g}", p.test_label or "",
-                    p.train_label or ""])
+                    p.train_label or "", p.stage])
     out = Path(args.out)
     paths = [atomic_write_json(out / "leakage.json", res.to_dict()),
              atomic_write_text(out / "leakage.csv", buf.getvalue())]
