@@ -196,7 +196,7 @@ def cross_pairs(
         ``(i, j)``: row ``i`` of ``A``, row ``j`` of ``B``, sorted.
     distances : ndarray of shape (m,), float64
     """
-    from dcsi.redundancy import _projection_basis
+    from dcsi.redundancy import _projection_basis, verify_pairs
 
     A = np.ascontiguousarray(A, dtype=np.float32)
     B = np.ascontiguousarray(B, dtype=np.float32)
@@ -245,17 +245,7 @@ def cross_pairs(
     if not found_i:
         return empty
     cand = np.stack([np.concatenate(found_i), np.concatenate(found_j)], 1).astype(np.int64)
-    dist = np.empty(len(cand))
-    step = 1 << 15
-    for s in range(0, len(cand), step):
-        c = cand[s:s + step]
-        dist[s:s + step] = 1.0 - np.einsum("ij,ij->i", A[c[:, 0]], B[c[:, 1]],
-                                           dtype=np.float64)
-    dist = np.maximum(dist, 0.0)
-    keep = dist <= threshold
-    cand, dist = cand[keep], dist[keep]
-    order = np.lexsort((cand[:, 1], cand[:, 0]))
-    return cand[order], dist[order]
+    return verify_pairs(A, B, cand, threshold)
 
 
 def aligned_cross_pairs(

@@ -362,12 +362,35 @@ def neighbor_pairs(
                 "for a near-duplicate search. Use a smaller threshold."
             )
     cand = np.stack([np.concatenate(found_i), np.concatenate(found_j)], 1).astype(np.int64)
-    cand = np.sort(cand, axis=1)
+    return verify_pairs(F, F, np.sort(cand, axis=1), threshold)
+
+
+def verify_pairs(
+    A: np.ndarray, B: np.ndarray, cand: np.ndarray, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the candidate pairs whose exact distance ``1 - a . b`` is ``<= threshold``.
+
+    Parameters
+    ----------
+    A : ndarray of shape (n_a, d)
+    B : ndarray of shape (n_b, d)
+        Unit rows (``B`` may be ``A`` for pairs within one set).
+    cand : ndarray of shape (m, 2), int
+        Candidate pairs ``(row of A, row of B)``.
+    threshold : float
+
+    Returns
+    -------
+    pairs : ndarray of shape (k, 2), int64
+        The kept pairs, sorted by first then second index.
+    distances : ndarray of shape (k,)
+        Their distances (clipped at 0), in float64.
+    """
     dist = np.empty(len(cand))
     step = 1 << 15
     for s in range(0, len(cand), step):
         c = cand[s:s + step]
-        dist[s:s + step] = 1.0 - np.einsum("ij,ij->i", F[c[:, 0]], F[c[:, 1]],
+        dist[s:s + step] = 1.0 - np.einsum("ij,ij->i", A[c[:, 0]], B[c[:, 1]],
                                            dtype=np.float64)
     dist = np.maximum(dist, 0.0)
     keep = dist <= threshold

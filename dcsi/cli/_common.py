@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["add_source_options", "add_progress_option", "source_kwargs"]
+__all__ = ["add_source_options", "add_progress_option", "add_align_options",
+           "source_kwargs"]
 
 
 def add_source_options(parser: argparse.ArgumentParser, *, prefix: str = "") -> None:
@@ -21,6 +22,20 @@ def add_progress_option(parser: argparse.ArgumentParser) -> None:
     """``--no-progress``: no progress bars (also ``DCSI_DISABLE_PROGRESS=1``)."""
     parser.add_argument("--no-progress", action="store_true",
                         help="hide progress bars")
+
+
+def add_align_options(parser: argparse.ArgumentParser) -> None:
+    """``--no-align``, ``--align-threshold``, ``--align-candidates``: the wavelet
+    method's shift- and crop-tolerant second stage (defaults of
+    ``dcsi.redundancy.DEFAULT_ALIGN_VERIFY_THRESHOLD`` / ``DEFAULT_ALIGN_THRESHOLD``)."""
+    parser.add_argument("--no-align", dest="align", action="store_false",
+                        help="wavelet: skip the second, shift/crop-tolerant stage")
+    parser.add_argument("--align-threshold", type=float, default=0.005,
+                        help="wavelet, second stage: aligned distance (best 1 - correlation "
+                        "over shifts of -1..1 px, either image enlarged by 28/26) <= 0.005")
+    parser.add_argument("--align-candidates", type=float, default=0.02,
+                        help="wavelet, second stage: candidates with 1 - cos <= 0.02 of the "
+                        "aligned coarse images")
 
 
 def source_kwargs(args: argparse.Namespace, *, prefix: str = "") -> dict:

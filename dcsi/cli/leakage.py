@@ -7,7 +7,12 @@ import csv
 import io
 from pathlib import Path
 
-from dcsi.cli._common import add_progress_option, add_source_options, source_kwargs
+from dcsi.cli._common import (
+    add_align_options,
+    add_progress_option,
+    add_source_options,
+    source_kwargs,
+)
 
 __all__ = ["register", "run"]
 
@@ -29,14 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, default=None,
                    help="largest distance of a leaked pair (wavelet default: 1-cos <= 0.01)")
     p.add_argument("--tau", type=float, default=1e5)
-    p.add_argument("--no-align", dest="align", action="store_false",
-                   help="wavelet: skip the shift- and crop-tolerant second stage")
-    p.add_argument("--align-threshold", type=float, default=0.005,
-                   help="wavelet, second stage: aligned distance (best 1 - correlation "
-                   "over shifts and a 28/26 enlargement) of a leaked pair")
-    p.add_argument("--align-candidates", type=float, default=0.02,
-                   help="wavelet, second stage: candidate threshold 1 - cos of the "
-                   "aligned coarse images")
+    add_align_options(p)
     p.add_argument("--n-farthest", type=int, default=20,
                    help="test items farthest from all training items to list")
     p.add_argument("--backbone", default="efficientnet_lite0")

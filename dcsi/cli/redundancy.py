@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dcsi.cli._common import add_progress_option, add_source_options, source_kwargs
+from dcsi.cli._common import (
+    add_align_options,
+    add_progress_option,
+    add_source_options,
+    source_kwargs,
+)
 
 __all__ = ["register", "run"]
 
@@ -47,14 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="check every linked pair with SSIM as well")
     p.add_argument("--verify-threshold", type=float, default=0.8,
                    help="SSIM a verified pair must reach (default 0.8)")
-    p.add_argument("--no-align", dest="align", action="store_false",
-                   help="wavelet: skip the second, shift/crop-tolerant stage")
-    p.add_argument("--align-threshold", type=float, default=0.005,
-                   help="wavelet, second stage: aligned distance (best 1 - correlation "
-                   "over shifts of -1..1 px, either image enlarged by 28/26) <= 0.005")
-    p.add_argument("--align-candidates", type=float, default=0.02,
-                   help="wavelet, second stage: candidates with 1 - cos <= 0.02 of the "
-                   "aligned coarse images")
+    add_align_options(p)
     p.add_argument("--scope", choices=("all", "class"), default="all",
                    help="search the whole set (finds conflicts) or each class alone")
     p.add_argument("--clustering", choices=("kmeans", "spectral"), default="kmeans")
