@@ -44,7 +44,7 @@ import numpy as np
 
 KINDS = ("exact", "noise", "brightness", "jpeg", "shift", "crop")
 HERE = Path(__file__).resolve().parent
-METHODS = ("dcsi-wavelet", "dcsi-wavelet-noalign", "dcsi-wavelet+ssim",
+METHODS = ("dcsi-wavelet", "dcsi-wavelet-noalign", "dcsi-wavelet+ssim", "dcsi-cnn",
            "imagededup-phash", "imagededup-whash", "cleanvision")
 
 
@@ -101,34 +101,34 @@ def make_data(n: int, per_kind: int, seed: int, split: str = "train"):
 def _scored_pairs_dcsi(images, labels, verify: bool, align: bool = True):
     """dcsi wavelet: default groups + scored pairs for the sweep.
 
-    The sweep score of a pair is its wavelet distance, or (with the aligned stage)
-    the smaller of that and its aligned distance when it is an aligned candidate:
-    both are ``1 - cos``-type distances with the same default threshold 0.01.
+    The sweep score of a pair is its wavelet distance divided by the default wavelet
+    threshold (0.01) or, with the aligned stage, the smaller of that and its aligned
+    distance divided by the default aligned threshold (0.0005): the sweep scales both
+    thresholds together, and 1.0 is the default operating point.
     """
-    from dcsi.redundancy import (_n_approx, _wavelet_rows, _wavelet_select,
-                                 aligned_candidates, aligned_distance, find_redundancy,
-                                 neighbor_pairs)
+    from dcsi.aligned import DEFAULT_ALIGN_THRESHOLD, aligned_pairs
+    from dcsi.redundancy import (DEFAULT_THRESHOLDS, _n_approx, _wavelet_rows,
+                                 _wavelet_select, find_redundancy, neighbor_pairs)
 
     t0 = time.perf_counter()
     res = find_redundancy(images, labels, verify="ssim" if verify else None, align=align)
     res.summary["default_run_time_s"] = time.perf_counter() - t0
     default = [list(g.indices) for g in res]
-    # the sweep: all pairs up to a loose threshold, scored by their distance
+    # the sweep: all pairs up to 3x the default thresholds, scored as above
     Wsel, cols, _ = _wavelet_select(images, wavelet="db1", level=1, mode="symmetric",
                                     tau=1e5, rank_tol=1e-5)
     F = _wavelet_rows(Wsel, cols, _n_approx(images.shape[1:], "db1", 1, "symmetric"))
-    pairs, dist = neighbor_pairs(F, threshold=0.03)
-    score = dist
+    pairs, dist = neighbor_pairs(F, threshold=3 * DEFAULT_THRESHOLDS["wavelet"])
+    score = dist / DEFAULT_THRESHOLDS["wavelet"]
     if verify:
         from dcsi.similarity.ssim import ssim_pairs
 
         s = ssim_pairs(images, pairs, data_range=255)
-        score = np.where(s >= 0.8, dist, np.inf)
+        score = np.where(s >= 0.8, score, np.inf)
     if align:
-        cand = aligned_candidates(images, candidate_threshold=res.params["align_candidates"])
-        da = aligned_distance(images, cand)
-        allp = np.concatenate([pairs.reshape(-1, 2), cand])
-        alls = np.concatenate([score, da])
+        ap, da = aligned_pairs(images, threshold=3 * DEFAULT_ALIGN_THRESHOLD)
+        allp = np.concatenate([pairs.reshape(-1, 2), ap])
+        alls = np.concatenate([score, da / DEFAULT_ALIGN_THRESHOLD])
         uniq, inv = np.unique(allp, axis=0, return_inverse=True)
         best = np.full(len(uniq), np.inf)
         np.minimum.at(best, inv.ravel(), alls)
@@ -136,23 +136,58 @@ def _scored_pairs_dcsi(images, labels, verify: bool, align: bool = True):
     return default, pairs, score, res.summary
 
 
-def _imagededup(images, kind: str):
+def _scored_pairs_cnn(images, labels):
+    """dcsi cnn (EfficientNet-Lite0 features, cached on disk by content): default
+    groups, and every pair within 3x the default threshold scored by its distance."""
+    from dcsi.features import extract_features
+    from dcsi.redundancy import DEFAULT_THRESHOLDS, find_redundancy, neighbor_pairs, \
+        prepare_rows
+
+    t0 = time.perf_counter()
+    res = find_redundancy(images, labels, method="cnn")
+    res.summary["default_run_time_s"] = time.perf_counter() - t0
+    default = [list(g.indices) for g in res]
+    from dcsi.sources import open_source
+
+    F = prepare_rows(np.asarray(extract_features(open_source(images, labels=labels))
+                                .features), center="column")
+    pairs, dist = neighbor_pairs(F, threshold=3 * DEFAULT_THRESHOLDS["cnn"])
+    return default, pairs, dist, res.summary
+
+
+def _encode(kind: str, images: np.ndarray) -> list[str]:
     from imagededup.methods import PHash, WHash
 
     hasher = (PHash if kind == "phash" else WHash)(verbose=False)
-    enc = {str(i): hasher.encode_image(image_array=np.stack([im] * 3, -1))
-           for i, im in enumerate(images)}
-    dup = hasher.find_duplicates(encoding_map=enc, max_distance_threshold=10, scores=True)
-    default = hasher.find_duplicates(encoding_map=enc)  # default threshold 10
-    pairs = {}
-    for k, vs in dup.items():
-        for v, d in vs:
-            a, b = sorted((int(k), int(v)))
-            pairs[(a, b)] = d
-    p = np.array(list(pairs.keys()), dtype=np.int64).reshape(-1, 2)
-    s = np.array(list(pairs.values()), dtype=float)
-    groups = [[int(k), int(v)] for k, vs in default.items() for v in vs]
-    return groups, p, s, {}
+    return [hasher.encode_image(image_array=np.stack([im] * 3, -1)) for im in images]
+
+
+def _imagededup(images, kind: str, planted: np.ndarray):
+    """imagededup's hashes (its ``encode_image``), Hamming search vectorised.
+
+    imagededup's own ``find_duplicates`` (a BK-tree in Python) did not finish at
+    60,000 images; the pairs within its default ``max_distance_threshold`` (10) are
+    the same when found by comparing every planted image with every image on the
+    64-bit hashes (only pairs with a planted image are scored).
+    """
+    from multiprocessing import Pool
+
+    with Pool(os.cpu_count()) as pool:  # encoding is per image: use every core
+        hexes = pool.starmap(_encode, [(kind, images[s:s + 2000])
+                                       for s in range(0, len(images), 2000)])
+    enc = np.array([int(h, 16) for part in hexes for h in part], dtype=np.uint64)
+    out_p, out_d = [], []
+    for s in range(0, len(planted), 256):
+        q = planted[s:s + 256]
+        d = np.bitwise_count(enc[q][:, None] ^ enc[None, :])
+        ii, jj = np.nonzero(d <= 10)
+        keep = q[ii] != jj
+        out_p.append(np.sort(np.stack([q[ii][keep], jj[keep]], 1), axis=1))
+        out_d.append(d[ii[keep], jj[keep]].astype(float))
+    p, inv = np.unique(np.concatenate(out_p), axis=0, return_index=True)
+    s_ = np.concatenate(out_d)[inv]
+    groups = [[int(a), int(b)] for a, b in p]  # default threshold 10: the same pairs
+    return groups, p.astype(np.int64), s_, {}
 
 
 def _cleanvision(images):
@@ -189,8 +224,13 @@ def worker(method: str, data_path: str, out_path: str) -> None:
         extra["n_conflict_groups"] = summary["n_conflict_groups"]
         extra["n_aligned_pairs"] = summary.get("n_aligned_pairs")
         extra["default_run_time_s"] = summary.get("default_run_time_s")
+    elif method == "dcsi-cnn":
+        groups, pairs, score, summary = _scored_pairs_cnn(images, labels)
+        extra["n_groups"] = summary["n_groups"]
+        extra["default_run_time_s"] = summary.get("default_run_time_s")
     elif method.startswith("imagededup"):
-        groups, pairs, score, _ = _imagededup(images, method.split("-")[1])
+        planted = np.load(str(Path(data_path).with_name("planted.npy")))
+        groups, pairs, score, _ = _imagededup(images, method.split("-")[1], planted)
     elif method == "cleanvision":
         groups, pairs, score, info = _cleanvision(images)
         t0 = info["write_png_s_excluded"]  # time without writing the PNG files
@@ -350,6 +390,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="dcsi_bench_"))
     data_path = str(tmp / "data.npz")
     np.savez(data_path, images=images, labels=labels)
+    np.save(str(Path(data_path).with_name("planted.npy")), np.array(sorted(planted_idx)))
     rows = []
     for method in args.methods.split(","):
         out = str(tmp / f"{method}.npz")

@@ -12,9 +12,9 @@ pair within the threshold is lost) and the candidates are checked on all columns
 
 With ``method="wavelet"`` and ``align=True`` (default), test items that the wavelet
 distance does not link are also checked by the shift- and crop-tolerant second stage
-of :func:`dcsi.find_redundancy`, test against train (:func:`aligned_cross_pairs`):
-candidates from the aligned coarse images (exact blockwise cross search,
-:func:`cross_pairs`), verified by the aligned distance.
+of :func:`dcsi.find_redundancy`, test against train
+(:func:`dcsi.aligned.aligned_cross_pairs`: shifted or cropped-and-resized copies in
+either split).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from dcsi._progress import progress
 from dcsi._validation import check_choice, check_float, check_int
 from dcsi.exceptions import DataError, InvalidParameterError
 
-__all__ = ["LeakagePair", "LeakageResult", "aligned_cross_pairs", "cross_pairs",
+__all__ = ["LeakagePair", "LeakageResult", "cross_pairs",
            "find_leakage", "find_leakage_features"]
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class LeakagePair:
     ``stage`` says which test linked them: ``"features"`` (the first-stage distance
     of the method, e.g. ``1 - cos`` of wavelet rows) or ``"aligned"`` (the shift- and
     crop-tolerant second stage; ``distance`` is then the aligned distance of
-    :func:`dcsi.redundancy.aligned_distance`).
+    :func:`dcsi.aligned.aligned_distance`).
     """
 
     test_id: str
@@ -248,79 +248,6 @@ def cross_pairs(
     return verify_pairs(A, B, cand, threshold)
 
 
-def aligned_cross_pairs(
-    train_images: np.ndarray,
-    test_images: np.ndarray,
-    *,
-    threshold: float | None = None,
-    candidate_threshold: float | None = None,
-    n_components: int | None = 32,
-    block_size: int = 512,
-    seed: int = 0,
-    zoom_candidates: bool = True,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Test/train pairs of shifted or cropped copies (the aligned second stage).
-
-    Candidates: pairs whose :func:`dcsi.redundancy.aligned_rows` are within
-    ``1 - cos <= candidate_threshold`` (:func:`cross_pairs`) and, with
-    ``zoom_candidates``, pairs where the aligned row of one image is that close to
-    the aligned row of the other enlarged by 28/26 (within
-    :data:`dcsi.redundancy.DEFAULT_ALIGN_ZOOM_THRESHOLD`; cropped copies,
-    :func:`dcsi.redundancy.aligned_pairs`); kept when their
-    :func:`dcsi.redundancy.aligned_distance` is ``<= threshold``.
-
-    Parameters
-    ----------
-    train_images : ndarray of shape (n_train, h, w[, c])
-    test_images : ndarray of shape (n_test, h, w[, c])
-    threshold, candidate_threshold : float, default=None
-        ``None``: :data:`dcsi.redundancy.DEFAULT_ALIGN_VERIFY_THRESHOLD` (0.005) and
-        :data:`dcsi.redundancy.DEFAULT_ALIGN_THRESHOLD` (0.02).
-    n_components, block_size, seed
-        Candidate search (:func:`cross_pairs`).
-    zoom_candidates : bool, default=True
-        Also search original-versus-enlarged candidates.
-
-    Returns
-    -------
-    pairs : ndarray of shape (m, 2), int64
-        ``(test index, train index)``.
-    distances : ndarray of shape (m,)
-        Aligned distances.
-    """
-    from dcsi.redundancy import (_ALIGN_ZOOMS, DEFAULT_ALIGN_THRESHOLD,
-                                 DEFAULT_ALIGN_VERIFY_THRESHOLD,
-                                 DEFAULT_ALIGN_ZOOM_THRESHOLD, _grey, aligned_distance,
-                                 aligned_rows, aligned_rows_zoomed)
-
-    if threshold is None:
-        threshold = DEFAULT_ALIGN_VERIFY_THRESHOLD
-    if candidate_threshold is None:
-        candidate_threshold = DEFAULT_ALIGN_THRESHOLD
-    Ftr, Fte = aligned_rows(train_images), aligned_rows(test_images)
-    kw = dict(threshold=candidate_threshold, n_components=n_components,
-              block_size=block_size, seed=seed)
-    parts = [cross_pairs(Fte, Ftr, **kw)[0]]
-    if zoom_candidates:
-        z = _ALIGN_ZOOMS[-1]
-        # a cropped copy is close to its enlarged original, whichever split holds it
-        kz = {**kw, "threshold": DEFAULT_ALIGN_ZOOM_THRESHOLD}
-        parts.append(cross_pairs(Fte, aligned_rows_zoomed(train_images, z), **kz)[0])
-        parts.append(cross_pairs(aligned_rows_zoomed(test_images, z), Ftr, **kz)[0])
-    del Ftr, Fte
-    cand = np.unique(np.concatenate(parts), axis=0)
-    if not len(cand):
-        return cand, np.empty(0)
-    n_test = len(test_images)
-    # one image stack (test first, then only the training images among candidates)
-    used = np.unique(cand[:, 1])
-    stack = np.concatenate([_grey(test_images), _grey(np.asarray(train_images)[used])])
-    local = np.stack([cand[:, 0], n_test + np.searchsorted(used, cand[:, 1])], 1)
-    d = aligned_distance(stack, local)
-    ok = d <= threshold
-    return cand[ok], d[ok]
-
-
 def find_leakage_features(
     train_features: np.ndarray,
     test_features: np.ndarray,
@@ -358,7 +285,8 @@ def find_leakage_features(
         Recorded in the result.
     aligned : (pairs (m, 2), distances (m,)), default=None
         Extra leaked pairs ``(test index, train index)`` from a second stage
-        (:func:`aligned_cross_pairs`); used for test items the features do not link.
+        (:func:`dcsi.aligned.aligned_cross_pairs`); used for test items the features do
+        not link.
 
     Returns
     -------
@@ -435,7 +363,8 @@ def find_leakage(
     seed: int = 0,
     align: bool = True,
     align_threshold: float | None = None,
-    align_candidates: float | None = None,
+    max_shift: int | None = None,
+    max_crop: int | None = None,
 ) -> LeakageResult:
     """Share of test items with a near-identical training item, and the farthest ones.
 
@@ -462,12 +391,13 @@ def find_leakage(
     align : bool, default=True
         ``method="wavelet"``: also count shifted and cropped copies (the second stage
         of :func:`dcsi.find_redundancy`, test against train:
-        :func:`aligned_cross_pairs`), for test items the wavelet distance does not
-        link.
+        :func:`dcsi.aligned.aligned_cross_pairs`), for test items the wavelet
+        distance does not link.
     align_threshold : float, default=None
-        Largest aligned distance (``None``: 0.005, as :func:`dcsi.find_redundancy`).
-    align_candidates : float, default=None
-        Candidate threshold ``1 - cos`` of the aligned coarse images (``None``: 0.02).
+        Largest aligned distance (``None``: 0.0005, as :func:`dcsi.find_redundancy`).
+    max_shift, max_crop : int, default=None
+        Shifts and crops tolerated (``None``: 1 and 2 px, as
+        :func:`dcsi.find_redundancy`).
 
     Returns
     -------
@@ -489,17 +419,16 @@ def find_leakage(
             f"The 'align' parameter of {caller} must be True or False. Got {align!r} "
             "instead."
         )
-    from dcsi.redundancy import (DEFAULT_ALIGN_THRESHOLD, DEFAULT_ALIGN_VERIFY_THRESHOLD,
-                                 DEFAULT_ALIGN_ZOOM_THRESHOLD)
+    from dcsi.aligned import (ALIGN_DISTANCE, DEFAULT_ALIGN_THRESHOLD, DEFAULT_MAX_CROP,
+                               DEFAULT_MAX_SHIFT)
 
-    if align_threshold is None:
-        align_threshold = DEFAULT_ALIGN_VERIFY_THRESHOLD
-    if align_candidates is None:
-        align_candidates = DEFAULT_ALIGN_THRESHOLD
+    align_threshold = DEFAULT_ALIGN_THRESHOLD if align_threshold is None else align_threshold
+    max_shift = DEFAULT_MAX_SHIFT if max_shift is None else max_shift
+    max_crop = DEFAULT_MAX_CROP if max_crop is None else max_crop
     align_threshold = check_float(align_threshold, "align_threshold", caller,
                                   min_value=0.0, max_value=2.0)
-    align_candidates = check_float(align_candidates, "align_candidates", caller,
-                                   min_value=0.0, max_value=2.0)
+    check_int(max_shift, "max_shift", caller, min_value=0)
+    check_int(max_crop, "max_crop", caller, min_value=0)
     align = bool(align) and method == "wavelet"
     tr_arr, tr_y, tr_ids, tr_classes, tr_src = _load(train, train_labels, None, None, size)
     if size is None and tr_arr is not None:
@@ -541,16 +470,14 @@ def find_leakage(
     aligned = None
     if align:
         params.update({
-            "align_threshold": align_threshold, "align_candidates": align_candidates,
-            "align_zoom_candidates": DEFAULT_ALIGN_ZOOM_THRESHOLD,
-            "align_distance": "min over shifts -1..1 px and an enlargement by 28/26 of "
-                              "either image of 1 - Pearson correlation of the grey "
-                              "levels",
+            "align_threshold": align_threshold, "max_shift": max_shift,
+            "max_crop": max_crop,
+            "align_distance": ALIGN_DISTANCE,
         })
-        aligned = aligned_cross_pairs(tr_arr, te_arr, threshold=align_threshold,
-                                      candidate_threshold=align_candidates,
-                                      n_components=n_components, block_size=block_size,
-                                      seed=seed)
+        from dcsi.aligned import aligned_cross_pairs
+
+        aligned = aligned_cross_pairs(te_arr, tr_arr, threshold=align_threshold,
+                                      max_shift=max_shift, max_crop=max_crop, seed=seed)
 
     def names(y, classes):
         if y is None:

@@ -17,22 +17,13 @@ Pipeline of the default ``method="wavelet"``:
      selected coefficients).  No ``n x n`` matrix is ever formed: memory is
      ``O(block_size * n)``.
    * Second, shift- and crop-tolerant stage (``align=True``, default; wavelet with
-     ``"auto"``): the fine wavelet distance misses copies moved by one pixel or
-     cropped by a few pixels and resized back.  Candidates come from *aligned coarse
-     images* (:func:`aligned_rows`: resampled on a 16 x 16 grid centred on the centre
-     of mass and scaled by the RMS radius of mass, lightly blurred) within ``1 - cos
-     <= align_candidates`` (default 0.02), found by the same exact blockwise search,
-     and also between the aligned row of one image and that of another enlarged by
-     28/26 within ``1 - cos <= 0.015`` (a cropped-and-resized copy is closer to its
-     enlarged original: :func:`aligned_candidates`); each candidate is verified at full resolution by the *aligned distance*
-     (:func:`aligned_distance`: the best ``1 - Pearson correlation`` over shifts of
-     -1..1 px, either image enlarged by 28/26 or not) ``<= align_threshold`` (default
-     0.005: correlation >= 0.995 after the best alignment; a 1-px shifted copy is at
-     0).  Links of both stages are united before the connected components.  Both
-     defaults were calibrated on planted copies in the Fashion-MNIST *test* split
-     (seed 1, 100 per kind), not on the training split the benchmark evaluates; 0.005
-     rather than 0.01 because at 0.01 unmodified look-alikes (plain trousers, bags)
-     get linked and chain into large groups.
+     ``"auto"``): the wavelet distance misses copies moved by a pixel or cropped by a
+     pixel or two and resized back.  :func:`dcsi.aligned.aligned_pairs` links every
+     pair whose *aligned distance* -- ``1 -`` Pearson correlation of coarse inner
+     windows after the best of the identity, shifts by up to ``max_shift`` px and
+     crops of up to ``max_crop`` px resized back -- is ``<= align_threshold``
+     (default 0.0005; exact k-d tree search, never ``n x n``).  Links of both stages
+     are united before the connected components.
    * ``n_clusters=int``: k-means (or ``clustering="spectral"``) with that many
      clusters, as in the paper; every cluster with two or more images is a group.
 
@@ -62,20 +53,14 @@ import numpy as np
 
 from dcsi._progress import progress
 from dcsi._validation import check_choice, check_float, check_int
+from dcsi.aligned import (ALIGN_DISTANCE, DEFAULT_ALIGN_THRESHOLD, DEFAULT_MAX_CROP,
+                          DEFAULT_MAX_SHIFT)
 from dcsi.exceptions import DataError, InvalidParameterError
 
 __all__ = [
-    "DEFAULT_ALIGN_THRESHOLD",
-    "DEFAULT_ALIGN_VERIFY_THRESHOLD",
-    "DEFAULT_ALIGN_ZOOM_THRESHOLD",
     "DEFAULT_THRESHOLDS",
     "Group",
     "RedundancyResult",
-    "aligned_candidates",
-    "aligned_distance",
-    "aligned_pairs",
-    "aligned_rows",
-    "aligned_rows_zoomed",
     "connected_groups",
     "evaluate_duplicates",
     "find_redundancy",
@@ -399,322 +384,6 @@ def verify_pairs(
     return cand[order], dist[order]
 
 
-# --------------------------------------------------------------------------- aligned stage
-#: Defaults of the shift- and crop-tolerant second stage of ``method="wavelet"``
-#: (calibrated on Fashion-MNIST *test*-split plants, see the module docstring):
-#: candidates with ``1 - cos <= 0.02`` between aligned coarse images, kept when the
-#: aligned distance (best 1 - correlation over shifts of -1..1 px and
-#: an enlargement of either image by 28/26) is ``<= 0.005``.
-DEFAULT_ALIGN_THRESHOLD = 0.02
-DEFAULT_ALIGN_VERIFY_THRESHOLD = 0.005
-#: Candidate threshold ``1 - cos`` between the aligned row of an image and the aligned
-#: row of another enlarged by 28/26 (crop copies; :func:`aligned_candidates`):
-#: tighter than 0.02 because this cross search adds many more look-alikes per unit of
-#: threshold (development split: 0.015 adds 4% candidates for crop candidates 0.58 ->
-#: 0.75; 0.02 adds 37% for 0.80, which broke the 60 s budget at 60,000 images).
-DEFAULT_ALIGN_ZOOM_THRESHOLD = 0.015
-_ALIGN_ZOOMS = (1.0, 28 / 26)
-
-
-def _grey(images: np.ndarray) -> np.ndarray:
-    """Float32 grey levels ``(n, h, w)`` (channel mean for colour images)."""
-    X = np.asarray(images)
-    if X.ndim == 4:
-        return X.astype(np.float32).mean(axis=3)
-    return X.astype(np.float32)
-
-
-def aligned_rows(images: np.ndarray, *, size: int = 16, spread: float = 1.0,
-                 blur: float = 0.7, block_size: int = 4096) -> np.ndarray:
-    """Coarse images aligned on their centre of mass and scaled to a common spread.
-
-    Each image (grey levels, minus its minimum so that a uniform brightness change
-    does not move the weights) is lightly blurred (Gaussian, ``blur`` px) and resampled
-    (bilinear, edges repeated) on a ``size x size`` grid centred on its centre of mass
-    and spanning ``+-r / spread`` pixels, ``r`` being the image's RMS radius of mass.
-    A shifted copy has the same centre and radius relative to its content, hence
-    nearly the same aligned image; a small crop-and-resize changes both a little.
-
-    Parameters
-    ----------
-    images : ndarray of shape (n, h, w) or (n, h, w, c)
-    size : int, default=16
-    spread : float, default=1.0
-        The grid spans ``+-r / spread`` pixels around the centre.
-    blur : float, default=0.7
-        Gaussian sigma in pixels (0: none).
-    block_size : int, default=4096
-
-    Returns
-    -------
-    ndarray of shape (n, size * size), float32
-        Mean-centred unit rows: ``1 - F_i . F_j`` is the distance.
-    """
-    from scipy.ndimage import gaussian_filter, map_coordinates
-
-    X = _grey(images) if np.asarray(images).ndim == 4 else np.asarray(images)
-    n, h, w = X.shape
-    out = np.empty((n, size, size), dtype=np.float32)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    g = (np.arange(size, dtype=np.float32) - (size - 1) / 2) / ((size - 1) / 2)
-    for s in range(0, n, block_size):
-        x = np.asarray(X[s:s + block_size], dtype=np.float32)
-        k = len(x)
-        wgt = x - x.min(axis=(1, 2), keepdims=True)
-        tot = wgt.sum(axis=(1, 2)) + 1e-6
-        cy = (wgt * yy).sum(axis=(1, 2)) / tot
-        cx = (wgt * xx).sum(axis=(1, 2)) / tot
-        vy = (wgt * (yy - cy[:, None, None]) ** 2).sum(axis=(1, 2)) / tot
-        vx = (wgt * (xx - cx[:, None, None]) ** 2).sum(axis=(1, 2)) / tot
-        half = (np.sqrt((vy + vx) / 2) + 1e-3) / spread
-        Y = np.broadcast_to(cy[:, None, None] + g[None, :, None] * half[:, None, None],
-                            (k, size, size))
-        Xc = np.broadcast_to(cx[:, None, None] + g[None, None, :] * half[:, None, None],
-                             (k, size, size))
-        Z = np.broadcast_to(np.arange(k, dtype=np.float32)[:, None, None], (k, size, size))
-        xs = gaussian_filter(x, (0, blur, blur)) if blur > 0 else x
-        out[s:s + k] = map_coordinates(xs, [Z, Y, Xc], order=1, mode="nearest")
-    return prepare_rows(out.reshape(n, -1), center="row")
-
-
-def aligned_rows_zoomed(images: np.ndarray, z: float, *,
-                        block_size: int = 4096) -> np.ndarray:
-    """:func:`aligned_rows` of the images enlarged by ``z`` about their centre.
-
-    Parameters
-    ----------
-    images : ndarray of shape (n, h, w) or (n, h, w, c)
-    z : float
-        Scale factor (:func:`_zoom_centre`: bilinear, edges repeated).
-    block_size : int, default=4096
-
-    Returns
-    -------
-    ndarray of shape (n, 256), float32
-    """
-    X = np.asarray(images)
-    parts = [aligned_rows(_zoom_centre(_grey(X[s:s + block_size]), float(z)))
-             for s in range(0, len(X), block_size)]
-    return np.concatenate(parts) if parts else np.empty((0, 256), np.float32)
-
-
-def _interp_matrix(n: int, z: float) -> np.ndarray:
-    """``(n, n)`` linear-interpolation matrix of a rescaling by ``z`` about the centre.
-
-    Output pixel ``i`` samples the input at ``(i - c) / z + c`` (``c = (n - 1) / 2``),
-    clamped to ``[0, n - 1]`` (edges repeated), with linear weights.
-    """
-    src = np.clip((np.arange(n) - (n - 1) / 2) / z + (n - 1) / 2, 0, n - 1)
-    i0 = np.minimum(np.floor(src).astype(np.int64), n - 2) if n > 1 else np.zeros(n, int)
-    f = src - i0
-    M = np.zeros((n, n))
-    M[np.arange(n), i0] += 1 - f
-    if n > 1:
-        M[np.arange(n), i0 + 1] += f
-    return M
-
-
-def _zoom_centre(X: np.ndarray, z: float) -> np.ndarray:
-    """Rescale each image ``(k, h, w)`` by ``z`` about its centre (bilinear, edges kept).
-
-    Separable: ``My @ X_i @ Mx^T`` with :func:`_interp_matrix` (two matrix products).
-    """
-    _, h, w = X.shape
-    My = _interp_matrix(h, z).astype(np.float32)
-    Mx = _interp_matrix(w, z).astype(np.float32)
-    X = np.asarray(X, dtype=np.float32)
-    return np.matmul(np.matmul(My, X), Mx.T)
-
-
-def _unit_centred(X: np.ndarray) -> np.ndarray:
-    X = X.reshape(len(X), -1).astype(np.float64)
-    X -= X.mean(axis=1, keepdims=True)
-    nrm = np.linalg.norm(X, axis=1, keepdims=True)
-    return X / np.where(nrm > 0, nrm, 1.0)
-
-
-def aligned_distance(images: np.ndarray, pairs: np.ndarray, *, max_shift: int = 1,
-                     zooms: Sequence[float] = _ALIGN_ZOOMS,
-                     block_size: int = 4096) -> np.ndarray:
-    """Shift- and rescale-tolerant distance of image pairs.
-
-    ``d(a, b) = min over zoom z, shifts (dy, dx) in [-max_shift, max_shift]^2 of
-    1 - corr(a[inner], zoom_z(b)[inner + (dy, dx)])``, and, for every ``z != 1``, the
-    same with the roles of ``a`` and ``b`` swapped (so either image may be the
-    enlarged one).
-    ``inner`` drops a border of ``max_shift`` pixels, ``zoom_z`` rescales by ``z``
-    about the image centre (bilinear, edges repeated) and ``corr`` is Pearson's
-    correlation of the grey levels (so a uniform brightness or contrast change does
-    not count).  A copy shifted by one pixel is at distance 0; a copy of a 28-px
-    image cropped by two pixels and resized back is matched almost exactly by the
-    original enlarged by 28/26 and shifted by -1..1 px.
-
-    Parameters
-    ----------
-    images : ndarray of shape (n, h, w) or (n, h, w, c)
-    pairs : ndarray of shape (m, 2), int
-    max_shift : int, default=1
-    zooms : sequence of float, default=(1, 28/26)
-    block_size : int, default=4096
-        Pairs per block.
-
-    Returns
-    -------
-    ndarray of shape (m,), float64
-        In ``[0, 2]``; a constant image has correlation 0 with everything.
-    """
-    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-    X = _grey(images)
-    h, w = X.shape[1:]
-    r = int(max_shift)
-    if h <= 2 * r or w <= 2 * r:
-        raise InvalidParameterError(
-            f"The 'max_shift' parameter of aligned_distance must leave an inner region "
-            f"of the {h}x{w} images. Got {max_shift} instead."
-        )
-    out = np.empty(len(pairs))
-    hi, wi = h - 2 * r, w - 2 * r
-    for s in range(0, len(pairs), block_size):
-        p = pairs[s:s + block_size]
-        best = np.full(len(p), 2.0)
-        # (reference image, compared image, rescalings): both roles for z != 1
-        roles = ((p[:, 0], p[:, 1], tuple(zooms)),
-                 (p[:, 1], p[:, 0], tuple(z for z in zooms if z != 1)))
-        for ia, ib, zs in roles:
-            if not zs:
-                continue
-            # A: centred, unit inner windows; then A . B_win needs no centring of B_win
-            A = _unit_centred(X[ia, r:h - r, r:w - r]).astype(np.float32)
-            A = A.reshape(len(p), hi, wi)
-            B0 = X[ib]
-            for z in zs:
-                _aligned_min(A, B0 if z == 1 else _zoom_centre(B0, float(z)), r, best)
-        out[s:s + len(p)] = np.clip(best, 0.0, 2.0)
-    return out
-
-
-def _aligned_min(A: np.ndarray, Bz: np.ndarray, r: int, best: np.ndarray) -> None:
-    """``best = min(best, 1 - corr(A, window of Bz))`` over shifts in ``[-r, r]^2``."""
-    h, w = Bz.shape[1:]
-    hi, wi = h - 2 * r, w - 2 * r
-    n_in = hi * wi
-    Bz = np.ascontiguousarray(Bz, dtype=np.float32)
-    B64 = Bz.astype(np.float64)
-    B64sq = B64 * B64
-    for dx in range(-r, r + 1):
-        x0 = r + dx
-        # window sums of B and B^2, separably: along rows, then columns
-        R1 = B64[:, :, x0:x0 + wi].sum(axis=2)
-        R2 = B64sq[:, :, x0:x0 + wi].sum(axis=2)
-        for dy in range(-r, r + 1):
-            y0 = r + dy
-            win = Bz[:, y0:y0 + hi, x0:x0 + wi]
-            num = np.einsum("ijk,ijk->i", A, win, dtype=np.float64)
-            S1 = R1[:, y0:y0 + hi].sum(axis=1)
-            S2 = R2[:, y0:y0 + hi].sum(axis=1)
-            nrm = np.sqrt(np.maximum(S2 - S1 * S1 / n_in, 0.0))
-            ok = nrm > 1e-6 * (1.0 + np.abs(S1))
-            corr = np.where(ok, num / np.where(ok, nrm, 1.0), 0.0)
-            np.minimum(best, 1.0 - corr, out=best)
-
-
-def aligned_candidates(
-    images: np.ndarray,
-    *,
-    candidate_threshold: float = DEFAULT_ALIGN_THRESHOLD,
-    n_components: int | None = 32,
-    block_size: int = 1024,
-    seed: int = 0,
-    zoom_candidates: bool = True,
-    zoom_threshold: float = DEFAULT_ALIGN_ZOOM_THRESHOLD,
-) -> np.ndarray:
-    """Candidate pairs of the aligned stage (see :func:`aligned_pairs`), never n x n.
-
-    Parameters
-    ----------
-    images : ndarray of shape (n, h, w) or (n, h, w, c)
-    candidate_threshold : float, default=0.02
-    n_components, block_size, seed
-        Candidate search (see :func:`neighbor_pairs`).
-    zoom_candidates : bool, default=True
-        Also the pairs ``(i, j)``, ``i != j``, whose aligned row of ``i`` is within
-        ``zoom_threshold`` of the aligned row of ``j`` enlarged by 28/26.
-    zoom_threshold : float, default=0.015
-
-    Returns
-    -------
-    ndarray of shape (m, 2), int64
-        ``i < j``, unique, sorted.
-    """
-    F = aligned_rows(images)
-    cand, _ = neighbor_pairs(F, threshold=candidate_threshold, n_components=n_components,
-                             block_size=block_size, seed=seed)
-    if zoom_candidates and len(F) > 1:
-        from dcsi.leakage import cross_pairs
-
-        Fz = aligned_rows_zoomed(images, _ALIGN_ZOOMS[-1])
-        cz, _ = cross_pairs(F, Fz, threshold=zoom_threshold,
-                            n_components=n_components, block_size=block_size, seed=seed)
-        del Fz
-        cz = np.sort(cz[cz[:, 0] != cz[:, 1]], axis=1)
-        if len(cz):
-            cand = np.unique(np.concatenate([cand, cz]), axis=0)
-    return cand
-
-
-def aligned_pairs(
-    images: np.ndarray,
-    *,
-    threshold: float = DEFAULT_ALIGN_VERIFY_THRESHOLD,
-    candidate_threshold: float = DEFAULT_ALIGN_THRESHOLD,
-    n_components: int | None = 32,
-    block_size: int = 1024,
-    seed: int = 0,
-    zoom_candidates: bool = True,
-    zoom_threshold: float = DEFAULT_ALIGN_ZOOM_THRESHOLD,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs of shifted or cropped copies: aligned candidates, verified finely.
-
-    Candidates are the pairs within ``candidate_threshold`` (``1 - cos``) of the
-    :func:`aligned_rows` (exact blockwise search, :func:`neighbor_pairs`, never
-    ``n x n``) and, with ``zoom_candidates``, the pairs ``(i, j)`` whose aligned row
-    of image ``i`` is within ``zoom_threshold`` of the aligned row of image ``j``
-    enlarged by 28/26 about its centre (:func:`dcsi.leakage.cross_pairs`): a copy
-    cropped by a few pixels and resized back is closer to the enlarged original than
-    to the original.  Each candidate is kept when its :func:`aligned_distance` is
-    ``<= threshold``.
-
-    Parameters
-    ----------
-    images : ndarray of shape (n, h, w) or (n, h, w, c)
-    threshold : float, default=0.005
-        Largest aligned distance of a kept pair.
-    candidate_threshold : float, default=0.02
-        Largest ``1 - cos`` of aligned rows of a candidate.
-    n_components, block_size, seed
-        Candidate search (see :func:`neighbor_pairs`).
-    zoom_candidates : bool, default=True
-        Also search original-versus-enlarged candidates (crop copies).
-    zoom_threshold : float, default=0.015
-        Their candidate threshold (``1 - cos``).
-
-    Returns
-    -------
-    pairs : ndarray of shape (m, 2), int64
-    distances : ndarray of shape (m,)
-        The aligned distances.
-    """
-    cand = aligned_candidates(images, candidate_threshold=candidate_threshold,
-                              n_components=n_components, block_size=block_size, seed=seed,
-                              zoom_candidates=zoom_candidates,
-                              zoom_threshold=zoom_threshold)
-    if not len(cand):
-        return cand, np.empty(0)
-    d = aligned_distance(images, cand)
-    ok = d <= threshold
-    return cand[ok], d[ok]
-
-
 def connected_groups(n: int, pairs: np.ndarray) -> list[np.ndarray]:
     """Connected components with two or more members of the graph on ``n`` nodes.
 
@@ -911,8 +580,9 @@ def find_redundancy_features(
     verify: str | None = None,
     verify_threshold: float = DEFAULT_VERIFY_THRESHOLD,
     align: bool = False,
-    align_threshold: float = DEFAULT_ALIGN_VERIFY_THRESHOLD,
-    align_candidates: float = DEFAULT_ALIGN_THRESHOLD,
+    align_threshold: float = DEFAULT_ALIGN_THRESHOLD,
+    max_shift: int = DEFAULT_MAX_SHIFT,
+    max_crop: int = DEFAULT_MAX_CROP,
     method: str = "features",
     params: dict | None = None,
     extra_summary: dict | None = None,
@@ -937,10 +607,13 @@ def find_redundancy_features(
     verify : {None, "ssim"}, default=None
         Keep a linked pair only if its SSIM is ``>= verify_threshold``.
     align : bool, default=False
-        Also link the pairs of :func:`aligned_pairs` (shifted / cropped copies; needs
+        Also link the pairs of :func:`dcsi.aligned.aligned_pairs` (shifted / cropped
+        copies; needs
         ``images``, ``n_clusters="auto"``).
-    align_threshold, align_candidates : float, default=0.005, 0.02
-        Its verification and candidate thresholds.
+    align_threshold : float, default=0.0005
+        Largest aligned distance of a linked pair.
+    max_shift, max_crop : int, default=1, 2
+        Shifts and crops the aligned stage tolerates (:func:`dcsi.aligned.copy_transforms`).
     method : str
         Recorded in the result.
 
@@ -990,10 +663,10 @@ def find_redundancy_features(
                         "images. Got align=True without images=; pass images= or "
                         "align=False."
                     )
+                from dcsi.aligned import aligned_pairs
+
                 ap, _ = aligned_pairs(images[part], threshold=align_threshold,
-                                      candidate_threshold=align_candidates,
-                                      n_components=n_components, block_size=block_size,
-                                      seed=seed)
+                                      max_shift=max_shift, max_crop=max_crop, seed=seed)
                 n_aligned += len(ap)
                 if len(ap):
                     pairs = np.unique(np.concatenate([pairs.reshape(-1, 2), ap]), axis=0)
@@ -1026,8 +699,9 @@ def find_redundancy(
     verify: str | None = None,
     verify_threshold: float = DEFAULT_VERIFY_THRESHOLD,
     align: bool = True,
-    align_threshold: float = DEFAULT_ALIGN_VERIFY_THRESHOLD,
-    align_candidates: float = DEFAULT_ALIGN_THRESHOLD,
+    align_threshold: float = DEFAULT_ALIGN_THRESHOLD,
+    max_shift: int = DEFAULT_MAX_SHIFT,
+    max_crop: int = DEFAULT_MAX_CROP,
     scope: str = "all",
     clustering: str = "kmeans",
     wavelet: str = "db1",
@@ -1067,12 +741,14 @@ def find_redundancy(
         SSIM a verified pair must reach.
     align : bool, default=True
         ``method="wavelet"`` with ``n_clusters="auto"``: also link shifted and
-        cropped copies (second stage, :func:`aligned_pairs`): candidates whose
-        aligned coarse images (centre of mass, spread) are within ``1 - cos <=
-        align_candidates``, kept when the best ``1 - correlation`` over shifts of
-        -1..1 px and an enlargement of either image by 28/26 is ``<= align_threshold``.
-    align_threshold : float, default=0.005
-    align_candidates : float, default=0.02
+        cropped copies (second stage, :func:`dcsi.aligned.aligned_pairs`): pairs whose
+        aligned distance (``1 -`` correlation of the coarse inner windows after the
+        best shift or crop-and-resize of either image) is ``<= align_threshold``.
+    align_threshold : float, default=0.0005
+    max_shift : int, default=1
+        Largest shift (pixels, at the analysed size) the second stage tolerates.
+    max_crop : int, default=2
+        Largest crop (pixels per axis, resized back) it tolerates.
     scope : {"all", "class"}, default="all"
         Search the whole set (the only way to find conflicts) or each class alone.
     clustering : {"kmeans", "spectral"}, default="kmeans"
@@ -1135,8 +811,8 @@ def find_redundancy(
         )
     align_threshold = check_float(align_threshold, "align_threshold", caller,
                                   min_value=0.0, max_value=2.0)
-    align_candidates = check_float(align_candidates, "align_candidates", caller,
-                                   min_value=0.0, max_value=2.0)
+    check_int(max_shift, "max_shift", caller, min_value=0)
+    check_int(max_crop, "max_crop", caller, min_value=0)
     align = bool(align) and method == "wavelet" and n_clusters == "auto"
 
     arr, y, ids, classes, src = _load(source_or_images, labels, ids, classes, size)
@@ -1175,11 +851,9 @@ def find_redundancy(
             params["verify_threshold"] = verify_threshold
         if align:
             params.update({
-                "align_threshold": align_threshold, "align_candidates": align_candidates,
-                "align_zoom_candidates": DEFAULT_ALIGN_ZOOM_THRESHOLD,
-                "align_distance": "min over shifts -1..1 px and an enlargement by 28/26 "
-                                  "of either image of 1 - Pearson correlation of the "
-                                  "grey levels",
+                "align_threshold": align_threshold, "max_shift": max_shift,
+                "max_crop": max_crop,
+                "align_distance": ALIGN_DISTANCE,
             })
     else:
         params["clustering"] = clustering
@@ -1188,7 +862,8 @@ def find_redundancy(
         clustering=clustering, scope=scope, center=center,
         n_components=n_components, block_size=block_size, seed=seed,
         images=arr, verify=verify, verify_threshold=verify_threshold, align=align,
-        align_threshold=align_threshold, align_candidates=align_candidates, method=method,
+        align_threshold=align_threshold, max_shift=max_shift, max_crop=max_crop,
+        method=method,
         params=params, extra_summary=extra,
     )
 

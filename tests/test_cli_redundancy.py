@@ -50,11 +50,11 @@ def test_redundancy_command_options(folder, tmp_path):
     assert card["params"]["n_clusters"] == 10 and card["params"]["tau"] == 1e4
     out = tmp_path / "o3"
     assert main(["redundancy", str(folder), "--out", str(out), "--align-threshold",
-                 "0.02", "--align-candidates", "0.03"]) == 0
+                 "0.02", "--max-crop", "1"]) == 0
     card = json.loads((out / "redundancy.json").read_text())
     assert card["params"]["align"] is True
     assert card["params"]["align_threshold"] == 0.02
-    assert card["params"]["align_candidates"] == 0.03
+    assert card["params"]["max_crop"] == 1
     out = tmp_path / "o4"
     assert main(["redundancy", str(folder), "--out", str(out), "--no-align"]) == 0
     card = json.loads((out / "redundancy.json").read_text())
@@ -68,7 +68,7 @@ def test_leakage_command(folder, tmp_path, capsys):
     assert "12 test items (100.00%)" in capsys.readouterr().out
     d = json.loads((out / "leakage.json").read_text())
     assert d["n_leaked"] == 12
-    assert d["params"]["align"] is True and d["params"]["align_threshold"] == 0.005
+    assert d["params"]["align"] is True and d["params"]["align_threshold"] == 0.0005
     assert (out / "leakage.csv").read_text().startswith("test_id,train_id")
     out = tmp_path / "leak2"
     assert main(["leakage", "--train", str(folder), "--test", str(folder), "--out",

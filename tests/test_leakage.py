@@ -93,7 +93,7 @@ def test_shifted_and_cropped_test_copies_found(rng):
     assert {p.test_id: p.train_id for p in res.pairs} == planted
     assert {p.stage for p in res.pairs} <= {"features", "aligned"}
     assert sum(p.stage == "aligned" for p in res.pairs) >= 8
-    assert res.params["align"] is True and res.params["align_threshold"] == 0.005
+    assert res.params["align"] is True and res.params["align_threshold"] == 0.0005
     d = res.to_dict()
     json.dumps(d, allow_nan=False)
     assert all(p["stage"] in ("features", "aligned") for p in d["pairs"])
@@ -112,5 +112,5 @@ def test_align_errors(rng):
                        match="'align_threshold' parameter of find_leakage"):
         find_leakage(a, a, align_threshold=-0.1)
     with pytest.raises(InvalidParameterError,
-                       match="'align_candidates' parameter of find_leakage"):
-        find_leakage(a, a, align_candidates=3.0)
+                       match="'max_shift' parameter of find_leakage"):
+        find_leakage(a, a, max_shift=-1)

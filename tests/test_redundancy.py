@@ -13,9 +13,6 @@ from dcsi.exceptions import DataError, InvalidParameterError
 from dcsi.redundancy import (
     Group,
     RedundancyResult,
-    aligned_distance,
-    aligned_pairs,
-    aligned_rows,
     connected_groups,
     evaluate_duplicates,
     find_redundancy,
@@ -310,80 +307,13 @@ def test_shifted_and_cropped_copies_recovered(rng):
     res = find_redundancy(imgs, y)
     assert sorted(sorted(g.indices) for g in res) == sorted(truth)
     assert res.summary["n_aligned_pairs"] >= 24
-    assert res.params["align"] is True and res.params["align_threshold"] == 0.005
+    assert res.params["align"] is True and res.params["align_threshold"] == 0.0005
+    assert res.params["max_shift"] == 1 and res.params["max_crop"] == 2
     # the first stage alone (fine wavelet distance) misses the shifted copies
     plain = find_redundancy(imgs, y, align=False)
     found = {tuple(sorted(g.indices)) for g in plain}
     assert not any(tuple(p) in found for p in truth[:12])
     assert "n_aligned_pairs" not in plain.summary
-
-
-def _bilinear_zoom_reference(img, z):
-    """Pixel loop: sample at (i - c) / z + c, clamped, linear weights."""
-    h, w = img.shape
-    out = np.empty((h, w))
-
-    def coord(i, n):
-        s = min(max((i - (n - 1) / 2) / z + (n - 1) / 2, 0.0), n - 1.0)
-        i0 = min(int(np.floor(s)), n - 2)
-        return i0, s - i0
-
-    for i in range(h):
-        i0, fy = coord(i, h)
-        for j in range(w):
-            j0, fx = coord(j, w)
-            out[i, j] = ((1 - fy) * (1 - fx) * img[i0, j0] + (1 - fy) * fx * img[i0, j0 + 1]
-                         + fy * (1 - fx) * img[i0 + 1, j0] + fy * fx * img[i0 + 1, j0 + 1])
-    return out
-
-
-def _aligned_distance_reference(a, b, max_shift=1, zooms=(1.0, 28 / 26)):
-    a, b = a.astype(float), b.astype(float)
-    h, w = a.shape
-    r = max_shift
-    best = 2.0
-    for p, q, zs in ((a, b, zooms), (b, a, [z for z in zooms if z != 1])):
-        x = p[r:h - r, r:w - r].ravel()
-        for z in zs:
-            qz = q if z == 1 else _bilinear_zoom_reference(q, z)
-            for dy in range(-r, r + 1):
-                for dx in range(-r, r + 1):
-                    v = qz[r + dy:h - r + dy, r + dx:w - r + dx].ravel()
-                    ok = x.std() > 1e-6 and v.std() > 1e-6
-                    best = min(best, 1.0 - (np.corrcoef(x, v)[0, 1] if ok else 0.0))
-    return max(best, 0.0)
-
-
-@pytest.mark.parametrize("max_shift", [1, 2])
-def test_aligned_distance_matches_slow_reference(rng, max_shift):
-    imgs = rng.integers(0, 256, (12, 10, 11), dtype=np.uint8)
-    imgs[3] = _shift(imgs[2], 1, 0)
-    imgs[5] = 7  # constant: correlation 0 with everything
-    pairs = np.array([(i, j) for i in range(12) for j in range(12) if i != j][::3]
-                     + [(2, 3), (5, 6)])
-    got = aligned_distance(imgs, pairs, max_shift=max_shift, block_size=7)
-    want = np.array([_aligned_distance_reference(imgs[i], imgs[j], max_shift)
-                     for i, j in pairs])
-    np.testing.assert_allclose(got, want, atol=1e-6)
-    # colour images: the channel mean
-    col = np.stack([imgs, imgs, imgs], -1)
-    np.testing.assert_allclose(aligned_distance(col, pairs, max_shift=max_shift), got,
-                               atol=1e-6)
-
-
-def test_aligned_distance_of_shifted_copy_is_zero_and_rows_are_unit(rng):
-    imgs = _blob_images(rng, 4)
-    imgs[1] = _shift(imgs[0], 0, 1)
-    imgs[2] = np.clip(imgs[0].astype(int) + 20, 0, 255).astype(np.uint8)  # brightness
-    d = aligned_distance(imgs, np.array([[0, 1], [0, 2], [0, 3]]))
-    assert d[0] < 1e-6 and d[1] < 1e-3 and d[2] > 0.05
-    F = aligned_rows(imgs)
-    assert F.shape == (4, 256)
-    np.testing.assert_allclose(np.linalg.norm(F, axis=1), 1.0, atol=1e-5)
-    assert 1 - F[0] @ F[1] < 1 - F[0] @ F[3]
-    pairs, dist = aligned_pairs(imgs)
-    assert [tuple(map(int, p)) for p in pairs] == [(0, 1), (0, 2), (1, 2)]
-    assert np.all(dist <= 0.005)
 
 
 def test_aligned_errors(rng):
@@ -393,34 +323,7 @@ def test_aligned_errors(rng):
         find_redundancy(imgs, align="yes")
     with pytest.raises(InvalidParameterError, match="'align_threshold' parameter"):
         find_redundancy(imgs, align_threshold=-0.1)
-    with pytest.raises(InvalidParameterError, match="'align_candidates' parameter"):
-        find_redundancy(imgs, align_candidates=3.0)
+    with pytest.raises(InvalidParameterError, match="'max_crop' parameter"):
+        find_redundancy(imgs, max_crop=-1)
     with pytest.raises(InvalidParameterError, match="needs the images"):
         find_redundancy_features(np.eye(4), threshold=0.1, align=True)
-    with pytest.raises(InvalidParameterError, match="'max_shift' parameter of "
-                                                    "aligned_distance"):
-        aligned_distance(imgs, np.array([[0, 1]]), max_shift=8)
-
-
-def test_aligned_candidates_match_brute_force(rng):
-    from dcsi.redundancy import aligned_candidates, aligned_rows, aligned_rows_zoomed
-
-    imgs = _blob_images(rng, 60)
-    for t in range(6):
-        imgs[30 + t] = _crop_resize(imgs[t], *rng.integers(0, 3, 2))
-    F = aligned_rows(imgs).astype(np.float64)
-    Fz = aligned_rows_zoomed(imgs, 28 / 26).astype(np.float64)
-    thr = 0.02
-    same = {(int(i), int(j)) for i, j in np.argwhere(1 - F @ F.T <= thr) if i < j}
-    cross = {tuple(sorted((int(i), int(j)))) for i, j in np.argwhere(1 - F @ Fz.T <= thr)
-             if i != j}
-    got = aligned_candidates(imgs, candidate_threshold=thr, n_components=8, block_size=7,
-                             zoom_threshold=thr)
-    assert {tuple(p) for p in got} == same | cross
-    assert {(t, 30 + t) for t in range(6)} <= cross  # crops near the enlarged source
-    plain = aligned_candidates(imgs, candidate_threshold=thr, zoom_candidates=False)
-    assert {tuple(p) for p in plain} == same
-    # zoomed rows are the aligned rows of the enlarged images
-    from dcsi.redundancy import _zoom_centre
-    np.testing.assert_allclose(
-        Fz[:5], aligned_rows(_zoom_centre(imgs[:5].astype(np.float32), 28 / 26)), atol=1e-6)

@@ -25,17 +25,20 @@ def add_progress_option(parser: argparse.ArgumentParser) -> None:
 
 
 def add_align_options(parser: argparse.ArgumentParser) -> None:
-    """``--no-align``, ``--align-threshold``, ``--align-candidates``: the wavelet
-    method's shift- and crop-tolerant second stage (defaults of
-    ``dcsi.redundancy.DEFAULT_ALIGN_VERIFY_THRESHOLD`` / ``DEFAULT_ALIGN_THRESHOLD``)."""
+    """``--no-align``, ``--align-threshold``, ``--max-shift``, ``--max-crop``: the
+    wavelet method's shift- and crop-tolerant second stage (defaults of
+    :mod:`dcsi.aligned`)."""
     parser.add_argument("--no-align", dest="align", action="store_false",
                         help="wavelet: skip the second, shift/crop-tolerant stage")
-    parser.add_argument("--align-threshold", type=float, default=0.005,
-                        help="wavelet, second stage: aligned distance (best 1 - correlation "
-                        "over shifts of -1..1 px, either image enlarged by 28/26) <= 0.005")
-    parser.add_argument("--align-candidates", type=float, default=0.02,
-                        help="wavelet, second stage: candidates with 1 - cos <= 0.02 of the "
-                        "aligned coarse images")
+    parser.add_argument("--align-threshold", type=float, default=0.0005,
+                        help="wavelet, second stage: largest aligned distance (1 - "
+                        "correlation after the best shift or crop of either image); "
+                        "default 0.0005")
+    parser.add_argument("--max-shift", type=int, default=1,
+                        help="wavelet, second stage: largest shift in pixels (default 1)")
+    parser.add_argument("--max-crop", type=int, default=2,
+                        help="wavelet, second stage: largest crop in pixels per axis, "
+                        "resized back (default 2)")
 
 
 def source_kwargs(args: argparse.Namespace, *, prefix: str = "") -> dict:

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
                        tau=args.tau, n_farthest=args.n_farthest, backbone=args.backbone,
                        seed=args.seed, align=args.align,
                        align_threshold=args.align_threshold,
-                       align_candidates=args.align_candidates)
+                       max_shift=args.max_shift, max_crop=args.max_crop)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["test_id", "train_id", "distance", "test_label", "train_label", "stage"])

@@ -76,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
         images, method=args.method, n_clusters=args.n_clusters, tau=args.tau,
         threshold=args.threshold, verify=args.verify,
         verify_threshold=args.verify_threshold, align=args.align,
-        align_threshold=args.align_threshold, align_candidates=args.align_candidates,
+        align_threshold=args.align_threshold, max_shift=args.max_shift,
+        max_crop=args.max_crop,
         scope=args.scope,
         clustering=args.clustering, backbone=args.backbone, seed=args.seed,
     )
