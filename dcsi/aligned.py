@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dcsi._progress import progress
 from dcsi._validation import check_float, check_int
 from dcsi.exceptions import InvalidParameterError
 
@@ -233,12 +234,14 @@ def _search(A: np.ndarray, B: np.ndarray, transforms: Sequence[CopyTransform],
 
     from dcsi.redundancy import _projection_basis
 
-    base = transformed_rows(B, transforms[0])
+    base = np.concatenate([transformed_rows(B[s:s + block_size], transforms[0])
+                           for s in range(0, len(B), block_size)])
     basis = _projection_basis(base, min(n_components, base.shape[1]), seed)
     transforms = transforms if identity else transforms[1:]
     na = len(A)
     proj = np.empty((len(transforms) * na, basis.shape[1]), dtype=np.float32)
-    for k, T in enumerate(transforms):
+    for k, T in progress(enumerate(transforms), desc="aligned transforms",
+                         total=len(transforms), unit="transform"):
         for s in range(0, na, block_size):
             e = min(s + block_size, na)
             proj[k * na + s:k * na + e] = transformed_rows(A[s:e], T) @ basis
@@ -312,10 +315,10 @@ def aligned_pairs(
         Their aligned distances.
     """
     threshold = _check(threshold, max_shift, max_crop, "aligned_pairs")
-    X = _grey(images)
+    X = np.asarray(images)  # converted block by block
     if len(X) < 2:
         return np.empty((0, 2), dtype=np.int64), np.empty(0)
-    transforms = copy_transforms(X.shape[1:], max_shift=max_shift, max_crop=max_crop)
+    transforms = copy_transforms(X.shape[1:3], max_shift=max_shift, max_crop=max_crop)
     p, d = _search(X, X, transforms, threshold, n_components, block_size, seed,
                    skip_self=True)
     return _best(np.sort(p, axis=1), d)
@@ -348,7 +351,7 @@ def aligned_cross_pairs(
     distances : ndarray of shape (m,)
     """
     threshold = _check(threshold, max_shift, max_crop, "aligned_cross_pairs")
-    A, B = _grey(a_images), _grey(b_images)
+    A, B = np.asarray(a_images), np.asarray(b_images)  # converted block by block
     if A.shape[1:] != B.shape[1:]:
         raise InvalidParameterError(
             f"The two image sets of aligned_cross_pairs must have one size; got "
@@ -356,7 +359,7 @@ def aligned_cross_pairs(
         )
     if not len(A) or not len(B):
         return np.empty((0, 2), dtype=np.int64), np.empty(0)
-    transforms = copy_transforms(A.shape[1:], max_shift=max_shift, max_crop=max_crop)
+    transforms = copy_transforms(A.shape[1:3], max_shift=max_shift, max_crop=max_crop)
     p1, d1 = _search(A, B, transforms, threshold, n_components, block_size, seed,
                      skip_self=False)
     p2, d2 = _search(B, A, transforms, threshold, n_components, block_size, seed,

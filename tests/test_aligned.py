@@ -150,3 +150,19 @@ def test_errors(rng):
     with pytest.raises(InvalidParameterError, match="must have one size"):
         aligned_cross_pairs(imgs, _blob_images(rng, 3, size=20))
     assert aligned_pairs(imgs[:1])[0].shape == (0, 2)
+
+
+def test_memory_stays_far_below_n_by_n(rng):
+    import tracemalloc
+
+    n = 4000  # an n x n float64 matrix would take 128 MB
+    imgs = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+    imgs[1] = _shift(imgs[0], 0, 1)
+    tracemalloc.start()
+    try:
+        pairs, _ = aligned_pairs(imgs, block_size=1024)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (0, 1) in {tuple(map(int, p)) for p in pairs}
+    assert peak < 40e6, peak
