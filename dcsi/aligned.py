@@ -52,6 +52,7 @@ __all__ = [
     "aligned_distance",
     "aligned_pairs",
     "copy_transforms",
+    "fits",
     "transformed_rows",
 ]
 
@@ -121,6 +122,12 @@ def _pool_inner(n: int, margin: int) -> np.ndarray:
     return P
 
 
+def fits(shape: tuple[int, int], max_shift: int, max_crop: int) -> bool:
+    """Whether images of ``shape`` (h, w) leave an inner window for these transforms."""
+    h, w = shape[:2]
+    return min(h, w) - 2 * max_shift >= 2 and max_crop < min(h, w) - 1
+
+
 def copy_transforms(
     shape: tuple[int, int],
     *,
@@ -149,7 +156,7 @@ def copy_transforms(
     """
     h, w = shape
     m = max_shift
-    if min(h, w) - 2 * m < 2 or max_crop >= min(h, w) - 1:
+    if not fits(shape, max_shift, max_crop):
         raise InvalidParameterError(
             f"The 'max_shift' and 'max_crop' parameters of the aligned search must leave "
             f"an inner window of the {h}x{w} images. Got max_shift={max_shift}, "

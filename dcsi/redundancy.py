@@ -54,7 +54,7 @@ import numpy as np
 from dcsi._progress import progress
 from dcsi._validation import check_choice, check_float, check_int
 from dcsi.aligned import (ALIGN_DISTANCE, DEFAULT_ALIGN_THRESHOLD, DEFAULT_MAX_CROP,
-                          DEFAULT_MAX_SHIFT)
+                          DEFAULT_MAX_SHIFT, fits)
 from dcsi.exceptions import DataError, InvalidParameterError
 
 __all__ = [
@@ -816,6 +816,10 @@ def find_redundancy(
     align = bool(align) and method == "wavelet" and n_clusters == "auto"
 
     arr, y, ids, classes, src = _load(source_or_images, labels, ids, classes, size)
+    align_skipped = None
+    if align and arr is not None and not fits(arr.shape[1:3], max_shift, max_crop):
+        align, align_skipped = False, _too_small(arr.shape[1:3], max_shift, max_crop)
+        logger.warning("find_redundancy: %s", align_skipped)
     n = arr.shape[0] if arr is not None else len(src)
     if n == 0:
         raise DataError("find_redundancy got an empty dataset: there is nothing to compare.")
@@ -847,6 +851,8 @@ def find_redundancy(
     if n_clusters == "auto":
         params.update({"n_components": n_components,
                        "verify": verify, "align": align})
+        if align_skipped:
+            params["align_skipped"] = align_skipped
         if verify:
             params["verify_threshold"] = verify_threshold
         if align:
@@ -866,6 +872,12 @@ def find_redundancy(
         method=method,
         params=params, extra_summary=extra,
     )
+
+
+def _too_small(shape: tuple[int, int], max_shift: int, max_crop: int) -> str:
+    """Why the aligned stage was skipped (images too small for its transforms)."""
+    return (f"the {shape[0]}x{shape[1]} images are too small for the shift/crop-tolerant "
+            f"second stage (max_shift={max_shift}, max_crop={max_crop}); it was skipped")
 
 
 def _coeff_shape(arr: np.ndarray, wavelet: str, level: int, mode: str) -> tuple[int]:

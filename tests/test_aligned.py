@@ -166,3 +166,17 @@ def test_memory_stays_far_below_n_by_n(rng):
         tracemalloc.stop()
     assert (0, 1) in {tuple(map(int, p)) for p in pairs}
     assert peak < 40e6, peak
+
+
+def test_tiny_images_skip_the_second_stage(rng, caplog):
+    from dcsi import find_leakage, find_redundancy
+
+    imgs = rng.integers(0, 256, (20, 3, 3), dtype=np.uint8)
+    imgs[1] = imgs[0]
+    with caplog.at_level("WARNING"):
+        res = find_redundancy(imgs)
+    assert [tuple(g.indices) for g in res] == [(0, 1)]
+    assert res.params["align"] is False and "too small" in res.params["align_skipped"]
+    assert "too small" in caplog.text
+    leak = find_leakage(imgs[:10], imgs[10:])
+    assert leak.params["align"] is False and "align_skipped" in leak.params
