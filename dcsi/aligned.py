@@ -18,9 +18,8 @@ compares every image with the transformed versions of every other one:
 * **Aligned distance** of two images ``a`` and ``b``: the smallest such distance
   between ``T(a)`` and ``b`` or ``T(b)`` and ``a`` over all transforms ``T``.  A pair
   is linked when it is ``<= threshold`` (default ``0.0005``).  A shifted copy is at
-  ``0``; a copy cropped by two pixels and resized back (rounded to uint8) at about
-  ``3e-5`` on Fashion-MNIST (largest of 300 planted), unrelated look-alikes mostly
-  above ``0.005``.
+  ``0``; a copy cropped by two pixels and resized back (rounded to uint8) at most
+  ``2.6e-5`` on Fashion-MNIST (300 planted), 20 times below the threshold.
 
 The search is exact and never forms an ``n x n`` matrix: the coarse rows are
 projected on their 8 main directions (an orthogonal projection never lengthens a
@@ -233,9 +232,10 @@ def _search(A: np.ndarray, B: np.ndarray, transforms: Sequence[CopyTransform],
     """Pairs ``(i, j)`` with ``1 - T(A_i) . B_j <= threshold`` for some ``T``.
 
     ``transforms[0]`` is the identity (it gives the ``B`` rows); ``identity=False``
-    leaves it out of the ``T`` searched.  One k-d tree holds the projected rows of every transform of every ``A`` image; the
-    untransformed ``B`` rows query it.  Returns ``(pairs (m, 2), distances (m,))``,
-    one entry per qualifying ``(i, j, T)``.
+    leaves it out of the ``T`` searched.  One k-d tree holds the projected rows of
+    every transform of every ``A`` image (``len(transforms) * n_a`` points of
+    ``n_components`` floats); the untransformed ``B`` rows query it.  Returns
+    ``(pairs (m, 2), distances (m,))``, one entry per qualifying ``(i, j, T)``.
     """
     from scipy.spatial import cKDTree
 
