@@ -61,6 +61,7 @@ __all__ = [
     "DEFAULT_THRESHOLDS",
     "Group",
     "RedundancyResult",
+    "complete_groups",
     "connected_groups",
     "evaluate_duplicates",
     "find_redundancy",
@@ -419,6 +420,57 @@ def _labels_to_groups(comp: np.ndarray) -> list[np.ndarray]:
     return out
 
 
+#: Components larger than this keep single linkage (the refinement is quadratic in size).
+MAX_REFINED_GROUP = 2000
+
+
+def complete_groups(
+    components: list[np.ndarray],
+    link_score: Any,
+    *,
+    max_size: int = MAX_REFINED_GROUP,
+) -> tuple[list[np.ndarray], int]:
+    """Split connected components so that every pair inside a group is linked.
+
+    Connected components chain: ``a ~ b`` and ``b ~ c`` put ``a`` and ``c`` together
+    even when they look nothing alike.  Each component is re-clustered by complete
+    linkage (:func:`scipy.cluster.hierarchy.linkage`) on the link score of all its
+    pairs and cut at 1, so that every pair of a group scores ``<= 1`` (is linked).
+
+    Parameters
+    ----------
+    components : list of ndarray of int
+        Member indices of each component.
+    link_score : callable
+        ``link_score(members, pairs)`` -> ndarray of shape (m,): the score of the
+        pairs ``(members[pairs[:, 0]], members[pairs[:, 1]])``, ``<= 1`` for a link.
+    max_size : int, default=2000
+        Larger components are kept whole (counted in the second return value).
+
+    Returns
+    -------
+    groups : list of ndarray of int
+        Sorted members, largest group first.
+    n_unrefined : int
+        Components kept whole because of their size.
+    """
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    out, n_unrefined = [], 0
+    for g in components:
+        if len(g) <= 2 or len(g) > max_size:
+            n_unrefined += len(g) > max_size
+            out.append(g)
+            continue
+        iu = np.stack(np.triu_indices(len(g), 1), 1)
+        score = np.minimum(np.asarray(link_score(g, iu), dtype=np.float64), 1e6)
+        labels = fcluster(linkage(score, method="complete"), t=1.0, criterion="distance")
+        out.extend(g[labels == c] for c in np.unique(labels) if np.sum(labels == c) >= 2)
+    out = [np.sort(g) for g in out]
+    out.sort(key=lambda g: (-len(g), int(g[0])))
+    return out, n_unrefined
+
+
 def _cluster(F: np.ndarray, n_clusters: int, clustering: str, seed: int) -> np.ndarray:
     n = F.shape[0]
     if n_clusters > n:
@@ -562,6 +614,30 @@ def _n_approx(shape: tuple[int, ...], wavelet: str, level: int, mode: str) -> in
     return int(probe[0].size)
 
 
+def _link_score(F, threshold, images, verify, verify_threshold, align, align_threshold,
+                max_shift, max_crop):
+    """``link_score(members, pairs)`` for :func:`complete_groups`: the smaller of the
+    feature distance over ``threshold`` (``inf`` when SSIM verification rejects the
+    pair) and, with ``align``, the aligned distance over ``align_threshold``."""
+    def score(members, pairs):
+        a, b = members[pairs[:, 0]], members[pairs[:, 1]]
+        d = 1.0 - np.einsum("ij,ij->i", F[a], F[b], dtype=np.float64)
+        s = np.maximum(d, 0.0) / max(threshold, 1e-12)
+        if verify == "ssim":
+            from dcsi.similarity.ssim import ssim_pairs
+
+            ok = np.asarray(ssim_pairs(images, np.stack([a, b], 1))) >= verify_threshold
+            s = np.where(ok, s, np.inf)
+        if align:
+            from dcsi.aligned import aligned_distance
+
+            da = aligned_distance(images, np.stack([a, b], 1), max_shift=max_shift,
+                                  max_crop=max_crop)
+            s = np.minimum(s, da / max(align_threshold, 1e-12))
+        return s
+    return score
+
+
 def find_redundancy_features(
     features: np.ndarray,
     labels: Any = None,
@@ -583,6 +659,7 @@ def find_redundancy_features(
     align_threshold: float = DEFAULT_ALIGN_THRESHOLD,
     max_shift: int = DEFAULT_MAX_SHIFT,
     max_crop: int = DEFAULT_MAX_CROP,
+    group_linkage: str = "complete",
     method: str = "features",
     params: dict | None = None,
     extra_summary: dict | None = None,
@@ -614,6 +691,10 @@ def find_redundancy_features(
         Largest aligned distance of a linked pair.
     max_shift, max_crop : int, default=1, 2
         Shifts and crops the aligned stage tolerates (:func:`dcsi.aligned.copy_transforms`).
+    group_linkage : {"complete", "single"}, default="complete"
+        ``"single"``: groups are the connected components of the links;
+        ``"complete"``: components are split so that every pair in a group is linked
+        (:func:`complete_groups`).
     method : str
         Recorded in the result.
 
@@ -643,8 +724,10 @@ def find_redundancy_features(
     parts = [np.arange(n)] if scope == "all" else [np.flatnonzero(y == c)
                                                   for c in np.unique(y)]
     members: list[np.ndarray] = []
+    check_choice(group_linkage, "group_linkage", caller, ("complete", "single"))
     n_pairs = 0
     n_aligned = 0
+    n_unrefined = 0
     for part in parts:
         Fp = F[part]
         if n_clusters == "auto":
@@ -671,7 +754,14 @@ def find_redundancy_features(
                 if len(ap):
                     pairs = np.unique(np.concatenate([pairs.reshape(-1, 2), ap]), axis=0)
             n_pairs += len(pairs)
-            members.extend(part[g] for g in connected_groups(len(part), pairs))
+            comps = connected_groups(len(part), pairs)
+            if group_linkage == "complete":
+                score = _link_score(Fp, threshold, images[part] if images is not None
+                                    else None, verify, verify_threshold, align,
+                                    align_threshold, max_shift, max_crop)
+                comps, unrefined = complete_groups(comps, score)
+                n_unrefined += unrefined
+            members.extend(part[g] for g in comps)
         else:
             if scope == "class" and len(part) < n_clusters:
                 continue  # a class smaller than n_clusters has no shared cluster
@@ -682,6 +772,8 @@ def find_redundancy_features(
     summary["n_linked_pairs"] = int(n_pairs)
     if align and n_clusters == "auto":
         summary["n_aligned_pairs"] = int(n_aligned)
+    if n_clusters == "auto" and group_linkage == "complete":
+        summary["n_unrefined_groups"] = int(n_unrefined)
     if extra_summary:
         summary.update(extra_summary)
     return RedundancyResult(groups=tuple(groups), method=method, params=dict(params or {}),
@@ -702,6 +794,7 @@ def find_redundancy(
     align_threshold: float = DEFAULT_ALIGN_THRESHOLD,
     max_shift: int = DEFAULT_MAX_SHIFT,
     max_crop: int = DEFAULT_MAX_CROP,
+    group_linkage: str = "complete",
     scope: str = "all",
     clustering: str = "kmeans",
     wavelet: str = "db1",
@@ -749,6 +842,11 @@ def find_redundancy(
         Largest shift (pixels, at the analysed size) the second stage tolerates.
     max_crop : int, default=2
         Largest crop (pixels per axis, resized back) it tolerates.
+    group_linkage : {"complete", "single"}, default="complete"
+        With ``n_clusters="auto"``: ``"complete"`` splits chains so that every two
+        members of a group are linked (:func:`complete_groups`; components of more
+        than 2,000 images are kept whole and counted in ``n_unrefined_groups``);
+        ``"single"``: the connected components of the links.
     scope : {"all", "class"}, default="all"
         Search the whole set (the only way to find conflicts) or each class alone.
     clustering : {"kmeans", "spectral"}, default="kmeans"
@@ -849,7 +947,7 @@ def find_redundancy(
                        "distance": "cosine distance of dataset-centred CNN features"})
         center = "column"
     if n_clusters == "auto":
-        params.update({"n_components": n_components,
+        params.update({"n_components": n_components, "group_linkage": group_linkage,
                        "verify": verify, "align": align})
         if align_skipped:
             params["align_skipped"] = align_skipped
@@ -869,7 +967,7 @@ def find_redundancy(
         n_components=n_components, block_size=block_size, seed=seed,
         images=arr, verify=verify, verify_threshold=verify_threshold, align=align,
         align_threshold=align_threshold, max_shift=max_shift, max_crop=max_crop,
-        method=method,
+        group_linkage=group_linkage, method=method,
         params=params, extra_summary=extra,
     )
 

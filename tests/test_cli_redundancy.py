@@ -50,11 +50,12 @@ def test_redundancy_command_options(folder, tmp_path):
     assert card["params"]["n_clusters"] == 10 and card["params"]["tau"] == 1e4
     out = tmp_path / "o3"
     assert main(["redundancy", str(folder), "--out", str(out), "--align-threshold",
-                 "0.02", "--max-crop", "1"]) == 0
+                 "0.02", "--max-crop", "1", "--group-linkage", "single"]) == 0
     card = json.loads((out / "redundancy.json").read_text())
     assert card["params"]["align"] is True
     assert card["params"]["align_threshold"] == 0.02
     assert card["params"]["max_crop"] == 1
+    assert card["params"]["group_linkage"] == "single"
     out = tmp_path / "o4"
     assert main(["redundancy", str(folder), "--out", str(out), "--no-align"]) == 0
     card = json.loads((out / "redundancy.json").read_text())

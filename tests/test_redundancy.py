@@ -327,3 +327,31 @@ def test_aligned_errors(rng):
         find_redundancy(imgs, max_crop=-1)
     with pytest.raises(InvalidParameterError, match="needs the images"):
         find_redundancy_features(np.eye(4), threshold=0.1, align=True)
+
+
+def test_complete_linkage_splits_chains():
+    from dcsi.redundancy import complete_groups
+
+    # unit vectors at angles 0, t, 2t (a chain) and a tight triple at 90 degrees
+    t = np.arccos(1 - 0.008)
+    ang = np.array([0.0, t, 2 * t, np.pi / 2, np.pi / 2 + 0.01, np.pi / 2 + 0.02])
+    F = np.stack([np.cos(ang), np.sin(ang)], 1)
+    single = find_redundancy_features(F, threshold=0.01, center="none",
+                                      group_linkage="single", n_components=None)
+    assert sorted(sorted(g.indices) for g in single) == [[0, 1, 2], [3, 4, 5]]
+    res = find_redundancy_features(F, threshold=0.01, center="none", n_components=None)
+    groups = [set(g.indices) for g in res]
+    assert {3, 4, 5} in groups                      # a clique stays whole
+    assert {0, 1} in groups or {1, 2} in groups     # the chain is cut
+    assert res.summary["n_unrefined_groups"] == 0
+    # every pair inside every group is linked
+    for g in res:
+        idx = list(g.indices)
+        assert np.all(1 - F[idx] @ F[idx].T <= 0.01 + 1e-12)
+    # components above max_size are kept whole and counted
+    comps = [np.array([0, 1, 2])]
+    score = (lambda m, p: 1 - np.einsum("ij,ij->i", F[m[p[:, 0]]], F[m[p[:, 1]]]) / 0.01)
+    kept, n_unrefined = complete_groups(comps, score, max_size=2)
+    assert [list(g) for g in kept] == [[0, 1, 2]] and n_unrefined == 1
+    with pytest.raises(InvalidParameterError, match="'group_linkage' parameter"):
+        find_redundancy_features(F, threshold=0.01, group_linkage="average")

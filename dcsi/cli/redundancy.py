@@ -56,6 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--scope", choices=("all", "class"), default="all",
                    help="search the whole set (finds conflicts) or each class alone")
     p.add_argument("--clustering", choices=("kmeans", "spectral"), default="kmeans")
+    p.add_argument("--group-linkage", choices=("complete", "single"), default="complete",
+                   help="auto: split chains so every two members of a group are linked "
+                        "(complete, default) or keep connected components (single)")
     p.add_argument("--backbone", default="efficientnet_lite0",
                    help="feature extractor of --method cnn")
     p.add_argument("--max-groups", type=int, default=50,
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         threshold=args.threshold, verify=args.verify,
         verify_threshold=args.verify_threshold, align=args.align,
         align_threshold=args.align_threshold, max_shift=args.max_shift,
-        max_crop=args.max_crop,
+        max_crop=args.max_crop, group_linkage=args.group_linkage,
         scope=args.scope,
         clustering=args.clustering, backbone=args.backbone, seed=args.seed,
     )
