@@ -51,7 +51,7 @@ __all__ = [
     "aligned_distance",
     "aligned_pairs",
     "copy_transforms",
-    "fits",
+    "skip_reason",
     "transformed_rows",
 ]
 
@@ -121,10 +121,17 @@ def _pool_inner(n: int, margin: int) -> np.ndarray:
     return P
 
 
-def fits(shape: tuple[int, int], max_shift: int, max_crop: int) -> bool:
-    """Whether images of ``shape`` (h, w) leave an inner window for these transforms."""
+def skip_reason(shape: tuple[int, int], max_shift: int, max_crop: int) -> str | None:
+    """Why images of ``shape`` (h, w) are too small for these transforms (None: they fit).
+
+    The inner window must keep at least 2 pixels per side and a crop must leave at
+    least 2; callers skip the aligned stage with this message as a warning.
+    """
     h, w = shape[:2]
-    return min(h, w) - 2 * max_shift >= 2 and max_crop < min(h, w) - 1
+    if min(h, w) - 2 * max_shift >= 2 and max_crop < min(h, w) - 1:
+        return None
+    return (f"the {h}x{w} images are too small for the shift/crop-tolerant second "
+            f"stage (max_shift={max_shift}, max_crop={max_crop}); it was skipped")
 
 
 def copy_transforms(
@@ -155,7 +162,7 @@ def copy_transforms(
     """
     h, w = shape
     m = max_shift
-    if not fits(shape, max_shift, max_crop):
+    if skip_reason(shape, max_shift, max_crop):
         raise InvalidParameterError(
             f"The 'max_shift' and 'max_crop' parameters of the aligned search must leave "
             f"an inner window of the {h}x{w} images. Got max_shift={max_shift}, "

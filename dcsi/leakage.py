@@ -466,13 +466,13 @@ def find_leakage(
         Ftr, Fte = prepare_rows(ftr - mean, center="none"), prepare_rows(fte - mean,
                                                                           center="none")
         params["distance"] = "cosine distance of CNN features centred on the training mean"
-    from dcsi.aligned import fits
-    from dcsi.redundancy import _too_small
+    from dcsi.aligned import skip_reason
 
-    if align and not fits(tr_arr.shape[1:3], max_shift, max_crop):
+    skipped = skip_reason(tr_arr.shape[1:3], max_shift, max_crop) if align else None
+    if skipped:
         align = False
-        params["align_skipped"] = _too_small(tr_arr.shape[1:3], max_shift, max_crop)
-        logger.warning("find_leakage: %s", params["align_skipped"])
+        params["align_skipped"] = skipped
+        logger.warning("find_leakage: %s", skipped)
     params["align"] = align
     aligned = None
     if align:

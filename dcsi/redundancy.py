@@ -54,7 +54,7 @@ import numpy as np
 from dcsi._progress import progress
 from dcsi._validation import check_choice, check_float, check_int
 from dcsi.aligned import (ALIGN_DISTANCE, DEFAULT_ALIGN_THRESHOLD, DEFAULT_MAX_CROP,
-                          DEFAULT_MAX_SHIFT, fits)
+                          DEFAULT_MAX_SHIFT, skip_reason)
 from dcsi.exceptions import DataError, InvalidParameterError
 
 __all__ = [
@@ -914,9 +914,9 @@ def find_redundancy(
     align = bool(align) and method == "wavelet" and n_clusters == "auto"
 
     arr, y, ids, classes, src = _load(source_or_images, labels, ids, classes, size)
-    align_skipped = None
-    if align and arr is not None and not fits(arr.shape[1:3], max_shift, max_crop):
-        align, align_skipped = False, _too_small(arr.shape[1:3], max_shift, max_crop)
+    align_skipped = skip_reason(arr.shape[1:3], max_shift, max_crop) if align else None
+    if align_skipped:
+        align = False
         logger.warning("find_redundancy: %s", align_skipped)
     n = arr.shape[0] if arr is not None else len(src)
     if n == 0:
@@ -970,12 +970,6 @@ def find_redundancy(
         group_linkage=group_linkage, method=method,
         params=params, extra_summary=extra,
     )
-
-
-def _too_small(shape: tuple[int, int], max_shift: int, max_crop: int) -> str:
-    """Why the aligned stage was skipped (images too small for its transforms)."""
-    return (f"the {shape[0]}x{shape[1]} images are too small for the shift/crop-tolerant "
-            f"second stage (max_shift={max_shift}, max_crop={max_crop}); it was skipped")
 
 
 def _coeff_shape(arr: np.ndarray, wavelet: str, level: int, mode: str) -> tuple[int]:
