@@ -106,7 +106,7 @@ def _scored_pairs_dcsi(images, labels, verify: bool, align: bool = True):
     distance divided by the default aligned threshold (0.0005): the sweep scales both
     thresholds together, and 1.0 is the default operating point.
     """
-    from dcsi.aligned import DEFAULT_ALIGN_THRESHOLD, aligned_pairs
+    from dcsi.aligned import DEFAULT_ALIGN_THRESHOLD, _best, aligned_pairs
     from dcsi.redundancy import (DEFAULT_THRESHOLDS, _n_approx, _wavelet_rows,
                                  _wavelet_select, find_redundancy, neighbor_pairs)
 
@@ -127,12 +127,8 @@ def _scored_pairs_dcsi(images, labels, verify: bool, align: bool = True):
         score = np.where(s >= 0.8, score, np.inf)
     if align:
         ap, da = aligned_pairs(images, threshold=3 * DEFAULT_ALIGN_THRESHOLD)
-        allp = np.concatenate([pairs.reshape(-1, 2), ap])
-        alls = np.concatenate([score, da / DEFAULT_ALIGN_THRESHOLD])
-        uniq, inv = np.unique(allp, axis=0, return_inverse=True)
-        best = np.full(len(uniq), np.inf)
-        np.minimum.at(best, inv.ravel(), alls)
-        pairs, score = uniq, best
+        pairs, score = _best(np.concatenate([pairs.reshape(-1, 2), ap]),
+                             np.concatenate([score, da / DEFAULT_ALIGN_THRESHOLD]))
     return default, pairs, score, res.summary
 
 
@@ -391,11 +387,33 @@ def main() -> int:
                     help="only the paper's statistics on the unmodified splits")
     ap.add_argument("--paper-stats-leakage", action="store_true",
                     help="only the leakage part of --paper-stats (updates its JSON)")
+    ap.add_argument("--copy-distances", action="store_true",
+                    help="only the aligned distance of every planted pair, per kind "
+                         "(results/redundancy_copy_distances.json)")
     ap.add_argument("--worker", nargs=3, metavar=("METHOD", "DATA", "OUT"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         worker(*args.worker)
+        return 0
+    if args.copy_distances:
+        from dcsi.aligned import DEFAULT_ALIGN_THRESHOLD, aligned_distance
+
+        images, _, truth_pairs, kinds = make_data(args.n, args.per_kind, args.seed,
+                                                  args.split)
+        d = aligned_distance(images, truth_pairs)
+        per_kind = {k: {"max": float(d[kinds == k].max()),
+                        "median": float(np.median(d[kinds == k])),
+                        "share_linked": float(np.mean(d[kinds == k]
+                                                      <= DEFAULT_ALIGN_THRESHOLD))}
+                    for k in KINDS}
+        print(json.dumps(per_kind, indent=2))
+        out = HERE / "results" / "redundancy_copy_distances.json"
+        out.write_text(json.dumps({"command": " ".join(["python", *sys.argv]),
+                                   "n_images": len(images), "per_kind": args.per_kind,
+                                   "seed": args.seed, "split": args.split,
+                                   "threshold": DEFAULT_ALIGN_THRESHOLD,
+                                   "aligned_distance": per_kind}, indent=2) + "\n")
         return 0
     if args.paper_stats_leakage:
         out = HERE / "results" / "redundancy_paper_stats.json"
