@@ -7,7 +7,8 @@ Got 0.5 instead.`` so that a user sees both the rule and the offending value.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,9 @@ import numpy as np
 from dcsi.exceptions import InvalidParameterError
 
 __all__ = [
+    "Interval",
+    "Options",
+    "validate_params",
     "check_choice",
     "check_int",
     "check_float",
@@ -197,3 +201,124 @@ def require(module: str, feature: str, extra: str) -> Any:
             f"{feature} needs the '{module}' package, which is not installed "
             f"({exc}). Install it with: pip install '{extra}'"
         ) from None
+
+
+# ----------------------------------------------------------------------------- declared
+@dataclass(frozen=True)
+class Interval:
+    """A declared numeric constraint: ``Interval(int, 2, None, closed="left")`` is an
+    int ``>= 2``.
+
+    Parameters
+    ----------
+    kind : {int, float}
+        ``int`` accepts integers only; ``float`` accepts any real number (finite).
+    left, right : float or None
+        Bounds (None: unbounded).
+    closed : {"both", "left", "right", "neither"}, default="both"
+        Which bounds are included.
+    """
+
+    kind: type
+    left: float | None
+    right: float | None
+    closed: str = "both"
+
+    def describe(self) -> str:
+        """The rule in words, e.g. ``"an int >= 2"``."""
+        return _range_rule("an int" if self.kind is int else "a float", self.left,
+                           self.right, self.closed in ("both", "left"),
+                           self.closed in ("both", "right"))
+
+    def accepts(self, value: Any) -> bool:
+        """Whether ``value`` satisfies the constraint."""
+        integral = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        if self.kind is int and not integral:
+            return False
+        if not isinstance(value, numbers.Real) or isinstance(value, bool):
+            return False
+        if not np.isfinite(float(value)):
+            return False
+        lo_ok = self.left is None or value > self.left or (
+            value == self.left and self.closed in ("both", "left"))
+        hi_ok = self.right is None or value < self.right or (
+            value == self.right and self.closed in ("both", "right"))
+        return bool(lo_ok and hi_ok)
+
+    def convert(self, value: Any) -> Any:
+        """``value`` as a plain ``int`` or ``float``."""
+        return int(value) if self.kind is int else float(value)
+
+    def invalid_examples(self) -> list[Any]:
+        """Values that break the constraint (for generated tests)."""
+        out: list[Any] = ["text", float("nan")]
+        if self.left is not None:
+            out.append(self.left - 1 if self.closed in ("both", "left") else self.left)
+        if self.right is not None:
+            out.append(self.right + 1 if self.closed in ("both", "right") else self.right)
+        if self.kind is int:
+            out.append(2.5)
+        return out
+
+
+@dataclass(frozen=True)
+class Options:
+    """A declared choice: the value must be one of ``values``."""
+
+    values: tuple
+
+    def describe(self) -> str:
+        """The rule in words, e.g. ``"one of 'a', 'b'"``."""
+        return "one of " + ", ".join(repr(v) for v in self.values)
+
+    def accepts(self, value: Any) -> bool:
+        """Whether ``value`` is one of the options (booleans only match booleans)."""
+        return any(value is v or (type(value) is type(v) and value == v)
+                   for v in self.values)
+
+    def convert(self, value: Any) -> Any:
+        """``value`` unchanged."""
+        return value
+
+    def invalid_examples(self) -> list[Any]:
+        """Values that break the constraint (for generated tests)."""
+        return ["__not_an_option__"]
+
+
+def validate_params(values: Mapping[str, Any], constraints: Mapping[str, Sequence[Any]],
+                    caller: str) -> dict[str, Any]:
+    """Check every value against its declared constraints (scikit-learn's shape).
+
+    A value is valid when one of its constraints accepts it; the message lists them
+    all: ``The 'n_clusters' parameter of find_redundancy must be an int >= 2 or None.
+    Got 1 instead.``
+
+    Parameters
+    ----------
+    values : mapping of str to object
+    constraints : mapping of str to sequence of Interval or Options
+        ``None`` in a sequence allows ``None``.
+    caller : str
+        Named in the message.
+
+    Returns
+    -------
+    dict
+        The values, numbers converted to plain ``int`` / ``float``.
+    """
+    out = {}
+    for name, value in values.items():
+        rules = constraints[name]
+        if value is None and None in rules:
+            out[name] = None
+            continue
+        for rule in rules:
+            if rule is not None and rule.accepts(value):
+                out[name] = rule.convert(value)
+                break
+        else:
+            words = [r.describe() for r in rules if r is not None]
+            if None in rules:
+                words.append("None")
+            raise _fail(name, caller, " or ".join(words), value)
+    return out

@@ -38,11 +38,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from dcsi._progress import progress
-from dcsi._validation import check_float, check_int
+from dcsi._validation import Interval, validate_params
 from dcsi.exceptions import InvalidParameterError
+from dcsi.neighbors import ball_pairs, link_radius, projection_basis
 
 __all__ = [
     "ALIGN_DISTANCE",
+    "AlignOptions",
     "DEFAULT_ALIGN_THRESHOLD",
     "DEFAULT_MAX_CROP",
     "DEFAULT_MAX_SHIFT",
@@ -66,6 +68,55 @@ _GRID = 12  # the coarse window has about this many cells per side
 #: What the aligned distance is, in the words recorded in results and cards.
 ALIGN_DISTANCE = ("1 - Pearson correlation of block means of the inner windows after the "
                   "best identity, shift or crop-and-resize of either image")
+
+
+@dataclass(frozen=True)
+class AlignOptions:
+    """Options of the shift- and crop-tolerant stage, shared by redundancy and leakage.
+
+    Attributes
+    ----------
+    threshold : float, default=0.0005
+        Largest aligned distance (:func:`aligned_distance`) of a linked pair, in
+        ``[0, 2]``.
+    max_shift : int, default=1
+        Largest shift in pixels (at the analysed size); also the margin of the inner
+        window.
+    max_crop : int, default=2
+        Largest crop in pixels per axis, resized back.
+    n_components : int, default=8
+        Dimension of the k-d tree's projection.
+    block_size : int, default=8192
+        Images transformed at a time (memory ``O(block_size * 169)`` floats).
+    """
+
+    threshold: float = DEFAULT_ALIGN_THRESHOLD
+    max_shift: int = DEFAULT_MAX_SHIFT
+    max_crop: int = DEFAULT_MAX_CROP
+    n_components: int = 8
+    block_size: int = 8192
+
+    #: Declared constraints of each field (checked on creation).
+    CONSTRAINTS = {
+        "threshold": [Interval(float, 0.0, 2.0, closed="both")],
+        "max_shift": [Interval(int, 0, None, closed="left")],
+        "max_crop": [Interval(int, 0, None, closed="left")],
+        "n_components": [Interval(int, 1, None, closed="left")],
+        "block_size": [Interval(int, 1, None, closed="left")],
+    }
+
+    def __post_init__(self) -> None:
+        checked = validate_params(
+            {k: getattr(self, k) for k in self.CONSTRAINTS}, self.CONSTRAINTS,
+            "AlignOptions")
+        for k, v in checked.items():
+            object.__setattr__(self, k, v)
+
+    def to_dict(self) -> dict:
+        """The card's record of the stage: ``align_threshold``, ``max_shift``,
+        ``max_crop``, ``align_distance``."""
+        return {"align_threshold": self.threshold, "max_shift": self.max_shift,
+                "max_crop": self.max_crop, "align_distance": ALIGN_DISTANCE}
 
 
 @dataclass(frozen=True)
@@ -217,25 +268,9 @@ def transformed_rows(images: np.ndarray, transform: CopyTransform) -> np.ndarray
     return np.where(flat, 0.0, Z / np.where(flat, 1.0, nrm)).astype(np.float32)
 
 
-def _check(threshold, max_shift, max_crop, caller):
-    threshold = check_float(threshold, "threshold", caller, min_value=0.0, max_value=2.0)
-    check_int(max_shift, "max_shift", caller, min_value=0)
-    check_int(max_crop, "max_crop", caller, min_value=0)
-    return threshold
-
-
-def _ball_pairs(tree, PQ: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
-    """All ``(query row, tree row)`` within ``radius`` (Euclidean)."""
-    found = tree.query_ball_point(PQ, radius, workers=-1, return_sorted=False)
-    lens = np.fromiter(map(len, found), dtype=np.int64, count=len(found))
-    j = np.fromiter(itertools.chain.from_iterable(found), dtype=np.int64,
-                    count=int(lens.sum()))
-    return np.repeat(np.arange(len(PQ), dtype=np.int64), lens), j
-
-
 def _search(A: np.ndarray, B: np.ndarray, transforms: Sequence[CopyTransform],
-            threshold: float, n_components: int, block_size: int, seed: int,
-            skip_self: bool, identity: bool = True) -> tuple[np.ndarray, np.ndarray]:
+            options: AlignOptions, seed: int, skip_self: bool,
+            identity: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Pairs ``(i, j)`` with ``1 - T(A_i) . B_j <= threshold`` for some ``T``.
 
     ``transforms[0]`` is the identity (it gives the ``B`` rows); ``identity=False``
@@ -246,11 +281,10 @@ def _search(A: np.ndarray, B: np.ndarray, transforms: Sequence[CopyTransform],
     """
     from scipy.spatial import cKDTree
 
-    from dcsi.redundancy import _projection_basis
-
+    threshold, block_size = options.threshold, options.block_size
     base = np.concatenate([transformed_rows(B[s:s + block_size], transforms[0])
                            for s in range(0, len(B), block_size)])
-    basis = _projection_basis(base, min(n_components, base.shape[1]), seed)
+    basis = projection_basis(base, min(options.n_components, base.shape[1]), seed)
     transforms = transforms if identity else transforms[1:]
     na = len(A)
     proj = np.empty((len(transforms) * na, basis.shape[1]), dtype=np.float32)
@@ -261,10 +295,10 @@ def _search(A: np.ndarray, B: np.ndarray, transforms: Sequence[CopyTransform],
             proj[k * na + s:k * na + e] = transformed_rows(A[s:e], T) @ basis
     tree = cKDTree(proj)
     del proj
-    radius = float(np.sqrt(2.0 * threshold * (1 + 1e-5) + 1e-6))
+    radius = link_radius(threshold)
     out_p, out_d = [], []
     for s in range(0, len(B), block_size):
-        j, v = _ball_pairs(tree, base[s:s + block_size] @ basis, radius)
+        j, v = ball_pairs(tree, base[s:s + block_size] @ basis, radius)
         j += s
         k, i = np.divmod(v, na)
         if skip_self:
@@ -298,26 +332,16 @@ def _best(pairs: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def aligned_pairs(
     images: np.ndarray,
     *,
-    threshold: float = DEFAULT_ALIGN_THRESHOLD,
-    max_shift: int = DEFAULT_MAX_SHIFT,
-    max_crop: int = DEFAULT_MAX_CROP,
-    n_components: int = 8,
-    block_size: int = 8192,
+    options: AlignOptions | None = None,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """All pairs of one image set within the aligned distance ``threshold``, never n x n.
+    """All pairs of one image set within the aligned distance threshold, never n x n.
 
     Parameters
     ----------
     images : ndarray of shape (n, h, w) or (n, h, w, c)
-    threshold : float, default=0.0005
-        Largest :func:`aligned_distance` of a returned pair.
-    max_shift, max_crop : int, default=1, 2
-        See :func:`copy_transforms`.
-    n_components : int, default=8
-        Dimension of the k-d tree's projection.
-    block_size : int, default=8192
-        Images transformed at a time (memory ``O(block_size * 169)`` floats).
+    options : AlignOptions, default=None
+        Threshold, tolerated shifts and crops, search sizes (``None``: the defaults).
     seed : int, default=0
         Row subsample of the projection basis.
 
@@ -326,15 +350,15 @@ def aligned_pairs(
     pairs : ndarray of shape (m, 2), int64
         ``i < j``, sorted.
     distances : ndarray of shape (m,)
-        Their aligned distances.
+        Their aligned distances (``<= options.threshold``).
     """
-    threshold = _check(threshold, max_shift, max_crop, "aligned_pairs")
+    options = AlignOptions() if options is None else options
     X = np.asarray(images)  # converted block by block
     if len(X) < 2:
         return np.empty((0, 2), dtype=np.int64), np.empty(0)
-    transforms = copy_transforms(X.shape[1:3], max_shift=max_shift, max_crop=max_crop)
-    p, d = _search(X, X, transforms, threshold, n_components, block_size, seed,
-                   skip_self=True)
+    transforms = copy_transforms(X.shape[1:3], max_shift=options.max_shift,
+                                 max_crop=options.max_crop)
+    p, d = _search(X, X, transforms, options, seed, skip_self=True)
     return _best(np.sort(p, axis=1), d)
 
 
@@ -342,20 +366,16 @@ def aligned_cross_pairs(
     a_images: np.ndarray,
     b_images: np.ndarray,
     *,
-    threshold: float = DEFAULT_ALIGN_THRESHOLD,
-    max_shift: int = DEFAULT_MAX_SHIFT,
-    max_crop: int = DEFAULT_MAX_CROP,
-    n_components: int = 8,
-    block_size: int = 8192,
+    options: AlignOptions | None = None,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """All pairs (image of ``a``, image of ``b``) within the aligned distance ``threshold``.
+    """All pairs (image of ``a``, image of ``b``) within the aligned distance threshold.
 
     Parameters
     ----------
     a_images : ndarray of shape (n_a, h, w[, c])
     b_images : ndarray of shape (n_b, h, w[, c])
-    threshold, max_shift, max_crop, n_components, block_size, seed
+    options, seed
         See :func:`aligned_pairs`.
 
     Returns
@@ -364,7 +384,7 @@ def aligned_cross_pairs(
         ``(index in a, index in b)``, sorted.
     distances : ndarray of shape (m,)
     """
-    threshold = _check(threshold, max_shift, max_crop, "aligned_cross_pairs")
+    options = AlignOptions() if options is None else options
     A, B = np.asarray(a_images), np.asarray(b_images)  # converted block by block
     if A.shape[1:] != B.shape[1:]:
         raise InvalidParameterError(
@@ -373,11 +393,10 @@ def aligned_cross_pairs(
         )
     if not len(A) or not len(B):
         return np.empty((0, 2), dtype=np.int64), np.empty(0)
-    transforms = copy_transforms(A.shape[1:3], max_shift=max_shift, max_crop=max_crop)
-    p1, d1 = _search(A, B, transforms, threshold, n_components, block_size, seed,
-                     skip_self=False)
-    p2, d2 = _search(B, A, transforms, threshold, n_components, block_size, seed,
-                     skip_self=False, identity=False)
+    transforms = copy_transforms(A.shape[1:3], max_shift=options.max_shift,
+                                 max_crop=options.max_crop)
+    p1, d1 = _search(A, B, transforms, options, seed, skip_self=False)
+    p2, d2 = _search(B, A, transforms, options, seed, skip_self=False, identity=False)
     return _best(np.concatenate([p1, p2[:, ::-1]]), np.concatenate([d1, d2]))
 
 
@@ -405,7 +424,7 @@ def aligned_distance(
     ndarray of shape (m,), float64
         In ``[0, 2]``; a constant window has correlation 0 with everything.
     """
-    _check(0.0, max_shift, max_crop, "aligned_distance")
+    AlignOptions(max_shift=max_shift, max_crop=max_crop)  # validates both
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     X = _grey(images)
     best = np.full(len(pairs), 2.0)

@@ -1,6 +1,7 @@
 """Batched, cached CNN feature extraction: any source -> :class:`FeatureSet`.
 
-:func:`extract_features` opens the source (:func:`dcsi.sources.open_source`), builds the
+:func:`extract_features` takes an opened image set (or opens a source with
+:func:`dcsi.sources.open_source`'s defaults), builds the
 backbone (:func:`dcsi.backbones.get_backbone`), looks every image up in an on-disk cache
 and runs the model only on the images not found there:
 
@@ -270,19 +271,15 @@ def extract_features(
     shard_size: int = SHARD_SIZE,
     num_threads: int | None = None,
     labels: Any = None,
-    classes: Sequence[str] | None = None,
-    split: str | None = None,
-    image_column: str | None = None,
-    label_column: str | None = None,
-    max_per_class: int | None = None,
-    seed: int = 0,
 ) -> FeatureSet:
     """CNN features of every image of a source.
 
     Parameters
     ----------
-    source : str, path, ndarray or ImageSet
-        Anything :func:`dcsi.sources.open_source` accepts.
+    source : ImageSet, ndarray or a source
+        An opened :class:`~dcsi.sources.ImageSet` (what the pipeline passes), or
+        anything :func:`dcsi.sources.open_source` accepts with its defaults (open it
+        yourself to choose a split, columns or a per-class subset).
     backbone : str or Extractor, default="efficientnet_lite0"
         A registered name (:func:`dcsi.backbones.list_backbones`) or an extractor object.
     weights : path, default=None
@@ -305,8 +302,8 @@ def extract_features(
     num_threads : int, default=None
         torch intra-op threads during the forward pass (restored afterwards).  None:
         :func:`choose_num_threads` (the idle cores, at least 1).
-    labels, classes, split, image_column, label_column, max_per_class, seed
-        Passed to :func:`dcsi.sources.open_source`.
+    labels : array-like of shape (n,), default=None
+        Labels of an in-memory array.
 
     Returns
     -------
@@ -336,9 +333,7 @@ def extract_features(
         raise InvalidParameterError(
             f"The 'cache' parameter of {caller} must be a folder path, True, False or "
             f"None. Got {type(cache).__name__} instead.")
-    image_set = open_source(source, labels=labels, classes=classes, split=split,
-                            image_column=image_column, label_column=label_column,
-                            max_per_class=max_per_class, seed=seed)
+    image_set = open_source(source, labels=labels)
     if len(image_set) == 0:
         raise DataError(f"{image_set.source}: the dataset has no usable images.")
 

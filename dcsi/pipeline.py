@@ -2,11 +2,18 @@
 
 images -> features -> class similarity -> class clusters + index
        -> SSIM / wavelet class matrices -> redundancy groups -> Card
+
+The source is opened once (:func:`analyze`, or the CLI) and every stage takes the
+opened :class:`~dcsi.sources.ImageSet` or arrays: the grey images the SSIM and wavelet
+matrices and the near-duplicate search share are decoded once
+(``ImageSet.to_array``), and the CNN features (decoded by the feature extractor, or
+read from its cache) serve both the class matrix and ``redundancy_method="cnn"``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import sys
 from collections.abc import Sequence
@@ -16,10 +23,13 @@ from typing import Any
 import numpy as np
 
 from dcsi import __version__
-from dcsi._validation import check_choice, check_int
-from dcsi.exceptions import InvalidParameterError
+from pathlib import Path
 
-__all__ = ["analyze", "analyze_images", "ANALYZERS"]
+from dcsi._validation import check_choice, check_int
+from dcsi.exceptions import DataError, InvalidParameterError
+from dcsi.redundancy import METHODS
+
+__all__ = ["analyze", "analyze_images", "check_parameters", "ANALYZERS"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,14 +53,35 @@ def _parse_analyzers(analyzers: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _check_parameters(
-    analyzers: str | Sequence[str], seed: int, batch_size: int, redundancy_method: str
+def check_parameters(
+    *,
+    analyzers: str | Sequence[str] = DEFAULT_ANALYZERS,
+    seed: int = 0,
+    batch_size: int = 64,
+    redundancy_method: str = "wavelet",
+    backbone: Any = "efficientnet_lite0",
+    weights: str | os.PathLike[str] | None = None,
+    image_size: int | None = None,
 ) -> tuple[str, ...]:
-    """Validate analyze's own parameters (before any data is read); the analyzers."""
+    """Check :func:`analyze`'s own options before any data is read.
+
+    Returns the chosen analyzers; raises :class:`~dcsi.exceptions.InvalidParameterError`
+    (or :class:`~dcsi.exceptions.DataError` for a missing weights file) with one line
+    saying what to change.
+    """
     chosen = _parse_analyzers(analyzers)
     check_int(seed, "seed", "analyze", min_value=0)
     check_int(batch_size, "batch_size", "analyze", min_value=1)
-    check_choice(redundancy_method, "redundancy_method", "analyze", ("wavelet", "ssim", "cnn"))
+    check_choice(redundancy_method, "redundancy_method", "analyze", METHODS)
+    if image_size is not None:
+        check_int(image_size, "image_size", "analyze", min_value=32, max_value=1024)
+    if isinstance(backbone, str):
+        from dcsi.backbones import list_backbones
+
+        check_choice(backbone, "backbone", "analyze", list_backbones())
+    if weights is not None and not Path(weights).expanduser().is_file():
+        raise DataError(f"--weights {weights}: no such file. Give a state-dict file "
+                        "(torch.save(model.state_dict())) or leave --weights out.")
     return chosen
 
 
@@ -127,7 +158,9 @@ def analyze(
     """
     from dcsi.sources import open_source
 
-    _check_parameters(analyzers, seed, batch_size, redundancy_method)
+    check_parameters(analyzers=analyzers, seed=seed, batch_size=batch_size,
+                     redundancy_method=redundancy_method, backbone=backbone,
+                     weights=weights, image_size=image_size)
     images = open_source(
         source, labels=labels, split=split, image_column=image_column,
         label_column=label_column, max_per_class=max_per_class, seed=seed,
@@ -163,7 +196,10 @@ def analyze_images(
     """
     from dcsi.card import Card
 
-    chosen = _check_parameters(analyzers, seed, batch_size, redundancy_method)
+    chosen = check_parameters(
+        analyzers=analyzers, seed=seed, batch_size=batch_size,
+        redundancy_method=redundancy_method, backbone=backbone, weights=weights,
+        image_size=image_size)
     started = datetime.now(timezone.utc)
 
     n_classes = len(images.classes)
@@ -174,32 +210,38 @@ def analyze_images(
     dataset["skipped"] = [s.to_dict() for s in images.skipped]
     data: dict[str, Any] = {"dataset": dataset, "similarity": {}}
 
+    features = None
+    if "cnn" in chosen or redundancy_method == "cnn":
+        from dcsi.features import extract_features
+
+        fs = extract_features(images, backbone=backbone, weights=weights,
+                              image_size=image_size, batch_size=batch_size, device=device,
+                              cache=cache)
+        features = fs.features
     if "cnn" in chosen:
-        cnn = _cnn_blocks(images, class_level, backbone=backbone, weights=weights,
-                          image_size=image_size, batch_size=batch_size, device=device,
-                          cache=cache, linkage=linkage)
+        cnn = _cnn_blocks(fs, images, class_level, linkage=linkage)
         data["similarity"].update(cnn.pop("similarity", {}))
         data.update(cnn)
+    grey = images.to_array(mode="L")  # decoded once, shared by the stages below
     if class_level and "ssim" in chosen:
         from dcsi.similarity.ssim import class_ssim
 
         data["similarity"]["ssim"] = class_ssim(
-            images.to_array(mode="L"), images.labels, n_classes=n_classes,
-            max_per_class=max_per_class, seed=seed,
+            grey, images.labels, n_classes=n_classes, max_per_class=max_per_class,
+            seed=seed,
         ).to_dict()
     if class_level and "wavelet" in chosen:
         from dcsi.similarity.wavelet import class_wavelet_similarity
 
-        data["similarity"]["wavelet"] = class_wavelet_similarity(images).to_dict()
+        data["similarity"]["wavelet"] = class_wavelet_similarity(
+            grey, images.labels, n_classes=n_classes, classes=list(images.classes),
+        ).to_dict()
 
     from dcsi.redundancy import find_redundancy
 
-    redundancy_kw: dict[str, Any] = {}
-    if redundancy_method == "cnn":
-        redundancy_kw = {"backbone": backbone, "weights": weights, "image_size": image_size,
-                         "cache": cache, "device": device}
     data["redundancy"] = find_redundancy(
-        images, method=redundancy_method, seed=seed, **redundancy_kw
+        grey, images.labels, method=redundancy_method, features=features,
+        backbone=backbone, ids=list(images.ids), classes=list(images.classes), seed=seed,
     ).to_dict()
     data["provenance"] = {
         "versions": _versions(),
@@ -222,14 +264,12 @@ def analyze_images(
     return Card.from_dict(data)
 
 
-def _cnn_blocks(images: Any, class_level: bool, *, linkage: str, **feature_kw: Any) -> dict[str, Any]:
-    """Features, the cnn_cosine matrix, the index and the class clusters."""
+def _cnn_blocks(fs: Any, images: Any, class_level: bool, *, linkage: str) -> dict[str, Any]:
+    """The features block, the cnn_cosine matrix, the index and the class clusters."""
     from dcsi.clusters import cluster_classes
-    from dcsi.features import extract_features
     from dcsi.index import index_report
     from dcsi.similarity.class_cosine import class_stats, compute_class_similarity
 
-    fs = extract_features(images, **feature_kw)
     out: dict[str, Any] = {"features": fs.to_dict()}
     if not class_level:
         return out

@@ -2,32 +2,29 @@
 
 Pipeline of the default ``method="wavelet"``:
 
-1. **Wavelet rows** ``W`` (``db1``, level 1; :mod:`dcsi.similarity.wavelet`), in blocks.
-2. **Rank-revealing QR** (:func:`dcsi.rrqr.select_columns`): keep the ``m`` most
-   independent coefficients with ``cond(W[:, P[:m]]) < tau`` (skipped when ``n <= d``).
-3. **Grouping** on the selected coefficients: for each image the approximation
-   coefficients are centred on their mean (removing a uniform change of brightness)
-   and the row is scaled to unit length (removing a change of contrast); the distance
-   of two images is ``1 - cos`` of these rows.
+1. **Wavelet rows** (:func:`dcsi.similarity.wavelet.wavelet_rows`): the coefficients
+   ``W`` (``db1``, level 1), the rank-revealing QR selection of the ``m`` most
+   independent ones with ``cond(W[:, P[:m]]) < tau``, each row's approximation band
+   centred (a uniform change of brightness) and the row scaled to unit length (a
+   change of contrast); the distance of two images is ``1 - cos`` of these rows.
+2. **Grouping** (:class:`RedundancyParams`):
 
-   * ``n_clusters="auto"`` (default, near-duplicate search): every pair of images whose
-     distance is ``<= threshold`` is linked, and groups are the connected components
-     of that graph (:func:`neighbor_pairs`: an exact blockwise search; candidates from
-     a 32-d projection, which can only shorten distances, then checked on all
-     selected coefficients).  No ``n x n`` matrix is ever formed: memory is
-     ``O(block_size * n)``.
-   * Second, shift- and crop-tolerant stage (``align=True``, default; wavelet with
-     ``"auto"``): the wavelet distance misses copies moved by a pixel or cropped by a
-     pixel or two and resized back.  :func:`dcsi.aligned.aligned_pairs` links every
-     pair whose *aligned distance* -- ``1 -`` Pearson correlation of coarse inner
-     windows after the best of the identity, shifts by up to ``max_shift`` px and
-     crops of up to ``max_crop`` px resized back -- is ``<= align_threshold``
-     (default 0.0005; exact k-d tree search, never ``n x n``).  Links of both stages
-     are united before the connected components.
+   * ``n_clusters=None`` (default, *links*: the near-duplicate search): every pair of
+     images whose distance is ``<= threshold`` is linked
+     (:func:`dcsi.neighbors.radius_pairs`: exact, blockwise, never ``n x n``).
+   * Second, shift- and crop-tolerant stage (``align``, default on for wavelet links):
+     the wavelet distance misses copies moved by a pixel or cropped by a pixel or two
+     and resized back.  :func:`dcsi.aligned.aligned_pairs` links every pair whose
+     *aligned distance* -- ``1 -`` Pearson correlation of coarse inner windows after
+     the best of the identity, shifts by up to ``max_shift`` px and crops of up to
+     ``max_crop`` px resized back -- is ``<= AlignOptions.threshold`` (default
+     0.0005).  Links of both stages are united, then grouped: connected components
+     split by complete linkage (:func:`complete_groups`) so that every two members of a
+     group are linked.
    * ``n_clusters=int``: k-means (or ``clustering="spectral"``) with that many
      clusters, as in the paper; every cluster with two or more images is a group.
 
-4. **Groups**: ``kind="redundant"`` when all members share one label (keep one:
+3. **Groups**: ``kind="redundant"`` when all members share one label (keep one:
    the member closest to the group centre, the ``representative``), ``"conflict"``
    when the members carry several labels (influential or mislabelled: all are kept
    and should be reviewed).
@@ -46,28 +43,28 @@ import csv
 import io
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from dcsi._progress import progress
-from dcsi._validation import check_choice, check_float, check_int
-from dcsi.aligned import (ALIGN_DISTANCE, DEFAULT_ALIGN_THRESHOLD, DEFAULT_MAX_CROP,
-                          DEFAULT_MAX_SHIFT, skip_reason)
-from dcsi.exceptions import DataError, InvalidParameterError
+from dcsi._validation import Interval, Options, check_labels, validate_params
+from dcsi.aligned import AlignOptions, aligned_distance, aligned_pairs, skip_reason
+from dcsi.exceptions import InvalidParameterError
+from dcsi.neighbors import SearchOptions, prepare_rows, radius_pairs
+from dcsi.similarity.wavelet import WaveletOptions, wavelet_rows
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
     "Group",
+    "RedundancyParams",
     "RedundancyResult",
     "complete_groups",
     "connected_groups",
     "evaluate_duplicates",
     "find_redundancy",
     "find_redundancy_features",
-    "neighbor_pairs",
-    "prepare_rows",
+    "as_grey_arrays",
 ]
 
 logger = logging.getLogger(__name__)
@@ -79,7 +76,8 @@ logger = logging.getLogger(__name__)
 #: ``verify_threshold`` for the SSIM check of wavelet/cnn candidates: SSIM ``>= 0.8``.
 DEFAULT_THRESHOLDS = {"wavelet": 0.01, "cnn": 0.05, "ssim": 0.95}
 DEFAULT_VERIFY_THRESHOLD = 0.8
-_METHODS = ("wavelet", "ssim", "cnn")
+#: The near-duplicate methods.
+METHODS = ("wavelet", "ssim", "cnn")
 
 
 # --------------------------------------------------------------------------- results
@@ -216,175 +214,7 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-# --------------------------------------------------------------------------- geometry
-def prepare_rows(X: np.ndarray, *, center: str = "row") -> np.ndarray:
-    """Centre and unit-normalise rows, so that ``1 - x_i . x_j`` is the distance.
-
-    Parameters
-    ----------
-    X : ndarray of shape (n, d)
-    center : {"row", "column", "none"}, default="row"
-        ``"row"``: subtract each row's mean (distance = 1 - Pearson correlation);
-        ``"column"``: subtract the dataset mean of each column; ``"none"``.
-
-    Returns
-    -------
-    ndarray of shape (n, d), float32
-        Zero rows stay zero.
-    """
-    check_choice(center, "center", "prepare_rows", ("row", "column", "none"))
-    X = np.asarray(X)
-    out = np.empty(X.shape, dtype=np.float32)
-    col_mean = X.mean(axis=0, dtype=np.float64) if center == "column" else None
-    step = 8192
-    for s in range(0, X.shape[0], step):
-        F = X[s:s + step].astype(np.float64)
-        if center == "row":
-            F -= F.mean(axis=1, keepdims=True)
-        elif center == "column":
-            F -= col_mean
-        norms = np.linalg.norm(F, axis=1, keepdims=True)
-        out[s:s + step] = F / np.where(norms > 0, norms, 1.0)
-    return out
-
-
-def _projection_basis(F: np.ndarray, n_components: int, seed: int = 0,
-                      max_rows: int = 20000) -> np.ndarray:
-    """An orthonormal (d, n_components) basis of the main directions of the rows of ``F``.
-
-    Any orthonormal basis keeps ``||B^T (x - y)|| <= ||x - y||``, which is all the
-    candidate search needs; principal directions (from at most ``max_rows`` rows) make
-    the bound tight, so few candidates survive.
-    """
-    n, d = F.shape
-    rows = F if n <= max_rows else F[np.random.default_rng(seed).choice(n, max_rows,
-                                                                       replace=False)]
-    rows = rows.astype(np.float32) - rows.mean(axis=0, dtype=np.float64).astype(np.float32)
-    gram = (rows.T @ rows).astype(np.float64)
-    _, vecs = np.linalg.eigh(gram)
-    return np.ascontiguousarray(vecs[:, ::-1][:, :n_components], dtype=np.float32)
-
-
-def neighbor_pairs(
-    F: np.ndarray,
-    *,
-    threshold: float,
-    n_components: int | None = 32,
-    block_size: int = 1024,
-    max_candidates: int | None = None,
-    seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """All pairs of rows with distance ``1 - F_i . F_j <= threshold``, never n x n.
-
-    Exact: for unit rows ``||F_i - F_j||^2 = 2 (1 - F_i . F_j)``, and an orthogonal
-    projection never lengthens a difference, so every pair within the threshold is
-    among the pairs whose *projected* distance is ``<= sqrt(2 threshold)``.  Those
-    candidates are found block by block (rows ``[s, s+b)`` against rows ``>= s``) and
-    then checked on all columns.
-
-    Parameters
-    ----------
-    F : ndarray of shape (n, d)
-        Unit-length (or zero) rows, see :func:`prepare_rows`.
-    threshold : float
-        Largest distance ``1 - F_i . F_j`` of a returned pair.
-    n_components : int or None, default=32
-        Dimension of the projection of the candidate search (``None``: no projection).
-    block_size : int, default=1024
-        Rows per block; peak extra memory is about ``block_size * n * 4 * 3`` bytes.
-    max_candidates : int, default=None
-        Refuse (DataError) when more candidates than this appear (default ``200 n``):
-        the threshold is then far too loose for a near-duplicate search.
-    seed : int, default=0
-        Row subsample of the projection basis.
-
-    Returns
-    -------
-    pairs : ndarray of shape (m, 2), int64
-        ``i < j``, sorted.
-    distances : ndarray of shape (m,), float64
-        ``1 - F_i . F_j`` on all columns of ``F``.
-    """
-    F = np.ascontiguousarray(F, dtype=np.float32)
-    n = F.shape[0]
-    if n < 2:
-        return np.empty((0, 2), dtype=np.int64), np.empty(0)
-    if max_candidates is None:
-        max_candidates = 200 * n
-    if n_components is not None and n_components < F.shape[1]:
-        P = F @ _projection_basis(F, n_components, seed)
-    else:
-        P = F
-    radius2 = 2.0 * threshold * (1 + 1e-5) + 1e-6  # float32 slack: never lose a pair
-    # Sort by the first coordinate: a pair within the radius differs by at most the
-    # radius there, so each block only meets a window of the sorted rows.
-    order = np.argsort(P[:, 0], kind="stable")
-    P = P[order]
-    first = P[:, 0].astype(np.float64)
-    radius = float(np.sqrt(radius2))
-    sq = np.einsum("ij,ij->i", P, P)
-    found_i, found_j = [], []
-    total = 0
-    for s in progress(range(0, n, block_size), desc="neighbours", unit="block",
-                      total=-(-n // block_size)):
-        e = min(s + block_size, n)
-        hi = int(np.searchsorted(first, first[e - 1] + radius, side="right"))
-        d2 = P[s:e] @ P[s:hi].T
-        d2 *= -2.0
-        d2 += sq[s:e, None]
-        d2 += sq[None, s:hi]
-        ii, jj = np.nonzero(d2 <= radius2)
-        del d2
-        jj = jj + s
-        ii = ii + s
-        upper = jj > ii
-        found_i.append(order[ii[upper]])
-        found_j.append(order[jj[upper]])
-        total += int(upper.sum())
-        if total > max_candidates:
-            raise DataError(
-                f"The near-duplicate threshold {threshold} links more than "
-                f"{max_candidates} candidate pairs among {n} images; it is far too loose "
-                "for a near-duplicate search. Use a smaller threshold."
-            )
-    cand = np.stack([np.concatenate(found_i), np.concatenate(found_j)], 1).astype(np.int64)
-    return verify_pairs(F, F, np.sort(cand, axis=1), threshold)
-
-
-def verify_pairs(
-    A: np.ndarray, B: np.ndarray, cand: np.ndarray, threshold: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the candidate pairs whose exact distance ``1 - a . b`` is ``<= threshold``.
-
-    Parameters
-    ----------
-    A : ndarray of shape (n_a, d)
-    B : ndarray of shape (n_b, d)
-        Unit rows (``B`` may be ``A`` for pairs within one set).
-    cand : ndarray of shape (m, 2), int
-        Candidate pairs ``(row of A, row of B)``.
-    threshold : float
-
-    Returns
-    -------
-    pairs : ndarray of shape (k, 2), int64
-        The kept pairs, sorted by first then second index.
-    distances : ndarray of shape (k,)
-        Their distances (clipped at 0), in float64.
-    """
-    dist = np.empty(len(cand))
-    step = 1 << 15
-    for s in range(0, len(cand), step):
-        c = cand[s:s + step]
-        dist[s:s + step] = 1.0 - np.einsum("ij,ij->i", A[c[:, 0]], B[c[:, 1]],
-                                           dtype=np.float64)
-    dist = np.maximum(dist, 0.0)
-    keep = dist <= threshold
-    cand, dist = cand[keep], dist[keep]
-    order = np.lexsort((cand[:, 1], cand[:, 0]))
-    return cand[order], dist[order]
-
-
+# --------------------------------------------------------------------------- components
 def connected_groups(n: int, pairs: np.ndarray) -> list[np.ndarray]:
     """Connected components with two or more members of the graph on ``n`` nodes.
 
@@ -570,98 +400,173 @@ def _summarise(groups: list[Group], n: int, labels: np.ndarray | None,
     return keep, summary
 
 
+# --------------------------------------------------------------------------- parameters
+@dataclass(frozen=True)
+class RedundancyParams:
+    """Every choice of a near-duplicate search, validated once; ``to_dict()`` is the
+    card's ``redundancy.params``.
+
+    Attributes
+    ----------
+    method : {"wavelet", "ssim", "cnn"}, default="wavelet"
+    threshold : float, default=None
+        Absolute link threshold; ``None``: the method's entry of
+        :data:`DEFAULT_THRESHOLDS` (resolved on creation).
+    n_clusters : int or None, default=None
+        ``None``: the near-duplicate search (*links*: every pair within the threshold
+        is linked, then grouped); an int ``>= 2``: ``clustering`` with that many
+        clusters, as in the paper (not for ``method="ssim"``).
+    clustering : {"kmeans", "spectral"}, default="kmeans"
+    scope : {"all", "class"}, default="all"
+    group_linkage : {"complete", "single"}, default="complete"
+    verify : {None, "ssim"}, default=None
+    verify_threshold : float, default=0.8
+    align : AlignOptions or None, default=AlignOptions()
+        The shift/crop-tolerant second stage (wavelet links only; ``None``: off).
+    wavelet : WaveletOptions, default=WaveletOptions()
+    search : SearchOptions, default=SearchOptions()
+    seed : int, default=0
+    """
+
+    method: str = "wavelet"
+    threshold: float | None = None
+    n_clusters: int | None = None
+    clustering: str = "kmeans"
+    scope: str = "all"
+    group_linkage: str = "complete"
+    verify: str | None = None
+    verify_threshold: float = DEFAULT_VERIFY_THRESHOLD
+    align: AlignOptions | None = field(default_factory=AlignOptions)
+    wavelet: WaveletOptions = field(default_factory=WaveletOptions)
+    search: SearchOptions = field(default_factory=SearchOptions)
+    seed: int = 0
+
+    #: Declared constraints of the scalar fields (checked on creation; the invalid-value
+    #: tests are generated from them).
+    CONSTRAINTS = {
+        "method": [Options(METHODS)],
+        "threshold": [Interval(float, -1.0, 2.0, closed="both"), None],
+        "n_clusters": [Interval(int, 2, None, closed="left"), None],
+        "clustering": [Options(("kmeans", "spectral"))],
+        "scope": [Options(("all", "class"))],
+        "group_linkage": [Options(("complete", "single"))],
+        "verify": [Options(("ssim",)), None],
+        "verify_threshold": [Interval(float, -1.0, 1.0, closed="both")],
+        "seed": [Interval(int, 0, None, closed="left")],
+    }
+
+    def __post_init__(self) -> None:
+        caller = "find_redundancy"
+        checked = validate_params({k: getattr(self, k) for k in self.CONSTRAINTS},
+                                  self.CONSTRAINTS, caller)
+        if checked["threshold"] is None:
+            checked["threshold"] = DEFAULT_THRESHOLDS[checked["method"]]
+        elif checked["method"] != "ssim" and checked["threshold"] < 0:
+            raise InvalidParameterError(
+                f"The 'threshold' parameter of {caller} must be a float in the range "
+                f"[0.0, 2.0] for method={checked['method']!r} (a distance). Got "
+                f"{checked['threshold']!r} instead.")
+        elif checked["method"] == "ssim" and checked["threshold"] > 1:
+            raise InvalidParameterError(
+                f"The 'threshold' parameter of {caller} must be a float in the range "
+                f"[-1.0, 1.0] for method='ssim' (an SSIM). Got {checked['threshold']!r} "
+                "instead.")
+        if checked["method"] == "ssim" and checked["n_clusters"] is not None:
+            raise InvalidParameterError(
+                f"The 'n_clusters' parameter of {caller} must be None for method='ssim' "
+                f"(SSIM links pairs only). Got {checked['n_clusters']!r} instead.")
+        for name, kind in (("align", AlignOptions), ("wavelet", WaveletOptions),
+                           ("search", SearchOptions)):
+            value = getattr(self, name)
+            if not (isinstance(value, kind) or (name == "align" and value is None)):
+                raise InvalidParameterError(
+                    f"The {name!r} parameter of {caller} must be a {kind.__name__}"
+                    f"{' or None' if name == 'align' else ''}. Got {value!r} instead.")
+        if checked["method"] != "wavelet" or checked["n_clusters"] is not None:
+            checked["align"] = None  # the aligned stage adds wavelet links only
+        for k, v in checked.items():
+            object.__setattr__(self, k, v)
+
+    @property
+    def grouping(self) -> str:
+        """``"links"`` (threshold + groups of linked pairs) or the clustering."""
+        return "links" if self.n_clusters is None else self.clustering
+
+    def to_dict(self) -> dict:
+        """The card's ``redundancy.params`` (the options that apply to the method)."""
+        out: dict[str, Any] = {"method": self.method, "threshold": self.threshold,
+                               "grouping": self.grouping, "n_clusters": self.n_clusters,
+                               "scope": self.scope, "seed": self.seed}
+        if self.method == "wavelet":
+            out.update(self.wavelet.to_dict())
+        if self.method == "ssim":
+            return out
+        if self.n_clusters is not None:
+            out["clustering"] = self.clustering
+            return out
+        out.update({"n_components": self.search.n_components,
+                    "group_linkage": self.group_linkage, "verify": self.verify,
+                    "align": self.align is not None})
+        if self.verify:
+            out["verify_threshold"] = self.verify_threshold
+        if self.align is not None:
+            out.update(self.align.to_dict())
+        return out
+
+
 # --------------------------------------------------------------------------- entry points
-def _wavelet_select(images: np.ndarray, *, wavelet: str, level: int, mode: str,
-                    tau: float, rank_tol: float):
-    """Wavelet rows restricted to the RRQR-selected columns.
-
-    Returns ``(W[:, cols], cols, selection)``; ``cols`` index the full coefficient
-    vector.  Constant columns are dropped first (the paper drops the all-zero ones):
-    they carry nothing and make ``W`` singular.
-    """
-    from dcsi.rrqr import select_columns
-    from dcsi.similarity.wavelet import wavelet_coefficients
-
-    W = wavelet_coefficients(images, wavelet=wavelet, level=level, mode=mode)
-    varying = np.flatnonzero(W.max(axis=0) > W.min(axis=0))
-    if varying.size == 0:
-        raise DataError("All images are identical: no wavelet coefficient varies, so "
-                        "there is nothing to select (every image is a duplicate).")
-    sel = select_columns(W[:, varying], tau=tau, rank_tol=rank_tol)
-    cols = varying[sel.columns]
-    return W[:, cols], cols, sel
-
-
-def _wavelet_rows(W_selected: np.ndarray, cols: np.ndarray, n_approx: int) -> np.ndarray:
-    """Unit rows from selected coefficients, the approximation band centred per image.
-
-    Subtracting each image's mean approximation coefficient removes a uniform change
-    of brightness (which only moves the approximation band); the detail bands have no
-    constant part.  Scaling to unit length removes a change of contrast.
-    """
-    X = np.asarray(W_selected, dtype=np.float32).copy()
-    approx = cols < n_approx
-    if approx.any():
-        X[:, approx] -= X[:, approx].mean(axis=1, keepdims=True)
-    return prepare_rows(X, center="none")
-
-
-def _n_approx(shape: tuple[int, ...], wavelet: str, level: int, mode: str) -> int:
-    import pywt
-
-    probe = pywt.wavedec2(np.zeros(shape, dtype=np.float32), wavelet, mode=mode,
-                          level=level, axes=(0, 1))
-    return int(probe[0].size)
-
-
-def _link_score(F, threshold, images, verify, verify_threshold, align, align_threshold,
-                max_shift, max_crop):
+def _link_score(F: np.ndarray, params: RedundancyParams,
+                images: np.ndarray | None) -> Any:
     """``link_score(members, pairs)`` for :func:`complete_groups`: the smaller of the
     feature distance over ``threshold`` (``inf`` when SSIM verification rejects the
-    pair) and, with ``align``, the aligned distance over ``align_threshold``."""
-    def score(members, pairs):
+    pair) and, with ``align``, the aligned distance over its threshold."""
+    def score(members: np.ndarray, pairs: np.ndarray) -> np.ndarray:
         a, b = members[pairs[:, 0]], members[pairs[:, 1]]
         d = 1.0 - np.einsum("ij,ij->i", F[a], F[b], dtype=np.float64)
-        s = np.maximum(d, 0.0) / max(threshold, 1e-12)
-        if verify == "ssim":
+        s = np.maximum(d, 0.0) / max(params.threshold, 1e-12)
+        if params.verify == "ssim":
             from dcsi.similarity.ssim import ssim_pairs
 
-            ok = np.asarray(ssim_pairs(images, np.stack([a, b], 1))) >= verify_threshold
+            ok = np.asarray(ssim_pairs(images, np.stack([a, b], 1))) >= \
+                params.verify_threshold
             s = np.where(ok, s, np.inf)
-        if align:
-            from dcsi.aligned import aligned_distance
-
-            da = aligned_distance(images, np.stack([a, b], 1), max_shift=max_shift,
-                                  max_crop=max_crop)
-            s = np.minimum(s, da / max(align_threshold, 1e-12))
+        if params.align is not None:
+            da = aligned_distance(images, np.stack([a, b], 1),
+                                  max_shift=params.align.max_shift,
+                                  max_crop=params.align.max_crop)
+            s = np.minimum(s, da / max(params.align.threshold, 1e-12))
         return s
     return score
+
+
+def _linked_pairs(F: np.ndarray, params: RedundancyParams,
+                  images: np.ndarray | None) -> tuple[np.ndarray, int]:
+    """Linked pairs of one part: the radius search, SSIM verification, aligned links."""
+    pairs, _ = radius_pairs(F, threshold=params.threshold,
+                            n_components=params.search.n_components,
+                            block_size=params.search.block_size, seed=params.seed)
+    if params.verify == "ssim" and len(pairs):
+        from dcsi.similarity.ssim import ssim_pairs
+
+        pairs = pairs[np.asarray(ssim_pairs(images, pairs)) >= params.verify_threshold]
+    n_aligned = 0
+    if params.align is not None:
+        ap, _ = aligned_pairs(images, options=params.align, seed=params.seed)
+        n_aligned = len(ap)
+        if len(ap):
+            pairs = np.unique(np.concatenate([pairs.reshape(-1, 2), ap]), axis=0)
+    return pairs, n_aligned
 
 
 def find_redundancy_features(
     features: np.ndarray,
     labels: Any = None,
     *,
+    params: RedundancyParams,
     ids: Sequence[str] | None = None,
     classes: Sequence[str] | None = None,
-    threshold: float,
-    n_clusters: int | str = "auto",
-    clustering: str = "kmeans",
-    scope: str = "all",
     center: str = "row",
-    n_components: int | None = 32,
-    block_size: int = 1024,
-    seed: int = 0,
     images: np.ndarray | None = None,
-    verify: str | None = None,
-    verify_threshold: float = DEFAULT_VERIFY_THRESHOLD,
-    align: bool = False,
-    align_threshold: float = DEFAULT_ALIGN_THRESHOLD,
-    max_shift: int = DEFAULT_MAX_SHIFT,
-    max_crop: int = DEFAULT_MAX_CROP,
-    group_linkage: str = "complete",
-    method: str = "features",
-    params: dict | None = None,
     extra_summary: dict | None = None,
 ) -> RedundancyResult:
     """Group near-identical rows of a feature matrix (the core of :func:`find_redundancy`).
@@ -670,33 +575,18 @@ def find_redundancy_features(
     ----------
     features : ndarray of shape (n, d)
     labels : array-like of shape (n,), int, default=None
+    params : RedundancyParams
+        ``method`` is recorded; ``threshold`` applies to ``1 - cos`` after ``center``.
     ids : sequence of str, default=None
         Item ids (default: ``"0"``, ``"1"``, ...).
     classes : sequence of str, default=None
         Class names in label order.
-    threshold : float
-        Largest distance ``1 - cos`` (after ``center``) of a linked pair.
-    n_clusters, clustering, scope, n_components, block_size, seed
-        See :func:`find_redundancy`.
     center : {"row", "column", "none"}, default="row"
+        See :func:`dcsi.neighbors.prepare_rows`.
     images : ndarray of shape (n, h, w[, c]), uint8, default=None
-        Needed when ``verify="ssim"``.
-    verify : {None, "ssim"}, default=None
-        Keep a linked pair only if its SSIM is ``>= verify_threshold``.
-    align : bool, default=False
-        Also link the pairs of :func:`dcsi.aligned.aligned_pairs` (shifted / cropped
-        copies; needs
-        ``images``, ``n_clusters="auto"``).
-    align_threshold : float, default=0.0005
-        Largest aligned distance of a linked pair.
-    max_shift, max_crop : int, default=1, 2
-        Shifts and crops the aligned stage tolerates (:func:`dcsi.aligned.copy_transforms`).
-    group_linkage : {"complete", "single"}, default="complete"
-        ``"single"``: groups are the connected components of the links;
-        ``"complete"``: components are split so that every pair in a group is linked
-        (:func:`complete_groups`).
-    method : str
-        Recorded in the result.
+        Needed by ``params.verify`` and ``params.align``.
+    extra_summary : dict, default=None
+        Merged into the summary.
 
     Returns
     -------
@@ -705,7 +595,7 @@ def find_redundancy_features(
     caller = "find_redundancy"
     F0 = np.asarray(features)
     n = F0.shape[0]
-    y = None if labels is None else np.asarray(labels, dtype=np.int64)
+    y = None if labels is None else check_labels(labels, n, caller)
     ids = [str(i) for i in range(n)] if ids is None else [str(i) for i in ids]
     if len(ids) != n:
         raise InvalidParameterError(
@@ -714,70 +604,54 @@ def find_redundancy_features(
         )
     if classes is None:
         classes = [str(c) for c in range((int(y.max()) + 1) if y is not None and n else 0)]
-    check_choice(scope, "scope", caller, ("all", "class"))
-    if scope == "class" and y is None:
+    if params.scope == "class" and y is None:
         raise InvalidParameterError(
             "The 'scope' parameter of find_redundancy can be 'class' only for labelled "
             "data. Got scope='class' without labels; pass labels= or use scope='all'."
         )
+    if images is None and (params.align is not None or params.verify):
+        raise InvalidParameterError(
+            "The 'align' and 'verify' parameters of find_redundancy_features need the "
+            "images. Got them without images=; pass images= or turn both off."
+        )
+    if params.n_clusters is not None and params.n_clusters > n:
+        raise InvalidParameterError(
+            f"The 'n_clusters' parameter of find_redundancy must be <= the number of "
+            f"images ({n}). Got {params.n_clusters} instead; leave n_clusters=None for a "
+            "near-duplicate search."
+        )
     F = prepare_rows(F0, center=center)
-    parts = [np.arange(n)] if scope == "all" else [np.flatnonzero(y == c)
-                                                  for c in np.unique(y)]
+    parts = [np.arange(n)] if params.scope == "all" else [np.flatnonzero(y == c)
+                                                         for c in np.unique(y)]
     members: list[np.ndarray] = []
-    check_choice(group_linkage, "group_linkage", caller, ("complete", "single"))
-    n_pairs = 0
-    n_aligned = 0
-    n_unrefined = 0
+    n_pairs = n_aligned = n_unrefined = 0
     for part in parts:
-        Fp = F[part]
-        if n_clusters == "auto":
-            pairs, dist = neighbor_pairs(Fp, threshold=threshold,
-                                         n_components=n_components, block_size=block_size,
-                                         seed=seed)
-            if verify == "ssim" and len(pairs):
-                from dcsi.similarity.ssim import ssim_pairs
-
-                s = np.asarray(ssim_pairs(images[part], pairs))
-                pairs, dist = pairs[s >= verify_threshold], dist[s >= verify_threshold]
-            if align:
-                if images is None:
-                    raise InvalidParameterError(
-                        "The 'align' parameter of find_redundancy_features needs the "
-                        "images. Got align=True without images=; pass images= or "
-                        "align=False."
-                    )
-                from dcsi.aligned import aligned_pairs
-
-                ap, _ = aligned_pairs(images[part], threshold=align_threshold,
-                                      max_shift=max_shift, max_crop=max_crop, seed=seed)
-                n_aligned += len(ap)
-                if len(ap):
-                    pairs = np.unique(np.concatenate([pairs.reshape(-1, 2), ap]), axis=0)
-            n_pairs += len(pairs)
-            comps = connected_groups(len(part), pairs)
-            if group_linkage == "complete":
-                score = _link_score(Fp, threshold, images[part] if images is not None
-                                    else None, verify, verify_threshold, align,
-                                    align_threshold, max_shift, max_crop)
-                comps, unrefined = complete_groups(comps, score)
-                n_unrefined += unrefined
-            members.extend(part[g] for g in comps)
-        else:
-            if scope == "class" and len(part) < n_clusters:
-                continue  # a class smaller than n_clusters has no shared cluster
-            comp = _cluster(Fp, n_clusters, clustering, seed)
-            members.extend(part[g] for g in _labels_to_groups(comp))
+        if params.n_clusters is not None:
+            if len(part) >= params.n_clusters:  # a smaller class has no shared cluster
+                comp = _cluster(F[part], params.n_clusters, params.clustering, params.seed)
+                members.extend(part[g] for g in _labels_to_groups(comp))
+            continue
+        part_images = None if images is None else images[part]
+        pairs, aligned = _linked_pairs(F[part], params, part_images)
+        n_pairs += len(pairs)
+        n_aligned += aligned
+        comps = connected_groups(len(part), pairs)
+        if params.group_linkage == "complete":
+            comps, unrefined = complete_groups(
+                comps, _link_score(F[part], params, part_images))
+            n_unrefined += unrefined
+        members.extend(part[g] for g in comps)
     groups = _make_groups(members, F, ids, y, classes)
     keep, summary = _summarise(groups, n, y, classes)
     summary["n_linked_pairs"] = int(n_pairs)
-    if align and n_clusters == "auto":
+    if params.align is not None:
         summary["n_aligned_pairs"] = int(n_aligned)
-    if n_clusters == "auto" and group_linkage == "complete":
+    if params.n_clusters is None and params.group_linkage == "complete":
         summary["n_unrefined_groups"] = int(n_unrefined)
-    if extra_summary:
-        summary.update(extra_summary)
-    return RedundancyResult(groups=tuple(groups), method=method, params=dict(params or {}),
-                            summary=summary, ids=tuple(ids), keep=keep)
+    summary.update(extra_summary or {})
+    return RedundancyResult(groups=tuple(groups), method=params.method,
+                            params=params.to_dict(), summary=summary, ids=tuple(ids),
+                            keep=keep)
 
 
 def find_redundancy(
@@ -785,86 +659,73 @@ def find_redundancy(
     labels: Any = None,
     method: str = "wavelet",
     *,
-    n_clusters: int | str = "auto",
-    tau: float = 1e5,
     threshold: float | None = None,
+    n_clusters: int | None = None,
+    clustering: str = "kmeans",
+    scope: str = "all",
+    group_linkage: str = "complete",
     verify: str | None = None,
     verify_threshold: float = DEFAULT_VERIFY_THRESHOLD,
-    align: bool = True,
-    align_threshold: float = DEFAULT_ALIGN_THRESHOLD,
-    max_shift: int = DEFAULT_MAX_SHIFT,
-    max_crop: int = DEFAULT_MAX_CROP,
-    group_linkage: str = "complete",
-    scope: str = "all",
-    clustering: str = "kmeans",
-    wavelet: str = "db1",
-    level: int = 1,
-    mode: str = "symmetric",
-    rank_tol: float = 1e-5,
+    align: bool | AlignOptions = True,
+    wavelet: WaveletOptions | None = None,
+    search: SearchOptions | None = None,
     size: int | tuple[int, int] | None = None,
-    n_components: int | None = 32,
-    block_size: int = 1024,
+    features: np.ndarray | None = None,
+    backbone: Any = "efficientnet_lite0",
     ids: Sequence[str] | None = None,
     classes: Sequence[str] | None = None,
-    backbone: Any = "efficientnet_lite0",
-    feature_kw: dict | None = None,
     seed: int = 0,
 ) -> RedundancyResult:
     """Find near-duplicate groups: redundant copies and label conflicts.
 
     Parameters
     ----------
-    source_or_images : source, ImageSet, or ndarray of shape (n, h, w[, c]) uint8
-        Anything :func:`dcsi.open_source` takes.
+    source_or_images : ImageSet, ndarray of shape (n, h, w[, c]) uint8, or a source
+        An opened :class:`~dcsi.sources.ImageSet` (what the pipeline and the CLI pass),
+        in-memory images, or anything :func:`dcsi.open_source` takes (opened here).
     labels : array-like of shape (n,), default=None
         Labels of in-memory images (unlabelled data gives only ``redundant`` groups).
     method : {"wavelet", "ssim", "cnn"}, default="wavelet"
-    n_clusters : "auto" or int, default="auto"
-        ``"auto"``: threshold + connected components (near-duplicate search);
-        an int: k-means/spectral clusters as in the paper (not for ``method="ssim"``).
-    tau : float, default=1e5
-        Condition-number bound of the rank-revealing QR column selection (wavelet).
     threshold : float, default=None
         Absolute link threshold; ``None`` uses :data:`DEFAULT_THRESHOLDS`
         (wavelet: ``1 - cos <= 0.01``; cnn: cosine distance ``<= 0.05``; ssim:
         SSIM ``>= 0.95``).
-    verify : {None, "ssim"}, default=None
-        Second, finer check of every linked pair (wavelet/cnn with ``"auto"``).
-    verify_threshold : float, default=0.8
-        SSIM a verified pair must reach.
-    align : bool, default=True
-        ``method="wavelet"`` with ``n_clusters="auto"``: also link shifted and
-        cropped copies (second stage, :func:`dcsi.aligned.aligned_pairs`): pairs whose
-        aligned distance (``1 -`` correlation of the coarse inner windows after the
-        best shift or crop-and-resize of either image) is ``<= align_threshold``.
-    align_threshold : float, default=0.0005
-    max_shift : int, default=1
-        Largest shift (pixels, at the analysed size) the second stage tolerates.
-    max_crop : int, default=2
-        Largest crop (pixels per axis, resized back) it tolerates.
-    group_linkage : {"complete", "single"}, default="complete"
-        With ``n_clusters="auto"``: ``"complete"`` splits chains so that every two
-        members of a group are linked (:func:`complete_groups`; components of more
-        than 2,000 images are kept whole and counted in ``n_unrefined_groups``);
-        ``"single"``: the connected components of the links.
-    scope : {"all", "class"}, default="all"
-        Search the whole set (the only way to find conflicts) or each class alone.
+    n_clusters : int, default=None
+        ``None``: the near-duplicate search (every pair within the threshold is linked;
+        groups of linked pairs); an int: ``clustering`` with that many clusters, as in
+        the paper (not for ``method="ssim"``).
     clustering : {"kmeans", "spectral"}, default="kmeans"
         Used when ``n_clusters`` is an int.
-    wavelet, level, mode : default "db1", 1, "symmetric"
-        Wavelet decomposition (see :mod:`dcsi.similarity.wavelet`).
-    rank_tol : float, default=1e-5
-        Tolerance of the reported numerical rank.
+    scope : {"all", "class"}, default="all"
+        Search the whole set (the only way to find conflicts) or each class alone.
+    group_linkage : {"complete", "single"}, default="complete"
+        Links: ``"complete"`` splits chains so that every two members of a group are
+        linked (:func:`complete_groups`; components of more than 2,000 images are kept
+        whole and counted in ``n_unrefined_groups``); ``"single"``: the connected
+        components of the links.
+    verify : {None, "ssim"}, default=None
+        Second, finer check of every linked pair (wavelet/cnn links).
+    verify_threshold : float, default=0.8
+        SSIM a verified pair must reach.
+    align : bool or AlignOptions, default=True
+        ``method="wavelet"`` links: also link shifted and cropped copies (second stage,
+        :func:`dcsi.aligned.aligned_pairs`); ``True``: the defaults of
+        :class:`~dcsi.aligned.AlignOptions` (aligned distance ``<= 0.0005``, shifts of
+        1 px, crops of up to 2 px).  Skipped with a warning for images too small.
+    wavelet : WaveletOptions, default=None
+        Wavelet, level, mode, RRQR ``tau`` and ``rank_tol`` (``None``: the defaults).
+    search : SearchOptions, default=None
+        Sizes of the exact candidate search (never change a result).
     size : int or (h, w), default=None
-        Size images are brought to (``None``: native or median size); grey levels.
-    n_components, block_size
-        Candidate search (see :func:`neighbor_pairs`).
+        Size a source's images are brought to (``None``: native or median size); grey
+        levels.
+    features : ndarray of shape (n, d), default=None
+        ``method="cnn"``: CNN features already extracted for these images (the
+        pipeline passes its own); ``None``: extracted with ``backbone``.
+    backbone : str or Extractor, default="efficientnet_lite0"
+        Backbone of ``method="cnn"`` when ``features`` is None.
     ids, classes : sequence of str, default=None
         For in-memory arrays (default: row numbers; label ids).
-    backbone : str or Extractor, default="efficientnet_lite0"
-        Backbone of ``method="cnn"``.
-    feature_kw : dict, default=None
-        Extra keyword arguments of :func:`dcsi.extract_features` (``method="cnn"``).
     seed : int, default=0
 
     Returns
@@ -874,166 +735,132 @@ def find_redundancy(
         ``redundancy`` block.
     """
     caller = "find_redundancy"
-    check_choice(method, "method", caller, _METHODS)
-    if not (n_clusters == "auto" or (isinstance(n_clusters, (int, np.integer))
-                                     and not isinstance(n_clusters, bool))):
+    if not isinstance(align, (bool, np.bool_, AlignOptions)):
         raise InvalidParameterError(
-            f"The 'n_clusters' parameter of {caller} must be 'auto' or an int >= 2. "
-            f"Got {n_clusters!r} instead."
-        )
-    if n_clusters != "auto":
-        check_int(n_clusters, "n_clusters", caller, min_value=2)
-        if method == "ssim":
-            raise InvalidParameterError(
-                "The 'n_clusters' parameter of find_redundancy must be 'auto' for "
-                f"method='ssim'. Got {n_clusters!r} instead."
-            )
-    tau = check_float(tau, "tau", caller, min_value=1.0, min_inclusive=False)
-    check_choice(verify, "verify", caller, (None, "ssim"))
-    check_choice(clustering, "clustering", caller, ("kmeans", "spectral"))
-    check_choice(scope, "scope", caller, ("all", "class"))
-    check_int(block_size, "block_size", caller, min_value=1)
-    check_int(seed, "seed", caller, min_value=0)
-    if threshold is None:
-        threshold = DEFAULT_THRESHOLDS[method]
-    if method == "ssim":
-        threshold = check_float(threshold, "threshold", caller, min_value=-1.0, max_value=1.0)
-    else:
-        threshold = check_float(threshold, "threshold", caller, min_value=0.0, max_value=2.0)
-    verify_threshold = check_float(verify_threshold, "verify_threshold", caller,
-                                   min_value=-1.0, max_value=1.0)
-    if not isinstance(align, (bool, np.bool_)):
-        raise InvalidParameterError(
-            f"The 'align' parameter of {caller} must be True or False. Got {align!r} "
-            "instead."
-        )
-    align_threshold = check_float(align_threshold, "align_threshold", caller,
-                                  min_value=0.0, max_value=2.0)
-    check_int(max_shift, "max_shift", caller, min_value=0)
-    check_int(max_crop, "max_crop", caller, min_value=0)
-    align = bool(align) and method == "wavelet" and n_clusters == "auto"
-
-    arr, y, ids, classes, src = _load(source_or_images, labels, ids, classes, size)
-    align_skipped = skip_reason(arr.shape[1:3], max_shift, max_crop) if align else None
+            f"The 'align' parameter of {caller} must be True, False or an AlignOptions. "
+            f"Got {align!r} instead.")
+    params = RedundancyParams(
+        method=method, threshold=threshold, n_clusters=n_clusters, clustering=clustering,
+        scope=scope, group_linkage=group_linkage, verify=verify,
+        verify_threshold=verify_threshold,
+        align=(AlignOptions() if align is True else (align or None)),
+        wavelet=WaveletOptions() if wavelet is None else wavelet,
+        search=SearchOptions() if search is None else search, seed=seed)
+    arr, y, ids, classes, image_set = as_grey_arrays(source_or_images, labels, ids=ids,
+                                                     classes=classes, size=size)
+    align_skipped = None if params.align is None else skip_reason(
+        arr.shape[1:3], params.align.max_shift, params.align.max_crop)
     if align_skipped:
-        align = False
         logger.warning("find_redundancy: %s", align_skipped)
-    n = arr.shape[0] if arr is not None else len(src)
-    if n == 0:
-        raise DataError("find_redundancy got an empty dataset: there is nothing to compare.")
-    params: dict[str, Any] = {"method": method, "threshold": threshold,
-                              "n_clusters": n_clusters, "scope": scope, "seed": seed}
-    if method == "ssim":
-        return _ssim_redundancy(arr, y, ids, classes, threshold=threshold, scope=scope,
-                                params=params)
+        params = replace(params, align=None)
+    if params.method == "ssim":
+        return _ssim_redundancy(arr, y, ids, classes, params)
     extra: dict[str, Any] = {}
-    if method == "wavelet":
-        Wsel, cols, sel = _wavelet_select(arr, wavelet=wavelet, level=level, mode=mode,
-                                          tau=tau, rank_tol=rank_tol)
-        F = _wavelet_rows(Wsel, cols, _n_approx(arr.shape[1:], wavelet, level, mode))
-        del Wsel
-        params.update({"wavelet": wavelet, "level": level, "mode": mode, "tau": tau,
-                       "rank_tol": rank_tol, "distance": "1 - cosine of the selected "
-                       "wavelet coefficients, approximation band centred per image"})
-        extra["rrqr"] = {**sel.to_dict(), "n_coefficients": int(
-            np.prod(_coeff_shape(arr, wavelet, level, mode)))}
-        center = "none"
+    if params.method == "wavelet":
+        wr = wavelet_rows(arr, options=params.wavelet)
+        F, center = wr.rows, "none"
+        extra["rrqr"] = wr.summary()
+        distance = ("1 - cosine of the selected wavelet coefficients, approximation "
+                    "band centred per image")
     else:
-        from dcsi.features import extract_features
+        if features is None:
+            from dcsi.features import extract_features
 
-        fs = extract_features(src, backbone=backbone, **(feature_kw or {}))
-        F = np.asarray(fs.features)
-        params.update({"backbone": getattr(fs, "backbone", str(backbone)),
-                       "distance": "cosine distance of dataset-centred CNN features"})
-        center = "column"
-    if n_clusters == "auto":
-        params.update({"n_components": n_components, "group_linkage": group_linkage,
-                       "verify": verify, "align": align})
-        if align_skipped:
-            params["align_skipped"] = align_skipped
-        if verify:
-            params["verify_threshold"] = verify_threshold
-        if align:
-            params.update({
-                "align_threshold": align_threshold, "max_shift": max_shift,
-                "max_crop": max_crop,
-                "align_distance": ALIGN_DISTANCE,
-            })
-    else:
-        params["clustering"] = clustering
-    return find_redundancy_features(
-        F, y, ids=ids, classes=classes, threshold=threshold, n_clusters=n_clusters,
-        clustering=clustering, scope=scope, center=center,
-        n_components=n_components, block_size=block_size, seed=seed,
-        images=arr, verify=verify, verify_threshold=verify_threshold, align=align,
-        align_threshold=align_threshold, max_shift=max_shift, max_crop=max_crop,
-        group_linkage=group_linkage, method=method,
-        params=params, extra_summary=extra,
-    )
+            features = extract_features(image_set, backbone=backbone).features
+        F, center = np.asarray(features), "column"
+        if F.shape[0] != arr.shape[0]:
+            raise InvalidParameterError(
+                f"The 'features' parameter of {caller} must have one row per image "
+                f"({arr.shape[0]}). Got shape {F.shape} instead.")
+        distance = "cosine distance of dataset-centred CNN features"
+    res = find_redundancy_features(F, y, params=params, ids=ids, classes=classes,
+                                   center=center, images=arr, extra_summary=extra)
+    res.params["distance"] = distance
+    if params.method == "cnn":
+        res.params["backbone"] = backbone if isinstance(backbone, str) else getattr(
+            backbone, "name", "custom")
+    if align_skipped:
+        res.params["align_skipped"] = align_skipped
+    return res
 
 
-def _coeff_shape(arr: np.ndarray, wavelet: str, level: int, mode: str) -> tuple[int]:
-    from dcsi.similarity.wavelet import n_coefficients
+def as_grey_arrays(
+    source: Any,
+    labels: Any = None,
+    *,
+    ids: Sequence[str] | None = None,
+    classes: Sequence[str] | None = None,
+    size: int | tuple[int, int] | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, list[str], list[str], Any]:
+    """The images of any input as grey uint8 arrays, with labels, ids and classes.
 
-    return (n_coefficients(arr.shape[1:], wavelet=wavelet, level=level, mode=mode),)
+    In-memory arrays are used as they are (colour kept); an
+    :class:`~dcsi.sources.ImageSet` is decoded once (``to_array(size, mode="L")``); any
+    other source is opened first (the public near-duplicate functions take sources).
 
+    Parameters
+    ----------
+    source : ImageSet, ndarray of shape (n, h, w[, c]) uint8, or a source
+    labels : array-like of shape (n,), default=None
+        Labels of in-memory arrays.
+    ids, classes : sequence of str, default=None
+        Override the ids / class names (default: the image set's).
+    size : int or (h, w), default=None
+        Size a source's images are brought to (``None``: native or median size).
 
-def _load(source: Any, labels: Any, ids: Any, classes: Any, size: Any):
-    """Images as a uint8 array (grey levels for sources), labels, ids, classes, ImageSet."""
+    Returns
+    -------
+    images : ndarray of shape (n, h, w) or (n, h, w, c), uint8
+    labels : ndarray of shape (n,), int64, or None
+    ids : list of str
+    classes : list of str
+    image_set : ImageSet
+    """
     from dcsi.sources import ImageSet, open_source
 
-    if isinstance(source, np.ndarray) and not isinstance(source, ImageSet):
+    if isinstance(source, np.ndarray):
         if source.dtype != np.uint8 or source.ndim not in (3, 4):
             raise InvalidParameterError(
                 "The 'source_or_images' parameter of find_redundancy must be a uint8 "
                 f"array (n, h, w[, c]). Got dtype {source.dtype} and shape {source.shape} "
                 "instead."
             )
-    kw = {}
-    if isinstance(source, np.ndarray) and classes is not None:
-        kw["classes"] = list(classes)
-    src = open_source(source, labels=labels, **kw)
+    kw = {"classes": list(classes)} if isinstance(source, np.ndarray) and \
+        classes is not None and labels is not None else {}
+    image_set = source if isinstance(source, ImageSet) else open_source(
+        source, labels=labels, **kw)
     if isinstance(source, np.ndarray):
         arr = source if source.ndim == 3 or source.shape[-1] != 1 else source[..., 0]
     else:
-        arr = src.to_array(size=size, mode="L")
-    y = None if src.labels is None else np.asarray(src.labels, dtype=np.int64)
-    if ids is None:
-        ids = list(src.ids)
-    if classes is None:
-        classes = list(src.classes)
-    return arr, y, [str(i) for i in ids], list(classes), src
+        arr = image_set.to_array(size=size, mode="L")
+    y = None if image_set.labels is None else np.asarray(image_set.labels, dtype=np.int64)
+    ids = list(image_set.ids) if ids is None else ids
+    classes = list(image_set.classes) if classes is None else classes
+    return arr, y, [str(i) for i in ids], list(classes), image_set
 
 
-def _ssim_redundancy(arr, y, ids, classes, *, threshold, scope, params) -> RedundancyResult:
-    try:
-        from dcsi.similarity.ssim import ssim_threshold_pairs
-    except ImportError as exc:  # pragma: no cover - lands with issue 5
-        from dcsi.exceptions import MissingDependencyError
+def _ssim_redundancy(arr: np.ndarray, y: np.ndarray | None, ids: list[str],
+                     classes: list[str], params: RedundancyParams) -> RedundancyResult:
+    """Groups of pairs with SSIM ``>= threshold`` (``method="ssim"``)."""
+    from dcsi.similarity.ssim import ssim_threshold_pairs
 
-        raise MissingDependencyError(
-            f"method='ssim' needs dcsi.similarity.ssim ({exc})."
-        ) from None
     n = arr.shape[0]
-    parts = [np.arange(n)] if scope == "all" else [np.flatnonzero(y == c) for c in np.unique(y)]
+    parts = [np.arange(n)] if params.scope == "all" else [np.flatnonzero(y == c)
+                                                         for c in np.unique(y)]
     members: list[np.ndarray] = []
     pair_dist: dict = {}
     for part in parts:
-        out = ssim_threshold_pairs(arr[part], threshold)
-        pairs, vals = (out if isinstance(out, tuple) else (out, None))
+        pairs, vals = ssim_threshold_pairs(arr[part], params.threshold)
         pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-        if vals is None:
-            from dcsi.similarity.ssim import ssim_pairs
-
-            vals = ssim_pairs(arr[part], pairs) if len(pairs) else np.empty(0)
         for (a, b), v in zip(part[pairs], np.asarray(vals)):
             pair_dist[(min(a, b), max(a, b))] = 1.0 - float(v)
         members.extend(part[g] for g in connected_groups(len(part), pairs))
     groups = _make_groups(members, None, ids, y, classes, pair_dist)
     keep, summary = _summarise(groups, n, y, classes)
     summary["n_linked_pairs"] = len(pair_dist)
-    params["distance"] = "1 - SSIM (skimage settings, grey levels)"
-    return RedundancyResult(groups=tuple(groups), method="ssim", params=params,
+    out = params.to_dict()
+    out["distance"] = "1 - SSIM (skimage settings, grey levels)"
+    return RedundancyResult(groups=tuple(groups), method="ssim", params=out,
                             summary=summary, ids=tuple(ids), keep=keep)
 
 

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from dcsi.aligned import (
+    AlignOptions,
     aligned_cross_pairs,
     aligned_distance,
     aligned_pairs,
@@ -116,7 +117,7 @@ def test_aligned_pairs_are_exactly_the_pairs_within_the_threshold(rng):
     allp = np.array([(i, j) for i in range(60) for j in range(i + 1, 60)])
     D = aligned_distance(imgs, allp)
     for thr in (5e-4, 0.01, 0.05):
-        pairs, dist = aligned_pairs(imgs, threshold=thr, block_size=7)
+        pairs, dist = aligned_pairs(imgs, options=AlignOptions(threshold=thr, block_size=7))
         want = allp[D <= thr]
         np.testing.assert_array_equal(pairs, want)
         np.testing.assert_allclose(dist, D[D <= thr], atol=1e-6)
@@ -134,7 +135,7 @@ def test_aligned_cross_pairs_match_brute_force(rng):
     allp = np.array([(i, j) for i in range(25) for j in range(20)])
     D = aligned_distance(both, np.stack([allp[:, 0], 25 + allp[:, 1]], 1))
     for thr in (5e-4, 0.02):
-        pairs, dist = aligned_cross_pairs(a, b, threshold=thr, block_size=6)
+        pairs, dist = aligned_cross_pairs(a, b, options=AlignOptions(threshold=thr, block_size=6))
         np.testing.assert_array_equal(pairs, allp[D <= thr])
         np.testing.assert_allclose(dist, D[D <= thr], atol=1e-6)
     assert {tuple(map(int, p)) for p in aligned_cross_pairs(a, b)[0]} == {
@@ -145,8 +146,8 @@ def test_errors(rng):
     imgs = _blob_images(rng, 4, size=16)
     with pytest.raises(InvalidParameterError, match="must leave an inner window"):
         aligned_distance(imgs, np.array([[0, 1]]), max_shift=8)
-    with pytest.raises(InvalidParameterError, match="'threshold' parameter of aligned_pairs"):
-        aligned_pairs(imgs, threshold=-1)
+    with pytest.raises(InvalidParameterError, match="'threshold' parameter of AlignOptions"):
+        aligned_pairs(imgs, options=AlignOptions(threshold=-1))
     with pytest.raises(InvalidParameterError, match="must have one size"):
         aligned_cross_pairs(imgs, _blob_images(rng, 3, size=20))
     assert aligned_pairs(imgs[:1])[0].shape == (0, 2)
@@ -160,7 +161,7 @@ def test_memory_stays_far_below_n_by_n(rng):
     imgs[1] = _shift(imgs[0], 0, 1)
     tracemalloc.start()
     try:
-        pairs, _ = aligned_pairs(imgs, block_size=1024)
+        pairs, _ = aligned_pairs(imgs, options=AlignOptions(block_size=1024))
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

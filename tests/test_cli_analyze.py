@@ -94,3 +94,46 @@ def test_demo_dataset_end_to_end(tmp_path, capsys):
     assert 0.0 < card.index < 1.0
     for kind in card.similarity_kinds:
         assert np.isfinite(card.similarity(kind)).all()
+
+
+def _choices(command, option):
+    """The documented values of a command's option, read from the parser."""
+    import argparse
+
+    from dcsi.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    action = next(a for a in sub.choices[command]._actions if option in a.option_strings)
+    return list(action.choices)
+
+
+@pytest.mark.parametrize("method", _choices("analyze", "--redundancy-method"))
+def test_every_redundancy_method_runs_end_to_end(folder, tmp_path, method):
+    pytest.importorskip("torch")
+    out = tmp_path / "out"
+    rc = main(["analyze", str(folder), "--out", str(out), "--cache", str(tmp_path / "c"),
+               "--no-progress", "--analyzers", "wavelet", "--redundancy-method", method])
+    assert rc == 0
+    card = json.loads((out / "dcsi.json").read_text())
+    assert card["redundancy"]["method"] == method
+    assert card["redundancy"]["summary"]["n_images"] == 12
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--image-size", "8"], "'image_size' parameter of analyze"),
+    (["--backbone", "nope"], "'backbone' parameter of analyze"),
+    (["--weights", "/nonexistent/w.pth"], "no such file"),
+    (["--analyzers", "cnn,pixels"], "'analyzers' parameter of analyze"),
+])
+def test_bad_options_are_refused_before_reading_the_data(tmp_path, capsys, monkeypatch,
+                                                         argv, needle):
+    import dcsi.sources
+
+    def refuse(*a, **k):
+        raise AssertionError("the source was opened before the options were checked")
+
+    monkeypatch.setattr(dcsi.sources, "open_source", refuse)
+    rc = main(["analyze", str(tmp_path), "--out", str(tmp_path / "o"), *argv])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("\n") == 1 and needle in err, err

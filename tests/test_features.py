@@ -167,16 +167,16 @@ def test_default_backbone_end_to_end(tmp_path):
     pipeline's features equal the extractor applied by hand."""
     from dcsi.backbones import get_backbone
 
-    fs = extract_features("sample:digits", max_per_class=1, cache=tmp_path, device="cpu")
+    ims = open_source("sample:digits", max_per_class=1)
+    fs = extract_features(ims, cache=tmp_path, device="cpu")
     assert fs.image_size == 64 and fs.dim == 1280 and fs.features.shape == (10, 1280)
     assert fs.to_dict()["backbone"] == "efficientnet_lite0"
     assert len(fs.to_dict()["weights_sha256"]) == 64
-    ims = open_source("sample:digits", max_per_class=1)
     ext = get_backbone("efficientnet_lite0", image_size=64, device="cpu")
     batch = torch.stack([ext.transform(ims.load(i)) for i in range(len(ims))])
     ref = ext.model(ext.normalize(batch)).numpy()
     np.testing.assert_allclose(fs.features, ref, rtol=1e-4, atol=1e-4)
-    cached = extract_features("sample:digits", max_per_class=1, cache=tmp_path, device="cpu")
+    cached = extract_features(ims, cache=tmp_path, device="cpu")
     assert cached.n_cached == 10
     np.testing.assert_array_equal(cached.features, fs.features)
 

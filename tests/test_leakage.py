@@ -10,7 +10,8 @@ import pytest
 import dcsi
 from dcsi.exceptions import InvalidParameterError
 from dcsi.leakage import find_leakage, find_leakage_features
-from dcsi.redundancy import prepare_rows
+from dcsi.neighbors import SearchOptions
+from dcsi.neighbors import prepare_rows
 
 
 def test_planted_test_copies_found(rng):
@@ -37,8 +38,8 @@ def test_planted_test_copies_found(rng):
 def test_farthest_matches_brute_force(rng):
     A = prepare_rows(rng.standard_normal((40, 10)), center="none")  # test
     B = prepare_rows(rng.standard_normal((90, 10)), center="none")  # train
-    res = find_leakage_features(B, A, threshold=0.01, n_farthest=5, n_components=3,
-                                block_size=7)
+    res = find_leakage_features(B, A, threshold=0.01, n_farthest=5,
+                                search=SearchOptions(n_components=3, block_size=7))
     nearest = 1.0 - (A.astype(np.float64) @ B.T.astype(np.float64)).max(axis=1)
     ref = np.argsort(-nearest)[:5]
     assert [i for i, _ in res.farthest] == [str(i) for i in ref]
@@ -57,24 +58,6 @@ def test_errors(rng):
 
 
 # --------------------------------------------------------------------------- aligned stage
-def test_cross_pairs_match_brute_force(rng):
-    from dcsi.leakage import cross_pairs
-
-    base = prepare_rows(rng.standard_normal((50, 12)), center="none")
-    A = prepare_rows(base[rng.integers(0, 50, 70)] + 0.03 * rng.standard_normal((70, 12)),
-                     center="none")
-    B = prepare_rows(base[rng.integers(0, 50, 90)] + 0.03 * rng.standard_normal((90, 12)),
-                     center="none")
-    D = 1.0 - A.astype(np.float64) @ B.T.astype(np.float64)
-    for thr in (0.005, 0.05):
-        pairs, dist = cross_pairs(A, B, threshold=thr, n_components=4, block_size=9)
-        want = np.argwhere(D <= thr)
-        assert len(want) > 0
-        np.testing.assert_array_equal(pairs, want)
-        np.testing.assert_allclose(dist, np.maximum(D[want[:, 0], want[:, 1]], 0),
-                                   atol=1e-5)
-
-
 def test_shifted_and_cropped_test_copies_found(rng):
     from test_redundancy import _blob_images, _crop_resize, _shift
 
@@ -108,9 +91,20 @@ def test_align_errors(rng):
     a = rng.integers(0, 256, (10, 8, 8), dtype=np.uint8)
     with pytest.raises(InvalidParameterError, match="'align' parameter of find_leakage"):
         find_leakage(a, a, align="yes")
+    with pytest.raises(InvalidParameterError, match="'wavelet' parameter of find_leakage"):
+        find_leakage(a, a, wavelet={"tau": 10})
     with pytest.raises(InvalidParameterError,
-                       match="'align_threshold' parameter of find_leakage"):
-        find_leakage(a, a, align_threshold=-0.1)
-    with pytest.raises(InvalidParameterError,
-                       match="'max_shift' parameter of find_leakage"):
-        find_leakage(a, a, max_shift=-1)
+                       match="'n_farthest' parameter of find_leakage"):
+        find_leakage(a, a, n_farthest=-1)
+
+
+def test_leakage_and_redundancy_share_the_align_defaults(rng):
+    from dcsi.aligned import AlignOptions
+    from test_redundancy import _blob_images
+
+    train, test = _blob_images(rng, 30), _blob_images(rng, 10)
+    res = find_leakage(train, test)
+    red = dcsi.find_redundancy(train)
+    shared = ("align_threshold", "max_shift", "max_crop", "align_distance")
+    assert {k: res.params[k] for k in shared} == {k: red.params[k] for k in shared} \
+        == AlignOptions().to_dict()

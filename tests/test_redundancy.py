@@ -10,16 +10,23 @@ import pytest
 
 import dcsi
 from dcsi.exceptions import DataError, InvalidParameterError
+from dcsi.aligned import AlignOptions
+from dcsi.neighbors import SearchOptions
 from dcsi.redundancy import (
     Group,
+    RedundancyParams,
     RedundancyResult,
     connected_groups,
     evaluate_duplicates,
     find_redundancy,
     find_redundancy_features,
-    neighbor_pairs,
-    prepare_rows,
 )
+from dcsi.similarity.wavelet import WaveletOptions
+
+
+def _features_params(**kw):
+    """Params of a search on given feature rows (no images: no aligned stage)."""
+    return RedundancyParams(method="cnn", **kw)
 
 
 def _planted(rng, n=240, k=4):
@@ -109,25 +116,6 @@ def test_unlabelled_and_source_input(rng):
     assert digits.summary["n_images"] == 1797
 
 
-def _brute_pairs(F, thr):
-    D = 1.0 - F.astype(np.float64) @ F.astype(np.float64).T
-    i, j = np.nonzero(np.triu(D <= thr, 1))
-    return set(zip(i.tolist(), j.tolist())), D
-
-
-@pytest.mark.parametrize("n_components", [None, 4])
-def test_neighbor_pairs_match_brute_force(rng, n_components):
-    base = rng.standard_normal((60, 12))
-    X = np.concatenate([base, base[:20] + 0.05 * rng.standard_normal((20, 12))])
-    F = prepare_rows(X, center="none")
-    thr = 0.01
-    ref, D = _brute_pairs(F, thr)
-    pairs, dist = neighbor_pairs(F, threshold=thr, n_components=n_components, block_size=7)
-    assert set(map(tuple, pairs.tolist())) == ref
-    assert len(ref) >= 10
-    np.testing.assert_allclose(dist, np.maximum(D[pairs[:, 0], pairs[:, 1]], 0), atol=1e-5)
-
-
 def test_connected_groups_transitive():
     groups = connected_groups(6, np.array([[0, 1], [1, 4], [2, 5]]))
     assert [g.tolist() for g in groups] == [[0, 1, 4], [2, 5]]
@@ -139,7 +127,9 @@ def test_memory_stays_bounded(rng):
     X = rng.standard_normal((n, 16)).astype(np.float32)
     X[1::2] = X[0::2] + 1e-3 * rng.standard_normal((n // 2, 16)).astype(np.float32)
     tracemalloc.start()
-    res = find_redundancy_features(X, threshold=1e-3, center="none", block_size=256)
+    res = find_redundancy_features(
+        X, params=_features_params(threshold=1e-3, search=SearchOptions(block_size=256)),
+        center="none")
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak < n * n * 8 / 20, peak
@@ -149,7 +139,7 @@ def test_memory_stays_bounded(rng):
 def test_kmeans_and_spectral_clusters(rng):
     imgs, y, redundant, conflict = _planted(rng, n=120)
     res = find_redundancy(imgs, y, n_clusters=105, seed=0)
-    assert res.params["clustering"] == "kmeans"
+    assert res.params["clustering"] == "kmeans" and res.params["grouping"] == "kmeans"
     members = sorted(i for g in res for i in g.indices)
     assert len(members) == len(set(members))
     sp = find_redundancy(imgs, y, n_clusters=20, clustering="spectral", seed=0)
@@ -198,16 +188,18 @@ def test_errors(rng):
     imgs = rng.integers(0, 256, (20, 8, 8), dtype=np.uint8)
     with pytest.raises(InvalidParameterError, match="'method' parameter of find_redundancy"):
         find_redundancy(imgs, method="phash")
-    with pytest.raises(InvalidParameterError, match="must be 'auto' or an int >= 2"):
+    with pytest.raises(InvalidParameterError, match="must be an int >= 2 or None"):
         find_redundancy(imgs, n_clusters="many")
     with pytest.raises(InvalidParameterError, match="'n_clusters' parameter of find_redundancy must be an int >= 2"):
         find_redundancy(imgs, n_clusters=1)
     with pytest.raises(InvalidParameterError, match="must be <= the number of images"):
         find_redundancy(imgs, n_clusters=50)
-    with pytest.raises(InvalidParameterError, match="must be 'auto' for method='ssim'"):
+    with pytest.raises(InvalidParameterError, match="must be None for method='ssim'"):
         find_redundancy(imgs, method="ssim", n_clusters=5)
-    with pytest.raises(InvalidParameterError, match="'tau' parameter of find_redundancy"):
-        find_redundancy(imgs, tau=1.0)
+    with pytest.raises(InvalidParameterError, match="'tau' parameter of WaveletOptions"):
+        find_redundancy(imgs, wavelet=WaveletOptions(tau=1.0))
+    with pytest.raises(InvalidParameterError, match="'wavelet' parameter of find_redundancy"):
+        find_redundancy(imgs, wavelet="db1")
     with pytest.raises(InvalidParameterError, match="'threshold' parameter of find_redundancy"):
         find_redundancy(imgs, threshold=3.0)
     with pytest.raises(InvalidParameterError, match="'verify' parameter"):
@@ -217,12 +209,10 @@ def test_errors(rng):
     with pytest.raises(InvalidParameterError, match="must be a uint8 array"):
         find_redundancy(imgs.astype(np.float32))
     with pytest.raises(InvalidParameterError, match="one id per image"):
-        find_redundancy_features(np.ones((3, 2)), ids=["a"], threshold=0.1)
+        find_redundancy_features(np.ones((3, 2)), ids=["a"],
+                                 params=_features_params(threshold=0.1))
     with pytest.raises(DataError, match="no wavelet coefficient varies"):
         find_redundancy(np.zeros((5, 8, 8), np.uint8))
-    with pytest.raises(DataError, match="far too loose"):
-        neighbor_pairs(prepare_rows(np.ones((50, 3)) + 0.01 * rng.random((50, 3))),
-                       threshold=1.0, max_candidates=10)
     with pytest.raises(InvalidParameterError, match="must be a RedundancyResult, a list"):
         evaluate_duplicates(42, [])
     with pytest.raises(InvalidParameterError, match="must map each id to a list"):
@@ -249,13 +239,22 @@ class _PixelExtractor:
 def test_cnn_method_uses_extracted_features(rng):
     pytest.importorskip("torch")
     imgs, y, redundant, conflict = _planted(rng, n=60)
-    res = find_redundancy(imgs, y, method="cnn", backbone=_PixelExtractor(),
-                          threshold=1e-6, feature_kw={"cache": False, "num_workers": 0})
+    from dcsi.features import extract_features
+
+    feats = extract_features(imgs, backbone=_PixelExtractor(), cache=False,
+                             num_workers=0).features
+    res = find_redundancy(imgs, y, method="cnn", features=feats, threshold=1e-6)
     found = {tuple(sorted(g.indices)) for g in res}
     planted = {tuple(p) for p in redundant + conflict}
     exact = {tuple((redundant + conflict)[t]) for t in range(0, 30, 3)}
     assert exact <= found <= planted
     assert res.method == "cnn"
+    # without features, the backbone is run on the images (one extraction)
+    again = find_redundancy(imgs, y, method="cnn", backbone=_PixelExtractor(),
+                            threshold=1e-6)
+    assert [g.indices for g in again] == [g.indices for g in res]
+    with pytest.raises(InvalidParameterError, match="one row per image"):
+        find_redundancy(imgs, y, method="cnn", features=feats[:5])
 
 
 # --------------------------------------------------------------------------- aligned stage
@@ -308,6 +307,7 @@ def test_shifted_and_cropped_copies_recovered(rng):
     assert sorted(sorted(g.indices) for g in res) == sorted(truth)
     assert res.summary["n_aligned_pairs"] >= 24
     assert res.params["align"] is True and res.params["align_threshold"] == 0.0005
+    assert res.params["grouping"] == "links" and res.params["n_clusters"] is None
     assert res.params["max_shift"] == 1 and res.params["max_crop"] == 2
     # the first stage alone (fine wavelet distance) misses the shifted copies
     plain = find_redundancy(imgs, y, align=False)
@@ -319,14 +319,14 @@ def test_shifted_and_cropped_copies_recovered(rng):
 def test_aligned_errors(rng):
     imgs = _blob_images(rng, 6, size=16)
     with pytest.raises(InvalidParameterError, match="'align' parameter of find_redundancy "
-                                                    "must be True or False"):
+                                                    "must be True, False or an AlignOptions"):
         find_redundancy(imgs, align="yes")
-    with pytest.raises(InvalidParameterError, match="'align_threshold' parameter"):
-        find_redundancy(imgs, align_threshold=-0.1)
-    with pytest.raises(InvalidParameterError, match="'max_crop' parameter"):
-        find_redundancy(imgs, max_crop=-1)
-    with pytest.raises(InvalidParameterError, match="needs the images"):
-        find_redundancy_features(np.eye(4), threshold=0.1, align=True)
+    with pytest.raises(InvalidParameterError, match="'threshold' parameter of AlignOptions"):
+        find_redundancy(imgs, align=AlignOptions(threshold=-0.1))
+    with pytest.raises(InvalidParameterError, match="'max_crop' parameter of AlignOptions"):
+        find_redundancy(imgs, align=AlignOptions(max_crop=-1))
+    with pytest.raises(InvalidParameterError, match="need the images"):
+        find_redundancy_features(np.eye(4), params=RedundancyParams(threshold=0.1))
 
 
 def test_complete_linkage_splits_chains():
@@ -336,10 +336,13 @@ def test_complete_linkage_splits_chains():
     t = np.arccos(1 - 0.008)
     ang = np.array([0.0, t, 2 * t, np.pi / 2, np.pi / 2 + 0.01, np.pi / 2 + 0.02])
     F = np.stack([np.cos(ang), np.sin(ang)], 1)
-    single = find_redundancy_features(F, threshold=0.01, center="none",
-                                      group_linkage="single", n_components=None)
+    exact = SearchOptions(n_components=None)
+    single = find_redundancy_features(
+        F, params=_features_params(threshold=0.01, group_linkage="single", search=exact),
+        center="none")
     assert sorted(sorted(g.indices) for g in single) == [[0, 1, 2], [3, 4, 5]]
-    res = find_redundancy_features(F, threshold=0.01, center="none", n_components=None)
+    res = find_redundancy_features(
+        F, params=_features_params(threshold=0.01, search=exact), center="none")
     groups = [set(g.indices) for g in res]
     assert {3, 4, 5} in groups                      # a clique stays whole
     assert {0, 1} in groups or {1, 2} in groups     # the chain is cut
@@ -354,4 +357,44 @@ def test_complete_linkage_splits_chains():
     kept, n_unrefined = complete_groups(comps, score, max_size=2)
     assert [list(g) for g in kept] == [[0, 1, 2]] and n_unrefined == 1
     with pytest.raises(InvalidParameterError, match="'group_linkage' parameter"):
-        find_redundancy_features(F, threshold=0.01, group_linkage="average")
+        _features_params(threshold=0.01, group_linkage="average")
+
+
+# --------------------------------------------------------------------------- declared checks
+def _invalid_cases():
+    for name, rules in RedundancyParams.CONSTRAINTS.items():
+        for rule in rules:
+            if rule is None:
+                continue
+            for value in rule.invalid_examples():
+                if not any(r is not None and r.accepts(value) for r in rules):
+                    yield name, value
+
+
+@pytest.mark.parametrize(("name", "value"), list(_invalid_cases()))
+def test_every_declared_constraint_refuses_invalid_values(name, value):
+    """Generated from RedundancyParams.CONSTRAINTS: one line naming the parameter."""
+    with pytest.raises(InvalidParameterError,
+                       match=f"The '{name}' parameter of find_redundancy must be"):
+        RedundancyParams(**{name: value})
+
+
+@pytest.mark.parametrize("options", [AlignOptions, WaveletOptions, SearchOptions])
+def test_option_objects_refuse_invalid_values(options):
+    for name, rules in options.CONSTRAINTS.items():
+        for rule in (r for r in rules if r is not None):
+            for value in rule.invalid_examples():
+                if any(r is not None and r.accepts(value) for r in rules):
+                    continue
+                with pytest.raises(InvalidParameterError,
+                                   match=f"The '{name}' parameter of {options.__name__}"):
+                    options(**{name: value})
+
+
+def test_params_to_dict_is_the_cards_params(rng):
+    imgs, y, _, _ = _planted(rng, n=60)
+    p = RedundancyParams(align=AlignOptions(threshold=0.001))
+    res = find_redundancy(imgs, y, align=p.align)
+    assert {k: v for k, v in res.params.items() if k != "distance"} == p.to_dict()
+    assert RedundancyParams(method="ssim").threshold == 0.95
+    assert RedundancyParams(method="cnn").align is None  # aligned links: wavelet only

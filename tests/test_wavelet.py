@@ -73,10 +73,37 @@ def test_class_similarity_matches_pairwise_loop(rng):
     assert d["params"]["wavelet"] == "db1"
 
 
-def test_class_similarity_from_source():
-    got = class_wavelet_similarity("sample:digits")
+def test_class_similarity_from_an_image_set_equals_the_arrays():
+    from dcsi.sources import open_source
+
+    images = open_source("sample:digits")
+    got = class_wavelet_similarity(images)
     assert got.matrix.shape == (10, 10)
     assert got.classes[0] == "0"
+    same = class_wavelet_similarity(images.to_array(mode="L"), images.labels,
+                                    classes=list(images.classes))
+    np.testing.assert_array_equal(got.matrix, same.matrix)
+    with pytest.raises(InvalidParameterError, match="must be an ImageSet"):
+        class_wavelet_similarity("sample:digits")
+
+
+def test_wavelet_rows_select_and_reuse_columns(rng):
+    from dcsi.similarity.wavelet import WaveletOptions, wavelet_rows
+
+    imgs = rng.integers(0, 256, (40, 8, 8), dtype=np.uint8)
+    wr = wavelet_rows(imgs, options=WaveletOptions(tau=1e3))
+    assert wr.rows.shape == (40, len(wr.columns)) and wr.selection is not None
+    np.testing.assert_allclose(np.linalg.norm(wr.rows, axis=1), 1.0, atol=1e-5)
+    # the approximation band is centred per image: brightness does not move a row
+    brighter = wavelet_rows(np.clip(imgs.astype(int) + 3, 0, 255).astype(np.uint8),
+                            columns=wr.columns)
+    assert brighter.selection is None and brighter.summary()["m"] == len(wr.columns)
+    W = wavelet_coefficients(imgs)[:, wr.columns].astype(np.float64)
+    approx = wr.columns < 16  # 4 x 4 approximation coefficients of an 8 x 8 image
+    W[:, approx] -= W[:, approx].mean(axis=1, keepdims=True)
+    W /= np.linalg.norm(W, axis=1, keepdims=True)
+    np.testing.assert_allclose(wr.rows, W, atol=1e-5)
+    assert wr.summary()["n_coefficients"] == 64
 
 
 def test_errors(rng):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 __all__ = ["add_source_options", "add_progress_option", "add_align_options",
-           "source_kwargs"]
+           "align_from_args", "source_kwargs"]
 
 
 def add_source_options(parser: argparse.ArgumentParser, *, prefix: str = "") -> None:
@@ -26,19 +27,33 @@ def add_progress_option(parser: argparse.ArgumentParser) -> None:
 
 def add_align_options(parser: argparse.ArgumentParser) -> None:
     """``--no-align``, ``--align-threshold``, ``--max-shift``, ``--max-crop``: the
-    wavelet method's shift- and crop-tolerant second stage (defaults of
-    :mod:`dcsi.aligned`)."""
+    wavelet method's shift- and crop-tolerant second stage (defaults from
+    :class:`dcsi.aligned.AlignOptions`)."""
+    from dcsi.aligned import AlignOptions
+
+    d = AlignOptions()
     parser.add_argument("--no-align", dest="align", action="store_false",
                         help="wavelet: skip the second, shift/crop-tolerant stage")
-    parser.add_argument("--align-threshold", type=float, default=0.0005,
+    parser.add_argument("--align-threshold", type=float, default=d.threshold,
                         help="wavelet, second stage: largest aligned distance (1 - "
                         "correlation after the best shift or crop of either image); "
-                        "default 0.0005")
-    parser.add_argument("--max-shift", type=int, default=1,
-                        help="wavelet, second stage: largest shift in pixels (default 1)")
-    parser.add_argument("--max-crop", type=int, default=2,
+                        f"default {d.threshold:g}")
+    parser.add_argument("--max-shift", type=int, default=d.max_shift,
+                        help="wavelet, second stage: largest shift in pixels "
+                        f"(default {d.max_shift})")
+    parser.add_argument("--max-crop", type=int, default=d.max_crop,
                         help="wavelet, second stage: largest crop in pixels per axis, "
-                        "resized back (default 2)")
+                        f"resized back (default {d.max_crop})")
+
+
+def align_from_args(args: argparse.Namespace) -> Any:
+    """The ``align`` argument of find_redundancy / find_leakage: False or AlignOptions."""
+    from dcsi.aligned import AlignOptions
+
+    if not args.align:
+        return False
+    return AlignOptions(threshold=args.align_threshold, max_shift=args.max_shift,
+                        max_crop=args.max_crop)
 
 
 def source_kwargs(args: argparse.Namespace, *, prefix: str = "") -> dict:

@@ -7,6 +7,7 @@ import shlex
 import sys
 
 from dcsi.cli._common import add_progress_option, add_source_options, source_kwargs
+from dcsi.redundancy import METHODS
 
 __all__ = ["register"]
 
@@ -36,8 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="use at most N images per class (seeded random subset)")
     p.add_argument("--linkage", choices=("single", "complete", "average", "ward"),
                    default="average", help="linkage of the class clustering")
-    p.add_argument("--redundancy-method", choices=("wavelet", "ssim", "cnn"),
-                   default="wavelet", help="near-duplicate search stored in the card")
+    p.add_argument("--redundancy-method", choices=METHODS, default="wavelet",
+                   help="near-duplicate search stored in the card (default: wavelet)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", default=None, metavar="DIR",
                    help="feature cache folder (default: $DCSI_CACHE or ~/.cache/dcsi)")
@@ -48,9 +49,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dcsi.card import write_card_files
-    from dcsi.pipeline import analyze_images
+    from dcsi.pipeline import analyze_images, check_parameters
     from dcsi.sources import open_source
 
+    check_parameters(analyzers=args.analyzers, seed=args.seed, batch_size=args.batch_size,
+                     redundancy_method=args.redundancy_method, backbone=args.backbone,
+                     weights=args.weights, image_size=args.image_size)
     images = open_source(args.source, max_per_class=args.max_per_class, seed=args.seed,
                          **source_kwargs(args))
     card = analyze_images(

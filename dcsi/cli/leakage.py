@@ -11,6 +11,7 @@ from dcsi.cli._common import (
     add_align_options,
     add_progress_option,
     add_source_options,
+    align_from_args,
     source_kwargs,
 )
 
@@ -30,13 +31,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     add_source_options(p, prefix="train-")
     add_source_options(p, prefix="test-")
-    p.add_argument("--method", choices=("wavelet", "cnn"), default="wavelet")
+    from dcsi.leakage import LEAKAGE_CONSTRAINTS
+    from dcsi.redundancy import DEFAULT_THRESHOLDS
+    from dcsi.similarity.wavelet import WaveletOptions
+
+    p.add_argument("--method", choices=LEAKAGE_CONSTRAINTS["method"][0].values,
+                   default="wavelet")
     p.add_argument("--threshold", type=float, default=None,
-                   help="largest distance of a leaked pair (wavelet default: 1-cos <= 0.01)")
-    p.add_argument("--tau", type=float, default=1e5)
+                   help="largest distance of a leaked pair (default: wavelet 1-cos <= "
+                   f"{DEFAULT_THRESHOLDS['wavelet']:g}, cnn {DEFAULT_THRESHOLDS['cnn']:g})")
+    p.add_argument("--tau", type=float, default=WaveletOptions().tau,
+                   help="condition-number bound of the wavelet column selection")
     add_align_options(p)
     p.add_argument("--n-farthest", type=int, default=20,
-                   help="test items farthest from all training items to list")
+                   help="test items farthest from all training items to list (default 20)")
     p.add_argument("--backbone", default="efficientnet_lite0")
     p.add_argument("--seed", type=int, default=0)
     add_progress_option(p)
@@ -46,15 +54,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from dcsi._io import atomic_write_json, atomic_write_text
     from dcsi.leakage import find_leakage
+    from dcsi.similarity.wavelet import WaveletOptions
     from dcsi.sources import open_source
 
+    from dcsi._validation import validate_params
+    from dcsi.leakage import LEAKAGE_CONSTRAINTS
+
+    validate_params({"threshold": args.threshold, "n_farthest": args.n_farthest,
+                     "seed": args.seed}, LEAKAGE_CONSTRAINTS, "dcsi leakage")
+    align, wavelet = align_from_args(args), WaveletOptions(tau=args.tau)  # checked first
     train = open_source(args.train, **source_kwargs(args, prefix="train-"))
     test = open_source(args.test, **source_kwargs(args, prefix="test-"))
     res = find_leakage(train, test, method=args.method, threshold=args.threshold,
-                       tau=args.tau, n_farthest=args.n_farthest, backbone=args.backbone,
-                       seed=args.seed, align=args.align,
-                       align_threshold=args.align_threshold,
-                       max_shift=args.max_shift, max_crop=args.max_crop)
+                       wavelet=wavelet, n_farthest=args.n_farthest, backbone=args.backbone,
+                       seed=args.seed, align=align)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["test_id", "train_id", "distance", "test_label", "train_label", "stage"])
@@ -71,6 +84,6 @@ def run(args: argparse.Namespace) -> int:
     if res.farthest:
         tid, d = res.farthest[0]
         print(f"  farthest test item from all training items: {tid} (distance {d:.3g})")
-    for p in paths:
-        print(f"wrote {p}")
+    for path in paths:
+        print(f"wrote {path}")
     return 0

@@ -5,24 +5,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dcsi._validation import check_int
+from dcsi.redundancy import DEFAULT_THRESHOLDS, METHODS, RedundancyParams
+from dcsi.similarity.wavelet import WaveletOptions
+
 from dcsi.cli._common import (
     add_align_options,
     add_progress_option,
     add_source_options,
+    align_from_args,
     source_kwargs,
 )
 
 __all__ = ["register", "run"]
-
-
-def _n_clusters(value: str):
-    if value == "auto":
-        return "auto"
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected 'auto' or an integer, got {value!r}") from None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,26 +33,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="image folder, saved HF dataset, hf:<repo>[:<config>], sample:digits")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     add_source_options(p)
-    p.add_argument("--method", choices=("wavelet", "ssim", "cnn"), default="wavelet",
-                   help="image features compared (default: wavelet)")
-    p.add_argument("--n-clusters", type=_n_clusters, default="auto", metavar="N|auto",
-                   help="'auto': threshold + connected components (default); "
-                   "N: k-means with N clusters as in the paper")
-    p.add_argument("--tau", type=float, default=1e5,
-                   help="condition-number bound of the wavelet column selection (1e5)")
+    d = RedundancyParams()
+    p.add_argument("--method", choices=METHODS, default=d.method,
+                   help=f"image features compared (default: {d.method})")
+    p.add_argument("--n-clusters", type=int, default=None, metavar="N",
+                   help="group by clustering into N clusters (k-means, as in the "
+                   "paper) instead of linking near-identical pairs (the default)")
+    p.add_argument("--tau", type=float, default=d.wavelet.tau,
+                   help="condition-number bound of the wavelet column selection "
+                   f"(default {d.wavelet.tau:g})")
     p.add_argument("--threshold", type=float, default=None,
-                   help="absolute link threshold (wavelet: 1-cos <= 0.01; cnn: 0.05; "
-                   "ssim: SSIM >= 0.95)")
+                   help="absolute link threshold (default: " + "; ".join(
+                       f"{m} {t:g}" for m, t in DEFAULT_THRESHOLDS.items()) +
+                   "; wavelet and cnn: largest 1 - cos, ssim: smallest SSIM)")
     p.add_argument("--verify", choices=("ssim",), default=None,
                    help="check every linked pair with SSIM as well")
-    p.add_argument("--verify-threshold", type=float, default=0.8,
-                   help="SSIM a verified pair must reach (default 0.8)")
+    p.add_argument("--verify-threshold", type=float, default=d.verify_threshold,
+                   help=f"SSIM a verified pair must reach (default {d.verify_threshold:g})")
     add_align_options(p)
-    p.add_argument("--scope", choices=("all", "class"), default="all",
+    p.add_argument("--scope", choices=("all", "class"), default=d.scope,
                    help="search the whole set (finds conflicts) or each class alone")
-    p.add_argument("--clustering", choices=("kmeans", "spectral"), default="kmeans")
-    p.add_argument("--group-linkage", choices=("complete", "single"), default="complete",
-                   help="auto: split chains so every two members of a group are linked "
+    p.add_argument("--clustering", choices=("kmeans", "spectral"), default=d.clustering,
+                   help="with --n-clusters: k-means (default) or spectral clustering")
+    p.add_argument("--group-linkage", choices=("complete", "single"),
+                   default=d.group_linkage,
+                   help="links: split chains so every two members of a group are linked "
                         "(complete, default) or keep connected components (single)")
     p.add_argument("--backbone", default="efficientnet_lite0",
                    help="feature extractor of --method cnn")
@@ -68,21 +68,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _params(args: argparse.Namespace) -> RedundancyParams:
+    """All options checked before any data is read."""
+    return RedundancyParams(
+        method=args.method, threshold=args.threshold, n_clusters=args.n_clusters,
+        clustering=args.clustering, scope=args.scope, group_linkage=args.group_linkage,
+        verify=args.verify, verify_threshold=args.verify_threshold,
+        align=align_from_args(args) or None, wavelet=WaveletOptions(tau=args.tau),
+        seed=args.seed)
+
+
 def run(args: argparse.Namespace) -> int:
     from dcsi._io import atomic_write_json, atomic_write_text
     from dcsi.gallery import write_gallery
     from dcsi.redundancy import find_redundancy
     from dcsi.sources import open_source
 
+    p = _params(args)
+    check_int(args.max_groups, "max_groups", "dcsi redundancy", min_value=0)
     images = open_source(args.source, **source_kwargs(args))
     res = find_redundancy(
-        images, method=args.method, n_clusters=args.n_clusters, tau=args.tau,
-        threshold=args.threshold, verify=args.verify,
-        verify_threshold=args.verify_threshold, align=args.align,
-        align_threshold=args.align_threshold, max_shift=args.max_shift,
-        max_crop=args.max_crop, group_linkage=args.group_linkage,
-        scope=args.scope,
-        clustering=args.clustering, backbone=args.backbone, seed=args.seed,
+        images, method=p.method, threshold=args.threshold, n_clusters=p.n_clusters,
+        clustering=p.clustering, scope=p.scope, group_linkage=p.group_linkage,
+        verify=p.verify, verify_threshold=p.verify_threshold,
+        align=p.align or False, wavelet=p.wavelet, backbone=args.backbone, seed=p.seed,
     )
     out = Path(args.out)
     index = {i: k for k, i in enumerate(images.ids)}

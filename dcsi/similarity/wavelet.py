@@ -25,10 +25,20 @@ from typing import Any
 
 import numpy as np
 
-from dcsi._validation import check_array, check_choice, check_int, check_labels
-from dcsi.exceptions import InvalidParameterError
+from dcsi._validation import (
+    Interval,
+    check_array,
+    check_choice,
+    check_int,
+    check_labels,
+    validate_params,
+)
+from dcsi.exceptions import DataError, InvalidParameterError
 
 __all__ = [
+    "WaveletOptions",
+    "WaveletRows",
+    "wavelet_rows",
     "wavelet_coefficients",
     "iter_wavelet_blocks",
     "n_coefficients",
@@ -146,6 +156,146 @@ def wavelet_coefficients(
 
 
 @dataclass(frozen=True)
+class WaveletOptions:
+    """How images become the wavelet rows of the near-duplicate search.
+
+    Attributes
+    ----------
+    wavelet : str, default="db1"
+        A discrete wavelet of PyWavelets (the paper's code: Haar).
+    level : int, default=1
+    mode : str, default="symmetric"
+        Signal-extension mode.
+    tau : float, default=1e5
+        Condition-number bound of the rank-revealing QR column selection (> 1).
+    rank_tol : float, default=1e-5
+        Tolerance of the reported numerical rank, in (0, 1).
+    """
+
+    wavelet: str = "db1"
+    level: int = 1
+    mode: str = "symmetric"
+    tau: float = 1e5
+    rank_tol: float = 1e-5
+
+    #: Declared constraints of the numeric fields (the wavelet name is checked
+    #: against PyWavelets' list).
+    CONSTRAINTS = {
+        "level": [Interval(int, 1, None, closed="left")],
+        "tau": [Interval(float, 1.0, None, closed="neither")],
+        "rank_tol": [Interval(float, 0.0, 1.0, closed="neither")],
+    }
+
+    def __post_init__(self) -> None:
+        checked = validate_params({k: getattr(self, k) for k in self.CONSTRAINTS},
+                                  self.CONSTRAINTS, "WaveletOptions")
+        for k, v in checked.items():
+            object.__setattr__(self, k, v)
+        _check_wavelet(self.wavelet, self.level, self.mode, "WaveletOptions")
+
+    def to_dict(self) -> dict:
+        """``wavelet``, ``level``, ``mode``, ``tau``, ``rank_tol``."""
+        return {"wavelet": self.wavelet, "level": self.level, "mode": self.mode,
+                "tau": self.tau, "rank_tol": self.rank_tol}
+
+
+@dataclass(frozen=True)
+class WaveletRows:
+    """Unit wavelet rows of a set of images, on the RRQR-selected coefficients.
+
+    Attributes
+    ----------
+    rows : ndarray of shape (n, m), float32
+        One unit row per image: the selected coefficients, the approximation band
+        centred per image (a uniform change of brightness only moves that band) and
+        scaled to unit length (a change of contrast); ``1 - rows_i . rows_j`` is the
+        distance of the near-duplicate search.
+    columns : ndarray of shape (m,), int64
+        The selected coefficients, as indices of the full coefficient vector.
+    n_coefficients : int
+        Length of the full coefficient vector of one image.
+    selection : ColumnSelection or None
+        The rank-revealing QR report (None when ``columns`` were given).
+    """
+
+    rows: np.ndarray
+    columns: np.ndarray
+    n_coefficients: int
+    selection: Any = None
+
+    def summary(self) -> dict:
+        """The column-selection report recorded in results (``rrqr``)."""
+        if self.selection is None:
+            return {"m": int(len(self.columns)), "n_coefficients": self.n_coefficients}
+        return {**self.selection.to_dict(), "n_coefficients": self.n_coefficients}
+
+
+def wavelet_rows(
+    images: np.ndarray,
+    *,
+    options: WaveletOptions | None = None,
+    columns: np.ndarray | None = None,
+) -> WaveletRows:
+    """Wavelet rows of images for the near-duplicate search (Yousefzadeh's steps 1-2).
+
+    1. The coefficient matrix ``W`` (:func:`wavelet_coefficients`).
+    2. Unless ``columns`` are given: constant columns dropped (they carry nothing and
+       make ``W`` singular; the paper drops the all-zero ones), then the rank-revealing
+       QR selection (:func:`dcsi.rrqr.select_columns`) of the ``m`` most independent
+       columns with ``cond(W[:, P[:m]]) < tau``.
+    3. Unit rows on the selected columns, the approximation band centred per image.
+
+    Parameters
+    ----------
+    images : ndarray of shape (n, h, w) or (n, h, w, c), uint8
+    options : WaveletOptions, default=None
+    columns : ndarray of int, default=None
+        Coefficients selected on another set (a test set uses the training set's).
+
+    Returns
+    -------
+    WaveletRows
+
+    Raises
+    ------
+    DataError
+        When no coefficient varies (all images identical) and ``columns`` is None.
+    """
+    from dcsi.neighbors import prepare_rows
+    from dcsi.rrqr import select_columns
+
+    options = WaveletOptions() if options is None else options
+    kw = {"wavelet": options.wavelet, "level": options.level, "mode": options.mode}
+    W = wavelet_coefficients(images, **kw)
+    selection = None
+    if columns is None:
+        varying = np.flatnonzero(W.max(axis=0) > W.min(axis=0))
+        if varying.size == 0:
+            raise DataError("All images are identical: no wavelet coefficient varies, so "
+                            "there is nothing to select (every image is a duplicate).")
+        selection = select_columns(W[:, varying], tau=options.tau,
+                                   rank_tol=options.rank_tol)
+        columns = varying[selection.columns]
+    X = np.asarray(W[:, columns], dtype=np.float32)
+    del W
+    approx = columns < _n_approx(np.asarray(images).shape[1:], **kw)
+    if approx.any():
+        X[:, approx] -= X[:, approx].mean(axis=1, keepdims=True)
+    return WaveletRows(rows=prepare_rows(X, center="none"), columns=np.asarray(columns),
+                       n_coefficients=n_coefficients(np.asarray(images).shape[1:], **kw),
+                       selection=selection)
+
+
+def _n_approx(shape: tuple[int, ...], *, wavelet: str, level: int, mode: str) -> int:
+    """Number of approximation coefficients of one image of ``shape`` (they come first)."""
+    import pywt
+
+    probe = pywt.wavedec2(np.zeros(shape, dtype=np.float32), wavelet, mode=mode,
+                          level=level, axes=(0, 1))
+    return int(probe[0].size)
+
+
+@dataclass(frozen=True)
 class WaveletSimilarity:
     """Class-level mean pairwise cosine similarity of wavelet coefficient rows.
 
@@ -197,8 +347,9 @@ def class_wavelet_similarity(
 
     Parameters
     ----------
-    source_or_images : ImageSet, source accepted by ``dcsi.open_source``, or ndarray
-        In-memory images of shape (n, h, w[, c]) uint8 need ``labels``.
+    source_or_images : ImageSet or ndarray of shape (n, h, w[, c]), uint8
+        An opened image set (:func:`dcsi.open_source`), or in-memory images with
+        ``labels``.
     labels : array-like of shape (n,), int, default=None
     wavelet : str, default="db1"
     level : int, default=1
@@ -219,26 +370,32 @@ def class_wavelet_similarity(
 
     _check_wavelet(wavelet, level, mode, "class_wavelet_similarity")
     check_choice(color, "color", "class_wavelet_similarity", ("L", "RGB"))
-    if isinstance(source_or_images, np.ndarray) and labels is not None:
+    if isinstance(source_or_images, np.ndarray):
         arr = _check_images(source_or_images, "class_wavelet_similarity")
+        if labels is None:
+            raise InvalidParameterError(
+                "class_wavelet_similarity needs labels for in-memory images; pass "
+                "labels= (one class id per image).")
         y = check_labels(labels, arr.shape[0], "class_wavelet_similarity")
         blocks = ((np.arange(s, min(s + batch_size, len(arr))), arr[s:s + batch_size])
                   for s in range(0, len(arr), batch_size))
         names = classes
-    else:
-        from dcsi.sources import open_source
-
-        src = open_source(source_or_images, labels=labels)
+    elif hasattr(source_or_images, "iter_arrays"):  # an ImageSet
+        src = source_or_images
         if src.labels is None:
             raise InvalidParameterError(
-                "class_wavelet_similarity needs labels; the source has no label column "
-                "(pass labels= or --label-column)."
-            )
+                "class_wavelet_similarity needs labels; the image set has no label "
+                "column (pass --label-column, or labelled images).")
         y = np.asarray(src.labels, dtype=np.int64)
         names = classes if classes is not None else list(src.classes)
         if n_classes is None:
             n_classes = len(src.classes)
         blocks = src.iter_arrays(size=size, mode=color, batch_size=batch_size)
+    else:
+        raise InvalidParameterError(
+            "The 'source_or_images' parameter of class_wavelet_similarity must be an "
+            "ImageSet (dcsi.open_source) or a uint8 array (n, h, w[, c]). Got "
+            f"{type(source_or_images).__name__} instead.")
     k = int(y.max()) + 1 if n_classes is None else int(n_classes)
     stats = None
     for idx, batch in blocks:

@@ -1,0 +1,398 @@
+"""The one exact radius and nearest-neighbour search of dcsi, never ``n x n``.
+
+Every near-duplicate search of dcsi compares unit-length rows ``F`` (wavelet rows,
+aligned windows, centred CNN features) by the distance ``1 - F_i . F_j``.  For unit rows
+``||F_i - F_j||^2 = 2 (1 - F_i . F_j)``, and an orthogonal projection never lengthens a
+difference, so every pair within ``threshold`` is among the pairs whose *projected*
+Euclidean distance is ``<= sqrt(2 threshold)`` (:func:`link_radius`, with a float32
+slack that never loses a pair).  The search is therefore exact in two steps:
+
+1. **Candidates** in a low-dimensional projection (:func:`projection_basis`: the main
+   directions of the rows, which make the bound tight):
+
+   * :func:`radius_pairs`: rows sorted by their first projected coordinate; a block of
+     ``block_size`` rows only meets the window of rows whose first coordinate is within
+     the radius.  Memory ``O(block_size * window)``.
+   * :func:`ball_pairs`: a ``scipy.spatial.cKDTree`` ball query, for very
+     low-dimensional projections of many points (the aligned stage's transforms).
+
+2. **Verification** of every candidate on all columns (:func:`verify_pairs`).
+
+Used by :mod:`dcsi.redundancy` (pairs within one set), :mod:`dcsi.leakage` (pairs
+between two sets, nearest training item, farthest test items) and :mod:`dcsi.aligned`
+(the shift/crop-tolerant stage).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dcsi._progress import progress
+from dcsi._validation import Interval, check_choice, validate_params
+from dcsi.exceptions import DataError
+
+__all__ = [
+    "SearchOptions",
+    "DEFAULT_BLOCK_SIZE",
+    "DEFAULT_N_COMPONENTS",
+    "ball_pairs",
+    "link_radius",
+    "link_radius2",
+    "nearest_distances",
+    "nearest_lower_bounds",
+    "prepare_rows",
+    "projection_basis",
+    "radius_pairs",
+    "verify_pairs",
+]
+
+#: Rows per block of the candidate search (peak extra memory about
+#: ``block_size * window * 4 * 3`` bytes).
+DEFAULT_BLOCK_SIZE = 1024
+#: Dimension of the candidate search's projection.
+DEFAULT_N_COMPONENTS = 32
+_EMPTY_PAIRS = (np.empty((0, 2), dtype=np.int64), np.empty(0))
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """Sizes of the exact candidate search, shared by redundancy and leakage.
+
+    Neither changes a result (the search is exact), only its speed and memory.
+
+    Attributes
+    ----------
+    n_components : int or None, default=32
+        Dimension of the candidate projection (``None``: none).
+    block_size : int, default=1024
+        Rows per block.
+    """
+
+    n_components: int | None = DEFAULT_N_COMPONENTS
+    block_size: int = DEFAULT_BLOCK_SIZE
+
+    #: Declared constraints of each field (checked on creation).
+    CONSTRAINTS = {
+        "n_components": [Interval(int, 1, None, closed="left"), None],
+        "block_size": [Interval(int, 1, None, closed="left")],
+    }
+
+    def __post_init__(self) -> None:
+        checked = validate_params({k: getattr(self, k) for k in self.CONSTRAINTS},
+                                  self.CONSTRAINTS, "SearchOptions")
+        for k, v in checked.items():
+            object.__setattr__(self, k, v)
+
+
+def prepare_rows(X: np.ndarray, *, center: str = "row") -> np.ndarray:
+    """Centre and unit-normalise rows, so that ``1 - x_i . x_j`` is the distance.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+    center : {"row", "column", "none"}, default="row"
+        ``"row"``: subtract each row's mean (distance = 1 - Pearson correlation);
+        ``"column"``: subtract the dataset mean of each column; ``"none"``.
+
+    Returns
+    -------
+    ndarray of shape (n, d), float32
+        Zero rows stay zero.
+    """
+    check_choice(center, "center", "prepare_rows", ("row", "column", "none"))
+    X = np.asarray(X)
+    out = np.empty(X.shape, dtype=np.float32)
+    col_mean = X.mean(axis=0, dtype=np.float64) if center == "column" else None
+    step = 8192
+    for s in range(0, X.shape[0], step):
+        F = X[s:s + step].astype(np.float64)
+        if center == "row":
+            F -= F.mean(axis=1, keepdims=True)
+        elif center == "column":
+            F -= col_mean
+        norms = np.linalg.norm(F, axis=1, keepdims=True)
+        out[s:s + step] = F / np.where(norms > 0, norms, 1.0)
+    return out
+
+
+def link_radius2(threshold: float) -> float:
+    """Squared projected radius that holds every pair with ``1 - a . b <= threshold``.
+
+    ``2 threshold`` widened by a relative ``1e-5`` and an absolute ``1e-6``, so that
+    float32 rounding of the projected rows never drops a pair.
+    """
+    return 2.0 * threshold * (1 + 1e-5) + 1e-6
+
+
+def link_radius(threshold: float) -> float:
+    """``sqrt(link_radius2(threshold))``: the Euclidean radius of the candidate search."""
+    return float(np.sqrt(link_radius2(threshold)))
+
+
+def projection_basis(F: np.ndarray, n_components: int, seed: int = 0,
+                     max_rows: int = 20000) -> np.ndarray:
+    """An orthonormal basis of the main directions of the rows of ``F``.
+
+    Any orthonormal basis keeps ``||B^T (x - y)|| <= ||x - y||``, which is all the
+    candidate search needs; principal directions (from at most ``max_rows`` rows drawn
+    with ``seed``) make the bound tight, so few candidates survive.
+
+    Parameters
+    ----------
+    F : ndarray of shape (n, d)
+    n_components : int
+    seed : int, default=0
+    max_rows : int, default=20000
+
+    Returns
+    -------
+    ndarray of shape (d, n_components), float32
+    """
+    n = F.shape[0]
+    rows = F if n <= max_rows else F[np.random.default_rng(seed).choice(n, max_rows,
+                                                                       replace=False)]
+    rows = rows.astype(np.float32) - rows.mean(axis=0, dtype=np.float64).astype(np.float32)
+    gram = (rows.T @ rows).astype(np.float64)
+    _, vecs = np.linalg.eigh(gram)
+    return np.ascontiguousarray(vecs[:, ::-1][:, :n_components], dtype=np.float32)
+
+
+def _project(A: np.ndarray, B: np.ndarray, n_components: int | None,
+             seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``A`` and ``B`` in the basis of ``B``'s main directions (unchanged when small)."""
+    if n_components is not None and n_components < B.shape[1]:
+        basis = projection_basis(B, n_components, seed)
+        return A @ basis, B @ basis
+    return A, B
+
+
+def radius_pairs(
+    A: np.ndarray,
+    B: np.ndarray | None = None,
+    *,
+    threshold: float,
+    n_components: int | None = DEFAULT_N_COMPONENTS,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    max_candidates: int | None = None,
+    seed: int = 0,
+    desc: str = "neighbours",
+) -> tuple[np.ndarray, np.ndarray]:
+    """All pairs of rows with ``1 - a . b <= threshold``, within one set or between two.
+
+    Parameters
+    ----------
+    A : ndarray of shape (n_a, d)
+        Unit-length (or zero) rows.
+    B : ndarray of shape (n_b, d), default=None
+        A second set of unit rows; ``None``: pairs within ``A``.
+    threshold : float
+        Largest distance ``1 - a . b`` of a returned pair.
+    n_components : int or None, default=32
+        Dimension of the candidate projection (the main directions of ``B``, or of
+        ``A`` when ``B`` is None); ``None``: no projection.
+    block_size : int, default=1024
+        Rows of ``A`` per block.
+    max_candidates : int, default=None
+        Refuse (``DataError``) beyond this many candidates (default
+        ``200 (n_a + n_b)``, ``200 n_a`` within one set): the threshold is then far too
+        loose for a near-duplicate search.
+    seed : int, default=0
+        Row subsample of the projection basis.
+    desc : str, default="neighbours"
+        Label of the progress bar.
+
+    Returns
+    -------
+    pairs : ndarray of shape (m, 2), int64
+        Within one set: ``(i, j)`` with ``i < j``; between two: ``(row of A, row of
+        B)``.  Sorted by first, then second index.
+    distances : ndarray of shape (m,), float64
+        ``1 - a . b`` on all columns (clipped at 0).
+    """
+    same = B is None
+    A = np.ascontiguousarray(A, dtype=np.float32)
+    B = A if same else np.ascontiguousarray(B, dtype=np.float32)
+    na, nb = A.shape[0], B.shape[0]
+    if (same and na < 2) or na == 0 or nb == 0:
+        return _EMPTY_PAIRS
+    if max_candidates is None:
+        max_candidates = 200 * (na if same else na + nb)
+    PA, PB = _project(A, B, n_components, seed)
+    radius2 = link_radius2(threshold)
+    radius = float(np.sqrt(radius2))
+    # Sort by the first coordinate: a pair within the radius differs by at most the
+    # radius there, so each block only meets a window of the sorted rows.
+    a_order = np.argsort(PA[:, 0], kind="stable")
+    b_order = a_order if same else np.argsort(PB[:, 0], kind="stable")
+    PA = PA[a_order]
+    PB = PA if same else np.ascontiguousarray(PB[b_order])
+    fa = PA[:, 0].astype(np.float64)
+    fb = fa if same else PB[:, 0].astype(np.float64)
+    sqA = np.einsum("ij,ij->i", PA, PA)
+    sqB = sqA if same else np.einsum("ij,ij->i", PB, PB)
+    found_i, found_j = [], []
+    total = 0
+    for s in progress(range(0, na, block_size), desc=desc, unit="block",
+                      total=-(-na // block_size)):
+        e = min(s + block_size, na)
+        lo = s if same else int(np.searchsorted(fb, fa[s] - radius, side="left"))
+        hi = int(np.searchsorted(fb, fa[e - 1] + radius, side="right"))
+        if hi <= lo:
+            continue
+        d2 = PA[s:e] @ PB[lo:hi].T
+        d2 *= -2.0
+        d2 += sqA[s:e, None]
+        d2 += sqB[None, lo:hi]
+        ii, jj = np.nonzero(d2 <= radius2)
+        del d2
+        ii, jj = ii + s, jj + lo
+        if same:
+            upper = jj > ii
+            ii, jj = ii[upper], jj[upper]
+        found_i.append(a_order[ii])
+        found_j.append(b_order[jj])
+        total += len(ii)
+        if total > max_candidates:
+            raise DataError(
+                f"The near-duplicate threshold {threshold} links more than "
+                f"{max_candidates} candidate pairs among {na if same else na + nb} "
+                "images; it is far too loose for a near-duplicate search. Use a smaller "
+                "threshold."
+            )
+    if not found_i:
+        return _EMPTY_PAIRS
+    cand = np.stack([np.concatenate(found_i), np.concatenate(found_j)], 1).astype(np.int64)
+    if same:
+        cand = np.sort(cand, axis=1)
+    return verify_pairs(A, B, cand, threshold)
+
+
+def verify_pairs(
+    A: np.ndarray, B: np.ndarray, cand: np.ndarray, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the candidate pairs whose exact distance ``1 - a . b`` is ``<= threshold``.
+
+    Parameters
+    ----------
+    A : ndarray of shape (n_a, d)
+    B : ndarray of shape (n_b, d)
+        Unit rows (``B`` may be ``A`` for pairs within one set).
+    cand : ndarray of shape (m, 2), int
+        Candidate pairs ``(row of A, row of B)``.
+    threshold : float
+
+    Returns
+    -------
+    pairs : ndarray of shape (k, 2), int64
+        The kept pairs, sorted by first then second index.
+    distances : ndarray of shape (k,)
+        Their distances (clipped at 0), in float64.
+    """
+    dist = np.empty(len(cand))
+    step = 1 << 15
+    for s in range(0, len(cand), step):
+        c = cand[s:s + step]
+        dist[s:s + step] = 1.0 - np.einsum("ij,ij->i", A[c[:, 0]], B[c[:, 1]],
+                                           dtype=np.float64)
+    dist = np.maximum(dist, 0.0)
+    keep = dist <= threshold
+    cand, dist = cand[keep], dist[keep]
+    order = np.lexsort((cand[:, 1], cand[:, 0]))
+    return cand[order], dist[order]
+
+
+def nearest_lower_bounds(
+    A: np.ndarray,
+    B: np.ndarray,
+    *,
+    n_components: int | None = DEFAULT_N_COMPONENTS,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    seed: int = 0,
+    desc: str = "nearest",
+) -> np.ndarray:
+    """A lower bound of each ``A`` row's Euclidean distance to its nearest ``B`` row.
+
+    The distance in the projection of :func:`radius_pairs` (same basis, same seed), all
+    ``B`` rows per block of ``A`` rows: ``O(n_a n_b n_components)`` work, ``O(block_size
+    n_b)`` memory.  Used to shortlist the rows farthest from ``B`` before
+    :func:`nearest_distances` checks them exactly.
+
+    Parameters
+    ----------
+    A : ndarray of shape (n_a, d)
+    B : ndarray of shape (n_b, d)
+        Unit rows.
+    n_components, block_size, seed
+        See :func:`radius_pairs`.
+    desc : str, default="nearest"
+
+    Returns
+    -------
+    ndarray of shape (n_a,), float64
+        ``<= ||a - b_nearest||``.
+    """
+    A = np.ascontiguousarray(A, dtype=np.float32)
+    B = np.ascontiguousarray(B, dtype=np.float32)
+    PA, PB = _project(A, B, n_components, seed)
+    PB = np.ascontiguousarray(PB)
+    sqA = np.einsum("ij,ij->i", PA, PA)
+    sqB = np.einsum("ij,ij->i", PB, PB)
+    lower = np.empty(A.shape[0])
+    for s in progress(range(0, A.shape[0], block_size), desc=desc, unit="block",
+                      total=-(-A.shape[0] // block_size)):
+        d2 = PA[s:s + block_size] @ PB.T
+        d2 *= -2.0
+        d2 += sqA[s:s + block_size, None]
+        d2 += sqB[None, :]
+        lower[s:s + block_size] = np.sqrt(np.maximum(d2.min(axis=1), 0.0))
+    return lower
+
+
+def nearest_distances(A: np.ndarray, B: np.ndarray, *, block_size: int = 65536) -> np.ndarray:
+    """Exact distance ``1 - max_j a . b_j`` of each ``A`` row to its nearest ``B`` row.
+
+    Parameters
+    ----------
+    A : ndarray of shape (m, d)
+        A few unit rows (a shortlist: the work is ``O(m n_b d)``, one matrix-vector
+        product per row and block).
+    B : ndarray of shape (n_b, d)
+    block_size : int, default=65536
+        ``B`` rows per product.
+
+    Returns
+    -------
+    ndarray of shape (m,), float64
+    """
+    out = np.empty(A.shape[0])
+    for i, a in enumerate(A):
+        best = -np.inf
+        for s in range(0, B.shape[0], block_size):
+            best = max(best, float((B[s:s + block_size] @ a).max()))
+        out[i] = 1.0 - best
+    return out
+
+
+def ball_pairs(tree: Any, queries: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """All ``(query row, tree point)`` within ``radius`` (Euclidean), from a k-d tree.
+
+    Parameters
+    ----------
+    tree : scipy.spatial.cKDTree
+    queries : ndarray of shape (m, k)
+    radius : float
+
+    Returns
+    -------
+    query_rows : ndarray of shape (p,), int64
+    points : ndarray of shape (p,), int64
+    """
+    found = tree.query_ball_point(queries, radius, workers=-1, return_sorted=False)
+    lens = np.fromiter(map(len, found), dtype=np.int64, count=len(found))
+    j = np.fromiter(itertools.chain.from_iterable(found), dtype=np.int64,
+                    count=int(lens.sum()))
+    return np.repeat(np.arange(len(queries), dtype=np.int64), lens), j
