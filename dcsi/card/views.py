@@ -194,7 +194,7 @@ def class_spectrum(card: Card, *, recompute: bool = True) -> ClassSpectrum | Non
     k = len(card.classes)
     if k < 2 or not card.similarity_kinds:
         return None
-    label = "class graph of the clustering (normalised Laplacian, Gaussian affinity on {})"
+    label = "class graph of the clusters (Gaussian affinity on {})"
     cc = card.data.get("class_clusters") or {}
     lam = _stored_array(cc, "eigenvalues", (k,))
     if lam is not None:
