@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -188,7 +188,9 @@ def _class_graph_spectrum(d: np.ndarray) -> np.ndarray | None:
     # the diagonal keeps exp(0) = 1 (self-loops), so that a class far from all others
     # still forms a component of its own (eigenvalue 0) instead of a degenerate row
     a = np.exp(-(d**2) / (2.0 * sigma**2))
-    return laplacian_spectrum(a, kind="symmetric", self_loops=True, method="dense")
+    # no eigenvectors asked for: an ndarray
+    return cast(np.ndarray, laplacian_spectrum(a, kind="symmetric", self_loops=True,
+                                               method="dense"))
 
 
 def _eigengap_scores(lam: np.ndarray | None, ks: Sequence[int]) -> dict[int, float | None]:
