@@ -21,10 +21,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
+from dcsi._json import to_jsonable
 from dcsi._validation import check_array, check_choice, check_int
 from dcsi.exceptions import InvalidParameterError
 
@@ -70,6 +71,15 @@ class ClassClusters:
         The rule's score per k (eigen-gap or silhouette; None where undefined).
     classes : list of str or None
         Class names in label order.
+    linkage_matrix : ndarray of shape (K - 1, 4) or None
+        The scipy linkage matrix the partitions are cut from (rows: merged cluster
+        ids, merge height, size); the dendrogram of the report is drawn from it.
+    eigenvalues : ndarray of shape (K,) or None
+        Ascending spectrum of the symmetric normalised Laplacian of the class graph
+        the eigen-gap rule reads (see ``rule``; computed for either rule), clipped at
+        0; None when the graph is undefined (all classes at distance 0).
+    tree_distance : str or None
+        What the merge heights measure, in words.
     """
 
     linkage: str
@@ -78,6 +88,9 @@ class ClassClusters:
     rule: str
     scores: dict[int, float | None]
     classes: list[str] | None = None
+    linkage_matrix: np.ndarray | None = None
+    eigenvalues: np.ndarray | None = None
+    tree_distance: str | None = None
 
     @property
     def ks(self) -> list[int]:
@@ -99,22 +112,43 @@ class ClassClusters:
         names = self.classes if self.classes is not None else list(range(a.shape[0]))
         return [[names[i] for i in np.flatnonzero(a == c)] for c in range(int(a.max()) + 1)]
 
+    @property
+    def leaf_order(self) -> np.ndarray | None:
+        """Class ids in dendrogram leaf order, shape (K,) (None without a tree)."""
+        if self.linkage_matrix is None:
+            return None
+        from scipy.cluster.hierarchy import leaves_list
+
+        return leaves_list(np.asarray(self.linkage_matrix, dtype=np.float64))
+
     def to_dict(self) -> dict[str, Any]:
-        """The card's ``class_clusters`` block (JSON-ready; keys of k are strings)."""
+        """The card's ``class_clusters`` block (JSON-ready; keys of k are strings).
+
+        Besides the partitions and scores it stores what the views draw, so that
+        they need not recompute it: ``linkage_matrix`` (K - 1 rows of
+        ``[cluster_a, cluster_b, height, size]``), ``leaf_order``, ``tree_distance``
+        and ``eigenvalues`` (card schema 1.1).
+        """
         out: dict[str, Any] = {
             "method": "hierarchical",
             "linkage": self.linkage,
             "recommended_k": int(self.recommended_k),
             "rule": self.rule,
-            "partitions": {str(k): [int(v) for v in self.partitions[k]] for k in self.ks},
-            "sizes": {str(k): [int(v) for v in np.bincount(self.partitions[k])]
-                      for k in self.ks},
+            "partitions": {str(k): self.partitions[k] for k in self.ks},
+            "sizes": {str(k): np.bincount(self.partitions[k]) for k in self.ks},
             "scores": {str(k): (None if self.scores.get(k) is None
                                 else float(self.scores[k])) for k in self.ks},
         }
         if self.classes is not None:
             out["members"] = {str(k): self.clusters(k) for k in self.ks}
-        return out
+        if self.linkage_matrix is not None:
+            out["linkage_matrix"] = np.asarray(self.linkage_matrix, dtype=np.float64)
+            out["leaf_order"] = self.leaf_order
+        if self.tree_distance is not None:
+            out["tree_distance"] = self.tree_distance
+        if self.eigenvalues is not None:
+            out["eigenvalues"] = np.asarray(self.eigenvalues, dtype=np.float64)
+        return to_jsonable(out)
 
 
 def _relabel(labels: np.ndarray) -> np.ndarray:
@@ -135,26 +169,34 @@ def _distance_matrix(S: np.ndarray, kind: str) -> np.ndarray:
 
 def _centroid_distance(S: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Euclidean distances between the unit-feature class centroids (for ward)."""
-    from dcsi.index import _centroid_terms
+    from dcsi.index import centroid_terms
 
-    _, _, d2 = _centroid_terms(S, np.asarray(counts, dtype=np.float64))
+    _, _, d2 = centroid_terms(S, counts)
     return np.sqrt(d2)
 
 
-def _eigengap_scores(d: np.ndarray, ks: Sequence[int]) -> dict[int, float | None]:
+def _class_graph_spectrum(d: np.ndarray) -> np.ndarray | None:
+    """Laplacian spectrum of the eigen-gap rule's class graph, shape (K,), or None."""
+    from dcsi.spectral import laplacian_spectrum
+
     k = d.shape[0]
     masked = d + np.diag(np.full(k, np.inf))
     # scale: the median over classes of the distance to the nearest other class
     sigma = float(np.median(masked.min(axis=1)))
     if not sigma > 0:
-        return {c: None for c in ks}
+        return None
     # the diagonal keeps exp(0) = 1 (self-loops), so that a class far from all others
     # still forms a component of its own (eigenvalue 0) instead of a degenerate row
     a = np.exp(-(d**2) / (2.0 * sigma**2))
-    deg = a.sum(axis=1)
-    inv = np.where(deg > 0, 1.0 / np.sqrt(np.where(deg > 0, deg, 1.0)), 0.0)
-    lap = np.eye(k) - inv[:, None] * a * inv[None, :]
-    lam = np.sort(np.linalg.eigvalsh(0.5 * (lap + lap.T)))
+    # no eigenvectors asked for: an ndarray
+    return cast(np.ndarray, laplacian_spectrum(a, kind="symmetric", self_loops=True,
+                                               method="dense"))
+
+
+def _eigengap_scores(lam: np.ndarray | None, ks: Sequence[int]) -> dict[int, float | None]:
+    if lam is None:
+        return {c: None for c in ks}
+    k = lam.shape[0]
     return {c: (float(lam[c] - lam[c - 1]) if c < k else None) for c in ks}
 
 
@@ -268,13 +310,21 @@ def cluster_classes(
         if int(lab.max()) + 1 != k:
             logger.info("cluster_classes: k=%d gave %d clusters (tied merge heights)",
                         k, int(lab.max()) + 1)
-    scores = _eigengap_scores(tree_d, ks_list) if rule == "eigengap" else \
+    lam = _class_graph_spectrum(tree_d)
+    scores = _eigengap_scores(lam, ks_list) if rule == "eigengap" else \
         _silhouette_scores(tree_d, parts)
     valid = {k: s for k, s in scores.items() if s is not None}
     recommended = max(valid, key=lambda k: (valid[k], -k)) if valid else ks_list[0]
+    if linkage == "ward":
+        tree_text = "Euclidean distance between the unit-feature class centroids"
+    elif kind == "similarity":
+        tree_text = "1 - similarity (symmetrised)"
+    else:
+        tree_text = "class distance (symmetrised)"
     return ClassClusters(linkage=linkage, partitions=parts, recommended_k=int(recommended),
                          rule=_RULE_TEXT[rule], scores=scores,
-                         classes=None if classes is None else list(classes))
+                         classes=None if classes is None else list(classes),
+                         linkage_matrix=z, eigenvalues=lam, tree_distance=tree_text)
 
 
 class Router:

@@ -46,12 +46,14 @@ from typing import Any
 
 import numpy as np
 
+from dcsi._json import to_jsonable
 from dcsi._validation import check_array, check_choice, check_int, check_labels
 from dcsi.exceptions import InvalidParameterError
 
 __all__ = [
     "DEFINITION",
     "IndexResult",
+    "centroid_terms",
     "compute_index",
     "cosine_silhouette",
     "cosine_silhouette_samples",
@@ -132,27 +134,25 @@ class IndexResult:
             "definition": DEFINITION,
             "components": {
                 "n_classes": int(k),
-                "confusability": [_f(v) for v in self.confusability],
+                "confusability": to_jsonable(np.asarray(self.confusability, dtype=np.float64)),
                 "nearest_class": [name(int(j)) for j in self.nearest],
-                "radius_deg": [_f(math.degrees(v)) for v in self.radius],
+                "radius_deg": to_jsonable([math.degrees(v) for v in self.radius]),
                 "hardest_pair": [name(a), name(b)],
                 "hardest_pair_overlap": _f(self.overlap[a, b]),
                 "hardest_pair_angle_deg": _f(math.degrees(self.centroid_angle[a, b])),
-                "overlap": [[_f(v) for v in row] for row in self.overlap],
+                "overlap": to_jsonable(np.asarray(self.overlap, dtype=np.float64)),
             },
             "peers": {
                 "csg": _f(self.csg),
                 "silhouette": _f(self.silhouette),
-                "params": dict(self.peer_params),
+                "params": to_jsonable(self.peer_params),
             },
         }
 
 
 def _f(v: Any) -> float | None:
-    if v is None:
-        return None
-    v = float(v)
-    return v if math.isfinite(v) else None
+    """A number as a JSON float (None for None, NaN and infinities)."""
+    return None if v is None else to_jsonable(float(v))
 
 
 def square_class_matrix(S: Any, caller: str) -> np.ndarray:
@@ -201,8 +201,34 @@ def _check_S_counts(S: Any, class_counts: Any, caller: str) -> tuple[np.ndarray,
     return m, n
 
 
-def _centroid_terms(S: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Squared centroid norms, spreads and squared centroid distances."""
+def centroid_terms(S: Any, class_counts: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact geometry of the class centroids of unit features, from ``S`` and the counts.
+
+    With ``mu_c = s_c / n_c`` the centroid of the unit-normalised features of class c,
+    ``mu_a . mu_b = S[a, b]`` (a != b) and ``|mu_c|^2 = (S[c, c] (n_c - 1) + 1) / n_c``
+    (self-pairs added back; a class with one image has ``|mu_c| = 1``), so the squared
+    centroid distances ``|mu_a - mu_b|^2 = |mu_a|^2 + |mu_b|^2 - 2 S[a, b]`` need no
+    features.  Used by the index (cap radii) and by ``cluster_classes(linkage="ward")``.
+
+    Parameters
+    ----------
+    S : ndarray of shape (K, K)
+        cnn_cosine class matrix (diagonal = within-class mean without self-pairs;
+        ignored for classes with fewer than two images).
+    class_counts : array-like of shape (K,)
+        Images per class (>= 1).
+
+    Returns
+    -------
+    sq_norm : ndarray of shape (K,)
+        ``|mu_c|^2``, clipped to [0, 1].
+    spread : ndarray of shape (K,)
+        ``1 - |mu_c|^2``.
+    d2 : ndarray of shape (K, K)
+        Squared centroid distances, >= 0, zero diagonal.
+    """
+    S = np.asarray(S, dtype=np.float64)
+    n = np.asarray(class_counts, dtype=np.float64)
     diag = np.diag(S).copy()
     # a class with one image: its centroid is the unit vector itself
     diag = np.where(n >= 2, diag, 0.0)
@@ -215,9 +241,13 @@ def _centroid_terms(S: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return sq, spread, d2
 
 
+#: Former private name, still imported by ``benchmarks/dcsi_validity.py``.
+_centroid_terms = centroid_terms
+
+
 def _cap_terms(S: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Angular radii (K,), centroid angles (K, K) and cap overlaps (K, K)."""
-    sq, _, _ = _centroid_terms(S, n)
+    sq, _, _ = centroid_terms(S, n)
     r = np.sqrt(sq)
     radius = np.arccos(np.clip(r, 0.0, 1.0))
     rr = np.outer(r, r)

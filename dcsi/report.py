@@ -1,10 +1,15 @@
 """The HTML report of a card: one self-contained page (inline PNGs, opens offline).
 
 Sections: the index and its components, the class-similarity heatmap ordered by the
-dendrogram, the dendrogram, the eigenvalue spectrum of the class-similarity graph
-Laplacian (and any spectrum an analyzer stored, e.g. of the SSIM graph), the most
-similar class pairs, the class clusters, and the near-duplicate groups (a gallery of
-thumbnails when ``load_image`` is given).  Plots use matplotlib's Agg backend.
+dendrogram, the dendrogram, the eigenvalue spectrum of the Laplacian of the class graph
+whose eigen-gaps choose the number of class clusters (and any spectrum an analyzer
+stored, e.g. of the SSIM graph), the most similar class pairs, the class clusters, and
+the near-duplicate groups (a gallery of thumbnails when ``load_image`` is given).
+Plots use matplotlib's Agg backend.
+
+The report reads the card and nothing else: the tree, leaf order and spectrum are the
+ones the analysis stored (:mod:`dcsi.card.views`); only for a card older than schema
+1.1 are they recomputed, and the page says so.
 """
 
 from __future__ import annotations
@@ -15,134 +20,23 @@ import io
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dcsi._io import atomic_write_text
+from dcsi._json import to_jsonable
+from dcsi.card.views import class_spectrum, class_tree, stored_spectra
 
-__all__ = ["write_report", "report_html", "class_distance", "laplacian_spectrum", "dendrogram_order"]
+__all__ = ["write_report", "report_html"]
 
 logger = logging.getLogger(__name__)
 
 _MAX_LABELS = 60  # above this many classes, axis tick labels are left out
 _MAX_GROUPS = 50  # near-duplicate groups shown in the report
 _THUMB = 64  # thumbnail size in px
-
-
-# -- numerics ---------------------------------------------------------------------
-def class_distance(similarity: np.ndarray) -> np.ndarray:
-    """Symmetric class distance ``1 - S`` with a zero diagonal, for clustering.
-
-    Parameters
-    ----------
-    similarity : ndarray of shape (n_classes, n_classes)
-        NaN entries (undefined values) get the largest finite distance.
-
-    Returns
-    -------
-    ndarray of shape (n_classes, n_classes), float64
-        Symmetrised (``(D + D.T) / 2``), clipped at 0, zero diagonal.
-    """
-    s = np.asarray(similarity, dtype=np.float64)
-    d = 1.0 - s
-    finite = np.isfinite(d)
-    fill = float(d[finite].max()) if finite.any() else 1.0
-    d = np.where(finite, d, fill)
-    d = np.clip((d + d.T) / 2.0, 0.0, None)
-    np.fill_diagonal(d, 0.0)
-    return d
-
-
-def dendrogram_order(similarity: np.ndarray, *, linkage: str = "average") -> tuple[np.ndarray, np.ndarray]:
-    """Hierarchical clustering of the classes on ``1 - S``.
-
-    Parameters
-    ----------
-    similarity : ndarray of shape (n_classes, n_classes)
-    linkage : str, default="average"
-        A :func:`scipy.cluster.hierarchy.linkage` method that works on distances
-        (``single``, ``complete``, ``average``, ``weighted``); others fall back to
-        ``average``.
-
-    Returns
-    -------
-    Z : ndarray of shape (n_classes - 1, 4)
-        The linkage matrix (empty for fewer than two classes).
-    order : ndarray of shape (n_classes,), int
-        Leaf order of the dendrogram.
-    """
-    from scipy.cluster.hierarchy import leaves_list, linkage as _linkage
-    from scipy.spatial.distance import squareform
-
-    d = class_distance(similarity)
-    k = d.shape[0]
-    if k < 2:
-        return np.empty((0, 4)), np.arange(k)
-    method = linkage if linkage in ("single", "complete", "average", "weighted") else "average"
-    z = _linkage(squareform(d, checks=False), method=method)
-    return z, leaves_list(z)
-
-
-def laplacian_spectrum(similarity: np.ndarray, *, rescale: bool = True) -> np.ndarray:
-    """Eigenvalues of the normalised Laplacian of the class-similarity graph.
-
-    The graph has edge weights ``W_ab`` from the symmetrised off-diagonal similarities
-    (NaN -> no edge, no self-loops); ``L = I - D^{-1/2} W D^{-1/2}``.  CNN cosine
-    similarities are bunched (all classes look about equally alike in level), so by
-    default the off-diagonal values are min-max rescaled: the least similar pair gets
-    weight 0 and the most similar weight 1, which lets the spectrum show the contrasts.
-
-    Parameters
-    ----------
-    similarity : ndarray of shape (n_classes, n_classes)
-    rescale : bool, default=True
-        Min-max rescale the off-diagonal similarities; else use ``max(S_ab, 0)``.
-
-    Returns
-    -------
-    ndarray of shape (n_classes,)
-        Ascending eigenvalues in ``[0, 2]``; the number of near-zero eigenvalues is the
-        number of disconnected groups of classes, and a large gap after the c-th
-        eigenvalue suggests c clusters.
-    """
-    s = np.asarray(similarity, dtype=np.float64)
-    k = s.shape[0]
-    w = (s + s.T) / 2.0
-    off = ~np.eye(k, dtype=bool) & np.isfinite(w)
-    if rescale and off.any():
-        lo, hi = float(w[off].min()), float(w[off].max())
-        w = (w - lo) / (hi - lo) if hi > lo else np.ones_like(w)
-    w = np.where(off, np.clip(w, 0.0, None), 0.0)
-    deg = w.sum(axis=1)
-    inv = np.where(deg > 0, 1.0 / np.sqrt(np.where(deg > 0, deg, 1.0)), 0.0)
-    lap = np.eye(k) - inv[:, None] * w * inv[None, :]
-    return np.clip(np.linalg.eigvalsh(lap), 0.0, 2.0)
-
-
-def _stored_spectra(data: dict, *, max_depth: int = 3) -> dict[str, np.ndarray]:
-    """Eigenvalue lists stored anywhere in the card (key ``eigenvalues``), by path.
-
-    Analyzers store spectra where they belong (``similarity.ssim.eigenvalues``, a
-    spectral analysis block of the SSIM graph, the CSG peer of the index, ...); the
-    report plots each one it finds.
-    """
-    found: dict[str, np.ndarray] = {}
-
-    def walk(obj: Any, path: str, depth: int) -> None:
-        if not isinstance(obj, dict) or depth > max_depth:
-            return
-        ev = obj.get("eigenvalues")
-        if isinstance(ev, list) and ev and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in ev):
-            found[f"{path} (stored)"] = np.asarray(ev, dtype=np.float64)
-        for key, value in sorted(obj.items()):
-            if key not in ("eigenvalues", "matrix", "stderr", "class_sums", "groups"):
-                walk(value, f"{path}.{key}" if path else key, depth + 1)
-
-    walk(data, "", 0)
-    return found
 
 
 # -- figures ----------------------------------------------------------------------
@@ -180,14 +74,14 @@ def _heatmap(s: np.ndarray, names: list[str], order: np.ndarray, kind: str) -> s
     return _png(fig)
 
 
-def _dendrogram(z: np.ndarray, names: list[str], linkage: str) -> str:
+def _dendrogram(z: np.ndarray, names: list[str], linkage: str, distance: str) -> str:
     from scipy.cluster.hierarchy import dendrogram
 
     k = len(names)
     fig, ax = _figure((min(4 + 0.3 * k, 16), 4))
     dendrogram(z, labels=names if k <= _MAX_LABELS else None, ax=ax, leaf_rotation=90,
                no_labels=k > _MAX_LABELS, color_threshold=None)
-    ax.set_ylabel("1 - similarity")
+    ax.set_ylabel(distance)
     ax.set_title(f"Dendrogram of the classes ({linkage} linkage)")
     return _png(fig)
 
@@ -271,17 +165,17 @@ figure{margin:1em 0}img{max-width:100%}img.thumb{width:64px;height:64px;image-re
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}" if 1e-3 <= abs(value) < 1e3 else f"{value:.4g}"
-    if isinstance(value, (dict, list)):
-        return html.escape(json.dumps(value, ensure_ascii=False)[:300])
+    if isinstance(value, (Mapping, list, tuple)):
+        return html.escape(json.dumps(to_jsonable(value), ensure_ascii=False)[:300])
     return html.escape(str(value))
 
 
 def _component_html(value: Any, names: list[str]) -> str:
     """One index component, readable: scalars, per-class lists, matrices by shape."""
     k = len(names)
-    if isinstance(value, list) and value and all(isinstance(r, list) for r in value):
+    if isinstance(value, (list, tuple)) and value and all(isinstance(r, (list, tuple)) for r in value):
         return f"{len(value)} x {len(value[0])} matrix (in dcsi.json)"
-    if (isinstance(value, list) and k and len(value) == k
+    if (isinstance(value, (list, tuple)) and k and len(value) == k
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
         order = sorted(range(k), key=lambda i: -value[i])[:10]
         shown = ", ".join(f"{html.escape(names[i])}: {_fmt(value[i])}" for i in order)
@@ -306,7 +200,7 @@ def report_html(card: Any, *, load_image: Callable[[str], Any] | None = None) ->
         A complete HTML document; the figures have the ids ``fig-heatmap``,
         ``fig-dendrogram`` and ``fig-spectrum``.
     """
-    data = card._view()
+    data = card.data
     ds = data["dataset"]
     names = card.classes
     esc = html.escape
@@ -349,21 +243,34 @@ def report_html(card: Any, *, load_image: Callable[[str], Any] | None = None) ->
     if kinds and len(names) >= 2:
         kind = card.primary_kind
         s = card.similarity(kind)
-        cc = data.get("class_clusters") or {}
-        linkage = cc.get("linkage") or "average"
-        z, order = dendrogram_order(s, linkage=linkage)
+        tree = class_tree(card)
+        spectrum = class_spectrum(card)
         entry = data["similarity"][kind]
         parts.append("<h2 id='similarity'>Class similarity</h2>")
         parts.append(f"<p>Mean pairwise {esc(kind)} similarity between the images of two classes; "
                      f"diagonal: {esc(entry['diagonal'])}. Other kinds in the card: "
                      f"{esc(', '.join(k for k in kinds if k != kind) or 'none')}.</p>")
-        parts.append(_img("fig-heatmap", _heatmap(s, names, order, kind),
-                          f"{kind} class similarity, rows and columns in dendrogram order"))
-        parts.append(_img("fig-dendrogram", _dendrogram(z, names, linkage),
-                          f"Dendrogram of the classes on 1 - {kind} similarity"))
-        spectra = {f"{kind} class graph (normalised Laplacian, rescaled weights)": laplacian_spectrum(s)}
-        spectra.update(_stored_spectra(data))
-        parts.append(_img("fig-spectrum", _spectrum(spectra), "Laplacian eigenvalue spectrum"))
+        if tree is not None:
+            if not tree.stored:
+                parts.append("<p class='note'>This card (schema older than 1.1) stores no class "
+                             "tree or spectrum; the figures below were recomputed from its "
+                             f"{esc(kind)} matrix.</p>")
+            parts.append(_img("fig-heatmap", _heatmap(s, names, tree.leaf_order, kind),
+                              f"{kind} class similarity, rows and columns in dendrogram order"))
+            parts.append(_img("fig-dendrogram",
+                              _dendrogram(tree.linkage_matrix, names, tree.linkage, tree.distance),
+                              f"Dendrogram of the classes ({tree.linkage} linkage on {tree.distance})"))
+        else:
+            parts.append(_img("fig-heatmap", _heatmap(s, names, np.arange(len(names)), kind),
+                              f"{kind} class similarity, rows and columns in class order"))
+            parts.append("<p class='note'>No dendrogram: the card stores no class tree and "
+                         "none can be computed from its matrix (undefined entries).</p>")
+        spectra = {spectrum.label: spectrum.eigenvalues} if spectrum is not None else {}
+        spectra.update(stored_spectra(card))
+        if spectra:
+            parts.append(_img("fig-spectrum", _spectrum(spectra), "Laplacian eigenvalue spectrum"))
+        else:
+            parts.append("<p class='note'>No Laplacian spectrum is stored in this card.</p>")
         rows = "".join(f"<tr><td>{esc(a)}</td><td>{esc(b)}</td><td>{v:.4f}</td></tr>"
                        for a, b, v in card.top_pairs(kind, n=10))
         parts.append("<h3>Most similar class pairs</h3><table id='pairs'><tr><th>class</th><th>class</th>"

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dcsi._json import to_jsonable
 from dcsi._validation import check_array, check_float
 
 __all__ = ["ColumnSelection", "select_columns", "r_factor", "numerical_rank"]
@@ -80,22 +81,18 @@ class ColumnSelection:
 
     def to_dict(self) -> dict:
         """JSON-ready summary (no column lists; infinite conditions as ``None``)."""
-
-        def fin(x: float) -> float | None:
-            return float(x) if np.isfinite(x) else None
-
-        return {
+        return to_jsonable({
             "m": int(self.m),
             "m_tau": int(self.m_tau),
             "numerical_rank": int(self.numerical_rank),
             "rank_tol": float(self.rank_tol),
             "tau": float(self.tau),
-            "cond_selected": fin(self.cond_selected),
-            "cond_full": fin(self.cond_full),
+            "cond_selected": float(self.cond_selected),
+            "cond_full": float(self.cond_full),
             "n_rows": int(self.n_rows),
             "n_columns": int(self.n_columns),
             "skipped": bool(self.skipped),
-        }
+        })
 
 
 def r_factor(blocks: Iterable[np.ndarray]) -> tuple[np.ndarray, int]:

@@ -45,12 +45,12 @@ Choices, and why:
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from dcsi._json import to_jsonable
 from dcsi._validation import check_choice, check_float, check_int
 from dcsi.exceptions import InvalidParameterError
 
@@ -200,27 +200,62 @@ def similarity_graph(
     return A
 
 
-def graph_laplacian(affinity: Any, *, kind: str = "symmetric") -> Any:
-    """Graph Laplacian of a non-negative symmetric affinity matrix.
+def graph_laplacian(affinity: Any, *, kind: str = "symmetric", self_loops: bool = False) -> Any:
+    """Graph Laplacian of a non-negative symmetric affinity matrix (the one builder).
+
+    Every Laplacian in dcsi is built here: the image graphs of
+    :func:`spectral_analysis`, the class graph whose eigen-gaps pick the number of
+    class clusters (:func:`dcsi.clusters.cluster_classes`, stored in the card as
+    ``class_clusters.eigenvalues``, which the report plots).
 
     Parameters
     ----------
     affinity : ndarray or scipy.sparse matrix of shape (n, n)
-        Edge weights (the diagonal is ignored).
+        Edge weights.  A dense ndarray gives a dense result computed with numpy, a
+        sparse matrix a sparse one.
     kind : {"unnormalized", "symmetric", "random_walk"}, default="symmetric"
         ``D - A``, ``I - D^-1/2 A D^-1/2`` or ``I - D^-1 A``.  Rows of isolated
         vertices are 0 (each is a component with eigenvalue 0).
+    self_loops : bool, default=False
+        Keep the diagonal of ``affinity`` as self-loop weights (they enter the
+        degrees and ``A``); by default the diagonal is ignored.
 
     Returns
     -------
-    scipy.sparse.csr_matrix of shape (n, n)
+    ndarray or scipy.sparse.csr_matrix of shape (n, n)
+        Same kind of matrix as ``affinity``.
     """
     import scipy.sparse as sp
 
     caller = "graph_laplacian"
     kind = check_choice(kind, "kind", caller, LAPLACIANS)
+    if not sp.issparse(affinity):
+        A = np.array(affinity, dtype=np.float64)  # a copy
+        if A.ndim != 2 or A.shape[0] != A.shape[1]:
+            raise InvalidParameterError(
+                f"The 'affinity' parameter of {caller} must be a square (n, n) matrix. "
+                f"Got shape {A.shape} instead."
+            )
+        if not self_loops:
+            np.fill_diagonal(A, 0.0)
+        if A.size and A.min() < 0:
+            raise InvalidParameterError(
+                f"The 'affinity' parameter of {caller} must have non-negative weights. "
+                f"Got a minimum of {A.min():.4g}; build it with similarity_graph()."
+            )
+        deg = A.sum(axis=1)
+        if kind == "unnormalized":
+            return np.diag(deg) - A
+        has = deg > 0
+        safe = np.where(has, deg, 1.0)
+        if kind == "symmetric":
+            inv = np.where(has, 1.0 / np.sqrt(safe), 0.0)
+            return np.diag(has.astype(np.float64)) - inv[:, None] * A * inv[None, :]
+        inv = np.where(has, 1.0 / safe, 0.0)
+        return np.diag(has.astype(np.float64)) - inv[:, None] * A
     A = sp.csr_matrix(affinity, dtype=np.float64).tolil()
-    A.setdiag(0)
+    if not self_loops:
+        A.setdiag(0)
     A = A.tocsr()
     if A.nnz and A.data.min() < 0:
         raise InvalidParameterError(
@@ -243,13 +278,13 @@ def graph_laplacian(affinity: Any, *, kind: str = "symmetric") -> Any:
     return (eye - sp.diags(inv) @ A).tocsr()
 
 
-def _sym_for_spectrum(A: Any, kind: str) -> tuple[Any, float]:
+def _sym_for_spectrum(A: Any, kind: str, self_loops: bool = False) -> tuple[Any, float]:
     """A symmetric matrix with the Laplacian's eigenvalues, and the gap scale."""
     import scipy.sparse as sp
 
     if kind == "random_walk":
         kind = "symmetric"  # similar matrices: identical eigenvalues
-    L = graph_laplacian(A, kind=kind)
+    L = graph_laplacian(A, kind=kind, self_loops=self_loops)
     scale = 1.0
     if kind == "unnormalized":
         deg = np.asarray(sp.csr_matrix(A).sum(axis=1)).ravel()
@@ -265,9 +300,14 @@ def laplacian_spectrum(
     n_eigenvalues: int | None = None,
     method: str = "auto",
     return_vectors: bool = False,
+    self_loops: bool = False,
     seed: int = 0,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Smallest eigenvalues of the graph Laplacian, ascending.
+
+    The Laplacian is built by :func:`graph_laplacian`; a dense ``affinity`` whose
+    spectrum is computed densely stays dense throughout (numpy), a sparse one is
+    handled with scipy.sparse.
 
     Parameters
     ----------
@@ -281,12 +321,15 @@ def laplacian_spectrum(
     return_vectors : bool, default=False
         Also return the eigenvectors of the *symmetric* form (for ``"random_walk"``,
         ``D^-1/2`` times them are the random-walk eigenvectors).
+    self_loops : bool, default=False
+        Keep the diagonal of ``affinity`` as self-loops (see :func:`graph_laplacian`).
     seed : int, default=0
         Start vector of Lanczos.
 
     Returns
     -------
     eigenvalues : ndarray of shape (m,)
+        Clipped at 0 below (rounding can make a zero eigenvalue slightly negative).
     eigenvectors : ndarray of shape (n, m), only with ``return_vectors=True``
     """
     import scipy.sparse as sp
@@ -294,16 +337,25 @@ def laplacian_spectrum(
     caller = "laplacian_spectrum"
     method = check_choice(method, "method", caller, ("auto", "dense", "lanczos"))
     kind = check_choice(kind, "kind", caller, LAPLACIANS)
-    A = sp.csr_matrix(affinity, dtype=np.float64)
+    A = (sp.csr_matrix(affinity, dtype=np.float64) if sp.issparse(affinity)
+         else np.asarray(affinity, dtype=np.float64))
+    if A.ndim != 2 or A.shape[0] != A.shape[1]:
+        raise InvalidParameterError(
+            f"The 'affinity' parameter of {caller} must be a square (n, n) matrix. "
+            f"Got shape {A.shape} instead."
+        )
     n = A.shape[0]
     dense = method == "dense" or (method == "auto" and n <= DENSE_MAX)
     if n_eigenvalues is None:
         m = n if dense else min(n, 100)
     else:
         m = check_int(n_eigenvalues, "n_eigenvalues", caller, min_value=1, max_value=n)
-    L, _ = _sym_for_spectrum(A, kind)
-    if dense or m >= n - 1:
-        Ld = L.toarray()
+    dense = dense or m >= n - 1
+    if not dense:
+        A = sp.csr_matrix(A)
+    L, _ = _sym_for_spectrum(A, kind, self_loops)
+    if dense:
+        Ld = L.toarray() if sp.issparse(L) else L
         Ld = (Ld + Ld.T) / 2
         if return_vectors:
             w, V = np.linalg.eigh(Ld)
@@ -525,18 +577,18 @@ class SpectralResult:
 
     def to_dict(self, *, max_eigenvalues: int = 200) -> dict[str, Any]:
         """JSON-ready summary: leading eigenvalues (for a spectrum plot), nc, clusters."""
-        lam = self.eigenvalues[:max_eigenvalues]
-        sizes = (np.bincount(self.labels).tolist() if self.labels is not None else None)
-        return {
-            "eigenvalues": [float(v) for v in lam],
+        lam = np.asarray(self.eigenvalues[:max_eigenvalues], dtype=np.float64)
+        sizes = np.bincount(self.labels) if self.labels is not None else None
+        return to_jsonable({
+            "eigenvalues": lam,
             "n_clusters": int(self.n_clusters),
             "n_components": int(self.n_components),
             "cluster_sizes": sizes,
-            "labels": self.labels.tolist() if self.labels is not None else None,
-            "most_isolated": [int(i) for i in self.isolated],
-            "isolation": [float(v) if math.isfinite(v) else None for v in self.isolation],
-            "params": dict(self.params),
-        }
+            "labels": self.labels,
+            "most_isolated": np.asarray(self.isolated, dtype=np.int64),
+            "isolation": np.asarray(self.isolation, dtype=np.float64),
+            "params": self.params,
+        })
 
 
 def spectral_analysis(

@@ -342,7 +342,7 @@ def test_rejects_other_size_mismatches(card_dict):
 def test_rejects_newer_major_version(card_dict, tmp_path):
     d = _plain(card_dict)
     d["schema_version"] = "2.0.0"
-    with pytest.raises(CardSchemaError, match=r"schema_version 2.0.0, a newer major version than this dcsi reads \(1.0.0\); upgrade"):
+    with pytest.raises(CardSchemaError, match=r"schema_version 2.0.0, a newer major version than this dcsi reads \(1.1.0\); upgrade"):
         Card(d)
     # a newer minor version of the same major is read
     d["schema_version"] = "1.7.0"
@@ -356,7 +356,7 @@ def test_rejects_newer_major_version(card_dict, tmp_path):
 def test_rejects_bad_version_strings(card_dict):
     d = _plain(card_dict)
     d["schema_version"] = "v1"
-    with pytest.raises(CardSchemaError, match=r"'schema_version' must be a semver string such as '1.0.0'. Got 'v1'"):
+    with pytest.raises(CardSchemaError, match=r"'schema_version' must be a semver string such as '1.1.0'. Got 'v1'"):
         Card(d)
     d["schema_version"] = 1
     with pytest.raises(CardSchemaError, match=r"no valid 'schema_version'.*got 1"):
@@ -541,3 +541,59 @@ def test_router_end_to_end_on_digits(tmp_path):
     cluster_of_image = np.array([0, 1, 0, 0, 1, 0, 0, 1, 0, 0])[labels]
     brute = np.stack([(q @ x[cluster_of_image == c].T).mean(axis=1) for c in (0, 1)], axis=1)
     np.testing.assert_array_equal(got, brute.argmax(axis=1))
+
+
+# -- the read-only data view -----------------------------------------------------------
+def test_data_is_a_read_only_view(card):
+    data = card.data
+    assert data["dataset"]["name"] == "synthetic"
+    with pytest.raises(TypeError):
+        data["dataset"] = {}
+    with pytest.raises(TypeError):
+        data["dataset"]["name"] = "other"
+    with pytest.raises(TypeError):
+        data["similarity"]["cnn_cosine"]["matrix"][0][0] = 1.0
+    with pytest.raises(AttributeError):
+        data["redundancy"]["groups"][0]["members"].append("img9")
+    with pytest.raises(AttributeError):
+        card.data = {}
+    assert card.data is data  # built once per card
+    assert card.to_dict()["dataset"]["name"] == "synthetic"
+
+
+def test_data_equals_to_dict(card):
+    from dcsi._json import to_jsonable
+
+    assert to_jsonable(card.data) == card.to_dict()
+    assert not hasattr(Card, "_view")
+
+
+def test_data_of_a_big_card_is_cheap(card_dict):
+    import time
+
+    d = copy.deepcopy(card_dict)
+    ids = [f"img{i:05d}" for i in range(60_000)]
+    d["redundancy"]["groups"].append({"members": ids, "labels": ["class_0"], "kind": "redundant",
+                                      "representative": ids[0]})
+    card = Card(d)
+    t0 = time.perf_counter()
+    members = card.data["redundancy"]["groups"][-1]["members"]
+    assert time.perf_counter() - t0 < 0.5
+    assert members[-1] == "img59999" and isinstance(members, tuple)
+
+
+def test_schema_1_1_class_cluster_fields(card_dict):
+    from dcsi.clusters import cluster_classes
+
+    s = np.asarray(card_dict["similarity"]["cnn_cosine"]["matrix"])
+    d = copy.deepcopy(card_dict)
+    d["class_clusters"] = cluster_classes(s, classes=d["dataset"]["classes"]).to_dict()
+    cc = Card(d).data["class_clusters"]
+    k = len(d["dataset"]["classes"])
+    assert len(cc["linkage_matrix"]) == k - 1 and len(cc["eigenvalues"]) == k
+    assert sorted(cc["leaf_order"]) == list(range(k))
+    d["class_clusters"]["linkage_matrix"] = [[0, 1, "high", 2]]
+    with pytest.raises(CardSchemaError, match=r"class_clusters\.linkage_matrix\[0\]\[2\]"):
+        Card(d)
+    # a 1.0 card (no tree, no spectrum) still loads
+    assert "linkage_matrix" not in Card(card_dict).data["class_clusters"]

@@ -209,3 +209,72 @@ def test_classclusters_is_frozen(rng):
     assert isinstance(cc, ClassClusters)
     with pytest.raises(AttributeError):
         cc.linkage = "single"
+
+
+# -- what the views read: the tree and the spectrum are stored ---------------------------
+def _old_eigengap_scores(d, ks):
+    """The eigen-gap scores as computed before the one Laplacian (reference)."""
+    k = d.shape[0]
+    masked = d + np.diag(np.full(k, np.inf))
+    sigma = float(np.median(masked.min(axis=1)))
+    a = np.exp(-(d**2) / (2.0 * sigma**2))
+    deg = a.sum(axis=1)
+    inv = np.where(deg > 0, 1.0 / np.sqrt(np.where(deg > 0, deg, 1.0)), 0.0)
+    lap = np.eye(k) - inv[:, None] * a * inv[None, :]
+    lam = np.sort(np.linalg.eigvalsh(0.5 * (lap + lap.T)))
+    return {c: (float(lam[c] - lam[c - 1]) if c < k else None) for c in ks}, lam
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_eigengap_scores_unchanged_by_the_shared_laplacian(seed):
+    rng = np.random.default_rng(seed)
+    x, y = _grouped(rng, groups=((0, 1, 2), (3, 4), (5, 6, 7, 8), (9,)))
+    S = class_similarity(x, y)
+    cc = cluster_classes(S)
+    d = np.maximum(0.5 * ((1.0 - S) + (1.0 - S).T), 0.0)
+    np.fill_diagonal(d, 0.0)
+    ref, lam = _old_eigengap_scores(d, cc.ks)
+    assert cc.scores == ref  # bit for bit
+    np.testing.assert_array_equal(cc.eigenvalues, np.clip(lam, 0.0, None))
+
+
+def test_to_dict_stores_tree_and_spectrum(rng):
+    from scipy.cluster.hierarchy import leaves_list, linkage
+    from scipy.spatial.distance import squareform
+
+    x, y = _grouped(rng)
+    S = class_similarity(x, y)
+    cc = cluster_classes(S, classes=list("abcdef"))
+    d = cc.to_dict()
+    json.dumps(d, allow_nan=False)
+    dist = np.maximum(0.5 * ((1.0 - S) + (1.0 - S).T), 0.0)
+    np.fill_diagonal(dist, 0.0)
+    z = linkage(squareform(dist, checks=False), method="average")
+    np.testing.assert_array_equal(d["linkage_matrix"], z)
+    assert d["leaf_order"] == leaves_list(z).tolist()
+    assert len(d["eigenvalues"]) == 6 and d["eigenvalues"] == sorted(d["eigenvalues"])
+    assert d["tree_distance"] == "1 - similarity (symmetrised)"
+    # the leaf order keeps each group of classes contiguous
+    groups = np.array([0, 0, 0, 1, 1, 2])[d["leaf_order"]]
+    assert (np.diff(groups) != 0).sum() == 2
+
+
+def test_ward_tree_is_on_centroid_distances(rng):
+    from dcsi.index import centroid_terms
+
+    x, y = _grouped(rng)
+    S = class_similarity(x, y)
+    counts = np.bincount(y)
+    cc = cluster_classes(S, linkage="ward", class_counts=counts)
+    _, _, d2 = centroid_terms(S, counts)
+    assert cc.to_dict()["tree_distance"].startswith("Euclidean distance between")
+    # the first merge joins the two classes with the closest centroids
+    iu = np.triu_indices(6, k=1)
+    assert cc.linkage_matrix[0, 2] == pytest.approx(np.sqrt(d2[iu].min()))
+
+
+def test_undefined_class_graph_stores_no_spectrum():
+    S = np.ones((3, 3))  # every class at distance 0: sigma = 0
+    d = cluster_classes(S).to_dict()
+    assert "eigenvalues" not in d and "linkage_matrix" in d
+    assert all(v is None for v in d["scores"].values())

@@ -143,3 +143,14 @@ def test_block_with_many_classes_stays_small(rng):
     block = hf_block(Card(d))
     assert len(block["most_similar_pairs"]) == 5
     assert len(str(DatasetCard(str(build_dataset_card(Card(d)))).data[HF_KEY])) < 3000
+
+
+def test_image_size_pair_from_the_read_only_view(rng, tmp_path):
+    d = make_card_dict(rng)
+    d["features"]["image_size"] = [32, 48]
+    card = Card(d)
+    assert card.data["features"]["image_size"] == (32, 48)  # the view holds tuples
+    block = hf_block(card)
+    assert block["image_size"] == [32, 48] and type(block["image_size"]) is list
+    text = write_readme(card, tmp_path).read_text(encoding="utf-8")
+    assert "32x48" in text and "!!python" not in text

@@ -14,13 +14,30 @@ from PIL import Image
 from test_card import make_card_dict
 
 from dcsi.card import Card
-from dcsi.report import class_distance, dendrogram_order, laplacian_spectrum, report_html, write_report
+from dcsi.card.views import class_spectrum, class_tree, stored_spectra
+from dcsi.clusters import cluster_classes
+from dcsi.report import report_html, write_report
 
 _IMG = re.compile(r'<figure id="([\w-]+)"><img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)">')
 
 
+def make_new_card_dict(rng: np.random.Generator, k: int = 4) -> dict:
+    """A schema-1.1 card: ``class_clusters`` as the analysis stores it (tree, spectrum)."""
+    d = make_card_dict(rng, k)
+    s = np.asarray(d["similarity"]["cnn_cosine"]["matrix"])
+    d["class_clusters"] = cluster_classes(s, classes=d["dataset"]["classes"]).to_dict()
+    d["schema_version"] = "1.1.0"
+    return d
+
+
 @pytest.fixture
 def card(rng):
+    return Card(make_new_card_dict(rng))
+
+
+@pytest.fixture
+def old_card(rng):
+    """A card written before schema 1.1: no stored class tree or spectrum."""
     return Card(make_card_dict(rng))
 
 
@@ -61,7 +78,8 @@ def test_report_embeds_every_figure(card, tmp_path):
     assert "csg" in page  # peers
     assert "<th>meaning</th>" not in page  # no definitions stored -> no empty column
     # clusters and groups (table, no load_image)
-    assert "k = 2 (recommended)" in page
+    assert f"k = {card.recommended_k} (recommended)" in page
+    assert "recomputed" not in page
     assert "<table id=\"groups\">" in page and "img2" in page
 
 
@@ -111,12 +129,11 @@ def test_report_components_readable(rng):
 
 
 def test_report_plots_stored_spectra(rng):
-    from dcsi.report import _stored_spectra
-
-    d = make_card_dict(rng)
+    d = make_new_card_dict(rng)
     d["spectral"] = {"ssim_graph": {"eigenvalues": [0.0, 0.1, 0.9], "n_clusters": 2}}
     d["index"]["components"]["csg"] = {"eigenvalues": [0.0, 0.5]}
-    spectra = _stored_spectra(Card(d).to_dict())
+    spectra = stored_spectra(Card(d))
+    # class_clusters.eigenvalues is plotted as the class-graph spectrum, not twice
     assert set(spectra) == {"similarity.ssim (stored)", "spectral.ssim_graph (stored)",
                             "index.components.csg (stored)"}
     np.testing.assert_array_equal(spectra["spectral.ssim_graph (stored)"], [0.0, 0.1, 0.9])
@@ -155,62 +172,75 @@ def test_report_many_classes_without_labels(rng):
     assert set(figs) == {"fig-heatmap", "fig-dendrogram", "fig-spectrum"}
 
 
-# -- numerics against references -----------------------------------------------
-def test_class_distance_reference(rng):
-    k = 5
-    s = rng.uniform(-1, 1, size=(k, k))
-    s[1, 3] = np.nan
-    d = class_distance(s)
-    ref = np.zeros((k, k))
-    finite = [1 - v for v in s.ravel() if np.isfinite(v)]
-    for i in range(k):
-        for j in range(k):
-            a = 1 - s[i, j] if np.isfinite(s[i, j]) else max(finite)
-            b = 1 - s[j, i] if np.isfinite(s[j, i]) else max(finite)
-            ref[i, j] = 0.0 if i == j else max((a + b) / 2, 0.0)
-    np.testing.assert_allclose(d, ref, atol=1e-12)
+# -- the report reads the card, it does not recompute ---------------------------------
+def _forbid_recomputation(monkeypatch):
+    def boom(*args, **kwargs):
+        raise AssertionError("the report recomputed an analysis result")
+
+    import scipy.cluster.hierarchy
+
+    import dcsi.clusters
+    import dcsi.spectral
+
+    monkeypatch.setattr(dcsi.clusters, "cluster_classes", boom)
+    monkeypatch.setattr(dcsi.spectral, "graph_laplacian", boom)
+    monkeypatch.setattr(dcsi.spectral, "laplacian_spectrum", boom)
+    monkeypatch.setattr(scipy.cluster.hierarchy, "linkage", boom)
+    monkeypatch.setattr(np.linalg, "eigvalsh", boom)
 
 
-def test_dendrogram_order_groups_blocks(rng):
-    # two well-separated blocks of classes: the leaf order keeps each block contiguous
-    k = 6
-    perm = rng.permutation(k)
-    block = np.array([0, 0, 0, 1, 1, 1])[perm]
-    s = np.where(block[:, None] == block[None, :], 0.9, 0.1) + rng.uniform(0, 0.05, size=(k, k))
-    z, order = dendrogram_order(s, linkage="average")
-    assert sorted(order.tolist()) == list(range(k))
-    labels = block[order]
-    assert (labels[:3] == labels[0]).all() and (labels[3:] == labels[3]).all()
-    assert z.shape == (k - 1, 4)
-    # the top merge height is the mean between-block distance (average linkage)
-    d = class_distance(s)
-    between = d[np.ix_(block == 0, block == 1)].mean()
-    assert z[-1, 2] == pytest.approx(between)
+def test_report_renders_from_the_card_without_recomputation(card, monkeypatch):
+    _forbid_recomputation(monkeypatch)
+    page = report_html(card)
+    assert set(_figures(page)) == {"fig-heatmap", "fig-dendrogram", "fig-spectrum"}
+    assert "recomputed" not in page
+    tree, spectrum = class_tree(card), class_spectrum(card)
+    assert tree.stored and spectrum.stored
+    cc = card.data["class_clusters"]
+    np.testing.assert_array_equal(tree.linkage_matrix, cc["linkage_matrix"])
+    np.testing.assert_array_equal(tree.leaf_order, cc["leaf_order"])
+    np.testing.assert_array_equal(spectrum.eigenvalues, cc["eigenvalues"])
+    assert "1 - similarity" in page  # the dendrogram's axis: the stored tree_distance
 
 
-def test_laplacian_spectrum_reference(rng):
-    from scipy.sparse.csgraph import laplacian
+def test_stored_views_equal_the_analysis(card):
+    s = card.similarity("cnn_cosine")
+    res = cluster_classes(s, classes=card.classes)
+    np.testing.assert_array_equal(class_tree(card).linkage_matrix, res.linkage_matrix)
+    np.testing.assert_array_equal(class_tree(card).leaf_order, res.leaf_order)
+    np.testing.assert_array_equal(class_spectrum(card).eigenvalues, res.eigenvalues)
 
-    k = 7
-    s = rng.uniform(0, 1, size=(k, k))
-    s[2, 5] = np.nan
-    sym = (s + s.T) / 2
-    # obvious reference: min-max over the finite off-diagonal entries, loop by loop
-    vals = [sym[i, j] for i in range(k) for j in range(k) if i != j and np.isfinite(sym[i, j])]
-    lo, hi = min(vals), max(vals)
-    w = np.zeros((k, k))
-    for i in range(k):
-        for j in range(k):
-            if i != j and np.isfinite(sym[i, j]):
-                w[i, j] = (sym[i, j] - lo) / (hi - lo)
-    ref = np.sort(np.linalg.eigvalsh(laplacian(w, normed=True)))
-    np.testing.assert_allclose(laplacian_spectrum(s), ref, atol=1e-10)
-    # without rescaling: plain clipped weights
-    w0 = np.where(np.isfinite(sym), np.clip(sym, 0, None), 0)
-    np.fill_diagonal(w0, 0)
-    np.testing.assert_allclose(laplacian_spectrum(s, rescale=False),
-                               np.sort(np.linalg.eigvalsh(laplacian(w0, normed=True))), atol=1e-10)
-    # two disconnected blocks -> exactly two zero eigenvalues
-    b = 0.2 + 0.6 * np.kron(np.eye(2), np.ones((3, 3)))  # within 0.8, between 0.2
-    ev = laplacian_spectrum(b)
-    assert np.sum(ev < 1e-10) == 2 and ev.max() <= 2 + 1e-12
+
+def test_old_card_falls_back_to_recomputation(old_card, card, monkeypatch):
+    assert "linkage_matrix" not in old_card.data["class_clusters"]
+    tree, spectrum = class_tree(old_card), class_spectrum(old_card)
+    assert not tree.stored and not spectrum.stored
+    res = cluster_classes(old_card.similarity("cnn_cosine"), linkage="average")
+    np.testing.assert_array_equal(tree.linkage_matrix, res.linkage_matrix)
+    np.testing.assert_array_equal(spectrum.eigenvalues, res.eigenvalues)
+    assert class_tree(old_card, recompute=False) is None
+    assert class_spectrum(old_card, recompute=False) is None
+    page = report_html(old_card)
+    assert set(_figures(page)) == {"fig-heatmap", "fig-dendrogram", "fig-spectrum"}
+    assert "schema older than 1.1" in page and "recomputed" in page
+
+
+def test_old_card_that_cannot_be_recomputed_omits_the_dendrogram(rng):
+    d = make_card_dict(rng)
+    m = np.asarray(d["similarity"]["cnn_cosine"]["matrix"])
+    m[0, 1] = m[1, 0] = np.nan  # an undefined pair: no tree can be built
+    d["similarity"]["cnn_cosine"]["matrix"] = m
+    card = Card(d)
+    assert class_tree(card) is None and class_spectrum(card) is None
+    page = report_html(card)
+    figs = _figures(page)
+    assert "fig-dendrogram" not in figs and "fig-heatmap" in figs
+    assert "No dendrogram" in page
+    assert "fig-spectrum" in figs  # the stored ssim spectrum is still plotted
+
+
+def test_stored_tree_with_a_wrong_shape_is_not_used(rng):
+    d = make_new_card_dict(rng)
+    d["class_clusters"]["linkage_matrix"] = [[0, 1, 0.5, 2]]  # K - 1 = 3 rows expected
+    tree = class_tree(Card(d))
+    assert tree is not None and not tree.stored

@@ -239,3 +239,57 @@ def test_kmeans_path_when_components_differ_from_count(rng):
     assert connected_components(A, directed=False)[0] == 1
     found = spectral_clustering(A, 3, seed=2)
     assert adjusted_rand_score(labels, found) == pytest.approx(1.0)
+
+
+# -- the one Laplacian: dense and sparse paths, self-loops ------------------------------
+@pytest.mark.parametrize("kind", LAPLACIANS)
+def test_dense_and_sparse_laplacians_agree(rng, kind):
+    A = random_affinity(rng, 9, isolated=1)
+    np.fill_diagonal(A, 0.7)  # ignored unless self_loops=True
+    dense = graph_laplacian(A, kind=kind)
+    sparse = graph_laplacian(sp.csr_matrix(A), kind=kind)
+    assert isinstance(dense, np.ndarray) and sp.issparse(sparse)
+    np.testing.assert_allclose(dense, sparse.toarray(), rtol=0, atol=1e-12)
+    loops_dense = graph_laplacian(A, kind=kind, self_loops=True)
+    loops_sparse = graph_laplacian(sp.csr_matrix(A), kind=kind, self_loops=True)
+    np.testing.assert_allclose(loops_dense, loops_sparse.toarray(), rtol=0, atol=1e-12)
+    # self-loops change the normalised Laplacians (D - A: they cancel)
+    assert np.allclose(loops_dense, dense) == (kind == "unnormalized")
+    np.testing.assert_array_equal(A.diagonal(), 0.7)  # the input is not modified
+
+
+def test_self_loop_laplacian_against_textbook_formula(rng):
+    k = 6
+    d = rng.uniform(0, 1, size=(k, k))
+    d = (d + d.T) / 2
+    np.fill_diagonal(d, 0.0)
+    a = np.exp(-(d**2) / 0.5)  # self-loops exp(0) = 1 on the diagonal
+    deg = a.sum(axis=1)
+    ref = np.eye(k) - a / np.sqrt(np.outer(deg, deg))
+    L = graph_laplacian(a, self_loops=True)
+    np.testing.assert_allclose(L, ref, rtol=0, atol=1e-13)
+    lam = laplacian_spectrum(a, self_loops=True)
+    np.testing.assert_allclose(lam, np.clip(np.linalg.eigvalsh((ref + ref.T) / 2), 0, None),
+                               rtol=0, atol=1e-12)
+
+
+def test_dense_spectrum_matches_sparse_spectrum(rng):
+    S, _ = planted(rng, [6, 5, 4])
+    A = similarity_graph(S, graph="knn", k=3)
+    np.testing.assert_allclose(laplacian_spectrum(A.toarray()), laplacian_spectrum(A),
+                               rtol=0, atol=1e-12)
+
+
+def test_two_blocks_give_two_zero_eigenvalues():
+    b = np.kron(np.eye(2), np.ones((3, 3))) * 0.8
+    ev = laplacian_spectrum(b)
+    assert np.sum(ev < 1e-10) == 2 and ev.max() <= 2 + 1e-12
+
+
+def test_graph_laplacian_rejects_bad_input():
+    with pytest.raises(InvalidParameterError, match="'affinity' parameter of graph_laplacian must be a square"):
+        graph_laplacian(np.ones((2, 3)))
+    with pytest.raises(InvalidParameterError, match="'affinity' parameter of graph_laplacian must have non-negative"):
+        graph_laplacian(np.array([[0.0, -1.0], [-1.0, 0.0]]))
+    with pytest.raises(InvalidParameterError, match="'affinity' parameter of laplacian_spectrum must be a square"):
+        laplacian_spectrum(np.ones(3))

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from dcsi._io import atomic_write_text
+from dcsi._json import to_jsonable
 from dcsi.exceptions import CardSchemaError, DataError, InvalidParameterError
 
 __all__ = [
@@ -46,7 +47,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Version of the card format written by this dcsi (semver; readers refuse a newer major).
-SCHEMA_VERSION = "1.0.0"
+SCHEMA_VERSION = "1.1.0"
 #: File name of the card inside a card folder.
 CARD_FILENAME = "dcsi.json"
 
@@ -74,45 +75,7 @@ def _validator() -> Any:
 
 def _plain(obj: Any, where: str = "card") -> Any:
     """JSON-ready plain Python: numpy -> lists/floats/ints, tuples -> lists, NaN -> None."""
-    if isinstance(obj, Mapping):
-        out = {}
-        for key, value in obj.items():
-            if not isinstance(key, str):
-                if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-                    key = str(int(key))
-                else:
-                    raise CardSchemaError(
-                        f"The card has a non-string key {key!r} at '{where}'; "
-                        "JSON object keys must be strings."
-                    )
-            out[key] = _plain(value, f"{where}.{key}")
-        return out
-    if isinstance(obj, np.ndarray):
-        if obj.dtype.kind == "f":
-            flat = obj.astype(np.float64).tolist()
-            return _plain(flat, where) if not np.isfinite(obj).all() else flat
-        return _plain(obj.tolist(), where)
-    if isinstance(obj, (list, tuple)):
-        if set(map(type, obj)) <= _NUMBER_SET:  # fast path: a row of numbers
-            if all(map(math.isfinite, obj)):
-                return list(obj)
-            return [v if math.isfinite(v) else None for v in obj]
-        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        value = float(obj)
-        return value if math.isfinite(value) else None
-    if obj is None or isinstance(obj, str):
-        return obj
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    raise CardSchemaError(
-        f"The card has a value of type {type(obj).__name__} at '{where}', which JSON "
-        "cannot hold; convert it to lists, numbers or strings (no pickles)."
-    )
+    return to_jsonable(obj, where=where, what="The card", error=CardSchemaError)
 
 
 def _path_str(path: Any) -> str:
@@ -410,7 +373,7 @@ class Card:
     [['0', '6'], ['1', '2', '3', ...]]
     """
 
-    __slots__ = ("_data",)
+    __slots__ = ("_data", "_frozen")
 
     def __init__(self, data: Mapping) -> None:
         if isinstance(data, Card):
@@ -450,9 +413,21 @@ class Card:
         """A deep copy of the card as JSON-ready plain Python."""
         return copy.deepcopy(self._data)
 
-    def _view(self) -> dict:
-        """The card dict itself, without a copy (for dcsi's own views; never mutate it)."""
-        return self._data
+    @property
+    def data(self) -> Mapping[str, Any]:
+        """The card's data, read-only: mappings are ``MappingProxyType``, lists tuples.
+
+        Built once per card (the containers are copied, the numbers and strings
+        shared), so views read big cards without deep copies; use :meth:`to_dict`
+        for a mutable, JSON-ready copy.
+        """
+        frozen = getattr(self, "_frozen", None)
+        if frozen is None:
+            from dcsi.card.views import freeze
+
+            frozen = freeze(self._data)
+            object.__setattr__(self, "_frozen", frozen)
+        return frozen
 
     def to_json(self) -> str:
         """The deterministic JSON text written to ``dcsi.json``."""

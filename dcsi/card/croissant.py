@@ -100,7 +100,7 @@ def croissant_dict(card: Card, *, card_sha256: str | None = None) -> dict[str, A
     dict
         JSON-ready JSON-LD.
     """
-    data = card._view()
+    data = card.data
     ds = data["dataset"]
     names = card.classes
     if card_sha256 is None:

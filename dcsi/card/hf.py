@@ -54,7 +54,7 @@ def hf_block(card: Card, *, n_pairs: int = 5) -> dict[str, Any]:
         ``backbone``, ``image_size``, ``similarity`` (kind), ``most_similar_pairs``,
         ``class_clusters`` and ``redundancy`` counts.  Floats rounded to 4 decimals.
     """
-    data = card._view()
+    data = card.data
     block: dict[str, Any] = {
         "card": CARD_FILENAME,
         "schema_version": data["schema_version"],
@@ -68,7 +68,8 @@ def hf_block(card: Card, *, n_pairs: int = 5) -> dict[str, Any]:
     if feats:
         block["backbone"] = feats["backbone"]
         if feats.get("image_size") is not None:
-            block["image_size"] = feats["image_size"]
+            size = feats["image_size"]  # card.data holds tuples; YAML wants a list
+            block["image_size"] = list(size) if isinstance(size, tuple) else size
     if card.similarity_kinds:
         kind = card.primary_kind
         block["similarity"] = kind
@@ -104,7 +105,7 @@ def _size_category(n: int) -> str:
 
 
 def _template_body(card: Card) -> str:
-    data = card._view()
+    data = card.data
     ds = data["dataset"]
     feats = data.get("features") or {}
     kinds = card.similarity_kinds
@@ -146,7 +147,7 @@ def _template_body(card: Card) -> str:
         redundancy_section = "The redundancy analysis was not run."
 
     size = feats.get("image_size")
-    if isinstance(size, list):
+    if isinstance(size, (list, tuple)):
         size = "x".join(str(s) for s in size)
     template = string.Template(Path(__file__).with_name("template.md").read_text(encoding="utf-8"))
     return template.substitute(
@@ -198,7 +199,7 @@ def build_dataset_card(card: Card, *, existing: str | None = None) -> DatasetCar
         hf_card.data[HF_KEY] = block
         return hf_card
 
-    ds = card._view()["dataset"]
+    ds = card.data["dataset"]
     card_data = DatasetCardData(
         pretty_name=ds["name"],
         size_categories=[_size_category(int(ds["n_images"]))],

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from dcsi._json import to_jsonable
 from dcsi._progress import progress
 from dcsi._validation import check_array, check_choice, check_int, check_labels
 from dcsi.exceptions import InvalidParameterError
@@ -175,14 +176,10 @@ class ClassSimilarity:
             **self.params,
         }
         return {
-            "matrix": _matrix_to_list(self.matrix),
+            "matrix": to_jsonable(np.asarray(self.matrix, dtype=np.float64)),
             "diagonal": self.diagonal,
             "params": params,
         }
-
-
-def _matrix_to_list(m: np.ndarray) -> list[list[float | None]]:
-    return [[None if not math.isfinite(v) else float(v) for v in row] for row in m.tolist()]
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:

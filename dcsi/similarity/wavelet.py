@@ -319,10 +319,10 @@ class WaveletSimilarity:
 
     def to_dict(self) -> dict:
         """The card's ``similarity.wavelet`` entry: ``matrix``, ``diagonal``, ``params``."""
-        matrix = [[None if not np.isfinite(v) else float(v) for v in row]
-                  for row in self.matrix]
+        from dcsi._json import to_jsonable
+
         return {
-            "matrix": matrix,
+            "matrix": to_jsonable(np.asarray(self.matrix, dtype=np.float64)),
             "diagonal": "mean cosine similarity of the wavelet coefficient vectors over "
                         "pairs of distinct images of the same class (null for a class "
                         "with fewer than two images)",
