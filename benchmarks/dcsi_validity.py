@@ -42,7 +42,7 @@ from _common import Timer, print_table, write_results
 
 from dcsi.index import (
     _cap_terms,
-    _centroid_terms,
+    centroid_terms,
     compute_index,
     cosine_silhouette,
     cumulative_spectral_gradient,
@@ -162,7 +162,7 @@ def projected_overlap(x: np.ndarray, y: np.ndarray) -> float:
 def fisher_index(S: np.ndarray, n: np.ndarray, t: float) -> float:
     """The first DCSI (before the cap overlap): mean_a [1 - prod_{b != a} (1 - o_ab)],
     o_ab = exp(-F_ab / t), F_ab = |mu_a - mu_b|^2 / (v_a + v_b)."""
-    _, v, d2 = _centroid_terms(S, n.astype(np.float64))
+    _, v, d2 = centroid_terms(S, n.astype(np.float64))
     with np.errstate(divide="ignore", invalid="ignore"):
         f = d2 / (v[:, None] + v[None, :])
     o = np.exp(-f / t)
@@ -175,7 +175,7 @@ def variants(S: np.ndarray, n: np.ndarray, x: np.ndarray, y: np.ndarray) -> dict
     from S and the counts)."""
     k = S.shape[0]
     iu = np.triu_indices(k, 1)
-    _, v, d2 = _centroid_terms(S, n.astype(np.float64))
+    _, v, d2 = centroid_terms(S, n.astype(np.float64))
     fisher = d2 / (v[:, None] + v[None, :])
     dg = np.diag(S)
     radius, angle, cap = _cap_terms(S, n.astype(np.float64))
@@ -209,7 +209,7 @@ def variants(S: np.ndarray, n: np.ndarray, x: np.ndarray, y: np.ndarray) -> dict
 
 def _fisher_pow(S: np.ndarray, n: np.ndarray, p: float) -> float:
     """v9: the Fisher DCSI with F = |mu_a - mu_b|^2 / (v_a + v_b)^p (p = 2), t = 0.1."""
-    _, v, d2 = _centroid_terms(S, n.astype(np.float64))
+    _, v, d2 = centroid_terms(S, n.astype(np.float64))
     o = np.exp(-d2 / (v[:, None] + v[None, :]) ** p / 0.1)
     np.fill_diagonal(o, 0.0)
     return float(np.mean(1.0 - np.prod(1.0 - o, axis=1)))

@@ -106,19 +106,18 @@ def _scored_pairs_dcsi(images, labels, verify: bool, align: bool = True):
     distance divided by the default aligned threshold (0.0005): the sweep scales both
     thresholds together, and 1.0 is the default operating point.
     """
-    from dcsi.aligned import DEFAULT_ALIGN_THRESHOLD, _best, aligned_pairs
-    from dcsi.redundancy import (DEFAULT_THRESHOLDS, _n_approx, _wavelet_rows,
-                                 _wavelet_select, find_redundancy, neighbor_pairs)
+    from dcsi.aligned import DEFAULT_ALIGN_THRESHOLD, AlignOptions, aligned_pairs, best_pairs
+    from dcsi.neighbors import radius_pairs
+    from dcsi.redundancy import DEFAULT_THRESHOLDS, find_redundancy
+    from dcsi.similarity.wavelet import wavelet_rows
 
     t0 = time.perf_counter()
     res = find_redundancy(images, labels, verify="ssim" if verify else None, align=align)
     res.summary["default_run_time_s"] = time.perf_counter() - t0
     default = [list(g.indices) for g in res]
     # the sweep: all pairs up to 3x the default thresholds, scored as above
-    Wsel, cols, _ = _wavelet_select(images, wavelet="db1", level=1, mode="symmetric",
-                                    tau=1e5, rank_tol=1e-5)
-    F = _wavelet_rows(Wsel, cols, _n_approx(images.shape[1:], "db1", 1, "symmetric"))
-    pairs, dist = neighbor_pairs(F, threshold=3 * DEFAULT_THRESHOLDS["wavelet"])
+    F = wavelet_rows(images).rows
+    pairs, dist = radius_pairs(F, threshold=3 * DEFAULT_THRESHOLDS["wavelet"])
     score = dist / DEFAULT_THRESHOLDS["wavelet"]
     if verify:
         from dcsi.similarity.ssim import ssim_pairs
@@ -126,8 +125,9 @@ def _scored_pairs_dcsi(images, labels, verify: bool, align: bool = True):
         s = ssim_pairs(images, pairs, data_range=255)
         score = np.where(s >= 0.8, score, np.inf)
     if align:
-        ap, da = aligned_pairs(images, threshold=3 * DEFAULT_ALIGN_THRESHOLD)
-        pairs, score = _best(np.concatenate([pairs.reshape(-1, 2), ap]),
+        ap, da = aligned_pairs(images,
+                               options=AlignOptions(threshold=3 * DEFAULT_ALIGN_THRESHOLD))
+        pairs, score = best_pairs(np.concatenate([pairs.reshape(-1, 2), ap]),
                              np.concatenate([score, da / DEFAULT_ALIGN_THRESHOLD]))
     return default, pairs, score, res.summary
 
@@ -137,18 +137,16 @@ def _scored_pairs_cnn(images, labels):
     groups, and every pair within 1.5x the default threshold scored by its distance
     (3x links more than 200 candidate pairs per image on Fashion-MNIST)."""
     from dcsi.features import extract_features
-    from dcsi.redundancy import DEFAULT_THRESHOLDS, find_redundancy, neighbor_pairs, \
-        prepare_rows
+    from dcsi.neighbors import prepare_rows, radius_pairs
+    from dcsi.redundancy import DEFAULT_THRESHOLDS, find_redundancy
 
     t0 = time.perf_counter()
-    res = find_redundancy(images, labels, method="cnn")
+    features = extract_features(images, labels=labels).features
+    res = find_redundancy(images, labels, method="cnn", features=features)
     res.summary["default_run_time_s"] = time.perf_counter() - t0
     default = [list(g.indices) for g in res]
-    from dcsi.sources import open_source
-
-    F = prepare_rows(np.asarray(extract_features(open_source(images, labels=labels))
-                                .features), center="column")
-    pairs, dist = neighbor_pairs(F, threshold=1.5 * DEFAULT_THRESHOLDS["cnn"])
+    F = prepare_rows(np.asarray(features), center="column")
+    pairs, dist = radius_pairs(F, threshold=1.5 * DEFAULT_THRESHOLDS["cnn"])
     return default, pairs, dist, res.summary
 
 

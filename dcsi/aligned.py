@@ -52,6 +52,7 @@ __all__ = [
     "aligned_cross_pairs",
     "aligned_distance",
     "aligned_pairs",
+    "best_pairs",
     "copy_transforms",
     "skip_reason",
     "transformed_rows",
@@ -319,8 +320,20 @@ def _search(A: np.ndarray, B: np.ndarray, transforms: Sequence[CopyTransform],
     return np.concatenate(out_p), np.concatenate(out_d)
 
 
-def _best(pairs: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Unique pairs (sorted) with their smallest distance."""
+def best_pairs(pairs: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each distinct pair once, with its smallest distance.
+
+    Parameters
+    ----------
+    pairs : ndarray of shape (m, 2), int
+    dist : ndarray of shape (m,)
+
+    Returns
+    -------
+    pairs : ndarray of shape (u, 2), int64
+        Distinct pairs, sorted.
+    distances : ndarray of shape (u,)
+    """
     if not len(pairs):
         return np.empty((0, 2), dtype=np.int64), np.empty(0)
     uniq, inv = np.unique(pairs, axis=0, return_inverse=True)
@@ -359,7 +372,7 @@ def aligned_pairs(
     transforms = copy_transforms(X.shape[1:3], max_shift=options.max_shift,
                                  max_crop=options.max_crop)
     p, d = _search(X, X, transforms, options, seed, skip_self=True)
-    return _best(np.sort(p, axis=1), d)
+    return best_pairs(np.sort(p, axis=1), d)
 
 
 def aligned_cross_pairs(
@@ -397,7 +410,7 @@ def aligned_cross_pairs(
                                  max_crop=options.max_crop)
     p1, d1 = _search(A, B, transforms, options, seed, skip_self=False)
     p2, d2 = _search(B, A, transforms, options, seed, skip_self=False, identity=False)
-    return _best(np.concatenate([p1, p2[:, ::-1]]), np.concatenate([d1, d2]))
+    return best_pairs(np.concatenate([p1, p2[:, ::-1]]), np.concatenate([d1, d2]))
 
 
 def aligned_distance(

@@ -241,10 +241,6 @@ def centroid_terms(S: Any, class_counts: Any) -> tuple[np.ndarray, np.ndarray, n
     return sq, spread, d2
 
 
-#: Former private name, still imported by ``benchmarks/dcsi_validity.py``.
-_centroid_terms = centroid_terms
-
-
 def _cap_terms(S: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Angular radii (K,), centroid angles (K, K) and cap overlaps (K, K)."""
     sq, _, _ = centroid_terms(S, n)

@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from dcsi._json import to_jsonable
 from dcsi._validation import Interval, Options, check_labels, validate_params
 from dcsi.aligned import AlignOptions, aligned_distance, aligned_pairs, skip_reason
 from dcsi.exceptions import InvalidParameterError
@@ -170,8 +171,8 @@ class RedundancyResult(Sequence):
         groups = self.groups if max_groups is None else self.groups[:max_groups]
         return {
             "method": self.method,
-            "params": _jsonable(self.params),
-            "summary": _jsonable(self.summary),
+            "params": to_jsonable(self.params),
+            "summary": to_jsonable(self.summary),
             "groups": [g.to_dict() for g in groups],
         }
 
@@ -196,22 +197,6 @@ class RedundancyResult(Sequence):
         for i, k in zip(self.ids, self.keep):
             w.writerow([i, int(bool(k))])
         return buf.getvalue()
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if np.isfinite(obj) else None
-    return obj
 
 
 # --------------------------------------------------------------------------- components
