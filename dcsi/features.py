@@ -47,7 +47,7 @@ from dcsi._progress import progress
 from dcsi._validation import check_int, require
 from dcsi.backbones import Extractor, default_image_size, get_backbone
 from dcsi.exceptions import DataError, InvalidParameterError
-from dcsi.sources import DECODE_VERSION, ImageSet, open_source
+from dcsi.sources import DECODE_VERSION, ImageSet, image_to_array, open_source
 
 __all__ = ["FeatureSet", "extract_features", "default_cache_dir", "FeatureCache",
            "choose_num_threads"]
@@ -80,6 +80,9 @@ class FeatureSet:
         The opened source (fingerprint, skipped items, ...); not part of ``to_dict``.
     n_cached : int
         How many images came from the cache.
+    arrays : ndarray of shape (n, h, w) or (n, h, w, 3), uint8, or None
+        The images as arrays, when asked for with ``arrays=`` (made from the same
+        decode as the features; not part of ``to_dict``).
     """
 
     features: np.ndarray
@@ -92,6 +95,7 @@ class FeatureSet:
     dim: int
     image_set: ImageSet | None = field(default=None, repr=False)
     n_cached: int = 0
+    arrays: np.ndarray | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
@@ -197,18 +201,24 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
 
 
 class _Images:
-    """torch Dataset view: position k -> transformed image ``positions[k]``."""
+    """torch Dataset view: position k -> transformed image ``positions[k]``, and with
+    ``arrays=(hw, mode)`` also that image as a uint8 array (one decode for both)."""
 
-    def __init__(self, image_set: ImageSet, positions: np.ndarray, transform: Any) -> None:
+    def __init__(self, image_set: ImageSet, positions: np.ndarray, transform: Any,
+                 arrays: tuple[tuple[int, int], str] | None = None) -> None:
         self.image_set = image_set
         self.positions = positions
         self.transform = transform
+        self.arrays = arrays
 
     def __len__(self) -> int:
         return len(self.positions)
 
     def __getitem__(self, k: int) -> Any:
-        return self.transform(self.image_set.load(int(self.positions[k])))
+        img = self.image_set.load(int(self.positions[k]))
+        if self.arrays is None:
+            return self.transform(img)
+        return self.transform(img), image_to_array(img, *self.arrays)
 
 
 def choose_num_threads() -> int:
@@ -271,6 +281,7 @@ def extract_features(
     shard_size: int = SHARD_SIZE,
     num_threads: int | None = None,
     labels: Any = None,
+    arrays: tuple[int | tuple[int, int] | None, str] | None = None,
 ) -> FeatureSet:
     """CNN features of every image of a source.
 
@@ -304,6 +315,10 @@ def extract_features(
         :func:`choose_num_threads` (the idle cores, at least 1).
     labels : array-like of shape (n,), default=None
         Labels of an in-memory array.
+    arrays : (size, mode), default=None
+        Also return every image as a uint8 array (``FeatureSet.arrays``), as
+        ``ImageSet.to_array(size=size, mode=mode)`` makes it, from the same decode as
+        its features (images served from the cache are decoded for this alone).
 
     Returns
     -------
@@ -399,12 +414,28 @@ def extract_features(
         logger.info("%s: %d of %d images cached; computing %d.", name, n_cached, n,
                     len(todo))
 
+    side = None
+    if arrays is not None:
+        hw = image_set.resolve_size(arrays[0])
+        side = (hw, arrays[1])
+        out_arrays = np.empty((n, *hw) + ((3,) if arrays[1] == "RGB" else ()), np.uint8)
     if len(todo):
         features = _compute(image_set, todo, extractor, name=name, batch_size=batch_size,
                             num_workers=num_workers, num_threads=num_threads, store=store,
                             shard_size=shard_size, hashes=hashes, rows_of=rows_of,
-                            features=features, n=n)
+                            features=features, n=n,
+                            arrays=None if side is None else (out_arrays, side))
     assert features is not None
+    if side is not None:
+        done = np.zeros(n, dtype=bool)
+        done[todo] = True
+        for rows in rows_of.values():  # an image seen twice was computed once
+            if done[rows[0]]:
+                out_arrays[rows[1:]] = out_arrays[rows[0]]
+                done[rows] = True
+        rest = np.flatnonzero(~done)
+        if len(rest):
+            out_arrays[rest] = image_set.to_array(size=hw, mode=side[1], indices=rest)
     return FeatureSet(
         features=features,
         labels=image_set.labels,
@@ -416,6 +447,7 @@ def extract_features(
         dim=int(features.shape[1]),
         image_set=image_set,
         n_cached=n_cached,
+        arrays=None if side is None else out_arrays,
     )
 
 
@@ -423,8 +455,11 @@ def _compute(image_set: ImageSet, todo: np.ndarray, extractor: Any, *, name: str
              batch_size: int, num_workers: int | None, num_threads: int | None,
              store: FeatureCache | None,
              shard_size: int, hashes: list[str] | None, rows_of: dict[str, list[int]],
-             features: np.ndarray | None, n: int) -> np.ndarray:
-    """Run the model on the images at ``todo`` and fill ``features`` (and the cache)."""
+             features: np.ndarray | None, n: int,
+             arrays: tuple[np.ndarray, tuple[tuple[int, int], str]] | None = None
+             ) -> np.ndarray:
+    """Run the model on the images at ``todo`` and fill ``features`` (and the cache,
+    and ``arrays[0]`` at ``todo`` when asked)."""
     require("torch", "CNN feature extraction", "dcsi[torch]")
     import torch
 
@@ -437,7 +472,7 @@ def _compute(image_set: ImageSet, todo: np.ndarray, extractor: Any, *, name: str
     try:
         return _run(image_set, todo, extractor, name=name, batch_size=batch_size,
                     workers=workers, store=store, shard_size=shard_size, hashes=hashes,
-                    rows_of=rows_of, features=features, n=n)
+                    rows_of=rows_of, features=features, n=n, arrays=arrays)
     finally:
         torch.set_num_threads(previous)
 
@@ -445,12 +480,15 @@ def _compute(image_set: ImageSet, todo: np.ndarray, extractor: Any, *, name: str
 def _run(image_set: ImageSet, todo: np.ndarray, extractor: Any, *, name: str,
          batch_size: int, workers: int, store: FeatureCache | None, shard_size: int,
          hashes: list[str] | None, rows_of: dict[str, list[int]],
-         features: np.ndarray | None, n: int) -> np.ndarray:
+         features: np.ndarray | None, n: int,
+         arrays: tuple[np.ndarray, tuple[tuple[int, int], str]] | None = None
+         ) -> np.ndarray:
     import torch
     from torch.utils.data import DataLoader
 
     pin = str(getattr(extractor, "device", "cpu")).startswith("cuda")
-    loader = DataLoader(_Images(image_set, todo, extractor.transform),
+    loader = DataLoader(_Images(image_set, todo, extractor.transform,
+                                None if arrays is None else arrays[1]),
                         batch_size=batch_size, shuffle=False, num_workers=workers,
                         pin_memory=pin, persistent_workers=False)
     pending_keys: list[str] = []
@@ -460,6 +498,9 @@ def _run(image_set: ImageSet, todo: np.ndarray, extractor: Any, *, name: str,
     done = 0
     with progress(desc=desc, total=len(todo), unit="img") as bar:
         for batch in loader:
+            if arrays is not None:
+                batch, side = batch
+                arrays[0][todo[done:done + len(side)]] = np.asarray(side)
             b = int(batch.shape[0]) if hasattr(batch, "shape") else len(batch)
             with torch.inference_mode():
                 out = _as_features(extractor(batch), b, name)

@@ -3,11 +3,13 @@
 images -> features -> class similarity -> class clusters + index
        -> SSIM / wavelet class matrices -> redundancy groups -> Card
 
-The source is opened once (:func:`analyze`, or the CLI) and every stage takes the
-opened :class:`~dcsi.sources.ImageSet` or arrays: the grey images the SSIM and wavelet
-matrices and the near-duplicate search share are decoded once
-(``ImageSet.to_array``), and the CNN features (decoded by the feature extractor, or
-read from its cache) serve both the class matrix and ``redundancy_method="cnn"``.
+The source is opened once (:func:`analyze`, or the CLI; opening checks every file) and
+every stage takes the opened :class:`~dcsi.sources.ImageSet` or arrays.  Each image is
+decoded once more after that: the feature extractor returns the grey array of every
+image it decodes (``extract_features(..., arrays=...)``; images served from the
+feature cache are decoded for the array alone), and that one array feeds the SSIM and
+wavelet class matrices and the near-duplicate search.  The CNN features serve both the
+class matrix and ``redundancy_method="cnn"``.
 """
 
 from __future__ import annotations
@@ -210,19 +212,20 @@ def analyze_images(
     dataset["skipped"] = [s.to_dict() for s in images.skipped]
     data: dict[str, Any] = {"dataset": dataset, "similarity": {}}
 
-    features = None
+    features = grey = None
     if "cnn" in chosen or redundancy_method == "cnn":
         from dcsi.features import extract_features
 
         fs = extract_features(images, backbone=backbone, weights=weights,
                               image_size=image_size, batch_size=batch_size, device=device,
-                              cache=cache)
-        features = fs.features
+                              cache=cache, arrays=(None, "L"))
+        features, grey = fs.features, fs.arrays
     if "cnn" in chosen:
         cnn = _cnn_blocks(fs, images, class_level, linkage=linkage)
         data["similarity"].update(cnn.pop("similarity", {}))
         data.update(cnn)
-    grey = images.to_array(mode="L")  # decoded once, shared by the stages below
+    if grey is None:  # decoded once, shared by the stages below
+        grey = images.to_array(mode="L")
     if class_level and "ssim" in chosen:
         from dcsi.similarity.ssim import class_ssim
 

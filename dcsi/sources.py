@@ -573,7 +573,7 @@ class ImageSet:
                 f"The 'mode' parameter of iter_arrays must be one of 'L', 'RGB'. "
                 f"Got {mode!r} instead.")
         batch_size = check_int(batch_size, "batch_size", "iter_arrays", min_value=1)
-        hw = self._resolve_size(size)
+        hw = self.resolve_size(size)
         idx = (np.arange(len(self)) if indices is None
                else np.asarray(indices, dtype=np.int64).reshape(-1))
         fast = self._fast_array(hw, mode)
@@ -585,7 +585,7 @@ class ImageSet:
             shape = (len(part), *hw) + ((3,) if mode == "RGB" else ())
             out = np.empty(shape, dtype=np.uint8)
             for k, i in enumerate(part):
-                out[k] = _pil_to_array(self.load(int(i)), hw, mode)
+                out[k] = image_to_array(self.load(int(i)), hw, mode)
             yield part, out
 
     def to_array(
@@ -601,7 +601,7 @@ class ImageSet:
         -------
         ndarray of shape (n, h, w) or (n, h, w, 3), uint8
         """
-        hw = self._resolve_size(size)
+        hw = self.resolve_size(size)
         n = len(self) if indices is None else len(np.asarray(indices).reshape(-1))
         out = np.empty((n, *hw) + ((3,) if mode == "RGB" else ()), dtype=np.uint8)
         k = 0
@@ -610,7 +610,8 @@ class ImageSet:
             k += len(batch)
         return out
 
-    def _resolve_size(self, size: int | tuple[int, int] | None) -> tuple[int, int]:
+    def resolve_size(self, size: int | tuple[int, int] | None) -> tuple[int, int]:
+        """``(h, w)`` of a ``size`` argument: None -> :meth:`native_size`, an int -> square."""
         if size is None:
             return self.native_size()
         if isinstance(size, (tuple, list)) and len(size) == 2:
@@ -650,7 +651,21 @@ class ImageSet:
         }
 
 
-def _pil_to_array(img: Any, hw: tuple[int, int], mode: str) -> np.ndarray:
+def image_to_array(img: Any, hw: tuple[int, int], mode: str) -> np.ndarray:
+    """A decoded PIL image as a uint8 array of size ``hw``, as :meth:`ImageSet.iter_arrays`
+    makes it (``mode`` conversion, then a bilinear resize when the size differs).
+
+    Parameters
+    ----------
+    img : PIL.Image.Image
+    hw : (int, int)
+        Output height and width.
+    mode : {"L", "RGB"}
+
+    Returns
+    -------
+    ndarray of shape (h, w) or (h, w, 3), uint8
+    """
     from PIL import Image
 
     if img.mode != mode:

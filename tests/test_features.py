@@ -230,3 +230,29 @@ def test_unreadable_cache_shard_is_ignored(images, tmp_path, caplog):
     fs = extract_features(images, backbone=ext, cache=tmp_path)
     assert ext.images == 23 and "Ignoring unreadable cache shard" in caplog.text
     np.testing.assert_allclose(fs.features, _reference(images), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cache", ["cold", "warm", "off"])
+def test_arrays_come_from_the_same_decode(tmp_path, cache):
+    """``arrays=`` equals ``ImageSet.to_array`` for computed, cached and repeated images."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "f"
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(5):
+            img = rng.integers(0, 256, (12 + i, 10, 3), dtype=np.uint8)
+            Image.fromarray(img).save(root / c / f"{i}.png")
+    Image.open(root / "a" / "0.png").save(root / "b" / "copy.png")  # served once
+    ims = open_source(root)
+    store = False if cache == "off" else tmp_path / "cache"
+    if cache == "warm":
+        extract_features(ims, backbone=MeanStd(), cache=store, num_workers=0)
+    fs = extract_features(ims, backbone=MeanStd(), cache=store, num_workers=0,
+                          arrays=(None, "L"))
+    np.testing.assert_array_equal(fs.arrays, ims.to_array(mode="L"))
+    assert fs.n_cached == (len(ims) if cache == "warm" else 0)
+    rgb = extract_features(ims, backbone=MeanStd(), cache=False, num_workers=0,
+                           arrays=(8, "RGB"))
+    np.testing.assert_array_equal(rgb.arrays, ims.to_array(size=8, mode="RGB"))
