@@ -1118,7 +1118,7 @@ def _warn_skipped(where: str, skipped: list[SkippedItem], n_images: int) -> None
             if len(skipped) > _NAMED_IN_WARNINGS else "")
     logger.warning(
         "%s: skipped %s: %s%s. The full list is ImageSet.skipped, written by "
-        "`dcsi analyze` to dcsi.json under dataset.skipped (and shown in report.html).",
+        "`dcsi analyze` to dcsi.json under dataset.skipped.",
         where, " and ".join(parts), named, more)
 
 
