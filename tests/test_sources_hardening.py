@@ -393,3 +393,20 @@ def test_nested_folders_merged_are_reported_once(tmp_path, rng, caplog):
     assert "a/x/y/0.png" in ims.ids and ims.classes == ["a", "b"]
     merged = [r.getMessage() for r in caplog.records if "sub-folder" in r.getMessage()]
     assert len(merged) == 1 and "merged 3 sub-folder(s)" in merged[0]
+
+
+def test_nothing_readable_is_one_line_error(tmp_path, rng, monkeypatch):
+    root = tmp_path / "d"
+    _images(root, rng, classes=("a",))
+    _deny(monkeypatch, root / "a")
+    with pytest.raises(dcsi.DataError, match=r"no image could be read \(1 item\(s\) skipped, "
+                                             r"e.g. a/: cannot list the folder") as info:
+        open_source(root)
+    assert "\n" not in str(info.value)
+
+
+def test_follow_symlinks_must_be_a_bool(tmp_path):
+    with pytest.raises(dcsi.InvalidParameterError,
+                       match="The 'follow_symlinks' parameter of open_source must be a "
+                             "bool. Got 'yes' instead."):
+        open_source(tmp_path, follow_symlinks="yes")
