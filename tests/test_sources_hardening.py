@@ -193,6 +193,14 @@ def test_non_utf8_names_redundancy_and_analyze_end_to_end(tmp_path, rng, capsys)
     assert "a/caf\\xe9.png" in (out / "keep_list.csv").read_text(encoding="utf-8") + \
         (out / "redundancy.csv").read_text(encoding="utf-8")
     json.loads((out / "redundancy.json").read_text(encoding="utf-8"))
+    test = tmp_path / "t"  # a test set holding a copy of a/caf\xe9.png: a leaked pair
+    _write(os.fsencode(test) + b"/a/caf\xe9.png", (root / "a" / "0.png").read_bytes())
+    _write(test / "a" / "x.png", (root / "b" / "2.png").read_bytes())
+    out = tmp_path / "l"
+    assert main(["leakage", "--train", str(root), "--test", str(test), "--out", str(out),
+                 "--no-progress"]) == 0, capsys.readouterr().err
+    assert "caf\\xe9.png" in (out / "leakage.csv").read_text(encoding="utf-8")
+    json.loads((out / "leakage.json").read_text(encoding="utf-8"))
     pytest.importorskip("torch")
     out = tmp_path / "c"
     assert main(["analyze", str(root), "--out", str(out), "--analyzers", "cnn",
