@@ -1335,8 +1335,9 @@ class _FolderLister:
             return True  # entries() records the error
         key = (st.st_dev, st.st_ino)
         if key in self._seen:
-            self.skip(rel + "/", f"same folder as {_text(self._seen[key])}/ (a symbolic "
-                      "link); read once")
+            first = self._seen[key]
+            same = f"{_text(first)}/" if first else "the dataset folder"
+            self.skip(rel + "/", f"same folder as {same} (a symbolic link); read once")
             return False
         self._seen[key] = rel
         return True
@@ -1349,7 +1350,8 @@ class _FolderLister:
         for name, kind in entries:
             if kind == "dir":
                 sub = f"{rel}/{name}" if rel else name
-                _, names = self.entries(sub, record=False)
+                names = {m for m in OUTPUT_MARKERS
+                         if os.path.isfile(os.path.join(self.path(sub), m))}
                 if not self.is_output(sub, names):
                     out.append(name)
         return out

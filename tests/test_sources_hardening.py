@@ -418,3 +418,17 @@ def test_follow_symlinks_must_be_a_bool(tmp_path):
                        match="The 'follow_symlinks' parameter of open_source must be a "
                              "bool. Got 'yes' instead."):
         open_source(tmp_path, follow_symlinks="yes")
+
+
+def test_links_inside_the_root_read_each_folder_once(tmp_path, rng):
+    root = tmp_path / "d"
+    _images(root, rng)
+    os.symlink(root / "a", root / "kittens")  # the same class twice
+    os.symlink(root, root / "b" / "loop")  # a loop back to the root
+    ims = open_source(root)
+    assert len(ims) == 6 and ims.classes == ["a", "b"]
+    assert ims.dropped_classes == ["kittens"]
+    reasons = {s.id: s.reason for s in ims.skipped}
+    assert reasons == {"kittens/": "same folder as a/ (a symbolic link); read once",
+                       "b/loop/": "same folder as the dataset folder (a symbolic link); "
+                                  "read once"}
