@@ -108,6 +108,7 @@ __all__ = [
     "SkippedItem",
     "decode_image",
     "IMAGE_EXTENSIONS",
+    "OUTPUT_MARKERS",
     "SPLIT_NAMES",
     "MIN_SIDE",
 ]
