@@ -14,17 +14,57 @@
 Images are decoded one at a time, never all at once.  When a source is opened, one pass
 reads every encoded image once: it hashes its bytes (the per-image content hash that keys
 the feature cache and makes up the dataset fingerprint), decodes it to check that it is
-usable and records its size.  Items that cannot be used are left out and listed in
-:attr:`ImageSet.skipped` with the reason (a warning gives the count):
+usable and records its size.  Only regular files are opened, and a file is read whole
+only once PIL has identified an image from its header.  Items that cannot be used are
+left out and listed in :attr:`ImageSet.skipped` with the reason (one warning gives the
+count, the first few items and where the full list is; ``dcsi analyze`` writes it to
+``dcsi.json`` under ``dataset.skipped``).  Nothing is left out silently:
 
 ========================================  ==============================================
 input                                      what happens
 ========================================  ==============================================
 zero-byte file                             skipped ("zero-byte file")
-not an image                               skipped ("not an image: ...")
+not an image (also a huge one)             skipped ("not an image ..."), from its header
+                                           alone: the file is not read whole
 truncated / corrupt                        skipped ("truncated or corrupt image: ...")
 over PIL's decompression-bomb limit        skipped (raise ``PIL.Image.MAX_IMAGE_PIXELS``)
 smaller side below 2 px (e.g. 1x1)         skipped ("degenerate ... image")
+FIFO, device, socket, or a link to one     skipped ("not a regular file (FIFO)"); never
+                                           opened for reading, so nothing blocks
+unreadable file                            skipped ("cannot read the file: ...")
+unreadable folder                          skipped as ``"<folder>/"`` ("cannot list the
+                                           folder: ..."); an unreadable dataset folder
+                                           is a :class:`DataError`
+symbolic link inside the dataset folder    followed; a folder reached twice is read
+                                           once (the second path skipped, "same folder")
+symbolic link leading outside it           skipped ("symbolic link to ..., outside the
+                                           dataset folder"); read with
+                                           ``follow_symlinks=True`` / ``--follow-symlinks``
+broken symbolic link                       skipped ("broken symbolic link: ...")
+HF image cell with a path and no bytes     read relative to the saved dataset's folder;
+                                           a path leading out of it (out of the Hugging
+                                           Face caches for ``hf:``) is skipped unless
+                                           ``follow_symlinks=True``
+file or folder name that is not UTF-8      id and class name are valid text: each
+                                           undecodable byte becomes ``\\xNN``
+                                           (``b"caf\\xe9.png"`` -> ``caf\\xe9.png``); the
+                                           file is still read from its real name
+dcsi output folder (``--out``)             a folder holding ``dcsi.json``,
+                                           ``redundancy.json`` or ``leakage.json`` is
+                                           never read as data, at any depth (one
+                                           warning): ``--out`` may lie in the dataset
+sub-folders of a class folder              merged into the class (one warning says how
+                                           many)
+image files beside class folders           ignored (one warning)
+hidden files and folders (``.name``)       ignored
+files without an image extension           ignored
+class with no usable image                 (empty or unreadable folder, every image
+                                           skipped, a class of another split only)
+                                           dropped, the others renumbered ``0..K-1`` in
+                                           order; one warning names them; listed in
+                                           :attr:`ImageSet.dropped_classes` and the
+                                           card's ``dataset.dropped_classes``.  Array
+                                           sources keep the classes they are given
 EXIF orientation                           rotated upright (``ImageOps.exif_transpose``)
 modes 1, L, I;16, I, F                     to ``"L"`` (16-bit: ``round(v / 257)``;
                                            32-bit and float: scaled from min..max)
@@ -49,6 +89,7 @@ import io
 import json
 import logging
 import os
+import stat
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -67,6 +108,7 @@ __all__ = [
     "SkippedItem",
     "decode_image",
     "IMAGE_EXTENSIONS",
+    "OUTPUT_MARKERS",
     "SPLIT_NAMES",
     "MIN_SIDE",
 ]
@@ -172,19 +214,28 @@ def _to_l_or_rgb(img: Any) -> Any:
 
 def _open_checked(data: bytes) -> Any:
     """Open encoded bytes with PIL and run the checks that need only the header."""
-    from PIL import Image, UnidentifiedImageError
-
     if len(data) == 0:
         raise _BadImage("zero-byte file")
+    return _open_header(io.BytesIO(data))
+
+
+def _open_header(fp: Any) -> Any:
+    """``PIL.Image.open`` on a binary file object, then the header-only checks.
+
+    PIL reads only the header here, so a file that is not an image is refused without
+    being read whole.
+    """
+    from PIL import Image, UnidentifiedImageError
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(fp)
     except UnidentifiedImageError:
         raise _BadImage("not an image (PIL cannot identify the file format)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise _BadImage(_bomb_reason(None)) from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise _BadImage(f"not an image or corrupt header: {exc}") from None
     w, h = img.size
     limit = Image.MAX_IMAGE_PIXELS
@@ -193,6 +244,55 @@ def _open_checked(data: bytes) -> Any:
     if min(w, h) < MIN_SIDE:
         raise _BadImage(f"degenerate {w}x{h} image (smaller side below {MIN_SIDE} px)")
     return img
+
+
+def _file_kind(mode: int) -> str:
+    """What a non-regular file is, for a skip reason."""
+    for test, name in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"),
+                       (stat.S_ISDIR, "folder")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def _os_reason(exc: OSError) -> str:
+    """``"[Errno 13] Permission denied"`` without the (possibly undecodable) path."""
+    if exc.errno is not None and exc.strerror:
+        return f"[Errno {exc.errno}] {exc.strerror}"
+    return str(exc)
+
+
+def _read_image_file(path: str | Path) -> bytes:
+    """The bytes of an image file, read only when it is a regular file whose header PIL
+    identifies as an image.
+
+    The file is opened non-blocking and checked with ``fstat`` on the open descriptor, so
+    a FIFO, a device or a socket (also behind a link) is refused without blocking or
+    reading it; a regular file that is not an image is refused from its header.
+
+    Raises
+    ------
+    _BadImage
+        With the reason (``"not a regular file (FIFO)"``, ``"zero-byte file"``, ...).
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise _BadImage(f"cannot read the file: {_os_reason(exc)}") from None
+    with open(fd, "rb") as f:
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise _BadImage(f"not a regular file ({_file_kind(st.st_mode)})")
+            if st.st_size == 0:
+                raise _BadImage("zero-byte file")
+            _open_header(f)
+            f.seek(0)
+            return f.read()
+        except OSError as exc:
+            raise _BadImage(f"cannot read the file: {_os_reason(exc)}") from None
 
 
 def _bomb_reason(size: tuple[int, int] | None) -> str:
@@ -318,8 +418,15 @@ class _BytesBackend:
 
     kind = "encoded"
 
-    def raw(self, j: int) -> bytes:  # pragma: no cover - abstract
+    def fetch(self, j: int) -> bytes:  # pragma: no cover - abstract
+        """The encoded bytes of item ``j``; raises :class:`_BadImage` with the reason."""
         raise NotImplementedError
+
+    def raw(self, j: int) -> bytes:
+        try:
+            return self.fetch(j)
+        except _BadImage as exc:
+            raise DataError(f"Cannot read {self.describe(j)}: {exc.args[0]}.") from None
 
     def decode(self, j: int) -> Any:
         try:
@@ -343,22 +450,27 @@ class _FileBackend(_BytesBackend):
         self.root = root
         self.relpaths = relpaths
 
-    def raw(self, j: int) -> bytes:
-        try:
-            return (self.root / self.relpaths[j]).read_bytes()
-        except OSError as exc:
-            raise DataError(f"Cannot read {self.root / self.relpaths[j]}: {exc}") from None
+    def fetch(self, j: int) -> bytes:
+        return _read_image_file(os.path.join(self.root, self.relpaths[j]))
 
     def describe(self, j: int) -> str:
-        return str(self.root / self.relpaths[j])
+        return _text(os.path.join(self.root, self.relpaths[j]))
 
 
 class _HFBackend(_BytesBackend):
-    """Rows of a ``datasets.Dataset`` whose image column is read undecoded."""
+    """Rows of a ``datasets.Dataset`` whose image column is read undecoded.
 
-    def __init__(self, dataset: Any, column: str) -> None:
+    A cell with a ``path`` and no ``bytes`` is read from that path, resolved against
+    ``base`` (the saved dataset's folder) when relative, and refused when it leads out
+    of every folder in ``roots`` (unless ``roots`` is None).
+    """
+
+    def __init__(self, dataset: Any, column: str, *, base: str | None = None,
+                 roots: list[str] | None = None) -> None:
         self.dataset = dataset
         self.column = column
+        self.base = base
+        self.roots = roots
 
     def _cell_bytes(self, cell: Any, j: int) -> bytes:
         if cell is None:
@@ -368,18 +480,24 @@ class _HFBackend(_BytesBackend):
             path = cell.get("path") if isinstance(cell, dict) else None
             if not path:
                 raise _BadImage("row holds neither image bytes nor a path")
-            try:
-                data = Path(path).read_bytes()
-            except OSError as exc:
-                raise _BadImage(f"cannot read {path}: {exc}") from None
+            return _read_image_file(self._resolve(path))
+        if len(data) == 0:
+            raise _BadImage("zero-byte file")
         return data
 
-    def raw(self, j: int) -> bytes:
-        cell = self.dataset[int(j)][self.column]
-        try:
-            return self._cell_bytes(cell, j)
-        except _BadImage as exc:
-            raise DataError(f"Row {j}: {exc.args[0]}") from None
+    def _resolve(self, path: str) -> str:
+        full = path if os.path.isabs(path) or self.base is None else \
+            os.path.join(self.base, path)
+        if self.roots is not None:
+            real = os.path.realpath(full)
+            if not os.path.isabs(full) or not any(_inside(real, r) for r in self.roots):
+                raise _BadImage(
+                    f"image path {_text(path)} leads outside the dataset folder; pass "
+                    "follow_symlinks=True (--follow-symlinks) to read it")
+        return full
+
+    def fetch(self, j: int) -> bytes:
+        return self._cell_bytes(self.dataset[int(j)][self.column], j)
 
     def raw_batch(self, start: int, stop: int) -> list[bytes | _BadImage]:
         cells = self.dataset[start:stop][self.column]
@@ -393,6 +511,26 @@ class _HFBackend(_BytesBackend):
 
     def describe(self, j: int) -> str:
         return f"row {j}"
+
+
+def _inside(real: str, root: str) -> bool:
+    """Whether the resolved path ``real`` is ``root`` or lies under it."""
+    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _text(s: str) -> str:
+    r"""``s`` as valid text: bytes of a file name that are not UTF-8 (which Python keeps
+    as lone surrogates, PEP 383) become ``\xNN`` escapes: the file ``b"caf\xe9.png"``
+    has the id ``"caf\xe9.png"`` (a backslash, then ``xe9``)."""
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        pass
+    try:
+        return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 # ----------------------------------------------------------------------------- ImageSet
@@ -420,6 +558,11 @@ class ImageSet:
     skipped : list of SkippedItem
     sizes : ndarray of shape (n, 2), dtype int64
         ``(height, width)`` of each decoded (upright) image.
+    dropped_classes : list of str
+        Classes of a folder or Hugging Face source left out because no usable image of
+        theirs was found (an empty or unreadable class folder, every image skipped, a
+        class present in another split only); the other classes keep their order and
+        are numbered ``0..K-1``.
     """
 
     def __init__(
@@ -436,6 +579,7 @@ class ImageSet:
         split: str | None,
         skipped: list[SkippedItem] | None = None,
         hashes: list[str] | None = None,
+        dropped_classes: list[str] | None = None,
     ) -> None:
         self._backend = backend
         self._pos = np.asarray(positions, dtype=np.int64)
@@ -447,6 +591,7 @@ class ImageSet:
         self.source = source
         self.split = split
         self.skipped = list(skipped or [])
+        self.dropped_classes = list(dropped_classes or [])
         self._hashes = hashes
         self._fingerprint: str | None = None
 
@@ -524,6 +669,7 @@ class ImageSet:
             split=self.split,
             skipped=self.skipped,
             hashes=None if self._hashes is None else [self._hashes[k] for k in idx],
+            dropped_classes=self.dropped_classes,
         )
 
     # -- sizes
@@ -639,7 +785,7 @@ class ImageSet:
     # -- card
     def to_dict(self) -> dict[str, Any]:
         """The card's ``dataset`` block: name, source, split, fingerprint, n_images,
-        classes, class_counts (plain JSON-ready Python)."""
+        classes, class_counts, dropped_classes (plain JSON-ready Python)."""
         return {
             "name": self.name,
             "source": self.source,
@@ -648,6 +794,7 @@ class ImageSet:
             "n_images": len(self),
             "classes": list(self.classes),
             "class_counts": self.class_counts(),
+            "dropped_classes": list(self.dropped_classes),
         }
 
 
@@ -688,6 +835,7 @@ def open_source(
     label_column: str | None = None,
     max_per_class: int | None = None,
     seed: int = 0,
+    follow_symlinks: bool = False,
 ) -> ImageSet:
     """Open an image dataset as an :class:`ImageSet`.
 
@@ -714,6 +862,12 @@ def open_source(
         Keep at most this many items per class (all items when unlabelled), drawn at
         random with ``seed``, in their original order.
     seed : int, default=0
+    follow_symlinks : bool, default=False
+        Read what lies outside the dataset folder: symbolic links (to files or class
+        folders) whose target is outside it, and image paths of a Hugging Face dataset
+        that lead out of its folder (out of the Hugging Face cache for ``"hf:"``).  By
+        default these are skipped and listed in :attr:`ImageSet.skipped`.  Links that
+        stay inside the folder are always followed.
 
     Returns
     -------
@@ -732,6 +886,10 @@ def open_source(
     if max_per_class is not None:
         max_per_class = check_int(max_per_class, "max_per_class", "open_source", min_value=1)
     seed = check_int(seed, "seed", "open_source", min_value=0)
+    if not isinstance(follow_symlinks, bool):
+        raise InvalidParameterError(
+            "The 'follow_symlinks' parameter of open_source must be a bool. "
+            f"Got {follow_symlinks!r} instead.")
     if labels is not None and not isinstance(source, np.ndarray):
         raise InvalidParameterError(
             "The 'labels' parameter of open_source is only for in-memory arrays; a "
@@ -755,7 +913,7 @@ def open_source(
         elif s.startswith("hf:"):
             ims = _open_hf_hub(s, split=split, image_column=image_column,
                                label_column=label_column, max_per_class=max_per_class,
-                               seed=seed)
+                               seed=seed, follow_symlinks=follow_symlinks)
             return ims
         else:
             path = Path(s).expanduser()
@@ -770,9 +928,11 @@ def open_source(
             if _is_saved_hf(path):
                 return _open_hf_saved(path, split=split, image_column=image_column,
                                       label_column=label_column,
-                                      max_per_class=max_per_class, seed=seed)
+                                      max_per_class=max_per_class, seed=seed,
+                                      follow_symlinks=follow_symlinks)
             _no_columns(image_column, label_column, "an image folder")
-            return _open_folder(path, split=split, max_per_class=max_per_class, seed=seed)
+            return _open_folder(path, split=split, max_per_class=max_per_class, seed=seed,
+                                follow_symlinks=follow_symlinks)
     else:
         raise InvalidParameterError(
             "The 'source' parameter of open_source must be a path, 'hf:<repo_id>', "
@@ -936,15 +1096,85 @@ def _scan(
                     keep[i] = True
                     hashes.append(res[0])
                     sizes.append(res[1])
-            bar.update(len(part))
+                bar.update(1)
+        _draw_last_frame(bar)
     return keep, hashes, np.asarray(sizes, dtype=np.int64).reshape(-1, 2), skipped
+
+
+def _draw_last_frame(bar: Any) -> None:
+    """Draw a shown bar's final state before it closes.
+
+    tqdm redraws at most every ``mininterval`` (1 s here), so the last updates are
+    usually not drawn and the bar's last frame, which a log keeps, read 85-98 %.  A bar
+    never shown (``delay``, or disabled) stays hidden.
+    """
+    if bar.disable or bar.last_print_n == bar.n:
+        return
+    if bar.last_print_t >= bar.start_t + bar.delay:  # drawn at least once
+        bar.refresh()
 
 
 def _read_or_bad(backend: _BytesBackend, j: int) -> bytes | _BadImage:
     try:
-        return backend.raw(j)
-    except DataError as exc:
-        return _BadImage(str(exc))
+        return backend.fetch(j)
+    except _BadImage as exc:
+        return exc
+
+
+#: How many skipped items and dropped classes a warning names before "... and N more".
+_NAMED_IN_WARNINGS = 5
+
+
+def _warn_skipped(where: str, skipped: list[SkippedItem], n_images: int) -> None:
+    """One warning: how many items were skipped, why, the first few, and where the full
+    list is."""
+    folders = [s for s in skipped if s.id.endswith("/")]
+    files = [s for s in skipped if not s.id.endswith("/")]
+    parts = []
+    if files:
+        reasons: dict[str, int] = {}
+        for s in files:
+            key = s.reason.split(":")[0].split("(")[0].strip()
+            reasons[key] = reasons.get(key, 0) + 1
+        summary = ", ".join(f"{v} {k}" for k, v in sorted(reasons.items()))
+        parts.append(f"{len(files)} of {n_images} images ({summary})")
+    if folders:
+        parts.append(f"{len(folders)} folder{'s' if len(folders) > 1 else ''}")
+    named = "; ".join(f"{s.id} ({s.reason})" for s in skipped[:_NAMED_IN_WARNINGS])
+    more = (f"; and {len(skipped) - _NAMED_IN_WARNINGS} more"
+            if len(skipped) > _NAMED_IN_WARNINGS else "")
+    logger.warning(
+        "%s: skipped %s: %s%s. The full list is ImageSet.skipped, written by "
+        "`dcsi analyze` to dcsi.json under dataset.skipped.",
+        where, " and ".join(parts), named, more)
+
+
+def _named(names: list[str]) -> str:
+    shown = ", ".join(names[:_NAMED_IN_WARNINGS])
+    extra = len(names) - _NAMED_IN_WARNINGS
+    return shown + (f" and {extra} more" if extra > 0 else "")
+
+
+def _drop_empty_classes(
+    labels: np.ndarray, classes: list[str], where: str
+) -> tuple[np.ndarray, list[str], list[str]]:
+    """Drop the classes without a usable image, renumbering the others ``0..K'-1`` in
+    their order; one warning names the dropped classes.
+
+    Returns the new labels, the kept class names and the dropped ones.
+    """
+    counts = np.bincount(labels, minlength=len(classes)) if len(labels) else \
+        np.zeros(len(classes), dtype=np.int64)
+    kept = counts > 0
+    if kept.all():
+        return labels, classes, []
+    dropped = [c for c, k in zip(classes, kept) if not k]
+    logger.warning(
+        "%s: dropped %d class(es) with no usable image: %s. They are left out of the "
+        "analysis and listed in ImageSet.dropped_classes (dcsi.json: "
+        "dataset.dropped_classes).", where, len(dropped), _named(dropped))
+    new_id = np.cumsum(kept) - 1
+    return new_id[labels].astype(np.int64), [c for c, k in zip(classes, kept) if k], dropped
 
 
 def _finish_encoded(
@@ -959,35 +1189,44 @@ def _finish_encoded(
     max_per_class: int | None,
     seed: int,
     where: str,
+    listing_skipped: list[SkippedItem] | None = None,
 ) -> ImageSet:
-    """Subsample, scan, drop skipped items and build the ImageSet of an encoded source."""
+    """Subsample, scan, drop skipped items and empty classes, and build the ImageSet of
+    an encoded source.  ``listing_skipped`` are the items left out while listing a
+    folder (unreadable folders, special files, links out of the root)."""
+    early = list(listing_skipped or [])
     positions = np.arange(len(ids))
     if max_per_class is not None:
         positions = _per_class_sample(labels, len(ids), max_per_class, seed)
     if len(positions) == 0:
+        if early:
+            first = early[0]
+            raise DataError(
+                f"{where}: no image could be read ({len(early)} item(s) skipped, e.g. "
+                f"{first.id}: {first.reason}); check that the files are readable images.")
         raise DataError(f"{where}: the dataset is empty (no images found). {_LAYOUT_HINT}")
     sel_ids = [ids[p] for p in positions]
     keep, hashes, sizes, skipped = _scan(backend, positions, sel_ids,
                                          desc=f"Reading {name}")
+    skipped = early + skipped
     if skipped:
-        reasons: dict[str, int] = {}
-        for s in skipped:
-            key = s.reason.split(":")[0].split("(")[0].strip()
-            reasons[key] = reasons.get(key, 0) + 1
-        summary = ", ".join(f"{v} {k}" for k, v in sorted(reasons.items()))
-        logger.warning("%s: skipped %d of %d images (%s); see ImageSet.skipped.",
-                       where, len(skipped), len(positions), summary)
+        n_files = len(positions) + sum(not s.id.endswith("/") for s in early)
+        _warn_skipped(where, skipped, n_files)
     if not keep.any():
-        first = skipped[0]
+        first = next((s for s in skipped if not s.id.endswith("/")), skipped[0])
         raise DataError(
             f"{where}: all {len(positions)} images were skipped (e.g. {first.id}: "
             f"{first.reason}); check that the files are readable images.")
     kept = positions[keep]
+    kept_labels = None if labels is None else labels[kept]
+    dropped: list[str] = []
+    if kept_labels is not None:
+        kept_labels, classes, dropped = _drop_empty_classes(kept_labels, classes, where)
     return ImageSet(
         backend=backend,
         positions=kept,
         ids=[ids[p] for p in kept],
-        labels=None if labels is None else labels[kept],
+        labels=kept_labels,
         classes=classes,
         sizes=sizes,
         name=name,
@@ -995,6 +1234,7 @@ def _finish_encoded(
         split=split,
         skipped=skipped,
         hashes=hashes,
+        dropped_classes=dropped,
     )
 
 
@@ -1005,73 +1245,232 @@ _LAYOUT_HINT = ("Expected dir/<class>/<image> or dir/<split>/<class>/<image> wit
 
 # -- image folders
 
-def _is_image_file(p: Path) -> bool:
-    return p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+#: Files that mark a folder as dcsi output (``--out``): such folders are never data.
+OUTPUT_MARKERS = frozenset({"dcsi.json", "redundancy.json", "leakage.json"})
 
 
-def _visible_dirs(p: Path) -> list[Path]:
-    return sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
+class _FolderLister:
+    """Lists an image folder: only regular files, only inside the dataset folder (unless
+    ``follow_symlinks``), each sub-folder once, and every entry left out recorded.
 
+    Paths are kept as the file system gives them (``str`` with PEP 383 surrogates for
+    bytes that are not UTF-8), relative to the dataset folder with ``/``; ids shown to
+    users are made from them with :func:`_text`.
+    """
 
-def _list_images(p: Path) -> list[Path]:
-    out = []
-    for dirpath, dirnames, filenames in os.walk(p):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for f in sorted(filenames):
-            fp = Path(dirpath) / f
-            if not f.startswith(".") and fp.suffix.lower() in IMAGE_EXTENSIONS:
-                out.append(fp)
-    return out
+    def __init__(self, top: Path, *, follow_symlinks: bool) -> None:
+        self.top = os.fspath(top)
+        self.real_top = os.path.realpath(self.top)
+        self.follow = follow_symlinks
+        self.skipped: list[SkippedItem] = []
+        self.output_dirs: list[str] = []
+        self.nested: list[str] = []
+        self._seen: dict[tuple[int, int], str] = {}
+        self.first_visit("")
+
+    def path(self, rel: str) -> str:
+        return os.path.join(self.top, rel) if rel else self.top
+
+    def skip(self, rel: str, reason: str) -> None:
+        self.skipped.append(SkippedItem(_text(rel), reason))
+
+    def entries(self, rel: str, *, record: bool = True) -> tuple[list[tuple[str, str]], set[str]]:
+        """``([(name, "dir" | "file"), ...], names)`` of the visible entries of folder
+        ``rel``: sub-folders and image files, sorted by name; ``names`` holds every
+        visible name (for the output markers).  An unreadable folder gives no entries and
+        is recorded (``record``) as skipped; ``rel == ""`` raises :class:`DataError`."""
+        try:
+            with os.scandir(self.path(rel)) as it:
+                found = sorted((e for e in it if not e.name.startswith(".")),
+                               key=lambda e: e.name)
+        except OSError as exc:
+            if not rel:
+                raise DataError(f"{_text(self.top)}: cannot list the folder "
+                                f"({_os_reason(exc)}); check its permissions.") from None
+            if record:
+                self.skip(rel + "/", f"cannot list the folder: {_os_reason(exc)}")
+            return [], set()
+        out = []
+        for e in found:
+            kind = self._kind(e, f"{rel}/{e.name}" if rel else e.name, record)
+            if kind is not None:
+                out.append((e.name, kind))
+        return out, {e.name for e in found}
+
+    def _kind(self, e: os.DirEntry, rel: str, record: bool) -> str | None:
+        """``"dir"``, ``"file"`` (an image file) or None (ignored or skipped)."""
+        image = os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS
+        try:
+            if not e.is_symlink():
+                if e.is_dir(follow_symlinks=False):
+                    return "dir"
+                if e.is_file(follow_symlinks=False):
+                    return "file" if image else None
+                mode = e.stat(follow_symlinks=False).st_mode
+            else:
+                try:
+                    mode = os.stat(e.path).st_mode
+                except OSError as exc:
+                    if image and record:
+                        self.skip(rel, f"broken symbolic link: {_os_reason(exc)}")
+                    return None
+                target = os.path.realpath(e.path)
+                if not self.follow and not _inside(target, self.real_top):
+                    if record and (image or stat.S_ISDIR(mode)):
+                        self.skip(rel + ("/" if stat.S_ISDIR(mode) else ""),
+                                  f"symbolic link to {_text(target)}, outside the dataset "
+                                  "folder; pass follow_symlinks=True (--follow-symlinks) "
+                                  "to read it")
+                    return None
+        except OSError as exc:
+            if image and record:
+                self.skip(rel, f"cannot read the file: {_os_reason(exc)}")
+            return None
+        if stat.S_ISDIR(mode):
+            return "dir"
+        if stat.S_ISREG(mode):
+            return "file" if image else None
+        if image and record:
+            self.skip(rel, f"not a regular file ({_file_kind(mode)})")
+        return None
+
+    def is_output(self, rel: str, names: set[str]) -> bool:
+        """Whether folder ``rel`` is dcsi output (recorded once in :attr:`output_dirs`)."""
+        if names & OUTPUT_MARKERS:
+            if rel not in self.output_dirs:
+                self.output_dirs.append(rel)
+            return True
+        return False
+
+    def first_visit(self, rel: str) -> bool:
+        """False, and the folder recorded as skipped, when it was listed already through
+        another path (a symbolic link); this also stops link loops."""
+        try:
+            st = os.stat(self.path(rel))
+        except OSError:
+            return True  # entries() records the error
+        key = (st.st_dev, st.st_ino)
+        if key in self._seen:
+            first = self._seen[key]
+            same = f"{_text(first)}/" if first else "the dataset folder"
+            self.skip(rel + "/", f"same folder as {same} (a symbolic link); read once")
+            return False
+        self._seen[key] = rel
+        return True
+
+    def class_dirs(self, rel: str) -> list[str]:
+        """Names of the class folders in ``rel`` (split or dataset folder), dcsi output
+        folders left out."""
+        entries, _ = self.entries(rel, record=False)
+        out = []
+        for name, kind in entries:
+            if kind == "dir":
+                sub = f"{rel}/{name}" if rel else name
+                names = {m for m in OUTPUT_MARKERS
+                         if os.path.isfile(os.path.join(self.path(sub), m))}
+                if not self.is_output(sub, names):
+                    out.append(name)
+        return out
+
+    def images(self, rel: str) -> list[str]:
+        """Image files under class folder ``rel``, its sub-folders merged (files first,
+        then each sub-folder, by name)."""
+        if not self.first_visit(rel):
+            return []
+        entries, names = self.entries(rel)
+        if self.is_output(rel, names):
+            return []
+        out = [f"{rel}/{name}" for name, kind in entries if kind == "file"]
+        for name, kind in entries:
+            if kind == "dir":
+                sub = f"{rel}/{name}"
+                found = self.images(sub)
+                if sub not in self.output_dirs:
+                    self.nested.append(sub)
+                out += found
+        return out
 
 
 def _open_folder(path: Path, *, split: str | None, max_per_class: int | None,
-                 seed: int) -> ImageSet:
-    subdirs = _visible_dirs(path)
-    split_dirs = [d for d in subdirs if d.name.lower() in SPLIT_NAMES
-                  and any(c.is_dir() for c in d.iterdir())]
+                 seed: int, follow_symlinks: bool = False) -> ImageSet:
+    where = _text(str(path))
+    lister = _FolderLister(path, follow_symlinks=follow_symlinks)
+    top, _ = lister.entries("")
+    subdirs = [name for name, kind in top if kind == "dir"]
+    split_dirs = [d for d in subdirs if d.lower() in SPLIT_NAMES
+                  and any(k == "dir" for _, k in lister.entries(d, record=False)[0])]
     if split_dirs:
-        names = [d.name for d in split_dirs]
+        names = [_text(d) for d in split_dirs]
         if split is None:
             split = "train" if "train" in names else (names[0] if len(names) == 1 else None)
             if split is None:
                 raise DataError(
-                    f"{path} has several splits ({', '.join(names)}); choose one with "
+                    f"{where} has several splits ({', '.join(names)}); choose one with "
                     "--split / split=.")
         if split not in names:
-            raise DataError(f"{path} has no split {split!r}; available splits: "
+            raise DataError(f"{where} has no split {split!r}; available splits: "
                             f"{', '.join(names)}.")
-        # class names: the union over splits, so that label ids agree between splits
-        classes = sorted({c.name for d in split_dirs for c in _visible_dirs(d)})
-        root = path / split
+        root_rel = split_dirs[names.index(split)]
+        # class names: the union over splits (classes missing from this split are then
+        # dropped as empty, and named in a warning)
+        classes = sorted({c for d in split_dirs for c in lister.class_dirs(d)})
+        here = set(lister.class_dirs(root_rel))
     else:
         if split is not None:
             raise DataError(
-                f"{path} has no split folders ({', '.join(SPLIT_NAMES[:3])}, ...); "
+                f"{where} has no split folders ({', '.join(SPLIT_NAMES[:3])}, ...); "
                 "leave --split out.")
-        classes = [d.name for d in subdirs]
-        root = path
-    class_dirs = [root / c for c in classes if (root / c).is_dir()]
+        root_rel = ""
+        classes = lister.class_dirs("")
+        here = set(classes)
     relpaths: list[str] = []
     labels_list: list[int] = []
-    for d in class_dirs:
-        for f in _list_images(d):
-            relpaths.append(f.relative_to(path).as_posix())
-            labels_list.append(classes.index(d.name))
-    loose = [f for f in sorted(root.iterdir()) if _is_image_file(f)]
+    for k, c in enumerate(classes):
+        if c in here:
+            found = lister.images(f"{root_rel}/{c}" if root_rel else c)
+            relpaths += found
+            labels_list += [k] * len(found)
+    root_entries = lister.entries(root_rel)[0] if root_rel else top
+    loose = [(f"{root_rel}/{n}" if root_rel else n) for n, k in root_entries if k == "file"]
+    if lister.output_dirs:
+        logger.warning("%s: not reading %d dcsi output folder(s) (%s): they hold dcsi's "
+                       "results (%s), not data.", where, len(lister.output_dirs),
+                       _named([_text(d) for d in lister.output_dirs]),
+                       "/".join(sorted(OUTPUT_MARKERS)))
     labels: np.ndarray | None
     if not relpaths and loose:
         # a plain folder of images: unlabelled
-        relpaths = [f.relative_to(path).as_posix() for f in loose]
+        relpaths = loose
         labels, classes = None, []
     else:
         if loose:
             logger.warning("%s: ignoring %d image(s) outside the class folders (e.g. %s).",
-                           root, len(loose), loose[0].name)
+                           where, len(loose), _text(loose[0]))
+        if lister.nested:
+            logger.warning("%s: merged %d sub-folder(s) into their class folder (e.g. %s); "
+                           "classes are the top-level folders only.", where,
+                           len(lister.nested), _text(lister.nested[0]))
         labels = np.asarray(labels_list, dtype=np.int64)
+    ids = [_text(r) for r in relpaths]
+    if len(set(ids)) < len(ids):  # "a\\xe9" written out and an undecodable b"a\xe9"
+        seen: set[str] = set()
+        keep: list[int] = []
+        for k, (r, i) in enumerate(zip(relpaths, ids)):
+            if i in seen:
+                lister.skip(r, "its id collides with another file's (a name that is not "
+                            "UTF-8 and one holding the same \\x escape); rename one")
+            else:
+                seen.add(i)
+                keep.append(k)
+        relpaths = [relpaths[k] for k in keep]
+        if labels is not None:
+            labels = labels[keep]
+        ids = [ids[k] for k in keep]
     return _finish_encoded(
-        _FileBackend(path, relpaths), ids=relpaths, labels=labels, classes=classes,
-        name=path.resolve().name, source_str=str(path), split=split,
-        max_per_class=max_per_class, seed=seed, where=str(path))
+        _FileBackend(path, relpaths), ids=ids, labels=labels,
+        classes=[_text(c) for c in classes], name=_text(path.resolve().name),
+        source_str=_text(str(path)), split=split, max_per_class=max_per_class,
+        seed=seed, where=where, listing_skipped=lister.skipped)
 
 
 # -- Hugging Face datasets
@@ -1106,17 +1505,20 @@ def _pick_split(dd: Any, split: str | None, where: str) -> tuple[Any, str | None
     return dd, (str(dd.split) if getattr(dd, "split", None) is not None else split)
 
 
-def _open_hf_saved(path: Path, **kw: Any) -> ImageSet:
+def _open_hf_saved(path: Path, *, follow_symlinks: bool, **kw: Any) -> ImageSet:
     datasets = require("datasets", "Reading a saved Hugging Face dataset", "dcsi[hf]")
     try:
         dd = datasets.load_from_disk(str(path))
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: cannot load the saved Hugging Face dataset ({exc}).") \
             from None
-    return _from_hf(dd, where=str(path), name=path.resolve().name, source_str=str(path), **kw)
+    real = os.path.realpath(path)
+    return _from_hf(dd, where=_text(str(path)), name=_text(path.resolve().name),
+                    source_str=_text(str(path)), base=real,
+                    roots=None if follow_symlinks else [real], **kw)
 
 
-def _open_hf_hub(source: str, **kw: Any) -> ImageSet:
+def _open_hf_hub(source: str, *, follow_symlinks: bool, **kw: Any) -> ImageSet:
     datasets = require("datasets", "Reading 'hf:' datasets", "dcsi[hf]")
     spec = source[len("hf:"):]
     if not spec:
@@ -1134,12 +1536,20 @@ def _open_hf_hub(source: str, **kw: Any) -> ImageSet:
             "Offline, the dataset must already be in the Hugging Face cache "
             "(set HF_DATASETS_OFFLINE=1), or save it with save_to_disk and pass the folder."
         ) from None
-    return _from_hf(dd, where=source, name=spec, source_str=source, **kw)
+    roots = None
+    if not follow_symlinks:  # image paths of a hub dataset point into the caches
+        import huggingface_hub.constants
+
+        roots = [os.path.realpath(datasets.config.HF_DATASETS_CACHE),
+                 os.path.realpath(huggingface_hub.constants.HF_HUB_CACHE)]
+    return _from_hf(dd, where=source, name=spec, source_str=source, base=None,
+                    roots=roots, **kw)
 
 
 def _from_hf(dd: Any, *, where: str, name: str, source_str: str, split: str | None,
              image_column: str | None, label_column: str | None,
-             max_per_class: int | None, seed: int) -> ImageSet:
+             max_per_class: int | None, seed: int, base: str | None,
+             roots: list[str] | None) -> ImageSet:
     import datasets
 
     ds, split = _pick_split(dd, split, where)
@@ -1182,7 +1592,7 @@ def _from_hf(dd: Any, *, where: str, name: str, source_str: str, split: str | No
     ds = ds.cast_column(image_column, datasets.Image(decode=False))
     ids = [str(i) for i in range(len(ds))]
     return _finish_encoded(
-        _HFBackend(ds, image_column), ids=ids, labels=labels, classes=classes, name=name,
+        _HFBackend(ds, image_column, base=base, roots=roots), ids=ids, labels=labels, classes=classes, name=name,
         source_str=source_str, split=split, max_per_class=max_per_class, seed=seed,
         where=where)
 

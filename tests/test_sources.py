@@ -59,7 +59,8 @@ def test_image_folder_ids_labels_pixels(folder):
     assert ims.native_size() == (12, 10) and ims.typical_side() == 12
     d = ims.to_dict()
     assert set(d) == {"name", "source", "split", "fingerprint", "n_images", "classes",
-                      "class_counts"}
+                      "class_counts", "dropped_classes"}
+    assert d["dropped_classes"] == []
     assert d["n_images"] == 12 and d["name"] == "imgs" and len(d["fingerprint"]) == 64
 
 
@@ -95,11 +96,12 @@ def test_folder_with_splits(tmp_path, rng):
                        _png(rng.integers(0, 256, (5, 5), dtype=np.uint8)))
     train = open_source(root)
     assert train.split == "train"
-    assert train.classes == ["a", "b", "c"]  # union over splits: ids agree
-    assert train.class_counts() == [2, 2, 0]
+    # a class of another split only has no image here: dropped, and named
+    assert train.classes == ["a", "b"] and train.dropped_classes == ["c"]
+    assert train.class_counts() == [2, 2]
     assert train.ids[0] == "train/a/0.png"
     test = open_source(root, split="test")
-    assert test.labels.tolist() == [1, 1, 2, 2]
+    assert test.classes == ["b", "c"] and test.labels.tolist() == [0, 0, 1, 1]
     with pytest.raises(DataError, match="no split 'val'; available splits: test, train"):
         open_source(root, split="val")
 
@@ -460,6 +462,7 @@ def test_hf_bad_rows_are_skipped(tmp_path, rng):
     ds = ds.cast_column("image", datasets.Image())
     ds.save_to_disk(str(tmp_path / "bad"))
     ims = open_source(tmp_path / "bad")
-    assert ims.ids == ["0"] and ims.classes == ["0", "1"]
+    assert ims.ids == ["0"] and ims.classes == ["0"]
+    assert ims.dropped_classes == ["1"]  # its rows were all skipped
     assert [s.id for s in ims.skipped] == ["1", "2"]
     assert ims.skipped[0].reason == "zero-byte file"

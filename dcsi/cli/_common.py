@@ -10,13 +10,18 @@ __all__ = ["add_source_options", "add_progress_option", "add_align_options",
 
 
 def add_source_options(parser: argparse.ArgumentParser, *, prefix: str = "") -> None:
-    """``--split``, ``--image-column``, ``--label-column`` (auto-detected when omitted)."""
+    """``--split``, ``--image-column``, ``--label-column`` (auto-detected when omitted),
+    ``--follow-symlinks`` (read links and image paths leading out of the dataset folder)."""
     parser.add_argument(f"--{prefix}split", default=None,
                         help="dataset split (default: the only one, or 'train')")
     parser.add_argument(f"--{prefix}image-column", default=None,
                         help="image column of a Hugging Face dataset (auto-detected)")
     parser.add_argument(f"--{prefix}label-column", default=None,
                         help="label column (auto-detected; none means unlabelled)")
+    parser.add_argument(f"--{prefix}follow-symlinks", action="store_true",
+                        help="also read symbolic links, and image paths of a Hugging Face "
+                        "dataset, that lead outside the dataset folder (default: skip and "
+                        "list them)")
 
 
 def add_progress_option(parser: argparse.ArgumentParser) -> None:
@@ -63,4 +68,5 @@ def source_kwargs(args: argparse.Namespace, *, prefix: str = "") -> dict:
         "split": getattr(args, f"{p}split"),
         "image_column": getattr(args, f"{p}image_column"),
         "label_column": getattr(args, f"{p}label_column"),
+        "follow_symlinks": getattr(args, f"{p}follow_symlinks", False),
     }
