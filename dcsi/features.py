@@ -218,7 +218,7 @@ class _Images:
         img = self.image_set.load(int(self.positions[k]))
         if self.arrays is None:
             return self.transform(img)
-        return self.transform(img), image_to_array(img, *self.arrays)
+        return self.transform(img), np.array(image_to_array(img, *self.arrays))  # writable
 
 
 def choose_num_threads() -> int:

@@ -788,8 +788,11 @@ def as_grey_arrays(
     source : ImageSet, ndarray of shape (n, h, w[, c]) uint8, or a source
     labels : array-like of shape (n,), default=None
         Labels of in-memory arrays.
-    ids, classes : sequence of str, default=None
-        Override the ids / class names (default: the image set's).
+    ids : sequence of str, default=None
+        Override the ids (default: the image set's).
+    classes : sequence of str, default=None
+        Class names of in-memory labels, in label order (classes without an image are
+        dropped, as :func:`dcsi.open_source` does).
     size : int or (h, w), default=None
         Size a source's images are brought to (``None``: native or median size).
 
@@ -820,7 +823,7 @@ def as_grey_arrays(
         arr = image_set.to_array(size=size, mode="L")
     y = None if image_set.labels is None else np.asarray(image_set.labels, dtype=np.int64)
     ids = list(image_set.ids) if ids is None else ids
-    classes = list(image_set.classes) if classes is None else classes
+    classes = list(image_set.classes)  # after any empty class was dropped
     return arr, y, [str(i) for i in ids], list(classes), image_set
 
 

@@ -1033,6 +1033,9 @@ def _open_array(
     elif classes is not None:
         raise InvalidParameterError(
             "The 'classes' parameter of open_source needs 'labels' as well.")
+    dropped: list[str] = []
+    if lab is not None:
+        lab, cls, dropped = _drop_empty_classes(lab, cls, name)
     return ImageSet(
         backend=_ArrayBackend(images),
         positions=np.arange(n),
@@ -1043,6 +1046,7 @@ def _open_array(
         name=name,
         source=source_str,
         split=split,
+        dropped_classes=dropped,
     )
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 __all__ = ["add_source_options", "add_progress_option", "add_align_options",
-           "align_from_args", "source_kwargs"]
+           "align_from_args", "check_out_dir", "not_read", "source_kwargs"]
 
 
 def add_source_options(parser: argparse.ArgumentParser, *, prefix: str = "") -> None:
@@ -59,6 +60,51 @@ def align_from_args(args: argparse.Namespace) -> Any:
         return False
     return AlignOptions(threshold=args.align_threshold, max_shift=args.max_shift,
                         max_crop=args.max_crop)
+
+
+def check_out_dir(path: str, option: str = "--out") -> Path:
+    """Check before any work that ``path`` can be the output folder; return it.
+
+    The folder may not exist yet (it is made when the results are written), but no part
+    of it may be a file, and the nearest existing folder must accept a new file (a
+    probe file is made and removed at once).
+
+    Raises
+    ------
+    DataError
+        One line naming the problem and what to do.
+    """
+    import tempfile
+
+    from dcsi.exceptions import DataError
+
+    out = Path(path).expanduser()
+    probe = out
+    while not probe.exists():
+        if probe.is_symlink():
+            raise DataError(f"{option} {path}: {probe} is a broken link; give another "
+                            "output folder.")
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        where = "is a file" if probe == out else f"is under the file {probe}"
+        raise DataError(f"{option} {path} {where}; give a folder (it is created if "
+                        "missing).")
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".dcsi-probe-"):
+            pass
+    except OSError as exc:
+        raise DataError(f"{option} {path}: cannot write in {probe} ({exc.strerror or exc}); "
+                        "give a folder you can write to.") from None
+    return out
+
+
+def not_read(images: Any) -> dict:
+    """What an opened source left out: ``skipped`` items (id and reason) and
+    ``dropped_classes`` (classes without a usable image), for the result files."""
+    return {"skipped": [s.to_dict() for s in images.skipped],
+            "dropped_classes": list(images.dropped_classes)}
 
 
 def source_kwargs(args: argparse.Namespace, *, prefix: str = "") -> dict:

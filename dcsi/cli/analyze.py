@@ -6,7 +6,7 @@ import argparse
 import shlex
 import sys
 
-from dcsi.cli._common import add_progress_option, add_source_options, source_kwargs
+from dcsi.cli._common import check_out_dir, add_progress_option, add_source_options, source_kwargs
 from dcsi.redundancy import METHODS
 
 __all__ = ["register"]
@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from dcsi.pipeline import analyze_images, check_parameters
     from dcsi.sources import open_source
 
+    check_out_dir(args.out)
     check_parameters(analyzers=args.analyzers, seed=args.seed, batch_size=args.batch_size,
                      redundancy_method=args.redundancy_method, backbone=args.backbone,
                      weights=args.weights, image_size=args.image_size)

@@ -8,10 +8,12 @@ import io
 from pathlib import Path
 
 from dcsi.cli._common import (
+    check_out_dir,
     add_align_options,
     add_progress_option,
     add_source_options,
     align_from_args,
+    not_read,
     source_kwargs,
 )
 
@@ -60,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from dcsi._validation import validate_params
     from dcsi.leakage import LEAKAGE_CONSTRAINTS
 
+    check_out_dir(args.out)
     validate_params({"threshold": args.threshold, "n_farthest": args.n_farthest,
                      "seed": args.seed}, LEAKAGE_CONSTRAINTS, "dcsi leakage")
     align, wavelet = align_from_args(args), WaveletOptions(tau=args.tau)  # checked first
@@ -75,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
         w.writerow([p.test_id, p.train_id, f"{p.distance:.6g}", p.test_label or "",
                     p.train_label or "", p.stage])
     out = Path(args.out)
-    paths = [atomic_write_json(out / "leakage.json", res.to_dict()),
+    paths = [atomic_write_json(out / "leakage.json",
+                               {**res.to_dict(), "train": not_read(train),
+                                "test": not_read(test)}),
              atomic_write_text(out / "leakage.csv", buf.getvalue())]
     print(f"{test.name} ({res.n_test} test items) vs {train.name} ({res.n_train} training "
           f"items), method {res.method}, threshold {res.params['threshold']}")
@@ -84,6 +89,11 @@ def run(args: argparse.Namespace) -> int:
     if res.farthest:
         tid, d = res.farthest[0]
         print(f"  farthest test item from all training items: {tid} (distance {d:.3g})")
+    for name, ims in (("train", train), ("test", test)):
+        if ims.skipped or ims.dropped_classes:
+            print(f"  {name}: not read: {len(ims.skipped)} items, "
+                  f"{len(ims.dropped_classes)} empty classes (listed in leakage.json: "
+                  f"{name}.skipped, {name}.dropped_classes)")
     for path in paths:
         print(f"wrote {path}")
     return 0

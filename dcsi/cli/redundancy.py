@@ -10,10 +10,12 @@ from dcsi.redundancy import DEFAULT_THRESHOLDS, METHODS, RedundancyParams
 from dcsi.similarity.wavelet import WaveletOptions
 
 from dcsi.cli._common import (
+    check_out_dir,
     add_align_options,
     add_progress_option,
     add_source_options,
     align_from_args,
+    not_read,
     source_kwargs,
 )
 
@@ -84,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from dcsi.redundancy import find_redundancy
     from dcsi.sources import open_source
 
+    check_out_dir(args.out)
     p = _params(args)
     check_int(args.max_groups, "max_groups", "dcsi redundancy", min_value=0)
     images = open_source(args.source, **source_kwargs(args))
@@ -96,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     index = {i: k for k, i in enumerate(images.ids)}
     paths = [
-        atomic_write_json(out / "redundancy.json", res.to_dict()),
+        atomic_write_json(out / "redundancy.json",
+                          {**res.to_dict(), **not_read(images)}),
         atomic_write_text(out / "redundancy.csv", res.groups_csv()),
         atomic_write_text(out / "keep_list.csv", res.keep_csv()),
         write_gallery(out / "gallery.html", res, lambda m: images.load(index[m]),
@@ -116,6 +120,9 @@ def run(args: argparse.Namespace) -> int:
         cond = "inf" if r["cond_full"] is None else f"{r['cond_full']:.4g}"
         print(f"  wavelet columns: {r['m']} of {r['n_columns']} kept (tau {r['tau']:g}); "
               f"cond(W) {cond}; numerical rank {r['numerical_rank']} at {r['rank_tol']:g}")
-    for p in paths:
-        print(f"wrote {p}")
+    if images.skipped or images.dropped_classes:
+        print(f"  not read: {len(images.skipped)} items, {len(images.dropped_classes)} "
+              "empty classes (listed in redundancy.json: skipped, dropped_classes)")
+    for path in paths:
+        print(f"wrote {path}")
     return 0
