@@ -273,3 +273,34 @@ def test_attach_from_bare_json_generates_views(card, tmp_path, capsys):
     assert sorted(p.name for p in ds.iterdir()) == ["README.md", "croissant.json", "dcsi.json", "report.html"]
     assert 'id="fig-heatmap"' in (ds / "report.html").read_text()
     assert DatasetCard.load(ds / "README.md").data[HF_KEY] == hf_block(card)
+
+
+# -- hardening: an unreadable README stops attach before anything is copied ---------
+@pytest.mark.parametrize("content", [
+    b"---\nlicense: mit\n\ttabbed: 1\n---\nbody\n",
+    b"---\nx: !!python/object:os.system ls\n---\nbody\n",
+    b"\xff\xfe\x00binary",
+])
+def test_attach_bad_readme_copies_nothing(card_dir, tmp_path, capsys, content):
+    ds = tmp_path / "target"
+    ds.mkdir()
+    (ds / "README.md").write_bytes(content)
+    assert main(["card", "attach", str(card_dir), "--to", str(ds)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and captured.err.startswith("dcsi: error: ")
+    assert "Traceback" not in captured.err and captured.out == ""
+    assert sorted(p.name for p in ds.iterdir()) == ["README.md"]
+    assert (ds / "README.md").read_bytes() == content
+
+
+def test_attach_keeps_user_yaml_byte_for_byte(card, card_dir, tmp_path, capsys):
+    ds = tmp_path / "target"
+    ds.mkdir()
+    original = ("---\nversion: 1.10\nzip: 012345\nflag: yes\npretty_name:\nnote: ~\n"
+                "base: &b  # anchor\n  x: 1\nother: *b\n---\n\n# Body\n")
+    (ds / "README.md").write_text(original, encoding="utf-8")
+    assert main(["card", "attach", str(card_dir), "--to", str(ds)]) == 0
+    raw = (ds / "README.md").read_text(encoding="utf-8")
+    head, dcsi_and_rest = raw.split("other: *b\n", 1)
+    assert head + "other: *b\n" == original.split("---\n\n# Body")[0]
+    assert dcsi_and_rest.startswith("dcsi:\n") and raw.endswith("---\n\n# Body\n")

@@ -143,3 +143,84 @@ def test_block_with_many_classes_stays_small(rng):
     block = hf_block(Card(d))
     assert len(block["most_similar_pairs"]) == 5
     assert len(str(DatasetCard(str(build_dataset_card(Card(d)))).data[HF_KEY])) < 3000
+
+
+# -- hardening: only the dcsi: key changes, byte for byte ---------------------------
+USER_FRONT_MATTER = """---
+# a comment the user wrote
+version: 1.10
+zip: 012345
+flag: yes
+pretty_name:
+maintainer: ~
+defaults: &defaults   # an anchor
+  resize: 64
+train: *defaults
+dcsi:
+  index: 0.1
+  stale:
+  - old
+# a comment after the dcsi block
+license: mit
+---
+"""
+USER_BODY = "\n# Title\n\n| a | b |\n|---|---|\n| 1 | 2 |\n"
+
+
+def _without_dcsi(text):
+    """The README text with the lines of its top-level dcsi: key removed."""
+    lines = text.splitlines(keepends=True)
+    out, skip = [], False
+    for line in lines:
+        if line.startswith("dcsi:"):
+            skip = True
+            continue
+        if skip and (line.startswith((" ", "-")) and not line.startswith("---")):
+            continue
+        skip = False
+        out.append(line)
+    return "".join(out)
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_existing_front_matter_kept_byte_for_byte(card, tmp_path, newline):
+    readme = tmp_path / "README.md"
+    original = (USER_FRONT_MATTER + USER_BODY).replace("\n", newline)
+    readme.write_bytes(original.encode())
+    write_readme(card, readme)
+    raw = readme.read_bytes().decode()
+    assert _without_dcsi(raw) == _without_dcsi(original)  # every other byte kept
+    for kept in ("version: 1.10", "zip: 012345", "flag: yes", "pretty_name:" + newline,
+                 "maintainer: ~", "&defaults   # an anchor", "train: *defaults",
+                 "# a comment the user wrote", "# a comment after the dcsi block"):
+        assert kept in raw
+    assert "stale" not in raw
+    assert DatasetCard.load(readme).data[HF_KEY] == hf_block(card)
+    assert raw.count("\n") == raw.count("\r\n") or newline == "\n"
+
+
+def test_front_matter_without_dcsi_key_gets_it_appended(card, tmp_path):
+    readme = tmp_path / "README.md"
+    original = "---\nversion: 1.10  # keep\nflag: yes\n---\nbody\n"
+    readme.write_text(original, encoding="utf-8")
+    write_readme(card, readme)
+    raw = readme.read_text(encoding="utf-8")
+    assert raw.startswith("---\nversion: 1.10  # keep\nflag: yes\ndcsi:\n")
+    assert raw.endswith("---\nbody\n")
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"---\nlicense: mit\n\tindented: 1\n---\nbody\n", "not valid YAML .*line 3"),
+        (b"---\nx: !!python/object:os.system ls\n---\nbody\n", "not valid YAML .*python/object"),
+        (b"---\nlicense: mit\n---\n\xff\xfe binary\x00\n", "is not UTF-8 text"),
+    ],
+)
+def test_unreadable_readme_is_one_line_and_untouched(card, tmp_path, content, match):
+    readme = tmp_path / "README.md"
+    readme.write_bytes(content)
+    with pytest.raises(DataError, match=match) as exc:
+        write_readme(card, readme)
+    assert "\n" not in str(exc.value)
+    assert readme.read_bytes() == content

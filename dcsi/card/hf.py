@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import string
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,8 @@ from dcsi.exceptions import DataError
 if TYPE_CHECKING:
     from huggingface_hub import DatasetCard
 
-__all__ = ["HF_KEY", "hf_block", "build_dataset_card", "write_readme"]
+__all__ = ["HF_KEY", "hf_block", "build_dataset_card", "splice_readme", "render_readme",
+           "read_readme", "readme_path", "write_readme"]
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +171,194 @@ def _template_body(card: Card) -> str:
     )
 
 
+def _yaml_problem(exc: Exception) -> str:
+    """One line describing a YAML error: the problem and where (PyYAML's own text is multi-line)."""
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or type(exc).__name__
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f" at line {mark.line + 2}, column {mark.column + 1}" if mark is not None else ""
+    return " ".join(f"{problem}{where}".split())[:200]
+
+
+def _split_front_matter(text: str) -> tuple[str, list[str], str] | None:
+    """``(head, front-matter lines, tail)`` of a README, or None without front matter.
+
+    ``head`` is everything up to and including the opening ``---`` line (leading blank
+    lines included, as the Hub allows them); ``tail`` starts at the closing ``---`` line.
+    Every line keeps its own line ending, so joining the three gives back ``text``.
+    """
+    lines = re.split(r"(?<=\n)", text)
+    i = 0
+    while i < len(lines) and not lines[i].strip():
+        i += 1
+    if i == len(lines) or lines[i].rstrip() != "---" or not lines[i].endswith("\n"):
+        return None
+    for j in range(i + 1, len(lines)):
+        if lines[j].rstrip() == "---":
+            return "".join(lines[: i + 1]), lines[i + 1 : j], "".join(lines[j:])
+    return None
+
+
+_KEY_LINE = re.compile(rf"""^(?:{HF_KEY}|"{HF_KEY}"|'{HF_KEY}')[ \t]*:(?:[ \t]|\r?\n|$)""")
+
+
+def _dcsi_spans(lines: list[str]) -> list[tuple[int, int]]:
+    """``[start, stop)`` line ranges of each top-level ``dcsi:`` key with its value.
+
+    The value is the key line plus the lines after it that are indented or start a
+    block-sequence item (``- ``); blank and comment lines belong to it only when more
+    of the value follows them.
+    """
+    spans = []
+    i = 0
+    while i < len(lines):
+        if not _KEY_LINE.match(lines[i]):
+            i += 1
+            continue
+        stop = i + 1
+        j = i + 1
+        while j < len(lines):
+            line = lines[j]
+            if line[:1] in (" ", "\t") and line.strip() and not line.lstrip().startswith("#"):
+                stop = j + 1
+            elif line.startswith("-") and not line.startswith("---"):
+                stop = j + 1
+            elif line.strip() and not line.lstrip().startswith("#"):
+                break  # the next top-level key
+            j += 1
+        spans.append((i, stop))
+        i = stop
+    return spans
+
+
+def _load_front_matter(text: str, where: str) -> dict:
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise DataError(
+            f"{where} has front matter that is not valid YAML ({_yaml_problem(exc)}); fix "
+            "or remove its '---' block and retry."
+        ) from None
+    except RecursionError:
+        raise DataError(
+            f"{where} has front matter nested too deeply to read; fix or remove its '---' "
+            "block and retry."
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise DataError(
+            f"{where} has front matter that is not a YAML mapping (it is a "
+            f"{type(data).__name__}); fix or remove its '---' block and retry."
+        )
+    return data
+
+
+def splice_readme(existing: str, block: dict[str, Any], *, where: str = "The existing README.md") -> str:
+    """``existing`` with its front-matter ``dcsi:`` key set to ``block``, nothing else changed.
+
+    A text-level splice: the lines of the top-level ``dcsi:`` key (if any) are replaced
+    by the YAML of ``{"dcsi": block}`` (``yaml.safe_dump``), or that YAML is appended to
+    the front matter (a new front matter is added when there is none).  Every other byte
+    of the front matter (values such as ``1.10``, ``012345``, ``yes`` or ``~``, comments,
+    anchors, key order) and of the body is kept, and so are the line endings.
+
+    Parameters
+    ----------
+    existing : str
+        Text of the README.
+    block : dict
+        The new value of the ``dcsi:`` key (see :func:`hf_block`).
+    where : str, default="The existing README.md"
+        How error messages name the file.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    DataError
+        If the front matter is not a YAML mapping that ``yaml.safe_load`` reads (tabs,
+        ``!!python/object`` tags, ...), or if the splice would change any other key.
+    """
+    import yaml
+
+    newline = "\r\n" if "\r\n" in existing.split("\n", 1)[0] + "\n" else "\n"
+    new_yaml = yaml.safe_dump({HF_KEY: block}, sort_keys=False, allow_unicode=True,
+                              default_flow_style=False)
+    new_lines = [line + newline for line in new_yaml.splitlines()]
+    parts = _split_front_matter(existing)
+    if parts is None:
+        return f"---{newline}{''.join(new_lines)}---{newline}{existing}"
+    head, lines, tail = parts
+    before = _load_front_matter("".join(lines), where)
+    spans = _dcsi_spans(lines)
+    if spans:
+        out = list(lines)
+        for start, stop in reversed(spans[1:]):
+            del out[start:stop]
+        start, stop = spans[0]
+        out[start:stop] = new_lines
+    else:
+        out = list(lines)
+        if out and not out[-1].endswith("\n"):
+            out[-1] += newline
+        out += new_lines
+    expected = dict(before)
+    expected[HF_KEY] = block
+    after = _load_front_matter("".join(out), where)
+    if repr(after) != repr(expected):
+        raise DataError(
+            f"{where} has a front matter whose '{HF_KEY}:' key dcsi cannot replace without "
+            f"touching other keys; delete the '{HF_KEY}:' key by hand and retry."
+        )
+    return head + "".join(out) + tail
+
+
+def render_readme(card: Card, existing: str | None = None, *,
+                  where: str = "The existing README.md") -> str:
+    """The text of ``README.md`` for a card.
+
+    Parameters
+    ----------
+    card : Card
+    existing : str, default=None
+        Text of an existing ``README.md``: only its ``dcsi:`` key changes (see
+        :func:`splice_readme`).  ``None`` -> a new card from the template, with a
+        section explaining the numbers.
+    where : str, default="The existing README.md"
+        How error messages name the existing file.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    DataError
+        If the existing front matter cannot be read as a YAML mapping.
+    """
+    if existing is not None:
+        return splice_readme(existing, hf_block(card), where=where)
+    return str(_new_dataset_card(card))
+
+
+def _new_dataset_card(card: Card) -> DatasetCard:
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    ds = card._view()["dataset"]
+    card_data = DatasetCardData(
+        pretty_name=ds["name"],
+        size_categories=[_size_category(int(ds["n_images"]))],
+        task_categories=["image-classification"] if ds["classes"] else None,
+        **{HF_KEY: hf_block(card)},
+    )
+    body = _template_body(card)
+    return DatasetCard(f"---\n{card_data.to_yaml()}\n---\n{body}")
+
+
 def build_dataset_card(card: Card, *, existing: str | None = None) -> DatasetCard:
     """A :class:`huggingface_hub.DatasetCard` carrying the card's ``dcsi:`` block.
 
@@ -177,36 +367,48 @@ def build_dataset_card(card: Card, *, existing: str | None = None) -> DatasetCar
     card : Card
     existing : str, default=None
         Text of an existing ``README.md``.  Its front matter and body are kept; only
-        the ``dcsi:`` key is added or replaced.  ``None`` -> a new card from the
-        template, with a section explaining the numbers.
+        the ``dcsi:`` key is added or replaced (see :func:`splice_readme`).  ``None``
+        -> a new card from the template, with a section explaining the numbers.
 
     Returns
     -------
     huggingface_hub.DatasetCard
+        Note that ``str()`` of a ``DatasetCard`` re-dumps its YAML; write
+        :func:`render_readme`'s text to keep an existing front matter byte for byte.
     """
-    from huggingface_hub import DatasetCard, DatasetCardData
+    from huggingface_hub import DatasetCard
 
-    block = hf_block(card)
     if existing is not None:
-        try:
-            hf_card = DatasetCard(existing)
-        except (ValueError, TypeError) as exc:  # yaml errors are ValueError subclasses
-            raise DataError(
-                f"The existing README.md has front matter that is not a YAML mapping "
-                f"({exc}); fix or remove its '---' block and retry."
-            ) from None
-        hf_card.data[HF_KEY] = block
-        return hf_card
+        return DatasetCard(render_readme(card, existing))
+    return _new_dataset_card(card)
 
-    ds = card._view()["dataset"]
-    card_data = DatasetCardData(
-        pretty_name=ds["name"],
-        size_categories=[_size_category(int(ds["n_images"]))],
-        task_categories=["image-classification"] if ds["classes"] else None,
-        **{HF_KEY: block},
-    )
-    body = _template_body(card)
-    return DatasetCard(f"---\n{card_data.to_yaml()}\n---\n{body}")
+
+def read_readme(path: str | os.PathLike[str]) -> str | None:
+    """Text of an existing ``README.md`` (None when there is none), line endings kept.
+
+    Raises
+    ------
+    DataError
+        If the file is not UTF-8 text.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path} is not UTF-8 text (byte {exc.start} is not valid UTF-8); fix or remove "
+            "it and retry."
+        ) from None
+
+
+def readme_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` itself when it names a ``.md`` file, else ``path / "README.md"``."""
+    path = Path(path)
+    if path.is_dir() or path.suffix.lower() != ".md":
+        path = path / "README.md"
+    return path
 
 
 def write_readme(card: Card, path: str | os.PathLike[str]) -> Path:
@@ -216,17 +418,21 @@ def write_readme(card: Card, path: str | os.PathLike[str]) -> Path:
     ----------
     card : Card
     path : path-like
-        ``README.md`` or a folder holding (or receiving) it.  An existing file keeps
-        its front matter (other than ``dcsi:``), its body and its line endings.
+        ``README.md`` or a folder holding (or receiving) it.  In an existing file only
+        the ``dcsi:`` key changes: every other byte of its front matter and body is
+        kept (see :func:`splice_readme`).
 
     Returns
     -------
     Path
         The file written.
+
+    Raises
+    ------
+    DataError
+        If an existing README is not UTF-8 or its front matter is not a YAML mapping;
+        the file is then left as it was.
     """
-    path = Path(path)
-    if path.is_dir() or path.suffix.lower() != ".md":
-        path = path / "README.md"
-    existing = path.read_bytes().decode("utf-8") if path.is_file() else None  # keep CRLF
-    hf_card = build_dataset_card(card, existing=existing)
-    return atomic_write_text(path, str(hf_card))
+    path = readme_path(path)
+    text = render_readme(card, read_readme(path), where=str(path))
+    return atomic_write_text(path, text)

@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from dcsi._io import atomic_write_bytes
+from dcsi._io import atomic_write_bytes, atomic_write_text
 from dcsi.exceptions import DcsiError
 
 __all__ = ["register", "attach_card"]
@@ -84,14 +84,25 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 # -- attach --------------------------------------------------------------------------
 def _write_into(card, src: Path, dest: Path) -> list[Path]:
-    """Card files into ``dest``: dcsi.json, croissant.json, report.html, README.md."""
-    from dcsi.card import write_card_files
+    """Card files into ``dest``: dcsi.json, croissant.json, report.html, README.md.
 
-    written = write_card_files(card, dest, report=False)
+    Every input is read and checked first (the target's README, the source's report),
+    so a README that cannot be updated stops the command before any file is written.
+    """
+    from dcsi.card import write_card_files
+    from dcsi.card.hf import read_readme, render_readme
+
+    readme = dest / "README.md"
+    readme_text = render_readme(card, read_readme(readme), where=str(readme))
     report = src / "report.html"
-    if report.is_file():
-        if report.resolve() != (dest / "report.html").resolve():
-            atomic_write_bytes(dest / "report.html", report.read_bytes())
+    report_bytes = None
+    if report.is_file() and report.resolve() != (dest / "report.html").resolve():
+        report_bytes = report.read_bytes()
+    written = write_card_files(card, dest, readme=False, report=False)
+    written["README.md"] = atomic_write_text(readme, readme_text)
+    if report_bytes is not None:
+        written["report.html"] = atomic_write_bytes(dest / "report.html", report_bytes)
+    elif report.is_file():
         written["report.html"] = dest / "report.html"
     else:
         from dcsi.report import write_report
