@@ -304,3 +304,30 @@ def test_attach_keeps_user_yaml_byte_for_byte(card, card_dir, tmp_path, capsys):
     head, dcsi_and_rest = raw.split("other: *b\n", 1)
     assert head + "other: *b\n" == original.split("---\n\n# Body")[0]
     assert dcsi_and_rest.startswith("dcsi:\n") and raw.endswith("---\n\n# Body\n")
+
+
+# -- hardening: a folder mixing a new dcsi.json with old views is detected ------------
+def test_readme_block_records_card_sha256(card, tmp_path):
+    import hashlib
+
+    written = card.write(tmp_path, report=False)
+    sha = hashlib.sha256(written["dcsi.json"].read_bytes()).hexdigest()
+    assert DatasetCard.load(tmp_path / "README.md").data[HF_KEY]["card_sha256"] == sha
+    assert json.loads((tmp_path / "croissant.json").read_text())["distribution"][0]["sha256"] == sha
+
+
+def test_validate_reports_views_of_another_card(rng, card_dir, capsys, caplog):
+    d = make_card_dict(rng)
+    d["index"]["value"] = 0.9
+    Card(d).save(card_dir)  # a run killed after dcsi.json: the other views are older
+    assert main(["card", "validate", str(card_dir)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and captured.out == ""
+    assert "croissant.json, README.md were made from another dcsi.json" in captured.err
+    load_card(card_dir)  # loading still works (dcsi.json is the source of truth), with a warning
+    assert "croissant.json was made from another dcsi.json" in caplog.text
+
+
+def test_validate_passes_after_rewrite(card, card_dir, capsys):
+    card.write(card_dir, report=False)
+    assert main(["card", "validate", str(card_dir)]) == 0

@@ -125,7 +125,7 @@ def test_card_without_analyses(rng, tmp_path):
         d.pop(key)
     card = Card(d)
     block = hf_block(card)
-    assert set(block) == {"card", "schema_version", "dcsi_version", "n_images", "n_classes"}
+    assert set(block) == {"card", "card_sha256", "schema_version", "dcsi_version", "n_images", "n_classes"}
     hf = build_dataset_card(card)
     assert "The index was not computed" in hf.text
     assert DatasetCard(str(hf)).data[HF_KEY] == block

@@ -39,6 +39,7 @@ import os
 import re
 import urllib.error
 import urllib.request
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -421,7 +422,10 @@ def _load_state_dict(path: str, name: str) -> dict[str, Any]:
     import torch
 
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's note on pickle protocols: noise here
+            warnings.filterwarnings("ignore", message="Detected pickle protocol",
+                                    category=UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 -- pickle/zip errors of many kinds
         raise WeightsNotFoundError(_unreadable_weights(path, name, exc)) from None
     for key in ("state_dict", "model", "model_state_dict"):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -43,6 +44,8 @@ __all__ = [
     "card_to_json",
     "parse_card_json",
     "MAX_DEPTH",
+    "recorded_card_sha256",
+    "stale_views",
 ]
 
 logger = logging.getLogger(__name__)
@@ -1005,6 +1008,86 @@ class Card:
         )
 
 
+_REPORT_SHA = re.compile(r"""<meta\s+name=["']dcsi-card-sha256["']\s+content=["']([0-9a-f]{64})["']""")
+
+
+def recorded_card_sha256(folder: str | os.PathLike[str]) -> dict[str, str]:
+    """The sha256 of ``dcsi.json`` that each view in a card folder says it was made from.
+
+    Parameters
+    ----------
+    folder : path-like
+        A card folder.
+
+    Returns
+    -------
+    dict of str to str
+        View file name -> recorded sha256 (hex), for the views present that record one:
+        ``croissant.json`` (its ``dcsi.json`` file object), ``README.md`` (the
+        ``dcsi.card_sha256`` front-matter key) and ``report.html`` (a
+        ``<meta name="dcsi-card-sha256">`` tag).  Views written by an older dcsi that
+        record nothing are left out.
+    """
+    folder = Path(folder)
+    out: dict[str, str] = {}
+    croissant = folder / "croissant.json"
+    if croissant.is_file():
+        try:
+            doc = json.loads(croissant.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
+            doc = None
+        for item in (doc or {}).get("distribution", []) if isinstance(doc, dict) else []:
+            if isinstance(item, dict) and item.get("contentUrl") == CARD_FILENAME and isinstance(item.get("sha256"), str):
+                out["croissant.json"] = item["sha256"]
+                break
+    readme = folder / "README.md"
+    if readme.is_file():
+        from dcsi.card.hf import readme_block
+
+        try:
+            block = readme_block(readme.read_bytes().decode("utf-8"))
+        except (OSError, UnicodeDecodeError):
+            block = None
+        if block and isinstance(block.get("card_sha256"), str):
+            out["README.md"] = block["card_sha256"]
+    report = folder / "report.html"
+    if report.is_file():
+        try:
+            with open(report, encoding="utf-8", errors="replace") as fh:
+                head = fh.read(4096)
+        except OSError:
+            head = ""
+        found = _REPORT_SHA.search(head)
+        if found:
+            out["report.html"] = found.group(1)
+    return out
+
+
+def stale_views(path: str | os.PathLike[str]) -> list[str]:
+    """The views in a card folder made from another ``dcsi.json`` than the one there.
+
+    A run killed between two output files leaves, e.g., a new ``dcsi.json`` next to the
+    old ``croissant.json``; each view records the sha256 of the ``dcsi.json`` it was made
+    from (see :func:`recorded_card_sha256`), and this compares it with the file's.
+
+    Parameters
+    ----------
+    path : path-like
+        A card folder, or the ``dcsi.json`` inside one.
+
+    Returns
+    -------
+    list of str
+        File names of the stale views (empty when all match, or nothing is recorded).
+    """
+    file = _card_path(path)
+    recorded = recorded_card_sha256(file.parent)
+    if not recorded or not file.is_file():
+        return []
+    sha = hashlib.sha256(file.read_bytes()).hexdigest()
+    return [name for name, value in recorded.items() if value != sha]
+
+
 def _card_path(path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     if path.is_dir():
@@ -1012,13 +1095,17 @@ def _card_path(path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def load_card(path: str | os.PathLike[str]) -> Card:
+def load_card(path: str | os.PathLike[str], *, check_views: bool = True) -> Card:
     """Read and validate a card.
 
     Parameters
     ----------
     path : path-like
         ``dcsi.json`` or a folder containing it.
+    check_views : bool, default=True
+        Log a warning for each view next to the card (``croissant.json``,
+        ``README.md``, ``report.html``) made from another ``dcsi.json`` (see
+        :func:`stale_views`).
 
     Returns
     -------
@@ -1053,9 +1140,14 @@ def load_card(path: str | os.PathLike[str]) -> Card:
                     "The card fails the dcsi schema at '<top level>': 'dcsi_version' is a "
                     "required property"
                 )
-        return Card(data)
+        card = Card(data)
     except CardSchemaError as exc:
         raise CardSchemaError(f"{file}: {exc}") from None
+    for name in stale_views(file) if check_views else ():
+        logger.warning(
+            "%s was made from another dcsi.json than %s (a run stopped between two files?); "
+            "re-run the command that wrote the folder.", file.parent / name, file)
+    return card
 
 
 class _CardNotFound(DataError, FileNotFoundError):

@@ -11,6 +11,7 @@ matrices stay in ``dcsi.json``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from huggingface_hub import DatasetCard
 
 __all__ = ["HF_KEY", "hf_block", "build_dataset_card", "splice_readme", "render_readme",
+           "readme_block",
            "read_readme", "readme_path", "write_readme"]
 
 logger = logging.getLogger(__name__)
@@ -51,7 +53,8 @@ def hf_block(card: Card, *, n_pairs: int = 5) -> dict[str, Any]:
     Returns
     -------
     dict
-        JSON/YAML-ready: ``card`` (pointer to ``dcsi.json``), ``schema_version``,
+        JSON/YAML-ready: ``card`` (pointer to ``dcsi.json``), ``card_sha256`` (sha256 of
+        the ``dcsi.json`` bytes this block was made from), ``schema_version``,
         ``dcsi_version``, ``n_images``, ``n_classes``, and when computed ``index``,
         ``backbone``, ``image_size``, ``similarity`` (kind), ``most_similar_pairs``,
         ``class_clusters`` and ``redundancy`` counts.  Floats rounded to 4 decimals.
@@ -59,6 +62,7 @@ def hf_block(card: Card, *, n_pairs: int = 5) -> dict[str, Any]:
     data = card._view()
     block: dict[str, Any] = {
         "card": CARD_FILENAME,
+        "card_sha256": hashlib.sha256(card.to_json().encode("utf-8")).hexdigest(),
         "schema_version": data["schema_version"],
         "dcsi_version": data["dcsi_version"],
         "n_images": card.n_images,
@@ -253,6 +257,31 @@ def _load_front_matter(text: str, where: str) -> dict:
             f"{type(data).__name__}); fix or remove its '---' block and retry."
         )
     return data
+
+
+def readme_block(text: str) -> dict[str, Any] | None:
+    """The ``dcsi:`` block of a README's front matter, or None (no block, unreadable YAML).
+
+    Parameters
+    ----------
+    text : str
+        Text of a ``README.md``.
+
+    Returns
+    -------
+    dict or None
+    """
+    import yaml
+
+    parts = _split_front_matter(text)
+    if parts is None:
+        return None
+    try:
+        data = yaml.safe_load("".join(parts[1]))
+    except (yaml.YAMLError, RecursionError):
+        return None
+    block = data.get(HF_KEY) if isinstance(data, dict) else None
+    return block if isinstance(block, dict) else None
 
 
 def splice_readme(existing: str, block: dict[str, Any], *, where: str = "The existing README.md") -> str:

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from dcsi._io import atomic_write_bytes, atomic_write_text
+from dcsi.cli import printable
 from dcsi.exceptions import DcsiError
 
 __all__ = ["register", "attach_card"]
@@ -28,8 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = parser.add_subparsers(dest="card_command", metavar="ACTION", required=True)
 
     p = sub.add_parser("validate", help="check a card against the schema",
-                       description="Check dcsi.json against the card schema. Exit 0 and "
-                       "'valid' when it passes; exit 1 with the reason when it does not.")
+                       description="Check dcsi.json against the card schema, and that the "
+                       "views next to it (croissant.json, README.md, report.html) were made "
+                       "from it. Exit 0 and 'valid' when it passes; exit 1 with the reason "
+                       "when it does not.")
     p.add_argument("path", metavar="PATH", help="dcsi.json or a folder containing it")
     p.set_defaults(func=_cmd_validate)
 
@@ -64,11 +67,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 # -- validate / show ---------------------------------------------------------------
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from dcsi.card import load_card
+    from dcsi.card.card import load_card, stale_views
 
-    card = load_card(args.path)
-    print(f"{args.path}: valid dcsi card (schema {card.schema_version}, "
-          f"{card.n_images} images, {len(card.classes)} classes)")
+    card = load_card(args.path, check_views=False)
+    stale = stale_views(args.path)
+    if stale:
+        raise DcsiError(
+            f"{args.path}: {', '.join(stale)} {'was' if len(stale) == 1 else 'were'} made "
+            "from another dcsi.json (its recorded sha256 differs; a run stopped between two "
+            "files?); re-run the command that wrote the folder, or delete the stale file."
+        )
+    print(printable(f"{args.path}: valid dcsi card (schema {card.schema_version}, "
+                    f"{card.n_images} images, {len(card.classes)} classes)"))
     return 0
 
 
@@ -78,7 +88,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     if args.pairs < 0:
         raise DcsiError(f"--pairs must be >= 0. Got {args.pairs} instead.")
     card = load_card(args.path)
-    print(card.summary(n_pairs=args.pairs))
+    print(printable(card.summary(n_pairs=args.pairs)))
     return 0
 
 
@@ -123,12 +133,44 @@ def _token(explicit: str | None) -> str:
     return token
 
 
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """Errors of an unreachable Hub: ``OSError`` (offline mode, DNS, refused connection)
+    and the HTTP client's base error (``HfHubHTTPError`` derives from it)."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    client = tuple(b for b in HfHubHTTPError.__mro__[1:] if b.__name__ == "HTTPError")
+    return (OSError, *client)
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:200]
+
+
+def _check_online() -> None:
+    """Refuse ``--push`` at once when huggingface_hub is in offline mode."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        raise DcsiError(
+            "--push needs the network but HF_HUB_OFFLINE is set; unset it, or attach to a "
+            "local folder without --push and upload it later."
+        )
+
+
 def _push(card, src: Path, repo_id: str, *, token: str | None, revision: str | None,
           local_dir: Path | None = None) -> str:
     """Upload the card files to a Hub dataset repo; returns the commit URL."""
     from huggingface_hub import CommitOperationAdd, HfApi
-    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
 
+    _check_online()
+    network = _network_errors()
     api = HfApi(token=_token(token))
     with tempfile.TemporaryDirectory(prefix="dcsi-attach-") as tmp:
         stage = Path(tmp) / "stage"
@@ -141,15 +183,25 @@ def _push(card, src: Path, repo_id: str, *, token: str | None, revision: str | N
                 readme = api.hf_hub_download(repo_id, "README.md", repo_type="dataset",
                                              revision=revision, local_dir=Path(tmp) / "remote")
                 shutil.copyfile(readme, stage / "README.md")
-            except EntryNotFoundError:
-                pass  # no README yet: a new one from the template
             except RepositoryNotFoundError:
                 raise DcsiError(
                     f"Hub dataset repo {repo_id!r} not found or not accessible with your "
                     "token; create it first (hf repo create --repo-type dataset) or check the id."
                 ) from None
+            except LocalEntryNotFoundError:  # the Hub could not be reached: not "no README"
+                raise DcsiError(
+                    f"could not reach the Hugging Face Hub to read {repo_id!r}; check your "
+                    "network (or HF_ENDPOINT) and retry."
+                ) from None
+            except EntryNotFoundError:
+                pass  # no README yet: a new one from the template
             except HfHubHTTPError as exc:
-                raise DcsiError(f"could not read {repo_id!r} from the Hub: {exc}".splitlines()[0]) from None
+                raise DcsiError(f"could not read {repo_id!r} from the Hub: {_one_line(exc)}") from None
+            except network as exc:
+                raise DcsiError(
+                    f"could not reach the Hugging Face Hub to read {repo_id!r} "
+                    f"({_one_line(exc)}); check your network and retry."
+                ) from None
             _write_into(card, src, stage)
         operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=(stage / name).read_bytes())
                       for name in _CARD_FILES]
@@ -163,7 +215,12 @@ def _push(card, src: Path, repo_id: str, *, token: str | None, revision: str | N
                 f"Hub dataset repo {repo_id!r} not found or not writable with your token."
             ) from None
         except HfHubHTTPError as exc:
-            raise DcsiError(f"upload to {repo_id!r} failed: {exc}".splitlines()[0]) from None
+            raise DcsiError(f"upload to {repo_id!r} failed: {_one_line(exc)}") from None
+        except network as exc:
+            raise DcsiError(
+                f"upload to {repo_id!r} failed: the Hugging Face Hub could not be reached "
+                f"({_one_line(exc)}); check your network and retry."
+            ) from None
     return str(getattr(info, "commit_url", info))
 
 
@@ -196,26 +253,31 @@ def attach_card(path: str | os.PathLike[str], to: str, *, push: bool = False,
     src = Path(path)
     src = src if src.is_dir() else src.parent
     dest = Path(to)
+    # every check before anything is written or uploaded
+    if not dest.is_dir():
+        if not push:
+            raise DcsiError(
+                f"{to!r} is not an existing folder. Give a local dataset folder, or add "
+                "--push to upload to the Hub dataset repo of that id."
+            )
+        if dest.exists():
+            raise DcsiError(f"{to!r} is a file, not a dataset folder or a repo id.")
+    elif push and not repo_id:
+        raise DcsiError(
+            f"--push with a local folder needs --repo-id OWNER/NAME (the Hub dataset "
+            f"repo {dest} belongs to)."
+        )
+    if push:
+        _check_online()
+        token = _token(token)
     out = []
     if dest.is_dir():
         files = _write_into(card, src, dest)
         out.append(f"attached to {dest}: " + ", ".join(f.name for f in files))
         if push:
-            if not repo_id:
-                raise DcsiError(
-                    f"--push with a local folder needs --repo-id OWNER/NAME (the Hub dataset "
-                    f"repo {dest} belongs to)."
-                )
             out.append(f"pushed to {repo_id}: "
                        + _push(card, src, repo_id, token=token, revision=revision, local_dir=dest))
         return out
-    if not push:
-        raise DcsiError(
-            f"{to!r} is not an existing folder. Give a local dataset folder, or add --push "
-            "to upload to the Hub dataset repo of that id."
-        )
-    if dest.exists():
-        raise DcsiError(f"{to!r} is a file, not a dataset folder or a repo id.")
     rid = repo_id or to
     out.append(f"pushed to {rid}: " + _push(card, src, rid, token=token, revision=revision))
     return out
@@ -224,5 +286,5 @@ def attach_card(path: str | os.PathLike[str], to: str, *, push: bool = False,
 def _cmd_attach(args: argparse.Namespace) -> int:
     for line in attach_card(args.path, args.to, push=args.push, repo_id=args.repo_id,
                             token=args.token, revision=args.revision):
-        print(line)
+        print(printable(line))
     return 0
