@@ -224,3 +224,27 @@ def test_unreadable_readme_is_one_line_and_untouched(card, tmp_path, content, ma
         write_readme(card, readme)
     assert "\n" not in str(exc.value)
     assert readme.read_bytes() == content
+
+
+def test_names_are_escaped_in_the_readme_body(rng, tmp_path):
+    d = make_card_dict(rng)
+    evil = ["<svg onload=alert(1)>", "a|b", "two\nlines", "`tick` & [link](x)"]
+    d["dataset"]["classes"] = evil
+    d["dataset"]["name"] = "<script>alert(1)</script>"
+    d["dataset"]["source"] = "src`with`ticks\nand <b>"
+    card = Card(d)
+    write_readme(card, tmp_path)
+    loaded = DatasetCard.load(tmp_path / "README.md")
+    body = loaded.text
+    import re
+
+    outside_code = re.sub(r"```.*?```|`[^`\n]*`", "", body, flags=re.S)
+    assert "<" not in outside_code  # no raw HTML: only inside code spans, shown as text
+    assert "&lt;svg onload=alert(1)&gt;" in body and "a&#124;b" in body
+    assert "two lines" in body and "&#96;tick&#96; &amp; &#91;link&#93;(x)" in body
+    rows = [line for line in body.splitlines() if line.startswith("| ")]
+    assert len(rows) == 6 and all(line.count("|") == 4 for line in rows)  # header + 5 pairs
+    assert "(source `src'with'ticks and <b>`" in body  # inside a code span: shown as text
+    # the front matter keeps the names as data
+    names = {n for p in loaded.data[HF_KEY]["most_similar_pairs"] for n in p["classes"]}
+    assert names <= set(evil)

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from huggingface_hub import DatasetCard
 
 __all__ = ["HF_KEY", "hf_block", "build_dataset_card", "splice_readme", "render_readme",
-           "readme_block",
+           "readme_block", "md_text",
            "read_readme", "readme_path", "write_readme"]
 
 logger = logging.getLogger(__name__)
@@ -109,6 +109,43 @@ def _size_category(n: int) -> str:
     return "1B<n<10B"
 
 
+_MD_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": "&#124;", "`": "&#96;",
+               "[": "&#91;", "]": "&#93;", "\\": "&#92;"}
+_MD_SPECIAL = re.compile(r"[&<>|`\[\]\\]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def md_text(value: Any) -> str:
+    """``value`` as literal text in Markdown, in a paragraph or a table cell.
+
+    Names come from the data: ``<svg onload=...>`` must show as text, a ``|`` must not
+    split a table row, a newline must not end it.  HTML-escapes ``& < >``, writes
+    ``| ` [ ] \\`` as character references and turns line breaks and other control
+    characters into one space.
+
+    Parameters
+    ----------
+    value : object
+        Converted with ``str``.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> md_text("a|b <svg onload=alert(1)>")
+    'a&#124;b &lt;svg onload=alert(1)&gt;'
+    """
+    text = _CONTROL.sub(" ", str(value))
+    return _MD_SPECIAL.sub(lambda m: _MD_ESCAPES[m.group()], text)
+
+
+def _md_code(value: Any) -> str:
+    """``value`` inside a Markdown code span: no backtick to close it, no line break."""
+    return _CONTROL.sub(" ", str(value)).replace("`", "'")
+
+
 def _template_body(card: Card) -> str:
     data = card._view()
     ds = data["dataset"]
@@ -119,23 +156,24 @@ def _template_body(card: Card) -> str:
     if data.get("index"):
         idx = data["index"]
         value = "undefined" if idx["value"] is None else f"{idx['value']:.4f}"
-        index_section = f"**Index (DCSI): {value}.** {idx['definition']}"
+        index_section = f"**Index (DCSI): {value}.** {md_text(idx['definition'])}"
     else:
         index_section = "The index was not computed (no class labels, or the analysis was skipped)."
 
     if kinds:
         rows = ["| class | class | similarity |", "|---|---|---|"]
-        rows += [f"| {a} | {b} | {v:.4f} |" for a, b, v in card.top_pairs(kind, n=5)]
-        pairs_section = f"Most similar class pairs ({kind}):\n\n" + "\n".join(rows)
+        rows += [f"| {md_text(a)} | {md_text(b)} | {v:.4f} |" for a, b, v in card.top_pairs(kind, n=5)]
+        pairs_section = f"Most similar class pairs ({md_text(kind)}):\n\n" + "\n".join(rows)
     else:
         pairs_section = "No class-similarity matrix was computed."
 
     cc = data.get("class_clusters")
     if cc and cc.get("recommended_k") is not None:
-        lines = [f"- cluster {i}: {', '.join(c)}" for i, c in enumerate(card.class_clusters())]
+        lines = [f"- cluster {i}: {', '.join(map(md_text, c))}"
+                 for i, c in enumerate(card.class_clusters())]
         clusters_section = (
-            f"Recommended class clusters (k = {cc['recommended_k']}, {cc['method']}"
-            f"{', ' + cc['linkage'] + ' linkage' if cc.get('linkage') else ''}):\n\n"
+            f"Recommended class clusters (k = {cc['recommended_k']}, {md_text(cc['method'])}"
+            f"{', ' + md_text(cc['linkage']) + ' linkage' if cc.get('linkage') else ''}):\n\n"
             + "\n".join(lines)
         )
     else:
@@ -144,7 +182,7 @@ def _template_body(card: Card) -> str:
     counts = card.redundancy_counts
     if counts is not None:
         redundancy_section = (
-            f"Near-duplicate groups ({data['redundancy']['method']}): {counts['groups']} "
+            f"Near-duplicate groups ({md_text(data['redundancy']['method'])}): {counts['groups']} "
             f"({counts['redundant']} redundant, {counts['conflict']} conflicting labels), "
             f"{counts['images_in_groups']} images in groups, {counts['removable']} removable."
         )
@@ -156,22 +194,22 @@ def _template_body(card: Card) -> str:
         size = "x".join(str(s) for s in size)
     template = string.Template(Path(__file__).with_name("template.md").read_text(encoding="utf-8"))
     return template.substitute(
-        title=ds["name"],
-        description=f"Similarity metadata for the `{ds['name']}` image dataset.",
-        dcsi_version=data["dcsi_version"],
+        title=md_text(ds["name"]),
+        description=f"Similarity metadata for the {md_text(ds['name'])} image dataset.",
+        dcsi_version=md_text(data["dcsi_version"]),
         n_images=ds["n_images"],
         n_classes=len(ds["classes"]),
-        source=ds["source"],
-        split=ds["split"] if ds["split"] is not None else "-",
-        schema_version=data["schema_version"],
+        source=_md_code(ds["source"]),
+        split=_md_code(ds["split"]) if ds["split"] is not None else "-",
+        schema_version=md_text(data["schema_version"]),
         index_section=index_section,
         pairs_section=pairs_section,
         clusters_section=clusters_section,
         redundancy_section=redundancy_section,
-        kind=kind,
-        diagonal=data["similarity"][kind]["diagonal"] if kinds else "-",
-        backbone=feats.get("backbone", "?"),
-        image_size=size if size is not None else "native",
+        kind=md_text(kind),  # the schema allows [a-z0-9_] only: also safe in the code block
+        diagonal=md_text(data["similarity"][kind]["diagonal"]) if kinds else "-",
+        backbone=_md_code(feats.get("backbone", "?")),
+        image_size=md_text(size) if size is not None else "native",
     )
 
 
