@@ -221,7 +221,8 @@ def test_show_into_a_closed_pipe_is_quiet(rng, tmp_path):
     cmd = (f"{sys.executable} -m dcsi card show {tmp_path} --pairs 100000 | head -1; "
            "echo \"status=${PIPESTATUS[0]}\"")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, env=env,
+                          timeout=120, check=False)
     assert proc.stdout.startswith("dataset: synthetic")
     assert "status=141" in proc.stdout
     assert proc.stderr == "", proc.stderr
@@ -240,7 +241,7 @@ def test_debug_shows_dcsi_debug_lines_not_pil(ws):
             "logging.getLogger('dcsi.test').debug('dcsi debug line')\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "DCSI_DEBUG": "1"}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=env, timeout=120)
+                          env=env, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "dcsi debug line" in proc.stderr
     assert "STREAM" not in proc.stderr and "PIL" not in proc.stderr

@@ -238,7 +238,7 @@ def test_names_are_escaped_in_the_readme_body(rng, tmp_path):
     body = loaded.text
     import re
 
-    outside_code = re.sub(r"```.*?```|`[^`\n]*`", "", body, flags=re.S)
+    outside_code = re.sub(r"```.*?```|`[^`\n]*`", "", body, flags=re.DOTALL)
     assert "<" not in outside_code  # no raw HTML: only inside code spans, shown as text
     assert "&lt;svg onload=alert(1)&gt;" in body and "a&#124;b" in body
     assert "two lines" in body and "&#96;tick&#96; &amp; &#91;link&#93;(x)" in body

@@ -471,7 +471,10 @@ def card_to_json(data: Mapping) -> str:
     """Deterministic JSON text of a card: sorted keys, shortest float repr, UTF-8.
 
     The same card dict always gives the same bytes, so two runs on the same input and
-    seed differ only in ``provenance.created``.  Lists of lists of numbers (matrices,
+    seed, on one machine with the same torch thread count (see
+    :func:`dcsi.features.choose_num_threads`; it does not follow the load), differ only
+    in the two timestamps ``provenance.created`` and ``provenance.finished``, which are
+    outside that promise.  Lists of lists of numbers (matrices,
     class sums) are written one row per line: readable, and fast to write (the
     indenting JSON encoder is pure Python, the compact one is C).
     """
