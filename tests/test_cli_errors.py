@@ -245,3 +245,28 @@ def test_debug_shows_dcsi_debug_lines_not_pil(ws):
     assert proc.returncode == 0, proc.stderr
     assert "dcsi debug line" in proc.stderr
     assert "STREAM" not in proc.stderr and "PIL" not in proc.stderr
+
+
+def test_every_command_output_and_log_line_is_escaped(monkeypatch, capsys):
+    import dcsi.cli.card as cli_card
+
+    def fake(args):
+        print("class \x1b[2Jname")
+        return 0
+
+    monkeypatch.setattr(cli_card, "_cmd_validate", fake)  # any command's print
+    assert main(["card", "validate", "x"]) == 0
+    assert capsys.readouterr().out == "class \\x1b[2Jname\n"
+    code = ("import logging\n"
+            "import dcsi.cli.card as c\n"
+            "from dcsi.cli import main\n"
+            "def fake(args):\n"
+            "    logging.getLogger('dcsi.test').warning('class \\x1b]0;title\\x07')\n"
+            "    return 0\n"
+            "c._cmd_validate = fake\n"
+            "raise SystemExit(main(['card', 'validate', 'x']))\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "dcsi: WARNING: class \\x1b]0;title\\x07\n"

@@ -9,13 +9,14 @@ Heavy libraries are imported inside the command functions, never at module level
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import os
 import re
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 from dcsi import __version__
 from dcsi._progress import set_progress
@@ -84,13 +85,46 @@ def printable(text: str) -> str:
     return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
+class _PrintableFormatter(logging.Formatter):
+    """Log lines with control characters escaped (names in messages come from data)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record))
+
+
+class _PrintableStream(io.TextIOBase):
+    """The command's stdout with control characters escaped (see :func:`printable`).
+
+    Every result line a command prints -- class names, dataset names, paths -- is
+    terminal-safe, whichever subcommand printed it.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(printable(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._stream, "encoding", None) or "utf-8"
+
+
 def _configure_logging(debug: bool) -> None:
     """Warnings on stderr; with ``DCSI_DEBUG=1`` dcsi's own debug lines, not PIL's."""
-    logging.basicConfig(
-        level=logging.WARNING,
-        format="dcsi: %(levelname)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_PrintableFormatter("dcsi: %(levelname)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     logging.getLogger("dcsi").setLevel(logging.DEBUG if debug else logging.NOTSET)
     logging.getLogger("PIL").setLevel(logging.WARNING)
 
@@ -102,9 +136,13 @@ def _stdout_gone() -> int:
     raise again; the status is 141 (128 + SIGPIPE), what a shell reports for a writer
     killed by the broken pipe.
     """
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
+    try:
+        fd = sys.__stdout__.fileno() if sys.__stdout__ is not None else 1
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+    except (OSError, ValueError):  # no file descriptor behind stdout (embedded use)
+        pass
     return 141
 
 
@@ -116,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(debug)
     if getattr(args, "no_progress", False):
         set_progress(False)
+    stdout = sys.stdout
+    sys.stdout = _PrintableStream(stdout)
     try:
         status = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
@@ -132,3 +172,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dcsi: interrupted", file=sys.stderr)
         return 130
+    finally:
+        sys.stdout = stdout
