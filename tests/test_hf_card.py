@@ -248,3 +248,18 @@ def test_names_are_escaped_in_the_readme_body(rng, tmp_path):
     # the front matter keeps the names as data
     names = {n for p in loaded.data[HF_KEY]["most_similar_pairs"] for n in p["classes"]}
     assert names <= set(evil)
+
+
+def test_splice_edge_cases(card):
+    from dcsi.card.hf import splice_readme
+
+    block = {"index": 0.5}
+    # a BOM stays first; the front matter behind it is found
+    assert splice_readme("\ufeff---\nlicense: mit\n---\nbody\n", block) == (
+        "\ufeff---\nlicense: mit\ndcsi:\n  index: 0.5\n---\nbody\n")
+    # an anchor in the old dcsi: block used by another key: refused, not rewritten
+    with pytest.raises(DataError, match="cannot replace without touching other keys"):
+        splice_readme("---\ndcsi: &x\n  a: 1\nother: *x\n---\n", block)
+    # a duplicated top-level dcsi: key: both go, one new block where the first was
+    out = splice_readme("---\ndcsi: 1\nlicense: mit\ndcsi:\n  - 2\n---\n", block)
+    assert out == "---\ndcsi:\n  index: 0.5\nlicense: mit\n---\n"

@@ -230,9 +230,9 @@ def _split_front_matter(text: str) -> tuple[str, list[str], str] | None:
     """
     lines = re.split(r"(?<=\n)", text)
     i = 0
-    while i < len(lines) and not lines[i].strip():
+    while i < len(lines) and not lines[i].strip("\ufeff \t\r\n"):
         i += 1
-    if i == len(lines) or lines[i].rstrip() != "---" or not lines[i].endswith("\n"):
+    if i == len(lines) or lines[i].lstrip("\ufeff").rstrip() != "---" or not lines[i].endswith("\n"):
         return None
     for j in range(i + 1, len(lines)):
         if lines[j].rstrip() == "---":
@@ -358,7 +358,8 @@ def splice_readme(existing: str, block: dict[str, Any], *, where: str = "The exi
     new_lines = [line + newline for line in new_yaml.splitlines()]
     parts = _split_front_matter(existing)
     if parts is None:
-        return f"---{newline}{''.join(new_lines)}---{newline}{existing}"
+        bom = "\ufeff" if existing.startswith("\ufeff") else ""
+        return f"{bom}---{newline}{''.join(new_lines)}---{newline}{existing[len(bom):]}"
     head, lines, tail = parts
     before = _load_front_matter("".join(lines), where)
     spans = _dcsi_spans(lines)
@@ -375,7 +376,10 @@ def splice_readme(existing: str, block: dict[str, Any], *, where: str = "The exi
         out += new_lines
     expected = dict(before)
     expected[HF_KEY] = block
-    after = _load_front_matter("".join(out), where)
+    try:
+        after = _load_front_matter("".join(out), where)
+    except DataError:  # e.g. another key used an anchor defined in the old dcsi: block
+        after = None
     if repr(after) != repr(expected):
         raise DataError(
             f"{where} has a front matter whose '{HF_KEY}:' key dcsi cannot replace without "
