@@ -57,6 +57,7 @@ CARD_FILENAME = "dcsi.json"
 
 _NUMBER_SET = frozenset((int, float))
 _NUMBER_OR_NULL_SET = frozenset((int, float, type(None)))
+_SCALAR_SET = frozenset((int, float, type(None), str, bool))
 _SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 _OPTIONAL_BLOCKS = ("features", "similarity", "index", "class_clusters", "redundancy")
 
@@ -240,7 +241,7 @@ def _check_parsed(data: Any) -> None:
                 )
             stack.extend((v, [*path, k]) for k, v in reversed(obj.items()))
         elif isinstance(obj, list):
-            if set(map(type, obj)) <= _NUMBER_OR_NULL_SET:  # a row of numbers: C speed
+            if set(map(type, obj)) <= _SCALAR_SET:  # a row of numbers or names: C speed
                 continue
             stack.extend((v, [*path, i]) for i, v in reversed(list(enumerate(obj))))
 
