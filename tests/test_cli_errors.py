@@ -270,3 +270,20 @@ def test_every_command_output_and_log_line_is_escaped(monkeypatch, capsys):
                           env=env, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == "dcsi: WARNING: class \\x1b]0;title\\x07\n"
+
+
+def test_hub_retry_log_lines_are_hidden(ws, monkeypatch, capsys, caplog):
+    import logging
+
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def download(*args, **kwargs):
+        logging.getLogger("huggingface_hub.utils._http").warning("Retrying in 1s [Retry 1/5].")
+        raise LocalEntryNotFoundError("cannot reach the Hub")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "hf_hub_download", download)
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    assert main(["card", "attach", str(ws / "card"), "--to", "me/ds", "--push"]) == 1
+    assert "Retrying" not in caplog.text
+    assert capsys.readouterr().err.count("\n") == 1
+    assert logging.getLogger("huggingface_hub").level != logging.ERROR  # restored

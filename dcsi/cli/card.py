@@ -6,9 +6,12 @@ None of these commands imports torch (``show`` is tested for it in a subprocess)
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from dcsi._io import atomic_write_bytes, atomic_write_text
@@ -158,9 +161,33 @@ def _check_online() -> None:
         )
 
 
+@contextlib.contextmanager
+def _quiet_hub() -> Iterator[None]:
+    """Hide huggingface_hub's log lines (one per retry of an unreachable Hub, printed by
+    its own handler); the outcome is reported in one line.  Shown with DCSI_DEBUG=1."""
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    if not logging.getLogger("dcsi").isEnabledFor(logging.DEBUG):
+        hub_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub_logger.setLevel(level)
+
+
 def _push(card, src: Path, repo_id: str, *, token: str | None, revision: str | None,
           local_dir: Path | None = None) -> str:
     """Upload the card files to a Hub dataset repo; returns the commit URL."""
+    import huggingface_hub  # noqa: F401 -- sets up its loggers before _quiet_hub
+
+    with _quiet_hub():
+        return _push_quietly(card, src, repo_id, token=token, revision=revision,
+                             local_dir=local_dir)
+
+
+def _push_quietly(card, src: Path, repo_id: str, *, token: str | None, revision: str | None,
+                  local_dir: Path | None = None) -> str:
+    """The upload itself (see :func:`_push`)."""
     from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.errors import (
         EntryNotFoundError,
