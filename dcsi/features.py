@@ -161,17 +161,60 @@ class FeatureCache:
                 out.append(stem)
         return out
 
-    def lookup(self, hashes: set[str]) -> dict[str, tuple[str, int]]:
-        """Where each of ``hashes`` is stored: ``{hash: (shard, row)}`` (hits only)."""
-        found: dict[str, tuple[str, int]] = {}
-        for stem in self.shards():
+    def _expected_dim(self) -> int | None:
+        """The feature dimension recorded in ``meta.json`` (None when unknown)."""
+        try:
+            dim = json.loads((self.directory / "meta.json").read_text(encoding="utf-8")).get("dim")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return dim if isinstance(dim, int) and not isinstance(dim, bool) and dim > 0 else None
+
+    def _drop(self, stem: str, why: str) -> None:
+        """Remove a broken shard, so that its images are computed (and stored) again."""
+        logger.warning("Ignoring unreadable cache shard %s (%s); removing it, its images "
+                       "will be recomputed.", self.directory / f"{stem}.feats.npy", why)
+        for suffix in (".feats.npy", ".keys.npy"):
             try:
-                keys = np.load(self.directory / f"{stem}.keys.npy", allow_pickle=False)
-            except (OSError, ValueError) as exc:
-                logger.warning("Ignoring unreadable cache shard %s (%s).", stem, exc)
+                (self.directory / f"{stem}{suffix}").unlink(missing_ok=True)
+            except OSError as exc:  # read-only cache: the shard is skipped all the same
+                logger.warning("Could not remove %s (%s).", self.directory / f"{stem}{suffix}", exc)
+
+    def _check_shard(self, stem: str, dim: int | None) -> tuple[list[str], int] | str:
+        """The keys and dimension of a shard, or why it cannot be used."""
+        try:
+            keys = np.load(self.directory / f"{stem}.keys.npy", allow_pickle=False)
+            feats = np.load(self.directory / f"{stem}.feats.npy", mmap_mode="r",
+                            allow_pickle=False)
+            if keys.ndim != 1 or keys.dtype.kind != "S":
+                return f"keys of dtype {keys.dtype} and shape {keys.shape}, not content hashes"
+            hashes = [k.decode("ascii") for k in keys.tolist()]
+        except (OSError, ValueError, EOFError) as exc:
+            return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        shape = feats.shape
+        del feats
+        if len(shape) != 2 or shape[0] != len(hashes):
+            return f"features of shape {shape} for {len(hashes)} keys"
+        if dim is not None and shape[1] != dim:
+            return f"{shape[1]}-d features where the cache holds {dim}-d ones"
+        return hashes, int(shape[1])
+
+    def lookup(self, hashes: set[str]) -> dict[str, tuple[str, int]]:
+        """Where each of ``hashes`` is stored: ``{hash: (shard, row)}`` (hits only).
+
+        A shard that cannot be read (truncated, not ``.npy``), whose feature rows do not
+        match its keys, or whose dimension differs from the cache's (``meta.json``, else
+        the first good shard) is logged with a warning naming the file and removed; its
+        images are then computed again.
+        """
+        found: dict[str, tuple[str, int]] = {}
+        dim = self._expected_dim()
+        for stem in self.shards():
+            checked = self._check_shard(stem, dim)
+            if isinstance(checked, str):
+                self._drop(stem, checked)
                 continue
-            for row, k in enumerate(keys.tolist()):
-                h = k.decode("ascii")
+            keys, dim = checked
+            for row, h in enumerate(keys):
                 if h in hashes and h not in found:
                     found[h] = (stem, row)
         return found
@@ -224,28 +267,39 @@ class _Images:
 def choose_num_threads() -> int:
     """Intra-op threads for the forward pass when ``num_threads=None``.
 
-    ``$DCSI_NUM_THREADS`` if set; else the cores not already busy,
-    ``round(cpu_count - 1-minute load average)``, between 1 and torch's default.  On a
-    shared machine oversubscribed OpenMP threads spin against each other: measured here
-    (2 cores, load ~9), one thread ran Lite0 at 64 px 2-4x faster than two.
-    """
-    import torch
+    ``$DCSI_NUM_THREADS`` if set; else ``$OMP_NUM_THREADS`` if set; else the number of
+    CPUs this process may run on (``os.sched_getaffinity``, else ``os.cpu_count``).
 
+    The count depends on the machine and the environment only, never on the load
+    average or on torch's current setting: reductions in the forward pass are split
+    by thread, so 1 and 2 threads give features that differ by about 1e-8, which
+    changes ``cnn_cosine``, ``class_sums`` and the index in the card.  With a fixed
+    count, the same input and seed give the same bytes whatever the machine's load.
+    On a shared, busy machine set ``DCSI_NUM_THREADS=1`` (oversubscribed OpenMP
+    threads spin against each other) -- and keep it set to reproduce that card.
+
+    Returns
+    -------
+    int
+        At least 1.
+    """
     env = os.environ.get("DCSI_NUM_THREADS", "").strip()
     if env:
         try:
-            return max(1, int(env))
+            value = int(env)
         except ValueError:
+            value = 0
+        if value < 1:
             raise InvalidParameterError(
-                f"DCSI_NUM_THREADS must be a positive integer. Got {env!r} instead."
-            ) from None
-    cores = os.cpu_count() or 1
+                f"DCSI_NUM_THREADS must be a positive integer. Got {env!r} instead.")
+        return value
+    omp = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()  # "4,2": nested
+    if omp.isdigit() and int(omp) >= 1:
+        return int(omp)
     try:
-        busy = os.getloadavg()[0]
-    except OSError:  # not available on this platform
-        busy = 0.0
-    free = int(round(cores - busy))
-    return max(1, min(torch.get_num_threads(), free))
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not available on this platform
+        return max(1, os.cpu_count() or 1)
 
 
 def _auto_workers(image_set: ImageSet) -> int:
@@ -496,38 +550,64 @@ def _run(image_set: ImageSet, todo: np.ndarray, extractor: Any, *, name: str,
     size = getattr(extractor, "image_size", None)
     desc = f"Features {name}" + (f" {size}px" if size else "")
     done = 0
-    with progress(desc=desc, total=len(todo), unit="img") as bar:
-        for batch in loader:
-            if arrays is not None:
-                batch, side = batch
-                arrays[0][todo[done:done + len(side)]] = np.asarray(side)
-            b = int(batch.shape[0]) if hasattr(batch, "shape") else len(batch)
-            with torch.inference_mode():
-                out = _as_features(extractor(batch), b, name)
-            if features is None:
-                features = np.empty((n, out.shape[1]), dtype=np.float32)
-            elif out.shape[1] != features.shape[1]:
-                raise DataError(
-                    f"Backbone {name!r} returned {out.shape[1]}-d features but its cache "
-                    f"holds {features.shape[1]}-d ones; clear {store.directory if store else ''}.")
-            part = todo[done:done + b]
-            if store is None:
-                features[part] = out
-            else:
-                assert hashes is not None
-                keys = [hashes[i] for i in part]
-                for h, f in zip(keys, out, strict=True):
-                    features[rows_of[h]] = f
-                pending_keys.extend(keys)
-                pending.append(out)
-                while len(pending_keys) >= shard_size:
-                    block = np.concatenate(pending)
-                    store.write(pending_keys[:shard_size], block[:shard_size])
-                    pending_keys = pending_keys[shard_size:]
-                    pending = [block[shard_size:]] if pending_keys else []
-            done += b
-            bar.update(b)
+    try:
+        with progress(desc=desc, total=len(todo), unit="img") as bar:
+            for batch in loader:
+                if arrays is not None:
+                    batch, side = batch
+                    arrays[0][todo[done:done + len(side)]] = np.asarray(side)
+                b = int(batch.shape[0]) if hasattr(batch, "shape") else len(batch)
+                with torch.inference_mode():
+                    out = _as_features(extractor(batch), b, name)
+                if features is None:
+                    features = np.empty((n, out.shape[1]), dtype=np.float32)
+                elif out.shape[1] != features.shape[1]:
+                    raise DataError(
+                        f"Backbone {name!r} returned {out.shape[1]}-d features but its cache "
+                        f"holds {features.shape[1]}-d ones; clear {store.directory if store else ''}.")
+                part = todo[done:done + b]
+                if store is None:
+                    features[part] = out
+                else:
+                    assert hashes is not None
+                    keys = [hashes[i] for i in part]
+                    for h, f in zip(keys, out, strict=True):
+                        features[rows_of[h]] = f
+                    pending_keys.extend(keys)
+                    pending.append(out)
+                    while len(pending_keys) >= shard_size:
+                        block = np.concatenate(pending)
+                        store.write(pending_keys[:shard_size], block[:shard_size])
+                        # one statement: an interruption never sees keys and rows apart
+                        pending_keys, pending = (pending_keys[shard_size:],
+                                                 [block[shard_size:]] if len(pending_keys) > shard_size else [])
+                done += b
+                bar.update(b)
+    except BaseException:
+        # Ctrl-C (or an error) mid-run: keep what was computed since the last shard
+        if store is not None and pending_keys:
+            _flush_partial(store, pending_keys, pending)
+        raise
     if store is not None and pending_keys:
         store.write(pending_keys, np.concatenate(pending))
     assert features is not None
     return features
+
+
+def _flush_partial(store: FeatureCache, keys: list[str], blocks: list[np.ndarray]) -> None:
+    """Write the features computed since the last full shard as one (smaller) shard.
+
+    Called when extraction stops early (KeyboardInterrupt or an error), so that the next
+    run computes only the rest.  Shards may hold any number of images, so this fits the
+    cache as it is; a failure to write is logged, never raised over the interruption.
+    """
+    feats = np.concatenate(blocks) if blocks else np.empty((0, 0), np.float32)
+    n = min(len(keys), feats.shape[0])  # an interruption between the two appends
+    if n == 0:
+        return
+    try:
+        store.write(keys[:n], feats[:n])
+    except OSError as exc:
+        logger.warning("Could not save %d computed features to the cache (%s).", n, exc)
+        return
+    logger.info("Saved %d computed features to the cache before stopping.", n)

@@ -294,3 +294,23 @@ def test_torchvision_weights_from_file_and_hub_cache(hub, tmp_path):
     # a state dict of another architecture
     with pytest.raises(InvalidParameterError, match="does not fit backbone 'mobilenet_v2'"):
         get_backbone("mobilenet_v2", weights=path, device="cpu").model
+
+
+class _NotTensors:  # pickled into a checkpoint by the test below
+    pass
+
+
+def test_pickled_weights_are_refused_in_one_line_without_torch_advice(tmp_path):
+    evil = tmp_path / "evil.pth"
+    torch.save({"net": _NotTensors()}, evil)
+    with pytest.raises(WeightsNotFoundError, match=r"is not a plain state dict \(it holds a "
+                       r"pickled Python object, .*_NotTensors, not only tensors\); give a file "
+                       r"saved with torch.save\(model.state_dict\(\), path\)") as exc:
+        get_backbone("efficientnet_lite0", weights=evil).model
+    message = str(exc.value)
+    assert "\n" not in message and "weights_only" not in message
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsNotFoundError, match=r"\(it is not a file written by torch.save\)") as exc:
+        get_backbone("efficientnet_lite0", weights=garbage).model
+    assert "\n" not in str(exc.value) and "weights_only" not in str(exc.value)

@@ -597,3 +597,65 @@ def test_schema_1_1_class_cluster_fields(card_dict):
         Card(d)
     # a 1.0 card (no tree, no spectrum) still loads
     assert "linkage_matrix" not in Card(card_dict).data["class_clusters"]
+
+
+# -- hardening: pathological card files are one CardSchemaError line naming the key ---
+def _card_text(card_dict) -> str:
+    return Card(card_dict).to_json()
+
+
+def _replace_once(text: str, old: str, new: str) -> str:
+    assert text.count(old) >= 1, old
+    return text.replace(old, new, 1)
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda t: _replace_once(t, '"n_images": ', '"n_images": 1' + "0" * 5000 + ", \"x\": "),
+         r"an integer of 5001 digits .* at 'dataset.n_images'"),
+        (lambda t: _replace_once(t, '"value": 0.4375', '"value": NaN'), r"NaN, which is not JSON .* at 'index.value'"),
+        (lambda t: _replace_once(t, '"value": 0.4375', '"value": Infinity'), r"Infinity, which is not JSON .* at 'index.value'"),
+        (lambda t: _replace_once(t, '"value": 0.4375', '"value": 1e400'), r"the number 1e400, too large .* at 'index.value'"),
+        (lambda t: _replace_once(t, '"value": 0.4375', '"value": 0.4375, "value": 0.9'), r"the key 'value' twice at 'index'"),
+        (lambda t: _replace_once(t, '"seed": 0', '"seed": ' + "[" * 100_000 + "]" * 100_000),
+         r"nested more than 64 levels deep \(at line \d+, column \d+\)"),
+        (lambda t: _replace_once(t, '"seed": 0', '"seed": ' + "[" * 200 + "]" * 200),
+         r"nested more than 64 levels deep at 'provenance.parameters.seed"),
+    ],
+    ids=["5000-digit-int", "nan", "infinity", "1e400", "duplicate-key", "100000-deep", "200-deep"],
+)
+def test_pathological_card_file_is_one_line(card_dict, tmp_path, edit, match):
+    (tmp_path / "dcsi.json").write_text(edit(_card_text(card_dict)), encoding="utf-8")
+    with pytest.raises(CardSchemaError, match=match) as exc:
+        load_card(tmp_path)
+    assert "\n" not in str(exc.value) and len(str(exc.value)) < 400
+
+
+def test_bad_similarity_kind_name_is_short_and_named(card_dict, tmp_path):
+    d = Card(card_dict).to_dict()
+    d["similarity"]["Bad Kind " + "x" * 2000] = d["similarity"]["ssim"]
+    (tmp_path / "dcsi.json").write_text(json.dumps(d), encoding="utf-8")
+    with pytest.raises(CardSchemaError, match=r"at 'similarity\.Bad Kind xxx.*\.\.\.': the key name") as exc:
+        load_card(tmp_path)
+    assert len(str(exc.value)) < 400 and "\n" not in str(exc.value)
+    with pytest.raises(CardSchemaError, match=r"must match '\^\[a-z\]"):
+        Card(d)
+
+
+def test_long_bad_value_is_truncated(card_dict):
+    d = Card(card_dict).to_dict()
+    d["dataset"]["n_images"] = "x" * 3000
+    with pytest.raises(CardSchemaError, match=r"at 'dataset.n_images': 'xxx.*\.\.\. is not of type") as exc:
+        Card(d)
+    assert len(str(exc.value)) < 400
+
+
+def test_deep_python_card_is_one_error(card_dict):
+    d = Card(card_dict).to_dict()
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    d["provenance"]["parameters"]["deep"] = deep
+    with pytest.raises(CardSchemaError, match="nested more than 64 levels deep"):
+        Card(d)

@@ -273,3 +273,61 @@ def test_attach_from_bare_json_generates_views(card, tmp_path, capsys):
     assert sorted(p.name for p in ds.iterdir()) == ["README.md", "croissant.json", "dcsi.json", "report.html"]
     assert 'id="fig-heatmap"' in (ds / "report.html").read_text()
     assert DatasetCard.load(ds / "README.md").data[HF_KEY] == hf_block(card)
+
+
+# -- hardening: an unreadable README stops attach before anything is copied ---------
+@pytest.mark.parametrize("content", [
+    b"---\nlicense: mit\n\ttabbed: 1\n---\nbody\n",
+    b"---\nx: !!python/object:os.system ls\n---\nbody\n",
+    b"\xff\xfe\x00binary",
+])
+def test_attach_bad_readme_copies_nothing(card_dir, tmp_path, capsys, content):
+    ds = tmp_path / "target"
+    ds.mkdir()
+    (ds / "README.md").write_bytes(content)
+    assert main(["card", "attach", str(card_dir), "--to", str(ds)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and captured.err.startswith("dcsi: error: ")
+    assert "Traceback" not in captured.err and captured.out == ""
+    assert sorted(p.name for p in ds.iterdir()) == ["README.md"]
+    assert (ds / "README.md").read_bytes() == content
+
+
+def test_attach_keeps_user_yaml_byte_for_byte(card, card_dir, tmp_path, capsys):
+    ds = tmp_path / "target"
+    ds.mkdir()
+    original = ("---\nversion: 1.10\nzip: 012345\nflag: yes\npretty_name:\nnote: ~\n"
+                "base: &b  # anchor\n  x: 1\nother: *b\n---\n\n# Body\n")
+    (ds / "README.md").write_text(original, encoding="utf-8")
+    assert main(["card", "attach", str(card_dir), "--to", str(ds)]) == 0
+    raw = (ds / "README.md").read_text(encoding="utf-8")
+    head, dcsi_and_rest = raw.split("other: *b\n", 1)
+    assert head + "other: *b\n" == original.split("---\n\n# Body")[0]
+    assert dcsi_and_rest.startswith("dcsi:\n") and raw.endswith("---\n\n# Body\n")
+
+
+# -- hardening: a folder mixing a new dcsi.json with old views is detected ------------
+def test_readme_block_records_card_sha256(card, tmp_path):
+    import hashlib
+
+    written = card.write(tmp_path, report=False)
+    sha = hashlib.sha256(written["dcsi.json"].read_bytes()).hexdigest()
+    assert DatasetCard.load(tmp_path / "README.md").data[HF_KEY]["card_sha256"] == sha
+    assert json.loads((tmp_path / "croissant.json").read_text())["distribution"][0]["sha256"] == sha
+
+
+def test_validate_reports_views_of_another_card(rng, card_dir, capsys, caplog):
+    d = make_card_dict(rng)
+    d["index"]["value"] = 0.9
+    Card(d).save(card_dir)  # a run killed after dcsi.json: the other views are older
+    assert main(["card", "validate", str(card_dir)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and captured.out == ""
+    assert "croissant.json, README.md were made from another dcsi.json" in captured.err
+    load_card(card_dir)  # loading still works (dcsi.json is the source of truth), with a warning
+    assert "croissant.json was made from another dcsi.json" in caplog.text
+
+
+def test_validate_passes_after_rewrite(card, card_dir, capsys):
+    card.write(card_dir, report=False)
+    assert main(["card", "validate", str(card_dir)]) == 0

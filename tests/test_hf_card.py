@@ -125,7 +125,7 @@ def test_card_without_analyses(rng, tmp_path):
         d.pop(key)
     card = Card(d)
     block = hf_block(card)
-    assert set(block) == {"card", "schema_version", "dcsi_version", "n_images", "n_classes"}
+    assert set(block) == {"card", "card_sha256", "schema_version", "dcsi_version", "n_images", "n_classes"}
     hf = build_dataset_card(card)
     assert "The index was not computed" in hf.text
     assert DatasetCard(str(hf)).data[HF_KEY] == block
@@ -154,3 +154,123 @@ def test_image_size_pair_from_the_read_only_view(rng, tmp_path):
     assert block["image_size"] == [32, 48] and type(block["image_size"]) is list
     text = write_readme(card, tmp_path).read_text(encoding="utf-8")
     assert "32x48" in text and "!!python" not in text
+
+
+# -- hardening: only the dcsi: key changes, byte for byte ---------------------------
+USER_FRONT_MATTER = """---
+# a comment the user wrote
+version: 1.10
+zip: 012345
+flag: yes
+pretty_name:
+maintainer: ~
+defaults: &defaults   # an anchor
+  resize: 64
+train: *defaults
+dcsi:
+  index: 0.1
+  stale:
+  - old
+# a comment after the dcsi block
+license: mit
+---
+"""
+USER_BODY = "\n# Title\n\n| a | b |\n|---|---|\n| 1 | 2 |\n"
+
+
+def _without_dcsi(text):
+    """The README text with the lines of its top-level dcsi: key removed."""
+    lines = text.splitlines(keepends=True)
+    out, skip = [], False
+    for line in lines:
+        if line.startswith("dcsi:"):
+            skip = True
+            continue
+        if skip and (line.startswith((" ", "-")) and not line.startswith("---")):
+            continue
+        skip = False
+        out.append(line)
+    return "".join(out)
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_existing_front_matter_kept_byte_for_byte(card, tmp_path, newline):
+    readme = tmp_path / "README.md"
+    original = (USER_FRONT_MATTER + USER_BODY).replace("\n", newline)
+    readme.write_bytes(original.encode())
+    write_readme(card, readme)
+    raw = readme.read_bytes().decode()
+    assert _without_dcsi(raw) == _without_dcsi(original)  # every other byte kept
+    for kept in ("version: 1.10", "zip: 012345", "flag: yes", "pretty_name:" + newline,
+                 "maintainer: ~", "&defaults   # an anchor", "train: *defaults",
+                 "# a comment the user wrote", "# a comment after the dcsi block"):
+        assert kept in raw
+    assert "stale" not in raw
+    assert DatasetCard.load(readme).data[HF_KEY] == hf_block(card)
+    assert raw.count("\n") == raw.count("\r\n") or newline == "\n"
+
+
+def test_front_matter_without_dcsi_key_gets_it_appended(card, tmp_path):
+    readme = tmp_path / "README.md"
+    original = "---\nversion: 1.10  # keep\nflag: yes\n---\nbody\n"
+    readme.write_text(original, encoding="utf-8")
+    write_readme(card, readme)
+    raw = readme.read_text(encoding="utf-8")
+    assert raw.startswith("---\nversion: 1.10  # keep\nflag: yes\ndcsi:\n")
+    assert raw.endswith("---\nbody\n")
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"---\nlicense: mit\n\tindented: 1\n---\nbody\n", "not valid YAML .*line 3"),
+        (b"---\nx: !!python/object:os.system ls\n---\nbody\n", "not valid YAML .*python/object"),
+        (b"---\nlicense: mit\n---\n\xff\xfe binary\x00\n", "is not UTF-8 text"),
+    ],
+)
+def test_unreadable_readme_is_one_line_and_untouched(card, tmp_path, content, match):
+    readme = tmp_path / "README.md"
+    readme.write_bytes(content)
+    with pytest.raises(DataError, match=match) as exc:
+        write_readme(card, readme)
+    assert "\n" not in str(exc.value)
+    assert readme.read_bytes() == content
+
+
+def test_names_are_escaped_in_the_readme_body(rng, tmp_path):
+    d = make_card_dict(rng)
+    evil = ["<svg onload=alert(1)>", "a|b", "two\nlines", "`tick` & [link](x)"]
+    d["dataset"]["classes"] = evil
+    d["dataset"]["name"] = "<script>alert(1)</script>"
+    d["dataset"]["source"] = "src`with`ticks\nand <b>"
+    card = Card(d)
+    write_readme(card, tmp_path)
+    loaded = DatasetCard.load(tmp_path / "README.md")
+    body = loaded.text
+    import re
+
+    outside_code = re.sub(r"```.*?```|`[^`\n]*`", "", body, flags=re.DOTALL)
+    assert "<" not in outside_code  # no raw HTML: only inside code spans, shown as text
+    assert "&lt;svg onload=alert(1)&gt;" in body and "a&#124;b" in body
+    assert "two lines" in body and "&#96;tick&#96; &amp; &#91;link&#93;(x)" in body
+    rows = [line for line in body.splitlines() if line.startswith("| ")]
+    assert len(rows) == 6 and all(line.count("|") == 4 for line in rows)  # header + 5 pairs
+    assert "(source `src'with'ticks and <b>`" in body  # inside a code span: shown as text
+    # the front matter keeps the names as data
+    names = {n for p in loaded.data[HF_KEY]["most_similar_pairs"] for n in p["classes"]}
+    assert names <= set(evil)
+
+
+def test_splice_edge_cases(card):
+    from dcsi.card.hf import splice_readme
+
+    block = {"index": 0.5}
+    # a BOM stays first; the front matter behind it is found
+    assert splice_readme("\ufeff---\nlicense: mit\n---\nbody\n", block) == (
+        "\ufeff---\nlicense: mit\ndcsi:\n  index: 0.5\n---\nbody\n")
+    # an anchor in the old dcsi: block used by another key: refused, not rewritten
+    with pytest.raises(DataError, match="cannot replace without touching other keys"):
+        splice_readme("---\ndcsi: &x\n  a: 1\nother: *x\n---\n", block)
+    # a duplicated top-level dcsi: key: both go, one new block where the first was
+    out = splice_readme("---\ndcsi: 1\nlicense: mit\ndcsi:\n  - 2\n---\n", block)
+    assert out == "---\ndcsi:\n  index: 0.5\nlicense: mit\n---\n"

@@ -36,8 +36,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import urllib.error
 import urllib.request
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -395,16 +397,37 @@ def _sha256_file(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
+def _unreadable_weights(path: str, name: str, exc: BaseException) -> str:
+    """One line for a weights file ``torch.load(weights_only=True)`` refused.
+
+    torch's own message for a pickled object spans several lines and suggests loading
+    with ``weights_only=False``, which would run code from the file: dcsi never does,
+    and never repeats that advice.
+    """
+    text = str(exc)
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        why = f"it holds a pickled Python object, {found.group(1)}, not only tensors"
+    elif "weights_only" in text:
+        why = "it is not a file written by torch.save"
+    else:
+        first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+        why = f"{type(exc).__name__}: {first[:120]}" if first else type(exc).__name__
+    return (f"Cannot read weights file {path} for backbone {name!r}: it is not a plain "
+            f"state dict ({why}); give a file saved with "
+            "torch.save(model.state_dict(), path).")
+
+
 def _load_state_dict(path: str, name: str) -> dict[str, Any]:
     import torch
 
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's note on pickle protocols: noise here
+            warnings.filterwarnings("ignore", message="Detected pickle protocol",
+                                    category=UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 -- pickle/zip errors of many kinds
-        raise WeightsNotFoundError(
-            f"Cannot read weights file {path} for backbone {name!r} "
-            f"({type(exc).__name__}: {exc}); give a state-dict saved with "
-            "torch.save(model.state_dict(), path).") from None
+        raise WeightsNotFoundError(_unreadable_weights(path, name, exc)) from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -42,6 +43,10 @@ __all__ = [
     "load_card",
     "validate_card",
     "card_to_json",
+    "parse_card_json",
+    "MAX_DEPTH",
+    "recorded_card_sha256",
+    "stale_views",
 ]
 
 logger = logging.getLogger(__name__)
@@ -53,6 +58,7 @@ CARD_FILENAME = "dcsi.json"
 
 _NUMBER_SET = frozenset((int, float))
 _NUMBER_OR_NULL_SET = frozenset((int, float, type(None)))
+_SCALAR_SET = frozenset((int, float, type(None), str, bool))
 _SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 _OPTIONAL_BLOCKS = ("features", "similarity", "index", "class_clusters", "redundancy")
 
@@ -76,6 +82,165 @@ def _validator() -> Any:
 def _plain(obj: Any, where: str = "card") -> Any:
     """JSON-ready plain Python: numpy -> lists/floats/ints, tuples -> lists, NaN -> None."""
     return to_jsonable(obj, where=where, what="The card", error=CardSchemaError)
+
+
+#: Deepest nesting of objects and lists a card file may have.
+MAX_DEPTH = 64
+#: Longest integer (in digits) a card file may hold; card integers are counts and sizes.
+_MAX_INT_DIGITS = 19
+_SHOWN = 60  # characters of an offending value shown in a message
+
+
+def _short(value: Any) -> str:
+    """``repr(value)`` cut to a readable length."""
+    text = repr(value)
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
+
+
+def _schema_message(err: Any) -> str:
+    """One short line for a jsonschema error: the JSON path of the key and the problem.
+
+    ``anyOf`` / ``oneOf`` errors are replaced by the most specific error of their
+    branches (the one deepest in the card), a failing key *name* (``propertyNames``)
+    is added to the path, and offending values are cut to a few dozen characters.
+    """
+    while err.context:
+        err = max(err.context, key=lambda e: (len(e.absolute_path), e.validator != "type"))
+    path = list(err.absolute_path)
+    if "propertyNames" in err.relative_schema_path or "propertyNames" in err.schema_path:
+        where = _path_str([*path, _short(err.instance).strip("'")])
+        pattern = err.schema.get("pattern") if isinstance(err.schema, Mapping) else None
+        rule = f"must match {pattern!r}" if pattern else "is not allowed"
+        return (f"The card fails the dcsi schema at '{where}': the key name "
+                f"{_short(err.instance)} {rule}.")
+    message = err.message
+    text = repr(err.instance)
+    if len(text) > _SHOWN and text in message:
+        message = message.replace(text, _short(err.instance))
+    if len(message) > 200:
+        message = message[:197] + "..."
+    return f"The card fails the dcsi schema at '{_path_str(path)}': {message}"
+
+
+class _Bad:
+    """A value json.loads met that a card may not hold (reported with its key later)."""
+
+    __slots__ = ("what",)
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+
+class _Pairs(dict):
+    """An object read from JSON, remembering the first key it had twice."""
+
+    __slots__ = ("duplicate",)
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict:
+    out = _Pairs(pairs)
+    out.duplicate = None
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                out.duplicate = key
+                break
+            seen.add(key)
+    return out
+
+
+def _int(text: str) -> Any:
+    digits = text.lstrip("-")
+    if len(digits) > _MAX_INT_DIGITS:
+        return _Bad(f"an integer of {len(digits)} digits (a card's integers fit in 64 bits)")
+    value = int(text)
+    if not -(2**63) <= value < 2**63:
+        return _Bad(f"the integer {text} (a card's integers fit in 64 bits)")
+    return value
+
+
+def _float(text: str) -> Any:
+    value = float(text)
+    if math.isinf(value):
+        return _Bad(f"the number {text[:20]}, too large for a float (use a finite number)")
+    return value
+
+
+def _constant(text: str) -> Any:
+    return _Bad(f"{text}, which is not JSON (use null for an undefined number)")
+
+
+def _depth_location(text: str) -> str:
+    """``line L, column C`` where ``text`` first nests deeper than :data:`MAX_DEPTH`."""
+    blanked = re.sub(r'"(?:[^"\\]|\\.)*"', lambda m: " " * len(m.group()), text)
+    raw = np.frombuffer(blanked.encode("utf-32-le"), dtype=np.uint32)
+    step = np.isin(raw, (ord("["), ord("{"))).astype(np.int64) - np.isin(raw, (ord("]"), ord("}")))
+    deep = np.flatnonzero(np.cumsum(step) > MAX_DEPTH)
+    if not len(deep):
+        return "an unknown place"
+    pos = int(deep[0])
+    line = text.count("\n", 0, pos) + 1
+    return f"line {line}, column {pos - (text.rfind(chr(10), 0, pos) + 1) + 1}"
+
+
+def _check_parsed(data: Any) -> None:
+    """Raise CardSchemaError at the first duplicate key, bad number or too-deep value."""
+    stack: list[tuple[Any, list]] = [(data, [])]
+    while stack:
+        obj, path = stack.pop()
+        if len(path) > MAX_DEPTH:
+            raise CardSchemaError(
+                f"The card is nested more than {MAX_DEPTH} levels deep at "
+                f"'{_path_str(path[:8])}...'; a card is a few levels of objects and lists."
+            )
+        if isinstance(obj, _Bad):
+            raise CardSchemaError(f"The card has {obj.what} at '{_path_str(path)}'.")
+        if isinstance(obj, _Pairs):
+            if obj.duplicate is not None:
+                raise CardSchemaError(
+                    f"The card has the key {_short(obj.duplicate)} twice at "
+                    f"'{_path_str(path)}'; JSON object keys must be unique."
+                )
+            stack.extend((v, [*path, k]) for k, v in reversed(obj.items()))
+        elif isinstance(obj, list):
+            if set(map(type, obj)) <= _SCALAR_SET:  # a row of numbers or names: C speed
+                continue
+            stack.extend((v, [*path, i]) for i, v in reversed(list(enumerate(obj))))
+
+
+def parse_card_json(text: str) -> Any:
+    """Parse card JSON strictly: no NaN/Infinity, no overflowing numbers, unique keys.
+
+    Parameters
+    ----------
+    text : str
+        The JSON text.
+
+    Returns
+    -------
+    object
+        Plain Python (dicts, lists, str, int, float, bool, None).
+
+    Raises
+    ------
+    CardSchemaError
+        One line naming the JSON path of the first problem: a duplicate key, ``NaN`` /
+        ``Infinity``, a number that overflows a float, an integer beyond 64 bits, or
+        nesting deeper than :data:`MAX_DEPTH`; or the JSON syntax error.
+    """
+    try:
+        data = json.loads(text, object_pairs_hook=_object, parse_int=_int,
+                          parse_float=_float, parse_constant=_constant)
+    except RecursionError:
+        raise CardSchemaError(
+            f"The card is nested more than {MAX_DEPTH} levels deep (at "
+            f"{_depth_location(text)}); a card is a few levels of objects and lists."
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise CardSchemaError(f"The card is not valid UTF-8 JSON: {exc}.") from None
+    _check_parsed(data)
+    return data
 
 
 def _path_str(path: Any) -> str:
@@ -254,11 +419,15 @@ def validate_card(data: Mapping) -> None:
     _check_version(data)
     import jsonschema
 
-    errors = list(_validator().iter_errors(_without_numeric_arrays(data)))
+    try:
+        errors = list(_validator().iter_errors(_without_numeric_arrays(data)))
+    except RecursionError:
+        raise CardSchemaError(
+            f"The card is nested more than {MAX_DEPTH} levels deep; a card is a few levels "
+            "of objects and lists (see schema.json)."
+        ) from None
     if errors:
-        err = jsonschema.exceptions.best_match(errors)
-        where = _path_str(err.absolute_path)
-        raise CardSchemaError(f"The card fails the dcsi schema at '{where}': {err.message}")
+        raise CardSchemaError(_schema_message(jsonschema.exceptions.best_match(errors)))
     _check_consistency(data)
 
 
@@ -266,7 +435,10 @@ def card_to_json(data: Mapping) -> str:
     """Deterministic JSON text of a card: sorted keys, shortest float repr, UTF-8.
 
     The same card dict always gives the same bytes, so two runs on the same input and
-    seed differ only in ``provenance.created``.  Lists of lists of numbers (matrices,
+    seed, on one machine with the same torch thread count (see
+    :func:`dcsi.features.choose_num_threads`; it does not follow the load), differ only
+    in the two timestamps ``provenance.created`` and ``provenance.finished``, which are
+    outside that promise.  Lists of lists of numbers (matrices,
     class sums) are written one row per line: readable, and fast to write (the
     indenting JSON encoder is pure Python, the compact one is C).
     """
@@ -382,7 +554,13 @@ class Card:
             raise CardSchemaError(
                 f"A card must be a JSON object (dict). Got {type(data).__name__} instead."
             )
-        plain = _plain(data)
+        try:
+            plain = _plain(data)
+        except RecursionError:
+            raise CardSchemaError(
+                f"The card is nested more than {MAX_DEPTH} levels deep; a card is a few "
+                "levels of objects and lists (see schema.json)."
+            ) from None
         plain.setdefault("schema_version", SCHEMA_VERSION)
         if "dcsi_version" not in plain:
             from dcsi import __version__
@@ -809,6 +987,86 @@ class Card:
         )
 
 
+_REPORT_SHA = re.compile(r"""<meta\s+name=["']dcsi-card-sha256["']\s+content=["']([0-9a-f]{64})["']""")
+
+
+def recorded_card_sha256(folder: str | os.PathLike[str]) -> dict[str, str]:
+    """The sha256 of ``dcsi.json`` that each view in a card folder says it was made from.
+
+    Parameters
+    ----------
+    folder : path-like
+        A card folder.
+
+    Returns
+    -------
+    dict of str to str
+        View file name -> recorded sha256 (hex), for the views present that record one:
+        ``croissant.json`` (its ``dcsi.json`` file object), ``README.md`` (the
+        ``dcsi.card_sha256`` front-matter key) and ``report.html`` (a
+        ``<meta name="dcsi-card-sha256">`` tag).  Views written by an older dcsi that
+        record nothing are left out.
+    """
+    folder = Path(folder)
+    out: dict[str, str] = {}
+    croissant = folder / "croissant.json"
+    if croissant.is_file():
+        try:
+            doc = json.loads(croissant.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
+            doc = None
+        for item in (doc or {}).get("distribution", []) if isinstance(doc, dict) else []:
+            if isinstance(item, dict) and item.get("contentUrl") == CARD_FILENAME and isinstance(item.get("sha256"), str):
+                out["croissant.json"] = item["sha256"]
+                break
+    readme = folder / "README.md"
+    if readme.is_file():
+        from dcsi.card.hf import readme_block
+
+        try:
+            block = readme_block(readme.read_bytes().decode("utf-8"))
+        except (OSError, UnicodeDecodeError):
+            block = None
+        if block and isinstance(block.get("card_sha256"), str):
+            out["README.md"] = block["card_sha256"]
+    report = folder / "report.html"
+    if report.is_file():
+        try:
+            with open(report, encoding="utf-8", errors="replace") as fh:
+                head = fh.read(4096)
+        except OSError:
+            head = ""
+        found = _REPORT_SHA.search(head)
+        if found:
+            out["report.html"] = found.group(1)
+    return out
+
+
+def stale_views(path: str | os.PathLike[str]) -> list[str]:
+    """The views in a card folder made from another ``dcsi.json`` than the one there.
+
+    A run killed between two output files leaves, e.g., a new ``dcsi.json`` next to the
+    old ``croissant.json``; each view records the sha256 of the ``dcsi.json`` it was made
+    from (see :func:`recorded_card_sha256`), and this compares it with the file's.
+
+    Parameters
+    ----------
+    path : path-like
+        A card folder, or the ``dcsi.json`` inside one.
+
+    Returns
+    -------
+    list of str
+        File names of the stale views (empty when all match, or nothing is recorded).
+    """
+    file = _card_path(path)
+    recorded = recorded_card_sha256(file.parent)
+    if not recorded or not file.is_file():
+        return []
+    sha = hashlib.sha256(file.read_bytes()).hexdigest()
+    return [name for name, value in recorded.items() if value != sha]
+
+
 def _card_path(path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     if path.is_dir():
@@ -816,13 +1074,17 @@ def _card_path(path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def load_card(path: str | os.PathLike[str]) -> Card:
+def load_card(path: str | os.PathLike[str], *, check_views: bool = True) -> Card:
     """Read and validate a card.
 
     Parameters
     ----------
     path : path-like
         ``dcsi.json`` or a folder containing it.
+    check_views : bool, default=True
+        Log a warning for each view next to the card (``croissant.json``,
+        ``README.md``, ``report.html``) made from another ``dcsi.json`` (see
+        :func:`stale_views`).
 
     Returns
     -------
@@ -842,10 +1104,14 @@ def load_card(path: str | os.PathLike[str]) -> Card:
             "folder containing one (written by `dcsi analyze --out DIR`)."
         )
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CardSchemaError(f"{file} is not valid UTF-8 JSON: {exc}") from None
+        text = file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CardSchemaError(
+            f"{file} is not UTF-8 text (byte {exc.start} is not valid UTF-8); a card is "
+            "UTF-8 JSON written by dcsi."
+        ) from None
     try:
+        data = parse_card_json(text)
         if isinstance(data, Mapping):  # strict: a file carries both versions itself
             _check_version(data)
             if "dcsi_version" not in data:
@@ -853,9 +1119,14 @@ def load_card(path: str | os.PathLike[str]) -> Card:
                     "The card fails the dcsi schema at '<top level>': 'dcsi_version' is a "
                     "required property"
                 )
-        return Card(data)
+        card = Card(data)
     except CardSchemaError as exc:
         raise CardSchemaError(f"{file}: {exc}") from None
+    for name in stale_views(file) if check_views else ():
+        logger.warning(
+            "%s was made from another dcsi.json than %s (a run stopped between two files?); "
+            "re-run the command that wrote the folder.", file.parent / name, file)
+    return card
 
 
 class _CardNotFound(DataError, FileNotFoundError):

@@ -11,8 +11,10 @@ matrices stay in ``dcsi.json``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import re
 import string
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +26,9 @@ from dcsi.exceptions import DataError
 if TYPE_CHECKING:
     from huggingface_hub import DatasetCard
 
-__all__ = ["HF_KEY", "hf_block", "build_dataset_card", "write_readme"]
+__all__ = ["HF_KEY", "hf_block", "build_dataset_card", "splice_readme", "render_readme",
+           "readme_block", "md_text",
+           "read_readme", "readme_path", "write_readme"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +53,8 @@ def hf_block(card: Card, *, n_pairs: int = 5) -> dict[str, Any]:
     Returns
     -------
     dict
-        JSON/YAML-ready: ``card`` (pointer to ``dcsi.json``), ``schema_version``,
+        JSON/YAML-ready: ``card`` (pointer to ``dcsi.json``), ``card_sha256`` (sha256 of
+        the ``dcsi.json`` bytes this block was made from), ``schema_version``,
         ``dcsi_version``, ``n_images``, ``n_classes``, and when computed ``index``,
         ``backbone``, ``image_size``, ``similarity`` (kind), ``most_similar_pairs``,
         ``class_clusters`` and ``redundancy`` counts.  Floats rounded to 4 decimals.
@@ -57,6 +62,7 @@ def hf_block(card: Card, *, n_pairs: int = 5) -> dict[str, Any]:
     data = card.data
     block: dict[str, Any] = {
         "card": CARD_FILENAME,
+        "card_sha256": hashlib.sha256(card.to_json().encode("utf-8")).hexdigest(),
         "schema_version": data["schema_version"],
         "dcsi_version": data["dcsi_version"],
         "n_images": card.n_images,
@@ -104,6 +110,43 @@ def _size_category(n: int) -> str:
     return "1B<n<10B"
 
 
+_MD_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": "&#124;", "`": "&#96;",
+               "[": "&#91;", "]": "&#93;", "\\": "&#92;"}
+_MD_SPECIAL = re.compile(r"[&<>|`\[\]\\]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def md_text(value: Any) -> str:
+    """``value`` as literal text in Markdown, in a paragraph or a table cell.
+
+    Names come from the data: ``<svg onload=...>`` must show as text, a ``|`` must not
+    split a table row, a newline must not end it.  HTML-escapes ``& < >``, writes
+    ``| ` [ ] \\`` as character references and turns line breaks and other control
+    characters into one space.
+
+    Parameters
+    ----------
+    value : object
+        Converted with ``str``.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> md_text("a|b <svg onload=alert(1)>")
+    'a&#124;b &lt;svg onload=alert(1)&gt;'
+    """
+    text = _CONTROL.sub(" ", str(value))
+    return _MD_SPECIAL.sub(lambda m: _MD_ESCAPES[m.group()], text)
+
+
+def _md_code(value: Any) -> str:
+    """``value`` inside a Markdown code span: no backtick to close it, no line break."""
+    return _CONTROL.sub(" ", str(value)).replace("`", "'")
+
+
 def _template_body(card: Card) -> str:
     data = card.data
     ds = data["dataset"]
@@ -114,23 +157,24 @@ def _template_body(card: Card) -> str:
     if data.get("index"):
         idx = data["index"]
         value = "undefined" if idx["value"] is None else f"{idx['value']:.4f}"
-        index_section = f"**Index (DCSI): {value}.** {idx['definition']}"
+        index_section = f"**Index (DCSI): {value}.** {md_text(idx['definition'])}"
     else:
         index_section = "The index was not computed (no class labels, or the analysis was skipped)."
 
     if kinds:
         rows = ["| class | class | similarity |", "|---|---|---|"]
-        rows += [f"| {a} | {b} | {v:.4f} |" for a, b, v in card.top_pairs(kind, n=5)]
-        pairs_section = f"Most similar class pairs ({kind}):\n\n" + "\n".join(rows)
+        rows += [f"| {md_text(a)} | {md_text(b)} | {v:.4f} |" for a, b, v in card.top_pairs(kind, n=5)]
+        pairs_section = f"Most similar class pairs ({md_text(kind)}):\n\n" + "\n".join(rows)
     else:
         pairs_section = "No class-similarity matrix was computed."
 
     cc = data.get("class_clusters")
     if cc and cc.get("recommended_k") is not None:
-        lines = [f"- cluster {i}: {', '.join(c)}" for i, c in enumerate(card.class_clusters())]
+        lines = [f"- cluster {i}: {', '.join(map(md_text, c))}"
+                 for i, c in enumerate(card.class_clusters())]
         clusters_section = (
-            f"Recommended class clusters (k = {cc['recommended_k']}, {cc['method']}"
-            f"{', ' + cc['linkage'] + ' linkage' if cc.get('linkage') else ''}):\n\n"
+            f"Recommended class clusters (k = {cc['recommended_k']}, {md_text(cc['method'])}"
+            f"{', ' + md_text(cc['linkage']) + ' linkage' if cc.get('linkage') else ''}):\n\n"
             + "\n".join(lines)
         )
     else:
@@ -139,7 +183,7 @@ def _template_body(card: Card) -> str:
     counts = card.redundancy_counts
     if counts is not None:
         redundancy_section = (
-            f"Near-duplicate groups ({data['redundancy']['method']}): {counts['groups']} "
+            f"Near-duplicate groups ({md_text(data['redundancy']['method'])}): {counts['groups']} "
             f"({counts['redundant']} redundant, {counts['conflict']} conflicting labels), "
             f"{counts['images_in_groups']} images in groups, {counts['removable']} removable."
         )
@@ -151,23 +195,240 @@ def _template_body(card: Card) -> str:
         size = "x".join(str(s) for s in size)
     template = string.Template(Path(__file__).with_name("template.md").read_text(encoding="utf-8"))
     return template.substitute(
-        title=ds["name"],
-        description=f"Similarity metadata for the `{ds['name']}` image dataset.",
-        dcsi_version=data["dcsi_version"],
+        title=md_text(ds["name"]),
+        description=f"Similarity metadata for the {md_text(ds['name'])} image dataset.",
+        dcsi_version=md_text(data["dcsi_version"]),
         n_images=ds["n_images"],
         n_classes=len(ds["classes"]),
-        source=ds["source"],
-        split=ds["split"] if ds["split"] is not None else "-",
-        schema_version=data["schema_version"],
+        source=_md_code(ds["source"]),
+        split=_md_code(ds["split"]) if ds["split"] is not None else "-",
+        schema_version=md_text(data["schema_version"]),
         index_section=index_section,
         pairs_section=pairs_section,
         clusters_section=clusters_section,
         redundancy_section=redundancy_section,
-        kind=kind,
-        diagonal=data["similarity"][kind]["diagonal"] if kinds else "-",
-        backbone=feats.get("backbone", "?"),
-        image_size=size if size is not None else "native",
+        kind=md_text(kind),  # the schema allows [a-z0-9_] only: also safe in the code block
+        diagonal=md_text(data["similarity"][kind]["diagonal"]) if kinds else "-",
+        backbone=_md_code(feats.get("backbone", "?")),
+        image_size=md_text(size) if size is not None else "native",
     )
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """One line describing a YAML error: the problem and where (PyYAML's own text is multi-line)."""
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or type(exc).__name__
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f" at line {mark.line + 2}, column {mark.column + 1}" if mark is not None else ""
+    return " ".join(f"{problem}{where}".split())[:200]
+
+
+def _split_front_matter(text: str) -> tuple[str, list[str], str] | None:
+    """``(head, front-matter lines, tail)`` of a README, or None without front matter.
+
+    ``head`` is everything up to and including the opening ``---`` line (leading blank
+    lines included, as the Hub allows them); ``tail`` starts at the closing ``---`` line.
+    Every line keeps its own line ending, so joining the three gives back ``text``.
+    """
+    lines = re.split(r"(?<=\n)", text)
+    i = 0
+    while i < len(lines) and not lines[i].strip("\ufeff \t\r\n"):
+        i += 1
+    if i == len(lines) or lines[i].lstrip("\ufeff").rstrip() != "---" or not lines[i].endswith("\n"):
+        return None
+    for j in range(i + 1, len(lines)):
+        if lines[j].rstrip() == "---":
+            return "".join(lines[: i + 1]), lines[i + 1 : j], "".join(lines[j:])
+    return None
+
+
+_KEY_LINE = re.compile(rf"""^(?:{HF_KEY}|"{HF_KEY}"|'{HF_KEY}')[ \t]*:(?:[ \t]|\r?\n|$)""")
+
+
+def _dcsi_spans(lines: list[str]) -> list[tuple[int, int]]:
+    """``[start, stop)`` line ranges of each top-level ``dcsi:`` key with its value.
+
+    The value is the key line plus the lines after it that are indented or start a
+    block-sequence item (``- ``); blank and comment lines belong to it only when more
+    of the value follows them.
+    """
+    spans = []
+    i = 0
+    while i < len(lines):
+        if not _KEY_LINE.match(lines[i]):
+            i += 1
+            continue
+        stop = i + 1
+        j = i + 1
+        while j < len(lines):
+            line = lines[j]
+            if line[:1] in (" ", "\t") and line.strip() and not line.lstrip().startswith("#"):
+                stop = j + 1
+            elif line.startswith("-") and not line.startswith("---"):
+                stop = j + 1
+            elif line.strip() and not line.lstrip().startswith("#"):
+                break  # the next top-level key
+            j += 1
+        spans.append((i, stop))
+        i = stop
+    return spans
+
+
+def _load_front_matter(text: str, where: str) -> dict:
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise DataError(
+            f"{where} has front matter that is not valid YAML ({_yaml_problem(exc)}); fix "
+            "or remove its '---' block and retry."
+        ) from None
+    except RecursionError:
+        raise DataError(
+            f"{where} has front matter nested too deeply to read; fix or remove its '---' "
+            "block and retry."
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise DataError(
+            f"{where} has front matter that is not a YAML mapping (it is a "
+            f"{type(data).__name__}); fix or remove its '---' block and retry."
+        )
+    return data
+
+
+def readme_block(text: str) -> dict[str, Any] | None:
+    """The ``dcsi:`` block of a README's front matter, or None (no block, unreadable YAML).
+
+    Parameters
+    ----------
+    text : str
+        Text of a ``README.md``.
+
+    Returns
+    -------
+    dict or None
+    """
+    import yaml
+
+    parts = _split_front_matter(text)
+    if parts is None:
+        return None
+    try:
+        data = yaml.safe_load("".join(parts[1]))
+    except (yaml.YAMLError, RecursionError):
+        return None
+    block = data.get(HF_KEY) if isinstance(data, dict) else None
+    return block if isinstance(block, dict) else None
+
+
+def splice_readme(existing: str, block: dict[str, Any], *, where: str = "The existing README.md") -> str:
+    """``existing`` with its front-matter ``dcsi:`` key set to ``block``, nothing else changed.
+
+    A text-level splice: the lines of the top-level ``dcsi:`` key (if any) are replaced
+    by the YAML of ``{"dcsi": block}`` (``yaml.safe_dump``), or that YAML is appended to
+    the front matter (a new front matter is added when there is none).  Every other byte
+    of the front matter (values such as ``1.10``, ``012345``, ``yes`` or ``~``, comments,
+    anchors, key order) and of the body is kept, and so are the line endings.
+
+    Parameters
+    ----------
+    existing : str
+        Text of the README.
+    block : dict
+        The new value of the ``dcsi:`` key (see :func:`hf_block`).
+    where : str, default="The existing README.md"
+        How error messages name the file.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    DataError
+        If the front matter is not a YAML mapping that ``yaml.safe_load`` reads (tabs,
+        ``!!python/object`` tags, ...), or if the splice would change any other key.
+    """
+    import yaml
+
+    newline = "\r\n" if "\r\n" in existing.split("\n", 1)[0] + "\n" else "\n"
+    new_yaml = yaml.safe_dump({HF_KEY: block}, sort_keys=False, allow_unicode=True,
+                              default_flow_style=False)
+    new_lines = [line + newline for line in new_yaml.splitlines()]
+    parts = _split_front_matter(existing)
+    if parts is None:
+        bom = "\ufeff" if existing.startswith("\ufeff") else ""
+        return f"{bom}---{newline}{''.join(new_lines)}---{newline}{existing[len(bom):]}"
+    head, lines, tail = parts
+    before = _load_front_matter("".join(lines), where)
+    spans = _dcsi_spans(lines)
+    if spans:
+        out = list(lines)
+        for start, stop in reversed(spans[1:]):
+            del out[start:stop]
+        start, stop = spans[0]
+        out[start:stop] = new_lines
+    else:
+        out = list(lines)
+        if out and not out[-1].endswith("\n"):
+            out[-1] += newline
+        out += new_lines
+    expected = dict(before)
+    expected[HF_KEY] = block
+    try:
+        after = _load_front_matter("".join(out), where)
+    except DataError:  # e.g. another key used an anchor defined in the old dcsi: block
+        after = None
+    if repr(after) != repr(expected):
+        raise DataError(
+            f"{where} has a front matter whose '{HF_KEY}:' key dcsi cannot replace without "
+            f"touching other keys; delete the '{HF_KEY}:' key by hand and retry."
+        )
+    return head + "".join(out) + tail
+
+
+def render_readme(card: Card, existing: str | None = None, *,
+                  where: str = "The existing README.md") -> str:
+    """The text of ``README.md`` for a card.
+
+    Parameters
+    ----------
+    card : Card
+    existing : str, default=None
+        Text of an existing ``README.md``: only its ``dcsi:`` key changes (see
+        :func:`splice_readme`).  ``None`` -> a new card from the template, with a
+        section explaining the numbers.
+    where : str, default="The existing README.md"
+        How error messages name the existing file.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    DataError
+        If the existing front matter cannot be read as a YAML mapping.
+    """
+    if existing is not None:
+        return splice_readme(existing, hf_block(card), where=where)
+    return str(_new_dataset_card(card))
+
+
+def _new_dataset_card(card: Card) -> DatasetCard:
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    ds = card.data["dataset"]
+    card_data = DatasetCardData(
+        pretty_name=ds["name"],
+        size_categories=[_size_category(int(ds["n_images"]))],
+        task_categories=["image-classification"] if ds["classes"] else None,
+        **{HF_KEY: hf_block(card)},
+    )
+    body = _template_body(card)
+    return DatasetCard(f"---\n{card_data.to_yaml()}\n---\n{body}")
 
 
 def build_dataset_card(card: Card, *, existing: str | None = None) -> DatasetCard:
@@ -178,36 +439,48 @@ def build_dataset_card(card: Card, *, existing: str | None = None) -> DatasetCar
     card : Card
     existing : str, default=None
         Text of an existing ``README.md``.  Its front matter and body are kept; only
-        the ``dcsi:`` key is added or replaced.  ``None`` -> a new card from the
-        template, with a section explaining the numbers.
+        the ``dcsi:`` key is added or replaced (see :func:`splice_readme`).  ``None``
+        -> a new card from the template, with a section explaining the numbers.
 
     Returns
     -------
     huggingface_hub.DatasetCard
+        Note that ``str()`` of a ``DatasetCard`` re-dumps its YAML; write
+        :func:`render_readme`'s text to keep an existing front matter byte for byte.
     """
-    from huggingface_hub import DatasetCard, DatasetCardData
+    from huggingface_hub import DatasetCard
 
-    block = hf_block(card)
     if existing is not None:
-        try:
-            hf_card = DatasetCard(existing)
-        except (ValueError, TypeError) as exc:  # yaml errors are ValueError subclasses
-            raise DataError(
-                f"The existing README.md has front matter that is not a YAML mapping "
-                f"({exc}); fix or remove its '---' block and retry."
-            ) from None
-        hf_card.data[HF_KEY] = block
-        return hf_card
+        return DatasetCard(render_readme(card, existing))
+    return _new_dataset_card(card)
 
-    ds = card.data["dataset"]
-    card_data = DatasetCardData(
-        pretty_name=ds["name"],
-        size_categories=[_size_category(int(ds["n_images"]))],
-        task_categories=["image-classification"] if ds["classes"] else None,
-        **{HF_KEY: block},
-    )
-    body = _template_body(card)
-    return DatasetCard(f"---\n{card_data.to_yaml()}\n---\n{body}")
+
+def read_readme(path: str | os.PathLike[str]) -> str | None:
+    """Text of an existing ``README.md`` (None when there is none), line endings kept.
+
+    Raises
+    ------
+    DataError
+        If the file is not UTF-8 text.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path} is not UTF-8 text (byte {exc.start} is not valid UTF-8); fix or remove "
+            "it and retry."
+        ) from None
+
+
+def readme_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` itself when it names a ``.md`` file, else ``path / "README.md"``."""
+    path = Path(path)
+    if path.is_dir() or path.suffix.lower() != ".md":
+        path = path / "README.md"
+    return path
 
 
 def write_readme(card: Card, path: str | os.PathLike[str]) -> Path:
@@ -217,17 +490,21 @@ def write_readme(card: Card, path: str | os.PathLike[str]) -> Path:
     ----------
     card : Card
     path : path-like
-        ``README.md`` or a folder holding (or receiving) it.  An existing file keeps
-        its front matter (other than ``dcsi:``), its body and its line endings.
+        ``README.md`` or a folder holding (or receiving) it.  In an existing file only
+        the ``dcsi:`` key changes: every other byte of its front matter and body is
+        kept (see :func:`splice_readme`).
 
     Returns
     -------
     Path
         The file written.
+
+    Raises
+    ------
+    DataError
+        If an existing README is not UTF-8 or its front matter is not a YAML mapping;
+        the file is then left as it was.
     """
-    path = Path(path)
-    if path.is_dir() or path.suffix.lower() != ".md":
-        path = path / "README.md"
-    existing = path.read_bytes().decode("utf-8") if path.is_file() else None  # keep CRLF
-    hf_card = build_dataset_card(card, existing=existing)
-    return atomic_write_text(path, str(hf_card))
+    path = readme_path(path)
+    text = render_readme(card, read_readme(path), where=str(path))
+    return atomic_write_text(path, text)

@@ -6,12 +6,16 @@ None of these commands imports torch (``show`` is tested for it in a subprocess)
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
-from dcsi._io import atomic_write_bytes
+from dcsi._io import atomic_write_bytes, atomic_write_text
+from dcsi.cli import printable
 from dcsi.exceptions import DcsiError
 
 __all__ = ["register", "attach_card"]
@@ -28,8 +32,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = parser.add_subparsers(dest="card_command", metavar="ACTION", required=True)
 
     p = sub.add_parser("validate", help="check a card against the schema",
-                       description="Check dcsi.json against the card schema. Exit 0 and "
-                       "'valid' when it passes; exit 1 with the reason when it does not.")
+                       description="Check dcsi.json against the card schema, and that the "
+                       "views next to it (croissant.json, README.md, report.html) were made "
+                       "from it. Exit 0 and 'valid' when it passes; exit 1 with the reason "
+                       "when it does not.")
     p.add_argument("path", metavar="PATH", help="dcsi.json or a folder containing it")
     p.set_defaults(func=_cmd_validate)
 
@@ -64,11 +70,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 # -- validate / show ---------------------------------------------------------------
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from dcsi.card import load_card
+    from dcsi.card.card import load_card, stale_views
 
-    card = load_card(args.path)
-    print(f"{args.path}: valid dcsi card (schema {card.schema_version}, "
-          f"{card.n_images} images, {len(card.classes)} classes)")
+    card = load_card(args.path, check_views=False)
+    stale = stale_views(args.path)
+    if stale:
+        raise DcsiError(
+            f"{args.path}: {', '.join(stale)} {'was' if len(stale) == 1 else 'were'} made "
+            "from another dcsi.json (its recorded sha256 differs; a run stopped between two "
+            "files?); re-run the command that wrote the folder, or delete the stale file."
+        )
+    print(printable(f"{args.path}: valid dcsi card (schema {card.schema_version}, "
+                    f"{card.n_images} images, {len(card.classes)} classes)"))
     return 0
 
 
@@ -78,20 +91,31 @@ def _cmd_show(args: argparse.Namespace) -> int:
     if args.pairs < 0:
         raise DcsiError(f"--pairs must be >= 0. Got {args.pairs} instead.")
     card = load_card(args.path)
-    print(card.summary(n_pairs=args.pairs))
+    print(printable(card.summary(n_pairs=args.pairs)))
     return 0
 
 
 # -- attach --------------------------------------------------------------------------
 def _write_into(card, src: Path, dest: Path) -> list[Path]:
-    """Card files into ``dest``: dcsi.json, croissant.json, report.html, README.md."""
-    from dcsi.card import write_card_files
+    """Card files into ``dest``: dcsi.json, croissant.json, report.html, README.md.
 
-    written = write_card_files(card, dest, report=False)
+    Every input is read and checked first (the target's README, the source's report),
+    so a README that cannot be updated stops the command before any file is written.
+    """
+    from dcsi.card import write_card_files
+    from dcsi.card.hf import read_readme, render_readme
+
+    readme = dest / "README.md"
+    readme_text = render_readme(card, read_readme(readme), where=str(readme))
     report = src / "report.html"
-    if report.is_file():
-        if report.resolve() != (dest / "report.html").resolve():
-            atomic_write_bytes(dest / "report.html", report.read_bytes())
+    report_bytes = None
+    if report.is_file() and report.resolve() != (dest / "report.html").resolve():
+        report_bytes = report.read_bytes()
+    written = write_card_files(card, dest, readme=False, report=False)
+    written["README.md"] = atomic_write_text(readme, readme_text)
+    if report_bytes is not None:
+        written["report.html"] = atomic_write_bytes(dest / "report.html", report_bytes)
+    elif report.is_file():
         written["report.html"] = dest / "report.html"
     else:
         from dcsi.report import write_report
@@ -112,12 +136,68 @@ def _token(explicit: str | None) -> str:
     return token
 
 
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """Errors of an unreachable Hub: ``OSError`` (offline mode, DNS, refused connection)
+    and the HTTP client's base error (``HfHubHTTPError`` derives from it)."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    client = tuple(b for b in HfHubHTTPError.__mro__[1:] if b.__name__ == "HTTPError")
+    return (OSError, *client)
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:200]
+
+
+def _check_online() -> None:
+    """Refuse ``--push`` at once when huggingface_hub is in offline mode."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        raise DcsiError(
+            "--push needs the network but HF_HUB_OFFLINE is set; unset it, or attach to a "
+            "local folder without --push and upload it later."
+        )
+
+
+@contextlib.contextmanager
+def _quiet_hub() -> Iterator[None]:
+    """Hide huggingface_hub's log lines (one per retry of an unreachable Hub, printed by
+    its own handler); the outcome is reported in one line.  Shown with DCSI_DEBUG=1."""
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    if not logging.getLogger("dcsi").isEnabledFor(logging.DEBUG):
+        hub_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub_logger.setLevel(level)
+
+
 def _push(card, src: Path, repo_id: str, *, token: str | None, revision: str | None,
           local_dir: Path | None = None) -> str:
     """Upload the card files to a Hub dataset repo; returns the commit URL."""
-    from huggingface_hub import CommitOperationAdd, HfApi
-    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
+    import huggingface_hub  # noqa: F401 -- sets up its loggers before _quiet_hub
 
+    with _quiet_hub():
+        return _push_quietly(card, src, repo_id, token=token, revision=revision,
+                             local_dir=local_dir)
+
+
+def _push_quietly(card, src: Path, repo_id: str, *, token: str | None, revision: str | None,
+                  local_dir: Path | None = None) -> str:
+    """The upload itself (see :func:`_push`)."""
+    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
+
+    _check_online()
+    network = _network_errors()
     api = HfApi(token=_token(token))
     with tempfile.TemporaryDirectory(prefix="dcsi-attach-") as tmp:
         stage = Path(tmp) / "stage"
@@ -130,15 +210,25 @@ def _push(card, src: Path, repo_id: str, *, token: str | None, revision: str | N
                 readme = api.hf_hub_download(repo_id, "README.md", repo_type="dataset",
                                              revision=revision, local_dir=Path(tmp) / "remote")
                 shutil.copyfile(readme, stage / "README.md")
-            except EntryNotFoundError:
-                pass  # no README yet: a new one from the template
             except RepositoryNotFoundError:
                 raise DcsiError(
                     f"Hub dataset repo {repo_id!r} not found or not accessible with your "
                     "token; create it first (hf repo create --repo-type dataset) or check the id."
                 ) from None
+            except LocalEntryNotFoundError:  # the Hub could not be reached: not "no README"
+                raise DcsiError(
+                    f"could not reach the Hugging Face Hub to read {repo_id!r}; check your "
+                    "network (or HF_ENDPOINT) and retry."
+                ) from None
+            except EntryNotFoundError:
+                pass  # no README yet: a new one from the template
             except HfHubHTTPError as exc:
-                raise DcsiError(f"could not read {repo_id!r} from the Hub: {exc}".splitlines()[0]) from None
+                raise DcsiError(f"could not read {repo_id!r} from the Hub: {_one_line(exc)}") from None
+            except network as exc:
+                raise DcsiError(
+                    f"could not reach the Hugging Face Hub to read {repo_id!r} "
+                    f"({_one_line(exc)}); check your network and retry."
+                ) from None
             _write_into(card, src, stage)
         operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=(stage / name).read_bytes())
                       for name in _CARD_FILES]
@@ -152,7 +242,12 @@ def _push(card, src: Path, repo_id: str, *, token: str | None, revision: str | N
                 f"Hub dataset repo {repo_id!r} not found or not writable with your token."
             ) from None
         except HfHubHTTPError as exc:
-            raise DcsiError(f"upload to {repo_id!r} failed: {exc}".splitlines()[0]) from None
+            raise DcsiError(f"upload to {repo_id!r} failed: {_one_line(exc)}") from None
+        except network as exc:
+            raise DcsiError(
+                f"upload to {repo_id!r} failed: the Hugging Face Hub could not be reached "
+                f"({_one_line(exc)}); check your network and retry."
+            ) from None
     return str(getattr(info, "commit_url", info))
 
 
@@ -185,26 +280,31 @@ def attach_card(path: str | os.PathLike[str], to: str, *, push: bool = False,
     src = Path(path)
     src = src if src.is_dir() else src.parent
     dest = Path(to)
+    # every check before anything is written or uploaded
+    if not dest.is_dir():
+        if not push:
+            raise DcsiError(
+                f"{to!r} is not an existing folder. Give a local dataset folder, or add "
+                "--push to upload to the Hub dataset repo of that id."
+            )
+        if dest.exists():
+            raise DcsiError(f"{to!r} is a file, not a dataset folder or a repo id.")
+    elif push and not repo_id:
+        raise DcsiError(
+            f"--push with a local folder needs --repo-id OWNER/NAME (the Hub dataset "
+            f"repo {dest} belongs to)."
+        )
+    if push:
+        _check_online()
+        token = _token(token)
     out = []
     if dest.is_dir():
         files = _write_into(card, src, dest)
         out.append(f"attached to {dest}: " + ", ".join(f.name for f in files))
         if push:
-            if not repo_id:
-                raise DcsiError(
-                    f"--push with a local folder needs --repo-id OWNER/NAME (the Hub dataset "
-                    f"repo {dest} belongs to)."
-                )
             out.append(f"pushed to {repo_id}: "
                        + _push(card, src, repo_id, token=token, revision=revision, local_dir=dest))
         return out
-    if not push:
-        raise DcsiError(
-            f"{to!r} is not an existing folder. Give a local dataset folder, or add --push "
-            "to upload to the Hub dataset repo of that id."
-        )
-    if dest.exists():
-        raise DcsiError(f"{to!r} is a file, not a dataset folder or a repo id.")
     rid = repo_id or to
     out.append(f"pushed to {rid}: " + _push(card, src, rid, token=token, revision=revision))
     return out
@@ -213,5 +313,5 @@ def attach_card(path: str | os.PathLike[str], to: str, *, push: bool = False,
 def _cmd_attach(args: argparse.Namespace) -> int:
     for line in attach_card(args.path, args.to, push=args.push, repo_id=args.repo_id,
                             token=args.token, revision=args.revision):
-        print(line)
+        print(printable(line))
     return 0
