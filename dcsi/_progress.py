@@ -6,6 +6,8 @@ import os
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
+from tqdm.auto import tqdm
+
 __all__ = ["progress", "progress_enabled", "set_progress"]
 
 T = TypeVar("T")
@@ -25,6 +27,21 @@ def progress_enabled() -> bool:
     return os.environ.get("DCSI_DISABLE_PROGRESS", "").strip() in ("", "0", "false")
 
 
+class _Bar(tqdm):  # type: ignore[misc]
+    """A tqdm bar whose last frame is drawn before it closes.
+
+    tqdm redraws at most every ``mininterval`` (1 s here), so without this the last
+    updates are usually not drawn and a bar's final frame, which a log keeps, reads
+    85-98 %.  A bar never shown (``delay``, or disabled) stays hidden.
+    """
+
+    def close(self) -> None:
+        if not self.disable and self.last_print_n != self.n \
+                and self.last_print_t >= self.start_t + self.delay:  # drawn at least once
+            self.refresh()
+        super().close()
+
+
 def progress(
     iterable: Iterable[T] | None = None,
     *,
@@ -37,13 +54,12 @@ def progress(
     """Wrap ``iterable`` in a tqdm bar on stderr (a silent bar when disabled).
 
     Returns the tqdm object, so ``bar.update(n)`` and ``with progress(...) as bar``
-    work as in tqdm.  ``mininterval`` defaults to one second so short steps stay quiet.
+    work as in tqdm.  ``mininterval`` defaults to one second so short steps stay quiet;
+    a bar that was shown draws its final count when it closes (it ends at 100 %).
     """
-    from tqdm.auto import tqdm
-
     kwargs.setdefault("mininterval", 1.0)
     kwargs.setdefault("delay", 1.0)
-    return tqdm(
+    return _Bar(
         iterable,
         desc=desc,
         total=total,

@@ -231,6 +231,32 @@ def find_leakage_features(
                          per_class=per_class)
 
 
+def _leakage_rows(tr_arr: np.ndarray, te_arr: np.ndarray, tr_set: Any, te_set: Any, *,
+                  method: str, wavelet: WaveletOptions, backbone: Any,
+                  params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Unit rows of both sets for ``method``; records how they were made in ``params``.
+
+    Wavelet rows use the columns selected on the training set; CNN features are centred
+    on the training mean.
+    """
+    if method == "wavelet":
+        wr = wavelet_rows(tr_arr, options=wavelet)
+        Fte = wavelet_rows(te_arr, options=wavelet, columns=wr.columns).rows
+        params.update({**wavelet.to_dict(), "m": int(len(wr.columns)),
+                       "distance": "1 - cosine of the selected wavelet coefficients, "
+                                   "approximation band centred per image (columns "
+                                   "selected on the training set)"})
+        del params["rank_tol"]
+        return wr.rows, Fte
+    from dcsi.features import extract_features
+
+    ftr = np.asarray(extract_features(tr_set, backbone=backbone).features, dtype=np.float64)
+    fte = np.asarray(extract_features(te_set, backbone=backbone).features, dtype=np.float64)
+    mean = ftr.mean(axis=0)
+    params["distance"] = "cosine distance of CNN features centred on the training mean"
+    return prepare_rows(ftr - mean, center="none"), prepare_rows(fte - mean, center="none")
+
+
 #: Declared constraints of find_leakage's scalar parameters.
 LEAKAGE_CONSTRAINTS = {
     "method": [Options(("wavelet", "cnn"))],
@@ -326,26 +352,8 @@ def find_leakage(
             f"{tr_arr.shape[1:]} and {te_arr.shape[1:]}. Pass size= to resize both."
         )
     params: dict[str, Any] = {"method": method, "threshold": threshold, "seed": seed}
-    if method == "wavelet":
-        wr = wavelet_rows(tr_arr, options=wavelet)
-        Ftr = wr.rows
-        Fte = wavelet_rows(te_arr, options=wavelet, columns=wr.columns).rows
-        params.update({**wavelet.to_dict(), "m": int(len(wr.columns)),
-                       "distance": "1 - cosine of the selected wavelet coefficients, "
-                                   "approximation band centred per image (columns "
-                                   "selected on the training set)"})
-        del params["rank_tol"]
-    else:
-        from dcsi.features import extract_features
-
-        ftr = np.asarray(extract_features(tr_set, backbone=backbone).features,
-                         dtype=np.float64)
-        fte = np.asarray(extract_features(te_set, backbone=backbone).features,
-                         dtype=np.float64)
-        mean = ftr.mean(axis=0)
-        Ftr = prepare_rows(ftr - mean, center="none")
-        Fte = prepare_rows(fte - mean, center="none")
-        params["distance"] = "cosine distance of CNN features centred on the training mean"
+    Ftr, Fte = _leakage_rows(tr_arr, te_arr, tr_set, te_set, method=method,
+                             wavelet=wavelet, backbone=backbone, params=params)
     skipped = None if align_opts is None else skip_reason(
         tr_arr.shape[1:3], align_opts.max_shift, align_opts.max_crop)
     if skipped:

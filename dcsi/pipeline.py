@@ -213,12 +213,15 @@ def analyze_images(
     data: dict[str, Any] = {"dataset": dataset, "similarity": {}}
 
     features = grey = None
+    num_threads = None
     if "cnn" in chosen or redundancy_method == "cnn":
-        from dcsi.features import extract_features
+        from dcsi.features import choose_num_threads, extract_features
+
+        num_threads = choose_num_threads()
 
         fs = extract_features(images, backbone=backbone, weights=weights,
                               image_size=image_size, batch_size=batch_size, device=device,
-                              cache=cache, arrays=(None, "L"))
+                              cache=cache, num_threads=num_threads, arrays=(None, "L"))
         features, grey = fs.features, fs.arrays
     if "cnn" in chosen:
         cnn = _cnn_blocks(fs, images, class_level, linkage=linkage)
@@ -259,6 +262,7 @@ def analyze_images(
             "seed": seed,
             "linkage": linkage,
             "redundancy_method": redundancy_method,
+            "num_threads": num_threads,
         },
         "command": command or " ".join(sys.argv),
         "created": started.isoformat(timespec="seconds"),

@@ -184,7 +184,8 @@ def _component_html(value: Any, names: list[str]) -> str:
     return _fmt(value)
 
 
-def report_html(card: Any, *, load_image: Callable[[str], Any] | None = None) -> str:
+def report_html(card: Any, *, load_image: Callable[[str], Any] | None = None,
+                card_sha256: str | None = None) -> str:
     """The report page of a card as one HTML string (figures inlined as base64 PNG).
 
     Parameters
@@ -193,6 +194,9 @@ def report_html(card: Any, *, load_image: Callable[[str], Any] | None = None) ->
     load_image : callable, default=None
         ``load_image(image_id) -> PIL.Image or ndarray (h, w[, c]) uint8``; with it the
         near-duplicate groups are shown as thumbnails, else as a table.
+    card_sha256 : str, default=None
+        SHA-256 of the ``dcsi.json`` the page is made from, recorded in a
+        ``<meta name='dcsi-card-sha256'>`` tag (``dcsi card validate`` compares it).
 
     Returns
     -------
@@ -205,7 +209,9 @@ def report_html(card: Any, *, load_image: Callable[[str], Any] | None = None) ->
     names = card.classes
     esc = html.escape
     parts = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        + (f"<meta name='dcsi-card-sha256' content='{esc(card_sha256)}'>"
+           if card_sha256 else ""),
         f"<title>dcsi report: {esc(ds['name'])}</title><style>{_CSS}</style></head><body>",
         f"<h1>dcsi report: {esc(ds['name'])}</h1>",
         f"<p>{ds['n_images']} images, {len(names)} classes; source <code>{esc(ds['source'])}</code>"
@@ -310,7 +316,8 @@ def report_html(card: Any, *, load_image: Callable[[str], Any] | None = None) ->
 
 
 def write_report(card: Any, path: str | os.PathLike[str], *,
-                 load_image: Callable[[str], Any] | None = None) -> Path:
+                 load_image: Callable[[str], Any] | None = None,
+                 card_sha256: str | None = None) -> Path:
     """Write ``report.html`` atomically (see :func:`report_html`).
 
     Parameters
@@ -320,6 +327,8 @@ def write_report(card: Any, path: str | os.PathLike[str], *,
         ``report.html`` or a folder receiving it.
     load_image : callable, default=None
         ``load_image(image_id) -> PIL.Image or ndarray``, for near-duplicate galleries.
+    card_sha256 : str, default=None
+        See :func:`report_html`.
 
     Returns
     -------
@@ -328,4 +337,5 @@ def write_report(card: Any, path: str | os.PathLike[str], *,
     path = Path(path)
     if path.is_dir() or path.suffix.lower() not in (".html", ".htm"):
         path = path / "report.html"
-    return atomic_write_text(path, report_html(card, load_image=load_image))
+    return atomic_write_text(path, report_html(card, load_image=load_image,
+                                               card_sha256=card_sha256))

@@ -1101,21 +1101,7 @@ def _scan(
                     hashes.append(res[0])
                     sizes.append(res[1])
                 bar.update(1)
-        _draw_last_frame(bar)
     return keep, hashes, np.asarray(sizes, dtype=np.int64).reshape(-1, 2), skipped
-
-
-def _draw_last_frame(bar: Any) -> None:
-    """Draw a shown bar's final state before it closes.
-
-    tqdm redraws at most every ``mininterval`` (1 s here), so the last updates are
-    usually not drawn and the bar's last frame, which a log keeps, read 85-98 %.  A bar
-    never shown (``delay``, or disabled) stays hidden.
-    """
-    if bar.disable or bar.last_print_n == bar.n:
-        return
-    if bar.last_print_t >= bar.start_t + bar.delay:  # drawn at least once
-        bar.refresh()
 
 
 def _read_or_bad(backend: _BytesBackend, j: int) -> bytes | _BadImage:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+
 import copy
 import json
 import types
@@ -404,13 +405,13 @@ def test_write_card_files(card, tmp_path):
     assert sorted(written) == sorted(CARD_FILES)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(CARD_FILES)
     assert load_card(tmp_path / "out") == card
-    written2 = card.write(tmp_path / "out2", report=False)
+    written2 = write_card_files(card, tmp_path / "out2", report=False)
     assert "report.html" not in written2
 
 
 # -- router ------------------------------------------------------------------------
 def test_router_from_card(rng):
-    clusters = pytest.importorskip("dcsi.clusters", reason="dcsi.clusters (issue 3) not merged yet")
+    import dcsi.clusters as clusters
     d = make_card_dict(rng, k=4, dim=6)
     card = Card(d)
     router = card.router(extractor=object())
@@ -435,7 +436,6 @@ def test_router_needs_class_sums(card_dict):
 
 def test_router_default_extractor(card, monkeypatch):
     """Without an extractor the router gets the card's backbone name and image size."""
-    pytest.importorskip("dcsi.clusters", reason="dcsi.clusters (issue 3) not merged yet")
     router = card.router()
     assert router.extractor == "efficientnet_lite0"
     assert router.image_size == 64
@@ -446,7 +446,6 @@ def test_router_default_extractor(card, monkeypatch):
 
 def test_router_routes_images_with_default_backbone(card, monkeypatch):
     """route(images) builds the extractor through dcsi.get_backbone (mocked: no torch)."""
-    pytest.importorskip("dcsi.clusters", reason="dcsi.clusters (issue 3) not merged yet")
     import dcsi.features
 
     seen = {}
@@ -659,3 +658,25 @@ def test_deep_python_card_is_one_error(card_dict):
     d["provenance"]["parameters"]["deep"] = deep
     with pytest.raises(CardSchemaError, match="nested more than 64 levels deep"):
         Card(d)
+
+
+def test_write_card_files_checks_the_readme_first_and_every_view_records_the_sha(
+        card, tmp_path, rng):
+    import hashlib
+
+    from dcsi.card.card import stale_views
+
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "README.md").write_text("---\nkey: [unclosed\n---\nbody\n")
+    with pytest.raises(DataError):
+        write_card_files(card, out)
+    assert sorted(p.name for p in out.iterdir()) == ["README.md"]  # nothing written
+    (out / "README.md").unlink()
+    written = write_card_files(card, out)
+    sha = hashlib.sha256(written["dcsi.json"].read_bytes()).hexdigest()
+    assert f"content='{sha}'" in written["report.html"].read_text()
+    assert stale_views(out) == []
+    other = Card(make_card_dict(rng, k=3))
+    other.save(out / "dcsi.json")  # a run killed after its first file
+    assert set(stale_views(out)) == {"README.md", "croissant.json", "report.html"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dcsi.card import write_card_files
+
 import json
 import subprocess
 import sys
@@ -28,7 +30,7 @@ def card(rng):
 @pytest.fixture
 def card_dir(card, tmp_path):
     out = tmp_path / "card"
-    card.write(out, report=False)
+    write_card_files(card, out, report=False)
     (out / "report.html").write_text("<html>REPORT</html>", encoding="utf-8")
     return out
 
@@ -310,7 +312,7 @@ def test_attach_keeps_user_yaml_byte_for_byte(card, card_dir, tmp_path, capsys):
 def test_readme_block_records_card_sha256(card, tmp_path):
     import hashlib
 
-    written = card.write(tmp_path, report=False)
+    written = write_card_files(card, tmp_path, report=False)
     sha = hashlib.sha256(written["dcsi.json"].read_bytes()).hexdigest()
     assert DatasetCard.load(tmp_path / "README.md").data[HF_KEY]["card_sha256"] == sha
     assert json.loads((tmp_path / "croissant.json").read_text())["distribution"][0]["sha256"] == sha
@@ -329,5 +331,5 @@ def test_validate_reports_views_of_another_card(rng, card_dir, capsys, caplog):
 
 
 def test_validate_passes_after_rewrite(card, card_dir, capsys):
-    card.write(card_dir, report=False)
+    write_card_files(card, card_dir, report=False)
     assert main(["card", "validate", str(card_dir)]) == 0

@@ -6,6 +6,8 @@ stderr, no traceback, nothing on stdout, and no file written or changed anywhere
 
 from __future__ import annotations
 
+from dcsi.card import write_card_files
+
 import hashlib
 import importlib
 import json
@@ -29,7 +31,7 @@ def ws(tmp_path, rng):
     from PIL import Image
 
     card = Card(make_card_dict(rng))
-    card.write(tmp_path / "card", report=False)
+    write_card_files(card, tmp_path / "card", report=False)
     (tmp_path / "card" / "report.html").write_text("<html>REPORT</html>", encoding="utf-8")
     text = card.to_json()
 

@@ -142,7 +142,6 @@ def test_report_plots_stored_spectra(rng):
 
 
 def test_report_with_the_real_gallery(card_no_figures):
-    pytest.importorskip("dcsi.gallery", reason="dcsi.gallery (issue 4) not merged yet")
     page = report_html(card_no_figures, load_image=lambda i: np.full((8, 8), 99, np.uint8))
     assert '<div id="gallery">' in page
     for member in ("img1", "img2", "img3", "img4", "img5"):

@@ -4,7 +4,7 @@
 JSON-LD (croissant.py) and the HTML report (:mod:`dcsi.report`).  One call writes all
 four files of a card folder::
 
-    write_card_files(card, "out/digits")      # or card.write("out/digits")
+    write_card_files(card, "out/digits")
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dcsi._io import atomic_write_text
 from dcsi.card.card import (
     CARD_FILENAME,
     SCHEMA_VERSION,
@@ -56,7 +57,10 @@ def write_card_files(
     """Write ``dcsi.json``, ``README.md``, ``croissant.json`` and ``report.html``.
 
     Each file is written atomically.  An existing ``README.md`` keeps its front matter
-    and body; only its ``dcsi:`` key is added or replaced.
+    and body; only its ``dcsi:`` key is added or replaced.  The README is checked before
+    any file is written (one it cannot edit stops the call with a ``DataError`` and
+    nothing is written), and every view records the sha256 of the ``dcsi.json`` it was
+    made from (``dcsi card validate`` names a view made from another card).
 
     Parameters
     ----------
@@ -77,20 +81,25 @@ def write_card_files(
     if not isinstance(card, Card):
         card = Card(card)
     out = Path(out_dir)
+    readme_text = None
+    if readme:  # checked before anything is written: a README we cannot edit stops here
+        from dcsi.card.hf import read_readme, render_readme
+
+        readme_text = render_readme(card, read_readme(out / "README.md"),
+                                    where=str(out / "README.md"))
     out.mkdir(parents=True, exist_ok=True)
     written = {CARD_FILENAME: card.save(out / CARD_FILENAME)}
-    if readme:
-        from dcsi.card.hf import write_readme
-
-        written["README.md"] = write_readme(card, out / "README.md")
+    sha = hashlib.sha256(written[CARD_FILENAME].read_bytes()).hexdigest()
+    if readme_text is not None:
+        written["README.md"] = atomic_write_text(out / "README.md", readme_text)
     if croissant:
         from dcsi.card.croissant import write_croissant
 
-        sha = hashlib.sha256(written[CARD_FILENAME].read_bytes()).hexdigest()
         written["croissant.json"] = write_croissant(card, out / "croissant.json", card_sha256=sha)
     if report:
         from dcsi.report import write_report
 
-        written["report.html"] = write_report(card, out / "report.html", load_image=load_image)
+        written["report.html"] = write_report(card, out / "report.html", load_image=load_image,
+                                              card_sha256=sha)
     logger.info("wrote %s to %s", ", ".join(written), out)
     return written

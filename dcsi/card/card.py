@@ -631,22 +631,6 @@ class Card:
         validate_card(self._data)
         return atomic_write_text(path, self.to_json())
 
-    def write(
-        self,
-        out_dir: str | os.PathLike[str],
-        *,
-        readme: bool = True,
-        croissant: bool = True,
-        report: bool = True,
-        load_image: Any = None,
-    ) -> dict[str, Path]:
-        """Write the card and its views into ``out_dir`` (see :func:`dcsi.card.write_card_files`)."""
-        from dcsi.card import write_card_files
-
-        return write_card_files(
-            self, out_dir, readme=readme, croissant=croissant, report=report,
-            load_image=load_image,
-        )
 
     # -- equality and display -----------------------------------------------------
     def __eq__(self, other: object) -> bool:
@@ -688,7 +672,11 @@ class Card:
             f"card: schema {d['schema_version']}, dcsi {d['dcsi_version']}, created {d['provenance']['created']}",
         ]
         if ds.get("skipped"):
-            lines.append(f"skipped images: {len(ds['skipped'])}")
+            lines.append(f"skipped images: {len(ds['skipped'])} (listed in dcsi.json: "
+                         "dataset.skipped)")
+        if ds.get("dropped_classes"):
+            lines.append("dropped classes (no usable image): "
+                         + ", ".join(ds["dropped_classes"]))
         feats = d.get("features")
         if feats:
             size = feats.get("image_size")
@@ -1021,7 +1009,7 @@ def recorded_card_sha256(folder: str | os.PathLike[str]) -> dict[str, str]:
                 break
     readme = folder / "README.md"
     if readme.is_file():
-        from dcsi.card.hf import readme_block
+        from dcsi.card.front_matter import readme_block
 
         try:
             block = readme_block(readme.read_bytes().decode("utf-8"))
