@@ -33,13 +33,13 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "Timer",
-    "peak_rss_mib",
-    "traced_peak_mib",
-    "machine_info",
-    "write_results",
-    "print_table",
     "RESULTS_DIR",
+    "Timer",
+    "machine_info",
+    "peak_rss_mib",
+    "print_table",
+    "traced_peak_mib",
+    "write_results",
 ]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import MACHINE_NOTE, Timer, print_table, write_results  # noqa: E402
+from _common import MACHINE_NOTE, Timer, print_table, write_results
 
 
 def synthetic_card(k: int, *, dim: int = 1280, seed: int = 0) -> dict:
@@ -46,33 +46,68 @@ def synthetic_card(k: int, *, dim: int = 1280, seed: int = 0) -> dict:
     return {
         "schema_version": "1.0.0",
         "dcsi_version": dcsi.__version__,
-        "dataset": {"name": f"synthetic-{k}", "source": "array", "split": "train",
-                    "fingerprint": "0" * 64, "n_images": 50 * k,
-                    "classes": [f"class_{i}" for i in range(k)], "class_counts": [50] * k},
-        "features": {"backbone": "efficientnet_lite0", "weights_sha256": None, "image_size": 64,
-                     "dim": dim, "class_sums": rng.uniform(0, 5, size=(k, dim)), "class_counts": [50] * k},
+        "dataset": {
+            "name": f"synthetic-{k}",
+            "source": "array",
+            "split": "train",
+            "fingerprint": "0" * 64,
+            "n_images": 50 * k,
+            "classes": [f"class_{i}" for i in range(k)],
+            "class_counts": [50] * k,
+        },
+        "features": {
+            "backbone": "efficientnet_lite0",
+            "weights_sha256": None,
+            "image_size": 64,
+            "dim": dim,
+            "class_sums": rng.uniform(0, 5, size=(k, dim)),
+            "class_counts": [50] * k,
+        },
         "similarity": {
             "cnn_cosine": {"matrix": s, "diagonal": "within-class mean", "params": {}},
-            "ssim": {"matrix": s * 0.5, "diagonal": "within-class mean", "params": {},
-                     "stderr": np.full((k, k), 0.01)},
+            "ssim": {
+                "matrix": s * 0.5,
+                "diagonal": "within-class mean",
+                "params": {},
+                "stderr": np.full((k, k), 0.01),
+            },
             "wavelet": {"matrix": s * 0.8, "diagonal": "within-class mean", "params": {}},
         },
         "index": {"value": 0.5, "definition": "synthetic", "components": {}},
-        "class_clusters": {"method": "hierarchical", "linkage": "average", "recommended_k": 2,
-                           "partitions": part},
-        "redundancy": {"method": "wavelet", "params": {}, "summary": {},
-                       "groups": [{"members": ["a", "b"], "labels": ["class_0"], "kind": "redundant",
-                                   "representative": "a"}]},
-        "provenance": {"versions": {}, "parameters": {}, "command": None,
-                       "created": "2026-01-01T00:00:00+00:00"},
+        "class_clusters": {
+            "method": "hierarchical",
+            "linkage": "average",
+            "recommended_k": 2,
+            "partitions": part,
+        },
+        "redundancy": {
+            "method": "wavelet",
+            "params": {},
+            "summary": {},
+            "groups": [
+                {
+                    "members": ["a", "b"],
+                    "labels": ["class_0"],
+                    "kind": "redundant",
+                    "representative": "a",
+                }
+            ],
+        },
+        "provenance": {
+            "versions": {},
+            "parameters": {},
+            "command": None,
+            "created": "2026-01-01T00:00:00+00:00",
+        },
     }
 
 
 def run(k: int, out: Path, *, naive: bool) -> dict:
+    from importlib.resources import files
+
     import jsonschema
 
     from dcsi.card import Card, load_card
-    from importlib.resources import files
     from dcsi.card.croissant import write_croissant
     from dcsi.card.hf import write_readme
     from dcsi.report import write_report
@@ -130,13 +165,45 @@ def main() -> None:
             r["validate_speedup"] = r["naive_jsonschema_s"] / r["card_init_s"]
         if r.get("naive_dumps_indent_s"):
             r["save_speedup"] = r["naive_dumps_indent_s"] / r["save_s"]
-    headers = ["K", "Card() s", "jsonschema s", "ratio", "save s", "dumps(indent) s", "ratio",
-               "dcsi.json MiB", "load s", "README s", "croissant s", "report s", "report KiB"]
-    print_table([[r["k"], r["card_init_s"], r.get("naive_jsonschema_s"), r.get("validate_speedup"),
-                  r["save_s"], r.get("naive_dumps_indent_s"), r.get("save_speedup"), r["card_mib"],
-                  r["load_s"], r["readme_s"], r["croissant_s"], r["report_s"], r["report_kib"]]
-                 for r in rows], headers)
-    write_results("card_io", {"note": MACHINE_NOTE, "dim": 1280, "similarity_kinds": 3, "rows": rows})
+    headers = [
+        "K",
+        "Card() s",
+        "jsonschema s",
+        "ratio",
+        "save s",
+        "dumps(indent) s",
+        "ratio",
+        "dcsi.json MiB",
+        "load s",
+        "README s",
+        "croissant s",
+        "report s",
+        "report KiB",
+    ]
+    print_table(
+        [
+            [
+                r["k"],
+                r["card_init_s"],
+                r.get("naive_jsonschema_s"),
+                r.get("validate_speedup"),
+                r["save_s"],
+                r.get("naive_dumps_indent_s"),
+                r.get("save_speedup"),
+                r["card_mib"],
+                r["load_s"],
+                r["readme_s"],
+                r["croissant_s"],
+                r["report_s"],
+                r["report_kib"],
+            ]
+            for r in rows
+        ],
+        headers,
+    )
+    write_results(
+        "card_io", {"note": MACHINE_NOTE, "dim": 1280, "similarity_kinds": 3, "rows": rows}
+    )
 
 
 if __name__ == "__main__":

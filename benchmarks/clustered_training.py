@@ -29,22 +29,37 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Timer, print_table, write_results  # noqa: E402
+from _common import Timer, print_table, write_results
 
 
 def small_cnn(n_out: int):
     import torch.nn as nn
 
     return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),    # 16 x 14 x 14
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),   # 32 x 7 x 7
-        nn.Flatten(), nn.Dropout(0.25), nn.Linear(32 * 7 * 7, 128), nn.ReLU(),
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),  # 16 x 14 x 14
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),  # 32 x 7 x 7
+        nn.Flatten(),
+        nn.Dropout(0.25),
+        nn.Linear(32 * 7 * 7, 128),
+        nn.ReLU(),
         nn.Linear(128, n_out),
     )
 
 
-def train(images: np.ndarray, labels: np.ndarray, n_out: int, *, epochs: int, seed: int,
-          batch_size: int = 128, lr: float = 1e-3):
+def train(
+    images: np.ndarray,
+    labels: np.ndarray,
+    n_out: int,
+    *,
+    epochs: int,
+    seed: int,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+):
     import torch
 
     torch.manual_seed(seed)
@@ -57,7 +72,7 @@ def train(images: np.ndarray, labels: np.ndarray, n_out: int, *, epochs: int, se
     for _ in range(epochs):
         perm = torch.randperm(len(y), generator=g)
         for i in range(0, len(y), batch_size):
-            idx = perm[i:i + batch_size]
+            idx = perm[i : i + batch_size]
             opt.zero_grad()
             loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
             loss.backward()
@@ -73,7 +88,7 @@ def predict(model, images: np.ndarray) -> np.ndarray:
     out = []
     with torch.no_grad():
         for i in range(0, len(x), 512):
-            out.append(model(x[i:i + 512]).argmax(1).numpy())
+            out.append(model(x[i : i + 512]).argmax(1).numpy())
     return np.concatenate(out)
 
 
@@ -81,15 +96,22 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--train-per-class", type=int, default=600)
     p.add_argument("--test-per-class", type=int, default=300)
-    p.add_argument("--pool-per-class", type=int, default=300,
-                   help="training images per class whose features make the card")
+    p.add_argument(
+        "--pool-per-class",
+        type=int,
+        default=300,
+        help="training images per class whose features make the card",
+    )
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--linkage", default="average")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cache", default=None)
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: 150 train / 30 test / 60 pool images per class, 1 epoch")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 150 train / 30 test / 60 pool images per class, 1 epoch",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.train_per_class, args.test_per_class, args.pool_per_class = 150, 30, 60
@@ -105,32 +127,40 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
     tr, te = load_sample("fashion-mnist", "train"), load_sample("fashion-mnist", "test")
-    sel = np.concatenate([rng.permutation(np.flatnonzero(tr.labels == c))[:args.train_per_class]
-                          for c in range(10)])
-    pool = np.concatenate([sel[tr.labels[sel] == c][:args.pool_per_class] for c in range(10)])
-    tsel = np.concatenate([rng.permutation(np.flatnonzero(te.labels == c))[:args.test_per_class]
-                           for c in range(10)])
+    sel = np.concatenate(
+        [rng.permutation(np.flatnonzero(tr.labels == c))[: args.train_per_class] for c in range(10)]
+    )
+    pool = np.concatenate([sel[tr.labels[sel] == c][: args.pool_per_class] for c in range(10)])
+    tsel = np.concatenate(
+        [rng.permutation(np.flatnonzero(te.labels == c))[: args.test_per_class] for c in range(10)]
+    )
     xtr, ytr = tr.images[sel], tr.labels[sel]
     xte, yte = te.images[tsel], te.labels[tsel]
 
     # 1. the card's similarity, clusters and router
     with Timer() as t_card:
-        fs = dcsi.extract_features(tr.images[pool], labels=tr.labels[pool],
-                                   cache=args.cache)
+        fs = dcsi.extract_features(tr.images[pool], labels=tr.labels[pool], cache=args.cache)
         S = class_similarity(fs.features, tr.labels[pool])
-        cc = cluster_classes(S, linkage=args.linkage, class_counts=np.bincount(tr.labels[pool]),
-                             classes=tr.classes)
+        cc = cluster_classes(
+            S, linkage=args.linkage, class_counts=np.bincount(tr.labels[pool]), classes=tr.classes
+        )
         st = class_stats(fs.features, tr.labels[pool])
     with Timer() as t_query:
         q = dcsi.extract_features(xte, labels=yte, cache=args.cache)
     qf = np.asarray(q.features)
 
-    results: dict = {"card": {"recommended_k": cc.recommended_k,
-                              "partitions": cc.to_dict()["partitions"],
-                              "members": cc.to_dict()["members"],
-                              "seconds": t_card.seconds,
-                              "image_size": fs.image_size, "backbone": fs.backbone},
-                     "query_feature_seconds": t_query.seconds, "runs": []}
+    results: dict = {
+        "card": {
+            "recommended_k": cc.recommended_k,
+            "partitions": cc.to_dict()["partitions"],
+            "members": cc.to_dict()["members"],
+            "seconds": t_card.seconds,
+            "image_size": fs.image_size,
+            "backbone": fs.backbone,
+        },
+        "query_feature_seconds": t_query.seconds,
+        "runs": [],
+    }
     rows = []
 
     # 2. flat
@@ -138,8 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         flat = train(xtr, ytr, 10, epochs=args.epochs, seed=args.seed)
     acc_flat = float(np.mean(predict(flat, xte) == yte))
     rows.append(["flat", 1, acc_flat, "-", "-", "-", t.seconds])
-    results["runs"].append({"setting": "flat", "k": 1, "end_to_end_accuracy": acc_flat,
-                            "train_seconds": t.seconds})
+    results["runs"].append(
+        {"setting": "flat", "k": 1, "end_to_end_accuracy": acc_flat, "train_seconds": t.seconds}
+    )
 
     # 3. clustered, k = 2 and 3
     for k in (2, 3):
@@ -159,46 +190,84 @@ def main(argv: list[str] | None = None) -> int:
                 t_c = 0.0
             else:
                 with Timer() as tc:
-                    model = train(xtr[mtr], np.searchsorted(members, ytr[mtr]), len(members),
-                                  epochs=args.epochs, seed=args.seed + c)
+                    model = train(
+                        xtr[mtr],
+                        np.searchsorted(members, ytr[mtr]),
+                        len(members),
+                        epochs=args.epochs,
+                        seed=args.seed + c,
+                    )
                 t_c = tc.seconds
             t_total += t_c
             to_c = routed == c
             if to_c.any():
-                pred[to_c] = (members[0] if model is None
-                              else members[predict(model, xte[to_c])])
+                pred[to_c] = members[0] if model is None else members[predict(model, xte[to_c])]
             own = np.isin(yte, members)
             own_routed = own & to_c
-            acc_c = float(np.mean(pred[own_routed] == yte[own_routed])) if own_routed.any() else None
+            acc_c = (
+                float(np.mean(pred[own_routed] == yte[own_routed])) if own_routed.any() else None
+            )
             # the paper's figure: the cluster model on all of its own test images
             if model is None:
                 acc_oracle = 1.0
             else:
                 acc_oracle = float(np.mean(members[predict(model, xte[own])] == yte[own]))
-            per_cluster.append({"cluster": c, "classes": [tr.classes[i] for i in members],
-                                "accuracy_oracle_routing": acc_oracle,
-                                "accuracy_on_correctly_routed": acc_c,
-                                "n_test": int(own.sum()), "train_seconds": t_c})
+            per_cluster.append(
+                {
+                    "cluster": c,
+                    "classes": [tr.classes[i] for i in members],
+                    "accuracy_oracle_routing": acc_oracle,
+                    "accuracy_on_correctly_routed": acc_c,
+                    "n_test": int(own.sum()),
+                    "train_seconds": t_c,
+                }
+            )
         acc = float(np.mean(pred == yte))
         oracle = float(np.mean([pc["accuracy_oracle_routing"] for pc in per_cluster]))
-        rows.append([f"clustered k={k}", k, acc, r_err, oracle,
-                     "; ".join(f"{pc['accuracy_oracle_routing']:.3f}" for pc in per_cluster),
-                     t_total])
-        results["runs"].append({"setting": "clustered", "k": k, "end_to_end_accuracy": acc,
-                                "routing_error": r_err,
-                                "mean_cluster_accuracy_oracle_routing": oracle,
-                                "clusters": per_cluster, "train_seconds": t_total})
+        rows.append(
+            [
+                f"clustered k={k}",
+                k,
+                acc,
+                r_err,
+                oracle,
+                "; ".join(f"{pc['accuracy_oracle_routing']:.3f}" for pc in per_cluster),
+                t_total,
+            ]
+        )
+        results["runs"].append(
+            {
+                "setting": "clustered",
+                "k": k,
+                "end_to_end_accuracy": acc,
+                "routing_error": r_err,
+                "mean_cluster_accuracy_oracle_routing": oracle,
+                "clusters": per_cluster,
+                "train_seconds": t_total,
+            }
+        )
 
-    print(f"\nFashion-MNIST, {args.train_per_class} training images/class, "
-          f"{args.test_per_class} test images/class, {args.epochs} epochs, "
-          f"{args.threads} torch threads; clusters from EfficientNet-Lite0 cnn_cosine "
-          f"({args.linkage} linkage), card's recommended k = {cc.recommended_k}:\n")
+    print(
+        f"\nFashion-MNIST, {args.train_per_class} training images/class, "
+        f"{args.test_per_class} test images/class, {args.epochs} epochs, "
+        f"{args.threads} torch threads; clusters from EfficientNet-Lite0 cnn_cosine "
+        f"({args.linkage} linkage), card's recommended k = {cc.recommended_k}:\n"
+    )
     for k in (2, 3):
         print(f"k={k}: " + " | ".join(", ".join(m) for m in cc.clusters(k)))
     print()
-    print_table(rows, ["setting", "k", "end-to-end accuracy (routing included)",
-                       "routing error", "mean per-cluster accuracy (oracle routing)",
-                       "per-cluster accuracy", "training seconds"])
+    print_table(
+        rows,
+        [
+            "setting",
+            "k",
+            "end-to-end accuracy (routing included)",
+            "routing error",
+            "mean per-cluster accuracy (oracle routing)",
+            "per-cluster accuracy",
+            "training seconds",
+        ],
+    )
     name = "clustered_training_quick" if args.quick else "clustered_training"
     path = write_results(name, {"params": vars(args), **results})
     print(f"\nwrote {path}")

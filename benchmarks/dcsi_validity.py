@@ -65,8 +65,9 @@ def make_tasks(n_random: int, n_digit_pairs: int, seed: int) -> list[tuple[str, 
     return tasks
 
 
-def make_holdout_tasks(n_per_dataset: int, seen: list[tuple[str, list[int]]],
-                       seed: int) -> list[tuple[str, list[int]]]:
+def make_holdout_tasks(
+    n_per_dataset: int, seen: list[tuple[str, list[int]]], seed: int
+) -> list[tuple[str, list[int]]]:
     """Held-out tasks: random 3-8-class subsets not among ``seen``, drawn with another
     seed (``seed + 12345``); used only to check a definition chosen on the main tasks."""
     rng = np.random.default_rng(seed + 12345)
@@ -93,21 +94,28 @@ def load_data(per_class: int, train_per_class: int, seed: int) -> dict:
     dg = load_sample("digits")
     # Fashion-MNIST: the classifier trains on train_per_class images of each class; the
     # first per_class of them are the pool the index sees.
-    sel = np.concatenate([rng.permutation(np.flatnonzero(fm_tr.labels == c))[:train_per_class]
-                          for c in range(10)])
+    sel = np.concatenate(
+        [rng.permutation(np.flatnonzero(fm_tr.labels == c))[:train_per_class] for c in range(10)]
+    )
     pool = np.concatenate([sel[fm_tr.labels[sel] == c][:per_class] for c in range(10)])
     perm = rng.permutation(len(dg.labels))
     half = len(perm) // 2
     return {
         "fashion-mnist": {
-            "train_images": fm_tr.images[sel], "train_labels": fm_tr.labels[sel],
-            "pool_images": fm_tr.images[pool], "pool_labels": fm_tr.labels[pool],
-            "test_images": fm_te.images, "test_labels": fm_te.labels,
+            "train_images": fm_tr.images[sel],
+            "train_labels": fm_tr.labels[sel],
+            "pool_images": fm_tr.images[pool],
+            "pool_labels": fm_tr.labels[pool],
+            "test_images": fm_te.images,
+            "test_labels": fm_te.labels,
         },
         "digits": {
-            "train_images": dg.images[perm[:half]], "train_labels": dg.labels[perm[:half]],
-            "pool_images": dg.images[perm[:half]], "pool_labels": dg.labels[perm[:half]],
-            "test_images": dg.images[perm[half:]], "test_labels": dg.labels[perm[half:]],
+            "train_images": dg.images[perm[:half]],
+            "train_labels": dg.labels[perm[:half]],
+            "pool_images": dg.images[perm[:half]],
+            "pool_labels": dg.labels[perm[:half]],
+            "test_images": dg.images[perm[half:]],
+            "test_labels": dg.labels[perm[half:]],
         },
     }
 
@@ -118,12 +126,20 @@ def pool_features(data: dict, *, image_size: int | None, batch_size: int, cache:
     out = {}
     for name, d in data.items():
         with Timer() as t:
-            fs = dcsi.extract_features(d["pool_images"], labels=d["pool_labels"],
-                                       image_size=image_size, batch_size=batch_size,
-                                       cache=cache if cache else None)
-        out[name] = {"features": np.asarray(fs.features, dtype=np.float64),
-                     "image_size": fs.image_size, "backbone": fs.backbone,
-                     "seconds": t.seconds, "n": len(d["pool_labels"])}
+            fs = dcsi.extract_features(
+                d["pool_images"],
+                labels=d["pool_labels"],
+                image_size=image_size,
+                batch_size=batch_size,
+                cache=cache if cache else None,
+            )
+        out[name] = {
+            "features": np.asarray(fs.features, dtype=np.float64),
+            "image_size": fs.image_size,
+            "backbone": fs.backbone,
+            "seconds": t.seconds,
+            "n": len(d["pool_labels"]),
+        }
     return out
 
 
@@ -196,8 +212,7 @@ def variants(S: np.ndarray, n: np.ndarray, x: np.ndarray, y: np.ndarray) -> dict
         "v7_fisher_dcsi_t0.2": fisher_index(S, n, 0.2),
         "v7_fisher_dcsi_t1": fisher_index(S, n, 1.0),
         "v8_fisher_dcsi_t0.1_centred_S": fisher_index(Sc, n, 0.1),
-        "v9_fisher_dcsi_t0.1_F_over_v2": _fisher_pow(
-            S, n, 2.0),
+        "v9_fisher_dcsi_t0.1_F_over_v2": _fisher_pow(S, n, 2.0),
         "v10_cap_ratio_worst_pair": float(-np.min(ratio[iu])),
         "v11_cap_overlap_worst_pair": float(np.max(cap[iu])),
         "v12_cap_overlap_1_minus_prod": float(np.mean(1.0 - np.prod(1.0 - cap, axis=1))),
@@ -218,9 +233,11 @@ def _fisher_pow(S: np.ndarray, n: np.ndarray, p: float) -> float:
 def error_key(dataset: str, classes: list[int], args: argparse.Namespace) -> str:
     """Cache key of one task's reference error: everything the classifier depends on."""
     n_train = args.train_per_class if dataset == "fashion-mnist" else "half"
-    return (f"{dataset}|classes={','.join(map(str, classes))}|train_per_class={n_train}"
-            f"|seed={args.seed}|LogisticRegression(C=1.0,lbfgs,max_iter={args.max_iter})"
-            "|raw pixels/255")
+    return (
+        f"{dataset}|classes={','.join(map(str, classes))}|train_per_class={n_train}"
+        f"|seed={args.seed}|LogisticRegression(C=1.0,lbfgs,max_iter={args.max_iter})"
+        "|raw pixels/255"
+    )
 
 
 def load_error_cache(path: Path | None) -> dict[str, float]:
@@ -235,9 +252,11 @@ def save_error_cache(path: Path, errors: dict[str, float]) -> None:
     import json
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"about": "test errors of the dcsi_validity reference classifier, keyed by "
-                    "task and classifier settings (they do not depend on the features)",
-           "errors": dict(sorted(errors.items()))}
+    doc = {
+        "about": "test errors of the dcsi_validity reference classifier, keyed by "
+        "task and classifier settings (they do not depend on the features)",
+        "errors": dict(sorted(errors.items())),
+    }
     path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
 
 
@@ -252,35 +271,57 @@ def spearman(a, b) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--per-class", type=int, default=300,
-                   help="Fashion-MNIST pool images per class for the index (default 300)")
-    p.add_argument("--train-per-class", type=int, default=500,
-                   help="Fashion-MNIST training images per class for the classifier")
-    p.add_argument("--n-random", type=int, default=30,
-                   help="random 3-5-class subsets per dataset (default 30)")
+    p.add_argument(
+        "--per-class",
+        type=int,
+        default=300,
+        help="Fashion-MNIST pool images per class for the index (default 300)",
+    )
+    p.add_argument(
+        "--train-per-class",
+        type=int,
+        default=500,
+        help="Fashion-MNIST training images per class for the classifier",
+    )
+    p.add_argument(
+        "--n-random", type=int, default=30, help="random 3-5-class subsets per dataset (default 30)"
+    )
     p.add_argument("--n-digit-pairs", type=int, default=6)
-    p.add_argument("--holdout", type=int, default=20,
-                   help="held-out random 3-8-class subsets per dataset, drawn with another "
-                        "seed, reported separately (default 20)")
-    p.add_argument("--image-size", type=int, default=None,
-                   help="backbone input size (default: dcsi's default, 64 for these)")
+    p.add_argument(
+        "--holdout",
+        type=int,
+        default=20,
+        help="held-out random 3-8-class subsets per dataset, drawn with another "
+        "seed, reported separately (default 20)",
+    )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="backbone input size (default: dcsi's default, 64 for these)",
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--max-iter", type=int, default=1000)
     p.add_argument("--cache", default=None, help="feature cache folder (default dcsi's)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: 60 pool images per class, 4 random subsets")
+    p.add_argument(
+        "--quick", action="store_true", help="smoke run: 60 pool images per class, 4 random subsets"
+    )
     p.add_argument("--name", default="dcsi_validity")
-    p.add_argument("--error-cache",
-                   default=str(Path(__file__).resolve().parent / "results"
-                               / "dcsi_validity_errors.json"),
-                   help="JSON cache of the reference-classifier errors, keyed by task and "
-                        "classifier settings (default benchmarks/results/"
-                        "dcsi_validity_errors.json; '' disables it)")
-    p.add_argument("--errors-from", default=None,
-                   help="reuse the reference-classifier errors of an earlier results JSON "
-                        "made with the same tasks and classifier settings (the classifier "
-                        "does not depend on the features)")
+    p.add_argument(
+        "--error-cache",
+        default=str(Path(__file__).resolve().parent / "results" / "dcsi_validity_errors.json"),
+        help="JSON cache of the reference-classifier errors, keyed by task and "
+        "classifier settings (default benchmarks/results/"
+        "dcsi_validity_errors.json; '' disables it)",
+    )
+    p.add_argument(
+        "--errors-from",
+        default=None,
+        help="reuse the reference-classifier errors of an earlier results JSON "
+        "made with the same tasks and classifier settings (the classifier "
+        "does not depend on the features)",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.per_class, args.train_per_class, args.n_random, args.n_digit_pairs = 60, 200, 4, 2
@@ -296,8 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     tasks = tasks + make_holdout_tasks(args.holdout, tasks, args.seed)
     data = load_data(args.per_class, args.train_per_class, args.seed)
     with Timer() as t_feat:
-        feats = pool_features(data, image_size=args.image_size, batch_size=args.batch_size,
-                              cache=args.cache)
+        feats = pool_features(
+            data, image_size=args.image_size, batch_size=args.batch_size, cache=args.cache
+        )
     reuse = None
     if args.errors_from:
         import json
@@ -305,10 +347,12 @@ def main(argv: list[str] | None = None) -> int:
         prev = json.loads(Path(args.errors_from).read_text(encoding="utf-8"))
         same = ("train_per_class", "n_random", "n_digit_pairs", "max_iter", "seed")
         if any(prev["params"].get(k) != getattr(args, k) for k in same) or [
-                (r["dataset"], r["classes"]) for r in prev["tasks"]][:n_main] != [
-                (ds, c) for ds, c in tasks[:n_main]]:
-            raise SystemExit(f"{args.errors_from}: made with other tasks or classifier "
-                             "settings; cannot reuse its errors")
+            (r["dataset"], r["classes"]) for r in prev["tasks"]
+        ][:n_main] != [(ds, c) for ds, c in tasks[:n_main]]:
+            raise SystemExit(
+                f"{args.errors_from}: made with other tasks or classifier "
+                "settings; cannot reuse its errors"
+            )
         reuse = [r["error"] for r in prev["tasks"]]
     cache_path = Path(args.error_cache) if args.error_cache else None
     err_cache = load_error_cache(cache_path)
@@ -340,10 +384,19 @@ def main(argv: list[str] | None = None) -> int:
                 err = reference_error(d, classes, max_iter=args.max_iter)
         err_cache[key] = err
         t_clf += t.seconds
-        rows.append({"split": "main" if i_task < n_main else "holdout",
-                     "dataset": ds, "classes": classes, "K": len(classes), "error": err,
-                     "dcsi": dcsi_value, "csg": csg, "silhouette": sil,
-                     **variants(S, n, x, y)})
+        rows.append(
+            {
+                "split": "main" if i_task < n_main else "holdout",
+                "dataset": ds,
+                "classes": classes,
+                "K": len(classes),
+                "error": err,
+                "dcsi": dcsi_value,
+                "csg": csg,
+                "silhouette": sil,
+                **variants(S, n, x, y),
+            }
+        )
     if cache_path is not None:
         save_error_cache(cache_path, err_cache)
     err = [r["error"] for r in rows]
@@ -356,38 +409,68 @@ def main(argv: list[str] | None = None) -> int:
         for split in ("main", "holdout"):
             sub = [r for r in rows if r["split"] == split]
             r_all = spearman([r[k] for r in sub], [r["error"] for r in sub])
-            r_ds = {ds: spearman([r[k] for r in sub if r["dataset"] == ds],
-                                 [r["error"] for r in sub if r["dataset"] == ds])
-                    for ds in ("fashion-mnist", "digits")}
+            r_ds = {
+                ds: spearman(
+                    [r[k] for r in sub if r["dataset"] == ds],
+                    [r["error"] for r in sub if r["dataset"] == ds],
+                )
+                for ds in ("fashion-mnist", "digits")
+            }
             rho[k][split] = {"all": r_all, **r_ds}
             line += [r_all, r_ds["fashion-mnist"], r_ds["digits"]]
         table.append(line)
     main_rows = rows[:n_main]
     n_fm = sum(r["dataset"] == "fashion-mnist" for r in main_rows)
-    print(f"\n{n_main} main tasks ({n_fm} Fashion-MNIST, {n_main - n_fm} digits) and "
-          f"{len(rows) - n_main} held-out 3-8-class tasks; "
-          f"backbone {feats['fashion-mnist']['backbone']} at "
-          f"{feats['fashion-mnist']['image_size']} px; reference classifier "
-          "LogisticRegression(C=1) on raw pixels.  Spearman rho with the test error "
-          "(silhouette: higher = easier, so a negative rho is the good direction):\n")
-    print_table(table, ["index", "rho main: all", "main: Fashion-MNIST", "main: digits",
-                        "held-out: all", "held-out: Fashion-MNIST", "held-out: digits"])
+    print(
+        f"\n{n_main} main tasks ({n_fm} Fashion-MNIST, {n_main - n_fm} digits) and "
+        f"{len(rows) - n_main} held-out 3-8-class tasks; "
+        f"backbone {feats['fashion-mnist']['backbone']} at "
+        f"{feats['fashion-mnist']['image_size']} px; reference classifier "
+        "LogisticRegression(C=1) on raw pixels.  Spearman rho with the test error "
+        "(silhouette: higher = easier, so a negative rho is the good direction):\n"
+    )
+    print_table(
+        table,
+        [
+            "index",
+            "rho main: all",
+            "main: Fashion-MNIST",
+            "main: digits",
+            "held-out: all",
+            "held-out: Fashion-MNIST",
+            "held-out: digits",
+        ],
+    )
     print()
-    print_table([["feature extraction (pool, once)", t_feat.seconds],
-                 ["DCSI, all tasks", t_index], ["CSG + silhouette, all tasks", t_csg],
-                 ["reference classifier, all tasks", t_clf]], ["step", "seconds"])
-    path = write_results(args.name, {
-        "params": {k: v for k, v in vars(args).items()},
-        "reference_classifier": "sklearn LogisticRegression(C=1.0, lbfgs, "
-                                f"max_iter={args.max_iter}) on raw pixels / 255",
-        "features": {ds: {k: v for k, v in f.items() if k != "features"}
-                     for ds, f in feats.items()},
-        "spearman_rho": rho,
-        "seconds": {"features": t_feat.seconds, "dcsi": t_index, "csg_silhouette": t_csg,
-                    "classifier": t_clf},
-        "classifier_errors_from_cache": n_cached,
-        "tasks": rows,
-    })
+    print_table(
+        [
+            ["feature extraction (pool, once)", t_feat.seconds],
+            ["DCSI, all tasks", t_index],
+            ["CSG + silhouette, all tasks", t_csg],
+            ["reference classifier, all tasks", t_clf],
+        ],
+        ["step", "seconds"],
+    )
+    path = write_results(
+        args.name,
+        {
+            "params": {k: v for k, v in vars(args).items()},
+            "reference_classifier": "sklearn LogisticRegression(C=1.0, lbfgs, "
+            f"max_iter={args.max_iter}) on raw pixels / 255",
+            "features": {
+                ds: {k: v for k, v in f.items() if k != "features"} for ds, f in feats.items()
+            },
+            "spearman_rho": rho,
+            "seconds": {
+                "features": t_feat.seconds,
+                "dcsi": t_index,
+                "csg_silhouette": t_csg,
+                "classifier": t_clf,
+            },
+            "classifier_errors_from_cache": n_cached,
+            "tasks": rows,
+        },
+    )
     print(f"\nwrote {path}")
     return 0
 

@@ -39,7 +39,7 @@ def make_folder(root: Path, n: int) -> int:
 
         sample = load_sample("fashion-mnist", "test")
         images, labels, classes = sample.images, sample.labels, sample.classes
-    except Exception:  # noqa: BLE001 -- the Debian package is optional here
+    except Exception:
         from sklearn.datasets import load_digits
 
         d = load_digits()
@@ -91,19 +91,33 @@ def main(argv: list[str] | None = None) -> int:
         n = make_folder(tmp_path / "data", args.n)
         rows = []
         for run in ("cold cache", "warm cache"):
-            decodes, seconds = counted_analyze(tmp_path / "data", tmp_path / "cache",
-                                               tmp_path / "log")
-            rows.append({"run": run, "images": n, "decodes": decodes,
-                         "decodes_per_image": decodes / n, "seconds": round(seconds, 2)})
+            decodes, seconds = counted_analyze(
+                tmp_path / "data", tmp_path / "cache", tmp_path / "log"
+            )
+            rows.append(
+                {
+                    "run": run,
+                    "images": n,
+                    "decodes": decodes,
+                    "decodes_per_image": decodes / n,
+                    "seconds": round(seconds, 2),
+                }
+            )
     print(f"dcsi {dcsi.__version__} from {Path(dcsi.__file__).parent}")
     print(f"{'run':<12} {'images':>7} {'decodes':>8} {'per image':>10} {'seconds':>8}")
     for r in rows:
-        print(f"{r['run']:<12} {r['images']:>7} {r['decodes']:>8} "
-              f"{r['decodes_per_image']:>10.2f} {r['seconds']:>8}")
+        print(
+            f"{r['run']:<12} {r['images']:>7} {r['decodes']:>8} "
+            f"{r['decodes_per_image']:>10.2f} {r['seconds']:>8}"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"dcsi_version": dcsi.__version__,
-                                    "python": sys.version.split()[0], "rows": rows},
-                                   indent=2) + "\n")
+    args.out.write_text(
+        json.dumps(
+            {"dcsi_version": dcsi.__version__, "python": sys.version.split()[0], "rows": rows},
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {args.out}")
     return 0
 

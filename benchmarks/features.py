@@ -39,7 +39,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Timer, peak_rss_mib, print_table, write_results  # noqa: E402
+from _common import Timer, peak_rss_mib, print_table, write_results
 
 
 def _child(args: argparse.Namespace) -> None:
@@ -56,17 +56,26 @@ def _child(args: argparse.Namespace) -> None:
     images = sample.images[:n]
     labels = sample.labels[:n]
     torch.set_num_threads(args.threads)
-    out: dict = {"mode": args.mode, "size": args.size, "n": n, "batch_size": args.batch_size,
-                 "threads": args.threads}
+    out: dict = {
+        "mode": args.mode,
+        "size": args.size,
+        "n": n,
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+    }
     if args.mode == "bare":
         ext = get_backbone(args.backbone, image_size=args.size, device="cpu")
         ims = dcsi.open_source(images)
         pool_n = min(n, 16 * args.batch_size)
         # ready tensors: decoded, resized, normalised, NHWC -- only the forward remains
-        pool = [ext.normalize(torch.stack([ext.transform(ims.load(i))
-                                           for i in range(s, min(s + args.batch_size,
-                                                                 pool_n))]))
-                for s in range(0, pool_n, args.batch_size)]
+        pool = [
+            ext.normalize(
+                torch.stack(
+                    [ext.transform(ims.load(i)) for i in range(s, min(s + args.batch_size, pool_n))]
+                )
+            )
+            for s in range(0, pool_n, args.batch_size)
+        ]
         ext(pool[0][:2])  # warm-up (builds the model)
         done, k = 0, 0
         with Timer() as t:
@@ -81,12 +90,20 @@ def _child(args: argparse.Namespace) -> None:
         workers = 1 if args.mode == "pipeline_w1" else None
         # warm-up: build the model once (dcsi reuses it) and run one small batch
         get_backbone(args.backbone, image_size=args.size, device="cpu")(
-            torch.zeros(2, 3, args.size, args.size))
+            torch.zeros(2, 3, args.size, args.size)
+        )
         with Timer() as t:
-            fs = dcsi.extract_features(images, labels=labels, backbone=args.backbone,
-                                       image_size=args.size, batch_size=args.batch_size,
-                                       device="cpu", cache=cache, num_threads=args.threads,
-                                       num_workers=workers)
+            fs = dcsi.extract_features(
+                images,
+                labels=labels,
+                backbone=args.backbone,
+                image_size=args.size,
+                batch_size=args.batch_size,
+                device="cpu",
+                cache=cache,
+                num_threads=args.threads,
+                num_workers=workers,
+            )
         assert fs.features.shape[0] == n and np.isfinite(fs.features).all()
         out["seconds"] = t.seconds
         out["n_cached"] = fs.n_cached
@@ -118,10 +135,13 @@ def _paired(args: argparse.Namespace) -> None:
         m = part.stop - part.start
         # ready tensors for this chunk (not timed): decoded, resized, normalised, NHWC
         ims = dcsi.open_source(images[part])
-        ready = [ext.normalize(torch.stack([ext.transform(ims.load(i))
-                                            for i in range(b, min(b + bs, m))]))
-                 for b in range(0, m, bs)]
-        order = members[c % len(members):] + members[:c % len(members)]
+        ready = [
+            ext.normalize(
+                torch.stack([ext.transform(ims.load(i)) for i in range(b, min(b + bs, m))])
+            )
+            for b in range(0, m, bs)
+        ]
+        order = members[c % len(members) :] + members[: c % len(members)]
         for who in order:
             with Timer() as t:
                 if who == "bare":
@@ -129,25 +149,56 @@ def _paired(args: argparse.Namespace) -> None:
                         ext(batch)
                 else:
                     fs = dcsi.extract_features(
-                        images[part], labels=labels[part], backbone=args.backbone,
-                        image_size=args.size, batch_size=bs, device="cpu", cache=False,
+                        images[part],
+                        labels=labels[part],
+                        backbone=args.backbone,
+                        image_size=args.size,
+                        batch_size=bs,
+                        device="cpu",
+                        cache=False,
                         num_threads=args.threads,
-                        num_workers=1 if who == "pipeline_w1" else None)
+                        num_workers=1 if who == "pipeline_w1" else None,
+                    )
                     assert fs.features.shape[0] == m
             seconds[who] += t.seconds
-    out = {"mode": "paired", "size": args.size, "n": n, "batch_size": bs,
-           "threads": args.threads, "chunk": chunk, "seconds": seconds,
-           "images_per_s": {k: n / v for k, v in seconds.items()},
-           "peak_rss_mib": peak_rss_mib()}
+    out = {
+        "mode": "paired",
+        "size": args.size,
+        "n": n,
+        "batch_size": bs,
+        "threads": args.threads,
+        "chunk": chunk,
+        "seconds": seconds,
+        "images_per_s": {k: n / v for k, v in seconds.items()},
+        "peak_rss_mib": peak_rss_mib(),
+    }
     print(json.dumps(out))
 
 
-def _run_child(script: str, mode: str, size: int, n: int, args: argparse.Namespace,
-               cache_dir: str) -> dict:
-    cmd = [sys.executable, script, "--child", "--mode", mode, "--size", str(size),
-           "--n", str(n), "--batch-size", str(args.batch_size), "--threads",
-           str(args.threads), "--backbone", args.backbone, "--cache-dir", cache_dir,
-           "--chunk", str(args.chunk)]
+def _run_child(
+    script: str, mode: str, size: int, n: int, args: argparse.Namespace, cache_dir: str
+) -> dict:
+    cmd = [
+        sys.executable,
+        script,
+        "--child",
+        "--mode",
+        mode,
+        "--size",
+        str(size),
+        "--n",
+        str(n),
+        "--batch-size",
+        str(args.batch_size),
+        "--threads",
+        str(args.threads),
+        "--backbone",
+        args.backbone,
+        "--cache-dir",
+        cache_dir,
+        "--chunk",
+        str(args.chunk),
+    ]
     if not args.workers_variant:
         cmd.append("--no-workers-variant")
     env = dict(os.environ, DCSI_DISABLE_PROGRESS="1")
@@ -160,22 +211,38 @@ def _run_child(script: str, mode: str, size: int, n: int, args: argparse.Namespa
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=10000, help="images at 64 px (default 10,000)")
-    p.add_argument("--n224", type=int, default=1000,
-                   help="images at 224 px (default 1,000: ~25 min for 10,000 here)")
+    p.add_argument(
+        "--n224",
+        type=int,
+        default=1000,
+        help="images at 224 px (default 1,000: ~25 min for 10,000 here)",
+    )
     p.add_argument("--sizes", default="64,224")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads for both (default: dcsi's choice at start)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for both (default: dcsi's choice at start)",
+    )
     p.add_argument("--backbone", default="efficientnet_lite0")
     p.add_argument("--quick", action="store_true", help="smoke run on 128 / 32 images")
-    p.add_argument("--no-workers-variant", dest="workers_variant", action="store_false",
-                   help="skip the num_workers=1 run")
+    p.add_argument(
+        "--no-workers-variant",
+        dest="workers_variant",
+        action="store_false",
+        help="skip the num_workers=1 run",
+    )
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--mode", default="bare", help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, default=64, help=argparse.SUPPRESS)
     p.add_argument("--cache-dir", default="", help=argparse.SUPPRESS)
-    p.add_argument("--chunk", type=int, default=640,
-                   help="images per interleaved chunk of the paired run (default 640)")
+    p.add_argument(
+        "--chunk",
+        type=int,
+        default=640,
+        help="images per interleaved chunk of the paired run (default 640)",
+    )
     args = p.parse_args()
     if args.child:
         _paired(args) if args.mode == "paired" else _child(args)
@@ -199,34 +266,62 @@ def main() -> None:
             warm = _run_child(script, "cached", size, n, args, cache_dir)
             results += [cold, warm]
             rate = paired["images_per_s"]
-            names = {"bare": "bare forward", "pipeline": "pipeline (no cache)",
-                     "pipeline_w1": "pipeline, 1 loader worker (no cache)"}
+            names = {
+                "bare": "bare forward",
+                "pipeline": "pipeline (no cache)",
+                "pipeline_w1": "pipeline, 1 loader worker (no cache)",
+            }
             for who, label in names.items():
                 if who in rate:
-                    rows.append([f"{size} px", label + " *", n, args.batch_size,
-                                 args.threads, rate[who], rate[who] / rate["bare"],
-                                 paired["peak_rss_mib"]])
-            for r, label in ((cold, "pipeline, cold cache (default)"),
-                             (warm, "pipeline, warm cache")):
-                rows.append([f"{size} px", label, n, args.batch_size, args.threads,
-                             r["images_per_s"], None, r["peak_rss_mib"]])
-    headers = ["input", "run", "images", "batch", "threads", "images/s", "vs bare",
-               "peak RSS MiB"]
-    print(f"\n{args.backbone} feature extraction, Fashion-MNIST test split; * = "
-          f"interleaved in one process in chunks of {args.chunk} images (same load); "
-          "2 shared cores\n")
+                    rows.append(
+                        [
+                            f"{size} px",
+                            label + " *",
+                            n,
+                            args.batch_size,
+                            args.threads,
+                            rate[who],
+                            rate[who] / rate["bare"],
+                            paired["peak_rss_mib"],
+                        ]
+                    )
+            for r, label in (
+                (cold, "pipeline, cold cache (default)"),
+                (warm, "pipeline, warm cache"),
+            ):
+                rows.append(
+                    [
+                        f"{size} px",
+                        label,
+                        n,
+                        args.batch_size,
+                        args.threads,
+                        r["images_per_s"],
+                        None,
+                        r["peak_rss_mib"],
+                    ]
+                )
+    headers = ["input", "run", "images", "batch", "threads", "images/s", "vs bare", "peak RSS MiB"]
+    print(
+        f"\n{args.backbone} feature extraction, Fashion-MNIST test split; * = "
+        f"interleaved in one process in chunks of {args.chunk} images (same load); "
+        "2 shared cores\n"
+    )
     table = print_table(rows, headers)
-    path = write_results("features", {
-        "backbone": args.backbone,
-        "dataset": "fashion-mnist test (Debian dataset-fashion-mnist)",
-        "batch_size": args.batch_size,
-        "threads": args.threads,
-        "chunk": args.chunk,
-        "quick": args.quick,
-        "table": [dict(zip(headers, row)) for row in rows],
-        "runs": results,
-        "markdown": table,
-    })
+    path = write_results(
+        "features",
+        {
+            "backbone": args.backbone,
+            "dataset": "fashion-mnist test (Debian dataset-fashion-mnist)",
+            "batch_size": args.batch_size,
+            "threads": args.threads,
+            "chunk": args.chunk,
+            "quick": args.quick,
+            "table": [dict(zip(headers, row)) for row in rows],
+            "runs": results,
+            "markdown": table,
+        },
+    )
     print(f"\nwrote {path}")
 
 

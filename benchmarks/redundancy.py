@@ -44,8 +44,15 @@ import numpy as np
 
 KINDS = ("exact", "noise", "brightness", "jpeg", "shift", "crop")
 HERE = Path(__file__).resolve().parent
-METHODS = ("dcsi-wavelet", "dcsi-wavelet-noalign", "dcsi-wavelet+ssim", "dcsi-cnn",
-           "imagededup-phash", "imagededup-whash", "cleanvision")
+METHODS = (
+    "dcsi-wavelet",
+    "dcsi-wavelet-noalign",
+    "dcsi-wavelet+ssim",
+    "dcsi-cnn",
+    "imagededup-phash",
+    "imagededup-whash",
+    "cleanvision",
+)
 
 
 def perturb(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
@@ -66,13 +73,14 @@ def perturb(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
         dy, dx = [(0, 1), (1, 0), (0, -1), (-1, 0)][rng.integers(4)]
         out = np.zeros_like(img)
         h, w = img.shape
-        out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
-            img[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+        out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = img[
+            max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+        ]
         return out
     if kind == "crop":
         h, w = img.shape
         t, left = rng.integers(0, 3, 2)
-        crop = img[t:t + h - 2, left:left + w - 2]
+        crop = img[t : t + h - 2, left : left + w - 2]
         return np.asarray(Image.fromarray(crop).resize((w, h), Image.BILINEAR))
     raise ValueError(kind)
 
@@ -86,7 +94,7 @@ def make_data(n: int, per_kind: int, seed: int, split: str = "train"):
     rng = np.random.default_rng(seed)
     perm = rng.permutation(n)
     m = per_kind * len(KINDS)
-    src, dst = perm[:m], perm[m:2 * m]
+    src, dst = perm[:m], perm[m : 2 * m]
     kinds = []
     for t, (a, b) in enumerate(zip(src, dst)):
         kind = KINDS[t // per_kind]
@@ -125,10 +133,11 @@ def _scored_pairs_dcsi(images, labels, verify: bool, align: bool = True):
         s = ssim_pairs(images, pairs, data_range=255)
         score = np.where(s >= 0.8, score, np.inf)
     if align:
-        ap, da = aligned_pairs(images,
-                               options=AlignOptions(threshold=3 * DEFAULT_ALIGN_THRESHOLD))
-        pairs, score = best_pairs(np.concatenate([pairs.reshape(-1, 2), ap]),
-                             np.concatenate([score, da / DEFAULT_ALIGN_THRESHOLD]))
+        ap, da = aligned_pairs(images, options=AlignOptions(threshold=3 * DEFAULT_ALIGN_THRESHOLD))
+        pairs, score = best_pairs(
+            np.concatenate([pairs.reshape(-1, 2), ap]),
+            np.concatenate([score, da / DEFAULT_ALIGN_THRESHOLD]),
+        )
     return default, pairs, score, res.summary
 
 
@@ -168,12 +177,13 @@ def _imagededup(images, kind: str, planted: np.ndarray):
     from multiprocessing import Pool
 
     with Pool(os.cpu_count()) as pool:  # encoding is per image: use every core
-        hexes = pool.starmap(_encode, [(kind, images[s:s + 2000])
-                                       for s in range(0, len(images), 2000)])
+        hexes = pool.starmap(
+            _encode, [(kind, images[s : s + 2000]) for s in range(0, len(images), 2000)]
+        )
     enc = np.array([int(h, 16) for part in hexes for h in part], dtype=np.uint64)
     out_p, out_d = [], []
     for s in range(0, len(planted), 256):
-        q = planted[s:s + 256]
+        q = planted[s : s + 256]
         d = np.bitwise_count(enc[q][:, None] ^ enc[None, :])
         ii, jj = np.nonzero(d <= 10)
         keep = q[ii] != jj
@@ -186,8 +196,8 @@ def _imagededup(images, kind: str, planted: np.ndarray):
 
 
 def _cleanvision(images):
-    from PIL import Image
     from cleanvision import Imagelab
+    from PIL import Image
 
     tmp = Path(tempfile.mkdtemp(prefix="cv_bench_"))
     paths = []
@@ -212,8 +222,11 @@ def worker(method: str, data_path: str, out_path: str) -> None:
     extra: dict = {}
     if method.startswith("dcsi-wavelet"):
         groups, pairs, score, summary = _scored_pairs_dcsi(
-            images, labels, verify=method.endswith("ssim"),
-            align=not method.startswith("dcsi-wavelet-noalign"))
+            images,
+            labels,
+            verify=method.endswith("ssim"),
+            align=not method.startswith("dcsi-wavelet-noalign"),
+        )
         extra["rrqr"] = summary.get("rrqr")
         extra["n_groups"] = summary["n_groups"]
         extra["n_conflict_groups"] = summary["n_conflict_groups"]
@@ -234,8 +247,9 @@ def worker(method: str, data_path: str, out_path: str) -> None:
     elapsed = time.perf_counter() - t0
     np.savez(out_path, pairs=pairs, score=score, group_pairs=_group_pairs(groups))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    Path(out_path + ".json").write_text(json.dumps({"time_s": elapsed, "peak_rss_mib": rss,
-                                                    **extra}))
+    Path(out_path + ".json").write_text(
+        json.dumps({"time_s": elapsed, "peak_rss_mib": rss, **extra})
+    )
 
 
 # --------------------------------------------------------------------------- scoring
@@ -247,8 +261,9 @@ def _group_pairs(groups) -> np.ndarray:
     return np.unique(np.array(out, dtype=np.int64).reshape(-1, 2), axis=0)
 
 
-def _score(pairs, score, group_pairs, truth_pairs, kinds, planted_idx, target=0.97,
-           default_score=None):
+def _score(
+    pairs, score, group_pairs, truth_pairs, kinds, planted_idx, target=0.97, default_score=None
+):
     """Sweep and default-point scores, vectorised (imagededup's hashes link millions).
 
     ``default``: every pair inside a reported group (groups are connected components,
@@ -272,7 +287,7 @@ def _score(pairs, score, group_pairs, truth_pairs, kinds, planted_idx, target=0.
         hit = t_code[pos] == code
         return p, scored, np.where(hit, t_kind[pos], "")
 
-    p, keep, kind = label(pairs)
+    _p, keep, kind = label(pairs)
     s = np.asarray(score, dtype=float)[keep]
     kind = kind[keep]
     finite = np.isfinite(s)
@@ -288,25 +303,31 @@ def _score(pairs, score, group_pairs, truth_pairs, kinds, planted_idx, target=0.
         ok = ends[prec >= target]
         if len(ok):
             e = ok.max()
-            sel = kind[:e + 1]
-            best = {"recall": float(tp[e] / len(t_code)), "threshold": float(s[e]),
-                    "per_kind": {k: float(np.sum(sel == k) / n_kind[k]) for k in KINDS}}
+            sel = kind[: e + 1]
+            best = {
+                "recall": float(tp[e] / len(t_code)),
+                "threshold": float(s[e]),
+                "per_kind": {k: float(np.sum(sel == k) / n_kind[k]) for k in KINDS},
+            }
     # default operating point: pairs inside the reported groups
     _, gscored, gkind = label(group_pairs)
     gkind = gkind[gscored]
     n_found = int(gscored.sum())
     tpd = int(np.sum(gkind != ""))
-    default = {"precision": tpd / n_found if n_found else None,
-               "recall": tpd / len(t_code),
-               "per_kind": {k: float(np.sum(gkind == k) / n_kind[k]) for k in KINDS}}
+    default = {
+        "precision": tpd / n_found if n_found else None,
+        "recall": tpd / len(t_code),
+        "per_kind": {k: float(np.sum(gkind == k) / n_kind[k]) for k in KINDS},
+    }
     out = {"at_precision_0.97": best, "default": default}
     if default_score is not None:
         m = s <= default_score
         n_linked, tpl = int(m.sum()), int(np.sum(lab[m]))
-        out["default_linked"] = {"precision": tpl / n_linked if n_linked else None,
-                                 "recall": tpl / len(t_code),
-                                 "per_kind": {k: float(np.sum(kind[m] == k) / n_kind[k])
-                                              for k in KINDS}}
+        out["default_linked"] = {
+            "precision": tpl / n_linked if n_linked else None,
+            "recall": tpl / len(t_code),
+            "per_kind": {k: float(np.sum(kind[m] == k) / n_kind[k]) for k in KINDS},
+        }
     return out
 
 
@@ -326,16 +347,27 @@ def paper_stats(seed: int) -> dict:
     per_class = {}
     for c, name in enumerate(FASHION_MNIST_CLASSES):
         s = select_columns(W[tr.labels == c])
-        per_class[name] = {"n": int(np.sum(tr.labels == c)),
-                           "numerical_rank_1e-5": s.numerical_rank,
-                           "cond": s.to_dict()["cond_full"], "m_tau": s.m_tau}
+        per_class[name] = {
+            "n": int(np.sum(tr.labels == c)),
+            "numerical_rank_1e-5": s.numerical_rank,
+            "cond": s.to_dict()["cond_full"],
+            "m_tau": s.m_tau,
+        }
     out["per_class"] = per_class
     out["rrqr_time_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     res = find_redundancy(tr.images, tr.labels, classes=FASHION_MNIST_CLASSES, seed=seed)
-    out["redundancy"] = {k: res.summary[k] for k in (
-        "n_groups", "n_redundant_groups", "n_conflict_groups", "n_images_in_groups",
-        "n_removed", "redundancy_rate")}
+    out["redundancy"] = {
+        k: res.summary[k]
+        for k in (
+            "n_groups",
+            "n_redundant_groups",
+            "n_conflict_groups",
+            "n_images_in_groups",
+            "n_removed",
+            "redundancy_rate",
+        )
+    }
     out["redundancy"]["time_s"] = time.perf_counter() - t0
     out["redundancy"]["largest_groups"] = [g.to_dict() for g in res[:3]]
     out["leakage"] = leakage_stats(seed, tr, te)
@@ -353,15 +385,25 @@ def leakage_stats(seed: int, tr=None, te=None) -> dict:
     out: dict = {}
     for key, align in (("default", True), ("first_stage_only", False)):
         t0 = time.perf_counter()
-        leak = find_leakage(tr.images, te.images, train_labels=tr.labels,
-                            test_labels=te.labels, seed=seed, align=align)
+        leak = find_leakage(
+            tr.images,
+            te.images,
+            train_labels=tr.labels,
+            test_labels=te.labels,
+            seed=seed,
+            align=align,
+        )
         out[key] = {
-            "align": align, "n_test": leak.n_test, "n_leaked": leak.n_leaked,
-            "share": leak.share, "n_label_mismatch": leak.n_label_mismatch,
+            "align": align,
+            "n_test": leak.n_test,
+            "n_leaked": leak.n_leaked,
+            "share": leak.share,
+            "n_label_mismatch": leak.n_label_mismatch,
             "n_aligned": sum(p.stage == "aligned" for p in leak.pairs),
             "per_class_share": {k: v["share"] for k, v in leak.per_class.items()},
             "farthest": leak.to_dict()["farthest"][:5],
-            "time_s": time.perf_counter() - t0}
+            "time_s": time.perf_counter() - t0,
+        }
     return {**out["default"], "first_stage_only": out["first_stage_only"]}
 
 
@@ -372,24 +414,40 @@ def main() -> int:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--quick", action="store_true", help="6,000 images, 50 per kind")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--split", default="train", choices=("train", "test"),
-                    help="Fashion-MNIST split to plant copies in (test: the development "
-                         "split the default thresholds were calibrated on)")
+    ap.add_argument(
+        "--split",
+        default="train",
+        choices=("train", "test"),
+        help="Fashion-MNIST split to plant copies in (test: the development "
+        "split the default thresholds were calibrated on)",
+    )
     ap.add_argument("--timeout", type=int, default=1800, help="seconds per method")
-    ap.add_argument("--out", default=None,
-                    help="results JSON (default results/redundancy[_quick][_dev].json)")
-    ap.add_argument("--keep-previous", action="store_true",
-                    help="keep the rows (and other keys) of the existing results JSON for "
-                         "the methods not rerun, when it was run on the same data")
-    ap.add_argument("--paper-stats", action="store_true",
-                    help="only the paper's statistics on the unmodified splits")
-    ap.add_argument("--paper-stats-leakage", action="store_true",
-                    help="only the leakage part of --paper-stats (updates its JSON)")
-    ap.add_argument("--copy-distances", action="store_true",
-                    help="only the aligned distance of every planted pair, per kind "
-                         "(results/redundancy_copy_distances.json)")
-    ap.add_argument("--worker", nargs=3, metavar=("METHOD", "DATA", "OUT"),
-                    help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--out", default=None, help="results JSON (default results/redundancy[_quick][_dev].json)"
+    )
+    ap.add_argument(
+        "--keep-previous",
+        action="store_true",
+        help="keep the rows (and other keys) of the existing results JSON for "
+        "the methods not rerun, when it was run on the same data",
+    )
+    ap.add_argument(
+        "--paper-stats",
+        action="store_true",
+        help="only the paper's statistics on the unmodified splits",
+    )
+    ap.add_argument(
+        "--paper-stats-leakage",
+        action="store_true",
+        help="only the leakage part of --paper-stats (updates its JSON)",
+    )
+    ap.add_argument(
+        "--copy-distances",
+        action="store_true",
+        help="only the aligned distance of every planted pair, per kind "
+        "(results/redundancy_copy_distances.json)",
+    )
+    ap.add_argument("--worker", nargs=3, metavar=("METHOD", "DATA", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         worker(*args.worker)
@@ -397,21 +455,33 @@ def main() -> int:
     if args.copy_distances:
         from dcsi.aligned import DEFAULT_ALIGN_THRESHOLD, aligned_distance
 
-        images, _, truth_pairs, kinds = make_data(args.n, args.per_kind, args.seed,
-                                                  args.split)
+        images, _, truth_pairs, kinds = make_data(args.n, args.per_kind, args.seed, args.split)
         d = aligned_distance(images, truth_pairs)
-        per_kind = {k: {"max": float(d[kinds == k].max()),
-                        "median": float(np.median(d[kinds == k])),
-                        "share_linked": float(np.mean(d[kinds == k]
-                                                      <= DEFAULT_ALIGN_THRESHOLD))}
-                    for k in KINDS}
+        per_kind = {
+            k: {
+                "max": float(d[kinds == k].max()),
+                "median": float(np.median(d[kinds == k])),
+                "share_linked": float(np.mean(d[kinds == k] <= DEFAULT_ALIGN_THRESHOLD)),
+            }
+            for k in KINDS
+        }
         print(json.dumps(per_kind, indent=2))
         out = HERE / "results" / "redundancy_copy_distances.json"
-        out.write_text(json.dumps({"command": " ".join(["python", *sys.argv]),
-                                   "n_images": len(images), "per_kind": args.per_kind,
-                                   "seed": args.seed, "split": args.split,
-                                   "threshold": DEFAULT_ALIGN_THRESHOLD,
-                                   "aligned_distance": per_kind}, indent=2) + "\n")
+        out.write_text(
+            json.dumps(
+                {
+                    "command": " ".join(["python", *sys.argv]),
+                    "n_images": len(images),
+                    "per_kind": args.per_kind,
+                    "seed": args.seed,
+                    "split": args.split,
+                    "threshold": DEFAULT_ALIGN_THRESHOLD,
+                    "aligned_distance": per_kind,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
         return 0
     if args.paper_stats_leakage:
         out = HERE / "results" / "redundancy_paper_stats.json"
@@ -427,15 +497,22 @@ def main() -> int:
         print(json.dumps(stats, indent=2))
         out = HERE / "results" / "redundancy_paper_stats.json"
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"command": " ".join(["python", *sys.argv]),
-                                   "note": "2 shared cores; times noisy", **stats},
-                                  indent=2) + "\n")
+        out.write_text(
+            json.dumps(
+                {
+                    "command": " ".join(["python", *sys.argv]),
+                    "note": "2 shared cores; times noisy",
+                    **stats,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
         return 0
     if args.quick:
         args.n, args.per_kind = 6000, 50
     os.environ.setdefault("DCSI_DISABLE_PROGRESS", "1")
-    images, labels, truth_pairs, kinds = make_data(args.n, args.per_kind, args.seed,
-                                                   args.split)
+    images, labels, truth_pairs, kinds = make_data(args.n, args.per_kind, args.seed, args.split)
     args.n = len(images)
     planted_idx = set(truth_pairs.ravel().tolist())
     tmp = Path(tempfile.mkdtemp(prefix="dcsi_bench_"))
@@ -446,66 +523,95 @@ def main() -> int:
     for method in args.methods.split(","):
         out = str(tmp / f"{method}.npz")
         try:
-            proc = subprocess.run([sys.executable, __file__, "--worker", method, data_path,
-                                   out], capture_output=True, text=True,
-                                  timeout=args.timeout)
+            proc = subprocess.run(
+                [sys.executable, __file__, "--worker", method, data_path, out],
+                capture_output=True,
+                text=True,
+                timeout=args.timeout,
+            )
         except subprocess.TimeoutExpired:
             rows.append({"method": method, "error": f"timeout after {args.timeout} s"})
             continue
         if proc.returncode != 0:
-            rows.append({"method": method,
-                         "error": (proc.stderr.strip().splitlines() or ["?"])[-1]})
+            rows.append(
+                {"method": method, "error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
+            )
             continue
         meta = json.loads(Path(out + ".json").read_text())
         d = np.load(out)
         # score of the default operating point: wavelet scores are scaled to 1.0 there
         default_score = {"dcsi-cnn": 0.05}.get(
-            method, 1.0 if method.startswith("dcsi-wavelet") else None)
-        sc = _score(d["pairs"], d["score"], d["group_pairs"], truth_pairs, kinds,
-                    planted_idx, default_score=default_score)
+            method, 1.0 if method.startswith("dcsi-wavelet") else None
+        )
+        sc = _score(
+            d["pairs"],
+            d["score"],
+            d["group_pairs"],
+            truth_pairs,
+            kinds,
+            planted_idx,
+            default_score=default_score,
+        )
         rows.append({"method": method, **meta, **sc})
 
-    table = ["| method | default P | default R | linked P | linked R | R @ P>=0.97 | "
-             + " | ".join(KINDS) + " | time (s) | peak RSS (MiB) |",
-             "|---|---|---|---|---|---|" + "---|" * len(KINDS) + "---|---|"]
+    table = [
+        "| method | default P | default R | linked P | linked R | R @ P>=0.97 | "
+        + " | ".join(KINDS)
+        + " | time (s) | peak RSS (MiB) |",
+        "|---|---|---|---|---|---|" + "---|" * len(KINDS) + "---|---|",
+    ]
     for r in rows:
         if "error" in r:
             table.append(f"| {r['method']} | failed: {r['error']} |")
             continue
         dflt, best = r["default"], r["at_precision_0.97"]
         linked = r.get("default_linked") or {"precision": None, "recall": None}
-        fmt = (lambda v: "-" if v is None else f"{v:.3f}")
+
+        def fmt(v):
+            return "-" if v is None else f"{v:.3f}"
+
         table.append(
             f"| {r['method']} | {fmt(dflt['precision'])} | {fmt(dflt['recall'])} | "
             f"{fmt(linked['precision'])} | {fmt(linked['recall'])} | "
             f"{best['recall']:.3f} | "
             + " | ".join(f"{best['per_kind'][k]:.2f}" for k in KINDS)
-            + f" | {r['time_s']:.1f} | {r['peak_rss_mib']:.0f} |")
+            + f" | {r['time_s']:.1f} | {r['peak_rss_mib']:.0f} |"
+        )
     print("\n".join(table))
     result = {
         "benchmark": "redundancy",
         "command": " ".join(["python", *sys.argv]),
-        "n_images": args.n, "per_kind": args.per_kind, "kinds": list(KINDS),
-        "split": args.split, "seed": args.seed,
-        "machine": {"cores": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version(),
-                    "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
-                    "note": "2 cores shared with other engineers' jobs during the run: "
-                            "times are noisy upper bounds"},
+        "n_images": args.n,
+        "per_kind": args.per_kind,
+        "kinds": list(KINDS),
+        "split": args.split,
+        "seed": args.seed,
+        "machine": {
+            "cores": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
+            "note": "2 cores shared with other engineers' jobs during the run: "
+            "times are noisy upper bounds",
+        },
         "protocol": "pairs; truth = planted pairs; pairs between two unmodified images "
-                    "not scored; per-kind recall at the overall P>=0.97 operating point",
+        "not scored; per-kind recall at the overall P>=0.97 operating point",
         "results": rows,
     }
     name = ("redundancy_quick" if args.quick else "redundancy") + (
-        "_dev" if args.split == "test" else "")
+        "_dev" if args.split == "test" else ""
+    )
     out = Path(args.out) if args.out else HERE / "results" / (name + ".json")
     if args.keep_previous and out.exists():
         old = json.loads(out.read_text())
         same = all(old.get(k) == result[k] for k in ("n_images", "per_kind", "split", "seed"))
         if same:
             rerun = {r["method"] for r in rows}
-            kept = [dict(r, note=r.get("note") or f"from the earlier run: {old['command']}")
-                    for r in old["results"] if r["method"] not in rerun]
+            kept = [
+                dict(r, note=r.get("note") or f"from the earlier run: {old['command']}")
+                for r in old["results"]
+                if r["method"] not in rerun
+            ]
             result["results"] = kept + rows
             result.update({k: v for k, v in old.items() if k not in result})
     out.parent.mkdir(parents=True, exist_ok=True)

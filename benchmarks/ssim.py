@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Timer, peak_rss_mib, print_table, traced_peak_mib, write_results  # noqa: E402
+from _common import Timer, peak_rss_mib, print_table, traced_peak_mib, write_results
 
 SK_KW = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255)
 
@@ -39,8 +39,7 @@ SK_KW = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data
 def skimage_ssim(a: np.ndarray, b: np.ndarray) -> float:
     from skimage.metrics import structural_similarity
 
-    return float(structural_similarity(a, b, channel_axis=-1 if a.ndim == 3 else None,
-                                       **SK_KW))
+    return float(structural_similarity(a, b, channel_axis=-1 if a.ndim == 3 else None, **SK_KW))
 
 
 def rgb_crops(n: int, size: int, seed: int) -> np.ndarray:
@@ -49,8 +48,13 @@ def rgb_crops(n: int, size: int, seed: int) -> np.ndarray:
     from skimage.transform import rescale
 
     rng = np.random.default_rng(seed)
-    photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket(),
-              data.immunohistochemistry()]
+    photos = [
+        data.astronaut(),
+        data.chelsea(),
+        data.coffee(),
+        data.rocket(),
+        data.immunohistochemistry(),
+    ]
     scaled = []
     for p in photos:
         for f in (0.125, 0.25, 0.5):
@@ -61,7 +65,7 @@ def rgb_crops(n: int, size: int, seed: int) -> np.ndarray:
         img = scaled[rng.integers(len(scaled))]
         r = rng.integers(0, img.shape[0] - size + 1)
         c = rng.integers(0, img.shape[1] - size + 1)
-        out[i] = img[r: r + size, c: c + size]
+        out[i] = img[r : r + size, c : c + size]
     return out
 
 
@@ -105,20 +109,21 @@ def all_pairs_row(name: str, images: np.ndarray, n_sample: int, seed: int) -> di
     }
 
 
-def threshold_row(images: np.ndarray, threshold: float, n_pairs_check: int,
-                  seed: int) -> dict:
+def threshold_row(images: np.ndarray, threshold: float, n_pairs_check: int, seed: int) -> dict:
     from dcsi.similarity.ssim import ssim_pairs, ssim_threshold_pairs
 
     n = images.shape[0]
     n_pairs = n * (n - 1) // 2
     cpu0 = time.process_time()
     with Timer() as t:
-        (pairs, vals), traced = traced_peak_mib(
-            lambda: ssim_threshold_pairs(images, threshold))
+        (pairs, vals), traced = traced_peak_mib(lambda: ssim_threshold_pairs(images, threshold))
     cpu = time.process_time() - cpu0
     rng = np.random.default_rng(seed)
-    check = pairs[rng.choice(len(pairs), size=min(len(pairs), 50), replace=False)] \
-        if len(pairs) else np.empty((0, 2), dtype=int)
+    check = (
+        pairs[rng.choice(len(pairs), size=min(len(pairs), 50), replace=False)]
+        if len(pairs)
+        else np.empty((0, 2), dtype=int)
+    )
     ref = np.array([skimage_ssim(images[a], images[b]) for a, b in check])
     idx = {tuple(p): v for p, v in zip(pairs.tolist(), vals.tolist())}
     diff = max((abs(idx[tuple(p)] - r) for p, r in zip(check.tolist(), ref)), default=0.0)
@@ -131,7 +136,7 @@ def threshold_row(images: np.ndarray, threshold: float, n_pairs_check: int,
         "n_images": n,
         "n_pairs": n_pairs,
         "threshold": threshold,
-        "pairs_found": int(len(pairs)),
+        "pairs_found": len(pairs),
         "seconds": t.seconds,
         "cpu_seconds": cpu,
         "pairs_per_s": n_pairs / t.seconds,
@@ -146,8 +151,9 @@ def threshold_row(images: np.ndarray, threshold: float, n_pairs_check: int,
     }
 
 
-def paper_analysis(images: np.ndarray, class_name: str, *, knn: int,
-                   thresholds: tuple[float, ...], seed: int) -> dict:
+def paper_analysis(
+    images: np.ndarray, class_name: str, *, knn: int, thresholds: tuple[float, ...], seed: int
+) -> dict:
     from dcsi.similarity.ssim import ssim_matrix
     from dcsi.spectral import spectral_analysis
 
@@ -158,7 +164,8 @@ def paper_analysis(images: np.ndarray, class_name: str, *, knn: int,
     off = M[iu]
     flat = images.reshape(n, -1)
     same_bytes = sum(
-        int(np.count_nonzero((flat[i + 1:] == flat[i]).all(axis=1))) for i in range(n - 1))
+        int(np.count_nonzero((flat[i + 1 :] == flat[i]).all(axis=1))) for i in range(n - 1)
+    )
     out = {
         "class": class_name,
         "n_images": n,
@@ -181,16 +188,23 @@ def paper_analysis(images: np.ndarray, class_name: str, *, knn: int,
     ]
     for graph, kw, rule in configs:
         with Timer() as ts:
-            res = spectral_analysis(M, graph=graph, rule=rule, laplacian="symmetric",
-                                    seed=seed, **kw)
+            res = spectral_analysis(
+                M, graph=graph, rule=rule, laplacian="symmetric", seed=seed, **kw
+            )
         d = res.to_dict(max_eigenvalues=50)
-        out["spectral"].append({
-            "graph": graph, **kw, "rule": rule, "gamma": d["params"]["gamma"],
-            "n_clusters": d["n_clusters"], "n_components": d["n_components"],
-            "largest_cluster": max(d["cluster_sizes"]),
-            "seconds": ts.seconds,
-            "leading_eigenvalues": d["eigenvalues"][:20],
-        })
+        out["spectral"].append(
+            {
+                "graph": graph,
+                **kw,
+                "rule": rule,
+                "gamma": d["params"]["gamma"],
+                "n_clusters": d["n_clusters"],
+                "n_components": d["n_components"],
+                "largest_cluster": max(d["cluster_sizes"]),
+                "seconds": ts.seconds,
+                "leading_eigenvalues": d["eigenvalues"][:20],
+            }
+        )
     iso = res.isolated[0]
     out["most_isolated_image"] = int(iso)
     out["most_isolated_max_ssim"] = float(res.isolation[0])
@@ -202,14 +216,22 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=500, help="images for the all-pairs runs")
     p.add_argument("--n-large", type=int, default=5000, help="images for the threshold run")
-    p.add_argument("--sample", type=int, default=400,
-                   help="pairs timed with the skimage loop (scaled to all pairs)")
-    p.add_argument("--threshold", type=float, default=0.9,
-                   help="SSIM threshold of the large run")
-    p.add_argument("--matched", type=int, default=100_000,
-                   help="random matched pairs for ssim_pairs")
-    p.add_argument("--paper-class", type=int, default=0,
-                   help="Fashion-MNIST class of the paper's analysis (0 = T-shirt/top)")
+    p.add_argument(
+        "--sample",
+        type=int,
+        default=400,
+        help="pairs timed with the skimage loop (scaled to all pairs)",
+    )
+    p.add_argument("--threshold", type=float, default=0.9, help="SSIM threshold of the large run")
+    p.add_argument(
+        "--matched", type=int, default=100_000, help="random matched pairs for ssim_pairs"
+    )
+    p.add_argument(
+        "--paper-class",
+        type=int,
+        default=0,
+        help="Fashion-MNIST class of the paper's analysis (0 = T-shirt/top)",
+    )
     p.add_argument("--paper-n", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="small smoke run")
@@ -228,65 +250,143 @@ def main(argv: list[str] | None = None) -> int:
     rgb = rgb_crops(args.n, 32, args.seed)
 
     results: dict = {"all_pairs": [], "params": vars(args)}
-    for name, imgs in (("Fashion-MNIST test (28x28 grey)", fm),
-                       ("skimage photo crops (32x32 RGB)", rgb)):
+    for name, imgs in (
+        ("Fashion-MNIST test (28x28 grey)", fm),
+        ("skimage photo crops (32x32 RGB)", rgb),
+    ):
         results["all_pairs"].append(all_pairs_row(name, imgs, args.sample, args.seed))
-    rows = [[r["dataset"], r["n_pairs"], r["dcsi_seconds"], r["dcsi_pairs_per_s"],
-             r["skimage_pairs_per_s"], r["skimage_seconds_scaled"], r["ratio_wall"],
-             r["ratio_cpu"], f'{r["max_abs_diff"]:.1e}', r["dcsi_traced_peak_mib"]]
-            for r in results["all_pairs"]]
+    rows = [
+        [
+            r["dataset"],
+            r["n_pairs"],
+            r["dcsi_seconds"],
+            r["dcsi_pairs_per_s"],
+            r["skimage_pairs_per_s"],
+            r["skimage_seconds_scaled"],
+            r["ratio_wall"],
+            r["ratio_cpu"],
+            f"{r['max_abs_diff']:.1e}",
+            r["dcsi_traced_peak_mib"],
+        ]
+        for r in results["all_pairs"]
+    ]
     print(f"\n### All-pairs SSIM, {args.n} images\n")
-    print_table(rows, ["data", "pairs", "dcsi s", "dcsi pairs/s", "skimage pairs/s",
-                       "skimage s (scaled)", "speed-up (wall)", "speed-up (CPU)",
-                       "max |diff|", "peak MiB (traced)"])
+    print_table(
+        rows,
+        [
+            "data",
+            "pairs",
+            "dcsi s",
+            "dcsi pairs/s",
+            "skimage pairs/s",
+            "skimage s (scaled)",
+            "speed-up (wall)",
+            "speed-up (CPU)",
+            "max |diff|",
+            "peak MiB (traced)",
+        ],
+    )
 
     if not args.skip_large:
-        big = test.images[rng.choice(len(test.images), size=min(args.n_large, len(test.images)),
-                                     replace=False)]
+        big = test.images[
+            rng.choice(len(test.images), size=min(args.n_large, len(test.images)), replace=False)
+        ]
         tr = threshold_row(big, args.threshold, args.matched, args.seed)
-        tr["skimage_seconds_scaled"] = tr["n_pairs"] / results["all_pairs"][0]["skimage_pairs_per_s"]
+        tr["skimage_seconds_scaled"] = (
+            tr["n_pairs"] / results["all_pairs"][0]["skimage_pairs_per_s"]
+        )
         results["threshold"] = tr
         print(f"\n### Threshold pass and matched pairs, {tr['n_images']} Fashion-MNIST images\n")
-        print_table([
-            ["ssim_threshold_pairs (t=%.2f)" % tr["threshold"], tr["n_pairs"], tr["seconds"],
-             tr["pairs_per_s"], tr["skimage_seconds_scaled"], tr["pairs_found"],
-             tr["traced_peak_mib"], tr["dense_matrix_mib"],
-             f'{tr["max_abs_diff_checked"]:.1e}'],
-            ["ssim_pairs (random pairs)", tr["matched_pairs"], tr["matched_seconds"],
-             tr["matched_pairs_per_s"], None, None, tr["matched_traced_peak_mib"], None,
-             f'{tr["matched_max_abs_diff"]:.1e}'],
-        ], ["step", "pairs", "seconds", "pairs/s", "skimage s (scaled)", "pairs found",
-            "peak MiB (traced)", "dense N x N MiB", "max |diff| (checked)"])
+        print_table(
+            [
+                [
+                    "ssim_threshold_pairs (t={:.2f})".format(tr["threshold"]),
+                    tr["n_pairs"],
+                    tr["seconds"],
+                    tr["pairs_per_s"],
+                    tr["skimage_seconds_scaled"],
+                    tr["pairs_found"],
+                    tr["traced_peak_mib"],
+                    tr["dense_matrix_mib"],
+                    f"{tr['max_abs_diff_checked']:.1e}",
+                ],
+                [
+                    "ssim_pairs (random pairs)",
+                    tr["matched_pairs"],
+                    tr["matched_seconds"],
+                    tr["matched_pairs_per_s"],
+                    None,
+                    None,
+                    tr["matched_traced_peak_mib"],
+                    None,
+                    f"{tr['matched_max_abs_diff']:.1e}",
+                ],
+            ],
+            [
+                "step",
+                "pairs",
+                "seconds",
+                "pairs/s",
+                "skimage s (scaled)",
+                "pairs found",
+                "peak MiB (traced)",
+                "dense N x N MiB",
+                "max |diff| (checked)",
+            ],
+        )
 
     cls = np.flatnonzero(train.labels == args.paper_class)
     pick = np.sort(rng.choice(cls, size=min(args.paper_n, cls.size), replace=False))
-    pa = paper_analysis(train.images[pick], train.classes[args.paper_class], knn=10,
-                        thresholds=(0.9, 0.8, 0.7), seed=args.seed)
+    pa = paper_analysis(
+        train.images[pick],
+        train.classes[args.paper_class],
+        knn=10,
+        thresholds=(0.9, 0.8, 0.7),
+        seed=args.seed,
+    )
     pa["train_indices_of_most_isolated"] = int(pick[pa["most_isolated_image"]])
     results["paper_analysis"] = pa
-    print(f"\n### Yousefzadeh's analysis on one class: Fashion-MNIST train "
-          f"'{pa['class']}', {pa['n_images']} images\n")
-    print_table([
-        ["mean SSIM (pairs i<j)", pa["mean"]],
-        ["std SSIM", pa["std"]],
-        ["min SSIM", pa["min"]],
-        ["identical pairs (SSIM >= 1 - 1e-6)", pa["identical_pairs_ssim_ge_0.999999"]],
-        ["identical pairs (same bytes)", pa["identical_pairs_same_bytes"]],
-        ["pairs with SSIM >= 0.9", pa["pairs_ssim_ge_0.9"]],
-        ["pairs with SSIM >= 0.8", pa["pairs_ssim_ge_0.8"]],
-        ["pairs with SSIM >= 0.7", pa["pairs_ssim_ge_0.7"]],
-        ["most isolated image (index in the class sample / in train)",
-         f'{pa["most_isolated_image"]} / {pa["train_indices_of_most_isolated"]}'],
-        ["its largest SSIM to another image", pa["most_isolated_max_ssim"]],
-        ["its mean SSIM", pa["most_isolated_mean_ssim"]],
-        ["all-pairs SSIM seconds", pa["ssim_seconds"]],
-    ], ["quantity", "value"])
+    print(
+        f"\n### Yousefzadeh's analysis on one class: Fashion-MNIST train "
+        f"'{pa['class']}', {pa['n_images']} images\n"
+    )
+    print_table(
+        [
+            ["mean SSIM (pairs i<j)", pa["mean"]],
+            ["std SSIM", pa["std"]],
+            ["min SSIM", pa["min"]],
+            ["identical pairs (SSIM >= 1 - 1e-6)", pa["identical_pairs_ssim_ge_0.999999"]],
+            ["identical pairs (same bytes)", pa["identical_pairs_same_bytes"]],
+            ["pairs with SSIM >= 0.9", pa["pairs_ssim_ge_0.9"]],
+            ["pairs with SSIM >= 0.8", pa["pairs_ssim_ge_0.8"]],
+            ["pairs with SSIM >= 0.7", pa["pairs_ssim_ge_0.7"]],
+            [
+                "most isolated image (index in the class sample / in train)",
+                f"{pa['most_isolated_image']} / {pa['train_indices_of_most_isolated']}",
+            ],
+            ["its largest SSIM to another image", pa["most_isolated_max_ssim"]],
+            ["its mean SSIM", pa["most_isolated_mean_ssim"]],
+            ["all-pairs SSIM seconds", pa["ssim_seconds"]],
+        ],
+        ["quantity", "value"],
+    )
     print()
-    print_table([[s["graph"], s.get("threshold", s.get("k")), s["rule"], s["gamma"],
-                  s["n_clusters"], s["n_components"], s["largest_cluster"], s["seconds"]]
-                 for s in pa["spectral"]],
-                ["graph", "t or k", "rule", "gamma", "nc", "components", "largest cluster",
-                 "seconds"])
+    print_table(
+        [
+            [
+                s["graph"],
+                s.get("threshold", s.get("k")),
+                s["rule"],
+                s["gamma"],
+                s["n_clusters"],
+                s["n_components"],
+                s["largest_cluster"],
+                s["seconds"],
+            ]
+            for s in pa["spectral"]
+        ],
+        ["graph", "t or k", "rule", "gamma", "nc", "components", "largest cluster", "seconds"],
+    )
     results["peak_rss_mib"] = peak_rss_mib()
     results["note"] = (
         "skimage loop timed on a random sample of pairs and scaled linearly to all pairs; "

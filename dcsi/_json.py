@@ -106,8 +106,7 @@ def to_jsonable(
         if kinds <= _STRINGS:  # fast path: ids, class names
             return list(obj)
         return [
-            to_jsonable(v, where=f"{where}[{i}]", what=what, error=error)
-            for i, v in enumerate(obj)
+            to_jsonable(v, where=f"{where}[{i}]", what=what, error=error) for i, v in enumerate(obj)
         ]
     if isinstance(obj, (bool, np.bool_)):
         return bool(obj)

@@ -36,8 +36,11 @@ class _Bar(tqdm):  # type: ignore[misc]
     """
 
     def close(self) -> None:
-        if not self.disable and self.last_print_n != self.n \
-                and self.last_print_t >= self.start_t + self.delay:  # drawn at least once
+        if (
+            not self.disable
+            and self.last_print_n != self.n
+            and self.last_print_t >= self.start_t + self.delay
+        ):  # drawn at least once
             self.refresh()
         super().close()
 

@@ -18,13 +18,13 @@ from dcsi.exceptions import InvalidParameterError
 __all__ = [
     "Interval",
     "Options",
-    "validate_params",
-    "check_choice",
-    "check_int",
-    "check_float",
     "check_array",
+    "check_choice",
+    "check_float",
+    "check_int",
     "check_labels",
     "require",
+    "validate_params",
 ]
 
 
@@ -78,13 +78,9 @@ def check_float(
     value = float(value)
     if not np.isfinite(value):
         raise _fail(name, caller, rule, value)
-    if min_value is not None and (
-        value < min_value or (not min_inclusive and value == min_value)
-    ):
+    if min_value is not None and (value < min_value or (not min_inclusive and value == min_value)):
         raise _fail(name, caller, rule, value)
-    if max_value is not None and (
-        value > max_value or (not max_inclusive and value == max_value)
-    ):
+    if max_value is not None and (value > max_value or (not max_inclusive and value == max_value)):
         raise _fail(name, caller, rule, value)
     return value
 
@@ -226,9 +222,13 @@ class Interval:
 
     def describe(self) -> str:
         """The rule in words, e.g. ``"an int >= 2"``."""
-        return _range_rule("an int" if self.kind is int else "a float", self.left,
-                           self.right, self.closed in ("both", "left"),
-                           self.closed in ("both", "right"))
+        return _range_rule(
+            "an int" if self.kind is int else "a float",
+            self.left,
+            self.right,
+            self.closed in ("both", "left"),
+            self.closed in ("both", "right"),
+        )
 
     def accepts(self, value: Any) -> bool:
         """Whether ``value`` satisfies the constraint."""
@@ -239,10 +239,16 @@ class Interval:
             return False
         if not np.isfinite(float(value)):
             return False
-        lo_ok = self.left is None or value > self.left or (
-            value == self.left and self.closed in ("both", "left"))
-        hi_ok = self.right is None or value < self.right or (
-            value == self.right and self.closed in ("both", "right"))
+        lo_ok = (
+            self.left is None
+            or value > self.left
+            or (value == self.left and self.closed in ("both", "left"))
+        )
+        hi_ok = (
+            self.right is None
+            or value < self.right
+            or (value == self.right and self.closed in ("both", "right"))
+        )
         return bool(lo_ok and hi_ok)
 
     def convert(self, value: Any) -> Any:
@@ -273,8 +279,7 @@ class Options:
 
     def accepts(self, value: Any) -> bool:
         """Whether ``value`` is one of the options (booleans only match booleans)."""
-        return any(value is v or (type(value) is type(v) and value == v)
-                   for v in self.values)
+        return any(value is v or (type(value) is type(v) and value == v) for v in self.values)
 
     def convert(self, value: Any) -> Any:
         """``value`` unchanged."""
@@ -285,8 +290,9 @@ class Options:
         return ["__not_an_option__"]
 
 
-def validate_params(values: Mapping[str, Any], constraints: Mapping[str, Sequence[Any]],
-                    caller: str) -> dict[str, Any]:
+def validate_params(
+    values: Mapping[str, Any], constraints: Mapping[str, Sequence[Any]], caller: str
+) -> dict[str, Any]:
     """Check every value against its declared constraints (scikit-learn's shape).
 
     A value is valid when one of its constraints accepts it; the message lists them

@@ -34,6 +34,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -44,10 +45,10 @@ from dcsi.neighbors import ball_pairs, link_radius, projection_basis
 
 __all__ = [
     "ALIGN_DISTANCE",
-    "AlignOptions",
     "DEFAULT_ALIGN_THRESHOLD",
     "DEFAULT_MAX_CROP",
     "DEFAULT_MAX_SHIFT",
+    "AlignOptions",
     "CopyTransform",
     "aligned_cross_pairs",
     "aligned_distance",
@@ -67,8 +68,10 @@ DEFAULT_MAX_SHIFT = 1
 DEFAULT_MAX_CROP = 2
 _GRID = 12  # the coarse window has about this many cells per side
 #: What the aligned distance is, in the words recorded in results and cards.
-ALIGN_DISTANCE = ("1 - Pearson correlation of block means of the inner windows after the "
-                  "best identity, shift or crop-and-resize of either image")
+ALIGN_DISTANCE = (
+    "1 - Pearson correlation of block means of the inner windows after the "
+    "best identity, shift or crop-and-resize of either image"
+)
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,7 @@ class AlignOptions:
     block_size: int = 8192
 
     #: Declared constraints of each field (checked on creation).
-    CONSTRAINTS = {
+    CONSTRAINTS: ClassVar[dict[str, list[Any]]] = {
         "threshold": [Interval(float, 0.0, 2.0, closed="both")],
         "max_shift": [Interval(int, 0, None, closed="left")],
         "max_crop": [Interval(int, 0, None, closed="left")],
@@ -108,16 +111,20 @@ class AlignOptions:
 
     def __post_init__(self) -> None:
         checked = validate_params(
-            {k: getattr(self, k) for k in self.CONSTRAINTS}, self.CONSTRAINTS,
-            "AlignOptions")
+            {k: getattr(self, k) for k in self.CONSTRAINTS}, self.CONSTRAINTS, "AlignOptions"
+        )
         for k, v in checked.items():
             object.__setattr__(self, k, v)
 
     def to_dict(self) -> dict:
         """The card's record of the stage: ``align_threshold``, ``max_shift``,
         ``max_crop``, ``align_distance``."""
-        return {"align_threshold": self.threshold, "max_shift": self.max_shift,
-                "max_crop": self.max_crop, "align_distance": ALIGN_DISTANCE}
+        return {
+            "align_threshold": self.threshold,
+            "max_shift": self.max_shift,
+            "max_crop": self.max_crop,
+            "align_distance": ALIGN_DISTANCE,
+        }
 
 
 @dataclass(frozen=True)
@@ -169,7 +176,7 @@ def _pool_inner(n: int, margin: int) -> np.ndarray:
     k = inner // p
     P = np.zeros((k, n))
     for i in range(k):
-        P[i, margin + i * p: margin + (i + 1) * p] = 1.0 / p
+        P[i, margin + i * p : margin + (i + 1) * p] = 1.0 / p
     return P
 
 
@@ -182,8 +189,10 @@ def skip_reason(shape: tuple[int, int], max_shift: int, max_crop: int) -> str | 
     h, w = shape[:2]
     if min(h, w) - 2 * max_shift >= 2 and max_crop < min(h, w) - 1:
         return None
-    return (f"the {h}x{w} images are too small for the shift/crop-tolerant second "
-            f"stage (max_shift={max_shift}, max_crop={max_crop}); it was skipped")
+    return (
+        f"the {h}x{w} images are too small for the shift/crop-tolerant second "
+        f"stage (max_shift={max_shift}, max_crop={max_crop}); it was skipped"
+    )
 
 
 def copy_transforms(
@@ -225,12 +234,18 @@ def copy_transforms(
     for dy, dx in itertools.product(range(-m, m + 1), repeat=2):
         if (dy, dx) == (0, 0) or (half_shifts and (dy, dx) < (0, 0)):
             continue
-        out.append(CopyTransform(f"shift({dy},{dx})", Py @ _shift_matrix(h, dy),
-                                 Px @ _shift_matrix(w, dx)))
+        out.append(
+            CopyTransform(f"shift({dy},{dx})", Py @ _shift_matrix(h, dy), Px @ _shift_matrix(w, dx))
+        )
     for c in range(1, max_crop + 1):
         for t, left in itertools.product(range(c + 1), repeat=2):
-            out.append(CopyTransform(f"crop({c};{t},{left})", Py @ _crop_matrix(h, c, t),
-                                     Px @ _crop_matrix(w, c, left)))
+            out.append(
+                CopyTransform(
+                    f"crop({c};{t},{left})",
+                    Py @ _crop_matrix(h, c, t),
+                    Px @ _crop_matrix(w, c, left),
+                )
+            )
     return out
 
 
@@ -259,7 +274,7 @@ def transformed_rows(images: np.ndarray, transform: CopyTransform) -> np.ndarray
     """
     X = _grey(images)
     n = len(X)
-    Y = X @ transform.cols.T.astype(np.float32)                   # (n, h, wp)
+    Y = X @ transform.cols.T.astype(np.float32)  # (n, h, wp)
     Z = np.matmul(transform.rows.astype(np.float32), Y).reshape(n, -1)  # (n, hp * wp)
     mean = Z.mean(axis=1, keepdims=True)
     Z = Z - mean
@@ -269,9 +284,15 @@ def transformed_rows(images: np.ndarray, transform: CopyTransform) -> np.ndarray
     return np.where(flat, 0.0, Z / np.where(flat, 1.0, nrm)).astype(np.float32)
 
 
-def _search(A: np.ndarray, B: np.ndarray, transforms: Sequence[CopyTransform],
-            options: AlignOptions, seed: int, skip_self: bool,
-            identity: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def _search(
+    A: np.ndarray,
+    B: np.ndarray,
+    transforms: Sequence[CopyTransform],
+    options: AlignOptions,
+    seed: int,
+    skip_self: bool,
+    identity: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
     """Pairs ``(i, j)`` with ``1 - T(A_i) . B_j <= threshold`` for some ``T``.
 
     ``transforms[0]`` is the identity (it gives the ``B`` rows); ``identity=False``
@@ -283,23 +304,28 @@ def _search(A: np.ndarray, B: np.ndarray, transforms: Sequence[CopyTransform],
     from scipy.spatial import cKDTree
 
     threshold, block_size = options.threshold, options.block_size
-    base = np.concatenate([transformed_rows(B[s:s + block_size], transforms[0])
-                           for s in range(0, len(B), block_size)])
+    base = np.concatenate(
+        [
+            transformed_rows(B[s : s + block_size], transforms[0])
+            for s in range(0, len(B), block_size)
+        ]
+    )
     basis = projection_basis(base, min(options.n_components, base.shape[1]), seed)
     transforms = transforms if identity else transforms[1:]
     na = len(A)
     proj = np.empty((len(transforms) * na, basis.shape[1]), dtype=np.float32)
-    for k, T in progress(enumerate(transforms), desc="aligned transforms",
-                         total=len(transforms), unit="transform"):
+    for k, T in progress(
+        enumerate(transforms), desc="aligned transforms", total=len(transforms), unit="transform"
+    ):
         for s in range(0, na, block_size):
             e = min(s + block_size, na)
-            proj[k * na + s:k * na + e] = transformed_rows(A[s:e], T) @ basis
+            proj[k * na + s : k * na + e] = transformed_rows(A[s:e], T) @ basis
     tree = cKDTree(proj)
     del proj
     radius = link_radius(threshold)
     out_p, out_d = [], []
     for s in range(0, len(B), block_size):
-        j, v = ball_pairs(tree, base[s:s + block_size] @ basis, radius)
+        j, v = ball_pairs(tree, base[s : s + block_size] @ basis, radius)
         j += s
         k, i = np.divmod(v, na)
         if skip_self:
@@ -310,8 +336,9 @@ def _search(A: np.ndarray, B: np.ndarray, transforms: Sequence[CopyTransform],
             it, jt = i[sel], j[sel]
             used, inv = np.unique(it, return_inverse=True)
             V = transformed_rows(A[used], transforms[t])
-            d = np.maximum(1.0 - np.einsum("ij,ij->i", V[inv.ravel()], base[jt],
-                                           dtype=np.float64), 0.0)
+            d = np.maximum(
+                1.0 - np.einsum("ij,ij->i", V[inv.ravel()], base[jt], dtype=np.float64), 0.0
+            )
             ok = d <= threshold
             out_p.append(np.stack([it[ok], jt[ok]], 1))
             out_d.append(d[ok])
@@ -369,8 +396,9 @@ def aligned_pairs(
     X = np.asarray(images)  # converted block by block
     if len(X) < 2:
         return np.empty((0, 2), dtype=np.int64), np.empty(0)
-    transforms = copy_transforms(X.shape[1:3], max_shift=options.max_shift,
-                                 max_crop=options.max_crop)
+    transforms = copy_transforms(
+        X.shape[1:3], max_shift=options.max_shift, max_crop=options.max_crop
+    )
     p, d = _search(X, X, transforms, options, seed, skip_self=True)
     return best_pairs(np.sort(p, axis=1), d)
 
@@ -406,8 +434,9 @@ def aligned_cross_pairs(
         )
     if not len(A) or not len(B):
         return np.empty((0, 2), dtype=np.int64), np.empty(0)
-    transforms = copy_transforms(A.shape[1:3], max_shift=options.max_shift,
-                                 max_crop=options.max_crop)
+    transforms = copy_transforms(
+        A.shape[1:3], max_shift=options.max_shift, max_crop=options.max_crop
+    )
     p1, d1 = _search(A, B, transforms, options, seed, skip_self=False)
     p2, d2 = _search(B, A, transforms, options, seed, skip_self=False, identity=False)
     return best_pairs(np.concatenate([p1, p2[:, ::-1]]), np.concatenate([d1, d2]))
@@ -446,8 +475,9 @@ def aligned_distance(
     used, inv = np.unique(pairs, return_inverse=True)
     inv = inv.reshape(-1, 2)
     Xu = X[used]
-    transforms = copy_transforms(X.shape[1:], max_shift=max_shift, max_crop=max_crop,
-                                 half_shifts=False)
+    transforms = copy_transforms(
+        X.shape[1:], max_shift=max_shift, max_crop=max_crop, half_shifts=False
+    )
     base = transformed_rows(Xu, transforms[0])
     for T in transforms:
         V = transformed_rows(Xu, T)

@@ -29,8 +29,14 @@ from dcsi._json import to_jsonable
 from dcsi._validation import check_array, check_choice, check_int
 from dcsi.exceptions import InvalidParameterError
 
-__all__ = ["ClassClusters", "cluster_classes", "Router", "routing_error", "LINKAGES",
-           "RULES"]
+__all__ = [
+    "LINKAGES",
+    "RULES",
+    "ClassClusters",
+    "Router",
+    "cluster_classes",
+    "routing_error",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -101,9 +107,7 @@ class ClassClusters:
         """Cluster id per class, shape (K,), for ``k`` (default: the recommended k)."""
         k = self.recommended_k if k is None else k
         if k not in self.partitions:
-            raise InvalidParameterError(
-                f"No partition with k={k!r}; available k: {self.ks}."
-            )
+            raise InvalidParameterError(f"No partition with k={k!r}; available k: {self.ks}.")
         return self.partitions[k].copy()
 
     def clusters(self, k: int | None = None) -> list[list[Any]]:
@@ -136,8 +140,10 @@ class ClassClusters:
             "rule": self.rule,
             "partitions": {str(k): self.partitions[k] for k in self.ks},
             "sizes": {str(k): np.bincount(self.partitions[k]) for k in self.ks},
-            "scores": {str(k): (None if self.scores.get(k) is None
-                                else float(self.scores[k])) for k in self.ks},
+            "scores": {
+                str(k): (None if self.scores.get(k) is None else float(self.scores[k]))
+                for k in self.ks
+            },
         }
         if self.classes is not None:
             out["members"] = {str(k): self.clusters(k) for k in self.ks}
@@ -189,8 +195,9 @@ def _class_graph_spectrum(d: np.ndarray) -> np.ndarray | None:
     # still forms a component of its own (eigenvalue 0) instead of a degenerate row
     a = np.exp(-(d**2) / (2.0 * sigma**2))
     # no eigenvectors asked for: an ndarray
-    return cast(np.ndarray, laplacian_spectrum(a, kind="symmetric", self_loops=True,
-                                               method="dense"))
+    return cast(
+        np.ndarray, laplacian_spectrum(a, kind="symmetric", self_loops=True, method="dense")
+    )
 
 
 def _eigengap_scores(lam: np.ndarray | None, ks: Sequence[int]) -> dict[int, float | None]:
@@ -207,8 +214,7 @@ def _silhouette_scores(d: np.ndarray, parts: dict[int, np.ndarray]) -> dict[int,
     out: dict[int, float | None] = {}
     for c, lab in parts.items():
         n_lab = int(lab.max()) + 1
-        out[c] = (float(silhouette_score(d, lab, metric="precomputed"))
-                  if 2 <= n_lab < k else None)
+        out[c] = float(silhouette_score(d, lab, metric="precomputed")) if 2 <= n_lab < k else None
     return out
 
 
@@ -279,8 +285,7 @@ def cluster_classes(
     if ks is None:
         ks_list = list(range(2, min(k_all, MAX_K) + 1))
     else:
-        ks_list = sorted({check_int(k, "ks", caller, min_value=2, max_value=k_all)
-                          for k in ks})
+        ks_list = sorted({check_int(k, "ks", caller, min_value=2, max_value=k_all) for k in ks})
         if not ks_list:
             raise InvalidParameterError(
                 f"The 'ks' parameter of {caller} must hold at least one int in "
@@ -308,11 +313,13 @@ def cluster_classes(
     # fcluster can return fewer clusters than asked when merge heights tie
     for k, lab in parts.items():
         if int(lab.max()) + 1 != k:
-            logger.info("cluster_classes: k=%d gave %d clusters (tied merge heights)",
-                        k, int(lab.max()) + 1)
+            logger.info(
+                "cluster_classes: k=%d gave %d clusters (tied merge heights)", k, int(lab.max()) + 1
+            )
     lam = _class_graph_spectrum(tree_d)
-    scores = _eigengap_scores(lam, ks_list) if rule == "eigengap" else \
-        _silhouette_scores(tree_d, parts)
+    scores = (
+        _eigengap_scores(lam, ks_list) if rule == "eigengap" else _silhouette_scores(tree_d, parts)
+    )
     valid = {k: s for k, s in scores.items() if s is not None}
     recommended = max(valid, key=lambda k: (valid[k], -k)) if valid else ks_list[0]
     if linkage == "ward":
@@ -321,10 +328,17 @@ def cluster_classes(
         tree_text = "1 - similarity (symmetrised)"
     else:
         tree_text = "class distance (symmetrised)"
-    return ClassClusters(linkage=linkage, partitions=parts, recommended_k=int(recommended),
-                         rule=_RULE_TEXT[rule], scores=scores,
-                         classes=None if classes is None else list(classes),
-                         linkage_matrix=z, eigenvalues=lam, tree_distance=tree_text)
+    return ClassClusters(
+        linkage=linkage,
+        partitions=parts,
+        recommended_k=int(recommended),
+        rule=_RULE_TEXT[rule],
+        scores=scores,
+        classes=None if classes is None else list(classes),
+        linkage_matrix=z,
+        eigenvalues=lam,
+        tree_distance=tree_text,
+    )
 
 
 class Router:
@@ -364,8 +378,7 @@ class Router:
     ) -> None:
         caller = "Router"
         sums = check_array(class_sums, "class_sums", caller, ndim=2, dtype=np.float64)
-        counts = check_array(class_counts, "class_counts", caller, ndim=1,
-                             dtype=np.float64)
+        counts = check_array(class_counts, "class_counts", caller, ndim=1, dtype=np.float64)
         assign = np.asarray(assignment)
         if counts.shape[0] != sums.shape[0]:
             raise InvalidParameterError(
@@ -440,8 +453,10 @@ class Router:
         return np.argmax(self.scores(features), axis=1).astype(np.int64)
 
     def _features_of(self, images: Any, *, batch_size: int, device: str) -> np.ndarray:
-        if isinstance(images, (list, tuple)) and images and all(
-            hasattr(im, "convert") and hasattr(im, "size") for im in images
+        if (
+            isinstance(images, (list, tuple))
+            and images
+            and all(hasattr(im, "convert") and hasattr(im, "size") for im in images)
         ):
             return self._pil_features(list(images), batch_size=batch_size, device=device)
         from dcsi.features import extract_features
@@ -463,11 +478,12 @@ class Router:
 
         ext = self.extractor
         if ext is None or isinstance(ext, str):
-            ext = get_backbone(ext or "efficientnet_lite0", image_size=self.image_size,
-                               device=device)
+            ext = get_backbone(
+                ext or "efficientnet_lite0", image_size=self.image_size, device=device
+            )
         out = []
         for i in range(0, len(images), batch_size):
-            batch = torch.stack([ext.transform(im) for im in images[i:i + batch_size]])
+            batch = torch.stack([ext.transform(im) for im in images[i : i + batch_size]])
             with torch.no_grad():
                 feats = ext(batch)
             out.append(np.asarray(feats.cpu().numpy() if hasattr(feats, "cpu") else feats))
@@ -487,13 +503,11 @@ class Router:
         -------
         ndarray of shape (n,), int64
         """
-        return self.route_features(self._features_of(images, batch_size=batch_size,
-                                                     device=device))
+        return self.route_features(self._features_of(images, batch_size=batch_size, device=device))
 
     def __repr__(self) -> str:
         name = getattr(self.extractor, "name", self.extractor)
-        return (f"Router(n_clusters={self.n_clusters}, dim={self.dim}, "
-                f"extractor={name!r})")
+        return f"Router(n_clusters={self.n_clusters}, dim={self.dim}, extractor={name!r})"
 
 
 def routing_error(
@@ -532,8 +546,12 @@ def routing_error(
             f"[0, {assign.shape[0] - 1}]. Got values in [{int(y.min())}, {int(y.max())}]."
         )
     x = features_or_images
-    is_features = (isinstance(x, np.ndarray) and x.ndim == 2 and x.dtype.kind == "f"
-                   and x.shape[1] == router.dim)
+    is_features = (
+        isinstance(x, np.ndarray)
+        and x.ndim == 2
+        and x.dtype.kind == "f"
+        and x.shape[1] == router.dim
+    )
     pred = router.route_features(x) if is_features else router.route(x)
     if pred.shape[0] != y.shape[0]:
         raise InvalidParameterError(

@@ -9,10 +9,10 @@ against ``ValueError`` or ``ImportError`` keeps working.  The command line turns
 from __future__ import annotations
 
 __all__ = [
+    "CardSchemaError",
+    "DataError",
     "DcsiError",
     "InvalidParameterError",
-    "DataError",
-    "CardSchemaError",
     "MissingDependencyError",
     "WeightsNotFoundError",
 ]

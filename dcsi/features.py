@@ -49,8 +49,13 @@ from dcsi.backbones import Extractor, default_image_size, get_backbone
 from dcsi.exceptions import DataError, InvalidParameterError
 from dcsi.sources import DECODE_VERSION, ImageSet, image_to_array, open_source
 
-__all__ = ["FeatureSet", "extract_features", "default_cache_dir", "FeatureCache",
-           "choose_num_threads"]
+__all__ = [
+    "FeatureCache",
+    "FeatureSet",
+    "choose_num_threads",
+    "default_cache_dir",
+    "extract_features",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -132,8 +137,9 @@ class FeatureCache:
         self.directory = Path(directory)
 
     @classmethod
-    def for_key(cls, root: Path, *, backbone: str, weights_sha256: str, preprocessing: str,
-                dim: int | None) -> FeatureCache:
+    def for_key(
+        cls, root: Path, *, backbone: str, weights_sha256: str, preprocessing: str, dim: int | None
+    ) -> FeatureCache:
         """The cache folder for one extractor configuration under ``root``."""
         meta = {
             "cache_version": CACHE_VERSION,
@@ -171,8 +177,11 @@ class FeatureCache:
 
     def _drop(self, stem: str, why: str) -> None:
         """Remove a broken shard, so that its images are computed (and stored) again."""
-        logger.warning("Ignoring unreadable cache shard %s (%s); removing it, its images "
-                       "will be recomputed.", self.directory / f"{stem}.feats.npy", why)
+        logger.warning(
+            "Ignoring unreadable cache shard %s (%s); removing it, its images will be recomputed.",
+            self.directory / f"{stem}.feats.npy",
+            why,
+        )
         for suffix in (".feats.npy", ".keys.npy"):
             try:
                 (self.directory / f"{stem}{suffix}").unlink(missing_ok=True)
@@ -183,8 +192,7 @@ class FeatureCache:
         """The keys and dimension of a shard, or why it cannot be used."""
         try:
             keys = np.load(self.directory / f"{stem}.keys.npy", allow_pickle=False)
-            feats = np.load(self.directory / f"{stem}.feats.npy", mmap_mode="r",
-                            allow_pickle=False)
+            feats = np.load(self.directory / f"{stem}.feats.npy", mmap_mode="r", allow_pickle=False)
             if keys.ndim != 1 or keys.dtype.kind != "S":
                 return f"keys of dtype {keys.dtype} and shape {keys.shape}, not content hashes"
             hashes = [k.decode("ascii") for k in keys.tolist()]
@@ -221,15 +229,16 @@ class FeatureCache:
 
     def read(self, stem: str) -> np.ndarray:
         """The features of one shard, shape (m, dim), memory-mapped."""
-        return np.load(self.directory / f"{stem}.feats.npy", mmap_mode="r",
-                       allow_pickle=False)
+        return np.load(self.directory / f"{stem}.feats.npy", mmap_mode="r", allow_pickle=False)
 
     def write(self, hashes: Sequence[str], feats: np.ndarray) -> str:
         """Store one shard atomically (features first, then keys); returns its name."""
         keys = np.asarray([h.encode("ascii") for h in hashes], dtype="S64")
         stem = "shard-" + hashlib.sha256(keys.tobytes()).hexdigest()[:16]
-        atomic_write_bytes(self.directory / f"{stem}.feats.npy",
-                           _npy_bytes(np.ascontiguousarray(feats, dtype=np.float32)))
+        atomic_write_bytes(
+            self.directory / f"{stem}.feats.npy",
+            _npy_bytes(np.ascontiguousarray(feats, dtype=np.float32)),
+        )
         atomic_write_bytes(self.directory / f"{stem}.keys.npy", _npy_bytes(keys))
         return stem
 
@@ -247,8 +256,13 @@ class _Images:
     """torch Dataset view: position k -> transformed image ``positions[k]``, and with
     ``arrays=(hw, mode)`` also that image as a uint8 array (one decode for both)."""
 
-    def __init__(self, image_set: ImageSet, positions: np.ndarray, transform: Any,
-                 arrays: tuple[tuple[int, int], str] | None = None) -> None:
+    def __init__(
+        self,
+        image_set: ImageSet,
+        positions: np.ndarray,
+        transform: Any,
+        arrays: tuple[tuple[int, int], str] | None = None,
+    ) -> None:
         self.image_set = image_set
         self.positions = positions
         self.transform = transform
@@ -291,7 +305,8 @@ def choose_num_threads() -> int:
             value = 0
         if value < 1:
             raise InvalidParameterError(
-                f"DCSI_NUM_THREADS must be a positive integer. Got {env!r} instead.")
+                f"DCSI_NUM_THREADS must be a positive integer. Got {env!r} instead."
+            )
         return value
     omp = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()  # "4,2": nested
     if omp.isdigit() and int(omp) >= 1:
@@ -316,7 +331,8 @@ def _as_features(out: Any, n: int, name: str) -> np.ndarray:
     if arr.ndim != 2 or arr.shape[0] != n:
         raise DataError(
             f"Backbone {name!r} returned features of shape {arr.shape} for a batch of {n} "
-            "images; an extractor must return (n, d).")
+            "images; an extractor must return (n, d)."
+        )
     if not np.all(np.isfinite(arr)):
         raise DataError(f"Backbone {name!r} returned NaN or infinite features.")
     return arr
@@ -396,33 +412,35 @@ def extract_features(
     if num_threads is not None:
         num_threads = check_int(num_threads, "num_threads", caller, min_value=1)
     if image_size is not None:
-        image_size = check_int(image_size, "image_size", caller, min_value=32,
-                               max_value=1024)
+        image_size = check_int(image_size, "image_size", caller, min_value=32, max_value=1024)
     if not (cache is None or isinstance(cache, (bool, str, os.PathLike))):
         raise InvalidParameterError(
             f"The 'cache' parameter of {caller} must be a folder path, True, False or "
-            f"None. Got {type(cache).__name__} instead.")
+            f"None. Got {type(cache).__name__} instead."
+        )
     image_set = open_source(source, labels=labels)
     if len(image_set) == 0:
         raise DataError(f"{image_set.source}: the dataset has no usable images.")
 
     if isinstance(backbone, str):
-        size = image_size if image_size is not None else default_image_size(
-            image_set.typical_side())
-        extractor: Any = get_backbone(backbone, weights=weights, image_size=size,
-                                      device=device)
+        size = (
+            image_size if image_size is not None else default_image_size(image_set.typical_side())
+        )
+        extractor: Any = get_backbone(backbone, weights=weights, image_size=size, device=device)
     elif isinstance(backbone, Extractor):
         if weights is not None or image_size is not None:
             raise InvalidParameterError(
                 f"The 'weights' and 'image_size' parameters of {caller} apply to "
                 "registered backbones; an extractor object owns its weights and "
-                "preprocessing.")
+                "preprocessing."
+            )
         extractor = backbone
     else:
         raise InvalidParameterError(
             f"The 'backbone' parameter of {caller} must be a backbone name or an object "
             "with name, transform and __call__ (dcsi.backbones.Extractor). "
-            f"Got {type(backbone).__name__} instead.")
+            f"Got {type(backbone).__name__} instead."
+        )
     name = str(extractor.name)
     weights_sha = getattr(extractor, "weights_sha256", None)
     ext_size = getattr(extractor, "image_size", None)
@@ -434,9 +452,12 @@ def extract_features(
         else:
             root = default_cache_dir() if cache in (None, True) else Path(cache).expanduser()
             store = FeatureCache.for_key(
-                root, backbone=name, weights_sha256=str(weights_sha),
+                root,
+                backbone=name,
+                weights_sha256=str(weights_sha),
                 preprocessing=str(getattr(extractor, "cache_key", f"image_size={ext_size}")),
-                dim=getattr(extractor, "dim", None))
+                dim=getattr(extractor, "dim", None),
+            )
 
     hashes = image_set.content_hashes() if store is not None else None
     n = len(image_set)
@@ -463,10 +484,10 @@ def extract_features(
                     features[rows_of[h]] = f
                     n_cached += len(rows_of[h])
         # one computation per distinct missing content hash
-        todo = np.asarray([rows[0] for h, rows in rows_of.items() if h not in found],
-                          dtype=np.int64)
-        logger.info("%s: %d of %d images cached; computing %d.", name, n_cached, n,
-                    len(todo))
+        todo = np.asarray(
+            [rows[0] for h, rows in rows_of.items() if h not in found], dtype=np.int64
+        )
+        logger.info("%s: %d of %d images cached; computing %d.", name, n_cached, n, len(todo))
 
     side = None
     if arrays is not None:
@@ -474,11 +495,22 @@ def extract_features(
         side = (hw, arrays[1])
         out_arrays = np.empty((n, *hw) + ((3,) if arrays[1] == "RGB" else ()), np.uint8)
     if len(todo):
-        features = _compute(image_set, todo, extractor, name=name, batch_size=batch_size,
-                            num_workers=num_workers, num_threads=num_threads, store=store,
-                            shard_size=shard_size, hashes=hashes, rows_of=rows_of,
-                            features=features, n=n,
-                            arrays=None if side is None else (out_arrays, side))
+        features = _compute(
+            image_set,
+            todo,
+            extractor,
+            name=name,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            num_threads=num_threads,
+            store=store,
+            shard_size=shard_size,
+            hashes=hashes,
+            rows_of=rows_of,
+            features=features,
+            n=n,
+            arrays=None if side is None else (out_arrays, side),
+        )
     assert features is not None
     if side is not None:
         done = np.zeros(n, dtype=bool)
@@ -505,13 +537,23 @@ def extract_features(
     )
 
 
-def _compute(image_set: ImageSet, todo: np.ndarray, extractor: Any, *, name: str,
-             batch_size: int, num_workers: int | None, num_threads: int | None,
-             store: FeatureCache | None,
-             shard_size: int, hashes: list[str] | None, rows_of: dict[str, list[int]],
-             features: np.ndarray | None, n: int,
-             arrays: tuple[np.ndarray, tuple[tuple[int, int], str]] | None = None
-             ) -> np.ndarray:
+def _compute(
+    image_set: ImageSet,
+    todo: np.ndarray,
+    extractor: Any,
+    *,
+    name: str,
+    batch_size: int,
+    num_workers: int | None,
+    num_threads: int | None,
+    store: FeatureCache | None,
+    shard_size: int,
+    hashes: list[str] | None,
+    rows_of: dict[str, list[int]],
+    features: np.ndarray | None,
+    n: int,
+    arrays: tuple[np.ndarray, tuple[tuple[int, int], str]] | None = None,
+) -> np.ndarray:
     """Run the model on the images at ``todo`` and fill ``features`` (and the cache,
     and ``arrays[0]`` at ``todo`` when asked)."""
     require("torch", "CNN feature extraction", "dcsi[torch]")
@@ -521,30 +563,62 @@ def _compute(image_set: ImageSet, todo: np.ndarray, extractor: Any, *, name: str
     threads = choose_num_threads() if num_threads is None else num_threads
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
-    logger.info("%s: %d images, batch %d, %d torch thread(s), %d loader worker(s).",
-                name, len(todo), batch_size, threads, workers)
+    logger.info(
+        "%s: %d images, batch %d, %d torch thread(s), %d loader worker(s).",
+        name,
+        len(todo),
+        batch_size,
+        threads,
+        workers,
+    )
     try:
-        return _run(image_set, todo, extractor, name=name, batch_size=batch_size,
-                    workers=workers, store=store, shard_size=shard_size, hashes=hashes,
-                    rows_of=rows_of, features=features, n=n, arrays=arrays)
+        return _run(
+            image_set,
+            todo,
+            extractor,
+            name=name,
+            batch_size=batch_size,
+            workers=workers,
+            store=store,
+            shard_size=shard_size,
+            hashes=hashes,
+            rows_of=rows_of,
+            features=features,
+            n=n,
+            arrays=arrays,
+        )
     finally:
         torch.set_num_threads(previous)
 
 
-def _run(image_set: ImageSet, todo: np.ndarray, extractor: Any, *, name: str,
-         batch_size: int, workers: int, store: FeatureCache | None, shard_size: int,
-         hashes: list[str] | None, rows_of: dict[str, list[int]],
-         features: np.ndarray | None, n: int,
-         arrays: tuple[np.ndarray, tuple[tuple[int, int], str]] | None = None
-         ) -> np.ndarray:
+def _run(
+    image_set: ImageSet,
+    todo: np.ndarray,
+    extractor: Any,
+    *,
+    name: str,
+    batch_size: int,
+    workers: int,
+    store: FeatureCache | None,
+    shard_size: int,
+    hashes: list[str] | None,
+    rows_of: dict[str, list[int]],
+    features: np.ndarray | None,
+    n: int,
+    arrays: tuple[np.ndarray, tuple[tuple[int, int], str]] | None = None,
+) -> np.ndarray:
     import torch
     from torch.utils.data import DataLoader
 
     pin = str(getattr(extractor, "device", "cpu")).startswith("cuda")
-    loader = DataLoader(_Images(image_set, todo, extractor.transform,
-                                None if arrays is None else arrays[1]),
-                        batch_size=batch_size, shuffle=False, num_workers=workers,
-                        pin_memory=pin, persistent_workers=False)
+    loader = DataLoader(
+        _Images(image_set, todo, extractor.transform, None if arrays is None else arrays[1]),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=pin,
+        persistent_workers=False,
+    )
     pending_keys: list[str] = []
     pending: list[np.ndarray] = []
     size = getattr(extractor, "image_size", None)
@@ -555,7 +629,7 @@ def _run(image_set: ImageSet, todo: np.ndarray, extractor: Any, *, name: str,
             for batch in loader:
                 if arrays is not None:
                     batch, side = batch
-                    arrays[0][todo[done:done + len(side)]] = np.asarray(side)
+                    arrays[0][todo[done : done + len(side)]] = np.asarray(side)
                 b = int(batch.shape[0]) if hasattr(batch, "shape") else len(batch)
                 with torch.inference_mode():
                     out = _as_features(extractor(batch), b, name)
@@ -564,8 +638,9 @@ def _run(image_set: ImageSet, todo: np.ndarray, extractor: Any, *, name: str,
                 elif out.shape[1] != features.shape[1]:
                     raise DataError(
                         f"Backbone {name!r} returned {out.shape[1]}-d features but its cache "
-                        f"holds {features.shape[1]}-d ones; clear {store.directory if store else ''}.")
-                part = todo[done:done + b]
+                        f"holds {features.shape[1]}-d ones; clear {store.directory if store else ''}."
+                    )
+                part = todo[done : done + b]
                 if store is None:
                     features[part] = out
                 else:
@@ -579,8 +654,10 @@ def _run(image_set: ImageSet, todo: np.ndarray, extractor: Any, *, name: str,
                         block = np.concatenate(pending)
                         store.write(pending_keys[:shard_size], block[:shard_size])
                         # one statement: an interruption never sees keys and rows apart
-                        pending_keys, pending = (pending_keys[shard_size:],
-                                                 [block[shard_size:]] if len(pending_keys) > shard_size else [])
+                        pending_keys, pending = (
+                            pending_keys[shard_size:],
+                            [block[shard_size:]] if len(pending_keys) > shard_size else [],
+                        )
                 done += b
                 bar.update(b)
     except BaseException:

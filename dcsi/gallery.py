@@ -35,9 +35,13 @@ _CSS = """
 def _group_fields(g: Any) -> tuple[list[str], list[str], str, str, list[float]]:
     if isinstance(g, Mapping):
         members = [str(m) for m in g["members"]]
-        return (members, [str(x) for x in g.get("labels", [])], str(g.get("kind", "")),
-                str(g.get("representative", members[0] if members else "")),
-                list(g.get("distances", [])))
+        return (
+            members,
+            [str(x) for x in g.get("labels", [])],
+            str(g.get("kind", "")),
+            str(g.get("representative", members[0] if members else "")),
+            list(g.get("distances", [])),
+        )
     return (list(g.members), list(g.labels), g.kind, g.representative, list(g.distances))
 
 
@@ -91,19 +95,25 @@ def gallery_html(
     check_int(max_members, "max_members", "gallery_html", min_value=1)
     check_int(thumb_size, "thumb_size", "gallery_html", min_value=8)
     items = [_group_fields(g) for g in groups]
-    order = sorted(range(len(items)),
-                   key=lambda i: (items[i][2] != "conflict", -len(items[i][0]), i))
+    order = sorted(
+        range(len(items)), key=lambda i: (items[i][2] != "conflict", -len(items[i][0]), i)
+    )
     shown = order[:max_groups]
-    parts = [f"<style>{_CSS}</style>", '<div class="dcsi-gallery">',
-             f"<p>{len(shown)} of {len(items)} groups shown "
-             "(conflicts first; the kept copy is outlined in green).</p>"]
+    parts = [
+        f"<style>{_CSS}</style>",
+        '<div class="dcsi-gallery">',
+        f"<p>{len(shown)} of {len(items)} groups shown "
+        "(conflicts first; the kept copy is outlined in green).</p>",
+    ]
     for rank, i in enumerate(shown):
         members, labels, kind, rep, dists = items[i]
         label_set = sorted(set(labels))
-        title = (f"Group {rank + 1}: {len(members)} images, {html.escape(kind)}"
-                 + (f" ({html.escape(', '.join(label_set))})" if label_set else ""))
-        parts.append(f'<div class="dcsi-group {html.escape(kind)}"><h3>{title}</h3>'
-                     '<div class="dcsi-thumbs">')
+        title = f"Group {rank + 1}: {len(members)} images, {html.escape(kind)}" + (
+            f" ({html.escape(', '.join(label_set))})" if label_set else ""
+        )
+        parts.append(
+            f'<div class="dcsi-group {html.escape(kind)}"><h3>{title}</h3><div class="dcsi-thumbs">'
+        )
         for j, m in enumerate(members[:max_members]):
             data = _thumb_png(load_image(m), thumb_size)
             cap = html.escape(m)
@@ -112,9 +122,11 @@ def gallery_html(
             if j < len(dists):
                 cap += f"<br>d={dists[j]:.3g}"
             cls = ' class="rep"' if m == rep else ""
-            parts.append(f'<figure{cls}><img alt="{html.escape(m)}" '
-                         f'src="data:image/png;base64,{data}"><figcaption>{cap}'
-                         "</figcaption></figure>")
+            parts.append(
+                f'<figure{cls}><img alt="{html.escape(m)}" '
+                f'src="data:image/png;base64,{data}"><figcaption>{cap}'
+                "</figcaption></figure>"
+            )
         if len(members) > max_members:
             parts.append(f"<p>+{len(members) - max_members} more</p>")
         parts.append("</div></div>")
@@ -145,9 +157,12 @@ def write_gallery(
     -------
     pathlib.Path
     """
-    body = gallery_html(groups, load_image, max_groups=max_groups,
-                        max_members=max_members, thumb_size=thumb_size)
-    page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{html.escape(title)}</title></head><body>"
-            f"<h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n")
+    body = gallery_html(
+        groups, load_image, max_groups=max_groups, max_members=max_members, thumb_size=thumb_size
+    )
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title></head><body>"
+        f"<h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n"
+    )
     return atomic_write_text(path, page)

@@ -281,8 +281,15 @@ def index_components(S: np.ndarray, class_counts: np.ndarray) -> dict[str, Any]:
     conf = overlap[np.arange(len(n)), nearest]
     value = float(np.clip(np.mean(conf), 0.0, 1.0))
     kept = np.asarray(class_counts) > 0
-    return {"value": value, "radius": radius, "centroid_angle": angle,
-            "overlap": overlap, "confusability": conf, "nearest": nearest, "kept": kept}
+    return {
+        "value": value,
+        "radius": radius,
+        "centroid_angle": angle,
+        "overlap": overlap,
+        "confusability": conf,
+        "nearest": nearest,
+        "kept": kept,
+    }
 
 
 def compute_index(S: np.ndarray, class_counts: np.ndarray) -> float:
@@ -356,9 +363,7 @@ def cosine_silhouette_samples(
     bs = check_int(block_size, "block_size", caller, min_value=1)
     present, y = np.unique(y, return_inverse=True)
     if present.size < 2:
-        raise InvalidParameterError(
-            f"{caller} needs at least 2 classes; got {present.size}."
-        )
+        raise InvalidParameterError(f"{caller} needs at least 2 classes; got {present.size}.")
     u = _unit(x)
     k = present.size
     sums = np.zeros((k, u.shape[1]))
@@ -527,19 +532,32 @@ def index_report(
     params: dict[str, Any] = {}
     if (features is None) != (labels is None):
         raise InvalidParameterError(
-            "index_report needs both 'features' and 'labels' (or neither) to compute "
-            "the peers."
+            "index_report needs both 'features' and 'labels' (or neither) to compute the peers."
         )
     if features is not None:
-        csg = cumulative_spectral_gradient(features, labels, n_samples=csg_samples,
-                                           n_neighbors=csg_neighbors, seed=seed)
+        csg = cumulative_spectral_gradient(
+            features, labels, n_samples=csg_samples, n_neighbors=csg_neighbors, seed=seed
+        )
         sil = cosine_silhouette(features, labels)
-        params = {"csg": {"n_samples": csg_samples, "n_neighbors": csg_neighbors,
-                          "laplacian": "unnormalized", "distance": "cosine", "seed": seed},
-                  "silhouette": {"metric": "cosine", "labels": "classes"}}
+        params = {
+            "csg": {
+                "n_samples": csg_samples,
+                "n_neighbors": csg_neighbors,
+                "laplacian": "unnormalized",
+                "distance": "cosine",
+                "seed": seed,
+            },
+            "silhouette": {"metric": "cosine", "labels": "classes"},
+        }
     return IndexResult(
-        value=float(comp["value"]), radius=comp["radius"],
-        centroid_angle=comp["centroid_angle"], overlap=comp["overlap"],
-        confusability=comp["confusability"], nearest=comp["nearest"], classes=names,
-        csg=csg, silhouette=sil, peer_params=params,
+        value=float(comp["value"]),
+        radius=comp["radius"],
+        centroid_angle=comp["centroid_angle"],
+        overlap=comp["overlap"],
+        confusability=comp["confusability"],
+        nearest=comp["nearest"],
+        classes=names,
+        csg=csg,
+        silhouette=sil,
+        peer_params=params,
     )

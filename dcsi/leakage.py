@@ -37,6 +37,7 @@ from dcsi.neighbors import (
     prepare_rows,
     radius_pairs,
 )
+from dcsi.redundancy import DEFAULT_THRESHOLDS, as_grey_arrays
 from dcsi.similarity.wavelet import WaveletOptions, wavelet_rows
 
 __all__ = ["LeakagePair", "LeakageResult", "find_leakage", "find_leakage_features"]
@@ -62,10 +63,14 @@ class LeakagePair:
     stage: str = "features"
 
     def to_dict(self) -> dict:
-        return {"test_id": self.test_id, "train_id": self.train_id,
-                "distance": round(float(self.distance), 6),
-                "test_label": self.test_label, "train_label": self.train_label,
-                "stage": self.stage}
+        return {
+            "test_id": self.test_id,
+            "train_id": self.train_id,
+            "distance": round(float(self.distance), 6),
+            "test_label": self.test_label,
+            "train_label": self.train_label,
+            "stage": self.stage,
+        }
 
 
 @dataclass(frozen=True)
@@ -106,8 +111,10 @@ class LeakageResult:
     @property
     def n_label_mismatch(self) -> int:
         """Leaked pairs whose test and training labels differ."""
-        return sum(p.test_label is not None and p.train_label is not None
-                   and p.test_label != p.train_label for p in self.pairs)
+        return sum(
+            p.test_label is not None and p.train_label is not None and p.test_label != p.train_label
+            for p in self.pairs
+        )
 
     def to_dict(self) -> dict:
         """JSON-ready dict (no NaN)."""
@@ -121,18 +128,24 @@ class LeakageResult:
             "n_label_mismatch": int(self.n_label_mismatch),
             "per_class": self.per_class,
             "pairs": [p.to_dict() for p in self.pairs],
-            "farthest": [{"test_id": i, "distance": round(float(d), 6)}
-                         for i, d in self.farthest],
+            "farthest": [{"test_id": i, "distance": round(float(d), 6)} for i, d in self.farthest],
         }
 
 
-def _nearest_leaks(A: np.ndarray, B: np.ndarray, threshold: float, search: SearchOptions,
-                   seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _nearest_leaks(
+    A: np.ndarray, B: np.ndarray, threshold: float, search: SearchOptions, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """For each row of ``A``: its nearest row of ``B`` within ``threshold`` (-1: none),
     and that distance (inf: none); ties go to the first ``B`` row."""
-    pairs, dist = radius_pairs(A, B, threshold=threshold,
-                               n_components=search.n_components,
-                               block_size=search.block_size, seed=seed, desc="leakage")
+    pairs, dist = radius_pairs(
+        A,
+        B,
+        threshold=threshold,
+        n_components=search.n_components,
+        block_size=search.block_size,
+        seed=seed,
+        desc="leakage",
+    )
     best = np.full(A.shape[0], -1, dtype=np.int64)
     best_d = np.full(A.shape[0], np.inf)
     order = np.lexsort((pairs[:, 1], dist, pairs[:, 0]))
@@ -203,17 +216,22 @@ def find_leakage_features(
     leaked = np.flatnonzero(best >= 0)
     leaked = leaked[np.lexsort((leaked, best_d[leaked], stage[leaked]))]
     pairs = tuple(
-        LeakagePair(test_ids[a], train_ids[best[a]], float(best_d[a]),
-                    None if test_labels is None else test_labels[a],
-                    None if train_labels is None else train_labels[best[a]],
-                    stage="aligned" if stage[a] == 1 else "features")
+        LeakagePair(
+            test_ids[a],
+            train_ids[best[a]],
+            float(best_d[a]),
+            None if test_labels is None else test_labels[a],
+            None if train_labels is None else train_labels[best[a]],
+            stage="aligned" if stage[a] == 1 else "features",
+        )
         for a in leaked
     )
     farthest: list[tuple[str, float]] = []
     k = min(n_farthest, n_test)
     if k:  # shortlist by the projected lower bound, then measure exactly
-        lower = nearest_lower_bounds(A, B, n_components=search.n_components,
-                                     block_size=search.block_size, seed=seed)
+        lower = nearest_lower_bounds(
+            A, B, n_components=search.n_components, block_size=search.block_size, seed=seed
+        )
         short = np.argsort(-lower, kind="stable")[: min(n_test, 10 * k)]
         exact = nearest_distances(A[short], B)
         top = np.argsort(-exact, kind="stable")[:k]
@@ -224,16 +242,33 @@ def find_leakage_features(
         for name in sorted(set(test_labels), key=str):
             members = [i for i, lab in enumerate(test_labels) if lab == name]
             nl = sum(i in leaked_set for i in members)
-            per_class[str(name)] = {"n_test": len(members), "n_leaked": nl,
-                                    "share": nl / len(members) if members else None}
-    return LeakageResult(method=method, params=dict(params or {}), n_train=n_train,
-                         n_test=n_test, pairs=pairs, farthest=tuple(farthest),
-                         per_class=per_class)
+            per_class[str(name)] = {
+                "n_test": len(members),
+                "n_leaked": nl,
+                "share": nl / len(members) if members else None,
+            }
+    return LeakageResult(
+        method=method,
+        params=dict(params or {}),
+        n_train=n_train,
+        n_test=n_test,
+        pairs=pairs,
+        farthest=tuple(farthest),
+        per_class=per_class,
+    )
 
 
-def _leakage_rows(tr_arr: np.ndarray, te_arr: np.ndarray, tr_set: Any, te_set: Any, *,
-                  method: str, wavelet: WaveletOptions, backbone: Any,
-                  params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+def _leakage_rows(
+    tr_arr: np.ndarray,
+    te_arr: np.ndarray,
+    tr_set: Any,
+    te_set: Any,
+    *,
+    method: str,
+    wavelet: WaveletOptions,
+    backbone: Any,
+    params: dict[str, Any],
+) -> tuple[np.ndarray, np.ndarray]:
     """Unit rows of both sets for ``method``; records how they were made in ``params``.
 
     Wavelet rows use the columns selected on the training set; CNN features are centred
@@ -242,10 +277,15 @@ def _leakage_rows(tr_arr: np.ndarray, te_arr: np.ndarray, tr_set: Any, te_set: A
     if method == "wavelet":
         wr = wavelet_rows(tr_arr, options=wavelet)
         Fte = wavelet_rows(te_arr, options=wavelet, columns=wr.columns).rows
-        params.update({**wavelet.to_dict(), "m": int(len(wr.columns)),
-                       "distance": "1 - cosine of the selected wavelet coefficients, "
-                                   "approximation band centred per image (columns "
-                                   "selected on the training set)"})
+        params.update(
+            {
+                **wavelet.to_dict(),
+                "m": len(wr.columns),
+                "distance": "1 - cosine of the selected wavelet coefficients, "
+                "approximation band centred per image (columns "
+                "selected on the training set)",
+            }
+        )
         del params["rank_tol"]
         return wr.rows, Fte
     from dcsi.features import extract_features
@@ -264,6 +304,59 @@ LEAKAGE_CONSTRAINTS = {
     "n_farthest": [Interval(int, 0, None, closed="left")],
     "seed": [Interval(int, 0, None, closed="left")],
 }
+
+
+def _checked_options(
+    method: Any,
+    threshold: Any,
+    n_farthest: Any,
+    seed: Any,
+    align: Any,
+    wavelet: Any,
+    search: Any,
+) -> tuple[str, float, int, int, AlignOptions | None, WaveletOptions, SearchOptions]:
+    """find_leakage's options checked (before any data is read), defaults filled in."""
+    caller = "find_leakage"
+    checked = validate_params(
+        {"method": method, "threshold": threshold, "n_farthest": n_farthest, "seed": seed},
+        LEAKAGE_CONSTRAINTS,
+        caller,
+    )
+    method, n_farthest, seed = checked["method"], checked["n_farthest"], checked["seed"]
+    threshold = DEFAULT_THRESHOLDS[method] if checked["threshold"] is None else checked["threshold"]
+    if not isinstance(align, (bool, np.bool_, AlignOptions)):
+        raise InvalidParameterError(
+            f"The 'align' parameter of {caller} must be True, False or an AlignOptions. "
+            f"Got {align!r} instead."
+        )
+    for name, value, kind in (
+        ("wavelet", wavelet, WaveletOptions),
+        ("search", search, SearchOptions),
+    ):
+        if value is not None and not isinstance(value, kind):
+            raise InvalidParameterError(
+                f"The {name!r} parameter of {caller} must be a {kind.__name__} or None. "
+                f"Got {value!r} instead."
+            )
+    align_opts = (
+        (AlignOptions() if align is True else (align or None)) if method == "wavelet" else None
+    )
+    return (
+        method,
+        threshold,
+        n_farthest,
+        seed,
+        align_opts,
+        WaveletOptions() if wavelet is None else wavelet,
+        SearchOptions() if search is None else search,
+    )
+
+
+def _label_names(y: np.ndarray | None, classes: list[str]) -> list[str] | None:
+    """Class name of each label (the id as text past the named classes); None: unlabelled."""
+    if y is None:
+        return None
+    return [str(classes[int(v)]) if int(v) < len(classes) else str(int(v)) for v in y]
 
 
 def find_leakage(
@@ -317,29 +410,9 @@ def find_leakage(
     -------
     LeakageResult
     """
-    from dcsi.redundancy import DEFAULT_THRESHOLDS, as_grey_arrays
-
-    caller = "find_leakage"
-    checked = validate_params({"method": method, "threshold": threshold,
-                               "n_farthest": n_farthest, "seed": seed},
-                              LEAKAGE_CONSTRAINTS, caller)
-    method, n_farthest, seed = checked["method"], checked["n_farthest"], checked["seed"]
-    threshold = DEFAULT_THRESHOLDS[method] if checked["threshold"] is None \
-        else checked["threshold"]
-    if not isinstance(align, (bool, np.bool_, AlignOptions)):
-        raise InvalidParameterError(
-            f"The 'align' parameter of {caller} must be True, False or an AlignOptions. "
-            f"Got {align!r} instead.")
-    for name, value, kind in (("wavelet", wavelet, WaveletOptions),
-                              ("search", search, SearchOptions)):
-        if value is not None and not isinstance(value, kind):
-            raise InvalidParameterError(
-                f"The {name!r} parameter of {caller} must be a {kind.__name__} or None. "
-                f"Got {value!r} instead.")
-    wavelet = WaveletOptions() if wavelet is None else wavelet
-    search = SearchOptions() if search is None else search
-    align_opts = (AlignOptions() if align is True else (align or None)) \
-        if method == "wavelet" else None
+    method, threshold, n_farthest, seed, align_opts, wavelet, search = _checked_options(
+        method, threshold, n_farthest, seed, align, wavelet, search
+    )
     tr_arr, tr_y, tr_ids, tr_classes, tr_set = as_grey_arrays(train, train_labels, size=size)
     if size is None:
         size = tuple(tr_arr.shape[1:3])
@@ -352,10 +425,21 @@ def find_leakage(
             f"{tr_arr.shape[1:]} and {te_arr.shape[1:]}. Pass size= to resize both."
         )
     params: dict[str, Any] = {"method": method, "threshold": threshold, "seed": seed}
-    Ftr, Fte = _leakage_rows(tr_arr, te_arr, tr_set, te_set, method=method,
-                             wavelet=wavelet, backbone=backbone, params=params)
-    skipped = None if align_opts is None else skip_reason(
-        tr_arr.shape[1:3], align_opts.max_shift, align_opts.max_crop)
+    Ftr, Fte = _leakage_rows(
+        tr_arr,
+        te_arr,
+        tr_set,
+        te_set,
+        method=method,
+        wavelet=wavelet,
+        backbone=backbone,
+        params=params,
+    )
+    skipped = (
+        None
+        if align_opts is None
+        else skip_reason(tr_arr.shape[1:3], align_opts.max_shift, align_opts.max_crop)
+    )
     if skipped:
         align_opts = None
         params["align_skipped"] = skipped
@@ -366,14 +450,18 @@ def find_leakage(
         params.update(align_opts.to_dict())
         aligned = aligned_cross_pairs(te_arr, tr_arr, options=align_opts, seed=seed)
 
-    def names(y: np.ndarray | None, classes: list[str]) -> list[str] | None:
-        if y is None:
-            return None
-        return [str(classes[int(v)]) if int(v) < len(classes) else str(int(v)) for v in y]
-
     return find_leakage_features(
-        Ftr, Fte, threshold=threshold, train_ids=tr_ids, test_ids=te_ids,
-        train_labels=names(tr_y, tr_classes), test_labels=names(te_y, te_classes),
-        n_farthest=n_farthest, search=search, seed=seed, method=method, params=params,
+        Ftr,
+        Fte,
+        threshold=threshold,
+        train_ids=tr_ids,
+        test_ids=te_ids,
+        train_labels=_label_names(tr_y, tr_classes),
+        test_labels=_label_names(te_y, te_classes),
+        n_farthest=n_farthest,
+        search=search,
+        seed=seed,
+        method=method,
+        params=params,
         aligned=aligned,
     )

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -36,9 +36,9 @@ from dcsi._validation import Interval, check_choice, validate_params
 from dcsi.exceptions import DataError
 
 __all__ = [
-    "SearchOptions",
     "DEFAULT_BLOCK_SIZE",
     "DEFAULT_N_COMPONENTS",
+    "SearchOptions",
     "ball_pairs",
     "link_radius",
     "link_radius2",
@@ -76,14 +76,15 @@ class SearchOptions:
     block_size: int = DEFAULT_BLOCK_SIZE
 
     #: Declared constraints of each field (checked on creation).
-    CONSTRAINTS = {
+    CONSTRAINTS: ClassVar[dict[str, list[Any]]] = {
         "n_components": [Interval(int, 1, None, closed="left"), None],
         "block_size": [Interval(int, 1, None, closed="left")],
     }
 
     def __post_init__(self) -> None:
-        checked = validate_params({k: getattr(self, k) for k in self.CONSTRAINTS},
-                                  self.CONSTRAINTS, "SearchOptions")
+        checked = validate_params(
+            {k: getattr(self, k) for k in self.CONSTRAINTS}, self.CONSTRAINTS, "SearchOptions"
+        )
         for k, v in checked.items():
             object.__setattr__(self, k, v)
 
@@ -109,13 +110,13 @@ def prepare_rows(X: np.ndarray, *, center: str = "row") -> np.ndarray:
     col_mean = X.mean(axis=0, dtype=np.float64) if center == "column" else None
     step = 8192
     for s in range(0, X.shape[0], step):
-        F = X[s:s + step].astype(np.float64)
+        F = X[s : s + step].astype(np.float64)
         if center == "row":
             F -= F.mean(axis=1, keepdims=True)
         elif center == "column":
             F -= col_mean
         norms = np.linalg.norm(F, axis=1, keepdims=True)
-        out[s:s + step] = F / np.where(norms > 0, norms, 1.0)
+        out[s : s + step] = F / np.where(norms > 0, norms, 1.0)
     return out
 
 
@@ -133,8 +134,9 @@ def link_radius(threshold: float) -> float:
     return float(np.sqrt(link_radius2(threshold)))
 
 
-def projection_basis(F: np.ndarray, n_components: int, seed: int = 0,
-                     max_rows: int = 20000) -> np.ndarray:
+def projection_basis(
+    F: np.ndarray, n_components: int, seed: int = 0, max_rows: int = 20000
+) -> np.ndarray:
     """An orthonormal basis of the main directions of the rows of ``F``.
 
     Any orthonormal basis keeps ``||B^T (x - y)|| <= ||x - y||``, which is all the
@@ -153,16 +155,16 @@ def projection_basis(F: np.ndarray, n_components: int, seed: int = 0,
     ndarray of shape (d, n_components), float32
     """
     n = F.shape[0]
-    rows = F if n <= max_rows else F[np.random.default_rng(seed).choice(n, max_rows,
-                                                                       replace=False)]
+    rows = F if n <= max_rows else F[np.random.default_rng(seed).choice(n, max_rows, replace=False)]
     rows = rows.astype(np.float32) - rows.mean(axis=0, dtype=np.float64).astype(np.float32)
     gram = (rows.T @ rows).astype(np.float64)
     _, vecs = np.linalg.eigh(gram)
     return np.ascontiguousarray(vecs[:, ::-1][:, :n_components], dtype=np.float32)
 
 
-def _project(A: np.ndarray, B: np.ndarray, n_components: int | None,
-             seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _project(
+    A: np.ndarray, B: np.ndarray, n_components: int | None, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """``A`` and ``B`` in the basis of ``B``'s main directions (unchanged when small)."""
     if n_components is not None and n_components < B.shape[1]:
         basis = projection_basis(B, n_components, seed)
@@ -236,8 +238,9 @@ def radius_pairs(
     sqB = sqA if same else np.einsum("ij,ij->i", PB, PB)
     found_i, found_j = [], []
     total = 0
-    for s in progress(range(0, na, block_size), desc=desc, unit="block",
-                      total=-(-na // block_size)):
+    for s in progress(
+        range(0, na, block_size), desc=desc, unit="block", total=-(-na // block_size)
+    ):
         e = min(s + block_size, na)
         lo = s if same else int(np.searchsorted(fb, fa[s] - radius, side="left"))
         hi = int(np.searchsorted(fb, fa[e - 1] + radius, side="right"))
@@ -295,9 +298,8 @@ def verify_pairs(
     dist = np.empty(len(cand))
     step = 1 << 15
     for s in range(0, len(cand), step):
-        c = cand[s:s + step]
-        dist[s:s + step] = 1.0 - np.einsum("ij,ij->i", A[c[:, 0]], B[c[:, 1]],
-                                           dtype=np.float64)
+        c = cand[s : s + step]
+        dist[s : s + step] = 1.0 - np.einsum("ij,ij->i", A[c[:, 0]], B[c[:, 1]], dtype=np.float64)
     dist = np.maximum(dist, 0.0)
     keep = dist <= threshold
     cand, dist = cand[keep], dist[keep]
@@ -342,13 +344,17 @@ def nearest_lower_bounds(
     sqA = np.einsum("ij,ij->i", PA, PA)
     sqB = np.einsum("ij,ij->i", PB, PB)
     lower = np.empty(A.shape[0])
-    for s in progress(range(0, A.shape[0], block_size), desc=desc, unit="block",
-                      total=-(-A.shape[0] // block_size)):
-        d2 = PA[s:s + block_size] @ PB.T
+    for s in progress(
+        range(0, A.shape[0], block_size),
+        desc=desc,
+        unit="block",
+        total=-(-A.shape[0] // block_size),
+    ):
+        d2 = PA[s : s + block_size] @ PB.T
         d2 *= -2.0
-        d2 += sqA[s:s + block_size, None]
+        d2 += sqA[s : s + block_size, None]
         d2 += sqB[None, :]
-        lower[s:s + block_size] = np.sqrt(np.maximum(d2.min(axis=1), 0.0))
+        lower[s : s + block_size] = np.sqrt(np.maximum(d2.min(axis=1), 0.0))
     return lower
 
 
@@ -372,7 +378,7 @@ def nearest_distances(A: np.ndarray, B: np.ndarray, *, block_size: int = 65536) 
     for i, a in enumerate(A):
         best = -np.inf
         for s in range(0, B.shape[0], block_size):
-            best = max(best, float((B[s:s + block_size] @ a).max()))
+            best = max(best, float((B[s : s + block_size] @ a).max()))
         out[i] = 1.0 - best
     return out
 
@@ -393,6 +399,5 @@ def ball_pairs(tree: Any, queries: np.ndarray, radius: float) -> tuple[np.ndarra
     """
     found = tree.query_ball_point(queries, radius, workers=-1, return_sorted=False)
     lens = np.fromiter(map(len, found), dtype=np.int64, count=len(found))
-    j = np.fromiter(itertools.chain.from_iterable(found), dtype=np.int64,
-                    count=int(lens.sum()))
+    j = np.fromiter(itertools.chain.from_iterable(found), dtype=np.int64, count=int(lens.sum()))
     return np.repeat(np.arange(len(queries), dtype=np.int64), lens), j

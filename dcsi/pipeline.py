@@ -20,18 +20,17 @@ import platform
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dcsi import __version__
-from pathlib import Path
-
 from dcsi._validation import check_choice, check_int
 from dcsi.exceptions import DataError, InvalidParameterError
 from dcsi.redundancy import METHODS
 
-__all__ = ["analyze", "analyze_images", "check_parameters", "ANALYZERS"]
+__all__ = ["ANALYZERS", "analyze", "analyze_images", "check_parameters"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +49,8 @@ def _parse_analyzers(analyzers: str | Sequence[str]) -> tuple[str, ...]:
     if not out:
         raise InvalidParameterError(
             "The 'analyzers' parameter of analyze must name at least one of "
-            + ", ".join(ANALYZERS) + ". Got an empty list instead."
+            + ", ".join(ANALYZERS)
+            + ". Got an empty list instead."
         )
     return tuple(out)
 
@@ -82,8 +82,10 @@ def check_parameters(
 
         check_choice(backbone, "backbone", "analyze", list_backbones())
     if weights is not None and not Path(weights).expanduser().is_file():
-        raise DataError(f"--weights {weights}: no such file. Give a state-dict file "
-                        "(torch.save(model.state_dict())) or leave --weights out.")
+        raise DataError(
+            f"--weights {weights}: no such file. Give a state-dict file "
+            "(torch.save(model.state_dict())) or leave --weights out."
+        )
     return chosen
 
 
@@ -91,8 +93,15 @@ def _versions() -> dict[str, str]:
     import importlib.metadata as md
 
     out = {"python": platform.python_version(), "dcsi": __version__}
-    for pkg in ("numpy", "scipy", "scikit-learn", "scikit-image", "PyWavelets", "torch",
-                "torchvision"):
+    for pkg in (
+        "numpy",
+        "scipy",
+        "scikit-learn",
+        "scikit-image",
+        "PyWavelets",
+        "torch",
+        "torchvision",
+    ):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -160,18 +169,38 @@ def analyze(
     """
     from dcsi.sources import open_source
 
-    check_parameters(analyzers=analyzers, seed=seed, batch_size=batch_size,
-                     redundancy_method=redundancy_method, backbone=backbone,
-                     weights=weights, image_size=image_size)
+    check_parameters(
+        analyzers=analyzers,
+        seed=seed,
+        batch_size=batch_size,
+        redundancy_method=redundancy_method,
+        backbone=backbone,
+        weights=weights,
+        image_size=image_size,
+    )
     images = open_source(
-        source, labels=labels, split=split, image_column=image_column,
-        label_column=label_column, max_per_class=max_per_class, seed=seed,
+        source,
+        labels=labels,
+        split=split,
+        image_column=image_column,
+        label_column=label_column,
+        max_per_class=max_per_class,
+        seed=seed,
     )
     return analyze_images(
-        images, backbone=backbone, weights=weights, analyzers=analyzers,
-        image_size=image_size, batch_size=batch_size, device=device,
-        max_per_class=max_per_class, seed=seed, cache=cache, linkage=linkage,
-        redundancy_method=redundancy_method, command=command,
+        images,
+        backbone=backbone,
+        weights=weights,
+        analyzers=analyzers,
+        image_size=image_size,
+        batch_size=batch_size,
+        device=device,
+        max_per_class=max_per_class,
+        seed=seed,
+        cache=cache,
+        linkage=linkage,
+        redundancy_method=redundancy_method,
+        command=command,
     )
 
 
@@ -199,9 +228,14 @@ def analyze_images(
     from dcsi.card import Card
 
     chosen = check_parameters(
-        analyzers=analyzers, seed=seed, batch_size=batch_size,
-        redundancy_method=redundancy_method, backbone=backbone, weights=weights,
-        image_size=image_size)
+        analyzers=analyzers,
+        seed=seed,
+        batch_size=batch_size,
+        redundancy_method=redundancy_method,
+        backbone=backbone,
+        weights=weights,
+        image_size=image_size,
+    )
     started = datetime.now(timezone.utc)
 
     n_classes = len(images.classes)
@@ -219,9 +253,17 @@ def analyze_images(
 
         num_threads = choose_num_threads()
 
-        fs = extract_features(images, backbone=backbone, weights=weights,
-                              image_size=image_size, batch_size=batch_size, device=device,
-                              cache=cache, num_threads=num_threads, arrays=(None, "L"))
+        fs = extract_features(
+            images,
+            backbone=backbone,
+            weights=weights,
+            image_size=image_size,
+            batch_size=batch_size,
+            device=device,
+            cache=cache,
+            num_threads=num_threads,
+            arrays=(None, "L"),
+        )
         features, grey = fs.features, fs.arrays
     if "cnn" in chosen:
         cnn = _cnn_blocks(fs, images, class_level, linkage=linkage)
@@ -233,27 +275,41 @@ def analyze_images(
         from dcsi.similarity.ssim import class_ssim
 
         data["similarity"]["ssim"] = class_ssim(
-            grey, images.labels, n_classes=n_classes, max_per_class=max_per_class,
+            grey,
+            images.labels,
+            n_classes=n_classes,
+            max_per_class=max_per_class,
             seed=seed,
         ).to_dict()
     if class_level and "wavelet" in chosen:
         from dcsi.similarity.wavelet import class_wavelet_similarity
 
         data["similarity"]["wavelet"] = class_wavelet_similarity(
-            grey, images.labels, n_classes=n_classes, classes=list(images.classes),
+            grey,
+            images.labels,
+            n_classes=n_classes,
+            classes=list(images.classes),
         ).to_dict()
 
     from dcsi.redundancy import find_redundancy
 
     data["redundancy"] = find_redundancy(
-        grey, images.labels, method=redundancy_method, features=features,
-        backbone=backbone, ids=list(images.ids), classes=list(images.classes), seed=seed,
+        grey,
+        images.labels,
+        method=redundancy_method,
+        features=features,
+        backbone=backbone,
+        ids=list(images.ids),
+        classes=list(images.classes),
+        seed=seed,
     ).to_dict()
     data["provenance"] = {
         "versions": _versions(),
         "parameters": {
             "analyzers": list(chosen),
-            "backbone": backbone if isinstance(backbone, str) else getattr(backbone, "name", "custom"),
+            "backbone": backbone
+            if isinstance(backbone, str)
+            else getattr(backbone, "name", "custom"),
             "weights": str(weights) if weights is not None else None,
             "image_size": image_size,
             "batch_size": batch_size,

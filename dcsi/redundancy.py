@@ -44,7 +44,7 @@ import io
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -60,12 +60,12 @@ __all__ = [
     "Group",
     "RedundancyParams",
     "RedundancyResult",
+    "as_grey_arrays",
     "complete_groups",
     "connected_groups",
     "evaluate_duplicates",
     "find_redundancy",
     "find_redundancy_features",
-    "as_grey_arrays",
 ]
 
 logger = logging.getLogger(__name__)
@@ -185,8 +185,17 @@ class RedundancyResult(Sequence):
         for g_id, g in enumerate(self.groups):
             labels = g.labels or ("",) * len(g.members)
             for m, lab, d in zip(g.members, labels, g.distances):
-                w.writerow([g_id, g.kind, m, lab, int(m == g.representative),
-                            f"{d:.6g}", int(bool(keep[m]))])
+                w.writerow(
+                    [
+                        g_id,
+                        g.kind,
+                        m,
+                        lab,
+                        int(m == g.representative),
+                        f"{d:.6g}",
+                        int(bool(keep[m])),
+                    ]
+                )
         return buf.getvalue()
 
     def keep_csv(self) -> str:
@@ -219,8 +228,9 @@ def connected_groups(n: int, pairs: np.ndarray) -> list[np.ndarray]:
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     if n == 0 or len(pairs) == 0:
         return []
-    g = coo_matrix((np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])),
-                   shape=(n, n)).tocsr()
+    g = coo_matrix(
+        (np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n)
+    ).tocsr()
     _, comp = connected_components(g, directed=False)
     return _labels_to_groups(comp)
 
@@ -229,7 +239,7 @@ def _labels_to_groups(comp: np.ndarray) -> list[np.ndarray]:
     order = np.argsort(comp, kind="stable")
     sizes = np.bincount(comp)
     bounds = np.concatenate([[0], np.cumsum(sizes)])
-    out = [order[bounds[c]:bounds[c + 1]] for c in np.flatnonzero(sizes >= 2)]
+    out = [order[bounds[c] : bounds[c + 1]] for c in np.flatnonzero(sizes >= 2)]
     out = [np.sort(g) for g in out]
     out.sort(key=lambda g: (-len(g), int(g[0])))
     return out
@@ -301,9 +311,13 @@ def _cluster(F: np.ndarray, n_clusters: int, clustering: str, seed: int) -> np.n
         return km.fit_predict(F.astype(np.float64))
     from sklearn.cluster import SpectralClustering
 
-    sc = SpectralClustering(n_clusters=n_clusters, affinity="nearest_neighbors",
-                            n_neighbors=min(10, n - 1), random_state=seed,
-                            assign_labels="cluster_qr")
+    sc = SpectralClustering(
+        n_clusters=n_clusters,
+        affinity="nearest_neighbors",
+        n_neighbors=min(10, n - 1),
+        random_state=seed,
+        assign_labels="cluster_qr",
+    )
     return sc.fit_predict(F.astype(np.float64))
 
 
@@ -323,30 +337,41 @@ def _make_groups(
             centre = rows.mean(axis=0)
             d = np.linalg.norm(rows - centre, axis=1)
         else:  # no vectors (SSIM): centre = the medoid by mean pair distance
-            d = np.array([np.mean([pair_dist.get((min(a, b), max(a, b)), 1.0)
-                                   for b in idx if b != a]) for a in idx])
+            d = np.array(
+                [
+                    np.mean([pair_dist.get((min(a, b), max(a, b)), 1.0) for b in idx if b != a])
+                    for a in idx
+                ]
+            )
         order = np.lexsort((idx, np.round(d, 12)))
         idx, d = idx[order], d[order]
         labs: tuple[str, ...] = ()
         kind = "redundant"
         if labels is not None:
-            labs = tuple(str(classes[int(labels[i])]) if int(labels[i]) < len(classes)
-                         else str(int(labels[i])) for i in idx)
+            labs = tuple(
+                str(classes[int(labels[i])])
+                if int(labels[i]) < len(classes)
+                else str(int(labels[i]))
+                for i in idx
+            )
             kind = "conflict" if len(set(labels[idx].tolist())) > 1 else "redundant"
-        out.append(Group(
-            members=tuple(str(ids[i]) for i in idx),
-            indices=tuple(int(i) for i in idx),
-            labels=labs,
-            kind=kind,
-            representative=str(ids[idx[0]]),
-            distances=tuple(float(x) for x in d),
-        ))
+        out.append(
+            Group(
+                members=tuple(str(ids[i]) for i in idx),
+                indices=tuple(int(i) for i in idx),
+                labels=labs,
+                kind=kind,
+                representative=str(ids[idx[0]]),
+                distances=tuple(float(x) for x in d),
+            )
+        )
     out.sort(key=lambda g: (-len(g.members), g.indices[0]))
     return out
 
 
-def _summarise(groups: list[Group], n: int, labels: np.ndarray | None,
-               classes: Sequence[str]) -> tuple[np.ndarray, dict]:
+def _summarise(
+    groups: list[Group], n: int, labels: np.ndarray | None, classes: Sequence[str]
+) -> tuple[np.ndarray, dict]:
     keep = np.ones(n, dtype=bool)
     for g in groups:
         if g.kind == "redundant":
@@ -363,7 +388,7 @@ def _summarise(groups: list[Group], n: int, labels: np.ndarray | None,
         "n_kept": int(keep.sum()),
         "redundancy_rate": float((n - keep.sum()) / n) if n else 0.0,
         "keep_rule": "redundant group: keep the representative (closest to the group "
-                     "centre); conflict group: keep all members for review",
+        "centre); conflict group: keep all members for review",
     }
     if labels is not None:
         k = len(classes)
@@ -428,7 +453,7 @@ class RedundancyParams:
 
     #: Declared constraints of the scalar fields (checked on creation; the invalid-value
     #: tests are generated from them).
-    CONSTRAINTS = {
+    CONSTRAINTS: ClassVar[dict[str, list[Any]]] = {
         "method": [Options(METHODS)],
         "threshold": [Interval(float, -1.0, 2.0, closed="both"), None],
         "n_clusters": [Interval(int, 2, None, closed="left"), None],
@@ -442,31 +467,39 @@ class RedundancyParams:
 
     def __post_init__(self) -> None:
         caller = "find_redundancy"
-        checked = validate_params({k: getattr(self, k) for k in self.CONSTRAINTS},
-                                  self.CONSTRAINTS, caller)
+        checked = validate_params(
+            {k: getattr(self, k) for k in self.CONSTRAINTS}, self.CONSTRAINTS, caller
+        )
         if checked["threshold"] is None:
             checked["threshold"] = DEFAULT_THRESHOLDS[checked["method"]]
         elif checked["method"] != "ssim" and checked["threshold"] < 0:
             raise InvalidParameterError(
                 f"The 'threshold' parameter of {caller} must be a float in the range "
                 f"[0.0, 2.0] for method={checked['method']!r} (a distance). Got "
-                f"{checked['threshold']!r} instead.")
+                f"{checked['threshold']!r} instead."
+            )
         elif checked["method"] == "ssim" and checked["threshold"] > 1:
             raise InvalidParameterError(
                 f"The 'threshold' parameter of {caller} must be a float in the range "
                 f"[-1.0, 1.0] for method='ssim' (an SSIM). Got {checked['threshold']!r} "
-                "instead.")
+                "instead."
+            )
         if checked["method"] == "ssim" and checked["n_clusters"] is not None:
             raise InvalidParameterError(
                 f"The 'n_clusters' parameter of {caller} must be None for method='ssim' "
-                f"(SSIM links pairs only). Got {checked['n_clusters']!r} instead.")
-        for name, kind in (("align", AlignOptions), ("wavelet", WaveletOptions),
-                           ("search", SearchOptions)):
+                f"(SSIM links pairs only). Got {checked['n_clusters']!r} instead."
+            )
+        for name, kind in (
+            ("align", AlignOptions),
+            ("wavelet", WaveletOptions),
+            ("search", SearchOptions),
+        ):
             value = getattr(self, name)
             if not (isinstance(value, kind) or (name == "align" and value is None)):
                 raise InvalidParameterError(
                     f"The {name!r} parameter of {caller} must be a {kind.__name__}"
-                    f"{' or None' if name == 'align' else ''}. Got {value!r} instead.")
+                    f"{' or None' if name == 'align' else ''}. Got {value!r} instead."
+                )
         if checked["method"] != "wavelet" or checked["n_clusters"] is not None:
             checked["align"] = None  # the aligned stage adds wavelet links only
         for k, v in checked.items():
@@ -479,9 +512,14 @@ class RedundancyParams:
 
     def to_dict(self) -> dict:
         """The card's ``redundancy.params`` (the options that apply to the method)."""
-        out: dict[str, Any] = {"method": self.method, "threshold": self.threshold,
-                               "grouping": self.grouping, "n_clusters": self.n_clusters,
-                               "scope": self.scope, "seed": self.seed}
+        out: dict[str, Any] = {
+            "method": self.method,
+            "threshold": self.threshold,
+            "grouping": self.grouping,
+            "n_clusters": self.n_clusters,
+            "scope": self.scope,
+            "seed": self.seed,
+        }
         if self.method == "wavelet":
             out.update(self.wavelet.to_dict())
         if self.method == "ssim":
@@ -489,9 +527,14 @@ class RedundancyParams:
         if self.n_clusters is not None:
             out["clustering"] = self.clustering
             return out
-        out.update({"n_components": self.search.n_components,
-                    "group_linkage": self.group_linkage, "verify": self.verify,
-                    "align": self.align is not None})
+        out.update(
+            {
+                "n_components": self.search.n_components,
+                "group_linkage": self.group_linkage,
+                "verify": self.verify,
+                "align": self.align is not None,
+            }
+        )
         if self.verify:
             out["verify_threshold"] = self.verify_threshold
         if self.align is not None:
@@ -500,11 +543,11 @@ class RedundancyParams:
 
 
 # --------------------------------------------------------------------------- entry points
-def _link_score(F: np.ndarray, params: RedundancyParams,
-                images: np.ndarray | None) -> Any:
+def _link_score(F: np.ndarray, params: RedundancyParams, images: np.ndarray | None) -> Any:
     """``link_score(members, pairs)`` for :func:`complete_groups`: the smaller of the
     feature distance over ``threshold`` (``inf`` when SSIM verification rejects the
     pair) and, with ``align``, the aligned distance over its threshold."""
+
     def score(members: np.ndarray, pairs: np.ndarray) -> np.ndarray:
         a, b = members[pairs[:, 0]], members[pairs[:, 1]]
         d = 1.0 - np.einsum("ij,ij->i", F[a], F[b], dtype=np.float64)
@@ -512,24 +555,32 @@ def _link_score(F: np.ndarray, params: RedundancyParams,
         if params.verify == "ssim":
             from dcsi.similarity.ssim import ssim_pairs
 
-            ok = np.asarray(ssim_pairs(images, np.stack([a, b], 1))) >= \
-                params.verify_threshold
+            ok = np.asarray(ssim_pairs(images, np.stack([a, b], 1))) >= params.verify_threshold
             s = np.where(ok, s, np.inf)
         if params.align is not None:
-            da = aligned_distance(images, np.stack([a, b], 1),
-                                  max_shift=params.align.max_shift,
-                                  max_crop=params.align.max_crop)
+            da = aligned_distance(
+                images,
+                np.stack([a, b], 1),
+                max_shift=params.align.max_shift,
+                max_crop=params.align.max_crop,
+            )
             s = np.minimum(s, da / max(params.align.threshold, 1e-12))
         return s
+
     return score
 
 
-def _linked_pairs(F: np.ndarray, params: RedundancyParams,
-                  images: np.ndarray | None) -> tuple[np.ndarray, int]:
+def _linked_pairs(
+    F: np.ndarray, params: RedundancyParams, images: np.ndarray | None
+) -> tuple[np.ndarray, int]:
     """Linked pairs of one part: the radius search, SSIM verification, aligned links."""
-    pairs, _ = radius_pairs(F, threshold=params.threshold,
-                            n_components=params.search.n_components,
-                            block_size=params.search.block_size, seed=params.seed)
+    pairs, _ = radius_pairs(
+        F,
+        threshold=params.threshold,
+        n_components=params.search.n_components,
+        block_size=params.search.block_size,
+        seed=params.seed,
+    )
     if params.verify == "ssim" and len(pairs):
         from dcsi.similarity.ssim import ssim_pairs
 
@@ -606,8 +657,9 @@ def find_redundancy_features(
             "near-duplicate search."
         )
     F = prepare_rows(F0, center=center)
-    parts = [np.arange(n)] if params.scope == "all" else [np.flatnonzero(y == c)
-                                                         for c in np.unique(y)]
+    parts = (
+        [np.arange(n)] if params.scope == "all" else [np.flatnonzero(y == c) for c in np.unique(y)]
+    )
     members: list[np.ndarray] = []
     n_pairs = n_aligned = n_unrefined = 0
     for part in parts:
@@ -622,8 +674,7 @@ def find_redundancy_features(
         n_aligned += aligned
         comps = connected_groups(len(part), pairs)
         if params.group_linkage == "complete":
-            comps, unrefined = complete_groups(
-                comps, _link_score(F[part], params, part_images))
+            comps, unrefined = complete_groups(comps, _link_score(F[part], params, part_images))
             n_unrefined += unrefined
         members.extend(part[g] for g in comps)
     groups = _make_groups(members, F, ids, y, classes)
@@ -634,9 +685,14 @@ def find_redundancy_features(
     if params.n_clusters is None and params.group_linkage == "complete":
         summary["n_unrefined_groups"] = int(n_unrefined)
     summary.update(extra_summary or {})
-    return RedundancyResult(groups=tuple(groups), method=params.method,
-                            params=params.to_dict(), summary=summary, ids=tuple(ids),
-                            keep=keep)
+    return RedundancyResult(
+        groups=tuple(groups),
+        method=params.method,
+        params=params.to_dict(),
+        summary=summary,
+        ids=tuple(ids),
+        keep=keep,
+    )
 
 
 def find_redundancy(
@@ -723,50 +779,82 @@ def find_redundancy(
     if not isinstance(align, (bool, np.bool_, AlignOptions)):
         raise InvalidParameterError(
             f"The 'align' parameter of {caller} must be True, False or an AlignOptions. "
-            f"Got {align!r} instead.")
+            f"Got {align!r} instead."
+        )
     params = RedundancyParams(
-        method=method, threshold=threshold, n_clusters=n_clusters, clustering=clustering,
-        scope=scope, group_linkage=group_linkage, verify=verify,
+        method=method,
+        threshold=threshold,
+        n_clusters=n_clusters,
+        clustering=clustering,
+        scope=scope,
+        group_linkage=group_linkage,
+        verify=verify,
         verify_threshold=verify_threshold,
         align=(AlignOptions() if align is True else (align or None)),
         wavelet=WaveletOptions() if wavelet is None else wavelet,
-        search=SearchOptions() if search is None else search, seed=seed)
-    arr, y, ids, classes, image_set = as_grey_arrays(source_or_images, labels, ids=ids,
-                                                     classes=classes, size=size)
-    align_skipped = None if params.align is None else skip_reason(
-        arr.shape[1:3], params.align.max_shift, params.align.max_crop)
+        search=SearchOptions() if search is None else search,
+        seed=seed,
+    )
+    arr, y, ids, classes, image_set = as_grey_arrays(
+        source_or_images, labels, ids=ids, classes=classes, size=size
+    )
+    align_skipped = (
+        None
+        if params.align is None
+        else skip_reason(arr.shape[1:3], params.align.max_shift, params.align.max_crop)
+    )
     if align_skipped:
         logger.warning("find_redundancy: %s", align_skipped)
         params = replace(params, align=None)
     if params.method == "ssim":
         return _ssim_redundancy(arr, y, ids, classes, params)
-    extra: dict[str, Any] = {}
-    if params.method == "wavelet":
-        wr = wavelet_rows(arr, options=params.wavelet)
-        F, center = wr.rows, "none"
-        extra["rrqr"] = wr.summary()
-        distance = ("1 - cosine of the selected wavelet coefficients, approximation "
-                    "band centred per image")
-    else:
-        if features is None:
-            from dcsi.features import extract_features
-
-            features = extract_features(image_set, backbone=backbone).features
-        F, center = np.asarray(features), "column"
-        if F.shape[0] != arr.shape[0]:
-            raise InvalidParameterError(
-                f"The 'features' parameter of {caller} must have one row per image "
-                f"({arr.shape[0]}). Got shape {F.shape} instead.")
-        distance = "cosine distance of dataset-centred CNN features"
-    res = find_redundancy_features(F, y, params=params, ids=ids, classes=classes,
-                                   center=center, images=arr, extra_summary=extra)
+    F, center, extra, distance = _method_rows(arr, params, features, image_set, backbone)
+    res = find_redundancy_features(
+        F,
+        y,
+        params=params,
+        ids=ids,
+        classes=classes,
+        center=center,
+        images=arr,
+        extra_summary=extra,
+    )
     res.params["distance"] = distance
     if params.method == "cnn":
-        res.params["backbone"] = backbone if isinstance(backbone, str) else getattr(
-            backbone, "name", "custom")
+        res.params["backbone"] = (
+            backbone if isinstance(backbone, str) else getattr(backbone, "name", "custom")
+        )
     if align_skipped:
         res.params["align_skipped"] = align_skipped
     return res
+
+
+def _method_rows(
+    arr: np.ndarray, params: RedundancyParams, features: Any, image_set: Any, backbone: Any
+) -> tuple[np.ndarray, str, dict[str, Any], str]:
+    """The rows a wavelet or cnn search compares: ``(rows, center, summary extras,
+    distance in words)``; CNN features are extracted here when not given."""
+    if params.method == "wavelet":
+        wr = wavelet_rows(arr, options=params.wavelet)
+        return (
+            wr.rows,
+            "none",
+            {"rrqr": wr.summary()},
+            (
+                "1 - cosine of the selected wavelet coefficients, approximation band centred per image"
+            ),
+        )
+    if features is None:
+        from dcsi.features import extract_features
+
+        features = extract_features(image_set, backbone=backbone).features
+    F = np.asarray(features)
+    if F.shape[0] != arr.shape[0]:
+        raise InvalidParameterError(
+            "The 'features' parameter of find_redundancy must have one row per image "
+            f"({arr.shape[0]}). Got shape {F.shape} instead."
+        )
+    return F, "column", {}, "cosine distance of dataset-centred CNN features"
 
 
 def as_grey_arrays(
@@ -806,17 +894,18 @@ def as_grey_arrays(
     """
     from dcsi.sources import ImageSet, open_source
 
-    if isinstance(source, np.ndarray):
-        if source.dtype != np.uint8 or source.ndim not in (3, 4):
-            raise InvalidParameterError(
-                "The 'source_or_images' parameter of find_redundancy must be a uint8 "
-                f"array (n, h, w[, c]). Got dtype {source.dtype} and shape {source.shape} "
-                "instead."
-            )
-    kw = {"classes": list(classes)} if isinstance(source, np.ndarray) and \
-        classes is not None and labels is not None else {}
-    image_set = source if isinstance(source, ImageSet) else open_source(
-        source, labels=labels, **kw)
+    if isinstance(source, np.ndarray) and (source.dtype != np.uint8 or source.ndim not in (3, 4)):
+        raise InvalidParameterError(
+            "The 'source_or_images' parameter of find_redundancy must be a uint8 "
+            f"array (n, h, w[, c]). Got dtype {source.dtype} and shape {source.shape} "
+            "instead."
+        )
+    kw = (
+        {"classes": list(classes)}
+        if isinstance(source, np.ndarray) and classes is not None and labels is not None
+        else {}
+    )
+    image_set = source if isinstance(source, ImageSet) else open_source(source, labels=labels, **kw)
     if isinstance(source, np.ndarray):
         arr = source if source.ndim == 3 or source.shape[-1] != 1 else source[..., 0]
     else:
@@ -827,14 +916,20 @@ def as_grey_arrays(
     return arr, y, [str(i) for i in ids], list(classes), image_set
 
 
-def _ssim_redundancy(arr: np.ndarray, y: np.ndarray | None, ids: list[str],
-                     classes: list[str], params: RedundancyParams) -> RedundancyResult:
+def _ssim_redundancy(
+    arr: np.ndarray,
+    y: np.ndarray | None,
+    ids: list[str],
+    classes: list[str],
+    params: RedundancyParams,
+) -> RedundancyResult:
     """Groups of pairs with SSIM ``>= threshold`` (``method="ssim"``)."""
     from dcsi.similarity.ssim import ssim_threshold_pairs
 
     n = arr.shape[0]
-    parts = [np.arange(n)] if params.scope == "all" else [np.flatnonzero(y == c)
-                                                         for c in np.unique(y)]
+    parts = (
+        [np.arange(n)] if params.scope == "all" else [np.flatnonzero(y == c) for c in np.unique(y)]
+    )
     members: list[np.ndarray] = []
     pair_dist: dict = {}
     for part in parts:
@@ -848,8 +943,9 @@ def _ssim_redundancy(arr: np.ndarray, y: np.ndarray | None, ids: list[str],
     summary["n_linked_pairs"] = len(pair_dist)
     out = params.to_dict()
     out["distance"] = "1 - SSIM (skimage settings, grey levels)"
-    return RedundancyResult(groups=tuple(groups), method="ssim", params=out,
-                            summary=summary, ids=tuple(ids), keep=keep)
+    return RedundancyResult(
+        groups=tuple(groups), method="ssim", params=out, summary=summary, ids=tuple(ids), keep=keep
+    )
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -870,10 +966,13 @@ def _pairs_of(found: Any, name: str) -> set[tuple[str, str]]:
                 if a != b:
                     pairs.add((min(a, b), max(a, b)))
         return pairs
-    if isinstance(found, RedundancyResult) or isinstance(found, (list, tuple)):
+    if isinstance(found, (RedundancyResult, list, tuple)):
         for g in found:
-            members = g.members if isinstance(g, Group) else (
-                g["members"] if isinstance(g, Mapping) else g)
+            members = (
+                g.members
+                if isinstance(g, Group)
+                else (g["members"] if isinstance(g, Mapping) else g)
+            )
             if isinstance(members, (str, bytes)):
                 raise InvalidParameterError(
                     f"The {name!r} parameter of evaluate_duplicates must be groups of ids "
@@ -918,8 +1017,16 @@ def evaluate_duplicates(found: Any, truth: Any) -> dict:
     tp = len(f & t)
     precision = tp / len(f) if f else None
     recall = tp / len(t) if t else None
-    f1 = (2 * precision * recall / (precision + recall)
-          if precision is not None and recall is not None and precision + recall > 0
-          else (0.0 if precision is not None and recall is not None else None))
-    return {"precision": precision, "recall": recall, "f1": f1,
-            "n_found_pairs": len(f), "n_true_pairs": len(t), "n_correct_pairs": tp}
+    f1 = (
+        2 * precision * recall / (precision + recall)
+        if precision is not None and recall is not None and precision + recall > 0
+        else (0.0 if precision is not None and recall is not None else None)
+    )
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "n_found_pairs": len(f),
+        "n_true_pairs": len(t),
+        "n_correct_pairs": tp,
+    }

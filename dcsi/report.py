@@ -30,7 +30,7 @@ from dcsi._io import atomic_write_text
 from dcsi._json import to_jsonable
 from dcsi.card.views import class_spectrum, class_tree, stored_spectra
 
-__all__ = ["write_report", "report_html"]
+__all__ = ["report_html", "write_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +55,10 @@ def _png(fig: Any) -> str:
 
 
 def _img(fig_id: str, b64: str, alt: str) -> str:
-    return (f'<figure id="{fig_id}"><img alt="{html.escape(alt)}" '
-            f'src="data:image/png;base64,{b64}"><figcaption>{html.escape(alt)}</figcaption></figure>')
+    return (
+        f'<figure id="{fig_id}"><img alt="{html.escape(alt)}" '
+        f'src="data:image/png;base64,{b64}"><figcaption>{html.escape(alt)}</figcaption></figure>'
+    )
 
 
 def _heatmap(s: np.ndarray, names: list[str], order: np.ndarray, kind: str) -> str:
@@ -79,8 +81,14 @@ def _dendrogram(z: np.ndarray, names: list[str], linkage: str, distance: str) ->
 
     k = len(names)
     fig, ax = _figure((min(4 + 0.3 * k, 16), 4))
-    dendrogram(z, labels=names if k <= _MAX_LABELS else None, ax=ax, leaf_rotation=90,
-               no_labels=k > _MAX_LABELS, color_threshold=None)
+    dendrogram(
+        z,
+        labels=names if k <= _MAX_LABELS else None,
+        ax=ax,
+        leaf_rotation=90,
+        no_labels=k > _MAX_LABELS,
+        color_threshold=None,
+    )
     ax.set_ylabel(distance)
     ax.set_title(f"Dendrogram of the classes ({linkage} linkage)")
     return _png(fig)
@@ -121,8 +129,14 @@ def _groups_html(groups: list[dict], load_image: Callable[[str], Any] | None) ->
     if not groups:
         return "<p>No near-duplicate groups were found.</p>"
     # conflicts first (labels to check), then the largest groups
-    shown = sorted(groups, key=lambda g: (g["kind"] != "conflict", -len(g["members"])))[:_MAX_GROUPS]
-    more = "" if len(groups) <= _MAX_GROUPS else f"<p>{_MAX_GROUPS} of {len(groups)} groups shown; all are in dcsi.json.</p>"
+    shown = sorted(groups, key=lambda g: (g["kind"] != "conflict", -len(g["members"])))[
+        :_MAX_GROUPS
+    ]
+    more = (
+        ""
+        if len(groups) <= _MAX_GROUPS
+        else f"<p>{_MAX_GROUPS} of {len(groups)} groups shown; all are in dcsi.json.</p>"
+    )
     if load_image is not None:
         try:
             from dcsi.gallery import gallery_html
@@ -136,11 +150,13 @@ def _groups_html(groups: list[dict], load_image: Callable[[str], Any] | None) ->
             thumbs = "".join(
                 f'<img class="thumb" title="{html.escape(m)}" alt="{html.escape(m)}" '
                 f'src="data:image/png;base64,{_thumb(load_image(m))}"'
-                f'{keep if m == g["representative"] else ""}>'
+                f"{keep if m == g['representative'] else ''}>"
                 for m in g["members"][:12]
             )
-            rows.append(f'<div class="group {g["kind"]}"><b>group {i}</b> ({html.escape(g["kind"])}; '
-                        f'labels: {html.escape(", ".join(str(x) for x in g["labels"]))})<br>{thumbs}</div>')
+            rows.append(
+                f'<div class="group {g["kind"]}"><b>group {i}</b> ({html.escape(g["kind"])}; '
+                f"labels: {html.escape(', '.join(str(x) for x in g['labels']))})<br>{thumbs}</div>"
+            )
         return f'<div id="gallery">{"".join(rows)}</div>{more}'
     rows = "".join(
         f"<tr><td>{i}</td><td>{html.escape(g['kind'])}</td><td>{len(g['members'])}</td>"
@@ -149,8 +165,10 @@ def _groups_html(groups: list[dict], load_image: Callable[[str], Any] | None) ->
         f"<td>{html.escape(', '.join(g['members'][:8]))}{' ...' if len(g['members']) > 8 else ''}</td></tr>"
         for i, g in enumerate(shown)
     )
-    return ('<table id="groups"><tr><th>#</th><th>kind</th><th>size</th><th>labels</th>'
-            f"<th>keep</th><th>members</th></tr>{rows}</table>{more}")
+    return (
+        '<table id="groups"><tr><th>#</th><th>kind</th><th>size</th><th>labels</th>'
+        f"<th>keep</th><th>members</th></tr>{rows}</table>{more}"
+    )
 
 
 # -- page ---------------------------------------------------------------------------
@@ -173,10 +191,18 @@ def _fmt(value: Any) -> str:
 def _component_html(value: Any, names: list[str]) -> str:
     """One index component, readable: scalars, per-class lists, matrices by shape."""
     k = len(names)
-    if isinstance(value, (list, tuple)) and value and all(isinstance(r, (list, tuple)) for r in value):
+    if (
+        isinstance(value, (list, tuple))
+        and value
+        and all(isinstance(r, (list, tuple)) for r in value)
+    ):
         return f"{len(value)} x {len(value[0])} matrix (in dcsi.json)"
-    if (isinstance(value, (list, tuple)) and k and len(value) == k
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+    if (
+        isinstance(value, (list, tuple))
+        and k
+        and len(value) == k
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    ):
         order = sorted(range(k), key=lambda i: -value[i])[:10]
         shown = ", ".join(f"{html.escape(names[i])}: {_fmt(value[i])}" for i in order)
         more = " ..." if k > 10 else ""
@@ -184,8 +210,9 @@ def _component_html(value: Any, names: list[str]) -> str:
     return _fmt(value)
 
 
-def report_html(card: Any, *, load_image: Callable[[str], Any] | None = None,
-                card_sha256: str | None = None) -> str:
+def report_html(
+    card: Any, *, load_image: Callable[[str], Any] | None = None, card_sha256: str | None = None
+) -> str:
     """The report page of a card as one HTML string (figures inlined as base64 PNG).
 
     Parameters
@@ -210,8 +237,7 @@ def report_html(card: Any, *, load_image: Callable[[str], Any] | None = None,
     esc = html.escape
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-        + (f"<meta name='dcsi-card-sha256' content='{esc(card_sha256)}'>"
-           if card_sha256 else ""),
+        + (f"<meta name='dcsi-card-sha256' content='{esc(card_sha256)}'>" if card_sha256 else ""),
         f"<title>dcsi report: {esc(ds['name'])}</title><style>{_CSS}</style></head><body>",
         f"<h1>dcsi report: {esc(ds['name'])}</h1>",
         f"<p>{ds['n_images']} images, {len(names)} classes; source <code>{esc(ds['source'])}</code>"
@@ -221,8 +247,10 @@ def report_html(card: Any, *, load_image: Callable[[str], Any] | None = None,
     ]
     feats = data.get("features")
     if feats:
-        parts.append(f"<p>Features: <code>{esc(feats['backbone'])}</code>, {feats['dim']} dimensions, "
-                     f"input size {esc(str(feats.get('image_size') or 'native'))}.</p>")
+        parts.append(
+            f"<p>Features: <code>{esc(feats['backbone'])}</code>, {feats['dim']} dimensions, "
+            f"input size {esc(str(feats.get('image_size') or 'native'))}.</p>"
+        )
 
     parts.append("<h2 id='index'>Index</h2>")
     idx = data.get("index")
@@ -231,19 +259,30 @@ def report_html(card: Any, *, load_image: Callable[[str], Any] | None = None,
         parts.append(f"<p><b>DCSI = {value}</b></p><p>{esc(idx['definition'])}</p>")
         if idx["components"]:
             notes = idx.get("component_definitions") or {}
-            meaning = (lambda k: f"<td>{esc(str(notes.get(k, '')))}</td>") if notes else (lambda k: "")
+            meaning = (
+                (lambda k: f"<td>{esc(str(notes.get(k, '')))}</td>") if notes else (lambda k: "")
+            )
             rows = "".join(
                 f"<tr><td>{esc(k)}</td><td>{_component_html(v, names)}</td>{meaning(k)}</tr>"
                 for k, v in sorted(idx["components"].items())
             )
-            parts.append("<p>Components (the quantities the index is built from):</p>"
-                         f"<table id='components'><tr><th>component</th><th>value</th>"
-                         f"{'<th>meaning</th>' if notes else ''}</tr>{rows}</table>")
+            parts.append(
+                "<p>Components (the quantities the index is built from):</p>"
+                f"<table id='components'><tr><th>component</th><th>value</th>"
+                f"{'<th>meaning</th>' if notes else ''}</tr>{rows}</table>"
+            )
         if idx.get("peers"):
-            rows = "".join(f"<tr><td>{esc(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in sorted(idx["peers"].items()))
-            parts.append(f"<p>Peer measures on the same data:</p><table><tr><th>measure</th><th>value</th></tr>{rows}</table>")
+            rows = "".join(
+                f"<tr><td>{esc(k)}</td><td>{_fmt(v)}</td></tr>"
+                for k, v in sorted(idx["peers"].items())
+            )
+            parts.append(
+                f"<p>Peer measures on the same data:</p><table><tr><th>measure</th><th>value</th></tr>{rows}</table>"
+            )
     else:
-        parts.append("<p>The index was not computed (no class labels, or the analysis was skipped).</p>")
+        parts.append(
+            "<p>The index was not computed (no class labels, or the analysis was skipped).</p>"
+        )
 
     kinds = card.similarity_kinds
     if kinds and len(names) >= 2:
@@ -253,46 +292,79 @@ def report_html(card: Any, *, load_image: Callable[[str], Any] | None = None,
         spectrum = class_spectrum(card)
         entry = data["similarity"][kind]
         parts.append("<h2 id='similarity'>Class similarity</h2>")
-        parts.append(f"<p>Mean pairwise {esc(kind)} similarity between the images of two classes; "
-                     f"diagonal: {esc(entry['diagonal'])}. Other kinds in the card: "
-                     f"{esc(', '.join(k for k in kinds if k != kind) or 'none')}.</p>")
+        parts.append(
+            f"<p>Mean pairwise {esc(kind)} similarity between the images of two classes; "
+            f"diagonal: {esc(entry['diagonal'])}. Other kinds in the card: "
+            f"{esc(', '.join(k for k in kinds if k != kind) or 'none')}.</p>"
+        )
         if tree is not None:
             if not tree.stored:
-                parts.append("<p class='note'>This card (schema older than 1.1) stores no class "
-                             "tree or spectrum; the figures below were recomputed from its "
-                             f"{esc(kind)} matrix.</p>")
-            parts.append(_img("fig-heatmap", _heatmap(s, names, tree.leaf_order, kind),
-                              f"{kind} class similarity, rows and columns in dendrogram order"))
-            parts.append(_img("fig-dendrogram",
-                              _dendrogram(tree.linkage_matrix, names, tree.linkage, tree.distance),
-                              f"Dendrogram of the classes ({tree.linkage} linkage on {tree.distance})"))
+                parts.append(
+                    "<p class='note'>This card (schema older than 1.1) stores no class "
+                    "tree or spectrum; the figures below were recomputed from its "
+                    f"{esc(kind)} matrix.</p>"
+                )
+            parts.append(
+                _img(
+                    "fig-heatmap",
+                    _heatmap(s, names, tree.leaf_order, kind),
+                    f"{kind} class similarity, rows and columns in dendrogram order",
+                )
+            )
+            parts.append(
+                _img(
+                    "fig-dendrogram",
+                    _dendrogram(tree.linkage_matrix, names, tree.linkage, tree.distance),
+                    f"Dendrogram of the classes ({tree.linkage} linkage on {tree.distance})",
+                )
+            )
         else:
-            parts.append(_img("fig-heatmap", _heatmap(s, names, np.arange(len(names)), kind),
-                              f"{kind} class similarity, rows and columns in class order"))
-            parts.append("<p class='note'>No dendrogram: the card stores no class tree and "
-                         "none can be computed from its matrix (undefined entries).</p>")
+            parts.append(
+                _img(
+                    "fig-heatmap",
+                    _heatmap(s, names, np.arange(len(names)), kind),
+                    f"{kind} class similarity, rows and columns in class order",
+                )
+            )
+            parts.append(
+                "<p class='note'>No dendrogram: the card stores no class tree and "
+                "none can be computed from its matrix (undefined entries).</p>"
+            )
         spectra = {spectrum.label: spectrum.eigenvalues} if spectrum is not None else {}
         spectra.update(stored_spectra(card))
         if spectra:
             parts.append(_img("fig-spectrum", _spectrum(spectra), "Laplacian eigenvalue spectrum"))
         else:
             parts.append("<p class='note'>No Laplacian spectrum is stored in this card.</p>")
-        rows = "".join(f"<tr><td>{esc(a)}</td><td>{esc(b)}</td><td>{v:.4f}</td></tr>"
-                       for a, b, v in card.top_pairs(kind, n=10))
-        parts.append("<h3>Most similar class pairs</h3><table id='pairs'><tr><th>class</th><th>class</th>"
-                     f"<th>{esc(kind)}</th></tr>{rows}</table>")
+        rows = "".join(
+            f"<tr><td>{esc(a)}</td><td>{esc(b)}</td><td>{v:.4f}</td></tr>"
+            for a, b, v in card.top_pairs(kind, n=10)
+        )
+        parts.append(
+            "<h3>Most similar class pairs</h3><table id='pairs'><tr><th>class</th><th>class</th>"
+            f"<th>{esc(kind)}</th></tr>{rows}</table>"
+        )
     else:
         parts.append("<h2 id='similarity'>Class similarity</h2><p>Not computed.</p>")
 
     cc = data.get("class_clusters")
     parts.append("<h2 id='clusters'>Class clusters</h2>")
     if cc and cc["partitions"]:
-        parts.append(f"<p>Method {esc(cc['method'])}, linkage {esc(str(cc['linkage']))}; recommended k = "
-                     f"{esc(str(cc['recommended_k']))}{' (' + esc(cc['rule']) + ')' if cc.get('rule') else ''}.</p>")
+        parts.append(
+            f"<p>Method {esc(cc['method'])}, linkage {esc(str(cc['linkage']))}; recommended k = "
+            f"{esc(str(cc['recommended_k']))}{' (' + esc(cc['rule']) + ')' if cc.get('rule') else ''}.</p>"
+        )
         scores = cc.get("scores")
         if isinstance(scores, dict) and scores:
-            cells = "".join(f"<td>{esc(str(k))}: {_fmt(v)}</td>" for k, v in sorted(scores.items(), key=lambda kv: int(kv[0]) if str(kv[0]).isdigit() else 0))
-            parts.append(f"<p>Score of each k (the rule picks the best):</p><table id='k-scores'><tr>{cells}</tr></table>")
+            cells = "".join(
+                f"<td>{esc(str(k))}: {_fmt(v)}</td>"
+                for k, v in sorted(
+                    scores.items(), key=lambda kv: int(kv[0]) if str(kv[0]).isdigit() else 0
+                )
+            )
+            parts.append(
+                f"<p>Score of each k (the rule picks the best):</p><table id='k-scores'><tr>{cells}</tr></table>"
+            )
         for k in card.cluster_ks:
             mark = " (recommended)" if k == cc.get("recommended_k") else ""
             items = "".join(f"<li>{esc(', '.join(c))}</li>" for c in card.class_clusters(k))
@@ -304,20 +376,28 @@ def report_html(card: Any, *, load_image: Callable[[str], Any] | None = None,
     red = data.get("redundancy")
     if red:
         c = card.redundancy_counts
-        parts.append(f"<p>Method {esc(red['method'])}: {c['groups']} groups ({c['redundant']} redundant, "
-                     f"{c['conflict']} with conflicting labels), {c['images_in_groups']} images in groups, "
-                     f"{c['removable']} removable. Parameters: <code>{_fmt(red['params'])}</code>.</p>")
+        parts.append(
+            f"<p>Method {esc(red['method'])}: {c['groups']} groups ({c['redundant']} redundant, "
+            f"{c['conflict']} with conflicting labels), {c['images_in_groups']} images in groups, "
+            f"{c['removable']} removable. Parameters: <code>{_fmt(red['params'])}</code>.</p>"
+        )
         parts.append(_groups_html(red["groups"], load_image))
     else:
         parts.append("<p>Not run.</p>")
-    parts.append("<p>Full data: <a href='dcsi.json'>dcsi.json</a> &middot; "
-                 "<a href='croissant.json'>croissant.json</a></p></body></html>")
+    parts.append(
+        "<p>Full data: <a href='dcsi.json'>dcsi.json</a> &middot; "
+        "<a href='croissant.json'>croissant.json</a></p></body></html>"
+    )
     return "\n".join(parts)
 
 
-def write_report(card: Any, path: str | os.PathLike[str], *,
-                 load_image: Callable[[str], Any] | None = None,
-                 card_sha256: str | None = None) -> Path:
+def write_report(
+    card: Any,
+    path: str | os.PathLike[str],
+    *,
+    load_image: Callable[[str], Any] | None = None,
+    card_sha256: str | None = None,
+) -> Path:
     """Write ``report.html`` atomically (see :func:`report_html`).
 
     Parameters
@@ -337,5 +417,6 @@ def write_report(card: Any, path: str | os.PathLike[str], *,
     path = Path(path)
     if path.is_dir() or path.suffix.lower() not in (".html", ".htm"):
         path = path / "report.html"
-    return atomic_write_text(path, report_html(card, load_image=load_image,
-                                               card_sha256=card_sha256))
+    return atomic_write_text(
+        path, report_html(card, load_image=load_image, card_sha256=card_sha256)
+    )

@@ -29,7 +29,7 @@ import numpy as np
 from dcsi._json import to_jsonable
 from dcsi._validation import check_array, check_float
 
-__all__ = ["ColumnSelection", "select_columns", "r_factor", "numerical_rank"]
+__all__ = ["ColumnSelection", "numerical_rank", "r_factor", "select_columns"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,18 +81,20 @@ class ColumnSelection:
 
     def to_dict(self) -> dict:
         """JSON-ready summary (no column lists; infinite conditions as ``None``)."""
-        return to_jsonable({
-            "m": int(self.m),
-            "m_tau": int(self.m_tau),
-            "numerical_rank": int(self.numerical_rank),
-            "rank_tol": float(self.rank_tol),
-            "tau": float(self.tau),
-            "cond_selected": float(self.cond_selected),
-            "cond_full": float(self.cond_full),
-            "n_rows": int(self.n_rows),
-            "n_columns": int(self.n_columns),
-            "skipped": bool(self.skipped),
-        })
+        return to_jsonable(
+            {
+                "m": int(self.m),
+                "m_tau": int(self.m_tau),
+                "numerical_rank": int(self.numerical_rank),
+                "rank_tol": float(self.rank_tol),
+                "tau": float(self.tau),
+                "cond_selected": float(self.cond_selected),
+                "cond_full": float(self.cond_full),
+                "n_rows": int(self.n_rows),
+                "n_columns": int(self.n_columns),
+                "skipped": bool(self.skipped),
+            }
+        )
 
 
 def r_factor(blocks: Iterable[np.ndarray]) -> tuple[np.ndarray, int]:
@@ -138,7 +140,7 @@ def _cholesky_r(W: np.ndarray, step: int) -> np.ndarray | None:
     d = W.shape[1]
     gram = np.zeros((d, d))
     for i in range(0, W.shape[0], step):
-        b = np.asarray(W[i:i + step], dtype=np.float64)
+        b = np.asarray(W[i : i + step], dtype=np.float64)
         gram += b.T @ b
     try:
         r = np.linalg.cholesky(gram).T
@@ -196,9 +198,15 @@ def select_columns(
     import scipy.linalg
 
     tau = check_float(tau, "tau", "select_columns", min_value=1.0, min_inclusive=False)
-    rank_tol = check_float(rank_tol, "rank_tol", "select_columns",
-                           min_value=0.0, max_value=1.0, min_inclusive=False,
-                           max_inclusive=False)
+    rank_tol = check_float(
+        rank_tol,
+        "rank_tol",
+        "select_columns",
+        min_value=0.0,
+        max_value=1.0,
+        min_inclusive=False,
+        max_inclusive=False,
+    )
     if isinstance(W, np.ndarray) or (two_stage is False):
         W = check_array(W, "W", "select_columns", ndim=2, dtype=np.float64)
         n, d = W.shape
@@ -208,11 +216,10 @@ def select_columns(
             step = max(d, 4096)
             r = _cholesky_r(W, step)
             if r is None:
-                r, _ = r_factor(W[i:i + step] for i in range(0, n, step))
+                r, _ = r_factor(W[i : i + step] for i in range(0, n, step))
             _, r2, perm = scipy.linalg.qr(r, pivoting=True, check_finite=False)
         else:
-            _, r2, perm = scipy.linalg.qr(W, pivoting=True, mode="economic",
-                                          check_finite=False)
+            _, r2, perm = scipy.linalg.qr(W, pivoting=True, mode="economic", check_finite=False)
     else:
         r, n = r_factor(W)
         d = r.shape[1]

@@ -17,11 +17,19 @@ import numpy as np
 
 from dcsi.exceptions import DataError, InvalidParameterError
 
-__all__ = ["Sample", "load_sample", "SAMPLES", "FASHION_MNIST_CLASSES"]
+__all__ = ["FASHION_MNIST_CLASSES", "SAMPLES", "Sample", "load_sample"]
 
 FASHION_MNIST_CLASSES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 ]
 _FASHION_DIRS = ("/usr/share/datasets/fashion-mnist",)
 
@@ -57,15 +65,16 @@ def _digits(split: str | None) -> Sample:
     d = load_digits()
     # sklearn stores grey levels 0..16; scale to the full uint8 range.
     images = np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)
-    return Sample("digits", images, d.target.astype(np.int64),
-                  [str(c) for c in d.target_names], "train")
+    return Sample(
+        "digits", images, d.target.astype(np.int64), [str(c) for c in d.target_names], "train"
+    )
 
 
 def _read_idx(path: Path) -> np.ndarray:
     with gzip.open(path, "rb") as fh:
         data = fh.read()
     ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
@@ -85,8 +94,7 @@ def _fashion_mnist(split: str | None) -> Sample:
     prefix = {"train": "train", "test": "t10k"}.get(split)
     if prefix is None:
         raise InvalidParameterError(
-            "sample:fashion-mnist has splits 'train' and 'test'. "
-            f"Got split={split!r} instead."
+            f"sample:fashion-mnist has splits 'train' and 'test'. Got split={split!r} instead."
         )
     root = _fashion_dir()
     images = _read_idx(root / f"{prefix}-images-idx3-ubyte.gz").copy()
@@ -102,6 +110,7 @@ def load_sample(name: str, split: str | None = None) -> Sample:
     if name not in SAMPLES:
         raise InvalidParameterError(
             f"Unknown sample dataset {name!r}; valid names are "
-            + ", ".join(f"'sample:{k}'" for k in SAMPLES) + "."
+            + ", ".join(f"'sample:{k}'" for k in SAMPLES)
+            + "."
         )
     return SAMPLES[name](split)

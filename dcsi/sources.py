@@ -103,26 +103,40 @@ from dcsi._validation import check_int, require
 from dcsi.exceptions import DataError, InvalidParameterError
 
 __all__ = [
-    "open_source",
+    "IMAGE_EXTENSIONS",
+    "MIN_SIDE",
+    "OUTPUT_MARKERS",
+    "SPLIT_NAMES",
     "ImageSet",
     "SkippedItem",
     "decode_image",
-    "IMAGE_EXTENSIONS",
-    "OUTPUT_MARKERS",
-    "SPLIT_NAMES",
-    "MIN_SIDE",
+    "open_source",
 ]
 
 logger = logging.getLogger(__name__)
 
 #: File extensions an image folder is listed by (lower case); other files are ignored.
-IMAGE_EXTENSIONS = frozenset({
-    ".bmp", ".gif", ".jpg", ".jpeg", ".jfif", ".png", ".ppm", ".pgm", ".pbm", ".pnm",
-    ".tif", ".tiff", ".webp", ".ico", ".tga",
-})
+IMAGE_EXTENSIONS = frozenset(
+    {
+        ".bmp",
+        ".gif",
+        ".jpg",
+        ".jpeg",
+        ".jfif",
+        ".png",
+        ".ppm",
+        ".pgm",
+        ".pbm",
+        ".pnm",
+        ".tif",
+        ".tiff",
+        ".webp",
+        ".ico",
+        ".tga",
+    }
+)
 #: Folder names recognised as splits in ``dir/<split>/<class>/<image>``.
-SPLIT_NAMES = ("train", "training", "validation", "valid", "val", "dev", "test",
-               "testing", "eval")
+SPLIT_NAMES = ("train", "training", "validation", "valid", "val", "dev", "test", "testing", "eval")
 #: Images whose smaller side is below this many pixels are skipped as degenerate.
 MIN_SIDE = 2
 #: Version of the decoding rules; part of the feature-cache key.
@@ -248,9 +262,13 @@ def _open_header(fp: Any) -> Any:
 
 def _file_kind(mode: int) -> str:
     """What a non-regular file is, for a skip reason."""
-    for test, name in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
-                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"),
-                       (stat.S_ISDIR, "folder")):
+    for test, name in (
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISDIR, "folder"),
+    ):
         if test(mode):
             return name
     return "special file"
@@ -299,8 +317,10 @@ def _bomb_reason(size: tuple[int, int] | None) -> str:
     from PIL import Image
 
     got = f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels" if size else "too many pixels"
-    return (f"over PIL's decompression-bomb limit ({got} > {Image.MAX_IMAGE_PIXELS:,}); "
-            "raise PIL.Image.MAX_IMAGE_PIXELS to read it")
+    return (
+        f"over PIL's decompression-bomb limit ({got} > {Image.MAX_IMAGE_PIXELS:,}); "
+        "raise PIL.Image.MAX_IMAGE_PIXELS to read it"
+    )
 
 
 def decode_image(data: bytes) -> Any:
@@ -353,7 +373,7 @@ def _check(data: bytes) -> tuple[int, int]:
     w, h = img.size
     try:
         orientation = img.getexif().get(0x0112, 1)
-    except Exception:  # noqa: BLE001 -- a broken EXIF block only loses the rotation
+    except Exception:
         orientation = 1
     if orientation in (5, 6, 7, 8):
         w, h = h, w
@@ -465,8 +485,9 @@ class _HFBackend(_BytesBackend):
     of every folder in ``roots`` (unless ``roots`` is None).
     """
 
-    def __init__(self, dataset: Any, column: str, *, base: str | None = None,
-                 roots: list[str] | None = None) -> None:
+    def __init__(
+        self, dataset: Any, column: str, *, base: str | None = None, roots: list[str] | None = None
+    ) -> None:
         self.dataset = dataset
         self.column = column
         self.base = base
@@ -486,14 +507,14 @@ class _HFBackend(_BytesBackend):
         return data
 
     def _resolve(self, path: str) -> str:
-        full = path if os.path.isabs(path) or self.base is None else \
-            os.path.join(self.base, path)
+        full = path if os.path.isabs(path) or self.base is None else os.path.join(self.base, path)
         if self.roots is not None:
             real = os.path.realpath(full)
             if not os.path.isabs(full) or not any(_inside(real, r) for r in self.roots):
                 raise _BadImage(
                     f"image path {_text(path)} leads outside the dataset folder; pass "
-                    "follow_symlinks=True (--follow-symlinks) to read it")
+                    "follow_symlinks=True (--follow-symlinks) to read it"
+                )
         return full
 
     def fetch(self, j: int) -> bytes:
@@ -601,8 +622,10 @@ class ImageSet:
 
     def __repr__(self) -> str:
         lab = f"{len(self.classes)} classes" if self.labels is not None else "unlabelled"
-        return (f"ImageSet(name={self.name!r}, n={len(self)}, {lab}, split={self.split!r}, "
-                f"skipped={len(self.skipped)})")
+        return (
+            f"ImageSet(name={self.name!r}, n={len(self)}, {lab}, split={self.split!r}, "
+            f"skipped={len(self.skipped)})"
+        )
 
     @property
     def kind(self) -> str:
@@ -680,13 +703,13 @@ class ImageSet:
         if np.all(self.sizes == self.sizes[0]):
             return int(self.sizes[0, 0]), int(self.sizes[0, 1])
         med = np.median(self.sizes, axis=0)
-        return int(round(med[0])), int(round(med[1]))
+        return round(med[0]), round(med[1])
 
     def typical_side(self) -> int:
         """Median over images of the longer side, in pixels."""
         if len(self) == 0:
             raise DataError(f"{self.source}: the dataset has no usable images.")
-        return int(round(float(np.median(self.sizes.max(axis=1)))))
+        return round(float(np.median(self.sizes.max(axis=1))))
 
     # -- arrays
     def iter_arrays(
@@ -717,14 +740,18 @@ class ImageSet:
         if mode not in ("L", "RGB"):
             raise InvalidParameterError(
                 f"The 'mode' parameter of iter_arrays must be one of 'L', 'RGB'. "
-                f"Got {mode!r} instead.")
+                f"Got {mode!r} instead."
+            )
         batch_size = check_int(batch_size, "batch_size", "iter_arrays", min_value=1)
         hw = self.resolve_size(size)
-        idx = (np.arange(len(self)) if indices is None
-               else np.asarray(indices, dtype=np.int64).reshape(-1))
+        idx = (
+            np.arange(len(self))
+            if indices is None
+            else np.asarray(indices, dtype=np.int64).reshape(-1)
+        )
         fast = self._fast_array(hw, mode)
         for start in range(0, len(idx), batch_size):
-            part = idx[start:start + batch_size]
+            part = idx[start : start + batch_size]
             if fast is not None:
                 yield part, fast(self._pos[part])
                 continue
@@ -752,7 +779,7 @@ class ImageSet:
         out = np.empty((n, *hw) + ((3,) if mode == "RGB" else ()), dtype=np.uint8)
         k = 0
         for _, batch in self.iter_arrays(size=hw, mode=mode, indices=indices):
-            out[k:k + len(batch)] = batch
+            out[k : k + len(batch)] = batch
             k += len(batch)
         return out
 
@@ -889,55 +916,83 @@ def open_source(
     if not isinstance(follow_symlinks, bool):
         raise InvalidParameterError(
             "The 'follow_symlinks' parameter of open_source must be a bool. "
-            f"Got {follow_symlinks!r} instead.")
+            f"Got {follow_symlinks!r} instead."
+        )
     if labels is not None and not isinstance(source, np.ndarray):
         raise InvalidParameterError(
             "The 'labels' parameter of open_source is only for in-memory arrays; a "
-            f"{type(source).__name__} source brings its own labels.")
+            f"{type(source).__name__} source brings its own labels."
+        )
     if isinstance(source, np.ndarray):
         _no_columns(image_column, label_column, "an in-memory array")
-        ims = _open_array(source, labels=labels, classes=classes, name="array",
-                          source_str="<array>", split=split)
+        ims = _open_array(
+            source, labels=labels, classes=classes, name="array", source_str="<array>", split=split
+        )
     elif isinstance(source, (str, os.PathLike)):
         s = os.fspath(source)
         if classes is not None:
             raise InvalidParameterError(
-                "The 'classes' parameter of open_source is only for in-memory arrays.")
+                "The 'classes' parameter of open_source is only for in-memory arrays."
+            )
         if s.startswith("sample:"):
             _no_columns(image_column, label_column, "a sample dataset")
             from dcsi.samples import load_sample
 
-            sample = load_sample(s[len("sample:"):], split)
-            ims = _open_array(sample.images, labels=sample.labels, classes=sample.classes,
-                              name=sample.name, source_str=s, split=sample.split)
+            sample = load_sample(s[len("sample:") :], split)
+            ims = _open_array(
+                sample.images,
+                labels=sample.labels,
+                classes=sample.classes,
+                name=sample.name,
+                source_str=s,
+                split=sample.split,
+            )
         elif s.startswith("hf:"):
-            ims = _open_hf_hub(s, split=split, image_column=image_column,
-                               label_column=label_column, max_per_class=max_per_class,
-                               seed=seed, follow_symlinks=follow_symlinks)
+            ims = _open_hf_hub(
+                s,
+                split=split,
+                image_column=image_column,
+                label_column=label_column,
+                max_per_class=max_per_class,
+                seed=seed,
+                follow_symlinks=follow_symlinks,
+            )
             return ims
         else:
             path = Path(s).expanduser()
             if not path.exists():
                 raise DataError(
                     f"{s}: no such file or folder. Give an image folder, a folder written "
-                    "by datasets' save_to_disk, 'hf:<repo_id>' or 'sample:digits'.")
+                    "by datasets' save_to_disk, 'hf:<repo_id>' or 'sample:digits'."
+                )
             if not path.is_dir():
                 raise DataError(
-                    f"{s} is a file; give the folder that holds the images "
-                    "(dir/<class>/<image>).")
+                    f"{s} is a file; give the folder that holds the images (dir/<class>/<image>)."
+                )
             if _is_saved_hf(path):
-                return _open_hf_saved(path, split=split, image_column=image_column,
-                                      label_column=label_column,
-                                      max_per_class=max_per_class, seed=seed,
-                                      follow_symlinks=follow_symlinks)
+                return _open_hf_saved(
+                    path,
+                    split=split,
+                    image_column=image_column,
+                    label_column=label_column,
+                    max_per_class=max_per_class,
+                    seed=seed,
+                    follow_symlinks=follow_symlinks,
+                )
             _no_columns(image_column, label_column, "an image folder")
-            return _open_folder(path, split=split, max_per_class=max_per_class, seed=seed,
-                                follow_symlinks=follow_symlinks)
+            return _open_folder(
+                path,
+                split=split,
+                max_per_class=max_per_class,
+                seed=seed,
+                follow_symlinks=follow_symlinks,
+            )
     else:
         raise InvalidParameterError(
             "The 'source' parameter of open_source must be a path, 'hf:<repo_id>', "
             "'sample:<name>', a uint8 ndarray or an ImageSet. "
-            f"Got {type(source).__name__} instead.")
+            f"Got {type(source).__name__} instead."
+        )
     if max_per_class is not None:
         ims = ims.subset(_per_class_sample(ims.labels, len(ims), max_per_class, seed))
     return ims
@@ -948,13 +1003,17 @@ def _no_columns(image_column: str | None, label_column: str | None, what: str) -
         if value is not None:
             raise InvalidParameterError(
                 f"The {name!r} parameter of open_source applies to Hugging Face datasets "
-                f"only; {what} has no columns. Got {value!r}.")
+                f"only; {what} has no columns. Got {value!r}."
+            )
 
 
 def _per_class_sample(labels: np.ndarray | None, n: int, k: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    groups = [np.arange(n)] if labels is None else [
-        np.flatnonzero(labels == c) for c in np.unique(labels)]
+    groups = (
+        [np.arange(n)]
+        if labels is None
+        else [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    )
     keep = [g if len(g) <= k else rng.choice(g, size=k, replace=False) for g in groups]
     return np.sort(np.concatenate(keep)) if keep else np.arange(0)
 
@@ -966,13 +1025,17 @@ def _labels_from_values(values: Sequence[Any], what: str) -> tuple[np.ndarray, l
     to their rank in sorted order.
     """
     if any(v is None for v in values):
-        raise DataError(f"{what} has missing (None) labels; drop those rows or open the "
-                        "data without a label column.")
+        raise DataError(
+            f"{what} has missing (None) labels; drop those rows or open the "
+            "data without a label column."
+        )
     arr = np.asarray(values)
     if arr.dtype.kind in "iu":
         if arr.size and arr.min() < 0:
-            raise DataError(f"{what} has negative labels (e.g. {int(arr.min())}); labels "
-                            "must be class ids >= 0.")
+            raise DataError(
+                f"{what} has negative labels (e.g. {int(arr.min())}); labels "
+                "must be class ids >= 0."
+            )
         k = int(arr.max()) + 1 if arr.size else 0
         return arr.astype(np.int64), [str(i) for i in range(k)]
     if arr.dtype.kind in "USO":
@@ -994,18 +1057,21 @@ def _open_array(
     if images.dtype != np.uint8:
         raise InvalidParameterError(
             "The 'source' array of open_source must have dtype uint8 (0..255). Got "
-            f"{images.dtype} instead; convert it, e.g. np.clip(a, 0, 255).astype(np.uint8).")
+            f"{images.dtype} instead; convert it, e.g. np.clip(a, 0, 255).astype(np.uint8)."
+        )
     if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] not in (1, 3, 4)):
         raise InvalidParameterError(
             "The 'source' array of open_source must have shape (n, h, w) or (n, h, w, c) "
-            f"with c in 1, 3, 4. Got shape {images.shape} instead.")
+            f"with c in 1, 3, 4. Got shape {images.shape} instead."
+        )
     n = images.shape[0]
     if n == 0:
         raise DataError("The image array is empty (0 images); pass at least one image.")
     h, w = images.shape[1:3]
     if min(h, w) < MIN_SIDE:
-        raise DataError(f"The images are {h}x{w} pixels; dcsi needs at least "
-                        f"{MIN_SIDE}x{MIN_SIDE}.")
+        raise DataError(
+            f"The images are {h}x{w} pixels; dcsi needs at least {MIN_SIDE}x{MIN_SIDE}."
+        )
     lab: np.ndarray | None = None
     cls: list[str] = []
     if labels is not None:
@@ -1013,12 +1079,14 @@ def _open_array(
         if raw.ndim != 1 or raw.shape[0] != n:
             raise InvalidParameterError(
                 f"The 'labels' parameter of open_source must be a 1-D array of length {n} "
-                f"(one label per image). Got shape {raw.shape} instead.")
+                f"(one label per image). Got shape {raw.shape} instead."
+            )
         if raw.dtype.kind in "iu":
             if n and raw.min() < 0:
                 raise InvalidParameterError(
                     "The 'labels' parameter of open_source must hold class ids >= 0. "
-                    f"Got {int(raw.min())} instead.")
+                    f"Got {int(raw.min())} instead."
+                )
             lab = raw.astype(np.int64)
             k = int(lab.max()) + 1
             cls = [str(i) for i in range(k)]
@@ -1029,10 +1097,12 @@ def _open_array(
             if len(cls) <= int(lab.max()):
                 raise InvalidParameterError(
                     f"The 'classes' parameter of open_source names {len(cls)} classes but "
-                    f"the labels go up to {int(lab.max())}.")
+                    f"the labels go up to {int(lab.max())}."
+                )
     elif classes is not None:
         raise InvalidParameterError(
-            "The 'classes' parameter of open_source needs 'labels' as well.")
+            "The 'classes' parameter of open_source needs 'labels' as well."
+        )
     dropped: list[str] = []
     if lab is not None:
         lab, cls, dropped = _drop_empty_classes(lab, cls, name)
@@ -1083,12 +1153,17 @@ def _scan(
 
     chunk = 256
     workers = max(1, min(4, os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool, \
-            progress(desc=desc, total=n, unit="img") as bar:
+    with (
+        ThreadPoolExecutor(max_workers=workers) as pool,
+        progress(desc=desc, total=n, unit="img") as bar,
+    ):
         for start in range(0, n, chunk):
-            part = positions[start:start + chunk]
-            if isinstance(backend, _HFBackend) and len(part) and \
-                    part[-1] - part[0] == len(part) - 1:
+            part = positions[start : start + chunk]
+            if (
+                isinstance(backend, _HFBackend)
+                and len(part)
+                and part[-1] - part[0] == len(part) - 1
+            ):
                 raws: list[Any] = backend.raw_batch(int(part[0]), int(part[-1]) + 1)
             else:
                 raws = [int(p) for p in part]
@@ -1131,12 +1206,19 @@ def _warn_skipped(where: str, skipped: list[SkippedItem], n_images: int) -> None
     if folders:
         parts.append(f"{len(folders)} folder{'s' if len(folders) > 1 else ''}")
     named = "; ".join(f"{s.id} ({s.reason})" for s in skipped[:_NAMED_IN_WARNINGS])
-    more = (f"; and {len(skipped) - _NAMED_IN_WARNINGS} more"
-            if len(skipped) > _NAMED_IN_WARNINGS else "")
+    more = (
+        f"; and {len(skipped) - _NAMED_IN_WARNINGS} more"
+        if len(skipped) > _NAMED_IN_WARNINGS
+        else ""
+    )
     logger.warning(
         "%s: skipped %s: %s%s. The full list is ImageSet.skipped, written by "
         "`dcsi analyze` to dcsi.json under dataset.skipped.",
-        where, " and ".join(parts), named, more)
+        where,
+        " and ".join(parts),
+        named,
+        more,
+    )
 
 
 def _named(names: list[str]) -> str:
@@ -1153,8 +1235,11 @@ def _drop_empty_classes(
 
     Returns the new labels, the kept class names and the dropped ones.
     """
-    counts = np.bincount(labels, minlength=len(classes)) if len(labels) else \
-        np.zeros(len(classes), dtype=np.int64)
+    counts = (
+        np.bincount(labels, minlength=len(classes))
+        if len(labels)
+        else np.zeros(len(classes), dtype=np.int64)
+    )
     kept = counts > 0
     if kept.all():
         return labels, classes, []
@@ -1162,7 +1247,11 @@ def _drop_empty_classes(
     logger.warning(
         "%s: dropped %d class(es) with no usable image: %s. They are left out of the "
         "analysis and listed in ImageSet.dropped_classes (dcsi.json: "
-        "dataset.dropped_classes).", where, len(dropped), _named(dropped))
+        "dataset.dropped_classes).",
+        where,
+        len(dropped),
+        _named(dropped),
+    )
     new_id = np.cumsum(kept) - 1
     return new_id[labels].astype(np.int64), [c for c, k in zip(classes, kept) if k], dropped
 
@@ -1193,11 +1282,11 @@ def _finish_encoded(
             first = early[0]
             raise DataError(
                 f"{where}: no image could be read ({len(early)} item(s) skipped, e.g. "
-                f"{first.id}: {first.reason}); check that the files are readable images.")
+                f"{first.id}: {first.reason}); check that the files are readable images."
+            )
         raise DataError(f"{where}: the dataset is empty (no images found). {_LAYOUT_HINT}")
     sel_ids = [ids[p] for p in positions]
-    keep, hashes, sizes, skipped = _scan(backend, positions, sel_ids,
-                                         desc=f"Reading {name}")
+    keep, hashes, sizes, skipped = _scan(backend, positions, sel_ids, desc=f"Reading {name}")
     skipped = early + skipped
     if skipped:
         n_files = len(positions) + sum(not s.id.endswith("/") for s in early)
@@ -1206,7 +1295,8 @@ def _finish_encoded(
         first = next((s for s in skipped if not s.id.endswith("/")), skipped[0])
         raise DataError(
             f"{where}: all {len(positions)} images were skipped (e.g. {first.id}: "
-            f"{first.reason}); check that the files are readable images.")
+            f"{first.reason}); check that the files are readable images."
+        )
     kept = positions[keep]
     kept_labels = None if labels is None else labels[kept]
     dropped: list[str] = []
@@ -1228,9 +1318,12 @@ def _finish_encoded(
     )
 
 
-_LAYOUT_HINT = ("Expected dir/<class>/<image> or dir/<split>/<class>/<image> with image "
-                "files (" + ", ".join(sorted(e.lstrip(".") for e in
-                                             ("png", "jpg", "jpeg", "bmp", "webp"))) + ", ...).")
+_LAYOUT_HINT = (
+    "Expected dir/<class>/<image> or dir/<split>/<class>/<image> with image "
+    "files ("
+    + ", ".join(sorted(e.lstrip(".") for e in ("png", "jpg", "jpeg", "bmp", "webp")))
+    + ", ...)."
+)
 
 
 # -- image folders
@@ -1271,12 +1364,13 @@ class _FolderLister:
         is recorded (``record``) as skipped; ``rel == ""`` raises :class:`DataError`."""
         try:
             with os.scandir(self.path(rel)) as it:
-                found = sorted((e for e in it if not e.name.startswith(".")),
-                               key=lambda e: e.name)
+                found = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
         except OSError as exc:
             if not rel:
-                raise DataError(f"{_text(self.top)}: cannot list the folder "
-                                f"({_os_reason(exc)}); check its permissions.") from None
+                raise DataError(
+                    f"{_text(self.top)}: cannot list the folder "
+                    f"({_os_reason(exc)}); check its permissions."
+                ) from None
             if record:
                 self.skip(rel + "/", f"cannot list the folder: {_os_reason(exc)}")
             return [], set()
@@ -1307,10 +1401,12 @@ class _FolderLister:
                 target = os.path.realpath(e.path)
                 if not self.follow and not _inside(target, self.real_top):
                     if record and (image or stat.S_ISDIR(mode)):
-                        self.skip(rel + ("/" if stat.S_ISDIR(mode) else ""),
-                                  f"symbolic link to {_text(target)}, outside the dataset "
-                                  "folder; pass follow_symlinks=True (--follow-symlinks) "
-                                  "to read it")
+                        self.skip(
+                            rel + ("/" if stat.S_ISDIR(mode) else ""),
+                            f"symbolic link to {_text(target)}, outside the dataset "
+                            "folder; pass follow_symlinks=True (--follow-symlinks) "
+                            "to read it",
+                        )
                     return None
         except OSError as exc:
             if image and record:
@@ -1356,8 +1452,9 @@ class _FolderLister:
         for name, kind in entries:
             if kind == "dir":
                 sub = f"{rel}/{name}" if rel else name
-                names = {m for m in OUTPUT_MARKERS
-                         if os.path.isfile(os.path.join(self.path(sub), m))}
+                names = {
+                    m for m in OUTPUT_MARKERS if os.path.isfile(os.path.join(self.path(sub), m))
+                }
                 if not self.is_output(sub, names):
                     out.append(name)
         return out
@@ -1381,14 +1478,24 @@ class _FolderLister:
         return out
 
 
-def _open_folder(path: Path, *, split: str | None, max_per_class: int | None,
-                 seed: int, follow_symlinks: bool = False) -> ImageSet:
+def _open_folder(
+    path: Path,
+    *,
+    split: str | None,
+    max_per_class: int | None,
+    seed: int,
+    follow_symlinks: bool = False,
+) -> ImageSet:
     where = _text(str(path))
     lister = _FolderLister(path, follow_symlinks=follow_symlinks)
     top, _ = lister.entries("")
     subdirs = [name for name, kind in top if kind == "dir"]
-    split_dirs = [d for d in subdirs if d.lower() in SPLIT_NAMES
-                  and any(k == "dir" for _, k in lister.entries(d, record=False)[0])]
+    split_dirs = [
+        d
+        for d in subdirs
+        if d.lower() in SPLIT_NAMES
+        and any(k == "dir" for _, k in lister.entries(d, record=False)[0])
+    ]
     if split_dirs:
         names = [_text(d) for d in split_dirs]
         if split is None:
@@ -1396,10 +1503,12 @@ def _open_folder(path: Path, *, split: str | None, max_per_class: int | None,
             if split is None:
                 raise DataError(
                     f"{where} has several splits ({', '.join(names)}); choose one with "
-                    "--split / split=.")
+                    "--split / split=."
+                )
         if split not in names:
-            raise DataError(f"{where} has no split {split!r}; available splits: "
-                            f"{', '.join(names)}.")
+            raise DataError(
+                f"{where} has no split {split!r}; available splits: {', '.join(names)}."
+            )
         root_rel = split_dirs[names.index(split)]
         # class names: the union over splits (classes missing from this split are then
         # dropped as empty, and named in a warning)
@@ -1409,7 +1518,8 @@ def _open_folder(path: Path, *, split: str | None, max_per_class: int | None,
         if split is not None:
             raise DataError(
                 f"{where} has no split folders ({', '.join(SPLIT_NAMES[:3])}, ...); "
-                "leave --split out.")
+                "leave --split out."
+            )
         root_rel = ""
         classes = lister.class_dirs("")
         here = set(classes)
@@ -1423,10 +1533,14 @@ def _open_folder(path: Path, *, split: str | None, max_per_class: int | None,
     root_entries = lister.entries(root_rel)[0] if root_rel else top
     loose = [(f"{root_rel}/{n}" if root_rel else n) for n, k in root_entries if k == "file"]
     if lister.output_dirs:
-        logger.warning("%s: not reading %d dcsi output folder(s) (%s): they hold dcsi's "
-                       "results (%s), not data.", where, len(lister.output_dirs),
-                       _named([_text(d) for d in lister.output_dirs]),
-                       "/".join(sorted(OUTPUT_MARKERS)))
+        logger.warning(
+            "%s: not reading %d dcsi output folder(s) (%s): they hold dcsi's "
+            "results (%s), not data.",
+            where,
+            len(lister.output_dirs),
+            _named([_text(d) for d in lister.output_dirs]),
+            "/".join(sorted(OUTPUT_MARKERS)),
+        )
     labels: np.ndarray | None
     if not relpaths and loose:
         # a plain folder of images: unlabelled
@@ -1434,12 +1548,20 @@ def _open_folder(path: Path, *, split: str | None, max_per_class: int | None,
         labels, classes = None, []
     else:
         if loose:
-            logger.warning("%s: ignoring %d image(s) outside the class folders (e.g. %s).",
-                           where, len(loose), _text(loose[0]))
+            logger.warning(
+                "%s: ignoring %d image(s) outside the class folders (e.g. %s).",
+                where,
+                len(loose),
+                _text(loose[0]),
+            )
         if lister.nested:
-            logger.warning("%s: merged %d sub-folder(s) into their class folder (e.g. %s); "
-                           "classes are the top-level folders only.", where,
-                           len(lister.nested), _text(lister.nested[0]))
+            logger.warning(
+                "%s: merged %d sub-folder(s) into their class folder (e.g. %s); "
+                "classes are the top-level folders only.",
+                where,
+                len(lister.nested),
+                _text(lister.nested[0]),
+            )
         labels = np.asarray(labels_list, dtype=np.int64)
     ids = [_text(r) for r in relpaths]
     if len(set(ids)) < len(ids):  # "a\\xe9" written out and an undecodable b"a\xe9"
@@ -1447,8 +1569,11 @@ def _open_folder(path: Path, *, split: str | None, max_per_class: int | None,
         keep: list[int] = []
         for k, (r, i) in enumerate(zip(relpaths, ids)):
             if i in seen:
-                lister.skip(r, "its id collides with another file's (a name that is not "
-                            "UTF-8 and one holding the same \\x escape); rename one")
+                lister.skip(
+                    r,
+                    "its id collides with another file's (a name that is not "
+                    "UTF-8 and one holding the same \\x escape); rename one",
+                )
             else:
                 seen.add(i)
                 keep.append(k)
@@ -1457,17 +1582,27 @@ def _open_folder(path: Path, *, split: str | None, max_per_class: int | None,
             labels = labels[keep]
         ids = [ids[k] for k in keep]
     return _finish_encoded(
-        _FileBackend(path, relpaths), ids=ids, labels=labels,
-        classes=[_text(c) for c in classes], name=_text(path.resolve().name),
-        source_str=_text(str(path)), split=split, max_per_class=max_per_class,
-        seed=seed, where=where, listing_skipped=lister.skipped)
+        _FileBackend(path, relpaths),
+        ids=ids,
+        labels=labels,
+        classes=[_text(c) for c in classes],
+        name=_text(path.resolve().name),
+        source_str=_text(str(path)),
+        split=split,
+        max_per_class=max_per_class,
+        seed=seed,
+        where=where,
+        listing_skipped=lister.skipped,
+    )
 
 
 # -- Hugging Face datasets
 
+
 def _is_saved_hf(path: Path) -> bool:
     return (path / "dataset_dict.json").is_file() or (
-        (path / "state.json").is_file() and (path / "dataset_info.json").is_file())
+        (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
+    )
 
 
 def _pick_split(dd: Any, split: str | None, where: str) -> tuple[Any, str | None]:
@@ -1481,17 +1616,21 @@ def _pick_split(dd: Any, split: str | None, where: str) -> tuple[Any, str | None
         if split is None:
             split = "train" if "train" in names else (names[0] if len(names) == 1 else None)
             if split is None:
-                raise DataError(f"{where} has several splits ({', '.join(names)}); "
-                                "choose one with --split / split=.")
+                raise DataError(
+                    f"{where} has several splits ({', '.join(names)}); "
+                    "choose one with --split / split=."
+                )
         if split not in names:
-            raise DataError(f"{where} has no split {split!r}; available splits: "
-                            f"{', '.join(names)}.")
+            raise DataError(
+                f"{where} has no split {split!r}; available splits: {', '.join(names)}."
+            )
         return dd[split], split
     if split is not None:
         actual = str(dd.split) if getattr(dd, "split", None) is not None else None
         if actual is not None and actual != split:
-            raise DataError(f"{where} holds the single split {actual!r}, not {split!r}; "
-                            "leave --split out.")
+            raise DataError(
+                f"{where} holds the single split {actual!r}, not {split!r}; leave --split out."
+            )
     return dd, (str(dd.split) if getattr(dd, "split", None) is not None else split)
 
 
@@ -1500,25 +1639,31 @@ def _open_hf_saved(path: Path, *, follow_symlinks: bool, **kw: Any) -> ImageSet:
     try:
         dd = datasets.load_from_disk(str(path))
     except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot load the saved Hugging Face dataset ({exc}).") \
-            from None
+        raise DataError(f"{path}: cannot load the saved Hugging Face dataset ({exc}).") from None
     real = os.path.realpath(path)
-    return _from_hf(dd, where=_text(str(path)), name=_text(path.resolve().name),
-                    source_str=_text(str(path)), base=real,
-                    roots=None if follow_symlinks else [real], **kw)
+    return _from_hf(
+        dd,
+        where=_text(str(path)),
+        name=_text(path.resolve().name),
+        source_str=_text(str(path)),
+        base=real,
+        roots=None if follow_symlinks else [real],
+        **kw,
+    )
 
 
 def _open_hf_hub(source: str, *, follow_symlinks: bool, **kw: Any) -> ImageSet:
     datasets = require("datasets", "Reading 'hf:' datasets", "dcsi[hf]")
-    spec = source[len("hf:"):]
+    spec = source[len("hf:") :]
     if not spec:
         raise InvalidParameterError(
             "The 'source' parameter of open_source must name a dataset after 'hf:', e.g. "
-            "'hf:fashion_mnist' or 'hf:user/repo:config'. Got 'hf:' instead.")
+            "'hf:fashion_mnist' or 'hf:user/repo:config'. Got 'hf:' instead."
+        )
     repo, _, config = spec.partition(":")
     try:
         dd = datasets.load_dataset(repo, config or None)
-    except Exception as exc:  # noqa: BLE001 -- datasets raises many unrelated types
+    except Exception as exc:
         raise DataError(
             f"{source}: datasets.load_dataset({repo!r}"
             f"{', ' + repr(config) if config else ''}) failed: "
@@ -1530,16 +1675,27 @@ def _open_hf_hub(source: str, *, follow_symlinks: bool, **kw: Any) -> ImageSet:
     if not follow_symlinks:  # image paths of a hub dataset point into the caches
         import huggingface_hub.constants
 
-        roots = [os.path.realpath(datasets.config.HF_DATASETS_CACHE),
-                 os.path.realpath(huggingface_hub.constants.HF_HUB_CACHE)]
-    return _from_hf(dd, where=source, name=spec, source_str=source, base=None,
-                    roots=roots, **kw)
+        roots = [
+            os.path.realpath(datasets.config.HF_DATASETS_CACHE),
+            os.path.realpath(huggingface_hub.constants.HF_HUB_CACHE),
+        ]
+    return _from_hf(dd, where=source, name=spec, source_str=source, base=None, roots=roots, **kw)
 
 
-def _from_hf(dd: Any, *, where: str, name: str, source_str: str, split: str | None,
-             image_column: str | None, label_column: str | None,
-             max_per_class: int | None, seed: int, base: str | None,
-             roots: list[str] | None) -> ImageSet:
+def _from_hf(
+    dd: Any,
+    *,
+    where: str,
+    name: str,
+    source_str: str,
+    split: str | None,
+    image_column: str | None,
+    label_column: str | None,
+    max_per_class: int | None,
+    seed: int,
+    base: str | None,
+    roots: list[str] | None,
+) -> ImageSet:
     import datasets
 
     ds, split = _pick_split(dd, split, where)
@@ -1549,23 +1705,31 @@ def _from_hf(dd: Any, *, where: str, name: str, source_str: str, split: str | No
     if image_column is None:
         found = [c for c in columns if isinstance(features[c], datasets.Image)]
         if not found:
-            raise DataError(f"{where}: no image column (columns: {listing}); "
-                            "name it with --image-column / image_column=.")
+            raise DataError(
+                f"{where}: no image column (columns: {listing}); "
+                "name it with --image-column / image_column=."
+            )
         image_column = found[0]
     elif image_column not in features:
-        raise DataError(f"{where}: no column {image_column!r} (columns: {listing}); "
-                        "fix --image-column / image_column=.")
+        raise DataError(
+            f"{where}: no column {image_column!r} (columns: {listing}); "
+            "fix --image-column / image_column=."
+        )
     elif not isinstance(features[image_column], datasets.Image):
-        raise DataError(f"{where}: column {image_column!r} is "
-                        f"{type(features[image_column]).__name__}, not an Image column; "
-                        "cast it with ds.cast_column(name, datasets.Image()).")
+        raise DataError(
+            f"{where}: column {image_column!r} is "
+            f"{type(features[image_column]).__name__}, not an Image column; "
+            "cast it with ds.cast_column(name, datasets.Image())."
+        )
     if label_column is None:
         cl = [c for c in columns if isinstance(features[c], datasets.ClassLabel)]
         named = [c for c in columns if c.lower() in _LABEL_NAMES and c != image_column]
         label_column = (cl or named or [None])[0]
     elif label_column not in features:
-        raise DataError(f"{where}: no column {label_column!r} (columns: {listing}); "
-                        "fix --label-column / label_column= or leave it out.")
+        raise DataError(
+            f"{where}: no column {label_column!r} (columns: {listing}); "
+            "fix --label-column / label_column= or leave it out."
+        )
     labels: np.ndarray | None = None
     classes: list[str] = []
     if label_column is not None:
@@ -1573,8 +1737,10 @@ def _from_hf(dd: Any, *, where: str, name: str, source_str: str, split: str | No
         values = ds[label_column]
         if isinstance(feat, datasets.ClassLabel):
             if any(v is None or v < 0 for v in values):
-                raise DataError(f"{where}: column {label_column!r} has missing labels "
-                                "(None or -1); drop those rows first.")
+                raise DataError(
+                    f"{where}: column {label_column!r} has missing labels "
+                    "(None or -1); drop those rows first."
+                )
             labels = np.asarray(values, dtype=np.int64)
             classes = [str(c) for c in feat.names]
         else:
@@ -1582,7 +1748,14 @@ def _from_hf(dd: Any, *, where: str, name: str, source_str: str, split: str | No
     ds = ds.cast_column(image_column, datasets.Image(decode=False))
     ids = [str(i) for i in range(len(ds))]
     return _finish_encoded(
-        _HFBackend(ds, image_column, base=base, roots=roots), ids=ids, labels=labels, classes=classes, name=name,
-        source_str=source_str, split=split, max_per_class=max_per_class, seed=seed,
-        where=where)
-
+        _HFBackend(ds, image_column, base=base, roots=roots),
+        ids=ids,
+        labels=labels,
+        classes=classes,
+        name=name,
+        source_str=source_str,
+        split=split,
+        max_per_class=max_per_class,
+        seed=seed,
+        where=where,
+    )

@@ -55,18 +55,18 @@ from dcsi._validation import check_choice, check_float, check_int
 from dcsi.exceptions import InvalidParameterError
 
 __all__ = [
-    "LAPLACIANS",
-    "GAP_RULES",
     "DEFAULT_GAMMA",
+    "GAP_RULES",
+    "LAPLACIANS",
     "SpectralResult",
-    "similarity_graph",
-    "graph_laplacian",
-    "laplacian_spectrum",
     "count_from_eigenvalues",
     "eigengap_count",
-    "spectral_clustering",
+    "graph_laplacian",
     "isolation_scores",
+    "laplacian_spectrum",
+    "similarity_graph",
     "spectral_analysis",
+    "spectral_clustering",
 ]
 
 logger = logging.getLogger(__name__)
@@ -189,7 +189,7 @@ def similarity_graph(
             A = S.copy()
             A.data[A.data < threshold] = 0.0
         else:
-            A = sp.csr_matrix(np.where(S >= threshold, S, 0.0))
+            A = sp.csr_matrix(np.where(threshold <= S, S, 0.0))
     else:
         A = sp.csr_matrix(S)
     A = A.tolil()
@@ -337,8 +337,11 @@ def laplacian_spectrum(
     caller = "laplacian_spectrum"
     method = check_choice(method, "method", caller, ("auto", "dense", "lanczos"))
     kind = check_choice(kind, "kind", caller, LAPLACIANS)
-    A = (sp.csr_matrix(affinity, dtype=np.float64) if sp.issparse(affinity)
-         else np.asarray(affinity, dtype=np.float64))
+    A = (
+        sp.csr_matrix(affinity, dtype=np.float64)
+        if sp.issparse(affinity)
+        else np.asarray(affinity, dtype=np.float64)
+    )
     if A.ndim != 2 or A.shape[0] != A.shape[1]:
         raise InvalidParameterError(
             f"The 'affinity' parameter of {caller} must be a square (n, n) matrix. "
@@ -414,8 +417,13 @@ def count_from_eigenvalues(
     if big.size:
         return int(big[0] + 1)
     n_zero = max(1, int(np.count_nonzero(lam <= _ZERO_TOL)))
-    logger.info("no eigen-gap exceeds gamma=%g among %d eigenvalues; nc = %d, the number "
-                "of zero eigenvalues (connected components)", gamma, lam.size, n_zero)
+    logger.info(
+        "no eigen-gap exceeds gamma=%g among %d eigenvalues; nc = %d, the number "
+        "of zero eigenvalues (connected components)",
+        gamma,
+        lam.size,
+        n_zero,
+    )
     return n_zero
 
 
@@ -506,8 +514,9 @@ def spectral_clustering(
         rank = np.empty(n_comp, dtype=np.int64)
         rank[np.argsort(first)] = np.arange(n_comp)
         return rank[comp]
-    _, V = laplacian_spectrum(A, kind="symmetric", n_eigenvalues=n_clusters,
-                              return_vectors=True, seed=seed)
+    _, V = laplacian_spectrum(
+        A, kind="symmetric", n_eigenvalues=n_clusters, return_vectors=True, seed=seed
+    )
     norms = np.linalg.norm(V, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
     U = V / norms
@@ -579,16 +588,18 @@ class SpectralResult:
         """JSON-ready summary: leading eigenvalues (for a spectrum plot), nc, clusters."""
         lam = np.asarray(self.eigenvalues[:max_eigenvalues], dtype=np.float64)
         sizes = np.bincount(self.labels) if self.labels is not None else None
-        return to_jsonable({
-            "eigenvalues": lam,
-            "n_clusters": int(self.n_clusters),
-            "n_components": int(self.n_components),
-            "cluster_sizes": sizes,
-            "labels": self.labels,
-            "most_isolated": np.asarray(self.isolated, dtype=np.int64),
-            "isolation": np.asarray(self.isolation, dtype=np.float64),
-            "params": self.params,
-        })
+        return to_jsonable(
+            {
+                "eigenvalues": lam,
+                "n_clusters": int(self.n_clusters),
+                "n_components": int(self.n_components),
+                "cluster_sizes": sizes,
+                "labels": self.labels,
+                "most_isolated": np.asarray(self.isolated, dtype=np.int64),
+                "isolation": np.asarray(self.isolation, dtype=np.float64),
+                "params": self.params,
+            }
+        )
 
 
 def spectral_analysis(
@@ -659,5 +670,4 @@ def spectral_analysis(
         "n_clusters_given": n_clusters is not None,
         "seed": int(seed),
     }
-    return SpectralResult(lam, int(nc), labels, n_comp, order.astype(np.int64),
-                          iso[order], params)
+    return SpectralResult(lam, int(nc), labels, n_comp, order.astype(np.int64), iso[order], params)

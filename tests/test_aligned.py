@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pytest
 from PIL import Image
+from test_redundancy import _blob_images, _crop_resize, _shift
 
 from dcsi.aligned import (
     AlignOptions,
@@ -17,7 +18,6 @@ from dcsi.aligned import (
     transformed_rows,
 )
 from dcsi.exceptions import InvalidParameterError
-from test_redundancy import _blob_images, _crop_resize, _shift
 
 
 # --------------------------------------------------------------------------- reference
@@ -33,7 +33,7 @@ def _variants_reference(img, max_shift, max_crop):
             out.append(x[rows][:, cols])
     for c in range(1, max_crop + 1):
         for t, left in itertools.product(range(c + 1), repeat=2):
-            crop = Image.fromarray(x[t:t + h - c, left:left + w - c], mode="F")
+            crop = Image.fromarray(x[t : t + h - c, left : left + w - c], mode="F")
             out.append(np.asarray(crop.resize((w, h), Image.BILINEAR)))
     return out
 
@@ -41,11 +41,15 @@ def _variants_reference(img, max_shift, max_crop):
 def _coarse(x, margin):
     """Block means of the inner window, as a flat vector (loops)."""
     h, w = x.shape
-    inner = x[margin:h - margin, margin:w - margin]
+    inner = x[margin : h - margin, margin : w - margin]
     py, px = max(1, inner.shape[0] // 12), max(1, inner.shape[1] // 12)
     ky, kx = inner.shape[0] // py, inner.shape[1] // px
-    return np.array([[inner[i * py:(i + 1) * py, j * px:(j + 1) * px].mean()
-                      for j in range(kx)] for i in range(ky)]).ravel()
+    return np.array(
+        [
+            [inner[i * py : (i + 1) * py, j * px : (j + 1) * px].mean() for j in range(kx)]
+            for i in range(ky)
+        ]
+    ).ravel()
 
 
 def _corr_distance(u, v):
@@ -59,8 +63,7 @@ def _aligned_distance_reference(a, b, max_shift=1, max_crop=2):
     for p, q in ((a, b), (b, a)):
         target = _coarse(q.astype(np.float64), max_shift)
         for v in _variants_reference(p, max_shift, max_crop):
-            best = min(best, _corr_distance(_coarse(v.astype(np.float64), max_shift),
-                                            target))
+            best = min(best, _corr_distance(_coarse(v.astype(np.float64), max_shift), target))
     return max(best, 0.0)
 
 
@@ -70,17 +73,20 @@ def test_aligned_distance_matches_slow_reference(rng, shape, max_shift, max_crop
     imgs = rng.integers(0, 256, (10, *shape), dtype=np.uint8)
     imgs[3] = _shift(imgs[2], 1, 0)
     imgs[5] = 7  # constant: correlation 0 with everything
-    pairs = np.array([(i, j) for i in range(10) for j in range(10) if i != j][::4]
-                     + [(2, 3), (5, 6)])
+    pairs = np.array(
+        [*[(i, j) for i in range(10) for j in range(10) if i != j][::4], (2, 3), (5, 6)]
+    )
     got = aligned_distance(imgs, pairs, max_shift=max_shift, max_crop=max_crop)
-    want = np.array([_aligned_distance_reference(imgs[i], imgs[j], max_shift, max_crop)
-                     for i, j in pairs])
+    want = np.array(
+        [_aligned_distance_reference(imgs[i], imgs[j], max_shift, max_crop) for i, j in pairs]
+    )
     np.testing.assert_allclose(got, want, atol=1e-5)
     assert got[-2] < 1e-6 and got[-1] == 1.0
     # colour images: the channel mean
     col = np.stack([imgs, imgs, imgs], -1)
-    np.testing.assert_allclose(aligned_distance(col, pairs, max_shift=max_shift,
-                                                max_crop=max_crop), got, atol=1e-6)
+    np.testing.assert_allclose(
+        aligned_distance(col, pairs, max_shift=max_shift, max_crop=max_crop), got, atol=1e-6
+    )
 
 
 def test_transforms_match_pil_crop_and_resize(rng):
@@ -92,8 +98,9 @@ def test_transforms_match_pil_crop_and_resize(rng):
     for t, v in zip(ts, ref):
         want = _coarse(v.astype(np.float64), 1)
         want = (want - want.mean()) / np.linalg.norm(want - want.mean())
-        np.testing.assert_allclose(transformed_rows(img[None], t)[0], want, atol=2e-6,
-                                   err_msg=t.name)
+        np.testing.assert_allclose(
+            transformed_rows(img[None], t)[0], want, atol=2e-6, err_msg=t.name
+        )
     assert len(copy_transforms((28, 28))) == 1 + 4 + 4 + 9  # half the shifts
 
 
@@ -104,9 +111,9 @@ def test_shifted_and_cropped_copies_are_near_zero(rng):
     for k, (t, left) in enumerate([(0, 0), (1, 1), (2, 0), (0, 2)]):
         imgs[3 + k] = _crop_resize(imgs[0], t, left)
     d = aligned_distance(imgs, np.array([[0, j] for j in range(1, 12)]))
-    assert np.all(d[:2] < 1e-6)           # shifts are exact on the inner window
-    assert np.all(d[2:6] < 1e-4)          # crops: uint8 rounding only
-    assert np.all(d[6:] > 5e-4)           # unrelated images
+    assert np.all(d[:2] < 1e-6)  # shifts are exact on the inner window
+    assert np.all(d[2:6] < 1e-4)  # crops: uint8 rounding only
+    assert np.all(d[6:] > 5e-4)  # unrelated images
 
 
 def test_aligned_pairs_are_exactly_the_pairs_within_the_threshold(rng):
@@ -118,9 +125,9 @@ def test_aligned_pairs_are_exactly_the_pairs_within_the_threshold(rng):
     D = aligned_distance(imgs, allp)
     for thr in (5e-4, 0.01, 0.05):
         pairs, dist = aligned_pairs(imgs, options=AlignOptions(threshold=thr, block_size=7))
-        want = allp[D <= thr]
+        want = allp[thr >= D]
         np.testing.assert_array_equal(pairs, want)
-        np.testing.assert_allclose(dist, D[D <= thr], atol=1e-6)
+        np.testing.assert_allclose(dist, D[thr >= D], atol=1e-6)
     planted = {(t, 30 + t) for t in range(6)} | {(10 + t, 40 + t) for t in range(6)}
     assert {tuple(map(int, p)) for p in aligned_pairs(imgs)[0]} == planted
 
@@ -129,17 +136,16 @@ def test_aligned_cross_pairs_match_brute_force(rng):
     a = _blob_images(rng, 25)
     b = _blob_images(rng, 20)
     b[0] = _crop_resize(a[3], 0, 2)
-    a[7] = _crop_resize(b[5], 2, 1)   # the copy can sit in either set
+    a[7] = _crop_resize(b[5], 2, 1)  # the copy can sit in either set
     b[9] = _shift(a[11], -1, 0)
     both = np.concatenate([a, b])
     allp = np.array([(i, j) for i in range(25) for j in range(20)])
     D = aligned_distance(both, np.stack([allp[:, 0], 25 + allp[:, 1]], 1))
     for thr in (5e-4, 0.02):
         pairs, dist = aligned_cross_pairs(a, b, options=AlignOptions(threshold=thr, block_size=6))
-        np.testing.assert_array_equal(pairs, allp[D <= thr])
-        np.testing.assert_allclose(dist, D[D <= thr], atol=1e-6)
-    assert {tuple(map(int, p)) for p in aligned_cross_pairs(a, b)[0]} == {
-        (3, 0), (7, 5), (11, 9)}
+        np.testing.assert_array_equal(pairs, allp[thr >= D])
+        np.testing.assert_allclose(dist, D[thr >= D], atol=1e-6)
+    assert {tuple(map(int, p)) for p in aligned_cross_pairs(a, b)[0]} == {(3, 0), (7, 5), (11, 9)}
 
 
 def test_errors(rng):

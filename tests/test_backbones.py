@@ -79,8 +79,9 @@ def _tf_same_conv_reference(x, w, stride):
     return out
 
 
-@pytest.mark.parametrize("size,kernel,stride", [(8, 3, 2), (7, 3, 2), (9, 5, 2), (6, 5, 1),
-                                                (5, 3, 1), (4, 1, 1)])
+@pytest.mark.parametrize(
+    "size,kernel,stride", [(8, 3, 2), (7, 3, 2), (9, 5, 2), (6, 5, 1), (5, 3, 1), (4, 1, 1)]
+)
 def test_same_conv_matches_slow_reference(size, kernel, stride):
     g = torch.Generator().manual_seed(size * 31 + kernel)
     conv = SameConv2d(3, 4, kernel, stride=stride, bias=False)
@@ -89,8 +90,9 @@ def test_same_conv_matches_slow_reference(size, kernel, stride):
     x = torch.randn(2, 3, size, size + 1, generator=g)
     with torch.no_grad():
         got = conv(x).numpy()
-    np.testing.assert_allclose(got, _tf_same_conv_reference(x, conv.weight, stride),
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        got, _tf_same_conv_reference(x, conv.weight, stride), rtol=1e-4, atol=1e-4
+    )
 
 
 def test_same_padding_examples():
@@ -159,35 +161,44 @@ def test_transform_against_manual_preprocessing(tmp_path):
     # a uint8 batch is normalised by __call__; a float batch is taken as normalised
     torch.testing.assert_close(ext(t[None]), ext(x))
     rgb = np.stack([grey, 255 - grey, grey // 2], axis=-1)
-    r = get_backbone("resnet18", weights=_resnet18_file(tmp_path), image_size=32,
-                     device="cpu")
+    r = get_backbone("resnet18", weights=_resnet18_file(tmp_path), image_size=32, device="cpu")
     xr = r.normalize(r.transform(Image.fromarray(rgb, "RGB"))[None])
     ref = np.asarray(Image.fromarray(rgb, "RGB").resize((32, 32), Image.BILINEAR)) / 255.0
     for c in range(3):  # ImageNet mean/std
-        np.testing.assert_allclose(xr[0, c].numpy(),
-                                   (ref[..., c] - IMAGENET_MEAN[c]) / IMAGENET_STD[c],
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            xr[0, c].numpy(), (ref[..., c] - IMAGENET_MEAN[c]) / IMAGENET_STD[c], atol=1e-5
+        )
 
 
 def test_default_image_size_rule():
     for s in (1, 8, 20, 28, 33, 40, 64, 100, 111, 112, 500):
         ref = min(max(32 * math.ceil(2 * s / 32), 64), 224)
         assert default_image_size(s) == ref
-    assert (default_image_size(8), default_image_size(28), default_image_size(112)) == (
-        64, 64, 224)
+    assert (default_image_size(8), default_image_size(28), default_image_size(112)) == (64, 64, 224)
     with pytest.raises(InvalidParameterError, match="'typical_side' parameter"):
         default_image_size(0)
 
 
 def test_registry():
     names = list_backbones()
-    for n in ("efficientnet_lite0", "resnet18", "resnet50", "resnet101", "resnet152",
-              "mobilenet_v2", "densenet121", "efficientnet_b0"):
+    for n in (
+        "efficientnet_lite0",
+        "resnet18",
+        "resnet50",
+        "resnet101",
+        "resnet152",
+        "mobilenet_v2",
+        "densenet121",
+        "efficientnet_b0",
+    ):
         assert n in names
     with pytest.raises(InvalidParameterError, match="already registered"):
         register_backbone("resnet50", lambda **kw: None)
-    with pytest.raises(InvalidParameterError, match=r"must be one of .*'efficientnet_lite0'"
-                                                    r".*Got 'resnet5' instead"):
+    with pytest.raises(
+        InvalidParameterError,
+        match=r"must be one of .*'efficientnet_lite0'"
+        r".*Got 'resnet5' instead",
+    ):
         get_backbone("resnet5")
     with pytest.raises(InvalidParameterError, match="'factory' parameter .* callable"):
         register_backbone("thing", 3)
@@ -201,8 +212,15 @@ def test_register_custom_backbone(monkeypatch):
 
     def factory(*, weights, image_size, device):
         seen.update(weights=weights, image_size=image_size, device=device)
-        return TorchExtractor(name="tiny", model=torch.nn.Flatten(), dim=12, image_size=2,
-                              mean=(0, 0, 0), std=(1, 1, 1), weights_sha256=None)
+        return TorchExtractor(
+            name="tiny",
+            model=torch.nn.Flatten(),
+            dim=12,
+            image_size=2,
+            mean=(0, 0, 0),
+            std=(1, 1, 1),
+            weights_sha256=None,
+        )
 
     register_backbone("tiny", factory)
     ext = get_backbone("tiny", image_size=48, device="cpu")
@@ -211,8 +229,11 @@ def test_register_custom_backbone(monkeypatch):
 
 
 def test_get_backbone_parameter_errors(tmp_path):
-    with pytest.raises(InvalidParameterError, match="'image_size' parameter of get_backbone "
-                                                    r"must be an int in the range \[32, 1024\]"):
+    with pytest.raises(
+        InvalidParameterError,
+        match="'image_size' parameter of get_backbone "
+        r"must be an int in the range \[32, 1024\]",
+    ):
         get_backbone("efficientnet_lite0", image_size=8)
     with pytest.raises(WeightsNotFoundError, match="does not exist; give the path"):
         get_backbone("efficientnet_lite0", weights=tmp_path / "none.pth")
@@ -244,11 +265,13 @@ def hub(tmp_path, monkeypatch):
 
 
 def test_torchvision_offline_without_weights_is_one_line_error(hub):
-    with pytest.raises(WeightsNotFoundError,
-                       match=r"No ImageNet weights for backbone 'resnet152' offline "
-                             r"\(DCSI_OFFLINE is set\): expected .*checkpoints/"
-                             r"resnet152-f82ba261\.pth\. Download https://download\.pytorch"
-                             r"\.org/models/resnet152-f82ba261\.pth .*--weights PATH") as e:
+    with pytest.raises(
+        WeightsNotFoundError,
+        match=r"No ImageNet weights for backbone 'resnet152' offline "
+        r"\(DCSI_OFFLINE is set\): expected .*checkpoints/"
+        r"resnet152-f82ba261\.pth\. Download https://download\.pytorch"
+        r"\.org/models/resnet152-f82ba261\.pth .*--weights PATH",
+    ) as e:
         get_backbone("resnet152", device="cpu")
     assert "\n" not in str(e.value)
 
@@ -262,8 +285,11 @@ def test_torchvision_failed_download(hub, monkeypatch):
         raise OSError("[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr(bb, "_download", no_network)
-    with pytest.raises(WeightsNotFoundError, match=r"offline \(download failed: .*name "
-                                                   r"resolution\): expected .*resnet18-"):
+    with pytest.raises(
+        WeightsNotFoundError,
+        match=r"offline \(download failed: .*name "
+        r"resolution\): expected .*resnet18-",
+    ):
         get_backbone("resnet18", device="cpu")
 
 
@@ -303,14 +329,19 @@ class _NotTensors:  # pickled into a checkpoint by the test below
 def test_pickled_weights_are_refused_in_one_line_without_torch_advice(tmp_path):
     evil = tmp_path / "evil.pth"
     torch.save({"net": _NotTensors()}, evil)
-    with pytest.raises(WeightsNotFoundError, match=r"is not a plain state dict \(it holds a "
-                       r"pickled Python object, .*_NotTensors, not only tensors\); give a file "
-                       r"saved with torch.save\(model.state_dict\(\), path\)") as exc:
+    with pytest.raises(
+        WeightsNotFoundError,
+        match=r"is not a plain state dict \(it holds a "
+        r"pickled Python object, .*_NotTensors, not only tensors\); give a file "
+        r"saved with torch.save\(model.state_dict\(\), path\)",
+    ) as exc:
         get_backbone("efficientnet_lite0", weights=evil).model
     message = str(exc.value)
     assert "\n" not in message and "weights_only" not in message
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(WeightsNotFoundError, match=r"\(it is not a file written by torch.save\)") as exc:
+    with pytest.raises(
+        WeightsNotFoundError, match=r"\(it is not a file written by torch.save\)"
+    ) as exc:
         get_backbone("efficientnet_lite0", weights=garbage).model
     assert "\n" not in str(exc.value) and "weights_only" not in str(exc.value)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import copy
 import json
 import types
@@ -15,7 +14,9 @@ from dcsi.card import CARD_FILES, Card, card_to_json, load_card, validate_card, 
 from dcsi.exceptions import CardSchemaError, DataError, InvalidParameterError
 
 
-def _class_sums(rng: np.random.Generator, counts: list[int], dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _class_sums(
+    rng: np.random.Generator, counts: list[int], dim: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Random unit features per class; returns (features, labels, class sums)."""
     feats, labels = [], []
     centres = rng.normal(size=(len(counts), dim))
@@ -31,7 +32,13 @@ def _class_sums(rng: np.random.Generator, counts: list[int], dim: int) -> tuple[
     return x, y, sums
 
 
-def make_card_dict(rng: np.random.Generator, k: int = 4, *, dim: int = 6, created: str = "2026-11-22T23:00:00+00:00") -> dict:
+def make_card_dict(
+    rng: np.random.Generator,
+    k: int = 4,
+    *,
+    dim: int = 6,
+    created: str = "2026-11-22T23:00:00+00:00",
+) -> dict:
     """A small synthetic, valid card dict with K classes (numpy values inside)."""
     classes = [f"class_{c}" for c in range(k)]
     counts = [int(n) for n in rng.integers(3, 8, size=k)]
@@ -40,7 +47,12 @@ def make_card_dict(rng: np.random.Generator, k: int = 4, *, dim: int = 6, create
     s = np.empty((k, k))
     for a in range(k):  # obvious double loop (the card does not compute it, it stores it)
         for b in range(k):
-            pairs = [float(unit[i] @ unit[j]) for i in np.flatnonzero(y == a) for j in np.flatnonzero(y == b) if i != j]
+            pairs = [
+                float(unit[i] @ unit[j])
+                for i in np.flatnonzero(y == a)
+                for j in np.flatnonzero(y == b)
+                if i != j
+            ]
             s[a, b] = np.mean(pairs)
     ssim = rng.uniform(0, 1, size=(k, k))
     ssim = (ssim + ssim.T) / 2
@@ -71,25 +83,58 @@ def make_card_dict(rng: np.random.Generator, k: int = 4, *, dim: int = 6, create
             "class_counts": np.array(counts),
         },
         "similarity": {
-            "cnn_cosine": {"matrix": s, "diagonal": "within-class mean, self-pairs excluded", "params": {"metric": "cosine"}},
-            "ssim": {"matrix": ssim, "diagonal": "within-class mean", "params": {"sigma": 1.5},
-                     "stderr": np.full((k, k), 0.01), "eigenvalues": [0.0, 0.3, 1.1]},
+            "cnn_cosine": {
+                "matrix": s,
+                "diagonal": "within-class mean, self-pairs excluded",
+                "params": {"metric": "cosine"},
+            },
+            "ssim": {
+                "matrix": ssim,
+                "diagonal": "within-class mean",
+                "params": {"sigma": 1.5},
+                "stderr": np.full((k, k), 0.01),
+                "eigenvalues": [0.0, 0.3, 1.1],
+            },
         },
-        "index": {"value": np.float32(0.4375), "definition": "worst-pair contrast", "components": {"worst_pair": ["class_0", "class_1"]},
-                  "peers": {"csg": 1.2}},
-        "class_clusters": {"method": "hierarchical", "linkage": "average", "recommended_k": 2,
-                           "rule": "largest gap", "partitions": partitions},
+        "index": {
+            "value": np.float32(0.4375),
+            "definition": "worst-pair contrast",
+            "components": {"worst_pair": ["class_0", "class_1"]},
+            "peers": {"csg": 1.2},
+        },
+        "class_clusters": {
+            "method": "hierarchical",
+            "linkage": "average",
+            "recommended_k": 2,
+            "rule": "largest gap",
+            "partitions": partitions,
+        },
         "redundancy": {
             "method": "wavelet",
             "params": {"tau": 1e5},
             "summary": {"n_groups": 2},
             "groups": [
-                {"members": ["img1", "img2", "img3"], "labels": ["class_0"], "kind": "redundant", "representative": "img2", "score": 0.99},
-                {"members": ["img4", "img5"], "labels": ["class_0", "class_1"], "kind": "conflict", "representative": "img4"},
+                {
+                    "members": ["img1", "img2", "img3"],
+                    "labels": ["class_0"],
+                    "kind": "redundant",
+                    "representative": "img2",
+                    "score": 0.99,
+                },
+                {
+                    "members": ["img4", "img5"],
+                    "labels": ["class_0", "class_1"],
+                    "kind": "conflict",
+                    "representative": "img4",
+                },
             ],
         },
-        "provenance": {"versions": {"dcsi": dcsi.__version__, "numpy": np.__version__}, "parameters": {"seed": 0},
-                       "command": "dcsi analyze array --out x", "created": created},
+        "provenance": {
+            "versions": {"dcsi": dcsi.__version__, "numpy": np.__version__},
+            "parameters": {"seed": 0},
+            "command": "dcsi analyze array --out x",
+            "created": created,
+        },
     }
 
 
@@ -173,14 +218,22 @@ def test_accessors(card, card_dict):
     assert groups[0].members == ("img1", "img2", "img3") and groups[0].representative == "img2"
     assert groups[0].extra == {"score": 0.99}
     assert groups[0].to_dict() == card_dict["redundancy"]["groups"][0]
-    assert card.redundancy_counts == {"groups": 2, "redundant": 1, "conflict": 1, "images_in_groups": 5, "removable": 2}
+    assert card.redundancy_counts == {
+        "groups": 2,
+        "redundant": 1,
+        "conflict": 1,
+        "images_in_groups": 5,
+        "removable": 2,
+    }
     assert "synthetic" in repr(card)
 
 
 def test_top_pairs_match_bruteforce(card):
     s = card.similarity("cnn_cosine")
     names = card.classes
-    brute = sorted(((s[i, j], names[i], names[j]) for i in range(4) for j in range(i + 1, 4)), reverse=True)
+    brute = sorted(
+        ((s[i, j], names[i], names[j]) for i in range(4) for j in range(i + 1, 4)), reverse=True
+    )
     got = card.top_pairs("cnn_cosine", n=3)
     assert [(a, b) for a, b, _ in got] == [(a, b) for _, a, b in brute[:3]]
     assert [v for *_, v in got] == pytest.approx([v for v, *_ in brute[:3]])
@@ -194,12 +247,17 @@ def test_cluster_ids_are_renumbered(card_dict):
 
 
 def test_similarity_unknown_kind_lists_available(card):
-    with pytest.raises(InvalidParameterError, match=r"must be one of 'cnn_cosine', 'ssim'. Got 'wavelet'"):
+    with pytest.raises(
+        InvalidParameterError, match=r"must be one of 'cnn_cosine', 'ssim'. Got 'wavelet'"
+    ):
         card.similarity("wavelet")
 
 
 def test_class_clusters_unknown_k(card):
-    with pytest.raises(InvalidParameterError, match=r"'k' parameter of Card.class_clusters must be one of \[2, 3, 4\] \(the partitions stored in the card\). Got 7 instead"):
+    with pytest.raises(
+        InvalidParameterError,
+        match=r"'k' parameter of Card.class_clusters must be one of \[2, 3, 4\] \(the partitions stored in the card\). Got 7 instead",
+    ):
         card.class_clusters(k=7)
 
 
@@ -272,22 +330,30 @@ def test_rejects_missing_key(card_dict):
         Card(d)
     d = _plain(card_dict)
     del d["similarity"]["ssim"]["diagonal"]
-    with pytest.raises(CardSchemaError, match=r"at 'similarity.ssim': 'diagonal' is a required property"):
+    with pytest.raises(
+        CardSchemaError, match=r"at 'similarity.ssim': 'diagonal' is a required property"
+    ):
         Card(d)
 
 
 def test_rejects_wrong_type(card_dict):
     d = _plain(card_dict)
     d["dataset"]["n_images"] = "ten"
-    with pytest.raises(CardSchemaError, match=r"at 'dataset.n_images': 'ten' is not of type 'integer'"):
+    with pytest.raises(
+        CardSchemaError, match=r"at 'dataset.n_images': 'ten' is not of type 'integer'"
+    ):
         Card(d)
     d = _plain(card_dict)
     d["index"]["value"] = "high"
-    with pytest.raises(CardSchemaError, match=r"at 'index.value': 'high' is not of type 'number', 'null'"):
+    with pytest.raises(
+        CardSchemaError, match=r"at 'index.value': 'high' is not of type 'number', 'null'"
+    ):
         Card(d)
     d = _plain(card_dict)
     d["redundancy"]["groups"][1]["kind"] = "duplicate"
-    with pytest.raises(CardSchemaError, match=r"at 'redundancy.groups\[1\].kind': 'duplicate' is not one of"):
+    with pytest.raises(
+        CardSchemaError, match=r"at 'redundancy.groups\[1\].kind': 'duplicate' is not one of"
+    ):
         Card(d)
     d = _plain(card_dict)
     d["similarity"]["cnn_cosine"]["matrix"][1][2] = "x"
@@ -298,14 +364,19 @@ def test_rejects_wrong_type(card_dict):
 def test_rejects_non_square_matrix(card_dict):
     d = _plain(card_dict)
     d["similarity"]["cnn_cosine"]["matrix"][2].pop()
-    with pytest.raises(CardSchemaError, match=r"'similarity.cnn_cosine.matrix' is not square: it has 4 rows but row 2 has 3"):
+    with pytest.raises(
+        CardSchemaError,
+        match=r"'similarity.cnn_cosine.matrix' is not square: it has 4 rows but row 2 has 3",
+    ):
         Card(d)
 
 
 def test_rejects_matrix_of_wrong_size(card_dict):
     d = _plain(card_dict)
     d["similarity"]["ssim"]["matrix"] = [[1.0, 0.5], [0.5, 1.0]]
-    with pytest.raises(CardSchemaError, match=r"'similarity.ssim.matrix' is 2 x 2 but dataset.classes lists 4"):
+    with pytest.raises(
+        CardSchemaError, match=r"'similarity.ssim.matrix' is 2 x 2 but dataset.classes lists 4"
+    ):
         Card(d)
     d = _plain(card_dict)
     d["similarity"]["ssim"]["stderr"] = [[0.1]]
@@ -316,7 +387,9 @@ def test_rejects_matrix_of_wrong_size(card_dict):
 def test_rejects_other_size_mismatches(card_dict):
     d = _plain(card_dict)
     d["dataset"]["class_counts"].append(3)
-    with pytest.raises(CardSchemaError, match=r"'dataset.class_counts' has 5 entries but dataset.classes lists 4"):
+    with pytest.raises(
+        CardSchemaError, match=r"'dataset.class_counts' has 5 entries but dataset.classes lists 4"
+    ):
         Card(d)
     d = _plain(card_dict)
     d["class_clusters"]["partitions"]["2"] = [0, 1]
@@ -324,7 +397,9 @@ def test_rejects_other_size_mismatches(card_dict):
         Card(d)
     d = _plain(card_dict)
     d["class_clusters"]["recommended_k"] = 5
-    with pytest.raises(CardSchemaError, match=r"recommended_k' is 5 but partitions has no entry '5'"):
+    with pytest.raises(
+        CardSchemaError, match=r"recommended_k' is 5 but partitions has no entry '5'"
+    ):
         Card(d)
     d = _plain(card_dict)
     d["features"]["class_sums"] = d["features"]["class_sums"][:3]
@@ -332,7 +407,10 @@ def test_rejects_other_size_mismatches(card_dict):
         Card(d)
     d = _plain(card_dict)
     d["features"]["dim"] = 99
-    with pytest.raises(CardSchemaError, match=r"'features.class_sums' rows have lengths \[6\] but features.dim is 99"):
+    with pytest.raises(
+        CardSchemaError,
+        match=r"'features.class_sums' rows have lengths \[6\] but features.dim is 99",
+    ):
         Card(d)
     d = _plain(card_dict)
     d["features"]["class_counts"] = [1]
@@ -343,7 +421,10 @@ def test_rejects_other_size_mismatches(card_dict):
 def test_rejects_newer_major_version(card_dict, tmp_path):
     d = _plain(card_dict)
     d["schema_version"] = "2.0.0"
-    with pytest.raises(CardSchemaError, match=r"schema_version 2.0.0, a newer major version than this dcsi reads \(1.1.0\); upgrade"):
+    with pytest.raises(
+        CardSchemaError,
+        match=r"schema_version 2.0.0, a newer major version than this dcsi reads \(1.1.0\); upgrade",
+    ):
         Card(d)
     # a newer minor version of the same major is read
     d["schema_version"] = "1.7.0"
@@ -357,7 +438,9 @@ def test_rejects_newer_major_version(card_dict, tmp_path):
 def test_rejects_bad_version_strings(card_dict):
     d = _plain(card_dict)
     d["schema_version"] = "v1"
-    with pytest.raises(CardSchemaError, match=r"'schema_version' must be a semver string such as '1.1.0'. Got 'v1'"):
+    with pytest.raises(
+        CardSchemaError, match=r"'schema_version' must be a semver string such as '1.1.0'. Got 'v1'"
+    ):
         Card(d)
     d["schema_version"] = 1
     with pytest.raises(CardSchemaError, match=r"no valid 'schema_version'.*got 1"):
@@ -374,7 +457,9 @@ def test_load_requires_schema_version(card_dict, tmp_path):
 
 def test_rejects_non_json_values(card_dict):
     card_dict["provenance"]["parameters"]["fn"] = object()
-    with pytest.raises(CardSchemaError, match=r"value of type object at 'card.provenance.parameters.fn'"):
+    with pytest.raises(
+        CardSchemaError, match=r"value of type object at 'card.provenance.parameters.fn'"
+    ):
         Card(card_dict)
     with pytest.raises(CardSchemaError, match="must be a JSON object"):
         Card([1, 2])
@@ -387,7 +472,9 @@ def test_rejects_non_json_values(card_dict):
 def test_rejects_bad_timestamp(card_dict):
     d = _plain(card_dict)
     d["provenance"]["created"] = "yesterday"
-    with pytest.raises(CardSchemaError, match=r"at 'provenance.created': 'yesterday' does not match"):
+    with pytest.raises(
+        CardSchemaError, match=r"at 'provenance.created': 'yesterday' does not match"
+    ):
         Card(d)
 
 
@@ -412,6 +499,7 @@ def test_write_card_files(card, tmp_path):
 # -- router ------------------------------------------------------------------------
 def test_router_from_card(rng):
     import dcsi.clusters as clusters
+
     d = make_card_dict(rng, k=4, dim=6)
     card = Card(d)
     router = card.router(extractor=object())
@@ -458,7 +546,9 @@ def test_router_routes_images_with_default_backbone(card, monkeypatch):
     router = card.router()
     ids = router.route(np.zeros((4, 8, 8), np.uint8))
     assert seen == {"backbone": "efficientnet_lite0", "image_size": 64}
-    np.testing.assert_array_equal(ids, router.route_features(np.asarray(card.to_dict()["features"]["class_sums"])))
+    np.testing.assert_array_equal(
+        ids, router.route_features(np.asarray(card.to_dict()["features"]["class_sums"]))
+    )
 
 
 def test_card_copy_and_pickle(card):
@@ -471,19 +561,28 @@ def test_card_copy_and_pickle(card):
 def test_rejects_bad_values_in_large_arrays(card_dict):
     d = _plain(card_dict)
     d["similarity"]["cnn_cosine"]["matrix"][0][1] = True
-    with pytest.raises(CardSchemaError, match=r"at 'similarity.cnn_cosine.matrix\[0\]\[1\]': True is not of type 'number', 'null'"):
+    with pytest.raises(
+        CardSchemaError,
+        match=r"at 'similarity.cnn_cosine.matrix\[0\]\[1\]': True is not of type 'number', 'null'",
+    ):
         Card(d)
     d = _plain(card_dict)
     d["similarity"]["ssim"]["stderr"][3] = 0.5
-    with pytest.raises(CardSchemaError, match=r"at 'similarity.ssim.stderr\[3\]': 0.5 is not of type 'array'"):
+    with pytest.raises(
+        CardSchemaError, match=r"at 'similarity.ssim.stderr\[3\]': 0.5 is not of type 'array'"
+    ):
         Card(d)
     d = _plain(card_dict)
     d["features"]["class_sums"][2][0] = None  # no nulls in the class sums
-    with pytest.raises(CardSchemaError, match=r"at 'features.class_sums\[2\]\[0\]': None is not of type 'number'"):
+    with pytest.raises(
+        CardSchemaError, match=r"at 'features.class_sums\[2\]\[0\]': None is not of type 'number'"
+    ):
         Card(d)
     d = _plain(card_dict)
     d["features"]["class_sums"] = "sums"
-    with pytest.raises(CardSchemaError, match=r"at 'features.class_sums': 'sums' is not of type 'array'"):
+    with pytest.raises(
+        CardSchemaError, match=r"at 'features.class_sums': 'sums' is not of type 'array'"
+    ):
         Card(d)
 
 
@@ -496,8 +595,12 @@ def test_json_text_round_trips_exactly(card_dict, rng):
     # that look like the writer's placeholders all survive
     d = card.to_dict()
     d["provenance"]["parameters"].update(
-        empty=[], nested=[[1, 2], [3, None]], mixed=[1, "a", [2.5]], deep=[[[1.0]]],
-        tricky="@@dcsi-array-0@@", matrices=[[[0.5, 1.0]], [[2.0]]],
+        empty=[],
+        nested=[[1, 2], [3, None]],
+        mixed=[1, "a", [2.5]],
+        deep=[[[1.0]]],
+        tricky="@@dcsi-array-0@@",
+        matrices=[[[0.5, 1.0]], [[2.0]]],
     )
     d["similarity"]["cnn_cosine"]["matrix"][0][0] = float(rng.normal())
     text = card_to_json(d)
@@ -520,8 +623,14 @@ def test_router_end_to_end_on_digits(tmp_path):
     stats = class_stats(fs.features, labels, n_classes=10)
     d = make_card_dict(np.random.default_rng(0), k=4)
     d["dataset"].update(classes=list(sample.classes), class_counts=stats.counts, n_images=120)
-    d["features"] = {"backbone": "efficientnet_lite0", "weights_sha256": fs.weights_sha256, "image_size": 32,
-                     "dim": int(fs.features.shape[1]), "class_sums": stats.sums, "class_counts": stats.counts}
+    d["features"] = {
+        "backbone": "efficientnet_lite0",
+        "weights_sha256": fs.weights_sha256,
+        "image_size": 32,
+        "dim": int(fs.features.shape[1]),
+        "class_sums": stats.sums,
+        "class_counts": stats.counts,
+    }
     for key in ("similarity", "index", "redundancy"):
         d.pop(key)
     d["class_clusters"]["partitions"] = {"2": [0, 1, 0, 0, 1, 0, 0, 1, 0, 0]}
@@ -572,8 +681,9 @@ def test_data_of_a_big_card_is_cheap(card_dict):
 
     d = copy.deepcopy(card_dict)
     ids = [f"img{i:05d}" for i in range(60_000)]
-    d["redundancy"]["groups"].append({"members": ids, "labels": ["class_0"], "kind": "redundant",
-                                      "representative": ids[0]})
+    d["redundancy"]["groups"].append(
+        {"members": ids, "labels": ["class_0"], "kind": "redundant", "representative": ids[0]}
+    )
     card = Card(d)
     t0 = time.perf_counter()
     members = card.data["redundancy"]["groups"][-1]["members"]
@@ -611,16 +721,34 @@ def _replace_once(text: str, old: str, new: str) -> str:
 @pytest.mark.parametrize(
     ("edit", "match"),
     [
-        (lambda t: _replace_once(t, '"n_images": ', '"n_images": 1' + "0" * 5000 + ", \"x\": "),
-         r"an integer of 5001 digits .* at 'dataset.n_images'"),
-        (lambda t: _replace_once(t, '"value": 0.4375', '"value": NaN'), r"NaN, which is not JSON .* at 'index.value'"),
-        (lambda t: _replace_once(t, '"value": 0.4375', '"value": Infinity'), r"Infinity, which is not JSON .* at 'index.value'"),
-        (lambda t: _replace_once(t, '"value": 0.4375', '"value": 1e400'), r"the number 1e400, too large .* at 'index.value'"),
-        (lambda t: _replace_once(t, '"value": 0.4375', '"value": 0.4375, "value": 0.9'), r"the key 'value' twice at 'index'"),
-        (lambda t: _replace_once(t, '"seed": 0', '"seed": ' + "[" * 100_000 + "]" * 100_000),
-         r"nested more than 64 levels deep \(at line \d+, column \d+\)"),
-        (lambda t: _replace_once(t, '"seed": 0', '"seed": ' + "[" * 200 + "]" * 200),
-         r"nested more than 64 levels deep at 'provenance.parameters.seed"),
+        (
+            lambda t: _replace_once(t, '"n_images": ', '"n_images": 1' + "0" * 5000 + ', "x": '),
+            r"an integer of 5001 digits .* at 'dataset.n_images'",
+        ),
+        (
+            lambda t: _replace_once(t, '"value": 0.4375', '"value": NaN'),
+            r"NaN, which is not JSON .* at 'index.value'",
+        ),
+        (
+            lambda t: _replace_once(t, '"value": 0.4375', '"value": Infinity'),
+            r"Infinity, which is not JSON .* at 'index.value'",
+        ),
+        (
+            lambda t: _replace_once(t, '"value": 0.4375', '"value": 1e400'),
+            r"the number 1e400, too large .* at 'index.value'",
+        ),
+        (
+            lambda t: _replace_once(t, '"value": 0.4375', '"value": 0.4375, "value": 0.9'),
+            r"the key 'value' twice at 'index'",
+        ),
+        (
+            lambda t: _replace_once(t, '"seed": 0', '"seed": ' + "[" * 100_000 + "]" * 100_000),
+            r"nested more than 64 levels deep \(at line \d+, column \d+\)",
+        ),
+        (
+            lambda t: _replace_once(t, '"seed": 0', '"seed": ' + "[" * 200 + "]" * 200),
+            r"nested more than 64 levels deep at 'provenance.parameters.seed",
+        ),
     ],
     ids=["5000-digit-int", "nan", "infinity", "1e400", "duplicate-key", "100000-deep", "200-deep"],
 )
@@ -635,7 +763,9 @@ def test_bad_similarity_kind_name_is_short_and_named(card_dict, tmp_path):
     d = Card(card_dict).to_dict()
     d["similarity"]["Bad Kind " + "x" * 2000] = d["similarity"]["ssim"]
     (tmp_path / "dcsi.json").write_text(json.dumps(d), encoding="utf-8")
-    with pytest.raises(CardSchemaError, match=r"at 'similarity\.Bad Kind xxx.*\.\.\.': the key name") as exc:
+    with pytest.raises(
+        CardSchemaError, match=r"at 'similarity\.Bad Kind xxx.*\.\.\.': the key name"
+    ) as exc:
         load_card(tmp_path)
     assert len(str(exc.value)) < 400 and "\n" not in str(exc.value)
     with pytest.raises(CardSchemaError, match=r"must match '\^\[a-z\]"):
@@ -645,7 +775,9 @@ def test_bad_similarity_kind_name_is_short_and_named(card_dict, tmp_path):
 def test_long_bad_value_is_truncated(card_dict):
     d = Card(card_dict).to_dict()
     d["dataset"]["n_images"] = "x" * 3000
-    with pytest.raises(CardSchemaError, match=r"at 'dataset.n_images': 'xxx.*\.\.\. is not of type") as exc:
+    with pytest.raises(
+        CardSchemaError, match=r"at 'dataset.n_images': 'xxx.*\.\.\. is not of type"
+    ) as exc:
         Card(d)
     assert len(str(exc.value)) < 400
 
@@ -661,7 +793,8 @@ def test_deep_python_card_is_one_error(card_dict):
 
 
 def test_write_card_files_checks_the_readme_first_and_every_view_records_the_sha(
-        card, tmp_path, rng):
+    card, tmp_path, rng
+):
     import hashlib
 
     from dcsi.card.card import stale_views

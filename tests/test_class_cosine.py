@@ -3,6 +3,7 @@ Algorithm 1 (the O(N^2 d) double loop), shard merging and the result object."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -60,7 +61,7 @@ def _data(rng, n=40, d=7, k=4):
     x = rng.normal(size=(n, d))
     y = rng.integers(0, k, size=n)
     y[:k] = np.arange(k)  # every class present
-    y[k:2 * k] = np.arange(k)  # at least two images per class
+    y[k : 2 * k] = np.arange(k)  # at least two images per class
     x += rng.normal(size=(k, d))[y]
     return x, y
 
@@ -81,12 +82,14 @@ def test_blockwise_independent_of_block_size(rng, metric):
     x, y = _data(rng, n=53)
     ref = class_similarity(x, y, metric, block_size=1000)
     for bs in (1, 7, 16):
-        np.testing.assert_allclose(class_similarity(x, y, metric, block_size=bs), ref,
-                                   rtol=0, atol=1e-10)
+        np.testing.assert_allclose(
+            class_similarity(x, y, metric, block_size=bs), ref, rtol=0, atol=1e-10
+        )
 
 
-@pytest.mark.parametrize("alias,name", [("l1", "manhattan"), ("l2", "euclidean"),
-                                        ("cityblock", "manhattan")])
+@pytest.mark.parametrize(
+    "alias,name", [("l1", "manhattan"), ("l2", "euclidean"), ("cityblock", "manhattan")]
+)
 def test_aliases(rng, alias, name):
     x, y = _data(rng, n=20)
     np.testing.assert_allclose(class_similarity(x, y, alias), class_similarity(x, y, name))
@@ -97,15 +100,16 @@ def test_shards_merge_to_one_pass(rng):
     k = 4
     whole = class_stats(x, y, k)
     cuts = [0, 13, 14, 37, 60]
-    parts = [class_stats(x[a:b], y[a:b], k) for a, b in zip(cuts[:-1], cuts[1:])]
+    parts = [class_stats(x[a:b], y[a:b], k) for a, b in itertools.pairwise(cuts)]
     merged = parts[0]
     for p in parts[1:]:
         merged = merged + p
     np.testing.assert_allclose(merged.sums, whole.sums, atol=1e-12)
     np.testing.assert_array_equal(merged.counts, whole.counts)
     np.testing.assert_allclose(cosine_from_stats(merged), class_similarity(x, y), atol=1e-12)
-    np.testing.assert_allclose(sqeuclidean_from_stats(merged),
-                               class_similarity(x, y, "sqeuclidean"), atol=1e-10)
+    np.testing.assert_allclose(
+        sqeuclidean_from_stats(merged), class_similarity(x, y, "sqeuclidean"), atol=1e-10
+    )
 
 
 @pytest.mark.parametrize("metric", ["manhattan", "euclidean", "sqeuclidean"])
@@ -113,8 +117,11 @@ def test_distance_sums_merge_over_shard_pairs(rng, metric):
     x, y = _data(rng, n=45)
     k = 4
     shards = [(x[:20], y[:20]), (x[20:], y[20:])]
-    total = sum(class_distance_sums(xa, ya, xb, yb, metric=metric, n_classes=k, block_size=6)
-                for xa, ya in shards for xb, yb in shards)
+    total = sum(
+        class_distance_sums(xa, ya, xb, yb, metric=metric, n_classes=k, block_size=6)
+        for xa, ya in shards
+        for xb, yb in shards
+    )
     n = np.bincount(y, minlength=k).astype(float)
     mean = total / np.outer(n, n)
     np.fill_diagonal(mean, np.diag(total) / (n * (n - 1)))
@@ -159,8 +166,7 @@ def test_n_classes_keeps_empty_classes(rng):
 
 def test_most_similar_pairs():
     S = np.array([[1.0, 0.2, 0.9], [0.2, 1.0, 0.5], [0.9, 0.5, 1.0]])
-    assert most_similar_pairs(S, n=2, classes=["a", "b", "c"]) == [
-        ("a", "c", 0.9), ("b", "c", 0.5)]
+    assert most_similar_pairs(S, n=2, classes=["a", "b", "c"]) == [("a", "c", 0.9), ("b", "c", 0.5)]
     assert most_similar_pairs(S, n=1, kind="distance") == [(0, 1, 0.2)]
     with pytest.raises(InvalidParameterError, match="must be a square matrix"):
         most_similar_pairs(S[:2])

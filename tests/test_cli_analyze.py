@@ -31,8 +31,19 @@ def folder(tmp_path, rng):
 def test_analyze_writes_the_card_files(folder, tmp_path, capsys):
     pytest.importorskip("torch")
     out = tmp_path / "out"
-    rc = main(["analyze", str(folder), "--out", str(out), "--cache", str(tmp_path / "c"),
-               "--no-progress", "--seed", "3"])
+    rc = main(
+        [
+            "analyze",
+            str(folder),
+            "--out",
+            str(out),
+            "--cache",
+            str(tmp_path / "c"),
+            "--no-progress",
+            "--seed",
+            "3",
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "index (DCSI)" in text and "most similar class pairs" in text
@@ -71,9 +82,19 @@ def test_version(capsys):
 def test_debug_shows_the_traceback(tmp_path):
     env = {**os.environ, "DCSI_DEBUG": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "dcsi", "analyze", str(tmp_path / "missing"),
-         "--out", str(tmp_path / "o")],
-        capture_output=True, text=True, env=env, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "dcsi",
+            "analyze",
+            str(tmp_path / "missing"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert proc.returncode == 1
     assert "Traceback" in proc.stderr and "dcsi: error:" in proc.stderr
@@ -86,8 +107,20 @@ def test_demo_dataset_end_to_end(tmp_path, capsys):
     import dcsi
 
     out = tmp_path / "digits"
-    assert main(["analyze", "sample:digits", "--out", str(out), "--no-progress",
-                 "--cache", str(tmp_path / "cache")]) == 0
+    assert (
+        main(
+            [
+                "analyze",
+                "sample:digits",
+                "--out",
+                str(out),
+                "--no-progress",
+                "--cache",
+                str(tmp_path / "cache"),
+            ]
+        )
+        == 0
+    )
     card = dcsi.load_card(out)
     assert card.n_images == 1797 and card.classes == [str(d) for d in range(10)]
     assert set(card.similarity_kinds) == {"cnn_cosine", "ssim", "wavelet"}
@@ -112,22 +145,39 @@ def _choices(command, option):
 def test_every_redundancy_method_runs_end_to_end(folder, tmp_path, method):
     pytest.importorskip("torch")
     out = tmp_path / "out"
-    rc = main(["analyze", str(folder), "--out", str(out), "--cache", str(tmp_path / "c"),
-               "--no-progress", "--analyzers", "wavelet", "--redundancy-method", method])
+    rc = main(
+        [
+            "analyze",
+            str(folder),
+            "--out",
+            str(out),
+            "--cache",
+            str(tmp_path / "c"),
+            "--no-progress",
+            "--analyzers",
+            "wavelet",
+            "--redundancy-method",
+            method,
+        ]
+    )
     assert rc == 0
     card = json.loads((out / "dcsi.json").read_text())
     assert card["redundancy"]["method"] == method
     assert card["redundancy"]["summary"]["n_images"] == 12
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["--image-size", "8"], "'image_size' parameter of analyze"),
-    (["--backbone", "nope"], "'backbone' parameter of analyze"),
-    (["--weights", "/nonexistent/w.pth"], "no such file"),
-    (["--analyzers", "cnn,pixels"], "'analyzers' parameter of analyze"),
-])
-def test_bad_options_are_refused_before_reading_the_data(tmp_path, capsys, monkeypatch,
-                                                         argv, needle):
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--image-size", "8"], "'image_size' parameter of analyze"),
+        (["--backbone", "nope"], "'backbone' parameter of analyze"),
+        (["--weights", "/nonexistent/w.pth"], "no such file"),
+        (["--analyzers", "cnn,pixels"], "'analyzers' parameter of analyze"),
+    ],
+)
+def test_bad_options_are_refused_before_reading_the_data(
+    tmp_path, capsys, monkeypatch, argv, needle
+):
     import dcsi.sources
 
     def refuse(*a, **k):

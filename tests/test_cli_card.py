@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dcsi.card import write_card_files
-
 import json
 import subprocess
 import sys
@@ -15,7 +13,7 @@ import pytest
 from huggingface_hub import DatasetCard
 from test_card import make_card_dict
 
-from dcsi.card import Card, load_card
+from dcsi.card import Card, load_card, write_card_files
 from dcsi.card.hf import HF_KEY, hf_block
 from dcsi.cli import main
 
@@ -173,7 +171,9 @@ class _FakeHub:
             hub.tokens.append(kwargs.get("token"))
             real_init(api, *args, **kwargs)
 
-        def download(api, repo_id, filename, *, repo_type=None, revision=None, local_dir=None, **kw):
+        def download(
+            api, repo_id, filename, *, repo_type=None, revision=None, local_dir=None, **kw
+        ):
             from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 
             assert repo_type == "dataset"
@@ -182,8 +182,12 @@ class _FakeHub:
 
                 resp_cls = hf_errors.Response  # the HTTP library's Response class
                 url = f"https://huggingface.co/datasets/{repo_id}/resolve/main/{filename}"
-                response = resp_cls(404, request=__import__(resp_cls.__module__).Request("GET", url))
-                raise RepositoryNotFoundError("404 Client Error: Repository Not Found", response=response)
+                response = resp_cls(
+                    404, request=__import__(resp_cls.__module__).Request("GET", url)
+                )
+                raise RepositoryNotFoundError(
+                    "404 Client Error: Repository Not Found", response=response
+                )
             if hub.readme is None:
                 raise EntryNotFoundError("404 Client Error: Entry Not Found")
             path = local_dir / filename
@@ -191,10 +195,19 @@ class _FakeHub:
             path.write_text(hub.readme, encoding="utf-8")
             return str(path)
 
-        def create_commit(api, repo_id, operations, *, commit_message, repo_type=None, revision=None, **kw):
+        def create_commit(
+            api, repo_id, operations, *, commit_message, repo_type=None, revision=None, **kw
+        ):
             files = {op.path_in_repo: op.path_or_fileobj for op in operations}
-            hub.commits.append({"repo_id": repo_id, "repo_type": repo_type, "revision": revision,
-                                "message": commit_message, "files": files})
+            hub.commits.append(
+                {
+                    "repo_id": repo_id,
+                    "repo_type": repo_type,
+                    "revision": revision,
+                    "message": commit_message,
+                    "files": files,
+                }
+            )
             return f"https://huggingface.co/datasets/{repo_id}/commit/abc123"
 
         monkeypatch.setattr(huggingface_hub.HfApi, "__init__", init)
@@ -222,7 +235,10 @@ def test_push_to_repo(card, card_dir, capsys, no_saved_token, monkeypatch):
     hub = _FakeHub().install(monkeypatch)
     rc = main(["card", "attach", str(card_dir), "--to", "me/ds", "--push", "--token", "hf_test"])
     assert rc == 0, capsys.readouterr().err
-    assert "pushed to me/ds: https://huggingface.co/datasets/me/ds/commit/abc123" in capsys.readouterr().out
+    assert (
+        "pushed to me/ds: https://huggingface.co/datasets/me/ds/commit/abc123"
+        in capsys.readouterr().out
+    )
     assert hub.tokens == ["hf_test"]
     (commit,) = hub.commits
     assert commit["repo_type"] == "dataset" and commit["repo_id"] == "me/ds"
@@ -258,8 +274,23 @@ def test_push_local_folder_with_repo_id(card, card_dir, tmp_path, capsys, monkey
     ds = tmp_path / "clone"
     ds.mkdir()
     (ds / "README.md").write_text(EXISTING)
-    assert main(["card", "attach", str(card_dir), "--to", str(ds), "--push", "--repo-id", "me/ds",
-                 "--revision", "dev"]) == 0
+    assert (
+        main(
+            [
+                "card",
+                "attach",
+                str(card_dir),
+                "--to",
+                str(ds),
+                "--push",
+                "--repo-id",
+                "me/ds",
+                "--revision",
+                "dev",
+            ]
+        )
+        == 0
+    )
     (commit,) = hub.commits
     assert commit["revision"] == "dev"
     assert commit["files"]["README.md"] == (ds / "README.md").read_bytes()
@@ -272,17 +303,25 @@ def test_attach_from_bare_json_generates_views(card, tmp_path, capsys):
     ds = tmp_path / "target"
     ds.mkdir()
     assert main(["card", "attach", str(src / "dcsi.json"), "--to", str(ds)]) == 0
-    assert sorted(p.name for p in ds.iterdir()) == ["README.md", "croissant.json", "dcsi.json", "report.html"]
+    assert sorted(p.name for p in ds.iterdir()) == [
+        "README.md",
+        "croissant.json",
+        "dcsi.json",
+        "report.html",
+    ]
     assert 'id="fig-heatmap"' in (ds / "report.html").read_text()
     assert DatasetCard.load(ds / "README.md").data[HF_KEY] == hf_block(card)
 
 
 # -- hardening: an unreadable README stops attach before anything is copied ---------
-@pytest.mark.parametrize("content", [
-    b"---\nlicense: mit\n\ttabbed: 1\n---\nbody\n",
-    b"---\nx: !!python/object:os.system ls\n---\nbody\n",
-    b"\xff\xfe\x00binary",
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"---\nlicense: mit\n\ttabbed: 1\n---\nbody\n",
+        b"---\nx: !!python/object:os.system ls\n---\nbody\n",
+        b"\xff\xfe\x00binary",
+    ],
+)
 def test_attach_bad_readme_copies_nothing(card_dir, tmp_path, capsys, content):
     ds = tmp_path / "target"
     ds.mkdir()
@@ -298,8 +337,10 @@ def test_attach_bad_readme_copies_nothing(card_dir, tmp_path, capsys, content):
 def test_attach_keeps_user_yaml_byte_for_byte(card, card_dir, tmp_path, capsys):
     ds = tmp_path / "target"
     ds.mkdir()
-    original = ("---\nversion: 1.10\nzip: 012345\nflag: yes\npretty_name:\nnote: ~\n"
-                "base: &b  # anchor\n  x: 1\nother: *b\n---\n\n# Body\n")
+    original = (
+        "---\nversion: 1.10\nzip: 012345\nflag: yes\npretty_name:\nnote: ~\n"
+        "base: &b  # anchor\n  x: 1\nother: *b\n---\n\n# Body\n"
+    )
     (ds / "README.md").write_text(original, encoding="utf-8")
     assert main(["card", "attach", str(card_dir), "--to", str(ds)]) == 0
     raw = (ds / "README.md").read_text(encoding="utf-8")

@@ -6,8 +6,6 @@ stderr, no traceback, nothing on stdout, and no file written or changed anywhere
 
 from __future__ import annotations
 
-from dcsi.card import write_card_files
-
 import hashlib
 import importlib
 import json
@@ -21,7 +19,7 @@ import numpy as np
 import pytest
 from test_card import make_card_dict
 
-from dcsi.card import Card
+from dcsi.card import Card, write_card_files
 from dcsi.cli import main
 
 
@@ -72,8 +70,11 @@ def ws(tmp_path, rng):
 
 
 def _snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _offline(monkeypatch):
@@ -93,7 +94,8 @@ def _hub_unreachable(monkeypatch):
     def download(*args, **kwargs):
         raise LocalEntryNotFoundError(
             "An error happened while trying to locate the file on the Hub and we cannot "
-            "find the requested files in the local cache.\nPlease check your connection.")
+            "find the requested files in the local cache.\nPlease check your connection."
+        )
 
     monkeypatch.setattr(huggingface_hub.HfApi, "hf_hub_download", download)
     monkeypatch.setenv("HF_TOKEN", "hf_test")
@@ -119,19 +121,41 @@ def _upload_fails(monkeypatch):
 CASES = [
     # analyze / redundancy / leakage
     ("analyze-missing-source", "analyze {ws}/nope --out {ws}/o", 1, "nope", None),
-    ("analyze-unknown-backbone", "analyze {ws}/images --out {ws}/o --backbone nope --analyzers cnn --no-cache",
-     1, "'backbone'", None),
-    ("analyze-pickle-weights", "analyze {ws}/images --out {ws}/o --weights {ws}/weights.pth --analyzers cnn --no-cache",
-     1, "not a plain state dict", None),
+    (
+        "analyze-unknown-backbone",
+        "analyze {ws}/images --out {ws}/o --backbone nope --analyzers cnn --no-cache",
+        1,
+        "'backbone'",
+        None,
+    ),
+    (
+        "analyze-pickle-weights",
+        "analyze {ws}/images --out {ws}/o --weights {ws}/weights.pth --analyzers cnn --no-cache",
+        1,
+        "not a plain state dict",
+        None,
+    ),
     ("analyze-bad-analyzer", "analyze {ws}/images --out {ws}/o --analyzers nope", 1, "nope", None),
     ("redundancy-missing-source", "redundancy {ws}/nope --out {ws}/o", 1, "nope", None),
-    ("leakage-missing-train", "leakage --train {ws}/nope --test {ws}/images --out {ws}/o", 1, "nope", None),
+    (
+        "leakage-missing-train",
+        "leakage --train {ws}/nope --test {ws}/images --out {ws}/o",
+        1,
+        "nope",
+        None,
+    ),
     # card validate / show
     ("validate-missing", "card validate {ws}/nope", 1, "No dcsi card at", None),
     ("validate-not-json", "card validate {ws}/notjson", 1, "is not valid UTF-8 JSON", None),
     ("validate-nan", "card validate {ws}/nan", 1, "NaN, which is not JSON", None),
     ("validate-1e400", "card validate {ws}/inf", 1, "1e400, too large", None),
-    ("validate-duplicate-key", "card validate {ws}/dup", 1, "the key 'value' twice at 'index'", None),
+    (
+        "validate-duplicate-key",
+        "card validate {ws}/dup",
+        1,
+        "the key 'value' twice at 'index'",
+        None,
+    ),
     ("validate-100000-deep", "card validate {ws}/deep", 1, "nested more than 64 levels", None),
     ("validate-5000-digits", "card validate {ws}/bigint", 1, "at 'dataset.n_images'", None),
     ("validate-bad-kind-name", "card validate {ws}/kind", 1, "at 'similarity.Bad Kind", None),
@@ -141,33 +165,84 @@ CASES = [
     ("show-nan", "card show {ws}/nan", 1, "NaN", None),
     ("show-negative-pairs", "card show {ws}/card --pairs -1", 1, "--pairs must be >= 0", None),
     # card attach
-    ("attach-missing-folder", "card attach {ws}/card --to {ws}/nope", 1, "is not an existing folder", None),
+    (
+        "attach-missing-folder",
+        "card attach {ws}/card --to {ws}/nope",
+        1,
+        "is not an existing folder",
+        None,
+    ),
     ("attach-bad-readme", "card attach {ws}/card --to {ws}/badreadme", 1, "not valid YAML", None),
     ("attach-bad-card", "card attach {ws}/dup --to {ws}/target", 1, "twice", None),
-    ("attach-push-to-file", "card attach {ws}/card --to {ws}/a_file.txt --push", 1, "is a file", None),
-    ("attach-push-no-repo-id", "card attach {ws}/card --to {ws}/target --push", 1, "needs --repo-id", None),
-    ("attach-push-offline-env", "card attach {ws}/card --to me/ds --push", 1, "HF_HUB_OFFLINE", _offline),
-    ("attach-push-offline-local", "card attach {ws}/card --to {ws}/target --push --repo-id me/ds", 1,
-     "HF_HUB_OFFLINE", _offline),
-    ("attach-push-no-token", "card attach {ws}/card --to {ws}/target --push --repo-id me/ds", 1,
-     "needs a Hugging Face token", _no_token),
-    ("attach-push-unreachable", "card attach {ws}/card --to me/ds --push", 1,
-     "could not reach the Hugging Face Hub", _hub_unreachable),
-    ("attach-push-upload-fails", "card attach {ws}/card --to me/ds --push", 1,
-     "could not be reached", _upload_fails),
+    (
+        "attach-push-to-file",
+        "card attach {ws}/card --to {ws}/a_file.txt --push",
+        1,
+        "is a file",
+        None,
+    ),
+    (
+        "attach-push-no-repo-id",
+        "card attach {ws}/card --to {ws}/target --push",
+        1,
+        "needs --repo-id",
+        None,
+    ),
+    (
+        "attach-push-offline-env",
+        "card attach {ws}/card --to me/ds --push",
+        1,
+        "HF_HUB_OFFLINE",
+        _offline,
+    ),
+    (
+        "attach-push-offline-local",
+        "card attach {ws}/card --to {ws}/target --push --repo-id me/ds",
+        1,
+        "HF_HUB_OFFLINE",
+        _offline,
+    ),
+    (
+        "attach-push-no-token",
+        "card attach {ws}/card --to {ws}/target --push --repo-id me/ds",
+        1,
+        "needs a Hugging Face token",
+        _no_token,
+    ),
+    (
+        "attach-push-unreachable",
+        "card attach {ws}/card --to me/ds --push",
+        1,
+        "could not reach the Hugging Face Hub",
+        _hub_unreachable,
+    ),
+    (
+        "attach-push-upload-fails",
+        "card attach {ws}/card --to me/ds --push",
+        1,
+        "could not be reached",
+        _upload_fails,
+    ),
     # bad usage: exit 2
     ("usage-nothing", "", 2, "the following arguments are required: COMMAND", None),
     ("usage-unknown-command", "frobnicate", 2, "invalid choice", None),
     ("usage-card-no-action", "card", 2, "ACTION", None),
     ("usage-attach-no-to", "card attach {ws}/card", 2, "--to", None),
     ("usage-analyze-no-out", "analyze {ws}/images", 2, "--out", None),
-    ("usage-analyze-bad-device", "analyze {ws}/images --out {ws}/o --device tpu", 2, "invalid choice", None),
+    (
+        "usage-analyze-bad-device",
+        "analyze {ws}/images --out {ws}/o --device tpu",
+        2,
+        "invalid choice",
+        None,
+    ),
     ("usage-show-pairs-not-int", "card show {ws}/card --pairs many", 2, "invalid int value", None),
 ]
 
 
-@pytest.mark.parametrize(("argv", "status", "expected", "setup"), [c[1:] for c in CASES],
-                         ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("argv", "status", "expected", "setup"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
 def test_error_table(ws, capsys, monkeypatch, argv, status, expected, setup):
     if setup is not None:
         setup(monkeypatch)
@@ -192,7 +267,10 @@ def test_error_table(ws, capsys, monkeypatch, argv, status, expected, setup):
 def test_printable_escapes_control_characters():
     from dcsi.cli import printable
 
-    assert printable("cat\x1b[31mred\x07\x9b\u202e\nnext\tcol") == "cat\\x1b[31mred\\x07\\x9b\\u202e\nnext\tcol"
+    assert (
+        printable("cat\x1b[31mred\x07\x9b\u202e\nnext\tcol")
+        == "cat\\x1b[31mred\\x07\\x9b\\u202e\nnext\tcol"
+    )
     assert printable("plain Ünïcode 猫") == "plain Ünïcode 猫"
 
 
@@ -215,16 +293,24 @@ def test_show_into_a_closed_pipe_is_quiet(rng, tmp_path):
     d["dataset"]["classes"] = [f"c{i}" for i in range(k)]
     d["dataset"]["class_counts"] = [5] * k
     d["dataset"]["n_images"] = 5 * k
-    d["similarity"] = {"cnn_cosine": {"matrix": np.random.default_rng(1).uniform(size=(k, k)),
-                                      "diagonal": "x", "params": {}}}
+    d["similarity"] = {
+        "cnn_cosine": {
+            "matrix": np.random.default_rng(1).uniform(size=(k, k)),
+            "diagonal": "x",
+            "params": {},
+        }
+    }
     d["class_clusters"]["partitions"] = {"2": [0] * 60 + [1] * 60}
     d.pop("features")
     Card(d).save(tmp_path)
-    cmd = (f"{sys.executable} -m dcsi card show {tmp_path} --pairs 100000 | head -1; "
-           "echo \"status=${PIPESTATUS[0]}\"")
+    cmd = (
+        f"{sys.executable} -m dcsi card show {tmp_path} --pairs 100000 | head -1; "
+        'echo "status=${PIPESTATUS[0]}"'
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, env=env,
-                          timeout=120, check=False)
+    proc = subprocess.run(
+        ["bash", "-c", cmd], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
     assert proc.stdout.startswith("dataset: synthetic")
     assert "status=141" in proc.stdout
     assert proc.stderr == "", proc.stderr
@@ -235,15 +321,23 @@ def test_debug_shows_dcsi_debug_lines_not_pil(ws):
 
     img = ws / "x.png"
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(img)
-    code = ("import logging, sys\n"
-            "from PIL import Image\n"
-            "from dcsi.cli import main\n"
-            f"main(['card', 'show', {str(ws / 'card')!r}])\n"
-            f"Image.open({str(img)!r}).load()\n"
-            "logging.getLogger('dcsi.test').debug('dcsi debug line')\n")
+    code = (
+        "import logging, sys\n"
+        "from PIL import Image\n"
+        "from dcsi.cli import main\n"
+        f"main(['card', 'show', {str(ws / 'card')!r}])\n"
+        f"Image.open({str(img)!r}).load()\n"
+        "logging.getLogger('dcsi.test').debug('dcsi debug line')\n"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "DCSI_DEBUG": "1"}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=env, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "dcsi debug line" in proc.stderr
     assert "STREAM" not in proc.stderr and "PIL" not in proc.stderr
@@ -259,17 +353,25 @@ def test_every_command_output_and_log_line_is_escaped(monkeypatch, capsys):
     monkeypatch.setattr(cli_card, "_cmd_validate", fake)  # any command's print
     assert main(["card", "validate", "x"]) == 0
     assert capsys.readouterr().out == "class \\x1b[2Jname\n"
-    code = ("import logging\n"
-            "import dcsi.cli.card as c\n"
-            "from dcsi.cli import main\n"
-            "def fake(args):\n"
-            "    logging.getLogger('dcsi.test').warning('class \\x1b]0;title\\x07')\n"
-            "    return 0\n"
-            "c._cmd_validate = fake\n"
-            "raise SystemExit(main(['card', 'validate', 'x']))\n")
+    code = (
+        "import logging\n"
+        "import dcsi.cli.card as c\n"
+        "from dcsi.cli import main\n"
+        "def fake(args):\n"
+        "    logging.getLogger('dcsi.test').warning('class \\x1b]0;title\\x07')\n"
+        "    return 0\n"
+        "c._cmd_validate = fake\n"
+        "raise SystemExit(main(['card', 'validate', 'x']))\n"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=env, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == "dcsi: WARNING: class \\x1b]0;title\\x07\n"
 

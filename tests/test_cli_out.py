@@ -9,8 +9,7 @@ from dcsi.cli import main
 
 def _argv(command, out):
     if command == "leakage":
-        return ["leakage", "--train", "sample:digits", "--test", "sample:digits",
-                "--out", str(out)]
+        return ["leakage", "--train", "sample:digits", "--test", "sample:digits", "--out", str(out)]
     return [command, "sample:digits", "--out", str(out)]
 
 
@@ -29,8 +28,7 @@ def no_reading(monkeypatch):
 def test_bad_out_is_one_line_before_any_work(tmp_path, capsys, no_reading, command, case):
     f = tmp_path / "a-file"
     f.write_text("not a folder")
-    out = {"file": f, "under_file": f / "sub" / "out",
-           "broken_link": tmp_path / "link"}[case]
+    out = {"file": f, "under_file": f / "sub" / "out", "broken_link": tmp_path / "link"}[case]
     if case == "broken_link":
         out.symlink_to(tmp_path / "missing-target")
     rc = main(_argv(command, out))

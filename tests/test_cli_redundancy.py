@@ -18,8 +18,8 @@ def folder(tmp_path, rng):
     from PIL import Image
 
     imgs = rng.integers(30, 200, (12, 16, 16)).astype(np.uint8)
-    imgs[1] = imgs[0]          # same class a: redundant
-    imgs[11] = imgs[2]         # 2 in class a, 11 in class b: conflict
+    imgs[1] = imgs[0]  # same class a: redundant
+    imgs[11] = imgs[2]  # 2 in class a, 11 in class b: conflict
     root = tmp_path / "data"
     for i, img in enumerate(imgs):
         cls = "a" if i < 6 else "b"
@@ -44,13 +44,43 @@ def test_redundancy_command(folder, tmp_path, capsys):
 
 def test_redundancy_command_options(folder, tmp_path):
     out = tmp_path / "o2"
-    assert main(["redundancy", str(folder), "--out", str(out), "--n-clusters", "10",
-                 "--tau", "1e4", "--scope", "all"]) == 0
+    assert (
+        main(
+            [
+                "redundancy",
+                str(folder),
+                "--out",
+                str(out),
+                "--n-clusters",
+                "10",
+                "--tau",
+                "1e4",
+                "--scope",
+                "all",
+            ]
+        )
+        == 0
+    )
     card = json.loads((out / "redundancy.json").read_text())
     assert card["params"]["n_clusters"] == 10 and card["params"]["tau"] == 1e4
     out = tmp_path / "o3"
-    assert main(["redundancy", str(folder), "--out", str(out), "--align-threshold",
-                 "0.02", "--max-crop", "1", "--group-linkage", "single"]) == 0
+    assert (
+        main(
+            [
+                "redundancy",
+                str(folder),
+                "--out",
+                str(out),
+                "--align-threshold",
+                "0.02",
+                "--max-crop",
+                "1",
+                "--group-linkage",
+                "single",
+            ]
+        )
+        == 0
+    )
     card = json.loads((out / "redundancy.json").read_text())
     assert card["params"]["align"] is True
     assert card["params"]["align_threshold"] == 0.02
@@ -64,24 +94,37 @@ def test_redundancy_command_options(folder, tmp_path):
 
 def test_leakage_command(folder, tmp_path, capsys):
     out = tmp_path / "leak"
-    assert main(["leakage", "--train", str(folder), "--test", str(folder),
-                 "--out", str(out)]) == 0
+    assert main(["leakage", "--train", str(folder), "--test", str(folder), "--out", str(out)]) == 0
     assert "12 test items (100.00%)" in capsys.readouterr().out
     d = json.loads((out / "leakage.json").read_text())
     assert d["n_leaked"] == 12
     assert d["params"]["align"] is True and d["params"]["align_threshold"] == 0.0005
     assert (out / "leakage.csv").read_text().startswith("test_id,train_id")
     out = tmp_path / "leak2"
-    assert main(["leakage", "--train", str(folder), "--test", str(folder), "--out",
-                 str(out), "--no-align", "--align-threshold", "0.01"]) == 0
+    assert (
+        main(
+            [
+                "leakage",
+                "--train",
+                str(folder),
+                "--test",
+                str(folder),
+                "--out",
+                str(out),
+                "--no-align",
+                "--align-threshold",
+                "0.01",
+            ]
+        )
+        == 0
+    )
     d = json.loads((out / "leakage.json").read_text())
     assert d["params"]["align"] is False and "align_threshold" not in d["params"]
     assert d["n_leaked"] == 12
 
 
 def test_user_errors_are_one_line(folder, tmp_path, capsys):
-    assert main(["redundancy", str(folder), "--out", str(tmp_path / "x"),
-                 "--tau", "0.5"]) == 1
+    assert main(["redundancy", str(folder), "--out", str(tmp_path / "x"), "--tau", "0.5"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("dcsi: error: The 'tau' parameter") and err.count("\n") == 1
     with pytest.raises(SystemExit) as exc:

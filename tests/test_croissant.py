@@ -10,7 +10,13 @@ import pytest
 from test_card import make_card_dict
 
 from dcsi.card import Card, write_card_files
-from dcsi.card.croissant import CROISSANT_VERSION, DCSI_VOCAB, MAX_INLINE_CLASSES, croissant_dict, write_croissant
+from dcsi.card.croissant import (
+    CROISSANT_VERSION,
+    DCSI_VOCAB,
+    MAX_INLINE_CLASSES,
+    croissant_dict,
+    write_croissant,
+)
 
 
 @pytest.fixture
@@ -21,7 +27,7 @@ def card(rng):
 def _records(doc, rs_id):
     rs = next(r for r in doc["recordSet"] if r["@id"] == rs_id)
     prefix = rs_id + "/"
-    return [{k[len(prefix):]: v for k, v in row.items()} for row in rs["data"]]
+    return [{k[len(prefix) :]: v for k, v in row.items()} for row in rs["data"]]
 
 
 def test_structure_and_vocabulary(card):
@@ -46,7 +52,9 @@ def test_matrix_records_rebuild_the_matrix(card):
         rebuilt = np.full((4, 4), -9.0)
         for r in _records(doc, f"class_similarity_{kind}"):
             v = r["similarity"]
-            rebuilt[names.index(r["class_a"]), names.index(r["class_b"])] = np.nan if v is None else v
+            rebuilt[names.index(r["class_a"]), names.index(r["class_b"])] = (
+                np.nan if v is None else v
+            )
         np.testing.assert_array_equal(rebuilt, card.similarity(kind))
 
 
@@ -77,18 +85,27 @@ def test_large_k_is_not_inlined(rng):
 def test_written_file_hash_matches_card_file(card, tmp_path):
     write_card_files(card, tmp_path, readme=False, report=False)
     doc = json.loads((tmp_path / "croissant.json").read_text())
-    assert doc["distribution"][0]["sha256"] == hashlib.sha256((tmp_path / "dcsi.json").read_bytes()).hexdigest()
+    assert (
+        doc["distribution"][0]["sha256"]
+        == hashlib.sha256((tmp_path / "dcsi.json").read_bytes()).hexdigest()
+    )
     assert write_croissant(card, tmp_path / "c2.json").name == "c2.json"
 
 
 def test_mlcroissant_validates_and_reads_records(card, tmp_path):
-    mlc = pytest.importorskip("mlcroissant", reason="mlcroissant not installed (optional validator)")
+    mlc = pytest.importorskip(
+        "mlcroissant", reason="mlcroissant not installed (optional validator)"
+    )
     write_card_files(card, tmp_path, readme=False, report=False)
     ds = mlc.Dataset(jsonld=str(tmp_path / "croissant.json"))
     issues = ds.metadata.issues
     assert not issues.errors, issues.report()
     assert {rs.id for rs in ds.metadata.record_sets} == {
-        "classes", "class_clusters", "class_similarity_cnn_cosine", "class_similarity_ssim"}
+        "classes",
+        "class_clusters",
+        "class_similarity_cnn_cosine",
+        "class_similarity_ssim",
+    }
     recs = list(ds.records("class_similarity_cnn_cosine"))
     s = card.similarity("cnn_cosine")
     names = card.classes
@@ -97,12 +114,16 @@ def test_mlcroissant_validates_and_reads_records(card, tmp_path):
         a = r["class_similarity_cnn_cosine/class_a"]
         b = r["class_similarity_cnn_cosine/class_b"]
         a, b = (x.decode() if isinstance(x, bytes) else x for x in (a, b))
-        assert r["class_similarity_cnn_cosine/similarity"] == pytest.approx(s[names.index(a), names.index(b)])
+        assert r["class_similarity_cnn_cosine/similarity"] == pytest.approx(
+            s[names.index(a), names.index(b)]
+        )
 
 
 def test_mlcroissant_rejects_a_broken_file(card, tmp_path):
     """The validation test can fail: a record set with wrong columns is an error."""
-    mlc = pytest.importorskip("mlcroissant", reason="mlcroissant not installed (optional validator)")
+    mlc = pytest.importorskip(
+        "mlcroissant", reason="mlcroissant not installed (optional validator)"
+    )
     doc = croissant_dict(card)
     doc["recordSet"][0]["data"][0].pop("classes/name")
     (tmp_path / "bad.json").write_text(json.dumps(doc))

@@ -39,8 +39,18 @@ def test_two_cold_runs_same_bytes_whatever_the_load(folder, tmp_path, monkeypatc
             torch.set_num_threads(ambient)
             monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
             out = tmp_path / "out"  # the same folder: provenance records the command
-            rc = main(["analyze", str(folder), "--out", str(out), "--no-cache", "--no-progress",
-                       "--analyzers", "cnn"])
+            rc = main(
+                [
+                    "analyze",
+                    str(folder),
+                    "--out",
+                    str(out),
+                    "--no-cache",
+                    "--no-progress",
+                    "--analyzers",
+                    "cnn",
+                ]
+            )
             assert rc == 0, capsys.readouterr().err
             texts.append((out / "dcsi.json").read_text(encoding="utf-8"))
             (out / "dcsi.json").rename(tmp_path / f"run{run}.json")

@@ -64,15 +64,20 @@ def images(rng):
 
 def test_features_match_reference(images, tmp_path):
     labels = np.arange(23) % 4
-    fs = extract_features(images, labels=labels, backbone=MeanStd(), batch_size=5,
-                          cache=tmp_path / "c")
+    fs = extract_features(
+        images, labels=labels, backbone=MeanStd(), batch_size=5, cache=tmp_path / "c"
+    )
     assert isinstance(fs, FeatureSet)
     assert fs.features.dtype == np.float32 and fs.features.shape == (23, 6)
     np.testing.assert_allclose(fs.features, _reference(images), rtol=1e-5, atol=1e-6)
     assert fs.labels.tolist() == labels.tolist() and fs.ids == [str(i) for i in range(23)]
     assert fs.classes == ["0", "1", "2", "3"] and len(fs) == 23
-    assert fs.to_dict() == {"backbone": "meanstd", "weights_sha256": "0" * 64,
-                            "image_size": 8, "dim": 6}
+    assert fs.to_dict() == {
+        "backbone": "meanstd",
+        "weights_sha256": "0" * 64,
+        "image_size": 8,
+        "dim": 6,
+    }
 
 
 def test_cache_hit_does_not_call_the_model(images, tmp_path):
@@ -95,8 +100,9 @@ def test_resume_after_interruption_computes_only_the_rest(images, tmp_path):
     # shards of 4 images, batches of 2: interrupted after 5 batches = 10 images: two
     # complete shards (8 images) and, flushed on the interruption, one of 2 images.
     with pytest.raises(KeyboardInterrupt):
-        extract_features(images, backbone=MeanStd(fail_after=5), cache=tmp_path,
-                         batch_size=2, shard_size=4)
+        extract_features(
+            images, backbone=MeanStd(fail_after=5), cache=tmp_path, batch_size=2, shard_size=4
+        )
     store_dirs = list((tmp_path / "features").glob("meanstd-*"))
     assert len(store_dirs) == 1
     assert len(FeatureCache(store_dirs[0]).shards()) == 3
@@ -156,8 +162,9 @@ def test_folder_source_with_loader_workers(tmp_path, rng):
         p.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(a).save(p)
     fs0 = extract_features(tmp_path / "f", backbone=MeanStd(), cache=False, num_workers=0)
-    fs1 = extract_features(tmp_path / "f", backbone=MeanStd(), cache=False, num_workers=1,
-                           batch_size=4)
+    fs1 = extract_features(
+        tmp_path / "f", backbone=MeanStd(), cache=False, num_workers=1, batch_size=4
+    )
     np.testing.assert_array_equal(fs0.features, fs1.features)
     order = [int(Path(i).stem) for i in fs0.ids]
     np.testing.assert_allclose(fs0.features, _reference(arrays[order]), rtol=1e-5, atol=1e-6)
@@ -183,26 +190,32 @@ def test_default_backbone_end_to_end(tmp_path):
 
 
 def test_parameter_errors(images, monkeypatch):
-    with pytest.raises(InvalidParameterError, match="'batch_size' parameter of "
-                                                    "extract_features must be an int >= 1"):
+    with pytest.raises(
+        InvalidParameterError,
+        match="'batch_size' parameter of extract_features must be an int >= 1",
+    ):
         extract_features(images, backbone=MeanStd(), batch_size=0)
-    with pytest.raises(InvalidParameterError, match="'backbone' parameter of extract_features"
-                                                    " must be a backbone name or an object"):
+    with pytest.raises(
+        InvalidParameterError,
+        match="'backbone' parameter of extract_features must be a backbone name or an object",
+    ):
         extract_features(images, backbone=3)
     with pytest.raises(InvalidParameterError, match="apply to registered backbones"):
         extract_features(images, backbone=MeanStd(), image_size=64)
     with pytest.raises(InvalidParameterError, match="'cache' parameter of extract_features"):
         extract_features(images, backbone=MeanStd(), cache=3)
-    with pytest.raises(InvalidParameterError, match="'image_size' parameter of "
-                                                    "extract_features"):
+    with pytest.raises(InvalidParameterError, match="'image_size' parameter of extract_features"):
         extract_features(images, image_size=8)
 
     class Bad(MeanStd):
         def __call__(self, batch):
             return torch.zeros(batch.shape[0] + 1, 2)
 
-    with pytest.raises(DataError, match=r"returned features of shape \(6, 2\) for a batch "
-                                        r"of 5 images"):
+    with pytest.raises(
+        DataError,
+        match=r"returned features of shape \(6, 2\) for a batch "
+        r"of 5 images",
+    ):
         extract_features(images, backbone=Bad(), batch_size=5, cache=False)
 
     class NaN(MeanStd):
@@ -250,12 +263,10 @@ def test_arrays_come_from_the_same_decode(tmp_path, cache):
     store = False if cache == "off" else tmp_path / "cache"
     if cache == "warm":
         extract_features(ims, backbone=MeanStd(), cache=store, num_workers=0)
-    fs = extract_features(ims, backbone=MeanStd(), cache=store, num_workers=0,
-                          arrays=(None, "L"))
+    fs = extract_features(ims, backbone=MeanStd(), cache=store, num_workers=0, arrays=(None, "L"))
     np.testing.assert_array_equal(fs.arrays, ims.to_array(mode="L"))
     assert fs.n_cached == (len(ims) if cache == "warm" else 0)
-    rgb = extract_features(ims, backbone=MeanStd(), cache=False, num_workers=0,
-                           arrays=(8, "RGB"))
+    rgb = extract_features(ims, backbone=MeanStd(), cache=False, num_workers=0, arrays=(8, "RGB"))
     np.testing.assert_array_equal(rgb.arrays, ims.to_array(size=8, mode="RGB"))
 
 
@@ -338,8 +349,11 @@ def test_same_bytes_whatever_the_load_and_torch_threads(monkeypatch):
             monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
             fs = extract_features(ims, labels=labels, cache=False, device="cpu")
             sums = np.stack([fs.features[labels == c].astype(np.float64).sum(0) for c in (0, 1)])
-            block = {"features": fs.features, "class_sums": sums,
-                     "cnn_cosine": class_similarity(fs.features, labels)}
+            block = {
+                "features": fs.features,
+                "class_sums": sums,
+                "cnn_cosine": class_similarity(fs.features, labels),
+            }
             texts.append(card_to_json({k: np.asarray(v).tolist() for k, v in block.items()}))
     finally:
         torch.set_num_threads(before)

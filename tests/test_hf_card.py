@@ -51,10 +51,18 @@ def test_block_is_small_and_correct(card):
     # most similar pairs: same as a brute-force scan of the upper triangle
     s = card.similarity("cnn_cosine")
     names = card.classes
-    brute = sorted(((s[i, j], names[i], names[j]) for i in range(4) for j in range(i + 1, 4)), reverse=True)[:5]
+    brute = sorted(
+        ((s[i, j], names[i], names[j]) for i in range(4) for j in range(i + 1, 4)), reverse=True
+    )[:5]
     assert [p["classes"] for p in block["most_similar_pairs"]] == [[a, b] for _, a, b in brute]
-    assert [p["similarity"] for p in block["most_similar_pairs"]] == pytest.approx([v for v, *_ in brute], abs=1e-4)
-    assert block["class_clusters"] == {"k": 2, "method": "hierarchical", "clusters": [["class_0", "class_1"], ["class_2", "class_3"]]}
+    assert [p["similarity"] for p in block["most_similar_pairs"]] == pytest.approx(
+        [v for v, *_ in brute], abs=1e-4
+    )
+    assert block["class_clusters"] == {
+        "k": 2,
+        "method": "hierarchical",
+        "clusters": [["class_0", "class_1"], ["class_2", "class_3"]],
+    }
     assert block["redundancy"]["redundant"] == 1 and block["redundancy"]["conflict"] == 1
     # no K x K matrix in the front matter
     flat = repr(block)
@@ -86,7 +94,9 @@ def test_existing_front_matter_and_body_are_kept(card, tmp_path):
     assert new == old  # license, tags, configs, pretty_name untouched
     assert after.text == before.text  # body byte-identical
     raw = readme.read_text()
-    positions = [raw.index(f"\n{key}:") for key in ("license", "tags", "pretty_name", "configs", "dcsi")]
+    positions = [
+        raw.index(f"\n{key}:") for key in ("license", "tags", "pretty_name", "configs", "dcsi")
+    ]
     assert positions == sorted(positions)  # original key order kept, dcsi where it was
     assert "How to read these numbers" not in raw
     # idempotent: a second write gives the same file
@@ -125,7 +135,14 @@ def test_card_without_analyses(rng, tmp_path):
         d.pop(key)
     card = Card(d)
     block = hf_block(card)
-    assert set(block) == {"card", "card_sha256", "schema_version", "dcsi_version", "n_images", "n_classes"}
+    assert set(block) == {
+        "card",
+        "card_sha256",
+        "schema_version",
+        "dcsi_version",
+        "n_images",
+        "n_classes",
+    }
     hf = build_dataset_card(card)
     assert "The index was not computed" in hf.text
     assert DatasetCard(str(hf)).data[HF_KEY] == block
@@ -201,9 +218,17 @@ def test_existing_front_matter_kept_byte_for_byte(card, tmp_path, newline):
     write_readme(card, readme)
     raw = readme.read_bytes().decode()
     assert _without_dcsi(raw) == _without_dcsi(original)  # every other byte kept
-    for kept in ("version: 1.10", "zip: 012345", "flag: yes", "pretty_name:" + newline,
-                 "maintainer: ~", "&defaults   # an anchor", "train: *defaults",
-                 "# a comment the user wrote", "# a comment after the dcsi block"):
+    for kept in (
+        "version: 1.10",
+        "zip: 012345",
+        "flag: yes",
+        "pretty_name:" + newline,
+        "maintainer: ~",
+        "&defaults   # an anchor",
+        "train: *defaults",
+        "# a comment the user wrote",
+        "# a comment after the dcsi block",
+    ):
         assert kept in raw
     assert "stale" not in raw
     assert DatasetCard.load(readme).data[HF_KEY] == hf_block(card)
@@ -267,7 +292,8 @@ def test_splice_edge_cases(card):
     block = {"index": 0.5}
     # a BOM stays first; the front matter behind it is found
     assert splice_readme("\ufeff---\nlicense: mit\n---\nbody\n", block) == (
-        "\ufeff---\nlicense: mit\ndcsi:\n  index: 0.5\n---\nbody\n")
+        "\ufeff---\nlicense: mit\ndcsi:\n  index: 0.5\n---\nbody\n"
+    )
     # an anchor in the old dcsi: block used by another key: refused, not rewritten
     with pytest.raises(DataError, match="cannot replace without touching other keys"):
         splice_readme("---\ndcsi: &x\n  a: 1\nother: *x\n---\n", block)

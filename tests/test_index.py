@@ -77,7 +77,8 @@ def test_index_class_order_invariant_and_monotone(rng):
     n = np.bincount(y)
     perm = rng.permutation(5)
     assert compute_index(S[np.ix_(perm, perm)], n[perm]) == pytest.approx(
-        compute_index(S, n), abs=1e-12)
+        compute_index(S, n), abs=1e-12
+    )
     # classes further apart -> lower index; near-identical classes -> higher
     x_far, _ = _blobs(np.random.default_rng(1), k=5, sep=3.0)
     x_near, _ = _blobs(np.random.default_rng(1), k=5, sep=0.01)
@@ -111,7 +112,8 @@ def test_index_skips_empty_classes(rng):
     S4 = class_similarity(x, y, n_classes=4)
     n4 = np.bincount(y, minlength=4)
     assert compute_index(S4, n4) == pytest.approx(
-        compute_index(class_similarity(x, y), np.bincount(y)))
+        compute_index(class_similarity(x, y), np.bincount(y))
+    )
 
 
 def test_index_errors():
@@ -158,8 +160,9 @@ def _csg_reference(x, y, k_nn, normed=False):
         for j in nb:
             Q[y[i], y[j]] += 1.0 / k_nn
     Q /= np.bincount(y)[:, None]
-    W = np.array([[0.0 if a == b else 1 - braycurtis(Q[a], Q[b]) for b in range(k)]
-                  for a in range(k)])
+    W = np.array(
+        [[0.0 if a == b else 1 - braycurtis(Q[a], Q[b]) for b in range(k)] for a in range(k)]
+    )
     deg = W.sum(axis=1)
     L = np.eye(k) - W / np.sqrt(np.outer(deg, deg)) if normed else np.diag(deg) - W
     lam = np.sort(np.linalg.eigvalsh(L))
@@ -172,20 +175,23 @@ def _csg_reference(x, y, k_nn, normed=False):
 
 def test_csg_equals_reference(rng):
     x, y = _blobs(rng, k=4, n=12, sep=0.4)
-    got, det = cumulative_spectral_gradient(x, y, n_samples=100, n_neighbors=5,
-                                            return_details=True)
+    got, det = cumulative_spectral_gradient(x, y, n_samples=100, n_neighbors=5, return_details=True)
     assert got == pytest.approx(_csg_reference(x, y, 5), abs=1e-10)
-    normed = cumulative_spectral_gradient(x, y, n_samples=100, n_neighbors=5,
-                                          laplacian="normalized")
+    normed = cumulative_spectral_gradient(
+        x, y, n_samples=100, n_neighbors=5, laplacian="normalized"
+    )
     assert normed == pytest.approx(_csg_reference(x, y, 5, normed=True), abs=1e-10)
     np.testing.assert_allclose(det["Q"].sum(axis=1), 1.0)
 
 
 def test_csg_tracks_overlap():
     y = np.repeat(np.arange(3), 40)
-    sep = [cumulative_spectral_gradient(_blobs(np.random.default_rng(2), k=3, n=40,
-                                                sep=s)[0], y, n_neighbors=5)
-           for s in (0.1, 3.0)]
+    sep = [
+        cumulative_spectral_gradient(
+            _blobs(np.random.default_rng(2), k=3, n=40, sep=s)[0], y, n_neighbors=5
+        )
+        for s in (0.1, 3.0)
+    ]
     assert sep[0] > sep[1]
 
 

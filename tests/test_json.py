@@ -14,16 +14,24 @@ from dcsi.exceptions import CardSchemaError, InvalidParameterError
 
 
 def test_numpy_arrays_and_scalars_become_plain_python():
-    out = to_jsonable({
-        "f": np.array([[1.5, 2.0], [3.0, 4.0]], dtype=np.float32),
-        "i": np.arange(3, dtype=np.int64),
-        "b": np.array([True, False]),
-        "s": np.float64(0.25),
-        "n": np.int32(7),
-        "t": np.bool_(True),
-    })
-    assert out == {"f": [[1.5, 2.0], [3.0, 4.0]], "i": [0, 1, 2], "b": [True, False],
-                   "s": 0.25, "n": 7, "t": True}
+    out = to_jsonable(
+        {
+            "f": np.array([[1.5, 2.0], [3.0, 4.0]], dtype=np.float32),
+            "i": np.arange(3, dtype=np.int64),
+            "b": np.array([True, False]),
+            "s": np.float64(0.25),
+            "n": np.int32(7),
+            "t": np.bool_(True),
+        }
+    )
+    assert out == {
+        "f": [[1.5, 2.0], [3.0, 4.0]],
+        "i": [0, 1, 2],
+        "b": [True, False],
+        "s": 0.25,
+        "n": 7,
+        "t": True,
+    }
     assert type(out["n"]) is int and type(out["s"]) is float and type(out["t"]) is bool
     assert all(type(v) is int for v in out["i"])
     assert all(type(v) is bool for v in out["b"])

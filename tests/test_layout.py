@@ -25,9 +25,12 @@ def _imports(path: Path):
     """(imported module, names) of every import in a file, lazy ones included (those
     under ``if TYPE_CHECKING:`` are for type checkers only and never run)."""
     tree = ast.parse(path.read_text(), str(path))
-    typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
-                   and getattr(node.test, "id", None) == "TYPE_CHECKING"
-                   for n in ast.walk(node)}
+    typing_only = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING"
+        for n in ast.walk(node)
+    }
     for node in ast.walk(tree):
         if id(node) in typing_only:
             continue
@@ -44,8 +47,11 @@ def test_no_private_name_is_imported_from_another_module():
         for module, names in _imports(path):
             if not module.startswith("dcsi") or module == name:
                 continue
-            bad += [f"{name}: from {module} import {n}" for n in names
-                    if n.startswith("_") and not n.startswith("__")]
+            bad += [
+                f"{name}: from {module} import {n}"
+                for n in names
+                if n.startswith("_") and not n.startswith("__")
+            ]
     assert not bad, bad
 
 
@@ -74,7 +80,7 @@ def test_no_import_cycle():
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                cycle = stack[stack.index(nxt):] + [nxt]
+                cycle = [*stack[stack.index(nxt) :], nxt]
                 pytest.fail("import cycle: " + " -> ".join(cycle))
             if nxt not in state:
                 visit(nxt)
@@ -104,9 +110,11 @@ def test_functions_of_the_search_path_stay_small(module):
         if doc is not None:
             d = node.body[0]
             skip |= set(range(d.lineno, d.end_lineno + 1))
-        lines = [i for i in range(node.lineno, node.end_lineno + 1)
-                 if i not in skip and source[i - 1].strip()
-                 and not source[i - 1].strip().startswith("#")]
+        lines = [
+            i
+            for i in range(node.lineno, node.end_lineno + 1)
+            if i not in skip and source[i - 1].strip() and not source[i - 1].strip().startswith("#")
+        ]
         if len(lines) > 80:
             long.append(f"{node.name}: {len(lines)} lines")
     assert not long, long

@@ -10,8 +10,7 @@ import pytest
 import dcsi
 from dcsi.exceptions import InvalidParameterError
 from dcsi.leakage import find_leakage, find_leakage_features
-from dcsi.neighbors import SearchOptions
-from dcsi.neighbors import prepare_rows
+from dcsi.neighbors import SearchOptions, prepare_rows
 
 
 def test_planted_test_copies_found(rng):
@@ -38,8 +37,9 @@ def test_planted_test_copies_found(rng):
 def test_farthest_matches_brute_force(rng):
     A = prepare_rows(rng.standard_normal((40, 10)), center="none")  # test
     B = prepare_rows(rng.standard_normal((90, 10)), center="none")  # train
-    res = find_leakage_features(B, A, threshold=0.01, n_farthest=5,
-                                search=SearchOptions(n_components=3, block_size=7))
+    res = find_leakage_features(
+        B, A, threshold=0.01, n_farthest=5, search=SearchOptions(n_components=3, block_size=7)
+    )
     nearest = 1.0 - (A.astype(np.float64) @ B.T.astype(np.float64)).max(axis=1)
     ref = np.argsort(-nearest)[:5]
     assert [i for i, _ in res.farthest] == [str(i) for i in ref]
@@ -93,18 +93,21 @@ def test_align_errors(rng):
         find_leakage(a, a, align="yes")
     with pytest.raises(InvalidParameterError, match="'wavelet' parameter of find_leakage"):
         find_leakage(a, a, wavelet={"tau": 10})
-    with pytest.raises(InvalidParameterError,
-                       match="'n_farthest' parameter of find_leakage"):
+    with pytest.raises(InvalidParameterError, match="'n_farthest' parameter of find_leakage"):
         find_leakage(a, a, n_farthest=-1)
 
 
 def test_leakage_and_redundancy_share_the_align_defaults(rng):
-    from dcsi.aligned import AlignOptions
     from test_redundancy import _blob_images
+
+    from dcsi.aligned import AlignOptions
 
     train, test = _blob_images(rng, 30), _blob_images(rng, 10)
     res = find_leakage(train, test)
     red = dcsi.find_redundancy(train)
     shared = ("align_threshold", "max_shift", "max_crop", "align_distance")
-    assert {k: res.params[k] for k in shared} == {k: red.params[k] for k in shared} \
+    assert (
+        {k: res.params[k] for k in shared}
+        == {k: red.params[k] for k in shared}
         == AlignOptions().to_dict()
+    )

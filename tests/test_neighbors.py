@@ -31,7 +31,7 @@ def test_pairs_within_one_set_match_brute_force(rng, n_components):
     F = _rows(rng)
     thr = 0.01
     D = _distances(F, F)
-    i, j = np.nonzero(np.triu(D <= thr, 1))
+    i, j = np.nonzero(np.triu(thr >= D, 1))
     ref = set(zip(i.tolist(), j.tolist()))
     pairs, dist = radius_pairs(F, threshold=thr, n_components=n_components, block_size=7)
     assert set(map(tuple, pairs.tolist())) == ref and len(ref) >= 10
@@ -45,9 +45,8 @@ def test_pairs_between_two_sets_match_brute_force(rng, n_components):
     A, B = F[50:], F[:50]  # the near copies against the originals
     thr = 0.02
     D = _distances(A, B)
-    ref = set(zip(*map(np.ndarray.tolist, np.nonzero(D <= thr))))
-    pairs, dist = radius_pairs(A, B, threshold=thr, n_components=n_components,
-                               block_size=4)
+    ref = set(zip(*map(np.ndarray.tolist, np.nonzero(thr >= D))))
+    pairs, dist = radius_pairs(A, B, threshold=thr, n_components=n_components, block_size=4)
     assert set(map(tuple, pairs.tolist())) == ref and len(ref) >= 10
     np.testing.assert_allclose(dist, np.maximum(D[pairs[:, 0], pairs[:, 1]], 0), atol=1e-5)
     assert radius_pairs(A[:0], B, threshold=thr)[0].shape == (0, 2)
@@ -67,12 +66,14 @@ def test_projection_never_lengthens_and_radius_has_slack(rng):
     basis = projection_basis(F, 5)
     np.testing.assert_allclose(basis.T @ basis, np.eye(5), atol=1e-5)
     diff = F[:30] - F[30:60]
-    assert np.all(np.linalg.norm(diff @ basis, axis=1)
-                  <= np.linalg.norm(diff, axis=1) + 1e-6)
+    assert np.all(np.linalg.norm(diff @ basis, axis=1) <= np.linalg.norm(diff, axis=1) + 1e-6)
     assert link_radius(0.01) > np.sqrt(0.02)
 
 
 def test_too_loose_threshold_is_refused(rng):
     with pytest.raises(DataError, match="far too loose"):
-        radius_pairs(prepare_rows(np.ones((50, 3)) + 0.01 * rng.random((50, 3))),
-                     threshold=1.0, max_candidates=10)
+        radius_pairs(
+            prepare_rows(np.ones((50, 3)) + 0.01 * rng.random((50, 3))),
+            threshold=1.0,
+            max_candidates=10,
+        )

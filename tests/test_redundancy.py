@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import dcsi
-from dcsi.exceptions import DataError, InvalidParameterError
 from dcsi.aligned import AlignOptions
+from dcsi.exceptions import DataError, InvalidParameterError
 from dcsi.neighbors import SearchOptions
 from dcsi.redundancy import (
     Group,
@@ -87,7 +87,7 @@ def test_per_class_rates_and_to_dict(rng):
     assert set(g0) >= {"members", "labels", "kind", "representative"}
     assert all(lab in "abcd" for lab in g0["labels"])
     removed = np.zeros(4, int)
-    for a, b in redundant:  # the representative is one of the two; the other goes
+    for a, _b in redundant:  # the representative is one of the two; the other goes
         g = next(g for g in res if a in g.indices)
         removed[y[[i for i in g.indices if str(i) != g.representative]]] += 1
     per = d["summary"]["per_class"]
@@ -128,8 +128,10 @@ def test_memory_stays_bounded(rng):
     X[1::2] = X[0::2] + 1e-3 * rng.standard_normal((n // 2, 16)).astype(np.float32)
     tracemalloc.start()
     res = find_redundancy_features(
-        X, params=_features_params(threshold=1e-3, search=SearchOptions(block_size=256)),
-        center="none")
+        X,
+        params=_features_params(threshold=1e-3, search=SearchOptions(block_size=256)),
+        center="none",
+    )
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak < n * n * 8 / 20, peak
@@ -174,8 +176,14 @@ def test_evaluate_duplicates_against_brute_force(rng):
     p, r = got["precision"], got["recall"]
     assert got["f1"] == pytest.approx(2 * p * r / (p + r))
     # imagededup's map shape, with and without scores
-    truth_map = {"i0": ["i1", "i2"], "i1": ["i0", "i2"], "i2": ["i0", "i1"], "i5": ["i6"],
-                 "i6": ["i5"], "i3": []}
+    truth_map = {
+        "i0": ["i1", "i2"],
+        "i1": ["i0", "i2"],
+        "i2": ["i0", "i1"],
+        "i5": ["i6"],
+        "i6": ["i5"],
+        "i3": [],
+    }
     assert evaluate_duplicates(found_groups, truth_map) == got
     scored = {"i0": [("i1", 3)], "i5": [("i7", 1)], "i8": [("i9", 0)]}
     assert evaluate_duplicates(scored, truth_map) == got
@@ -190,7 +198,9 @@ def test_errors(rng):
         find_redundancy(imgs, method="phash")
     with pytest.raises(InvalidParameterError, match="must be an int >= 2 or None"):
         find_redundancy(imgs, n_clusters="many")
-    with pytest.raises(InvalidParameterError, match="'n_clusters' parameter of find_redundancy must be an int >= 2"):
+    with pytest.raises(
+        InvalidParameterError, match="'n_clusters' parameter of find_redundancy must be an int >= 2"
+    ):
         find_redundancy(imgs, n_clusters=1)
     with pytest.raises(InvalidParameterError, match="must be <= the number of images"):
         find_redundancy(imgs, n_clusters=50)
@@ -209,8 +219,7 @@ def test_errors(rng):
     with pytest.raises(InvalidParameterError, match="must be a uint8 array"):
         find_redundancy(imgs.astype(np.float32))
     with pytest.raises(InvalidParameterError, match="one id per image"):
-        find_redundancy_features(np.ones((3, 2)), ids=["a"],
-                                 params=_features_params(threshold=0.1))
+        find_redundancy_features(np.ones((3, 2)), ids=["a"], params=_features_params(threshold=0.1))
     with pytest.raises(DataError, match="no wavelet coefficient varies"):
         find_redundancy(np.zeros((5, 8, 8), np.uint8))
     with pytest.raises(InvalidParameterError, match="must be a RedundancyResult, a list"):
@@ -241,8 +250,7 @@ def test_cnn_method_uses_extracted_features(rng):
     imgs, y, redundant, conflict = _planted(rng, n=60)
     from dcsi.features import extract_features
 
-    feats = extract_features(imgs, backbone=_PixelExtractor(), cache=False,
-                             num_workers=0).features
+    feats = extract_features(imgs, backbone=_PixelExtractor(), cache=False, num_workers=0).features
     res = find_redundancy(imgs, y, method="cnn", features=feats, threshold=1e-6)
     found = {tuple(sorted(g.indices)) for g in res}
     planted = {tuple(p) for p in redundant + conflict}
@@ -250,8 +258,7 @@ def test_cnn_method_uses_extracted_features(rng):
     assert exact <= found <= planted
     assert res.method == "cnn"
     # without features, the backbone is run on the images (one extraction)
-    again = find_redundancy(imgs, y, method="cnn", backbone=_PixelExtractor(),
-                            threshold=1e-6)
+    again = find_redundancy(imgs, y, method="cnn", backbone=_PixelExtractor(), threshold=1e-6)
     assert [g.indices for g in again] == [g.indices for g in res]
     with pytest.raises(InvalidParameterError, match="one row per image"):
         find_redundancy(imgs, y, method="cnn", features=feats[:5])
@@ -267,8 +274,9 @@ def _blob_images(rng, n, size=28):
         for _ in range(rng.integers(2, 5)):
             cy, cx = rng.uniform(7, size - 7, 2)
             sy, sx = rng.uniform(1.5, 4.5, 2)
-            img += rng.uniform(80, 200) * np.exp(-((yy - cy) ** 2 / (2 * sy ** 2)
-                                                   + (xx - cx) ** 2 / (2 * sx ** 2)))
+            img += rng.uniform(80, 200) * np.exp(
+                -((yy - cy) ** 2 / (2 * sy**2) + (xx - cx) ** 2 / (2 * sx**2))
+            )
         out[i] = np.clip(np.rint(img), 0, 255).astype(np.uint8)
     return out
 
@@ -276,8 +284,9 @@ def _blob_images(rng, n, size=28):
 def _shift(img, dy, dx):
     out = np.zeros_like(img)
     h, w = img.shape
-    out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
-        img[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+    out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = img[
+        max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+    ]
     return out
 
 
@@ -285,7 +294,7 @@ def _crop_resize(img, top, left):
     from PIL import Image
 
     h, w = img.shape
-    crop = img[top:top + h - 2, left:left + w - 2]
+    crop = img[top : top + h - 2, left : left + w - 2]
     return np.asarray(Image.fromarray(crop).resize((w, h), Image.BILINEAR))
 
 
@@ -318,8 +327,10 @@ def test_shifted_and_cropped_copies_recovered(rng):
 
 def test_aligned_errors(rng):
     imgs = _blob_images(rng, 6, size=16)
-    with pytest.raises(InvalidParameterError, match="'align' parameter of find_redundancy "
-                                                    "must be True, False or an AlignOptions"):
+    with pytest.raises(
+        InvalidParameterError,
+        match="'align' parameter of find_redundancy must be True, False or an AlignOptions",
+    ):
         find_redundancy(imgs, align="yes")
     with pytest.raises(InvalidParameterError, match="'threshold' parameter of AlignOptions"):
         find_redundancy(imgs, align=AlignOptions(threshold=-0.1))
@@ -338,14 +349,17 @@ def test_complete_linkage_splits_chains():
     F = np.stack([np.cos(ang), np.sin(ang)], 1)
     exact = SearchOptions(n_components=None)
     single = find_redundancy_features(
-        F, params=_features_params(threshold=0.01, group_linkage="single", search=exact),
-        center="none")
+        F,
+        params=_features_params(threshold=0.01, group_linkage="single", search=exact),
+        center="none",
+    )
     assert sorted(sorted(g.indices) for g in single) == [[0, 1, 2], [3, 4, 5]]
     res = find_redundancy_features(
-        F, params=_features_params(threshold=0.01, search=exact), center="none")
+        F, params=_features_params(threshold=0.01, search=exact), center="none"
+    )
     groups = [set(g.indices) for g in res]
-    assert {3, 4, 5} in groups                      # a clique stays whole
-    assert {0, 1} in groups or {1, 2} in groups     # the chain is cut
+    assert {3, 4, 5} in groups  # a clique stays whole
+    assert {0, 1} in groups or {1, 2} in groups  # the chain is cut
     assert res.summary["n_unrefined_groups"] == 0
     # every pair inside every group is linked
     for g in res:
@@ -353,7 +367,10 @@ def test_complete_linkage_splits_chains():
         assert np.all(1 - F[idx] @ F[idx].T <= 0.01 + 1e-12)
     # components above max_size are kept whole and counted
     comps = [np.array([0, 1, 2])]
-    score = (lambda m, p: 1 - np.einsum("ij,ij->i", F[m[p[:, 0]]], F[m[p[:, 1]]]) / 0.01)
+
+    def score(m, p):
+        return 1 - np.einsum("ij,ij->i", F[m[p[:, 0]]], F[m[p[:, 1]]]) / 0.01
+
     kept, n_unrefined = complete_groups(comps, score, max_size=2)
     assert [list(g) for g in kept] == [[0, 1, 2]] and n_unrefined == 1
     with pytest.raises(InvalidParameterError, match="'group_linkage' parameter"):
@@ -374,8 +391,9 @@ def _invalid_cases():
 @pytest.mark.parametrize(("name", "value"), list(_invalid_cases()))
 def test_every_declared_constraint_refuses_invalid_values(name, value):
     """Generated from RedundancyParams.CONSTRAINTS: one line naming the parameter."""
-    with pytest.raises(InvalidParameterError,
-                       match=f"The '{name}' parameter of find_redundancy must be"):
+    with pytest.raises(
+        InvalidParameterError, match=f"The '{name}' parameter of find_redundancy must be"
+    ):
         RedundancyParams(**{name: value})
 
 
@@ -386,8 +404,9 @@ def test_option_objects_refuse_invalid_values(options):
             for value in rule.invalid_examples():
                 if any(r is not None and r.accepts(value) for r in rules):
                     continue
-                with pytest.raises(InvalidParameterError,
-                                   match=f"The '{name}' parameter of {options.__name__}"):
+                with pytest.raises(
+                    InvalidParameterError, match=f"The '{name}' parameter of {options.__name__}"
+                ):
                     options(**{name: value})
 
 

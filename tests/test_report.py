@@ -18,7 +18,9 @@ from dcsi.card.views import class_spectrum, class_tree, stored_spectra
 from dcsi.clusters import cluster_classes
 from dcsi.report import report_html, write_report
 
-_IMG = re.compile(r'<figure id="([\w-]+)"><img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)">')
+_IMG = re.compile(
+    r'<figure id="([\w-]+)"><img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)">'
+)
 
 
 def make_new_card_dict(rng: np.random.Generator, k: int = 4) -> dict:
@@ -80,7 +82,7 @@ def test_report_embeds_every_figure(card, tmp_path):
     # clusters and groups (table, no load_image)
     assert f"k = {card.recommended_k} (recommended)" in page
     assert "recomputed" not in page
-    assert "<table id=\"groups\">" in page and "img2" in page
+    assert '<table id="groups">' in page and "img2" in page
 
 
 def test_report_gallery_with_load_image(card_no_figures, tmp_path, monkeypatch):
@@ -94,7 +96,9 @@ def test_report_gallery_with_load_image(card_no_figures, tmp_path, monkeypatch):
 
     page = write_report(card, tmp_path / "r.html", load_image=load_image).read_text()
     assert seen == ["img4", "img5", "img1", "img2", "img3"]  # conflicts first
-    thumbs = re.findall(r'<img class="thumb" title="(\w+)"[^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    thumbs = re.findall(
+        r'<img class="thumb" title="(\w+)"[^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page
+    )
     assert [t for t, _ in thumbs] == seen
     img = Image.open(io.BytesIO(base64.b64decode(thumbs[0][1])))
     assert img.size == (64, 64)  # 8x8 upscaled for visibility
@@ -123,7 +127,10 @@ def test_report_components_readable(rng):
     d["index"]["component_definitions"] = {"spread": "within-class spread 1 - |mu|^2"}
     d.pop("similarity")
     page = report_html(Card(d))
-    assert "per class, largest first: class_1: 0.4000, class_3: 0.3000, class_2: 0.2000, class_0: 0.1000" in page
+    assert (
+        "per class, largest first: class_1: 0.4000, class_3: 0.3000, class_2: 0.2000, class_0: 0.1000"
+        in page
+    )
     assert "4 x 4 matrix (in dcsi.json)" in page
     assert "<th>meaning</th>" in page and "within-class spread 1 - |mu|^2" in page
 
@@ -134,8 +141,11 @@ def test_report_plots_stored_spectra(rng):
     d["index"]["components"]["csg"] = {"eigenvalues": [0.0, 0.5]}
     spectra = stored_spectra(Card(d))
     # class_clusters.eigenvalues is plotted as the class-graph spectrum, not twice
-    assert set(spectra) == {"similarity.ssim (stored)", "spectral.ssim_graph (stored)",
-                            "index.components.csg (stored)"}
+    assert set(spectra) == {
+        "similarity.ssim (stored)",
+        "spectral.ssim_graph (stored)",
+        "index.components.csg (stored)",
+    }
     np.testing.assert_array_equal(spectra["spectral.ssim_graph (stored)"], [0.0, 0.1, 0.9])
     page = report_html(Card(d))
     assert "fig-spectrum" in _figures(page)

@@ -91,7 +91,9 @@ def test_to_dict_is_json_ready(rng):
 
 
 def test_errors():
-    with pytest.raises(InvalidParameterError, match="'tau' parameter of select_columns must be a float > 1"):
+    with pytest.raises(
+        InvalidParameterError, match="'tau' parameter of select_columns must be a float > 1"
+    ):
         select_columns(np.eye(3), tau=0.5)
     with pytest.raises(InvalidParameterError, match="'rank_tol' parameter"):
         select_columns(np.eye(3), rank_tol=2.0)

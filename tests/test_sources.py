@@ -58,8 +58,16 @@ def test_image_folder_ids_labels_pixels(folder):
         np.testing.assert_array_equal(np.asarray(img), arrays[rid])
     assert ims.native_size() == (12, 10) and ims.typical_side() == 12
     d = ims.to_dict()
-    assert set(d) == {"name", "source", "split", "fingerprint", "n_images", "classes",
-                      "class_counts", "dropped_classes"}
+    assert set(d) == {
+        "name",
+        "source",
+        "split",
+        "fingerprint",
+        "n_images",
+        "classes",
+        "class_counts",
+        "dropped_classes",
+    }
     assert d["dropped_classes"] == []
     assert d["n_images"] == 12 and d["name"] == "imgs" and len(d["fingerprint"]) == 64
 
@@ -92,8 +100,10 @@ def test_folder_with_splits(tmp_path, rng):
     for split, classes in (("train", ("a", "b")), ("test", ("b", "c"))):
         for c in classes:
             for k in range(2):
-                _write(root / split / c / f"{k}.png",
-                       _png(rng.integers(0, 256, (5, 5), dtype=np.uint8)))
+                _write(
+                    root / split / c / f"{k}.png",
+                    _png(rng.integers(0, 256, (5, 5), dtype=np.uint8)),
+                )
     train = open_source(root)
     assert train.split == "train"
     # a class of another split only has no image here: dropped, and named
@@ -185,8 +195,14 @@ def test_bad_inputs_are_skipped_with_reasons(tmp_path, rng, caplog, monkeypatch)
         ims = open_source(root)
     assert ims.ids == ["a/good.png"]
     reasons = {s.id: s.reason for s in ims.skipped}
-    assert set(reasons) == {"a/truncated.png", "a/zero.png", "a/text.jpg", "b/onepx.png",
-                            "b/line.png", "b/big.png"}
+    assert set(reasons) == {
+        "a/truncated.png",
+        "a/zero.png",
+        "a/text.jpg",
+        "b/onepx.png",
+        "b/line.png",
+        "b/big.png",
+    }
     assert reasons["a/zero.png"] == "zero-byte file"
     assert reasons["a/text.jpg"].startswith("not an image")
     assert "truncated" in reasons["a/truncated.png"]
@@ -203,8 +219,11 @@ def test_bad_inputs_are_skipped_with_reasons(tmp_path, rng, caplog, monkeypatch)
 def test_all_skipped_is_one_line_error(tmp_path):
     _write(tmp_path / "d" / "a" / "x.png", b"")
     _write(tmp_path / "d" / "a" / "y.png", b"garbage")
-    with pytest.raises(DataError, match=r"all 2 images were skipped \(e.g. a/x.png: "
-                                        r"zero-byte file\)") as info:
+    with pytest.raises(
+        DataError,
+        match=r"all 2 images were skipped \(e.g. a/x.png: "
+        r"zero-byte file\)",
+    ) as info:
         open_source(tmp_path / "d")
     assert "\n" not in str(info.value)
 
@@ -311,8 +330,10 @@ def test_array_errors(rng):
         open_source(np.zeros((2, 4, 4), np.uint8), labels=[0, -1])
     with pytest.raises(InvalidParameterError, match="names 1 classes but the labels go up"):
         open_source(np.zeros((2, 4, 4), np.uint8), labels=[0, 1], classes=["a"])
-    with pytest.raises(InvalidParameterError, match="'labels' parameter of open_source is "
-                                                    "only for in-memory arrays"):
+    with pytest.raises(
+        InvalidParameterError,
+        match="'labels' parameter of open_source is only for in-memory arrays",
+    ):
         open_source("sample:digits", labels=[0])
     with pytest.raises(InvalidParameterError, match="'source' parameter of open_source must"):
         open_source(42)
@@ -409,7 +430,8 @@ def test_saved_hf_dataset_dict_and_unlabelled(tmp_path, rng):
 
     ds, _ = _hf_dataset(rng, with_label=False)
     datasets.DatasetDict({"train": ds, "test": ds.select([0, 1])}).save_to_disk(
-        str(tmp_path / "dd"))
+        str(tmp_path / "dd")
+    )
     ims = open_source(tmp_path / "dd")
     assert ims.split == "train" and len(ims) == 6 and ims.labels is None
     assert len(open_source(tmp_path / "dd", split="test")) == 2
@@ -421,8 +443,11 @@ def test_hf_without_image_column(tmp_path):
     datasets = pytest.importorskip("datasets")
 
     datasets.Dataset.from_dict({"a": [1, 2]}).save_to_disk(str(tmp_path / "noimg"))
-    with pytest.raises(DataError, match=r"no image column \(columns: a \(Value\)\); name it "
-                                        "with --image-column"):
+    with pytest.raises(
+        DataError,
+        match=r"no image column \(columns: a \(Value\)\); name it "
+        "with --image-column",
+    ):
         open_source(tmp_path / "noimg")
 
 
@@ -442,8 +467,11 @@ def test_hf_hub_id_through_load_dataset(monkeypatch, rng):
     ims = open_source("hf:user/repo:cfg")
     assert calls == [("user/repo", "cfg")]
     assert len(ims) == 6 and ims.name == "user/repo:cfg" and ims.source == "hf:user/repo:cfg"
-    with pytest.raises(DataError, match=r"hf:missing/repo: datasets.load_dataset\('missing/"
-                                        r"repo'\) failed: FileNotFoundError.*HF_DATASETS_OFFLINE"):
+    with pytest.raises(
+        DataError,
+        match=r"hf:missing/repo: datasets.load_dataset\('missing/"
+        r"repo'\) failed: FileNotFoundError.*HF_DATASETS_OFFLINE",
+    ):
         open_source("hf:missing/repo")
     with pytest.raises(InvalidParameterError, match="must name a dataset after 'hf:'"):
         open_source("hf:")
@@ -454,11 +482,18 @@ def test_hf_bad_rows_are_skipped(tmp_path, rng):
 
     good = _png(rng.integers(0, 256, (8, 8), dtype=np.uint8))
     ds = datasets.Dataset.from_dict(
-        {"image": [{"bytes": good, "path": None}, {"bytes": b"", "path": None},
-                   {"bytes": good[:40], "path": None}],
-         "label": [0, 1, 1]},
-        features=datasets.Features({"image": datasets.Image(decode=False),
-                                    "label": datasets.Value("int64")}))
+        {
+            "image": [
+                {"bytes": good, "path": None},
+                {"bytes": b"", "path": None},
+                {"bytes": good[:40], "path": None},
+            ],
+            "label": [0, 1, 1],
+        },
+        features=datasets.Features(
+            {"image": datasets.Image(decode=False), "label": datasets.Value("int64")}
+        ),
+    )
     ds = ds.cast_column("image", datasets.Image())
     ds.save_to_disk(str(tmp_path / "bad"))
     ims = open_source(tmp_path / "bad")

@@ -37,8 +37,9 @@ def _write(path: Path | bytes, data: bytes) -> None:
         f.write(data)
 
 
-def _images(root: Path, rng: np.random.Generator, classes=("a", "b"), n: int = 3,
-            side: int = 12) -> None:
+def _images(
+    root: Path, rng: np.random.Generator, classes=("a", "b"), n: int = 3, side: int = 12
+) -> None:
     for c, base in zip(classes, range(40, 256, 70)):
         for k in range(n):
             arr = np.clip(base + rng.normal(0, 20, (side, side)), 0, 255).astype(np.uint8)
@@ -77,9 +78,15 @@ def _isolated(code: str, *, timeout: float = 30) -> dict:
 
     env = {**os.environ, "PYTHONPATH": str(REPO), "DCSI_DISABLE_PROGRESS": "1"}
     try:
-        proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)],
-                              capture_output=True, text=True, timeout=timeout, env=env,
-                              preexec_fn=limit, check=False)
+        proc = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            preexec_fn=limit,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"hung for more than {timeout} s")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -143,16 +150,26 @@ def test_dcsi_output_folder_is_not_a_class(tmp_path, rng, caplog, monkeypatch):
     assert "dcsi output folder" in caplog.text and "a/card" in caplog.text
 
 
-def test_analyze_twice_with_out_inside_the_dataset_and_an_empty_class(tmp_path, rng,
-                                                                     capsys):
+def test_analyze_twice_with_out_inside_the_dataset_and_an_empty_class(tmp_path, rng, capsys):
     pytest.importorskip("torch")
     root = tmp_path / "d"
     _images(root, rng, n=4, side=16)
     (root / "empty").mkdir()
     out = root / "card"
     for _ in range(2):  # the second run sees card/ inside the dataset
-        rc = main(["analyze", str(root), "--out", str(out), "--analyzers", "cnn",
-                   "--cache", str(tmp_path / "cache"), "--no-progress"])
+        rc = main(
+            [
+                "analyze",
+                str(root),
+                "--out",
+                str(out),
+                "--analyzers",
+                "cnn",
+                "--cache",
+                str(tmp_path / "cache"),
+                "--no-progress",
+            ]
+        )
         assert rc == 0, capsys.readouterr().err
         card = json.loads((out / "dcsi.json").read_text())
         assert card["dataset"]["classes"] == ["a", "b"]
@@ -188,24 +205,52 @@ def test_non_utf8_names_redundancy_and_analyze_end_to_end(tmp_path, rng, capsys)
     root = tmp_path / "d"
     _non_utf8_folder(root, rng)
     out = tmp_path / "r"
-    assert main(["redundancy", str(root), "--out", str(out), "--no-progress"]) == 0, \
+    assert main(["redundancy", str(root), "--out", str(out), "--no-progress"]) == 0, (
         capsys.readouterr().err
-    assert "a/caf\\xe9.png" in (out / "keep_list.csv").read_text(encoding="utf-8") + \
-        (out / "redundancy.csv").read_text(encoding="utf-8")
+    )
+    assert "a/caf\\xe9.png" in (out / "keep_list.csv").read_text(encoding="utf-8") + (
+        out / "redundancy.csv"
+    ).read_text(encoding="utf-8")
     json.loads((out / "redundancy.json").read_text(encoding="utf-8"))
     test = tmp_path / "t"  # a test set holding a copy of a/caf\xe9.png: a leaked pair
     _write(os.fsencode(test) + b"/a/caf\xe9.png", (root / "a" / "0.png").read_bytes())
     _write(test / "a" / "x.png", (root / "b" / "2.png").read_bytes())
     out = tmp_path / "l"
-    assert main(["leakage", "--train", str(root), "--test", str(test), "--out", str(out),
-                 "--no-progress"]) == 0, capsys.readouterr().err
+    assert (
+        main(
+            [
+                "leakage",
+                "--train",
+                str(root),
+                "--test",
+                str(test),
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    ), capsys.readouterr().err
     assert "caf\\xe9.png" in (out / "leakage.csv").read_text(encoding="utf-8")
     json.loads((out / "leakage.json").read_text(encoding="utf-8"))
     pytest.importorskip("torch")
     out = tmp_path / "c"
-    assert main(["analyze", str(root), "--out", str(out), "--analyzers", "cnn",
-                 "--cache", str(tmp_path / "cache"), "--no-progress"]) == 0, \
-        capsys.readouterr().err
+    assert (
+        main(
+            [
+                "analyze",
+                str(root),
+                "--out",
+                str(out),
+                "--analyzers",
+                "cnn",
+                "--cache",
+                str(tmp_path / "cache"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    ), capsys.readouterr().err
     card = json.loads((out / "dcsi.json").read_text(encoding="utf-8"))
     assert "r\\xe9d" in card["dataset"]["classes"]
 
@@ -268,8 +313,10 @@ def test_unreadable_folders_are_listed_as_skipped(tmp_path, rng, caplog, monkeyp
     assert len(ims) == 6 and ims.classes == ["a", "b"]
     reasons = {s.id: s.reason for s in ims.skipped}
     assert set(reasons) == {"a/sub/", "c/"}
-    assert all(r.startswith("cannot list the folder") and "Permission denied" in r
-               for r in reasons.values())
+    assert all(
+        r.startswith("cannot list the folder") and "Permission denied" in r
+        for r in reasons.values()
+    )
     assert "2 folders" in caplog.text
 
 
@@ -277,8 +324,11 @@ def test_unreadable_root_is_one_line_error(tmp_path, rng, monkeypatch):
     root = tmp_path / "d"
     _images(root, rng)
     _deny(monkeypatch, root)
-    with pytest.raises(dcsi.DataError, match=r"cannot list the folder \(.*Permission denied"
-                                             r".*\); check its permissions"):
+    with pytest.raises(
+        dcsi.DataError,
+        match=r"cannot list the folder \(.*Permission denied"
+        r".*\); check its permissions",
+    ):
         open_source(root)
 
 
@@ -294,12 +344,14 @@ def test_symlinks_out_of_the_root_are_skipped_unless_followed(tmp_path, rng, cap
     os.symlink(root / "a" / "0.png", root / "b" / "alias.png")  # inside: read
     with caplog.at_level(logging.WARNING, logger="dcsi.sources"):
         ims = open_source(root)
-    assert sorted(ims.ids) == sorted([f"a/{k}.png" for k in range(3)] +
-                                     [f"b/{k}.png" for k in range(3)] + ["b/alias.png"])
+    assert sorted(ims.ids) == sorted(
+        [f"a/{k}.png" for k in range(3)] + [f"b/{k}.png" for k in range(3)] + ["b/alias.png"]
+    )
     reasons = {s.id: s.reason for s in ims.skipped}
     assert set(reasons) == {"a/stolen.png", "z/"}
-    assert all("outside the dataset folder" in r and "follow_symlinks" in r
-               for r in reasons.values())
+    assert all(
+        "outside the dataset folder" in r and "follow_symlinks" in r for r in reasons.values()
+    )
     assert ims.classes == ["a", "b"]
     ims = open_source(root, follow_symlinks=True)
     assert "a/stolen.png" in ims.ids and ims.classes == ["a", "b", "z"]
@@ -313,8 +365,7 @@ def test_follow_symlinks_command_line_flag(tmp_path, rng, capsys):
     os.symlink(outside / "z", root / "z")
     for flag, expected in (([], False), (["--follow-symlinks"], True)):
         out = tmp_path / f"r{len(flag)}"
-        assert main(["redundancy", str(root), "--out", str(out), "--no-progress",
-                     *flag]) == 0
+        assert main(["redundancy", str(root), "--out", str(out), "--no-progress", *flag]) == 0
         assert ("z/0.png" in (out / "keep_list.csv").read_text()) is expected
 
 
@@ -327,8 +378,8 @@ def _crafted_hf(tmp_path: Path, cells: list[dict], monkeypatch) -> Path:
     saved = tmp_path / "hf"
     ds = datasets.Dataset.from_dict(
         {"image": cells, "label": list(range(len(cells)))},
-        features=datasets.Features({"image": datasets.Image(),
-                                    "label": datasets.Value("int64")}))
+        features=datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")}),
+    )
     with monkeypatch.context() as m:
         m.setattr(arrow_writer, "embed_table_storage", lambda t, **kw: t)
         m.chdir(saved.parent / "work")  # the size estimate stats relative paths
@@ -340,11 +391,15 @@ def test_hf_image_paths_outside_the_dataset_are_refused(tmp_path, rng, monkeypat
     secret = tmp_path / "secret.png"
     secret.write_bytes(_png(rng.integers(0, 256, (8, 8), dtype=np.uint8)))
     _write(tmp_path / "work" / "inside.png", b"x")
-    saved = _crafted_hf(tmp_path, [
-        {"bytes": None, "path": "../secret.png"},
-        {"bytes": None, "path": str(secret)},
-        {"bytes": None, "path": "inside.png"},
-    ], monkeypatch)
+    saved = _crafted_hf(
+        tmp_path,
+        [
+            {"bytes": None, "path": "../secret.png"},
+            {"bytes": None, "path": str(secret)},
+            {"bytes": None, "path": "inside.png"},
+        ],
+        monkeypatch,
+    )
     (saved / "inside.png").write_bytes(_png(rng.integers(0, 256, (8, 8), dtype=np.uint8)))
     ims = open_source(saved)
     assert ims.ids == ["2"]
@@ -379,8 +434,7 @@ def test_reading_bar_ends_at_100_percent(tmp_path, rng, monkeypatch):
     _write(root / "a" / "empty.png", b"")
     buf = io.StringIO()
     real = sources.progress
-    monkeypatch.setattr(sources, "progress",
-                        lambda *a, **kw: real(*a, **kw, file=buf, delay=0))
+    monkeypatch.setattr(sources, "progress", lambda *a, **kw: real(*a, **kw, file=buf, delay=0))
     set_progress(True)
     try:
         open_source(root)
@@ -407,16 +461,20 @@ def test_nothing_readable_is_one_line_error(tmp_path, rng, monkeypatch):
     root = tmp_path / "d"
     _images(root, rng, classes=("a",))
     _deny(monkeypatch, root / "a")
-    with pytest.raises(dcsi.DataError, match=r"no image could be read \(1 item\(s\) skipped, "
-                                             r"e.g. a/: cannot list the folder") as info:
+    with pytest.raises(
+        dcsi.DataError,
+        match=r"no image could be read \(1 item\(s\) skipped, "
+        r"e.g. a/: cannot list the folder",
+    ) as info:
         open_source(root)
     assert "\n" not in str(info.value)
 
 
 def test_follow_symlinks_must_be_a_bool(tmp_path):
-    with pytest.raises(dcsi.InvalidParameterError,
-                       match="The 'follow_symlinks' parameter of open_source must be a "
-                             "bool. Got 'yes' instead."):
+    with pytest.raises(
+        dcsi.InvalidParameterError,
+        match="The 'follow_symlinks' parameter of open_source must be a bool. Got 'yes' instead.",
+    ):
         open_source(tmp_path, follow_symlinks="yes")
 
 
@@ -429,6 +487,7 @@ def test_links_inside_the_root_read_each_folder_once(tmp_path, rng):
     assert len(ims) == 6 and ims.classes == ["a", "b"]
     assert ims.dropped_classes == ["kittens"]
     reasons = {s.id: s.reason for s in ims.skipped}
-    assert reasons == {"kittens/": "same folder as a/ (a symbolic link); read once",
-                       "b/loop/": "same folder as the dataset folder (a symbolic link); "
-                                  "read once"}
+    assert reasons == {
+        "kittens/": "same folder as a/ (a symbolic link); read once",
+        "b/loop/": "same folder as the dataset folder (a symbolic link); read once",
+    }

@@ -24,8 +24,14 @@ from dcsi.spectral import (
 )
 
 
-def planted(rng: np.random.Generator, sizes: list[int], *, within: float = 0.8,
-            between: float = 0.05, noise: float = 0.03) -> tuple[np.ndarray, np.ndarray]:
+def planted(
+    rng: np.random.Generator,
+    sizes: list[int],
+    *,
+    within: float = 0.8,
+    between: float = 0.05,
+    noise: float = 0.03,
+) -> tuple[np.ndarray, np.ndarray]:
     """Block-structured symmetric similarity with noise, in a shuffled order."""
     labels = np.repeat(np.arange(len(sizes)), sizes)
     perm = rng.permutation(labels.size)
@@ -38,8 +44,9 @@ def planted(rng: np.random.Generator, sizes: list[int], *, within: float = 0.8,
 
 
 @pytest.mark.parametrize("laplacian", LAPLACIANS)
-@pytest.mark.parametrize("graph,kw", [("knn", {"k": 8}), ("threshold", {"threshold": 0.5}),
-                                      ("full", {})])
+@pytest.mark.parametrize(
+    "graph,kw", [("knn", {"k": 8}), ("threshold", {"threshold": 0.5}), ("full", {})]
+)
 def test_eigengap_rule_returns_planted_count(rng, laplacian, graph, kw):
     sizes = [int(v) for v in rng.integers(12, 30, size=4)]
     S, labels = planted(rng, sizes)
@@ -102,7 +109,7 @@ def test_laplacian_against_textbook_formulas(rng, kind):
 @pytest.mark.parametrize("kind", LAPLACIANS)
 def test_zero_multiplicity_counts_components(rng, kind):
     blocks = [random_affinity(rng, m) + 0.01 * (1 - np.eye(m)) for m in (5, 7, 4)]
-    A = sp.block_diag(blocks + [np.zeros((2, 2))]).toarray()  # + 2 isolated vertices
+    A = sp.block_diag([*blocks, np.zeros((2, 2))]).toarray()  # + 2 isolated vertices
     n_comp = connected_components(sp.csr_matrix(A), directed=False)[0]
     lam = laplacian_spectrum(A, kind=kind)
     assert n_comp == 5
@@ -182,17 +189,15 @@ def test_result_to_dict_is_json(rng):
     assert len(d["eigenvalues"]) == 27 and d["eigenvalues"] == sorted(d["eigenvalues"])
     assert sorted(d["cluster_sizes"]) == [8, 9, 10]
     assert d["params"]["rule"] == "first_gap" and d["params"]["gamma"] == 0.4
-    given = spectral_analysis(S, graph="threshold", threshold=0.5, n_clusters=2,
-                              cluster=False)
+    given = spectral_analysis(S, graph="threshold", threshold=0.5, n_clusters=2, cluster=False)
     assert given.n_clusters == 2 and given.labels is None
 
 
 def test_class_matrix_use(rng):
     # a K x K class-similarity matrix: two groups of similar classes
-    S = np.array([[1.0, 0.9, 0.1, 0.1],
-                  [0.9, 1.0, 0.1, 0.1],
-                  [0.1, 0.1, 1.0, 0.8],
-                  [0.1, 0.1, 0.8, 1.0]])
+    S = np.array(
+        [[1.0, 0.9, 0.1, 0.1], [0.9, 1.0, 0.1, 0.1], [0.1, 0.1, 1.0, 0.8], [0.1, 0.1, 0.8, 1.0]]
+    )
     assert eigengap_count(S) == 2
 
 
@@ -269,15 +274,17 @@ def test_self_loop_laplacian_against_textbook_formula(rng):
     L = graph_laplacian(a, self_loops=True)
     np.testing.assert_allclose(L, ref, rtol=0, atol=1e-13)
     lam = laplacian_spectrum(a, self_loops=True)
-    np.testing.assert_allclose(lam, np.clip(np.linalg.eigvalsh((ref + ref.T) / 2), 0, None),
-                               rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        lam, np.clip(np.linalg.eigvalsh((ref + ref.T) / 2), 0, None), rtol=0, atol=1e-12
+    )
 
 
 def test_dense_spectrum_matches_sparse_spectrum(rng):
     S, _ = planted(rng, [6, 5, 4])
     A = similarity_graph(S, graph="knn", k=3)
-    np.testing.assert_allclose(laplacian_spectrum(A.toarray()), laplacian_spectrum(A),
-                               rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        laplacian_spectrum(A.toarray()), laplacian_spectrum(A), rtol=0, atol=1e-12
+    )
 
 
 def test_two_blocks_give_two_zero_eigenvalues():
@@ -287,9 +294,16 @@ def test_two_blocks_give_two_zero_eigenvalues():
 
 
 def test_graph_laplacian_rejects_bad_input():
-    with pytest.raises(InvalidParameterError, match="'affinity' parameter of graph_laplacian must be a square"):
+    with pytest.raises(
+        InvalidParameterError, match="'affinity' parameter of graph_laplacian must be a square"
+    ):
         graph_laplacian(np.ones((2, 3)))
-    with pytest.raises(InvalidParameterError, match="'affinity' parameter of graph_laplacian must have non-negative"):
+    with pytest.raises(
+        InvalidParameterError,
+        match="'affinity' parameter of graph_laplacian must have non-negative",
+    ):
         graph_laplacian(np.array([[0.0, -1.0], [-1.0, 0.0]]))
-    with pytest.raises(InvalidParameterError, match="'affinity' parameter of laplacian_spectrum must be a square"):
+    with pytest.raises(
+        InvalidParameterError, match="'affinity' parameter of laplacian_spectrum must be a square"
+    ):
         laplacian_spectrum(np.ones(3))

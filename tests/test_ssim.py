@@ -23,14 +23,22 @@ from dcsi.similarity.ssim import (
 TOL = 1e-5  # the contract; float64 values agree to ~1e-12
 
 
-def ref_ssim(a: np.ndarray, b: np.ndarray, *, data_range: float = 255.0,
-             win_size: int | None = None) -> float:
+def ref_ssim(
+    a: np.ndarray, b: np.ndarray, *, data_range: float = 255.0, win_size: int | None = None
+) -> float:
     """The slow, obviously-correct reference: one skimage call per pair."""
-    return float(structural_similarity(
-        a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-        data_range=data_range, channel_axis=-1 if a.ndim == 3 else None,
-        win_size=win_size,
-    ))
+    return float(
+        structural_similarity(
+            a,
+            b,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            data_range=data_range,
+            channel_axis=-1 if a.ndim == 3 else None,
+            win_size=win_size,
+        )
+    )
 
 
 def ref_matrix(x: np.ndarray, y: np.ndarray | None = None, **kw) -> np.ndarray:
@@ -88,8 +96,7 @@ def test_float_images_need_data_range(rng):
 def test_block_boundaries_change_nothing(rng, block_size):
     x = smooth_images(rng, 11, (12, 13))
     full = ssim_matrix(x, block_size=11)
-    np.testing.assert_allclose(ssim_matrix(x, block_size=block_size), full,
-                               rtol=0, atol=1e-12)
+    np.testing.assert_allclose(ssim_matrix(x, block_size=block_size), full, rtol=0, atol=1e-12)
 
 
 def test_colour_block_boundaries_and_cross(rng):
@@ -112,8 +119,9 @@ def test_skimage_refuses_small_images_without_win_size(rng):
     x = smooth_images(rng, 2, (8, 8))
     with pytest.raises(ValueError):
         ref_ssim(x[0], x[1])
-    with pytest.raises(InvalidParameterError,
-                       match=r"at least 11x11 pixels; got 8x8: pass win_size=7"):
+    with pytest.raises(
+        InvalidParameterError, match=r"at least 11x11 pixels; got 8x8: pass win_size=7"
+    ):
         ssim_matrix(x)
 
 
@@ -201,7 +209,7 @@ def test_threshold_pairs_equal_brute_force(rng, block_size):
     M = ssim_matrix(x)
     t = float(np.quantile(M[np.triu_indices(12, 1)], 0.7))
     pairs, vals = ssim_threshold_pairs(x, t, block_size=block_size)
-    ii, jj = np.nonzero(np.triu(M >= t, 1))
+    ii, jj = np.nonzero(np.triu(t <= M, 1))
     np.testing.assert_array_equal(pairs, np.stack([ii, jj], axis=1))
     np.testing.assert_allclose(vals, M[ii, jj], rtol=0, atol=1e-12)
     assert [2, 5] in pairs.tolist()
@@ -274,8 +282,7 @@ def test_class_ssim_small_images_use_a_smaller_window(rng):
     y = np.array([0, 0, 0, 1, 1, 1, 1, 0])
     res = class_ssim(x, y)
     assert res.params["win_size"] == 7
-    np.testing.assert_allclose(res.matrix, brute_class_means(x, y, 2, win_size=7),
-                               rtol=0, atol=TOL)
+    np.testing.assert_allclose(res.matrix, brute_class_means(x, y, 2, win_size=7), rtol=0, atol=TOL)
     with pytest.raises(InvalidParameterError, match="pass win_size=7"):
         class_ssim(x, y, win_size=None)
 
@@ -288,8 +295,9 @@ def test_class_ssim_on_digits_runs():
     res = class_ssim(s.images[keep], s.labels[keep], n_classes=3)
     assert res.matrix.shape == (3, 3) and np.isfinite(res.matrix).all()
     # digits of one class look more alike than digits of two classes
-    assert np.all(np.diag(res.matrix) > res.matrix.max(axis=1, where=~np.eye(3, dtype=bool),
-                                                        initial=-1))
+    assert np.all(
+        np.diag(res.matrix) > res.matrix.max(axis=1, where=~np.eye(3, dtype=bool), initial=-1)
+    )
 
 
 def test_class_ssim_subsample_is_seeded_and_unbiased(rng):
@@ -307,7 +315,7 @@ def test_class_ssim_subsample_is_seeded_and_unbiased(rng):
     est = np.array([class_ssim(x, y, max_per_class=6, seed=s).matrix for s in range(120)])
     se = np.array([class_ssim(x, y, max_per_class=6, seed=s).stderr for s in range(0, 120, 4)])
     spread = est.std(axis=0)
-    stated = np.sqrt((se ** 2).mean(axis=0))
+    stated = np.sqrt((se**2).mean(axis=0))
     assert np.all(np.abs(est.mean(axis=0) - exact) < 4 * spread / np.sqrt(120) + 1e-9)
     assert np.all(stated / spread > 0.5) and np.all(stated / spread < 2.0)
 

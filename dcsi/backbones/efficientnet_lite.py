@@ -22,13 +22,13 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "BN_EPS",
+    "LITE0_STAGES",
     "EfficientNetLite0",
     "FeatureModel",
     "SameConv2d",
     "fold_batchnorm_",
     "same_padding",
-    "LITE0_STAGES",
-    "BN_EPS",
 ]
 
 #: (expand ratio, kernel, stride, output channels, repeats) of the seven stages.
@@ -78,8 +78,9 @@ class SameConv2d(nn.Conv2d):
         left, right = same_padding(x.shape[-1], kw, sw, self.dilation[1])
         if top == bottom and left == right:
             # symmetric: let the convolution pad (no copy of the input)
-            return F.conv2d(x, self.weight, self.bias, self.stride, (top, left),
-                            self.dilation, self.groups)
+            return F.conv2d(
+                x, self.weight, self.bias, self.stride, (top, left), self.dilation, self.groups
+            )
         x = F.pad(x, (left, right, top, bottom))
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
@@ -95,8 +96,7 @@ def fold_batchnorm_(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Identity:
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
     bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
     conv.weight.mul_(scale.view(-1, 1, 1, 1))
-    conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias,
-                             requires_grad=False)
+    conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias, requires_grad=False)
     return nn.Identity()
 
 
@@ -118,8 +118,7 @@ class MBConvBlock(nn.Module):
         if self.has_expand:
             self._expand_conv = SameConv2d(in_ch, mid, 1, bias=False)
             self._bn0 = _bn(mid)
-        self._depthwise_conv = SameConv2d(mid, mid, kernel, stride=stride, groups=mid,
-                                          bias=False)
+        self._depthwise_conv = SameConv2d(mid, mid, kernel, stride=stride, groups=mid, bias=False)
         self._bn1 = _bn(mid)
         self._project_conv = SameConv2d(mid, out_ch, 1, bias=False)
         self._bn2 = _bn(out_ch)
@@ -166,8 +165,11 @@ class EfficientNetLite0(nn.Module):
         in_ch = 32
         for expand, kernel, stride, out_ch, repeats in LITE0_STAGES:
             for r in range(repeats):
-                blocks.append(MBConvBlock(in_ch, out_ch, expand=expand, kernel=kernel,
-                                          stride=stride if r == 0 else 1))
+                blocks.append(
+                    MBConvBlock(
+                        in_ch, out_ch, expand=expand, kernel=kernel, stride=stride if r == 0 else 1
+                    )
+                )
                 in_ch = out_ch
         self._blocks = nn.ModuleList(blocks)
         self._conv_head = SameConv2d(in_ch, self.feature_dim, 1, bias=False)

@@ -29,14 +29,14 @@ from dcsi.card.card import (
 
 __all__ = [
     "CARD_FILENAME",
+    "CARD_FILES",
     "SCHEMA_VERSION",
     "Card",
     "RedundancyGroup",
+    "card_to_json",
     "load_card",
     "validate_card",
-    "card_to_json",
     "write_card_files",
-    "CARD_FILES",
 ]
 
 logger = logging.getLogger(__name__)
@@ -85,8 +85,9 @@ def write_card_files(
     if readme:  # checked before anything is written: a README we cannot edit stops here
         from dcsi.card.hf import read_readme, render_readme
 
-        readme_text = render_readme(card, read_readme(out / "README.md"),
-                                    where=str(out / "README.md"))
+        readme_text = render_readme(
+            card, read_readme(out / "README.md"), where=str(out / "README.md")
+        )
     out.mkdir(parents=True, exist_ok=True)
     written = {CARD_FILENAME: card.save(out / CARD_FILENAME)}
     sha = hashlib.sha256(written[CARD_FILENAME].read_bytes()).hexdigest()
@@ -99,7 +100,8 @@ def write_card_files(
     if report:
         from dcsi.report import write_report
 
-        written["report.html"] = write_report(card, out / "report.html", load_image=load_image,
-                                              card_sha256=sha)
+        written["report.html"] = write_report(
+            card, out / "report.html", load_image=load_image, card_sha256=sha
+        )
     logger.info("wrote %s to %s", ", ".join(written), out)
     return written

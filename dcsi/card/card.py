@@ -36,17 +36,17 @@ from dcsi._json import to_jsonable
 from dcsi.exceptions import CardSchemaError, DataError, InvalidParameterError
 
 __all__ = [
-    "SCHEMA_VERSION",
     "CARD_FILENAME",
+    "MAX_DEPTH",
+    "SCHEMA_VERSION",
     "Card",
     "RedundancyGroup",
-    "load_card",
-    "validate_card",
     "card_to_json",
+    "load_card",
     "parse_card_json",
-    "MAX_DEPTH",
     "recorded_card_sha256",
     "stale_views",
+    "validate_card",
 ]
 
 logger = logging.getLogger(__name__)
@@ -111,8 +111,10 @@ def _schema_message(err: Any) -> str:
         where = _path_str([*path, _short(err.instance).strip("'")])
         pattern = err.schema.get("pattern") if isinstance(err.schema, Mapping) else None
         rule = f"must match {pattern!r}" if pattern else "is not allowed"
-        return (f"The card fails the dcsi schema at '{where}': the key name "
-                f"{_short(err.instance)} {rule}.")
+        return (
+            f"The card fails the dcsi schema at '{where}': the key name "
+            f"{_short(err.instance)} {rule}."
+        )
     message = err.message
     text = repr(err.instance)
     if len(text) > _SHOWN and text in message:
@@ -230,8 +232,13 @@ def parse_card_json(text: str) -> Any:
         nesting deeper than :data:`MAX_DEPTH`; or the JSON syntax error.
     """
     try:
-        data = json.loads(text, object_pairs_hook=_object, parse_int=_int,
-                          parse_float=_float, parse_constant=_constant)
+        data = json.loads(
+            text,
+            object_pairs_hook=_object,
+            parse_int=_int,
+            parse_float=_float,
+            parse_constant=_constant,
+        )
     except RecursionError:
         raise CardSchemaError(
             f"The card is nested more than {MAX_DEPTH} levels deep (at "
@@ -349,20 +356,24 @@ def _check_numeric_matrix(value: Any, where: str, *, allow_null: bool) -> None:
     """Fast type check of a list of lists of numbers (jsonschema is slow per item)."""
     kinds = "'number', 'null'" if allow_null else "'number'"
     if not isinstance(value, list):
-        raise CardSchemaError(f"The card fails the dcsi schema at '{where}': {value!r:.60} is not of type 'array'")
+        raise CardSchemaError(
+            f"The card fails the dcsi schema at '{where}': {value!r:.60} is not of type 'array'"
+        )
     allowed = _NUMBER_OR_NULL_SET if allow_null else _NUMBER_SET
     for i, row in enumerate(value):
         if not isinstance(row, list):
-            raise CardSchemaError(f"The card fails the dcsi schema at '{where}[{i}]': {row!r:.60} is not of type 'array'")
+            raise CardSchemaError(
+                f"The card fails the dcsi schema at '{where}[{i}]': {row!r:.60} is not of type 'array'"
+            )
         if set(map(type, row)) <= allowed:  # C-speed check of the common case
             continue
         for j, v in enumerate(row):
-            if not ((type(v) in _NUMBER_TYPES) or (allow_null and v is None)):
-                if isinstance(v, bool) or not isinstance(v, _NUMBER_TYPES) or v is None:
-                    raise CardSchemaError(
-                        f"The card fails the dcsi schema at '{where}[{i}][{j}]': {v!r:.60} "
-                        f"is not of type {kinds}"
-                    )
+            ok = type(v) in _NUMBER_TYPES or (allow_null and v is None)
+            if not ok and (isinstance(v, bool) or not isinstance(v, _NUMBER_TYPES) or v is None):
+                raise CardSchemaError(
+                    f"The card fails the dcsi schema at '{where}[{i}][{j}]': {v!r:.60} "
+                    f"is not of type {kinds}"
+                )
 
 
 def _without_numeric_arrays(data: Mapping) -> Mapping:
@@ -381,10 +392,14 @@ def _without_numeric_arrays(data: Mapping) -> Mapping:
             if isinstance(entry, Mapping):
                 entry = dict(entry)
                 if "matrix" in entry:
-                    _check_numeric_matrix(entry["matrix"], f"similarity.{kind}.matrix", allow_null=True)
+                    _check_numeric_matrix(
+                        entry["matrix"], f"similarity.{kind}.matrix", allow_null=True
+                    )
                     entry["matrix"] = []
                 if entry.get("stderr") is not None:
-                    _check_numeric_matrix(entry["stderr"], f"similarity.{kind}.stderr", allow_null=True)
+                    _check_numeric_matrix(
+                        entry["stderr"], f"similarity.{kind}.stderr", allow_null=True
+                    )
                     entry["stderr"] = []
             new_sims[kind] = entry
         out["similarity"] = new_sims
@@ -457,7 +472,9 @@ def card_to_json(data: Mapping) -> str:
             if obj and set(map(type, obj)) <= _NUMBER_OR_NULL_SET:  # a flat row: one line
                 arrays.append(json.dumps(obj, allow_nan=False))
                 return f"@@dcsi-array-{len(arrays) - 1}@@"
-            if obj and all(isinstance(r, list) and set(map(type, r)) <= _NUMBER_OR_NULL_SET for r in obj):
+            if obj and all(
+                isinstance(r, list) and set(map(type, r)) <= _NUMBER_OR_NULL_SET for r in obj
+            ):
                 arrays.append(
                     "[\n" + ",\n".join(json.dumps(r, allow_nan=False) for r in obj) + "\n]"
                 )
@@ -467,7 +484,9 @@ def card_to_json(data: Mapping) -> str:
 
     stashed = stash(data)
     if collision:  # a string looks like a placeholder: no shortcut
-        return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+        return (
+            json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+        )
     text = json.dumps(stashed, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
 
     def unstash(m: re.Match) -> str:
@@ -631,7 +650,6 @@ class Card:
         validate_card(self._data)
         return atomic_write_text(path, self.to_json())
 
-
     # -- equality and display -----------------------------------------------------
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Card):
@@ -672,16 +690,18 @@ class Card:
             f"card: schema {d['schema_version']}, dcsi {d['dcsi_version']}, created {d['provenance']['created']}",
         ]
         if ds.get("skipped"):
-            lines.append(f"skipped images: {len(ds['skipped'])} (listed in dcsi.json: "
-                         "dataset.skipped)")
+            lines.append(
+                f"skipped images: {len(ds['skipped'])} (listed in dcsi.json: dataset.skipped)"
+            )
         if ds.get("dropped_classes"):
-            lines.append("dropped classes (no usable image): "
-                         + ", ".join(ds["dropped_classes"]))
+            lines.append("dropped classes (no usable image): " + ", ".join(ds["dropped_classes"]))
         feats = d.get("features")
         if feats:
             size = feats.get("image_size")
-            lines.append(f"features: {feats['backbone']}, {feats['dim']} dims, input "
-                         f"{size if size is not None else 'native'} px")
+            lines.append(
+                f"features: {feats['backbone']}, {feats['dim']} dims, input "
+                f"{size if size is not None else 'native'} px"
+            )
         idx = d.get("index")
         if idx:
             value = "undefined" if idx["value"] is None else f"{idx['value']:.4f}"
@@ -703,18 +723,24 @@ class Card:
             lines.append("class similarity: not computed")
         cc = d.get("class_clusters")
         if cc and cc.get("recommended_k") is not None:
-            lines.append(f"class clusters (recommended k = {cc['recommended_k']}, {cc['method']}; "
-                         f"stored k: {', '.join(str(k) for k in self.cluster_ks)}):")
+            lines.append(
+                f"class clusters (recommended k = {cc['recommended_k']}, {cc['method']}; "
+                f"stored k: {', '.join(str(k) for k in self.cluster_ks)}):"
+            )
             lines += [f"  {i}: {', '.join(c)}" for i, c in enumerate(self.class_clusters())]
         elif cc:
-            lines.append(f"class clusters: stored for k = {', '.join(str(k) for k in self.cluster_ks)}")
+            lines.append(
+                f"class clusters: stored for k = {', '.join(str(k) for k in self.cluster_ks)}"
+            )
         else:
             lines.append("class clusters: not computed")
         counts = self.redundancy_counts
         if counts is not None:
-            lines.append(f"redundancy ({d['redundancy']['method']}): {counts['groups']} groups "
-                         f"({counts['redundant']} redundant, {counts['conflict']} conflict), "
-                         f"{counts['images_in_groups']} images in groups, {counts['removable']} removable")
+            lines.append(
+                f"redundancy ({d['redundancy']['method']}): {counts['groups']} groups "
+                f"({counts['redundant']} redundant, {counts['conflict']} conflict), "
+                f"{counts['images_in_groups']} images in groups, {counts['removable']} removable"
+            )
         else:
             lines.append("redundancy: not run")
         return "\n".join(lines)
@@ -866,7 +892,11 @@ class Card:
                     "This card has no recommended_k; pass k= explicitly "
                     f"(stored partitions: {self.cluster_ks})."
                 )
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or str(int(k)) not in cc["partitions"]:
+        if (
+            isinstance(k, bool)
+            or not isinstance(k, (int, np.integer))
+            or str(int(k)) not in cc["partitions"]
+        ):
             raise InvalidParameterError(
                 f"The 'k' parameter of Card.class_clusters must be one of "
                 f"{self.cluster_ks} (the partitions stored in the card). Got {k!r} instead."
@@ -891,7 +921,9 @@ class Card:
         """
         assignment = self.cluster_assignment(k)
         names = self.classes
-        groups: list[list[str]] = [[] for _ in range(int(assignment.max()) + 1 if len(assignment) else 0)]
+        groups: list[list[str]] = [
+            [] for _ in range(int(assignment.max()) + 1 if len(assignment) else 0)
+        ]
         for name, c in zip(names, assignment):
             groups[int(c)].append(name)
         return groups
@@ -902,11 +934,18 @@ class Card:
         block = self._data.get("redundancy") or {}
         out = []
         for g in block.get("groups", []):
-            extra = {k: v for k, v in g.items() if k not in ("members", "labels", "kind", "representative")}
+            extra = {
+                k: v
+                for k, v in g.items()
+                if k not in ("members", "labels", "kind", "representative")
+            }
             out.append(
                 RedundancyGroup(
-                    members=tuple(g["members"]), labels=tuple(g["labels"]), kind=g["kind"],
-                    representative=g["representative"], extra=copy.deepcopy(extra),
+                    members=tuple(g["members"]),
+                    labels=tuple(g["labels"]),
+                    kind=g["kind"],
+                    representative=g["representative"],
+                    extra=copy.deepcopy(extra),
                 )
             )
         return out
@@ -975,7 +1014,9 @@ class Card:
         )
 
 
-_REPORT_SHA = re.compile(r"""<meta\s+name=["']dcsi-card-sha256["']\s+content=["']([0-9a-f]{64})["']""")
+_REPORT_SHA = re.compile(
+    r"""<meta\s+name=["']dcsi-card-sha256["']\s+content=["']([0-9a-f]{64})["']"""
+)
 
 
 def recorded_card_sha256(folder: str | os.PathLike[str]) -> dict[str, str]:
@@ -1004,7 +1045,11 @@ def recorded_card_sha256(folder: str | os.PathLike[str]) -> dict[str, str]:
         except (OSError, ValueError, RecursionError):
             doc = None
         for item in (doc or {}).get("distribution", []) if isinstance(doc, dict) else []:
-            if isinstance(item, dict) and item.get("contentUrl") == CARD_FILENAME and isinstance(item.get("sha256"), str):
+            if (
+                isinstance(item, dict)
+                and item.get("contentUrl") == CARD_FILENAME
+                and isinstance(item.get("sha256"), str)
+            ):
                 out["croissant.json"] = item["sha256"]
                 break
     readme = folder / "README.md"
@@ -1113,7 +1158,10 @@ def load_card(path: str | os.PathLike[str], *, check_views: bool = True) -> Card
     for name in stale_views(file) if check_views else ():
         logger.warning(
             "%s was made from another dcsi.json than %s (a run stopped between two files?); "
-            "re-run the command that wrote the folder.", file.parent / name, file)
+            "re-run the command that wrote the folder.",
+            file.parent / name,
+            file,
+        )
     return card
 
 

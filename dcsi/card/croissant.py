@@ -23,7 +23,13 @@ from typing import Any
 from dcsi._io import atomic_write_json
 from dcsi.card.card import CARD_FILENAME, Card
 
-__all__ = ["CROISSANT_VERSION", "DCSI_VOCAB", "MAX_INLINE_CLASSES", "croissant_dict", "write_croissant"]
+__all__ = [
+    "CROISSANT_VERSION",
+    "DCSI_VOCAB",
+    "MAX_INLINE_CLASSES",
+    "croissant_dict",
+    "write_croissant",
+]
 
 #: ``conformsTo`` value of the files written.
 CROISSANT_VERSION = "http://mlcommons.org/croissant/1.1"
@@ -35,13 +41,40 @@ MAX_INLINE_CLASSES = 200
 
 def _context() -> dict[str, Any]:
     """The Croissant 1.1 JSON-LD context plus the ``dcsi`` prefix."""
-    cr = {k: f"cr:{k}" for k in (
-        "arrayShape", "citeAs", "column", "containedIn", "equivalentProperty", "extract",
-        "field", "fileObject", "fileProperty", "fileSet", "format", "includes",
-        "isArray", "isLiveDataset", "jsonPath", "key", "md5", "parentField", "path",
-        "recordSet", "references", "regex", "repeated", "replace", "samplingRate",
-        "separator", "source", "subField", "transform",
-    )}
+    cr = {
+        k: f"cr:{k}"
+        for k in (
+            "arrayShape",
+            "citeAs",
+            "column",
+            "containedIn",
+            "equivalentProperty",
+            "extract",
+            "field",
+            "fileObject",
+            "fileProperty",
+            "fileSet",
+            "format",
+            "includes",
+            "isArray",
+            "isLiveDataset",
+            "jsonPath",
+            "key",
+            "md5",
+            "parentField",
+            "path",
+            "recordSet",
+            "references",
+            "regex",
+            "repeated",
+            "replace",
+            "samplingRate",
+            "separator",
+            "source",
+            "subField",
+            "transform",
+        )
+    }
     return {
         "@language": "en",
         "@vocab": "https://schema.org/",
@@ -70,8 +103,9 @@ def _field(rs_id: str, name: str, data_type: str, description: str) -> dict[str,
     }
 
 
-def _record_set(rs_id: str, description: str, fields: list[dict], rows: list[dict],
-                key: str | None = None) -> dict[str, Any]:
+def _record_set(
+    rs_id: str, description: str, fields: list[dict], rows: list[dict], key: str | None = None
+) -> dict[str, Any]:
     rs: dict[str, Any] = {
         "@type": "cr:RecordSet",
         "@id": rs_id,
@@ -167,11 +201,19 @@ def croissant_dict(card: Card, *, card_sha256: str | None = None) -> dict[str, A
         if cc and cc.get("recommended_k") is not None:
             doc["dcsi:recommendedK"] = int(cc["recommended_k"])
             assignment = card.cluster_assignment()
-            fields.append(_field("classes", "cluster", "sc:Integer",
-                                 "Cluster id of the class for the recommended k."))
+            fields.append(
+                _field(
+                    "classes",
+                    "cluster",
+                    "sc:Integer",
+                    "Cluster id of the class for the recommended k.",
+                )
+            )
             for row, c in zip(rows, assignment):
                 row["cluster"] = int(c)
-        record_sets.append(_record_set("classes", "The classes of the dataset.", fields, rows, key="label"))
+        record_sets.append(
+            _record_set("classes", "The classes of the dataset.", fields, rows, key="label")
+        )
     if cc and cc["partitions"]:
         fields = [
             _field("class_clusters", "k", "sc:Integer", "Number of clusters of the partition."),
@@ -183,11 +225,14 @@ def croissant_dict(card: Card, *, card_sha256: str | None = None) -> dict[str, A
             for k in card.cluster_ks
             for n, c in zip(names, card.cluster_assignment(k))
         ]
-        record_sets.append(_record_set(
-            "class_clusters",
-            f"Hierarchical clustering of the classes ({cc['method']}, linkage {cc['linkage']}).",
-            fields, rows,
-        ))
+        record_sets.append(
+            _record_set(
+                "class_clusters",
+                f"Hierarchical clustering of the classes ({cc['method']}, linkage {cc['linkage']}).",
+                fields,
+                rows,
+            )
+        )
     if len(names) <= MAX_INLINE_CLASSES:
         for kind in card.similarity_kinds:
             entry = data["similarity"][kind]
@@ -195,18 +240,27 @@ def croissant_dict(card: Card, *, card_sha256: str | None = None) -> dict[str, A
             fields = [
                 _field(rs_id, "class_a", "sc:Text", "Row class."),
                 _field(rs_id, "class_b", "sc:Text", "Column class."),
-                _field(rs_id, "similarity", "sc:Float",
-                       f"{kind} class similarity (diagonal: {entry['diagonal']}); "
-                       "absent value = undefined."),
+                _field(
+                    rs_id,
+                    "similarity",
+                    "sc:Float",
+                    f"{kind} class similarity (diagonal: {entry['diagonal']}); "
+                    "absent value = undefined.",
+                ),
             ]
             rows = [
                 {"class_a": a, "class_b": b, "similarity": v}
                 for a, row in zip(names, entry["matrix"])
                 for b, v in zip(names, row)
             ]
-            record_sets.append(_record_set(
-                rs_id, f"The {kind} class-similarity matrix in long form.", fields, rows,
-            ))
+            record_sets.append(
+                _record_set(
+                    rs_id,
+                    f"The {kind} class-similarity matrix in long form.",
+                    fields,
+                    rows,
+                )
+            )
     if record_sets:
         doc["recordSet"] = record_sets
     return doc
@@ -218,7 +272,9 @@ def _safe_name(name: str) -> str:
     return out or "dataset"
 
 
-def write_croissant(card: Card, path: str | os.PathLike[str], *, card_sha256: str | None = None) -> Path:
+def write_croissant(
+    card: Card, path: str | os.PathLike[str], *, card_sha256: str | None = None
+) -> Path:
     """Write ``croissant.json`` atomically.
 
     Parameters

@@ -39,7 +39,11 @@ def _split_front_matter(text: str) -> tuple[str, list[str], str] | None:
     i = 0
     while i < len(lines) and not lines[i].strip("\ufeff \t\r\n"):
         i += 1
-    if i == len(lines) or lines[i].lstrip("\ufeff").rstrip() != "---" or not lines[i].endswith("\n"):
+    if (
+        i == len(lines)
+        or lines[i].lstrip("\ufeff").rstrip() != "---"
+        or not lines[i].endswith("\n")
+    ):
         return None
     for j in range(i + 1, len(lines)):
         if lines[j].rstrip() == "---":
@@ -67,9 +71,9 @@ def _dcsi_spans(lines: list[str]) -> list[tuple[int, int]]:
         j = i + 1
         while j < len(lines):
             line = lines[j]
-            if line[:1] in (" ", "\t") and line.strip() and not line.lstrip().startswith("#"):
-                stop = j + 1
-            elif line.startswith("-") and not line.startswith("---"):
+            if (line[:1] in (" ", "\t") and line.strip() and not line.lstrip().startswith("#")) or (
+                line.startswith("-") and not line.startswith("---")
+            ):
                 stop = j + 1
             elif line.strip() and not line.lstrip().startswith("#"):
                 break  # the next top-level key
@@ -129,7 +133,9 @@ def readme_block(text: str) -> dict[str, Any] | None:
     return block if isinstance(block, dict) else None
 
 
-def splice_readme(existing: str, block: dict[str, Any], *, where: str = "The existing README.md") -> str:
+def splice_readme(
+    existing: str, block: dict[str, Any], *, where: str = "The existing README.md"
+) -> str:
     """``existing`` with its front-matter ``dcsi:`` key set to ``block``, nothing else changed.
 
     A text-level splice: the lines of the top-level ``dcsi:`` key (if any) are replaced
@@ -160,13 +166,14 @@ def splice_readme(existing: str, block: dict[str, Any], *, where: str = "The exi
     import yaml
 
     newline = "\r\n" if "\r\n" in existing.split("\n", 1)[0] + "\n" else "\n"
-    new_yaml = yaml.safe_dump({HF_KEY: block}, sort_keys=False, allow_unicode=True,
-                              default_flow_style=False)
+    new_yaml = yaml.safe_dump(
+        {HF_KEY: block}, sort_keys=False, allow_unicode=True, default_flow_style=False
+    )
     new_lines = [line + newline for line in new_yaml.splitlines()]
     parts = _split_front_matter(existing)
     if parts is None:
         bom = "\ufeff" if existing.startswith("\ufeff") else ""
-        return f"{bom}---{newline}{''.join(new_lines)}---{newline}{existing[len(bom):]}"
+        return f"{bom}---{newline}{''.join(new_lines)}---{newline}{existing[len(bom) :]}"
     head, lines, tail = parts
     before = _load_front_matter("".join(lines), where)
     spans = _dcsi_spans(lines)

@@ -22,14 +22,22 @@ from typing import TYPE_CHECKING, Any
 from dcsi._io import atomic_write_text
 from dcsi.card.card import CARD_FILENAME, Card
 from dcsi.card.front_matter import HF_KEY, read_readme, readme_block, splice_readme
-from dcsi.exceptions import DataError
 
 if TYPE_CHECKING:
     from huggingface_hub import DatasetCard
 
-__all__ = ["HF_KEY", "hf_block", "build_dataset_card", "splice_readme", "render_readme",
-           "readme_block", "md_text",
-           "read_readme", "readme_path", "write_readme"]
+__all__ = [
+    "HF_KEY",
+    "build_dataset_card",
+    "hf_block",
+    "md_text",
+    "read_readme",
+    "readme_block",
+    "readme_path",
+    "render_readme",
+    "splice_readme",
+    "write_readme",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -97,8 +105,13 @@ def hf_block(card: Card, *, n_pairs: int = 5) -> dict[str, Any]:
 
 
 _SIZE_CATEGORIES = (
-    (10**3, "n<1K"), (10**4, "1K<n<10K"), (10**5, "10K<n<100K"), (10**6, "100K<n<1M"),
-    (10**7, "1M<n<10M"), (10**8, "10M<n<100M"), (10**9, "100M<n<1B"),
+    (10**3, "n<1K"),
+    (10**4, "1K<n<10K"),
+    (10**5, "10K<n<100K"),
+    (10**6, "100K<n<1M"),
+    (10**7, "1M<n<10M"),
+    (10**8, "10M<n<100M"),
+    (10**9, "100M<n<1B"),
 )
 
 
@@ -110,8 +123,16 @@ def _size_category(n: int) -> str:
     return "1B<n<10B"
 
 
-_MD_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": "&#124;", "`": "&#96;",
-               "[": "&#91;", "]": "&#93;", "\\": "&#92;"}
+_MD_ESCAPES = {
+    "&": "&amp;",
+    "<": "&lt;",
+    ">": "&gt;",
+    "|": "&#124;",
+    "`": "&#96;",
+    "[": "&#91;",
+    "]": "&#93;",
+    "\\": "&#92;",
+}
 _MD_SPECIAL = re.compile(r"[&<>|`\[\]\\]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
@@ -163,15 +184,19 @@ def _template_body(card: Card) -> str:
 
     if kinds:
         rows = ["| class | class | similarity |", "|---|---|---|"]
-        rows += [f"| {md_text(a)} | {md_text(b)} | {v:.4f} |" for a, b, v in card.top_pairs(kind, n=5)]
+        rows += [
+            f"| {md_text(a)} | {md_text(b)} | {v:.4f} |" for a, b, v in card.top_pairs(kind, n=5)
+        ]
         pairs_section = f"Most similar class pairs ({md_text(kind)}):\n\n" + "\n".join(rows)
     else:
         pairs_section = "No class-similarity matrix was computed."
 
     cc = data.get("class_clusters")
     if cc and cc.get("recommended_k") is not None:
-        lines = [f"- cluster {i}: {', '.join(map(md_text, c))}"
-                 for i, c in enumerate(card.class_clusters())]
+        lines = [
+            f"- cluster {i}: {', '.join(map(md_text, c))}"
+            for i, c in enumerate(card.class_clusters())
+        ]
         clusters_section = (
             f"Recommended class clusters (k = {cc['recommended_k']}, {md_text(cc['method'])}"
             f"{', ' + md_text(cc['linkage']) + ' linkage' if cc.get('linkage') else ''}):\n\n"
@@ -214,8 +239,9 @@ def _template_body(card: Card) -> str:
     )
 
 
-def render_readme(card: Card, existing: str | None = None, *,
-                  where: str = "The existing README.md") -> str:
+def render_readme(
+    card: Card, existing: str | None = None, *, where: str = "The existing README.md"
+) -> str:
     """The text of ``README.md`` for a card.
 
     Parameters

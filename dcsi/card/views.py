@@ -35,8 +35,14 @@ from dcsi.exceptions import DcsiError
 if TYPE_CHECKING:
     from dcsi.card.card import Card
 
-__all__ = ["freeze", "ClassTree", "ClassSpectrum", "class_tree", "class_spectrum",
-           "stored_spectra"]
+__all__ = [
+    "ClassSpectrum",
+    "ClassTree",
+    "class_spectrum",
+    "class_tree",
+    "freeze",
+    "stored_spectra",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -128,8 +134,9 @@ def _recluster(card: Card) -> Any | None:
     counts = feats.get("class_counts") or data["dataset"]["class_counts"]
     try:
         s = card.similarity(card.primary_kind)
-        return cluster_classes(s, linkage=linkage, class_counts=np.asarray(counts),
-                               classes=card.classes)
+        return cluster_classes(
+            s, linkage=linkage, class_counts=np.asarray(counts), classes=card.classes
+        )
     except DcsiError as exc:  # NaN entries, fewer than 2 classes, ...
         logger.info("class tree and spectrum not in the card and not recomputable: %s", exc)
         return None
@@ -167,15 +174,25 @@ def class_tree(card: Card, *, recompute: bool = True) -> ClassTree | None:
     z = _stored_array(cc, "linkage_matrix", (k - 1, 4))
     order = _stored_array(cc, "leaf_order", (k,))
     if z is not None and order is not None:
-        return ClassTree(z, order.astype(np.int64), str(cc.get("linkage")),
-                         str(cc.get("tree_distance") or "class distance"), stored=True)
+        return ClassTree(
+            z,
+            order.astype(np.int64),
+            str(cc.get("linkage")),
+            str(cc.get("tree_distance") or "class distance"),
+            stored=True,
+        )
     if not recompute:
         return None
     res = _recluster(card)
     if res is None:
         return None
-    return ClassTree(np.asarray(res.linkage_matrix), np.asarray(res.leaf_order, dtype=np.int64),
-                     res.linkage, str(res.tree_distance), stored=False)
+    return ClassTree(
+        np.asarray(res.linkage_matrix),
+        np.asarray(res.leaf_order, dtype=np.int64),
+        res.linkage,
+        str(res.tree_distance),
+        stored=False,
+    )
 
 
 def class_spectrum(card: Card, *, recompute: bool = True) -> ClassSpectrum | None:
@@ -198,15 +215,17 @@ def class_spectrum(card: Card, *, recompute: bool = True) -> ClassSpectrum | Non
     cc = card.data.get("class_clusters") or {}
     lam = _stored_array(cc, "eigenvalues", (k,))
     if lam is not None:
-        return ClassSpectrum(lam, label.format(cc.get("tree_distance") or "class distance"),
-                             stored=True)
+        return ClassSpectrum(
+            lam, label.format(cc.get("tree_distance") or "class distance"), stored=True
+        )
     if not recompute or cc.get("linkage_matrix") is not None:
         return None  # a new card without eigenvalues: the graph was undefined
     res = _recluster(card)
     if res is None or res.eigenvalues is None:
         return None
-    return ClassSpectrum(np.asarray(res.eigenvalues), label.format(res.tree_distance)
-                         + ", recomputed", stored=False)
+    return ClassSpectrum(
+        np.asarray(res.eigenvalues), label.format(res.tree_distance) + ", recomputed", stored=False
+    )
 
 
 def stored_spectra(card: Card, *, max_depth: int = 3) -> dict[str, np.ndarray]:
@@ -228,8 +247,11 @@ def stored_spectra(card: Card, *, max_depth: int = 3) -> dict[str, np.ndarray]:
         if not isinstance(obj, Mapping) or depth > max_depth:
             return
         ev = obj.get("eigenvalues")
-        if (isinstance(ev, (list, tuple)) and ev
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in ev)):
+        if (
+            isinstance(ev, (list, tuple))
+            and ev
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in ev)
+        ):
             found[f"{path} (stored)"] = np.asarray(ev, dtype=np.float64)
         for key, value in sorted(obj.items()):
             if key not in ("eigenvalues", "matrix", "stderr", "class_sums", "groups"):

@@ -22,7 +22,7 @@ from dcsi import __version__
 from dcsi._progress import set_progress
 from dcsi.exceptions import DcsiError
 
-__all__ = ["main", "build_parser", "printable"]
+__all__ = ["build_parser", "main", "printable"]
 
 _SUBCOMMANDS = ("analyze", "redundancy", "leakage", "card")
 

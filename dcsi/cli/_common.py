@@ -6,29 +6,45 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_source_options", "add_progress_option", "add_align_options",
-           "align_from_args", "check_out_dir", "not_read", "source_kwargs"]
+__all__ = [
+    "add_align_options",
+    "add_progress_option",
+    "add_source_options",
+    "align_from_args",
+    "check_out_dir",
+    "not_read",
+    "source_kwargs",
+]
 
 
 def add_source_options(parser: argparse.ArgumentParser, *, prefix: str = "") -> None:
     """``--split``, ``--image-column``, ``--label-column`` (auto-detected when omitted),
     ``--follow-symlinks`` (read links and image paths leading out of the dataset folder)."""
-    parser.add_argument(f"--{prefix}split", default=None,
-                        help="dataset split (default: the only one, or 'train')")
-    parser.add_argument(f"--{prefix}image-column", default=None,
-                        help="image column of a Hugging Face dataset (auto-detected)")
-    parser.add_argument(f"--{prefix}label-column", default=None,
-                        help="label column (auto-detected; none means unlabelled)")
-    parser.add_argument(f"--{prefix}follow-symlinks", action="store_true",
-                        help="also read symbolic links, and image paths of a Hugging Face "
-                        "dataset, that lead outside the dataset folder (default: skip and "
-                        "list them)")
+    parser.add_argument(
+        f"--{prefix}split", default=None, help="dataset split (default: the only one, or 'train')"
+    )
+    parser.add_argument(
+        f"--{prefix}image-column",
+        default=None,
+        help="image column of a Hugging Face dataset (auto-detected)",
+    )
+    parser.add_argument(
+        f"--{prefix}label-column",
+        default=None,
+        help="label column (auto-detected; none means unlabelled)",
+    )
+    parser.add_argument(
+        f"--{prefix}follow-symlinks",
+        action="store_true",
+        help="also read symbolic links, and image paths of a Hugging Face "
+        "dataset, that lead outside the dataset folder (default: skip and "
+        "list them)",
+    )
 
 
 def add_progress_option(parser: argparse.ArgumentParser) -> None:
     """``--no-progress``: no progress bars (also ``DCSI_DISABLE_PROGRESS=1``)."""
-    parser.add_argument("--no-progress", action="store_true",
-                        help="hide progress bars")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def add_align_options(parser: argparse.ArgumentParser) -> None:
@@ -38,18 +54,33 @@ def add_align_options(parser: argparse.ArgumentParser) -> None:
     from dcsi.aligned import AlignOptions
 
     d = AlignOptions()
-    parser.add_argument("--no-align", dest="align", action="store_false",
-                        help="wavelet: skip the second, shift/crop-tolerant stage")
-    parser.add_argument("--align-threshold", type=float, default=d.threshold,
-                        help="wavelet, second stage: largest aligned distance (1 - "
-                        "correlation after the best shift or crop of either image); "
-                        f"default {d.threshold:g}")
-    parser.add_argument("--max-shift", type=int, default=d.max_shift,
-                        help="wavelet, second stage: largest shift in pixels "
-                        f"(default {d.max_shift})")
-    parser.add_argument("--max-crop", type=int, default=d.max_crop,
-                        help="wavelet, second stage: largest crop in pixels per axis, "
-                        f"resized back (default {d.max_crop})")
+    parser.add_argument(
+        "--no-align",
+        dest="align",
+        action="store_false",
+        help="wavelet: skip the second, shift/crop-tolerant stage",
+    )
+    parser.add_argument(
+        "--align-threshold",
+        type=float,
+        default=d.threshold,
+        help="wavelet, second stage: largest aligned distance (1 - "
+        "correlation after the best shift or crop of either image); "
+        f"default {d.threshold:g}",
+    )
+    parser.add_argument(
+        "--max-shift",
+        type=int,
+        default=d.max_shift,
+        help=f"wavelet, second stage: largest shift in pixels (default {d.max_shift})",
+    )
+    parser.add_argument(
+        "--max-crop",
+        type=int,
+        default=d.max_crop,
+        help="wavelet, second stage: largest crop in pixels per axis, "
+        f"resized back (default {d.max_crop})",
+    )
 
 
 def align_from_args(args: argparse.Namespace) -> Any:
@@ -58,8 +89,9 @@ def align_from_args(args: argparse.Namespace) -> Any:
 
     if not args.align:
         return False
-    return AlignOptions(threshold=args.align_threshold, max_shift=args.max_shift,
-                        max_crop=args.max_crop)
+    return AlignOptions(
+        threshold=args.align_threshold, max_shift=args.max_shift, max_crop=args.max_crop
+    )
 
 
 def check_out_dir(path: str, option: str = "--out") -> Path:
@@ -82,29 +114,33 @@ def check_out_dir(path: str, option: str = "--out") -> Path:
     probe = out
     while not probe.exists():
         if probe.is_symlink():
-            raise DataError(f"{option} {path}: {probe} is a broken link; give another "
-                            "output folder.")
+            raise DataError(
+                f"{option} {path}: {probe} is a broken link; give another output folder."
+            )
         if probe.parent == probe:
             break
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
         where = "is a file" if probe == out else f"is under the file {probe}"
-        raise DataError(f"{option} {path} {where}; give a folder (it is created if "
-                        "missing).")
+        raise DataError(f"{option} {path} {where}; give a folder (it is created if missing).")
     try:
         with tempfile.NamedTemporaryFile(dir=probe, prefix=".dcsi-probe-"):
             pass
     except OSError as exc:
-        raise DataError(f"{option} {path}: cannot write in {probe} ({exc.strerror or exc}); "
-                        "give a folder you can write to.") from None
+        raise DataError(
+            f"{option} {path}: cannot write in {probe} ({exc.strerror or exc}); "
+            "give a folder you can write to."
+        ) from None
     return out
 
 
 def not_read(images: Any) -> dict:
     """What an opened source left out: ``skipped`` items (id and reason) and
     ``dropped_classes`` (classes without a usable image), for the result files."""
-    return {"skipped": [s.to_dict() for s in images.skipped],
-            "dropped_classes": list(images.dropped_classes)}
+    return {
+        "skipped": [s.to_dict() for s in images.skipped],
+        "dropped_classes": list(images.dropped_classes),
+    }
 
 
 def source_kwargs(args: argparse.Namespace, *, prefix: str = "") -> dict:

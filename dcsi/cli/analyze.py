@@ -6,7 +6,7 @@ import argparse
 import shlex
 import sys
 
-from dcsi.cli._common import check_out_dir, add_progress_option, add_source_options, source_kwargs
+from dcsi.cli._common import add_progress_option, add_source_options, check_out_dir, source_kwargs
 from dcsi.redundancy import METHODS
 
 __all__ = ["register"]
@@ -19,29 +19,59 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Analyze an image dataset and write DIR/dcsi.json, DIR/README.md, "
         "DIR/croissant.json and DIR/report.html.",
     )
-    p.add_argument("source", metavar="SOURCE",
-                   help="image folder, saved HF dataset, hf:<repo>[:<config>], sample:digits")
+    p.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="image folder, saved HF dataset, hf:<repo>[:<config>], sample:digits",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     add_source_options(p)
-    p.add_argument("--backbone", default="efficientnet_lite0",
-                   help="feature extractor (default: efficientnet_lite0)")
-    p.add_argument("--weights", default=None, metavar="PATH",
-                   help="backbone weights file (a state dict)")
-    p.add_argument("--analyzers", default="cnn,ssim,wavelet",
-                   help="comma-separated subset of cnn,ssim,wavelet (default: all)")
-    p.add_argument("--image-size", type=int, default=None,
-                   help="backbone input size in pixels (default: chosen from the images)")
+    p.add_argument(
+        "--backbone",
+        default="efficientnet_lite0",
+        help="feature extractor (default: efficientnet_lite0)",
+    )
+    p.add_argument(
+        "--weights", default=None, metavar="PATH", help="backbone weights file (a state dict)"
+    )
+    p.add_argument(
+        "--analyzers",
+        default="cnn,ssim,wavelet",
+        help="comma-separated subset of cnn,ssim,wavelet (default: all)",
+    )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="backbone input size in pixels (default: chosen from the images)",
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--max-per-class", type=int, default=None,
-                   help="use at most N images per class (seeded random subset)")
-    p.add_argument("--linkage", choices=("single", "complete", "average", "ward"),
-                   default="average", help="linkage of the class clustering")
-    p.add_argument("--redundancy-method", choices=METHODS, default="wavelet",
-                   help="near-duplicate search stored in the card (default: wavelet)")
+    p.add_argument(
+        "--max-per-class",
+        type=int,
+        default=None,
+        help="use at most N images per class (seeded random subset)",
+    )
+    p.add_argument(
+        "--linkage",
+        choices=("single", "complete", "average", "ward"),
+        default="average",
+        help="linkage of the class clustering",
+    )
+    p.add_argument(
+        "--redundancy-method",
+        choices=METHODS,
+        default="wavelet",
+        help="near-duplicate search stored in the card (default: wavelet)",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cache", default=None, metavar="DIR",
-                   help="feature cache folder (default: $DCSI_CACHE or ~/.cache/dcsi)")
+    p.add_argument(
+        "--cache",
+        default=None,
+        metavar="DIR",
+        help="feature cache folder (default: $DCSI_CACHE or ~/.cache/dcsi)",
+    )
     p.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
     add_progress_option(p)
     p.set_defaults(func=run)
@@ -53,11 +83,18 @@ def run(args: argparse.Namespace) -> int:
     from dcsi.sources import open_source
 
     check_out_dir(args.out)
-    check_parameters(analyzers=args.analyzers, seed=args.seed, batch_size=args.batch_size,
-                     redundancy_method=args.redundancy_method, backbone=args.backbone,
-                     weights=args.weights, image_size=args.image_size)
-    images = open_source(args.source, max_per_class=args.max_per_class, seed=args.seed,
-                         **source_kwargs(args))
+    check_parameters(
+        analyzers=args.analyzers,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        redundancy_method=args.redundancy_method,
+        backbone=args.backbone,
+        weights=args.weights,
+        image_size=args.image_size,
+    )
+    images = open_source(
+        args.source, max_per_class=args.max_per_class, seed=args.seed, **source_kwargs(args)
+    )
     card = analyze_images(
         images,
         backbone=args.backbone,
@@ -74,8 +111,9 @@ def run(args: argparse.Namespace) -> int:
         command=shlex.join(["dcsi", *sys.argv[1:]]),
     )
     position = {item_id: i for i, item_id in enumerate(images.ids)}
-    paths = write_card_files(card, args.out,
-                             load_image=lambda item_id: images.load(position[item_id]))
+    paths = write_card_files(
+        card, args.out, load_image=lambda item_id: images.load(position[item_id])
+    )
     print(card.summary())
     print()
     for path in paths.values():

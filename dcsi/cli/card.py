@@ -18,7 +18,7 @@ from dcsi._io import atomic_write_bytes, atomic_write_text
 from dcsi.cli import printable
 from dcsi.exceptions import DcsiError
 
-__all__ = ["register", "attach_card"]
+__all__ = ["attach_card", "register"]
 
 _CARD_FILES = ("dcsi.json", "croissant.json", "report.html", "README.md")
 
@@ -26,44 +26,69 @@ _CARD_FILES = ("dcsi.json", "croissant.json", "report.html", "README.md")
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``card`` with its ``validate``, ``show`` and ``attach`` subcommands."""
     parser = subparsers.add_parser(
-        "card", help="validate, show or attach a dataset card (dcsi.json)",
+        "card",
+        help="validate, show or attach a dataset card (dcsi.json)",
         description="Work with a dcsi dataset card: a dcsi.json file or a folder holding one.",
     )
     sub = parser.add_subparsers(dest="card_command", metavar="ACTION", required=True)
 
-    p = sub.add_parser("validate", help="check a card against the schema",
-                       description="Check dcsi.json against the card schema, and that the "
-                       "views next to it (croissant.json, README.md, report.html) were made "
-                       "from it. Exit 0 and 'valid' when it passes; exit 1 with the reason "
-                       "when it does not.")
+    p = sub.add_parser(
+        "validate",
+        help="check a card against the schema",
+        description="Check dcsi.json against the card schema, and that the "
+        "views next to it (croissant.json, README.md, report.html) were made "
+        "from it. Exit 0 and 'valid' when it passes; exit 1 with the reason "
+        "when it does not.",
+    )
     p.add_argument("path", metavar="PATH", help="dcsi.json or a folder containing it")
     p.set_defaults(func=_cmd_validate)
 
-    p = sub.add_parser("show", help="print a human summary of a card",
-                       description="Print the index, the most similar class pairs, the "
-                       "class clusters and the redundancy counts of a card.")
+    p = sub.add_parser(
+        "show",
+        help="print a human summary of a card",
+        description="Print the index, the most similar class pairs, the "
+        "class clusters and the redundancy counts of a card.",
+    )
     p.add_argument("path", metavar="PATH", help="dcsi.json or a folder containing it")
-    p.add_argument("--pairs", type=int, default=5, metavar="N",
-                   help="number of most similar class pairs to list (default: 5)")
+    p.add_argument(
+        "--pairs",
+        type=int,
+        default=5,
+        metavar="N",
+        help="number of most similar class pairs to list (default: 5)",
+    )
     p.set_defaults(func=_cmd_show)
 
     p = sub.add_parser(
-        "attach", help="copy a card into a dataset folder or Hub dataset repo",
+        "attach",
+        help="copy a card into a dataset folder or Hub dataset repo",
         description="Write dcsi.json, croissant.json and report.html into a local dataset "
         "folder (or a cloned Hub repository) and add or replace the 'dcsi:' key of its "
         "README.md, keeping the rest of the README. With --push, upload them to a Hugging "
         "Face dataset repository using your token (hf auth login, or HF_TOKEN).",
     )
     p.add_argument("path", metavar="PATH", help="dcsi.json or a folder containing it")
-    p.add_argument("--to", required=True, metavar="DATASET_DIR_OR_REPO_ID",
-                   help="an existing local folder, or a Hub dataset repo id with --push")
-    p.add_argument("--push", action="store_true",
-                   help="upload to the Hugging Face Hub (a repo id in --to, or --repo-id "
-                   "when --to is a folder)")
-    p.add_argument("--repo-id", default=None, metavar="OWNER/NAME",
-                   help="Hub dataset repo to push a local --to folder to")
-    p.add_argument("--token", default=None,
-                   help="Hugging Face token (default: the saved login or HF_TOKEN)")
+    p.add_argument(
+        "--to",
+        required=True,
+        metavar="DATASET_DIR_OR_REPO_ID",
+        help="an existing local folder, or a Hub dataset repo id with --push",
+    )
+    p.add_argument(
+        "--push",
+        action="store_true",
+        help="upload to the Hugging Face Hub (a repo id in --to, or --repo-id "
+        "when --to is a folder)",
+    )
+    p.add_argument(
+        "--repo-id",
+        default=None,
+        metavar="OWNER/NAME",
+        help="Hub dataset repo to push a local --to folder to",
+    )
+    p.add_argument(
+        "--token", default=None, help="Hugging Face token (default: the saved login or HF_TOKEN)"
+    )
     p.add_argument("--revision", default=None, help="branch to push to (default: main)")
     p.set_defaults(func=_cmd_attach)
 
@@ -80,8 +105,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             "from another dcsi.json (its recorded sha256 differs; a run stopped between two "
             "files?); re-run the command that wrote the folder, or delete the stale file."
         )
-    print(printable(f"{args.path}: valid dcsi card (schema {card.schema_version}, "
-                    f"{card.n_images} images, {len(card.classes)} classes)"))
+    print(
+        printable(
+            f"{args.path}: valid dcsi card (schema {card.schema_version}, "
+            f"{card.n_images} images, {len(card.classes)} classes)"
+        )
+    )
     return 0
 
 
@@ -130,8 +159,7 @@ def _token(explicit: str | None) -> str:
     token = explicit or get_token()
     if not token:
         raise DcsiError(
-            "--push needs a Hugging Face token: run `hf auth login`, set HF_TOKEN, "
-            "or pass --token."
+            "--push needs a Hugging Face token: run `hf auth login`, set HF_TOKEN, or pass --token."
         )
     return token
 
@@ -175,18 +203,33 @@ def _quiet_hub() -> Iterator[None]:
         hub_logger.setLevel(level)
 
 
-def _push(card, src: Path, repo_id: str, *, token: str | None, revision: str | None,
-          local_dir: Path | None = None) -> str:
+def _push(
+    card,
+    src: Path,
+    repo_id: str,
+    *,
+    token: str | None,
+    revision: str | None,
+    local_dir: Path | None = None,
+) -> str:
     """Upload the card files to a Hub dataset repo; returns the commit URL."""
     import huggingface_hub  # noqa: F401 -- sets up its loggers before _quiet_hub
 
     with _quiet_hub():
-        return _push_quietly(card, src, repo_id, token=token, revision=revision,
-                             local_dir=local_dir)
+        return _push_quietly(
+            card, src, repo_id, token=token, revision=revision, local_dir=local_dir
+        )
 
 
-def _push_quietly(card, src: Path, repo_id: str, *, token: str | None, revision: str | None,
-                  local_dir: Path | None = None) -> str:
+def _push_quietly(
+    card,
+    src: Path,
+    repo_id: str,
+    *,
+    token: str | None,
+    revision: str | None,
+    local_dir: Path | None = None,
+) -> str:
     """The upload itself (see :func:`_push`)."""
     from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.errors import (
@@ -207,8 +250,13 @@ def _push_quietly(card, src: Path, repo_id: str, *, token: str | None, revision:
                 shutil.copyfile(local_dir / name, stage / name)
         else:
             try:
-                readme = api.hf_hub_download(repo_id, "README.md", repo_type="dataset",
-                                             revision=revision, local_dir=Path(tmp) / "remote")
+                readme = api.hf_hub_download(
+                    repo_id,
+                    "README.md",
+                    repo_type="dataset",
+                    revision=revision,
+                    local_dir=Path(tmp) / "remote",
+                )
                 shutil.copyfile(readme, stage / "README.md")
             except RepositoryNotFoundError:
                 raise DcsiError(
@@ -223,18 +271,25 @@ def _push_quietly(card, src: Path, repo_id: str, *, token: str | None, revision:
             except EntryNotFoundError:
                 pass  # no README yet: a new one from the template
             except HfHubHTTPError as exc:
-                raise DcsiError(f"could not read {repo_id!r} from the Hub: {_one_line(exc)}") from None
+                raise DcsiError(
+                    f"could not read {repo_id!r} from the Hub: {_one_line(exc)}"
+                ) from None
             except network as exc:
                 raise DcsiError(
                     f"could not reach the Hugging Face Hub to read {repo_id!r} "
                     f"({_one_line(exc)}); check your network and retry."
                 ) from None
             _write_into(card, src, stage)
-        operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=(stage / name).read_bytes())
-                      for name in _CARD_FILES]
+        operations = [
+            CommitOperationAdd(path_in_repo=name, path_or_fileobj=(stage / name).read_bytes())
+            for name in _CARD_FILES
+        ]
         try:
             info = api.create_commit(
-                repo_id, operations, repo_type="dataset", revision=revision,
+                repo_id,
+                operations,
+                repo_type="dataset",
+                revision=revision,
                 commit_message=f"Add dcsi card (schema {card.schema_version})",
             )
         except RepositoryNotFoundError:
@@ -251,9 +306,15 @@ def _push_quietly(card, src: Path, repo_id: str, *, token: str | None, revision:
     return str(getattr(info, "commit_url", info))
 
 
-def attach_card(path: str | os.PathLike[str], to: str, *, push: bool = False,
-                repo_id: str | None = None, token: str | None = None,
-                revision: str | None = None) -> list[str]:
+def attach_card(
+    path: str | os.PathLike[str],
+    to: str,
+    *,
+    push: bool = False,
+    repo_id: str | None = None,
+    token: str | None = None,
+    revision: str | None = None,
+) -> list[str]:
     """Attach a card to a dataset folder and/or a Hub dataset repository.
 
     Parameters
@@ -302,8 +363,10 @@ def attach_card(path: str | os.PathLike[str], to: str, *, push: bool = False,
         files = _write_into(card, src, dest)
         out.append(f"attached to {dest}: " + ", ".join(f.name for f in files))
         if push:
-            out.append(f"pushed to {repo_id}: "
-                       + _push(card, src, repo_id, token=token, revision=revision, local_dir=dest))
+            out.append(
+                f"pushed to {repo_id}: "
+                + _push(card, src, repo_id, token=token, revision=revision, local_dir=dest)
+            )
         return out
     rid = repo_id or to
     out.append(f"pushed to {rid}: " + _push(card, src, rid, token=token, revision=revision))
@@ -311,7 +374,13 @@ def attach_card(path: str | os.PathLike[str], to: str, *, push: bool = False,
 
 
 def _cmd_attach(args: argparse.Namespace) -> int:
-    for line in attach_card(args.path, args.to, push=args.push, repo_id=args.repo_id,
-                            token=args.token, revision=args.revision):
+    for line in attach_card(
+        args.path,
+        args.to,
+        push=args.push,
+        repo_id=args.repo_id,
+        token=args.token,
+        revision=args.revision,
+    ):
         print(printable(line))
     return 0

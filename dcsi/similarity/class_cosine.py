@@ -39,16 +39,16 @@ from dcsi._validation import check_array, check_choice, check_int, check_labels
 from dcsi.exceptions import InvalidParameterError
 
 __all__ = [
-    "ClassStats",
-    "ClassSimilarity",
     "METRICS",
-    "class_stats",
-    "class_similarity",
-    "compute_class_similarity",
+    "ClassSimilarity",
+    "ClassStats",
     "class_distance_sums",
+    "class_similarity",
+    "class_stats",
+    "compute_class_similarity",
     "cosine_from_stats",
-    "sqeuclidean_from_stats",
     "most_similar_pairs",
+    "sqeuclidean_from_stats",
 ]
 
 logger = logging.getLogger(__name__)
@@ -333,16 +333,19 @@ def class_distance_sums(
             f"Got {xa.shape[1]} and {xb.shape[1]} instead."
         )
     bs = _block_rows(block_size, caller)
-    scipy_metric = {"euclidean": "euclidean", "sqeuclidean": "sqeuclidean",
-                    "manhattan": "cityblock"}[name]
+    scipy_metric = {
+        "euclidean": "euclidean",
+        "sqeuclidean": "sqeuclidean",
+        "manhattan": "cityblock",
+    }[name]
     xa = np.ascontiguousarray(xa, dtype=np.float64)
     xb = np.ascontiguousarray(xb, dtype=np.float64)
     total = np.zeros((k, k), dtype=np.float64)
     for i0 in range(0, xa.shape[0], bs):
-        oa = _onehot(ya[i0:i0 + bs], k)
+        oa = _onehot(ya[i0 : i0 + bs], k)
         for j0 in range(0, xb.shape[0], bs):
-            d = cdist(xa[i0:i0 + bs], xb[j0:j0 + bs], metric=scipy_metric)
-            total += oa.T @ (d @ _onehot(yb[j0:j0 + bs], k))
+            d = cdist(xa[i0 : i0 + bs], xb[j0 : j0 + bs], metric=scipy_metric)
+            total += oa.T @ (d @ _onehot(yb[j0 : j0 + bs], k))
     return total
 
 
@@ -368,15 +371,15 @@ def _blockwise_totals(
     x = np.ascontiguousarray(x, dtype=np.float64)
     n = x.shape[0]
     starts = list(range(0, n, block_size))
-    onehots = [_onehot(y[s:s + block_size], k) for s in starts]
+    onehots = [_onehot(y[s : s + block_size], k) for s in starts]
     total = np.zeros((k, k), dtype=np.float64)
     n_blocks = len(starts) * (len(starts) + 1) // 2
     with progress(total=n_blocks, desc=f"class {metric} distances", unit="block") as bar:
         for bi, i0 in enumerate(starts):
-            xi = x[i0:i0 + block_size]
+            xi = x[i0 : i0 + block_size]
             for bj in range(bi, len(starts)):
                 j0 = starts[bj]
-                d = cdist(xi, x[j0:j0 + block_size], metric=scipy_metric)
+                d = cdist(xi, x[j0 : j0 + block_size], metric=scipy_metric)
                 part = onehots[bi].T @ (d @ onehots[bj])
                 total += part if bi == bj else part + part.T
                 bar.update(1)
@@ -479,12 +482,15 @@ def compute_class_similarity(
     name = _metric(metric, "compute_class_similarity")
     if n_classes is None and classes is not None:
         n_classes = len(classes)
-    matrix = class_similarity(features, labels, name, n_classes=n_classes,
-                              block_size=block_size)
+    matrix = class_similarity(features, labels, name, n_classes=n_classes, block_size=block_size)
     y = check_labels(labels, np.asarray(features).shape[0], "compute_class_similarity")
     counts = np.bincount(y, minlength=matrix.shape[0]).astype(np.int64)
-    return ClassSimilarity(matrix=matrix, metric=name, counts=counts,
-                           classes=None if classes is None else list(classes))
+    return ClassSimilarity(
+        matrix=matrix,
+        metric=name,
+        counts=counts,
+        classes=None if classes is None else list(classes),
+    )
 
 
 def most_similar_pairs(
@@ -515,8 +521,7 @@ def most_similar_pairs(
     m = check_array(S, "S", caller, ndim=2, dtype=np.float64)
     if m.shape[0] != m.shape[1]:
         raise InvalidParameterError(
-            f"The 'S' parameter of {caller} must be a square matrix. "
-            f"Got shape {m.shape} instead."
+            f"The 'S' parameter of {caller} must be a square matrix. Got shape {m.shape} instead."
         )
     n = check_int(n, "n", caller, min_value=0)
     check_choice(kind, "kind", caller, ["similarity", "distance"])

@@ -61,17 +61,17 @@ from dcsi._validation import check_array, check_choice, check_float, check_int, 
 from dcsi.exceptions import InvalidParameterError
 
 __all__ = [
-    "ssim_matrix",
-    "ssim_pairs",
-    "ssim_cross",
-    "ssim_threshold_pairs",
-    "ssim_topk",
-    "class_ssim",
+    "DEFAULT_MAX_PER_CLASS",
+    "DEFAULT_WIN_SIZE",
+    "SIGMA",
     "ClassSSIM",
     "auto_win_size",
-    "SIGMA",
-    "DEFAULT_WIN_SIZE",
-    "DEFAULT_MAX_PER_CLASS",
+    "class_ssim",
+    "ssim_cross",
+    "ssim_matrix",
+    "ssim_pairs",
+    "ssim_threshold_pairs",
+    "ssim_topk",
 ]
 
 logger = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ def _filter_rows(n: int, pad: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from scipy.ndimage import gaussian_filter1d
 
     full = gaussian_filter1d(np.eye(n), SIGMA, axis=0, mode="reflect", truncate=_TRUNCATE)
-    F = np.ascontiguousarray(full[pad: n - pad])
+    F = np.ascontiguousarray(full[pad : n - pad])
     s = min(2 * _RADIUS + 1, n)
     starts = np.clip(np.arange(pad, n - pad) - _RADIUS, 0, n - s)
     idx = starts[:, None] + np.arange(s)
@@ -204,8 +204,9 @@ class _Plan:
         return (win * self.sqrt_wc).transpose(1, 2, 3, 0, 4)
 
 
-def _make_plan(shape: tuple[int, ...], data_range: float, win_size: int | None,
-               caller: str) -> _Plan:
+def _make_plan(
+    shape: tuple[int, ...], data_range: float, win_size: int | None, caller: str
+) -> _Plan:
     h, w = shape[1], shape[2]
     c = shape[3] if len(shape) == 4 else 1
     if win_size is None:
@@ -219,14 +220,18 @@ def _make_plan(shape: tuple[int, ...], data_range: float, win_size: int | None,
             )
     if min(h, w) < win:
         fit = min(h, w) if min(h, w) % 2 else min(h, w) - 1
-        hint = (f"pass win_size={fit} (an odd value <= {min(h, w)}, skimage's rule for "
-                "small images) or upsample the images" if fit >= 1 else "upsample the images")
+        hint = (
+            f"pass win_size={fit} (an odd value <= {min(h, w)}, skimage's rule for "
+            "small images) or upsample the images"
+            if fit >= 1
+            else "upsample the images"
+        )
         raise InvalidParameterError(
             f"SSIM with a {win}x{win} window needs images of at least {win}x{win} pixels; "
             f"got {h}x{w}: {hint}."
         )
     pad = (win - 1) // 2
-    Fr, ridx, wr = _filter_rows(h, pad)
+    Fr, ridx, _wr = _filter_rows(h, pad)
     Fc, cidx, wc = _filter_rows(w, pad)
     return _Plan(h, w, c, win, float(data_range), Fr, Fc, ridx, cidx, np.sqrt(wc))
 
@@ -248,8 +253,7 @@ def _check_images(images: Any, name: str, caller: str) -> np.ndarray:
 
 def _resolve_data_range(arr: np.ndarray, data_range: float | None, caller: str) -> float:
     if data_range is not None:
-        return check_float(data_range, "data_range", caller, min_value=0.0,
-                           min_inclusive=False)
+        return check_float(data_range, "data_range", caller, min_value=0.0, min_inclusive=False)
     if arr.dtype == np.uint8:
         return 255.0
     raise InvalidParameterError(
@@ -274,12 +278,12 @@ class _Backend:
             from dcsi._validation import require
 
             torch = require("torch", "SSIM on the torch backend", "dcsi[torch]")
-        elif backend == "auto":
+        elif backend == "auto":  # noqa: SIM102 -- the comment belongs to the inner test
             # importing torch costs seconds: look for a GPU only when torch is loaded
             # already (e.g. by the CNN analyzer) or when device="cuda" asks for one
             if "torch" in sys.modules or device == "cuda":
                 try:
-                    import torch  # noqa: F811
+                    import torch
                 except ImportError:
                     torch = None
         if backend == "auto":
@@ -349,16 +353,20 @@ class _Prepared:
         return 8 * n
 
 
-def _prepare(plan: _Plan, be: _Backend, images: np.ndarray, *, left: bool,
-             right: bool) -> _Prepared:
+def _prepare(
+    plan: _Plan, be: _Backend, images: np.ndarray, *, left: bool, right: bool
+) -> _Prepared:
     x = plan.to_float(images)
     mu, var = plan.moments(x)
     r = plan.row_windows(x)
     z = np.ascontiguousarray(r) if left else None
     zt = np.ascontiguousarray(r.transpose(0, 1, 2, 4, 3)) if right else None
-    return _Prepared(be.asarray(mu), be.asarray(var),
-                     be.asarray(z) if left else None,
-                     be.asarray(zt) if right else None)
+    return _Prepared(
+        be.asarray(mu),
+        be.asarray(var),
+        be.asarray(z) if left else None,
+        be.asarray(zt) if right else None,
+    )
 
 
 def _gram_block(plan: _Plan, be: _Backend, A: _Prepared, B: _Prepared) -> np.ndarray:
@@ -433,7 +441,7 @@ def _iter_blocks(
     used = 0
     with progress(total=total, desc=desc, unit="block") as bar, _single_thread_blas():
         for i0 in starts_i:
-            A = _prepare(plan, be, images[i0: i0 + b], left=True, right=others is None)
+            A = _prepare(plan, be, images[i0 : i0 + b], left=True, right=others is None)
             for j0 in starts_j:
                 if others is None and j0 < i0:
                     continue
@@ -442,7 +450,7 @@ def _iter_blocks(
                 elif j0 in cache:
                     B = cache[j0]
                 else:
-                    B = _prepare(plan, be, target[j0: j0 + b], left=False, right=True)
+                    B = _prepare(plan, be, target[j0 : j0 + b], left=False, right=True)
                     if used + B.nbytes <= _CACHE_BYTES:
                         cache[j0] = B
                         used += B.nbytes
@@ -450,9 +458,15 @@ def _iter_blocks(
                 bar.update(1)
 
 
-def _setup(images: Any, data_range: float | None, win_size: int | None, backend: str,
-           device: str, block_size: int | None, caller: str
-           ) -> tuple[np.ndarray, _Plan, _Backend, int]:
+def _setup(
+    images: Any,
+    data_range: float | None,
+    win_size: int | None,
+    backend: str,
+    device: str,
+    block_size: int | None,
+    caller: str,
+) -> tuple[np.ndarray, _Plan, _Backend, int]:
     arr = _check_images(images, "images", caller)
     dr = _resolve_data_range(arr, data_range, caller)
     plan = _make_plan(arr.shape, dr, win_size, caller)
@@ -510,14 +524,15 @@ def ssim_matrix(
     >>> M.shape, bool(np.allclose(np.diag(M), 1.0))
     ((3, 3), True)
     """
-    arr, plan, be, b = _setup(images, data_range, win_size, backend, device, block_size,
-                              "ssim_matrix")
+    arr, plan, be, b = _setup(
+        images, data_range, win_size, backend, device, block_size, "ssim_matrix"
+    )
     n = arr.shape[0]
     out = np.empty((n, n))
     for i0, j0, vals in _iter_blocks(plan, be, arr, b):
-        out[i0: i0 + vals.shape[0], j0: j0 + vals.shape[1]] = vals
+        out[i0 : i0 + vals.shape[0], j0 : j0 + vals.shape[1]] = vals
         if j0 != i0:
-            out[j0: j0 + vals.shape[1], i0: i0 + vals.shape[0]] = vals.T
+            out[j0 : j0 + vals.shape[1], i0 : i0 + vals.shape[0]] = vals.T
     # diagonal blocks are computed in full; make the result exactly symmetric
     iu = np.triu_indices(n, 1)
     out[(iu[1], iu[0])] = out[iu]
@@ -548,8 +563,9 @@ def ssim_cross(
     -------
     ndarray of shape (na, nb), float64
     """
-    arr, plan, be, b = _setup(images_a, data_range, win_size, backend, device, block_size,
-                              "ssim_cross")
+    arr, plan, be, b = _setup(
+        images_a, data_range, win_size, backend, device, block_size, "ssim_cross"
+    )
     other = _check_images(images_b, "images_b", "ssim_cross")
     if other.shape[1:] != arr.shape[1:] or other.dtype != arr.dtype:
         raise InvalidParameterError(
@@ -559,7 +575,7 @@ def ssim_cross(
         )
     out = np.empty((arr.shape[0], other.shape[0]))
     for i0, j0, vals in _iter_blocks(plan, be, arr, b, others=other):
-        out[i0: i0 + vals.shape[0], j0: j0 + vals.shape[1]] = vals
+        out[i0 : i0 + vals.shape[0], j0 : j0 + vals.shape[1]] = vals
     return out
 
 
@@ -617,10 +633,10 @@ def ssim_pairs(
             var_all = np.empty((used_all.size, plan.n_out))
             step = max(1, chunk // 4)
             for u0 in range(0, used_all.size, step):
-                mu, var = plan.moments(plan.to_float(arr[used_all[u0: u0 + step]]))
-                mu_all[u0: u0 + step], var_all[u0: u0 + step] = mu.T, var.T
+                mu, var = plan.moments(plan.to_float(arr[used_all[u0 : u0 + step]]))
+                mu_all[u0 : u0 + step], var_all[u0 : u0 + step] = mu.T, var.T
         for s0 in progress(range(0, m, chunk), desc="SSIM pairs", unit="chunk"):
-            sub = P[s0: s0 + chunk]
+            sub = P[s0 : s0 + chunk]
             if pre:
                 gi = np.searchsorted(used_all, sub[:, 0])
                 gj = np.searchsorted(used_all, sub[:, 1])
@@ -648,7 +664,7 @@ def ssim_pairs(
             den += C1
             den *= var_all[gi] + var_all[gj] + C2
             num /= den
-            out[s0: s0 + sub.shape[0]] = num.mean(axis=1)
+            out[s0 : s0 + sub.shape[0]] = num.mean(axis=1)
     return out
 
 
@@ -685,8 +701,7 @@ def ssim_threshold_pairs(
     """
     caller = "ssim_threshold_pairs"
     threshold = check_float(threshold, "threshold", caller, min_value=-1.0, max_value=1.0)
-    arr, plan, be, b = _setup(images, data_range, win_size, backend, device, block_size,
-                              caller)
+    arr, plan, be, b = _setup(images, data_range, win_size, backend, device, block_size, caller)
     found_i, found_j, found_v = [], [], []
     for i0, j0, vals in _iter_blocks(plan, be, arr, b, desc="SSIM threshold"):
         mask = vals >= threshold
@@ -733,8 +748,7 @@ def ssim_topk(
     values : ndarray of shape (n, k), float64
     """
     caller = "ssim_topk"
-    arr, plan, be, b = _setup(images, data_range, win_size, backend, device, block_size,
-                              caller)
+    arr, plan, be, b = _setup(images, data_range, win_size, backend, device, block_size, caller)
     n = arr.shape[0]
     k = check_int(k, "k", caller, min_value=1, max_value=max(1, n - 1))
     if n < 2:
@@ -893,15 +907,21 @@ def class_ssim(
     n = arr.shape[0]
     y = check_labels(labels, n, caller)
     seed = check_int(seed, "seed", caller, min_value=0)
-    K = int(y.max()) + 1 if n_classes is None else check_int(
-        n_classes, "n_classes", caller, min_value=1)
+    K = (
+        int(y.max()) + 1
+        if n_classes is None
+        else check_int(n_classes, "n_classes", caller, min_value=1)
+    )
     if y.max() >= K:
         raise InvalidParameterError(
             f"The 'labels' parameter of {caller} must hold class ids < n_classes={K}. "
             f"Got {int(y.max())} instead."
         )
-    cap = DEFAULT_MAX_PER_CLASS if max_per_class is None else check_int(
-        max_per_class, "max_per_class", caller, min_value=2)
+    cap = (
+        DEFAULT_MAX_PER_CLASS
+        if max_per_class is None
+        else check_int(max_per_class, "max_per_class", caller, min_value=2)
+    )
     if win_size == "auto":
         win = auto_win_size(arr.shape[1], arr.shape[2])
         if win < 1:
@@ -909,12 +929,16 @@ def class_ssim(
                 f"SSIM needs images of at least 1x1 pixels; got {arr.shape[1]}x{arr.shape[2]}."
             )
         if win != DEFAULT_WIN_SIZE:
-            logger.info("class_ssim: %dx%d images are smaller than the 11x11 window; "
-                        "using win_size=%d (skimage's rule)", arr.shape[1], arr.shape[2], win)
+            logger.info(
+                "class_ssim: %dx%d images are smaller than the 11x11 window; "
+                "using win_size=%d (skimage's rule)",
+                arr.shape[1],
+                arr.shape[2],
+                win,
+            )
     else:
         win = win_size
-    arr_checked, plan, be, b = _setup(arr, data_range, win, backend, device, block_size,
-                                      caller)
+    _arr_checked, plan, be, b = _setup(arr, data_range, win, backend, device, block_size, caller)
 
     rng = np.random.default_rng(seed)
     counts = np.bincount(y, minlength=K)
@@ -937,10 +961,10 @@ def class_ssim(
         if j0 == i0:
             vals = vals.copy()
             np.fill_diagonal(vals, 0.0)
-            R[i0: i0 + bi] += vals @ onehot[j0: j0 + bj]
+            R[i0 : i0 + bi] += vals @ onehot[j0 : j0 + bj]
         else:
-            R[i0: i0 + bi] += vals @ onehot[j0: j0 + bj]
-            R[j0: j0 + bj] += vals.T @ onehot[i0: i0 + bi]
+            R[i0 : i0 + bi] += vals @ onehot[j0 : j0 + bj]
+            R[j0 : j0 + bj] += vals.T @ onehot[i0 : i0 + bi]
     matrix, stderr = _class_means(R, ys, used, counts, K)
     params = {
         "measure": "mean pairwise SSIM (skimage structural_similarity)",
@@ -959,8 +983,9 @@ def class_ssim(
         "exact": bool(np.array_equal(counts, used)),
         "n_used": used.tolist(),
         "estimator": (
-            "exact mean over all pairs" if np.array_equal(counts, used) else
-            f"mean over all pairs of a uniform random subset of at most {cap} images per "
+            "exact mean over all pairs"
+            if np.array_equal(counts, used)
+            else f"mean over all pairs of a uniform random subset of at most {cap} images per "
             f"class (seed {seed}); stderr: first-order U-statistic approximation with "
             "finite-population correction"
         ),
@@ -968,8 +993,9 @@ def class_ssim(
     return ClassSSIM(matrix=matrix, stderr=stderr, counts=counts, used=used, params=params)
 
 
-def _class_means(R: np.ndarray, ys: np.ndarray, used: np.ndarray, counts: np.ndarray,
-                 K: int) -> tuple[np.ndarray, np.ndarray]:
+def _class_means(
+    R: np.ndarray, ys: np.ndarray, used: np.ndarray, counts: np.ndarray, K: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Class means and their standard errors from per-image class sums ``R`` (m, K)."""
     matrix = np.full((K, K), np.nan)
     stderr = np.full((K, K), np.nan)

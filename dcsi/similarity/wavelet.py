@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -38,16 +38,25 @@ from dcsi.exceptions import DataError, InvalidParameterError
 __all__ = [
     "WaveletOptions",
     "WaveletRows",
-    "wavelet_rows",
-    "wavelet_coefficients",
-    "iter_wavelet_blocks",
-    "n_coefficients",
     "WaveletSimilarity",
     "class_wavelet_similarity",
+    "iter_wavelet_blocks",
+    "n_coefficients",
+    "wavelet_coefficients",
+    "wavelet_rows",
 ]
 
-_MODES = ("symmetric", "periodization", "zero", "constant", "smooth", "periodic",
-          "reflect", "antisymmetric", "antireflect")
+_MODES = (
+    "symmetric",
+    "periodization",
+    "zero",
+    "constant",
+    "smooth",
+    "periodic",
+    "reflect",
+    "antisymmetric",
+    "antireflect",
+)
 
 
 def _check_wavelet(wavelet: str, level: int, mode: str, caller: str) -> None:
@@ -84,8 +93,9 @@ def _transform(batch: np.ndarray, wavelet: str, level: int, mode: str) -> np.nda
     return np.concatenate(parts, axis=1).astype(np.float32, copy=False)
 
 
-def n_coefficients(shape: tuple[int, ...], *, wavelet: str = "db1", level: int = 1,
-                   mode: str = "symmetric") -> int:
+def n_coefficients(
+    shape: tuple[int, ...], *, wavelet: str = "db1", level: int = 1, mode: str = "symmetric"
+) -> int:
     """Number of coefficients (columns of ``W``) for one image of ``shape`` (h, w[, c])."""
     probe = np.zeros((1, *shape), dtype=np.uint8)
     return int(_transform(probe, wavelet, level, mode).shape[1])
@@ -120,7 +130,7 @@ def iter_wavelet_blocks(
     _check_wavelet(wavelet, level, mode, "iter_wavelet_blocks")
     check_int(batch_size, "batch_size", "iter_wavelet_blocks", min_value=1)
     for start in range(0, arr.shape[0], batch_size):
-        yield start, _transform(arr[start:start + batch_size], wavelet, level, mode)
+        yield start, _transform(arr[start : start + batch_size], wavelet, level, mode)
 
 
 def wavelet_coefficients(
@@ -149,9 +159,10 @@ def wavelet_coefficients(
     _check_wavelet(wavelet, level, mode, "wavelet_coefficients")
     d = n_coefficients(arr.shape[1:], wavelet=wavelet, level=level, mode=mode)
     out = np.empty((arr.shape[0], d), dtype=np.float32)
-    for start, block in iter_wavelet_blocks(arr, wavelet=wavelet, level=level, mode=mode,
-                                            batch_size=batch_size):
-        out[start:start + len(block)] = block
+    for start, block in iter_wavelet_blocks(
+        arr, wavelet=wavelet, level=level, mode=mode, batch_size=batch_size
+    ):
+        out[start : start + len(block)] = block
     return out
 
 
@@ -180,23 +191,29 @@ class WaveletOptions:
 
     #: Declared constraints of the numeric fields (the wavelet name is checked
     #: against PyWavelets' list).
-    CONSTRAINTS = {
+    CONSTRAINTS: ClassVar[dict[str, list[Any]]] = {
         "level": [Interval(int, 1, None, closed="left")],
         "tau": [Interval(float, 1.0, None, closed="neither")],
         "rank_tol": [Interval(float, 0.0, 1.0, closed="neither")],
     }
 
     def __post_init__(self) -> None:
-        checked = validate_params({k: getattr(self, k) for k in self.CONSTRAINTS},
-                                  self.CONSTRAINTS, "WaveletOptions")
+        checked = validate_params(
+            {k: getattr(self, k) for k in self.CONSTRAINTS}, self.CONSTRAINTS, "WaveletOptions"
+        )
         for k, v in checked.items():
             object.__setattr__(self, k, v)
         _check_wavelet(self.wavelet, self.level, self.mode, "WaveletOptions")
 
     def to_dict(self) -> dict:
         """``wavelet``, ``level``, ``mode``, ``tau``, ``rank_tol``."""
-        return {"wavelet": self.wavelet, "level": self.level, "mode": self.mode,
-                "tau": self.tau, "rank_tol": self.rank_tol}
+        return {
+            "wavelet": self.wavelet,
+            "level": self.level,
+            "mode": self.mode,
+            "tau": self.tau,
+            "rank_tol": self.rank_tol,
+        }
 
 
 @dataclass(frozen=True)
@@ -226,7 +243,7 @@ class WaveletRows:
     def summary(self) -> dict:
         """The column-selection report recorded in results (``rrqr``)."""
         if self.selection is None:
-            return {"m": int(len(self.columns)), "n_coefficients": self.n_coefficients}
+            return {"m": len(self.columns), "n_coefficients": self.n_coefficients}
         return {**self.selection.to_dict(), "n_coefficients": self.n_coefficients}
 
 
@@ -271,27 +288,32 @@ def wavelet_rows(
     if columns is None:
         varying = np.flatnonzero(W.max(axis=0) > W.min(axis=0))
         if varying.size == 0:
-            raise DataError("All images are identical: no wavelet coefficient varies, so "
-                            "there is nothing to select (every image is a duplicate).")
-        selection = select_columns(W[:, varying], tau=options.tau,
-                                   rank_tol=options.rank_tol)
+            raise DataError(
+                "All images are identical: no wavelet coefficient varies, so "
+                "there is nothing to select (every image is a duplicate)."
+            )
+        selection = select_columns(W[:, varying], tau=options.tau, rank_tol=options.rank_tol)
         columns = varying[selection.columns]
     X = np.asarray(W[:, columns], dtype=np.float32)
     del W
     approx = columns < _n_approx(np.asarray(images).shape[1:], **kw)
     if approx.any():
         X[:, approx] -= X[:, approx].mean(axis=1, keepdims=True)
-    return WaveletRows(rows=prepare_rows(X, center="none"), columns=np.asarray(columns),
-                       n_coefficients=n_coefficients(np.asarray(images).shape[1:], **kw),
-                       selection=selection)
+    return WaveletRows(
+        rows=prepare_rows(X, center="none"),
+        columns=np.asarray(columns),
+        n_coefficients=n_coefficients(np.asarray(images).shape[1:], **kw),
+        selection=selection,
+    )
 
 
 def _n_approx(shape: tuple[int, ...], *, wavelet: str, level: int, mode: str) -> int:
     """Number of approximation coefficients of one image of ``shape`` (they come first)."""
     import pywt
 
-    probe = pywt.wavedec2(np.zeros(shape, dtype=np.float32), wavelet, mode=mode,
-                          level=level, axes=(0, 1))
+    probe = pywt.wavedec2(
+        np.zeros(shape, dtype=np.float32), wavelet, mode=mode, level=level, axes=(0, 1)
+    )
     return int(probe[0].size)
 
 
@@ -324,8 +346,8 @@ class WaveletSimilarity:
         return {
             "matrix": to_jsonable(np.asarray(self.matrix, dtype=np.float64)),
             "diagonal": "mean cosine similarity of the wavelet coefficient vectors over "
-                        "pairs of distinct images of the same class (null for a class "
-                        "with fewer than two images)",
+            "pairs of distinct images of the same class (null for a class "
+            "with fewer than two images)",
             "params": dict(self.params),
         }
 
@@ -375,17 +397,21 @@ def class_wavelet_similarity(
         if labels is None:
             raise InvalidParameterError(
                 "class_wavelet_similarity needs labels for in-memory images; pass "
-                "labels= (one class id per image).")
+                "labels= (one class id per image)."
+            )
         y = check_labels(labels, arr.shape[0], "class_wavelet_similarity")
-        blocks = ((np.arange(s, min(s + batch_size, len(arr))), arr[s:s + batch_size])
-                  for s in range(0, len(arr), batch_size))
+        blocks = (
+            (np.arange(s, min(s + batch_size, len(arr))), arr[s : s + batch_size])
+            for s in range(0, len(arr), batch_size)
+        )
         names = classes
     elif hasattr(source_or_images, "iter_arrays"):  # an ImageSet
         src = source_or_images
         if src.labels is None:
             raise InvalidParameterError(
                 "class_wavelet_similarity needs labels; the image set has no label "
-                "column (pass --label-column, or labelled images).")
+                "column (pass --label-column, or labelled images)."
+            )
         y = np.asarray(src.labels, dtype=np.int64)
         names = classes if classes is not None else list(src.classes)
         if n_classes is None:
@@ -395,7 +421,8 @@ def class_wavelet_similarity(
         raise InvalidParameterError(
             "The 'source_or_images' parameter of class_wavelet_similarity must be an "
             "ImageSet (dcsi.open_source) or a uint8 array (n, h, w[, c]). Got "
-            f"{type(source_or_images).__name__} instead.")
+            f"{type(source_or_images).__name__} instead."
+        )
     k = int(y.max()) + 1 if n_classes is None else int(n_classes)
     stats = None
     for idx, batch in blocks:
@@ -405,8 +432,16 @@ def class_wavelet_similarity(
     matrix = cosine_from_stats(stats)
     names = names if names is not None else [str(i) for i in range(k)]
     return WaveletSimilarity(
-        matrix=matrix, sums=stats.sums, counts=stats.counts, classes=list(names),
-        params={"wavelet": wavelet, "level": int(level), "mode": mode,
-                "metric": "cosine", "color": color,
-                "size": list(size) if isinstance(size, tuple) else size},
+        matrix=matrix,
+        sums=stats.sums,
+        counts=stats.counts,
+        classes=list(names),
+        params={
+            "wavelet": wavelet,
+            "level": int(level),
+            "mode": mode,
+            "metric": "cosine",
+            "color": color,
+            "size": list(size) if isinstance(size, tuple) else size,
+        },
     )
