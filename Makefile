@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # torch/torchvision must come as a matching pair (see README, "Installing").
 TORCH_PAIR ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test test-all install benchmarks cards clean
+.PHONY: demo test test-all lint install benchmarks cards clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m "slow or not slow"

@@ -12,8 +12,19 @@ __all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder + rename."""
+    """Write ``data`` to ``path`` through a temporary file in the same folder + rename.
+
+    A symbolic link at ``path`` is refused (``DataError``): dcsi neither writes through
+    a link nor replaces the user's link with a file.
+    """
     path = Path(path)
+    if path.is_symlink():
+        from dcsi.exceptions import DataError
+
+        raise DataError(
+            f"{path} is a symbolic link; dcsi does not write through links. "
+            "Replace it with a regular file or choose another folder."
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -374,3 +374,20 @@ def test_validate_reports_views_of_another_card(rng, card_dir, capsys, caplog):
 def test_validate_passes_after_rewrite(card, card_dir, capsys):
     write_card_files(card, card_dir, report=False)
     assert main(["card", "validate", str(card_dir)]) == 0
+
+
+@pytest.mark.parametrize("name", ["README.md", "dcsi.json"])
+def test_attach_never_reads_or_writes_through_a_link(card_dir, tmp_path, capsys, name):
+    target = tmp_path / "ds"
+    target.mkdir()
+    secret = tmp_path / "secret.txt"
+    secret.write_text("top secret\n")
+    (target / name).symlink_to(secret)
+    rc = main(["card", "attach", str(card_dir), "--to", str(target)])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("\n") == 1 and "symbolic link" in err, err
+    assert secret.read_text() == "top secret\n"
+    assert (target / name).is_symlink()
+    assert "top secret" not in "".join(
+        p.read_text() for p in target.iterdir() if p.is_file() and not p.is_symlink()
+    )

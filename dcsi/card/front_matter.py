@@ -208,9 +208,14 @@ def read_readme(path: str | os.PathLike[str]) -> str | None:
     Raises
     ------
     DataError
-        If the file is not UTF-8 text.
+        If the file is not UTF-8 text, or is a symbolic link.
     """
     path = Path(path)
+    if path.is_symlink():
+        raise DataError(
+            f"{path} is a symbolic link; dcsi does not read or update a README through a "
+            "link (its target could be any file). Replace it with a regular file."
+        )
     if not path.is_file():
         return None
     try:
