@@ -103,7 +103,9 @@ def gallery_html(
         f"<style>{_CSS}</style>",
         '<div class="dcsi-gallery">',
         f"<p>{len(shown)} of {len(items)} groups shown "
-        "(conflicts first; the kept copy is outlined in green).</p>",
+        "(conflicts first; the kept copy is outlined in green). Under each image, "
+        "<i>to centre</i> is its distance to the group's mean row (the representative is "
+        "the closest): not the pair distance that the link threshold applies to.</p>",
     ]
     for rank, i in enumerate(shown):
         members, labels, kind, rep, dists = items[i]
@@ -120,7 +122,7 @@ def gallery_html(
             if j < len(labels):
                 cap += f"<br>{html.escape(labels[j])}"
             if j < len(dists):
-                cap += f"<br>d={dists[j]:.3g}"
+                cap += f"<br>to centre {dists[j]:.3g}"
             cls = ' class="rep"' if m == rep else ""
             parts.append(
                 f'<figure{cls}><img alt="{html.escape(m)}" '

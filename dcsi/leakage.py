@@ -424,6 +424,13 @@ def find_leakage(
             f"The train and test images of find_leakage must have one size; got "
             f"{tr_arr.shape[1:]} and {te_arr.shape[1:]}. Pass size= to resize both."
         )
+    if tr_y is not None and te_y is not None and not set(tr_classes) & set(te_classes):
+        logger.warning(
+            "find_leakage: the training classes (%s) and the test classes (%s) share no "
+            "name; check that --train and --test are two splits of one dataset.",
+            ", ".join(tr_classes[:5]),
+            ", ".join(te_classes[:5]),
+        )
     params: dict[str, Any] = {"method": method, "threshold": threshold, "seed": seed}
     Ftr, Fte = _leakage_rows(
         tr_arr,

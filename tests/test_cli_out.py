@@ -49,3 +49,16 @@ def test_read_only_place_is_refused(tmp_path, capsys, no_reading, monkeypatch):
     rc = main(_argv("redundancy", tmp_path / "new" / "out"))
     err = capsys.readouterr().err
     assert rc == 1 and "cannot write" in err and err.count("\n") == 1
+
+
+def test_out_of_memory_is_one_line(tmp_path, capsys, monkeypatch):
+    import dcsi.redundancy
+
+    def too_big(*a, **k):
+        raise MemoryError
+
+    monkeypatch.setattr(dcsi.redundancy, "find_redundancy", too_big)
+    rc = main(["redundancy", "sample:digits", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("\n") == 1 and "out of memory" in err
+    assert "--max-per-class" in err and not (tmp_path / "o").exists()

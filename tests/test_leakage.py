@@ -111,3 +111,19 @@ def test_leakage_and_redundancy_share_the_align_defaults(rng):
         == {k: red.params[k] for k in shared}
         == AlignOptions().to_dict()
     )
+
+
+def test_disjoint_class_names_are_warned_about(rng, caplog):
+    a = rng.integers(0, 256, (12, 16, 16), dtype=np.uint8)
+    b = rng.integers(0, 256, (6, 16, 16), dtype=np.uint8)
+    with caplog.at_level("WARNING", logger="dcsi.leakage"):
+        find_leakage(
+            a, b, train_labels=["cat", "dog"] * 6, test_labels=["car", "bus"] * 3, align=False
+        )
+    assert any("share no name" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="dcsi.leakage"):
+        find_leakage(
+            a, b, train_labels=["cat", "dog"] * 6, test_labels=["cat", "x"] * 3, align=False
+        )
+    assert not any("share no name" in r.getMessage() for r in caplog.records)

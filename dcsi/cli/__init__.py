@@ -169,6 +169,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"dcsi: error: {printable(message)}", file=sys.stderr)
         return 1
+    except MemoryError:
+        if debug:
+            traceback.print_exc()
+        print(
+            "dcsi: error: out of memory; lower --batch-size, analyse a subset with "
+            "--max-per-class, or run on a machine with more memory",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         print("dcsi: interrupted", file=sys.stderr)
         return 130

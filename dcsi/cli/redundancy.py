@@ -181,7 +181,11 @@ def run(args: argparse.Namespace) -> int:
     )
     if "rrqr" in s:
         r = s["rrqr"]
-        cond = "inf" if r["cond_full"] is None else f"{r['cond_full']:.4g}"
+        cond = (
+            "infinite (W is rank-deficient: some coefficients are combinations of others)"
+            if r["cond_full"] is None
+            else f"{r['cond_full']:.4g}"
+        )
         print(
             f"  wavelet columns: {r['m']} of {r['n_columns']} kept (tau {r['tau']:g}); "
             f"cond(W) {cond}; numerical rank {r['numerical_rank']} at {r['rank_tol']:g}"
