@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from tqdm.auto import tqdm
 
@@ -27,7 +27,7 @@ def progress_enabled() -> bool:
     return os.environ.get("DCSI_DISABLE_PROGRESS", "").strip() in ("", "0", "false")
 
 
-class _Bar(tqdm):  # type: ignore[misc]
+class _Bar(tqdm):
     """A tqdm bar whose last frame is drawn before it closes.
 
     tqdm redraws at most every ``mininterval`` (1 s here), so without this the last
@@ -43,6 +43,30 @@ class _Bar(tqdm):  # type: ignore[misc]
         ):  # drawn at least once
             self.refresh()
         super().close()
+
+
+@overload
+def progress(
+    iterable: None = None,
+    *,
+    desc: str,
+    total: int | None = None,
+    unit: str = "it",
+    leave: bool = False,
+    **kwargs: Any,
+) -> Any: ...
+
+
+@overload
+def progress(
+    iterable: Iterable[T],
+    *,
+    desc: str,
+    total: int | None = None,
+    unit: str = "it",
+    leave: bool = False,
+    **kwargs: Any,
+) -> Iterator[T] | Any: ...
 
 
 def progress(

@@ -52,7 +52,8 @@ def check_int(
     max_value: int | None = None,
 ) -> int:
     """Return ``value`` as an int within ``[min_value, max_value]``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    integral = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if not integral:
         raise _fail(name, caller, _range_rule("an int", min_value, max_value), value)
     if (min_value is not None and value < min_value) or (
         max_value is not None and value > max_value
@@ -235,7 +236,8 @@ class Interval:
         integral = isinstance(value, numbers.Integral) and not isinstance(value, bool)
         if self.kind is int and not integral:
             return False
-        if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if not real:
             return False
         if not np.isfinite(float(value)):
             return False
@@ -312,7 +314,7 @@ def validate_params(
     dict
         The values, numbers converted to plain ``int`` / ``float``.
     """
-    out = {}
+    out: dict[str, Any] = {}
     for name, value in values.items():
         rules = constraints[name]
         if value is None and None in rules:

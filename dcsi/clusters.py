@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
@@ -141,7 +141,7 @@ class ClassClusters:
             "partitions": {str(k): self.partitions[k] for k in self.ks},
             "sizes": {str(k): np.bincount(self.partitions[k]) for k in self.ks},
             "scores": {
-                str(k): (None if self.scores.get(k) is None else float(self.scores[k]))
+                str(k): (None if (score := self.scores.get(k)) is None else float(score))
                 for k in self.ks
             },
         }
@@ -194,10 +194,7 @@ def _class_graph_spectrum(d: np.ndarray) -> np.ndarray | None:
     # the diagonal keeps exp(0) = 1 (self-loops), so that a class far from all others
     # still forms a component of its own (eigenvalue 0) instead of a degenerate row
     a = np.exp(-(d**2) / (2.0 * sigma**2))
-    # no eigenvectors asked for: an ndarray
-    return cast(
-        np.ndarray, laplacian_spectrum(a, kind="symmetric", self_loops=True, method="dense")
-    )
+    return laplacian_spectrum(a, kind="symmetric", self_loops=True, method="dense")
 
 
 def _eigengap_scores(lam: np.ndarray | None, ks: Sequence[int]) -> dict[int, float | None]:

@@ -38,7 +38,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -450,7 +450,9 @@ def extract_features(
         if weights_sha is None:
             logger.info("Extractor %r has no weights_sha256; not caching its features.", name)
         else:
-            root = default_cache_dir() if cache in (None, True) else Path(cache).expanduser()
+            root = (
+                default_cache_dir() if cache is None or cache is True else Path(cache).expanduser()
+            )
             store = FeatureCache.for_key(
                 root,
                 backbone=name,
@@ -608,11 +610,12 @@ def _run(
     arrays: tuple[np.ndarray, tuple[tuple[int, int], str]] | None = None,
 ) -> np.ndarray:
     import torch
-    from torch.utils.data import DataLoader
+    from torch.utils.data import DataLoader, Dataset
 
     pin = str(getattr(extractor, "device", "cpu")).startswith("cuda")
-    loader = DataLoader(
-        _Images(image_set, todo, extractor.transform, None if arrays is None else arrays[1]),
+    images = _Images(image_set, todo, extractor.transform, None if arrays is None else arrays[1])
+    loader: DataLoader[Any] = DataLoader(
+        cast("Dataset[Any]", images),  # a map-style dataset: __len__ and __getitem__
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,

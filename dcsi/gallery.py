@@ -56,7 +56,7 @@ def _thumb_png(img: Any, size: int) -> str:
     img = img.copy()
     w, h = img.size
     scale = size / max(w, h)
-    resample = Image.NEAREST if scale >= 1 else Image.LANCZOS
+    resample = Image.Resampling.NEAREST if scale >= 1 else Image.Resampling.LANCZOS
     img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), resample)
     buf = io.BytesIO()
     img.save(buf, format="PNG")

@@ -42,7 +42,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -395,6 +395,45 @@ def cosine_silhouette(features: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(cosine_silhouette_samples(features, labels)))
 
 
+@overload
+def cumulative_spectral_gradient(
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    n_samples: int = ...,
+    n_neighbors: int = ...,
+    laplacian: str = ...,
+    seed: int = ...,
+    return_details: Literal[False] = ...,
+) -> float: ...
+
+
+@overload
+def cumulative_spectral_gradient(
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    n_samples: int = ...,
+    n_neighbors: int = ...,
+    laplacian: str = ...,
+    seed: int = ...,
+    return_details: Literal[True],
+) -> tuple[float, dict[str, np.ndarray]]: ...
+
+
+@overload
+def cumulative_spectral_gradient(
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    n_samples: int = ...,
+    n_neighbors: int = ...,
+    laplacian: str = ...,
+    seed: int = ...,
+    return_details: bool,
+) -> float | tuple[float, dict[str, np.ndarray]]: ...
+
+
 def cumulative_spectral_gradient(
     features: np.ndarray,
     labels: np.ndarray,
@@ -535,6 +574,7 @@ def index_report(
             "index_report needs both 'features' and 'labels' (or neither) to compute the peers."
         )
     if features is not None:
+        assert labels is not None  # both or neither, checked above
         csg = cumulative_spectral_gradient(
             features, labels, n_samples=csg_samples, n_neighbors=csg_neighbors, seed=seed
         )

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -298,7 +298,7 @@ def _leakage_rows(
 
 
 #: Declared constraints of find_leakage's scalar parameters.
-LEAKAGE_CONSTRAINTS = {
+LEAKAGE_CONSTRAINTS: dict[str, list[Any]] = {
     "method": [Options(("wavelet", "cnn"))],
     "threshold": [Interval(float, 0.0, 2.0, closed="both"), None],
     "n_farthest": [Interval(int, 0, None, closed="left")],
@@ -338,8 +338,11 @@ def _checked_options(
                 f"The {name!r} parameter of {caller} must be a {kind.__name__} or None. "
                 f"Got {value!r} instead."
             )
+    # an AlignOptions, or None for False; np.True_ is not converted (it passes as is)
     align_opts = (
-        (AlignOptions() if align is True else (align or None)) if method == "wavelet" else None
+        (AlignOptions() if align is True else cast("AlignOptions | None", align or None))
+        if method == "wavelet"
+        else None
     )
     return (
         method,

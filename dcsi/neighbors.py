@@ -114,6 +114,7 @@ def prepare_rows(X: np.ndarray, *, center: str = "row") -> np.ndarray:
         if center == "row":
             F -= F.mean(axis=1, keepdims=True)
         elif center == "column":
+            assert col_mean is not None
             F -= col_mean
         norms = np.linalg.norm(F, axis=1, keepdims=True)
         out[s : s + step] = F / np.where(norms > 0, norms, 1.0)

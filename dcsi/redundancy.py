@@ -44,7 +44,7 @@ import io
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 
@@ -156,7 +156,7 @@ class RedundancyResult(Sequence):
     def __len__(self) -> int:
         return len(self.groups)
 
-    def __getitem__(self, i):  # type: ignore[override]
+    def __getitem__(self, i):
         return self.groups[i]
 
     def __iter__(self) -> Iterator[Group]:
@@ -337,6 +337,7 @@ def _make_groups(
             centre = rows.mean(axis=0)
             d = np.linalg.norm(rows - centre, axis=1)
         else:  # no vectors (SSIM): centre = the medoid by mean pair distance
+            assert pair_dist is not None  # given with F=None (_ssim_redundancy)
             d = np.array(
                 [
                     np.mean([pair_dist.get((min(a, b), max(a, b)), 1.0) for b in idx if b != a])
@@ -548,16 +549,20 @@ def _link_score(F: np.ndarray, params: RedundancyParams, images: np.ndarray | No
     feature distance over ``threshold`` (``inf`` when SSIM verification rejects the
     pair) and, with ``align``, the aligned distance over its threshold."""
 
+    threshold = params.threshold
+    assert threshold is not None  # resolved on creation of the params
+
     def score(members: np.ndarray, pairs: np.ndarray) -> np.ndarray:
         a, b = members[pairs[:, 0]], members[pairs[:, 1]]
         d = 1.0 - np.einsum("ij,ij->i", F[a], F[b], dtype=np.float64)
-        s = np.maximum(d, 0.0) / max(params.threshold, 1e-12)
+        s = np.maximum(d, 0.0) / max(threshold, 1e-12)
         if params.verify == "ssim":
             from dcsi.similarity.ssim import ssim_pairs
 
             ok = np.asarray(ssim_pairs(images, np.stack([a, b], 1))) >= params.verify_threshold
             s = np.where(ok, s, np.inf)
         if params.align is not None:
+            assert images is not None  # align needs images (checked by the caller)
             da = aligned_distance(
                 images,
                 np.stack([a, b], 1),
@@ -574,6 +579,7 @@ def _linked_pairs(
     F: np.ndarray, params: RedundancyParams, images: np.ndarray | None
 ) -> tuple[np.ndarray, int]:
     """Linked pairs of one part: the radius search, SSIM verification, aligned links."""
+    assert params.threshold is not None  # resolved on creation of the params
     pairs, _ = radius_pairs(
         F,
         threshold=params.threshold,
@@ -587,6 +593,7 @@ def _linked_pairs(
         pairs = pairs[np.asarray(ssim_pairs(images, pairs)) >= params.verify_threshold]
     n_aligned = 0
     if params.align is not None:
+        assert images is not None  # align needs images (checked by the caller)
         ap, _ = aligned_pairs(images, options=params.align, seed=params.seed)
         n_aligned = len(ap)
         if len(ap):
@@ -657,9 +664,11 @@ def find_redundancy_features(
             "near-duplicate search."
         )
     F = prepare_rows(F0, center=center)
-    parts = (
-        [np.arange(n)] if params.scope == "all" else [np.flatnonzero(y == c) for c in np.unique(y)]
-    )
+    if params.scope == "all":
+        parts = [np.arange(n)]
+    else:
+        assert y is not None  # scope="class" needs labels (checked above)
+        parts = [np.flatnonzero(y == c) for c in np.unique(y)]
     members: list[np.ndarray] = []
     n_pairs = n_aligned = n_unrefined = 0
     for part in parts:
@@ -900,7 +909,7 @@ def as_grey_arrays(
             f"array (n, h, w[, c]). Got dtype {source.dtype} and shape {source.shape} "
             "instead."
         )
-    kw = (
+    kw: dict[str, Any] = (
         {"classes": list(classes)}
         if isinstance(source, np.ndarray) and classes is not None and labels is not None
         else {}
@@ -927,13 +936,17 @@ def _ssim_redundancy(
     from dcsi.similarity.ssim import ssim_threshold_pairs
 
     n = arr.shape[0]
-    parts = (
-        [np.arange(n)] if params.scope == "all" else [np.flatnonzero(y == c) for c in np.unique(y)]
-    )
+    if params.scope == "all":
+        parts = [np.arange(n)]
+    else:
+        # y can be None here: scope="class" without labels is not rejected on this path
+        parts = [np.flatnonzero(y == c) for c in np.unique(cast(np.ndarray, y))]
+    threshold = params.threshold
+    assert threshold is not None  # resolved on creation of the params
     members: list[np.ndarray] = []
     pair_dist: dict = {}
     for part in parts:
-        pairs, vals = ssim_threshold_pairs(arr[part], params.threshold)
+        pairs, vals = ssim_threshold_pairs(arr[part], threshold)
         pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
         for (a, b), v in zip(part[pairs], np.asarray(vals)):
             pair_dist[(min(a, b), max(a, b))] = 1.0 - float(v)

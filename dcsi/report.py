@@ -119,7 +119,7 @@ def _thumb(image: Any) -> str:
     image.thumbnail((_THUMB, _THUMB))
     if image.size[0] < _THUMB // 2:  # upscale tiny images (8x8 digits) for visibility
         f = max(1, _THUMB // max(image.size))
-        image = image.resize((image.size[0] * f, image.size[1] * f), Image.NEAREST)
+        image = image.resize((image.size[0] * f, image.size[1] * f), Image.Resampling.NEAREST)
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return base64.b64encode(buf.getvalue()).decode("ascii")
@@ -138,6 +138,7 @@ def _groups_html(groups: list[dict], load_image: Callable[[str], Any] | None) ->
         else f"<p>{_MAX_GROUPS} of {len(groups)} groups shown; all are in dcsi.json.</p>"
     )
     if load_image is not None:
+        gallery_html: Callable[..., str] | None
         try:
             from dcsi.gallery import gallery_html
         except ImportError:
@@ -158,7 +159,7 @@ def _groups_html(groups: list[dict], load_image: Callable[[str], Any] | None) ->
                 f"labels: {html.escape(', '.join(str(x) for x in g['labels']))})<br>{thumbs}</div>"
             )
         return f'<div id="gallery">{"".join(rows)}</div>{more}'
-    rows = "".join(
+    table_rows = "".join(
         f"<tr><td>{i}</td><td>{html.escape(g['kind'])}</td><td>{len(g['members'])}</td>"
         f"<td>{html.escape(', '.join(str(x) for x in g['labels']))}</td>"
         f"<td>{html.escape(str(g['representative']))}</td>"
@@ -167,7 +168,7 @@ def _groups_html(groups: list[dict], load_image: Callable[[str], Any] | None) ->
     )
     return (
         '<table id="groups"><tr><th>#</th><th>kind</th><th>size</th><th>labels</th>'
-        f"<th>keep</th><th>members</th></tr>{rows}</table>{more}"
+        f"<th>keep</th><th>members</th></tr>{table_rows}</table>{more}"
     )
 
 

@@ -845,7 +845,7 @@ def image_to_array(img: Any, hw: tuple[int, int], mode: str) -> np.ndarray:
     if img.mode != mode:
         img = img.convert(mode)
     if (img.size[1], img.size[0]) != hw:
-        img = img.resize((hw[1], hw[0]), Image.BILINEAR)
+        img = img.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
     return np.asarray(img, dtype=np.uint8)
 
 

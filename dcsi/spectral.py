@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -291,6 +291,45 @@ def _sym_for_spectrum(A: Any, kind: str, self_loops: bool = False) -> tuple[Any,
         mean_deg = float(deg.mean()) if deg.size else 0.0
         scale = mean_deg if mean_deg > 0 else 1.0
     return L, scale
+
+
+@overload
+def laplacian_spectrum(
+    affinity: Any,
+    *,
+    kind: str = ...,
+    n_eigenvalues: int | None = ...,
+    method: str = ...,
+    return_vectors: Literal[False] = ...,
+    self_loops: bool = ...,
+    seed: int = ...,
+) -> np.ndarray: ...
+
+
+@overload
+def laplacian_spectrum(
+    affinity: Any,
+    *,
+    kind: str = ...,
+    n_eigenvalues: int | None = ...,
+    method: str = ...,
+    return_vectors: Literal[True],
+    self_loops: bool = ...,
+    seed: int = ...,
+) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+@overload
+def laplacian_spectrum(
+    affinity: Any,
+    *,
+    kind: str = ...,
+    n_eigenvalues: int | None = ...,
+    method: str = ...,
+    return_vectors: bool,
+    self_loops: bool = ...,
+    seed: int = ...,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]: ...
 
 
 def laplacian_spectrum(

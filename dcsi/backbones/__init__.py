@@ -168,7 +168,9 @@ class TorchExtractor:
         self.weights_path = weights_path
         self.device = device
         self._model: Any = None
-        self._build = model if not isinstance(model, torch.nn.Module) else None
+        self._build: Callable[[], Any] | None = (
+            model if not isinstance(model, torch.nn.Module) else None
+        )
         if self._build is None:
             self._setup(model)
         std_t = torch.tensor(self.std, dtype=torch.float32).view(1, 3, 1, 1)
@@ -203,6 +205,7 @@ class TorchExtractor:
                 _MODELS.move_to_end(key)
                 self._model = _MODELS[key]
             else:
+                assert self._build is not None  # no model yet: built from _build
                 self._setup(self._build(), remember=True)
             self._build = None
         return self._model
@@ -227,7 +230,7 @@ class TorchExtractor:
         if image.mode not in ("L", "RGB"):
             image = image.convert("RGB")
         if image.size != (s, s):
-            image = image.resize((s, s), Image.BILINEAR)
+            image = image.resize((s, s), Image.Resampling.BILINEAR)
         t = torch.from_numpy(np.array(image, dtype=np.uint8))
         return t.unsqueeze(0).expand(3, s, s) if t.ndim == 2 else t.permute(2, 0, 1)
 

@@ -16,6 +16,7 @@ This module imports torch at import time; :mod:`dcsi.backbones` imports it lazil
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -93,10 +94,12 @@ def fold_batchnorm_(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Identity:
     and ``b' = (b - m) * g / sqrt(v + eps) + beta``.  Returns the Identity that replaces
     ``bn``.
     """
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    mean, var = bn.running_mean, bn.running_var
+    assert mean is not None and var is not None  # _bn tracks running statistics
+    scale = bn.weight / torch.sqrt(var + bn.eps)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(mean)
     conv.weight.mul_(scale.view(-1, 1, 1, 1))
-    conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias, requires_grad=False)
+    conv.bias = nn.Parameter((bias - mean) * scale + bn.bias, requires_grad=False)
     return nn.Identity()
 
 
@@ -117,11 +120,11 @@ class MBConvBlock(nn.Module):
         self.has_expand = expand != 1
         if self.has_expand:
             self._expand_conv = SameConv2d(in_ch, mid, 1, bias=False)
-            self._bn0 = _bn(mid)
+            self._bn0: nn.Module = _bn(mid)  # an Identity once fused
         self._depthwise_conv = SameConv2d(mid, mid, kernel, stride=stride, groups=mid, bias=False)
-        self._bn1 = _bn(mid)
+        self._bn1: nn.Module = _bn(mid)
         self._project_conv = SameConv2d(mid, out_ch, 1, bias=False)
-        self._bn2 = _bn(out_ch)
+        self._bn2: nn.Module = _bn(out_ch)
         self.skip = stride == 1 and in_ch == out_ch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -135,9 +138,9 @@ class MBConvBlock(nn.Module):
     def fuse_batchnorm_(self) -> None:
         """Fold each batch norm into the convolution before it (inference only)."""
         if self.has_expand:
-            self._bn0 = fold_batchnorm_(self._expand_conv, self._bn0)
-        self._bn1 = fold_batchnorm_(self._depthwise_conv, self._bn1)
-        self._bn2 = fold_batchnorm_(self._project_conv, self._bn2)
+            self._bn0 = fold_batchnorm_(self._expand_conv, cast(nn.BatchNorm2d, self._bn0))
+        self._bn1 = fold_batchnorm_(self._depthwise_conv, cast(nn.BatchNorm2d, self._bn1))
+        self._bn2 = fold_batchnorm_(self._project_conv, cast(nn.BatchNorm2d, self._bn2))
 
 
 class EfficientNetLite0(nn.Module):
@@ -160,7 +163,7 @@ class EfficientNetLite0(nn.Module):
     def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
         self._conv_stem = SameConv2d(3, 32, 3, stride=2, bias=False)
-        self._bn0 = _bn(32)
+        self._bn0: nn.Module = _bn(32)  # an Identity once fused
         blocks = []
         in_ch = 32
         for expand, kernel, stride, out_ch, repeats in LITE0_STAGES:
@@ -173,7 +176,7 @@ class EfficientNetLite0(nn.Module):
                 in_ch = out_ch
         self._blocks = nn.ModuleList(blocks)
         self._conv_head = SameConv2d(in_ch, self.feature_dim, 1, bias=False)
-        self._bn1 = _bn(self.feature_dim)
+        self._bn1: nn.Module = _bn(self.feature_dim)
         self._fc = nn.Linear(self.feature_dim, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -188,10 +191,10 @@ class EfficientNetLite0(nn.Module):
         """Fold every batch norm into its convolution, in place (for inference: the
         model computes the same function in eval mode, with fewer passes over memory).
         Returns ``self``."""
-        self._bn0 = fold_batchnorm_(self._conv_stem, self._bn0)
+        self._bn0 = fold_batchnorm_(self._conv_stem, cast(nn.BatchNorm2d, self._bn0))
         for block in self._blocks:
-            block.fuse_batchnorm_()
-        self._bn1 = fold_batchnorm_(self._conv_head, self._bn1)
+            cast(MBConvBlock, block).fuse_batchnorm_()
+        self._bn1 = fold_batchnorm_(self._conv_head, cast(nn.BatchNorm2d, self._bn1))
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -208,4 +211,5 @@ class FeatureModel(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.features(x)
+        # torch types Module attributes as Tensor | Module: neither has ``features``
+        return self.net.features(x)  # type: ignore[operator]

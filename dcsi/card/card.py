@@ -137,6 +137,7 @@ class _Pairs(dict):
     """An object read from JSON, remembering the first key it had twice."""
 
     __slots__ = ("duplicate",)
+    duplicate: str | None
 
 
 def _object(pairs: list[tuple[str, Any]]) -> dict:
@@ -565,6 +566,8 @@ class Card:
     """
 
     __slots__ = ("_data", "_frozen")
+    _data: dict[str, Any]
+    _frozen: Mapping[str, Any]
 
     def __init__(self, data: Mapping) -> None:
         if isinstance(data, Card):

@@ -272,11 +272,13 @@ def _new_dataset_card(card: Card) -> DatasetCard:
     from huggingface_hub import DatasetCard, DatasetCardData
 
     ds = card.data["dataset"]
+    # extra metadata keys go through DatasetCardData's **kwargs
+    extra: dict[str, Any] = {HF_KEY: hf_block(card)}
     card_data = DatasetCardData(
         pretty_name=ds["name"],
         size_categories=[_size_category(int(ds["n_images"]))],
         task_categories=["image-classification"] if ds["classes"] else None,
-        **{HF_KEY: hf_block(card)},
+        **extra,
     )
     body = _template_body(card)
     return DatasetCard(f"---\n{card_data.to_yaml()}\n---\n{body}")

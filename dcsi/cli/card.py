@@ -363,6 +363,7 @@ def attach_card(
         files = _write_into(card, src, dest)
         out.append(f"attached to {dest}: " + ", ".join(f.name for f in files))
         if push:
+            assert repo_id  # a local folder is pushed only with --repo-id (checked above)
             out.append(
                 f"pushed to {repo_id}: "
                 + _push(card, src, repo_id, token=token, revision=revision, local_dir=dest)

@@ -52,7 +52,7 @@ import math
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -297,6 +297,7 @@ class _Backend:
                 "backend='numpy'. Got 'cuda' instead; use backend='torch' for a GPU."
             )
         if backend == "torch":
+            assert torch is not None  # required above, or found by "auto"
             if device == "auto":
                 device = "cuda" if torch.cuda.is_available() else "cpu"
             if device == "cuda" and not torch.cuda.is_available():
@@ -364,8 +365,8 @@ def _prepare(
     return _Prepared(
         be.asarray(mu),
         be.asarray(var),
-        be.asarray(z) if left else None,
-        be.asarray(zt) if right else None,
+        be.asarray(z) if z is not None else None,
+        be.asarray(zt) if zt is not None else None,
     )
 
 
@@ -922,6 +923,7 @@ def class_ssim(
         if max_per_class is None
         else check_int(max_per_class, "max_per_class", caller, min_value=2)
     )
+    win: int | None
     if win_size == "auto":
         win = auto_win_size(arr.shape[1], arr.shape[2])
         if win < 1:
@@ -937,7 +939,7 @@ def class_ssim(
                 win,
             )
     else:
-        win = win_size
+        win = cast("int | None", win_size)  # any other value is rejected by _make_plan
     _arr_checked, plan, be, b = _setup(arr, data_range, win, backend, device, block_size, caller)
 
     rng = np.random.default_rng(seed)

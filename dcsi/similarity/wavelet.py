@@ -282,7 +282,7 @@ def wavelet_rows(
     from dcsi.rrqr import select_columns
 
     options = WaveletOptions() if options is None else options
-    kw = {"wavelet": options.wavelet, "level": options.level, "mode": options.mode}
+    kw: dict[str, Any] = {"wavelet": options.wavelet, "level": options.level, "mode": options.mode}
     W = wavelet_coefficients(images, **kw)
     selection = None
     if columns is None:
@@ -429,6 +429,7 @@ def class_wavelet_similarity(
         w = _transform(np.asarray(batch, dtype=np.uint8), wavelet, level, mode)
         part = class_stats(w, y[np.asarray(idx)], k)
         stats = part if stats is None else stats + part
+    assert stats is not None  # an image set or array is never empty
     matrix = cosine_from_stats(stats)
     names = names if names is not None else [str(i) for i in range(k)]
     return WaveletSimilarity(
