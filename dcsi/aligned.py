@@ -116,6 +116,20 @@ class AlignOptions:
         for k, v in checked.items():
             object.__setattr__(self, k, v)
 
+    @classmethod
+    def from_arg(cls, align: Any, caller: str) -> AlignOptions | None:
+        """The options an ``align`` argument stands for: ``True`` -> the defaults,
+        ``False`` -> None, an ``AlignOptions`` as it is (numpy booleans count as
+        booleans); anything else is refused in one line naming ``caller``."""
+        if isinstance(align, AlignOptions):
+            return align
+        if isinstance(align, (bool, np.bool_)):
+            return cls() if align else None
+        raise InvalidParameterError(
+            f"The 'align' parameter of {caller} must be True, False or an AlignOptions. "
+            f"Got {align!r} instead."
+        )
+
     def to_dict(self) -> dict:
         """The card's record of the stage: ``align_threshold``, ``max_shift``,
         ``max_crop``, ``align_distance``."""

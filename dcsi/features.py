@@ -35,6 +35,7 @@ import io
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,7 +141,10 @@ class FeatureCache:
     def for_key(
         cls, root: Path, *, backbone: str, weights_sha256: str, preprocessing: str, dim: int | None
     ) -> FeatureCache:
-        """The cache folder for one extractor configuration under ``root``."""
+        """The cache folder for one extractor configuration under ``root``.
+
+        Raises ``OSError`` when the folder cannot be created or refuses a new file.
+        """
         meta = {
             "cache_version": CACHE_VERSION,
             "decode_version": DECODE_VERSION,
@@ -154,6 +158,8 @@ class FeatureCache:
         meta_path = cache.directory / "meta.json"
         if not meta_path.is_file():
             atomic_write_json(meta_path, {**meta, "dim": dim})
+        with tempfile.NamedTemporaryFile(dir=cache.directory, prefix=".probe-"):
+            pass  # a folder that refuses new files fails here, before any work
         return cache
 
     def shards(self) -> list[str]:
@@ -453,13 +459,21 @@ def extract_features(
             root = (
                 default_cache_dir() if cache is None or cache is True else Path(cache).expanduser()
             )
-            store = FeatureCache.for_key(
-                root,
-                backbone=name,
-                weights_sha256=str(weights_sha),
-                preprocessing=str(getattr(extractor, "cache_key", f"image_size={ext_size}")),
-                dim=getattr(extractor, "dim", None),
-            )
+            try:
+                store = FeatureCache.for_key(
+                    root,
+                    backbone=name,
+                    weights_sha256=str(weights_sha),
+                    preprocessing=str(getattr(extractor, "cache_key", f"image_size={ext_size}")),
+                    dim=getattr(extractor, "dim", None),
+                )
+            except OSError as exc:
+                logger.warning(
+                    "The feature cache under %s cannot be written (%s); running without a "
+                    "cache. Point $DCSI_CACHE or --cache at a writable folder to keep features.",
+                    root,
+                    exc.strerror or exc,
+                )
 
     hashes = image_set.content_hashes() if store is not None else None
     n = len(image_set)
@@ -626,6 +640,8 @@ def _run(
     pending: list[np.ndarray] = []
     size = getattr(extractor, "image_size", None)
     desc = f"Features {name}" + (f" {size}px" if size else "")
+    if len(todo) != n:  # say why the bar counts fewer images than the dataset holds
+        desc += f" ({len(todo)} to compute of {n} images: the rest cached or repeated)"
     done = 0
     try:
         with progress(desc=desc, total=len(todo), unit="img") as bar:

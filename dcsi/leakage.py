@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
@@ -324,11 +324,7 @@ def _checked_options(
     )
     method, n_farthest, seed = checked["method"], checked["n_farthest"], checked["seed"]
     threshold = DEFAULT_THRESHOLDS[method] if checked["threshold"] is None else checked["threshold"]
-    if not isinstance(align, (bool, np.bool_, AlignOptions)):
-        raise InvalidParameterError(
-            f"The 'align' parameter of {caller} must be True, False or an AlignOptions. "
-            f"Got {align!r} instead."
-        )
+    align_opts = AlignOptions.from_arg(align, caller) if method == "wavelet" else None
     for name, value, kind in (
         ("wavelet", wavelet, WaveletOptions),
         ("search", search, SearchOptions),
@@ -338,12 +334,6 @@ def _checked_options(
                 f"The {name!r} parameter of {caller} must be a {kind.__name__} or None. "
                 f"Got {value!r} instead."
             )
-    # an AlignOptions, or None for False; np.True_ is not converted (it passes as is)
-    align_opts = (
-        (AlignOptions() if align is True else cast("AlignOptions | None", align or None))
-        if method == "wavelet"
-        else None
-    )
     return (
         method,
         threshold,

@@ -44,7 +44,7 @@ import io
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -77,6 +77,10 @@ logger = logging.getLogger(__name__)
 #: ``verify_threshold`` for the SSIM check of wavelet/cnn candidates: SSIM ``>= 0.8``.
 DEFAULT_THRESHOLDS = {"wavelet": 0.01, "cnn": 0.05, "ssim": 0.95}
 DEFAULT_VERIFY_THRESHOLD = 0.8
+SCOPE_NEEDS_LABELS = (
+    "The 'scope' parameter of find_redundancy can be 'class' only for labelled data. Got "
+    "scope='class' without labels; pass labels= or use scope='all'."
+)
 #: The near-duplicate methods.
 METHODS = ("wavelet", "ssim", "cnn")
 
@@ -648,10 +652,7 @@ def find_redundancy_features(
     if classes is None:
         classes = [str(c) for c in range((int(y.max()) + 1) if y is not None and n else 0)]
     if params.scope == "class" and y is None:
-        raise InvalidParameterError(
-            "The 'scope' parameter of find_redundancy can be 'class' only for labelled "
-            "data. Got scope='class' without labels; pass labels= or use scope='all'."
-        )
+        raise InvalidParameterError(SCOPE_NEEDS_LABELS)
     if images is None and (params.align is not None or params.verify):
         raise InvalidParameterError(
             "The 'align' and 'verify' parameters of find_redundancy_features need the "
@@ -784,12 +785,6 @@ def find_redundancy(
         A sequence of :class:`Group`, largest first; ``to_dict()`` is the card's
         ``redundancy`` block.
     """
-    caller = "find_redundancy"
-    if not isinstance(align, (bool, np.bool_, AlignOptions)):
-        raise InvalidParameterError(
-            f"The 'align' parameter of {caller} must be True, False or an AlignOptions. "
-            f"Got {align!r} instead."
-        )
     params = RedundancyParams(
         method=method,
         threshold=threshold,
@@ -799,7 +794,7 @@ def find_redundancy(
         group_linkage=group_linkage,
         verify=verify,
         verify_threshold=verify_threshold,
-        align=(AlignOptions() if align is True else (align or None)),
+        align=AlignOptions.from_arg(align, "find_redundancy"),
         wavelet=WaveletOptions() if wavelet is None else wavelet,
         search=SearchOptions() if search is None else search,
         seed=seed,
@@ -939,8 +934,9 @@ def _ssim_redundancy(
     if params.scope == "all":
         parts = [np.arange(n)]
     else:
-        # y can be None here: scope="class" without labels is not rejected on this path
-        parts = [np.flatnonzero(y == c) for c in np.unique(cast(np.ndarray, y))]
+        if y is None:
+            raise InvalidParameterError(SCOPE_NEEDS_LABELS)
+        parts = [np.flatnonzero(y == c) for c in np.unique(y)]
     threshold = params.threshold
     assert threshold is not None  # resolved on creation of the params
     members: list[np.ndarray] = []

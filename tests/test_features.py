@@ -358,3 +358,17 @@ def test_same_bytes_whatever_the_load_and_torch_threads(monkeypatch):
     finally:
         torch.set_num_threads(before)
     assert texts[0] == texts[1]
+
+
+def test_unwritable_cache_falls_back_to_no_cache(images, tmp_path, monkeypatch, caplog):
+    import dcsi.features
+
+    def refuse(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(dcsi.features.tempfile, "NamedTemporaryFile", refuse)
+    with caplog.at_level("WARNING", logger="dcsi.features"):
+        fs = extract_features(images, backbone=MeanStd(), cache=tmp_path / "c", num_workers=0)
+    assert fs.features.shape[0] == len(images) and fs.n_cached == 0
+    assert any("cannot be written" in r.getMessage() for r in caplog.records)
+    assert not list((tmp_path / "c").rglob("shard-*"))

@@ -417,3 +417,13 @@ def test_params_to_dict_is_the_cards_params(rng):
     assert {k: v for k, v in res.params.items() if k != "distance"} == p.to_dict()
     assert RedundancyParams(method="ssim").threshold == 0.95
     assert RedundancyParams(method="cnn").align is None  # aligned links: wavelet only
+
+
+def test_scope_class_needs_labels_for_every_method_and_numpy_bools_are_bools(rng):
+    imgs = rng.integers(0, 256, (6, 16, 16), dtype=np.uint8)
+    for method in ("wavelet", "ssim"):
+        with pytest.raises(InvalidParameterError, match="can be 'class' only for labelled"):
+            find_redundancy(imgs, method=method, scope="class")
+    assert find_redundancy(imgs, align=np.True_).params["align"] is True
+    assert find_redundancy(imgs, align=np.False_).params["align"] is False
+    assert dcsi.find_leakage(imgs, imgs[:2], align=np.True_).params["align"] is True
