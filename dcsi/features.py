@@ -30,13 +30,14 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -511,22 +512,33 @@ def extract_features(
         side = (hw, arrays[1])
         out_arrays = np.empty((n, *hw) + ((3,) if arrays[1] == "RGB" else ()), np.uint8)
     if len(todo):
-        features = _compute(
-            image_set,
-            todo,
-            extractor,
-            name=name,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            num_threads=num_threads,
-            store=store,
-            shard_size=shard_size,
-            hashes=hashes,
-            rows_of=rows_of,
-            features=features,
-            n=n,
-            arrays=None if side is None else (out_arrays, side),
+        require("torch", "CNN feature extraction", "dcsi[torch]")
+        workers = _auto_workers(image_set) if num_workers is None else num_workers
+        threads = choose_num_threads() if num_threads is None else num_threads
+        logger.info(
+            "%s: %d images, batch %d, %d torch thread(s), %d loader worker(s).",
+            name,
+            len(todo),
+            batch_size,
+            threads,
+            workers,
         )
+        with _torch_threads(threads):
+            features = _run(
+                image_set,
+                todo,
+                extractor,
+                name=name,
+                batch_size=batch_size,
+                workers=workers,
+                store=store,
+                shard_size=shard_size,
+                hashes=hashes,
+                rows_of=rows_of,
+                features=features,
+                n=n,
+                arrays=None if side is None else (out_arrays, side),
+            )
     assert features is not None
     if side is not None:
         done = np.zeros(n, dtype=bool)
@@ -553,56 +565,15 @@ def extract_features(
     )
 
 
-def _compute(
-    image_set: ImageSet,
-    todo: np.ndarray,
-    extractor: Any,
-    *,
-    name: str,
-    batch_size: int,
-    num_workers: int | None,
-    num_threads: int | None,
-    store: FeatureCache | None,
-    shard_size: int,
-    hashes: list[str] | None,
-    rows_of: dict[str, list[int]],
-    features: np.ndarray | None,
-    n: int,
-    arrays: tuple[np.ndarray, tuple[tuple[int, int], str]] | None = None,
-) -> np.ndarray:
-    """Run the model on the images at ``todo`` and fill ``features`` (and the cache,
-    and ``arrays[0]`` at ``todo`` when asked)."""
-    require("torch", "CNN feature extraction", "dcsi[torch]")
+@contextlib.contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op thread count set to ``threads`` for the block, then restored."""
     import torch
 
-    workers = _auto_workers(image_set) if num_workers is None else num_workers
-    threads = choose_num_threads() if num_threads is None else num_threads
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
-    logger.info(
-        "%s: %d images, batch %d, %d torch thread(s), %d loader worker(s).",
-        name,
-        len(todo),
-        batch_size,
-        threads,
-        workers,
-    )
     try:
-        return _run(
-            image_set,
-            todo,
-            extractor,
-            name=name,
-            batch_size=batch_size,
-            workers=workers,
-            store=store,
-            shard_size=shard_size,
-            hashes=hashes,
-            rows_of=rows_of,
-            features=features,
-            n=n,
-            arrays=arrays,
-        )
+        yield
     finally:
         torch.set_num_threads(previous)
 
@@ -623,6 +594,8 @@ def _run(
     n: int,
     arrays: tuple[np.ndarray, tuple[tuple[int, int], str]] | None = None,
 ) -> np.ndarray:
+    """Run the model on the images at ``todo`` and fill ``features`` (and the cache,
+    and ``arrays[0]`` at ``todo`` when asked); Ctrl-C keeps the partial shard."""
     import torch
     from torch.utils.data import DataLoader, Dataset
 
