@@ -23,6 +23,7 @@ __all__ = [
     "check_float",
     "check_int",
     "check_labels",
+    "check_memory",
     "require",
     "validate_params",
 ]
@@ -330,3 +331,42 @@ def validate_params(
                 words.append("None")
             raise _fail(name, caller, " or ".join(words), value)
     return out
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (Linux ``MemAvailable``), or None when unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_memory(need: float, what: str, fix: str) -> None:
+    """Refuse, before allocating, work that cannot fit in the memory available now.
+
+    Parameters
+    ----------
+    need : float
+        Estimated peak bytes of the work.
+    what : str
+        The work, e.g. ``"The wavelet stage of 8121 images of 130 x 130 pixels"``.
+    fix : str
+        Which option lowers it.
+
+    Raises
+    ------
+    DataError
+        One line with the estimate, the memory available and ``fix``.
+    """
+    avail = available_memory()
+    if avail is not None and need > avail:
+        from dcsi.exceptions import DataError
+
+        raise DataError(
+            f"{what} needs about {need / 2**30:.1f} GiB of memory but {avail / 2**30:.1f} GiB "
+            f"is available; {fix}"
+        )

@@ -64,6 +64,7 @@ def check_parameters(
     backbone: Any = "efficientnet_lite0",
     weights: str | os.PathLike[str] | None = None,
     image_size: int | None = None,
+    size: int | None = None,
 ) -> tuple[str, ...]:
     """Check :func:`analyze`'s own options before any data is read.
 
@@ -77,6 +78,8 @@ def check_parameters(
     check_choice(redundancy_method, "redundancy_method", "analyze", METHODS)
     if image_size is not None:
         check_int(image_size, "image_size", "analyze", min_value=32, max_value=1024)
+    if size is not None:
+        check_int(size, "size", "analyze", min_value=4)
     if isinstance(backbone, str):
         from dcsi.backbones import list_backbones
 
@@ -127,6 +130,7 @@ def analyze(
     label_column: str | None = None,
     linkage: str = "average",
     redundancy_method: str = "wavelet",
+    size: int | None = None,
     command: str | None = None,
 ):
     """Analyze an image dataset and return its dataset card.
@@ -160,6 +164,10 @@ def analyze(
         Linkage of the hierarchical clustering of classes.
     redundancy_method : {"wavelet", "ssim", "cnn"}, default="wavelet"
         Method of the near-duplicate search stored in the card.
+    size : int, default=None
+        Size (pixels, square) at which the pixel-space stages (SSIM and wavelet class
+        matrices, the near-duplicate search) compare the images; ``None``: the native
+        size, or the median size when sizes differ.
     command : str, default=None
         The command line, recorded in the card's provenance.
 
@@ -177,6 +185,7 @@ def analyze(
         backbone=backbone,
         weights=weights,
         image_size=image_size,
+        size=size,
     )
     images = open_source(
         source,
@@ -200,6 +209,7 @@ def analyze(
         cache=cache,
         linkage=linkage,
         redundancy_method=redundancy_method,
+        size=size,
         command=command,
     )
 
@@ -218,6 +228,7 @@ def analyze_images(
     cache: Any = None,
     linkage: str = "average",
     redundancy_method: str = "wavelet",
+    size: int | None = None,
     command: str | None = None,
 ):
     """:func:`analyze` on an already opened :class:`~dcsi.sources.ImageSet`.
@@ -235,6 +246,7 @@ def analyze_images(
         backbone=backbone,
         weights=weights,
         image_size=image_size,
+        size=size,
     )
     started = datetime.now(timezone.utc)
 
@@ -262,7 +274,7 @@ def analyze_images(
             device=device,
             cache=cache,
             num_threads=num_threads,
-            arrays=(None, "L"),
+            arrays=(size, "L"),
         )
         features, grey = fs.features, fs.arrays
     if "cnn" in chosen:
@@ -270,7 +282,7 @@ def analyze_images(
         data["similarity"].update(cnn.pop("similarity", {}))
         data.update(cnn)
     if grey is None:  # decoded once, shared by the stages below
-        grey = images.to_array(mode="L")
+        grey = images.to_array(size=size, mode="L")
     if class_level and "ssim" in chosen:
         from dcsi.similarity.ssim import class_ssim
 
@@ -318,6 +330,7 @@ def analyze_images(
             "seed": seed,
             "linkage": linkage,
             "redundancy_method": redundancy_method,
+            "size": size,
             "num_threads": num_threads,
         },
         "command": command or " ".join(sys.argv),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from dcsi.cli import main
@@ -62,3 +64,55 @@ def test_out_of_memory_is_one_line(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert rc == 1 and err.count("\n") == 1 and "out of memory" in err
     assert "--max-per-class" in err and not (tmp_path / "o").exists()
+
+
+def test_work_that_cannot_fit_is_refused_before_allocating(tmp_path, capsys, monkeypatch):
+    import dcsi._validation
+
+    monkeypatch.setattr(dcsi._validation, "available_memory", lambda: 1 << 10)  # 1 KiB
+    rc = main(["redundancy", "sample:digits", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("\n") == 1 and "GiB of memory" in err and "--size" in err
+    monkeypatch.setattr(dcsi._validation, "available_memory", lambda: None)  # unknown: go on
+    assert (
+        main(
+            [
+                "redundancy",
+                "sample:digits",
+                "--out",
+                str(tmp_path / "o"),
+                "--size",
+                "6",
+                "--no-align",
+            ]
+        )
+        == 0
+    )
+    data = json.loads((tmp_path / "o" / "redundancy.json").read_text())
+    assert data["summary"]["rrqr"]["n_coefficients"] == 36
+
+
+def test_analyze_size_option_sets_the_pixel_stages_size(tmp_path):
+    pytest.importorskip("torch")
+    out = tmp_path / "o"
+    assert (
+        main(
+            [
+                "analyze",
+                "sample:digits",
+                "--out",
+                str(out),
+                "--analyzers",
+                "wavelet",
+                "--size",
+                "6",
+                "--max-per-class",
+                "20",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    card = json.loads((out / "dcsi.json").read_text())
+    assert card["redundancy"]["summary"]["rrqr"]["n_coefficients"] == 36
+    assert card["provenance"]["parameters"]["size"] == 6

@@ -9,6 +9,7 @@ from typing import Any
 __all__ = [
     "add_align_options",
     "add_progress_option",
+    "add_size_option",
     "add_source_options",
     "align_from_args",
     "check_out_dir",
@@ -80,6 +81,19 @@ def add_align_options(parser: argparse.ArgumentParser) -> None:
         default=d.max_crop,
         help="wavelet, second stage: largest crop in pixels per axis, "
         f"resized back (default {d.max_crop})",
+    )
+
+
+def add_size_option(parser: argparse.ArgumentParser) -> None:
+    """``--size N``: the size (pixels, square) the pixel-space stages compare images at."""
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="compare images at N x N pixels in the pixel-space stages (wavelet, SSIM, "
+        "aligned copies); default: the dataset's native size, or its median size when "
+        "sizes differ",
     )
 
 

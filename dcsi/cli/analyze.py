@@ -6,7 +6,13 @@ import argparse
 import shlex
 import sys
 
-from dcsi.cli._common import add_progress_option, add_source_options, check_out_dir, source_kwargs
+from dcsi.cli._common import (
+    add_progress_option,
+    add_size_option,
+    add_source_options,
+    check_out_dir,
+    source_kwargs,
+)
 from dcsi.redundancy import METHODS
 
 __all__ = ["register"]
@@ -26,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     add_source_options(p)
+    add_size_option(p)
     p.add_argument(
         "--backbone",
         default="efficientnet_lite0",
@@ -91,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         backbone=args.backbone,
         weights=args.weights,
         image_size=args.image_size,
+        size=args.size,
     )
     images = open_source(
         args.source, max_per_class=args.max_per_class, seed=args.seed, **source_kwargs(args)
@@ -108,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         cache=False if args.no_cache else args.cache,
         linkage=args.linkage,
         redundancy_method=args.redundancy_method,
+        size=args.size,
         command=shlex.join(["dcsi", *sys.argv[1:]]),
     )
     position = {item_id: i for i, item_id in enumerate(images.ids)}

@@ -10,6 +10,7 @@ from pathlib import Path
 from dcsi.cli._common import (
     add_align_options,
     add_progress_option,
+    add_size_option,
     add_source_options,
     align_from_args,
     check_out_dir,
@@ -52,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="condition-number bound of the wavelet column selection",
     )
     add_align_options(p)
+    add_size_option(p)
     p.add_argument(
         "--n-farthest",
         type=int,
@@ -66,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dcsi._io import atomic_write_json, atomic_write_text
-    from dcsi._validation import validate_params
+    from dcsi._validation import check_int, validate_params
     from dcsi.leakage import LEAKAGE_CONSTRAINTS, find_leakage
     from dcsi.similarity.wavelet import WaveletOptions
     from dcsi.sources import open_source
@@ -77,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
         LEAKAGE_CONSTRAINTS,
         "dcsi leakage",
     )
+    if args.size is not None:
+        check_int(args.size, "size", "dcsi leakage", min_value=4)
     align, wavelet = align_from_args(args), WaveletOptions(tau=args.tau)  # checked first
     train = open_source(args.train, **source_kwargs(args, prefix="train-"))
     test = open_source(args.test, **source_kwargs(args, prefix="test-"))
@@ -86,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         method=args.method,
         threshold=args.threshold,
         wavelet=wavelet,
+        size=args.size,
         n_farthest=args.n_farthest,
         backbone=args.backbone,
         seed=args.seed,

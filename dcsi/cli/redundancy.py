@@ -9,6 +9,7 @@ from dcsi._validation import check_int
 from dcsi.cli._common import (
     add_align_options,
     add_progress_option,
+    add_size_option,
     add_source_options,
     align_from_args,
     check_out_dir,
@@ -79,6 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"SSIM a verified pair must reach (default {d.verify_threshold:g})",
     )
     add_align_options(p)
+    add_size_option(p)
     p.add_argument(
         "--scope",
         choices=("all", "class"),
@@ -135,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
     check_out_dir(args.out)
     p = _params(args)
     check_int(args.max_groups, "max_groups", "dcsi redundancy", min_value=0)
+    if args.size is not None:
+        check_int(args.size, "size", "dcsi redundancy", min_value=4)
     images = open_source(args.source, **source_kwargs(args))
     res = find_redundancy(
         images,
@@ -148,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
         verify_threshold=p.verify_threshold,
         align=p.align or False,
         wavelet=p.wavelet,
+        size=args.size,
         backbone=args.backbone,
         seed=p.seed,
     )

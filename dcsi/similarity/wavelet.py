@@ -31,6 +31,7 @@ from dcsi._validation import (
     check_choice,
     check_int,
     check_labels,
+    check_memory,
     validate_params,
 )
 from dcsi.exceptions import DataError, InvalidParameterError
@@ -276,13 +277,25 @@ def wavelet_rows(
     Raises
     ------
     DataError
-        When no coefficient varies (all images identical) and ``columns`` is None.
+        When no coefficient varies (all images identical) and ``columns`` is None, or
+        when the work would not fit in the memory available (the message says how much
+        it needs and that a smaller ``size`` lowers it).
     """
     from dcsi.neighbors import prepare_rows
     from dcsi.rrqr import select_columns
 
     options = WaveletOptions() if options is None else options
     kw: dict[str, Any] = {"wavelet": options.wavelet, "level": options.level, "mode": options.mode}
+    shape = np.asarray(images).shape
+    d = n_coefficients(shape[1:], **kw)
+    # W (float32), its selected copy, and with a selection the QR factors (float64)
+    need = 8.0 * shape[0] * d + (0 if columns is not None else 3 * 8.0 * d * min(shape[0], d))
+    check_memory(
+        need,
+        f"The wavelet rows of {shape[0]} images of {shape[1]} x {shape[2]} pixels ({d} "
+        "coefficients each)",
+        "analyse them at a smaller size (size= in Python, --size on the command line).",
+    )
     W = wavelet_coefficients(images, **kw)
     selection = None
     if columns is None:
