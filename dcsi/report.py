@@ -211,6 +211,107 @@ def _component_html(value: Any, names: list[str]) -> str:
     return _fmt(value)
 
 
+def _class_views_html(block: Mapping, load_image: Callable[[str], Any] | None) -> str:
+    """The per-class SSIM views section, drawn from the card's stored ``class_views``.
+
+    For each stored class: its kNN SSIM graph at the stored layout (figure
+    ``fig-class-view-<class_id>``; the most similar group in red, the most dissimilar
+    pair ringed in blue, the most isolated image a star), then the group, the pair and
+    the isolated image as thumbnails (with ``load_image``) or ids.  Nothing is computed
+    here: positions, edges and landmarks are those :func:`dcsi.class_views.class_views`
+    stored.
+    """
+    from matplotlib.collections import LineCollection
+
+    esc = html.escape
+    params = block.get("params") or {}
+    views = block.get("classes") or ()
+    parts = [
+        "<h2 id='class-views'>Per-class SSIM views</h2>",
+        f"<p>For each class (at most {esc(str(params.get('max_classes', '?')))}, the largest) "
+        f"a sample of at most {esc(str(params.get('max_per_class', '?')))} images: the graph "
+        f"linking each image to its {esc(str(params.get('k', '?')))} most similar by SSIM, "
+        "the most similar group (red), the most dissimilar pair (blue rings) and the most "
+        "isolated image (lowest mean SSIM to the others, star), as in Yousefzadeh "
+        "&sect;5.4.</p>",
+    ]
+    if not views:
+        parts.append("<p>No class has two or more images.</p>")
+
+    def thumbs(ids: list[str] | tuple[str, ...]) -> str:
+        if load_image is None:
+            return ", ".join(f"<code>{esc(str(i))}</code>" for i in ids)
+        return "".join(
+            f'<img class="thumb" title="{esc(str(i))}" alt="{esc(str(i))}" '
+            f'src="data:image/png;base64,{_thumb(load_image(str(i)))}">'
+            for i in ids
+        )
+
+    for v in views:
+        pos = np.asarray(v["layout"], dtype=np.float64).reshape(-1, 2)
+        edges = np.asarray(v["edges"], dtype=np.int64).reshape(-1, 2)
+        group = list(v["group"]["members"])
+        pair = list(v["dissimilar_pair"]["members"])
+        iso = int(v["isolated"]["member"])
+        fig, ax = _figure((3.2, 3.2))
+        if len(edges):
+            ax.add_collection(
+                LineCollection(list(pos[edges]), colors="#999", linewidths=0.6, alpha=0.6, zorder=1)
+            )
+        ax.scatter(pos[:, 0], pos[:, 1], s=12, c="#555", zorder=2)
+        ax.scatter(
+            pos[group, 0], pos[group, 1], s=36, c="#d62728", zorder=3, label="most similar group"
+        )
+        ax.scatter(
+            pos[pair, 0],
+            pos[pair, 1],
+            s=90,
+            facecolors="none",
+            edgecolors="#1f77b4",
+            linewidths=1.5,
+            zorder=4,
+            label="most dissimilar pair",
+        )
+        ax.scatter(
+            pos[iso, 0],
+            pos[iso, 1],
+            s=120,
+            marker="*",
+            c="#ff7f0e",
+            zorder=5,
+            label="most isolated",
+        )
+        ax.set_xlim(-1.1, 1.1)
+        ax.set_ylim(-1.1, 1.1)
+        ax.set_aspect("equal")
+        ax.set_axis_off()
+        ax.legend(
+            fontsize=6, loc="lower center", bbox_to_anchor=(0.5, -0.12), ncol=3, frameon=False
+        )
+        name = str(v["class"])
+        ax.set_title(f"{name}: {len(pos)} of {v['n_images']} images", fontsize=9)
+        g, p, i = v["group"], v["dissimilar_pair"], v["isolated"]
+        parts.append(
+            f"<div class='class-view' id='class-view-{int(v['class_id'])}'><h3>{esc(name)}</h3>"
+            + _img(
+                f"fig-class-view-{int(v['class_id'])}",
+                _png(fig),
+                f"SSIM kNN graph of class {name}",
+            )
+            + f"<p>Most similar group ({len(g['ids'])} images, every pair SSIM &ge; "
+            f"{_fmt(g['min_ssim'])}; threshold {_fmt(g['threshold'])}):<br>{thumbs(g['ids'])}</p>"
+            f"<p>Most dissimilar pair (SSIM {_fmt(p['ssim'])}):<br>{thumbs(p['ids'])}</p>"
+            f"<p>Most isolated image (mean SSIM {_fmt(i['mean_ssim'])}):<br>{thumbs([i['id']])}</p>"
+            "</div>"
+        )
+    omitted = block.get("omitted") or ()
+    if omitted:
+        shown = "; ".join(f"{esc(str(o['class']))} ({esc(str(o['reason']))})" for o in omitted[:20])
+        more = f"; and {len(omitted) - 20} more (in dcsi.json)" if len(omitted) > 20 else ""
+        parts.append(f"<p>No view for: {shown}{more}.</p>")
+    return "\n".join(parts)
+
+
 def report_html(
     card: Any, *, load_image: Callable[[str], Any] | None = None, card_sha256: str | None = None
 ) -> str:
@@ -373,6 +474,8 @@ def report_html(
     else:
         parts.append("<p>Not computed.</p>")
 
+    if data.get("class_views"):
+        parts.append(_class_views_html(data["class_views"], load_image))
     parts.append("<h2 id='redundancy'>Near-duplicates</h2>")
     red = data.get("redundancy")
     if red:

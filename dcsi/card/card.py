@@ -404,12 +404,47 @@ def _without_numeric_arrays(data: Mapping) -> Mapping:
                     entry["stderr"] = []
             new_sims[kind] = entry
         out["similarity"] = new_sims
+    views = data.get("class_views")
+    if isinstance(views, Mapping) and isinstance(views.get("classes"), list):
+        out["class_views"] = _without_view_arrays(views)
     feats = data.get("features")
     if isinstance(feats, Mapping) and "class_sums" in feats:
         feats = dict(feats)
         _check_numeric_matrix(feats["class_sums"], "features.class_sums", allow_null=False)
         feats["class_sums"] = []
         out["features"] = feats
+    return out
+
+
+def _check_pairs(value: Any, where: str, *, counts: bool) -> None:
+    """Fast check of a list of 2-lists: numbers, or with ``counts`` ints >= 0."""
+    _check_numeric_matrix(value, where, allow_null=False)
+    for i, row in enumerate(value):
+        if len(row) != 2:
+            raise CardSchemaError(
+                f"The card fails the dcsi schema at '{where}[{i}]': {row!r:.60} should have 2 items"
+            )
+        if counts and not (type(row[0]) is int and type(row[1]) is int and min(row) >= 0):
+            raise CardSchemaError(
+                f"The card fails the dcsi schema at '{where}[{i}]': {row!r:.60} should "
+                "hold two ints >= 0"
+            )
+
+
+def _without_view_arrays(views: Mapping) -> dict:
+    """``class_views`` with each class's ``layout`` and ``edges`` checked directly and
+    emptied (a few hundred 2-lists per class; jsonschema would take seconds on 50)."""
+    out = dict(views)
+    classes = []
+    for i, entry in enumerate(views["classes"]):
+        if isinstance(entry, Mapping):
+            entry = dict(entry)
+            for key, counts in (("layout", False), ("edges", True)):
+                if isinstance(entry.get(key), list):
+                    _check_pairs(entry[key], f"class_views.classes[{i}].{key}", counts=counts)
+                    entry[key] = []
+        classes.append(entry)
+    out["classes"] = classes
     return out
 
 
