@@ -191,6 +191,7 @@ def graph_layout(edges: np.ndarray, n: int, *, steps: int = _LAYOUT_STEPS) -> np
     ndarray of shape (n, 2)
         Each coordinate scaled to [-1, 1] (the centre when all are equal).
     """
+    from dcsi.similarity.ssim import _single_thread_blas
     from dcsi.spectral import laplacian_spectrum
 
     if n == 1:
@@ -200,9 +201,10 @@ def graph_layout(edges: np.ndarray, n: int, *, steps: int = _LAYOUT_STEPS) -> np
         A[edges[:, 0], edges[:, 1]] = 1.0
         A[edges[:, 1], edges[:, 0]] = 1.0
     m = min(3, n)
-    _, V = laplacian_spectrum(
-        A, kind="symmetric", n_eigenvalues=m, method="dense", return_vectors=True
-    )
+    with _single_thread_blas():  # a 100 x 100 eigh: threads only spin on a busy machine
+        _, V = laplacian_spectrum(
+            A, kind="symmetric", n_eigenvalues=m, method="dense", return_vectors=True
+        )
     deg = A.sum(axis=1)
     V = V / np.sqrt(np.where(deg > 0, deg, 1.0))[:, None]
     pos = np.zeros((n, 2))
@@ -220,14 +222,19 @@ def graph_layout(edges: np.ndarray, n: int, *, steps: int = _LAYOUT_STEPS) -> np
     kk = np.sqrt(1.0 / n)
     temp = 0.1
     cool = temp / (steps + 1)
+    x, y = pos[:, 0].copy(), pos[:, 1].copy()
     for _ in range(steps):
-        delta = pos[:, None, :] - pos[None, :, :]
-        dist = np.maximum(np.linalg.norm(delta, axis=-1), 1e-2)
-        force = kk * kk / dist**2 - A * dist / kk
-        disp = np.einsum("ijk,ij->ik", delta, force)
-        length = np.maximum(np.linalg.norm(disp, axis=1), 1e-2)
-        pos += disp * (temp / length)[:, None]
+        dx = x[:, None] - x[None, :]
+        dy = y[:, None] - y[None, :]
+        dist = np.maximum(np.sqrt(dx * dx + dy * dy), 1e-2)
+        force = kk * kk / (dist * dist) - A * dist / kk
+        fx = (dx * force).sum(axis=1)
+        fy = (dy * force).sum(axis=1)
+        step = temp / np.maximum(np.sqrt(fx * fx + fy * fy), 1e-2)
+        x += fx * step
+        y += fy * step
         temp -= cool
+    pos = np.stack([x, y], axis=1)
     return _unit_box(pos)
 
 
