@@ -191,7 +191,7 @@ def graph_layout(edges: np.ndarray, n: int, *, steps: int = _LAYOUT_STEPS) -> np
     ndarray of shape (n, 2)
         Each coordinate scaled to [-1, 1] (the centre when all are equal).
     """
-    from dcsi.similarity.ssim import _single_thread_blas
+    from dcsi.similarity.ssim import single_thread_blas
     from dcsi.spectral import laplacian_spectrum
 
     if n == 1:
@@ -201,7 +201,7 @@ def graph_layout(edges: np.ndarray, n: int, *, steps: int = _LAYOUT_STEPS) -> np
         A[edges[:, 0], edges[:, 1]] = 1.0
         A[edges[:, 1], edges[:, 0]] = 1.0
     m = min(3, n)
-    with _single_thread_blas():  # a 100 x 100 eigh: threads only spin on a busy machine
+    with single_thread_blas():  # a 100 x 100 eigh: threads only spin on a busy machine
         _, V = laplacian_spectrum(
             A, kind="symmetric", n_eigenvalues=m, method="dense", return_vectors=True
         )

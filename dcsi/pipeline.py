@@ -293,6 +293,12 @@ def analyze_images(
             max_per_class=max_per_class,
             seed=seed,
         ).to_dict()
+    if class_level and "ssim" in chosen:  # Yousefzadeh's per-class views (§5.4)
+        from dcsi.class_views import class_views
+
+        data["class_views"] = class_views(
+            grey, images.labels, list(images.classes), ids=list(images.ids), seed=seed
+        ).to_dict()
     if class_level and "wavelet" in chosen:
         from dcsi.similarity.wavelet import class_wavelet_similarity
 

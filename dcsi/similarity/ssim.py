@@ -67,6 +67,7 @@ __all__ = [
     "ClassSSIM",
     "auto_win_size",
     "class_ssim",
+    "single_thread_blas",
     "ssim_cross",
     "ssim_matrix",
     "ssim_pairs",
@@ -98,7 +99,7 @@ _MOMENT_BYTES = 256 * 2**20
 
 
 @contextlib.contextmanager
-def _single_thread_blas() -> Iterator[None]:
+def single_thread_blas() -> Iterator[None]:
     """One BLAS thread: the products here are small, and on a busy machine OpenBLAS
     threads spin and slow them down by several times."""
     try:
@@ -440,7 +441,7 @@ def _iter_blocks(
         total = len(starts_i) * len(starts_j)
     cache: dict[int, _Prepared] = {}
     used = 0
-    with progress(total=total, desc=desc, unit="block") as bar, _single_thread_blas():
+    with progress(total=total, desc=desc, unit="block") as bar, single_thread_blas():
         for i0 in starts_i:
             A = _prepare(plan, be, images[i0 : i0 + b], left=True, right=others is None)
             for j0 in starts_j:
@@ -628,7 +629,7 @@ def ssim_pairs(
     # local moments once per image when they fit in the budget, else once per chunk
     used_all = np.unique(P)
     pre = used_all.size * plan.n_out * 16 <= _MOMENT_BYTES
-    with _single_thread_blas():
+    with single_thread_blas():
         if pre:  # rows: (u, Q), so that gathering a pair's moments reads contiguous rows
             mu_all = np.empty((used_all.size, plan.n_out))
             var_all = np.empty((used_all.size, plan.n_out))
