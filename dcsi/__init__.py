@@ -58,6 +58,7 @@ _LAZY = {
     "find_redundancy": "dcsi.redundancy",
     "evaluate_duplicates": "dcsi.redundancy",
     "find_leakage": "dcsi.leakage",
+    "boundary_crossings": "dcsi.boundaries",
 }
 
 __all__ = [
