@@ -128,7 +128,7 @@ def dense_check(model, images, pairs, stats, n_check, n_points, rng):
 
 def _args(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--train-per-class", type=int, default=400)
+    p.add_argument("--train-per-class", type=int, default=1000)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--pairs", type=int, default=100, help="pairs per kind")
     p.add_argument("--pool-per-class", type=int, default=200)
