@@ -121,7 +121,8 @@ def load_torchscript(path: str | Path) -> Any:
             warnings.filterwarnings("ignore", message=".*torch.jit.load", category=FutureWarning)
             model = torch.jit.load(str(path), map_location="cpu")
     except (RuntimeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = str(exc).strip()
+        first = text.splitlines()[0].split(". ")[0] if text else type(exc).__name__
         raise DataError(
             f"--model {path} is not a TorchScript file ({first}); save the model with "
             "torch.jit.save(torch.jit.script(model), PATH) -- pickled torch.save files "
