@@ -59,6 +59,7 @@ _LAZY = {
     "evaluate_duplicates": "dcsi.redundancy",
     "find_leakage": "dcsi.leakage",
     "class_views": "dcsi.class_views",
+    "boundary_crossings": "dcsi.boundaries",
 }
 
 __all__ = [
