@@ -58,6 +58,12 @@ _LAZY = {
     "find_redundancy": "dcsi.redundancy",
     "evaluate_duplicates": "dcsi.redundancy",
     "find_leakage": "dcsi.leakage",
+    "cluster_images": "dcsi.image_clusters",
+    "ImageClusters": "dcsi.image_clusters",
+    "ImageClusterParams": "dcsi.image_clusters",
+    "ClusterComparison": "dcsi.image_clusters",
+    "image_map": "dcsi.image_map",
+    "plot_image_map": "dcsi.image_map",
 }
 
 __all__ = [
