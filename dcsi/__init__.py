@@ -62,8 +62,8 @@ _LAZY = {
     "ImageClusters": "dcsi.image_clusters",
     "ImageClusterParams": "dcsi.image_clusters",
     "ClusterComparison": "dcsi.image_clusters",
-    "image_map": "dcsi.image_map",
-    "plot_image_map": "dcsi.image_map",
+    "image_map": "dcsi.maps",
+    "plot_image_map": "dcsi.maps",
 }
 
 __all__ = [

@@ -16,7 +16,8 @@ default), with the choices the paper leaves open made explicit:
    elongated shapes CNN features form better than k-means' spheres; above
    ``max_exact`` images the tree is built on a seeded subsample of ``max_exact``
    images and every other image joins the cluster with the nearest centroid.  The
-   tree is built once and cut at every k tried.
+   tree is built once and cut at every k tried (a graph in several pieces is joined
+   by scikit-learn, which links its pieces by their nearest points).
 3. **Number of clusters.**  ``n_clusters="auto"`` fits every k of ``k_range``
    (default 2..min(30, n // 10)) and keeps the k with the largest mean silhouette
    (cosine distance, on a seeded subsample of at most ``max_scored`` = 5,000
@@ -24,7 +25,13 @@ default), with the choices the paper leaves open made explicit:
    silhouette: it needs no labels, compares partitions with different k on one
    scale (unlike the k-means inertia, which always falls with k), rewards clusters
    that are both tight and apart, and on a fixed subsample of 5,000 it costs
-   O(5,000^2) per k whatever n is.  Every score is recorded.
+   O(5,000^2) per k whatever n is.  Every score is recorded.  ``rule="davies_bouldin"``
+   (smallest Davies-Bouldin index, same subsample) is the alternative.  Neither rule
+   dominates on the data the default was chosen on (digits: silhouette -> k = 2,
+   Davies-Bouldin -> k = 11; a 5,000-image subset of Fashion-MNIST train: silhouette
+   -> k = 5, Davies-Bouldin -> k = 2; ``benchmarks/image_clusters.py``); internal
+   indices favour the coarsest clear split, so give ``n_clusters`` when the number
+   of kinds of image is known.
 4. **Summary of a cluster.**  Its centroid is the mean of its members' unit vectors;
    the *representative* (medoid) is the member of largest cosine similarity to the
    centroid, the *most typical* members are the next nearest, the *least typical*
@@ -48,6 +55,7 @@ Examples
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -61,6 +69,7 @@ from dcsi.exceptions import InvalidParameterError
 __all__ = [
     "LABELS_CAP",
     "METHODS",
+    "RULES",
     "ClusterComparison",
     "ImageClusterParams",
     "ImageClusters",
@@ -73,6 +82,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 METHODS = ("kmeans", "agglomerative")
+#: Rules choosing k for ``n_clusters="auto"``: the score and whether larger is better.
+RULES = ("silhouette", "davies_bouldin")
 #: ``to_dict()`` holds the n-long list of cluster ids only up to this many images.
 LABELS_CAP = 10_000
 #: Members listed per cluster as most / least typical.
@@ -94,6 +105,9 @@ class ImageClusterParams:
     ----------
     n_clusters : int or "auto", default="auto"
     method : {"kmeans", "agglomerative"}, default="kmeans"
+    rule : {"silhouette", "davies_bouldin"}, default="silhouette"
+        How ``"auto"`` chooses k: the largest mean silhouette (cosine) or the smallest
+        Davies-Bouldin index, both on the same seeded subsample.
     k_range : tuple of int or None, default=None
         The k tried by ``"auto"``; None: 2..min(30, n // 10) (at least 2..2), resolved
         by :meth:`resolve_k_range`.
@@ -111,6 +125,7 @@ class ImageClusterParams:
 
     n_clusters: int | str = "auto"
     method: str = "kmeans"
+    rule: str = "silhouette"
     k_range: tuple[int, ...] | None = None
     n_components: int = 50
     n_neighbors: int = 10
@@ -122,6 +137,7 @@ class ImageClusterParams:
     CONSTRAINTS: ClassVar[dict[str, list[Any]]] = {
         "n_clusters": [Interval(int, 2, None, closed="left"), Options(("auto",))],
         "method": [Options(METHODS)],
+        "rule": [Options(RULES)],
         "n_components": [Interval(int, 2, None, closed="left")],
         "n_neighbors": [Interval(int, 1, None, closed="left")],
         "max_exact": [Interval(int, 100, None, closed="left")],
@@ -156,6 +172,7 @@ class ImageClusterParams:
         return {
             "n_clusters": self.n_clusters,
             "method": self.method,
+            "rule": self.rule,
             "k_range": None if self.k_range is None else list(self.k_range),
             "n_components": self.n_components,
             "n_neighbors": self.n_neighbors,
@@ -358,10 +375,9 @@ class ImageClusters:
             )
         auto = self.params.n_clusters == "auto"
         choice = {
-            "rule": "silhouette" if auto else "given",
+            "rule": self.params.rule if auto else "given",
             "definition": (
-                "largest mean silhouette (cosine distance) over the k tried, on a seeded "
-                f"subsample of at most {self.params.max_scored} images; ties: smaller k"
+                _RULE_TEXT[self.params.rule].format(m=self.params.max_scored)
                 if auto
                 else "n_clusters given by the caller"
             ),
@@ -490,7 +506,9 @@ def _fit_agglomerative(
         rows = np.sort(rng.choice(n, params.max_exact, replace=False))
     sub = x[rows]
     graph = kneighbors_graph(sub, n_neighbors=min(params.n_neighbors, len(rows) - 1))
-    children = ward_tree(sub, connectivity=graph)[0]
+    with warnings.catch_warnings():  # a graph in several pieces is joined, as intended
+        warnings.filterwarnings("ignore", message="the number of connected components")
+        children = ward_tree(sub, connectivity=graph)[0]
     cuts = cut_tree_labels(children, len(rows), ks)
     if len(rows) == n:
         return cuts
@@ -514,10 +532,24 @@ def _assign_nearest(x: np.ndarray, sub: np.ndarray, sub_labels: np.ndarray) -> n
     return out
 
 
-def _silhouettes(
+_RULE_TEXT = {
+    "silhouette": (
+        "largest mean silhouette (cosine distance) over the k tried, on a seeded "
+        "subsample of at most {m} images; ties: the smaller k"
+    ),
+    "davies_bouldin": (
+        "smallest Davies-Bouldin index over the k tried, on a seeded subsample of at "
+        "most {m} images; ties: the smaller k"
+    ),
+}
+
+
+def _choose_k(
     x: np.ndarray, fits: dict[int, np.ndarray], params: ImageClusterParams
-) -> tuple[float | None, ...]:
-    from sklearn.metrics import silhouette_score
+) -> tuple[int, tuple[float | None, ...]]:
+    """The k chosen by ``params.rule`` and the score of every k (None: undefined, when
+    the subsample holds one cluster or every image in its own)."""
+    from sklearn.metrics import davies_bouldin_score, silhouette_score
 
     n = x.shape[0]
     rows = np.arange(n)
@@ -528,9 +560,15 @@ def _silhouettes(
     for k in sorted(fits):
         lab = fits[k][rows]
         n_lab = np.unique(lab).size
-        ok = 2 <= n_lab <= rows.size - 1
-        out.append(float(silhouette_score(x[rows], lab, metric="cosine")) if ok else None)
-    return tuple(out)
+        if not 2 <= n_lab <= rows.size - 1:
+            out.append(None)
+        elif params.rule == "silhouette":
+            out.append(float(silhouette_score(x[rows], lab, metric="cosine")))
+        else:
+            out.append(float(davies_bouldin_score(x[rows], lab)))
+    sign = 1.0 if params.rule == "silhouette" else -1.0
+    best = [sign * s if s is not None else -np.inf for s in out]
+    return sorted(fits)[int(np.argmax(best))], tuple(out)
 
 
 def cluster_summaries(
@@ -583,6 +621,7 @@ def cluster_images(
     labels: Any = None,
     backbone: Any = "efficientnet_lite0",
     k_range: Sequence[int] | None = None,
+    rule: str = "silhouette",
     n_components: int = 50,
     n_neighbors: int = 10,
     max_exact: int = 20_000,
@@ -609,6 +648,8 @@ def cluster_images(
     backbone : str or Extractor, default="efficientnet_lite0"
     k_range : sequence of int >= 2, default=None
         The k tried by "auto"; None: 2..min(30, n // 10).
+    rule : {"silhouette", "davies_bouldin"}, default="silhouette"
+        How "auto" chooses k (see the module docstring).
     n_components, n_neighbors, max_exact, max_scored : int
         See :class:`ImageClusterParams`.
 
@@ -625,6 +666,7 @@ def cluster_images(
     params = ImageClusterParams(
         n_clusters=n_clusters,
         method=method,
+        rule=rule,
         k_range=k_range,  # type: ignore[arg-type]
         n_components=n_components,
         n_neighbors=n_neighbors,
@@ -645,10 +687,8 @@ def cluster_images(
     scores: tuple[float | None, ...] = ()
     chosen = ks[0]
     if params.n_clusters == "auto":
-        scores = _silhouettes(x, fits, params)
-        best = [s if s is not None else -np.inf for s in scores]
-        chosen = ks[int(np.argmax(best))]
-        logger.info("cluster_images: silhouettes %s -> k = %d", dict(zip(ks, scores)), chosen)
+        chosen, scores = _choose_k(x, fits, params)
+        logger.info("cluster_images: %s %s -> k = %d", params.rule, scores, chosen)
     final = _by_size(fits[chosen])
     k = int(final.max()) + 1
     sim, reps, typical, atypical = cluster_summaries(x, final, k)

@@ -19,6 +19,9 @@ costs one t-SNE of 5,000 points plus a linear pass.
 :func:`plot_image_map` draws a map coloured by group (clusters or classes) as PNG bytes
 (matplotlib's Agg canvas, no pyplot; small translucent markers so that 60,000 points stay
 readable; a legend of up to 30 groups).
+
+(The module is ``dcsi.maps`` and not ``dcsi.image_map``: a submodule named like the
+public function would replace ``dcsi.image_map`` by the module once imported.)
 """
 
 from __future__ import annotations
