@@ -258,3 +258,30 @@ def test_nothing_given():
 def test_public_names():
     assert dcsi.cluster_images is cluster_images
     assert dcsi.ImageClusters is icm.ImageClusters
+
+
+class _GreyHistogram:
+    """A backbone whose features are a coarse grey-level histogram (no weights)."""
+
+    name = "grey-histogram"
+
+    def transform(self, img):
+        import torch
+
+        a = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+        hist = np.histogram(a, bins=8, range=(0.0, 1.0))[0].astype(np.float32)
+        return torch.from_numpy(hist + 0.01)
+
+    def __call__(self, batch):
+        return batch
+
+
+def test_images_go_through_extract_features(rng):
+    pytest.importorskip("torch")
+    dark = rng.integers(0, 60, size=(20, 6, 6))
+    light = rng.integers(190, 256, size=(20, 6, 6))
+    images = np.concatenate([dark, light]).astype(np.uint8)
+    labels = np.repeat([0, 1], 20)
+    ic = cluster_images(images, n_clusters=2, backbone=_GreyHistogram(), labels=labels, seed=1)
+    assert len(ic.ids) == 40
+    assert ic.comparison is not None and ic.comparison.ari == pytest.approx(1.0)
