@@ -269,7 +269,9 @@ def compare_clusters(
         total = int(col.sum())
         if total and col.max() < MAJORITY * total:
             tops = _top("classes", col)
-            tops["classes"] = [{**t, "class": names[t.pop("index")]} for t in tops["classes"]]
+            tops["classes"] = [
+                {"class": names[t["index"]], "share": t["share"]} for t in tops["classes"]
+            ]
             merged.append({"cluster": j, "share": col.max() / total, **tops})
     return ClusterComparison(
         ari=float(adjusted_rand_score(labels, clusters)),

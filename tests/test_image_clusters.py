@@ -155,7 +155,9 @@ def test_merged_and_split_lists():
     labels = np.array([0, 1, 2, 3, 3, 3, 3, 3])
     cmp = compare_clusters(clusters, labels, ["a", "b", "c", "d"])
     assert [d["cluster"] for d in cmp.merged_clusters] == [0]
-    assert [c["class"] for c in cmp.merged_clusters[0]["classes"]] == ["a", "b", "c"]
+    assert cmp.merged_clusters[0]["classes"] == [
+        {"class": name, "share": pytest.approx(1 / 3)} for name in "abc"
+    ]
     # d: clusters 1 (2), 2 (1), 3 (2) of 5 -> largest 2/5 -> split
     assert [d["class"] for d in cmp.split_classes] == ["d"]
     assert [c["cluster"] for c in cmp.split_classes[0]["clusters"]] == [1, 3, 2]
