@@ -156,8 +156,16 @@ class ImageClusterParams:
             object.__setattr__(self, k, v)
 
     def resolve_k_range(self, n: int) -> tuple[int, ...]:
-        """The k tried for ``n`` images (only those ``<= n - 1``)."""
+        """The k tried for ``n`` images (only those ``<= n - 1``; for "agglomerative",
+        ``<= min(n, max_exact) - 1``, the images its tree is built on)."""
+        if self.method == "agglomerative":
+            n = min(n, self.max_exact)
         if isinstance(self.n_clusters, int):
+            if self.n_clusters > n:
+                raise InvalidParameterError(
+                    f"The 'n_clusters' parameter of {_CALLER} must be an int in the range "
+                    f"[2, {n}] for these images. Got {self.n_clusters!r} instead."
+                )
             return (self.n_clusters,)
         ks = self.k_range or tuple(range(2, max(2, min(30, n // 10)) + 1))
         ks = tuple(k for k in ks if k <= n - 1)

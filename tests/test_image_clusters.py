@@ -235,6 +235,7 @@ def test_declared_constraints_reject_bad_values(name, bad):
         ({"k_range": []}, r"'k_range' parameter .* non-empty"),
         ({"k_range": "2-5"}, r"'k_range' parameter"),
         ({"k_range": [50, 60]}, r"k <= n_images - 1 = 9"),
+        ({"n_clusters": 11}, r"'n_clusters' parameter .* range \[2, 10\]"),
         ({"features": np.full((10, 3), np.nan)}, "NaN or infinite"),
         ({"features": np.zeros(10)}, r"must be a 2-D array"),
         ({"features": np.zeros((2, 3))}, "at least 3 images"),
