@@ -7,9 +7,10 @@ cache, their extraction not timed), each row clusters the features (or pixels) w
 the labels, then scores the clusters against the 10 classes (NMI, ARI, purity):
 
 - ``dcsi default``: ``cluster_images(features=F)`` -- k-means on unit PCA-50 features,
-  k chosen by the silhouette over 2..30;
+  k chosen by the Davies-Bouldin index over 2..30;
+- ``dcsi k-means, silhouette``: the same with ``rule="silhouette"``;
 - ``dcsi agglomerative``: ``method="agglomerative"`` (kNN-graph Ward; tree on a seeded
-  20,000 subsample, the rest to the nearest centroid), k by the silhouette;
+  20,000 subsample, the rest to the nearest centroid), k by Davies-Bouldin;
 - ``dcsi k-means, k = 10``: dcsi's k-means given the true number of classes;
 - ``paper's recipe, k = 10``: scikit-learn ``KMeans(10)`` on the raw CNN features (no
   normalisation, no PCA), as the paper does -- on EfficientNet-Lite0 features, because
@@ -121,12 +122,17 @@ def run_main(n: int | None, seed: int) -> dict[str, Any]:
 
     cnn = "EfficientNet-Lite0 64 px"
     default = add(
-        "dcsi default (k-means, auto k)",
+        "dcsi default (k-means, auto k: Davies-Bouldin)",
         lambda: dcsi.cluster_images(features=feats, seed=seed),
         cnn,
     )
+    add(
+        "dcsi k-means, auto k: silhouette",
+        lambda: dcsi.cluster_images(features=feats, rule="silhouette", seed=seed),
+        cnn,
+    )
     agg = add(
-        "dcsi agglomerative (auto k)",
+        "dcsi agglomerative (auto k: Davies-Bouldin)",
         lambda: dcsi.cluster_images(features=feats, method="agglomerative", seed=seed),
         cnn,
     )
