@@ -60,6 +60,12 @@ _LAZY = {
     "find_leakage": "dcsi.leakage",
     "class_views": "dcsi.class_views",
     "boundary_crossings": "dcsi.boundaries",
+    "cluster_images": "dcsi.image_clusters",
+    "ImageClusters": "dcsi.image_clusters",
+    "ImageClusterParams": "dcsi.image_clusters",
+    "ClusterComparison": "dcsi.image_clusters",
+    "image_map": "dcsi.maps",
+    "plot_image_map": "dcsi.maps",
 }
 
 __all__ = [

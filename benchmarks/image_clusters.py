@@ -1,0 +1,284 @@
+"""Image clusters and the map on Fashion-MNIST train, labels hidden from the clustering.
+
+Thomas & Abraham cluster unlabelled images with k-means on pre-trained CNN features.
+On Fashion-MNIST's train split (60,000 28x28 images, Debian's
+``dataset-fashion-mnist``; features of EfficientNet-Lite0 at 64 px from dcsi's feature
+cache, their extraction not timed), each row clusters the features (or pixels) without
+the labels, then scores the clusters against the 10 classes (NMI, ARI, purity):
+
+- ``dcsi default``: ``cluster_images(features=F)`` -- k-means on unit PCA-50 features,
+  k chosen by the Davies-Bouldin index over 2..30;
+- ``dcsi k-means, silhouette``: the same with ``rule="silhouette"``;
+- ``dcsi agglomerative``: ``method="agglomerative"`` (kNN-graph Ward; tree on a seeded
+  20,000 subsample, the rest to the nearest centroid), k by Davies-Bouldin;
+- ``dcsi k-means, k = 10``: dcsi's k-means given the true number of classes;
+- ``paper's recipe, k = 10``: scikit-learn ``KMeans(10)`` on the raw CNN features (no
+  normalisation, no PCA), as the paper does -- on EfficientNet-Lite0 features, because
+  the paper's ResNet50 is not run here (see ``resnet50`` in the JSON: whether its
+  weights load offline; extracting 60,000 new feature vectors is out of scope);
+- ``pixels, k-means k = 10``: ``KMeans(10)`` on the raw pixels / 255.
+
+Then ``image_map(F)`` (t-SNE of a 5,000 subsample, the rest placed by 5 neighbours)
+and ``plot_image_map`` (coloured by class; the map itself never sees the labels).  Time and peak Python-heap memory (tracemalloc; numpy and
+scikit-learn's numpy buffers, not BLAS scratch) of every step; the peak RSS of the
+process at the end.
+
+The defaults (method, rule) were chosen on other data before this run (``--choice``:
+digits, 1,797 images, and a seeded 5,000-image subset of the train split, as
+Fashion-MNIST's test split has no cached features); the figures of this script on the
+full train split are held out.
+
+Usage (from the repository root)::
+
+    python benchmarks/image_clusters.py                 # all 60,000 images
+    python benchmarks/image_clusters.py --n 5000        # a seeded subset, quick check
+    python benchmarks/image_clusters.py --choice        # the table the defaults used
+
+Prints a markdown table and writes ``benchmarks/results/image_clusters.json`` (with
+``--choice``: ``image_clusters_choice.json``) and the map as
+``benchmarks/results/image_clusters_map.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import RESULTS_DIR, Timer, peak_rss_mib, print_table, traced_peak_mib, write_results
+
+
+def _scores(labels: np.ndarray, found: np.ndarray) -> dict[str, float]:
+    from dcsi.image_clusters import compare_clusters
+
+    cmp = compare_clusters(np.asarray(found, dtype=np.int64), labels)
+    return {"nmi": cmp.nmi, "ari": cmp.ari, "purity": cmp.purity}
+
+
+def _timed(fn: Any) -> tuple[Any, float, float]:
+    with Timer() as t:
+        out, peak = traced_peak_mib(fn)
+    return out, t.seconds, peak
+
+
+def _resnet50_status() -> str:
+    import dcsi
+    from dcsi.exceptions import DcsiError
+
+    if "resnet50" not in dcsi.list_backbones():
+        return "not registered"
+    try:
+        dcsi.get_backbone("resnet50", device="cpu")
+    except (DcsiError, OSError, RuntimeError) as exc:
+        return f"weights not available offline: {str(exc).splitlines()[0][:160]}"
+    return "weights load offline (features not extracted: out of scope for this run)"
+
+
+def _load(n: int | None, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    import dcsi
+
+    image_set = dcsi.open_source("sample:fashion-mnist", split="train")
+    if n is not None and n < len(image_set):
+        rows = np.sort(np.random.default_rng(seed).choice(len(image_set), n, replace=False))
+        image_set = image_set.subset(rows)
+    fs = dcsi.extract_features(image_set)
+    if fs.n_cached < len(fs):
+        print(f"note: {len(fs) - fs.n_cached} features were not cached", file=sys.stderr)
+    pixels = image_set.to_array(mode="L").reshape(len(image_set), -1)
+    assert fs.labels is not None
+    return fs.features, fs.labels, pixels, list(fs.classes)
+
+
+def run_main(n: int | None, seed: int) -> dict[str, Any]:
+    from sklearn.cluster import KMeans
+
+    import dcsi
+
+    feats, labels, pixels, classes = _load(n, seed)
+    rows: list[dict[str, Any]] = []
+
+    def add(name: str, fn: Any, what: str) -> Any:
+        out, secs, peak = _timed(fn)
+        found = out.labels if hasattr(out, "labels") else out
+        k = int(np.unique(found).size)
+        rows.append(
+            {
+                "name": name,
+                "input": what,
+                "k": k,
+                **_scores(labels, found),
+                "seconds": secs,
+                "peak_traced_mib": peak,
+            }
+        )
+        print(f"{name}: k={k} {rows[-1]['nmi']:.3f} NMI, {secs:.1f} s", file=sys.stderr)
+        return out
+
+    cnn = "EfficientNet-Lite0 64 px"
+    default = add(
+        "dcsi default (k-means, auto k: Davies-Bouldin)",
+        lambda: dcsi.cluster_images(features=feats, seed=seed),
+        cnn,
+    )
+    add(
+        "dcsi k-means, auto k: silhouette",
+        lambda: dcsi.cluster_images(features=feats, rule="silhouette", seed=seed),
+        cnn,
+    )
+    agg = add(
+        "dcsi agglomerative (auto k: Davies-Bouldin)",
+        lambda: dcsi.cluster_images(features=feats, method="agglomerative", seed=seed),
+        cnn,
+    )
+    add(
+        "dcsi k-means, k = 10",
+        lambda: dcsi.cluster_images(features=feats, n_clusters=10, seed=seed),
+        cnn,
+    )
+    add(
+        "paper's recipe: KMeans(10) on raw CNN features",
+        lambda: KMeans(n_clusters=10, random_state=seed).fit_predict(feats),
+        cnn,
+    )
+    add(
+        "KMeans(10) on raw pixels",
+        lambda: KMeans(n_clusters=10, random_state=seed).fit_predict(pixels / 255.0),
+        "pixels 28x28",
+    )
+
+    emb, map_s, map_peak = _timed(lambda: dcsi.image_map(feats, seed=seed))
+    png_path = RESULTS_DIR / "image_clusters_map.png"
+    with Timer() as t_plot:
+        dcsi.plot_image_map(
+            emb,
+            labels,
+            names=classes,
+            path=png_path,
+            title=f"Fashion-MNIST train ({len(feats):,}): map without labels, coloured by class",
+        )
+    return {
+        "n_images": len(feats),
+        "seed": seed,
+        "features": cnn,
+        "resnet50": _resnet50_status(),
+        "rows": rows,
+        "default_choice": default.to_dict()["choice"],
+        "agglomerative_choice": agg.to_dict()["choice"],
+        "default_comparison": {
+            k: v
+            for k, v in default.compare(labels, classes).to_dict().items()
+            if k in ("split_classes", "merged_clusters")
+        },
+        "map": {
+            "seconds": map_s,
+            "peak_traced_mib": map_peak,
+            "plot_seconds": t_plot.seconds,
+            "png": png_path.name,
+        },
+        "peak_rss_mib": peak_rss_mib(),
+    }
+
+
+def run_choice(seed: int) -> dict[str, Any]:
+    """The data the defaults were chosen on: rule x method on digits and train-5k."""
+    import dcsi
+
+    image_set = dcsi.open_source("sample:fashion-mnist", split="train")
+    rows = np.sort(np.random.default_rng(1).choice(len(image_set), 5000, replace=False))
+    sets = {
+        "digits": dcsi.extract_features("sample:digits"),
+        "fashion-mnist train 5k (seed 1)": dcsi.extract_features(image_set.subset(rows)),
+    }
+    out = []
+    for name, fs in sets.items():
+        for method in ("kmeans", "agglomerative"):
+            for rule in ("silhouette", "davies_bouldin"):
+                params = {"method": method, "rule": rule, "seed": seed}
+                ic, secs, _ = _timed(
+                    lambda fs=fs, params=params: dcsi.cluster_images(features=fs.features, **params)
+                )
+                out.append(
+                    {
+                        "data": name,
+                        "method": method,
+                        "rule": rule,
+                        "k": ic.n_clusters,
+                        **_scores(fs.labels, ic.labels),
+                        "seconds": secs,
+                    }
+                )
+                print(out[-1], file=sys.stderr)
+    return {"rows": out}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=None, help="seeded subset of the train split")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--choice", action="store_true", help="the choice-data table only")
+    args = parser.parse_args(argv)
+    if args.choice:
+        res = run_choice(args.seed)
+        print_table(
+            [
+                [
+                    r["data"],
+                    r["method"],
+                    r["rule"],
+                    r["k"],
+                    r["nmi"],
+                    r["ari"],
+                    r["purity"],
+                    r["seconds"],
+                ]
+                for r in res["rows"]
+            ],
+            ["data", "method", "rule", "k", "NMI", "ARI", "purity", "s"],
+        )
+        write_results("image_clusters_choice", res)
+        return
+    res = run_main(args.n, args.seed)
+    table = [
+        [
+            r["name"],
+            r["input"],
+            r["k"],
+            r["nmi"],
+            r["ari"],
+            r["purity"],
+            r["seconds"],
+            r["peak_traced_mib"],
+        ]
+        for r in res["rows"]
+    ]
+    m = res["map"]
+    table.append(
+        [
+            "image_map (t-SNE 5,000 + neighbours)",
+            "EfficientNet-Lite0 64 px",
+            None,
+            None,
+            None,
+            None,
+            m["seconds"],
+            m["peak_traced_mib"],
+        ]
+    )
+    print(
+        f"Fashion-MNIST train, {res['n_images']:,} images (labels hidden); "
+        f"ResNet50: {res['resnet50']}"
+    )
+    print_table(table, ["method", "input", "k", "NMI", "ARI", "purity", "s", "peak traced MiB"])
+    print(f"peak RSS of the process: {res['peak_rss_mib']:.0f} MiB")
+    name = "image_clusters" if args.n is None else f"image_clusters_n{args.n}"
+    write_results(name, res)
+
+
+if __name__ == "__main__":
+    main()
