@@ -277,6 +277,8 @@ def analyze_images(
             arrays=(size, "L"),
         )
         features, grey = fs.features, fs.arrays
+    if features is not None and len(images) >= 3:  # Thomas & Abraham, labelled or not
+        data["image_clusters"] = image_clusters_block(images, features, seed=seed)
     if "cnn" in chosen:
         cnn = _cnn_blocks(fs, images, class_level, linkage=linkage)
         data["similarity"].update(cnn.pop("similarity", {}))
@@ -344,6 +346,47 @@ def analyze_images(
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     return Card.from_dict(data)
+
+
+#: Points of the image map kept in the card (a seeded sample; the report draws them).
+MAP_POINTS = 5000
+
+
+def image_clusters_block(images: Any, features: np.ndarray, *, seed: int = 0) -> dict[str, Any]:
+    """The card's ``image_clusters`` block: :func:`dcsi.cluster_images` on the features
+    (compared with the classes when there are labels) and a 2-D map of the images.
+
+    Parameters
+    ----------
+    images : ImageSet
+        Lends the ids, labels and class names.
+    features : ndarray of shape (n, d)
+    seed : int, default=0
+
+    Returns
+    -------
+    dict
+        ``ImageClusters.to_dict()`` plus ``map``: ``method``, ``xy`` (at most
+        :data:`MAP_POINTS` points of a seeded sample, rounded to 3 decimals),
+        ``cluster`` and, with labels, ``label`` of each point.
+    """
+    from dcsi.image_clusters import cluster_images
+    from dcsi.maps import image_map
+
+    ic = cluster_images(images, features=features, seed=seed)
+    block = ic.to_dict()
+    xy = image_map(features, seed=seed)
+    n = len(xy)
+    keep = np.sort(np.random.default_rng(seed).choice(n, min(n, MAP_POINTS), replace=False))
+    block["map"] = {
+        "method": "t-SNE (scikit-learn) of the features reduced by PCA to 50 dimensions, on "
+        "a seeded sample of at most 5,000 images; the others placed at the mean position of "
+        f"their 5 nearest embedded neighbours. The card keeps {len(keep)} of the {n} points.",
+        "xy": np.round(xy[keep], 3).tolist(),
+        "cluster": ic.labels[keep].tolist(),
+        "label": None if images.labels is None else np.asarray(images.labels)[keep].tolist(),
+    }
+    return block
 
 
 def _cnn_blocks(fs: Any, images: Any, class_level: bool, *, linkage: str) -> dict[str, Any]:

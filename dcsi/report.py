@@ -30,7 +30,7 @@ from dcsi._io import atomic_write_text
 from dcsi._json import to_jsonable
 from dcsi.card.views import class_spectrum, class_tree, stored_spectra
 
-__all__ = ["report_html", "write_report"]
+__all__ = ["map_png", "report_html", "write_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -209,6 +209,90 @@ def _component_html(value: Any, names: list[str]) -> str:
         more = " ..." if k > 10 else ""
         return f"per class, largest first: {shown}{more}"
     return _fmt(value)
+
+
+def map_png(block: Mapping, *, color_by: str = "cluster", names: list[str] | None = None) -> bytes:
+    """PNG of the image map stored in an ``image_clusters`` block.
+
+    Parameters
+    ----------
+    block : mapping
+        The card's ``image_clusters`` block (its ``map``: ``xy``, ``cluster``, ``label``).
+    color_by : {"cluster", "label"}, default="cluster"
+    names : list of str, default=None
+        Legend names of the colours (class names for ``"label"``).
+
+    Returns
+    -------
+    bytes
+        A PNG drawn by :func:`dcsi.plot_image_map` from the stored points alone.
+    """
+    from dcsi.maps import plot_image_map
+
+    m = block["map"]
+    xy = np.asarray(m["xy"], dtype=np.float64).reshape(-1, 2)
+    colors = np.asarray(m[color_by], dtype=np.int64)
+    if names is None:
+        names = [f"cluster {c}" for c in range(int(colors.max()) + 1 if len(colors) else 0)]
+    title = (
+        f"Image map: {len(xy)} images, coloured by {'class' if color_by == 'label' else 'cluster'}"
+    )
+    return plot_image_map(xy, colors, names=names, title=title)
+
+
+def _image_clusters_html(
+    block: Mapping, classes: list[str], load_image: Callable[[str], Any] | None
+) -> str:
+    """The image-clusters section: the stored map (by cluster, and by class when labelled),
+    the choice of k, the comparison with the classes and each cluster's images."""
+    esc = html.escape
+    choice = block.get("choice") or {}
+    parts = [
+        "<h2 id='image-clusters'>Image clusters and map</h2>",
+        f"<p>{int(block['n_clusters'])} clusters of the images' CNN features "
+        f"({esc(str(block['method']))}; Thomas &amp; Abraham), "
+        f"k chosen by {esc(str(choice.get('rule', '?')))}: "
+        f"{esc(str(choice.get('definition', '')))}</p>",
+    ]
+    m = block.get("map")
+    if m and m.get("xy"):
+        parts.append(f"<p>{esc(str(m.get('method', '')))}</p>")
+        b64 = base64.b64encode(map_png(block)).decode("ascii")
+        parts.append(_img("fig-image-map", b64, "Image map coloured by cluster"))
+        if m.get("label") is not None and classes:
+            b64 = base64.b64encode(map_png(block, color_by="label", names=classes)).decode("ascii")
+            parts.append(_img("fig-image-map-classes", b64, "Image map coloured by class"))
+    comp = block.get("comparison")
+    if comp:
+        parts.append(
+            f"<p>Against the classes: ARI {_fmt(comp.get('ari'))}, NMI {_fmt(comp.get('nmi'))}, "
+            f"purity {_fmt(comp.get('purity'))}. Classes split over clusters: "
+            f"<code>{esc(_fmt(comp.get('split_classes')))}</code>; clusters merging classes: "
+            f"<code>{esc(_fmt(comp.get('merged_clusters')))}</code>.</p>"
+        )
+
+    def thumbs(ids: Any) -> str:
+        if load_image is None:
+            return ", ".join(f"<code>{esc(str(i))}</code>" for i in ids)
+        return "".join(
+            f'<img class="thumb" title="{esc(str(i))}" alt="{esc(str(i))}" '
+            f'src="data:image/png;base64,{_thumb(load_image(str(i)))}">'
+            for i in ids
+        )
+
+    rows = [
+        "<table><tr><th>cluster</th><th>images</th><th>representative</th>"
+        "<th>most typical</th><th>least typical</th></tr>"
+    ]
+    for c in block["clusters"][:50]:
+        rows.append(
+            f"<tr><td>{int(c['id'])}</td><td>{int(c['size'])}</td>"
+            f"<td>{thumbs([c['representative']])}</td><td>{thumbs(c.get('typical', ()))}</td>"
+            f"<td>{thumbs(c.get('atypical', ()))}</td></tr>"
+        )
+    rows.append("</table>")
+    parts.append("".join(rows))
+    return "\n".join(parts)
 
 
 def _class_views_html(block: Mapping, load_image: Callable[[str], Any] | None) -> str:
@@ -474,6 +558,8 @@ def report_html(
     else:
         parts.append("<p>Not computed.</p>")
 
+    if data.get("image_clusters"):
+        parts.append(_image_clusters_html(data["image_clusters"], list(names), load_image))
     if data.get("class_views"):
         parts.append(_class_views_html(data["class_views"], load_image))
     parts.append("<h2 id='redundancy'>Near-duplicates</h2>")

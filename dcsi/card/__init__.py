@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dcsi._io import atomic_write_text
+from dcsi._io import atomic_write_bytes, atomic_write_text
 from dcsi.card.card import (
     CARD_FILENAME,
     SCHEMA_VERSION,
@@ -97,6 +97,12 @@ def write_card_files(
         from dcsi.card.croissant import write_croissant
 
         written["croissant.json"] = write_croissant(card, out / "croissant.json", card_sha256=sha)
+    if report and (card.data.get("image_clusters") or {}).get("map"):
+        from dcsi.report import map_png
+
+        written["map.png"] = atomic_write_bytes(
+            out / "map.png", map_png(card.data["image_clusters"])
+        )
     if report:
         from dcsi.report import write_report
 

@@ -233,6 +233,33 @@ def croissant_dict(card: Card, *, card_sha256: str | None = None) -> dict[str, A
                 rows,
             )
         )
+    ic = data.get("image_clusters")
+    if ic:
+        doc["dcsi:imageClusters"] = int(ic["n_clusters"])
+        fields = [
+            _field("image_clusters", "cluster", "sc:Integer", "Cluster id (0 = largest)."),
+            _field("image_clusters", "size", "sc:Integer", "Number of images in the cluster."),
+            _field(
+                "image_clusters",
+                "representative",
+                "sc:Text",
+                "Id of the cluster's medoid image (dataset ids as in dcsi.json).",
+            ),
+        ]
+        rows = [
+            {"cluster": int(c["id"]), "size": int(c["size"]), "representative": c["representative"]}
+            for c in ic["clusters"]
+        ]
+        record_sets.append(
+            _record_set(
+                "image_clusters",
+                f"Clusters of the images' CNN features ({ic['method']}); per-image cluster ids "
+                "are in dcsi.json (image_clusters.labels).",
+                fields,
+                rows,
+                key="cluster",
+            )
+        )
     if len(names) <= MAX_INLINE_CLASSES:
         for kind in card.similarity_kinds:
             entry = data["similarity"][kind]

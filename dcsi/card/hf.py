@@ -65,7 +65,8 @@ def hf_block(card: Card, *, n_pairs: int = 5) -> dict[str, Any]:
         the ``dcsi.json`` bytes this block was made from), ``schema_version``,
         ``dcsi_version``, ``n_images``, ``n_classes``, and when computed ``index``,
         ``backbone``, ``image_size``, ``similarity`` (kind), ``most_similar_pairs``,
-        ``class_clusters`` and ``redundancy`` counts.  Floats rounded to 4 decimals.
+        ``class_clusters``, ``redundancy`` counts and ``image_clusters`` (k, method,
+        sizes, and ARI/NMI/purity against the classes).  Floats rounded to 4 decimals.
     """
     data = card.data
     block: dict[str, Any] = {
@@ -101,6 +102,18 @@ def hf_block(card: Card, *, n_pairs: int = 5) -> dict[str, Any]:
     counts = card.redundancy_counts
     if counts is not None:
         block["redundancy"] = {"method": data["redundancy"]["method"], **counts}
+    ic = data.get("image_clusters")
+    if ic:
+        block["image_clusters"] = {
+            "k": int(ic["n_clusters"]),
+            "method": ic["method"],
+            "sizes": [int(c["size"]) for c in ic["clusters"]],
+        }
+        comp = ic.get("comparison")
+        if comp:
+            block["image_clusters"].update(
+                {key: _round(comp[key]) for key in ("ari", "nmi", "purity") if key in comp}
+            )
     return block
 
 
