@@ -80,27 +80,32 @@ def _resnet50_status() -> str:
     return "weights load offline (features not extracted: out of scope for this run)"
 
 
-def _load(n: int | None, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+def _load(
+    n: int | None, seed: int, source: str = "sample:fashion-mnist"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     import dcsi
 
-    image_set = dcsi.open_source("sample:fashion-mnist", split="train")
+    split = "train" if source.startswith("sample:") else None
+    image_set = dcsi.open_source(source, split=split)
     if n is not None and n < len(image_set):
         rows = np.sort(np.random.default_rng(seed).choice(len(image_set), n, replace=False))
         image_set = image_set.subset(rows)
     fs = dcsi.extract_features(image_set)
     if fs.n_cached < len(fs):
         print(f"note: {len(fs) - fs.n_cached} features were not cached", file=sys.stderr)
-    pixels = image_set.to_array(mode="L").reshape(len(image_set), -1)
+    size = None if source.startswith("sample:") else 32  # real sizes differ: 32 x 32 grey
+    pixels = image_set.to_array(size=size, mode="L").reshape(len(image_set), -1)
     assert fs.labels is not None
     return fs.features, fs.labels, pixels, list(fs.classes)
 
 
-def run_main(n: int | None, seed: int) -> dict[str, Any]:
+def run_main(n: int | None, seed: int, source: str = "sample:fashion-mnist") -> dict[str, Any]:
     from sklearn.cluster import KMeans
 
     import dcsi
 
-    feats, labels, pixels, classes = _load(n, seed)
+    feats, labels, pixels, classes = _load(n, seed, source)
+    true_k = len(classes)
     rows: list[dict[str, Any]] = []
 
     def add(name: str, fn: Any, what: str) -> Any:
@@ -120,7 +125,7 @@ def run_main(n: int | None, seed: int) -> dict[str, Any]:
         print(f"{name}: k={k} {rows[-1]['nmi']:.3f} NMI, {secs:.1f} s", file=sys.stderr)
         return out
 
-    cnn = "EfficientNet-Lite0 64 px"
+    cnn = "EfficientNet-Lite0 (default input size)"
     default = add(
         "dcsi default (k-means, auto k: Davies-Bouldin)",
         lambda: dcsi.cluster_images(features=feats, seed=seed),
@@ -137,32 +142,35 @@ def run_main(n: int | None, seed: int) -> dict[str, Any]:
         cnn,
     )
     add(
-        "dcsi k-means, k = 10",
-        lambda: dcsi.cluster_images(features=feats, n_clusters=10, seed=seed),
+        f"dcsi k-means, k = {true_k}",
+        lambda: dcsi.cluster_images(features=feats, n_clusters=true_k, seed=seed),
         cnn,
     )
     add(
-        "paper's recipe: KMeans(10) on raw CNN features",
-        lambda: KMeans(n_clusters=10, random_state=seed).fit_predict(feats),
+        f"paper's recipe: KMeans({true_k}) on raw CNN features",
+        lambda: KMeans(n_clusters=true_k, random_state=seed).fit_predict(feats),
         cnn,
     )
     add(
-        "KMeans(10) on raw pixels",
-        lambda: KMeans(n_clusters=10, random_state=seed).fit_predict(pixels / 255.0),
-        "pixels 28x28",
+        f"KMeans({true_k}) on raw pixels",
+        lambda: KMeans(n_clusters=true_k, random_state=seed).fit_predict(pixels / 255.0),
+        "grey pixels" + ("" if source.startswith("sample:") else " at 32x32"),
     )
 
     emb, map_s, map_peak = _timed(lambda: dcsi.image_map(feats, seed=seed))
-    png_path = RESULTS_DIR / "image_clusters_map.png"
+    tag = "" if source == "sample:fashion-mnist" else "_" + Path(source).name
+    png_path = RESULTS_DIR / f"image_clusters{tag}_map.png"
     with Timer() as t_plot:
         dcsi.plot_image_map(
             emb,
             labels,
             names=classes,
             path=png_path,
-            title=f"Fashion-MNIST train ({len(feats):,}): map without labels, coloured by class",
+            title=f"{source} ({len(feats):,}): map without labels, coloured by class",
         )
     return {
+        "source": source,
+        "true_k": true_k,
         "n_images": len(feats),
         "seed": seed,
         "features": cnn,
@@ -222,6 +230,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=None, help="seeded subset of the train split")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--choice", action="store_true", help="the choice-data table only")
+    parser.add_argument(
+        "--source",
+        default="sample:fashion-mnist",
+        help="another labelled image folder, e.g. /usr/share/openclipart/png (labels hidden "
+        "from the clustering; results/image_clusters_<folder>.json)",
+    )
     args = parser.parse_args(argv)
     if args.choice:
         res = run_choice(args.seed)
@@ -243,7 +257,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         write_results("image_clusters_choice", res)
         return
-    res = run_main(args.n, args.seed)
+    res = run_main(args.n, args.seed, args.source)
     table = [
         [
             r["name"],
@@ -271,12 +285,17 @@ def main(argv: list[str] | None = None) -> None:
         ]
     )
     print(
-        f"Fashion-MNIST train, {res['n_images']:,} images (labels hidden); "
+        f"{res['source']}, {res['n_images']:,} images, {res['true_k']} classes (labels hidden); "
         f"ResNet50: {res['resnet50']}"
     )
     print_table(table, ["method", "input", "k", "NMI", "ARI", "purity", "s", "peak traced MiB"])
     print(f"peak RSS of the process: {res['peak_rss_mib']:.0f} MiB")
-    name = "image_clusters" if args.n is None else f"image_clusters_n{args.n}"
+    name = (
+        "image_clusters"
+        if args.source == "sample:fashion-mnist"
+        else ("image_clusters_" + Path(args.source).name)
+    )
+    name += "" if args.n is None else f"_n{args.n}"
     write_results(name, res)
 
 
