@@ -158,7 +158,7 @@ def run_main(n: int | None, seed: int, source: str = "sample:fashion-mnist") -> 
     )
 
     emb, map_s, map_peak = _timed(lambda: dcsi.image_map(feats, seed=seed))
-    tag = "" if source == "sample:fashion-mnist" else "_" + Path(source).name
+    tag = "" if source == "sample:fashion-mnist" else "_" + "_".join(Path(source).parts[-2:])
     png_path = RESULTS_DIR / f"image_clusters{tag}_map.png"
     with Timer() as t_plot:
         dcsi.plot_image_map(
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> None:
     table.append(
         [
             "image_map (t-SNE 5,000 + neighbours)",
-            "EfficientNet-Lite0 64 px",
+            res["features"],
             None,
             None,
             None,
