@@ -125,6 +125,18 @@ def _thumb(image: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _thumbs_html(ids: Any, load_image: Callable[[str], Any] | None) -> str:
+    """Thumbnails of the images ``ids`` (their ids as code without ``load_image``)."""
+    esc = html.escape
+    if load_image is None:
+        return ", ".join(f"<code>{esc(str(i))}</code>" for i in ids)
+    return "".join(
+        f'<img class="thumb" title="{esc(str(i))}" alt="{esc(str(i))}" '
+        f'src="data:image/png;base64,{_thumb(load_image(str(i)))}">'
+        for i in ids
+    )
+
+
 def _groups_html(groups: list[dict], load_image: Callable[[str], Any] | None) -> str:
     if not groups:
         return "<p>No near-duplicate groups were found.</p>"
@@ -271,15 +283,6 @@ def _image_clusters_html(
             f"<code>{esc(_fmt(comp.get('merged_clusters')))}</code>.</p>"
         )
 
-    def thumbs(ids: Any) -> str:
-        if load_image is None:
-            return ", ".join(f"<code>{esc(str(i))}</code>" for i in ids)
-        return "".join(
-            f'<img class="thumb" title="{esc(str(i))}" alt="{esc(str(i))}" '
-            f'src="data:image/png;base64,{_thumb(load_image(str(i)))}">'
-            for i in ids
-        )
-
     rows = [
         "<table><tr><th>cluster</th><th>images</th><th>representative</th>"
         "<th>most typical</th><th>least typical</th></tr>"
@@ -287,8 +290,8 @@ def _image_clusters_html(
     for c in block["clusters"][:50]:
         rows.append(
             f"<tr><td>{int(c['id'])}</td><td>{int(c['size'])}</td>"
-            f"<td>{thumbs([c['representative']])}</td><td>{thumbs(c.get('typical', ()))}</td>"
-            f"<td>{thumbs(c.get('atypical', ()))}</td></tr>"
+            f"<td>{_thumbs_html([c['representative']], load_image)}</td><td>{_thumbs_html(c.get('typical', ()), load_image)}</td>"
+            f"<td>{_thumbs_html(c.get('atypical', ()), load_image)}</td></tr>"
         )
     rows.append("</table>")
     parts.append("".join(rows))
@@ -321,15 +324,6 @@ def _class_views_html(block: Mapping, load_image: Callable[[str], Any] | None) -
     ]
     if not views:
         parts.append("<p>No class has two or more images.</p>")
-
-    def thumbs(ids: list[str] | tuple[str, ...]) -> str:
-        if load_image is None:
-            return ", ".join(f"<code>{esc(str(i))}</code>" for i in ids)
-        return "".join(
-            f'<img class="thumb" title="{esc(str(i))}" alt="{esc(str(i))}" '
-            f'src="data:image/png;base64,{_thumb(load_image(str(i)))}">'
-            for i in ids
-        )
 
     for v in views:
         pos = np.asarray(v["layout"], dtype=np.float64).reshape(-1, 2)
@@ -383,9 +377,9 @@ def _class_views_html(block: Mapping, load_image: Callable[[str], Any] | None) -
                 f"SSIM kNN graph of class {name}",
             )
             + f"<p>Most similar group ({len(g['ids'])} images, every pair SSIM &ge; "
-            f"{_fmt(g['min_ssim'])}; threshold {_fmt(g['threshold'])}):<br>{thumbs(g['ids'])}</p>"
-            f"<p>Most dissimilar pair (SSIM {_fmt(p['ssim'])}):<br>{thumbs(p['ids'])}</p>"
-            f"<p>Most isolated image (mean SSIM {_fmt(i['mean_ssim'])}):<br>{thumbs([i['id']])}</p>"
+            f"{_fmt(g['min_ssim'])}; threshold {_fmt(g['threshold'])}):<br>{_thumbs_html(g['ids'], load_image)}</p>"
+            f"<p>Most dissimilar pair (SSIM {_fmt(p['ssim'])}):<br>{_thumbs_html(p['ids'], load_image)}</p>"
+            f"<p>Most isolated image (mean SSIM {_fmt(i['mean_ssim'])}):<br>{_thumbs_html([i['id']], load_image)}</p>"
             "</div>"
         )
     omitted = block.get("omitted") or ()
