@@ -707,7 +707,8 @@ class Card:
         )
 
     def summary(self, *, n_pairs: int = 5) -> str:
-        """Human summary: dataset, features, index, top pairs, clusters, redundancy.
+        """Human summary: dataset, features, index, top pairs, clusters, redundancy,
+        image clusters.
 
         Parameters
         ----------
@@ -781,6 +782,15 @@ class Card:
             )
         else:
             lines.append("redundancy: not run")
+        ic = d.get("image_clusters")
+        if ic:
+            sizes = ", ".join(str(int(c["size"])) for c in ic["clusters"][:12])
+            more = ", ..." if len(ic["clusters"]) > 12 else ""
+            line = f"image clusters ({ic['method']}): k = {ic['n_clusters']}, sizes {sizes}{more}"
+            comp = ic.get("comparison")
+            if comp:
+                line += f"; against the classes ARI {comp['ari']:.3f}, NMI {comp['nmi']:.3f}"
+            lines.append(line)
         return "\n".join(lines)
 
     # -- accessors ---------------------------------------------------------------
