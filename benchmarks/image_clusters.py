@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> None:
     name = (
         "image_clusters"
         if args.source == "sample:fashion-mnist"
-        else ("image_clusters_" + Path(args.source).name)
+        else ("image_clusters_" + "_".join(Path(args.source).parts[-2:]))
     )
     name += "" if args.n is None else f"_n{args.n}"
     write_results(name, res)
