@@ -21,6 +21,7 @@ __all__ = [
     "check_array",
     "check_choice",
     "check_float",
+    "check_instance",
     "check_int",
     "check_labels",
     "check_memory",
@@ -85,6 +86,17 @@ def check_float(
     if max_value is not None and (value > max_value or (not max_inclusive and value == max_value)):
         raise _fail(name, caller, rule, value)
     return value
+
+
+def check_instance(
+    value: Any, kind: type, name: str, caller: str, *, allow_none: bool = False
+) -> Any:
+    """Return ``value`` if it is a ``kind`` (or None when ``allow_none``), else raise
+    InvalidParameterError: ``The 'search' parameter of find_leakage must be a
+    SearchOptions or None. Got ... instead.``"""
+    if isinstance(value, kind) or (allow_none and value is None):
+        return value
+    raise _fail(name, caller, f"a {kind.__name__}" + (" or None" if allow_none else ""), value)
 
 
 def _range_rule(

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from dcsi._validation import Interval, Options, validate_params
+from dcsi._validation import Interval, Options, check_instance, validate_params
 from dcsi.aligned import AlignOptions, aligned_cross_pairs, skip_reason
 from dcsi.exceptions import DataError, InvalidParameterError
 from dcsi.neighbors import (
@@ -325,15 +325,8 @@ def _checked_options(
     method, n_farthest, seed = checked["method"], checked["n_farthest"], checked["seed"]
     threshold = DEFAULT_THRESHOLDS[method] if checked["threshold"] is None else checked["threshold"]
     align_opts = AlignOptions.from_arg(align, caller) if method == "wavelet" else None
-    for name, value, kind in (
-        ("wavelet", wavelet, WaveletOptions),
-        ("search", search, SearchOptions),
-    ):
-        if value is not None and not isinstance(value, kind):
-            raise InvalidParameterError(
-                f"The {name!r} parameter of {caller} must be a {kind.__name__} or None. "
-                f"Got {value!r} instead."
-            )
+    check_instance(wavelet, WaveletOptions, "wavelet", caller, allow_none=True)
+    check_instance(search, SearchOptions, "search", caller, allow_none=True)
     return (
         method,
         threshold,

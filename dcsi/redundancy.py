@@ -49,7 +49,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from dcsi._json import to_jsonable
-from dcsi._validation import Interval, Options, check_labels, validate_params
+from dcsi._validation import Interval, Options, check_instance, check_labels, validate_params
 from dcsi.aligned import AlignOptions, aligned_distance, aligned_pairs, skip_reason
 from dcsi.exceptions import InvalidParameterError
 from dcsi.neighbors import SearchOptions, prepare_rows, radius_pairs
@@ -499,12 +499,7 @@ class RedundancyParams:
             ("wavelet", WaveletOptions),
             ("search", SearchOptions),
         ):
-            value = getattr(self, name)
-            if not (isinstance(value, kind) or (name == "align" and value is None)):
-                raise InvalidParameterError(
-                    f"The {name!r} parameter of {caller} must be a {kind.__name__}"
-                    f"{' or None' if name == 'align' else ''}. Got {value!r} instead."
-                )
+            check_instance(getattr(self, name), kind, name, caller, allow_none=name == "align")
         if checked["method"] != "wavelet" or checked["n_clusters"] is not None:
             checked["align"] = None  # the aligned stage adds wavelet links only
         for k, v in checked.items():
