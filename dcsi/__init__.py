@@ -65,6 +65,9 @@ _LAZY = {
     "ImageClusterParams": "dcsi.image_clusters",
     "ClusterComparison": "dcsi.image_clusters",
     "image_map": "dcsi.maps",
+    "build_neighbor_index": "dcsi.neighbor_index",
+    "load_neighbor_index": "dcsi.neighbor_index",
+    "NeighborIndex": "dcsi.neighbor_index",
     "plot_image_map": "dcsi.maps",
 }
 

@@ -18,6 +18,9 @@ slack that never loses a pair).  The search is therefore exact in two steps:
 
 2. **Verification** of every candidate on all columns (:func:`verify_pairs`).
 
+3. **Top-k** (:func:`exact_topk`): the ``k`` most similar rows of each query, one
+   block of query rows at a time against all rows, for :mod:`dcsi.neighbor_index`.
+
 Used by :mod:`dcsi.redundancy` (pairs within one set), :mod:`dcsi.leakage` (pairs
 between two sets, nearest training item, farthest test items) and :mod:`dcsi.aligned`
 (the shift/crop-tolerant stage).
@@ -40,6 +43,7 @@ __all__ = [
     "DEFAULT_N_COMPONENTS",
     "SearchOptions",
     "ball_pairs",
+    "exact_topk",
     "link_radius",
     "link_radius2",
     "nearest_distances",
@@ -47,6 +51,7 @@ __all__ = [
     "prepare_rows",
     "projection_basis",
     "radius_pairs",
+    "topk_rows",
     "verify_pairs",
 ]
 
@@ -402,3 +407,93 @@ def ball_pairs(tree: Any, queries: np.ndarray, radius: float) -> tuple[np.ndarra
     lens = np.fromiter(map(len, found), dtype=np.int64, count=len(found))
     j = np.fromiter(itertools.chain.from_iterable(found), dtype=np.int64, count=int(lens.sum()))
     return np.repeat(np.arange(len(queries), dtype=np.int64), lens), j
+
+
+def topk_rows(
+    S: np.ndarray, k: int, offset: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` largest entries of each row of a score block, best first.
+
+    Ties are broken by the smaller column index, so the result does not depend on how
+    ``np.argpartition`` orders equal values.
+
+    Parameters
+    ----------
+    S : ndarray of shape (b, n), float32
+        Scores of ``b`` queries against ``n`` rows; modified in place when ``offset``
+        is given.
+    k : int
+        ``1 <= k <= n`` (``k <= n - 1`` with ``offset``).
+    offset : int, default=None
+        Query ``r`` of the block is row ``offset + r`` of the searched set: that entry is
+        left out (a row is not its own neighbour).
+
+    Returns
+    -------
+    columns : ndarray of shape (b, k), int64
+    scores : ndarray of shape (b, k), float32
+    """
+    b, n = S.shape
+    if offset is not None:
+        S[np.arange(b), offset + np.arange(b)] = -np.inf
+    if k < n:
+        part = np.argpartition(S, n - k, axis=1)[:, n - k :]
+        kth = np.take_along_axis(S, part, axis=1).min(axis=1)
+        ii, jj = np.nonzero(S >= kth[:, None])  # the top k and any ties of the k-th
+    else:
+        ii, jj = np.divmod(np.arange(b * n, dtype=np.int64), n)
+    vals = S[ii, jj]
+    order = np.lexsort((jj, -vals, ii))
+    ii, jj, vals = ii[order], jj[order], vals[order]
+    first = np.searchsorted(ii, np.arange(b))
+    take = first[:, None] + np.arange(k)
+    return jj[take].astype(np.int64), vals[take].astype(np.float32)
+
+
+def exact_topk(
+    X: np.ndarray,
+    Q: np.ndarray | None = None,
+    *,
+    k: int,
+    block_bytes: int = 1 << 28,
+    desc: str = "nearest neighbours",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` inner products, blockwise: never an ``n x n`` matrix.
+
+    Each block of query rows is multiplied by all of ``X`` (at most ``block_bytes``
+    of scores at a time, at most 1024 rows) and reduced to its top ``k`` at once
+    (:func:`topk_rows`: ties broken by the smaller row index of ``X``).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+        The searched rows (unit rows: the scores are cosine similarities).
+    Q : ndarray of shape (m, d), default=None
+        Query rows; ``None``: every row of ``X`` against the others (itself left out).
+    k : int
+        Neighbours per query, ``<= n`` (``<= n - 1`` when ``Q`` is None).
+    block_bytes : int, default=256 MiB
+        Size of one block of scores.
+    desc : str, default="nearest neighbours"
+        Label of the progress bar.
+
+    Returns
+    -------
+    neighbors : ndarray of shape (m, k), int64
+        Rows of ``X``, best first.
+    scores : ndarray of shape (m, k), float32
+        Their inner products.
+    """
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    same = Q is None
+    Q = X if same else np.ascontiguousarray(Q, dtype=np.float32)
+    n, m = X.shape[0], Q.shape[0]
+    rows = int(max(1, min(1024, block_bytes // (4 * max(n, 1)))))
+    neighbors = np.empty((m, k), dtype=np.int64)
+    scores = np.empty((m, k), dtype=np.float32)
+    for s in progress(range(0, m, rows), desc=desc, unit="block", total=-(-m // rows)):
+        S = Q[s : s + rows] @ X.T
+        neighbors[s : s + rows], scores[s : s + rows] = topk_rows(
+            S, k, offset=s if same else None
+        )
+    return neighbors, scores

@@ -110,6 +110,7 @@ __all__ = [
     "ImageSet",
     "SkippedItem",
     "decode_image",
+    "open_files",
     "open_source",
 ]
 
@@ -1758,4 +1759,51 @@ def _from_hf(
         max_per_class=max_per_class,
         seed=seed,
         where=where,
+    )
+
+
+def open_files(paths: Sequence[str | os.PathLike[str]], *, name: str = "queries") -> ImageSet:
+    """Open image files given one by one (the query images of ``dcsi search``).
+
+    Unlike a folder, nothing is skipped: each file was asked for.
+
+    Parameters
+    ----------
+    paths : sequence of path-like
+        Image files; their ids are the paths as given.
+    name : str, default="queries"
+
+    Returns
+    -------
+    ImageSet
+        Unlabelled, in the order given.
+
+    Raises
+    ------
+    DataError
+        No paths, a path that is not a file, or a file that is not a readable image.
+    """
+    strs = [os.fspath(p) for p in paths]
+    if not strs:
+        raise DataError("No image files given; name at least one image file.")
+    for s in strs:
+        if not Path(s).expanduser().is_file():
+            raise DataError(f"{_text(s)}: no such image file.")
+    ids = [_text(s) for s in strs]
+    backend = _FileBackend(Path(), [str(Path(s).expanduser()) for s in strs])
+    positions = np.arange(len(strs))
+    keep, hashes, sizes, skipped = _scan(backend, positions, ids, desc=f"Reading {name}")
+    if skipped:
+        raise DataError(f"{skipped[0].id}: {skipped[0].reason}; give readable image files.")
+    return ImageSet(
+        backend=backend,
+        positions=positions,
+        ids=ids,
+        labels=None,
+        classes=[],
+        sizes=sizes,
+        name=name,
+        source="<files>",
+        split=None,
+        hashes=hashes,
     )

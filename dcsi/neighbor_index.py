@@ -1,0 +1,711 @@
+"""The neighbour index: every image's nearest images, published next to the dataset.
+
+:func:`build_neighbor_index` embeds every image of a source (the backbone, its pooling
+and an optional trained similarity head), unit-normalises the vectors and finds, for
+each image, the ``k`` other images of highest cosine similarity:
+
+- ``method="exact"`` (the default up to :data:`FAISS_THRESHOLD` images): blockwise
+  matrix products reduced to their top ``k`` at once (:func:`dcsi.neighbors.exact_topk`;
+  never an ``n x n`` matrix; ties broken by the smaller row);
+- ``method="faiss"`` (``"auto"`` above the threshold): a faiss IVF-flat index (inverted
+  lists of the exact vectors, inner product; ``nlist = 4 sqrt(n)`` k-means lists trained
+  on a seeded sample, ``nprobe`` lists searched per query).  IVF-flat rather than HNSW:
+  it builds in seconds, its k-means is seeded, and its scores are exact inner products,
+  so only the recall is approximate (measured against exact in
+  ``benchmarks/neighbor_index.py``).
+
+A :class:`NeighborIndex` answers queries from new images with the same backbone,
+pooling and head (:meth:`NeighborIndex.search`), and is saved as a folder
+(:meth:`NeighborIndex.save`, :func:`load_neighbor_index`):
+
+==================  =================================================================
+file                what it holds
+==================  =================================================================
+neighbors.parquet   one row per image: ``id`` (string), ``neighbor_ids``
+                    (list<string>, best first), ``scores`` (list<float32>, cosine);
+                    ``datasets.load_dataset("parquet", data_files=...)`` reads it
+vectors.npy         the unit vectors (n, d) float32 in the order of the rows (a plain
+                    ``.npy`` read with ``allow_pickle=False``)
+head.safetensors    the similarity head, when one was used
+index.json          what made the vectors (backbone, weights sha256, input size,
+                    pooling, head config), k, n, the method, and the sha256 of each file
+==================  =================================================================
+
+Every file is written atomically and ``index.json`` last; :func:`load_neighbor_index`
+checks each file against the sha256 recorded there.
+
+Examples
+--------
+>>> import dcsi
+>>> idx = dcsi.build_neighbor_index("sample:digits", k=10)      # doctest: +SKIP
+>>> ids, scores = idx.search(["query.png"], k=4)                # doctest: +SKIP
+>>> idx.save("out/neighbor_index")                              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dcsi import __version__
+from dcsi._io import atomic_write_bytes, atomic_write_json
+from dcsi._progress import progress
+from dcsi._validation import check_choice, check_int, require
+from dcsi.exceptions import DataError, InvalidParameterError
+from dcsi.neighbors import exact_topk
+
+__all__ = [
+    "DEFAULT_K",
+    "FAISS_THRESHOLD",
+    "INDEX_FILE",
+    "INDEX_FOLDER",
+    "NeighborIndex",
+    "build_neighbor_index",
+    "faiss_topk",
+    "find_index_dir",
+    "load_neighbor_index",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Neighbours stored per image by default.
+DEFAULT_K = 10
+#: ``method="auto"`` uses faiss above this many images (exact up to it); see the README's
+#: figures: exact self-search costs ``n^2 d`` and passes an hour on 2 cores near here.
+FAISS_THRESHOLD = 200_000
+#: The metadata file of an index folder.
+INDEX_FILE = "index.json"
+#: Folder of the index inside a card folder (``dcsi analyze --index``, ``dcsi index``).
+INDEX_FOLDER = "neighbor_index"
+NEIGHBORS_FILE = "neighbors.parquet"
+VECTORS_FILE = "vectors.npy"
+HEAD_FILE = "head.safetensors"
+FORMAT = "dcsi-neighbor-index"
+FORMAT_VERSION = 1
+METHODS = ("auto", "exact", "faiss")
+POOLINGS = ("gap", "ga", "sap", "sam")
+
+
+# -- search --------------------------------------------------------------------------
+def faiss_topk(
+    X: np.ndarray,
+    *,
+    k: int,
+    nlist: int | None = None,
+    nprobe: int = 32,
+    seed: int = 0,
+    batch_size: int = 16384,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Approximate top-``k`` neighbours of every row among the others (faiss IVF-flat).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+        Unit rows.
+    k : int
+        Neighbours per row, ``<= n - 1``.
+    nlist : int, default=None
+        Inverted lists (k-means centroids); None: ``4 sqrt(n)``, at most ``n / 39``.
+    nprobe : int, default=32
+        Lists searched per query (more: higher recall, slower).
+    seed : int, default=0
+        k-means seed and the training sample (``64 nlist`` rows).
+    batch_size : int, default=16384
+        Queries per call into faiss.
+
+    Returns
+    -------
+    neighbors : ndarray of shape (n, k), int64
+    scores : ndarray of shape (n, k), float32
+        Exact inner products of the found rows, best first (ties: smaller row).
+    params : dict
+        ``index``, ``nlist``, ``nprobe``, ``seed`` (recorded in ``index.json``).
+    """
+    faiss = require("faiss", "The faiss neighbour search", "dcsi[index]")
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    n, d = X.shape
+    if nlist is None:
+        nlist = int(max(1, min(4 * np.sqrt(n), n // 39)))
+    rng = np.random.default_rng(seed)
+    train = X if n <= 64 * nlist else X[np.sort(rng.choice(n, 64 * nlist, replace=False))]
+    quantizer = faiss.IndexFlatIP(d)
+    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed = seed
+    index.train(train)
+    index.add(X)
+    index.nprobe = min(nprobe, nlist)
+    found = np.empty((n, k + 1), dtype=np.int64)
+    sims = np.empty((n, k + 1), dtype=np.float32)
+    for s in progress(range(0, n, batch_size), desc="faiss search", unit="batch"):
+        sims[s : s + batch_size], found[s : s + batch_size] = index.search(
+            X[s : s + batch_size], k + 1
+        )
+    # drop each row itself (or, if faiss did not return it, the last hit)
+    drop = found == np.arange(n)[:, None]
+    drop[~drop.any(axis=1), -1] = True
+    found = found[~drop].reshape(n, k)
+    sims = sims[~drop].reshape(n, k)
+    short = np.flatnonzero((found < 0).any(axis=1))  # lists too small: redo exactly
+    if len(short):
+        sub, sub_sims = exact_topk(X, X[short], k=k + 1)
+        for r, row, rs in zip(short, sub, sub_sims, strict=True):
+            keep = row != r
+            found[r], sims[r] = row[keep][:k], rs[keep][:k]
+    order = np.lexsort((found, -sims), axis=1)
+    params = {"index": "IVFFlat", "nlist": int(nlist), "nprobe": int(index.nprobe), "seed": seed}
+    return (
+        np.take_along_axis(found, order, 1),
+        np.take_along_axis(sims, order, 1),
+        params,
+    )
+
+
+def _unit_rows(X: np.ndarray) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float32)
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return np.ascontiguousarray(X / np.where(norms > 0, norms, 1.0), dtype=np.float32)
+
+
+# -- the index -----------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class NeighborIndex:
+    """Every image's ``k`` nearest images, and the vectors to answer new queries.
+
+    Attributes
+    ----------
+    ids : list of str, length n
+        The source's image ids, in its order.
+    vectors : ndarray of shape (n, d), float32
+        Unit vectors (features, pooled and passed through the head).
+    neighbors : ndarray of shape (n, k), int64
+        Rows of each image's neighbours, best first (the image itself left out).
+    scores : ndarray of shape (n, k), float32
+        Their cosine similarities.
+    metadata : dict
+        What :func:`load_neighbor_index` needs to embed a query as the images were:
+        ``backbone``, ``weights_sha256``, ``image_size``, ``pooling``, ``head``
+        (``sha256``, ``config``) or None, ``k``, ``n``, ``dim``, ``method`` (and
+        ``faiss`` parameters), ``dataset``, ``dcsi_version``.
+    head_bytes : bytes or None
+        The head's safetensors file (saved as ``head.safetensors``).
+    """
+
+    ids: list[str]
+    vectors: np.ndarray
+    neighbors: np.ndarray
+    scores: np.ndarray
+    metadata: dict[str, Any]
+    head_bytes: bytes | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def k(self) -> int:
+        """Neighbours stored per image."""
+        return int(self.neighbors.shape[1])
+
+    @property
+    def neighbor_ids(self) -> np.ndarray:
+        """ndarray of shape (n, k), object: the neighbours' ids."""
+        return np.asarray(self.ids, dtype=object)[self.neighbors]
+
+    def search(
+        self,
+        query: Any,
+        k: int = 4,
+        *,
+        weights: str | os.PathLike[str] | None = None,
+        batch_size: int = 64,
+        device: str = "auto",
+        cache: Any = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` most similar indexed images of each query, best first.
+
+        Parameters
+        ----------
+        query : ndarray, sequence of paths, or a source
+            Float vectors of shape (m, d) already made like the index's; image files
+            (a list of paths); or anything :func:`dcsi.open_source` opens (a folder, a
+            uint8 array (m, h, w[, c]), an ImageSet).  Images are embedded with the
+            index's backbone, input size, pooling and head.
+        k : int, default=4
+            ``1 <= k <= n``.  Exact search over all indexed vectors.
+        weights : path, default=None
+            Backbone weights file, when the index was built with one (its sha256 is
+            checked against ``index.json``).
+        batch_size, device, cache
+            As in :func:`dcsi.extract_features`.
+
+        Returns
+        -------
+        ids : ndarray of shape (m, k), object (str)
+        scores : ndarray of shape (m, k), float32
+            Cosine similarities.
+        """
+        k = check_int(k, "k", "NeighborIndex.search", min_value=1, max_value=len(self))
+        Q = self._query_vectors(
+            query, weights=weights, batch_size=batch_size, device=device, cache=cache
+        )
+        rows, scores = exact_topk(self.vectors, Q, k=k, desc="searching")
+        return np.asarray(self.ids, dtype=object)[rows], scores
+
+    def _query_vectors(self, query: Any, **kw: Any) -> np.ndarray:
+        dim = self.vectors.shape[1]
+        if isinstance(query, np.ndarray) and np.issubdtype(query.dtype, np.floating):
+            if query.ndim != 2 or query.shape[1] != dim:
+                raise DataError(
+                    f"Query vectors must have shape (m, {dim}) like the index's. Got "
+                    f"{query.shape} instead; pass images to embed them."
+                )
+            return _unit_rows(query)
+        if isinstance(query, (list, tuple)):
+            from dcsi.sources import open_files
+
+            query = open_files(query)
+        return embed(query, self.metadata, head_bytes=self.head_bytes, **kw)
+
+    # -- files
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the index folder (see the module docstring); returns its path.
+
+        Each file is written atomically, ``index.json`` last, with the sha256 of every
+        other file.
+        """
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        files: dict[str, dict[str, Any]] = {}
+        blobs = [(NEIGHBORS_FILE, self._parquet_bytes()), (VECTORS_FILE, _npy_bytes(self.vectors))]
+        if self.head_bytes is not None:
+            blobs.append((HEAD_FILE, self.head_bytes))
+        for name, data in blobs:
+            atomic_write_bytes(out / name, data)
+            files[name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        atomic_write_json(out / INDEX_FILE, {**self.metadata, "files": files})
+        return out
+
+    def _parquet_bytes(self) -> bytes:
+        pa = require("pyarrow", "Writing the neighbour index", "dcsi[index]")
+        import pyarrow.parquet as pq
+
+        n, k = self.neighbors.shape
+        offsets = pa.array(np.arange(0, n * k + 1, k, dtype=np.int32))
+        table = pa.table(
+            {
+                "id": pa.array(self.ids, pa.string()),
+                "neighbor_ids": pa.ListArray.from_arrays(
+                    offsets, pa.array(self.neighbor_ids.ravel(), pa.string())
+                ),
+                "scores": pa.ListArray.from_arrays(
+                    offsets, pa.array(self.scores.ravel(), pa.float32())
+                ),
+            }
+        )
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd")
+        return sink.getvalue().to_pybytes()
+
+    def sample_queries(self, n: int = 8, *, k: int = 4, seed: int = 0) -> list[dict[str, Any]]:
+        """``n`` seeded images with their top ``k`` neighbours (the card's samples).
+
+        Returns
+        -------
+        list of dict
+            ``id``, ``neighbors`` (ids), ``scores`` (rounded to 4 decimals).
+        """
+        rows = np.sort(np.random.default_rng(seed).choice(len(self), min(n, len(self)), False))
+        k = min(k, self.k)
+        return [
+            {
+                "id": self.ids[r],
+                "neighbors": [self.ids[j] for j in self.neighbors[r, :k]],
+                "scores": [round(float(s), 4) for s in self.scores[r, :k]],
+            }
+            for r in rows
+        ]
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(arr, dtype=np.float32), allow_pickle=False)
+    return buf.getvalue()
+
+
+# -- building ------------------------------------------------------------------------
+def _check_options(k: int, method: str, pooling: str | None) -> tuple[int, str, str]:
+    caller = "build_neighbor_index"
+    k = check_int(k, "k", caller, min_value=1)
+    check_choice(method, "method", caller, METHODS)
+    pooling = "gap" if pooling is None else pooling
+    check_choice(pooling, "pooling", caller, POOLINGS)
+    return k, method, pooling
+
+
+def _load_head(head: Any) -> tuple[Any, bytes | None]:
+    """The head object and its safetensors bytes (read from the path given)."""
+    if head is None:
+        return None, None
+    from dcsi.similarity_head import load_similarity_head
+
+    if isinstance(head, (str, os.PathLike)):
+        path = Path(head).expanduser()
+        if not path.is_file():
+            raise DataError(f"--head {head}: no such file; give a head saved by dcsi.")
+        return load_similarity_head(path), path.read_bytes()
+    if hasattr(head, "save"):  # the object writes itself through a temporary file
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            buf = Path(tmp) / HEAD_FILE
+            head.save(buf)
+            return head, buf.read_bytes()
+    raise InvalidParameterError(
+        "The 'head' parameter of build_neighbor_index must be a path to a similarity head "
+        f"(safetensors) or a SimilarityHead. Got {type(head).__name__} instead."
+    )
+
+
+def embed(
+    source: Any,
+    info: dict[str, Any],
+    *,
+    head_bytes: bytes | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
+    cache: Any = None,
+) -> np.ndarray:
+    """Unit vectors of a source's images, made as ``info`` (an index's metadata) says.
+
+    Parameters
+    ----------
+    source : ImageSet or a source
+    info : dict
+        ``backbone``, ``image_size``, ``pooling``, ``weights_sha256`` and ``head``.
+    head_bytes : bytes, default=None
+        The head's safetensors file (required when ``info["head"]`` is set).
+    weights, batch_size, device, cache
+        As in :func:`dcsi.extract_features`.
+
+    Returns
+    -------
+    ndarray of shape (m, d), float32
+    """
+    from dcsi.features import extract_features
+
+    fs = extract_features(
+        source,
+        backbone=info["backbone"],
+        weights=weights,
+        image_size=info["image_size"],
+        batch_size=batch_size,
+        device=device,
+        cache=cache,
+        **_pooling_kwargs(info["pooling"]),
+    )
+    if info.get("weights_sha256") and fs.weights_sha256 != info["weights_sha256"]:
+        raise DataError(
+            f"The index was built with {info['backbone']} weights of sha256 "
+            f"{info['weights_sha256'][:12]}..., these are {str(fs.weights_sha256)[:12]}...; "
+            "pass the same weights file (--weights)."
+        )
+    return _vectors(fs.features, _head_from_bytes(info.get("head"), head_bytes))
+
+
+def _pooling_kwargs(pooling: str) -> dict[str, Any]:
+    """``extract_features``'s pooling argument (left out for the default, ``"gap"``)."""
+    return {} if pooling == "gap" else {"pooling": pooling}
+
+
+def _head_from_bytes(meta: Any, data: bytes | None) -> Any:
+    if not meta:
+        return None
+    if data is None:
+        raise DataError("The index uses a similarity head but its head file is missing.")
+    import tempfile
+
+    from dcsi.similarity_head import load_similarity_head
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / HEAD_FILE
+        path.write_bytes(data)
+        return load_similarity_head(path)
+
+
+def _vectors(features: np.ndarray, head: Any) -> np.ndarray:
+    """Unit rows of the features, through the head when there is one."""
+    return _unit_rows(features if head is None else head.apply(features))
+
+
+def index_features(
+    features: np.ndarray,
+    ids: Sequence[str],
+    *,
+    k: int = DEFAULT_K,
+    method: str = "auto",
+    info: dict[str, Any] | None = None,
+    head: Any = None,
+    seed: int = 0,
+) -> NeighborIndex:
+    """A :class:`NeighborIndex` from features already extracted (``dcsi analyze --index``).
+
+    Parameters
+    ----------
+    features : ndarray of shape (n, d)
+        Backbone features (before the head).
+    ids : sequence of str, length n
+    k : int, default=10
+        Clipped to ``n - 1``.
+    method : {"auto", "exact", "faiss"}, default="auto"
+    info : dict, default=None
+        ``backbone``, ``weights_sha256``, ``image_size``, ``pooling``, ``dataset``
+        (recorded in ``index.json``).
+    head : path or SimilarityHead, default=None
+    seed : int, default=0
+        Seed of the faiss k-means.
+
+    Returns
+    -------
+    NeighborIndex
+    """
+    k, method, _ = _check_options(k, method, (info or {}).get("pooling"))
+    n = len(ids)
+    if n < 2 or features.shape[0] != n:
+        raise DataError(
+            f"A neighbour index needs at least 2 images with one feature row each; got "
+            f"{features.shape[0]} rows for {n} ids."
+        )
+    if k > n - 1:
+        logger.info("k = %d is more than the %d other images; using k = %d.", k, n - 1, n - 1)
+        k = n - 1
+    head_obj, head_bytes = _load_head(head)
+    X = _vectors(features, head_obj)
+    chosen = ("faiss" if n > FAISS_THRESHOLD else "exact") if method == "auto" else method
+    faiss_params = None
+    if chosen == "faiss":
+        neighbors, scores, faiss_params = faiss_topk(X, k=k, seed=seed)
+    else:
+        neighbors, scores = exact_topk(X, k=k)
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "dcsi_version": __version__,
+        **{key: (info or {}).get(key) for key in ("backbone", "weights_sha256", "image_size")},
+        "pooling": (info or {}).get("pooling") or "gap",
+        "head": None
+        if head_obj is None
+        else {
+            "file": HEAD_FILE,
+            "sha256": hashlib.sha256(head_bytes or b"").hexdigest(),
+            "config": dict(head_obj.config),
+        },
+        "metric": "cosine",
+        "n": n,
+        "dim": int(X.shape[1]),
+        "k": k,
+        "method": chosen,
+        "faiss": faiss_params,
+        "dataset": (info or {}).get("dataset"),
+    }
+    return NeighborIndex(list(ids), X, neighbors, scores, meta, head_bytes)
+
+
+def build_neighbor_index(
+    source: Any,
+    *,
+    k: int = DEFAULT_K,
+    backbone: str = "efficientnet_lite0",
+    weights: str | os.PathLike[str] | None = None,
+    image_size: int | None = None,
+    pooling: str | None = None,
+    head: Any = None,
+    method: str = "auto",
+    batch_size: int = 64,
+    device: str = "auto",
+    cache: Any = None,
+    num_threads: int | None = None,
+    seed: int = 0,
+) -> NeighborIndex:
+    """Embed every image of a source and find each one's ``k`` nearest images.
+
+    Parameters
+    ----------
+    source : str, path, ndarray or ImageSet
+        Anything :func:`dcsi.open_source` opens.
+    k : int, default=10
+        Neighbours per image (clipped to ``n - 1``).
+    backbone : str, default="efficientnet_lite0"
+    weights : path, default=None
+    image_size : int, default=None
+        Backbone input size (None: chosen from the images).
+    pooling : {"gap", "ga", "sap", "sam"}, default=None
+        Pooling of the backbone's feature maps; None: ``"gap"`` (global average of the
+        last layer).
+    head : path or SimilarityHead, default=None
+        A trained similarity head applied to the features (``dcsi.train_similarity_head``).
+    method : {"auto", "exact", "faiss"}, default="auto"
+        ``"auto"``: exact up to :data:`FAISS_THRESHOLD` images, faiss above.
+    batch_size, device, cache, num_threads
+        As in :func:`dcsi.extract_features`.
+    seed : int, default=0
+        Seed of the faiss k-means.
+
+    Returns
+    -------
+    NeighborIndex
+    """
+    from dcsi.features import extract_features
+
+    k, method, pooling = _check_options(k, method, pooling)
+    if method == "faiss":  # fail before the features are extracted
+        require("faiss", "The faiss neighbour search", "dcsi[index]")
+    require("pyarrow", "The neighbour index", "dcsi[index]")
+    fs = extract_features(
+        source,
+        backbone=backbone,
+        weights=weights,
+        image_size=image_size,
+        batch_size=batch_size,
+        device=device,
+        cache=cache,
+        num_threads=num_threads,
+        **_pooling_kwargs(pooling),
+    )
+    return index_features(
+        fs.features,
+        fs.ids,
+        k=k,
+        method=method,
+        info=feature_info(fs, pooling),
+        head=head,
+        seed=seed,
+    )
+
+
+def feature_info(fs: Any, pooling: str) -> dict[str, Any]:
+    """What made a FeatureSet's vectors, for ``index.json``: backbone, weights, input
+    size, pooling and the dataset's name, source, split and fingerprint."""
+    ims = fs.image_set
+    return {
+        "backbone": fs.backbone,
+        "weights_sha256": fs.weights_sha256,
+        "image_size": fs.image_size,
+        "pooling": pooling,
+        "dataset": None
+        if ims is None
+        else {
+            "name": ims.name,
+            "source": ims.source,
+            "split": ims.split,
+            "fingerprint": ims.fingerprint(),
+        },
+    }
+
+
+# -- loading -------------------------------------------------------------------------
+def find_index_dir(path: str | os.PathLike[str]) -> Path:
+    """The index folder at ``path``: the folder itself, or its ``neighbor_index/``
+    (a card folder), or the folder of an ``index.json`` given directly."""
+    p = Path(path).expanduser()
+    if p.is_file() and p.name == INDEX_FILE:
+        return p.parent
+    if (p / INDEX_FILE).is_file():
+        return p
+    if (p / INDEX_FOLDER / INDEX_FILE).is_file():
+        return p / INDEX_FOLDER
+    raise DataError(
+        f"No neighbour index at {os.fspath(path)!r}: expected {INDEX_FILE} there or in its "
+        f"{INDEX_FOLDER}/ folder (written by `dcsi index SOURCE --out DIR` or "
+        "`dcsi analyze --index`)."
+    )
+
+
+def _read_checked(folder: Path, name: str, entry: Any) -> bytes:
+    path = folder / name
+    if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+        raise DataError(f"{folder / INDEX_FILE}: no sha256 recorded for {name}; rebuild the index.")
+    if not path.is_file():
+        raise DataError(f"{path} is missing; copy the whole index folder or rebuild it.")
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise DataError(
+            f"{path} does not match the sha256 recorded in {INDEX_FILE} (changed or "
+            "truncated after the index was written); rebuild the index with `dcsi index`."
+        )
+    return data
+
+
+def _read_meta(folder: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads((folder / INDEX_FILE).read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"{folder / INDEX_FILE} is not valid JSON ({exc}); rebuild the index.") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise DataError(f"{folder / INDEX_FILE} is not a dcsi neighbour index file.")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise DataError(
+            f"{folder / INDEX_FILE} has format version {meta.get('format_version')!r}; this "
+            f"dcsi reads version {FORMAT_VERSION}. Upgrade dcsi or rebuild the index."
+        )
+    files = meta.get("files")
+    if not isinstance(files, dict) or NEIGHBORS_FILE not in files or VECTORS_FILE not in files:
+        raise DataError(f"{folder / INDEX_FILE} does not list its files; rebuild the index.")
+    return meta
+
+
+def load_neighbor_index(path: str | os.PathLike[str]) -> NeighborIndex:
+    """Read an index folder written by :meth:`NeighborIndex.save`, checking every file.
+
+    Parameters
+    ----------
+    path : path-like
+        The index folder, a card folder holding ``neighbor_index/``, or ``index.json``.
+
+    Returns
+    -------
+    NeighborIndex
+
+    Raises
+    ------
+    DataError
+        No index there, a missing file, or a file whose sha256 differs from the one
+        recorded in ``index.json`` (changed, truncated or tampered with).
+    """
+    pa = require("pyarrow", "Reading the neighbour index", "dcsi[index]")
+    import pyarrow.parquet as pq
+
+    folder = find_index_dir(path)
+    meta = _read_meta(folder)
+    files = meta.pop("files")
+    table = pq.read_table(pa.BufferReader(_read_checked(folder, NEIGHBORS_FILE, files[NEIGHBORS_FILE])))
+    vectors = np.load(
+        io.BytesIO(_read_checked(folder, VECTORS_FILE, files[VECTORS_FILE])), allow_pickle=False
+    )
+    head_bytes = None
+    if meta.get("head"):
+        head_bytes = _read_checked(folder, HEAD_FILE, files.get(HEAD_FILE))
+    ids = table.column("id").to_pylist()
+    n, k = len(ids), int(meta.get("k", -1))
+    flat = table.column("neighbor_ids").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    scores = table.column("scores").combine_chunks().flatten().to_numpy()
+    if vectors.shape[0] != n or len(flat) != n * k or len(scores) != n * k:
+        raise DataError(f"{folder}: the files disagree on the number of images or k; rebuild it.")
+    row = {item: i for i, item in enumerate(ids)}
+    neighbors = np.fromiter((row[x] for x in flat), dtype=np.int64, count=n * k).reshape(n, k)
+    return NeighborIndex(
+        ids,
+        np.ascontiguousarray(vectors, dtype=np.float32),
+        neighbors,
+        scores.astype(np.float32).reshape(n, k),
+        meta,
+        head_bytes,
+    )
