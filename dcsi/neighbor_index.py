@@ -68,10 +68,16 @@ __all__ = [
     "FAISS_THRESHOLD",
     "INDEX_FILE",
     "INDEX_FOLDER",
+    "METHODS",
+    "POOLINGS",
     "NeighborIndex",
     "build_neighbor_index",
+    "card_block",
+    "embed",
     "faiss_topk",
+    "feature_info",
     "find_index_dir",
+    "index_features",
     "load_neighbor_index",
 ]
 
@@ -114,7 +120,8 @@ def faiss_topk(
     k : int
         Neighbours per row, ``<= n - 1``.
     nlist : int, default=None
-        Inverted lists (k-means centroids); None: ``4 sqrt(n)``, at most ``n / 39``.
+        Inverted lists (k-means centroids); None: ``4 sqrt(n)``, at most ``n / 39``
+        (below 2: one flat, exact list).
     nprobe : int, default=32
         Lists searched per query (more: higher recall, slower).
     seed : int, default=0
@@ -135,14 +142,18 @@ def faiss_topk(
     n, d = X.shape
     if nlist is None:
         nlist = int(max(1, min(4 * np.sqrt(n), n // 39)))
-    rng = np.random.default_rng(seed)
-    train = X if n <= 64 * nlist else X[np.sort(rng.choice(n, 64 * nlist, replace=False))]
-    quantizer = faiss.IndexFlatIP(d)
-    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-    index.cp.seed = seed
-    index.train(train)
+    if nlist < 2:  # too few rows for inverted lists: one flat list (exact)
+        index = faiss.IndexFlatIP(d)
+        params: dict[str, Any] = {"index": "FlatIP"}
+    else:
+        rng = np.random.default_rng(seed)
+        train = X if n <= 64 * nlist else X[np.sort(rng.choice(n, 64 * nlist, replace=False))]
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = seed
+        index.train(train)
+        index.nprobe = min(nprobe, nlist)
+        params = {"index": "IVFFlat", "nlist": int(nlist), "nprobe": int(index.nprobe)}
     index.add(X)
-    index.nprobe = min(nprobe, nlist)
     found = np.empty((n, k + 1), dtype=np.int64)
     sims = np.empty((n, k + 1), dtype=np.float32)
     for s in progress(range(0, n, batch_size), desc="faiss search", unit="batch"):
@@ -161,7 +172,7 @@ def faiss_topk(
             keep = row != r
             found[r], sims[r] = row[keep][:k], rs[keep][:k]
     order = np.lexsort((found, -sims), axis=1)
-    params = {"index": "IVFFlat", "nlist": int(nlist), "nprobe": int(index.nprobe), "seed": seed}
+    params["seed"] = seed
     return (
         np.take_along_axis(found, order, 1),
         np.take_along_axis(sims, order, 1),
@@ -648,7 +659,9 @@ def _read_meta(folder: Path) -> dict[str, Any]:
     try:
         meta = json.loads((folder / INDEX_FILE).read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
-        raise DataError(f"{folder / INDEX_FILE} is not valid JSON ({exc}); rebuild the index.") from None
+        raise DataError(
+            f"{folder / INDEX_FILE} is not valid JSON ({exc}); rebuild the index."
+        ) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise DataError(f"{folder / INDEX_FILE} is not a dcsi neighbour index file.")
     if meta.get("format_version") != FORMAT_VERSION:
@@ -686,7 +699,9 @@ def load_neighbor_index(path: str | os.PathLike[str]) -> NeighborIndex:
     folder = find_index_dir(path)
     meta = _read_meta(folder)
     files = meta.pop("files")
-    table = pq.read_table(pa.BufferReader(_read_checked(folder, NEIGHBORS_FILE, files[NEIGHBORS_FILE])))
+    table = pq.read_table(
+        pa.BufferReader(_read_checked(folder, NEIGHBORS_FILE, files[NEIGHBORS_FILE]))
+    )
     vectors = np.load(
         io.BytesIO(_read_checked(folder, VECTORS_FILE, files[VECTORS_FILE])), allow_pickle=False
     )
@@ -709,3 +724,64 @@ def load_neighbor_index(path: str | os.PathLike[str]) -> NeighborIndex:
         meta,
         head_bytes,
     )
+
+
+# -- the card ------------------------------------------------------------------------
+#: Sample queries the card keeps for the report's gallery, and results shown for each.
+CARD_SAMPLES = 8
+CARD_SAMPLE_K = 4
+
+
+def card_block(
+    index: NeighborIndex,
+    folder: str | os.PathLike[str],
+    card_dir: str | os.PathLike[str],
+    *,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The card's ``neighbor_index`` block for an index saved in ``folder``.
+
+    Parameters
+    ----------
+    index : NeighborIndex
+    folder : path-like
+        Where ``index.save`` wrote it.
+    card_dir : path-like
+        The card folder; file paths in the block are relative to it.
+    seed : int, default=0
+        Seed of the sample queries.
+
+    Returns
+    -------
+    dict
+        ``backbone``, ``weights_sha256``, ``image_size``, ``pooling``, ``head``
+        (``sha256`` and ``config``, or None), ``k``, ``n``, ``dim``, ``metric``,
+        ``method``, ``faiss`` (or None), ``path`` (the folder), ``files`` (``path``,
+        ``sha256``, ``bytes`` of each file, ``index.json`` included) and ``samples``
+        (:data:`CARD_SAMPLES` seeded images with their top :data:`CARD_SAMPLE_K`).
+    """
+    folder = Path(folder)
+    rel = Path(os.path.relpath(folder, card_dir)).as_posix()
+    meta_bytes = (folder / INDEX_FILE).read_bytes()
+    listed = json.loads(meta_bytes)["files"]
+    files = [
+        {"path": f"{rel}/{name}", "sha256": entry["sha256"], "bytes": entry["bytes"]}
+        for name, entry in sorted(listed.items())
+    ]
+    files.append(
+        {
+            "path": f"{rel}/{INDEX_FILE}",
+            "sha256": hashlib.sha256(meta_bytes).hexdigest(),
+            "bytes": len(meta_bytes),
+        }
+    )
+    m = index.metadata
+    head = m.get("head")
+    return {
+        **{key: m.get(key) for key in ("backbone", "weights_sha256", "image_size", "pooling")},
+        "head": None if not head else {"sha256": head["sha256"], "config": head["config"]},
+        **{key: m.get(key) for key in ("k", "n", "dim", "metric", "method", "faiss")},
+        "path": rel,
+        "files": files,
+        "samples": index.sample_queries(CARD_SAMPLES, k=CARD_SAMPLE_K, seed=seed),
+    }

@@ -409,9 +409,7 @@ def ball_pairs(tree: Any, queries: np.ndarray, radius: float) -> tuple[np.ndarra
     return np.repeat(np.arange(len(queries), dtype=np.int64), lens), j
 
 
-def topk_rows(
-    S: np.ndarray, k: int, offset: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+def topk_rows(S: np.ndarray, k: int, offset: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` largest entries of each row of a score block, best first.
 
     Ties are broken by the smaller column index, so the result does not depend on how
@@ -439,7 +437,7 @@ def topk_rows(
     if k < n:
         part = np.argpartition(S, n - k, axis=1)[:, n - k :]
         kth = np.take_along_axis(S, part, axis=1).min(axis=1)
-        ii, jj = np.nonzero(S >= kth[:, None])  # the top k and any ties of the k-th
+        ii, jj = np.nonzero(kth[:, None] <= S)  # the top k and any ties of the k-th
     else:
         ii, jj = np.divmod(np.arange(b * n, dtype=np.int64), n)
     vals = S[ii, jj]
@@ -493,7 +491,5 @@ def exact_topk(
     scores = np.empty((m, k), dtype=np.float32)
     for s in progress(range(0, m, rows), desc=desc, unit="block", total=-(-m // rows)):
         S = Q[s : s + rows] @ X.T
-        neighbors[s : s + rows], scores[s : s + rows] = topk_rows(
-            S, k, offset=s if same else None
-        )
+        neighbors[s : s + rows], scores[s : s + rows] = topk_rows(S, k, offset=s if same else None)
     return neighbors, scores

@@ -131,6 +131,8 @@ def analyze(
     linkage: str = "average",
     redundancy_method: str = "wavelet",
     size: int | None = None,
+    neighbor_index: str | os.PathLike[str] | None = None,
+    neighbor_k: int = 10,
     command: str | None = None,
 ):
     """Analyze an image dataset and return its dataset card.
@@ -168,6 +170,13 @@ def analyze(
         Size (pixels, square) at which the pixel-space stages (SSIM and wavelet class
         matrices, the near-duplicate search) compare the images; ``None``: the native
         size, or the median size when sizes differ.
+    neighbor_index : path, default=None
+        Also build the neighbour index from the CNN features (extracted once) and write
+        it to this folder, normally ``<card folder>/neighbor_index``; the card's
+        ``neighbor_index`` block gives its files relative to the folder's parent (the
+        card folder).  See :func:`dcsi.build_neighbor_index`.
+    neighbor_k : int, default=10
+        Neighbours per image in the index.
     command : str, default=None
         The command line, recorded in the card's provenance.
 
@@ -210,6 +219,8 @@ def analyze(
         linkage=linkage,
         redundancy_method=redundancy_method,
         size=size,
+        neighbor_index=neighbor_index,
+        neighbor_k=neighbor_k,
         command=command,
     )
 
@@ -229,6 +240,8 @@ def analyze_images(
     linkage: str = "average",
     redundancy_method: str = "wavelet",
     size: int | None = None,
+    neighbor_index: str | os.PathLike[str] | None = None,
+    neighbor_k: int = 10,
     command: str | None = None,
 ):
     """:func:`analyze` on an already opened :class:`~dcsi.sources.ImageSet`.
@@ -260,7 +273,8 @@ def analyze_images(
 
     features = grey = None
     num_threads = None
-    if "cnn" in chosen or redundancy_method == "cnn":
+    check_int(neighbor_k, "neighbor_k", "analyze", min_value=1)
+    if "cnn" in chosen or redundancy_method == "cnn" or neighbor_index is not None:
         from dcsi.features import choose_num_threads, extract_features
 
         num_threads = choose_num_threads()
@@ -277,6 +291,8 @@ def analyze_images(
             arrays=(size, "L"),
         )
         features, grey = fs.features, fs.arrays
+    if neighbor_index is not None:
+        data["neighbor_index"] = _neighbor_index_block(fs, neighbor_index, neighbor_k, seed)
     if features is not None and len(images) >= 3:  # Thomas & Abraham, labelled or not
         data["image_clusters"] = image_clusters_block(images, features, seed=seed)
     if "cnn" in chosen:
@@ -387,6 +403,17 @@ def image_clusters_block(images: Any, features: np.ndarray, *, seed: int = 0) ->
         "label": None if images.labels is None else np.asarray(images.labels)[keep].tolist(),
     }
     return block
+
+
+def _neighbor_index_block(
+    fs: Any, folder: str | os.PathLike[str], k: int, seed: int
+) -> dict[str, Any]:
+    """Build the neighbour index from the features, save it, return the card block."""
+    from dcsi.neighbor_index import card_block, feature_info, index_features
+
+    idx = index_features(fs.features, fs.ids, k=k, info=feature_info(fs, "gap"), seed=seed)
+    saved = idx.save(folder)
+    return card_block(idx, saved, saved.parent, seed=seed)
 
 
 def _cnn_blocks(fs: Any, images: Any, class_level: bool, *, linkage: str) -> dict[str, Any]:

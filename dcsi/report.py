@@ -298,6 +298,42 @@ def _image_clusters_html(
     return "\n".join(parts)
 
 
+def _neighbor_index_html(block: Mapping, load_image: Callable[[str], Any] | None) -> str:
+    """The neighbour-index section: what made it, its files, and a gallery of the card's
+    sample queries with their top results and cosine similarities (drawn from the card
+    alone: thumbnails with ``load_image``, ids without)."""
+    esc = html.escape
+    head = block.get("head")
+    parts = [
+        "<h2 id='neighbor-index'>Similarity index</h2>",
+        f"<p>Each of the {block['n']} images with its {block['k']} nearest images (cosine "
+        f"similarity of {esc(str(block['backbone']))} features, pooling "
+        f"{esc(str(block['pooling']))}"
+        + (f", similarity head <code>{esc(head['sha256'][:12])}</code>" if head else "")
+        + f"; {esc(str(block['method']))} search). Files: "
+        + ", ".join(f"<a href='{esc(f['path'])}'>{esc(f['path'])}</a>" for f in block["files"])
+        + ". Query it with <code>dcsi search "
+        + esc(str(block["path"]))
+        + " IMAGE...</code>.</p>",
+    ]
+    rows = []
+    for q in block.get("samples", ()):
+        hits = "".join(
+            f"<td>{_thumbs_html([i], load_image)}<br>{_fmt(sc)}</td>"
+            for i, sc in zip(q["neighbors"], q["scores"], strict=False)
+        )
+        rows.append(f"<tr><td>{_thumbs_html([q['id']], load_image)}</td>{hits}</tr>")
+    if rows:
+        n_hits = max(len(q["neighbors"]) for q in block["samples"])
+        heads = "".join(f"<th>#{r}</th>" for r in range(1, n_hits + 1))
+        parts.append(
+            f"<p>Sample queries (seeded) and their top {n_hits} (cosine similarity under "
+            "each):</p>"
+            f"<table id='neighbor-samples'><tr><th>query</th>{heads}</tr>{''.join(rows)}</table>"
+        )
+    return "\n".join(parts)
+
+
 def _class_views_html(block: Mapping, load_image: Callable[[str], Any] | None) -> str:
     """The per-class SSIM views section, drawn from the card's stored ``class_views``.
 
@@ -556,6 +592,8 @@ def report_html(
         parts.append(_image_clusters_html(data["image_clusters"], list(names), load_image))
     if data.get("class_views"):
         parts.append(_class_views_html(data["class_views"], load_image))
+    if data.get("neighbor_index"):
+        parts.append(_neighbor_index_html(data["neighbor_index"], load_image))
     parts.append("<h2 id='redundancy'>Near-duplicates</h2>")
     red = data.get("redundancy")
     if red:

@@ -1792,7 +1792,7 @@ def open_files(paths: Sequence[str | os.PathLike[str]], *, name: str = "queries"
     ids = [_text(s) for s in strs]
     backend = _FileBackend(Path(), [str(Path(s).expanduser()) for s in strs])
     positions = np.arange(len(strs))
-    keep, hashes, sizes, skipped = _scan(backend, positions, ids, desc=f"Reading {name}")
+    _, hashes, sizes, skipped = _scan(backend, positions, ids, desc=f"Reading {name}")
     if skipped:
         raise DataError(f"{skipped[0].id}: {skipped[0].reason}; give readable image files.")
     return ImageSet(

@@ -52,7 +52,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Version of the card format written by this dcsi (semver; readers refuse a newer major).
-SCHEMA_VERSION = "1.2.0"
+SCHEMA_VERSION = "1.3.0"
 #: File name of the card inside a card folder.
 CARD_FILENAME = "dcsi.json"
 
@@ -708,7 +708,7 @@ class Card:
 
     def summary(self, *, n_pairs: int = 5) -> str:
         """Human summary: dataset, features, index, top pairs, clusters, redundancy,
-        image clusters.
+        image clusters, neighbour index.
 
         Parameters
         ----------
@@ -791,6 +791,13 @@ class Card:
             if comp:
                 line += f"; against the classes ARI {comp['ari']:.3f}, NMI {comp['nmi']:.3f}"
             lines.append(line)
+        ni = d.get("neighbor_index")
+        if ni:
+            head = f", head {ni['head']['sha256'][:12]}" if ni["head"] else ""
+            lines.append(
+                f"neighbour index: k = {ni['k']} for {ni['n']} images ({ni['method']}, "
+                f"{ni['backbone']} {ni['pooling']}{head}) in {ni['path']}/"
+            )
         return "\n".join(lines)
 
     # -- accessors ---------------------------------------------------------------

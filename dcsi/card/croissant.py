@@ -7,7 +7,8 @@ class-similarity matrix in long form (one record per ordered class pair).  Scala
 Croissant has no term for live in the ``dcsi`` external vocabulary
 (:data:`DCSI_VOCAB`): ``dcsi:index``, ``dcsi:indexDefinition``, ``dcsi:backbone``,
 ``dcsi:recommendedK``, ``dcsi:schemaVersion``, ``dcsi:redundantGroups``,
-``dcsi:conflictGroups``.
+``dcsi:conflictGroups``, ``dcsi:neighborIndexK``; each file of a neighbour index
+(``neighbor_index.files``) is a ``cr:FileObject`` with its sha256.
 
 Matrices with more than :data:`MAX_INLINE_CLASSES` classes are not inlined (K^2
 records); the record set then points into ``dcsi.json`` only through the file object.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +121,38 @@ def _record_set(
     return rs
 
 
+#: Encoding of each file of the neighbour index, by extension.
+_INDEX_FORMATS = {
+    ".parquet": "application/x-parquet",
+    ".json": "application/json",
+    ".npy": "application/octet-stream",
+    ".safetensors": "application/octet-stream",
+}
+_INDEX_DESCRIPTIONS = {
+    "neighbors.parquet": "The neighbour index: one row per image with its nearest images "
+    "(id, neighbor_ids, scores = cosine similarities, best first).",
+    "vectors.npy": "The unit vectors (n x d float32, .npy) that answer new queries.",
+    "index.json": "What made the vectors (backbone, pooling, head) and the sha256 of each "
+    "index file.",
+    "head.safetensors": "The similarity head applied to the backbone features.",
+}
+
+
+def _index_file(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``cr:FileObject`` for one file of the card's neighbour index."""
+    name = entry["path"].rsplit("/", 1)[-1]
+    return {
+        "@type": "cr:FileObject",
+        "@id": f"neighbor-index-{_safe_name(name)}",
+        "name": f"neighbor-index-{_safe_name(name)}",
+        "description": _INDEX_DESCRIPTIONS.get(name, "A file of the neighbour index."),
+        "contentUrl": entry["path"],
+        "encodingFormat": _INDEX_FORMATS.get(Path(name).suffix, "application/octet-stream"),
+        "sha256": entry["sha256"],
+        "contentSize": f"{entry['bytes']} B",
+    }
+
+
 def croissant_dict(card: Card, *, card_sha256: str | None = None) -> dict[str, Any]:
     """The Croissant JSON-LD document for a card.
 
@@ -181,6 +215,10 @@ def croissant_dict(card: Card, *, card_sha256: str | None = None) -> dict[str, A
         if idx["value"] is not None:
             doc["dcsi:index"] = idx["value"]
         doc["dcsi:indexDefinition"] = idx["definition"]
+    ni = data.get("neighbor_index")
+    if ni:
+        doc["dcsi:neighborIndexK"] = ni["k"]
+        doc["distribution"] += [_index_file(f) for f in ni["files"]]
     counts = card.redundancy_counts
     if counts is not None:
         doc["dcsi:redundantGroups"] = counts["redundant"]

@@ -65,8 +65,10 @@ def hf_block(card: Card, *, n_pairs: int = 5) -> dict[str, Any]:
         the ``dcsi.json`` bytes this block was made from), ``schema_version``,
         ``dcsi_version``, ``n_images``, ``n_classes``, and when computed ``index``,
         ``backbone``, ``image_size``, ``similarity`` (kind), ``most_similar_pairs``,
-        ``class_clusters``, ``redundancy`` counts and ``image_clusters`` (k, method,
-        sizes, and ARI/NMI/purity against the classes).  Floats rounded to 4 decimals.
+        ``class_clusters``, ``redundancy`` counts, ``image_clusters`` (k, method,
+        sizes, and ARI/NMI/purity against the classes) and ``neighbor_index`` (k, n,
+        method, backbone, pooling, head sha256, the Parquet file).  Floats rounded to 4
+        decimals.
     """
     data = card.data
     block: dict[str, Any] = {
@@ -114,6 +116,19 @@ def hf_block(card: Card, *, n_pairs: int = 5) -> dict[str, Any]:
             block["image_clusters"].update(
                 {key: _round(comp[key]) for key in ("ari", "nmi", "purity") if key in comp}
             )
+    ni = data.get("neighbor_index")
+    if ni:
+        block["neighbor_index"] = {
+            "k": int(ni["k"]),
+            "n": int(ni["n"]),
+            "method": ni["method"],
+            "backbone": ni["backbone"],
+            "pooling": ni["pooling"],
+            "head_sha256": ni["head"]["sha256"] if ni["head"] else None,
+            "neighbors": next(
+                (f["path"] for f in ni["files"] if f["path"].endswith(".parquet")), None
+            ),
+        }
     return block
 
 

@@ -80,6 +80,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="feature cache folder (default: $DCSI_CACHE or ~/.cache/dcsi)",
     )
     p.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+    p.add_argument(
+        "--index",
+        action="store_true",
+        help="also write the neighbour index (each image's nearest images) to "
+        "DIR/neighbor_index/ from the same features, and record it in the card",
+    )
+    p.add_argument(
+        "--index-k",
+        type=int,
+        default=10,
+        metavar="K",
+        help="neighbours per image in the index (default 10)",
+    )
     add_progress_option(p)
     p.set_defaults(func=run)
 
@@ -89,7 +102,11 @@ def run(args: argparse.Namespace) -> int:
     from dcsi.pipeline import analyze_images, check_parameters
     from dcsi.sources import open_source
 
-    check_out_dir(args.out)
+    out = check_out_dir(args.out)
+    if args.index_k < 1:
+        from dcsi.exceptions import DataError
+
+        raise DataError(f"--index-k must be at least 1. Got {args.index_k} instead.")
     check_parameters(
         analyzers=args.analyzers,
         seed=args.seed,
@@ -117,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
         linkage=args.linkage,
         redundancy_method=args.redundancy_method,
         size=args.size,
+        neighbor_index=out / "neighbor_index" if args.index else None,
+        neighbor_k=args.index_k,
         command=shlex.join(["dcsi", *sys.argv[1:]]),
     )
     position = {item_id: i for i, item_id in enumerate(images.ids)}

@@ -62,7 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "attach",
         help="copy a card into a dataset folder or Hub dataset repo",
-        description="Write dcsi.json, croissant.json and report.html into a local dataset "
+        description="Write dcsi.json, croissant.json and report.html (and the neighbour "
+        "index files the card lists, checked against their sha256) into a local dataset "
         "folder (or a cloned Hub repository) and add or replace the 'dcsi:' key of its "
         "README.md, keeping the rest of the README. With --push, upload them to a Hugging "
         "Face dataset repository using your token (hf auth login, or HF_TOKEN).",
@@ -125,15 +126,71 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 # -- attach --------------------------------------------------------------------------
-def _write_into(card, src: Path, dest: Path) -> list[Path]:
-    """Card files into ``dest``: dcsi.json, croissant.json, report.html, README.md.
+def _index_files(card, src: Path) -> list[tuple[str, Path]]:
+    """The neighbour-index files the card lists, checked against their sha256.
 
-    Every input is read and checked first (the target's README, the source's report),
-    so a README that cannot be updated stops the command before any file is written.
+    Returns ``(path relative to the card folder, file in src)`` pairs; a path leading
+    out of the folder, a missing file or one whose sha256 differs stops the command.
+    """
+    import hashlib
+    from pathlib import PurePosixPath
+
+    block = card.data.get("neighbor_index")
+    out: list[tuple[str, Path]] = []
+    for entry in (block or {}).get("files", ()):
+        rel = PurePosixPath(entry["path"])
+        if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+            raise DcsiError(
+                f"The card lists the index file {entry['path']!r}, outside its folder; "
+                "rebuild the index with `dcsi index`."
+            )
+        path = src.joinpath(*rel.parts)
+        if not path.is_file():
+            raise DcsiError(
+                f"{path} is missing (the card's neighbour index lists it); copy the whole "
+                "card folder, or rebuild the index with `dcsi index SOURCE --out DIR`."
+            )
+        sha = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                sha.update(chunk)
+        if sha.hexdigest() != entry["sha256"]:
+            raise DcsiError(
+                f"{path} does not match the sha256 the card records (changed after the card "
+                "was written); rebuild the index with `dcsi index SOURCE --out DIR`."
+            )
+        out.append((rel.as_posix(), path))
+    return out
+
+
+def _copy_file(src: Path, dest: Path) -> Path:
+    """Copy ``src`` to ``dest`` through a temporary file in the same folder + rename."""
+    if dest.exists() and src.resolve() == dest.resolve():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dest
+
+
+def _write_into(card, src: Path, dest: Path) -> list[Path]:
+    """Card files into ``dest``: dcsi.json, croissant.json, report.html, README.md, and
+    the neighbour-index files the card lists.
+
+    Every input is read and checked first (the target's README, the source's report,
+    the index files' sha256), so a README that cannot be updated stops the command
+    before any file is written.
     """
     from dcsi.card import write_card_files
     from dcsi.card.hf import read_readme, render_readme
 
+    index_files = _index_files(card, src)
     readme = dest / "README.md"
     readme_text = render_readme(card, read_readme(readme), where=str(readme))
     report = src / "report.html"
@@ -150,7 +207,8 @@ def _write_into(card, src: Path, dest: Path) -> list[Path]:
         from dcsi.report import write_report
 
         written["report.html"] = write_report(card, dest / "report.html")
-    return [written[name] for name in _CARD_FILES]
+    copied = [_copy_file(path, dest / rel) for rel, path in index_files]
+    return [written[name] for name in _CARD_FILES] + copied
 
 
 def _token(explicit: str | None) -> str:
@@ -283,6 +341,9 @@ def _push_quietly(
         operations = [
             CommitOperationAdd(path_in_repo=name, path_or_fileobj=(stage / name).read_bytes())
             for name in _CARD_FILES
+        ] + [
+            CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(path))
+            for rel, path in _index_files(card, src)
         ]
         try:
             info = api.create_commit(
@@ -361,7 +422,10 @@ def attach_card(
     out = []
     if dest.is_dir():
         files = _write_into(card, src, dest)
-        out.append(f"attached to {dest}: " + ", ".join(f.name for f in files))
+        out.append(
+            f"attached to {dest}: "
+            + ", ".join(Path(os.path.relpath(f, dest)).as_posix() for f in files)
+        )
         if push:
             assert repo_id  # a local folder is pushed only with --repo-id (checked above)
             out.append(

@@ -1,0 +1,140 @@
+"""``dcsi index SOURCE --out DIR``: every image's nearest images, as a Parquet index.
+
+When ``DIR`` already holds a card (``dcsi.json``), the index goes to
+``DIR/neighbor_index/`` and the card, its README, Croissant file and report record it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dcsi.cli._common import (
+    add_progress_option,
+    add_source_options,
+    check_out_dir,
+    source_kwargs,
+)
+
+__all__ = ["register", "run"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from dcsi.neighbor_index import DEFAULT_K, FAISS_THRESHOLD, METHODS, POOLINGS
+
+    p = subparsers.add_parser(
+        "index",
+        help="build the neighbour index: each image's k nearest images (Parquet)",
+        description="Embed every image and write, for each, its k nearest images (ids and "
+        "cosine similarities) to DIR/neighbors.parquet, with the vectors (DIR/vectors.npy) "
+        "and DIR/index.json. When DIR holds a dcsi card, the index goes to "
+        "DIR/neighbor_index/ and the card records it.",
+    )
+    p.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="image folder, saved HF dataset, hf:<repo>[:<config>], sample:digits",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (or a card folder)")
+    add_source_options(p)
+    p.add_argument(
+        "-k", type=int, default=DEFAULT_K, help=f"neighbours per image (default {DEFAULT_K})"
+    )
+    p.add_argument(
+        "--method",
+        choices=METHODS,
+        default="auto",
+        help=f"exact search, or faiss IVF-flat; auto: faiss above {FAISS_THRESHOLD:,} images",
+    )
+    p.add_argument(
+        "--pooling",
+        choices=POOLINGS,
+        default="gap",
+        help="pooling of the backbone's feature maps (default: gap, the last layer)",
+    )
+    p.add_argument(
+        "--head", default=None, metavar="FILE", help="a trained similarity head (safetensors)"
+    )
+    p.add_argument("--backbone", default="efficientnet_lite0", help="feature extractor")
+    p.add_argument("--weights", default=None, metavar="PATH", help="backbone weights file")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="backbone input size in pixels (default: chosen from the images)",
+    )
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--seed", type=int, default=0, help="faiss k-means and report samples")
+    p.add_argument("--cache", default=None, metavar="DIR", help="feature cache folder")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+    add_progress_option(p)
+    p.set_defaults(func=run)
+
+
+def _check(args: argparse.Namespace) -> Path:
+    """Every option checked before any image is read; returns the output folder."""
+    from dcsi.exceptions import DataError
+    from dcsi.pipeline import check_parameters
+
+    out = check_out_dir(args.out)
+    check_parameters(
+        seed=args.seed,
+        batch_size=args.batch_size,
+        backbone=args.backbone,
+        weights=args.weights,
+        image_size=args.image_size,
+    )
+    if args.k < 1:
+        raise DataError(f"-k must be at least 1. Got {args.k} instead.")
+    if args.head is not None and not Path(args.head).expanduser().is_file():
+        raise DataError(f"--head {args.head}: no such file; give a head saved by dcsi.")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from dcsi.card import CARD_FILENAME, load_card, write_card_files
+    from dcsi.exceptions import DataError
+    from dcsi.neighbor_index import INDEX_FOLDER, build_neighbor_index, card_block
+    from dcsi.sources import open_source
+
+    out = _check(args)
+    card = load_card(out) if (out / CARD_FILENAME).is_file() else None
+    images = open_source(args.source, **source_kwargs(args))
+    if card is not None and card.data["dataset"]["fingerprint"] != images.fingerprint():
+        raise DataError(
+            f"The card in {out} describes another dataset than {args.source} (their "
+            "fingerprints differ); index into another folder, or re-run dcsi analyze."
+        )
+    idx = build_neighbor_index(
+        images,
+        k=args.k,
+        backbone=args.backbone,
+        weights=args.weights,
+        image_size=args.image_size,
+        pooling=args.pooling,
+        head=args.head,
+        method=args.method,
+        batch_size=args.batch_size,
+        device=args.device,
+        cache=False if args.no_cache else args.cache,
+        seed=args.seed,
+    )
+    folder = idx.save(out / INDEX_FOLDER if card is not None else out)
+    m = idx.metadata
+    print(
+        f"indexed {len(idx)} images: k = {idx.k}, {m['method']}, {m['backbone']} "
+        f"({m['pooling']}{', head' if m['head'] else ''}), {m['dim']} dims"
+    )
+    print(f"wrote {folder}")
+    if card is not None:
+        data = card.to_dict()
+        data["neighbor_index"] = card_block(idx, folder, out, seed=args.seed)
+        card = type(card).from_dict(data)
+        position = {item_id: i for i, item_id in enumerate(images.ids)}
+        paths = write_card_files(
+            card, out, load_image=lambda item_id: images.load(position[item_id])
+        )
+        for path in paths.values():
+            print(f"wrote {path}")
+    return 0
