@@ -9,7 +9,7 @@ each image, the ``k`` other images of highest cosine similarity:
   never an ``n x n`` matrix; ties broken by the smaller row);
 - ``method="faiss"`` (``"auto"`` above the threshold): a faiss IVF-flat index (inverted
   lists of the exact vectors, inner product; ``nlist = 4 sqrt(n)`` k-means lists trained
-  on a seeded sample, ``nprobe`` lists searched per query).  IVF-flat rather than HNSW:
+  on a seeded sample of 40 rows per list, ``nprobe = 32`` lists searched per query).  IVF-flat rather than HNSW:
   it builds in seconds, its k-means is seeded, and its scores are exact inner products,
   so only the recall is approximate (measured against exact in
   ``benchmarks/neighbor_index.py``).
@@ -78,6 +78,7 @@ __all__ = [
     "feature_info",
     "find_index_dir",
     "index_features",
+    "ivf_index",
     "load_neighbor_index",
 ]
 
@@ -98,10 +99,59 @@ HEAD_FILE = "head.safetensors"
 FORMAT = "dcsi-neighbor-index"
 FORMAT_VERSION = 1
 METHODS = ("auto", "exact", "faiss")
+#: Training rows per inverted list of the faiss k-means (faiss asks for at least 39).
+TRAIN_PER_LIST = 40
 POOLINGS = ("gap", "ga", "sap", "sam")
 
 
 # -- search --------------------------------------------------------------------------
+def ivf_index(
+    X: np.ndarray, *, nlist: int | None = None, nprobe: int = 32, seed: int = 0
+) -> tuple[Any, dict[str, Any]]:
+    """A faiss inner-product index of the rows: IVF-flat, or flat when ``n`` is small.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d), float32
+        Unit rows.
+    nlist : int, default=None
+        Inverted lists (k-means centroids); None: ``4 sqrt(n)``, at most
+        ``n / TRAIN_PER_LIST`` (below 2: one flat, exact list).
+    nprobe : int, default=32
+        Lists searched per query (more: higher recall, slower).
+    seed : int, default=0
+        Seed of the k-means (10 iterations) and of its training sample
+        (:data:`TRAIN_PER_LIST` rows per list).
+
+    Returns
+    -------
+    index : faiss.Index
+        With every row added.
+    params : dict
+        ``index`` (``"IVFFlat"`` or ``"FlatIP"``), ``nlist``, ``nprobe``, ``seed``.
+    """
+    faiss = require("faiss", "The faiss neighbour search", "dcsi[index]")
+    n, d = X.shape
+    if nlist is None:
+        nlist = int(max(1, min(4 * np.sqrt(n), n // TRAIN_PER_LIST)))
+    if nlist < 2:  # too few rows for inverted lists: one flat list (exact)
+        index = faiss.IndexFlatIP(d)
+        params: dict[str, Any] = {"index": "FlatIP"}
+    else:
+        rng = np.random.default_rng(seed)
+        m = TRAIN_PER_LIST * nlist
+        train = X if n <= m else X[np.sort(rng.choice(n, m, replace=False))]
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = seed
+        index.cp.niter = 10
+        index.train(train)
+        index.nprobe = min(nprobe, nlist)
+        params = {"index": "IVFFlat", "nlist": int(nlist), "nprobe": int(index.nprobe)}
+    index.add(X)
+    params["seed"] = seed
+    return index, params
+
+
 def faiss_topk(
     X: np.ndarray,
     *,
@@ -119,13 +169,8 @@ def faiss_topk(
         Unit rows.
     k : int
         Neighbours per row, ``<= n - 1``.
-    nlist : int, default=None
-        Inverted lists (k-means centroids); None: ``4 sqrt(n)``, at most ``n / 39``
-        (below 2: one flat, exact list).
-    nprobe : int, default=32
-        Lists searched per query (more: higher recall, slower).
-    seed : int, default=0
-        k-means seed and the training sample (``64 nlist`` rows).
+    nlist, nprobe, seed
+        See :func:`ivf_index`.
     batch_size : int, default=16384
         Queries per call into faiss.
 
@@ -135,25 +180,11 @@ def faiss_topk(
     scores : ndarray of shape (n, k), float32
         Exact inner products of the found rows, best first (ties: smaller row).
     params : dict
-        ``index``, ``nlist``, ``nprobe``, ``seed`` (recorded in ``index.json``).
+        The index's parameters (:func:`ivf_index`), recorded in ``index.json``.
     """
-    faiss = require("faiss", "The faiss neighbour search", "dcsi[index]")
     X = np.ascontiguousarray(X, dtype=np.float32)
-    n, d = X.shape
-    if nlist is None:
-        nlist = int(max(1, min(4 * np.sqrt(n), n // 39)))
-    if nlist < 2:  # too few rows for inverted lists: one flat list (exact)
-        index = faiss.IndexFlatIP(d)
-        params: dict[str, Any] = {"index": "FlatIP"}
-    else:
-        rng = np.random.default_rng(seed)
-        train = X if n <= 64 * nlist else X[np.sort(rng.choice(n, 64 * nlist, replace=False))]
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.cp.seed = seed
-        index.train(train)
-        index.nprobe = min(nprobe, nlist)
-        params = {"index": "IVFFlat", "nlist": int(nlist), "nprobe": int(index.nprobe)}
-    index.add(X)
+    n = X.shape[0]
+    index, params = ivf_index(X, nlist=nlist, nprobe=nprobe, seed=seed)
     found = np.empty((n, k + 1), dtype=np.int64)
     sims = np.empty((n, k + 1), dtype=np.float32)
     for s in progress(range(0, n, batch_size), desc="faiss search", unit="batch"):
@@ -172,12 +203,7 @@ def faiss_topk(
             keep = row != r
             found[r], sims[r] = row[keep][:k], rs[keep][:k]
     order = np.lexsort((found, -sims), axis=1)
-    params["seed"] = seed
-    return (
-        np.take_along_axis(found, order, 1),
-        np.take_along_axis(sims, order, 1),
-        params,
-    )
+    return np.take_along_axis(found, order, 1), np.take_along_axis(sims, order, 1), params
 
 
 def _unit_rows(X: np.ndarray) -> np.ndarray:

@@ -409,11 +409,33 @@ def ball_pairs(tree: Any, queries: np.ndarray, radius: float) -> tuple[np.ndarra
     return np.repeat(np.arange(len(queries), dtype=np.int64), lens), j
 
 
+#: Columns per chunk of :func:`topk_rows`'s lower bound.
+_TOPK_CHUNK = 64
+
+
+def _topk_threshold(S: np.ndarray, k: int) -> np.ndarray:
+    """A value ``<=`` the ``k``-th largest entry of each row, cheap to find.
+
+    The rows are cut into chunks of :data:`_TOPK_CHUNK` columns; the ``k``-th largest
+    chunk maximum is such a bound (the ``k`` chunks with the largest maxima hold ``k``
+    entries at least that large), and few entries pass it.  With fewer than ``4 k``
+    chunks, the ``k``-th largest entry itself (``np.partition``).
+    """
+    n = S.shape[1]
+    if n < 4 * k * _TOPK_CHUNK:
+        return np.partition(S, n - k, axis=1)[:, n - k]
+    maxima = np.maximum.reduceat(S, np.arange(0, n, _TOPK_CHUNK), axis=1)
+    c = maxima.shape[1]
+    return np.partition(maxima, c - k, axis=1)[:, c - k]
+
+
 def topk_rows(S: np.ndarray, k: int, offset: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` largest entries of each row of a score block, best first.
 
-    Ties are broken by the smaller column index, so the result does not depend on how
-    ``np.argpartition`` orders equal values.
+    Every entry at least as large as a lower bound of the row's ``k``-th largest
+    (:func:`_topk_threshold`) is a candidate; the candidates are sorted by score, then
+    by column, so ties are broken by the smaller column index whatever the order in
+    which equal values were found.
 
     Parameters
     ----------
@@ -435,9 +457,7 @@ def topk_rows(S: np.ndarray, k: int, offset: int | None = None) -> tuple[np.ndar
     if offset is not None:
         S[np.arange(b), offset + np.arange(b)] = -np.inf
     if k < n:
-        part = np.argpartition(S, n - k, axis=1)[:, n - k :]
-        kth = np.take_along_axis(S, part, axis=1).min(axis=1)
-        ii, jj = np.nonzero(kth[:, None] <= S)  # the top k and any ties of the k-th
+        ii, jj = np.nonzero(_topk_threshold(S, k)[:, None] <= S)
     else:
         ii, jj = np.divmod(np.arange(b * n, dtype=np.int64), n)
     vals = S[ii, jj]
