@@ -1,0 +1,192 @@
+"""The neighbour index: exact and faiss top-k against brute force, files, search."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from dcsi.exceptions import DataError, InvalidParameterError
+from dcsi.neighbor_index import (
+    NeighborIndex,
+    build_neighbor_index,
+    faiss_topk,
+    index_features,
+    load_neighbor_index,
+)
+from dcsi.neighbors import exact_topk
+
+
+def brute_topk(G: np.ndarray, k: int) -> np.ndarray:
+    """Columns of the k largest entries per row, ties by the smaller column (slow)."""
+    return np.array(
+        [sorted(range(G.shape[1]), key=lambda j: (-G[i, j], j))[:k] for i in range(len(G))]
+    )
+
+
+@pytest.mark.parametrize("block_bytes", [4 * 64, 4 * 3000 * 37, 1 << 28])
+def test_exact_topk_equals_brute_force_with_ties(rng, block_bytes):
+    # small integer vectors: every product is exact in float32 and ties abound; n is
+    # large enough for the chunk-maxima bound (n >= 4 k 64)
+    X = rng.integers(-2, 3, (2600, 5)).astype(np.float32)
+    G = (X @ X.T).astype(np.float64)
+    np.fill_diagonal(G, -np.inf)
+    rows = rng.choice(len(X), 40, replace=False)
+    got, scores = exact_topk(X, k=10, block_bytes=block_bytes)
+    ref = brute_topk(G[rows], 10)
+    np.testing.assert_array_equal(got[rows], ref)
+    np.testing.assert_array_equal(scores[rows], np.take_along_axis(G[rows], ref, 1))
+
+
+def test_exact_topk_queries_small_n_and_k_equal_n(rng):
+    X = rng.integers(-1, 2, (30, 3)).astype(np.float32)
+    Q = rng.integers(-1, 2, (7, 3)).astype(np.float32)
+    G = (Q @ X.T).astype(np.float64)
+    for k in (1, 4, 30):
+        got, scores = exact_topk(X, Q, k=k)
+        np.testing.assert_array_equal(got, brute_topk(G, k))
+        assert scores.dtype == np.float32 and scores.shape == (7, k)
+
+
+def test_exact_topk_on_random_unit_rows(rng):
+    X = rng.standard_normal((500, 16)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    got, scores = exact_topk(X, k=8, block_bytes=4 * 500 * 17)
+    G = X.astype(np.float64) @ X.T.astype(np.float64)
+    np.fill_diagonal(G, -np.inf)
+    ref_scores = -np.sort(-G, axis=1)[:, :8]
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-6)
+    np.testing.assert_allclose(np.take_along_axis(G, got, 1), ref_scores, atol=1e-6)
+    assert not (got == np.arange(500)[:, None]).any()
+
+
+def clustered(rng, n=6000, d=32, centres=60, spread=0.15):
+    C = rng.standard_normal((centres, d))
+    C /= np.linalg.norm(C, axis=1, keepdims=True)
+    X = C[rng.integers(0, centres, n)] + rng.normal(0, spread / np.sqrt(d), (n, d))
+    return (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_faiss_recall_against_exact_on_clustered_data(rng):
+    pytest.importorskip("faiss")
+    X = clustered(rng)
+    exact, _ = exact_topk(X, k=10)
+    found, scores, params = faiss_topk(X, k=10)
+    assert params["index"] == "IVFFlat" and params["nlist"] > 1
+    recall = np.mean([len(np.intersect1d(a, b)) / 10 for a, b in zip(found, exact)])
+    assert recall >= 0.95, recall
+    assert not (found == np.arange(len(X))[:, None]).any()
+    assert np.all(np.diff(scores, axis=1) <= 0)  # best first
+    true = np.einsum("ij,ikj->ik", X, X[found])  # the scores are exact inner products
+    np.testing.assert_allclose(scores, true, atol=1e-5)
+
+
+def test_faiss_on_few_rows_is_a_flat_exact_search(rng):
+    pytest.importorskip("faiss")
+    X = clustered(rng, n=30, d=8)
+    found, scores, params = faiss_topk(X, k=5)
+    exact, exact_scores = exact_topk(X, k=5)
+    assert params["index"] == "FlatIP"
+    np.testing.assert_array_equal(found, exact)
+    np.testing.assert_allclose(scores, exact_scores, atol=1e-6)
+
+
+def small_index(rng, n=50, k=4) -> NeighborIndex:
+    F = rng.standard_normal((n, 12)).astype(np.float32)
+    ids = [f"img/{i:03d}.png" for i in range(n)]
+    info = {"backbone": "pixels8", "weights_sha256": None, "image_size": 8, "pooling": "gap"}
+    return index_features(F, ids, k=k, method="exact", info=info)
+
+
+def test_index_features_metadata_and_k_clipped(rng):
+    idx = small_index(rng, n=5, k=10)
+    assert idx.k == 4 and idx.metadata["k"] == 4 and idx.metadata["method"] == "exact"
+    assert idx.neighbor_ids.shape == (5, 4) and idx.neighbor_ids.dtype == object
+    np.testing.assert_allclose(np.linalg.norm(idx.vectors, axis=1), 1, atol=1e-6)
+    with pytest.raises(DataError, match="at least 2 images"):
+        index_features(np.zeros((1, 3), np.float32), ["a"], k=1)
+
+
+def test_save_load_round_trip_through_parquet_and_datasets(rng, tmp_path):
+    idx = small_index(rng)
+    idx.save(tmp_path / "a")
+    back = load_neighbor_index(tmp_path / "a")
+    assert back.ids == idx.ids
+    np.testing.assert_array_equal(back.neighbors, idx.neighbors)
+    np.testing.assert_array_equal(back.scores, idx.scores)
+    np.testing.assert_array_equal(back.vectors, idx.vectors)
+    assert back.metadata["k"] == 4
+    # same index, same bytes
+    idx.save(tmp_path / "b")
+    for name in ("neighbors.parquet", "vectors.npy", "index.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.load_dataset(
+        "parquet",
+        data_files=str(tmp_path / "a" / "neighbors.parquet"),
+        split="train",
+        cache_dir=str(tmp_path / "hf"),
+    )
+    assert ds.column_names == ["id", "neighbor_ids", "scores"] and len(ds) == 50
+    row = ds[7]
+    assert row["id"] == idx.ids[7]
+    assert row["neighbor_ids"] == list(idx.neighbor_ids[7])
+    np.testing.assert_allclose(row["scores"], idx.scores[7], rtol=0, atol=0)
+    # a card folder holding neighbor_index/ is found too
+    idx.save(tmp_path / "card" / "neighbor_index")
+    assert load_neighbor_index(tmp_path / "card").ids == idx.ids
+
+
+def test_load_errors_name_the_problem(rng, tmp_path):
+    with pytest.raises(DataError, match="No neighbour index"):
+        load_neighbor_index(tmp_path / "nothing")
+    folder = small_index(rng).save(tmp_path / "idx")
+    data = bytearray((folder / "neighbors.parquet").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (folder / "neighbors.parquet").write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"neighbors.parquet does not match the sha256"):
+        load_neighbor_index(folder)
+    (folder / "neighbors.parquet").unlink()
+    with pytest.raises(DataError, match="neighbors.parquet is missing"):
+        load_neighbor_index(folder)
+    (folder / "index.json").write_text("{not json")
+    with pytest.raises(DataError, match="not valid JSON"):
+        load_neighbor_index(folder)
+    meta = {"format": "dcsi-neighbor-index", "format_version": 99}
+    (folder / "index.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="format version 99"):
+        load_neighbor_index(folder)
+
+
+def test_build_checks_parameters_before_reading(tmp_path):
+    with pytest.raises(InvalidParameterError, match="'k' parameter"):
+        build_neighbor_index(tmp_path / "missing", k=0)
+    with pytest.raises(InvalidParameterError, match="'method' parameter"):
+        build_neighbor_index(tmp_path / "missing", method="hnsw")
+    with pytest.raises(InvalidParameterError, match="'pooling' parameter"):
+        build_neighbor_index(tmp_path / "missing", pooling="max")
+
+
+def test_search_embeds_new_images_like_the_index(rng, tmp_path, pixel_backbone):
+    from PIL import Image
+
+    images = rng.integers(0, 256, (20, 16, 16), dtype=np.uint8)
+    idx = build_neighbor_index(images, k=5, backbone="pixels8", cache=False)
+    assert idx.metadata["backbone"] == "pixels8" and idx.metadata["pooling"] == "gap"
+    loaded = load_neighbor_index(idx.save(tmp_path / "idx"))
+    ids, scores = loaded.search(images[[3, 11]], k=4, cache=False)
+    assert ids.shape == (2, 4) and list(ids[:, 0]) == ["3", "11"]
+    np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)
+    paths = []
+    for i in (4, 9):
+        paths.append(tmp_path / f"q{i}.png")
+        Image.fromarray(images[i]).save(paths[-1])
+    ids, _ = loaded.search(paths, k=2, cache=False)
+    assert list(ids[:, 0]) == ["4", "9"]
+    vec_ids, _ = loaded.search(loaded.vectors[[5]] * 3.0, k=1)  # vectors: normalised
+    assert vec_ids[0, 0] == "5"
+    with pytest.raises(DataError, match=r"shape \(m, 64\)"):
+        loaded.search(np.zeros((2, 3), np.float32))
+    with pytest.raises(InvalidParameterError, match="'k' parameter"):
+        loaded.search(images[:1], k=21)
