@@ -65,6 +65,7 @@ def check_parameters(
     weights: str | os.PathLike[str] | None = None,
     image_size: int | None = None,
     size: int | None = None,
+    pooling: str = "gap",
 ) -> tuple[str, ...]:
     """Check :func:`analyze`'s own options before any data is read.
 
@@ -84,6 +85,9 @@ def check_parameters(
         from dcsi.backbones import list_backbones
 
         check_choice(backbone, "backbone", "analyze", list_backbones())
+    from dcsi.backbones import check_pooling
+
+    check_pooling(pooling, backbone, "analyze")
     if weights is not None and not Path(weights).expanduser().is_file():
         raise DataError(
             f"--weights {weights}: no such file. Give a state-dict file "
@@ -132,6 +136,7 @@ def analyze(
     redundancy_method: str = "wavelet",
     size: int | None = None,
     command: str | None = None,
+    pooling: str = "gap",
 ):
     """Analyze an image dataset and return its dataset card.
 
@@ -170,6 +175,9 @@ def analyze(
         size, or the median size when sizes differ.
     command : str, default=None
         The command line, recorded in the card's provenance.
+    pooling : {"gap", "ga", "sap", "sam"}, default="gap"
+        Feature pooling of the backbone (see :func:`dcsi.extract_features`); the card's
+        ``features.pooling``.
 
     Returns
     -------
@@ -186,6 +194,7 @@ def analyze(
         weights=weights,
         image_size=image_size,
         size=size,
+        pooling=pooling,
     )
     images = open_source(
         source,
@@ -211,6 +220,7 @@ def analyze(
         redundancy_method=redundancy_method,
         size=size,
         command=command,
+        pooling=pooling,
     )
 
 
@@ -230,6 +240,7 @@ def analyze_images(
     redundancy_method: str = "wavelet",
     size: int | None = None,
     command: str | None = None,
+    pooling: str = "gap",
 ):
     """:func:`analyze` on an already opened :class:`~dcsi.sources.ImageSet`.
 
@@ -247,6 +258,7 @@ def analyze_images(
         weights=weights,
         image_size=image_size,
         size=size,
+        pooling=pooling,
     )
     started = datetime.now(timezone.utc)
 
@@ -275,6 +287,7 @@ def analyze_images(
             cache=cache,
             num_threads=num_threads,
             arrays=(size, "L"),
+            pooling=pooling,
         )
         features, grey = fs.features, fs.arrays
     if features is not None and len(images) >= 3:  # Thomas & Abraham, labelled or not
@@ -332,6 +345,7 @@ def analyze_images(
             else getattr(backbone, "name", "custom"),
             "weights": str(weights) if weights is not None else None,
             "image_size": image_size,
+            "pooling": pooling,
             "batch_size": batch_size,
             "device": device,
             "max_per_class": max_per_class,
