@@ -66,6 +66,9 @@ _LAZY = {
     "ClusterComparison": "dcsi.image_clusters",
     "image_map": "dcsi.maps",
     "plot_image_map": "dcsi.maps",
+    "train_similarity_head": "dcsi.similarity_head",
+    "load_similarity_head": "dcsi.similarity_head",
+    "SimilarityHead": "dcsi.similarity_head",
 }
 
 __all__ = [

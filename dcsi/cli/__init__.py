@@ -24,7 +24,7 @@ from dcsi.exceptions import DcsiError
 
 __all__ = ["build_parser", "main", "printable"]
 
-_SUBCOMMANDS = ("analyze", "redundancy", "leakage", "card", "boundaries")
+_SUBCOMMANDS = ("analyze", "redundancy", "leakage", "card", "boundaries", "train_head")
 
 
 class _Parser(argparse.ArgumentParser):
