@@ -75,7 +75,7 @@ def fashion_mnist(n: int | None, seed: int) -> dict[str, Any]:
     fs = dcsi.extract_features(image_set)
     if fs.n_cached < len(fs):
         print(f"note: {len(fs) - fs.n_cached} features were not cached", file=sys.stderr)
-    info = feature_info(fs, "gap")
+    info = feature_info(fs)
     exact, t_exact, m_exact = _timed(
         lambda: index_features(fs.features, fs.ids, k=K, method="exact", info=info)
     )

@@ -69,6 +69,9 @@ _LAZY = {
     "load_neighbor_index": "dcsi.neighbor_index",
     "NeighborIndex": "dcsi.neighbor_index",
     "plot_image_map": "dcsi.maps",
+    "train_similarity_head": "dcsi.similarity_head",
+    "load_similarity_head": "dcsi.similarity_head",
+    "SimilarityHead": "dcsi.similarity_head",
 }
 
 __all__ = [

@@ -355,6 +355,8 @@ class Router:
         :func:`dcsi.get_backbone` or an Extractor object); None = the default backbone.
     image_size : int, default=None
         Input size the class features were extracted at (passed to the extractor).
+    pooling : {"gap", "ga", "sap", "sam"}, default="gap"
+        Pooling the class features were extracted with (for a backbone name).
 
     Notes
     -----
@@ -372,6 +374,7 @@ class Router:
         extractor: Any = None,
         *,
         image_size: int | None = None,
+        pooling: str = "gap",
     ) -> None:
         caller = "Router"
         sums = check_array(class_sums, "class_sums", caller, ndim=2, dtype=np.float64)
@@ -411,6 +414,7 @@ class Router:
         self.assignment = assign.astype(np.int64)
         self.extractor = extractor
         self.image_size = image_size
+        self.pooling = pooling
 
     @property
     def n_clusters(self) -> int:
@@ -462,6 +466,7 @@ class Router:
         if self.extractor is None or isinstance(self.extractor, str):
             # a registered backbone: rebuild it at the size the class sums were made at
             kw["image_size"] = self.image_size
+            kw["pooling"] = self.pooling
             if self.extractor is not None:
                 kw["backbone"] = self.extractor
         else:
@@ -476,7 +481,10 @@ class Router:
         ext = self.extractor
         if ext is None or isinstance(ext, str):
             ext = get_backbone(
-                ext or "efficientnet_lite0", image_size=self.image_size, device=device
+                ext or "efficientnet_lite0",
+                image_size=self.image_size,
+                device=device,
+                pooling=self.pooling,
             )
         out = []
         for i in range(0, len(images), batch_size):

@@ -12,7 +12,8 @@ and runs the model only on the images not found there:
 - a progress bar on stderr with images/s; float32 output;
 - the cache lives under ``cache`` (default ``$DCSI_CACHE`` or ``~/.cache/dcsi``;
   ``cache=False`` turns it off) in a folder keyed by backbone name + weights SHA-256 +
-  preprocessing (input size, normalisation) + decoding rules.  Inside, features are
+  preprocessing (input size, normalisation) + pooling (for the multi-layer modes; the
+  default ``gap`` keeps the key it always had) + decoding rules.  Inside, features are
   stored per image content hash (SHA-256 of the encoded bytes), in shards of
   ``shard_size`` images written atomically as pairs of ``.npy`` files
   (``shard-*.keys.npy``: content hashes, ``shard-*.feats.npy``: float32 features), read
@@ -47,7 +48,7 @@ import numpy as np
 from dcsi._io import atomic_write_bytes, atomic_write_json
 from dcsi._progress import progress
 from dcsi._validation import check_int, require
-from dcsi.backbones import Extractor, default_image_size, get_backbone
+from dcsi.backbones import Extractor, check_pooling, default_image_size, get_backbone
 from dcsi.exceptions import DataError, InvalidParameterError
 from dcsi.sources import DECODE_VERSION, ImageSet, image_to_array, open_source
 
@@ -90,6 +91,8 @@ class FeatureSet:
     arrays : ndarray of shape (n, h, w) or (n, h, w, 3), uint8, or None
         The images as arrays, when asked for with ``arrays=`` (made from the same
         decode as the features; not part of ``to_dict``).
+    pooling : {"gap", "ga", "sap", "sam"}
+        How the features were pooled (:func:`dcsi.backbones.get_backbone`).
     """
 
     features: np.ndarray
@@ -103,17 +106,20 @@ class FeatureSet:
     image_set: ImageSet | None = field(default=None, repr=False)
     n_cached: int = 0
     arrays: np.ndarray | None = field(default=None, repr=False)
+    pooling: str = "gap"
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
 
     def to_dict(self) -> dict[str, Any]:
-        """The card's ``features`` block: backbone, weights_sha256, image_size, dim."""
+        """The card's ``features`` block: backbone, weights_sha256, image_size, dim,
+        pooling."""
         return {
             "backbone": self.backbone,
             "weights_sha256": self.weights_sha256,
             "image_size": None if self.image_size is None else int(self.image_size),
             "dim": int(self.dim),
+            "pooling": self.pooling,
         }
 
 
@@ -359,6 +365,7 @@ def extract_features(
     num_threads: int | None = None,
     labels: Any = None,
     arrays: tuple[int | tuple[int, int] | None, str] | None = None,
+    pooling: str = "gap",
 ) -> FeatureSet:
     """CNN features of every image of a source.
 
@@ -396,6 +403,13 @@ def extract_features(
         Also return every image as a uint8 array (``FeatureSet.arrays``), as
         ``ImageSet.to_array(size=size, mode=mode)`` makes it, from the same decode as
         its features (images served from the cache are decoded for this alone).
+    pooling : {"gap", "ga", "sap", "sam"}, default="gap"
+        ``"gap"``: the backbone's last layer, global-average-pooled.  ``"ga"``,
+        ``"sap"``, ``"sam"``: pooled maps of several intermediate layers of a
+        registered backbone (see :mod:`dcsi.backbones`, which lists the layers and the
+        dimension of each mode, and :mod:`dcsi.backbones.pooling`); cached under
+        their own key.  An extractor object pools as it does (its ``pooling``
+        attribute, ``"gap"`` when absent); naming another mode is an error.
 
     Returns
     -------
@@ -420,6 +434,7 @@ def extract_features(
         num_threads = check_int(num_threads, "num_threads", caller, min_value=1)
     if image_size is not None:
         image_size = check_int(image_size, "image_size", caller, min_value=32, max_value=1024)
+    check_pooling(pooling, backbone, caller)
     if not (cache is None or isinstance(cache, (bool, str, os.PathLike))):
         raise InvalidParameterError(
             f"The 'cache' parameter of {caller} must be a folder path, True, False or "
@@ -433,13 +448,22 @@ def extract_features(
         size = (
             image_size if image_size is not None else default_image_size(image_set.typical_side())
         )
-        extractor: Any = get_backbone(backbone, weights=weights, image_size=size, device=device)
+        extractor: Any = get_backbone(
+            backbone, weights=weights, image_size=size, device=device, pooling=pooling
+        )
     elif isinstance(backbone, Extractor):
         if weights is not None or image_size is not None:
             raise InvalidParameterError(
                 f"The 'weights' and 'image_size' parameters of {caller} apply to "
                 "registered backbones; an extractor object owns its weights and "
                 "preprocessing."
+            )
+        own = getattr(backbone, "pooling", "gap")
+        if pooling != "gap" and pooling != own:
+            raise InvalidParameterError(
+                f"The 'pooling' parameter of {caller} applies to registered backbones; "
+                f"the extractor object {backbone.name!r} pools as {own!r}. Build it with "
+                "dcsi.get_backbone(name, pooling=...) or leave pooling out."
             )
         extractor = backbone
     else:
@@ -562,6 +586,7 @@ def extract_features(
         image_set=image_set,
         n_cached=n_cached,
         arrays=None if side is None else out_arrays,
+        pooling=str(getattr(extractor, "pooling", "gap")),
     )
 
 

@@ -69,7 +69,6 @@ __all__ = [
     "INDEX_FILE",
     "INDEX_FOLDER",
     "METHODS",
-    "POOLINGS",
     "NeighborIndex",
     "build_neighbor_index",
     "card_block",
@@ -101,7 +100,6 @@ FORMAT_VERSION = 1
 METHODS = ("auto", "exact", "faiss")
 #: Training rows per inverted list of the faiss k-means (faiss asks for at least 39).
 TRAIN_PER_LIST = 40
-POOLINGS = ("gap", "ga", "sap", "sam")
 
 
 # -- search --------------------------------------------------------------------------
@@ -378,37 +376,35 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
 
 
 # -- building ------------------------------------------------------------------------
-def _check_options(k: int, method: str, pooling: str | None) -> tuple[int, str, str]:
+def _check_options(
+    k: int, method: str, pooling: str | None, backbone: Any = None
+) -> tuple[int, str, str]:
+    from dcsi.backbones import check_pooling
+
     caller = "build_neighbor_index"
     k = check_int(k, "k", caller, min_value=1)
     check_choice(method, "method", caller, METHODS)
-    pooling = "gap" if pooling is None else pooling
-    check_choice(pooling, "pooling", caller, POOLINGS)
+    pooling = check_pooling("gap" if pooling is None else pooling, backbone, caller)
     return k, method, pooling
 
 
 def _load_head(head: Any) -> tuple[Any, bytes | None]:
-    """The head object and its safetensors bytes (read from the path given)."""
+    """The head object and its safetensors bytes (a path is loaded and checked)."""
     if head is None:
         return None, None
-    from dcsi.similarity_head import load_similarity_head
-
     if isinstance(head, (str, os.PathLike)):
+        from dcsi.similarity_head import load_similarity_head
+
         path = Path(head).expanduser()
         if not path.is_file():
             raise DataError(f"--head {head}: no such file; give a head saved by dcsi.")
-        return load_similarity_head(path), path.read_bytes()
-    if hasattr(head, "save"):  # the object writes itself through a temporary file
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            buf = Path(tmp) / HEAD_FILE
-            head.save(buf)
-            return head, buf.read_bytes()
-    raise InvalidParameterError(
-        "The 'head' parameter of build_neighbor_index must be a path to a similarity head "
-        f"(safetensors) or a SimilarityHead. Got {type(head).__name__} instead."
-    )
+        head = load_similarity_head(path)
+    if not (hasattr(head, "apply") and hasattr(head, "to_bytes")):
+        raise InvalidParameterError(
+            "The 'head' parameter of build_neighbor_index must be a path to a similarity "
+            f"head (safetensors) or a SimilarityHead. Got {type(head).__name__} instead."
+        )
+    return head, head.to_bytes()
 
 
 def embed(
@@ -447,7 +443,7 @@ def embed(
         batch_size=batch_size,
         device=device,
         cache=cache,
-        **_pooling_kwargs(info["pooling"]),
+        pooling=info.get("pooling") or "gap",
     )
     if info.get("weights_sha256") and fs.weights_sha256 != info["weights_sha256"]:
         raise DataError(
@@ -456,11 +452,6 @@ def embed(
             "pass the same weights file (--weights)."
         )
     return _vectors(fs.features, _head_from_bytes(info.get("head"), head_bytes))
-
-
-def _pooling_kwargs(pooling: str) -> dict[str, Any]:
-    """``extract_features``'s pooling argument (left out for the default, ``"gap"``)."""
-    return {} if pooling == "gap" else {"pooling": pooling}
 
 
 def _head_from_bytes(meta: Any, data: bytes | None) -> Any:
@@ -585,10 +576,11 @@ def build_neighbor_index(
     image_size : int, default=None
         Backbone input size (None: chosen from the images).
     pooling : {"gap", "ga", "sap", "sam"}, default=None
-        Pooling of the backbone's feature maps; None: ``"gap"`` (global average of the
-        last layer).
+        Pooling of the backbone's feature maps (see :func:`dcsi.extract_features`);
+        None: ``"gap"`` (global average of the last layer).
     head : path or SimilarityHead, default=None
-        A trained similarity head applied to the features (``dcsi.train_similarity_head``).
+        A trained similarity head applied to the features (``dcsi.train_similarity_head``;
+        its input must match the backbone and pooling).
     method : {"auto", "exact", "faiss"}, default="auto"
         ``"auto"``: exact up to :data:`FAISS_THRESHOLD` images, faiss above.
     batch_size, device, cache, num_threads
@@ -602,10 +594,11 @@ def build_neighbor_index(
     """
     from dcsi.features import extract_features
 
-    k, method, pooling = _check_options(k, method, pooling)
+    k, method, pooling = _check_options(k, method, pooling, backbone)
     if method == "faiss":  # fail before the features are extracted
         require("faiss", "The faiss neighbour search", "dcsi[index]")
     require("pyarrow", "The neighbour index", "dcsi[index]")
+    head, _ = _load_head(head)  # a bad head file stops here, before the features
     fs = extract_features(
         source,
         backbone=backbone,
@@ -615,20 +608,20 @@ def build_neighbor_index(
         device=device,
         cache=cache,
         num_threads=num_threads,
-        **_pooling_kwargs(pooling),
+        pooling=pooling,
     )
     return index_features(
         fs.features,
         fs.ids,
         k=k,
         method=method,
-        info=feature_info(fs, pooling),
+        info=feature_info(fs),
         head=head,
         seed=seed,
     )
 
 
-def feature_info(fs: Any, pooling: str) -> dict[str, Any]:
+def feature_info(fs: Any) -> dict[str, Any]:
     """What made a FeatureSet's vectors, for ``index.json``: backbone, weights, input
     size, pooling and the dataset's name, source, split and fingerprint."""
     ims = fs.image_set
@@ -636,7 +629,7 @@ def feature_info(fs: Any, pooling: str) -> dict[str, Any]:
         "backbone": fs.backbone,
         "weights_sha256": fs.weights_sha256,
         "image_size": fs.image_size,
-        "pooling": pooling,
+        "pooling": fs.pooling,
         "dataset": None
         if ims is None
         else {

@@ -65,6 +65,7 @@ def check_parameters(
     weights: str | os.PathLike[str] | None = None,
     image_size: int | None = None,
     size: int | None = None,
+    pooling: str = "gap",
 ) -> tuple[str, ...]:
     """Check :func:`analyze`'s own options before any data is read.
 
@@ -84,6 +85,9 @@ def check_parameters(
         from dcsi.backbones import list_backbones
 
         check_choice(backbone, "backbone", "analyze", list_backbones())
+    from dcsi.backbones import check_pooling
+
+    check_pooling(pooling, backbone, "analyze")
     if weights is not None and not Path(weights).expanduser().is_file():
         raise DataError(
             f"--weights {weights}: no such file. Give a state-dict file "
@@ -134,6 +138,7 @@ def analyze(
     neighbor_index: str | os.PathLike[str] | None = None,
     neighbor_k: int = 10,
     command: str | None = None,
+    pooling: str = "gap",
 ):
     """Analyze an image dataset and return its dataset card.
 
@@ -179,6 +184,9 @@ def analyze(
         Neighbours per image in the index.
     command : str, default=None
         The command line, recorded in the card's provenance.
+    pooling : {"gap", "ga", "sap", "sam"}, default="gap"
+        Feature pooling of the backbone (see :func:`dcsi.extract_features`); the card's
+        ``features.pooling``.
 
     Returns
     -------
@@ -195,6 +203,7 @@ def analyze(
         weights=weights,
         image_size=image_size,
         size=size,
+        pooling=pooling,
     )
     images = open_source(
         source,
@@ -222,6 +231,7 @@ def analyze(
         neighbor_index=neighbor_index,
         neighbor_k=neighbor_k,
         command=command,
+        pooling=pooling,
     )
 
 
@@ -243,6 +253,7 @@ def analyze_images(
     neighbor_index: str | os.PathLike[str] | None = None,
     neighbor_k: int = 10,
     command: str | None = None,
+    pooling: str = "gap",
 ):
     """:func:`analyze` on an already opened :class:`~dcsi.sources.ImageSet`.
 
@@ -260,6 +271,7 @@ def analyze_images(
         weights=weights,
         image_size=image_size,
         size=size,
+        pooling=pooling,
     )
     started = datetime.now(timezone.utc)
 
@@ -289,6 +301,7 @@ def analyze_images(
             cache=cache,
             num_threads=num_threads,
             arrays=(size, "L"),
+            pooling=pooling,
         )
         features, grey = fs.features, fs.arrays
     if neighbor_index is not None:
@@ -348,6 +361,7 @@ def analyze_images(
             else getattr(backbone, "name", "custom"),
             "weights": str(weights) if weights is not None else None,
             "image_size": image_size,
+            "pooling": pooling,
             "batch_size": batch_size,
             "device": device,
             "max_per_class": max_per_class,
@@ -411,7 +425,7 @@ def _neighbor_index_block(
     """Build the neighbour index from the features, save it, return the card block."""
     from dcsi.neighbor_index import card_block, feature_info, index_features
 
-    idx = index_features(fs.features, fs.ids, k=k, info=feature_info(fs, "gap"), seed=seed)
+    idx = index_features(fs.features, fs.ids, k=k, info=feature_info(fs), seed=seed)
     saved = idx.save(folder)
     return card_block(idx, saved, saved.parent, seed=seed)
 

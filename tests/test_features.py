@@ -77,6 +77,7 @@ def test_features_match_reference(images, tmp_path):
         "weights_sha256": "0" * 64,
         "image_size": 8,
         "dim": 6,
+        "pooling": "gap",
     }
 
 

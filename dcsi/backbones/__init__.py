@@ -15,7 +15,24 @@ name                    dim    weights (when ``weights=None``)
 ``efficientnet_b0``     1280   idem
 ======================  =====  ============================================================
 
-Features are the global-average-pooled penultimate layer.  Each backbone owns its
+Features are the global-average-pooled penultimate layer (``pooling="gap"``), or, with
+``pooling="ga"|"sap"|"sam"``, pooled maps of several intermediate layers
+(:mod:`dcsi.backbones.pooling`; the layers in :data:`POOL_LAYERS`):
+
+======================  ==================================================  =====  =======
+backbone                layers (last block of each stage but the first)     ga     sap/sam
+======================  ==================================================  =====  =======
+``efficientnet_lite0``  ``_blocks.2, .4, .10, .15`` (24, 40, 112, 320 ch)   496    1984
+``resnet18``            ``layer1`` .. ``layer4`` (64, 128, 256, 512)        960    3840
+``resnet50/101/152``    ``layer1`` .. ``layer4`` (256, 512, 1024, 2048)     3840   15360
+``mobilenet_v2``        ``features.3, .6, .13, .17`` (24, 32, 96, 320)      472    1888
+``densenet121``         ``denseblock1..3``, ``norm5`` (256, 512, 1024, 1024)  2816   11264
+``efficientnet_b0``     ``features.2, .3, .5, .7`` (24, 40, 112, 320)       496    1984
+======================  ==================================================  =====  =======
+
+The stages are the groups of blocks at one resolution (1/4, 1/8, 1/16, 1/32 of the
+input); EfficientNet's 1/16 stage is split in two (80 and 112 channels) and its 1/32 one
+too (192 and 320): the later of each is taken.  Each backbone owns its
 preprocessing: greyscale images are repeated to three channels, every image is resized to
 ``image_size`` x ``image_size`` (bilinear, antialiased, the whole image: no crop, aspect
 not kept) and normalised -- ImageNet mean/std for the torchvision models,
@@ -53,12 +70,16 @@ __all__ = [
     "IMAGENET_STD",
     "LITE0_NORMALISATION",
     "NATIVE_IMAGE_SIZE",
+    "POOLINGS",
+    "POOL_LAYERS",
     "Extractor",
     "TorchExtractor",
+    "check_pooling",
     "default_image_size",
     "file_sha256",
     "get_backbone",
     "list_backbones",
+    "pooled_dim",
     "register_backbone",
     "resolve_device",
 ]
@@ -77,6 +98,44 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 LITE0_NORMALISATION = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 #: Input size the backbones were trained at; the upper end of the default-size rule.
 NATIVE_IMAGE_SIZE = 224
+#: Feature pooling modes: ``gap`` (the last layer, global average: the default) and
+#: the multi-layer ``ga``, ``sap``, ``sam`` (:mod:`dcsi.backbones.pooling`).
+POOLINGS = ("gap", "ga", "sap", "sam")
+#: Layers read by the multi-layer poolings: backbone -> ((module path, channels), ...),
+#: shallow to deep; module paths inside the extractor's model.
+POOL_LAYERS: dict[str, tuple[tuple[str, int], ...]] = {
+    "efficientnet_lite0": (
+        ("net._blocks.2", 24),
+        ("net._blocks.4", 40),
+        ("net._blocks.10", 112),
+        ("net._blocks.15", 320),
+    ),
+    "resnet18": (("layer1", 64), ("layer2", 128), ("layer3", 256), ("layer4", 512)),
+    **{
+        name: (("layer1", 256), ("layer2", 512), ("layer3", 1024), ("layer4", 2048))
+        for name in ("resnet50", "resnet101", "resnet152")
+    },
+    "mobilenet_v2": (
+        ("features.3", 24),
+        ("features.6", 32),
+        ("features.13", 96),
+        ("features.17", 320),
+    ),
+    "densenet121": (
+        ("features.denseblock1", 256),
+        ("features.denseblock2", 512),
+        ("features.denseblock3", 1024),
+        ("features.norm5", 1024),
+    ),
+    "efficientnet_b0": (
+        ("features.2", 24),
+        ("features.3", 40),
+        ("features.5", 112),
+        ("features.7", 320),
+    ),
+}
+#: What the multi-layer poolings do besides the layers: part of the cache key.
+_POOL_RULE = "windows=2x2(2/3,stride1/3);l2-per-layer/sqrt(L)"
 _MIN_IMAGE_SIZE = 32
 _MAX_IMAGE_SIZE = 1024
 _DOWNLOAD_TIMEOUT_S = 20
@@ -110,7 +169,7 @@ class Extractor(Protocol):
     def __call__(self, batch: Any) -> Any: ...
 
 
-_MODELS: OrderedDict[tuple[str, str | None, str], Any] = OrderedDict()
+_MODELS: OrderedDict[tuple[str, str | None, str, str], Any] = OrderedDict()
 _MAX_MODELS = 2
 
 
@@ -131,11 +190,17 @@ class TorchExtractor:
     weights_sha256 : str or None
     weights_path : str or None
     device : str, default="cpu"
+    pooling : {"gap", "ga", "sap", "sam"}, default="gap"
+        Recorded (``FeatureSet.pooling``) and part of the cache key; the model itself
+        must already compute it (see :mod:`dcsi.backbones.pooling`).
+    layers : sequence of str, default=()
+        The layers a multi-layer pooling reads (part of the cache key).
 
     Attributes
     ----------
     cache_key : str
-        Everything besides name and weights that changes the features.
+        Everything besides name and weights that changes the features; for
+        ``pooling="gap"`` the same as before pooling existed, so caches stay valid.
 
     Notes
     -----
@@ -156,6 +221,8 @@ class TorchExtractor:
         weights_sha256: str | None,
         weights_path: str | None = None,
         device: str = "cpu",
+        pooling: str = "gap",
+        layers: tuple[str, ...] = (),
     ) -> None:
         import torch
 
@@ -167,6 +234,7 @@ class TorchExtractor:
         self.weights_sha256 = weights_sha256
         self.weights_path = weights_path
         self.device = device
+        self.pooling = pooling
         self._model: Any = None
         self._build: Callable[[], Any] | None = (
             model if not isinstance(model, torch.nn.Module) else None
@@ -179,6 +247,8 @@ class TorchExtractor:
         self.cache_key = (
             f"resize=bilinear-square-{self.image_size};mean={self.mean};std={self.std};grey=repeat3"
         )
+        if pooling != "gap":
+            self.cache_key += f";pooling={pooling};layers={','.join(layers)};{_POOL_RULE}"
 
     def _setup(self, model: Any, *, remember: bool = False) -> None:
         import torch
@@ -191,16 +261,16 @@ class TorchExtractor:
             model = model.to(memory_format=torch.channels_last)
         self._model = model
         if remember and self.weights_sha256 is not None:
-            _MODELS[(self.name, self.weights_sha256, self.device)] = model
+            _MODELS[(self.name, self.weights_sha256, self.device, self.pooling)] = model
             while len(_MODELS) > _MAX_MODELS:
                 _MODELS.popitem(last=False)
 
     @property
     def model(self) -> Any:
         """The torch module (built on first access when given as a builder; the last
-        two models built are kept per (name, weights, device) and reused)."""
+        two models built are kept per (name, weights, device, pooling) and reused)."""
         if self._model is None:
-            key = (self.name, self.weights_sha256, self.device)
+            key = (self.name, self.weights_sha256, self.device, self.pooling)
             if self.weights_sha256 is not None and key in _MODELS:
                 _MODELS.move_to_end(key)
                 self._model = _MODELS[key]
@@ -213,7 +283,7 @@ class TorchExtractor:
     def __repr__(self) -> str:
         return (
             f"TorchExtractor(name={self.name!r}, dim={self.dim}, "
-            f"image_size={self.image_size}, device={self.device!r})"
+            f"image_size={self.image_size}, device={self.device!r}, pooling={self.pooling!r})"
         )
 
     def transform(self, image: Any) -> Any:
@@ -278,7 +348,8 @@ def register_backbone(name: str, factory: Factory) -> None:
     name : str
     factory : callable
         Called with keyword arguments ``weights`` (path or None), ``image_size`` (int)
-        and ``device`` (str: ``"cpu"``, ``"cuda"``, ...).
+        and ``device`` (str: ``"cpu"``, ``"cuda"``, ...); also ``pooling`` (str) when
+        a multi-layer pooling is asked for and ``name`` is in :data:`POOL_LAYERS`.
 
     Raises
     ------
@@ -306,6 +377,42 @@ def register_backbone(name: str, factory: Factory) -> None:
 def list_backbones() -> list[str]:
     """Names of the registered backbones, sorted."""
     return sorted(_REGISTRY)
+
+
+def check_pooling(pooling: Any, backbone: Any = None, caller: str = "get_backbone") -> str:
+    """Check a pooling mode (and that a named ``backbone`` offers it); return it.
+
+    Raises
+    ------
+    InvalidParameterError
+        ``pooling`` not in :data:`POOLINGS`, or a multi-layer mode for a backbone
+        without :data:`POOL_LAYERS` (the message lists those that have them).
+    """
+    if not isinstance(pooling, str) or pooling not in POOLINGS:
+        raise InvalidParameterError(
+            f"The 'pooling' parameter of {caller} must be one of "
+            f"{', '.join(map(repr, POOLINGS))}. Got {pooling!r} instead."
+        )
+    if pooling != "gap" and isinstance(backbone, str) and backbone not in POOL_LAYERS:
+        raise InvalidParameterError(
+            f"Backbone {backbone!r} has no multi-layer pooling (pooling={pooling!r}); use "
+            f"pooling='gap' or one of {', '.join(map(repr, POOL_LAYERS))}."
+        )
+    return pooling
+
+
+def pooled_dim(backbone: str, pooling: str) -> int | None:
+    """Feature dimension of a multi-layer pooling of a registered backbone.
+
+    Returns
+    -------
+    int or None
+        None for ``"gap"`` (the backbone's own dimension) or an unknown backbone.
+    """
+    if pooling == "gap" or backbone not in POOL_LAYERS:
+        return None
+    channels = sum(c for _, c in POOL_LAYERS[backbone])
+    return channels if pooling == "ga" else 4 * channels
 
 
 def resolve_device(device: str) -> str:
@@ -357,6 +464,7 @@ def get_backbone(
     weights: str | os.PathLike[str] | None = None,
     image_size: int | None = None,
     device: str = "auto",
+    pooling: str = "gap",
 ) -> Extractor:
     """Build a registered backbone.
 
@@ -369,6 +477,9 @@ def get_backbone(
     image_size : int, default=None
         Input size in pixels (square); None: the native 224.
     device : {"auto", "cpu", "cuda", "cuda:N"}, default="auto"
+    pooling : {"gap", "ga", "sap", "sam"}, default="gap"
+        ``"gap"``: the last layer, global-average-pooled; the others: pooled maps of
+        several layers (module docstring; :mod:`dcsi.backbones.pooling`).
 
     Returns
     -------
@@ -377,7 +488,8 @@ def get_backbone(
     Raises
     ------
     InvalidParameterError
-        Unknown name (the message lists the valid ones) or a bad parameter.
+        Unknown name (the message lists the valid ones) or a bad parameter; a
+        multi-layer pooling for a backbone without :data:`POOL_LAYERS`.
     WeightsNotFoundError
         No weights available offline.
     """
@@ -403,8 +515,10 @@ def get_backbone(
                 "give the path of a state-dict .pth file."
             )
         weights = str(wp)
+    check_pooling(pooling, name)
     device = resolve_device(device)
-    return _REGISTRY[name](weights=weights, image_size=image_size, device=device)
+    extra = {} if pooling == "gap" else {"pooling": pooling}
+    return _REGISTRY[name](weights=weights, image_size=image_size, device=device, **extra)
 
 
 # ----------------------------------------------------------------------------- weights
@@ -486,7 +600,22 @@ def _load_into(model: Any, state: dict[str, Any], path: str, name: str) -> None:
         ) from None
 
 
-def _lite0_factory(*, weights: str | None, image_size: int, device: str) -> Extractor:
+def _pooled(build: Callable[[], Any], name: str, pooling: str) -> Callable[[], Any]:
+    """``build`` wrapped so that the model returns ``pooling``'s multi-layer features."""
+    if pooling == "gap":
+        return build
+
+    def build_pooled() -> Any:
+        from dcsi.backbones.pooling import MultiLayerFeatures
+
+        return MultiLayerFeatures(build(), [p for p, _ in POOL_LAYERS[name]], pooling)
+
+    return build_pooled
+
+
+def _lite0_factory(
+    *, weights: str | None, image_size: int, device: str, pooling: str = "gap"
+) -> Extractor:
     require("torch", "CNN feature extraction", "dcsi[torch]")
     from dcsi.backbones.efficientnet_lite import EfficientNetLite0, FeatureModel
 
@@ -508,16 +637,19 @@ def _lite0_factory(*, weights: str | None, image_size: int, device: str) -> Extr
         return FeatureModel(model.eval().fuse_batchnorm_())
 
     mean, std = LITE0_NORMALISATION
+    name = "efficientnet_lite0"
     return TorchExtractor(
-        name="efficientnet_lite0",
-        model=build,
-        dim=EfficientNetLite0.feature_dim,
+        name=name,
+        model=_pooled(build, name, pooling),
+        dim=pooled_dim(name, pooling) or EfficientNetLite0.feature_dim,
         image_size=image_size,
         mean=mean,
         std=std,
         weights_sha256=file_sha256(weights),
         weights_path=weights,
         device=device,
+        pooling=pooling,
+        layers=tuple(p for p, _ in POOL_LAYERS[name]) if pooling != "gap" else (),
     )
 
 
@@ -599,7 +731,9 @@ def _find_torchvision_weights(name: str) -> str:
 
 
 def _torchvision_factory(name: str) -> Factory:
-    def factory(*, weights: str | None, image_size: int, device: str) -> Extractor:
+    def factory(
+        *, weights: str | None, image_size: int, device: str, pooling: str = "gap"
+    ) -> Extractor:
         require("torch", "CNN feature extraction", "dcsi[torch]")
         tv = require("torchvision", f"The {name!r} backbone", "dcsi[torch]")
         import torch
@@ -615,14 +749,16 @@ def _torchvision_factory(name: str) -> Factory:
 
         return TorchExtractor(
             name=name,
-            model=build,
-            dim=dim,
+            model=_pooled(build, name, pooling),
+            dim=pooled_dim(name, pooling) or dim,
             image_size=image_size,
             mean=IMAGENET_MEAN,
             std=IMAGENET_STD,
             weights_sha256=file_sha256(path),
             weights_path=path,
             device=device,
+            pooling=pooling,
+            layers=tuple(p for p, _ in POOL_LAYERS[name]) if pooling != "gap" else (),
         )
 
     factory.__name__ = f"_{name}_factory"

@@ -1033,7 +1033,7 @@ class Card:
         ----------
         extractor : Extractor or str, default=None
             Feature extractor for raw images; ``None`` -> the card's backbone, built
-            with ``dcsi.get_backbone(name, image_size=card's image size)`` when the
+            with ``dcsi.get_backbone(name, image_size=..., pooling=...)`` (the card's) when the
             router first sees images (needs the ``torch`` extra).  Routing
             precomputed features with ``router.route_features`` needs none.  A card
             made with custom ``--weights`` needs the same extractor passed here.
@@ -1066,6 +1066,7 @@ class Card:
             assignment,
             extractor,
             image_size=feats.get("image_size"),
+            pooling=feats.get("pooling", "gap"),
         )
 
 

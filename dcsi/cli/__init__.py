@@ -24,7 +24,16 @@ from dcsi.exceptions import DcsiError
 
 __all__ = ["build_parser", "main", "printable"]
 
-_SUBCOMMANDS = ("analyze", "redundancy", "leakage", "card", "boundaries", "index", "search")
+_SUBCOMMANDS = (
+    "analyze",
+    "redundancy",
+    "leakage",
+    "card",
+    "boundaries",
+    "train_head",
+    "index",
+    "search",
+)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -8,6 +8,7 @@ from typing import Any
 
 __all__ = [
     "add_align_options",
+    "add_pooling_option",
     "add_progress_option",
     "add_size_option",
     "add_source_options",
@@ -40,6 +41,21 @@ def add_source_options(parser: argparse.ArgumentParser, *, prefix: str = "") -> 
         help="also read symbolic links, and image paths of a Hugging Face "
         "dataset, that lead outside the dataset folder (default: skip and "
         "list them)",
+    )
+
+
+def add_pooling_option(parser: argparse.ArgumentParser) -> None:
+    """``--pooling {gap,ga,sap,sam}``: how the backbone's features are pooled
+    (:data:`dcsi.backbones.POOLINGS`; default ``gap``, the last layer)."""
+    from dcsi.backbones import POOLINGS
+
+    parser.add_argument(
+        "--pooling",
+        choices=POOLINGS,
+        default="gap",
+        help="feature pooling: gap = last layer, global average (default); ga = global "
+        "average of 4 intermediate layers; sap = average over 2x2 windows of them; sam = "
+        "windows, max on the middle layers",
     )
 
 

@@ -7,6 +7,7 @@ import shlex
 import sys
 
 from dcsi.cli._common import (
+    add_pooling_option,
     add_progress_option,
     add_size_option,
     add_source_options,
@@ -41,6 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--weights", default=None, metavar="PATH", help="backbone weights file (a state dict)"
     )
+    add_pooling_option(p)
     p.add_argument(
         "--analyzers",
         default="cnn,ssim,wavelet",
@@ -116,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         weights=args.weights,
         image_size=args.image_size,
         size=args.size,
+        pooling=args.pooling,
     )
     images = open_source(
         args.source, max_per_class=args.max_per_class, seed=args.seed, **source_kwargs(args)
@@ -134,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         linkage=args.linkage,
         redundancy_method=args.redundancy_method,
         size=args.size,
+        pooling=args.pooling,
         neighbor_index=out / "neighbor_index" if args.index else None,
         neighbor_k=args.index_k,
         command=shlex.join(["dcsi", *sys.argv[1:]]),

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from dcsi.cli._common import (
+    add_pooling_option,
     add_progress_option,
     add_source_options,
     check_out_dir,
@@ -20,7 +21,7 @@ __all__ = ["register", "run"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from dcsi.neighbor_index import DEFAULT_K, FAISS_THRESHOLD, METHODS, POOLINGS
+    from dcsi.neighbor_index import DEFAULT_K, FAISS_THRESHOLD, METHODS
 
     p = subparsers.add_parser(
         "index",
@@ -46,12 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="auto",
         help=f"exact search, or faiss IVF-flat; auto: faiss above {FAISS_THRESHOLD:,} images",
     )
-    p.add_argument(
-        "--pooling",
-        choices=POOLINGS,
-        default="gap",
-        help="pooling of the backbone's feature maps (default: gap, the last layer)",
-    )
+    add_pooling_option(p)
     p.add_argument(
         "--head", default=None, metavar="FILE", help="a trained similarity head (safetensors)"
     )
@@ -84,6 +80,7 @@ def _check(args: argparse.Namespace) -> Path:
         backbone=args.backbone,
         weights=args.weights,
         image_size=args.image_size,
+        pooling=args.pooling,
     )
     if args.k < 1:
         raise DataError(f"-k must be at least 1. Got {args.k} instead.")
