@@ -190,3 +190,28 @@ def test_search_embeds_new_images_like_the_index(rng, tmp_path, pixel_backbone):
         loaded.search(np.zeros((2, 3), np.float32))
     with pytest.raises(InvalidParameterError, match="'k' parameter"):
         loaded.search(images[:1], k=21)
+
+
+def test_index_with_a_head_saves_it_and_search_applies_it(rng, tmp_path, pixel_backbone):
+    from dcsi.similarity_head import train_similarity_head
+
+    images = rng.integers(0, 256, (24, 16, 16), dtype=np.uint8)
+    fs_idx = build_neighbor_index(images, k=3, backbone="pixels8", cache=False)
+    clusters = np.repeat(np.arange(6), 4)
+    head = train_similarity_head(fs_idx.vectors, clusters, dim=8, epochs=2, seed=0)
+    head.save(tmp_path / "head.safetensors")
+    idx = build_neighbor_index(
+        images, k=3, backbone="pixels8", cache=False, head=tmp_path / "head.safetensors"
+    )
+    assert idx.vectors.shape == (24, 8)
+    assert idx.metadata["head"]["sha256"] == head.sha256
+    folder = idx.save(tmp_path / "idx")
+    assert (folder / "head.safetensors").read_bytes() == head.to_bytes()
+    loaded = load_neighbor_index(folder)
+    ids, scores = loaded.search(images[[7]], k=1, cache=False)
+    assert ids[0, 0] == "7" and scores[0, 0] == pytest.approx(1.0, abs=1e-5)
+    (folder / "head.safetensors").write_bytes(b"x")
+    with pytest.raises(DataError, match="head.safetensors does not match"):
+        load_neighbor_index(folder)
+    with pytest.raises(DataError, match="no such file"):
+        build_neighbor_index(images, backbone="pixels8", head=tmp_path / "none.safetensors")
