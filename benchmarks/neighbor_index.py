@@ -4,7 +4,8 @@ Part 1 -- Fashion-MNIST train (60,000 28x28 images, Debian's ``dataset-fashion-m
 EfficientNet-Lite0 features at 64 px, 1,280 dims, from dcsi's feature cache, their
 extraction not timed): ``index_features`` with ``method="exact"`` (every image's 10
 nearest images) and ``method="faiss"`` (IVF-flat, recall@10 against exact), time and
-peak memory (tracemalloc: numpy buffers); ``NeighborIndex.save`` (size of
+peak memory (tracemalloc: numpy buffers, not faiss's own C++ allocations; the
+process's peak RSS is reported at the end); ``NeighborIndex.save`` (size of
 ``neighbors.parquet`` and ``vectors.npy``), ``load_neighbor_index`` (hashes checked),
 and ``NeighborIndex.search`` on 1,000 stored vectors (queries/s of the search alone;
 embedding a query image costs what feature extraction costs, see
@@ -206,6 +207,7 @@ def main() -> None:
     sizes = [(100_000, 128), (20_000, 1280)] if args.quick else [(1_000_000, 128), (100_000, 1280)]
     results["synthetic"] = [synthetic(n, d, args.seed, 20_000) for n, d in sizes]
     results["peak_rss_mib"] = peak_rss_mib()
+    results["load_average_at_end"] = list(os.getloadavg())  # the machine is shared
     rows = []
     fm = results.get("fashion_mnist")
     if fm:

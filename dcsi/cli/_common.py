@@ -8,12 +8,14 @@ from typing import Any
 
 __all__ = [
     "add_align_options",
+    "add_extractor_options",
     "add_pooling_option",
     "add_progress_option",
     "add_size_option",
     "add_source_options",
     "align_from_args",
     "check_out_dir",
+    "extractor_kwargs",
     "not_read",
     "source_kwargs",
 ]
@@ -57,6 +59,51 @@ def add_pooling_option(parser: argparse.ArgumentParser) -> None:
         "average of 4 intermediate layers; sap = average over 2x2 windows of them; sam = "
         "windows, max on the middle layers",
     )
+
+
+def add_extractor_options(parser: argparse.ArgumentParser, *, backbone: bool = True) -> None:
+    """``--backbone``, ``--image-size`` (with ``backbone=True``), ``--weights``,
+    ``--batch-size``, ``--device``, ``--cache``, ``--no-cache``: how features are made
+    (:func:`dcsi.extract_features`)."""
+    if backbone:
+        parser.add_argument(
+            "--backbone",
+            default="efficientnet_lite0",
+            help="feature extractor (default: efficientnet_lite0)",
+        )
+        parser.add_argument(
+            "--image-size",
+            type=int,
+            default=None,
+            help="backbone input size in pixels (default: chosen from the images)",
+        )
+    parser.add_argument(
+        "--weights", default=None, metavar="PATH", help="backbone weights file (a state dict)"
+    )
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument(
+        "--cache",
+        default=None,
+        metavar="DIR",
+        help="feature cache folder (default: $DCSI_CACHE or ~/.cache/dcsi)",
+    )
+    parser.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+
+
+def extractor_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments of :func:`dcsi.extract_features` from
+    :func:`add_extractor_options`' options (those that were added)."""
+    out = {
+        "weights": args.weights,
+        "batch_size": args.batch_size,
+        "device": args.device,
+        "cache": False if args.no_cache else args.cache,
+    }
+    for name in ("backbone", "image_size"):
+        if hasattr(args, name):
+            out[name] = getattr(args, name)
+    return out
 
 
 def add_progress_option(parser: argparse.ArgumentParser) -> None:

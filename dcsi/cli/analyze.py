@@ -7,11 +7,13 @@ import shlex
 import sys
 
 from dcsi.cli._common import (
+    add_extractor_options,
     add_pooling_option,
     add_progress_option,
     add_size_option,
     add_source_options,
     check_out_dir,
+    extractor_kwargs,
     source_kwargs,
 )
 from dcsi.redundancy import METHODS
@@ -34,28 +36,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     add_source_options(p)
     add_size_option(p)
-    p.add_argument(
-        "--backbone",
-        default="efficientnet_lite0",
-        help="feature extractor (default: efficientnet_lite0)",
-    )
-    p.add_argument(
-        "--weights", default=None, metavar="PATH", help="backbone weights file (a state dict)"
-    )
+    add_extractor_options(p)
     add_pooling_option(p)
     p.add_argument(
         "--analyzers",
         default="cnn,ssim,wavelet",
         help="comma-separated subset of cnn,ssim,wavelet (default: all)",
     )
-    p.add_argument(
-        "--image-size",
-        type=int,
-        default=None,
-        help="backbone input size in pixels (default: chosen from the images)",
-    )
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument(
         "--max-per-class",
         type=int,
@@ -75,13 +62,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="near-duplicate search stored in the card (default: wavelet)",
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--cache",
-        default=None,
-        metavar="DIR",
-        help="feature cache folder (default: $DCSI_CACHE or ~/.cache/dcsi)",
-    )
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
     p.add_argument(
         "--index",
         action="store_true",
@@ -125,15 +105,9 @@ def run(args: argparse.Namespace) -> int:
     )
     card = analyze_images(
         images,
-        backbone=args.backbone,
-        weights=args.weights,
         analyzers=args.analyzers,
-        image_size=args.image_size,
-        batch_size=args.batch_size,
-        device=args.device,
         max_per_class=args.max_per_class,
         seed=args.seed,
-        cache=False if args.no_cache else args.cache,
         linkage=args.linkage,
         redundancy_method=args.redundancy_method,
         size=args.size,
@@ -141,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         neighbor_index=out / "neighbor_index" if args.index else None,
         neighbor_k=args.index_k,
         command=shlex.join(["dcsi", *sys.argv[1:]]),
+        **extractor_kwargs(args),
     )
     position = {item_id: i for i, item_id in enumerate(images.ids)}
     paths = write_card_files(

@@ -10,10 +10,12 @@ import argparse
 from pathlib import Path
 
 from dcsi.cli._common import (
+    add_extractor_options,
     add_pooling_option,
     add_progress_option,
     add_source_options,
     check_out_dir,
+    extractor_kwargs,
     source_kwargs,
 )
 
@@ -51,19 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--head", default=None, metavar="FILE", help="a trained similarity head (safetensors)"
     )
-    p.add_argument("--backbone", default="efficientnet_lite0", help="feature extractor")
-    p.add_argument("--weights", default=None, metavar="PATH", help="backbone weights file")
-    p.add_argument(
-        "--image-size",
-        type=int,
-        default=None,
-        help="backbone input size in pixels (default: chosen from the images)",
-    )
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add_extractor_options(p)
     p.add_argument("--seed", type=int, default=0, help="faiss k-means and report samples")
-    p.add_argument("--cache", default=None, metavar="DIR", help="feature cache folder")
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
     add_progress_option(p)
     p.set_defaults(func=run)
 
@@ -106,16 +97,11 @@ def run(args: argparse.Namespace) -> int:
     idx = build_neighbor_index(
         images,
         k=args.k,
-        backbone=args.backbone,
-        weights=args.weights,
-        image_size=args.image_size,
         pooling=args.pooling,
         head=args.head,
         method=args.method,
-        batch_size=args.batch_size,
-        device=args.device,
-        cache=False if args.no_cache else args.cache,
         seed=args.seed,
+        **extractor_kwargs(args),
     )
     folder = idx.save(out / INDEX_FOLDER if card is not None else out)
     m = idx.metadata
