@@ -215,3 +215,28 @@ def test_index_with_a_head_saves_it_and_search_applies_it(rng, tmp_path, pixel_b
         load_neighbor_index(folder)
     with pytest.raises(DataError, match="no such file"):
         build_neighbor_index(images, backbone="pixels8", head=tmp_path / "none.safetensors")
+
+
+def test_multi_layer_pooling_is_recorded_and_reused_by_search(rng, tmp_path):
+    torch = pytest.importorskip("torch")
+    tv = pytest.importorskip("torchvision")
+    from dcsi.backbones import pooled_dim
+
+    weights = tmp_path / "resnet18.pth"
+    torch.manual_seed(0)
+    torch.save(tv.models.resnet18(weights=None).state_dict(), weights)
+    images = rng.integers(0, 256, (12, 20, 20), dtype=np.uint8)
+    kw = {"weights": weights, "cache": False, "device": "cpu"}
+    idx = build_neighbor_index(images, k=3, backbone="resnet18", image_size=32, pooling="sap", **kw)
+    meta = idx.metadata
+    assert meta["pooling"] == "sap" and meta["dim"] == pooled_dim("resnet18", "sap")
+    assert meta["image_size"] == 32 and len(meta["weights_sha256"]) == 64
+    loaded = load_neighbor_index(idx.save(tmp_path / "idx"))
+    ids, scores = loaded.search(images[[2, 8]], k=1, **kw)
+    assert list(ids[:, 0]) == ["2", "8"]
+    np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)
+    with pytest.raises(DataError, match="pass the same weights file"):
+        other = tmp_path / "other.pth"
+        torch.manual_seed(1)
+        torch.save(tv.models.resnet18(weights=None).state_dict(), other)
+        loaded.search(images[:1], k=1, weights=other, cache=False, device="cpu")
