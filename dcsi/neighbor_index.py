@@ -268,9 +268,9 @@ class NeighborIndex:
 
         Parameters
         ----------
-        query : ndarray, sequence of paths, or a source
-            Float vectors of shape (m, d) already made like the index's; image files
-            (a list of paths); or anything :func:`dcsi.open_source` opens (a folder, a
+        query : ndarray, path, sequence of paths, or a source
+            Float vectors of shape (m, d) already made like the index's; an image file
+            or a list of them; or anything :func:`dcsi.open_source` opens (a folder, a
             uint8 array (m, h, w[, c]), an ImageSet).  Images are embedded with the
             index's backbone, input size, pooling and head.
         k : int, default=4
@@ -303,6 +303,8 @@ class NeighborIndex:
                     f"{query.shape} instead; pass images to embed them."
                 )
             return _unit_rows(query)
+        if isinstance(query, (str, os.PathLike)) and Path(query).expanduser().is_file():
+            query = [query]  # one image file
         if isinstance(query, (list, tuple)):
             from dcsi.sources import open_files
 
@@ -326,6 +328,8 @@ class NeighborIndex:
             atomic_write_bytes(out / name, data)
             files[name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
         atomic_write_json(out / INDEX_FILE, {**self.metadata, "files": files})
+        if self.head_bytes is None:
+            (out / HEAD_FILE).unlink(missing_ok=True)  # left by an earlier index with a head
         return out
 
     def _parquet_bytes(self) -> bytes:
