@@ -8,11 +8,14 @@ from typing import Any
 
 __all__ = [
     "add_align_options",
+    "add_backbone_options",
+    "add_cache_options",
     "add_pooling_option",
     "add_progress_option",
     "add_size_option",
     "add_source_options",
     "align_from_args",
+    "cache_from_args",
     "check_out_dir",
     "not_read",
     "source_kwargs",
@@ -42,6 +45,44 @@ def add_source_options(parser: argparse.ArgumentParser, *, prefix: str = "") -> 
         "dataset, that lead outside the dataset folder (default: skip and "
         "list them)",
     )
+
+
+def add_backbone_options(parser: argparse.ArgumentParser) -> None:
+    """``--backbone``, ``--weights``, ``--pooling``, ``--image-size``, ``--batch-size``,
+    ``--device``: which feature extractor runs, and how."""
+    parser.add_argument(
+        "--backbone",
+        default="efficientnet_lite0",
+        help="feature extractor (default: efficientnet_lite0)",
+    )
+    parser.add_argument(
+        "--weights", default=None, metavar="PATH", help="backbone weights file (a state dict)"
+    )
+    add_pooling_option(parser)
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="backbone input size in pixels (default: chosen from the images)",
+    )
+    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
+
+def add_cache_options(parser: argparse.ArgumentParser) -> None:
+    """``--cache DIR`` and ``--no-cache`` (read them with :func:`cache_from_args`)."""
+    parser.add_argument(
+        "--cache",
+        default=None,
+        metavar="DIR",
+        help="feature cache folder (default: $DCSI_CACHE or ~/.cache/dcsi)",
+    )
+    parser.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+
+
+def cache_from_args(args: argparse.Namespace) -> Any:
+    """The ``cache`` argument of extract_features / analyze: False, a folder or None."""
+    return False if args.no_cache else args.cache
 
 
 def add_pooling_option(parser: argparse.ArgumentParser) -> None:

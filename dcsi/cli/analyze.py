@@ -7,10 +7,12 @@ import shlex
 import sys
 
 from dcsi.cli._common import (
-    add_pooling_option,
+    add_backbone_options,
+    add_cache_options,
     add_progress_option,
     add_size_option,
     add_source_options,
+    cache_from_args,
     check_out_dir,
     source_kwargs,
 )
@@ -34,28 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     add_source_options(p)
     add_size_option(p)
-    p.add_argument(
-        "--backbone",
-        default="efficientnet_lite0",
-        help="feature extractor (default: efficientnet_lite0)",
-    )
-    p.add_argument(
-        "--weights", default=None, metavar="PATH", help="backbone weights file (a state dict)"
-    )
-    add_pooling_option(p)
+    add_backbone_options(p)
     p.add_argument(
         "--analyzers",
         default="cnn,ssim,wavelet",
         help="comma-separated subset of cnn,ssim,wavelet (default: all)",
     )
-    p.add_argument(
-        "--image-size",
-        type=int,
-        default=None,
-        help="backbone input size in pixels (default: chosen from the images)",
-    )
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument(
         "--max-per-class",
         type=int,
@@ -75,13 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="near-duplicate search stored in the card (default: wavelet)",
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--cache",
-        default=None,
-        metavar="DIR",
-        help="feature cache folder (default: $DCSI_CACHE or ~/.cache/dcsi)",
-    )
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+    add_cache_options(p)
     add_progress_option(p)
     p.set_defaults(func=run)
 
@@ -116,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         max_per_class=args.max_per_class,
         seed=args.seed,
-        cache=False if args.no_cache else args.cache,
+        cache=cache_from_args(args),
         linkage=args.linkage,
         redundancy_method=args.redundancy_method,
         size=args.size,
