@@ -249,3 +249,22 @@ def test_cli_train_head_errors(cluster_folder, tmp_path, capsys):
     assert len(err) == 1 and "--clusters redundancy" in err[0]
     status = main(["train-head", str(flat), "--out", str(tmp_path / "h.safetensors"), "--dim", "0"])
     assert status == 1 and "--dim must be at least 1" in capsys.readouterr().err
+
+
+def test_cli_train_head_on_near_duplicate_groups(tmp_path, rng, capsys):
+    from PIL import Image
+
+    from dcsi.cli import main
+
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for k in range(5):
+        img = Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8))
+        for j in range(2 if k < 3 else 1):  # three pairs of copies, two single images
+            img.save(flat / f"{k}_{j}.png")
+    out = tmp_path / "h.safetensors"
+    args = ["train-head", str(flat), "--out", str(out), "--clusters", "redundancy"]
+    opts = ["--image-size", "32", "--dim", "4", "--epochs", "1", "--no-cache", "--no-progress"]
+    assert main([*args, *opts]) == 0
+    assert "trained on 3 clusters (6 images)" in capsys.readouterr().out
+    assert load_similarity_head(out).config["training"]["n_unclustered"] == 2
