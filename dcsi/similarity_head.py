@@ -77,8 +77,9 @@ class SimilarityHead:
     weight : ndarray of shape (dim, input_dim), float32
     bias : ndarray of shape (dim,), float32
     config : dict
-        JSON-ready: ``format``, ``version``, ``input_dim``, ``dim``, ``features`` (the
-        card's features block of the training features, or None), the training
+        JSON-ready: ``format``, ``version``, ``input_dim``, ``dim``, ``backbone`` and
+        ``pooling`` of the training features (None for a plain array), ``features`` (their
+        whole features block: image size, weights hash; or None), the training
         parameters (``loss``, ``threshold``, ``margin``, ``epochs``, ...) and
         ``training`` (counts and the loss per epoch).
     """
@@ -99,10 +100,9 @@ class SimilarityHead:
         return int(self.weight.shape[0])
 
     def __repr__(self) -> str:
-        feats = self.config.get("features") or {}
         return (
             f"SimilarityHead(input_dim={self.input_dim}, dim={self.dim}, "
-            f"backbone={feats.get('backbone')!r}, pooling={feats.get('pooling')!r})"
+            f"backbone={self.config.get('backbone')!r}, pooling={self.config.get('pooling')!r})"
         )
 
     def apply(self, features: Any) -> np.ndarray:
@@ -361,6 +361,8 @@ def train_similarity_head(
         "version": HEAD_VERSION,
         "input_dim": int(x.shape[1]),
         "dim": dim,
+        "backbone": None if block is None else block["backbone"],
+        "pooling": None if block is None else block["pooling"],
         "features": block,
         **params,
         "training": summary,

@@ -98,6 +98,7 @@ def test_config(trained):
     cfg = head.config
     assert cfg["format"] == "dcsi-similarity-head" and cfg["version"] == 1
     assert cfg["input_dim"] == 64 and cfg["dim"] == 8 and cfg["features"] is None
+    assert cfg["backbone"] is None and cfg["pooling"] is None
     assert cfg["loss"] == "triplet" and cfg["margin"] == 0.2 and cfg["seed"] == 3
     t = cfg["training"]
     assert t["n_clusters"] == 100 and t["n_anchors"] == 400 and len(t["loss_per_epoch"]) == 10
@@ -131,7 +132,8 @@ def test_feature_set_is_recorded(rng):
         pooling="sam",
     )
     head = train_similarity_head(fs, c, dim=4, epochs=1)
-    assert head.config["features"]["pooling"] == "sam"
+    assert head.config["features"]["pooling"] == "sam" and head.config["pooling"] == "sam"
+    assert head.config["backbone"] == "b" and head.config["features"]["image_size"] == 32
     assert "pooling='sam'" in repr(head)
 
 
