@@ -134,6 +134,7 @@ class SimilarityHead:
 
     def to_bytes(self) -> bytes:
         """The ``.safetensors`` file's bytes (deterministic)."""
+        require("safetensors", "saving a similarity head", "dcsi[torch]")
         from safetensors.numpy import save
 
         meta = json.dumps(self.config, sort_keys=True, separators=(",", ":"))
@@ -467,6 +468,7 @@ def load_similarity_head(path: str | os.PathLike[str]) -> SimilarityHead:
             f"Similarity head {str(path)!r}: no such file; train one with "
             "`dcsi train-head SOURCE --out HEAD.safetensors`."
         )
+    require("safetensors", "loading a similarity head", "dcsi[torch]")
     data = p.read_bytes()
     from safetensors import SafetensorError
     from safetensors.numpy import load
