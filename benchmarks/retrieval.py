@@ -37,7 +37,7 @@ first checks on 32 images that each of them equals ``extract_features(pooling=..
 Usage (from the repository root; installs nothing: needs the Debian packages
 ``oxygen-icon-theme``, ``tango-icon-theme``, ``dataset-fashion-mnist``)::
 
-    python benchmarks/retrieval.py            # everything, ~10 min on 2 cores cold
+    python benchmarks/retrieval.py            # everything: 19 min cold on 2 busy cores
     python benchmarks/retrieval.py --quick    # 1/5 of each dataset, a smoke run
     python benchmarks/retrieval.py --quick --image-size 128   # the backbone at 128 px
 
