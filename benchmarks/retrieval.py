@@ -37,8 +37,9 @@ first checks on 32 images that each of them equals ``extract_features(pooling=..
 Usage (from the repository root; installs nothing: needs the Debian packages
 ``oxygen-icon-theme``, ``tango-icon-theme``, ``dataset-fashion-mnist``)::
 
-    python benchmarks/retrieval.py            # everything, ~10 min on 2 cores cold
+    python benchmarks/retrieval.py            # everything: 19 min cold on 2 busy cores
     python benchmarks/retrieval.py --quick    # 1/5 of each dataset, a smoke run
+    python benchmarks/retrieval.py --quick --image-size 128   # the backbone at 128 px
 
 Prints markdown tables and writes ``benchmarks/results/retrieval.json``.
 """
@@ -252,14 +253,16 @@ def open_icons(files: list[Path], folder: Path) -> Any:
     return images
 
 
-def icon_theme(root: Path, scratch: Path, limit: float) -> dict[str, Any]:
+def icon_theme(
+    root: Path, scratch: Path, limit: float, image_size: int | None = None
+) -> dict[str, Any]:
     from dcsi.backbones import default_image_size
 
     files, clusters, names = icon_files(root, limit)
     folder = scratch / root.parent.name.lower()
     folder.mkdir()
     images = open_icons(files, folder)
-    size = default_image_size(images.typical_side())
+    size = image_size or default_image_size(images.typical_side())
     feats, timing = features_of(images, size)
     return {
         "files": files,
@@ -341,7 +344,7 @@ def icons_benchmark(oxygen: dict, tango: dict | None) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- copies
 
 
-def copies_benchmark(limit: float) -> dict[str, Any]:
+def copies_benchmark(limit: float, size: int = 64) -> dict[str, Any]:
     import dcsi
     from dcsi._progress import set_progress
     from dcsi.samples import load_sample
@@ -355,11 +358,11 @@ def copies_benchmark(limit: float) -> dict[str, Any]:
     select, held = originals[: n_originals // 2], originals[n_originals // 2 :]
     with Timer() as t_plant:
         planted = plant_copies(images, originals, mode="RGB", seed=SEED)
-    feats_o, timing_o = features_of(open_source(images), 64)
+    feats_o, timing_o = features_of(open_source(images), size)
     copies_set = open_source(planted.copies)
-    feats_c, timing_c = features_of(copies_set, 64)
+    feats_c, timing_c = features_of(copies_set, size)
     feats = {m: np.concatenate([feats_o[m], feats_c[m]]) for m in POOLINGS}
-    check = check_against_dcsi(copies_set, 64, feats_c)
+    check = check_against_dcsi(copies_set, size, feats_c)
     n = n_images + n_originals
     # cluster of an image: its original's index for planted pairs, else its own
     clusters = np.arange(n, dtype=np.int64)
@@ -440,26 +443,41 @@ def _copy_rows(f, clusters, q_sel, q_held, gallery, held_fam) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="1/5 of each dataset")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="backbone input size for every dataset (default: dcsi's default size, "
+        "64 px for all three)",
+    )
     args = parser.parse_args()
     limit = 0.2 if args.quick else 1.0
     import torch
 
     torch.manual_seed(SEED)
     results: dict[str, Any] = {"backbone": BACKBONE, "quick": args.quick}
+    name = "retrieval" + ("_quick" if args.quick else "")
+    if args.image_size is not None:
+        name += f"_{args.image_size}px"
     with Timer() as total, tempfile.TemporaryDirectory() as tmp:
-        oxygen = icon_theme(OXYGEN, Path(tmp), limit)
-        tango = icon_theme(TANGO, Path(tmp), limit) if TANGO.is_dir() else None
+        oxygen = icon_theme(OXYGEN, Path(tmp), limit, args.image_size)
+        tango = icon_theme(TANGO, Path(tmp), limit, args.image_size) if TANGO.is_dir() else None
         results["icons"] = icons_benchmark(oxygen, tango)
-        results["copies"] = copies_benchmark(limit)
+        results["copies"] = copies_benchmark(limit, args.image_size or 64)
     results["seconds"] = round(total.seconds, 1)
     results["kinds_available"] = len(KINDS)
     _print(results)
-    path = write_results("retrieval" + ("_quick" if args.quick else ""), results)
+    path = write_results(name, results)
     print(f"\nwrote {path}")
 
 
 def _print(results: dict[str, Any]) -> None:
-    icons = results["icons"]
+    _print_icons(results["icons"])
+    _print_copies(results["copies"])
+
+
+def _print_icons(icons: dict[str, Any]) -> None:
     print("\n### oxygen icons (same icon at another size)\n")
     rows = []
     for name, r in icons["rows"].items():
@@ -480,7 +498,9 @@ def _print(results: dict[str, Any]) -> None:
             [[m, r["top1"], r["top4"]] for m, r in icons["tango"]["rows"].items()],
             ["features", "top-1", "top-4"],
         )
-    copies = results["copies"]
+
+
+def _print_copies(copies: dict[str, Any]) -> None:
     print("\n### planted copies, Fashion-MNIST (original at rank 1)\n")
     print_table(
         [

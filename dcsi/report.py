@@ -465,7 +465,13 @@ def report_html(
     if feats:
         parts.append(
             f"<p>Features: <code>{esc(feats['backbone'])}</code>, {feats['dim']} dimensions, "
-            f"input size {esc(str(feats.get('image_size') or 'native'))}.</p>"
+            f"input size {esc(str(feats.get('image_size') or 'native'))}"
+            + (
+                ""
+                if feats.get("pooling", "gap") == "gap"
+                else f", multi-layer pooling <code>{esc(str(feats['pooling']))}</code>"
+            )
+            + ".</p>"
         )
 
     parts.append("<h2 id='index'>Index</h2>")

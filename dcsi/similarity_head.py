@@ -77,8 +77,9 @@ class SimilarityHead:
     weight : ndarray of shape (dim, input_dim), float32
     bias : ndarray of shape (dim,), float32
     config : dict
-        JSON-ready: ``format``, ``version``, ``input_dim``, ``dim``, ``features`` (the
-        card's features block of the training features, or None), the training
+        JSON-ready: ``format``, ``version``, ``input_dim``, ``dim``, ``backbone`` and
+        ``pooling`` of the training features (None for a plain array), ``features`` (their
+        whole features block: image size, weights hash; or None), the training
         parameters (``loss``, ``threshold``, ``margin``, ``epochs``, ...) and
         ``training`` (counts and the loss per epoch).
     """
@@ -99,10 +100,9 @@ class SimilarityHead:
         return int(self.weight.shape[0])
 
     def __repr__(self) -> str:
-        feats = self.config.get("features") or {}
         return (
             f"SimilarityHead(input_dim={self.input_dim}, dim={self.dim}, "
-            f"backbone={feats.get('backbone')!r}, pooling={feats.get('pooling')!r})"
+            f"backbone={self.config.get('backbone')!r}, pooling={self.config.get('pooling')!r})"
         )
 
     def apply(self, features: Any) -> np.ndarray:
@@ -134,6 +134,7 @@ class SimilarityHead:
 
     def to_bytes(self) -> bytes:
         """The ``.safetensors`` file's bytes (deterministic)."""
+        require("safetensors", "saving a similarity head", "dcsi[torch]")
         from safetensors.numpy import save
 
         meta = json.dumps(self.config, sort_keys=True, separators=(",", ":"))
@@ -361,6 +362,8 @@ def train_similarity_head(
         "version": HEAD_VERSION,
         "input_dim": int(x.shape[1]),
         "dim": dim,
+        "backbone": None if block is None else block["backbone"],
+        "pooling": None if block is None else block["pooling"],
         "features": block,
         **params,
         "training": summary,
@@ -465,6 +468,7 @@ def load_similarity_head(path: str | os.PathLike[str]) -> SimilarityHead:
             f"Similarity head {str(path)!r}: no such file; train one with "
             "`dcsi train-head SOURCE --out HEAD.safetensors`."
         )
+    require("safetensors", "loading a similarity head", "dcsi[torch]")
     data = p.read_bytes()
     from safetensors import SafetensorError
     from safetensors.numpy import load

@@ -243,3 +243,25 @@ def test_cli_pooling_is_checked_before_work(tmp_path, capsys, custom_backbone):
     assert status == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "has no multi-layer pooling" in err[0]
+
+
+def test_analyze_records_the_pooling(rng, tmp_path):
+    import dcsi
+
+    images = rng.integers(0, 256, (24, 12, 12), dtype=np.uint8)
+    card = dcsi.analyze(
+        images,
+        labels=np.arange(24) % 3,
+        analyzers="cnn",
+        pooling="ga",
+        image_size=32,
+        device="cpu",
+        cache=tmp_path,
+    )
+    d = card.to_dict()
+    assert d["features"]["pooling"] == "ga" and d["features"]["dim"] == 496
+    assert d["provenance"]["parameters"]["pooling"] == "ga"
+    assert "pooling ga" in card.summary()
+    router = card.router()
+    assert router.pooling == "ga" and router.dim == 496
+    assert router.route(images[:3]).shape == (3,)

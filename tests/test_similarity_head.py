@@ -98,6 +98,7 @@ def test_config(trained):
     cfg = head.config
     assert cfg["format"] == "dcsi-similarity-head" and cfg["version"] == 1
     assert cfg["input_dim"] == 64 and cfg["dim"] == 8 and cfg["features"] is None
+    assert cfg["backbone"] is None and cfg["pooling"] is None
     assert cfg["loss"] == "triplet" and cfg["margin"] == 0.2 and cfg["seed"] == 3
     t = cfg["training"]
     assert t["n_clusters"] == 100 and t["n_anchors"] == 400 and len(t["loss_per_epoch"]) == 10
@@ -131,7 +132,8 @@ def test_feature_set_is_recorded(rng):
         pooling="sam",
     )
     head = train_similarity_head(fs, c, dim=4, epochs=1)
-    assert head.config["features"]["pooling"] == "sam"
+    assert head.config["features"]["pooling"] == "sam" and head.config["pooling"] == "sam"
+    assert head.config["backbone"] == "b" and head.config["features"]["image_size"] == 32
     assert "pooling='sam'" in repr(head)
 
 
@@ -249,3 +251,22 @@ def test_cli_train_head_errors(cluster_folder, tmp_path, capsys):
     assert len(err) == 1 and "--clusters redundancy" in err[0]
     status = main(["train-head", str(flat), "--out", str(tmp_path / "h.safetensors"), "--dim", "0"])
     assert status == 1 and "--dim must be at least 1" in capsys.readouterr().err
+
+
+def test_cli_train_head_on_near_duplicate_groups(tmp_path, rng, capsys):
+    from PIL import Image
+
+    from dcsi.cli import main
+
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for k in range(5):
+        img = Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8))
+        for j in range(2 if k < 3 else 1):  # three pairs of copies, two single images
+            img.save(flat / f"{k}_{j}.png")
+    out = tmp_path / "h.safetensors"
+    args = ["train-head", str(flat), "--out", str(out), "--clusters", "redundancy"]
+    opts = ["--image-size", "32", "--dim", "4", "--epochs", "1", "--no-cache", "--no-progress"]
+    assert main([*args, *opts]) == 0
+    assert "trained on 3 clusters (6 images)" in capsys.readouterr().out
+    assert load_similarity_head(out).config["training"]["n_unclustered"] == 2

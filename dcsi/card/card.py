@@ -737,9 +737,11 @@ class Card:
         feats = d.get("features")
         if feats:
             size = feats.get("image_size")
+            pooling = feats.get("pooling", "gap")
             lines.append(
                 f"features: {feats['backbone']}, {feats['dim']} dims, input "
                 f"{size if size is not None else 'native'} px"
+                + ("" if pooling == "gap" else f", pooling {pooling}")
             )
         idx = d.get("index")
         if idx:

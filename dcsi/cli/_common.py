@@ -8,14 +8,15 @@ from typing import Any
 
 __all__ = [
     "add_align_options",
-    "add_extractor_options",
+    "add_backbone_options",
+    "add_cache_options",
     "add_pooling_option",
     "add_progress_option",
     "add_size_option",
     "add_source_options",
     "align_from_args",
+    "cache_from_args",
     "check_out_dir",
-    "extractor_kwargs",
     "not_read",
     "source_kwargs",
 ]
@@ -46,6 +47,44 @@ def add_source_options(parser: argparse.ArgumentParser, *, prefix: str = "") -> 
     )
 
 
+def add_backbone_options(parser: argparse.ArgumentParser) -> None:
+    """``--backbone``, ``--weights``, ``--pooling``, ``--image-size``, ``--batch-size``,
+    ``--device``: which feature extractor runs, and how."""
+    parser.add_argument(
+        "--backbone",
+        default="efficientnet_lite0",
+        help="feature extractor (default: efficientnet_lite0)",
+    )
+    parser.add_argument(
+        "--weights", default=None, metavar="PATH", help="backbone weights file (a state dict)"
+    )
+    add_pooling_option(parser)
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="backbone input size in pixels (default: chosen from the images)",
+    )
+    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
+
+def add_cache_options(parser: argparse.ArgumentParser) -> None:
+    """``--cache DIR`` and ``--no-cache`` (read them with :func:`cache_from_args`)."""
+    parser.add_argument(
+        "--cache",
+        default=None,
+        metavar="DIR",
+        help="feature cache folder (default: $DCSI_CACHE or ~/.cache/dcsi)",
+    )
+    parser.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+
+
+def cache_from_args(args: argparse.Namespace) -> Any:
+    """The ``cache`` argument of extract_features / analyze: False, a folder or None."""
+    return False if args.no_cache else args.cache
+
+
 def add_pooling_option(parser: argparse.ArgumentParser) -> None:
     """``--pooling {gap,ga,sap,sam}``: how the backbone's features are pooled
     (:data:`dcsi.backbones.POOLINGS`; default ``gap``, the last layer)."""
@@ -59,51 +98,6 @@ def add_pooling_option(parser: argparse.ArgumentParser) -> None:
         "average of 4 intermediate layers; sap = average over 2x2 windows of them; sam = "
         "windows, max on the middle layers",
     )
-
-
-def add_extractor_options(parser: argparse.ArgumentParser, *, backbone: bool = True) -> None:
-    """``--backbone``, ``--image-size`` (with ``backbone=True``), ``--weights``,
-    ``--batch-size``, ``--device``, ``--cache``, ``--no-cache``: how features are made
-    (:func:`dcsi.extract_features`)."""
-    if backbone:
-        parser.add_argument(
-            "--backbone",
-            default="efficientnet_lite0",
-            help="feature extractor (default: efficientnet_lite0)",
-        )
-        parser.add_argument(
-            "--image-size",
-            type=int,
-            default=None,
-            help="backbone input size in pixels (default: chosen from the images)",
-        )
-    parser.add_argument(
-        "--weights", default=None, metavar="PATH", help="backbone weights file (a state dict)"
-    )
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument(
-        "--cache",
-        default=None,
-        metavar="DIR",
-        help="feature cache folder (default: $DCSI_CACHE or ~/.cache/dcsi)",
-    )
-    parser.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
-
-
-def extractor_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """Keyword arguments of :func:`dcsi.extract_features` from
-    :func:`add_extractor_options`' options (those that were added)."""
-    out = {
-        "weights": args.weights,
-        "batch_size": args.batch_size,
-        "device": args.device,
-        "cache": False if args.no_cache else args.cache,
-    }
-    for name in ("backbone", "image_size"):
-        if hasattr(args, name):
-            out[name] = getattr(args, name)
-    return out
 
 
 def add_progress_option(parser: argparse.ArgumentParser) -> None:

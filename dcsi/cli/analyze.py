@@ -7,13 +7,13 @@ import shlex
 import sys
 
 from dcsi.cli._common import (
-    add_extractor_options,
-    add_pooling_option,
+    add_backbone_options,
+    add_cache_options,
     add_progress_option,
     add_size_option,
     add_source_options,
+    cache_from_args,
     check_out_dir,
-    extractor_kwargs,
     source_kwargs,
 )
 from dcsi.redundancy import METHODS
@@ -36,8 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     add_source_options(p)
     add_size_option(p)
-    add_extractor_options(p)
-    add_pooling_option(p)
+    add_backbone_options(p)
     p.add_argument(
         "--analyzers",
         default="cnn,ssim,wavelet",
@@ -62,6 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="near-duplicate search stored in the card (default: wavelet)",
     )
     p.add_argument("--seed", type=int, default=0)
+    add_cache_options(p)
     p.add_argument(
         "--index",
         action="store_true",
@@ -105,9 +105,15 @@ def run(args: argparse.Namespace) -> int:
     )
     card = analyze_images(
         images,
+        backbone=args.backbone,
+        weights=args.weights,
         analyzers=args.analyzers,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        device=args.device,
         max_per_class=args.max_per_class,
         seed=args.seed,
+        cache=cache_from_args(args),
         linkage=args.linkage,
         redundancy_method=args.redundancy_method,
         size=args.size,
@@ -115,7 +121,6 @@ def run(args: argparse.Namespace) -> int:
         neighbor_index=out / "neighbor_index" if args.index else None,
         neighbor_k=args.index_k,
         command=shlex.join(["dcsi", *sys.argv[1:]]),
-        **extractor_kwargs(args),
     )
     position = {item_id: i for i, item_id in enumerate(images.ids)}
     paths = write_card_files(

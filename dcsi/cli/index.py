@@ -10,12 +10,12 @@ import argparse
 from pathlib import Path
 
 from dcsi.cli._common import (
-    add_extractor_options,
-    add_pooling_option,
+    add_backbone_options,
+    add_cache_options,
     add_progress_option,
     add_source_options,
+    cache_from_args,
     check_out_dir,
-    extractor_kwargs,
     source_kwargs,
 )
 
@@ -49,11 +49,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="auto",
         help=f"exact search, or faiss IVF-flat; auto: faiss above {FAISS_THRESHOLD:,} images",
     )
-    add_pooling_option(p)
+    add_backbone_options(p)
     p.add_argument(
         "--head", default=None, metavar="FILE", help="a trained similarity head (safetensors)"
     )
-    add_extractor_options(p)
+    add_cache_options(p)
     p.add_argument("--seed", type=int, default=0, help="faiss k-means and report samples")
     add_progress_option(p)
     p.set_defaults(func=run)
@@ -97,11 +97,16 @@ def run(args: argparse.Namespace) -> int:
     idx = build_neighbor_index(
         images,
         k=args.k,
+        backbone=args.backbone,
+        weights=args.weights,
+        image_size=args.image_size,
         pooling=args.pooling,
         head=args.head,
         method=args.method,
+        batch_size=args.batch_size,
+        device=args.device,
+        cache=cache_from_args(args),
         seed=args.seed,
-        **extractor_kwargs(args),
     )
     folder = idx.save(out / INDEX_FOLDER if card is not None else out)
     m = idx.metadata

@@ -9,7 +9,7 @@ __all__ = ["register", "run"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from dcsi.cli._common import add_extractor_options, add_progress_option
+    from dcsi.cli._common import add_cache_options, add_progress_option
 
     p = subparsers.add_parser(
         "search",
@@ -24,13 +24,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("images", metavar="IMAGE", nargs="+", help="query image files")
     p.add_argument("-k", type=int, default=4, help="results per query (default 4)")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per query")
-    add_extractor_options(p, backbone=False)  # the index says which backbone
+    # the index says which backbone, input size, pooling and head
+    p.add_argument(
+        "--weights", default=None, metavar="PATH", help="the backbone weights the index used"
+    )
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add_cache_options(p)
     add_progress_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from dcsi.cli._common import extractor_kwargs
+    from dcsi.cli._common import cache_from_args
     from dcsi.exceptions import DataError
     from dcsi.neighbor_index import load_neighbor_index
     from dcsi.sources import open_files
@@ -41,7 +47,14 @@ def run(args: argparse.Namespace) -> int:
     if args.k > len(idx):
         raise DataError(f"-k {args.k} is more than the {len(idx)} indexed images.")
     queries = open_files(args.images)
-    ids, scores = idx.search(queries, k=args.k, **extractor_kwargs(args))
+    ids, scores = idx.search(
+        queries,
+        k=args.k,
+        weights=args.weights,
+        batch_size=args.batch_size,
+        device=args.device,
+        cache=cache_from_args(args),
+    )
     if args.json:
         doc = [
             {

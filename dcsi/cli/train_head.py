@@ -6,9 +6,11 @@ import argparse
 from pathlib import Path
 
 from dcsi.cli._common import (
-    add_pooling_option,
+    add_backbone_options,
+    add_cache_options,
     add_progress_option,
     add_source_options,
+    cache_from_args,
     check_out_dir,
     source_kwargs,
 )
@@ -41,21 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="folder: each folder (label) of SOURCE is a cluster (default); redundancy: "
         "the near-duplicate groups dcsi finds in SOURCE (wavelet method)",
     )
-    p.add_argument(
-        "--backbone",
-        default="efficientnet_lite0",
-        help="feature extractor (default: efficientnet_lite0)",
-    )
-    p.add_argument(
-        "--weights", default=None, metavar="PATH", help="backbone weights file (a state dict)"
-    )
-    add_pooling_option(p)
-    p.add_argument(
-        "--image-size",
-        type=int,
-        default=None,
-        help="backbone input size in pixels (default: chosen from the images)",
-    )
+    add_backbone_options(p)
     p.add_argument("--dim", type=int, default=128, help="output dimension (default 128)")
     p.add_argument("--epochs", type=int, default=30, help="passes over the anchors (default 30)")
     p.add_argument(
@@ -66,15 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Kim et al.'s hinge on each cosine distance at 0.5",
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=64, help="feature extraction batch")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument(
-        "--cache",
-        default=None,
-        metavar="DIR",
-        help="feature cache folder (default: $DCSI_CACHE or ~/.cache/dcsi)",
-    )
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+    add_cache_options(p)
     add_progress_option(p)
     p.set_defaults(func=run)
 
@@ -118,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         batch_size=args.batch_size,
         device=args.device,
-        cache=False if args.no_cache else args.cache,
+        cache=cache_from_args(args),
         pooling=args.pooling,
     )
     head = train_similarity_head(
