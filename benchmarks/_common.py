@@ -11,7 +11,9 @@ them one small, stable API:
 - :func:`traced_peak_mib` -- peak Python-heap allocation of one call via tracemalloc,
 - :func:`machine_info` -- what the figures were measured on,
 - :func:`write_results` -- the JSON file (machine info added),
-- :func:`print_table` -- a markdown table on stdout.
+- :func:`print_table` -- a markdown table on stdout,
+- :func:`cached_features` -- features of a source (or a seeded subset of it), from
+  dcsi's feature cache when they are there.
 
 Run the scripts from the repository root, e.g. ``python benchmarks/features.py``; they
 import this module as ``from _common import ...`` (the script's folder is on ``sys.path``)
@@ -35,6 +37,7 @@ from typing import Any
 __all__ = [
     "RESULTS_DIR",
     "Timer",
+    "cached_features",
     "machine_info",
     "peak_rss_mib",
     "print_table",
@@ -179,3 +182,30 @@ def print_table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
     text = "\n".join(lines)
     print(text)
     return text
+
+
+def cached_features(
+    source: str, *, n: int | None = None, seed: int = 0, split: str | None = None
+) -> Any:
+    """``dcsi.extract_features`` of ``source`` or of a seeded subset of ``n`` images.
+
+    The features normally come from dcsi's cache (their extraction is not what a
+    benchmark times); a note on stderr says how many had to be computed.
+
+    Returns
+    -------
+    dcsi.FeatureSet
+        With ``image_set`` the (subset of the) opened source.
+    """
+    import numpy as np
+
+    import dcsi
+
+    image_set = dcsi.open_source(source, split=split)
+    if n is not None and n < len(image_set):
+        rows = np.sort(np.random.default_rng(seed).choice(len(image_set), n, replace=False))
+        image_set = image_set.subset(rows)
+    fs = dcsi.extract_features(image_set)
+    if fs.n_cached < len(fs):
+        print(f"note: {len(fs) - fs.n_cached} features were not cached", file=sys.stderr)
+    return fs

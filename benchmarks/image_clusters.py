@@ -51,7 +51,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import RESULTS_DIR, Timer, peak_rss_mib, print_table, traced_peak_mib, write_results
+from _common import (
+    RESULTS_DIR,
+    Timer,
+    cached_features,
+    peak_rss_mib,
+    print_table,
+    traced_peak_mib,
+    write_results,
+)
 
 
 def _scores(labels: np.ndarray, found: np.ndarray) -> dict[str, float]:
@@ -83,16 +91,9 @@ def _resnet50_status() -> str:
 def _load(
     n: int | None, seed: int, source: str = "sample:fashion-mnist"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    import dcsi
-
     split = "train" if source.startswith("sample:") else None
-    image_set = dcsi.open_source(source, split=split)
-    if n is not None and n < len(image_set):
-        rows = np.sort(np.random.default_rng(seed).choice(len(image_set), n, replace=False))
-        image_set = image_set.subset(rows)
-    fs = dcsi.extract_features(image_set)
-    if fs.n_cached < len(fs):
-        print(f"note: {len(fs) - fs.n_cached} features were not cached", file=sys.stderr)
+    fs = cached_features(source, n=n, seed=seed, split=split)
+    image_set = fs.image_set
     size = None if source.startswith("sample:") else 32  # real sizes differ: 32 x 32 grey
     pixels = image_set.to_array(size=size, mode="L").reshape(len(image_set), -1)
     assert fs.labels is not None

@@ -46,7 +46,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import Timer, peak_rss_mib, print_table, traced_peak_mib, write_results
+from _common import (
+    Timer,
+    cached_features,
+    peak_rss_mib,
+    print_table,
+    traced_peak_mib,
+    write_results,
+)
 
 K = 10
 N_QUERIES = 2000
@@ -66,16 +73,9 @@ def _timed(fn: Any) -> tuple[Any, float, float]:
 
 def fashion_mnist(n: int | None, seed: int) -> dict[str, Any]:
     """Part 1: build, save, load and query the index of Fashion-MNIST train."""
-    import dcsi
     from dcsi.neighbor_index import feature_info, index_features, load_neighbor_index
 
-    image_set = dcsi.open_source("sample:fashion-mnist", split="train")
-    if n is not None and n < len(image_set):
-        rows = np.sort(np.random.default_rng(seed).choice(len(image_set), n, replace=False))
-        image_set = image_set.subset(rows)
-    fs = dcsi.extract_features(image_set)
-    if fs.n_cached < len(fs):
-        print(f"note: {len(fs) - fs.n_cached} features were not cached", file=sys.stderr)
+    fs = cached_features("sample:fashion-mnist", n=n, seed=seed, split="train")
     info = feature_info(fs)
     exact, t_exact, m_exact = _timed(
         lambda: index_features(fs.features, fs.ids, k=K, method="exact", info=info)

@@ -240,3 +240,15 @@ def test_multi_layer_pooling_is_recorded_and_reused_by_search(rng, tmp_path):
         torch.manual_seed(1)
         torch.save(tv.models.resnet18(weights=None).state_dict(), other)
         loaded.search(images[:1], k=1, weights=other, cache=False, device="cpu")
+
+
+def test_auto_uses_faiss_above_the_threshold(rng, monkeypatch):
+    pytest.importorskip("faiss")
+    from dcsi import neighbor_index
+
+    X = clustered(rng, n=400, d=8)
+    ids = [str(i) for i in range(400)]
+    assert index_features(X, ids, k=5).metadata["method"] == "exact"
+    monkeypatch.setattr(neighbor_index, "FAISS_THRESHOLD", 100)
+    idx = index_features(X, ids, k=5)
+    assert idx.metadata["method"] == "faiss" and idx.metadata["faiss"]["index"] == "IVFFlat"
