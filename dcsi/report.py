@@ -312,9 +312,9 @@ def _neighbor_index_html(block: Mapping, load_image: Callable[[str], Any] | None
         + (f", similarity head <code>{esc(head['sha256'][:12])}</code>" if head else "")
         + f"; {esc(str(block['method']))} search). Files: "
         + ", ".join(f"<a href='{esc(f['path'])}'>{esc(f['path'])}</a>" for f in block["files"])
-        + ". Query it with <code>dcsi search "
+        + ". Query it from the card folder with <code>dcsi search "
         + esc(str(block["path"]))
-        + " IMAGE...</code>.</p>",
+        + " IMAGE</code> (one or more image files).</p>",
     ]
     rows = []
     for q in block.get("samples", ()):
