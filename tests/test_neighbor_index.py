@@ -252,3 +252,13 @@ def test_auto_uses_faiss_above_the_threshold(rng, monkeypatch):
     monkeypatch.setattr(neighbor_index, "FAISS_THRESHOLD", 100)
     idx = index_features(X, ids, k=5)
     assert idx.metadata["method"] == "faiss" and idx.metadata["faiss"]["index"] == "IVFFlat"
+
+
+def test_default_pooling_is_sam_where_the_backbone_has_layers_to_pool():
+    from dcsi.neighbor_index import DEFAULT_POOLING, default_pooling
+
+    assert DEFAULT_POOLING == "sam"
+    assert default_pooling("efficientnet_lite0") == "sam"
+    assert default_pooling("resnet18") == "sam"
+    assert default_pooling("pixels8") == "gap"  # no intermediate layers
+    assert default_pooling(object()) == "gap"  # an extractor object

@@ -47,9 +47,9 @@ def add_source_options(parser: argparse.ArgumentParser, *, prefix: str = "") -> 
     )
 
 
-def add_backbone_options(parser: argparse.ArgumentParser) -> None:
-    """``--backbone``, ``--weights``, ``--pooling``, ``--image-size``, ``--batch-size``,
-    ``--device``: which feature extractor runs, and how."""
+def add_backbone_options(parser: argparse.ArgumentParser, *, pooling: str | None = "gap") -> None:
+    """``--backbone``, ``--weights``, ``--pooling`` (default ``pooling``), ``--image-size``,
+    ``--batch-size``, ``--device``: which feature extractor runs, and how."""
     parser.add_argument(
         "--backbone",
         default="efficientnet_lite0",
@@ -58,7 +58,7 @@ def add_backbone_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--weights", default=None, metavar="PATH", help="backbone weights file (a state dict)"
     )
-    add_pooling_option(parser)
+    add_pooling_option(parser, default=pooling)
     parser.add_argument(
         "--image-size",
         type=int,
@@ -85,18 +85,21 @@ def cache_from_args(args: argparse.Namespace) -> Any:
     return False if args.no_cache else args.cache
 
 
-def add_pooling_option(parser: argparse.ArgumentParser) -> None:
+def add_pooling_option(parser: argparse.ArgumentParser, *, default: str | None = "gap") -> None:
     """``--pooling {gap,ga,sap,sam}``: how the backbone's features are pooled
-    (:data:`dcsi.backbones.POOLINGS`; default ``gap``, the last layer)."""
+    (:data:`dcsi.backbones.POOLINGS`; ``gap`` is the last layer; ``default=None`` leaves
+    the choice to the command's function)."""
     from dcsi.backbones import POOLINGS
 
     parser.add_argument(
         "--pooling",
         choices=POOLINGS,
-        default="gap",
-        help="feature pooling: gap = last layer, global average (default); ga = global "
+        default=default,
+        help="feature pooling: gap = last layer, global average; ga = global "
         "average of 4 intermediate layers; sap = average over 2x2 windows of them; sam = "
-        "windows, max on the middle layers",
+        "windows, max on the middle layers (default: "
+        + (default or "sam where the backbone has intermediate layers to pool, else gap")
+        + ")",
     )
 
 

@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="auto",
         help=f"exact search, or faiss IVF-flat; auto: faiss above {FAISS_THRESHOLD:,} images",
     )
-    add_backbone_options(p)
+    add_backbone_options(p, pooling=None)
     p.add_argument(
         "--head", default=None, metavar="FILE", help="a trained similarity head (safetensors)"
     )
@@ -62,9 +62,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _check(args: argparse.Namespace) -> Path:
     """Every option checked before any image is read; returns the output folder."""
     from dcsi.exceptions import DataError
+    from dcsi.neighbor_index import default_pooling
     from dcsi.pipeline import check_parameters
 
     out = check_out_dir(args.out)
+    if args.pooling is None:
+        args.pooling = default_pooling(args.backbone)
     check_parameters(
         seed=args.seed,
         batch_size=args.batch_size,
