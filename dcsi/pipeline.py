@@ -166,8 +166,10 @@ def analyze(
         Method of the near-duplicate search stored in the card.
     size : int, default=None
         Size (pixels, square) at which the pixel-space stages (SSIM and wavelet class
-        matrices, the near-duplicate search) compare the images; ``None``: the native
-        size, or the median size when sizes differ.
+        matrices, the near-duplicate search) compare the images; ``None``: the working
+        size of :meth:`~dcsi.sources.ImageSet.working_size` (the native or median size,
+        its longer side capped at 32 px, aspect kept), recorded in
+        ``provenance.parameters.working_size``.
     command : str, default=None
         The command line, recorded in the card's provenance.
 
@@ -260,6 +262,7 @@ def analyze_images(
 
     features = grey = None
     num_threads = None
+    working = images.working_size(size)  # the pixel-space stages' size, bounded
     if "cnn" in chosen or redundancy_method == "cnn":
         from dcsi.features import choose_num_threads, extract_features
 
@@ -274,7 +277,7 @@ def analyze_images(
             device=device,
             cache=cache,
             num_threads=num_threads,
-            arrays=(size, "L"),
+            arrays=(working, "L"),
         )
         features, grey = fs.features, fs.arrays
     if features is not None and len(images) >= 3:  # Thomas & Abraham, labelled or not
@@ -284,7 +287,7 @@ def analyze_images(
         data["similarity"].update(cnn.pop("similarity", {}))
         data.update(cnn)
     if grey is None:  # decoded once, shared by the stages below
-        grey = images.to_array(size=size, mode="L")
+        grey = images.to_array(size=working, mode="L")
     if class_level and "ssim" in chosen:
         from dcsi.similarity.ssim import class_ssim
 
@@ -339,6 +342,7 @@ def analyze_images(
             "linkage": linkage,
             "redundancy_method": redundancy_method,
             "size": size,
+            "working_size": list(working),
             "num_threads": num_threads,
         },
         "command": command or " ".join(sys.argv),

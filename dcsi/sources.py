@@ -99,7 +99,7 @@ from typing import Any
 import numpy as np
 
 from dcsi._progress import progress
-from dcsi._validation import check_int, require
+from dcsi._validation import check_int, check_memory, require
 from dcsi.exceptions import DataError, InvalidParameterError
 
 __all__ = [
@@ -773,16 +773,22 @@ class ImageSet:
             else np.asarray(indices, dtype=np.int64).reshape(-1)
         )
         fast = self._fast_array(hw, mode)
-        for start in range(0, len(idx), batch_size):
-            part = idx[start : start + batch_size]
-            if fast is not None:
+        if fast is not None:
+            for start in range(0, len(idx), batch_size):
+                part = idx[start : start + batch_size]
                 yield part, fast(self._pos[part])
-                continue
-            shape = (len(part), *hw) + ((3,) if mode == "RGB" else ())
-            out = np.empty(shape, dtype=np.uint8)
-            for k, i in enumerate(part):
-                out[k] = image_to_array(self.load(int(i)), hw, mode)
-            yield part, out
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(i: int) -> np.ndarray:
+            return image_to_array(self.load(int(i)), hw, mode)
+
+        # PIL decodes, composites and resizes without the GIL: threads overlap them
+        workers = max(1, min(4, os.cpu_count() or 1))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for start in range(0, len(idx), batch_size):
+                part = idx[start : start + batch_size]
+                yield part, np.stack(list(pool.map(one, part)))
 
     def to_array(
         self,
@@ -799,11 +805,20 @@ class ImageSet:
         """
         hw = self.resolve_size(size)
         n = len(self) if indices is None else len(np.asarray(indices).reshape(-1))
+        check_memory(
+            float(n) * hw[0] * hw[1] * (3 if mode == "RGB" else 1),
+            f"Decoding {n} images at {hw[0]} x {hw[1]} pixels",
+            "use a smaller working size (--size on the command line, size= in Python; "
+            f"the default caps the longer side at {MAX_WORKING_SIDE} px).",
+        )
         out = np.empty((n, *hw) + ((3,) if mode == "RGB" else ()), dtype=np.uint8)
         k = 0
-        for _, batch in self.iter_arrays(size=hw, mode=mode, indices=indices):
-            out[k : k + len(batch)] = batch
-            k += len(batch)
+        desc = f"Decoding {self.name} at {hw[0]}x{hw[1]}"
+        with progress(desc=desc, total=n, unit="img") as bar:
+            for _, batch in self.iter_arrays(size=hw, mode=mode, indices=indices):
+                out[k : k + len(batch)] = batch
+                k += len(batch)
+                bar.update(len(batch))
         return out
 
     def resolve_size(self, size: int | tuple[int, int] | None) -> tuple[int, int]:

@@ -52,7 +52,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Version of the card format written by this dcsi (semver; readers refuse a newer major).
-SCHEMA_VERSION = "1.2.0"
+SCHEMA_VERSION = "1.3.0"
 #: File name of the card inside a card folder.
 CARD_FILENAME = "dcsi.json"
 
@@ -779,6 +779,7 @@ class Card:
                 f"redundancy ({d['redundancy']['method']}): {counts['groups']} groups "
                 f"({counts['redundant']} redundant, {counts['conflict']} conflict), "
                 f"{counts['images_in_groups']} images in groups, {counts['removable']} removable"
+                + (f", {counts['blank']} blank images" if "blank" in counts else "")
             )
         else:
             lines.append("redundancy: not run")
@@ -1000,18 +1001,22 @@ class Card:
 
     @property
     def redundancy_counts(self) -> dict[str, int] | None:
-        """Counts of groups by kind and images in groups; None without the analysis."""
+        """Counts of groups by kind and images in groups, and ``blank`` (blank images,
+        cards of schema 1.3.0 on); None without the analysis."""
         block = self._data.get("redundancy")
         if not block:
             return None
         groups = block["groups"]
-        return {
+        out = {
             "groups": len(groups),
             "redundant": sum(g["kind"] == "redundant" for g in groups),
             "conflict": sum(g["kind"] == "conflict" for g in groups),
             "images_in_groups": sum(len(g["members"]) for g in groups),
             "removable": sum(len(g["members"]) - 1 for g in groups if g["kind"] == "redundant"),
         }
+        if block.get("blank") is not None:  # schema 1.3.0
+            out["blank"] = int(block["blank"]["n_blank"])
+        return out
 
     @property
     def backbone(self) -> str | None:
