@@ -607,6 +607,10 @@ class RedundancyParams:
 
 
 # --------------------------------------------------------------------------- entry points
+#: Floats of gathered feature rows the link score of :func:`complete_groups` holds at once.
+_SCORE_CHUNK_FLOATS = 2**23
+
+
 def _link_score(F: np.ndarray, params: RedundancyParams, images: np.ndarray | None) -> Any:
     """``link_score(members, pairs)`` for :func:`complete_groups`: the smaller of the
     feature distance over ``threshold`` (``inf`` when SSIM verification rejects the
@@ -616,6 +620,15 @@ def _link_score(F: np.ndarray, params: RedundancyParams, images: np.ndarray | No
     assert threshold is not None  # resolved on creation of the params
 
     def score(members: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+        # in chunks: a component of 2,000 images has 2 million pairs, whose gathered
+        # rows would need gigabytes at once
+        step = max(1, _SCORE_CHUNK_FLOATS // max(1, F.shape[1]))
+        return np.concatenate(
+            [one_chunk(members, pairs[s : s + step]) for s in range(0, len(pairs), step)]
+            or [np.empty(0)]
+        )
+
+    def one_chunk(members: np.ndarray, pairs: np.ndarray) -> np.ndarray:
         a, b = members[pairs[:, 0]], members[pairs[:, 1]]
         d = 1.0 - np.einsum("ij,ij->i", F[a], F[b], dtype=np.float64)
         s = np.maximum(d, 0.0) / max(threshold, 1e-12)
@@ -627,8 +640,8 @@ def _link_score(F: np.ndarray, params: RedundancyParams, images: np.ndarray | No
         if params.align is not None:
             assert images is not None  # align needs images (checked by the caller)
             da = aligned_distance(
-                images,
-                np.stack([a, b], 1),
+                images[members],  # only the component's images are made grey
+                pairs,
                 max_shift=params.align.max_shift,
                 max_crop=params.align.max_crop,
             )
