@@ -144,3 +144,24 @@ def test_leakage_reports_blank_images_as_blank_leakage(rng):
     old = find_leakage(tr, te, blank_tolerance=None)
     assert {p.test_id for p in old.pairs} == {"5"} and old.blank is None
     assert old.to_dict()["blank"] is None
+
+
+def test_card_shows_the_blank_images(rng):
+    """Schema 1.3.0: redundancy.blank and group.blank validate and reach every view."""
+    from test_card import make_card_dict
+
+    from dcsi.card import Card
+    from dcsi.card.hf import render_readme
+
+    x = _pictures(rng, 12)
+    x[[2, 7]] = 255
+    ids = [f"img{i}" for i in range(12)]
+    d = make_card_dict(rng)
+    d["redundancy"] = find_redundancy(x, ids=ids).to_dict()
+    card = Card(d)
+    assert card.redundancy_counts["blank"] == 2
+    assert card.redundancy[0].extra["blank"] is True
+    assert "2 blank images" in card.summary()
+    assert "2 blank or near-uniform images" in render_readme(card)
+    old = make_card_dict(rng)  # a card without the block: no blank count, no line
+    assert "blank" not in (Card(old).redundancy_counts or {})
