@@ -49,6 +49,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from dcsi._json import to_jsonable
+from dcsi._progress import progress
 from dcsi._validation import Interval, Options, check_instance, check_labels, validate_params
 from dcsi.aligned import AlignOptions, aligned_distance, aligned_pairs, skip_reason
 from dcsi.blank import BLANK_TOLERANCE, BlankImages, find_blank
@@ -305,7 +306,7 @@ def complete_groups(
     from scipy.cluster.hierarchy import fcluster, linkage
 
     out, n_unrefined = [], 0
-    for g in components:
+    for g in progress(components, desc="complete linkage of the groups", unit="group"):
         if len(g) <= 2 or len(g) > max_size:
             n_unrefined += len(g) > max_size
             out.append(g)

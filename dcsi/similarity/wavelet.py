@@ -394,7 +394,8 @@ def class_wavelet_similarity(
     level : int, default=1
     mode : str, default="symmetric"
     size : int or (h, w), default=None
-        Image size for a source (``None``: native or median size).
+        Image size for a source (``None``: its working size,
+        :meth:`~dcsi.sources.ImageSet.working_size`).
     color : {"L", "RGB"}, default="L"
         How a source is read; ignored for arrays (their channels are kept).
     n_classes : int, default=None
