@@ -129,3 +129,26 @@ def test_class_ssim_caps_its_images_in_all(rng):
     assert class_ssim(x, y).params["max_per_class"] == 166  # 5000 // 30
     assert class_ssim(x, y % 4).params["max_per_class"] == 500
     assert class_ssim(x, y, max_per_class=3).params["max_per_class"] == 3
+
+
+def test_compositing_over_white_is_exact_for_every_colour_and_alpha():
+    """``round(c * a / 255 + 255 - a)`` for all 256 x 256 (colour, alpha) pairs."""
+    import io
+
+    from dcsi.sources import decode_image
+
+    c = np.repeat(np.arange(256), 256).reshape(256, 256)
+    a = np.tile(np.arange(256), 256).reshape(256, 256)
+    ref = np.rint(c * (a / 255.0) + 255.0 * (1 - a / 255.0)).astype(np.uint8)
+    for mode, arr in (
+        ("LA", np.stack([c, a], -1)),
+        ("RGBA", np.stack([c, 255 - c, c, a], -1)),
+    ):
+        buf = io.BytesIO()
+        Image.fromarray(arr.astype(np.uint8), mode).save(buf, format="PNG")
+        out = np.asarray(decode_image(buf.getvalue()))
+        got = out if mode == "LA" else out[..., 0]
+        np.testing.assert_array_equal(got, ref)
+        if mode == "RGBA":
+            ref_g = np.rint((255 - c) * (a / 255.0) + 255.0 * (1 - a / 255.0)).astype(np.uint8)
+            np.testing.assert_array_equal(out[..., 1], ref_g)
