@@ -29,6 +29,7 @@ import numpy as np
 
 from dcsi._validation import Interval, Options, check_instance, validate_params
 from dcsi.aligned import AlignOptions, aligned_cross_pairs, skip_reason
+from dcsi.blank import BLANK_TOLERANCE, BlankImages, blank_cross_pairs, find_blank
 from dcsi.exceptions import DataError, InvalidParameterError
 from dcsi.neighbors import (
     SearchOptions,
@@ -50,9 +51,10 @@ class LeakagePair:
     """A test item and its nearest training item within the threshold.
 
     ``stage`` says which test linked them: ``"features"`` (the first-stage distance
-    of the method, e.g. ``1 - cos`` of wavelet rows) or ``"aligned"`` (the shift- and
+    of the method, e.g. ``1 - cos`` of wavelet rows), ``"aligned"`` (the shift- and
     crop-tolerant second stage; ``distance`` is then the aligned distance of
-    :func:`dcsi.aligned.aligned_distance`).
+    :func:`dcsi.aligned.aligned_distance`) or ``"blank"`` (both images are blank and of
+    one colour, :mod:`dcsi.blank`; ``distance`` is their colour difference over 255).
     """
 
     test_id: str
@@ -88,6 +90,11 @@ class LeakageResult:
         Test ids with the distance to their nearest training item, farthest first.
     per_class : dict
         Class name -> ``{"n_test", "n_leaked", "share"}`` (labelled test sets only).
+    blank : dict or None
+        Blank images (:mod:`dcsi.blank`): ``tolerance``, ``n_train``, ``n_test``,
+        ``n_leaked`` (blank test images with a blank training image of the same
+        colour) and ``test_ids``; None when the check was off.  Blank test images are
+        left out of ``farthest``.
     """
 
     method: str
@@ -97,6 +104,7 @@ class LeakageResult:
     pairs: tuple[LeakagePair, ...]
     farthest: tuple[tuple[str, float], ...]
     per_class: dict = field(default_factory=dict)
+    blank: dict | None = None
 
     @property
     def n_leaked(self) -> int:
@@ -129,6 +137,7 @@ class LeakageResult:
             "per_class": self.per_class,
             "pairs": [p.to_dict() for p in self.pairs],
             "farthest": [{"test_id": i, "distance": round(float(d), 6)} for i, d in self.farthest],
+            "blank": self.blank,
         }
 
 
@@ -154,6 +163,53 @@ def _nearest_leaks(
     return best, best_d
 
 
+def _blank_leaks(
+    blank: tuple[BlankImages, BlankImages] | None,
+    best: np.ndarray,
+    best_d: np.ndarray,
+    stage: np.ndarray,
+    test_ids: list[str],
+) -> dict | None:
+    """Record blank test images with a blank training image of their colour in
+    ``best``, ``best_d`` and ``stage`` (2, in place); the result's ``blank`` block."""
+    if blank is None:
+        return None
+    train, test = blank
+    bp, bd = blank_cross_pairs(test, train)
+    best[bp[:, 0]], best_d[bp[:, 0]], stage[bp[:, 0]] = bp[:, 1], bd, 2
+    return {
+        "tolerance": float(test.tolerance),
+        "same_colour": float(test.same_colour),
+        "n_train": int(train.mask.sum()),
+        "n_test": int(test.mask.sum()),
+        "n_leaked": len(bp),
+        "test_ids": [test_ids[i] for i in test.indices],
+    }
+
+
+def _farthest(
+    A: np.ndarray,
+    B: np.ndarray,
+    rows: np.ndarray,
+    test_ids: list[str],
+    n_farthest: int,
+    search: SearchOptions,
+    seed: int,
+) -> list[tuple[str, float]]:
+    """The ``n_farthest`` test ``rows`` farthest from every training row: shortlisted by
+    the projected lower bound, then measured exactly."""
+    k = min(n_farthest, len(rows))
+    if not k:
+        return []
+    lower = nearest_lower_bounds(
+        A[rows], B, n_components=search.n_components, block_size=search.block_size, seed=seed
+    )
+    short = rows[np.argsort(-lower, kind="stable")[: min(len(rows), 10 * k)]]
+    exact = nearest_distances(A[short], B)
+    top = np.argsort(-exact, kind="stable")[:k]
+    return [(test_ids[short[t]], float(exact[t])) for t in top]
+
+
 def find_leakage_features(
     train_features: np.ndarray,
     test_features: np.ndarray,
@@ -169,6 +225,7 @@ def find_leakage_features(
     method: str = "features",
     params: dict | None = None,
     aligned: tuple[np.ndarray, np.ndarray] | None = None,
+    blank: tuple[BlankImages, BlankImages] | None = None,
 ) -> LeakageResult:
     """Leakage between prepared feature rows (unit length, see ``prepare_rows``).
 
@@ -193,6 +250,11 @@ def find_leakage_features(
         Extra leaked pairs ``(test index, train index)`` from a second stage
         (:func:`dcsi.aligned.aligned_cross_pairs`); used for test items the features do
         not link.
+    blank : (BlankImages of the training set, BlankImages of the test set), default=None
+        Blank images (:func:`dcsi.blank.find_blank`): a blank test image is leaked when
+        a blank training image has its colour (``stage="blank"``), never through the
+        features or the aligned stage; blank images link to no other image and blank
+        test images are left out of ``farthest``.
 
     Returns
     -------
@@ -205,14 +267,18 @@ def find_leakage_features(
     test_ids = [str(i) for i in range(n_test)] if test_ids is None else list(test_ids)
     train_ids = [str(i) for i in range(n_train)] if train_ids is None else list(train_ids)
     best, best_d = _nearest_leaks(A, B, threshold, search, seed)
+    tr_blank = np.zeros(n_train, dtype=bool) if blank is None else blank[0].mask
+    te_blank = np.zeros(n_test, dtype=bool) if blank is None else blank[1].mask
+    best[te_blank | tr_blank[np.maximum(best, 0)]] = -1  # blank images link only by colour
     stage = np.where(best >= 0, 0, -1)
     if aligned is not None and len(aligned[0]):
         ap = np.asarray(aligned[0], dtype=np.int64).reshape(-1, 2)
         ad = np.asarray(aligned[1], dtype=np.float64)
         for k in np.lexsort((ap[:, 1], ad)):  # closest first: first seen is the best
             a, b = int(ap[k, 0]), int(ap[k, 1])
-            if best[a] < 0:
+            if best[a] < 0 and not te_blank[a] and not tr_blank[b]:
                 best[a], best_d[a], stage[a] = b, ad[k], 1
+    blank_block = _blank_leaks(blank, best, best_d, stage, test_ids)
     leaked = np.flatnonzero(best >= 0)
     leaked = leaked[np.lexsort((leaked, best_d[leaked], stage[leaked]))]
     pairs = tuple(
@@ -222,20 +288,12 @@ def find_leakage_features(
             float(best_d[a]),
             None if test_labels is None else test_labels[a],
             None if train_labels is None else train_labels[best[a]],
-            stage="aligned" if stage[a] == 1 else "features",
+            stage=("features", "aligned", "blank")[stage[a]],
         )
         for a in leaked
     )
-    farthest: list[tuple[str, float]] = []
-    k = min(n_farthest, n_test)
-    if k:  # shortlist by the projected lower bound, then measure exactly
-        lower = nearest_lower_bounds(
-            A, B, n_components=search.n_components, block_size=search.block_size, seed=seed
-        )
-        short = np.argsort(-lower, kind="stable")[: min(n_test, 10 * k)]
-        exact = nearest_distances(A[short], B)
-        top = np.argsort(-exact, kind="stable")[:k]
-        farthest = [(test_ids[short[t]], float(exact[t])) for t in top]
+    pictures = np.flatnonzero(~te_blank)  # a blank image is far from everything
+    farthest = _farthest(A, B, pictures, test_ids, n_farthest, search, seed)
     per_class: dict = {}
     if test_labels is not None:
         leaked_set = set(leaked.tolist())
@@ -255,6 +313,7 @@ def find_leakage_features(
         pairs=pairs,
         farthest=tuple(farthest),
         per_class=per_class,
+        blank=blank_block,
     )
 
 
@@ -303,6 +362,7 @@ LEAKAGE_CONSTRAINTS: dict[str, list[Any]] = {
     "threshold": [Interval(float, 0.0, 2.0, closed="both"), None],
     "n_farthest": [Interval(int, 0, None, closed="left")],
     "seed": [Interval(int, 0, None, closed="left")],
+    "blank_tolerance": [Interval(float, 0.0, 255.0, closed="both"), None],
 }
 
 
@@ -338,6 +398,40 @@ def _checked_options(
     )
 
 
+def _aligned_leaks(
+    tr_arr: np.ndarray,
+    te_arr: np.ndarray,
+    align_opts: AlignOptions | None,
+    params: dict[str, Any],
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The aligned stage's (test, train) pairs and distances (None when off or skipped
+    because the images are too small); records its options in ``params``."""
+    skipped = (
+        None
+        if align_opts is None
+        else skip_reason(tr_arr.shape[1:3], align_opts.max_shift, align_opts.max_crop)
+    )
+    if skipped:
+        align_opts = None
+        params["align_skipped"] = skipped
+        logger.warning("find_leakage: %s", skipped)
+    params["align"] = align_opts is not None
+    if align_opts is None:
+        return None
+    params.update(align_opts.to_dict())
+    return aligned_cross_pairs(te_arr, tr_arr, options=align_opts, seed=seed)
+
+
+def _blank_pair(
+    tr_arr: np.ndarray, te_arr: np.ndarray, tolerance: float | None
+) -> tuple[BlankImages, BlankImages] | None:
+    """The blank images of the training and the test set (None: no blank check)."""
+    if tolerance is None:
+        return None
+    return find_blank(tr_arr, tolerance=tolerance), find_blank(te_arr, tolerance=tolerance)
+
+
 def _label_names(y: np.ndarray | None, classes: list[str]) -> list[str] | None:
     """Class name of each label (the id as text past the named classes); None: unlabelled."""
     if y is None:
@@ -360,6 +454,7 @@ def find_leakage(
     n_farthest: int = 20,
     backbone: Any = "efficientnet_lite0",
     seed: int = 0,
+    blank_tolerance: float | None = BLANK_TOLERANCE,
 ) -> LeakageResult:
     """Share of test items with a near-identical training item, and the farthest ones.
 
@@ -385,12 +480,17 @@ def find_leakage(
     search : SearchOptions, default=None
         Sizes of the exact candidate search.
     size : int or (h, w), default=None
-        Size both sets are brought to (``None``: the training set's native or median
-        size).
+        Working size both sets are brought to (``None``: the training set's, see
+        :meth:`dcsi.sources.ImageSet.working_size`: its native or median size, the
+        longer side capped at 32 px).
     n_farthest : int, default=20
     backbone : str or Extractor, default="efficientnet_lite0"
         For ``method="cnn"`` (:func:`dcsi.extract_features`).
     seed : int, default=0
+    blank_tolerance : float or None, default=2.0
+        Blank images (:mod:`dcsi.blank`): a blank test image with a blank training image
+        of the same colour is leaked (``stage="blank"``, counted in ``blank``);
+        ``None``: no blank check.
 
     Returns
     -------
@@ -399,6 +499,9 @@ def find_leakage(
     method, threshold, n_farthest, seed, align_opts, wavelet, search = _checked_options(
         method, threshold, n_farthest, seed, align, wavelet, search
     )
+    blank_tolerance = validate_params(
+        {"blank_tolerance": blank_tolerance}, LEAKAGE_CONSTRAINTS, "find_leakage"
+    )["blank_tolerance"]
     tr_arr, tr_y, tr_ids, tr_classes, tr_set = as_grey_arrays(train, train_labels, size=size)
     if size is None:
         size = tuple(tr_arr.shape[1:3])
@@ -417,7 +520,13 @@ def find_leakage(
             ", ".join(tr_classes[:5]),
             ", ".join(te_classes[:5]),
         )
-    params: dict[str, Any] = {"method": method, "threshold": threshold, "seed": seed}
+    params: dict[str, Any] = {
+        "method": method,
+        "threshold": threshold,
+        "seed": seed,
+        "working_size": list(tr_arr.shape[1:3]),
+        "blank_tolerance": blank_tolerance,
+    }
     Ftr, Fte = _leakage_rows(
         tr_arr,
         te_arr,
@@ -428,21 +537,7 @@ def find_leakage(
         backbone=backbone,
         params=params,
     )
-    skipped = (
-        None
-        if align_opts is None
-        else skip_reason(tr_arr.shape[1:3], align_opts.max_shift, align_opts.max_crop)
-    )
-    if skipped:
-        align_opts = None
-        params["align_skipped"] = skipped
-        logger.warning("find_leakage: %s", skipped)
-    params["align"] = align_opts is not None
-    aligned = None
-    if align_opts is not None:
-        params.update(align_opts.to_dict())
-        aligned = aligned_cross_pairs(te_arr, tr_arr, options=align_opts, seed=seed)
-
+    aligned = _aligned_leaks(tr_arr, te_arr, align_opts, params, seed)
     return find_leakage_features(
         Ftr,
         Fte,
@@ -457,4 +552,5 @@ def find_leakage(
         method=method,
         params=params,
         aligned=aligned,
+        blank=_blank_pair(tr_arr, te_arr, blank_tolerance),
     )

@@ -173,8 +173,10 @@ def analyze(
         Method of the near-duplicate search stored in the card.
     size : int, default=None
         Size (pixels, square) at which the pixel-space stages (SSIM and wavelet class
-        matrices, the near-duplicate search) compare the images; ``None``: the native
-        size, or the median size when sizes differ.
+        matrices, the near-duplicate search) compare the images; ``None``: the working
+        size of :meth:`~dcsi.sources.ImageSet.working_size` (the native or median size,
+        its longer side capped at 32 px, aspect kept), recorded in
+        ``provenance.parameters.working_size``.
     neighbor_index : path, default=None
         Also build the neighbour index from the CNN features (extracted once) and write
         it to this folder, normally ``<card folder>/neighbor_index``; the card's
@@ -286,6 +288,7 @@ def analyze_images(
     features = grey = None
     num_threads = None
     check_int(neighbor_k, "neighbor_k", "analyze", min_value=1)
+    working = images.working_size(size)  # the pixel-space stages' size, bounded
     if "cnn" in chosen or redundancy_method == "cnn" or neighbor_index is not None:
         from dcsi.features import choose_num_threads, extract_features
 
@@ -300,7 +303,7 @@ def analyze_images(
             device=device,
             cache=cache,
             num_threads=num_threads,
-            arrays=(size, "L"),
+            arrays=(working, "L"),
             pooling=pooling,
         )
         features, grey = fs.features, fs.arrays
@@ -313,7 +316,7 @@ def analyze_images(
         data["similarity"].update(cnn.pop("similarity", {}))
         data.update(cnn)
     if grey is None:  # decoded once, shared by the stages below
-        grey = images.to_array(size=size, mode="L")
+        grey = images.to_array(size=working, mode="L")
     if class_level and "ssim" in chosen:
         from dcsi.similarity.ssim import class_ssim
 
@@ -369,6 +372,7 @@ def analyze_images(
             "linkage": linkage,
             "redundancy_method": redundancy_method,
             "size": size,
+            "working_size": list(working),
             "num_threads": num_threads,
         },
         "command": command or " ".join(sys.argv),

@@ -49,8 +49,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from dcsi._json import to_jsonable
+from dcsi._progress import progress
 from dcsi._validation import Interval, Options, check_instance, check_labels, validate_params
 from dcsi.aligned import AlignOptions, aligned_distance, aligned_pairs, skip_reason
+from dcsi.blank import BLANK_TOLERANCE, BlankImages, find_blank
 from dcsi.exceptions import InvalidParameterError
 from dcsi.neighbors import SearchOptions, prepare_rows, radius_pairs
 from dcsi.similarity.wavelet import WaveletOptions, wavelet_rows
@@ -105,7 +107,11 @@ class Group:
     distances : tuple of float
         Euclidean distance of each member's unit feature row to the mean row of the
         group (same order); for ``method="ssim"`` the mean ``1 - SSIM`` to the other
-        members.
+        members; for a blank group the distance of the member's mean colour to the
+        group's, divided by 255.
+    blank : bool, default=False
+        A group of blank images of one colour (:mod:`dcsi.blank`), not a copy found by
+        the search.
     """
 
     members: tuple[str, ...]
@@ -114,13 +120,15 @@ class Group:
     kind: str
     representative: str
     distances: tuple[float, ...]
+    blank: bool = False
 
     def __len__(self) -> int:
         return len(self.members)
 
     def to_dict(self) -> dict:
-        """JSON-ready dict: members, labels, kind, representative, distances, size."""
-        return {
+        """JSON-ready dict: members, labels, kind, representative, distances, size, and
+        ``blank: true`` for a group of blank images."""
+        out = {
             "members": list(self.members),
             "labels": list(self.labels),
             "kind": self.kind,
@@ -128,6 +136,9 @@ class Group:
             "distances": [round(float(d), 6) for d in self.distances],
             "size": len(self.members),
         }
+        if self.blank:
+            out["blank"] = True
+        return out
 
 
 @dataclass(frozen=True)
@@ -148,6 +159,10 @@ class RedundancyResult(Sequence):
         Ids of all analysed items (row order).
     keep : ndarray of shape (n,), bool
         The keep-list: False for the non-representative members of redundant groups.
+    blank : dict or None
+        Blank and near-uniform images (:meth:`dcsi.blank.BlankImages.summary`:
+        ``tolerance``, ``same_colour``, ``rule``, ``n_blank``, ``ids``); None when the
+        check was off (``blank_tolerance=None``) or had no images.
     """
 
     groups: tuple[Group, ...]
@@ -156,6 +171,7 @@ class RedundancyResult(Sequence):
     summary: dict
     ids: tuple[str, ...] = field(repr=False)
     keep: np.ndarray = field(repr=False)
+    blank: dict | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.groups)
@@ -171,14 +187,18 @@ class RedundancyResult(Sequence):
         return [i for i, k in zip(self.ids, self.keep) if k]
 
     def to_dict(self, *, max_groups: int | None = None) -> dict:
-        """The card's ``redundancy`` block: ``method``, ``params``, ``summary``, ``groups``."""
+        """The card's ``redundancy`` block: ``method``, ``params``, ``summary``, ``groups``
+        and, when blank images were looked for, ``blank``."""
         groups = self.groups if max_groups is None else self.groups[:max_groups]
-        return {
+        out = {
             "method": self.method,
             "params": to_jsonable(self.params),
             "summary": to_jsonable(self.summary),
             "groups": [g.to_dict() for g in groups],
         }
+        if self.blank is not None:
+            out["blank"] = to_jsonable(self.blank)
+        return out
 
     def groups_csv(self) -> str:
         """CSV text with one row per group member."""
@@ -286,7 +306,7 @@ def complete_groups(
     from scipy.cluster.hierarchy import fcluster, linkage
 
     out, n_unrefined = [], 0
-    for g in components:
+    for g in progress(components, desc="complete linkage of the groups", unit="group"):
         if len(g) <= 2 or len(g) > max_size:
             n_unrefined += len(g) > max_size
             out.append(g)
@@ -374,8 +394,44 @@ def _make_groups(
     return out
 
 
+def _without_blank(
+    parts: list[np.ndarray], blank: BlankImages | None
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The parts of the search without their blank images, and the blank images of
+    each part grouped by colour (:meth:`dcsi.blank.BlankImages.colour_groups`)."""
+    if blank is None or not blank.mask.any():
+        return parts, []
+    groups = [g for part in parts for g in blank.colour_groups(part)]
+    return [part[~blank.mask[part]] for part in parts], groups
+
+
+def _blank_groups(
+    members: list[np.ndarray],
+    blank: BlankImages | None,
+    ids: Sequence[str],
+    labels: np.ndarray | None,
+    classes: Sequence[str],
+) -> list[Group]:
+    """Groups of blank images of one colour; distances: the member's mean colour to
+    the group's (Euclidean, over 255)."""
+    if blank is None or not members:
+        return []
+    found = _make_groups(members, blank.colours / 255.0, ids, labels, classes)
+    return [replace(g, blank=True) for g in found]
+
+
+def _sorted_groups(*lists: list[Group]) -> list[Group]:
+    out = [g for groups in lists for g in groups]
+    out.sort(key=lambda g: (-len(g.members), g.indices[0]))
+    return out
+
+
 def _summarise(
-    groups: list[Group], n: int, labels: np.ndarray | None, classes: Sequence[str]
+    groups: list[Group],
+    n: int,
+    labels: np.ndarray | None,
+    classes: Sequence[str],
+    blank: BlankImages | None = None,
 ) -> tuple[np.ndarray, dict]:
     keep = np.ones(n, dtype=bool)
     for g in groups:
@@ -392,6 +448,8 @@ def _summarise(
         "n_removed": int(n - keep.sum()),
         "n_kept": int(keep.sum()),
         "redundancy_rate": float((n - keep.sum()) / n) if n else 0.0,
+        "n_blank": None if blank is None else int(blank.mask.sum()),
+        "n_blank_groups": sum(g.blank for g in groups),
         "keep_rule": "redundant group: keep the representative (closest to the group "
         "centre); conflict group: keep all members for review",
     }
@@ -441,6 +499,10 @@ class RedundancyParams:
     wavelet : WaveletOptions, default=WaveletOptions()
     search : SearchOptions, default=SearchOptions()
     seed : int, default=0
+    blank_tolerance : float or None, default=2.0
+        Blank images (per-channel standard deviation ``<=`` this, in grey levels, at the
+        working size; :mod:`dcsi.blank`) are taken out of the search and grouped by
+        colour; ``None``: no blank check (they go through the search like any image).
     """
 
     method: str = "wavelet"
@@ -455,6 +517,7 @@ class RedundancyParams:
     wavelet: WaveletOptions = field(default_factory=WaveletOptions)
     search: SearchOptions = field(default_factory=SearchOptions)
     seed: int = 0
+    blank_tolerance: float | None = BLANK_TOLERANCE
 
     #: Declared constraints of the scalar fields (checked on creation; the invalid-value
     #: tests are generated from them).
@@ -468,6 +531,7 @@ class RedundancyParams:
         "verify": [Options(("ssim",)), None],
         "verify_threshold": [Interval(float, -1.0, 1.0, closed="both")],
         "seed": [Interval(int, 0, None, closed="left")],
+        "blank_tolerance": [Interval(float, 0.0, 255.0, closed="both"), None],
     }
 
     def __post_init__(self) -> None:
@@ -519,6 +583,7 @@ class RedundancyParams:
             "n_clusters": self.n_clusters,
             "scope": self.scope,
             "seed": self.seed,
+            "blank_tolerance": self.blank_tolerance,
         }
         if self.method == "wavelet":
             out.update(self.wavelet.to_dict())
@@ -543,6 +608,10 @@ class RedundancyParams:
 
 
 # --------------------------------------------------------------------------- entry points
+#: Floats of gathered feature rows the link score of :func:`complete_groups` holds at once.
+_SCORE_CHUNK_FLOATS = 2**23
+
+
 def _link_score(F: np.ndarray, params: RedundancyParams, images: np.ndarray | None) -> Any:
     """``link_score(members, pairs)`` for :func:`complete_groups`: the smaller of the
     feature distance over ``threshold`` (``inf`` when SSIM verification rejects the
@@ -552,6 +621,15 @@ def _link_score(F: np.ndarray, params: RedundancyParams, images: np.ndarray | No
     assert threshold is not None  # resolved on creation of the params
 
     def score(members: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+        # in chunks: a component of 2,000 images has 2 million pairs, whose gathered
+        # rows would need gigabytes at once
+        step = max(1, _SCORE_CHUNK_FLOATS // max(1, F.shape[1]))
+        return np.concatenate(
+            [one_chunk(members, pairs[s : s + step]) for s in range(0, len(pairs), step)]
+            or [np.empty(0)]
+        )
+
+    def one_chunk(members: np.ndarray, pairs: np.ndarray) -> np.ndarray:
         a, b = members[pairs[:, 0]], members[pairs[:, 1]]
         d = 1.0 - np.einsum("ij,ij->i", F[a], F[b], dtype=np.float64)
         s = np.maximum(d, 0.0) / max(threshold, 1e-12)
@@ -563,8 +641,8 @@ def _link_score(F: np.ndarray, params: RedundancyParams, images: np.ndarray | No
         if params.align is not None:
             assert images is not None  # align needs images (checked by the caller)
             da = aligned_distance(
-                images,
-                np.stack([a, b], 1),
+                images[members],  # only the component's images are made grey
+                pairs,
                 max_shift=params.align.max_shift,
                 max_crop=params.align.max_crop,
             )
@@ -598,6 +676,42 @@ def _linked_pairs(
         if len(ap):
             pairs = np.unique(np.concatenate([pairs.reshape(-1, 2), ap]), axis=0)
     return pairs, n_aligned
+
+
+def _checked_inputs(
+    n: int,
+    labels: Any,
+    ids: Sequence[str] | None,
+    classes: Sequence[str] | None,
+    params: RedundancyParams,
+    images: np.ndarray | None,
+) -> tuple[np.ndarray | None, list[str], Sequence[str]]:
+    """find_redundancy_features' labels, ids and classes, checked against ``n`` rows
+    and the params (one line naming what to change)."""
+    caller = "find_redundancy"
+    y = None if labels is None else check_labels(labels, n, caller)
+    ids = [str(i) for i in range(n)] if ids is None else [str(i) for i in ids]
+    if len(ids) != n:
+        raise InvalidParameterError(
+            f"The 'ids' parameter of {caller} must have one id per image ({n}). "
+            f"Got {len(ids)} instead."
+        )
+    if classes is None:
+        classes = [str(c) for c in range((int(y.max()) + 1) if y is not None and n else 0)]
+    if params.scope == "class" and y is None:
+        raise InvalidParameterError(SCOPE_NEEDS_LABELS)
+    if images is None and (params.align is not None or params.verify):
+        raise InvalidParameterError(
+            "The 'align' and 'verify' parameters of find_redundancy_features need the "
+            "images. Got them without images=; pass images= or turn both off."
+        )
+    if params.n_clusters is not None and params.n_clusters > n:
+        raise InvalidParameterError(
+            f"The 'n_clusters' parameter of find_redundancy must be <= the number of "
+            f"images ({n}). Got {params.n_clusters} instead; leave n_clusters=None for a "
+            "near-duplicate search."
+        )
+    return y, ids, classes
 
 
 def find_redundancy_features(
@@ -634,37 +748,17 @@ def find_redundancy_features(
     -------
     RedundancyResult
     """
-    caller = "find_redundancy"
     F0 = np.asarray(features)
     n = F0.shape[0]
-    y = None if labels is None else check_labels(labels, n, caller)
-    ids = [str(i) for i in range(n)] if ids is None else [str(i) for i in ids]
-    if len(ids) != n:
-        raise InvalidParameterError(
-            f"The 'ids' parameter of {caller} must have one id per image ({n}). "
-            f"Got {len(ids)} instead."
-        )
-    if classes is None:
-        classes = [str(c) for c in range((int(y.max()) + 1) if y is not None and n else 0)]
-    if params.scope == "class" and y is None:
-        raise InvalidParameterError(SCOPE_NEEDS_LABELS)
-    if images is None and (params.align is not None or params.verify):
-        raise InvalidParameterError(
-            "The 'align' and 'verify' parameters of find_redundancy_features need the "
-            "images. Got them without images=; pass images= or turn both off."
-        )
-    if params.n_clusters is not None and params.n_clusters > n:
-        raise InvalidParameterError(
-            f"The 'n_clusters' parameter of find_redundancy must be <= the number of "
-            f"images ({n}). Got {params.n_clusters} instead; leave n_clusters=None for a "
-            "near-duplicate search."
-        )
+    y, ids, classes = _checked_inputs(n, labels, ids, classes, params, images)
     F = prepare_rows(F0, center=center)
     if params.scope == "all":
         parts = [np.arange(n)]
     else:
         assert y is not None  # scope="class" needs labels (checked above)
         parts = [np.flatnonzero(y == c) for c in np.unique(y)]
+    blank = _find_blank(images, params)
+    parts, blank_members = _without_blank(parts, blank)
     members: list[np.ndarray] = []
     n_pairs = n_aligned = n_unrefined = 0
     for part in parts:
@@ -672,6 +766,8 @@ def find_redundancy_features(
             if len(part) >= params.n_clusters:  # a smaller class has no shared cluster
                 comp = _cluster(F[part], params.n_clusters, params.clustering, params.seed)
                 members.extend(part[g] for g in _labels_to_groups(comp))
+            continue
+        if len(part) < 2:  # nothing to link (e.g. all but one image are blank)
             continue
         part_images = None if images is None else images[part]
         pairs, aligned = _linked_pairs(F[part], params, part_images)
@@ -682,8 +778,11 @@ def find_redundancy_features(
             comps, unrefined = complete_groups(comps, _link_score(F[part], params, part_images))
             n_unrefined += unrefined
         members.extend(part[g] for g in comps)
-    groups = _make_groups(members, F, ids, y, classes)
-    keep, summary = _summarise(groups, n, y, classes)
+    groups = _sorted_groups(
+        _make_groups(members, F, ids, y, classes),
+        _blank_groups(blank_members, blank, ids, y, classes),
+    )
+    keep, summary = _summarise(groups, n, y, classes, blank)
     summary["n_linked_pairs"] = int(n_pairs)
     if params.align is not None:
         summary["n_aligned_pairs"] = int(n_aligned)
@@ -697,7 +796,15 @@ def find_redundancy_features(
         summary=summary,
         ids=tuple(ids),
         keep=keep,
+        blank=None if blank is None else blank.summary(ids),
     )
+
+
+def _find_blank(images: np.ndarray | None, params: RedundancyParams) -> BlankImages | None:
+    """The blank images of a search (None without images or with the check off)."""
+    if images is None or params.blank_tolerance is None or len(images) == 0:
+        return None
+    return find_blank(images, tolerance=params.blank_tolerance)
 
 
 def find_redundancy(
@@ -721,6 +828,7 @@ def find_redundancy(
     ids: Sequence[str] | None = None,
     classes: Sequence[str] | None = None,
     seed: int = 0,
+    blank_tolerance: float | None = BLANK_TOLERANCE,
 ) -> RedundancyResult:
     """Find near-duplicate groups: redundant copies and label conflicts.
 
@@ -763,8 +871,10 @@ def find_redundancy(
     search : SearchOptions, default=None
         Sizes of the exact candidate search (never change a result).
     size : int or (h, w), default=None
-        Size a source's images are brought to (``None``: native or median size); grey
-        levels.
+        Working size the images are compared at (``None``: the native or median size,
+        its longer side capped at :data:`dcsi.sources.MAX_WORKING_SIDE` = 32, aspect
+        kept; every image is stretched to it); sources are read as grey levels, RGBA
+        composited over white.
     features : ndarray of shape (n, d), default=None
         ``method="cnn"``: CNN features already extracted for these images (the
         pipeline passes its own); ``None``: extracted with ``backbone``.
@@ -773,6 +883,11 @@ def find_redundancy(
     ids, classes : sequence of str, default=None
         For in-memory arrays (default: row numbers; label ids).
     seed : int, default=0
+    blank_tolerance : float or None, default=2.0
+        Blank and near-uniform images (per-channel standard deviation ``<=`` this, in
+        grey levels, at the working size; :mod:`dcsi.blank`) are taken out of the copy
+        search; those of one colour form one group (``Group.blank``); all are listed in
+        ``RedundancyResult.blank``.  ``None``: no blank check.
 
     Returns
     -------
@@ -793,6 +908,7 @@ def find_redundancy(
         wavelet=WaveletOptions() if wavelet is None else wavelet,
         search=SearchOptions() if search is None else search,
         seed=seed,
+        blank_tolerance=blank_tolerance,
     )
     arr, y, ids, classes, image_set = as_grey_arrays(
         source_or_images, labels, ids=ids, classes=classes, size=size
@@ -819,6 +935,7 @@ def find_redundancy(
         extra_summary=extra,
     )
     res.params["distance"] = distance
+    res.params["working_size"] = list(arr.shape[1:3])
     if params.method == "cnn":
         res.params["backbone"] = (
             backbone if isinstance(backbone, str) else getattr(backbone, "name", "custom")
@@ -866,8 +983,10 @@ def as_grey_arrays(
 ) -> tuple[np.ndarray, np.ndarray | None, list[str], list[str], Any]:
     """The images of any input as grey uint8 arrays, with labels, ids and classes.
 
-    In-memory arrays are used as they are (colour kept); an
-    :class:`~dcsi.sources.ImageSet` is decoded once (``to_array(size, mode="L")``); any
+    In-memory arrays at the working size are used as they are (colour kept; an RGBA
+    array is composited over white first, a larger one is resized to the working size);
+    an :class:`~dcsi.sources.ImageSet` is decoded once at its working size
+    (:meth:`~dcsi.sources.ImageSet.working_size`, ``to_array(size, mode="L")``); any
     other source is opened first (the public near-duplicate functions take sources).
 
     Parameters
@@ -881,7 +1000,8 @@ def as_grey_arrays(
         Class names of in-memory labels, in label order (classes without an image are
         dropped, as :func:`dcsi.open_source` does).
     size : int or (h, w), default=None
-        Size a source's images are brought to (``None``: native or median size).
+        Working size the images are brought to (``None``: the native or median size,
+        its longer side capped at :data:`dcsi.sources.MAX_WORKING_SIDE`).
 
     Returns
     -------
@@ -905,10 +1025,14 @@ def as_grey_arrays(
         else {}
     )
     image_set = source if isinstance(source, ImageSet) else open_source(source, labels=labels, **kw)
-    if isinstance(source, np.ndarray):
-        arr = source if source.ndim == 3 or source.shape[-1] != 1 else source[..., 0]
-    else:
-        arr = image_set.to_array(size=size, mode="L")
+    hw = image_set.working_size(size)
+    if isinstance(source, np.ndarray) and source.shape[1:3] == hw and source.ndim == 3:
+        arr = source
+    elif isinstance(source, np.ndarray) and source.shape[1:3] == hw and source.shape[-1] < 4:
+        arr = source if source.shape[-1] == 3 else source[..., 0]
+    else:  # decoded, or resized to the working size, RGBA composited over white
+        colour = isinstance(source, np.ndarray) and source.ndim == 4 and source.shape[-1] >= 3
+        arr = image_set.to_array(size=hw, mode="RGB" if colour else "L")
     y = None if image_set.labels is None else np.asarray(image_set.labels, dtype=np.int64)
     ids = list(image_set.ids) if ids is None else ids
     classes = list(image_set.classes)  # after any empty class was dropped
@@ -934,21 +1058,34 @@ def _ssim_redundancy(
         parts = [np.flatnonzero(y == c) for c in np.unique(y)]
     threshold = params.threshold
     assert threshold is not None  # resolved on creation of the params
+    blank = _find_blank(arr, params)
+    parts, blank_members = _without_blank(parts, blank)
     members: list[np.ndarray] = []
     pair_dist: dict = {}
     for part in parts:
+        if len(part) < 2:
+            continue
         pairs, vals = ssim_threshold_pairs(arr[part], threshold)
         pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
         for (a, b), v in zip(part[pairs], np.asarray(vals)):
             pair_dist[(min(a, b), max(a, b))] = 1.0 - float(v)
         members.extend(part[g] for g in connected_groups(len(part), pairs))
-    groups = _make_groups(members, None, ids, y, classes, pair_dist)
-    keep, summary = _summarise(groups, n, y, classes)
+    groups = _sorted_groups(
+        _make_groups(members, None, ids, y, classes, pair_dist),
+        _blank_groups(blank_members, blank, ids, y, classes),
+    )
+    keep, summary = _summarise(groups, n, y, classes, blank)
     summary["n_linked_pairs"] = len(pair_dist)
     out = params.to_dict()
     out["distance"] = "1 - SSIM (skimage settings, grey levels)"
     return RedundancyResult(
-        groups=tuple(groups), method="ssim", params=out, summary=summary, ids=tuple(ids), keep=keep
+        groups=tuple(groups),
+        method="ssim",
+        params=out,
+        summary=summary,
+        ids=tuple(ids),
+        keep=keep,
+        blank=None if blank is None else blank.summary(ids),
     )
 
 

@@ -607,7 +607,9 @@ def report_html(
         parts.append(
             f"<p>Method {esc(red['method'])}: {c['groups']} groups ({c['redundant']} redundant, "
             f"{c['conflict']} with conflicting labels), {c['images_in_groups']} images in groups, "
-            f"{c['removable']} removable. Parameters: <code>{_fmt(red['params'])}</code>.</p>"
+            f"{c['removable']} removable"
+            + (f", {c['blank']} blank or near-uniform images" if "blank" in c else "")
+            + f". Parameters: <code>{_fmt(red['params'])}</code>.</p>"
         )
         parts.append(_groups_html(red["groups"], load_image))
     else:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dcsi._json import to_jsonable
+from dcsi._progress import progress
 from dcsi._validation import check_array, check_float
 
 __all__ = ["ColumnSelection", "numerical_rank", "r_factor", "select_columns"]
@@ -139,7 +140,8 @@ def _cholesky_r(W: np.ndarray, step: int) -> np.ndarray | None:
     """``R`` from the Cholesky factor of the Gram matrix, or None when ill-conditioned."""
     d = W.shape[1]
     gram = np.zeros((d, d))
-    for i in range(0, W.shape[0], step):
+    starts = range(0, W.shape[0], step)
+    for i in progress(starts, desc=f"column selection ({d} columns)", unit="block"):
         b = np.asarray(W[i : i + step], dtype=np.float64)
         gram += b.T @ b
     try:

@@ -54,7 +54,12 @@ def test_errors(rng):
     with pytest.raises(InvalidParameterError, match="'threshold' parameter of find_leakage"):
         find_leakage(a, a, threshold=-1.0)
     with pytest.raises(InvalidParameterError, match="must have one size"):
-        find_leakage(a, rng.integers(0, 256, (4, 6, 6), dtype=np.uint8))
+        find_leakage(a, rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8))
+    with pytest.raises(InvalidParameterError, match="'blank_tolerance' parameter"):
+        find_leakage(a, a, blank_tolerance=-1.0)
+    # a test set of another size is brought to the training set's working size
+    res = find_leakage(a, rng.integers(0, 256, (4, 6, 6), dtype=np.uint8))
+    assert res.params["working_size"] == [8, 8]
 
 
 # --------------------------------------------------------------------------- aligned stage

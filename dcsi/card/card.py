@@ -781,6 +781,7 @@ class Card:
                 f"redundancy ({d['redundancy']['method']}): {counts['groups']} groups "
                 f"({counts['redundant']} redundant, {counts['conflict']} conflict), "
                 f"{counts['images_in_groups']} images in groups, {counts['removable']} removable"
+                + (f", {counts['blank']} blank images" if "blank" in counts else "")
             )
         else:
             lines.append("redundancy: not run")
@@ -1009,18 +1010,22 @@ class Card:
 
     @property
     def redundancy_counts(self) -> dict[str, int] | None:
-        """Counts of groups by kind and images in groups; None without the analysis."""
+        """Counts of groups by kind and images in groups, and ``blank`` (blank images,
+        cards of schema 1.3.0 on); None without the analysis."""
         block = self._data.get("redundancy")
         if not block:
             return None
         groups = block["groups"]
-        return {
+        out = {
             "groups": len(groups),
             "redundant": sum(g["kind"] == "redundant" for g in groups),
             "conflict": sum(g["kind"] == "conflict" for g in groups),
             "images_in_groups": sum(len(g["members"]) for g in groups),
             "removable": sum(len(g["members"]) - 1 for g in groups if g["kind"] == "redundant"),
         }
+        if block.get("blank") is not None:  # schema 1.3.0
+            out["blank"] = int(block["blank"]["n_blank"])
+        return out
 
     @property
     def backbone(self) -> str | None:

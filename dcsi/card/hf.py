@@ -240,6 +240,11 @@ def _template_body(card: Card) -> str:
             f"({counts['redundant']} redundant, {counts['conflict']} conflicting labels), "
             f"{counts['images_in_groups']} images in groups, {counts['removable']} removable."
         )
+        if "blank" in counts:
+            redundancy_section += (
+                f" {counts['blank']} blank or near-uniform images (one colour, whatever the "
+                "alpha), left out of the copy search and grouped by colour."
+            )
     else:
         redundancy_section = "The redundancy analysis was not run."
 

@@ -153,7 +153,7 @@ def add_size_option(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="compare images at N x N pixels in the pixel-space stages (wavelet, SSIM, "
         "aligned copies); default: the dataset's native size, or its median size when "
-        "sizes differ",
+        "sizes differ, scaled down to at most 32 px on the longer side",
     )
 
 

@@ -126,6 +126,11 @@ def run(args: argparse.Namespace) -> int:
         f"  {res.n_leaked} test items ({100 * res.share:.2f}%) have a near-identical "
         f"training item; {res.n_label_mismatch} of them with a different label"
     )
+    if res.blank is not None and res.blank["n_test"]:
+        print(
+            f"  blank test images: {res.blank['n_test']}, {res.blank['n_leaked']} of them with a "
+            "blank training image of the same colour (counted as leaked, stage 'blank')"
+        )
     if res.farthest:
         tid, d = res.farthest[0]
         print(f"  farthest test item from all training items: {tid} (distance {d:.3g})")

@@ -173,7 +173,8 @@ def run(args: argparse.Namespace) -> int:
     s = res.summary
     print(
         f"{images.name}: {s['n_images']} images, method {res.method}, "
-        f"threshold {res.params['threshold']}"
+        f"threshold {res.params['threshold']}, working size "
+        + "x".join(str(v) for v in res.params.get("working_size", ()))
     )
     print(
         f"  {s['n_groups']} groups ({s['n_redundant_groups']} redundant, "
@@ -184,6 +185,12 @@ def run(args: argparse.Namespace) -> int:
         f"  keep-list: {s['n_kept']} kept, {s['n_removed']} removed "
         f"({100 * s['redundancy_rate']:.2f}% redundant)"
     )
+    if res.blank is not None and res.blank["n_blank"]:
+        print(
+            f"  blank or near-uniform: {res.blank['n_blank']} images (per-channel std <= "
+            f"{res.blank['tolerance']:g} grey levels), {s['n_blank_groups']} colour groups; "
+            "listed in redundancy.json: blank"
+        )
     if "rrqr" in s:
         r = s["rrqr"]
         cond = (

@@ -61,6 +61,7 @@ from dcsi._validation import check_array, check_choice, check_float, check_int, 
 from dcsi.exceptions import InvalidParameterError
 
 __all__ = [
+    "DEFAULT_MAX_IMAGES",
     "DEFAULT_MAX_PER_CLASS",
     "DEFAULT_WIN_SIZE",
     "SIGMA",
@@ -87,6 +88,9 @@ K1 = 0.01
 K2 = 0.03
 #: classes larger than this are subsampled by :func:`class_ssim` unless told otherwise
 DEFAULT_MAX_PER_CLASS = 500
+#: images used in all by :func:`class_ssim` by default: with K classes each keeps at most
+#: ``min(500, 5000 // K)`` (at least 2), so the pairs stay at about 12.5 million whatever K
+DEFAULT_MAX_IMAGES = 5000
 
 # float64 bytes of one Gram chunk (P_chunk x b x b) kept hot in cache
 _CHUNK_BYTES = 2 * 2**20
@@ -887,8 +891,10 @@ def class_ssim(
     n_classes : int, default=None
         K (``None``: ``labels.max() + 1``); classes without images get NaN entries.
     max_per_class : int, default=None
-        Images used per class; ``None`` means :data:`DEFAULT_MAX_PER_CLASS` (500), so a
-        class-level run stays O((K * 500)^2) pairs whatever the dataset size.
+        Images used per class; ``None`` means ``min(500, 5000 // K)`` (at least 2;
+        :data:`DEFAULT_MAX_PER_CLASS`, :data:`DEFAULT_MAX_IMAGES`), so a class-level run
+        uses at most about 5,000 images (12.5 million pairs) whatever the dataset size
+        and the number of classes (500 per class up to 10 classes).
     seed : int, default=0
         Seed of the subsampling.
     data_range : float, default=None
@@ -920,7 +926,7 @@ def class_ssim(
             f"Got {int(y.max())} instead."
         )
     cap = (
-        DEFAULT_MAX_PER_CLASS
+        max(2, min(DEFAULT_MAX_PER_CLASS, DEFAULT_MAX_IMAGES // K))
         if max_per_class is None
         else check_int(max_per_class, "max_per_class", caller, min_value=2)
     )

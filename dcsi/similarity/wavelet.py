@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from dcsi._progress import progress
 from dcsi._validation import (
     Interval,
     check_array,
@@ -160,10 +161,13 @@ def wavelet_coefficients(
     _check_wavelet(wavelet, level, mode, "wavelet_coefficients")
     d = n_coefficients(arr.shape[1:], wavelet=wavelet, level=level, mode=mode)
     out = np.empty((arr.shape[0], d), dtype=np.float32)
-    for start, block in iter_wavelet_blocks(
+    blocks = iter_wavelet_blocks(
         arr, wavelet=wavelet, level=level, mode=mode, batch_size=batch_size
-    ):
-        out[start : start + len(block)] = block
+    )
+    with progress(desc="wavelet coefficients", total=arr.shape[0], unit="img") as bar:
+        for start, block in blocks:
+            out[start : start + len(block)] = block
+            bar.update(len(block))
     return out
 
 
@@ -390,7 +394,8 @@ def class_wavelet_similarity(
     level : int, default=1
     mode : str, default="symmetric"
     size : int or (h, w), default=None
-        Image size for a source (``None``: native or median size).
+        Image size for a source (``None``: its working size,
+        :meth:`~dcsi.sources.ImageSet.working_size`).
     color : {"L", "RGB"}, default="L"
         How a source is read; ignored for arrays (their channels are kept).
     n_classes : int, default=None
@@ -438,7 +443,7 @@ def class_wavelet_similarity(
         )
     k = int(y.max()) + 1 if n_classes is None else int(n_classes)
     stats = None
-    for idx, batch in blocks:
+    for idx, batch in progress(blocks, desc="class wavelet similarity", unit="block"):
         w = _transform(np.asarray(batch, dtype=np.uint8), wavelet, level, mode)
         part = class_stats(w, y[np.asarray(idx)], k)
         stats = part if stats is None else stats + part
