@@ -1,0 +1,138 @@
+"""Does a pixel thumbnail help the similarity index?  ``sam`` features against a grey
+thumbnail and against the two side by side, on the data of ``retrieval.py``.
+
+An outside check found the index losing to a pixel baseline on planted copies.  This
+script measures that baseline beside the index's default features, top-1 as in
+``retrieval.py`` (exact cosine search, the query left out):
+
+- ``sam``: the index's default features (EfficientNet-Lite0, 64 px, ``pooling="sam"``);
+- ``pixels SxS``: the image in grey at S x S (bilinear, stretched), its mean taken out,
+  unit length;
+- ``sam + pixels SxS, w``: both unit rows side by side, weighted so that the cosine is
+  ``w * cos(sam) + (1 - w) * cos(pixels)``.
+
+On three sets: every copy of the planted Fashion-MNIST set of ``retrieval.py`` (2,000
+copies in 10,000 images; per family), every oxygen icon and every tango icon (the same
+icon at another size is the right answer).  Nothing here was chosen before looking: it
+is the check that decided the index does *not* add a thumbnail.
+
+Usage (needs the Debian packages of ``retrieval.py``; features come from dcsi's cache
+when ``retrieval.py`` ran before)::
+
+    python benchmarks/retrieval_pixels.py
+
+Prints a table and writes ``benchmarks/results/retrieval_pixels.json``.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import Timer, print_table, write_results
+from retrieval import (
+    OXYGEN,
+    SEED,
+    TANGO,
+    cluster_hits,
+    features_of,
+    icon_theme,
+    queries_with_partner,
+    unit,
+)
+
+SIZES = (8, 16, 32)
+WEIGHTS = (0.5, 0.7)
+
+
+def thumbnails(images: Any, size: int) -> np.ndarray:
+    """(n, size * size) grey thumbnails of an ImageSet, mean removed, unit rows."""
+    x = images.to_array(size=(size, size), mode="L").reshape(len(images), -1)
+    x = x.astype(np.float64)
+    x -= x.mean(axis=1, keepdims=True)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def side_by_side(a: np.ndarray, b: np.ndarray, w: float) -> np.ndarray:
+    """Unit rows whose cosine is ``w cos(a) + (1 - w) cos(b)``."""
+    return np.hstack([np.sqrt(w) * unit(a), np.sqrt(1.0 - w) * unit(b)])
+
+
+def rows_for(sam: np.ndarray, pixels: dict[int, np.ndarray], score: Any) -> dict[str, Any]:
+    out = {"sam": score(sam)}
+    for s, p in pixels.items():
+        out[f"pixels {s}x{s}"] = score(p)
+        for w in WEIGHTS:
+            out[f"sam + pixels {s}x{s}, w={w}"] = score(side_by_side(sam, p, w))
+    return out
+
+
+def icons(root: Path, scratch: Path) -> dict[str, Any]:
+    theme = icon_theme(root, scratch, 1.0)
+    clusters = theme["clusters"]
+    gallery = np.arange(len(clusters))
+    queries = queries_with_partner(clusters, gallery)
+    pixels = {s: thumbnails(theme["images"], s) for s in SIZES}
+    return rows_for(
+        theme["feats"]["sam"], pixels, lambda f: cluster_hits(f, clusters, queries, gallery)
+    )
+
+
+def copies() -> dict[str, Any]:
+    from copy_kinds import plant_copies
+
+    from dcsi.samples import load_sample
+    from dcsi.sources import open_source
+
+    n_images, n_originals = 10000, 2000
+    images = load_sample("fashion-mnist", "train").images[:n_images]
+    originals = np.random.default_rng(SEED).choice(n_images, n_originals, replace=False)
+    planted = plant_copies(images, originals, mode="RGB", seed=SEED)
+    both = [open_source(images), open_source(planted.copies)]
+    sam = np.concatenate([features_of(s, 64)[0]["sam"] for s in both])
+    pixels = {s: np.concatenate([thumbnails(x, s) for x in both]) for s in SIZES}
+    families = np.asarray(planted.families)
+    queries = np.arange(n_images, n_images + n_originals)
+
+    def score(f: np.ndarray) -> dict[str, Any]:
+        f = unit(f)
+        sims = f[queries] @ f.T
+        sims[np.arange(len(queries)), queries] = -np.inf
+        hit = sims.argmax(axis=1) == planted.originals
+        row = {"top1": round(float(hit.mean()), 4), "n_queries": len(queries)}
+        for fam in sorted(set(families)):
+            row[fam] = round(float(hit[families == fam].mean()), 4)
+        return row
+
+    return rows_for(sam, pixels, score)
+
+
+def main() -> None:
+    results: dict[str, Any] = {"features": "efficientnet_lite0, 64 px, pooling=sam"}
+    with Timer() as total, tempfile.TemporaryDirectory() as tmp:
+        results["copies"] = copies()
+        results["oxygen"] = icons(OXYGEN, Path(tmp))
+        if TANGO.is_dir():
+            results["tango"] = icons(TANGO, Path(tmp))
+    results["seconds"] = round(total.seconds, 1)
+    sets = [k for k in ("copies", "oxygen", "tango") if k in results]
+    names = list(results["copies"])
+    families = [k for k in results["copies"]["sam"] if k not in ("top1", "n_queries")]
+    table = [
+        [name]
+        + [results[s][name]["top1"] for s in sets]
+        + [results["copies"][name][f] for f in families]
+        for name in names
+    ]
+    print_table(table, ["features", *sets, *(f"copies: {f}" for f in families)])
+    print(f"\nwrote {write_results('retrieval_pixels', results)}")
+
+
+if __name__ == "__main__":
+    main()
