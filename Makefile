@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # torch/torchvision must come as a matching pair (see README, "Installing").
 TORCH_PAIR ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test test-all lint install benchmarks cards clean
+.PHONY: demo test test-all lint install benchmarks cards cards-openclipart clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ test-all: $(STAMP)
 cards: $(STAMP)
 	$(BIN)/dcsi analyze sample:digits --out cards/digits --no-progress
 	$(BIN)/dcsi analyze sample:fashion-mnist --split train --out cards/fashion-mnist --no-progress
+	$(MAKE) cards-openclipart
+
+# Debian's openclipart-png: 8,121 clip-art PNGs (RGBA, all sizes) in 22 category folders.
+cards-openclipart: $(STAMP)
+	test -d /usr/share/openclipart/png || apt-get install -y -qq openclipart-png
+	$(BIN)/dcsi analyze /usr/share/openclipart/png --out cards/openclipart --no-progress
 
 clean:
 	rm -rf $(VENV) out build *.egg-info
