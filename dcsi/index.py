@@ -49,6 +49,7 @@ import numpy as np
 from dcsi._json import to_jsonable
 from dcsi._validation import check_array, check_choice, check_int, check_labels
 from dcsi.exceptions import InvalidParameterError
+from dcsi.neighbors import unit_rows
 
 __all__ = [
     "DEFINITION",
@@ -330,12 +331,6 @@ def compute_index(S: np.ndarray, class_counts: np.ndarray) -> float:
 # --------------------------------------------------------------------------- peers
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    nrm = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(nrm > 0, nrm, 1.0)
-
-
 def cosine_silhouette_samples(
     features: np.ndarray, labels: np.ndarray, *, block_size: int = 4096
 ) -> np.ndarray:
@@ -364,7 +359,7 @@ def cosine_silhouette_samples(
     present, y = np.unique(y, return_inverse=True)
     if present.size < 2:
         raise InvalidParameterError(f"{caller} needs at least 2 classes; got {present.size}.")
-    u = _unit(x)
+    u = unit_rows(x, np.float64)
     k = present.size
     sums = np.zeros((k, u.shape[1]))
     np.add.at(sums, y, u)
@@ -495,7 +490,7 @@ def cumulative_spectral_gradient(
         members = np.flatnonzero(y == c)
         picks.append(rng.permutation(members)[:m] if members.size > m else members)
     idx = np.concatenate(picks)
-    xs, ys = _unit(x[idx]), y[idx]
+    xs, ys = unit_rows(x[idx], np.float64), y[idx]
     kk = min(kn, xs.shape[0] - 1)
     if kk < 1:
         raise InvalidParameterError(f"{caller} needs at least 2 images.")

@@ -61,7 +61,7 @@ from dcsi._io import atomic_write_bytes, atomic_write_json
 from dcsi._progress import progress
 from dcsi._validation import check_choice, check_int, require
 from dcsi.exceptions import DataError, InvalidParameterError
-from dcsi.neighbors import exact_topk
+from dcsi.neighbors import exact_topk, unit_rows
 
 __all__ = [
     "DEFAULT_K",
@@ -210,12 +210,6 @@ def faiss_topk(
     return np.take_along_axis(found, order, 1), np.take_along_axis(sims, order, 1), params
 
 
-def _unit_rows(X: np.ndarray) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float32)
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return np.ascontiguousarray(X / np.where(norms > 0, norms, 1.0), dtype=np.float32)
-
-
 # -- the index -----------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class NeighborIndex:
@@ -308,7 +302,7 @@ class NeighborIndex:
                     f"Query vectors must have shape (m, {dim}) like the index's. Got "
                     f"{query.shape} instead; pass images to embed them."
                 )
-            return _unit_rows(query)
+            return np.ascontiguousarray(unit_rows(query, np.float32))
         if isinstance(query, (str, os.PathLike)) and Path(query).expanduser().is_file():
             query = [query]  # one image file
         if isinstance(query, (list, tuple)):
@@ -491,7 +485,9 @@ def _head_from_bytes(meta: Any, data: bytes | None) -> Any:
 
 def _vectors(features: np.ndarray, head: Any) -> np.ndarray:
     """Unit rows of the features, through the head when there is one."""
-    return _unit_rows(features if head is None else head.apply(features))
+    return np.ascontiguousarray(
+        unit_rows(features if head is None else head.apply(features), np.float32)
+    )
 
 
 def index_features(

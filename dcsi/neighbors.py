@@ -52,6 +52,7 @@ __all__ = [
     "projection_basis",
     "radius_pairs",
     "topk_rows",
+    "unit_rows",
     "verify_pairs",
 ]
 
@@ -124,6 +125,24 @@ def prepare_rows(X: np.ndarray, *, center: str = "row") -> np.ndarray:
         norms = np.linalg.norm(F, axis=1, keepdims=True)
         out[s : s + step] = F / np.where(norms > 0, norms, 1.0)
     return out
+
+
+def unit_rows(x: Any, dtype: Any = None) -> np.ndarray:
+    """Rows scaled to unit length; a zero row stays zero.
+
+    Parameters
+    ----------
+    x : array-like of shape (n, d)
+    dtype : numpy dtype, default=None
+        Converted to first (None: ``x``'s own).
+
+    Returns
+    -------
+    ndarray of shape (n, d)
+    """
+    x = np.asarray(x, dtype=dtype)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms > 0, norms, 1.0)
 
 
 def link_radius2(threshold: float) -> float:

@@ -50,6 +50,7 @@ from dcsi._io import atomic_write_bytes
 from dcsi._progress import progress
 from dcsi._validation import check_array, check_choice, check_float, check_int, require
 from dcsi.exceptions import DataError, InvalidParameterError
+from dcsi.neighbors import unit_rows
 
 __all__ = [
     "HEAD_FORMAT",
@@ -126,8 +127,8 @@ class SimilarityHead:
             )
         out = np.empty((x.shape[0], self.dim), dtype=np.float32)
         for start in range(0, x.shape[0], _APPLY_BLOCK):
-            block = _unit(np.asarray(x[start : start + _APPLY_BLOCK], dtype=np.float32))
-            out[start : start + len(block)] = _unit(block @ self.weight.T + self.bias)
+            block = unit_rows(np.asarray(x[start : start + _APPLY_BLOCK], dtype=np.float32))
+            out[start : start + len(block)] = unit_rows(block @ self.weight.T + self.bias)
         return out
 
     __call__ = apply
@@ -150,11 +151,6 @@ class SimilarityHead:
         out = Path(path).expanduser()
         atomic_write_bytes(out, self.to_bytes())
         return out
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms > 0, norms, 1.0)
 
 
 def triplet_loss(
@@ -400,7 +396,7 @@ def _fit(
             layer.weight.uniform_(-bound, bound, generator=gen)
             layer.bias.uniform_(-bound, bound, generator=gen)
         opt = torch.optim.Adam(layer.parameters(), lr=learning_rate)
-        xt = torch.from_numpy(_unit(x))
+        xt = torch.from_numpy(unit_rows(x))
         history = []
         for _ in progress(range(epochs), desc="Training similarity head", unit="epoch"):
             a, p, cand = _draw_triplets(c, anchors, members, negatives, rng)

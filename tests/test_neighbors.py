@@ -77,3 +77,13 @@ def test_too_loose_threshold_is_refused(rng):
             threshold=1.0,
             max_candidates=10,
         )
+
+
+def test_unit_rows_scales_rows_to_one_and_keeps_zero_rows():
+    from dcsi.neighbors import unit_rows
+
+    x = np.array([[3.0, 4.0], [0.0, 0.0], [-1.0, 0.0]], dtype=np.float32)
+    u = unit_rows(x)
+    assert u.dtype == np.float32
+    np.testing.assert_allclose(u, [[0.6, 0.8], [0.0, 0.0], [-1.0, 0.0]], rtol=0, atol=1e-7)
+    assert unit_rows(x, np.float64).dtype == np.float64

@@ -37,6 +37,7 @@ from dcsi._json import to_jsonable
 from dcsi._progress import progress
 from dcsi._validation import check_array, check_choice, check_int, check_labels
 from dcsi.exceptions import InvalidParameterError
+from dcsi.neighbors import unit_rows
 
 __all__ = [
     "METRICS",
@@ -182,12 +183,6 @@ class ClassSimilarity:
         }
 
 
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms > 0, norms, 1.0)
-
-
 def _check_inputs(
     features: Any, labels: Any, n_classes: int | None, caller: str
 ) -> tuple[np.ndarray, np.ndarray, int]:
@@ -233,7 +228,7 @@ def class_stats(
     x = x.astype(np.float64, copy=False)
     onehot = np.zeros((k, x.shape[0]), dtype=np.float64)
     onehot[y, np.arange(x.shape[0])] = 1.0
-    sums = onehot @ _unit_rows(x)
+    sums = onehot @ unit_rows(x, np.float64)
     raw_sums = onehot @ x
     sq_norms = onehot @ np.einsum("ij,ij->i", x, x)
     counts = np.bincount(y, minlength=k).astype(np.int64)
