@@ -92,8 +92,8 @@ DEFAULT_MAX_PER_CLASS = 500
 #: ``min(500, 5000 // K)`` (at least 2), so the pairs stay at about 12.5 million whatever K
 DEFAULT_MAX_IMAGES = 5000
 
-# float64 bytes of one Gram chunk (P_chunk x b x b) kept hot in cache
-_CHUNK_BYTES = 2 * 2**20
+# float64 bytes of one chunk of the SSIM map (output pixels x b x b), kept in the cache
+_PIXEL_BYTES = 256 * 2**10
 # bytes of prepared blocks (row windows) kept between row passes
 _CACHE_BYTES = 128 * 2**20
 # float64 bytes of the product images held at once by ssim_pairs
@@ -154,6 +154,7 @@ class _Plan:
     ridx: np.ndarray = field(repr=False)
     cidx: np.ndarray = field(repr=False)
     sqrt_wc: np.ndarray = field(repr=False)  # (Pc, sc)
+    cache: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def C1(self) -> float:
@@ -170,8 +171,10 @@ class _Plan:
 
     @property
     def window_bytes(self) -> int:
-        """float64 bytes of one image's row windows (both layouts)."""
-        return 2 * 8 * self.c * self.h * self.cidx.shape[0] * self.cidx.shape[1]
+        """float64 bytes that :func:`_prepare` keeps per image (both operand layouts)."""
+        pr, pc = self.Fr.shape[0], self.Fc.shape[0]
+        s1 = self.cidx.shape[1] + 1
+        return 8 * self.c * pc * (2 * self.h * s1 + 12 * pr)
 
     def to_float(self, block: np.ndarray) -> np.ndarray:
         """(b, h, w[, c]) images -> (b, c, h, w) float64."""
@@ -196,17 +199,36 @@ class _Plan:
         var -= mu * mu
         return mu, var
 
-    def row_windows(self, x: np.ndarray) -> np.ndarray:
-        """Column-weighted row windows of shape (c, h, Pc, b, sc) (see the module docstring).
+    def gather(self, b: int, *, left: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Where the row windows of b images come from, and their weights (cached).
 
-        ``out[k, r, p, i, :] = sqrt(wc[p]) * x_i[k, r, window_c(p)]``, so that the dot
-        product of two images' vectors is the column-filtered product ``x y`` at row r.
+        For (b, c, h, w) images flattened with one constant appended (index
+        ``b c h w``), ``x[idx] * weights`` is the operand of stage 1:
+        ``left``: (c, Pc, h, b, s1), else (c, Pc, h, s1, b), with ``s1 = sc + 1``,
+        ``sqrt(wc[p, s]) x_i[k, r, window_c(p)[s]]`` for ``s < sc`` and the constant last.
         """
-        from numpy.lib.stride_tricks import sliding_window_view
+        key = (b, left)
+        if key not in self.cache:
+            c, h, w = self.c, self.h, self.w
+            pc, sc = self.cidx.shape
+            i = np.arange(b)[:, None, None, None, None]
+            k = np.arange(c)[None, :, None, None, None]
+            r = np.arange(h)[None, None, :, None, None]
+            col = self.cidx[None, None, None]  # (1, 1, 1, Pc, sc)
+            src = ((i * c + k) * h + r) * w + col  # (b, c, h, Pc, sc)
+            idx = np.full((c, pc, h, b, sc + 1), b * c * h * w, dtype=np.intp)
+            idx[..., :sc] = src.transpose(1, 3, 2, 0, 4)
+            wt = np.ones((c, pc, h, b, sc + 1))
+            wt[..., :sc] = self.sqrt_wc[None, :, None, None, :]
+            if not left:
+                idx = idx.transpose(0, 1, 2, 4, 3)
+                wt = wt.transpose(0, 1, 2, 4, 3)
+            self.cache[key] = (np.ascontiguousarray(idx), np.ascontiguousarray(wt))
+        return self.cache[key]
 
-        sc = self.cidx.shape[1]
-        win = sliding_window_view(x, sc, axis=3)[:, :, :, self.cidx[:, 0]]  # (b,c,h,Pc,sc)
-        return (win * self.sqrt_wc).transpose(1, 2, 3, 0, 4)
+    def row_band(self, pr0: int, pr1: int) -> tuple[int, int]:
+        """Input rows ``[r0, r1)`` that output rows ``[pr0, pr1)`` of the row filter read."""
+        return int(self.ridx[pr0, 0]), int(self.ridx[pr1 - 1, -1]) + 1
 
 
 def _make_plan(
@@ -324,6 +346,23 @@ class _Backend:
             return a
         return a.detach().cpu().numpy()
 
+    def empty(self, shape: tuple[int, ...]) -> Any:
+        if self.torch is None:
+            return np.empty(shape)
+        return self.torch.empty(shape, dtype=self.torch.float64, device=self.device)
+
+    def zeros(self, shape: tuple[int, ...]) -> Any:
+        if self.torch is None:
+            return np.zeros(shape)
+        return self.torch.zeros(shape, dtype=self.torch.float64, device=self.device)
+
+    def matmul(self, a: Any, b: Any, out: Any) -> None:
+        """``out[...] = a @ b`` without a temporary."""
+        if self.torch is None:
+            np.matmul(a, b, out=out)
+        else:
+            self.torch.matmul(a, b, out=out)
+
     def default_block(self) -> int:
         return 64 if self.device == "cpu" else 512
 
@@ -338,78 +377,115 @@ class _Backend:
 
 @dataclass
 class _Prepared:
-    """Moments and row windows of one block of images.
+    """Everything the Gram blocks need from one block of b images.
 
-    ``z`` (c, h, Pc, b, sc) serves the block as the left operand of the Gram product,
-    ``zt`` (c, h, Pc, sc, b) as the right one; both are contiguous, so every product is
-    a plain BLAS call (numpy does not use BLAS for transposed views of stacked arrays).
+    Per channel k and output column p (so that every product below is a plain BLAS
+    call on contiguous matrices):
+
+    - ``zl`` (c, Pc, h, b, s1) and ``zr`` (c, Pc, h, s1, b): the column-weighted row
+      windows (``s1 = sc + 1``), as the left and the right operand of stage 1.  The
+      last entry of every window is ``sqrt((C1 + C2) / 2)``, so that the row filter
+      (twice ``Fr``, whose rows sum to 1) adds ``C1 + C2`` to ``2 E_w[xy]`` for free;
+    - ``nl`` (c, Pc, Pr, b, 2) and ``nr`` (c, Pc, Pr, 2, b): ``nl @ nr`` is the
+      luminance numerator ``2 mu_x mu_y + C1`` of every pair at every output pixel;
+    - ``dl`` (c, Pc, Pr, b, 4) and ``dr`` (c, Pc, Pr, 4, b): ``dl @ dr`` is the
+      denominator ``(mu_x^2 + mu_y^2 + C1) (var_x + var_y + C2)``.
+
+    The left fields are None for a block used only on the right, and the other way.
     """
 
-    mu: Any  # (Q, b)
-    var: Any  # (Q, b)
-    z: Any = None
-    zt: Any = None
+    b: int
+    zl: Any = None
+    nl: Any = None
+    dl: Any = None
+    zr: Any = None
+    nr: Any = None
+    dr: Any = None
 
     @property
     def nbytes(self) -> int:
-        n = 2 * int(np.prod(self.mu.shape))
-        for a in (self.z, self.zt):
-            if a is not None:
-                n += int(np.prod(a.shape))
-        return 8 * n
+        fields = (self.zl, self.nl, self.dl, self.zr, self.nr, self.dr)
+        return 8 * sum(int(np.prod(a.shape)) for a in fields if a is not None)
 
 
 def _prepare(
     plan: _Plan, be: _Backend, images: np.ndarray, *, left: bool, right: bool
 ) -> _Prepared:
-    x = plan.to_float(images)
+    x = plan.to_float(images)  # (b, c, h, w)
+    b, c = x.shape[0], plan.c
+    Pr, Pc = plan.Fr.shape[0], plan.Fc.shape[0]
     mu, var = plan.moments(x)
-    r = plan.row_windows(x)
-    z = np.ascontiguousarray(r) if left else None
-    zt = np.ascontiguousarray(r.transpose(0, 1, 2, 4, 3)) if right else None
-    return _Prepared(
-        be.asarray(mu),
-        be.asarray(var),
-        be.asarray(z) if z is not None else None,
-        be.asarray(zt) if zt is not None else None,
-    )
+    # (Q, b) -> (c, Pc, Pr, b): one output column's pixels are contiguous
+    mu = np.ascontiguousarray(mu.reshape(c, Pr, Pc, b).transpose(0, 2, 1, 3))
+    var = np.ascontiguousarray(var.reshape(c, Pr, Pc, b).transpose(0, 2, 1, 3))
+    # the images, flat, and one more entry for the constant of the windows
+    xpad = np.append(x.reshape(-1), math.sqrt((plan.C1 + plan.C2) / 2.0))
+    out = _Prepared(b)
+    mu2 = mu * mu
+    if left:
+        idx, weights = plan.gather(b, left=True)
+        zl = np.take(xpad, idx)  # (c, Pc, h, b, sc + 1)
+        zl *= weights
+        nl = np.empty((c, Pc, Pr, b, 2))
+        nl[..., 0] = 2.0 * mu
+        nl[..., 1] = 1.0
+        dl = np.empty((c, Pc, Pr, b, 4))
+        np.add(mu2, plan.C1, out=dl[..., 1])  # alpha = mu^2 + C1
+        np.add(var, plan.C2, out=dl[..., 2])  # gamma = var + C2
+        np.multiply(dl[..., 1], dl[..., 2], out=dl[..., 0])
+        dl[..., 3] = 1.0
+        out.zl, out.nl, out.dl = be.asarray(zl), be.asarray(nl), be.asarray(dl)
+    if right:
+        idx, weights = plan.gather(b, left=False)
+        zr = np.take(xpad, idx)  # (c, Pc, h, sc + 1, b)
+        zr *= weights
+        nr = np.empty((c, Pc, Pr, 2, b))
+        nr[..., 0, :] = mu
+        nr[..., 1, :] = plan.C1
+        dr = np.empty((c, Pc, Pr, 4, b))
+        dr[..., 0, :] = 1.0
+        dr[..., 1, :] = var
+        dr[..., 2, :] = mu2
+        np.multiply(mu2, var, out=dr[..., 3, :])
+        out.zr, out.nr, out.dr = be.asarray(zr), be.asarray(nr), be.asarray(dr)
+    return out
 
 
 def _gram_block(plan: _Plan, be: _Backend, A: _Prepared, B: _Prepared) -> np.ndarray:
     """Mean SSIM of every image of block A against every image of block B: (na, nb).
 
-    Stage 1, a batched Gram product over the column windows: for each channel, image
-    row r and output column p, ``T[r, p] = sum_q wc[p, q] x[r, q] y[r, q]``.
-    Stage 2, the row filter as one matrix product: ``E_w[xy] = Fr @ T``.
-    Then the SSIM map from the per-image moments, averaged over the output pixels.
+    For each channel k and output column p, stage 1 is a batched Gram product over the
+    column windows, ``T[r] = sum_q wc[p, q] x[r, q] y[r, q] + (C1 + C2) / 2`` for every
+    image row r; stage 2 applies the row filter to a band of rows at a time,
+    ``U = 2 Fr @ T = 2 E_w[xy] + C1 + C2`` for a chunk of output rows.  The SSIM map is
+    ``(U - n) n / d`` with the numerator ``n`` and denominator ``d`` from two small
+    products of per-image moments (:class:`_Prepared`); its sum over the chunk is added
+    to the total.  Every step is a BLAS call or one of three in-place passes over
+    buffers small enough to stay in the core's cache.
     """
     c, h = plan.c, plan.h
     Pr, Pc = plan.Fr.shape[0], plan.Fc.shape[0]
-    na, nb = A.mu.shape[1], B.mu.shape[1]
-    C1, C2 = plan.C1, plan.C2
+    na, nb = A.b, B.b
     Fr2 = be.filter_rows(plan)  # 2 * Fr
-    muA = A.mu.reshape(c, Pr, Pc, na)
-    muB = B.mu.reshape(c, Pr, Pc, nb)
-    vA = A.var.reshape(c, Pr, Pc, na)
-    vB = B.var.reshape(c, Pr, Pc, nb)
-    step = max(1, min(Pc, _CHUNK_BYTES // max(1, 8 * h * na * nb)))
-    total = None
+    step = max(1, min(Pr, _PIXEL_BYTES // (8 * na * nb)))
+    T = be.empty((h, na, nb))
+    U, n, d = (be.empty((step, na, nb)) for _ in range(3))
+    total = be.zeros((na, nb))
     for k in range(c):
-        for p0 in range(0, Pc, step):
-            p1 = min(Pc, p0 + step)
-            T = A.z[k, :, p0:p1] @ B.zt[k, :, p0:p1]  # (h, q, na, nb)
-            U = (Fr2 @ T.reshape(h, -1)).reshape(Pr, p1 - p0, na, nb)  # 2 E_w[xy]
-            ma, mb = muA[k, :, p0:p1], muB[k, :, p0:p1]  # (Pr, q, n)
-            t = (2.0 * ma)[..., :, None] * mb[..., None, :]  # 2 mu_x mu_y
-            U -= t
-            U += C2  # 2 cov_xy + C2
-            t += C1  # 2 mu_x mu_y + C1
-            U *= t
-            d = (ma * ma + C1)[..., :, None] + (mb * mb)[..., None, :]
-            d *= (vA[k, :, p0:p1] + C2)[..., :, None] + vB[k, :, p0:p1][..., None, :]
-            U /= d
-            part = U.sum((0, 1))
-            total = part if total is None else total + part
+        for p in range(Pc):
+            be.matmul(A.zl[k, p], B.zr[k, p], T)  # (h, na, nb)
+            for pr0 in range(0, Pr, step):
+                pr1 = min(Pr, pr0 + step)
+                r0, r1 = plan.row_band(pr0, pr1)
+                m = pr1 - pr0
+                u, nn, dd = U[:m], n[:m], d[:m]
+                be.matmul(Fr2[pr0:pr1, r0:r1], T[r0:r1].reshape(r1 - r0, -1), u.reshape(m, -1))
+                be.matmul(A.nl[k, p, pr0:pr1], B.nr[k, p, pr0:pr1], nn)
+                be.matmul(A.dl[k, p, pr0:pr1], B.dr[k, p, pr0:pr1], dd)
+                u -= nn  # 2 cov_xy + C2
+                u *= nn
+                u /= dd
+                total += u.sum(0)
     return be.to_numpy(total) / plan.n_out
 
 
