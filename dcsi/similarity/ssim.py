@@ -92,6 +92,8 @@ DEFAULT_MAX_PER_CLASS = 500
 #: ``min(500, 5000 // K)`` (at least 2), so the pairs stay at about 12.5 million whatever K
 DEFAULT_MAX_IMAGES = 5000
 
+# float64 bytes of stage 1's product for one output column, kept in the cache
+_STAGE1_BYTES = 320 * 2**10
 # float64 bytes of one chunk of the SSIM map (output pixels x b x b), kept in the cache
 _PIXEL_BYTES = 256 * 2**10
 # bytes of prepared blocks (row windows) kept between row passes
@@ -153,7 +155,7 @@ class _Plan:
     Fc: np.ndarray = field(repr=False)
     ridx: np.ndarray = field(repr=False)
     cidx: np.ndarray = field(repr=False)
-    sqrt_wc: np.ndarray = field(repr=False)  # (Pc, sc)
+    wc: np.ndarray = field(repr=False)  # (Pc, sc) column window weights
     cache: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -199,13 +201,15 @@ class _Plan:
         var -= mu * mu
         return mu, var
 
-    def gather(self, b: int, *, left: bool) -> tuple[np.ndarray, np.ndarray]:
+    def gather(self, b: int, *, left: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """Where the row windows of b images come from, and their weights (cached).
 
-        For (b, c, h, w) images flattened with one constant appended (index
-        ``b c h w``), ``x[idx] * weights`` is the operand of stage 1:
-        ``left``: (c, Pc, h, b, s1), else (c, Pc, h, s1, b), with ``s1 = sc + 1``,
-        ``sqrt(wc[p, s]) x_i[k, r, window_c(p)[s]]`` for ``s < sc`` and the constant last.
+        For (b, c, h, w) images flattened with two constants appended, ``(C1 + C2) / 2``
+        at index ``b c h w`` and 1 after it, ``x[idx]`` (times ``weights`` on the left) is
+        an operand of stage 1: ``left``: (c, Pc, h, b, s1), else (c, Pc, h, s1, b), with
+        ``s1 = sc + 1``.  Entry ``s < sc`` is ``x_i[k, r, window_c(p)[s]]``, weighted by
+        ``wc[p, s]`` on the left only; the last entry is a constant, so that the products
+        add ``(C1 + C2) / 2`` to every window's dot product.
         """
         key = (b, left)
         if key not in self.cache:
@@ -216,14 +220,16 @@ class _Plan:
             r = np.arange(h)[None, None, :, None, None]
             col = self.cidx[None, None, None]  # (1, 1, 1, Pc, sc)
             src = ((i * c + k) * h + r) * w + col  # (b, c, h, Pc, sc)
-            idx = np.full((c, pc, h, b, sc + 1), b * c * h * w, dtype=np.intp)
+            const = b * c * h * w + (0 if left else 1)
+            idx = np.full((c, pc, h, b, sc + 1), const, dtype=np.intp)
             idx[..., :sc] = src.transpose(1, 3, 2, 0, 4)
-            wt = np.ones((c, pc, h, b, sc + 1))
-            wt[..., :sc] = self.sqrt_wc[None, :, None, None, :]
-            if not left:
-                idx = idx.transpose(0, 1, 2, 4, 3)
-                wt = wt.transpose(0, 1, 2, 4, 3)
-            self.cache[key] = (np.ascontiguousarray(idx), np.ascontiguousarray(wt))
+            wt = None
+            if left:
+                wt = np.ones((c, pc, h, b, sc + 1))
+                wt[..., :sc] = self.wc[None, :, None, None, :]
+            else:
+                idx = np.ascontiguousarray(idx.transpose(0, 1, 2, 4, 3))
+            self.cache[key] = (idx, wt)
         return self.cache[key]
 
     def row_band(self, pr0: int, pr1: int) -> tuple[int, int]:
@@ -260,7 +266,7 @@ def _make_plan(
     pad = (win - 1) // 2
     Fr, ridx, _wr = _filter_rows(h, pad)
     Fc, cidx, wc = _filter_rows(w, pad)
-    return _Plan(h, w, c, win, float(data_range), Fr, Fc, ridx, cidx, np.sqrt(wc))
+    return _Plan(h, w, c, win, float(data_range), Fr, Fc, ridx, cidx, wc)
 
 
 def _check_images(images: Any, name: str, caller: str) -> np.ndarray:
@@ -363,8 +369,14 @@ class _Backend:
         else:
             self.torch.matmul(a, b, out=out)
 
-    def default_block(self) -> int:
-        return 64 if self.device == "cpu" else 512
+    def default_block(self, plan: _Plan) -> int:
+        """Images per block: on the CPU, as many as keep stage 1's product for one output
+        column (h x b x b float64) within about 320 KiB, so that it is still in the
+        core's cache when the row filter reads it (32 for 28 to 40 px images)."""
+        if self.device != "cpu":
+            return 512
+        b = int(math.sqrt(_STAGE1_BYTES / (8 * plan.h))) // 8 * 8
+        return max(16, min(64, b))
 
     def filter_rows(self, plan: _Plan) -> Any:
         """Twice the row filter, (Pr, h), as an array of this backend (cached)."""
@@ -418,14 +430,14 @@ def _prepare(
     # (Q, b) -> (c, Pc, Pr, b): one output column's pixels are contiguous
     mu = np.ascontiguousarray(mu.reshape(c, Pr, Pc, b).transpose(0, 2, 1, 3))
     var = np.ascontiguousarray(var.reshape(c, Pr, Pc, b).transpose(0, 2, 1, 3))
-    # the images, flat, and one more entry for the constant of the windows
-    xpad = np.append(x.reshape(-1), math.sqrt((plan.C1 + plan.C2) / 2.0))
+    # the images, flat, and the two constants of the windows (see _Plan.gather)
+    xpad = np.append(x.reshape(-1), [(plan.C1 + plan.C2) / 2.0, 1.0])
     out = _Prepared(b)
     mu2 = mu * mu
     if left:
         idx, weights = plan.gather(b, left=True)
         zl = np.take(xpad, idx)  # (c, Pc, h, b, sc + 1)
-        zl *= weights
+        zl *= cast("np.ndarray", weights)
         nl = np.empty((c, Pc, Pr, b, 2))
         nl[..., 0] = 2.0 * mu
         nl[..., 1] = 1.0
@@ -436,9 +448,7 @@ def _prepare(
         dl[..., 3] = 1.0
         out.zl, out.nl, out.dl = be.asarray(zl), be.asarray(nl), be.asarray(dl)
     if right:
-        idx, weights = plan.gather(b, left=False)
-        zr = np.take(xpad, idx)  # (c, Pc, h, sc + 1, b)
-        zr *= weights
+        zr = np.take(xpad, plan.gather(b, left=False)[0])  # (c, Pc, h, sc + 1, b)
         nr = np.empty((c, Pc, Pr, 2, b))
         nr[..., 0, :] = mu
         nr[..., 1, :] = plan.C1
@@ -491,7 +501,7 @@ def _gram_block(plan: _Plan, be: _Backend, A: _Prepared, B: _Prepared) -> np.nda
 
 def _block_size(block_size: int | None, be: _Backend, plan: _Plan, caller: str) -> int:
     if block_size is None:
-        b = be.default_block()
+        b = be.default_block(plan)
         # keep one prepared block under about 64 MiB
         return max(8, min(b, (64 * 2**20) // max(plan.window_bytes, 1)))
     return check_int(block_size, "block_size", caller, min_value=1)
@@ -523,7 +533,15 @@ def _iter_blocks(
     used = 0
     with progress(total=total, desc=desc, unit="block") as bar, single_thread_blas():
         for i0 in starts_i:
-            A = _prepare(plan, be, images[i0 : i0 + b], left=True, right=others is None)
+            # symmetric runs: the right side of this block is usually cached from row 0
+            # and no later row needs it once this row is done
+            done = cache.pop(i0, None) if others is None else None
+            A = _prepare(
+                plan, be, images[i0 : i0 + b], left=True, right=others is None and done is None
+            )
+            if done is not None:
+                used -= done.nbytes
+                A.zr, A.nr, A.dr = done.zr, done.nr, done.dr
             for j0 in starts_j:
                 if others is None and j0 < i0:
                     continue
