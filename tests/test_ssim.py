@@ -79,6 +79,49 @@ def test_identical_and_constant_images(rng):
     assert M[2, 3] == pytest.approx(1.0, abs=1e-12)
 
 
+def hard_images(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Images where float32 products or a careless E[xy] - mu_x mu_y would lose digits:
+    bright flat images, flat images with a faint texture, black/white halves, saturated
+    noise and a natural-looking gradient; colour images get different channels."""
+    h, w = shape[:2]
+    c = shape[2] if len(shape) == 3 else 1
+    out = np.empty((8, h, w, c))
+    out[0] = 254
+    out[1] = 250 + rng.integers(0, 3, size=(h, w, c))
+    out[2] = 255.0 * (np.arange(w) >= w // 2)[None, :, None]
+    out[3] = 255.0 * (np.arange(h) >= h // 3)[:, None, None]
+    out[4] = 255.0 * rng.integers(0, 2, size=(h, w, c))
+    out[5] = 200 + rng.integers(0, 56, size=(h, w, c))
+    out[6] = np.linspace(0, 255, w)[None, :, None] * np.linspace(0.5, 1, c)[None, None, :]
+    out[7] = 3 + rng.integers(0, 2, size=(h, w, c))
+    return out.astype(np.uint8).reshape((8, *shape))
+
+
+@pytest.mark.parametrize("shape", [(16, 15), (14, 17, 3)])
+def test_hard_images_match_skimage_to_rounding(rng, shape):
+    # the Gram products, the folded constants and the moment products stay in float64:
+    # agreement with skimage is at the level of float64 rounding, not float32's
+    x = hard_images(rng, shape)
+    M = ssim_matrix(x)
+    R = ref_matrix(x)
+    np.testing.assert_allclose(M, R, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(ssim_cross(x[:3], x, block_size=2), R[:3], rtol=0, atol=1e-9)
+
+
+def test_default_blocks_with_a_remainder_match_skimage(rng):
+    # 35 colour images: one default CPU block of 32 plus a block of 3, so the cached
+    # right sides, the diagonal blocks and the short block all meet skimage (rows on
+    # both sides of the block boundary, against every image)
+    x = smooth_images(rng, 35, (13, 12, 3))
+    rows = [0, 17, 31, 32, 34]
+    for imgs in (x, x[..., 0]):
+        M = ssim_matrix(imgs)
+        R = ref_matrix(imgs[rows], imgs)
+        np.testing.assert_allclose(M[rows], R, rtol=0, atol=TOL)
+        assert np.abs(M[rows] - R).max() < 1e-10
+        np.testing.assert_allclose(ssim_matrix(imgs, block_size=7), M, rtol=0, atol=1e-12)
+
+
 def test_float_images_with_data_range(rng):
     x = rng.random((5, 12, 13))
     M = ssim_matrix(x, data_range=1.0)
