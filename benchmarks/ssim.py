@@ -363,10 +363,10 @@ def main(argv: list[str] | None = None) -> int:
         ],
     )
 
+    # drawn even when skipped, so that --skip-large analyses the same class sample
+    big_idx = rng.choice(len(test.images), size=min(args.n_large, len(test.images)), replace=False)
     if not args.skip_large:
-        big = test.images[
-            rng.choice(len(test.images), size=min(args.n_large, len(test.images)), replace=False)
-        ]
+        big = test.images[big_idx]
         tr = threshold_row(big, args.threshold, args.matched, args.seed)
         tr["skimage_seconds_scaled"] = (
             tr["n_pairs"] / results["all_pairs"][0]["skimage_pairs_per_s"]
