@@ -323,7 +323,13 @@ class TorchExtractor:
         import torch
 
         model = self.model
-        with torch.inference_mode():
+        # cuDNN would use TF32 for float32 convolutions on recent GPUs (features off
+        # by ~1e-2 relative); full float32 keeps them equal to the CPU's (and cached
+        # under the same key) to ~1e-6
+        exact = torch.backends.cudnn.flags(
+            enabled=True, benchmark=False, deterministic=True, allow_tf32=False
+        )
+        with torch.inference_mode(), exact:
             if batch.dtype == torch.uint8:
                 x = self.normalize(batch)
             else:
