@@ -51,6 +51,19 @@ def test_onnx_features_equal_torch_features(images, size, pooling):
     np.testing.assert_allclose(_unit(got.features), _unit(ref.features), rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.parametrize("pooling", ["gap", "sam"])
+def test_onnx_torchvision_backbone(images, tmp_path, pooling):
+    tv = pytest.importorskip("torchvision")
+    torch.manual_seed(2)
+    weights = tmp_path / "resnet18.pth"
+    torch.save(tv.models.resnet18(weights=None).state_dict(), weights)
+    kw = dict(backbone="resnet18", weights=weights, image_size=48, pooling=pooling)
+    kw.update(cache=False, num_threads=1, device="cpu")
+    ref = extract_features(images, **kw).features
+    got = extract_features(images, runtime="onnx", **kw).features
+    np.testing.assert_allclose(_unit(got), _unit(ref), rtol=RTOL, atol=ATOL)
+
+
 def test_window_bounds_is_the_ceiling_rule():
     # written with non-negative operands so that the ONNX graph (truncating division)
     # computes the same windows; 64 px gives maps of 16, 8, 4, 2 where the two differ
