@@ -408,7 +408,8 @@ def extract_features(
     shard_size : int, default=2048
         Images per cache shard (the unit of resumption).
     num_threads : int, default=None
-        torch intra-op threads during the forward pass (restored afterwards).  None:
+        Intra-op threads of the forward pass: torch's (restored afterwards), which
+        ``runtime="onnx"`` gives its ONNX Runtime session too.  None:
         :func:`choose_num_threads` (the idle cores, at least 1).
     labels : array-like of shape (n,), default=None
         Labels of an in-memory array.
