@@ -578,6 +578,7 @@ def build_neighbor_index(
     cache: Any = None,
     num_threads: int | None = None,
     seed: int = 0,
+    runtime: str = "torch",
 ) -> NeighborIndex:
     """Embed every image of a source and find each one's ``k`` nearest images.
 
@@ -605,14 +606,18 @@ def build_neighbor_index(
         As in :func:`dcsi.extract_features`.
     seed : int, default=0
         Seed of the faiss k-means.
+    runtime : {"torch", "onnx"}, default="torch"
+        What runs the backbone (see :func:`dcsi.extract_features`).
 
     Returns
     -------
     NeighborIndex
     """
+    from dcsi.backbones.onnx_runtime import check_runtime
     from dcsi.features import extract_features
 
     k, method, pooling = _check_options(k, method, pooling, backbone)
+    check_runtime(runtime, "build_neighbor_index", device=device)
     if method == "faiss":  # fail before the features are extracted
         require("faiss", "The faiss neighbour search", "dcsi[index]")
     require("pyarrow", "The neighbour index", "dcsi[index]")
@@ -627,6 +632,7 @@ def build_neighbor_index(
         cache=cache,
         num_threads=num_threads,
         pooling=pooling,
+        runtime=runtime,
     )
     return index_features(
         fs.features,

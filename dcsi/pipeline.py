@@ -66,6 +66,8 @@ def check_parameters(
     image_size: int | None = None,
     size: int | None = None,
     pooling: str = "gap",
+    runtime: str = "torch",
+    device: str = "auto",
 ) -> tuple[str, ...]:
     """Check :func:`analyze`'s own options before any data is read.
 
@@ -88,6 +90,9 @@ def check_parameters(
     from dcsi.backbones import check_pooling
 
     check_pooling(pooling, backbone, "analyze")
+    from dcsi.backbones.onnx_runtime import check_runtime
+
+    check_runtime(runtime, "analyze", device=device)
     if weights is not None and not Path(weights).expanduser().is_file():
         raise DataError(
             f"--weights {weights}: no such file. Give a state-dict file "
@@ -96,7 +101,7 @@ def check_parameters(
     return chosen
 
 
-def _versions() -> dict[str, str]:
+def _versions(runtime: str = "torch") -> dict[str, str]:
     import importlib.metadata as md
 
     out = {"python": platform.python_version(), "dcsi": __version__}
@@ -108,6 +113,7 @@ def _versions() -> dict[str, str]:
         "PyWavelets",
         "torch",
         "torchvision",
+        *(("onnxruntime", "onnx") if runtime == "onnx" else ()),
     ):
         try:
             out[pkg] = md.version(pkg)
@@ -139,6 +145,7 @@ def analyze(
     neighbor_k: int = 10,
     command: str | None = None,
     pooling: str = "gap",
+    runtime: str = "torch",
 ):
     """Analyze an image dataset and return its dataset card.
 
@@ -189,6 +196,10 @@ def analyze(
     pooling : {"gap", "ga", "sap", "sam"}, default="gap"
         Feature pooling of the backbone (see :func:`dcsi.extract_features`); the card's
         ``features.pooling``.
+    runtime : {"torch", "onnx"}, default="torch"
+        What runs the backbone's forward pass (see :func:`dcsi.extract_features`):
+        ONNX Runtime on the CPU needs ``dcsi[onnx]``; recorded in
+        ``provenance.parameters.runtime``.
 
     Returns
     -------
@@ -206,6 +217,8 @@ def analyze(
         image_size=image_size,
         size=size,
         pooling=pooling,
+        runtime=runtime,
+        device=device,
     )
     images = open_source(
         source,
@@ -234,6 +247,7 @@ def analyze(
         neighbor_k=neighbor_k,
         command=command,
         pooling=pooling,
+        runtime=runtime,
     )
 
 
@@ -256,6 +270,7 @@ def analyze_images(
     neighbor_k: int = 10,
     command: str | None = None,
     pooling: str = "gap",
+    runtime: str = "torch",
 ):
     """:func:`analyze` on an already opened :class:`~dcsi.sources.ImageSet`.
 
@@ -274,6 +289,8 @@ def analyze_images(
         image_size=image_size,
         size=size,
         pooling=pooling,
+        runtime=runtime,
+        device=device,
     )
     started = datetime.now(timezone.utc)
 
@@ -305,6 +322,7 @@ def analyze_images(
             num_threads=num_threads,
             arrays=(working, "L"),
             pooling=pooling,
+            runtime=runtime,
         )
         features, grey = fs.features, fs.arrays
     if neighbor_index is not None:
@@ -356,7 +374,7 @@ def analyze_images(
         seed=seed,
     ).to_dict()
     data["provenance"] = {
-        "versions": _versions(),
+        "versions": _versions(runtime),
         "parameters": {
             "analyzers": list(chosen),
             "backbone": backbone
@@ -365,6 +383,7 @@ def analyze_images(
             "weights": str(weights) if weights is not None else None,
             "image_size": image_size,
             "pooling": pooling,
+            "runtime": runtime,
             "batch_size": batch_size,
             "device": device,
             "max_per_class": max_per_class,

@@ -78,7 +78,9 @@ def window_bounds(size: int) -> tuple[tuple[int, int], tuple[int, int]]:
     >>> window_bounds(1)
     ((0, 1), (0, 1))
     """
-    return (0, -(-2 * size // 3)), (size // 3, size)
+    # ceil(2 size / 3) written with non-negative operands only: an ONNX export traces
+    # the map size, and ONNX's integer division truncates where Python's floors
+    return (0, (2 * size + 2) // 3), (size // 3, size)
 
 
 def layer_poolings(pooling: str, n_layers: int) -> list[tuple[str, bool]]:

@@ -99,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         size=args.size,
         pooling=args.pooling,
+        runtime=args.runtime,
+        device=args.device,
     )
     images = open_source(
         args.source, max_per_class=args.max_per_class, seed=args.seed, **source_kwargs(args)
@@ -118,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         redundancy_method=args.redundancy_method,
         size=args.size,
         pooling=args.pooling,
+        runtime=args.runtime,
         neighbor_index=out / "neighbor_index" if args.index else None,
         neighbor_k=args.index_k,
         command=shlex.join(["dcsi", *sys.argv[1:]]),

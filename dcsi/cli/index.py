@@ -75,6 +75,8 @@ def _check(args: argparse.Namespace) -> Path:
         weights=args.weights,
         image_size=args.image_size,
         pooling=args.pooling,
+        runtime=args.runtime,
+        device=args.device,
     )
     if args.k < 1:
         raise DataError(f"-k must be at least 1. Got {args.k} instead.")
@@ -108,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         method=args.method,
         batch_size=args.batch_size,
         device=args.device,
+        runtime=args.runtime,
         cache=cache_from_args(args),
         seed=args.seed,
     )

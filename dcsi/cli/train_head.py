@@ -78,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, name) < 1:
             raise DataError(f"--{name} must be at least 1. Got {getattr(args, name)}.")
     check_pooling(args.pooling, args.backbone, "train-head")
+    from dcsi.backbones.onnx_runtime import check_runtime
+
+    check_runtime(args.runtime, "train-head", device=args.device)
     images = open_source(args.source, seed=args.seed, **source_kwargs(args))
     if args.clusters == "folder":
         if images.labels is None:
@@ -100,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         cache=cache_from_args(args),
         pooling=args.pooling,
+        runtime=args.runtime,
     )
     head = train_similarity_head(
         fs, clusters, dim=args.dim, epochs=args.epochs, loss=args.loss, seed=args.seed
