@@ -159,6 +159,9 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> I
     }
     if address is None:
         kwargs["num_cpus"] = num_cpus or _cpus()
+        # Ray runs its workers at nice 15 by default; the command's own Ray does the
+        # command's main work, at the command's priority (a cluster keeps its setting)
+        kwargs["_system_config"] = {"worker_niceness": 0}
     else:
         kwargs["address"] = address
     try:
