@@ -196,8 +196,10 @@ def test_folder_card_same_bytes_through_cli(local_ray, tmp_path, rng, capsys):
     assert shards  # the driver stored what the actors computed
 
 
+@pytest.mark.slow
 def test_saved_hf_dataset_same_features(local_ray, tmp_path, rng):
-    """A saved Hugging Face dataset: the actors read its Arrow files."""
+    """A saved Hugging Face dataset: the actors read its Arrow files (slow: one more
+    actor start, about 15 s on a busy 2-core machine)."""
     datasets = pytest.importorskip("datasets")
     from PIL import Image
 
