@@ -301,7 +301,8 @@ class RayRunner:
 
     Call it inside :func:`ray_session`.  One actor per GPU when the cluster has GPUs
     (and ``device`` is not ``"cpu"``); else ``max(1, CPUs // threads)`` CPU actors,
-    each reserving ``min(threads, largest node's CPUs)`` CPUs.
+    each reserving ``min(threads, largest node's CPUs)`` CPUs; never more actors than
+    batches.  Each batch is one block of the Ray dataset, so every actor gets work.
 
     Parameters
     ----------
@@ -351,7 +352,7 @@ class RayRunner:
         rows = [{"start": s, "stop": min(s + batch_size, n)} for s in range(0, n, batch_size)]
         options: dict[str, Any]
         if gpus:
-            actors = gpus
+            actors = min(gpus, len(rows))
             options = {"num_gpus": 1, "compute": ray.data.ActorPoolStrategy(size=actors)}
         else:
             node_cpus = max(
@@ -359,7 +360,7 @@ class RayRunner:
                 default=1,
             )
             cpus = max(1.0, min(float(self.threads), float(node_cpus)))
-            actors = max(1, int(total.get("CPU", 1) // cpus))
+            actors = max(1, min(int(total.get("CPU", 1) // cpus), len(rows)))
             options = {"num_cpus": cpus, "compute": ray.data.ActorPoolStrategy(size=actors)}
         logger.info(
             "Ray engine: %d batches of %d images over %s.",
@@ -369,7 +370,8 @@ class RayRunner:
             if gpus
             else f"{actors} CPU actor(s) of {self.threads} torch thread(s)",
         )
-        ds = ray.data.from_items(rows).map_batches(
+        # one block per batch, so that every actor of the pool gets work
+        ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
             FeatureActor,
             fn_constructor_kwargs={
                 "image_set": image_set,
