@@ -12,6 +12,7 @@ __all__ = [
     "CardSchemaError",
     "DataError",
     "DcsiError",
+    "EngineError",
     "InvalidParameterError",
     "MissingDependencyError",
     "WeightsNotFoundError",
@@ -32,6 +33,10 @@ class DataError(DcsiError, ValueError):
 
 class CardSchemaError(DcsiError, ValueError):
     """A dataset card fails the JSON Schema or has a newer major ``schema_version``."""
+
+
+class EngineError(DcsiError, ConnectionError):
+    """The distributed engine cannot start or reach its cluster (``--engine ray``)."""
 
 
 class MissingDependencyError(DcsiError, ImportError):

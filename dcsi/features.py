@@ -41,8 +41,9 @@ import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -61,6 +62,7 @@ from dcsi.exceptions import DataError, InvalidParameterError
 from dcsi.sources import DECODE_VERSION, ImageSet, image_to_array, open_source
 
 __all__ = [
+    "BatchRunner",
     "FeatureCache",
     "FeatureSet",
     "choose_num_threads",
@@ -379,6 +381,7 @@ def extract_features(
     arrays: tuple[int | tuple[int, int] | None, str] | None = None,
     pooling: str = "gap",
     runtime: str = "torch",
+    runner: BatchRunner | None = None,
 ) -> FeatureSet:
     """CNN features of every image of a source.
 
@@ -432,6 +435,11 @@ def extract_features(
         caches the ``.onnx`` file under ``cache`` and gives the same features within
         float32 rounding, faster (README, "Faster CPU inference").  Its features are
         cached under their own key.
+    runner : BatchRunner, default=None
+        What runs the model on the images the cache lacks.  None: ``num_workers``
+        DataLoader workers decode and this process runs the forward pass;
+        :class:`dcsi.ray_engine.RayRunner`: Ray model actors (``engine="ray"`` of
+        :func:`dcsi.analyze`).  The cache, the checks and the arrays are the same.
 
     Returns
     -------
@@ -587,7 +595,7 @@ def extract_features(
                 extractor,
                 name=name,
                 batch_size=batch_size,
-                workers=workers,
+                runner=runner or partial(_local_batches, workers=workers),
                 store=store,
                 shard_size=shard_size,
                 hashes=hashes,
@@ -637,29 +645,64 @@ def _torch_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _run(
+class BatchRunner(Protocol):
+    """Computes the features of the images at ``todo`` batch by batch.
+
+    :func:`extract_features` runs the model through one: the default decodes and
+    preprocesses in ``DataLoader`` workers and runs the forward pass in this process;
+    :class:`dcsi.ray_engine.RayRunner` runs it in Ray model actors.  The caller stores
+    what comes back (features, cache shards, arrays), so every runner shares the cache
+    and the checks.
+
+    Parameters of ``__call__``
+    --------------------------
+    image_set : ImageSet
+    todo : ndarray of shape (m,), int64
+        Positions to compute, in order.
+    extractor : Extractor
+        The backbone as built in this process (name, ``transform``, ``image_size``).
+    batch_size : int
+        Images per forward pass; a runner must cut ``todo`` into the same batches
+        (``todo[0:b]``, ``todo[b:2b]``, ...), since a forward pass's float reductions
+        can depend on the batch.
+    arrays : ((h, w), mode) or None
+        Also return each image as ``image_to_array(image, h, w, mode)``.
+
+    Yields
+    ------
+    positions : ndarray of shape (b,), int64
+        Positions of the batch, in the order of ``todo``.
+    features : tensor or ndarray of shape (b, d)
+    arrays : ndarray of shape (b, h, w[, 3]), uint8, or None
+    """
+
+    def __call__(
+        self,
+        image_set: ImageSet,
+        todo: np.ndarray,
+        extractor: Any,
+        *,
+        batch_size: int,
+        arrays: tuple[tuple[int, int], str] | None,
+    ) -> Iterator[tuple[np.ndarray, Any, np.ndarray | None]]: ...
+
+
+def _local_batches(
     image_set: ImageSet,
     todo: np.ndarray,
     extractor: Any,
     *,
-    name: str,
     batch_size: int,
+    arrays: tuple[tuple[int, int], str] | None,
     workers: int,
-    store: FeatureCache | None,
-    shard_size: int,
-    hashes: list[str] | None,
-    rows_of: dict[str, list[int]],
-    features: np.ndarray | None,
-    n: int,
-    arrays: tuple[np.ndarray, tuple[tuple[int, int], str]] | None = None,
-) -> np.ndarray:
-    """Run the model on the images at ``todo`` and fill ``features`` (and the cache,
-    and ``arrays[0]`` at ``todo`` when asked); Ctrl-C keeps the partial shard."""
+) -> Iterator[tuple[np.ndarray, Any, np.ndarray | None]]:
+    """The default :class:`BatchRunner`: ``DataLoader`` workers decode, this process
+    runs the model."""
     import torch
     from torch.utils.data import DataLoader, Dataset
 
     pin = str(getattr(extractor, "device", "cpu")).startswith("cuda")
-    images = _Images(image_set, todo, extractor.transform, None if arrays is None else arrays[1])
+    images = _Images(image_set, todo, extractor.transform, arrays)
     loader: DataLoader[Any] = DataLoader(
         cast("Dataset[Any]", images),  # a map-style dataset: __len__ and __getitem__
         batch_size=batch_size,
@@ -668,22 +711,58 @@ def _run(
         pin_memory=pin,
         persistent_workers=False,
     )
+    done = 0
+    for batch in loader:
+        side = None
+        if arrays is not None:
+            batch, side = batch
+            side = np.asarray(side)
+        b = int(batch.shape[0]) if hasattr(batch, "shape") else len(batch)
+        with torch.inference_mode():
+            out = extractor(batch)
+        yield todo[done : done + b], out, side
+        done += b
+
+
+def _run(
+    image_set: ImageSet,
+    todo: np.ndarray,
+    extractor: Any,
+    *,
+    name: str,
+    batch_size: int,
+    runner: BatchRunner,
+    store: FeatureCache | None,
+    shard_size: int,
+    hashes: list[str] | None,
+    rows_of: dict[str, list[int]],
+    features: np.ndarray | None,
+    n: int,
+    arrays: tuple[np.ndarray, tuple[tuple[int, int], str]] | None = None,
+) -> np.ndarray:
+    """Run the model on the images at ``todo`` through ``runner`` and fill ``features``
+    (and the cache, and ``arrays[0]`` at ``todo`` when asked); Ctrl-C keeps the
+    partial shard."""
     pending_keys: list[str] = []
     pending: list[np.ndarray] = []
     size = getattr(extractor, "image_size", None)
     desc = f"Features {name}" + (f" {size}px" if size else "")
     if len(todo) != n:  # say why the bar counts fewer images than the dataset holds
         desc += f" ({len(todo)} to compute of {n} images: the rest cached or repeated)"
-    done = 0
+    batches = runner(
+        image_set,
+        todo,
+        extractor,
+        batch_size=batch_size,
+        arrays=None if arrays is None else arrays[1],
+    )
     try:
         with progress(desc=desc, total=len(todo), unit="img") as bar:
-            for batch in loader:
+            for part, raw, side in batches:
+                b = len(part)
                 if arrays is not None:
-                    batch, side = batch
-                    arrays[0][todo[done : done + len(side)]] = np.asarray(side)
-                b = int(batch.shape[0]) if hasattr(batch, "shape") else len(batch)
-                with torch.inference_mode():
-                    out = _as_features(extractor(batch), b, name)
+                    arrays[0][part] = side
+                out = _as_features(raw, b, name)
                 if features is None:
                     features = np.empty((n, out.shape[1]), dtype=np.float32)
                 elif out.shape[1] != features.shape[1]:
@@ -691,7 +770,6 @@ def _run(
                         f"Backbone {name!r} returned {out.shape[1]}-d features but its cache "
                         f"holds {features.shape[1]}-d ones; clear {store.directory if store else ''}."
                     )
-                part = todo[done : done + b]
                 if store is None:
                     features[part] = out
                 else:
@@ -709,7 +787,6 @@ def _run(
                             pending_keys[shard_size:],
                             [block[shard_size:]] if len(pending_keys) > shard_size else [],
                         )
-                done += b
                 bar.update(b)
     except BaseException:
         # Ctrl-C (or an error) mid-run: keep what was computed since the last shard

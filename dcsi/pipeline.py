@@ -10,6 +10,10 @@ image it decodes (``extract_features(..., arrays=...)``; images served from the
 feature cache are decoded for the array alone), and that one array feeds the SSIM and
 wavelet class matrices and the near-duplicate search.  The CNN features serve both the
 class matrix and ``redundancy_method="cnn"``.
+
+``engine="ray"`` runs that feature stage (decode, forward pass, grey arrays) in Ray
+model actors (:mod:`dcsi.ray_engine`) and everything after it here, unchanged: the
+card is the same, byte for byte.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import numpy as np
 from dcsi import __version__
 from dcsi._validation import check_choice, check_int
 from dcsi.exceptions import DataError, InvalidParameterError
+from dcsi.ray_engine import check_engine, engine_session, feature_runner
 from dcsi.redundancy import METHODS
 
 __all__ = ["ANALYZERS", "analyze", "analyze_images", "check_parameters"]
@@ -68,6 +73,8 @@ def check_parameters(
     pooling: str = "gap",
     runtime: str = "torch",
     device: str = "auto",
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> tuple[str, ...]:
     """Check :func:`analyze`'s own options before any data is read.
 
@@ -93,6 +100,12 @@ def check_parameters(
     from dcsi.backbones.onnx_runtime import check_runtime
 
     check_runtime(runtime, "analyze", device=device)
+    check_engine(engine, ray_address)
+    if engine == "ray" and runtime == "onnx":
+        raise InvalidParameterError(
+            "The 'runtime' parameter of analyze: 'onnx' runs in this process only; the Ray "
+            "engine's model actors run torch. Use runtime='torch' with engine='ray'."
+        )
     if weights is not None and not Path(weights).expanduser().is_file():
         raise DataError(
             f"--weights {weights}: no such file. Give a state-dict file "
@@ -146,6 +159,8 @@ def analyze(
     command: str | None = None,
     pooling: str = "gap",
     runtime: str = "torch",
+    engine: str = "local",
+    ray_address: str | None = None,
 ):
     """Analyze an image dataset and return its dataset card.
 
@@ -200,6 +215,14 @@ def analyze(
         What runs the backbone's forward pass (see :func:`dcsi.extract_features`):
         ONNX Runtime on the CPU needs ``dcsi[onnx]``; recorded in
         ``provenance.parameters.runtime``.
+    engine : {"local", "ray"}, default="local"
+        Where the per-image work (decode, CNN features, grey arrays) runs: this
+        process, or Ray model actors (:mod:`dcsi.ray_engine`; needs ``dcsi[ray]``).
+        Both give the same card bytes (outside the timestamps).
+    ray_address : str, default=None
+        With ``engine="ray"``: ``None`` starts a local Ray for the call (shut down
+        afterwards); ``"auto"``, ``HOST:PORT`` or ``ray://HOST:PORT`` connects to a
+        running cluster.
 
     Returns
     -------
@@ -219,36 +242,41 @@ def analyze(
         pooling=pooling,
         runtime=runtime,
         device=device,
+        engine=engine,
+        ray_address=ray_address,
     )
-    images = open_source(
-        source,
-        labels=labels,
-        split=split,
-        image_column=image_column,
-        label_column=label_column,
-        max_per_class=max_per_class,
-        seed=seed,
-    )
-    return analyze_images(
-        images,
-        backbone=backbone,
-        weights=weights,
-        analyzers=analyzers,
-        image_size=image_size,
-        batch_size=batch_size,
-        device=device,
-        max_per_class=max_per_class,
-        seed=seed,
-        cache=cache,
-        linkage=linkage,
-        redundancy_method=redundancy_method,
-        size=size,
-        neighbor_index=neighbor_index,
-        neighbor_k=neighbor_k,
-        command=command,
-        pooling=pooling,
-        runtime=runtime,
-    )
+    with engine_session(engine, ray_address):  # reached before the source is read
+        images = open_source(
+            source,
+            labels=labels,
+            split=split,
+            image_column=image_column,
+            label_column=label_column,
+            max_per_class=max_per_class,
+            seed=seed,
+        )
+        return analyze_images(
+            images,
+            backbone=backbone,
+            weights=weights,
+            analyzers=analyzers,
+            image_size=image_size,
+            batch_size=batch_size,
+            device=device,
+            max_per_class=max_per_class,
+            seed=seed,
+            cache=cache,
+            linkage=linkage,
+            redundancy_method=redundancy_method,
+            size=size,
+            neighbor_index=neighbor_index,
+            neighbor_k=neighbor_k,
+            command=command,
+            pooling=pooling,
+            runtime=runtime,
+            engine=engine,
+            ray_address=ray_address,
+        )
 
 
 def analyze_images(
@@ -271,11 +299,14 @@ def analyze_images(
     command: str | None = None,
     pooling: str = "gap",
     runtime: str = "torch",
+    engine: str = "local",
+    ray_address: str | None = None,
 ):
     """:func:`analyze` on an already opened :class:`~dcsi.sources.ImageSet`.
 
     The parameters are those of :func:`analyze`; ``max_per_class`` only caps the
     per-class SSIM estimator here (the subset is taken when the source is opened).
+    With ``engine="ray"``, a Ray session already open in this process is used as is.
     """
     from dcsi.card import Card
 
@@ -291,6 +322,8 @@ def analyze_images(
         pooling=pooling,
         runtime=runtime,
         device=device,
+        engine=engine,
+        ray_address=ray_address,
     )
     started = datetime.now(timezone.utc)
 
@@ -310,20 +343,29 @@ def analyze_images(
         from dcsi.features import choose_num_threads, extract_features
 
         num_threads = choose_num_threads()
-
-        fs = extract_features(
-            images,
+        runner = feature_runner(
+            engine,
             backbone=backbone,
             weights=weights,
-            image_size=image_size,
-            batch_size=batch_size,
-            device=device,
-            cache=cache,
-            num_threads=num_threads,
-            arrays=(working, "L"),
             pooling=pooling,
-            runtime=runtime,
+            threads=num_threads,
+            device=device,
         )
+        with engine_session(engine, ray_address):
+            fs = extract_features(
+                images,
+                backbone=backbone,
+                weights=weights,
+                image_size=image_size,
+                batch_size=batch_size,
+                device=device,
+                cache=cache,
+                num_threads=num_threads,
+                arrays=(working, "L"),
+                pooling=pooling,
+                runtime=runtime,
+                runner=runner,
+            )
         features, grey = fs.features, fs.arrays
     if neighbor_index is not None:
         data["neighbor_index"] = _neighbor_index_block(fs, neighbor_index, neighbor_k, seed)

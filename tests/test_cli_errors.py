@@ -136,6 +136,20 @@ CASES = [
         None,
     ),
     ("analyze-bad-analyzer", "analyze {ws}/images --out {ws}/o --analyzers nope", 1, "nope", None),
+    (
+        "analyze-ray-address-local-engine",
+        "analyze {ws}/images --out {ws}/o --ray-address 127.0.0.1:6379",
+        1,
+        "applies to engine='ray'",
+        None,
+    ),
+    (
+        "analyze-ray-address-unreachable",
+        "analyze {ws}/images --out {ws}/o --engine ray --ray-address 127.0.0.1:1",
+        1,
+        "Cannot reach a Ray cluster at 127.0.0.1:1",
+        None,
+    ),
     ("redundancy-missing-source", "redundancy {ws}/nope --out {ws}/o", 1, "nope", None),
     (
         "leakage-missing-train",

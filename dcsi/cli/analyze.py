@@ -16,6 +16,7 @@ from dcsi.cli._common import (
     check_out_dir,
     source_kwargs,
 )
+from dcsi.ray_engine import ENGINES
 from dcsi.redundancy import METHODS
 
 __all__ = ["register"]
@@ -75,6 +76,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="K",
         help="neighbours per image in the index (default 10)",
     )
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="local",
+        help="where the per-image work runs: this process (local, the default) or Ray "
+        "model actors (ray; pip install 'dcsi[ray]'); the card is the same",
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="with --engine ray: a running cluster (HOST:PORT, ray://HOST:PORT or auto); "
+        "default: start a local Ray for this command",
+    )
     add_progress_option(p)
     p.set_defaults(func=run)
 
@@ -82,6 +97,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from dcsi.card import write_card_files
     from dcsi.pipeline import analyze_images, check_parameters
+    from dcsi.ray_engine import engine_session
     from dcsi.sources import open_source
 
     out = check_out_dir(args.out)
@@ -101,30 +117,35 @@ def run(args: argparse.Namespace) -> int:
         pooling=args.pooling,
         runtime=args.runtime,
         device=args.device,
+        engine=args.engine,
+        ray_address=args.ray_address,
     )
-    images = open_source(
-        args.source, max_per_class=args.max_per_class, seed=args.seed, **source_kwargs(args)
-    )
-    card = analyze_images(
-        images,
-        backbone=args.backbone,
-        weights=args.weights,
-        analyzers=args.analyzers,
-        image_size=args.image_size,
-        batch_size=args.batch_size,
-        device=args.device,
-        max_per_class=args.max_per_class,
-        seed=args.seed,
-        cache=cache_from_args(args),
-        linkage=args.linkage,
-        redundancy_method=args.redundancy_method,
-        size=args.size,
-        pooling=args.pooling,
-        runtime=args.runtime,
-        neighbor_index=out / "neighbor_index" if args.index else None,
-        neighbor_k=args.index_k,
-        command=shlex.join(["dcsi", *sys.argv[1:]]),
-    )
+    with engine_session(args.engine, args.ray_address):  # reached before the scan
+        images = open_source(
+            args.source, max_per_class=args.max_per_class, seed=args.seed, **source_kwargs(args)
+        )
+        card = analyze_images(
+            images,
+            backbone=args.backbone,
+            weights=args.weights,
+            analyzers=args.analyzers,
+            image_size=args.image_size,
+            batch_size=args.batch_size,
+            device=args.device,
+            max_per_class=args.max_per_class,
+            seed=args.seed,
+            cache=cache_from_args(args),
+            linkage=args.linkage,
+            redundancy_method=args.redundancy_method,
+            size=args.size,
+            pooling=args.pooling,
+            runtime=args.runtime,
+            neighbor_index=out / "neighbor_index" if args.index else None,
+            neighbor_k=args.index_k,
+            command=shlex.join(["dcsi", *sys.argv[1:]]),
+            engine=args.engine,
+            ray_address=args.ray_address,
+        )
     position = {item_id: i for i, item_id in enumerate(images.ids)}
     paths = write_card_files(
         card, args.out, load_image=lambda item_id: images.load(position[item_id])

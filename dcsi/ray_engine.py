@@ -1,0 +1,410 @@
+"""The Ray engine: the per-image work of :func:`dcsi.analyze` on a Ray cluster.
+
+``engine="ray"`` (``dcsi analyze ... --engine ray [--ray-address ADDR]``) moves the
+stage whose cost grows with every image and every pixel -- read, decode, preprocess,
+the CNN forward pass and the working-size grey array -- into Ray model actors, and
+keeps the rest on the driver, so that the card is the local engine's byte for byte
+(outside the ``created`` / ``finished`` timestamps):
+
+======================  ==========================================================
+where                   what
+======================  ==========================================================
+driver                  opens the source (lists the files or rows, hashes them: the
+                        fingerprint and the cache keys), looks the features up in the
+                        cache, cuts the images to compute into the local engine's
+                        batches (``todo[0:b]``, ``todo[b:2b]``, ...)
+Ray Data                one row per batch (``from_items``), ``map_batches`` over a pool
+                        of model actors: one per GPU when the cluster has GPUs, else
+                        ``CPUs // threads`` CPU actors; results come back in source
+                        order (``preserve_order``)
+model actor             builds the backbone once (same name, weights, input size and
+                        pooling as the driver's), reads each image of its batch from the
+                        source (a folder on shared storage, the Arrow files of a saved
+                        Hugging Face dataset, or the array shipped with the actor),
+                        decodes it with dcsi's decoder (:meth:`ImageSet.load`), runs
+                        the forward pass with the driver's torch thread count, and makes
+                        the grey working-size array from the same decode
+driver                  stores the rows in source order, writes the cache shards, then
+                        runs the local engine's statistics on them: class sums, the
+                        cnn_cosine matrix, the index, clusters, wavelet / SSIM matrices
+                        and the near-duplicate search
+======================  ==========================================================
+
+Identical bytes come from identical arithmetic: each actor sees the same batches, the
+same decoder and the same torch thread count as the local engine (a forward pass's
+reductions depend on both), and the driver reduces the gathered rows with the local
+engine's own code.  Per-block class sums (:class:`dcsi.similarity.class_cosine.ClassStats`
+merges with ``+``) would free the driver from holding the ``(n, d)`` features for the
+class matrix, but float64 addition in another order changes the last bits of the card;
+the driver holds those rows anyway for the neighbour search, as the local engine does.
+
+:func:`ray_session` starts a local Ray (``address=None``; the command's own, shut down
+afterwards) or connects to a running cluster, with Ray's logging kept off the terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dcsi import exceptions
+from dcsi._validation import require
+from dcsi.exceptions import DcsiError, EngineError, InvalidParameterError
+
+__all__ = [
+    "ENGINES",
+    "FeatureActor",
+    "RayRunner",
+    "check_engine",
+    "engine_session",
+    "feature_runner",
+    "ray_session",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Engines of :func:`dcsi.analyze`.
+ENGINES = ("local", "ray")
+#: Brackets a dcsi error raised in an actor, so that the driver raises it again.
+_MARK = "<<dcsi-error>>"
+#: Seconds to wait for a TCP connection to ``--ray-address`` before giving up.
+CONNECT_TIMEOUT = 5.0
+
+
+def check_engine(engine: str, ray_address: str | None, caller: str = "analyze") -> None:
+    """Check ``engine`` and ``ray_address`` before any data is read.
+
+    Raises
+    ------
+    InvalidParameterError
+        An unknown engine, or an address given to the local engine.
+    MissingDependencyError
+        ``engine="ray"`` without Ray installed.
+    """
+    from dcsi._validation import check_choice
+
+    check_choice(engine, "engine", caller, ENGINES)
+    if engine == "local" and ray_address is not None:
+        raise InvalidParameterError(
+            f"The 'ray_address' parameter of {caller} applies to engine='ray' "
+            "(--engine ray). Add it, or leave the address out."
+        )
+    if engine == "ray":
+        require("ray.data", "The Ray engine", "dcsi[ray]")
+
+
+def _probe(address: str) -> None:
+    """Fail fast, in one line, when ``host:port`` does not accept a connection."""
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise InvalidParameterError(
+            f"The Ray address {address!r} is not HOST:PORT (or ray://HOST:PORT, or 'auto'). "
+            "Give the head node's address, e.g. 10.0.0.5:6379."
+        )
+    try:
+        with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT):
+            pass
+    except OSError as exc:
+        raise EngineError(
+            f"Cannot reach a Ray cluster at {address} ({exc.strerror or exc}). Start one "
+            "with `ray start --head` there, check the address, or leave --ray-address out "
+            "to start a local Ray."
+        ) from None
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> Iterator[Any]:
+    """Ray, connected for the block: the running session, a cluster, or a local one.
+
+    Parameters
+    ----------
+    address : str, default=None
+        ``None``: start a local Ray for this block (``num_cpus`` CPUs, no dashboard,
+        worker logs kept off the terminal) and shut it down afterwards.  ``"auto"``,
+        ``HOST:PORT`` or ``ray://HOST:PORT``: connect to that cluster (left running).
+        When Ray is already initialised in this process, that session is used as is.
+    num_cpus : int, default=None
+        CPUs of a local Ray; None: the CPUs this process may use.
+
+    Yields
+    ------
+    module
+        The ``ray`` module.
+
+    Raises
+    ------
+    EngineError
+        The cluster cannot be reached (checked with a TCP connection first, within
+        :data:`CONNECT_TIMEOUT` seconds, before any long work).
+    """
+    ray = require("ray", "The Ray engine", "dcsi[ray]")
+    if ray.is_initialized():
+        yield ray
+        return
+    if address is not None and address != "auto":
+        _probe(address)
+    _quiet()
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": False,
+        "logging_level": logging.ERROR,
+    }
+    if address is None:
+        kwargs["num_cpus"] = num_cpus or _cpus()
+        # Ray runs its workers at nice 15 by default; the command's own Ray does the
+        # command's main work, at the command's priority (a cluster keeps its setting)
+        kwargs["_system_config"] = {"worker_niceness": 0}
+    else:
+        kwargs["address"] = address
+    try:
+        ray.init(**kwargs)
+    except ConnectionError as exc:
+        raise EngineError(
+            f"Cannot connect to the Ray cluster at {address}: {str(exc).splitlines()[0]} "
+            "Start one with `ray start --head`, or leave --ray-address out to start a "
+            "local Ray."
+        ) from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def engine_session(engine: str, ray_address: str | None) -> contextlib.AbstractContextManager:
+    """:func:`ray_session` for ``engine="ray"``, a no-op for the local engine."""
+    if engine == "ray":
+        return ray_session(ray_address)
+    return contextlib.nullcontext()
+
+
+def feature_runner(
+    engine: str,
+    *,
+    backbone: Any,
+    weights: str | os.PathLike[str] | None,
+    pooling: str,
+    threads: int,
+    device: str,
+) -> RayRunner | None:
+    """The :class:`dcsi.features.BatchRunner` of an engine (None: the local one).
+
+    A registered backbone (a name) is rebuilt in each actor from these options; an
+    extractor object is shipped to the actors as it is.
+    """
+    if engine != "ray":
+        return None
+    build = (
+        {"name": backbone, "weights": weights, "pooling": pooling}
+        if isinstance(backbone, str)
+        else None
+    )
+    return RayRunner(build=build, threads=threads, device=device)
+
+
+def _quiet() -> None:
+    """Keep Ray's and Ray Data's log lines off the terminal (Ray Data sets its own
+    levels when imported, so this runs again after the import)."""
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def _cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not available on this platform
+        return max(1, os.cpu_count() or 1)
+
+
+class FeatureActor:
+    """A Ray actor holding one backbone: one batch of positions in, its rows out.
+
+    Parameters
+    ----------
+    image_set : ImageSet
+        The opened source (its backend reads each image from where it lies).
+    todo : ndarray of shape (m,), int64
+        Positions to compute; a batch row ``{"start", "stop"}`` indexes it.
+    build : dict or Extractor
+        Keyword arguments of :func:`dcsi.backbones.get_backbone` (a registered
+        backbone, rebuilt here), or the extractor object itself.
+    threads : int
+        torch intra-op threads (the driver's count: same reductions, same bytes).
+    arrays : ((h, w), mode) or None
+        Also return each image as :func:`dcsi.sources.image_to_array` makes it.
+    """
+
+    def __init__(
+        self,
+        image_set: Any,
+        todo: np.ndarray,
+        build: Any,
+        threads: int,
+        arrays: tuple[tuple[int, int], str] | None,
+    ) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+        if isinstance(build, dict):
+            from dcsi.backbones import get_backbone
+
+            build = get_backbone(**build)
+        self.extractor = build
+        self.image_set = image_set
+        self.todo = todo
+        self.arrays = arrays
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Rows ``pos`` (b,), ``features`` (b, d) and, when asked, ``arrays`` of the
+        batches ``todo[start:stop]`` of ``batch``.  A dcsi error is passed on with its
+        class and message marked, for the driver to raise it again as it was."""
+        try:
+            return self._rows(batch)
+        except DcsiError as exc:
+            raise RuntimeError(f"{_MARK}{type(exc).__name__}:{exc}{_MARK}") from exc
+
+    def _rows(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        from dcsi.sources import image_to_array
+
+        out: dict[str, list[np.ndarray]] = {"pos": [], "features": [], "arrays": []}
+        for start, stop in zip(batch["start"], batch["stop"]):
+            part = self.todo[int(start) : int(stop)]
+            inputs, sides = [], []
+            for i in part:
+                img = self.image_set.load(int(i))
+                inputs.append(self.extractor.transform(img))
+                if self.arrays is not None:
+                    sides.append(image_to_array(img, *self.arrays))
+            with torch.inference_mode():
+                feats = self.extractor(torch.stack(inputs))
+            if hasattr(feats, "detach"):
+                feats = feats.detach().cpu().numpy()
+            out["pos"].append(np.asarray(part, dtype=np.int64))
+            out["features"].append(np.asarray(feats))
+            if self.arrays is not None:
+                out["arrays"].append(np.stack(sides))
+        return {k: np.concatenate(v) for k, v in out.items() if v}
+
+
+@dataclass(frozen=True)
+class RayRunner:
+    """A :class:`dcsi.features.BatchRunner` that runs the model in Ray actors.
+
+    Call it inside :func:`ray_session`.  One actor per GPU when the cluster has GPUs
+    (and ``device`` is not ``"cpu"``); else ``max(1, CPUs // threads)`` CPU actors,
+    each reserving ``min(threads, largest node's CPUs)`` CPUs; never more actors than
+    batches.  Each batch is one block of the Ray dataset, so every actor gets work.
+
+    Parameters
+    ----------
+    build : dict or None
+        Keyword arguments of :func:`dcsi.backbones.get_backbone` except ``image_size``
+        and ``device`` (taken from the driver's extractor and the actor's device);
+        None ships the driver's extractor object to the actors as it is.
+    threads : int
+        torch intra-op threads in each actor: the driver's
+        :func:`dcsi.features.choose_num_threads` (the same reductions as the local
+        engine, hence the same bytes).
+    device : {"auto", "cpu", "cuda"}, default="auto"
+    """
+
+    build: dict[str, Any] | None
+    threads: int
+    device: str = "auto"
+
+    def __call__(
+        self,
+        image_set: Any,
+        todo: np.ndarray,
+        extractor: Any,
+        *,
+        batch_size: int,
+        arrays: tuple[tuple[int, int], str] | None,
+    ) -> Iterator[tuple[np.ndarray, Any, np.ndarray | None]]:
+        import ray
+        import ray.data
+
+        _quiet()
+        ctx = ray.data.DataContext.get_current()
+        ctx.execution_options.preserve_order = True
+        ctx.enable_progress_bars = False
+        total = ray.cluster_resources()
+        gpus = int(total.get("GPU", 0)) if self.device != "cpu" else 0
+        if self.device.startswith("cuda") and gpus == 0:
+            raise EngineError(
+                "--device cuda with --engine ray needs GPUs in the Ray cluster, which has "
+                "none. Use --device auto or cpu, or add GPU nodes."
+            )
+        build: Any = extractor
+        if self.build is not None:
+            size = getattr(extractor, "image_size", None)
+            build = {**self.build, "image_size": size, "device": "cuda" if gpus else "cpu"}
+        n = len(todo)
+        rows = [{"start": s, "stop": min(s + batch_size, n)} for s in range(0, n, batch_size)]
+        options: dict[str, Any]
+        if gpus:
+            actors = min(gpus, len(rows))
+            options = {"num_gpus": 1, "compute": ray.data.ActorPoolStrategy(size=actors)}
+        else:
+            node_cpus = max(
+                (node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]),
+                default=1,
+            )
+            cpus = max(1.0, min(float(self.threads), float(node_cpus)))
+            actors = max(1, min(int(total.get("CPU", 1) // cpus), len(rows)))
+            options = {"num_cpus": cpus, "compute": ray.data.ActorPoolStrategy(size=actors)}
+        logger.info(
+            "Ray engine: %d batches of %d images over %s.",
+            len(rows),
+            batch_size,
+            f"{gpus} GPU actor(s)"
+            if gpus
+            else f"{actors} CPU actor(s) of {self.threads} torch thread(s)",
+        )
+        # one block per batch, so that every actor of the pool gets work
+        ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
+            FeatureActor,
+            fn_constructor_kwargs={
+                "image_set": image_set,
+                "todo": np.asarray(todo, dtype=np.int64),
+                "build": build,
+                "threads": self.threads,
+                "arrays": arrays,
+            },
+            batch_size=1,
+            batch_format="numpy",
+            **options,
+        )
+        try:
+            for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                side = out.get("arrays")
+                yield (
+                    np.asarray(out["pos"]),
+                    np.asarray(out["features"]),
+                    None if side is None else np.asarray(side),
+                )
+        except ray.exceptions.RayError as exc:
+            raise (_dcsi_error(exc) or exc) from exc
+
+
+def _dcsi_error(exc: BaseException) -> DcsiError | None:
+    """The dcsi error an actor marked in ``exc``'s text (:class:`FeatureActor`)."""
+    text = str(exc)
+    start = text.find(_MARK)
+    end = text.find(_MARK, start + len(_MARK))
+    if start < 0 or end < 0:
+        return None
+    name, _, message = text[start + len(_MARK) : end].partition(":")
+    cls = getattr(exceptions, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, DcsiError)):
+        cls = DcsiError
+    return cls(message)
