@@ -19,10 +19,11 @@ RRQR column selection, unit rows), ``candidate search`` (first stage, ``1 - cos 
 0.01``, candidates checked exactly), ``aligned stage`` (shifts and crops), ``grouping``
 (connected components, complete linkage) and the rest (groups, keep-list, summary).
 
-Recall of the ANN search: on a ``--recall-n`` subset (10^5) the first stage is run
-exact and ann (forced) on the same images; recall = pairs found by ann that exact
-found / pairs found by exact (precision is the same by construction: every ann
+Recall of the ANN search: at each ``--recall-n`` size (10^4, 3 x 10^4, 10^5) the first
+stage is run exact and ann (forced) on the same images; recall = pairs found by ann that
+exact found / pairs found by exact (precision is the same by construction: every ann
 candidate is checked exactly; the JSON says whether ann found a pair exact did not).
+The two candidate-search times place the switch point of ``search="auto"``.
 
 Class similarity at 10^6: CNN features cannot be extracted for 10^6 images on this
 CPU in a benchmark's time, so ``class_similarity`` (cosine) is timed on synthetic
@@ -30,9 +31,12 @@ Gaussian features of the EfficientNet-Lite0 size (1,280 float32) with 10 classes
 
     python benchmarks/scale.py                      # 1e4 .. 1e6, recall at 1e5, class cosine
     # the largest size alone, then the rest, merged into results/scale.json:
-    python benchmarks/scale.py --sizes 1000000 --recall-n 0 --class-n 0 --name scale_1e6
+    python benchmarks/scale.py --sizes 1000000 --recall-n "" --class-n 0 --name scale_1e6
     python benchmarks/scale.py --sizes 10000,30000,100000,300000 --merge scale_1e6
     python benchmarks/scale.py --quick              # 1e4, 3e4; recall at 1e4
+    # combine the parts measured separately:
+    python benchmarks/scale.py --sizes "" --recall-n "" --class-n 0 --merge scale_1e6 \
+        --merge scale_ladder --merge scale_extra
 
 The machine is shared (2 cores): the load average is recorded before and after each
 audit; times are noisy and the slope is the figure to read.
@@ -219,14 +223,16 @@ def recall_run(n: int, seed: int) -> dict:
         "recall": len(a & e) / len(e) if e else None,
         "exact_search_time_s": _stage_time(exact, "candidate search"),
         "ann_search_time_s": _stage_time(ann, "candidate search"),
+        "exact_search_cpu_s": _stage_time(exact, "candidate search", "cpu_s"),
+        "ann_search_cpu_s": _stage_time(ann, "candidate search", "cpu_s"),
         "exact_peak_rss_mib": exact["peak_rss_mib"],
         "ann_peak_rss_mib": ann["peak_rss_mib"],
         "load_avg": [exact["load_avg_before"], ann["load_avg_after"]],
     }
 
 
-def _stage_time(res: dict, stage: str) -> float | None:
-    times = [s["time_s"] for s in res["stages"] if s["stage"] == stage]
+def _stage_time(res: dict, stage: str, key: str = "time_s") -> float | None:
+    times = [s[key] for s in res["stages"] if s["stage"] == stage and key in s]
     return sum(times) if times else None
 
 
@@ -255,6 +261,17 @@ def class_cosine_run(n: int, dim: int, seed: int) -> dict:
     }
 
 
+def partial_stages(log: Path) -> dict:
+    """The stages an unfinished audit reported: ``{"n", "stages", "complete": False}``."""
+    n, stages = None, []
+    for line in log.read_text().splitlines():
+        if line.startswith("audit of "):
+            n, stages = int(line.split()[2].replace(",", "")), []
+        elif line.startswith('{"stage"'):
+            stages.append(json.loads(line))
+    return {"n": n, "stages": stages, "complete": False}
+
+
 def slope(ns: list[int], ts: list[float]) -> float | None:
     """Fitted slope of log(time) against log(n)."""
     if len(ns) < 2:
@@ -266,7 +283,11 @@ def slope(ns: list[int], ts: list[float]) -> float | None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="10000,30000,100000,300000,1000000")
-    ap.add_argument("--recall-n", type=int, default=100_000)
+    ap.add_argument(
+        "--recall-n",
+        default="10000,30000,100000",
+        help="sizes of the exact-vs-ann runs (recall, and the times that place the switch)",
+    )
     ap.add_argument("--class-n", type=int, default=1_000_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="1e4 and 3e4; recall at 1e4")
@@ -279,23 +300,37 @@ def main() -> int:
         help="keep the sizes, recall and class cosine of results/NAME.json that this run "
         "does not measure (repeatable)",
     )
+    ap.add_argument(
+        "--partial-log",
+        default=None,
+        metavar="LOG",
+        help="record the stages an unfinished audit printed to its stderr log (the stage "
+        "lines after its last 'audit of N images' line) under 'partial'",
+    )
     args = ap.parse_args()
     if args.quick:
-        args.sizes, args.recall_n, args.class_n = "10000,30000", 10_000, 0
+        args.sizes, args.recall_n, args.class_n = "10000,30000", "10000", 0
     sizes = [int(float(s)) for s in args.sizes.split(",") if s]
     old: dict[str, Any] = {}
     ladder: dict[int, dict] = {}
     for name in args.merge:
         prev = json.loads((RESULTS_DIR / f"{name}.json").read_text())
         ladder.update({r["n"]: r for r in prev.get("ladder", [])})
-        old.update({k: prev[k] for k in ("recall", "class_cosine") if prev.get(k)})
+        if prev.get("class_cosine"):
+            old["class_cosine"] = prev["class_cosine"]
+        runs = prev.get("recall") or []
+        for r in [runs] if isinstance(runs, dict) else runs:
+            old.setdefault("recall", {})[r["n"]] = r
     for n in sizes:
         print(f"audit of {n:,} images ...", file=sys.stderr, flush=True)
         res = run_worker(n, args.seed, "auto")
         res.pop("_pairs")
         ladder[n] = res
     rows = [ladder[n] for n in sorted(ladder)]
-    recall = recall_run(args.recall_n, args.seed) if args.recall_n else old.get("recall")
+    recall_ns = [int(float(x)) for x in str(args.recall_n).split(",") if x and float(x) > 0]
+    recall_by_n = old.get("recall", {})
+    recall_by_n.update({n: recall_run(n, args.seed) for n in recall_ns})
+    recall = [recall_by_n[n] for n in sorted(recall_by_n)]
     cosine = (
         class_cosine_run(args.class_n, 1280, args.seed) if args.class_n else old.get("class_cosine")
     )
@@ -315,6 +350,8 @@ def main() -> int:
         "class_cosine": cosine,
         "targets": {"time_s_1e6": 1200, "peak_rss_mib_1e6": 8192, "ann_recall": 0.99},
     }
+    if args.partial_log:
+        results["partial"] = partial_stages(Path(args.partial_log))
     write_results(args.name, results)
     print(
         print_table(

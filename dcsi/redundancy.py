@@ -777,13 +777,15 @@ def find_redundancy_features(
             continue
         if len(part) < 2:  # nothing to link (e.g. all but one image are blank)
             continue
-        part_images = None if images is None else images[part]
-        pairs, aligned = _linked_pairs(F[part], params, part_images)
+        whole = len(part) == n  # the whole set (no blank image): no copy of F or images
+        Fp = F if whole else F[part]
+        part_images = images if whole or images is None else images[part]
+        pairs, aligned = _linked_pairs(Fp, params, part_images)
         n_pairs += len(pairs)
         n_aligned += aligned
         comps = connected_groups(len(part), pairs)
         if params.group_linkage == "complete":
-            comps, unrefined = complete_groups(comps, _link_score(F[part], params, part_images))
+            comps, unrefined = complete_groups(comps, _link_score(Fp, params, part_images))
             n_unrefined += unrefined
         members.extend(part[g] for g in comps)
     groups = _sorted_groups(
