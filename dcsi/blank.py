@@ -84,11 +84,15 @@ class BlankImages:
         idx = idx[self.mask[idx]]
         if len(idx) < 2:
             return []
-        tree = cKDTree(self.colours[idx])
+        # images of one exact colour are one node: 10^5 white images are not 5 x 10^9 pairs
+        colours, node = np.unique(self.colours[idx], axis=0, return_inverse=True)
+        node = node.ravel()
+        tree = cKDTree(colours)
         pairs = tree.query_pairs(self.same_colour, p=np.inf, output_type="ndarray")
-        n = len(idx)
-        graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+        u = len(colours)
+        graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(u, u))
         _, comp = connected_components(graph, directed=False)
+        comp = comp[node]
         groups = [np.sort(idx[comp == c]) for c in np.unique(comp)]
         groups = [g for g in groups if len(g) >= 2]
         groups.sort(key=lambda g: (-len(g), int(g[0])))

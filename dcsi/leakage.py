@@ -154,6 +154,8 @@ def _nearest_leaks(
         block_size=search.block_size,
         seed=seed,
         desc="leakage",
+        search=search.resolve(A.shape[0] + B.shape[0]),
+        nprobe=search.nprobe,
     )
     best = np.full(A.shape[0], -1, dtype=np.int64)
     best_d = np.full(A.shape[0], np.inf)
@@ -220,7 +222,7 @@ def find_leakage_features(
     train_labels: list[str] | None = None,
     test_labels: list[str] | None = None,
     n_farthest: int = 20,
-    search: SearchOptions | None = None,
+    search: str | SearchOptions | None = None,
     seed: int = 0,
     method: str = "features",
     params: dict | None = None,
@@ -240,8 +242,10 @@ def find_leakage_features(
         Class names per item (for per-class shares and label mismatches).
     n_farthest : int, default=20
         How many of the test items farthest from all training items to report.
-    search : SearchOptions, default=None
-        Sizes of the exact candidate search (:mod:`dcsi.neighbors`).
+    search : {"auto", "exact", "ann"} or SearchOptions, default=None
+        The candidate search (:class:`dcsi.neighbors.SearchOptions`; ``None``:
+        ``"auto"``, faiss above 100,000 rows of both sets together); ``params`` records
+        ``search: "ann"`` and ``nprobe`` when the faiss search ran.
     seed : int, default=0
     method : str, default="features"
     params : dict, default=None
@@ -260,10 +264,14 @@ def find_leakage_features(
     -------
     LeakageResult
     """
-    search = SearchOptions() if search is None else search
+    search = SearchOptions.from_arg(search, "find_leakage_features")
     A = np.ascontiguousarray(test_features, dtype=np.float32)
     B = np.ascontiguousarray(train_features, dtype=np.float32)
     n_test, n_train = A.shape[0], B.shape[0]
+    params = dict(params or {})
+    if search.resolve(n_test + n_train) == "ann":  # recorded only when used
+        search.check_available(n_test + n_train, "find_leakage")
+        params.update({"search": "ann", "nprobe": search.nprobe})
     test_ids = [str(i) for i in range(n_test)] if test_ids is None else list(test_ids)
     train_ids = [str(i) for i in range(n_train)] if train_ids is None else list(train_ids)
     best, best_d = _nearest_leaks(A, B, threshold, search, seed)
@@ -307,7 +315,7 @@ def find_leakage_features(
             }
     return LeakageResult(
         method=method,
-        params=dict(params or {}),
+        params=params,
         n_train=n_train,
         n_test=n_test,
         pairs=pairs,
@@ -386,7 +394,7 @@ def _checked_options(
     threshold = DEFAULT_THRESHOLDS[method] if checked["threshold"] is None else checked["threshold"]
     align_opts = AlignOptions.from_arg(align, caller) if method == "wavelet" else None
     check_instance(wavelet, WaveletOptions, "wavelet", caller, allow_none=True)
-    check_instance(search, SearchOptions, "search", caller, allow_none=True)
+    search = SearchOptions.from_arg(search, caller)
     return (
         method,
         threshold,
@@ -394,7 +402,7 @@ def _checked_options(
         seed,
         align_opts,
         WaveletOptions() if wavelet is None else wavelet,
-        SearchOptions() if search is None else search,
+        search,
     )
 
 
@@ -449,7 +457,7 @@ def find_leakage(
     threshold: float | None = None,
     align: bool | AlignOptions = True,
     wavelet: WaveletOptions | None = None,
-    search: SearchOptions | None = None,
+    search: str | SearchOptions | None = None,
     size: int | tuple[int, int] | None = None,
     n_farthest: int = 20,
     backbone: Any = "efficientnet_lite0",
@@ -477,8 +485,10 @@ def find_leakage(
         :func:`dcsi.find_redundancy`.
     wavelet : WaveletOptions, default=None
         Wavelet rows; the columns are selected on the training set.
-    search : SearchOptions, default=None
-        Sizes of the exact candidate search.
+    search : {"auto", "exact", "ann"} or SearchOptions, default=None
+        The candidate search of the first stage, as :func:`dcsi.find_redundancy`'s
+        (exact up to 100,000 images of both sets together, faiss IVF-flat above; every
+        candidate checked exactly).  The farthest test items are searched exactly.
     size : int or (h, w), default=None
         Working size both sets are brought to (``None``: the training set's, see
         :meth:`dcsi.sources.ImageSet.working_size`: its native or median size, the
@@ -508,6 +518,7 @@ def find_leakage(
     te_arr, te_y, te_ids, te_classes, te_set = as_grey_arrays(test, test_labels, size=size)
     if len(tr_ids) == 0 or len(te_ids) == 0:
         raise DataError("find_leakage needs a non-empty training and test set.")
+    search.check_available(len(tr_ids) + len(te_ids), "find_leakage")
     if tr_arr.shape[1:] != te_arr.shape[1:]:
         raise InvalidParameterError(
             f"The train and test images of find_leakage must have one size; got "

@@ -60,6 +60,7 @@ from dcsi import __version__
 from dcsi._io import atomic_write_bytes, atomic_write_json
 from dcsi._progress import progress
 from dcsi._validation import check_choice, check_int, require
+from dcsi.ann import ivf_index
 from dcsi.exceptions import DataError, InvalidParameterError
 from dcsi.neighbors import exact_topk, unit_rows
 
@@ -104,58 +105,9 @@ HEAD_FILE = "head.safetensors"
 FORMAT = "dcsi-neighbor-index"
 FORMAT_VERSION = 1
 METHODS = ("auto", "exact", "faiss")
-#: Training rows per inverted list of the faiss k-means (faiss asks for at least 39).
-TRAIN_PER_LIST = 40
 
 
 # -- search --------------------------------------------------------------------------
-def ivf_index(
-    X: np.ndarray, *, nlist: int | None = None, nprobe: int = 32, seed: int = 0
-) -> tuple[Any, dict[str, Any]]:
-    """A faiss inner-product index of the rows: IVF-flat, or flat when ``n`` is small.
-
-    Parameters
-    ----------
-    X : ndarray of shape (n, d), float32
-        Unit rows.
-    nlist : int, default=None
-        Inverted lists (k-means centroids); None: ``4 sqrt(n)``, at most
-        ``n / TRAIN_PER_LIST`` (below 2: one flat, exact list).
-    nprobe : int, default=32
-        Lists searched per query (more: higher recall, slower).
-    seed : int, default=0
-        Seed of the k-means (10 iterations) and of its training sample
-        (:data:`TRAIN_PER_LIST` rows per list).
-
-    Returns
-    -------
-    index : faiss.Index
-        With every row added.
-    params : dict
-        ``index`` (``"IVFFlat"`` or ``"FlatIP"``), ``nlist``, ``nprobe``, ``seed``.
-    """
-    faiss = require("faiss", "The faiss neighbour search", "dcsi[index]")
-    n, d = X.shape
-    if nlist is None:
-        nlist = int(max(1, min(4 * np.sqrt(n), n // TRAIN_PER_LIST)))
-    if nlist < 2:  # too few rows for inverted lists: one flat list (exact)
-        index = faiss.IndexFlatIP(d)
-        params: dict[str, Any] = {"index": "FlatIP"}
-    else:
-        rng = np.random.default_rng(seed)
-        m = TRAIN_PER_LIST * nlist
-        train = X if n <= m else X[np.sort(rng.choice(n, m, replace=False))]
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.cp.seed = seed
-        index.cp.niter = 10
-        index.train(train)
-        index.nprobe = min(nprobe, nlist)
-        params = {"index": "IVFFlat", "nlist": int(nlist), "nprobe": int(index.nprobe)}
-    index.add(X)
-    params["seed"] = seed
-    return index, params
-
-
 def faiss_topk(
     X: np.ndarray,
     *,

@@ -15,6 +15,11 @@ slack that never loses a pair).  The search is therefore exact in two steps:
      the radius.  Memory ``O(block_size * window)``.
    * :func:`ball_pairs`: a ``scipy.spatial.cKDTree`` ball query, for very
      low-dimensional projections of many points (the aligned stage's transforms).
+   * ``search="ann"`` (:class:`SearchOptions`; ``"auto"`` above
+     :data:`ANN_THRESHOLD` rows): the same projected radius searched with a faiss
+     IVF-flat index (:func:`dcsi.ann.ivf_radius_candidates`), near-linear in ``n``
+     where the sorted window grows as ``n^2``.  Approximate in recall only: every
+     candidate still goes through step 2.
 
 2. **Verification** of every candidate on all columns (:func:`verify_pairs`).
 
@@ -35,12 +40,15 @@ from typing import Any, ClassVar
 import numpy as np
 
 from dcsi._progress import progress
-from dcsi._validation import Interval, check_choice, validate_params
-from dcsi.exceptions import DataError
+from dcsi._validation import Interval, Options, check_choice, require, validate_params
+from dcsi.ann import DEFAULT_RANGE_NPROBE, ivf_radius_candidates
+from dcsi.exceptions import DataError, InvalidParameterError
 
 __all__ = [
+    "ANN_THRESHOLD",
     "DEFAULT_BLOCK_SIZE",
     "DEFAULT_N_COMPONENTS",
+    "SEARCH_METHODS",
     "SearchOptions",
     "ball_pairs",
     "exact_topk",
@@ -62,29 +70,53 @@ DEFAULT_BLOCK_SIZE = 1024
 #: Dimension of the candidate search's projection.
 DEFAULT_N_COMPONENTS = 32
 _EMPTY_PAIRS = (np.empty((0, 2), dtype=np.int64), np.empty(0))
+#: The candidate searches: ``"exact"`` (sorted window), ``"ann"`` (faiss IVF-flat),
+#: ``"auto"`` (exact up to :data:`ANN_THRESHOLD` rows, ann above).
+SEARCH_METHODS = ("auto", "exact", "ann")
+#: ``search="auto"`` takes the faiss search above this many rows (both sets together
+#: between two sets).  The exact window grows as ``n^2``: 19 s at 10^5 wavelet rows of
+#: Fashion-MNIST mixtures on 2 shared cores against 5 s for faiss, 30 min at 10^6
+#: (``benchmarks/scale.py``); every set of the repository's cards stays exact.
+ANN_THRESHOLD = 100_000
 
 
 @dataclass(frozen=True)
 class SearchOptions:
-    """Sizes of the exact candidate search, shared by redundancy and leakage.
+    """The candidate search shared by redundancy and leakage: method and sizes.
 
-    Neither changes a result (the search is exact), only its speed and memory.
+    The sizes never change a result; ``method="ann"`` may miss pairs (its recall
+    against the exact search is measured in ``benchmarks/scale.py``) but never adds
+    one, since every candidate is checked on all columns.
 
     Attributes
     ----------
     n_components : int or None, default=32
         Dimension of the candidate projection (``None``: none).
     block_size : int, default=1024
-        Rows per block.
+        Rows per block of the exact search.
+    method : {"auto", "exact", "ann"}, default="auto"
+        ``"exact"``: the sorted-window search; ``"ann"``: a faiss IVF-flat radius
+        search on the same projection (needs ``dcsi[index]``); ``"auto"``: exact up to
+        ``ann_threshold`` rows, ann above.
+    ann_threshold : int, default=100000
+        Rows above which ``"auto"`` takes the faiss search.
+    nprobe : int, default=16
+        Inverted lists probed per query by the faiss search.
     """
 
     n_components: int | None = DEFAULT_N_COMPONENTS
     block_size: int = DEFAULT_BLOCK_SIZE
+    method: str = "auto"
+    ann_threshold: int = ANN_THRESHOLD
+    nprobe: int = DEFAULT_RANGE_NPROBE
 
     #: Declared constraints of each field (checked on creation).
     CONSTRAINTS: ClassVar[dict[str, list[Any]]] = {
         "n_components": [Interval(int, 1, None, closed="left"), None],
         "block_size": [Interval(int, 1, None, closed="left")],
+        "method": [Options(SEARCH_METHODS)],
+        "ann_threshold": [Interval(int, 0, None, closed="left")],
+        "nprobe": [Interval(int, 1, None, closed="left")],
     }
 
     def __post_init__(self) -> None:
@@ -94,8 +126,39 @@ class SearchOptions:
         for k, v in checked.items():
             object.__setattr__(self, k, v)
 
+    @classmethod
+    def from_arg(cls, search: Any, caller: str) -> SearchOptions:
+        """The options a ``search`` argument stands for: None -> the defaults, a method
+        name (``"auto"``, ``"exact"``, ``"ann"``) -> the defaults with that method, a
+        ``SearchOptions`` as it is; anything else is refused in one line naming
+        ``caller``."""
+        if search is None:
+            return cls()
+        if isinstance(search, SearchOptions):
+            return search
+        if isinstance(search, str) and search in SEARCH_METHODS:
+            return cls(method=search)
+        raise InvalidParameterError(
+            f"The 'search' parameter of {caller} must be one of {list(SEARCH_METHODS)} or a "
+            f"SearchOptions. Got {search!r} instead."
+        )
 
-def prepare_rows(X: np.ndarray, *, center: str = "row") -> np.ndarray:
+    def resolve(self, n: int) -> str:
+        """The search run on ``n`` rows: ``"exact"`` or ``"ann"``."""
+        if self.method == "auto":
+            return "ann" if n > self.ann_threshold else "exact"
+        return self.method
+
+    def check_available(self, n: int, caller: str) -> None:
+        """Refuse, before any long work, a faiss search on ``n`` rows without faiss
+        (MissingDependencyError naming ``caller`` and ``pip install 'dcsi[index]'``)."""
+        if self.resolve(n) == "ann":
+            require("faiss", f"The approximate candidate search of {caller}", "dcsi[index]")
+
+
+def prepare_rows(
+    X: np.ndarray, *, center: str = "row", out: np.ndarray | None = None
+) -> np.ndarray:
     """Centre and unit-normalise rows, so that ``1 - x_i . x_j`` is the distance.
 
     Parameters
@@ -104,6 +167,9 @@ def prepare_rows(X: np.ndarray, *, center: str = "row") -> np.ndarray:
     center : {"row", "column", "none"}, default="row"
         ``"row"``: subtract each row's mean (distance = 1 - Pearson correlation);
         ``"column"``: subtract the dataset mean of each column; ``"none"``.
+    out : ndarray of shape (n, d), float32, default=None
+        Where to write the rows (may be ``X`` itself: no second copy of a large
+        matrix); None: a new array.
 
     Returns
     -------
@@ -112,7 +178,7 @@ def prepare_rows(X: np.ndarray, *, center: str = "row") -> np.ndarray:
     """
     check_choice(center, "center", "prepare_rows", ("row", "column", "none"))
     X = np.asarray(X)
-    out = np.empty(X.shape, dtype=np.float32)
+    out = np.empty(X.shape, dtype=np.float32) if out is None else out
     col_mean = X.mean(axis=0, dtype=np.float64) if center == "column" else None
     step = 8192
     for s in range(0, X.shape[0], step):
@@ -207,6 +273,8 @@ def radius_pairs(
     max_candidates: int | None = None,
     seed: int = 0,
     desc: str = "neighbours",
+    search: str = "exact",
+    nprobe: int = DEFAULT_RANGE_NPROBE,
 ) -> tuple[np.ndarray, np.ndarray]:
     """All pairs of rows with ``1 - a . b <= threshold``, within one set or between two.
 
@@ -222,15 +290,21 @@ def radius_pairs(
         Dimension of the candidate projection (the main directions of ``B``, or of
         ``A`` when ``B`` is None); ``None``: no projection.
     block_size : int, default=1024
-        Rows of ``A`` per block.
+        Rows of ``A`` per block of the exact search.
     max_candidates : int, default=None
         Refuse (``DataError``) beyond this many candidates (default
         ``200 (n_a + n_b)``, ``200 n_a`` within one set): the threshold is then far too
         loose for a near-duplicate search.
     seed : int, default=0
-        Row subsample of the projection basis.
+        Row subsample of the projection basis (and the faiss k-means).
     desc : str, default="neighbours"
         Label of the progress bar.
+    search : {"exact", "ann"}, default="exact"
+        Candidates from the sorted window (exact) or from a faiss IVF-flat radius
+        search of the same projection (:func:`dcsi.ann.ivf_radius_candidates`: may
+        miss pairs, never adds one).
+    nprobe : int, default=16
+        Lists probed per query by ``search="ann"``.
 
     Returns
     -------
@@ -240,6 +314,7 @@ def radius_pairs(
     distances : ndarray of shape (m,), float64
         ``1 - a . b`` on all columns (clipped at 0).
     """
+    check_choice(search, "search", "radius_pairs", ("exact", "ann"))
     same = B is None
     A = np.ascontiguousarray(A, dtype=np.float32)
     B = A if same else np.ascontiguousarray(B, dtype=np.float32)
@@ -250,13 +325,49 @@ def radius_pairs(
         max_candidates = 200 * (na if same else na + nb)
     PA, PB = _project(A, B, n_components, seed)
     radius2 = link_radius2(threshold)
+    if search == "ann":
+        cand, _ = ivf_radius_candidates(
+            PA, None if same else PB, radius2, nprobe=nprobe, seed=seed, desc=desc
+        )
+        _check_candidates(len(cand), max_candidates, threshold, na if same else na + nb)
+    else:
+        cand = _window_candidates(
+            PA, None if same else PB, radius2, block_size, desc, (max_candidates, threshold)
+        )
+    if not len(cand):
+        return _EMPTY_PAIRS
+    return verify_pairs(A, B, cand, threshold)
+
+
+def _check_candidates(total: int, max_candidates: int, threshold: float, n: int) -> None:
+    """Refuse a search with more than ``max_candidates`` candidates (DataError)."""
+    if total > max_candidates:
+        raise DataError(
+            f"The near-duplicate threshold {threshold} links more than "
+            f"{max_candidates} candidate pairs among {n} images; it is far too loose for "
+            "a near-duplicate search. Use a smaller threshold."
+        )
+
+
+def _window_candidates(
+    PA: np.ndarray,
+    PB: np.ndarray | None,
+    radius2: float,
+    block_size: int,
+    desc: str,
+    limit: tuple[int, float],
+) -> np.ndarray:
+    """Candidate pairs within ``sqrt(radius2)`` (exact): blocks of rows sorted by their
+    first coordinate, each against the window of rows within the radius there.
+    ``limit`` is ``(max_candidates, threshold)`` for :func:`_check_candidates`.
+    Returns ``(m, 2)`` int64 pairs (``i < j`` within one set)."""
+    same = PB is None
     radius = float(np.sqrt(radius2))
-    # Sort by the first coordinate: a pair within the radius differs by at most the
-    # radius there, so each block only meets a window of the sorted rows.
     a_order = np.argsort(PA[:, 0], kind="stable")
-    b_order = a_order if same else np.argsort(PB[:, 0], kind="stable")
+    b_order = a_order if PB is None else np.argsort(PB[:, 0], kind="stable")
     PA = PA[a_order]
-    PB = PA if same else np.ascontiguousarray(PB[b_order])
+    PB = PA if PB is None else np.ascontiguousarray(PB[b_order])
+    na = PA.shape[0]
     fa = PA[:, 0].astype(np.float64)
     fb = fa if same else PB[:, 0].astype(np.float64)
     sqA = np.einsum("ij,ij->i", PA, PA)
@@ -284,19 +395,11 @@ def radius_pairs(
         found_i.append(a_order[ii])
         found_j.append(b_order[jj])
         total += len(ii)
-        if total > max_candidates:
-            raise DataError(
-                f"The near-duplicate threshold {threshold} links more than "
-                f"{max_candidates} candidate pairs among {na if same else na + nb} "
-                "images; it is far too loose for a near-duplicate search. Use a smaller "
-                "threshold."
-            )
+        _check_candidates(total, limit[0], limit[1], na if same else na + PB.shape[0])
     if not found_i:
-        return _EMPTY_PAIRS
+        return np.empty((0, 2), dtype=np.int64)
     cand = np.stack([np.concatenate(found_i), np.concatenate(found_j)], 1).astype(np.int64)
-    if same:
-        cand = np.sort(cand, axis=1)
-    return verify_pairs(A, B, cand, threshold)
+    return np.sort(cand, axis=1) if same else cand
 
 
 def verify_pairs(

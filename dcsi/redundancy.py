@@ -663,6 +663,8 @@ def _linked_pairs(
         n_components=params.search.n_components,
         block_size=params.search.block_size,
         seed=params.seed,
+        search=params.search.resolve(len(F)),
+        nprobe=params.search.nprobe,
     )
     if params.verify == "ssim" and len(pairs):
         from dcsi.similarity.ssim import ssim_pairs
@@ -724,6 +726,7 @@ def find_redundancy_features(
     center: str = "row",
     images: np.ndarray | None = None,
     extra_summary: dict | None = None,
+    overwrite_features: bool = False,
 ) -> RedundancyResult:
     """Group near-identical rows of a feature matrix (the core of :func:`find_redundancy`).
 
@@ -743,6 +746,9 @@ def find_redundancy_features(
         Needed by ``params.verify`` and ``params.align``.
     extra_summary : dict, default=None
         Merged into the summary.
+    overwrite_features : bool, default=False
+        Prepare the rows in place when ``features`` is a C-contiguous float32 array
+        (no second copy: 3 GiB for 10^6 wavelet rows); its values are then lost.
 
     Returns
     -------
@@ -751,7 +757,9 @@ def find_redundancy_features(
     F0 = np.asarray(features)
     n = F0.shape[0]
     y, ids, classes = _checked_inputs(n, labels, ids, classes, params, images)
-    F = prepare_rows(F0, center=center)
+    params.search.check_available(n, "find_redundancy")
+    in_place = overwrite_features and F0.dtype == np.float32 and F0.flags.c_contiguous
+    F = prepare_rows(F0, center=center, out=F0 if in_place and F0.flags.writeable else None)
     if params.scope == "all":
         parts = [np.arange(n)]
     else:
@@ -769,13 +777,15 @@ def find_redundancy_features(
             continue
         if len(part) < 2:  # nothing to link (e.g. all but one image are blank)
             continue
-        part_images = None if images is None else images[part]
-        pairs, aligned = _linked_pairs(F[part], params, part_images)
+        whole = len(part) == n  # the whole set (no blank image): no copy of F or images
+        Fp = F if whole else F[part]
+        part_images = images if whole or images is None else images[part]
+        pairs, aligned = _linked_pairs(Fp, params, part_images)
         n_pairs += len(pairs)
         n_aligned += aligned
         comps = connected_groups(len(part), pairs)
         if params.group_linkage == "complete":
-            comps, unrefined = complete_groups(comps, _link_score(F[part], params, part_images))
+            comps, unrefined = complete_groups(comps, _link_score(Fp, params, part_images))
             n_unrefined += unrefined
         members.extend(part[g] for g in comps)
     groups = _sorted_groups(
@@ -789,10 +799,15 @@ def find_redundancy_features(
     if params.n_clusters is None and params.group_linkage == "complete":
         summary["n_unrefined_groups"] = int(n_unrefined)
     summary.update(extra_summary or {})
+    out = params.to_dict()
+    if params.n_clusters is None and any(
+        params.search.resolve(len(p)) == "ann" for p in parts if len(p) >= 2
+    ):  # recorded only when used: a card without it was searched exactly
+        out.update({"search": "ann", "nprobe": params.search.nprobe})
     return RedundancyResult(
         groups=tuple(groups),
         method=params.method,
-        params=params.to_dict(),
+        params=out,
         summary=summary,
         ids=tuple(ids),
         keep=keep,
@@ -821,7 +836,7 @@ def find_redundancy(
     verify_threshold: float = DEFAULT_VERIFY_THRESHOLD,
     align: bool | AlignOptions = True,
     wavelet: WaveletOptions | None = None,
-    search: SearchOptions | None = None,
+    search: str | SearchOptions | None = None,
     size: int | tuple[int, int] | None = None,
     features: np.ndarray | None = None,
     backbone: Any = "efficientnet_lite0",
@@ -868,8 +883,13 @@ def find_redundancy(
         1 px, crops of up to 2 px).  Skipped with a warning for images too small.
     wavelet : WaveletOptions, default=None
         Wavelet, level, mode, RRQR ``tau`` and ``rank_tol`` (``None``: the defaults).
-    search : SearchOptions, default=None
-        Sizes of the exact candidate search (never change a result).
+    search : {"auto", "exact", "ann"} or SearchOptions, default=None
+        The candidate search of the links (``None``: ``"auto"``, exact up to
+        :data:`dcsi.neighbors.ANN_THRESHOLD` = 100,000 images, faiss IVF-flat above;
+        every candidate is checked exactly, so ``"ann"`` may miss pairs but never adds
+        one); a :class:`~dcsi.neighbors.SearchOptions` also sets the sizes, the
+        switch point and ``nprobe``.  ``params`` records ``search: "ann"`` and
+        ``nprobe`` when the faiss search ran.
     size : int or (h, w), default=None
         Working size the images are compared at (``None``: the native or median size,
         its longer side capped at :data:`dcsi.sources.MAX_WORKING_SIDE` = 32, aspect
@@ -906,7 +926,7 @@ def find_redundancy(
         verify_threshold=verify_threshold,
         align=AlignOptions.from_arg(align, "find_redundancy"),
         wavelet=WaveletOptions() if wavelet is None else wavelet,
-        search=SearchOptions() if search is None else search,
+        search=SearchOptions.from_arg(search, "find_redundancy"),
         seed=seed,
         blank_tolerance=blank_tolerance,
     )
@@ -923,6 +943,7 @@ def find_redundancy(
         params = replace(params, align=None)
     if params.method == "ssim":
         return _ssim_redundancy(arr, y, ids, classes, params)
+    params.search.check_available(len(arr), "find_redundancy")
     F, center, extra, distance = _method_rows(arr, params, features, image_set, backbone)
     res = find_redundancy_features(
         F,
@@ -933,6 +954,7 @@ def find_redundancy(
         center=center,
         images=arr,
         extra_summary=extra,
+        overwrite_features=params.method == "wavelet",  # rows made here: no second copy
     )
     res.params["distance"] = distance
     res.params["working_size"] = list(arr.shape[1:3])

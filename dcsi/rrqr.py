@@ -21,8 +21,9 @@ Two facts make this cheap and exact:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -136,21 +137,30 @@ def r_factor(blocks: Iterable[np.ndarray]) -> tuple[np.ndarray, int]:
 CHOLESKY_MAX_COND = 1e5
 
 
-def _cholesky_r(W: np.ndarray, step: int) -> np.ndarray | None:
-    """``R`` from the Cholesky factor of the Gram matrix, or None when ill-conditioned."""
-    d = W.shape[1]
-    gram = np.zeros((d, d))
-    starts = range(0, W.shape[0], step)
-    for i in progress(starts, desc=f"column selection ({d} columns)", unit="block"):
-        b = np.asarray(W[i : i + step], dtype=np.float64)
-        gram += b.T @ b
+def _cholesky_r(blocks: Iterable[np.ndarray]) -> tuple[np.ndarray | None, int]:
+    """``R`` from the Cholesky factor of the Gram matrix of the row blocks (None when
+    ill-conditioned), and the number of rows seen."""
+    gram: np.ndarray | None = None
+    n = 0
+    for block in progress(blocks, desc="column selection", unit="block"):
+        b = np.asarray(block, dtype=np.float64)
+        gram = b.T @ b if gram is None else gram + b.T @ b
+        n += b.shape[0]
+    if gram is None:
+        raise ValueError("_cholesky_r needs at least one block")
+    d = gram.shape[0]
     try:
         r = np.linalg.cholesky(gram).T
     except np.linalg.LinAlgError:
-        return None
+        return None, n
     if not np.all(np.isfinite(r)) or _cond_triangular(r, d) >= CHOLESKY_MAX_COND:
-        return None
-    return r
+        return None, n
+    return r, n
+
+
+def _row_blocks(W: np.ndarray, step: int) -> Iterable[np.ndarray]:
+    """Row blocks of ``step`` rows of ``W`` (converted one at a time by the caller)."""
+    return (W[i : i + step] for i in range(0, W.shape[0], step))
 
 
 def _cond_triangular(r: np.ndarray, m: int) -> float:
@@ -169,7 +179,7 @@ def numerical_rank(r_diagonal: np.ndarray, tol: float) -> int:
 
 
 def select_columns(
-    W: np.ndarray | Iterable[np.ndarray],
+    W: np.ndarray | Iterable[np.ndarray] | Callable[[], Iterable[np.ndarray]],
     *,
     tau: float = 1e5,
     rank_tol: float = 1e-5,
@@ -179,9 +189,12 @@ def select_columns(
 
     Parameters
     ----------
-    W : ndarray of shape (n, d), or an iterable of row blocks of shape (b_i, d)
+    W : ndarray of shape (n, d), an iterable of row blocks of shape (b_i, d), or a callable
         Rows are images, columns features (wavelet coefficients).  Blocks are streamed
-        through :func:`r_factor`, so ``W`` need not fit in memory.
+        through :func:`r_factor`, so ``W`` need not fit in memory.  A callable returns
+        a fresh iterable of the row blocks each time it is called: ``R`` comes from the
+        Cholesky factor of the streamed Gram matrix when ``W`` is well conditioned
+        (one pass, as for an ndarray), from :func:`r_factor` otherwise (a second pass).
     tau : float, default=1e5
         Largest allowed condition number of the selected columns (the paper's value).
     rank_tol : float, default=1e-5
@@ -209,21 +222,24 @@ def select_columns(
         min_inclusive=False,
         max_inclusive=False,
     )
-    if isinstance(W, np.ndarray) or (two_stage is False):
-        W = check_array(W, "W", "select_columns", ndim=2, dtype=np.float64)
-        n, d = W.shape
-        if two_stage is None:
-            two_stage = n > d
-        if two_stage:
-            step = max(d, 4096)
-            r = _cholesky_r(W, step)
-            if r is None:
-                r, _ = r_factor(W[i : i + step] for i in range(0, n, step))
-            _, r2, perm = scipy.linalg.qr(r, pivoting=True, check_finite=False)
+    blocks: Callable[[], Iterable[np.ndarray]] | None = None
+    if callable(W):
+        blocks = W
+    elif isinstance(W, np.ndarray) or (two_stage is False):
+        A = check_array(W, "W", "select_columns", ndim=2)
+        n, d = A.shape
+        if (n > d) if two_stage is None else two_stage:
+            blocks = partial(_row_blocks, A, max(d, 4096))
         else:
-            _, r2, perm = scipy.linalg.qr(W, pivoting=True, mode="economic", check_finite=False)
+            A64 = np.asarray(A, dtype=np.float64)
+            _, r2, perm = scipy.linalg.qr(A64, pivoting=True, mode="economic", check_finite=False)
     else:
         r, n = r_factor(W)
+        d = r.shape[1]
+        _, r2, perm = scipy.linalg.qr(r, pivoting=True, check_finite=False)
+    if blocks is not None:
+        found, n = _cholesky_r(blocks())
+        r = r_factor(blocks())[0] if found is None else found
         d = r.shape[1]
         _, r2, perm = scipy.linalg.qr(r, pivoting=True, check_finite=False)
 

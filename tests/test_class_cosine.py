@@ -192,3 +192,19 @@ def test_errors(rng):
         sqeuclidean_from_stats(ClassStats(np.zeros((2, 2)), np.ones(2, dtype=np.int64)))
     with pytest.raises(InvalidParameterError, match="'block_size' parameter"):
         class_similarity(x, y, "l1", block_size=0)
+
+
+def test_class_stats_in_blocks_match_one_block(rng, monkeypatch):
+    """Float64 copies of one block at a time (10^6 x 1,280 features would need 20 GiB
+    whole), the same sums to rounding."""
+    from dcsi.similarity import class_cosine
+
+    X = rng.standard_normal((1000, 16)).astype(np.float32)
+    y = rng.integers(0, 4, 1000)
+    whole = class_cosine.class_stats(X, y)
+    monkeypatch.setattr(class_cosine, "STATS_BLOCK_ROWS", 128)
+    blocks = class_cosine.class_stats(X, y)
+    np.testing.assert_allclose(blocks.sums, whole.sums, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(blocks.raw_sums, whole.raw_sums, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(blocks.sq_norms, whole.sq_norms, rtol=1e-12)
+    np.testing.assert_array_equal(blocks.counts, whole.counts)

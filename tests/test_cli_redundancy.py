@@ -148,3 +148,23 @@ def test_gallery_fragment(rng, tmp_path):
 
     with pytest.raises(InvalidParameterError, match="'max_groups' parameter of gallery_html"):
         gallery_html(res, lambda m: imgs[int(m)], max_groups=-1)
+
+
+def test_search_option(folder, tmp_path, capsys):
+    pytest.importorskip("faiss")
+    exact = tmp_path / "exact"
+    ann = tmp_path / "ann"
+    assert main(["redundancy", str(folder), "--out", str(exact), "--search", "exact"]) == 0
+    assert main(["redundancy", str(folder), "--out", str(ann), "--search", "ann"]) == 0
+    e = json.loads((exact / "redundancy.json").read_text())
+    a = json.loads((ann / "redundancy.json").read_text())
+    assert "search" not in e["params"] and a["params"]["search"] == "ann"
+    assert a["groups"] == e["groups"]
+    leak = tmp_path / "leak"
+    args = ["leakage", "--train", str(folder), "--test", str(folder), "--out", str(leak)]
+    assert main([*args, "--search", "ann"]) == 0
+    assert json.loads((leak / "leakage.json").read_text())["params"]["search"] == "ann"
+    with pytest.raises(SystemExit) as exc:
+        main(["redundancy", str(folder), "--out", str(tmp_path / "x"), "--search", "fast"])
+    assert exc.value.code == 2
+    assert "--search" in capsys.readouterr().err

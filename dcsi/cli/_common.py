@@ -12,6 +12,7 @@ __all__ = [
     "add_cache_options",
     "add_pooling_option",
     "add_progress_option",
+    "add_search_option",
     "add_size_option",
     "add_source_options",
     "align_from_args",
@@ -148,6 +149,21 @@ def add_align_options(parser: argparse.ArgumentParser) -> None:
         default=d.max_crop,
         help="wavelet, second stage: largest crop in pixels per axis, "
         f"resized back (default {d.max_crop})",
+    )
+
+
+def add_search_option(parser: argparse.ArgumentParser) -> None:
+    """``--search {auto,exact,ann}``: the candidate search of the near-duplicate links
+    (:class:`dcsi.neighbors.SearchOptions`)."""
+    from dcsi.neighbors import ANN_THRESHOLD, SEARCH_METHODS
+
+    parser.add_argument(
+        "--search",
+        choices=SEARCH_METHODS,
+        default="auto",
+        help="candidate search of the near-duplicate links: exact, or faiss IVF-flat "
+        "(ann; every candidate checked exactly, may miss a few pairs; needs "
+        f"dcsi[index]); auto (default): ann above {ANN_THRESHOLD:,} images",
     )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from dcsi.cli._common import (
     add_align_options,
     add_progress_option,
+    add_search_option,
     add_size_option,
     add_source_options,
     align_from_args,
@@ -53,6 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="condition-number bound of the wavelet column selection",
     )
     add_align_options(p)
+    add_search_option(p)
     add_size_option(p)
     p.add_argument(
         "--n-farthest",
@@ -95,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         backbone=args.backbone,
         seed=args.seed,
         align=align,
+        search=args.search,
     )
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")

@@ -9,6 +9,7 @@ from dcsi._validation import check_int
 from dcsi.cli._common import (
     add_align_options,
     add_progress_option,
+    add_search_option,
     add_size_option,
     add_source_options,
     align_from_args,
@@ -16,6 +17,7 @@ from dcsi.cli._common import (
     not_read,
     source_kwargs,
 )
+from dcsi.neighbors import SearchOptions
 from dcsi.redundancy import DEFAULT_THRESHOLDS, METHODS, RedundancyParams
 from dcsi.similarity.wavelet import WaveletOptions
 
@@ -80,6 +82,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"SSIM a verified pair must reach (default {d.verify_threshold:g})",
     )
     add_align_options(p)
+    add_search_option(p)
     add_size_option(p)
     p.add_argument(
         "--scope",
@@ -124,6 +127,7 @@ def _params(args: argparse.Namespace) -> RedundancyParams:
         verify_threshold=args.verify_threshold,
         align=align_from_args(args) or None,
         wavelet=WaveletOptions(tau=args.tau),
+        search=SearchOptions(method=args.search),
         seed=args.seed,
     )
 
@@ -152,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
         verify_threshold=p.verify_threshold,
         align=p.align or False,
         wavelet=p.wavelet,
+        search=p.search,
         size=args.size,
         backbone=args.backbone,
         seed=p.seed,
