@@ -30,16 +30,14 @@ CPU in a benchmark's time, so ``class_similarity`` (cosine) is timed on syntheti
 Gaussian features of the EfficientNet-Lite0 size (1,280 float32) with 10 classes.
 
     python benchmarks/scale.py                      # 1e4 .. 1e6, recall at 1e5, class cosine
-    # the largest size alone, then the rest, merged into results/scale.json:
-    python benchmarks/scale.py --sizes 1000000 --recall-n "" --class-n 0 --name scale_1e6
-    python benchmarks/scale.py --sizes 10000,30000,100000,300000 --merge scale_1e6
+    # what results/scale.json holds: the largest size, then the rest merged into it
+    python benchmarks/scale.py --sizes 1000000 --recall-n "" --class-n 0 --merge scale
+    python benchmarks/scale.py --sizes 10000,30000,100000,300000 --recall-n "" \
+        --class-n 0 --merge scale
     python benchmarks/scale.py --quick              # 1e4, 3e4; recall at 1e4
-    # combine the parts measured separately:
-    python benchmarks/scale.py --sizes "" --recall-n "" --class-n 0 --merge scale_1e6 \
-        --merge scale_ladder --merge scale_extra
 
-The machine is shared (2 cores): the load average is recorded before and after each
-audit; times are noisy and the slope is the figure to read.
+The load average is recorded before and after each audit (the committed figures: an
+idle 2-core machine); the slope is the figure to read.
 """
 
 from __future__ import annotations
@@ -364,9 +362,9 @@ def main() -> int:
                     f"{r.get('cpu_s', float('nan')):.1f}",
                     f"{r['peak_rss_mib']:.0f}",
                     r["search_used"],
-                    f"{r['planted_recall']:.3f}",
-                    r["n_unplanted_pairs"],
-                    "/".join(f"{x:.1f}" for x in r["load_avg_before"]),
+                    f"{r.get('planted_recall', float('nan')):.3f}",
+                    r.get("n_unplanted_pairs", ""),
+                    "/".join(f"{x:.1f}" for x in r.get("load_avg_before", [])),
                 ]
                 for r in rows
             ],
