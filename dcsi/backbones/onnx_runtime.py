@@ -132,11 +132,6 @@ class OnnxExtractor:
         self.device = "cpu"
         self.cache_key = f"{inner.cache_key};runtime=onnx"
         self.cache_dir = None if cache_dir is None else Path(cache_dir).expanduser()
-        std = np.asarray(inner.std, dtype=np.float32).reshape(1, 3, 1, 1)
-        mean = np.asarray(inner.mean, dtype=np.float32).reshape(1, 3, 1, 1)
-        # the float32 arithmetic of TorchExtractor.normalize: x * (1 / (255 std)) - mean / std
-        self._scale = np.float32(1.0) / (np.float32(255.0) * std)
-        self._shift = mean / std
         self._sessions: dict[int, Any] = {}
 
     def __repr__(self) -> str:
@@ -252,15 +247,15 @@ class OnnxExtractor:
         return session
 
     def normalize(self, batch: Any) -> np.ndarray:
-        """uint8 (n, 3, s, s) -> float32 ``(x / 255 - mean) / std``, C-contiguous; a
-        float batch is taken as already normalised."""
-        x = np.asarray(batch)
-        if x.dtype == np.uint8:
-            x = x.astype(np.float32)
-            x *= self._scale
-            x -= self._shift
-            return x
-        return np.ascontiguousarray(x, dtype=np.float32)
+        """uint8 (n, 3, s, s) -> float32 ``(x / 255 - mean) / std`` by the torch
+        extractor's own :meth:`~dcsi.backbones.TorchExtractor.normalize`, C-contiguous;
+        a float batch is taken as already normalised."""
+        import torch
+
+        x = torch.as_tensor(batch)
+        if x.dtype == torch.uint8:
+            x = self.inner.normalize(x)
+        return np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
 
     def __call__(self, batch: Any) -> np.ndarray:
         """Features of a batch -> (n, dim) float32 ndarray.
@@ -270,7 +265,5 @@ class OnnxExtractor:
         """
         import torch
 
-        if isinstance(batch, torch.Tensor):
-            batch = batch.detach().cpu().numpy()
         session = self.session(torch.get_num_threads())
         return np.asarray(session.run(None, {"images": self.normalize(batch)})[0])
