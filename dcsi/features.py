@@ -65,6 +65,7 @@ __all__ = [
     "BatchRunner",
     "FeatureCache",
     "FeatureSet",
+    "TransformedImages",
     "choose_num_threads",
     "default_cache_dir",
     "extract_features",
@@ -279,9 +280,12 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
 # ----------------------------------------------------------------------------- extraction
 
 
-class _Images:
+class TransformedImages:
     """torch Dataset view: position k -> transformed image ``positions[k]``, and with
-    ``arrays=(hw, mode)`` also that image as a uint8 array (one decode for both)."""
+    ``arrays=(hw, mode)`` also that image as a uint8 array (one decode for both).
+
+    What every :class:`BatchRunner` feeds the model: the local DataLoader workers and
+    the Ray engine's actors (:class:`dcsi.ray_engine.FeatureActor`)."""
 
     def __init__(
         self,
@@ -702,7 +706,7 @@ def _local_batches(
     from torch.utils.data import DataLoader, Dataset
 
     pin = str(getattr(extractor, "device", "cpu")).startswith("cuda")
-    images = _Images(image_set, todo, extractor.transform, arrays)
+    images = TransformedImages(image_set, todo, extractor.transform, arrays)
     loader: DataLoader[Any] = DataLoader(
         cast("Dataset[Any]", images),  # a map-style dataset: __len__ and __getitem__
         batch_size=batch_size,

@@ -273,17 +273,15 @@ class FeatureActor:
     def _rows(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        from dcsi.sources import image_to_array
+        from dcsi.features import TransformedImages
 
         out: dict[str, list[np.ndarray]] = {"pos": [], "features": [], "arrays": []}
         for start, stop in zip(batch["start"], batch["stop"]):
             part = self.todo[int(start) : int(stop)]
-            inputs, sides = [], []
-            for i in part:
-                img = self.image_set.load(int(i))
-                inputs.append(self.extractor.transform(img))
-                if self.arrays is not None:
-                    sides.append(image_to_array(img, *self.arrays))
+            view = TransformedImages(self.image_set, part, self.extractor.transform, self.arrays)
+            items = [view[k] for k in range(len(view))]
+            inputs = items if self.arrays is None else [x for x, _ in items]
+            sides = [] if self.arrays is None else [a for _, a in items]
             with torch.inference_mode():
                 feats = self.extractor(torch.stack(inputs))
             if hasattr(feats, "detach"):
