@@ -32,7 +32,7 @@ import numpy as np
 from dcsi import __version__
 from dcsi._validation import check_choice, check_int
 from dcsi.exceptions import DataError, InvalidParameterError
-from dcsi.ray_engine import check_engine, engine_session, feature_runner
+from dcsi.ray_engine import BlockTask, check_engine, engine_session, feature_runner
 from dcsi.redundancy import METHODS
 
 __all__ = ["ANALYZERS", "analyze", "analyze_images", "check_parameters"]
@@ -335,12 +335,13 @@ def analyze_images(
     dataset["skipped"] = [s.to_dict() for s in images.skipped]
     data: dict[str, Any] = {"dataset": dataset, "similarity": {}}
 
-    features = grey = None
+    features = grey = runner = None
     num_threads = None
     check_int(neighbor_k, "neighbor_k", "analyze", min_value=1)
     working = images.working_size(size)  # the pixel-space stages' size, bounded
     if "cnn" in chosen or redundancy_method == "cnn" or neighbor_index is not None:
         from dcsi.features import choose_num_threads, extract_features
+        from dcsi.similarity.class_cosine import stats_block_rows
 
         num_threads = choose_num_threads()
         runner = feature_runner(
@@ -350,6 +351,9 @@ def analyze_images(
             pooling=pooling,
             threads=num_threads,
             device=device,
+            blocks=BlockTask(np.asarray(images.labels), n_classes, stats_block_rows(batch_size))
+            if class_level and "cnn" in chosen
+            else None,
         )
         with engine_session(engine, ray_address):
             fs = extract_features(
@@ -372,7 +376,14 @@ def analyze_images(
     if features is not None and len(images) >= 3:  # Thomas & Abraham, labelled or not
         data["image_clusters"] = image_clusters_block(images, features, seed=seed)
     if "cnn" in chosen:
-        cnn = _cnn_blocks(fs, images, class_level, linkage=linkage)
+        cnn = _cnn_blocks(
+            fs,
+            images,
+            class_level,
+            linkage=linkage,
+            batch_size=batch_size,
+            partials=None if runner is None else runner.partials,
+        )
         data["similarity"].update(cnn.pop("similarity", {}))
         data.update(cnn)
     if grey is None:  # decoded once, shared by the stages below
@@ -495,19 +506,38 @@ def _neighbor_index_block(
     return card_block(idx, saved, saved.parent, seed=seed)
 
 
-def _cnn_blocks(fs: Any, images: Any, class_level: bool, *, linkage: str) -> dict[str, Any]:
-    """The features block, the cnn_cosine matrix, the index and the class clusters."""
+def _cnn_blocks(
+    fs: Any,
+    images: Any,
+    class_level: bool,
+    *,
+    linkage: str,
+    batch_size: int,
+    partials: dict[int, Any] | None,
+) -> dict[str, Any]:
+    """The features block, the cnn_cosine matrix, the index and the class clusters.
+
+    The class sums are added in blocks of :func:`stats_block_rows` ``(batch_size)``
+    rows, on every engine; ``partials`` holds the blocks the Ray actors computed."""
     from dcsi.clusters import cluster_classes
     from dcsi.index import index_report
-    from dcsi.similarity.class_cosine import class_stats, compute_class_similarity
+    from dcsi.similarity.class_cosine import (
+        class_stats,
+        compute_class_similarity,
+        stats_block_rows,
+    )
 
     out: dict[str, Any] = {"features": fs.to_dict()}
     if not class_level:
         return out
     y = np.asarray(images.labels)
     k = len(images.classes)
-    stats = class_stats(fs.features, y, k)
-    sim = compute_class_similarity(fs.features, y, metric="cosine", n_classes=k)
+    rows = stats_block_rows(batch_size)
+    stats = class_stats(fs.features, y, k, block_rows=rows, partials=partials)
+    logger.info(
+        "Class sums: %d of %d blocks from the Ray actors.", len(partials or {}), -(-len(y) // rows)
+    )
+    sim = compute_class_similarity(fs.features, y, metric="cosine", n_classes=k, stats=stats)
     out["features"]["class_sums"] = np.round(stats.sums, 8).tolist()
     out["features"]["class_counts"] = stats.counts.tolist()
     out["similarity"] = {"cnn_cosine": sim.to_dict()}

@@ -49,7 +49,7 @@ import logging
 import os
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -60,9 +60,12 @@ from dcsi.exceptions import DcsiError, EngineError, InvalidParameterError
 
 __all__ = [
     "ENGINES",
+    "BlockActor",
+    "BlockTask",
     "FeatureActor",
     "RayRunner",
     "check_engine",
+    "covered_block_stats",
     "engine_session",
     "feature_runner",
     "ray_session",
@@ -193,11 +196,13 @@ def feature_runner(
     pooling: str,
     threads: int,
     device: str,
+    blocks: BlockTask | None = None,
 ) -> RayRunner | None:
     """The :class:`dcsi.features.BatchRunner` of an engine (None: the local one).
 
     A registered backbone (a name) is rebuilt in each actor from these options; an
-    extractor object is shipped to the actors as it is.
+    extractor object is shipped to the actors as it is.  ``blocks``: the actors also
+    compute the class statistics of the blocks they cover (:attr:`RayRunner.partials`).
     """
     if engine != "ray":
         return None
@@ -206,7 +211,7 @@ def feature_runner(
         if isinstance(backbone, str)
         else None
     )
-    return RayRunner(build=build, threads=threads, device=device)
+    return RayRunner(build=build, threads=threads, device=device, blocks=blocks)
 
 
 def _quiet() -> None:
@@ -271,26 +276,119 @@ class FeatureActor:
             raise RuntimeError(f"{_MARK}{type(exc).__name__}:{exc}{_MARK}") from exc
 
     def _rows(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out: dict[str, list[np.ndarray]] = {"pos": [], "features": [], "arrays": []}
+        for start, stop, size in zip(batch["start"], batch["stop"], batch["batch"]):
+            # an item of whole feature batches, cut as the local engine cuts ``todo``
+            for s in range(int(start), int(stop), int(size)):
+                self._batch(self.todo[s : min(s + int(size), int(stop))], out)
+        return {k: np.concatenate(v) for k, v in out.items() if v}
+
+    def _batch(self, part: np.ndarray, out: dict[str, list[np.ndarray]]) -> None:
+        """Positions, features and (when asked) arrays of one feature batch, appended
+        to ``out``'s lists."""
         import torch
 
         from dcsi.features import TransformedImages
 
-        out: dict[str, list[np.ndarray]] = {"pos": [], "features": [], "arrays": []}
-        for start, stop in zip(batch["start"], batch["stop"]):
-            part = self.todo[int(start) : int(stop)]
-            view = TransformedImages(self.image_set, part, self.extractor.transform, self.arrays)
-            items = [view[k] for k in range(len(view))]
-            inputs = items if self.arrays is None else [x for x, _ in items]
-            sides = [] if self.arrays is None else [a for _, a in items]
-            with torch.inference_mode():
-                feats = self.extractor(torch.stack(inputs))
-            if hasattr(feats, "detach"):
-                feats = feats.detach().cpu().numpy()
-            out["pos"].append(np.asarray(part, dtype=np.int64))
-            out["features"].append(np.asarray(feats))
-            if self.arrays is not None:
-                out["arrays"].append(np.stack(sides))
-        return {k: np.concatenate(v) for k, v in out.items() if v}
+        view = TransformedImages(self.image_set, part, self.extractor.transform, self.arrays)
+        items = [view[k] for k in range(len(view))]
+        inputs = items if self.arrays is None else [x for x, _ in items]
+        with torch.inference_mode():
+            feats = self.extractor(torch.stack(inputs))
+        if hasattr(feats, "detach"):
+            feats = feats.detach().cpu().numpy()
+        out["pos"].append(np.asarray(part, dtype=np.int64))
+        out["features"].append(np.asarray(feats))
+        if self.arrays is not None:
+            out["arrays"].append(np.stack([a for _, a in items]))
+
+
+@dataclass(frozen=True)
+class BlockTask:
+    """What the actors need for the per-block class statistics of their items.
+
+    Attributes
+    ----------
+    labels : ndarray of shape (n,), int64
+        Class id of every image of the source (shipped once with each actor).
+    n_classes : int
+    block_rows : int
+        Rows per positional block of :func:`dcsi.similarity.class_cosine.class_stats`
+        (:func:`~dcsi.similarity.class_cosine.stats_block_rows` of the batch size: whole
+        feature batches).
+    """
+
+    labels: np.ndarray
+    n_classes: int
+    block_rows: int
+
+
+class BlockActor(FeatureActor):
+    """A :class:`FeatureActor` that also returns the class statistics of every
+    positional block its item covers whole.
+
+    An item covers block ``j`` when it computed every position of
+    ``[j * block_rows, (j + 1) * block_rows)`` (a block with cached or repeated images
+    is left to the driver).  The :func:`~dcsi.similarity.class_cosine.block_stats` of
+    the block's float32 feature rows -- the arithmetic the driver's
+    :func:`~dcsi.similarity.class_cosine.class_stats` would run on the same rows --
+    come back in the ``stats`` column (first row of the item: ``{j: ClassStats}``).
+
+    Parameters
+    ----------
+    blocks : BlockTask or None
+        None: features and arrays only.
+    **kwargs
+        Those of :class:`FeatureActor`.
+    """
+
+    def __init__(self, *, blocks: BlockTask | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.blocks = blocks
+
+    def _rows(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = super()._rows(batch)
+        if self.blocks is not None and len(out["pos"]):
+            stats = np.empty(len(out["pos"]), dtype=object)
+            stats[0] = covered_block_stats(
+                out["pos"], out["features"], self.blocks, len(self.image_set)
+            )
+            out["stats"] = stats
+        return out
+
+
+def covered_block_stats(
+    pos: np.ndarray, features: np.ndarray, blocks: BlockTask, n: int
+) -> dict[int, Any]:
+    """:func:`~dcsi.similarity.class_cosine.block_stats` of every positional block
+    whose positions all lie in ``pos``.
+
+    Parameters
+    ----------
+    pos : ndarray of shape (m,), int64
+        Positions computed, in ascending order (the order of ``todo``).
+    features : ndarray of shape (m, d)
+        Their features (taken as float32, as the driver stores them).
+    blocks : BlockTask
+    n : int
+        Images in the source (the last block may be shorter).
+
+    Returns
+    -------
+    dict of int to ClassStats
+        By block number.
+    """
+    from dcsi.similarity.class_cosine import block_stats
+
+    rows = blocks.block_rows
+    out: dict[int, Any] = {}
+    for j in np.unique(pos // rows):
+        lo, hi = int(j) * rows, min((int(j) + 1) * rows, n)
+        sel = np.flatnonzero((pos >= lo) & (pos < hi))
+        if len(sel) == hi - lo and np.array_equal(pos[sel], np.arange(lo, hi)):
+            x = np.asarray(features[sel], dtype=np.float32)
+            out[int(j)] = block_stats(x, blocks.labels[lo:hi], blocks.n_classes)
+    return out
 
 
 @dataclass(frozen=True)
@@ -313,11 +411,20 @@ class RayRunner:
         :func:`dcsi.features.choose_num_threads` (the same reductions as the local
         engine, hence the same bytes).
     device : {"auto", "cpu", "cuda"}, default="auto"
+    blocks : BlockTask, default=None
+        Also compute the class statistics of the positional blocks: each Ray item is
+        then one block of ``todo`` (``block_rows`` images, whole feature batches), and
+        the actors' :func:`covered_block_stats` land in :attr:`partials`.
+    partials : dict of int to ClassStats
+        Filled by each call (emptied first): the ``partials`` argument of
+        :func:`dcsi.similarity.class_cosine.class_stats`.
     """
 
     build: dict[str, Any] | None
     threads: int
     device: str = "auto"
+    blocks: BlockTask | None = None
+    partials: dict[int, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __call__(
         self,
@@ -347,7 +454,11 @@ class RayRunner:
             size = getattr(extractor, "image_size", None)
             build = {**self.build, "image_size": size, "device": "cuda" if gpus else "cpu"}
         n = len(todo)
-        rows = [{"start": s, "stop": min(s + batch_size, n)} for s in range(0, n, batch_size)]
+        # one item per statistics block (whole feature batches), else per feature batch
+        step = batch_size if self.blocks is None else self.blocks.block_rows
+        rows = [
+            {"start": s, "stop": min(s + step, n), "batch": batch_size} for s in range(0, n, step)
+        ]
         options: dict[str, Any]
         if gpus:
             actors = min(gpus, len(rows))
@@ -361,17 +472,20 @@ class RayRunner:
             actors = max(1, min(int(total.get("CPU", 1) // cpus), len(rows)))
             options = {"num_cpus": cpus, "compute": ray.data.ActorPoolStrategy(size=actors)}
         logger.info(
-            "Ray engine: %d batches of %d images over %s.",
+            "Ray engine: %d items of %d images (batches of %d) over %s.",
             len(rows),
+            step,
             batch_size,
             f"{gpus} GPU actor(s)"
             if gpus
             else f"{actors} CPU actor(s) of {self.threads} torch thread(s)",
         )
-        # one block per batch, so that every actor of the pool gets work
+        # one Ray block per item, so that every actor of the pool gets work
+        self.partials.clear()
         ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
-            FeatureActor,
+            BlockActor,
             fn_constructor_kwargs={
+                "blocks": self.blocks,
                 "image_set": image_set,
                 "todo": np.asarray(todo, dtype=np.int64),
                 "build": build,
@@ -384,6 +498,8 @@ class RayRunner:
         )
         try:
             for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                for found in out.get("stats", ()):
+                    self.partials.update(found or {})
                 side = out.get("arrays")
                 yield (
                     np.asarray(out["pos"]),
