@@ -12,8 +12,11 @@ wavelet class matrices and the near-duplicate search.  The CNN features serve bo
 class matrix and ``redundancy_method="cnn"``.
 
 ``engine="ray"`` runs that feature stage (decode, forward pass, grey arrays) in Ray
-model actors (:mod:`dcsi.ray_engine`) and everything after it here, unchanged: the
-card is the same, byte for byte.
+model actors (:mod:`dcsi.ray_engine`), which also return the class sums of the blocks
+they cover and the wavelet coefficient rows; the driver merges them, and the exact
+near-duplicate search runs its query blocks as Ray tasks.  The card is the same, byte
+for byte: the class sums are added in blocks of ``stats_block_rows(batch_size)`` rows
+on both engines.
 """
 
 from __future__ import annotations
@@ -32,7 +35,13 @@ import numpy as np
 from dcsi import __version__
 from dcsi._validation import check_choice, check_int
 from dcsi.exceptions import DataError, InvalidParameterError
-from dcsi.ray_engine import BlockTask, check_engine, engine_session, feature_runner
+from dcsi.ray_engine import (
+    BlockTask,
+    block_map,
+    check_engine,
+    engine_session,
+    feature_runner,
+)
 from dcsi.redundancy import METHODS
 
 __all__ = ["ANALYZERS", "analyze", "analyze_images", "check_parameters"]
@@ -341,7 +350,6 @@ def analyze_images(
     working = images.working_size(size)  # the pixel-space stages' size, bounded
     if "cnn" in chosen or redundancy_method == "cnn" or neighbor_index is not None:
         from dcsi.features import choose_num_threads, extract_features
-        from dcsi.similarity.class_cosine import stats_block_rows
 
         num_threads = choose_num_threads()
         runner = feature_runner(
@@ -351,8 +359,14 @@ def analyze_images(
             pooling=pooling,
             threads=num_threads,
             device=device,
-            blocks=BlockTask(np.asarray(images.labels), n_classes, stats_block_rows(batch_size))
-            if class_level and "cnn" in chosen
+            blocks=_block_task(
+                images,
+                class_sums=class_level and "cnn" in chosen,
+                wavelet=redundancy_method == "wavelet" or (class_level and "wavelet" in chosen),
+                working=working,
+                batch_size=batch_size,
+            )
+            if engine == "ray"
             else None,
         )
         with engine_session(engine, ray_address):
@@ -388,6 +402,8 @@ def analyze_images(
         data.update(cnn)
     if grey is None:  # decoded once, shared by the stages below
         grey = images.to_array(size=working, mode="L")
+    # the Ray actors' wavelet coefficient rows (None: computed by the stages below)
+    coefficients = None if runner is None else runner.coefficients(grey)
     if class_level and "ssim" in chosen:
         from dcsi.similarity.ssim import class_ssim
 
@@ -412,20 +428,24 @@ def analyze_images(
             images.labels,
             n_classes=n_classes,
             classes=list(images.classes),
+            coefficients=coefficients,
         ).to_dict()
 
     from dcsi.redundancy import find_redundancy
 
-    data["redundancy"] = find_redundancy(
-        grey,
-        images.labels,
-        method=redundancy_method,
-        features=features,
-        backbone=backbone,
-        ids=list(images.ids),
-        classes=list(images.classes),
-        seed=seed,
-    ).to_dict()
+    with engine_session(engine, ray_address):  # the candidate search's blocks
+        data["redundancy"] = find_redundancy(
+            grey,
+            images.labels,
+            method=redundancy_method,
+            features=features,
+            backbone=backbone,
+            ids=list(images.ids),
+            classes=list(images.classes),
+            seed=seed,
+            map_blocks=block_map(engine),
+            coefficients=coefficients if redundancy_method == "wavelet" else None,
+        ).to_dict()
     data["provenance"] = {
         "versions": _versions(runtime),
         "parameters": {
@@ -493,6 +513,31 @@ def image_clusters_block(images: Any, features: np.ndarray, *, seed: int = 0) ->
         "label": None if images.labels is None else np.asarray(images.labels)[keep].tolist(),
     }
     return block
+
+
+def _block_task(
+    images: Any, *, class_sums: bool, wavelet: bool, working: tuple[int, int], batch_size: int
+) -> BlockTask | None:
+    """What the Ray actors compute besides the features (:class:`BlockTask`): the class
+    sums of their blocks (labelled data, cnn analyzer) and the wavelet coefficient rows
+    of their images (the default wavelet options of the wavelet class matrix and the
+    near-duplicate search), these only while ``W`` stays within
+    :data:`~dcsi.similarity.wavelet.KEEP_COEFFICIENTS_BYTES` (above it the driver
+    streams ``W`` block by block, as the local engine does)."""
+    from dcsi.similarity.class_cosine import stats_block_rows
+    from dcsi.similarity.wavelet import KEEP_COEFFICIENTS_BYTES, WaveletOptions, n_coefficients
+
+    opts = WaveletOptions()
+    d = n_coefficients(working, wavelet=opts.wavelet, level=opts.level, mode=opts.mode)
+    wavelet = wavelet and 4 * len(images) * d <= KEEP_COEFFICIENTS_BYTES
+    if not (class_sums or wavelet):
+        return None
+    return BlockTask(
+        labels=np.asarray(images.labels) if class_sums else None,
+        n_classes=len(images.classes),
+        block_rows=stats_block_rows(batch_size),
+        wavelet=(opts.wavelet, opts.level, opts.mode) if wavelet else None,
+    )
 
 
 def _neighbor_index_block(

@@ -1,42 +1,59 @@
-"""The Ray engine: the per-image work of :func:`dcsi.analyze` on a Ray cluster.
+"""The Ray engine: the per-image and per-block work of :func:`dcsi.analyze` on Ray.
 
 ``engine="ray"`` (``dcsi analyze ... --engine ray [--ray-address ADDR]``) moves the
-stage whose cost grows with every image and every pixel -- read, decode, preprocess,
-the CNN forward pass and the working-size grey array -- into Ray model actors, and
-keeps the rest on the driver, so that the card is the local engine's byte for byte
-(outside the ``created`` / ``finished`` timestamps):
+work whose cost grows with every image and every pixel -- read, decode, preprocess,
+the CNN forward pass, the working-size grey array, the per-block class sums, the
+wavelet coefficients and the query blocks of the exact near-duplicate search -- onto
+Ray, and merges the results on the driver, so that the card is the local engine's
+byte for byte (outside the ``created`` / ``finished`` timestamps):
 
 ======================  ==========================================================
 where                   what
 ======================  ==========================================================
 driver                  opens the source (lists the files or rows, hashes them: the
                         fingerprint and the cache keys), looks the features up in the
-                        cache, cuts the images to compute into the local engine's
-                        batches (``todo[0:b]``, ``todo[b:2b]``, ...)
-Ray Data                one row per batch (``from_items``), ``map_batches`` over a pool
+                        cache, cuts the images to compute into items of
+                        :func:`~dcsi.similarity.class_cosine.stats_block_rows` images
+                        (whole feature batches ``todo[0:b]``, ``todo[b:2b]``, ...;
+                        one batch an item when no statistics are asked for)
+Ray Data                one row per item (``from_items``), ``map_batches`` over a pool
                         of model actors: one per GPU when the cluster has GPUs, else
                         ``CPUs // threads`` CPU actors; results come back in source
                         order (``preserve_order``)
 model actor             builds the backbone once (same name, weights, input size and
-                        pooling as the driver's), reads each image of its batch from the
+(:class:`BlockActor`)   pooling as the driver's), reads each image of its item from the
                         source (a folder on shared storage, the Arrow files of a saved
                         Hugging Face dataset, or the array shipped with the actor),
                         decodes it with dcsi's decoder (:meth:`ImageSet.load`), runs
-                        the forward pass with the driver's torch thread count, and makes
-                        the grey working-size array from the same decode
-driver                  stores the rows in source order, writes the cache shards, then
-                        runs the local engine's statistics on them: class sums, the
-                        cnn_cosine matrix, the index, clusters, wavelet / SSIM matrices
-                        and the near-duplicate search
+                        the forward pass batch by batch with the driver's torch thread
+                        count, makes the grey working-size array from the same decode,
+                        the wavelet coefficient row of that array (per image), and the
+                        :class:`~dcsi.similarity.class_cosine.ClassStats` of every
+                        positional block of ``block_rows`` images the item covers whole
+driver                  stores the rows in source order, writes the cache shards,
+                        merges the block statistics in block order
+                        (:func:`~dcsi.similarity.class_cosine.class_stats` with
+                        ``partials``: it computes only the blocks no actor covered,
+                        e.g. those with cached images), stacks the coefficient rows
+                        (computing those of cached images), then runs the cnn_cosine
+                        matrix, the index, clusters, the wavelet / SSIM matrices and
+                        the near-duplicate search on them
+Ray tasks               the query blocks of the exact candidate search
+(:func:`ray_map`)       (:func:`dcsi.neighbors.radius_pairs`), the projected rows put
+                        in the object store once; the driver concatenates each block's
+                        candidates in block order and verifies them exactly, as the
+                        local loop does.  The faiss IVF search (``search="ann"``), the
+                        RRQR column selection, the aligned stage and the grouping stay
+                        on the driver
 ======================  ==========================================================
 
 Identical bytes come from identical arithmetic: each actor sees the same batches, the
 same decoder and the same torch thread count as the local engine (a forward pass's
-reductions depend on both), and the driver reduces the gathered rows with the local
-engine's own code.  Per-block class sums (:class:`dcsi.similarity.class_cosine.ClassStats`
-merges with ``+``) would free the driver from holding the ``(n, d)`` features for the
-class matrix, but float64 addition in another order changes the last bits of the card;
-the driver holds those rows anyway for the neighbour search, as the local engine does.
+reductions depend on both); a block's class sums are
+:func:`~dcsi.similarity.class_cosine.block_stats` of the same float32 rows, whichever
+process runs it, and both engines add the blocks in the same order from zeros; a
+wavelet row depends on its image alone; the candidate blocks are the local loop's
+blocks, merged in its order.
 
 :func:`ray_session` starts a local Ray (``address=None``; the command's own, shut down
 afterwards) or connects to a running cluster, with Ray's logging kept off the terminal.
@@ -45,10 +62,11 @@ afterwards) or connects to a running cluster, with Ray's logging kept off the te
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +74,7 @@ import numpy as np
 
 from dcsi import exceptions
 from dcsi._validation import require
+from dcsi.block_map import BlockMap, local_map
 from dcsi.exceptions import DcsiError, EngineError, InvalidParameterError
 
 __all__ = [
@@ -64,10 +83,12 @@ __all__ = [
     "BlockTask",
     "FeatureActor",
     "RayRunner",
+    "block_map",
     "check_engine",
     "covered_block_stats",
     "engine_session",
     "feature_runner",
+    "ray_map",
     "ray_session",
 ]
 
@@ -236,7 +257,9 @@ class FeatureActor:
     image_set : ImageSet
         The opened source (its backend reads each image from where it lies).
     todo : ndarray of shape (m,), int64
-        Positions to compute; a batch row ``{"start", "stop"}`` indexes it.
+        Positions to compute; an item row ``{"start", "stop", "batch"}`` indexes it
+        (``batch``: the feature batch size, which cuts the item as the local engine
+        cuts ``todo``).
     build : dict or Extractor
         Keyword arguments of :func:`dcsi.backbones.get_backbone` (a registered
         backbone, rebuilt here), or the extractor object itself.
@@ -268,8 +291,9 @@ class FeatureActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Rows ``pos`` (b,), ``features`` (b, d) and, when asked, ``arrays`` of the
-        batches ``todo[start:stop]`` of ``batch``.  A dcsi error is passed on with its
-        class and message marked, for the driver to raise it again as it was."""
+        items ``todo[start:stop]`` of ``batch``, each run in feature batches of
+        ``batch`` images.  A dcsi error is passed on with its class and message marked,
+        for the driver to raise it again as it was."""
         try:
             return self._rows(batch)
         except DcsiError as exc:
@@ -305,34 +329,41 @@ class FeatureActor:
 
 @dataclass(frozen=True)
 class BlockTask:
-    """What the actors need for the per-block class statistics of their items.
+    """What the actors compute besides the features: the per-block class statistics
+    and the per-image wavelet coefficient rows of their items.
 
     Attributes
     ----------
-    labels : ndarray of shape (n,), int64
-        Class id of every image of the source (shipped once with each actor).
+    labels : ndarray of shape (n,), int64, or None
+        Class id of every image of the source (shipped once with each actor); None:
+        no class statistics.
     n_classes : int
     block_rows : int
         Rows per positional block of :func:`dcsi.similarity.class_cosine.class_stats`
         (:func:`~dcsi.similarity.class_cosine.stats_block_rows` of the batch size: whole
-        feature batches).
+        feature batches); the images of one Ray item.
+    wavelet : (wavelet, level, mode) or None
+        Also the rows of :func:`dcsi.similarity.wavelet.wavelet_coefficients` of each
+        grey array (one image each: the same bits wherever computed).
     """
 
-    labels: np.ndarray
+    labels: np.ndarray | None
     n_classes: int
     block_rows: int
+    wavelet: tuple[str, int, str] | None = None
 
 
 class BlockActor(FeatureActor):
     """A :class:`FeatureActor` that also returns the class statistics of every
-    positional block its item covers whole.
+    positional block its item covers whole, and the wavelet coefficients of its images.
 
     An item covers block ``j`` when it computed every position of
     ``[j * block_rows, (j + 1) * block_rows)`` (a block with cached or repeated images
     is left to the driver).  The :func:`~dcsi.similarity.class_cosine.block_stats` of
     the block's float32 feature rows -- the arithmetic the driver's
     :func:`~dcsi.similarity.class_cosine.class_stats` would run on the same rows --
-    come back in the ``stats`` column (first row of the item: ``{j: ClassStats}``).
+    come back in the ``stats`` column (first row of the item: ``{j: ClassStats}``), the
+    coefficient rows in ``coefficients``.
 
     Parameters
     ----------
@@ -348,12 +379,20 @@ class BlockActor(FeatureActor):
 
     def _rows(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = super()._rows(batch)
-        if self.blocks is not None and len(out["pos"]):
+        task = self.blocks
+        if task is None or not len(out["pos"]):
+            return out
+        if task.labels is not None:
             stats = np.empty(len(out["pos"]), dtype=object)
-            stats[0] = covered_block_stats(
-                out["pos"], out["features"], self.blocks, len(self.image_set)
-            )
+            stats[0] = covered_block_stats(out["pos"], out["features"], task, len(self.image_set))
             out["stats"] = stats
+        if task.wavelet is not None and "arrays" in out:
+            from dcsi.similarity.wavelet import wavelet_coefficients
+
+            name, level, mode = task.wavelet
+            out["coefficients"] = wavelet_coefficients(
+                out["arrays"], wavelet=name, level=level, mode=mode
+            )
         return out
 
 
@@ -381,6 +420,7 @@ def covered_block_stats(
     from dcsi.similarity.class_cosine import block_stats
 
     rows = blocks.block_rows
+    assert blocks.labels is not None  # the caller asks for class statistics
     out: dict[int, Any] = {}
     for j in np.unique(pos // rows):
         lo, hi = int(j) * rows, min((int(j) + 1) * rows, n)
@@ -398,7 +438,8 @@ class RayRunner:
     Call it inside :func:`ray_session`.  One actor per GPU when the cluster has GPUs
     (and ``device`` is not ``"cpu"``); else ``max(1, CPUs // threads)`` CPU actors,
     each reserving ``min(threads, largest node's CPUs)`` CPUs; never more actors than
-    batches.  Each batch is one block of the Ray dataset, so every actor gets work.
+    items.  Each item (a feature batch, or with ``blocks`` one statistics block of whole
+    batches) is one block of the Ray dataset, so every actor gets work.
 
     Parameters
     ----------
@@ -412,12 +453,16 @@ class RayRunner:
         engine, hence the same bytes).
     device : {"auto", "cpu", "cuda"}, default="auto"
     blocks : BlockTask, default=None
-        Also compute the class statistics of the positional blocks: each Ray item is
-        then one block of ``todo`` (``block_rows`` images, whole feature batches), and
-        the actors' :func:`covered_block_stats` land in :attr:`partials`.
+        Also compute the class statistics of the positional blocks and the wavelet
+        coefficient rows: each Ray item is then one block of ``todo`` (``block_rows``
+        images, whole feature batches); the actors' :func:`covered_block_stats` land
+        in :attr:`partials`, their coefficient rows in :attr:`coefficient_rows`
+        (gathered by :meth:`coefficients`).
     partials : dict of int to ClassStats
         Filled by each call (emptied first): the ``partials`` argument of
         :func:`dcsi.similarity.class_cosine.class_stats`.
+    coefficient_rows : list of (positions, rows)
+        Filled by each call (emptied first): the actors' wavelet coefficient rows.
     """
 
     build: dict[str, Any] | None
@@ -425,6 +470,39 @@ class RayRunner:
     device: str = "auto"
     blocks: BlockTask | None = None
     partials: dict[int, Any] = field(default_factory=dict, compare=False, repr=False)
+    coefficient_rows: list[tuple[np.ndarray, np.ndarray]] = field(
+        default_factory=list, compare=False, repr=False
+    )
+
+    def coefficients(self, grey: np.ndarray) -> np.ndarray | None:
+        """The wavelet coefficient rows of every image (None unless the actors made
+        them, :attr:`BlockTask.wavelet`): the actors' rows at their positions, the
+        other images' (cached or repeated) computed here from ``grey``.
+
+        Parameters
+        ----------
+        grey : ndarray of shape (n, h, w), uint8
+            The arrays of every image (the actors' among them).
+
+        Returns
+        -------
+        ndarray of shape (n, d), float32, or None
+        """
+        if self.blocks is None or self.blocks.wavelet is None:
+            return None
+        from dcsi.similarity.wavelet import n_coefficients, wavelet_coefficients
+
+        name, level, mode = self.blocks.wavelet
+        kw: dict[str, Any] = {"wavelet": name, "level": level, "mode": mode}
+        W = np.empty((len(grey), n_coefficients(grey.shape[1:], **kw)), dtype=np.float32)
+        done = np.zeros(len(grey), dtype=bool)
+        for pos, rows in self.coefficient_rows:
+            W[pos] = rows
+            done[pos] = True
+        rest = np.flatnonzero(~done)
+        if len(rest):
+            W[rest] = wavelet_coefficients(grey[rest], **kw)
+        return W
 
     def __call__(
         self,
@@ -482,6 +560,7 @@ class RayRunner:
         )
         # one Ray block per item, so that every actor of the pool gets work
         self.partials.clear()
+        self.coefficient_rows.clear()
         ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
             BlockActor,
             fn_constructor_kwargs={
@@ -496,10 +575,15 @@ class RayRunner:
             batch_format="numpy",
             **options,
         )
+        failed: DcsiError | None = None
         try:
             for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 for found in out.get("stats", ()):
                     self.partials.update(found or {})
+                if "coefficients" in out:
+                    self.coefficient_rows.append(
+                        (np.asarray(out["pos"]), np.asarray(out["coefficients"]))
+                    )
                 side = out.get("arrays")
                 yield (
                     np.asarray(out["pos"]),
@@ -507,7 +591,41 @@ class RayRunner:
                     None if side is None else np.asarray(side),
                 )
         except ray.exceptions.RayError as exc:
-            raise (_dcsi_error(exc) or exc) from exc
+            failed = _dcsi_error(exc)
+            if failed is None:
+                raise
+        if failed is not None:
+            # Ray's traceback is gone with the except block: collecting it now stops the
+            # executor and frees its actors' CPUs (else held until the collector runs,
+            # and a later Ray stage in this process could wait on them for ever)
+            del ds
+            gc.collect()
+            raise failed
+
+
+def ray_map(fn: Any, shared: tuple[Any, ...], items: Sequence[Any]) -> Iterator[Any]:
+    """The Ray :class:`dcsi.block_map.BlockMap`: one Ray task (1 CPU) per item.
+
+    ``shared`` is put in the object store once and read by every task without a copy
+    (numpy arrays); the tasks are all submitted, then their results are yielded in
+    item order.  Call it inside :func:`ray_session`.
+    """
+    import ray
+
+    refs = [ray.put(a) for a in shared]
+    task = ray.remote(num_cpus=1)(fn)
+    pending = [task.remote(*refs, item) for item in items]
+    try:
+        for ref in pending:
+            yield ray.get(ref)
+    except ray.exceptions.RayError as exc:
+        raise (_dcsi_error(exc) or exc) from exc
+
+
+def block_map(engine: str) -> BlockMap:
+    """The :class:`dcsi.block_map.BlockMap` of an engine: :func:`ray_map` or
+    :func:`dcsi.block_map.local_map`."""
+    return ray_map if engine == "ray" else local_map
 
 
 def _dcsi_error(exc: BaseException) -> DcsiError | None:

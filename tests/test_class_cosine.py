@@ -242,3 +242,6 @@ def test_class_stats_bad_block_rows():
 
     with pytest.raises(InvalidParameterError, match="'block_rows' parameter of class_stats"):
         class_stats(np.ones((3, 2)), np.array([0, 1, 0]), block_rows=0)
+    wrong = {0: class_stats(np.ones((3, 5)), np.array([0, 1, 0]))}
+    with pytest.raises(InvalidParameterError, match="'partials' parameter of class_stats"):
+        class_stats(np.ones((3, 2)), np.array([0, 1, 0]), partials=wrong)

@@ -307,6 +307,7 @@ def test_runner_partials_merge_bit_for_bit(local_ray, monkeypatch, tmp_path):
     from dcsi.ray_engine import BlockTask, feature_runner
     from dcsi.samples import load_sample
     from dcsi.similarity.class_cosine import class_stats, stats_block_rows
+    from dcsi.similarity.wavelet import wavelet_coefficients
 
     _several_blocks(monkeypatch)
     sample = load_sample("digits")
@@ -314,7 +315,7 @@ def test_runner_partials_merge_bit_for_bit(local_ray, monkeypatch, tmp_path):
     kw = {"labels": y, "batch_size": 8, "num_threads": 1, "cache": tmp_path}
     extract_features(images[20:30], **{**kw, "labels": y[20:30]})  # warms rows 20-29
     rows = stats_block_rows(8)
-    task = BlockTask(np.asarray(y), 10, rows)
+    task = BlockTask(np.asarray(y), 10, rows, wavelet=("db1", 1, "symmetric"))
     runner = feature_runner(
         "ray",
         backbone="efficientnet_lite0",
@@ -324,7 +325,7 @@ def test_runner_partials_merge_bit_for_bit(local_ray, monkeypatch, tmp_path):
         device="cpu",
         blocks=task,
     )
-    fs = extract_features(images, runner=runner, **kw)
+    fs = extract_features(images, runner=runner, arrays=(None, "L"), **kw)
     assert rows == 16 and fs.n_cached == 10
     # items of 16 computed rows: 0-15 (block 0) and 58-69 (block 4, 64-69) hold whole
     # blocks; block 1 lost rows 20-29 to the cache, the others are split between items
@@ -333,14 +334,41 @@ def test_runner_partials_merge_bit_for_bit(local_ray, monkeypatch, tmp_path):
     merged = class_stats(fs.features, y, 10, block_rows=rows, partials=runner.partials)
     for name in ("sums", "counts", "raw_sums", "sq_norms"):
         assert getattr(merged, name).tobytes() == getattr(whole, name).tobytes(), name
+    # the actors' wavelet coefficient rows (60 images) and the driver's (the 10 cached)
+    assert sum(len(p) for p, _ in runner.coefficient_rows) == 60
+    W = runner.coefficients(fs.arrays)
+    assert W.tobytes() == wavelet_coefficients(fs.arrays).tobytes()
 
 
 def test_card_over_several_blocks_same_bytes_as_local(local_ray, monkeypatch):
-    """Several statistics blocks, each computed by an actor and merged on the driver."""
+    """Several statistics blocks, each computed by an actor and merged on the driver;
+    the actors' wavelet rows feed the wavelet class matrix and the near-duplicate
+    search, whose query blocks run as Ray tasks."""
     import dcsi
 
     _several_blocks(monkeypatch)
-    kw = {"analyzers": "cnn", "max_per_class": 6, "cache": False, "batch_size": 8}
+    kw = {"analyzers": "cnn,wavelet", "max_per_class": 6, "cache": False, "batch_size": 8}
     local = dcsi.analyze("sample:digits", engine="local", **kw)
     distributed = dcsi.analyze("sample:digits", engine="ray", **kw)
     assert _bytes(distributed.to_dict()) == _bytes(local.to_dict())
+
+
+# ----------------------------------------------------------------------------- candidate pairs
+
+
+def test_ray_map_candidate_pairs_equal_local(local_ray, rng):
+    """The exact search's query blocks as Ray tasks: the local pairs and distances."""
+    from dcsi.neighbors import radius_pairs, unit_rows
+    from dcsi.ray_engine import ray_map
+
+    x = rng.standard_normal((400, 30))
+    x[350:] = x[:50] + 0.01 * rng.standard_normal((50, 30))
+    x = unit_rows(x).astype(np.float32)
+    kw = {"threshold": 0.01, "block_size": 64, "n_components": 8}
+    ref_pairs, ref_dist = radius_pairs(x, **kw)
+    pairs, dist = radius_pairs(x, map_blocks=ray_map, **kw)
+    assert len(ref_pairs) >= 50
+    np.testing.assert_array_equal(pairs, ref_pairs)
+    assert dist.tobytes() == ref_dist.tobytes()
+    cross, _ = radius_pairs(x[:200], x[200:], map_blocks=ray_map, **kw)
+    np.testing.assert_array_equal(cross, radius_pairs(x[:200], x[200:], **kw)[0])

@@ -291,13 +291,27 @@ def class_stats(
     x, y, k = _check_inputs(features, labels, n_classes, "class_stats")
     block_rows = check_int(block_rows, "block_rows", "class_stats", min_value=1)
     d = x.shape[1]
-    total = ClassStats(np.zeros((k, d)), np.zeros(k, np.int64), np.zeros((k, d)), np.zeros(k))
+    sums, counts, raw_sums, sq_norms = (
+        np.zeros((k, d)),
+        np.zeros(k, np.int64),
+        np.zeros((k, d)),
+        np.zeros(k),
+    )
     for j, s in enumerate(range(0, x.shape[0], block_rows)):
         part = None if partials is None else partials.get(j)
         if part is None:
             part = block_stats(x[s : s + block_rows], y[s : s + block_rows], k)
-        total = total + part
-    return total
+        if part.sums.shape != sums.shape or part.raw_sums is None or part.sq_norms is None:
+            raise InvalidParameterError(
+                f"The 'partials' parameter of class_stats holds a block {j} of shape "
+                f"{part.sums.shape} (or without raw sums); every block must come from "
+                f"block_stats with {k} classes and {d}-d features."
+            )
+        sums += part.sums  # in place: the bits of ``total + part``
+        counts += part.counts
+        raw_sums += part.raw_sums
+        sq_norms += part.sq_norms
+    return ClassStats(sums, counts, raw_sums, sq_norms)
 
 
 def cosine_from_stats(stats: ClassStats) -> np.ndarray:
