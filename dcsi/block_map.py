@@ -1,6 +1,7 @@
 """The executor seam of the blockwise searches: ``map_blocks(fn, shared, items)``.
 
-A blockwise search (:func:`dcsi.neighbors.radius_pairs`' query blocks) describes its
+A blockwise search (the query blocks of :func:`dcsi.neighbors.radius_pairs` and of
+:func:`dcsi.aligned.aligned_pairs`) describes its
 work as one function, the arrays every block reads (``shared``) and one small item per
 block; a :class:`BlockMap` runs ``fn(*shared, item)`` for every item and yields the
 results in item order.  The search then merges them exactly as its own loop would, so

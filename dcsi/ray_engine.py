@@ -39,12 +39,13 @@ driver                  stores the rows in source order, writes the cache shards
                         matrix, the index, clusters, the wavelet / SSIM matrices and
                         the near-duplicate search on them
 Ray tasks               the query blocks of the exact candidate search
-(:func:`ray_map`)       (:func:`dcsi.neighbors.radius_pairs`), the projected rows put
-                        in the object store once; the driver concatenates each block's
-                        candidates in block order and verifies them exactly, as the
-                        local loop does.  The faiss IVF search (``search="ann"``), the
-                        RRQR column selection, the aligned stage and the grouping stay
-                        on the driver
+(:func:`ray_map`)       (:func:`dcsi.neighbors.radius_pairs`) and of the aligned stage
+                        (:func:`dcsi.aligned.aligned_pairs`, against the k-d tree the
+                        driver built), the shared arrays put in the object store once;
+                        the driver concatenates the blocks' results in block order and
+                        verifies the candidates exactly, as the local loop does.  The
+                        faiss IVF search (``search="ann"``), the RRQR column
+                        selection and the grouping stay on the driver
 ======================  ==========================================================
 
 Identical bytes come from identical arithmetic: each actor sees the same batches, the

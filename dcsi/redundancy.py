@@ -676,7 +676,7 @@ def _linked_pairs(
     n_aligned = 0
     if params.align is not None:
         assert images is not None  # align needs images (checked by the caller)
-        ap, _ = aligned_pairs(images, options=params.align, seed=params.seed)
+        ap, _ = aligned_pairs(images, options=params.align, seed=params.seed, map_blocks=map_blocks)
         n_aligned = len(ap)
         if len(ap):
             pairs = np.unique(np.concatenate([pairs.reshape(-1, 2), ap]), axis=0)
@@ -920,8 +920,8 @@ def find_redundancy(
     map_blocks : BlockMap, default=local_map
         Where the query blocks of the exact candidate search run: a loop here, or
         Ray tasks (:func:`dcsi.ray_engine.ray_map`, what ``engine="ray"`` of
-        :func:`dcsi.analyze` passes); the pairs, hence the groups, are the same.  The
-        faiss search (``search="ann"``) and the aligned stage run here.
+        :func:`dcsi.analyze` passes), with those of the aligned stage; the pairs, hence
+        the groups, are the same.  The faiss search (``search="ann"``) runs here.
     coefficients : ndarray of shape (n, d), float32, default=None
         ``method="wavelet"``: the wavelet coefficient rows of the (working-size)
         images, already computed with ``wavelet``'s options (the Ray engine's actors

@@ -372,3 +372,21 @@ def test_ray_map_candidate_pairs_equal_local(local_ray, rng):
     assert dist.tobytes() == ref_dist.tobytes()
     cross, _ = radius_pairs(x[:200], x[200:], map_blocks=ray_map, **kw)
     np.testing.assert_array_equal(cross, radius_pairs(x[:200], x[200:], **kw)[0])
+
+
+def test_ray_map_aligned_pairs_equal_local(local_ray, rng):
+    """The aligned stage's query blocks as Ray tasks (the k-d tree put once)."""
+    from test_redundancy import _blob_images, _shift
+
+    from dcsi.aligned import AlignOptions, aligned_pairs
+    from dcsi.ray_engine import ray_map
+
+    imgs = _blob_images(rng, 40)
+    for t in range(5):
+        imgs[20 + t] = _shift(imgs[t], 0, 1)
+    options = AlignOptions(block_size=8)
+    ref_pairs, ref_dist = aligned_pairs(imgs, options=options)
+    pairs, dist = aligned_pairs(imgs, options=options, map_blocks=ray_map)
+    assert len(ref_pairs) >= 5
+    np.testing.assert_array_equal(pairs, ref_pairs)
+    assert dist.tobytes() == ref_dist.tobytes()
