@@ -33,8 +33,10 @@ model actor             builds the backbone once (same name, weights, input size
 driver                  stores the rows in source order, writes the cache shards,
                         merges the block statistics in block order
                         (:func:`~dcsi.similarity.class_cosine.class_stats` with
-                        ``partials``: it computes only the blocks no actor covered,
-                        e.g. those with cached images), stacks the coefficient rows
+                        ``partials``: it computes only the blocks no actor covered
+                        whole: those with cached or repeated images and, the items
+                        being cut from the images to compute, those that a partly
+                        warm cache leaves across two items), stacks the coefficient rows
                         (computing those of cached images), then runs the cnn_cosine
                         matrix, the index, clusters, the wavelet / SSIM matrices and
                         the near-duplicate search on them
