@@ -40,6 +40,7 @@ import numpy as np
 
 from dcsi._progress import progress
 from dcsi._validation import Interval, validate_params
+from dcsi.block_map import BlockMap, local_map
 from dcsi.exceptions import InvalidParameterError
 from dcsi.neighbors import ball_pairs, link_radius, projection_basis
 
@@ -306,14 +307,16 @@ def _search(
     seed: int,
     skip_self: bool,
     identity: bool = True,
+    map_blocks: BlockMap = local_map,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pairs ``(i, j)`` with ``1 - T(A_i) . B_j <= threshold`` for some ``T``.
 
     ``transforms[0]`` is the identity (it gives the ``B`` rows); ``identity=False``
     leaves it out of the ``T`` searched.  One k-d tree holds the projected rows of
     every transform of every ``A`` image (``len(transforms) * n_a`` points of
-    ``n_components`` floats); the untransformed ``B`` rows query it.  Returns
-    ``(pairs (m, 2), distances (m,))``, one entry per qualifying ``(i, j, T)``.
+    ``n_components`` floats); the untransformed ``B`` rows query it, block by block
+    through ``map_blocks`` (:func:`_query_block`; results merged in block order).
+    Returns ``(pairs (m, 2), distances (m,))``, one entry per qualifying ``(i, j, T)``.
     """
     from scipy.spatial import cKDTree
 
@@ -336,28 +339,47 @@ def _search(
             proj[k * na + s : k * na + e] = transformed_rows(A[s:e], T) @ basis
     tree = cKDTree(proj)
     del proj
-    radius = link_radius(threshold)
-    out_p, out_d = [], []
-    for s in range(0, len(B), block_size):
-        j, v = ball_pairs(tree, base[s : s + block_size] @ basis, radius)
-        j += s
-        k, i = np.divmod(v, na)
-        if skip_self:
-            keep = i != j
-            i, j, k = i[keep], j[keep], k[keep]
-        for t in np.unique(k):
-            sel = k == t
-            it, jt = i[sel], j[sel]
-            used, inv = np.unique(it, return_inverse=True)
-            V = transformed_rows(A[used], transforms[t])
-            d = np.maximum(
-                1.0 - np.einsum("ij,ij->i", V[inv.ravel()], base[jt], dtype=np.float64), 0.0
-            )
-            ok = d <= threshold
-            out_p.append(np.stack([it[ok], jt[ok]], 1))
-            out_d.append(d[ok])
+    shared = (tree, base, basis, A, transforms, link_radius(threshold), threshold, skip_self)
+    out = list(map_blocks(_query_block, (*shared, block_size), range(0, len(B), block_size)))
+    out_p = [p for p, _ in out if len(p)]
+    out_d = [d for p, d in out if len(p)]
     if not out_p:
         return np.empty((0, 2), dtype=np.int64), np.empty(0)
+    return np.concatenate(out_p), np.concatenate(out_d)
+
+
+def _query_block(
+    tree: Any,
+    base: np.ndarray,
+    basis: np.ndarray,
+    A: np.ndarray,
+    transforms: Sequence[CopyTransform],
+    radius: float,
+    threshold: float,
+    skip_self: bool,
+    block_size: int,
+    s: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs of the query block ``base[s : s + block_size]`` (rows ``j`` of ``B``)
+    against the tree of every transform of every ``A`` image, checked on all columns:
+    ``(pairs (m, 2), distances (m,))``, transform by transform."""
+    na = len(A)
+    j, v = ball_pairs(tree, base[s : s + block_size] @ basis, radius)
+    j += s
+    k, i = np.divmod(v, na)
+    if skip_self:
+        keep = i != j
+        i, j, k = i[keep], j[keep], k[keep]
+    out_p, out_d = [np.empty((0, 2), dtype=np.int64)], [np.empty(0)]
+    for t in np.unique(k):
+        sel = k == t
+        it, jt = i[sel], j[sel]
+        used, inv = np.unique(it, return_inverse=True)
+        V = transformed_rows(A[used], transforms[t])
+        d = np.maximum(1.0 - np.einsum("ij,ij->i", V[inv.ravel()], base[jt], dtype=np.float64), 0.0)
+        ok = d <= threshold
+        out_p.append(np.stack([it[ok], jt[ok]], 1))
+        out_d.append(d[ok])
     return np.concatenate(out_p), np.concatenate(out_d)
 
 
@@ -388,6 +410,7 @@ def aligned_pairs(
     *,
     options: AlignOptions | None = None,
     seed: int = 0,
+    map_blocks: BlockMap = local_map,
 ) -> tuple[np.ndarray, np.ndarray]:
     """All pairs of one image set within the aligned distance threshold, never n x n.
 
@@ -398,6 +421,9 @@ def aligned_pairs(
         Threshold, tolerated shifts and crops, search sizes (``None``: the defaults).
     seed : int, default=0
         Row subsample of the projection basis.
+    map_blocks : BlockMap, default=local_map
+        Where the query blocks run (:mod:`dcsi.block_map`; the k-d tree and rows are
+        shared); the pairs are the same.
 
     Returns
     -------
@@ -413,7 +439,7 @@ def aligned_pairs(
     transforms = copy_transforms(
         X.shape[1:3], max_shift=options.max_shift, max_crop=options.max_crop
     )
-    p, d = _search(X, X, transforms, options, seed, skip_self=True)
+    p, d = _search(X, X, transforms, options, seed, skip_self=True, map_blocks=map_blocks)
     return best_pairs(np.sort(p, axis=1), d)
 
 

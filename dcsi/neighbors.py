@@ -42,6 +42,7 @@ import numpy as np
 from dcsi._progress import progress
 from dcsi._validation import Interval, Options, check_choice, require, validate_params
 from dcsi.ann import DEFAULT_RANGE_NPROBE, ivf_radius_candidates
+from dcsi.block_map import BlockMap, local_map
 from dcsi.exceptions import DataError, InvalidParameterError
 
 __all__ = [
@@ -275,6 +276,7 @@ def radius_pairs(
     desc: str = "neighbours",
     search: str = "exact",
     nprobe: int = DEFAULT_RANGE_NPROBE,
+    map_blocks: BlockMap = local_map,
 ) -> tuple[np.ndarray, np.ndarray]:
     """All pairs of rows with ``1 - a . b <= threshold``, within one set or between two.
 
@@ -305,6 +307,11 @@ def radius_pairs(
         miss pairs, never adds one).
     nprobe : int, default=16
         Lists probed per query by ``search="ann"``.
+    map_blocks : BlockMap, default=local_map
+        Runs the exact search's query blocks (:mod:`dcsi.block_map`): a loop here, or
+        Ray tasks (:func:`dcsi.ray_engine.ray_map`); the blocks' candidates are merged
+        in block order, so the pairs are the same.  ``search="ann"`` runs its faiss
+        index here whatever ``map_blocks`` is.
 
     Returns
     -------
@@ -332,7 +339,13 @@ def radius_pairs(
         _check_candidates(len(cand), max_candidates, threshold, na if same else na + nb)
     else:
         cand = _window_candidates(
-            PA, None if same else PB, radius2, block_size, desc, (max_candidates, threshold)
+            PA,
+            None if same else PB,
+            radius2,
+            block_size,
+            desc,
+            (max_candidates, threshold),
+            map_blocks,
         )
     if not len(cand):
         return _EMPTY_PAIRS
@@ -356,50 +369,72 @@ def _window_candidates(
     block_size: int,
     desc: str,
     limit: tuple[int, float],
+    map_blocks: BlockMap = local_map,
 ) -> np.ndarray:
     """Candidate pairs within ``sqrt(radius2)`` (exact): blocks of rows sorted by their
-    first coordinate, each against the window of rows within the radius there.
+    first coordinate, each against the window of rows within the radius there
+    (:func:`_block_candidates`, run through ``map_blocks``, merged in block order).
     ``limit`` is ``(max_candidates, threshold)`` for :func:`_check_candidates`.
     Returns ``(m, 2)`` int64 pairs (``i < j`` within one set)."""
     same = PB is None
-    radius = float(np.sqrt(radius2))
     a_order = np.argsort(PA[:, 0], kind="stable")
     b_order = a_order if PB is None else np.argsort(PB[:, 0], kind="stable")
-    PA = PA[a_order]
-    PB = PA if PB is None else np.ascontiguousarray(PB[b_order])
+    PA = np.ascontiguousarray(PA[a_order])
+    PB = None if PB is None else np.ascontiguousarray(PB[b_order])
     na = PA.shape[0]
+    nb = na if PB is None else PB.shape[0]
+    # the first coordinates (float64, for the window bounds) and the squared norms
     fa = PA[:, 0].astype(np.float64)
-    fb = fa if same else PB[:, 0].astype(np.float64)
     sqA = np.einsum("ij,ij->i", PA, PA)
-    sqB = sqA if same else np.einsum("ij,ij->i", PB, PB)
+    side = None if PB is None else (PB, PB[:, 0].astype(np.float64), np.einsum("ij,ij->i", PB, PB))
     found_i, found_j = [], []
     total = 0
-    for s in progress(
-        range(0, na, block_size), desc=desc, unit="block", total=-(-na // block_size)
-    ):
-        e = min(s + block_size, na)
-        lo = s if same else int(np.searchsorted(fb, fa[s] - radius, side="left"))
-        hi = int(np.searchsorted(fb, fa[e - 1] + radius, side="right"))
-        if hi <= lo:
-            continue
-        d2 = PA[s:e] @ PB[lo:hi].T
-        d2 *= -2.0
-        d2 += sqA[s:e, None]
-        d2 += sqB[None, lo:hi]
-        ii, jj = np.nonzero(d2 <= radius2)
-        del d2
-        ii, jj = ii + s, jj + lo
-        if same:
-            upper = jj > ii
-            ii, jj = ii[upper], jj[upper]
+    starts = range(0, na, block_size)
+    blocks = map_blocks(_block_candidates, (PA, fa, sqA, side, radius2, block_size), starts)
+    for ii, jj in progress(blocks, desc=desc, unit="block", total=len(starts)):
         found_i.append(a_order[ii])
         found_j.append(b_order[jj])
         total += len(ii)
-        _check_candidates(total, limit[0], limit[1], na if same else na + PB.shape[0])
+        _check_candidates(total, limit[0], limit[1], na if same else na + nb)
     if not found_i:
         return np.empty((0, 2), dtype=np.int64)
     cand = np.stack([np.concatenate(found_i), np.concatenate(found_j)], 1).astype(np.int64)
     return np.sort(cand, axis=1) if same else cand
+
+
+def _block_candidates(
+    PA: np.ndarray,
+    fa: np.ndarray,
+    sqA: np.ndarray,
+    side: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+    radius2: float,
+    block_size: int,
+    s: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The candidates of the query block ``PA[s : s + block_size]``.
+
+    ``PA`` (rows sorted by their first coordinate ``fa``, squared norms ``sqA``) is
+    searched against itself (``side`` None) or against ``side = (PB, fb, sqB)``, sorted
+    likewise.  Returns ``(ii, jj)``, int64 rows of the sorted sets; within one set only
+    the pairs ``ii < jj``."""
+    same = side is None
+    PB, fb, sqB = (PA, fa, sqA) if side is None else side
+    radius = float(np.sqrt(radius2))
+    e = min(s + block_size, PA.shape[0])
+    lo = s if same else int(np.searchsorted(fb, fa[s] - radius, side="left"))
+    hi = int(np.searchsorted(fb, fa[e - 1] + radius, side="right"))
+    if hi <= lo:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    d2 = PA[s:e] @ PB[lo:hi].T
+    d2 *= -2.0
+    d2 += sqA[s:e, None]
+    d2 += sqB[None, lo:hi]
+    ii, jj = np.nonzero(d2 <= radius2)
+    ii, jj = ii + s, jj + lo
+    if same:
+        upper = jj > ii
+        ii, jj = ii[upper], jj[upper]
+    return ii.astype(np.int64), jj.astype(np.int64)
 
 
 def verify_pairs(

@@ -12,8 +12,11 @@ wavelet class matrices and the near-duplicate search.  The CNN features serve bo
 class matrix and ``redundancy_method="cnn"``.
 
 ``engine="ray"`` runs that feature stage (decode, forward pass, grey arrays) in Ray
-model actors (:mod:`dcsi.ray_engine`) and everything after it here, unchanged: the
-card is the same, byte for byte.
+model actors (:mod:`dcsi.ray_engine`), which also return the class sums of the blocks
+they cover and the wavelet coefficient rows; the driver merges them, and the exact
+near-duplicate search runs its query blocks as Ray tasks.  The card is the same, byte
+for byte: the class sums are added in blocks of ``stats_block_rows(batch_size)`` rows
+on both engines.
 """
 
 from __future__ import annotations
@@ -32,7 +35,13 @@ import numpy as np
 from dcsi import __version__
 from dcsi._validation import check_choice, check_int
 from dcsi.exceptions import DataError, InvalidParameterError
-from dcsi.ray_engine import check_engine, engine_session, feature_runner
+from dcsi.ray_engine import (
+    BlockTask,
+    block_map,
+    check_engine,
+    engine_session,
+    feature_runner,
+)
 from dcsi.redundancy import METHODS
 
 __all__ = ["ANALYZERS", "analyze", "analyze_images", "check_parameters"]
@@ -335,7 +344,7 @@ def analyze_images(
     dataset["skipped"] = [s.to_dict() for s in images.skipped]
     data: dict[str, Any] = {"dataset": dataset, "similarity": {}}
 
-    features = grey = None
+    features = grey = runner = None
     num_threads = None
     check_int(neighbor_k, "neighbor_k", "analyze", min_value=1)
     working = images.working_size(size)  # the pixel-space stages' size, bounded
@@ -350,6 +359,15 @@ def analyze_images(
             pooling=pooling,
             threads=num_threads,
             device=device,
+            blocks=_block_task(
+                images,
+                class_sums=class_level and "cnn" in chosen,
+                wavelet=redundancy_method == "wavelet" or (class_level and "wavelet" in chosen),
+                working=working,
+                batch_size=batch_size,
+            )
+            if engine == "ray"
+            else None,
         )
         with engine_session(engine, ray_address):
             fs = extract_features(
@@ -372,11 +390,20 @@ def analyze_images(
     if features is not None and len(images) >= 3:  # Thomas & Abraham, labelled or not
         data["image_clusters"] = image_clusters_block(images, features, seed=seed)
     if "cnn" in chosen:
-        cnn = _cnn_blocks(fs, images, class_level, linkage=linkage)
+        cnn = _cnn_blocks(
+            fs,
+            images,
+            class_level,
+            linkage=linkage,
+            batch_size=batch_size,
+            partials=None if runner is None else runner.partials,
+        )
         data["similarity"].update(cnn.pop("similarity", {}))
         data.update(cnn)
     if grey is None:  # decoded once, shared by the stages below
         grey = images.to_array(size=working, mode="L")
+    # the Ray actors' wavelet coefficient rows (None: computed by the stages below)
+    coefficients = None if runner is None else runner.coefficients(grey)
     if class_level and "ssim" in chosen:
         from dcsi.similarity.ssim import class_ssim
 
@@ -401,20 +428,24 @@ def analyze_images(
             images.labels,
             n_classes=n_classes,
             classes=list(images.classes),
+            coefficients=coefficients,
         ).to_dict()
 
     from dcsi.redundancy import find_redundancy
 
-    data["redundancy"] = find_redundancy(
-        grey,
-        images.labels,
-        method=redundancy_method,
-        features=features,
-        backbone=backbone,
-        ids=list(images.ids),
-        classes=list(images.classes),
-        seed=seed,
-    ).to_dict()
+    with engine_session(engine, ray_address):  # the candidate search's blocks
+        data["redundancy"] = find_redundancy(
+            grey,
+            images.labels,
+            method=redundancy_method,
+            features=features,
+            backbone=backbone,
+            ids=list(images.ids),
+            classes=list(images.classes),
+            seed=seed,
+            map_blocks=block_map(engine),
+            coefficients=coefficients if redundancy_method == "wavelet" else None,
+        ).to_dict()
     data["provenance"] = {
         "versions": _versions(runtime),
         "parameters": {
@@ -484,6 +515,31 @@ def image_clusters_block(images: Any, features: np.ndarray, *, seed: int = 0) ->
     return block
 
 
+def _block_task(
+    images: Any, *, class_sums: bool, wavelet: bool, working: tuple[int, int], batch_size: int
+) -> BlockTask | None:
+    """What the Ray actors compute besides the features (:class:`BlockTask`): the class
+    sums of their blocks (labelled data, cnn analyzer) and the wavelet coefficient rows
+    of their images (the default wavelet options of the wavelet class matrix and the
+    near-duplicate search), these only while ``W`` stays within
+    :data:`~dcsi.similarity.wavelet.KEEP_COEFFICIENTS_BYTES` (above it the driver
+    streams ``W`` block by block, as the local engine does)."""
+    from dcsi.similarity.class_cosine import stats_block_rows
+    from dcsi.similarity.wavelet import KEEP_COEFFICIENTS_BYTES, WaveletOptions, n_coefficients
+
+    opts = WaveletOptions()
+    d = n_coefficients(working, wavelet=opts.wavelet, level=opts.level, mode=opts.mode)
+    wavelet = wavelet and 4 * len(images) * d <= KEEP_COEFFICIENTS_BYTES
+    if not (class_sums or wavelet):
+        return None
+    return BlockTask(
+        labels=np.asarray(images.labels) if class_sums else None,
+        n_classes=len(images.classes),
+        block_rows=stats_block_rows(batch_size),
+        wavelet=(opts.wavelet, opts.level, opts.mode) if wavelet else None,
+    )
+
+
 def _neighbor_index_block(
     fs: Any, folder: str | os.PathLike[str], k: int, seed: int
 ) -> dict[str, Any]:
@@ -495,19 +551,38 @@ def _neighbor_index_block(
     return card_block(idx, saved, saved.parent, seed=seed)
 
 
-def _cnn_blocks(fs: Any, images: Any, class_level: bool, *, linkage: str) -> dict[str, Any]:
-    """The features block, the cnn_cosine matrix, the index and the class clusters."""
+def _cnn_blocks(
+    fs: Any,
+    images: Any,
+    class_level: bool,
+    *,
+    linkage: str,
+    batch_size: int,
+    partials: dict[int, Any] | None,
+) -> dict[str, Any]:
+    """The features block, the cnn_cosine matrix, the index and the class clusters.
+
+    The class sums are added in blocks of :func:`stats_block_rows` ``(batch_size)``
+    rows, on every engine; ``partials`` holds the blocks the Ray actors computed."""
     from dcsi.clusters import cluster_classes
     from dcsi.index import index_report
-    from dcsi.similarity.class_cosine import class_stats, compute_class_similarity
+    from dcsi.similarity.class_cosine import (
+        class_stats,
+        compute_class_similarity,
+        stats_block_rows,
+    )
 
     out: dict[str, Any] = {"features": fs.to_dict()}
     if not class_level:
         return out
     y = np.asarray(images.labels)
     k = len(images.classes)
-    stats = class_stats(fs.features, y, k)
-    sim = compute_class_similarity(fs.features, y, metric="cosine", n_classes=k)
+    rows = stats_block_rows(batch_size)
+    stats = class_stats(fs.features, y, k, block_rows=rows, partials=partials)
+    logger.info(
+        "Class sums: %d of %d blocks from the Ray actors.", len(partials or {}), -(-len(y) // rows)
+    )
+    sim = compute_class_similarity(fs.features, y, metric="cosine", n_classes=k, stats=stats)
     out["features"]["class_sums"] = np.round(stats.sums, 8).tolist()
     out["features"]["class_counts"] = stats.counts.tolist()
     out["similarity"] = {"cnn_cosine": sim.to_dict()}

@@ -1,42 +1,62 @@
-"""The Ray engine: the per-image work of :func:`dcsi.analyze` on a Ray cluster.
+"""The Ray engine: the per-image and per-block work of :func:`dcsi.analyze` on Ray.
 
 ``engine="ray"`` (``dcsi analyze ... --engine ray [--ray-address ADDR]``) moves the
-stage whose cost grows with every image and every pixel -- read, decode, preprocess,
-the CNN forward pass and the working-size grey array -- into Ray model actors, and
-keeps the rest on the driver, so that the card is the local engine's byte for byte
-(outside the ``created`` / ``finished`` timestamps):
+work whose cost grows with every image and every pixel -- read, decode, preprocess,
+the CNN forward pass, the working-size grey array, the per-block class sums, the
+wavelet coefficients and the query blocks of the exact near-duplicate search -- onto
+Ray, and merges the results on the driver, so that the card is the local engine's
+byte for byte (outside the ``created`` / ``finished`` timestamps):
 
 ======================  ==========================================================
 where                   what
 ======================  ==========================================================
 driver                  opens the source (lists the files or rows, hashes them: the
                         fingerprint and the cache keys), looks the features up in the
-                        cache, cuts the images to compute into the local engine's
-                        batches (``todo[0:b]``, ``todo[b:2b]``, ...)
-Ray Data                one row per batch (``from_items``), ``map_batches`` over a pool
+                        cache, cuts the images to compute into items of
+                        :func:`~dcsi.similarity.class_cosine.stats_block_rows` images
+                        (whole feature batches ``todo[0:b]``, ``todo[b:2b]``, ...;
+                        one batch an item when no statistics are asked for)
+Ray Data                one row per item (``from_items``), ``map_batches`` over a pool
                         of model actors: one per GPU when the cluster has GPUs, else
                         ``CPUs // threads`` CPU actors; results come back in source
                         order (``preserve_order``)
 model actor             builds the backbone once (same name, weights, input size and
-                        pooling as the driver's), reads each image of its batch from the
+(:class:`BlockActor`)   pooling as the driver's), reads each image of its item from the
                         source (a folder on shared storage, the Arrow files of a saved
                         Hugging Face dataset, or the array shipped with the actor),
                         decodes it with dcsi's decoder (:meth:`ImageSet.load`), runs
-                        the forward pass with the driver's torch thread count, and makes
-                        the grey working-size array from the same decode
-driver                  stores the rows in source order, writes the cache shards, then
-                        runs the local engine's statistics on them: class sums, the
-                        cnn_cosine matrix, the index, clusters, wavelet / SSIM matrices
-                        and the near-duplicate search
+                        the forward pass batch by batch with the driver's torch thread
+                        count, makes the grey working-size array from the same decode,
+                        the wavelet coefficient row of that array (per image), and the
+                        :class:`~dcsi.similarity.class_cosine.ClassStats` of every
+                        positional block of ``block_rows`` images the item covers whole
+driver                  stores the rows in source order, writes the cache shards,
+                        merges the block statistics in block order
+                        (:func:`~dcsi.similarity.class_cosine.class_stats` with
+                        ``partials``: it computes only the blocks no actor covered
+                        whole: those with cached or repeated images and, the items
+                        being cut from the images to compute, those that a partly
+                        warm cache leaves across two items), stacks the coefficient rows
+                        (computing those of cached images), then runs the cnn_cosine
+                        matrix, the index, clusters, the wavelet / SSIM matrices and
+                        the near-duplicate search on them
+Ray tasks               the query blocks of the exact candidate search
+(:func:`ray_map`)       (:func:`dcsi.neighbors.radius_pairs`) and of the aligned stage
+                        (:func:`dcsi.aligned.aligned_pairs`, against the k-d tree the
+                        driver built), the shared arrays put in the object store once;
+                        the driver concatenates the blocks' results in block order and
+                        verifies the candidates exactly, as the local loop does.  The
+                        faiss IVF search (``search="ann"``), the RRQR column
+                        selection and the grouping stay on the driver
 ======================  ==========================================================
 
 Identical bytes come from identical arithmetic: each actor sees the same batches, the
 same decoder and the same torch thread count as the local engine (a forward pass's
-reductions depend on both), and the driver reduces the gathered rows with the local
-engine's own code.  Per-block class sums (:class:`dcsi.similarity.class_cosine.ClassStats`
-merges with ``+``) would free the driver from holding the ``(n, d)`` features for the
-class matrix, but float64 addition in another order changes the last bits of the card;
-the driver holds those rows anyway for the neighbour search, as the local engine does.
+reductions depend on both); a block's class sums are
+:func:`~dcsi.similarity.class_cosine.block_stats` of the same float32 rows, whichever
+process runs it, and both engines add the blocks in the same order from zeros; a
+wavelet row depends on its image alone; the candidate blocks are the local loop's
+blocks, merged in its order.
 
 :func:`ray_session` starts a local Ray (``address=None``; the command's own, shut down
 afterwards) or connects to a running cluster, with Ray's logging kept off the terminal.
@@ -45,26 +65,33 @@ afterwards) or connects to a running cluster, with Ray's logging kept off the te
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import socket
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from dcsi import exceptions
 from dcsi._validation import require
+from dcsi.block_map import BlockMap, local_map
 from dcsi.exceptions import DcsiError, EngineError, InvalidParameterError
 
 __all__ = [
     "ENGINES",
+    "BlockActor",
+    "BlockTask",
     "FeatureActor",
     "RayRunner",
+    "block_map",
     "check_engine",
+    "covered_block_stats",
     "engine_session",
     "feature_runner",
+    "ray_map",
     "ray_session",
 ]
 
@@ -193,11 +220,13 @@ def feature_runner(
     pooling: str,
     threads: int,
     device: str,
+    blocks: BlockTask | None = None,
 ) -> RayRunner | None:
     """The :class:`dcsi.features.BatchRunner` of an engine (None: the local one).
 
     A registered backbone (a name) is rebuilt in each actor from these options; an
-    extractor object is shipped to the actors as it is.
+    extractor object is shipped to the actors as it is.  ``blocks``: the actors also
+    compute the class statistics of the blocks they cover (:attr:`RayRunner.partials`).
     """
     if engine != "ray":
         return None
@@ -206,7 +235,7 @@ def feature_runner(
         if isinstance(backbone, str)
         else None
     )
-    return RayRunner(build=build, threads=threads, device=device)
+    return RayRunner(build=build, threads=threads, device=device, blocks=blocks)
 
 
 def _quiet() -> None:
@@ -231,7 +260,9 @@ class FeatureActor:
     image_set : ImageSet
         The opened source (its backend reads each image from where it lies).
     todo : ndarray of shape (m,), int64
-        Positions to compute; a batch row ``{"start", "stop"}`` indexes it.
+        Positions to compute; an item row ``{"start", "stop", "batch"}`` indexes it
+        (``batch``: the feature batch size, which cuts the item as the local engine
+        cuts ``todo``).
     build : dict or Extractor
         Keyword arguments of :func:`dcsi.backbones.get_backbone` (a registered
         backbone, rebuilt here), or the extractor object itself.
@@ -263,34 +294,144 @@ class FeatureActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Rows ``pos`` (b,), ``features`` (b, d) and, when asked, ``arrays`` of the
-        batches ``todo[start:stop]`` of ``batch``.  A dcsi error is passed on with its
-        class and message marked, for the driver to raise it again as it was."""
+        items ``todo[start:stop]`` of ``batch``, each run in feature batches of
+        ``batch`` images.  A dcsi error is passed on with its class and message marked,
+        for the driver to raise it again as it was."""
         try:
             return self._rows(batch)
         except DcsiError as exc:
             raise RuntimeError(f"{_MARK}{type(exc).__name__}:{exc}{_MARK}") from exc
 
     def _rows(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out: dict[str, list[np.ndarray]] = {"pos": [], "features": [], "arrays": []}
+        for start, stop, size in zip(batch["start"], batch["stop"], batch["batch"]):
+            # an item of whole feature batches, cut as the local engine cuts ``todo``
+            for s in range(int(start), int(stop), int(size)):
+                self._batch(self.todo[s : min(s + int(size), int(stop))], out)
+        return {k: np.concatenate(v) for k, v in out.items() if v}
+
+    def _batch(self, part: np.ndarray, out: dict[str, list[np.ndarray]]) -> None:
+        """Positions, features and (when asked) arrays of one feature batch, appended
+        to ``out``'s lists."""
         import torch
 
         from dcsi.features import TransformedImages
 
-        out: dict[str, list[np.ndarray]] = {"pos": [], "features": [], "arrays": []}
-        for start, stop in zip(batch["start"], batch["stop"]):
-            part = self.todo[int(start) : int(stop)]
-            view = TransformedImages(self.image_set, part, self.extractor.transform, self.arrays)
-            items = [view[k] for k in range(len(view))]
-            inputs = items if self.arrays is None else [x for x, _ in items]
-            sides = [] if self.arrays is None else [a for _, a in items]
-            with torch.inference_mode():
-                feats = self.extractor(torch.stack(inputs))
-            if hasattr(feats, "detach"):
-                feats = feats.detach().cpu().numpy()
-            out["pos"].append(np.asarray(part, dtype=np.int64))
-            out["features"].append(np.asarray(feats))
-            if self.arrays is not None:
-                out["arrays"].append(np.stack(sides))
-        return {k: np.concatenate(v) for k, v in out.items() if v}
+        view = TransformedImages(self.image_set, part, self.extractor.transform, self.arrays)
+        items = [view[k] for k in range(len(view))]
+        inputs = items if self.arrays is None else [x for x, _ in items]
+        with torch.inference_mode():
+            feats = self.extractor(torch.stack(inputs))
+        if hasattr(feats, "detach"):
+            feats = feats.detach().cpu().numpy()
+        out["pos"].append(np.asarray(part, dtype=np.int64))
+        out["features"].append(np.asarray(feats))
+        if self.arrays is not None:
+            out["arrays"].append(np.stack([a for _, a in items]))
+
+
+@dataclass(frozen=True)
+class BlockTask:
+    """What the actors compute besides the features: the per-block class statistics
+    and the per-image wavelet coefficient rows of their items.
+
+    Attributes
+    ----------
+    labels : ndarray of shape (n,), int64, or None
+        Class id of every image of the source (shipped once with each actor); None:
+        no class statistics.
+    n_classes : int
+    block_rows : int
+        Rows per positional block of :func:`dcsi.similarity.class_cosine.class_stats`
+        (:func:`~dcsi.similarity.class_cosine.stats_block_rows` of the batch size: whole
+        feature batches); the images of one Ray item.
+    wavelet : (wavelet, level, mode) or None
+        Also the rows of :func:`dcsi.similarity.wavelet.wavelet_coefficients` of each
+        grey array (one image each: the same bits wherever computed).
+    """
+
+    labels: np.ndarray | None
+    n_classes: int
+    block_rows: int
+    wavelet: tuple[str, int, str] | None = None
+
+
+class BlockActor(FeatureActor):
+    """A :class:`FeatureActor` that also returns the class statistics of every
+    positional block its item covers whole, and the wavelet coefficients of its images.
+
+    An item covers block ``j`` when it computed every position of
+    ``[j * block_rows, (j + 1) * block_rows)`` (a block with cached or repeated images
+    is left to the driver).  The :func:`~dcsi.similarity.class_cosine.block_stats` of
+    the block's float32 feature rows -- the arithmetic the driver's
+    :func:`~dcsi.similarity.class_cosine.class_stats` would run on the same rows --
+    come back in the ``stats`` column (first row of the item: ``{j: ClassStats}``), the
+    coefficient rows in ``coefficients``.
+
+    Parameters
+    ----------
+    blocks : BlockTask or None
+        None: features and arrays only.
+    **kwargs
+        Those of :class:`FeatureActor`.
+    """
+
+    def __init__(self, *, blocks: BlockTask | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.blocks = blocks
+
+    def _rows(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = super()._rows(batch)
+        task = self.blocks
+        if task is None or not len(out["pos"]):
+            return out
+        if task.labels is not None:
+            stats = np.empty(len(out["pos"]), dtype=object)
+            stats[0] = covered_block_stats(out["pos"], out["features"], task, len(self.image_set))
+            out["stats"] = stats
+        if task.wavelet is not None and "arrays" in out:
+            from dcsi.similarity.wavelet import wavelet_coefficients
+
+            name, level, mode = task.wavelet
+            out["coefficients"] = wavelet_coefficients(
+                out["arrays"], wavelet=name, level=level, mode=mode
+            )
+        return out
+
+
+def covered_block_stats(
+    pos: np.ndarray, features: np.ndarray, blocks: BlockTask, n: int
+) -> dict[int, Any]:
+    """:func:`~dcsi.similarity.class_cosine.block_stats` of every positional block
+    whose positions all lie in ``pos``.
+
+    Parameters
+    ----------
+    pos : ndarray of shape (m,), int64
+        Positions computed, in ascending order (the order of ``todo``).
+    features : ndarray of shape (m, d)
+        Their features (taken as float32, as the driver stores them).
+    blocks : BlockTask
+    n : int
+        Images in the source (the last block may be shorter).
+
+    Returns
+    -------
+    dict of int to ClassStats
+        By block number.
+    """
+    from dcsi.similarity.class_cosine import block_stats
+
+    rows = blocks.block_rows
+    assert blocks.labels is not None  # the caller asks for class statistics
+    out: dict[int, Any] = {}
+    for j in np.unique(pos // rows):
+        lo, hi = int(j) * rows, min((int(j) + 1) * rows, n)
+        sel = np.flatnonzero((pos >= lo) & (pos < hi))
+        if len(sel) == hi - lo and np.array_equal(pos[sel], np.arange(lo, hi)):
+            x = np.asarray(features[sel], dtype=np.float32)
+            out[int(j)] = block_stats(x, blocks.labels[lo:hi], blocks.n_classes)
+    return out
 
 
 @dataclass(frozen=True)
@@ -300,7 +441,8 @@ class RayRunner:
     Call it inside :func:`ray_session`.  One actor per GPU when the cluster has GPUs
     (and ``device`` is not ``"cpu"``); else ``max(1, CPUs // threads)`` CPU actors,
     each reserving ``min(threads, largest node's CPUs)`` CPUs; never more actors than
-    batches.  Each batch is one block of the Ray dataset, so every actor gets work.
+    items.  Each item (a feature batch, or with ``blocks`` one statistics block of whole
+    batches) is one block of the Ray dataset, so every actor gets work.
 
     Parameters
     ----------
@@ -313,11 +455,57 @@ class RayRunner:
         :func:`dcsi.features.choose_num_threads` (the same reductions as the local
         engine, hence the same bytes).
     device : {"auto", "cpu", "cuda"}, default="auto"
+    blocks : BlockTask, default=None
+        Also compute the class statistics of the positional blocks and the wavelet
+        coefficient rows: each Ray item is then one block of ``todo`` (``block_rows``
+        images, whole feature batches); the actors' :func:`covered_block_stats` land
+        in :attr:`partials`, their coefficient rows in :attr:`coefficient_rows`
+        (gathered by :meth:`coefficients`).
+    partials : dict of int to ClassStats
+        Filled by each call (emptied first): the ``partials`` argument of
+        :func:`dcsi.similarity.class_cosine.class_stats`.
+    coefficient_rows : list of (positions, rows)
+        Filled by each call (emptied first): the actors' wavelet coefficient rows.
     """
 
     build: dict[str, Any] | None
     threads: int
     device: str = "auto"
+    blocks: BlockTask | None = None
+    partials: dict[int, Any] = field(default_factory=dict, compare=False, repr=False)
+    coefficient_rows: list[tuple[np.ndarray, np.ndarray]] = field(
+        default_factory=list, compare=False, repr=False
+    )
+
+    def coefficients(self, grey: np.ndarray) -> np.ndarray | None:
+        """The wavelet coefficient rows of every image (None unless the actors made
+        them, :attr:`BlockTask.wavelet`): the actors' rows at their positions, the
+        other images' (cached or repeated) computed here from ``grey``.
+
+        Parameters
+        ----------
+        grey : ndarray of shape (n, h, w), uint8
+            The arrays of every image (the actors' among them).
+
+        Returns
+        -------
+        ndarray of shape (n, d), float32, or None
+        """
+        if self.blocks is None or self.blocks.wavelet is None:
+            return None
+        from dcsi.similarity.wavelet import n_coefficients, wavelet_coefficients
+
+        name, level, mode = self.blocks.wavelet
+        kw: dict[str, Any] = {"wavelet": name, "level": level, "mode": mode}
+        W = np.empty((len(grey), n_coefficients(grey.shape[1:], **kw)), dtype=np.float32)
+        done = np.zeros(len(grey), dtype=bool)
+        for pos, rows in self.coefficient_rows:
+            W[pos] = rows
+            done[pos] = True
+        rest = np.flatnonzero(~done)
+        if len(rest):
+            W[rest] = wavelet_coefficients(grey[rest], **kw)
+        return W
 
     def __call__(
         self,
@@ -347,7 +535,11 @@ class RayRunner:
             size = getattr(extractor, "image_size", None)
             build = {**self.build, "image_size": size, "device": "cuda" if gpus else "cpu"}
         n = len(todo)
-        rows = [{"start": s, "stop": min(s + batch_size, n)} for s in range(0, n, batch_size)]
+        # one item per statistics block (whole feature batches), else per feature batch
+        step = batch_size if self.blocks is None else self.blocks.block_rows
+        rows = [
+            {"start": s, "stop": min(s + step, n), "batch": batch_size} for s in range(0, n, step)
+        ]
         options: dict[str, Any]
         if gpus:
             actors = min(gpus, len(rows))
@@ -361,17 +553,21 @@ class RayRunner:
             actors = max(1, min(int(total.get("CPU", 1) // cpus), len(rows)))
             options = {"num_cpus": cpus, "compute": ray.data.ActorPoolStrategy(size=actors)}
         logger.info(
-            "Ray engine: %d batches of %d images over %s.",
+            "Ray engine: %d items of %d images (batches of %d) over %s.",
             len(rows),
+            step,
             batch_size,
             f"{gpus} GPU actor(s)"
             if gpus
             else f"{actors} CPU actor(s) of {self.threads} torch thread(s)",
         )
-        # one block per batch, so that every actor of the pool gets work
+        # one Ray block per item, so that every actor of the pool gets work
+        self.partials.clear()
+        self.coefficient_rows.clear()
         ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
-            FeatureActor,
+            BlockActor,
             fn_constructor_kwargs={
+                "blocks": self.blocks,
                 "image_set": image_set,
                 "todo": np.asarray(todo, dtype=np.int64),
                 "build": build,
@@ -382,8 +578,15 @@ class RayRunner:
             batch_format="numpy",
             **options,
         )
+        failed: DcsiError | None = None
         try:
             for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                for found in out.get("stats", ()):
+                    self.partials.update(found or {})
+                if "coefficients" in out:
+                    self.coefficient_rows.append(
+                        (np.asarray(out["pos"]), np.asarray(out["coefficients"]))
+                    )
                 side = out.get("arrays")
                 yield (
                     np.asarray(out["pos"]),
@@ -391,7 +594,41 @@ class RayRunner:
                     None if side is None else np.asarray(side),
                 )
         except ray.exceptions.RayError as exc:
-            raise (_dcsi_error(exc) or exc) from exc
+            failed = _dcsi_error(exc)
+            if failed is None:
+                raise
+        if failed is not None:
+            # Ray's traceback is gone with the except block: collecting it now stops the
+            # executor and frees its actors' CPUs (else held until the collector runs,
+            # and a later Ray stage in this process could wait on them for ever)
+            del ds
+            gc.collect()
+            raise failed
+
+
+def ray_map(fn: Any, shared: tuple[Any, ...], items: Sequence[Any]) -> Iterator[Any]:
+    """The Ray :class:`dcsi.block_map.BlockMap`: one Ray task (1 CPU) per item.
+
+    ``shared`` is put in the object store once and read by every task without a copy
+    (numpy arrays); the tasks are all submitted, then their results are yielded in
+    item order.  Call it inside :func:`ray_session`.
+    """
+    import ray
+
+    refs = [ray.put(a) for a in shared]
+    task = ray.remote(num_cpus=1)(fn)
+    pending = [task.remote(*refs, item) for item in items]
+    try:
+        for ref in pending:
+            yield ray.get(ref)
+    except ray.exceptions.RayError as exc:
+        raise (_dcsi_error(exc) or exc) from exc
+
+
+def block_map(engine: str) -> BlockMap:
+    """The :class:`dcsi.block_map.BlockMap` of an engine: :func:`ray_map` or
+    :func:`dcsi.block_map.local_map`."""
+    return ray_map if engine == "ray" else local_map
 
 
 def _dcsi_error(exc: BaseException) -> DcsiError | None:

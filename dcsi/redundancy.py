@@ -53,6 +53,7 @@ from dcsi._progress import progress
 from dcsi._validation import Interval, Options, check_instance, check_labels, validate_params
 from dcsi.aligned import AlignOptions, aligned_distance, aligned_pairs, skip_reason
 from dcsi.blank import BLANK_TOLERANCE, BlankImages, find_blank
+from dcsi.block_map import BlockMap, local_map
 from dcsi.exceptions import InvalidParameterError
 from dcsi.neighbors import SearchOptions, prepare_rows, radius_pairs
 from dcsi.similarity.wavelet import WaveletOptions, wavelet_rows
@@ -653,9 +654,10 @@ def _link_score(F: np.ndarray, params: RedundancyParams, images: np.ndarray | No
 
 
 def _linked_pairs(
-    F: np.ndarray, params: RedundancyParams, images: np.ndarray | None
+    F: np.ndarray, params: RedundancyParams, images: np.ndarray | None, map_blocks: BlockMap
 ) -> tuple[np.ndarray, int]:
-    """Linked pairs of one part: the radius search, SSIM verification, aligned links."""
+    """Linked pairs of one part: the radius search (its query blocks through
+    ``map_blocks``), SSIM verification, aligned links."""
     assert params.threshold is not None  # resolved on creation of the params
     pairs, _ = radius_pairs(
         F,
@@ -665,6 +667,7 @@ def _linked_pairs(
         seed=params.seed,
         search=params.search.resolve(len(F)),
         nprobe=params.search.nprobe,
+        map_blocks=map_blocks,
     )
     if params.verify == "ssim" and len(pairs):
         from dcsi.similarity.ssim import ssim_pairs
@@ -673,7 +676,7 @@ def _linked_pairs(
     n_aligned = 0
     if params.align is not None:
         assert images is not None  # align needs images (checked by the caller)
-        ap, _ = aligned_pairs(images, options=params.align, seed=params.seed)
+        ap, _ = aligned_pairs(images, options=params.align, seed=params.seed, map_blocks=map_blocks)
         n_aligned = len(ap)
         if len(ap):
             pairs = np.unique(np.concatenate([pairs.reshape(-1, 2), ap]), axis=0)
@@ -727,6 +730,7 @@ def find_redundancy_features(
     images: np.ndarray | None = None,
     extra_summary: dict | None = None,
     overwrite_features: bool = False,
+    map_blocks: BlockMap = local_map,
 ) -> RedundancyResult:
     """Group near-identical rows of a feature matrix (the core of :func:`find_redundancy`).
 
@@ -749,6 +753,9 @@ def find_redundancy_features(
     overwrite_features : bool, default=False
         Prepare the rows in place when ``features`` is a C-contiguous float32 array
         (no second copy: 3 GiB for 10^6 wavelet rows); its values are then lost.
+    map_blocks : BlockMap, default=local_map
+        Where the exact candidate search's query blocks run (:mod:`dcsi.block_map`;
+        :func:`dcsi.ray_engine.ray_map` for Ray tasks); the pairs are the same.
 
     Returns
     -------
@@ -780,7 +787,7 @@ def find_redundancy_features(
         whole = len(part) == n  # the whole set (no blank image): no copy of F or images
         Fp = F if whole else F[part]
         part_images = images if whole or images is None else images[part]
-        pairs, aligned = _linked_pairs(Fp, params, part_images)
+        pairs, aligned = _linked_pairs(Fp, params, part_images, map_blocks)
         n_pairs += len(pairs)
         n_aligned += aligned
         comps = connected_groups(len(part), pairs)
@@ -844,6 +851,8 @@ def find_redundancy(
     classes: Sequence[str] | None = None,
     seed: int = 0,
     blank_tolerance: float | None = BLANK_TOLERANCE,
+    map_blocks: BlockMap = local_map,
+    coefficients: np.ndarray | None = None,
 ) -> RedundancyResult:
     """Find near-duplicate groups: redundant copies and label conflicts.
 
@@ -908,6 +917,15 @@ def find_redundancy(
         grey levels, at the working size; :mod:`dcsi.blank`) are taken out of the copy
         search; those of one colour form one group (``Group.blank``); all are listed in
         ``RedundancyResult.blank``.  ``None``: no blank check.
+    map_blocks : BlockMap, default=local_map
+        Where the query blocks of the exact candidate search run: a loop here, or
+        Ray tasks (:func:`dcsi.ray_engine.ray_map`, what ``engine="ray"`` of
+        :func:`dcsi.analyze` passes), with those of the aligned stage; the pairs, hence
+        the groups, are the same.  The faiss search (``search="ann"``) runs here.
+    coefficients : ndarray of shape (n, d), float32, default=None
+        ``method="wavelet"``: the wavelet coefficient rows of the (working-size)
+        images, already computed with ``wavelet``'s options (the Ray engine's actors
+        compute them per image); see :func:`dcsi.similarity.wavelet.wavelet_rows`.
 
     Returns
     -------
@@ -944,7 +962,9 @@ def find_redundancy(
     if params.method == "ssim":
         return _ssim_redundancy(arr, y, ids, classes, params)
     params.search.check_available(len(arr), "find_redundancy")
-    F, center, extra, distance = _method_rows(arr, params, features, image_set, backbone)
+    F, center, extra, distance = _method_rows(
+        arr, params, features, image_set, backbone, coefficients
+    )
     res = find_redundancy_features(
         F,
         y,
@@ -955,6 +975,7 @@ def find_redundancy(
         images=arr,
         extra_summary=extra,
         overwrite_features=params.method == "wavelet",  # rows made here: no second copy
+        map_blocks=map_blocks,
     )
     res.params["distance"] = distance
     res.params["working_size"] = list(arr.shape[1:3])
@@ -968,12 +989,18 @@ def find_redundancy(
 
 
 def _method_rows(
-    arr: np.ndarray, params: RedundancyParams, features: Any, image_set: Any, backbone: Any
+    arr: np.ndarray,
+    params: RedundancyParams,
+    features: Any,
+    image_set: Any,
+    backbone: Any,
+    coefficients: np.ndarray | None,
 ) -> tuple[np.ndarray, str, dict[str, Any], str]:
     """The rows a wavelet or cnn search compares: ``(rows, center, summary extras,
-    distance in words)``; CNN features are extracted here when not given."""
+    distance in words)``; CNN features are extracted here when not given, wavelet
+    coefficients computed when not given."""
     if params.method == "wavelet":
-        wr = wavelet_rows(arr, options=params.wavelet)
+        wr = wavelet_rows(arr, options=params.wavelet, coefficients=coefficients)
         return (
             wr.rows,
             "none",

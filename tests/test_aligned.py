@@ -187,3 +187,24 @@ def test_tiny_images_skip_the_second_stage(rng, caplog):
     assert "too small" in caplog.text
     leak = find_leakage(imgs[:10], imgs[10:])
     assert leak.params["align"] is False and "align_skipped" in leak.params
+
+
+def test_aligned_pairs_through_any_block_map(rng):
+    """Query blocks run backwards but yielded in order (as Ray tasks are): the pairs
+    and distances of the local loop."""
+    imgs = _blob_images(rng, 40)
+    for t in range(5):
+        imgs[20 + t] = _shift(imgs[t], *[(0, 1), (1, 0), (-1, 1)][t % 3])
+    seen = []
+
+    def backwards(fn, shared, items):
+        results = {item: fn(*shared, item) for item in reversed(list(items))}
+        seen.extend(items)
+        yield from (results[item] for item in items)
+
+    options = AlignOptions(block_size=7)
+    ref_pairs, ref_dist = aligned_pairs(imgs, options=options)
+    pairs, dist = aligned_pairs(imgs, options=options, map_blocks=backwards)
+    assert len(seen) == 6 and len(ref_pairs) >= 5
+    np.testing.assert_array_equal(pairs, ref_pairs)
+    assert dist.tobytes() == ref_dist.tobytes()

@@ -194,17 +194,54 @@ def test_errors(rng):
         class_similarity(x, y, "l1", block_size=0)
 
 
-def test_class_stats_in_blocks_match_one_block(rng, monkeypatch):
+def test_class_stats_in_blocks_match_one_block(rng):
     """Float64 copies of one block at a time (10^6 x 1,280 features would need 20 GiB
     whole), the same sums to rounding."""
     from dcsi.similarity import class_cosine
 
     X = rng.standard_normal((1000, 16)).astype(np.float32)
     y = rng.integers(0, 4, 1000)
-    whole = class_cosine.class_stats(X, y)
-    monkeypatch.setattr(class_cosine, "STATS_BLOCK_ROWS", 128)
-    blocks = class_cosine.class_stats(X, y)
+    whole = class_cosine.class_stats(X, y, block_rows=1000)
+    blocks = class_cosine.class_stats(X, y, block_rows=128)
     np.testing.assert_allclose(blocks.sums, whole.sums, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(blocks.raw_sums, whole.raw_sums, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(blocks.sq_norms, whole.sq_norms, rtol=1e-12)
     np.testing.assert_array_equal(blocks.counts, whole.counts)
+
+
+def _same_bits(a, b):
+    for name in ("sums", "counts", "raw_sums", "sq_norms"):
+        assert getattr(a, name).tobytes() == getattr(b, name).tobytes(), name
+
+
+@pytest.mark.parametrize("given", [(), (0,), (1, 3), (0, 1, 2, 3, 4)])
+def test_class_stats_partials_merge_bit_for_bit(rng, given):
+    """Blocks computed elsewhere (block_stats on the same rows, as the Ray actors do)
+    and the rest computed here add up to the same bits as one class_stats pass."""
+    from dcsi.similarity.class_cosine import block_stats, class_stats
+
+    x = rng.standard_normal((300, 24)).astype(np.float32)
+    y = rng.integers(0, 5, 300)
+    whole = class_stats(x, y, 5, block_rows=64)
+    partials = {
+        j: block_stats(x[j * 64 : (j + 1) * 64].copy(), y[j * 64 : (j + 1) * 64], 5) for j in given
+    }
+    _same_bits(class_stats(x, y, 5, block_rows=64, partials=partials), whole)
+
+
+def test_stats_block_rows_are_whole_batches():
+    from dcsi.similarity.class_cosine import stats_block_rows
+
+    assert stats_block_rows(64) == 1024
+    assert stats_block_rows(100) == 1000
+    assert stats_block_rows(5000) == 5000
+
+
+def test_class_stats_bad_block_rows():
+    from dcsi.similarity.class_cosine import class_stats
+
+    with pytest.raises(InvalidParameterError, match="'block_rows' parameter of class_stats"):
+        class_stats(np.ones((3, 2)), np.array([0, 1, 0]), block_rows=0)
+    wrong = {0: class_stats(np.ones((3, 5)), np.array([0, 1, 0]))}
+    with pytest.raises(InvalidParameterError, match="'partials' parameter of class_stats"):
+        class_stats(np.ones((3, 2)), np.array([0, 1, 0]), partials=wrong)

@@ -271,3 +271,122 @@ def test_full_digits_card_same_bytes_as_local(local_ray):
     local = dcsi.analyze("sample:digits", engine="local", cache=False)
     distributed = dcsi.analyze("sample:digits", engine="ray", cache=False)
     assert _bytes(distributed.to_dict()) == _bytes(local.to_dict())
+
+
+# ----------------------------------------------------------------------------- per-block statistics
+
+
+def test_covered_block_stats_only_whole_blocks(rng):
+    """An item's partials: the blocks all of whose positions it computed, with the
+    arithmetic of class_stats on those rows (no Ray needed)."""
+    from dcsi.ray_engine import BlockTask, covered_block_stats
+    from dcsi.similarity.class_cosine import block_stats
+
+    x = rng.standard_normal((23, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 23)
+    task = BlockTask(y, 3, 5)
+    pos = np.array([3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 20, 21, 22])  # 0-2, 15-19 cached
+    found = covered_block_stats(pos, x[pos], task, 23)
+    assert sorted(found) == [1, 2, 4]  # 5-9, 10-14 and the short last block 20-22
+    ref = block_stats(x[20:23], y[20:23], 3)
+    assert found[4].sums.tobytes() == ref.sums.tobytes()
+    assert found[4].counts.tolist() == np.bincount(y[20:23], minlength=3).tolist()
+
+
+def _several_blocks(monkeypatch):
+    """Statistics blocks of 16 rows (two feature batches of 8): a small set spans several."""
+    from dcsi.similarity import class_cosine
+
+    monkeypatch.setattr(class_cosine, "STATS_BLOCK_ROWS", 16)
+
+
+def test_runner_partials_merge_bit_for_bit(local_ray, monkeypatch, tmp_path):
+    """The actors' block statistics, merged on the driver with the blocks they did not
+    cover (a partially warm cache), equal class_stats on the features bit for bit."""
+    from dcsi.features import extract_features
+    from dcsi.ray_engine import BlockTask, feature_runner
+    from dcsi.samples import load_sample
+    from dcsi.similarity.class_cosine import class_stats, stats_block_rows
+    from dcsi.similarity.wavelet import wavelet_coefficients
+
+    _several_blocks(monkeypatch)
+    sample = load_sample("digits")
+    images, y = sample.images[:70], sample.labels[:70]
+    kw = {"labels": y, "batch_size": 8, "num_threads": 1, "cache": tmp_path}
+    extract_features(images[20:30], **{**kw, "labels": y[20:30]})  # warms rows 20-29
+    rows = stats_block_rows(8)
+    task = BlockTask(np.asarray(y), 10, rows, wavelet=("db1", 1, "symmetric"))
+    runner = feature_runner(
+        "ray",
+        backbone="efficientnet_lite0",
+        weights=None,
+        pooling="gap",
+        threads=1,
+        device="cpu",
+        blocks=task,
+    )
+    fs = extract_features(images, runner=runner, arrays=(None, "L"), **kw)
+    assert rows == 16 and fs.n_cached == 10
+    # items of 16 computed rows: 0-15 (block 0) and 58-69 (block 4, 64-69) hold whole
+    # blocks; block 1 lost rows 20-29 to the cache, the others are split between items
+    assert 0 in runner.partials and 4 in runner.partials and 1 not in runner.partials
+    whole = class_stats(fs.features, y, 10, block_rows=rows)
+    merged = class_stats(fs.features, y, 10, block_rows=rows, partials=runner.partials)
+    for name in ("sums", "counts", "raw_sums", "sq_norms"):
+        assert getattr(merged, name).tobytes() == getattr(whole, name).tobytes(), name
+    # the actors' wavelet coefficient rows (60 images) and the driver's (the 10 cached)
+    assert sum(len(p) for p, _ in runner.coefficient_rows) == 60
+    W = runner.coefficients(fs.arrays)
+    assert W.tobytes() == wavelet_coefficients(fs.arrays).tobytes()
+
+
+def test_card_over_several_blocks_same_bytes_as_local(local_ray, monkeypatch):
+    """Several statistics blocks, each computed by an actor and merged on the driver;
+    the actors' wavelet rows feed the wavelet class matrix and the near-duplicate
+    search, whose query blocks run as Ray tasks."""
+    import dcsi
+
+    _several_blocks(monkeypatch)
+    kw = {"analyzers": "cnn,wavelet", "max_per_class": 6, "cache": False, "batch_size": 8}
+    local = dcsi.analyze("sample:digits", engine="local", **kw)
+    distributed = dcsi.analyze("sample:digits", engine="ray", **kw)
+    assert _bytes(distributed.to_dict()) == _bytes(local.to_dict())
+
+
+# ----------------------------------------------------------------------------- candidate pairs
+
+
+def test_ray_map_candidate_pairs_equal_local(local_ray, rng):
+    """The exact search's query blocks as Ray tasks: the local pairs and distances."""
+    from dcsi.neighbors import radius_pairs, unit_rows
+    from dcsi.ray_engine import ray_map
+
+    x = rng.standard_normal((400, 30))
+    x[350:] = x[:50] + 0.01 * rng.standard_normal((50, 30))
+    x = unit_rows(x).astype(np.float32)
+    kw = {"threshold": 0.01, "block_size": 64, "n_components": 8}
+    ref_pairs, ref_dist = radius_pairs(x, **kw)
+    pairs, dist = radius_pairs(x, map_blocks=ray_map, **kw)
+    assert len(ref_pairs) >= 50
+    np.testing.assert_array_equal(pairs, ref_pairs)
+    assert dist.tobytes() == ref_dist.tobytes()
+    cross, _ = radius_pairs(x[:200], x[200:], map_blocks=ray_map, **kw)
+    np.testing.assert_array_equal(cross, radius_pairs(x[:200], x[200:], **kw)[0])
+
+
+def test_ray_map_aligned_pairs_equal_local(local_ray, rng):
+    """The aligned stage's query blocks as Ray tasks (the k-d tree put once)."""
+    from test_redundancy import _blob_images, _shift
+
+    from dcsi.aligned import AlignOptions, aligned_pairs
+    from dcsi.ray_engine import ray_map
+
+    imgs = _blob_images(rng, 40)
+    for t in range(5):
+        imgs[20 + t] = _shift(imgs[t], 0, 1)
+    options = AlignOptions(block_size=8)
+    ref_pairs, ref_dist = aligned_pairs(imgs, options=options)
+    pairs, dist = aligned_pairs(imgs, options=options, map_blocks=ray_map)
+    assert len(ref_pairs) >= 5
+    np.testing.assert_array_equal(pairs, ref_pairs)
+    assert dist.tobytes() == ref_dist.tobytes()

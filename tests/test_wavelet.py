@@ -123,3 +123,22 @@ def test_errors(rng):
         wavelet_coefficients(imgs[0])
     with pytest.raises(InvalidParameterError, match="'color' parameter"):
         class_wavelet_similarity(imgs, [0, 1, 0, 1], color="CMYK")
+
+
+def test_given_coefficients_give_the_same_bits(rng):
+    """W computed elsewhere, image by image (the Ray actors), replaces W computed here:
+    the same wavelet rows and class matrix, bit for bit."""
+    from dcsi.similarity.wavelet import wavelet_rows
+
+    images = rng.integers(0, 256, (120, 12, 10), dtype=np.uint8)
+    y = np.arange(120) % 4
+    W = np.concatenate([wavelet_coefficients(images[i : i + 1]) for i in range(120)])
+    ref, got = wavelet_rows(images), wavelet_rows(images, coefficients=W)
+    assert got.rows.tobytes() == ref.rows.tobytes()
+    np.testing.assert_array_equal(got.columns, ref.columns)
+    kw = {"n_classes": 4, "batch_size": 50}
+    a = class_wavelet_similarity(images, y, **kw)
+    b = class_wavelet_similarity(images, y, coefficients=W, **kw)
+    assert a.matrix.tobytes() == b.matrix.tobytes() and a.sums.tobytes() == b.sums.tobytes()
+    with pytest.raises(InvalidParameterError, match="'coefficients' parameter of wavelet_rows"):
+        wavelet_rows(images, coefficients=W[:, :5])

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,7 @@ __all__ = [
     "METRICS",
     "ClassSimilarity",
     "ClassStats",
+    "block_stats",
     "class_distance_sums",
     "class_similarity",
     "class_stats",
@@ -50,6 +52,7 @@ __all__ = [
     "cosine_from_stats",
     "most_similar_pairs",
     "sqeuclidean_from_stats",
+    "stats_block_rows",
 ]
 
 logger = logging.getLogger(__name__)
@@ -205,15 +208,63 @@ def _metric(metric: Any, caller: str) -> str:
     return METRICS[metric]
 
 
-#: Rows per block of :func:`class_stats` (float64 copies of one block only: 1.3 GiB for
-#: 1,280-d features; every set of up to this many rows is one block, as before).
-STATS_BLOCK_ROWS = 1 << 17
+#: Rows per block of :func:`class_stats` when called alone.  The pipeline uses
+#: :func:`stats_block_rows` of its feature batch (the same blocks on every engine), so
+#: that a Ray item of whole feature batches covers whole blocks.
+STATS_BLOCK_ROWS = 1024
+
+
+def stats_block_rows(batch_size: int) -> int:
+    """Rows per block of :func:`class_stats` for features made in batches of
+    ``batch_size``: the largest multiple of ``batch_size`` not above
+    :data:`STATS_BLOCK_ROWS` (``batch_size`` itself when it is larger); 1,024 for the
+    default batch of 64."""
+    return batch_size * max(1, STATS_BLOCK_ROWS // batch_size)
+
+
+def block_stats(features: np.ndarray, labels: np.ndarray, n_classes: int) -> ClassStats:
+    """The :class:`ClassStats` of one block of rows: the partial that :func:`class_stats`
+    adds for that block, so that a block computed elsewhere (a Ray actor) merges into the
+    same bits.
+
+    Parameters
+    ----------
+    features : ndarray of shape (b, dim)
+    labels : ndarray of shape (b,), int
+        Class ids in ``0..n_classes-1`` (not checked: :func:`class_stats` checks them).
+    n_classes : int
+
+    Returns
+    -------
+    ClassStats
+        ``sums``, ``raw_sums`` of shape (n_classes, dim), ``sq_norms`` and ``counts`` of
+        shape (n_classes,), all float64 but the int64 counts.
+    """
+    xb = np.asarray(features).astype(np.float64, copy=False)
+    y = np.asarray(labels)
+    onehot = np.zeros((n_classes, xb.shape[0]), dtype=np.float64)
+    onehot[y, np.arange(xb.shape[0])] = 1.0
+    return ClassStats(
+        onehot @ unit_rows(xb, np.float64),
+        np.bincount(y, minlength=n_classes).astype(np.int64),
+        onehot @ xb,
+        onehot @ np.einsum("ij,ij->i", xb, xb),
+    )
 
 
 def class_stats(
-    features: np.ndarray, labels: np.ndarray, n_classes: int | None = None
+    features: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int | None = None,
+    *,
+    block_rows: int = STATS_BLOCK_ROWS,
+    partials: Mapping[int, ClassStats] | None = None,
 ) -> ClassStats:
     """Per-class sums of unit-normalised (and raw) features, O(N d).
+
+    The rows are taken in positional blocks ``[j * block_rows, (j + 1) * block_rows)``
+    (float64 copies of one block only); the :func:`block_stats` of each block are added
+    in block order, starting from zeros.
 
     Parameters
     ----------
@@ -223,6 +274,14 @@ def class_stats(
     n_classes : int, default=None
         Number of classes; ``labels.max() + 1`` when omitted.  Pass it when computing
         shards, so that every shard has the same shape.
+    block_rows : int, default=1024
+        Rows per block (:data:`STATS_BLOCK_ROWS`; the pipeline passes
+        :func:`stats_block_rows` of its batch size).
+    partials : mapping of int to ClassStats, default=None
+        :func:`block_stats` of blocks already computed (by block number ``j``, e.g. by
+        the Ray engine's actors); the blocks it lacks are computed from ``features``.
+        The result is bit for bit that of ``partials=None`` when every partial was
+        computed by :func:`block_stats` on the same rows.
 
     Returns
     -------
@@ -230,17 +289,28 @@ def class_stats(
         Mergeable with ``+`` across disjoint shards.
     """
     x, y, k = _check_inputs(features, labels, n_classes, "class_stats")
-    sums = np.zeros((k, x.shape[1]))
-    raw_sums = np.zeros((k, x.shape[1]))
-    sq_norms = np.zeros(k)
-    for s in range(0, x.shape[0], STATS_BLOCK_ROWS):  # float64 one block at a time
-        xb = x[s : s + STATS_BLOCK_ROWS].astype(np.float64, copy=False)
-        onehot = np.zeros((k, xb.shape[0]), dtype=np.float64)
-        onehot[y[s : s + STATS_BLOCK_ROWS], np.arange(xb.shape[0])] = 1.0
-        sums += onehot @ unit_rows(xb, np.float64)
-        raw_sums += onehot @ xb
-        sq_norms += onehot @ np.einsum("ij,ij->i", xb, xb)
-    counts = np.bincount(y, minlength=k).astype(np.int64)
+    block_rows = check_int(block_rows, "block_rows", "class_stats", min_value=1)
+    d = x.shape[1]
+    sums, counts, raw_sums, sq_norms = (
+        np.zeros((k, d)),
+        np.zeros(k, np.int64),
+        np.zeros((k, d)),
+        np.zeros(k),
+    )
+    for j, s in enumerate(range(0, x.shape[0], block_rows)):
+        part = None if partials is None else partials.get(j)
+        if part is None:
+            part = block_stats(x[s : s + block_rows], y[s : s + block_rows], k)
+        if part.sums.shape != sums.shape or part.raw_sums is None or part.sq_norms is None:
+            raise InvalidParameterError(
+                f"The 'partials' parameter of class_stats holds a block {j} of shape "
+                f"{part.sums.shape} (or without raw sums); every block must come from "
+                f"block_stats with {k} classes and {d}-d features."
+            )
+        sums += part.sums  # in place: the bits of ``total + part``
+        counts += part.counts
+        raw_sums += part.raw_sums
+        sq_norms += part.sq_norms
     return ClassStats(sums, counts, raw_sums, sq_norms)
 
 
@@ -463,6 +533,7 @@ def compute_class_similarity(
     n_classes: int | None = None,
     classes: list[str] | None = None,
     block_size: int | None = None,
+    stats: ClassStats | None = None,
 ) -> ClassSimilarity:
     """:func:`class_similarity` wrapped in a :class:`ClassSimilarity` result.
 
@@ -477,6 +548,10 @@ def compute_class_similarity(
     classes : list of str, default=None
         Class names in label order.
     block_size : int, default=None
+    stats : ClassStats, default=None
+        The :func:`class_stats` of these features and labels, already computed (the
+        pipeline merges them from blocks): cosine and sqeuclidean use them instead of a
+        second pass over ``features``.
 
     Returns
     -------
@@ -486,7 +561,13 @@ def compute_class_similarity(
     name = _metric(metric, "compute_class_similarity")
     if n_classes is None and classes is not None:
         n_classes = len(classes)
-    matrix = class_similarity(features, labels, name, n_classes=n_classes, block_size=block_size)
+    if stats is not None and name in ("cosine", "sqeuclidean"):
+        from_stats = cosine_from_stats if name == "cosine" else sqeuclidean_from_stats
+        matrix = from_stats(stats)
+    else:
+        matrix = class_similarity(
+            features, labels, name, n_classes=n_classes, block_size=block_size
+        )
     y = check_labels(labels, np.asarray(features).shape[0], "compute_class_similarity")
     counts = np.bincount(y, minlength=matrix.shape[0]).astype(np.int64)
     return ClassSimilarity(

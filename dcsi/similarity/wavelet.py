@@ -257,6 +257,7 @@ def wavelet_rows(
     *,
     options: WaveletOptions | None = None,
     columns: np.ndarray | None = None,
+    coefficients: np.ndarray | None = None,
 ) -> WaveletRows:
     """Wavelet rows of images for the near-duplicate search (Yousefzadeh's steps 1-2).
 
@@ -275,6 +276,10 @@ def wavelet_rows(
     options : WaveletOptions, default=None
     columns : ndarray of int, default=None
         Coefficients selected on another set (a test set uses the training set's).
+    coefficients : ndarray of shape (n, d), float32, default=None
+        ``W`` already computed with ``options``' wavelet, level and mode
+        (:func:`wavelet_coefficients`, or per image elsewhere: each row depends on its
+        image alone, so the rows are the same bits), used instead of computing it.
 
     Returns
     -------
@@ -295,7 +300,14 @@ def wavelet_rows(
     arr = _check_images(images, "wavelet_rows")
     n = arr.shape[0]
     d = n_coefficients(arr.shape[1:], **kw)
-    blocks = _CoefficientBlocks(arr, kw)
+    if coefficients is not None:
+        coefficients = np.asarray(coefficients, dtype=np.float32)
+    if coefficients is not None and coefficients.shape != (n, d):
+        raise InvalidParameterError(
+            f"The 'coefficients' parameter of wavelet_rows must have shape ({n}, {d}) for "
+            f"these images and options. Got {coefficients.shape} instead."
+        )
+    blocks = _CoefficientBlocks(arr, kw, coefficients)
     # the rows (float32), W when it is kept (float32) and the QR factors (float64)
     need = 4.0 * n * d + blocks.nbytes + (0 if columns is not None else 3 * 8.0 * d * d)
     check_memory(
@@ -346,12 +358,12 @@ class _CoefficientBlocks:
     """The row blocks of ``W`` (:func:`iter_wavelet_blocks`, 4,096 rows), as often as
     asked: from ``W`` kept in memory when small, recomputed otherwise."""
 
-    def __init__(self, images: np.ndarray, kw: dict[str, Any]) -> None:
+    def __init__(self, images: np.ndarray, kw: dict[str, Any], W: np.ndarray | None) -> None:
         self.images, self.kw = images, kw
         nbytes = 4.0 * images.shape[0] * n_coefficients(images.shape[1:], **kw)
         self.keep = nbytes <= KEEP_COEFFICIENTS_BYTES
-        self.nbytes = nbytes if self.keep else 0.0
-        self.W: np.ndarray | None = None
+        self.nbytes = nbytes if self.keep and W is None else 0.0  # a given W is held already
+        self.W = W
 
     def __call__(self) -> Iterator[tuple[int, np.ndarray]]:
         if self.keep and self.W is None:
@@ -420,6 +432,7 @@ def class_wavelet_similarity(
     n_classes: int | None = None,
     classes: list[str] | None = None,
     batch_size: int = 4096,
+    coefficients: np.ndarray | None = None,
 ) -> WaveletSimilarity:
     """K x K class similarity from wavelet coefficients, streamed in blocks.
 
@@ -440,6 +453,9 @@ def class_wavelet_similarity(
     n_classes : int, default=None
     classes : list of str, default=None
     batch_size : int, default=4096
+    coefficients : ndarray of shape (n, d), float32, default=None
+        With in-memory images: their coefficient rows already computed with these
+        options (see :func:`wavelet_rows`), used instead of computing them.
 
     Returns
     -------
@@ -483,8 +499,11 @@ def class_wavelet_similarity(
     k = int(y.max()) + 1 if n_classes is None else int(n_classes)
     stats = None
     for idx, batch in progress(blocks, desc="class wavelet similarity", unit="block"):
-        w = _transform(np.asarray(batch, dtype=np.uint8), wavelet, level, mode)
-        part = class_stats(w, y[np.asarray(idx)], k)
+        if coefficients is not None and isinstance(source_or_images, np.ndarray):
+            w = coefficients[np.asarray(idx)]
+        else:
+            w = _transform(np.asarray(batch, dtype=np.uint8), wavelet, level, mode)
+        part = class_stats(w, y[np.asarray(idx)], k, block_rows=max(1, len(w)))
         stats = part if stats is None else stats + part
     assert stats is not None  # an image set or array is never empty
     matrix = cosine_from_stats(stats)

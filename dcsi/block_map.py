@@ -1,0 +1,48 @@
+"""The executor seam of the blockwise searches: ``map_blocks(fn, shared, items)``.
+
+A blockwise search (the query blocks of :func:`dcsi.neighbors.radius_pairs` and of
+:func:`dcsi.aligned.aligned_pairs`) describes its
+work as one function, the arrays every block reads (``shared``) and one small item per
+block; a :class:`BlockMap` runs ``fn(*shared, item)`` for every item and yields the
+results in item order.  The search then merges them exactly as its own loop would, so
+the result does not depend on where the blocks ran:
+
+- :func:`local_map` (the default): a plain loop in this process;
+- :func:`dcsi.ray_engine.ray_map`: one Ray task per block, ``shared`` put once in
+  the object store (``engine="ray"``).
+
+The search code imports no executor; the pipeline passes one down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
+
+__all__ = ["BlockMap", "local_map"]
+
+
+class BlockMap(Protocol):
+    """Runs ``fn(*shared, item)`` for each item; yields the results in item order.
+
+    Parameters of ``__call__``
+    --------------------------
+    fn : callable
+        A module-level function (a Ray task ships it by reference).
+    shared : tuple
+        Arguments every call reads (arrays: sent once, not once per item).
+    items : sequence
+        One small argument per block (e.g. the block's first row).
+    """
+
+    def __call__(
+        self, fn: Callable[..., Any], shared: tuple[Any, ...], items: Sequence[Any]
+    ) -> Iterator[Any]: ...
+
+
+def local_map(
+    fn: Callable[..., Any], shared: tuple[Any, ...], items: Sequence[Any]
+) -> Iterator[Any]:
+    """The local :class:`BlockMap`: ``fn(*shared, item)`` in a loop, in this process."""
+    for item in items:
+        yield fn(*shared, item)
