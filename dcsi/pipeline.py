@@ -101,11 +101,6 @@ def check_parameters(
 
     check_runtime(runtime, "analyze", device=device)
     check_engine(engine, ray_address)
-    if engine == "ray" and runtime == "onnx":
-        raise InvalidParameterError(
-            "The 'runtime' parameter of analyze: 'onnx' runs in this process only; the Ray "
-            "engine's model actors run torch. Use runtime='torch' with engine='ray'."
-        )
     if weights is not None and not Path(weights).expanduser().is_file():
         raise DataError(
             f"--weights {weights}: no such file. Give a state-dict file "
@@ -350,6 +345,8 @@ def analyze_images(
             pooling=pooling,
             threads=num_threads,
             device=device,
+            runtime=runtime,
+            cache=cache,
         )
         with engine_session(engine, ray_address):
             fs = extract_features(

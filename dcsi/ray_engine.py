@@ -63,6 +63,7 @@ __all__ = [
     "FeatureActor",
     "RayRunner",
     "check_engine",
+    "check_storage",
     "engine_session",
     "feature_runner",
     "ray_session",
@@ -193,20 +194,52 @@ def feature_runner(
     pooling: str,
     threads: int,
     device: str,
+    runtime: str = "torch",
+    cache: str | os.PathLike[str] | bool | None = None,
 ) -> RayRunner | None:
     """The :class:`dcsi.features.BatchRunner` of an engine (None: the local one).
 
     A registered backbone (a name) is rebuilt in each actor from these options; an
-    extractor object is shipped to the actors as it is.
+    extractor object is shipped to the actors as it is.  ``runtime="onnx"`` wraps the
+    rebuilt backbone in :class:`~dcsi.backbones.onnx_runtime.OnnxExtractor` as
+    :func:`dcsi.extract_features` does (the exported model cached under ``cache``, the
+    same folder as the driver's), on CPU actors only.
     """
     if engine != "ray":
         return None
-    build = (
-        {"name": backbone, "weights": weights, "pooling": pooling}
-        if isinstance(backbone, str)
-        else None
-    )
-    return RayRunner(build=build, threads=threads, device=device)
+    build = None
+    if isinstance(backbone, str):
+        build = {"name": backbone, "weights": weights, "pooling": pooling}
+        if runtime == "onnx":
+            from dcsi.features import cache_root
+
+            root = cache_root(cache)
+            build.update(runtime="onnx", onnx_cache=None if root is None else str(root))
+    return RayRunner(build=build, threads=threads, device="cpu" if runtime == "onnx" else device)
+
+
+def check_storage(image_set: Any) -> None:
+    """Check, on the node this runs on, that the paths the images are read from exist.
+
+    Parameters
+    ----------
+    image_set : ImageSet
+
+    Raises
+    ------
+    EngineError
+        A path of :meth:`ImageSet.storage` (the image folder, the Parquet files, the
+        Arrow files of a Hugging Face dataset) is not there: the node does not mount
+        the driver's storage at the same path.
+    """
+    for path in image_set.storage():
+        if not os.path.exists(path):
+            raise EngineError(
+                f"The Ray node {socket.gethostname()} cannot see {path}, where the images "
+                f"of {image_set.source} are read from. Every node reads the source where "
+                "it lies: put it on storage all nodes mount at the same absolute path, or "
+                "leave --ray-address out to run on this machine."
+            )
 
 
 def _quiet() -> None:
@@ -251,11 +284,22 @@ class FeatureActor:
     ) -> None:
         import torch
 
+        try:
+            check_storage(image_set)
+        except DcsiError as exc:
+            raise RuntimeError(f"{_MARK}{type(exc).__name__}:{exc}{_MARK}") from exc
         torch.set_num_threads(threads)
         if isinstance(build, dict):
             from dcsi.backbones import get_backbone
 
-            build = get_backbone(**build)
+            options = dict(build)
+            runtime = options.pop("runtime", "torch")
+            onnx_cache = options.pop("onnx_cache", None)
+            build = get_backbone(**options)
+            if runtime == "onnx":
+                from dcsi.backbones.onnx_runtime import OnnxExtractor
+
+                build = OnnxExtractor(build, cache_dir=onnx_cache)
         self.extractor = build
         self.image_set = image_set
         self.todo = todo
