@@ -32,7 +32,12 @@ import numpy as np
 from dcsi import __version__
 from dcsi._validation import check_choice, check_int
 from dcsi.exceptions import DataError, InvalidParameterError
-from dcsi.ray_engine import check_engine, engine_session, feature_runner
+from dcsi.ray_engine import (
+    check_engine,
+    check_source_on_nodes,
+    engine_session,
+    feature_runner,
+)
 from dcsi.redundancy import METHODS
 
 __all__ = ["ANALYZERS", "analyze", "analyze_images", "check_parameters"]
@@ -241,6 +246,8 @@ def analyze(
         ray_address=ray_address,
     )
     with engine_session(engine, ray_address):  # reached before the source is read
+        if engine == "ray":
+            check_source_on_nodes(source, ray_address)
         images = open_source(
             source,
             labels=labels,

@@ -63,6 +63,7 @@ __all__ = [
     "FeatureActor",
     "RayRunner",
     "check_engine",
+    "check_source_on_nodes",
     "check_storage",
     "engine_session",
     "feature_runner",
@@ -216,6 +217,60 @@ def feature_runner(
             root = cache_root(cache)
             build.update(runtime="onnx", onnx_cache=None if root is None else str(root))
     return RayRunner(build=build, threads=threads, device="cpu" if runtime == "onnx" else device)
+
+
+def check_source_on_nodes(source: Any, ray_address: str | None) -> None:
+    """Before a source is read: check that every node of a Ray cluster sees it.
+
+    Call it inside :func:`ray_session`.  With ``ray_address`` (a cluster the command
+    connected to), a source given as a path -- an image folder, Parquet files, a saved
+    Hugging Face dataset -- is looked up on every alive node at the absolute path the
+    driver sees, by one zero-CPU task per node, before the driver spends its time
+    hashing the images.  A local Ray (``ray_address=None``), ``hf:`` and ``sample:``
+    sources and in-memory arrays are not checked here (a path that does not exist at
+    all is :func:`dcsi.open_source`'s error); each model actor checks its node again
+    (:func:`check_storage`).
+
+    Raises
+    ------
+    EngineError
+        Nodes that do not see the path, named.
+    """
+    if ray_address is None or not isinstance(source, (str, os.PathLike)):
+        return
+    text = os.fspath(source)
+    if text.startswith(("hf:", "sample:")) or not os.path.exists(os.path.expanduser(text)):
+        return
+    path = os.path.abspath(os.path.expanduser(text))
+    missing = _nodes_missing(path)
+    if missing:
+        raise EngineError(
+            f"{len(missing)} node(s) of the Ray cluster at {ray_address} cannot see {path} "
+            f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}). Every node "
+            "reads the source where it lies: put it on storage all nodes mount at the same "
+            "absolute path, or leave --ray-address out to run on this machine."
+        )
+
+
+def _path_exists(path: str) -> bool:
+    return os.path.exists(path)
+
+
+def _nodes_missing(path: str) -> list[str]:
+    """Addresses of the alive nodes of the connected cluster where ``path`` is not."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    probe = ray.remote(num_cpus=0)(_path_exists)
+    nodes = [node for node in ray.nodes() if node["Alive"]]
+    refs = [
+        probe.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+        ).remote(path)
+        for node in nodes
+    ]
+    seen = ray.get(refs)
+    return [str(node["NodeManagerAddress"]) for node, ok in zip(nodes, seen) if not ok]
 
 
 def check_storage(image_set: Any) -> None:

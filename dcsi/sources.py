@@ -488,16 +488,21 @@ class _FileBackend(_BytesBackend):
     def __init__(self, root: Path, relpaths: list[str]) -> None:
         self.root = root
         self.relpaths = relpaths
+        #: the folder made absolute when opened: where the files are read from, in this
+        #: process whatever its working folder becomes, and in a Ray actor
+        self.folder = os.path.abspath(root)
 
     def fetch(self, j: int) -> bytes:
-        return _read_image_file(os.path.join(self.root, self.relpaths[j]))
+        return _read_image_file(os.path.join(self.folder, self.relpaths[j]))
 
     def describe(self, j: int) -> str:
         return _text(os.path.join(self.root, self.relpaths[j]))
 
     def storage(self) -> list[str]:
         """The dataset folder (the files themselves when given one by one)."""
-        return [os.fspath(self.root)] if os.fspath(self.root) != "." else list(self.relpaths)
+        if os.fspath(self.root) in ("", "."):
+            return [os.path.join(self.folder, r) for r in self.relpaths]
+        return [self.folder]
 
 
 class _CellBackend(_BytesBackend):

@@ -338,3 +338,39 @@ def test_onnx_runtime_card_same_bytes_as_local(local_ray, tmp_path):
     distributed = dcsi.analyze("sample:digits", engine="ray", **{**kw, "cache": False})
     assert distributed.to_dict()["provenance"]["parameters"]["runtime"] == "onnx"
     assert _bytes(distributed.to_dict()) == _bytes(local.to_dict())
+
+
+def test_source_looked_up_on_every_node_before_it_is_read(local_ray, tmp_path, rng):
+    """With --ray-address, a path source is looked up on each node (here the one local
+    node, which sees it) before the driver hashes the images."""
+    from dcsi.ray_engine import check_source_on_nodes
+
+    path = _parquet_source(tmp_path, rng)
+    check_source_on_nodes(str(path), "auto")
+    check_source_on_nodes("hf:nothing-to-check", "auto")
+
+
+def test_node_without_the_source_refused_before_reading(monkeypatch, tmp_path):
+    """A cluster whose nodes lack the path: one EngineError naming them, before
+    open_source (which would hash every image) is reached."""
+    import dcsi
+    import dcsi.ray_engine
+    import dcsi.sources
+
+    pytest.importorskip("ray")
+    monkeypatch.setattr(dcsi.ray_engine, "_nodes_missing", lambda path: ["10.0.0.7"])
+    monkeypatch.setattr(dcsi.ray_engine, "ray_session", lambda *a, **k: _null())
+    opened = []
+    monkeypatch.setattr(dcsi.sources, "open_source", lambda *a, **k: opened.append(a))
+    match = rf"1 node\(s\) of the Ray cluster at 10.0.0.5:6379 cannot see {tmp_path} \(10.0.0.7\)"
+    with pytest.raises(EngineError, match=match):
+        dcsi.analyze(str(tmp_path), engine="ray", ray_address="10.0.0.5:6379", cache=False)
+    assert not opened
+    check = dcsi.ray_engine.check_source_on_nodes
+    check(str(tmp_path), None)  # a local Ray: same machine, nothing to check
+
+
+def _null():
+    import contextlib
+
+    return contextlib.nullcontext()
