@@ -17,18 +17,38 @@ Ray Data                one row per batch (``from_items``), ``map_batches`` over
                         of model actors: one per GPU when the cluster has GPUs, else
                         ``CPUs // threads`` CPU actors; results come back in source
                         order (``preserve_order``)
-model actor             builds the backbone once (same name, weights, input size and
-                        pooling as the driver's), reads each image of its batch from the
-                        source (a folder on shared storage, the Arrow files of a saved
-                        Hugging Face dataset, or the array shipped with the actor),
-                        decodes it with dcsi's decoder (:meth:`ImageSet.load`), runs
-                        the forward pass with the driver's torch thread count, and makes
-                        the grey working-size array from the same decode
+model actor             checks that its node sees the source's paths
+                        (:func:`check_storage`), builds the backbone once (same name,
+                        weights, input size and pooling as the driver's; wrapped in
+                        the ONNX extractor for ``runtime="onnx"``), reads each image of
+                        its batch from the source (a folder on shared storage, the row
+                        groups of Parquet files, the Arrow files of a saved Hugging
+                        Face dataset, or the array shipped with the actor), decodes it
+                        with dcsi's decoder (:meth:`ImageSet.load`), runs the forward
+                        pass with the driver's thread count, and makes the grey
+                        working-size array from the same decode
 driver                  stores the rows in source order, writes the cache shards, then
                         runs the local engine's statistics on them: class sums, the
                         cnn_cosine matrix, the index, clusters, wavelet / SSIM matrices
                         and the near-duplicate search
 ======================  ==========================================================
+
+Sources a cluster can read: what the actors receive is the opened
+:class:`~dcsi.sources.ImageSet` -- ids, labels, content hashes and a reader that knows
+where each image lies (:meth:`~dcsi.sources.ImageSet.storage`) -- never the decoded
+images, except for an in-memory array, which travels with the actors.  An image folder
+is read by absolute path, Parquet files by row group (pyarrow, in the actor), a saved
+Hugging Face dataset from its Arrow files.  These paths must be the same on every node
+(shared storage): with ``--ray-address`` the driver looks a path source up on every
+node before it reads it (:func:`check_source_on_nodes`), and each actor checks its node
+when it starts; either fails in one :class:`~dcsi.exceptions.EngineError`.  Ray Data's
+``read_parquet`` is not used: its blocks follow files and row groups, not the local
+engine's batches, and it would decode with Ray's reader, not dcsi's.
+
+``runtime="onnx"``: each actor exports the backbone it built (or reads the export the
+driver's cache folder already holds) and runs an ONNX Runtime session with the driver's
+thread count, exactly as :func:`dcsi.extract_features` does in one process; the actors
+are CPU actors.
 
 Identical bytes come from identical arithmetic: each actor sees the same batches, the
 same decoder and the same torch thread count as the local engine (a forward pass's
