@@ -1990,7 +1990,7 @@ def _parquet_files(path: Path) -> list[Path]:
     """The Parquet files a path names, sorted; empty when it is no Parquet source.
 
     A ``.parquet`` file; a folder holding ``.parquet`` files and no sub-folder (hidden
-    ones aside); or a folder whose ``data/`` sub-folder holds them, at any depth (a
+    ones and dcsi output folders aside); or a folder whose ``data/`` sub-folder holds them, at any depth (a
     Hugging Face Hub repository's layout).  An image folder keeps its meaning, also
     with a ``metadata.parquet`` beside its class folders.
     """
@@ -2001,7 +2001,10 @@ def _parquet_files(path: Path) -> list[Path]:
     except OSError:
         return []
     top = [e for e in entries if e.suffix.lower() == ".parquet" and e.is_file()]
-    if top and not any(e.is_dir() for e in entries):
+    folders = [
+        e for e in entries if e.is_dir() and not any((e / m).is_file() for m in OUTPUT_MARKERS)
+    ]
+    if top and not folders:  # dcsi output folders (--out inside the dataset) aside
         return sorted(top)
     data = path / "data"
     if not top and data.is_dir():

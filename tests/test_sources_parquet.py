@@ -196,3 +196,14 @@ def test_path_cells_read_inside_the_folder_only(tmp_path, rng):
     ims = open_source(tmp_path / "d" / "x.parquet")  # the folder holds img/: no Parquet folder
     assert ims.ids == ["0"] and "leads outside the dataset folder" in ims.skipped[0].reason
     assert len(open_source(tmp_path / "d" / "x.parquet", follow_symlinks=True)) == 2
+
+
+def test_output_folder_inside_a_parquet_folder(tmp_path, rng, capsys):
+    """``--out`` inside a folder of Parquet files: the next run still reads the files."""
+    from dcsi.cli import main
+
+    write_hf_parquet(tmp_path / "train.parquet", mixed_images(rng, 6), [0, 1] * 3, "ab")
+    args = ["redundancy", str(tmp_path), "--out", str(tmp_path / "out"), "--no-progress"]
+    for _ in range(2):
+        assert main(args) == 0, capsys.readouterr().err
+    assert open_source(tmp_path).split == "train"
