@@ -1142,6 +1142,15 @@ def open_source(
             raise InvalidParameterError(
                 "The 'classes' parameter of open_source is only for in-memory arrays."
             )
+        # the options of the sources that are tables (Hugging Face, Parquet)
+        table: dict[str, Any] = {
+            "split": split,
+            "image_column": image_column,
+            "label_column": label_column,
+            "max_per_class": max_per_class,
+            "seed": seed,
+            "follow_symlinks": follow_symlinks,
+        }
         if s.startswith("sample:"):
             _no_columns(image_column, label_column, "a sample dataset")
             from dcsi.samples import load_sample
@@ -1156,16 +1165,7 @@ def open_source(
                 split=sample.split,
             )
         elif s.startswith("hf:"):
-            ims = _open_hf_hub(
-                s,
-                split=split,
-                image_column=image_column,
-                label_column=label_column,
-                max_per_class=max_per_class,
-                seed=seed,
-                follow_symlinks=follow_symlinks,
-            )
-            return ims
+            return _open_hf_hub(s, **table)
         else:
             path = Path(s).expanduser()
             if not path.exists():
@@ -1176,31 +1176,14 @@ def open_source(
                 )
             parquet = _parquet_files(path)
             if parquet:
-                return _open_parquet(
-                    path,
-                    parquet,
-                    split=split,
-                    image_column=image_column,
-                    label_column=label_column,
-                    max_per_class=max_per_class,
-                    seed=seed,
-                    follow_symlinks=follow_symlinks,
-                )
+                return _open_parquet(path, parquet, **table)
             if not path.is_dir():
                 raise DataError(
                     f"{s} is a file; give the folder that holds the images "
                     "(dir/<class>/<image>) or a .parquet file."
                 )
             if _is_saved_hf(path):
-                return _open_hf_saved(
-                    path,
-                    split=split,
-                    image_column=image_column,
-                    label_column=label_column,
-                    max_per_class=max_per_class,
-                    seed=seed,
-                    follow_symlinks=follow_symlinks,
-                )
+                return _open_hf_saved(path, **table)
             _no_columns(image_column, label_column, "an image folder")
             return _open_folder(
                 path,
@@ -1720,17 +1703,7 @@ def _open_folder(
     ]
     if split_dirs:
         names = [_text(d) for d in split_dirs]
-        if split is None:
-            split = "train" if "train" in names else (names[0] if len(names) == 1 else None)
-            if split is None:
-                raise DataError(
-                    f"{where} has several splits ({', '.join(names)}); choose one with "
-                    "--split / split=."
-                )
-        if split not in names:
-            raise DataError(
-                f"{where} has no split {split!r}; available splits: {', '.join(names)}."
-            )
+        split = _choose_split(names, split, where)
         root_rel = split_dirs[names.index(split)]
         # class names: the union over splits (classes missing from this split are then
         # dropped as empty, and named in a warning)
@@ -1827,6 +1800,20 @@ def _is_saved_hf(path: Path) -> bool:
     )
 
 
+def _choose_split(names: list[str], split: str | None, where: str) -> str:
+    """The split asked for, else ``"train"``, else the only one, among ``names``."""
+    if split is None:
+        split = "train" if "train" in names else (names[0] if len(names) == 1 else None)
+        if split is None:
+            raise DataError(
+                f"{where} has several splits ({', '.join(names)}); choose one with "
+                "--split / split=."
+            )
+    if split not in names:
+        raise DataError(f"{where} has no split {split!r}; available splits: {', '.join(names)}.")
+    return split
+
+
 def _pick_split(dd: Any, split: str | None, where: str) -> tuple[Any, str | None]:
     """A ``Dataset`` from a ``Dataset`` or ``DatasetDict``, and its split name."""
     import datasets
@@ -1835,17 +1822,7 @@ def _pick_split(dd: Any, split: str | None, where: str) -> tuple[Any, str | None
         names = list(dd.keys())
         if not names:
             raise DataError(f"{where}: the dataset has no splits.")
-        if split is None:
-            split = "train" if "train" in names else (names[0] if len(names) == 1 else None)
-            if split is None:
-                raise DataError(
-                    f"{where} has several splits ({', '.join(names)}); "
-                    "choose one with --split / split=."
-                )
-        if split not in names:
-            raise DataError(
-                f"{where} has no split {split!r}; available splits: {', '.join(names)}."
-            )
+        split = _choose_split(names, split, where)
         return dd[split], split
     if split is not None:
         actual = str(dd.split) if getattr(dd, "split", None) is not None else None
@@ -2042,15 +2019,7 @@ def _pick_parquet_split(
                 "...); leave --split out."
             )
         return files, None
-    if split is None:
-        split = "train" if "train" in names else (names[0] if len(names) == 1 else None)
-        if split is None:
-            raise DataError(
-                f"{where} has several splits ({', '.join(names)}); choose one with "
-                "--split / split=."
-            )
-    if split not in names:
-        raise DataError(f"{where} has no split {split!r}; available splits: {', '.join(names)}.")
+    split = _choose_split(names, split, where)
     return [f for f, n in zip(files, named) if n == split], split
 
 
