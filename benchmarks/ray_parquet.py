@@ -90,6 +90,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000, help="images (default 10,000)")
     args = parser.parse_args()
+    os.environ.setdefault("DCSI_DISABLE_PROGRESS", "1")
 
     import dcsi
     from dcsi.features import choose_num_threads
