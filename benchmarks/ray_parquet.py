@@ -9,7 +9,7 @@ Parquet file of PNGs in row groups of 256 rows (each actor reads its rows from t
 file).  For each source, the feature stage (:func:`dcsi.extract_features` with the grey
 working-size arrays, the cache off) runs with the local engine and then with a local
 Ray of the machine's CPUs (started once, its start-up timed apart).  Reported: wall
-time, peak memory of the process tree (``benchmarks/ray_engine.py``'s sampler), the
+time, peak memory of the process tree (``benchmarks/ray_engine.py``'s ``measure``), the
 size of the pickled source an actor receives, and whether Ray's features and arrays are
 the local engine's bytes.  Writes ``benchmarks/results/ray_parquet.json``.
 """
@@ -28,7 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import Timer, print_table, write_results
-from ray_engine import PeakMemory
+from ray_engine import measure, run_features
 
 
 def _write_parquet(images: Any, labels: Any, classes: list[str], path: Path) -> None:
@@ -55,35 +55,6 @@ def _write_parquet(images: Any, labels: Any, classes: list[str], path: Path) -> 
     }
     table = table.replace_schema_metadata({"huggingface": json.dumps(meta)})
     pq.write_table(table, path, row_group_size=256)
-
-
-def _features(images: Any, engine: str, threads: int) -> tuple[Any, dict[str, Any]]:
-    from dcsi.features import extract_features
-    from dcsi.ray_engine import feature_runner
-
-    runner = feature_runner(
-        engine,
-        backbone="efficientnet_lite0",
-        weights=None,
-        pooling="gap",
-        threads=threads,
-        device="auto",
-    )
-    load0 = os.getloadavg()[0]
-    with PeakMemory() as mem, Timer() as t:
-        fs = extract_features(
-            images,
-            cache=False,
-            num_threads=threads,
-            arrays=(images.working_size(), "L"),
-            runner=runner,
-        )
-    return fs, {
-        "seconds": round(t.seconds, 2),
-        "peak_tree_rss_mib": round(mem.peak, 1),
-        "load_before": round(load0, 2),
-        "load_after": round(os.getloadavg()[0], 2),
-    }
 
 
 def main() -> int:
@@ -117,7 +88,9 @@ def main() -> int:
         for engine in ("local", "ray"):
             with ray_session() if engine == "ray" else _nothing():
                 for name, images in sources.items():
-                    fs, timed[name, engine] = _features(images, engine, threads)
+                    fs, timed[name, engine] = measure(
+                        lambda i=images, e=engine: run_features(i, e, threads)
+                    )
                     out[name, engine] = fs.features.tobytes() + fs.arrays.tobytes()
         for name, images in sources.items():
             results["runs"].append(
@@ -132,35 +105,21 @@ def main() -> int:
         f"{n} Fashion-MNIST test images, {threads} torch thread(s); Parquet file "
         f"{results['parquet_mib']} MiB (written in {results['parquet_write_seconds']} s)"
     )
-    rows = [
-        [
-            e["source"],
-            e["pickled_source_mib"],
-            e["local_seconds"],
-            e["ray_seconds"],
-            e["ray_seconds"] / e["local_seconds"],
-            e["local_peak_tree_rss_mib"],
-            e["ray_peak_tree_rss_mib"],
-            f"{e['local_load_before']}-{e['local_load_after']} / "
-            f"{e['ray_load_before']}-{e['ray_load_after']}",
-            e["same_bytes"],
-        ]
-        for e in results["runs"]
-    ]
-    print_table(
-        rows,
-        [
-            "source",
-            "pickled MiB",
-            "local s",
-            "Ray s",
-            "Ray / local",
-            "local peak MiB",
-            "Ray peak MiB",
-            "load (before, after)",
-            "same bytes",
-        ],
-    )
+    columns = {  # header: how to read it from a run
+        "source": lambda e: e["source"],
+        "pickled MiB": lambda e: e["pickled_source_mib"],
+        **{f"{w} s": lambda e, w=w: e[f"{w.lower()}_seconds"] for w in ("local", "Ray")},
+        "Ray / local": lambda e: e["ray_seconds"] / e["local_seconds"],
+        **{
+            f"{w} peak MiB": lambda e, w=w: e[f"{w.lower()}_peak_tree_rss_mib"]
+            for w in ("local", "Ray")
+        },
+        "load (local / Ray)": lambda e: " / ".join(
+            f"{e[w + '_load_before']}-{e[w + '_load_after']}" for w in ("local", "ray")
+        ),
+        "same bytes": lambda e: e["same_bytes"],
+    }
+    print_table([[f(e) for f in columns.values()] for e in results["runs"]], list(columns))
     print(f"wrote {write_results('ray_parquet', results)}")
     return 0
 
