@@ -83,7 +83,8 @@ class PeakMemory:
         self.peak = max(self.peak, _tree_rss_mib(os.getpid()))
 
 
-def _measure(fn: Any) -> tuple[Any, dict[str, Any]]:
+def measure(fn: Any) -> tuple[Any, dict[str, Any]]:
+    """``fn()`` and its wall time, peak memory of the process tree and load average."""
     load0 = os.getloadavg()[0]
     with PeakMemory() as mem, Timer() as t:
         out = fn()
@@ -95,7 +96,8 @@ def _measure(fn: Any) -> tuple[Any, dict[str, Any]]:
     }
 
 
-def _features(images: Any, engine: str, threads: int) -> Any:
+def run_features(images: Any, engine: str, threads: int) -> Any:
+    """The feature stage of ``engine`` (grey working-size arrays too, cache off)."""
     from dcsi.features import extract_features
     from dcsi.ray_engine import feature_runner
 
@@ -150,12 +152,12 @@ def main() -> int:
             for source, split, stage in jobs:
                 images = dcsi.open_source(source, split=split)
                 if stage == "features":
-                    fs, timed[source, stage, engine] = _measure(
-                        lambda i=images, e=engine: _features(i, e, threads)
+                    fs, timed[source, stage, engine] = measure(
+                        lambda i=images, e=engine: run_features(i, e, threads)
                     )
                     outputs[source, stage, engine] = fs.features.tobytes() + fs.arrays.tobytes()
                 else:
-                    card, timed[source, stage, engine] = _measure(
+                    card, timed[source, stage, engine] = measure(
                         lambda s=source, e=engine: dcsi.analyze(s, engine=e, cache=False)
                     )
                     outputs[source, stage, engine] = _card_text(card)

@@ -66,6 +66,7 @@ __all__ = [
     "FeatureCache",
     "FeatureSet",
     "TransformedImages",
+    "cache_root",
     "choose_num_threads",
     "default_cache_dir",
     "extract_features",
@@ -142,6 +143,14 @@ def default_cache_dir() -> Path:
     """``$DCSI_CACHE`` if set, else ``~/.cache/dcsi``."""
     env = os.environ.get("DCSI_CACHE", "").strip()
     return Path(env).expanduser() if env else Path.home() / ".cache" / "dcsi"
+
+
+def cache_root(cache: str | os.PathLike[str] | bool | None) -> Path | None:
+    """The cache folder a ``cache`` argument names: None or True ->
+    :func:`default_cache_dir`, False -> None (no cache), a path -> that folder."""
+    if cache is False:
+        return None
+    return default_cache_dir() if cache is None or cache is True else Path(cache).expanduser()
 
 
 # ----------------------------------------------------------------------------- cache
@@ -480,9 +489,7 @@ def extract_features(
     image_set = open_source(source, labels=labels)
     if len(image_set) == 0:
         raise DataError(f"{image_set.source}: the dataset has no usable images.")
-    root: Path | None = None
-    if cache is not False:
-        root = default_cache_dir() if cache is None or cache is True else Path(cache).expanduser()
+    root = cache_root(cache)
 
     if isinstance(backbone, str):
         size = (

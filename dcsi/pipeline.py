@@ -39,6 +39,7 @@ from dcsi.ray_engine import (
     BlockTask,
     block_map,
     check_engine,
+    check_source_on_nodes,
     engine_session,
     feature_runner,
 )
@@ -110,11 +111,6 @@ def check_parameters(
 
     check_runtime(runtime, "analyze", device=device)
     check_engine(engine, ray_address)
-    if engine == "ray" and runtime == "onnx":
-        raise InvalidParameterError(
-            "The 'runtime' parameter of analyze: 'onnx' runs in this process only; the Ray "
-            "engine's model actors run torch. Use runtime='torch' with engine='ray'."
-        )
     if weights is not None and not Path(weights).expanduser().is_file():
         raise DataError(
             f"--weights {weights}: no such file. Give a state-dict file "
@@ -255,6 +251,8 @@ def analyze(
         ray_address=ray_address,
     )
     with engine_session(engine, ray_address):  # reached before the source is read
+        if engine == "ray":
+            check_source_on_nodes(source, ray_address)
         images = open_source(
             source,
             labels=labels,
@@ -368,6 +366,8 @@ def analyze_images(
             )
             if engine == "ray"
             else None,
+            runtime=runtime,
+            cache=cache,
         )
         with engine_session(engine, ray_address):
             fs = extract_features(

@@ -20,14 +20,17 @@ Ray Data                one row per item (``from_items``), ``map_batches`` over 
                         of model actors: one per GPU when the cluster has GPUs, else
                         ``CPUs // threads`` CPU actors; results come back in source
                         order (``preserve_order``)
-model actor             builds the backbone once (same name, weights, input size and
-(:class:`BlockActor`)   pooling as the driver's), reads each image of its item from the
-                        source (a folder on shared storage, the Arrow files of a saved
-                        Hugging Face dataset, or the array shipped with the actor),
-                        decodes it with dcsi's decoder (:meth:`ImageSet.load`), runs
-                        the forward pass batch by batch with the driver's torch thread
-                        count, makes the grey working-size array from the same decode,
-                        the wavelet coefficient row of that array (per image), and the
+model actor             checks that its node sees the source's paths
+(:class:`BlockActor`)   (:func:`check_storage`), builds the backbone once (same name,
+                        weights, input size and pooling as the driver's; wrapped in
+                        the ONNX extractor for ``runtime="onnx"``), reads each image of
+                        its item from the source (a folder on shared storage, the row
+                        groups of Parquet files, the Arrow files of a saved Hugging
+                        Face dataset, or the array shipped with the actor), decodes it
+                        with dcsi's decoder (:meth:`ImageSet.load`), runs the forward
+                        pass batch by batch with the driver's thread count, makes the
+                        grey working-size array from the same decode, the wavelet
+                        coefficient row of that array (per image), and the
                         :class:`~dcsi.similarity.class_cosine.ClassStats` of every
                         positional block of ``block_rows`` images the item covers whole
 driver                  stores the rows in source order, writes the cache shards,
@@ -49,6 +52,23 @@ Ray tasks               the query blocks of the exact candidate search
                         faiss IVF search (``search="ann"``), the RRQR column
                         selection and the grouping stay on the driver
 ======================  ==========================================================
+
+Sources a cluster can read: what the actors receive is the opened
+:class:`~dcsi.sources.ImageSet` -- ids, labels, content hashes and a reader that knows
+where each image lies (:meth:`~dcsi.sources.ImageSet.storage`) -- never the decoded
+images, except for an in-memory array, which travels with the actors.  An image folder
+is read by absolute path, Parquet files by row group (pyarrow, in the actor), a saved
+Hugging Face dataset from its Arrow files.  These paths must be the same on every node
+(shared storage): with ``--ray-address`` the driver looks a path source up on every
+node before it reads it (:func:`check_source_on_nodes`), and each actor checks its node
+when it starts; either fails in one :class:`~dcsi.exceptions.EngineError`.  Ray Data's
+``read_parquet`` is not used: its blocks follow files and row groups, not the local
+engine's batches, and it would decode with Ray's reader, not dcsi's.
+
+``runtime="onnx"``: each actor exports the backbone it built (or reads the export the
+driver's cache folder already holds) and runs an ONNX Runtime session with the driver's
+thread count, exactly as :func:`dcsi.extract_features` does in one process; the actors
+are CPU actors.
 
 Identical bytes come from identical arithmetic: each actor sees the same batches, the
 same decoder and the same torch thread count as the local engine (a forward pass's
@@ -88,6 +108,8 @@ __all__ = [
     "RayRunner",
     "block_map",
     "check_engine",
+    "check_source_on_nodes",
+    "check_storage",
     "covered_block_stats",
     "engine_session",
     "feature_runner",
@@ -221,21 +243,112 @@ def feature_runner(
     threads: int,
     device: str,
     blocks: BlockTask | None = None,
+    runtime: str = "torch",
+    cache: str | os.PathLike[str] | bool | None = None,
 ) -> RayRunner | None:
     """The :class:`dcsi.features.BatchRunner` of an engine (None: the local one).
 
     A registered backbone (a name) is rebuilt in each actor from these options; an
-    extractor object is shipped to the actors as it is.  ``blocks``: the actors also
+    extractor object is shipped to the actors as it is.  ``runtime="onnx"`` wraps the
+    rebuilt backbone in :class:`~dcsi.backbones.onnx_runtime.OnnxExtractor` as
+    :func:`dcsi.extract_features` does (the exported model cached under ``cache``, the
+    same folder as the driver's), on CPU actors only.  ``blocks``: the actors also
     compute the class statistics of the blocks they cover (:attr:`RayRunner.partials`).
     """
     if engine != "ray":
         return None
-    build = (
-        {"name": backbone, "weights": weights, "pooling": pooling}
-        if isinstance(backbone, str)
-        else None
+    build = None
+    if isinstance(backbone, str):
+        build = {"name": backbone, "weights": weights, "pooling": pooling}
+        if runtime == "onnx":
+            from dcsi.features import cache_root
+
+            root = cache_root(cache)
+            build.update(runtime="onnx", onnx_cache=None if root is None else str(root))
+    return RayRunner(
+        build=build,
+        threads=threads,
+        device="cpu" if runtime == "onnx" else device,
+        blocks=blocks,
     )
-    return RayRunner(build=build, threads=threads, device=device, blocks=blocks)
+
+
+def check_source_on_nodes(source: Any, ray_address: str | None) -> None:
+    """Before a source is read: check that every node of a Ray cluster sees it.
+
+    Call it inside :func:`ray_session`.  With ``ray_address`` (a cluster the command
+    connected to), a source given as a path -- an image folder, Parquet files, a saved
+    Hugging Face dataset -- is looked up on every alive node at the absolute path the
+    driver sees, by one zero-CPU task per node, before the driver spends its time
+    hashing the images.  A local Ray (``ray_address=None``), ``hf:`` and ``sample:``
+    sources and in-memory arrays are not checked here (a path that does not exist at
+    all is :func:`dcsi.open_source`'s error); each model actor checks its node again
+    (:func:`check_storage`).
+
+    Raises
+    ------
+    EngineError
+        Nodes that do not see the path, named.
+    """
+    if ray_address is None or not isinstance(source, (str, os.PathLike)):
+        return
+    text = os.fspath(source)
+    if text.startswith(("hf:", "sample:")) or not os.path.exists(os.path.expanduser(text)):
+        return
+    path = os.path.abspath(os.path.expanduser(text))
+    missing = _nodes_missing(path)
+    if missing:
+        raise EngineError(
+            f"{len(missing)} node(s) of the Ray cluster at {ray_address} cannot see {path} "
+            f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}). Every node "
+            "reads the source where it lies: put it on storage all nodes mount at the same "
+            "absolute path, or leave --ray-address out to run on this machine."
+        )
+
+
+def _path_exists(path: str) -> bool:
+    return os.path.exists(path)
+
+
+def _nodes_missing(path: str) -> list[str]:
+    """Addresses of the alive nodes of the connected cluster where ``path`` is not."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    probe = ray.remote(num_cpus=0)(_path_exists)
+    nodes = [node for node in ray.nodes() if node["Alive"]]
+    refs = [
+        probe.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+        ).remote(path)
+        for node in nodes
+    ]
+    seen = ray.get(refs)
+    return [str(node["NodeManagerAddress"]) for node, ok in zip(nodes, seen) if not ok]
+
+
+def check_storage(image_set: Any) -> None:
+    """Check, on the node this runs on, that the paths the images are read from exist.
+
+    Parameters
+    ----------
+    image_set : ImageSet
+
+    Raises
+    ------
+    EngineError
+        A path of :meth:`ImageSet.storage` (the image folder, the Parquet files, the
+        Arrow files of a Hugging Face dataset) is not there: the node does not mount
+        the driver's storage at the same path.
+    """
+    for path in image_set.storage():
+        if not os.path.exists(path):
+            raise EngineError(
+                f"The Ray node {socket.gethostname()} cannot see {path}, where the images "
+                f"of {image_set.source} are read from. Every node reads the source where "
+                "it lies: put it on storage all nodes mount at the same absolute path, or "
+                "leave --ray-address out to run on this machine."
+            )
 
 
 def _quiet() -> None:
@@ -282,11 +395,22 @@ class FeatureActor:
     ) -> None:
         import torch
 
+        try:
+            check_storage(image_set)
+        except DcsiError as exc:
+            raise RuntimeError(f"{_MARK}{type(exc).__name__}:{exc}{_MARK}") from exc
         torch.set_num_threads(threads)
         if isinstance(build, dict):
             from dcsi.backbones import get_backbone
 
-            build = get_backbone(**build)
+            options = dict(build)
+            runtime = options.pop("runtime", "torch")
+            onnx_cache = options.pop("onnx_cache", None)
+            build = get_backbone(**options)
+            if runtime == "onnx":
+                from dcsi.backbones.onnx_runtime import OnnxExtractor
+
+                build = OnnxExtractor(build, cache_dir=onnx_cache)
         self.extractor = build
         self.image_set = image_set
         self.todo = todo

@@ -5,6 +5,13 @@
 - an image folder ``dir/<class>/<image>`` or ``dir/<split>/<class>/<image>`` (the layout of
   ``datasets``' ``imagefolder``; a folder of images without class folders is unlabelled),
 - a folder written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``,
+- a ``.parquet`` file, a folder of them, or a folder whose ``data/`` sub-folder holds
+  them (a Hub repository's layout): one table, files in path order; a split is read
+  from the file names (``train-00000-of-00002.parquet``, ``data/test/0.parquet``); the
+  image column holds encoded bytes (``datasets``' ``Image`` struct or plain binary) and
+  the ``ClassLabel`` names come from the ``huggingface`` schema metadata when present;
+  rows are read by position, one row group at a time, with pyarrow (no copy of the
+  data is made, and a Ray actor reads its rows from the files itself),
 - ``"hf:<repo_id>"`` or ``"hf:<repo_id>:<config>"`` through ``datasets.load_dataset``
   (offline from the local cache),
 - ``"sample:digits"`` and ``"sample:fashion-mnist"`` (:mod:`dcsi.samples`),
@@ -41,10 +48,12 @@ symbolic link leading outside it           skipped ("symbolic link to ..., outsi
                                            dataset folder"); read with
                                            ``follow_symlinks=True`` / ``--follow-symlinks``
 broken symbolic link                       skipped ("broken symbolic link: ...")
-HF image cell with a path and no bytes     read relative to the saved dataset's folder;
+HF or Parquet image cell with a path and   read relative to the saved dataset's folder
+no bytes                                   (the Parquet source's folder, or the file's);
                                            a path leading out of it (out of the Hugging
                                            Face caches for ``hf:``) is skipped unless
                                            ``follow_symlinks=True``
+HF or Parquet row without an image (None)  skipped ("missing image (None)")
 file or folder name that is not UTF-8      id and class name are valid text: each
                                            undecodable byte becomes ``\\xNN``
                                            (``b"caf\\xe9.png"`` -> ``caf\\xe9.png``); the
@@ -438,6 +447,10 @@ class _ArrayBackend:
         a = np.ascontiguousarray(self.images[j])
         return _sha256(b"dcsi-array-v1", repr(a.shape).encode(), a.tobytes())
 
+    def storage(self) -> list[str]:
+        """None: the images are in this process (they travel with a Ray actor)."""
+        return []
+
 
 class _BytesBackend:
     """Encoded images read on demand (files or Hugging Face rows)."""
@@ -475,34 +488,42 @@ class _FileBackend(_BytesBackend):
     def __init__(self, root: Path, relpaths: list[str]) -> None:
         self.root = root
         self.relpaths = relpaths
+        #: the folder made absolute when opened: where the files are read from, in this
+        #: process whatever its working folder becomes, and in a Ray actor
+        self.folder = os.path.abspath(root)
 
     def fetch(self, j: int) -> bytes:
-        return _read_image_file(os.path.join(self.root, self.relpaths[j]))
+        return _read_image_file(os.path.join(self.folder, self.relpaths[j]))
 
     def describe(self, j: int) -> str:
         return _text(os.path.join(self.root, self.relpaths[j]))
 
+    def storage(self) -> list[str]:
+        """The dataset folder (the files themselves when given one by one)."""
+        if os.fspath(self.root) in ("", "."):
+            return [os.path.join(self.folder, r) for r in self.relpaths]
+        return [self.folder]
 
-class _HFBackend(_BytesBackend):
-    """Rows of a ``datasets.Dataset`` whose image column is read undecoded.
+
+class _CellBackend(_BytesBackend):
+    """Rows of a table whose image cells are encoded bytes, ``{"bytes", "path"}``
+    structs (the Hugging Face ``Image`` feature) or plain binary values.
 
     A cell with a ``path`` and no ``bytes`` is read from that path, resolved against
-    ``base`` (the saved dataset's folder) when relative, and refused when it leads out
-    of every folder in ``roots`` (unless ``roots`` is None).
+    ``base`` (the dataset's folder) when relative, and refused when it leads out of
+    every folder in ``roots`` (unless ``roots`` is None).
     """
 
-    def __init__(
-        self, dataset: Any, column: str, *, base: str | None = None, roots: list[str] | None = None
-    ) -> None:
-        self.dataset = dataset
-        self.column = column
-        self.base = base
-        self.roots = roots
+    base: str | None
+    roots: list[str] | None
 
     def _cell_bytes(self, cell: Any, j: int) -> bytes:
         if cell is None:
             raise _BadImage("missing image (None)")
-        data = cell.get("bytes") if isinstance(cell, dict) else None
+        if isinstance(cell, (bytes, bytearray)):
+            data: Any = bytes(cell)
+        else:
+            data = cell.get("bytes") if isinstance(cell, dict) else None
         if data is None:
             path = cell.get("path") if isinstance(cell, dict) else None
             if not path:
@@ -523,13 +544,18 @@ class _HFBackend(_BytesBackend):
                 )
         return full
 
+    def cells(self, start: int, stop: int) -> list[Any]:  # pragma: no cover - abstract
+        """The image cells of rows ``start..stop-1``."""
+        raise NotImplementedError
+
     def fetch(self, j: int) -> bytes:
-        return self._cell_bytes(self.dataset[int(j)][self.column], j)
+        return self._cell_bytes(self.cells(int(j), int(j) + 1)[0], j)
 
     def raw_batch(self, start: int, stop: int) -> list[bytes | _BadImage]:
-        cells = self.dataset[start:stop][self.column]
+        """The encoded bytes of rows ``start..stop-1`` (or why each cannot be used),
+        read in one go."""
         out: list[bytes | _BadImage] = []
-        for k, cell in enumerate(cells):
+        for k, cell in enumerate(self.cells(start, stop)):
             try:
                 out.append(self._cell_bytes(cell, start + k))
             except _BadImage as exc:
@@ -538,6 +564,110 @@ class _HFBackend(_BytesBackend):
 
     def describe(self, j: int) -> str:
         return f"row {j}"
+
+
+class _HFBackend(_CellBackend):
+    """Rows of a ``datasets.Dataset`` whose image column is read undecoded."""
+
+    def __init__(
+        self, dataset: Any, column: str, *, base: str | None = None, roots: list[str] | None = None
+    ) -> None:
+        self.dataset = dataset
+        self.column = column
+        self.base = base
+        self.roots = roots
+
+    def cells(self, start: int, stop: int) -> list[Any]:
+        if stop == start + 1:
+            return [self.dataset[start][self.column]]
+        return list(self.dataset[start:stop][self.column])
+
+    def storage(self) -> list[str]:
+        """The Arrow files the rows are read from (none for an in-memory table)."""
+        return [str(f["filename"]) for f in getattr(self.dataset, "cache_files", [])]
+
+
+class _ParquetBackend(_CellBackend):
+    """Rows of one or more Parquet files (one table, in file order), read by position.
+
+    Only the row group holding a row is read (its image column alone, with pyarrow),
+    and the last one read is kept, so a batch of neighbouring rows costs one read.
+    Nothing but the file paths and the row-group layout is pickled: a Ray actor opens
+    the files itself, where they lie on shared storage.
+
+    Parameters
+    ----------
+    files : list of str
+        Absolute paths of the Parquet files, in table order.
+    column : str
+        The image column.
+    group_rows : list of list of int
+        Rows of each row group of each file (from the files' footers).
+    base, roots
+        See :class:`_CellBackend`.
+    """
+
+    def __init__(
+        self,
+        files: list[str],
+        column: str,
+        group_rows: list[list[int]],
+        *,
+        base: str | None,
+        roots: list[str] | None,
+    ) -> None:
+        self.files = files
+        self.column = column
+        self.base = base
+        self.roots = roots
+        #: per row group: its file, its index in the file; and the first row of each
+        self.groups = [(f, g) for f, rows in enumerate(group_rows) for g in range(len(rows))]
+        sizes = [r for rows in group_rows for r in rows]
+        self.starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+        self._setup()
+
+    def _setup(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._open: dict[int, Any] = {}
+        self._last: tuple[int, list[Any]] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_open", "_last")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._setup()
+
+    def _group(self, g: int) -> list[Any]:
+        """The image cells of row group ``g`` (kept until another one is read)."""
+        with self._lock:
+            if self._last is not None and self._last[0] == g:
+                return self._last[1]
+            f, k = self.groups[g]
+            if f not in self._open:
+                import pyarrow.parquet as pq
+
+                self._open = {f: pq.ParquetFile(self.files[f])}  # one file open at a time
+            table = self._open[f].read_row_group(k, columns=[self.column])
+            cells = table.column(0).to_pylist()
+            self._last = (g, cells)
+            return cells
+
+    def cells(self, start: int, stop: int) -> list[Any]:
+        out: list[Any] = []
+        g = int(np.searchsorted(self.starts, start, side="right")) - 1
+        while start < stop:
+            first, end = int(self.starts[g]), int(self.starts[g + 1])
+            take = min(stop, end)
+            out += self._group(g)[start - first : take - first]
+            start, g = take, g + 1
+        return out
+
+    def storage(self) -> list[str]:
+        """The Parquet files."""
+        return list(self.files)
 
 
 def _inside(real: str, root: str) -> bool:
@@ -647,6 +777,13 @@ class ImageSet:
         if not -len(self) <= i < len(self):
             raise IndexError(f"ImageSet index {i} out of range for {len(self)} items")
         return i
+
+    def storage(self) -> list[str]:
+        """Where the images are read from: the dataset folder, the Parquet files, the
+        Arrow files of a Hugging Face dataset; empty for images held in memory.  A Ray
+        actor checks that it can see these paths before it reads (the engine needs
+        them on storage every node mounts at the same path)."""
+        return self._backend.storage()
 
     def content_hash(self, i: int) -> str:
         """SHA-256 (hex) of item ``i``'s encoded bytes (or of its array and shape)."""
@@ -1005,6 +1142,15 @@ def open_source(
             raise InvalidParameterError(
                 "The 'classes' parameter of open_source is only for in-memory arrays."
             )
+        # the options of the sources that are tables (Hugging Face, Parquet)
+        table: dict[str, Any] = {
+            "split": split,
+            "image_column": image_column,
+            "label_column": label_column,
+            "max_per_class": max_per_class,
+            "seed": seed,
+            "follow_symlinks": follow_symlinks,
+        }
         if s.startswith("sample:"):
             _no_columns(image_column, label_column, "a sample dataset")
             from dcsi.samples import load_sample
@@ -1019,37 +1165,25 @@ def open_source(
                 split=sample.split,
             )
         elif s.startswith("hf:"):
-            ims = _open_hf_hub(
-                s,
-                split=split,
-                image_column=image_column,
-                label_column=label_column,
-                max_per_class=max_per_class,
-                seed=seed,
-                follow_symlinks=follow_symlinks,
-            )
-            return ims
+            return _open_hf_hub(s, **table)
         else:
             path = Path(s).expanduser()
             if not path.exists():
                 raise DataError(
                     f"{s}: no such file or folder. Give an image folder, a folder written "
-                    "by datasets' save_to_disk, 'hf:<repo_id>' or 'sample:digits'."
+                    "by datasets' save_to_disk, Parquet files, 'hf:<repo_id>' or "
+                    "'sample:digits'."
                 )
+            parquet = _parquet_files(path)
+            if parquet:
+                return _open_parquet(path, parquet, **table)
             if not path.is_dir():
                 raise DataError(
-                    f"{s} is a file; give the folder that holds the images (dir/<class>/<image>)."
+                    f"{s} is a file; give the folder that holds the images "
+                    "(dir/<class>/<image>) or a .parquet file."
                 )
             if _is_saved_hf(path):
-                return _open_hf_saved(
-                    path,
-                    split=split,
-                    image_column=image_column,
-                    label_column=label_column,
-                    max_per_class=max_per_class,
-                    seed=seed,
-                    follow_symlinks=follow_symlinks,
-                )
+                return _open_hf_saved(path, **table)
             _no_columns(image_column, label_column, "an image folder")
             return _open_folder(
                 path,
@@ -1231,7 +1365,7 @@ def _scan(
         for start in range(0, n, chunk):
             part = positions[start : start + chunk]
             if (
-                isinstance(backend, _HFBackend)
+                isinstance(backend, _CellBackend)
                 and len(part)
                 and part[-1] - part[0] == len(part) - 1
             ):
@@ -1569,17 +1703,7 @@ def _open_folder(
     ]
     if split_dirs:
         names = [_text(d) for d in split_dirs]
-        if split is None:
-            split = "train" if "train" in names else (names[0] if len(names) == 1 else None)
-            if split is None:
-                raise DataError(
-                    f"{where} has several splits ({', '.join(names)}); choose one with "
-                    "--split / split=."
-                )
-        if split not in names:
-            raise DataError(
-                f"{where} has no split {split!r}; available splits: {', '.join(names)}."
-            )
+        split = _choose_split(names, split, where)
         root_rel = split_dirs[names.index(split)]
         # class names: the union over splits (classes missing from this split are then
         # dropped as empty, and named in a warning)
@@ -1676,6 +1800,20 @@ def _is_saved_hf(path: Path) -> bool:
     )
 
 
+def _choose_split(names: list[str], split: str | None, where: str) -> str:
+    """The split asked for, else ``"train"``, else the only one, among ``names``."""
+    if split is None:
+        split = "train" if "train" in names else (names[0] if len(names) == 1 else None)
+        if split is None:
+            raise DataError(
+                f"{where} has several splits ({', '.join(names)}); choose one with "
+                "--split / split=."
+            )
+    if split not in names:
+        raise DataError(f"{where} has no split {split!r}; available splits: {', '.join(names)}.")
+    return split
+
+
 def _pick_split(dd: Any, split: str | None, where: str) -> tuple[Any, str | None]:
     """A ``Dataset`` from a ``Dataset`` or ``DatasetDict``, and its split name."""
     import datasets
@@ -1684,17 +1822,7 @@ def _pick_split(dd: Any, split: str | None, where: str) -> tuple[Any, str | None
         names = list(dd.keys())
         if not names:
             raise DataError(f"{where}: the dataset has no splits.")
-        if split is None:
-            split = "train" if "train" in names else (names[0] if len(names) == 1 else None)
-            if split is None:
-                raise DataError(
-                    f"{where} has several splits ({', '.join(names)}); "
-                    "choose one with --split / split=."
-                )
-        if split not in names:
-            raise DataError(
-                f"{where} has no split {split!r}; available splits: {', '.join(names)}."
-            )
+        split = _choose_split(names, split, where)
         return dd[split], split
     if split is not None:
         actual = str(dd.split) if getattr(dd, "split", None) is not None else None
@@ -1825,6 +1953,215 @@ def _from_hf(
         classes=classes,
         name=name,
         source_str=source_str,
+        split=split,
+        max_per_class=max_per_class,
+        seed=seed,
+        where=where,
+    )
+
+
+# -- Parquet files
+
+
+def _parquet_files(path: Path) -> list[Path]:
+    """The Parquet files a path names, sorted; empty when it is no Parquet source.
+
+    A ``.parquet`` file; a folder holding ``.parquet`` files and no sub-folder (hidden
+    ones and dcsi output folders aside); or a folder whose ``data/`` sub-folder holds them, at any depth (a
+    Hugging Face Hub repository's layout).  An image folder keeps its meaning, also
+    with a ``metadata.parquet`` beside its class folders.
+    """
+    if path.is_file():
+        return [path] if path.suffix.lower() == ".parquet" else []
+    try:
+        entries = [e for e in path.iterdir() if not e.name.startswith(".")]
+    except OSError:
+        return []
+    top = [e for e in entries if e.suffix.lower() == ".parquet" and e.is_file()]
+    folders = [
+        e for e in entries if e.is_dir() and not any((e / m).is_file() for m in OUTPUT_MARKERS)
+    ]
+    if top and not folders:  # dcsi output folders (--out inside the dataset) aside
+        return sorted(top)
+    data = path / "data"
+    if not top and data.is_dir():
+        found = [f for f in data.rglob("*") if f.suffix.lower() == ".parquet" and f.is_file()]
+        return sorted(f for f in found if not any(q.startswith(".") for q in f.parts))
+    return []
+
+
+def _parquet_split(rel: Path) -> str | None:
+    """The split a Parquet file belongs to by its name: a split folder on its path
+    (``data/train/0.parquet``) or a split before the first ``-``, ``_`` or ``.`` of
+    its name (``train-00000-of-00002.parquet``, ``test.parquet``)."""
+    for part in rel.parent.parts:
+        if part.lower() in SPLIT_NAMES:
+            return part
+    head = rel.name
+    for sep in "-_.":
+        head = head.split(sep, 1)[0]
+    return head if head.lower() in SPLIT_NAMES else None
+
+
+def _pick_parquet_split(
+    files: list[Path], root: Path, split: str | None, where: str
+) -> tuple[list[Path], str | None]:
+    """The files of the chosen split (the only one, else ``"train"``) and its name."""
+    named = [
+        _parquet_split(f.relative_to(root)) if f != root else _parquet_split(Path(f.name))
+        for f in files
+    ]
+    names = list(dict.fromkeys(n for n in named if n is not None))
+    if not names:
+        if split is not None:
+            raise DataError(
+                f"{where}: no Parquet file is named after a split ({', '.join(SPLIT_NAMES[:3])}, "
+                "...); leave --split out."
+            )
+        return files, None
+    split = _choose_split(names, split, where)
+    return [f for f, n in zip(files, named) if n == split], split
+
+
+def _parquet_schema(files: list[Path], where: str) -> tuple[Any, list[list[int]]]:
+    """The files' common Arrow schema and the rows of each row group of each file."""
+    import pyarrow.parquet as pq
+
+    schema = None
+    group_rows: list[list[int]] = []
+    for f in files:
+        try:
+            meta = pq.ParquetFile(f).metadata
+            here = meta.schema.to_arrow_schema()
+        except (OSError, ValueError) as exc:
+            raise DataError(
+                f"{_text(str(f))}: cannot read the Parquet file ({exc}); check that it is a "
+                "whole Parquet file."
+            ) from None
+        if schema is None:
+            schema = here
+        elif not here.equals(schema, check_metadata=False):
+            raise DataError(
+                f"{where}: {_text(f.name)} has other columns than {_text(files[0].name)} "
+                f"({here.names} vs {schema.names}); give files of one table."
+            )
+        group_rows.append([meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
+    return schema, group_rows
+
+
+def _parquet_columns(
+    schema: Any, image_column: str | None, label_column: str | None, where: str
+) -> tuple[str, str | None, list[str] | None]:
+    """The image column, the label column and its class names when the Hugging Face
+    metadata of the files declares it a ``ClassLabel``."""
+    import pyarrow as pa
+
+    raw = (schema.metadata or {}).get(b"huggingface")
+    try:
+        features = dict(json.loads(raw)["info"]["features"]) if raw else {}
+    except (ValueError, KeyError, TypeError):
+        features = {}
+
+    def kind(c: str) -> str:
+        return (
+            str((features.get(c) or {}).get("_type", ""))
+            if isinstance(features.get(c), dict)
+            else ""
+        )
+
+    def holds_images(c: str) -> bool:
+        t = schema.field(c).type
+        if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+            return True
+        return pa.types.is_struct(t) and t.get_field_index("bytes") >= 0
+
+    columns = list(schema.names)
+    listing = ", ".join(f"{c} ({schema.field(c).type})" for c in columns)
+    if image_column is None:
+        found = [c for c in columns if kind(c) == "Image"] or [
+            c for c in columns if holds_images(c)
+        ]
+        if not found:
+            raise DataError(
+                f"{where}: no image column (columns: {listing}); name it with "
+                "--image-column / image_column=."
+            )
+        image_column = found[0]
+    elif image_column not in columns:
+        raise DataError(
+            f"{where}: no column {image_column!r} (columns: {listing}); "
+            "fix --image-column / image_column=."
+        )
+    elif not holds_images(image_column):
+        raise DataError(
+            f"{where}: column {image_column!r} is {schema.field(image_column).type}, not "
+            "encoded images (binary, or a struct with a 'bytes' field); name the image "
+            "column with --image-column / image_column=."
+        )
+    if label_column is None:
+        cl = [c for c in columns if kind(c) == "ClassLabel"]
+        named = [c for c in columns if c.lower() in _LABEL_NAMES and c != image_column]
+        label_column = (cl or named or [None])[0]
+    elif label_column not in columns:
+        raise DataError(
+            f"{where}: no column {label_column!r} (columns: {listing}); "
+            "fix --label-column / label_column= or leave it out."
+        )
+    names = None
+    if label_column is not None and kind(label_column) == "ClassLabel":
+        names = [str(c) for c in features[label_column].get("names", [])]
+    return image_column, label_column, names
+
+
+def _open_parquet(
+    path: Path,
+    files: list[Path],
+    *,
+    split: str | None,
+    image_column: str | None,
+    label_column: str | None,
+    max_per_class: int | None,
+    seed: int,
+    follow_symlinks: bool,
+) -> ImageSet:
+    """A Parquet file or folder of them as one table (see :func:`_parquet_files`)."""
+    pq = require("pyarrow.parquet", "Reading Parquet sources", "dcsi[hf]")
+    where = _text(str(path))
+    files, split = _pick_parquet_split(files, path, split, where)
+    schema, group_rows = _parquet_schema(files, where)
+    image_column, label_column, names = _parquet_columns(schema, image_column, label_column, where)
+    n = sum(sum(rows) for rows in group_rows)
+    labels: np.ndarray | None = None
+    classes: list[str] = []
+    if label_column is not None:
+        values = [
+            v for f in files for v in pq.read_table(f, columns=[label_column]).column(0).to_pylist()
+        ]
+        what = f"{where}: column {label_column!r}"
+        if names is not None:
+            if any(v is None or v < 0 or v >= len(names) for v in values):
+                raise DataError(
+                    f"{what} has missing or unknown labels (None, -1 or past the "
+                    f"{len(names)} class names); drop those rows first."
+                )
+            labels, classes = np.asarray(values, dtype=np.int64).reshape(-1), names
+        else:
+            labels, classes = _labels_from_values(values, what)
+    base = os.path.realpath(path if path.is_dir() else path.parent)
+    backend = _ParquetBackend(
+        [os.path.abspath(f) for f in files],
+        image_column,
+        group_rows,
+        base=base,
+        roots=None if follow_symlinks else [base],
+    )
+    return _finish_encoded(
+        backend,
+        ids=[str(i) for i in range(n)],
+        labels=labels,
+        classes=classes,
+        name=_text(path.resolve().stem if path.is_file() else path.resolve().name),
+        source_str=where,
         split=split,
         max_per_class=max_per_class,
         seed=seed,

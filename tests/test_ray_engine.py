@@ -38,13 +38,6 @@ def test_unknown_engine():
         check_engine("spark", None)
 
 
-def test_onnx_runtime_refused_with_ray_engine():
-    from dcsi.pipeline import check_parameters
-
-    with pytest.raises(InvalidParameterError, match="runtime='torch' with engine='ray'"):
-        check_parameters(runtime="onnx", device="cpu", engine="ray")
-
-
 def test_address_without_ray_engine():
     with pytest.raises(InvalidParameterError, match="applies to engine='ray'"):
         check_engine("local", "10.0.0.5:6379")
@@ -390,3 +383,113 @@ def test_ray_map_aligned_pairs_equal_local(local_ray, rng):
     assert len(ref_pairs) >= 5
     np.testing.assert_array_equal(pairs, ref_pairs)
     assert dist.tobytes() == ref_dist.tobytes()
+
+
+# ----------------------------------------------------------------------------- Parquet, ONNX
+
+
+def _parquet_source(tmp_path, rng):
+    """A Parquet file of 12 RGBA, RGB and grey PNGs of mixed sizes, 3 rows a row group."""
+    from test_sources_parquet import mixed_images, write_hf_parquet
+
+    path = tmp_path / "data" / "train.parquet"
+    labels = [k % 2 for k in range(12)]
+    write_hf_parquet(path, mixed_images(rng, 12), labels, ["a", "b"], row_group_size=3)
+    return path
+
+
+def test_parquet_card_same_bytes_through_cli(local_ray, tmp_path, rng, capsys):
+    """The actors read their rows from the Parquet file (by row group), not from arrays
+    shipped by the driver: the card is the local engine's, byte for byte."""
+    path = _parquet_source(tmp_path, rng)
+    texts = {}
+    for engine in ("ray", "local"):
+        out = tmp_path / "out"
+        args = ["analyze", str(path), "--out", str(out), "--no-progress", "--batch-size", "5"]
+        args += ["--analyzers", "cnn,wavelet", "--no-cache", "--engine", engine]
+        assert main(args) == 0, capsys.readouterr().err
+        card = json.loads((out / "dcsi.json").read_text(encoding="utf-8"))
+        texts[engine] = _bytes(card)
+    assert texts["ray"] == texts["local"]
+    assert json.loads(texts["ray"])["dataset"]["n_images"] == 12
+
+
+def test_check_storage_names_the_missing_path(tmp_path, rng):
+    from dcsi.ray_engine import check_storage
+    from dcsi.sources import open_source
+
+    path = _parquet_source(tmp_path, rng)
+    images = open_source(path)
+    check_storage(images)
+    check_storage(open_source(np.zeros((3, 4, 4), np.uint8)))  # in memory: nothing to see
+    path.rename(tmp_path / "moved.parquet")
+    with pytest.raises(EngineError, match=r"cannot see .*train\.parquet, where the images"):
+        check_storage(images)
+
+
+def test_actor_that_cannot_see_the_source_fails_in_one_line(local_ray, tmp_path, rng):
+    """A node without the driver's storage (here: the file moved once the source was
+    opened) stops the run at the actor's start, with the EngineError itself."""
+    from dcsi.features import extract_features
+    from dcsi.ray_engine import feature_runner
+    from dcsi.sources import open_source
+
+    path = _parquet_source(tmp_path, rng)
+    images = open_source(path)
+    path.rename(tmp_path / "moved.parquet")
+    runner = feature_runner(
+        "ray", backbone="efficientnet_lite0", weights=None, pooling="gap", threads=1, device="cpu"
+    )
+    with pytest.raises(EngineError, match=r"^The Ray node .* cannot see .*train\.parquet"):
+        extract_features(images, runner=runner, cache=False)
+
+
+def test_onnx_runtime_card_same_bytes_as_local(local_ray, tmp_path):
+    """runtime="onnx": each actor exports the backbone and runs ONNX Runtime with the
+    driver's thread count, as the local engine does."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    import dcsi
+
+    kw = {"analyzers": "cnn", "max_per_class": 8, "runtime": "onnx", "cache": tmp_path}
+    local = dcsi.analyze("sample:digits", engine="local", **kw)
+    assert len(list((tmp_path / "onnx").glob("*.onnx"))) == 1
+    distributed = dcsi.analyze("sample:digits", engine="ray", **{**kw, "cache": False})
+    assert distributed.to_dict()["provenance"]["parameters"]["runtime"] == "onnx"
+    assert _bytes(distributed.to_dict()) == _bytes(local.to_dict())
+
+
+def test_source_looked_up_on_every_node_before_it_is_read(local_ray, tmp_path, rng):
+    """With --ray-address, a path source is looked up on each node (here the one local
+    node, which sees it) before the driver hashes the images."""
+    from dcsi.ray_engine import check_source_on_nodes
+
+    path = _parquet_source(tmp_path, rng)
+    check_source_on_nodes(str(path), "auto")
+    check_source_on_nodes("hf:nothing-to-check", "auto")
+
+
+def test_node_without_the_source_refused_before_reading(monkeypatch, tmp_path):
+    """A cluster whose nodes lack the path: one EngineError naming them, before
+    open_source (which would hash every image) is reached."""
+    import dcsi
+    import dcsi.ray_engine
+    import dcsi.sources
+
+    pytest.importorskip("ray")
+    monkeypatch.setattr(dcsi.ray_engine, "_nodes_missing", lambda path: ["10.0.0.7"])
+    monkeypatch.setattr(dcsi.ray_engine, "ray_session", lambda *a, **k: _null())
+    opened = []
+    monkeypatch.setattr(dcsi.sources, "open_source", lambda *a, **k: opened.append(a))
+    match = rf"1 node\(s\) of the Ray cluster at 10.0.0.5:6379 cannot see {tmp_path} \(10.0.0.7\)"
+    with pytest.raises(EngineError, match=match):
+        dcsi.analyze(str(tmp_path), engine="ray", ray_address="10.0.0.5:6379", cache=False)
+    assert not opened
+    check = dcsi.ray_engine.check_source_on_nodes
+    check(str(tmp_path), None)  # a local Ray: same machine, nothing to check
+
+
+def _null():
+    import contextlib
+
+    return contextlib.nullcontext()

@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "source",
         metavar="SOURCE",
-        help="image folder, saved HF dataset, hf:<repo>[:<config>], sample:digits",
+        help="image folder, saved HF dataset, Parquet file(s), hf:<repo>[:<config>], sample:digits",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     add_source_options(p)
