@@ -24,8 +24,8 @@ def _images(rng, n_per=15, k=3):
     return np.clip(protos[labels] + noise, 0, 255).astype(np.uint8), labels
 
 
-@pytest.mark.parametrize("labelled", [True, False])
-def test_analyze_writes_image_clusters_and_every_view_shows_them(rng, tmp_path, labelled):
+def _analyzed(rng, labelled):
+    """Images, labels and their card (the `cnn` analyzer on pixel features)."""
     images, labels = _images(rng)
     card = dcsi.analyze(
         images,
@@ -34,6 +34,12 @@ def test_analyze_writes_image_clusters_and_every_view_shows_them(rng, tmp_path, 
         cache=False,
         analyzers="cnn",
     )
+    return images, labels, card
+
+
+@pytest.mark.parametrize("labelled", [True, False])
+def test_analyze_writes_image_clusters_and_every_view_shows_them(rng, tmp_path, labelled):
+    images, labels, card = _analyzed(rng, labelled)
     ic = card.to_dict()["image_clusters"]
     assert ic["n_clusters"] >= 2 and sum(c["size"] for c in ic["clusters"]) == 45
     assert len(ic["labels"]) == 45 and len(ic["map"]["xy"]) == 45
@@ -137,14 +143,7 @@ def test_the_map_embeds_only_the_points_the_card_keeps(rng, monkeypatch):
 def test_write_card_files_draws_each_map_once(rng, tmp_path, monkeypatch, labelled):
     from dcsi import report
 
-    images, labels = _images(rng)
-    card = dcsi.analyze(
-        images,
-        labels=labels if labelled else None,
-        backbone=PixelExtractor(),
-        cache=False,
-        analyzers="cnn",
-    )
+    images, labels, card = _analyzed(rng, labelled)
     drawn = []
     real = report.map_png
 
