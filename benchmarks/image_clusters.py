@@ -28,14 +28,25 @@ digits, 1,797 images, and a seeded 5,000-image subset of the train split, as
 Fashion-MNIST's test split has no cached features); the figures of this script on the
 full train split are held out.
 
+``--pools`` runs, in one process, dcsi's default, dcsi's k-means given the true k,
+a candidate default that was not adopted (k-means with 50, 100 or 200 clusters merged by
+average linkage of their centroids, k by the same Davies-Bouldin rule) and pixel k-means
+on five labelled pools: Fashion-MNIST train, digits, the Oxygen and Adwaita icon themes
+(64 x 64 icons, their context folders as classes) and openclipart-png.  Each pool
+records its role in the choice (chosen on, held out, looked at) and, per method, how much
+of each of the three largest classes its largest cluster holds (ARI counts pairs of
+images, so the largest classes weigh most).
+
 Usage (from the repository root)::
 
     python benchmarks/image_clusters.py                 # all 60,000 images
     python benchmarks/image_clusters.py --n 5000        # a seeded subset, quick check
     python benchmarks/image_clusters.py --choice        # the table the defaults used
+    python benchmarks/image_clusters.py --pools         # every labelled pool
 
 Prints a markdown table and writes ``benchmarks/results/image_clusters.json`` (with
-``--choice``: ``image_clusters_choice.json``) and the map as
+``--choice``: ``image_clusters_choice.json``; ``--pools``: ``image_clusters_pools.json``)
+and the map as
 ``benchmarks/results/image_clusters_map.png``.
 """
 
@@ -90,14 +101,14 @@ def _resnet50_status() -> str:
 
 def _load(
     n: int | None, seed: int, source: str = "sample:fashion-mnist"
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], Any]:
     split = "train" if source.startswith("sample:") else None
     fs = cached_features(source, n=n, seed=seed, split=split)
     image_set = fs.image_set
     size = None if source.startswith("sample:") else 32  # real sizes differ: 32 x 32 grey
     pixels = image_set.to_array(size=size, mode="L").reshape(len(image_set), -1)
     assert fs.labels is not None
-    return fs.features, fs.labels, pixels, list(fs.classes)
+    return fs.features, fs.labels, pixels, list(fs.classes), image_set
 
 
 def run_main(n: int | None, seed: int, source: str = "sample:fashion-mnist") -> dict[str, Any]:
@@ -105,7 +116,7 @@ def run_main(n: int | None, seed: int, source: str = "sample:fashion-mnist") -> 
 
     import dcsi
 
-    feats, labels, pixels, classes = _load(n, seed, source)
+    feats, labels, pixels, classes, image_set = _load(n, seed, source)
     true_k = len(classes)
     rows: list[dict[str, Any]] = []
 
@@ -158,6 +169,10 @@ def run_main(n: int | None, seed: int, source: str = "sample:fashion-mnist") -> 
         "grey pixels" + ("" if source.startswith("sample:") else " at 32x32"),
     )
 
+    from dcsi.pipeline import image_clusters_block
+
+    # what `dcsi analyze` runs: the default clusters + the map of the card's sample
+    _, block_s, block_peak = _timed(lambda: image_clusters_block(image_set, feats, seed=seed))
     emb, map_s, map_peak = _timed(lambda: dcsi.image_map(feats, seed=seed))
     tag = "" if source == "sample:fashion-mnist" else "_" + "_".join(Path(source).parts[-2:])
     png_path = RESULTS_DIR / f"image_clusters{tag}_map.png"
@@ -184,6 +199,11 @@ def run_main(n: int | None, seed: int, source: str = "sample:fashion-mnist") -> 
             for k, v in default.compare(labels, classes).to_dict().items()
             if k in ("split_classes", "merged_clusters")
         },
+        "analyze_block": {
+            "what": "pipeline.image_clusters_block: default clusters + map of the card's sample",
+            "seconds": block_s,
+            "peak_traced_mib": block_peak,
+        },
         "map": {
             "seconds": map_s,
             "peak_traced_mib": map_peak,
@@ -192,6 +212,158 @@ def run_main(n: int | None, seed: int, source: str = "sample:fashion-mnist") -> 
         },
         "peak_rss_mib": peak_rss_mib(),
     }
+
+
+#: Labelled pools of ``--pools``: name -> (source, split, role in the choice of the default).
+POOLS = {
+    "fashion-mnist train": (
+        "sample:fashion-mnist",
+        "train",
+        "chosen on (the old default's rule was chosen on a 5,000 subset)",
+    ),
+    "digits": ("sample:digits", None, "chosen on (the old default's rule)"),
+    "oxygen icons 64x64": (
+        "/usr/share/icons/oxygen/base/64x64",
+        None,
+        "held out: not looked at before this run's candidates were written",
+    ),
+    "adwaita icons 64x64": (
+        "/usr/share/icons/Adwaita/64x64",
+        None,
+        "held out: not looked at before this run's candidates were written",
+    ),
+    "openclipart-png": (
+        "/usr/share/openclipart/png",
+        None,
+        "looked at: the old default's figures and contingency table were seen first",
+    ),
+}
+
+
+def merged_kmeans(
+    x: np.ndarray, ks: list[int], *, n_fine: int = 100, seed: int = 0
+) -> dict[int, np.ndarray]:
+    """Candidate not adopted: k-means with ``min(n_fine, n // 10)`` clusters, then average
+    linkage (cosine) of their centroids, cut at every k of ``ks``.
+
+    Parameters
+    ----------
+    x : ndarray of shape (n, m)
+        ``reduce_features`` rows.
+
+    Returns
+    -------
+    dict of int to ndarray of shape (n,), int64
+    """
+    from scipy.cluster.hierarchy import linkage
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+
+    from dcsi.image_clusters import cut_tree_labels
+
+    n_fine = min(n_fine, x.shape[0] // 10)
+    model: Any = (
+        MiniBatchKMeans(n_fine, n_init=3, random_state=seed, batch_size=2048)
+        if x.shape[0] > 20_000
+        else KMeans(n_fine, n_init=3, random_state=seed)
+    )
+    fine = model.fit_predict(x)
+    tree = linkage(model.cluster_centers_, method="average", metric="cosine")
+    cuts = cut_tree_labels(tree[:, :2].astype(np.int64), n_fine, [k for k in ks if k <= n_fine])
+    return {k: lab[fine] for k, lab in cuts.items()}
+
+
+def _auto_k(x: np.ndarray, fits: dict[int, np.ndarray], seed: int) -> int:
+    """The k of smallest Davies-Bouldin index on dcsi's 5,000-row sample (its rule)."""
+    from sklearn.metrics import davies_bouldin_score
+
+    rows = np.arange(x.shape[0])
+    if rows.size > 5000:
+        rows = np.sort(np.random.default_rng(seed).choice(rows.size, 5000, replace=False))
+    scores = {k: davies_bouldin_score(x[rows], lab[rows]) for k, lab in sorted(fits.items())}
+    return min(scores, key=lambda k: (scores[k], k))
+
+
+def _largest_classes(labels: np.ndarray, found: np.ndarray, top: int = 3) -> list[dict[str, Any]]:
+    """For the ``top`` largest classes: their size and the share of them in their
+    largest cluster (what ARI, a count of pairs, weighs most)."""
+    out = []
+    for c in np.argsort(-np.bincount(labels), kind="stable")[:top]:
+        members = found[labels == c]
+        out.append(
+            {
+                "class": int(c),
+                "size": int(members.size),
+                "share_in_largest_cluster": float(np.bincount(members).max() / members.size),
+            }
+        )
+    return out
+
+
+def _pool_row(pool: str, name: str, labels: np.ndarray, found: Any, secs: float) -> dict[str, Any]:
+    found = np.asarray(found, dtype=np.int64)
+    row = {
+        "name": name,
+        "k": int(np.unique(found).size),
+        **_scores(labels, found),
+        "seconds": secs,
+        "largest_classes": _largest_classes(labels, found),
+        "largest_cluster_share": float(np.bincount(found).max() / found.size),
+    }
+    print(
+        f"{pool}: {name}: k={row['k']} NMI {row['nmi']:.3f} ARI {row['ari']:.3f}", file=sys.stderr
+    )
+    return row
+
+
+def run_pools(seed: int) -> dict[str, Any]:
+    """dcsi's default, candidates and pixel k-means on every pool of :data:`POOLS`."""
+    from sklearn.cluster import KMeans
+
+    import dcsi
+    from dcsi.image_clusters import reduce_features
+
+    out = []
+    for pool, (source, split, role) in POOLS.items():
+        fs = cached_features(source, split=split)
+        image_set = fs.image_set
+        size = None if source.startswith("sample:") else 32
+        pixels = image_set.to_array(size=size, mode="L").reshape(len(image_set), -1) / 255.0
+        labels = np.asarray(fs.labels)
+        true_k = len(fs.classes)
+        x = reduce_features(fs.features, seed=seed)
+        ks = list(range(2, max(2, min(30, len(x) // 10)) + 1))
+        rows: list[dict[str, Any]] = []
+
+        def add(name: str, found: Any, secs: float) -> None:
+            rows.append(_pool_row(pool, name, labels, found, secs))  # noqa: B023 (called at once)
+
+        with Timer() as t:
+            ic = dcsi.cluster_images(features=fs.features, seed=seed)
+        add("dcsi default = old default (k-means, Davies-Bouldin)", ic.labels, t.seconds)
+        with Timer() as t:
+            ic = dcsi.cluster_images(features=fs.features, n_clusters=true_k, seed=seed)
+        add(f"dcsi k-means, true k = {true_k}", ic.labels, t.seconds)
+        for n_fine in (50, 100, 200):
+            with Timer() as t:
+                fits = merged_kmeans(x, ks, n_fine=n_fine, seed=seed)
+                found = fits[_auto_k(x, fits, seed)]
+            add(f"candidate: k-means({n_fine}) + average-linkage merge, DB", found, t.seconds)
+        with Timer() as t:
+            found = KMeans(n_clusters=true_k, random_state=seed).fit_predict(pixels)
+        add(f"KMeans({true_k}) on raw pixels", found, t.seconds)
+        out.append(
+            {
+                "pool": pool,
+                "source": source,
+                "role": role,
+                "n_images": len(x),
+                "true_k": true_k,
+                "class_sizes": np.bincount(labels).tolist(),
+                "classes": list(fs.classes),
+                "rows": rows,
+            }
+        )
+    return {"seed": seed, "features": "EfficientNet-Lite0 (default input size)", "pools": out}
 
 
 def run_choice(seed: int) -> dict[str, Any]:
@@ -232,6 +404,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--choice", action="store_true", help="the choice-data table only")
     parser.add_argument(
+        "--pools",
+        action="store_true",
+        help="default, candidates and pixel k-means on every labelled pool "
+        "(results/image_clusters_pools.json)",
+    )
+    parser.add_argument(
         "--source",
         default="sample:fashion-mnist",
         help="another labelled image folder, e.g. /usr/share/openclipart/png (labels hidden "
@@ -258,6 +436,27 @@ def main(argv: list[str] | None = None) -> None:
         )
         write_results("image_clusters_choice", res)
         return
+    if args.pools:
+        res = run_pools(args.seed)
+        print_table(
+            [
+                [
+                    p["pool"],
+                    f"{r['k']} / {p['true_k']}",
+                    r["name"],
+                    r["nmi"],
+                    r["ari"],
+                    r["purity"],
+                    r["largest_classes"][0]["share_in_largest_cluster"],
+                    r["seconds"],
+                ]
+                for p in res["pools"]
+                for r in p["rows"]
+            ],
+            ["pool", "k / true", "method", "NMI", "ARI", "purity", "largest class kept", "s"],
+        )
+        write_results("image_clusters_pools", res)
+        return
     res = run_main(args.n, args.seed, args.source)
     table = [
         [
@@ -272,10 +471,23 @@ def main(argv: list[str] | None = None) -> None:
         ]
         for r in res["rows"]
     ]
+    b = res["analyze_block"]
+    table.append(
+        [
+            "dcsi analyze's image_clusters block (default clusters + map of 5,000)",
+            res["features"],
+            None,
+            None,
+            None,
+            None,
+            b["seconds"],
+            b["peak_traced_mib"],
+        ]
+    )
     m = res["map"]
     table.append(
         [
-            "image_map (t-SNE 5,000 + neighbours)",
+            "image_map of every image (t-SNE 5,000 + neighbours)",
             res["features"],
             None,
             None,

@@ -492,23 +492,26 @@ def image_clusters_block(images: Any, features: np.ndarray, *, seed: int = 0) ->
     Returns
     -------
     dict
-        ``ImageClusters.to_dict()`` plus ``map``: ``method``, ``xy`` (at most
-        :data:`MAP_POINTS` points of a seeded sample, rounded to 3 decimals),
-        ``cluster`` and, with labels, ``label`` of each point.
+        ``ImageClusters.to_dict()`` plus ``map``: ``method``, ``xy`` (the
+        :func:`dcsi.image_map` of a seeded sample of at most :data:`MAP_POINTS`
+        images, drawn first so that only the kept points are embedded; rounded to 3
+        decimals), ``cluster`` and, with labels, ``label`` of each point.
     """
     from dcsi.image_clusters import cluster_images
     from dcsi.maps import image_map
 
     ic = cluster_images(images, features=features, seed=seed)
     block = ic.to_dict()
-    xy = image_map(features, seed=seed)
-    n = len(xy)
+    n = len(features)
+    # the sample first: only the kept points are embedded (t-SNE of at most MAP_POINTS
+    # images, no neighbour placement of the others, which the card would not keep)
     keep = np.sort(np.random.default_rng(seed).choice(n, min(n, MAP_POINTS), replace=False))
+    xy = image_map(np.asarray(features)[keep], seed=seed, max_points=MAP_POINTS)
     block["map"] = {
         "method": "t-SNE (scikit-learn) of the features reduced by PCA to 50 dimensions, on "
-        "a seeded sample of at most 5,000 images; the others placed at the mean position of "
-        f"their 5 nearest embedded neighbours. The card keeps {len(keep)} of the {n} points.",
-        "xy": np.round(xy[keep], 3).tolist(),
+        f"a seeded sample of at most {MAP_POINTS:,} images; the card keeps the "
+        f"{len(keep)} embedded points of the {n} images.",
+        "xy": np.round(xy, 3).tolist(),
         "cluster": ic.labels[keep].tolist(),
         "label": None if images.labels is None else np.asarray(images.labels)[keep].tolist(),
     }

@@ -253,10 +253,15 @@ def map_png(block: Mapping, *, color_by: str = "cluster", names: list[str] | Non
 
 
 def _image_clusters_html(
-    block: Mapping, classes: list[str], load_image: Callable[[str], Any] | None
+    block: Mapping,
+    classes: list[str],
+    load_image: Callable[[str], Any] | None,
+    cluster_map_png: bytes | None = None,
 ) -> str:
     """The image-clusters section: the stored map (by cluster, and by class when labelled),
-    the choice of k, the comparison with the classes and each cluster's images."""
+    the choice of k, the comparison with the classes and each cluster's images.
+    ``cluster_map_png``: the map coloured by cluster when the caller has drawn it already
+    (``map.png``), else it is drawn here."""
     esc = html.escape
     choice = block.get("choice") or {}
     parts = [
@@ -269,7 +274,8 @@ def _image_clusters_html(
     m = block.get("map")
     if m and m.get("xy"):
         parts.append(f"<p>{esc(str(m.get('method', '')))}</p>")
-        b64 = base64.b64encode(map_png(block)).decode("ascii")
+        png = map_png(block) if cluster_map_png is None else cluster_map_png
+        b64 = base64.b64encode(png).decode("ascii")
         parts.append(_img("fig-image-map", b64, "Image map coloured by cluster"))
         if m.get("label") is not None and classes:
             b64 = base64.b64encode(map_png(block, color_by="label", names=classes)).decode("ascii")
@@ -427,7 +433,11 @@ def _class_views_html(block: Mapping, load_image: Callable[[str], Any] | None) -
 
 
 def report_html(
-    card: Any, *, load_image: Callable[[str], Any] | None = None, card_sha256: str | None = None
+    card: Any,
+    *,
+    load_image: Callable[[str], Any] | None = None,
+    card_sha256: str | None = None,
+    cluster_map_png: bytes | None = None,
 ) -> str:
     """The report page of a card as one HTML string (figures inlined as base64 PNG).
 
@@ -440,6 +450,10 @@ def report_html(
     card_sha256 : str, default=None
         SHA-256 of the ``dcsi.json`` the page is made from, recorded in a
         ``<meta name='dcsi-card-sha256'>`` tag (``dcsi card validate`` compares it).
+    cluster_map_png : bytes, default=None
+        :func:`map_png` of the card's ``image_clusters`` block, when the caller has
+        drawn it already (:func:`dcsi.card.write_card_files` draws it once for
+        ``map.png`` and the page); None: drawn here.
 
     Returns
     -------
@@ -595,7 +609,9 @@ def report_html(
         parts.append("<p>Not computed.</p>")
 
     if data.get("image_clusters"):
-        parts.append(_image_clusters_html(data["image_clusters"], list(names), load_image))
+        parts.append(
+            _image_clusters_html(data["image_clusters"], list(names), load_image, cluster_map_png)
+        )
     if data.get("class_views"):
         parts.append(_class_views_html(data["class_views"], load_image))
     if data.get("neighbor_index"):
@@ -627,6 +643,7 @@ def write_report(
     *,
     load_image: Callable[[str], Any] | None = None,
     card_sha256: str | None = None,
+    cluster_map_png: bytes | None = None,
 ) -> Path:
     """Write ``report.html`` atomically (see :func:`report_html`).
 
@@ -637,7 +654,7 @@ def write_report(
         ``report.html`` or a folder receiving it.
     load_image : callable, default=None
         ``load_image(image_id) -> PIL.Image or ndarray``, for near-duplicate galleries.
-    card_sha256 : str, default=None
+    card_sha256, cluster_map_png : default=None
         See :func:`report_html`.
 
     Returns
@@ -648,5 +665,8 @@ def write_report(
     if path.is_dir() or path.suffix.lower() not in (".html", ".htm"):
         path = path / "report.html"
     return atomic_write_text(
-        path, report_html(card, load_image=load_image, card_sha256=card_sha256)
+        path,
+        report_html(
+            card, load_image=load_image, card_sha256=card_sha256, cluster_map_png=cluster_map_png
+        ),
     )

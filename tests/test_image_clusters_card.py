@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import numpy as np
@@ -23,8 +24,8 @@ def _images(rng, n_per=15, k=3):
     return np.clip(protos[labels] + noise, 0, 255).astype(np.uint8), labels
 
 
-@pytest.mark.parametrize("labelled", [True, False])
-def test_analyze_writes_image_clusters_and_every_view_shows_them(rng, tmp_path, labelled):
+def _analyzed(rng, labelled):
+    """Images, labels and their card (the `cnn` analyzer on pixel features)."""
     images, labels = _images(rng)
     card = dcsi.analyze(
         images,
@@ -33,6 +34,12 @@ def test_analyze_writes_image_clusters_and_every_view_shows_them(rng, tmp_path, 
         cache=False,
         analyzers="cnn",
     )
+    return images, labels, card
+
+
+@pytest.mark.parametrize("labelled", [True, False])
+def test_analyze_writes_image_clusters_and_every_view_shows_them(rng, tmp_path, labelled):
+    images, labels, card = _analyzed(rng, labelled)
     ic = card.to_dict()["image_clusters"]
     assert ic["n_clusters"] >= 2 and sum(c["size"] for c in ic["clusters"]) == 45
     assert len(ic["labels"]) == 45 and len(ic["map"]["xy"]) == 45
@@ -102,3 +109,51 @@ def test_cli_analyze_on_an_unlabelled_folder(rng, tmp_path, monkeypatch):
     card = json.loads((out / "dcsi.json").read_text())
     assert card["image_clusters"]["n_clusters"] >= 2 and card["dataset"]["classes"] == []
     assert (out / "map.png").is_file()
+
+
+def test_the_map_embeds_only_the_points_the_card_keeps(rng, monkeypatch):
+    from dcsi import maps, pipeline
+
+    images, labels = _images(rng)
+    features = rng.normal(size=(45, 8)).astype(np.float32)
+    seen = []
+
+    def spy(x, **kwargs):
+        seen.append(np.asarray(x).shape[0])
+        return real(x, **kwargs)
+
+    def refuse(*a, **k):
+        raise AssertionError("images the card does not keep were placed on the map")
+
+    real = maps.image_map
+    monkeypatch.setattr(pipeline, "MAP_POINTS", 20)
+    monkeypatch.setattr(maps, "image_map", spy)
+    monkeypatch.setattr(maps, "place_by_neighbors", refuse)
+    ims = dcsi.open_source(images, labels=labels)
+    block = pipeline.image_clusters_block(ims, features, seed=3)
+    keep = np.sort(np.random.default_rng(3).choice(45, 20, replace=False))
+    assert seen == [20]
+    expected = np.round(real(features[keep], seed=3, max_points=20), 3)
+    assert np.array_equal(np.asarray(block["map"]["xy"]), expected)
+    assert block["map"]["label"] == labels[keep].tolist()
+    assert block["map"]["cluster"] == [block["labels"][i] for i in keep]
+
+
+@pytest.mark.parametrize("labelled", [True, False])
+def test_write_card_files_draws_each_map_once(rng, tmp_path, monkeypatch, labelled):
+    from dcsi import report
+
+    images, labels, card = _analyzed(rng, labelled)
+    drawn = []
+    real = report.map_png
+
+    def count(block, **kwargs):
+        drawn.append(kwargs.get("color_by", "cluster"))
+        return real(block, **kwargs)
+
+    monkeypatch.setattr(report, "map_png", count)
+    written = write_card_files(card, tmp_path, readme=False, croissant=False)
+    assert drawn == (["cluster", "label"] if labelled else ["cluster"])
+    png = written["map.png"].read_bytes()
+    page = written["report.html"].read_text()
+    assert base64.b64encode(png).decode("ascii") in page  # the same picture, drawn once

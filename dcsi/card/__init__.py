@@ -97,17 +97,21 @@ def write_card_files(
         from dcsi.card.croissant import write_croissant
 
         written["croissant.json"] = write_croissant(card, out / "croissant.json", card_sha256=sha)
+    cluster_map = None  # drawn once: map.png and the report's map coloured by cluster
     if report and (card.data.get("image_clusters") or {}).get("map"):
         from dcsi.report import map_png
 
-        written["map.png"] = atomic_write_bytes(
-            out / "map.png", map_png(card.data["image_clusters"])
-        )
+        cluster_map = map_png(card.data["image_clusters"])
+        written["map.png"] = atomic_write_bytes(out / "map.png", cluster_map)
     if report:
         from dcsi.report import write_report
 
         written["report.html"] = write_report(
-            card, out / "report.html", load_image=load_image, card_sha256=sha
+            card,
+            out / "report.html",
+            load_image=load_image,
+            card_sha256=sha,
+            cluster_map_png=cluster_map,
         )
     logger.info("wrote %s to %s", ", ".join(written), out)
     return written
