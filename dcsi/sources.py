@@ -157,6 +157,25 @@ DECODE_VERSION = "1"
 _LABEL_NAMES = ("label", "labels", "class", "classes", "target", "category")
 
 
+def _label_column(
+    columns: list[str],
+    class_labels: list[str],
+    image_column: str,
+    label_column: str | None,
+    missing: str,
+) -> str | None:
+    """The label column of a table: the one asked for (checked), else the first
+    ``ClassLabel`` column, else the first column with a usual label name, else None.
+    ``missing`` starts the error raised when the asked-for column is not there."""
+    if label_column is None:
+        named = [c for c in columns if c.lower() in _LABEL_NAMES and c != image_column]
+        found = class_labels or named
+        return found[0] if found else None
+    if label_column not in columns:
+        raise DataError(f"{missing}fix --label-column / label_column= or leave it out.")
+    return label_column
+
+
 @dataclass(frozen=True)
 class SkippedItem:
     """An item left out of an :class:`ImageSet`.
@@ -1920,15 +1939,13 @@ def _from_hf(
             f"{type(features[image_column]).__name__}, not an Image column; "
             "cast it with ds.cast_column(name, datasets.Image())."
         )
-    if label_column is None:
-        cl = [c for c in columns if isinstance(features[c], datasets.ClassLabel)]
-        named = [c for c in columns if c.lower() in _LABEL_NAMES and c != image_column]
-        label_column = (cl or named or [None])[0]
-    elif label_column not in features:
-        raise DataError(
-            f"{where}: no column {label_column!r} (columns: {listing}); "
-            "fix --label-column / label_column= or leave it out."
-        )
+    label_column = _label_column(
+        columns,
+        [c for c in columns if isinstance(features[c], datasets.ClassLabel)],
+        image_column,
+        label_column,
+        f"{where}: no column {label_column!r} (columns: {listing}); ",
+    )
     labels: np.ndarray | None = None
     classes: list[str] = []
     if label_column is not None:
@@ -2098,15 +2115,13 @@ def _parquet_columns(
             "encoded images (binary, or a struct with a 'bytes' field); name the image "
             "column with --image-column / image_column=."
         )
-    if label_column is None:
-        cl = [c for c in columns if kind(c) == "ClassLabel"]
-        named = [c for c in columns if c.lower() in _LABEL_NAMES and c != image_column]
-        label_column = (cl or named or [None])[0]
-    elif label_column not in columns:
-        raise DataError(
-            f"{where}: no column {label_column!r} (columns: {listing}); "
-            "fix --label-column / label_column= or leave it out."
-        )
+    label_column = _label_column(
+        columns,
+        [c for c in columns if kind(c) == "ClassLabel"],
+        image_column,
+        label_column,
+        f"{where}: no column {label_column!r} (columns: {listing}); ",
+    )
     names = None
     if label_column is not None and kind(label_column) == "ClassLabel":
         names = [str(c) for c in features[label_column].get("names", [])]
