@@ -346,30 +346,32 @@ def analyze_images(
     num_threads = None
     check_int(neighbor_k, "neighbor_k", "analyze", min_value=1)
     working = images.working_size(size)  # the pixel-space stages' size, bounded
-    if "cnn" in chosen or redundancy_method == "cnn" or neighbor_index is not None:
-        from dcsi.features import choose_num_threads, extract_features
+    # one Ray session for the feature stage and the candidate search (the running one
+    # when the caller holds it; engine="local": nothing)
+    with engine_session(engine, ray_address):
+        if "cnn" in chosen or redundancy_method == "cnn" or neighbor_index is not None:
+            from dcsi.features import choose_num_threads, extract_features
 
-        num_threads = choose_num_threads()
-        runner = feature_runner(
-            engine,
-            backbone=backbone,
-            weights=weights,
-            pooling=pooling,
-            threads=num_threads,
-            device=device,
-            blocks=_block_task(
-                images,
-                class_sums=class_level and "cnn" in chosen,
-                wavelet=redundancy_method == "wavelet" or (class_level and "wavelet" in chosen),
-                working=working,
-                batch_size=batch_size,
+            num_threads = choose_num_threads()
+            runner = feature_runner(
+                engine,
+                backbone=backbone,
+                weights=weights,
+                pooling=pooling,
+                threads=num_threads,
+                device=device,
+                blocks=_block_task(
+                    images,
+                    class_sums=class_level and "cnn" in chosen,
+                    wavelet=redundancy_method == "wavelet" or (class_level and "wavelet" in chosen),
+                    working=working,
+                    batch_size=batch_size,
+                )
+                if engine == "ray"
+                else None,
+                runtime=runtime,
+                cache=cache,
             )
-            if engine == "ray"
-            else None,
-            runtime=runtime,
-            cache=cache,
-        )
-        with engine_session(engine, ray_address):
             fs = extract_features(
                 images,
                 backbone=backbone,
@@ -384,56 +386,55 @@ def analyze_images(
                 runtime=runtime,
                 runner=runner,
             )
-        features, grey = fs.features, fs.arrays
-    if neighbor_index is not None:
-        data["neighbor_index"] = _neighbor_index_block(fs, neighbor_index, neighbor_k, seed)
-    if features is not None and len(images) >= 3:  # Thomas & Abraham, labelled or not
-        data["image_clusters"] = image_clusters_block(images, features, seed=seed)
-    if "cnn" in chosen:
-        cnn = _cnn_blocks(
-            fs,
-            images,
-            class_level,
-            linkage=linkage,
-            batch_size=batch_size,
-            partials=None if runner is None else runner.partials,
-        )
-        data["similarity"].update(cnn.pop("similarity", {}))
-        data.update(cnn)
-    if grey is None:  # decoded once, shared by the stages below
-        grey = images.to_array(size=working, mode="L")
-    # the Ray actors' wavelet coefficient rows (None: computed by the stages below)
-    coefficients = None if runner is None else runner.coefficients(grey)
-    if class_level and "ssim" in chosen:
-        from dcsi.similarity.ssim import class_ssim
+            features, grey = fs.features, fs.arrays
+        if neighbor_index is not None:
+            data["neighbor_index"] = _neighbor_index_block(fs, neighbor_index, neighbor_k, seed)
+        if features is not None and len(images) >= 3:  # Thomas & Abraham, labelled or not
+            data["image_clusters"] = image_clusters_block(images, features, seed=seed)
+        if "cnn" in chosen:
+            cnn = _cnn_blocks(
+                fs,
+                images,
+                class_level,
+                linkage=linkage,
+                batch_size=batch_size,
+                partials=None if runner is None else runner.partials,
+            )
+            data["similarity"].update(cnn.pop("similarity", {}))
+            data.update(cnn)
+        if grey is None:  # decoded once, shared by the stages below
+            grey = images.to_array(size=working, mode="L")
+        # the Ray actors' wavelet coefficient rows (None: computed by the stages below)
+        coefficients = None if runner is None else runner.coefficients(grey)
+        if class_level and "ssim" in chosen:
+            from dcsi.similarity.ssim import class_ssim
 
-        data["similarity"]["ssim"] = class_ssim(
-            grey,
-            images.labels,
-            n_classes=n_classes,
-            max_per_class=max_per_class,
-            seed=seed,
-        ).to_dict()
-    if class_level and "ssim" in chosen:  # Yousefzadeh's per-class views (§5.4)
-        from dcsi.class_views import class_views
+            data["similarity"]["ssim"] = class_ssim(
+                grey,
+                images.labels,
+                n_classes=n_classes,
+                max_per_class=max_per_class,
+                seed=seed,
+            ).to_dict()
+        if class_level and "ssim" in chosen:  # Yousefzadeh's per-class views (§5.4)
+            from dcsi.class_views import class_views
 
-        data["class_views"] = class_views(
-            grey, images.labels, list(images.classes), ids=list(images.ids), seed=seed
-        ).to_dict()
-    if class_level and "wavelet" in chosen:
-        from dcsi.similarity.wavelet import class_wavelet_similarity
+            data["class_views"] = class_views(
+                grey, images.labels, list(images.classes), ids=list(images.ids), seed=seed
+            ).to_dict()
+        if class_level and "wavelet" in chosen:
+            from dcsi.similarity.wavelet import class_wavelet_similarity
 
-        data["similarity"]["wavelet"] = class_wavelet_similarity(
-            grey,
-            images.labels,
-            n_classes=n_classes,
-            classes=list(images.classes),
-            coefficients=coefficients,
-        ).to_dict()
+            data["similarity"]["wavelet"] = class_wavelet_similarity(
+                grey,
+                images.labels,
+                n_classes=n_classes,
+                classes=list(images.classes),
+                coefficients=coefficients,
+            ).to_dict()
 
-    from dcsi.redundancy import find_redundancy
+        from dcsi.redundancy import find_redundancy
 
-    with engine_session(engine, ray_address):  # the candidate search's blocks
         data["redundancy"] = find_redundancy(
             grey,
             images.labels,
@@ -446,6 +447,7 @@ def analyze_images(
             map_blocks=block_map(engine),
             coefficients=coefficients if redundancy_method == "wavelet" else None,
         ).to_dict()
+
     data["provenance"] = {
         "versions": _versions(runtime),
         "parameters": {
