@@ -39,7 +39,6 @@ from dcsi.ray_engine import (
     BlockTask,
     block_map,
     check_engine,
-    check_source_on_nodes,
     engine_session,
     feature_runner,
 )
@@ -250,9 +249,8 @@ def analyze(
         engine=engine,
         ray_address=ray_address,
     )
-    with engine_session(engine, ray_address):  # reached before the source is read
-        if engine == "ray":
-            check_source_on_nodes(source, ray_address)
+    # reached before the source is read; a cluster's nodes are checked for the source
+    with engine_session(engine, ray_address, source):
         images = open_source(
             source,
             labels=labels,

@@ -227,11 +227,24 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> I
         ray.shutdown()
 
 
-def engine_session(engine: str, ray_address: str | None) -> contextlib.AbstractContextManager:
-    """:func:`ray_session` for ``engine="ray"``, a no-op for the local engine."""
+def engine_session(
+    engine: str, ray_address: str | None, source: Any = None
+) -> contextlib.AbstractContextManager:
+    """:func:`ray_session` for ``engine="ray"``, a no-op for the local engine.
+
+    ``source`` (what :func:`dcsi.open_source` is about to open): once connected, it is
+    looked up on every node of the cluster (:func:`check_source_on_nodes`) before the
+    source is read."""
     if engine == "ray":
-        return ray_session(ray_address)
+        return _checked_session(ray_address, source)
     return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _checked_session(ray_address: str | None, source: Any) -> Iterator[Any]:
+    with ray_session(ray_address) as ray:
+        check_source_on_nodes(source, ray_address)
+        yield ray
 
 
 def feature_runner(

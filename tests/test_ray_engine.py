@@ -489,6 +489,36 @@ def test_node_without_the_source_refused_before_reading(monkeypatch, tmp_path):
     check(str(tmp_path), None)  # a local Ray: same machine, nothing to check
 
 
+def test_cli_node_without_the_source_one_line(monkeypatch, tmp_path, capsys):
+    """The command line checks the nodes too, before the source is opened: one line."""
+    import dcsi.ray_engine
+    import dcsi.sources
+
+    pytest.importorskip("ray")
+    monkeypatch.setattr(dcsi.ray_engine, "_nodes_missing", lambda path: ["10.0.0.7"])
+    monkeypatch.setattr(dcsi.ray_engine, "ray_session", lambda *a, **k: _null())
+    opened = []
+    monkeypatch.setattr(dcsi.sources, "open_source", lambda *a, **k: opened.append(a))
+    data = tmp_path / "data"
+    data.mkdir()
+    rc = main(
+        [
+            "analyze",
+            str(data),
+            "--out",
+            str(tmp_path / "out"),
+            "--engine",
+            "ray",
+            "--ray-address",
+            "10.0.0.5:6379",
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and not opened
+    assert len(err.splitlines()) == 1
+    assert f"1 node(s) of the Ray cluster at 10.0.0.5:6379 cannot see {data} (10.0.0.7)" in err
+
+
 def _null():
     import contextlib
 

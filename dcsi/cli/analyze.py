@@ -120,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
         engine=args.engine,
         ray_address=args.ray_address,
     )
-    with engine_session(args.engine, args.ray_address):  # reached before the scan
+    # reached before the scan; a cluster's nodes are checked for the source
+    with engine_session(args.engine, args.ray_address, args.source):
         images = open_source(
             args.source, max_per_class=args.max_per_class, seed=args.seed, **source_kwargs(args)
         )
