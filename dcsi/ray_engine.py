@@ -123,6 +123,11 @@ logger = logging.getLogger(__name__)
 ENGINES = ("local", "ray")
 #: Brackets a dcsi error raised in an actor, so that the driver raises it again.
 _MARK = "<<dcsi-error>>"
+#: The fix of a source that a node of the cluster cannot see.
+_STORAGE_FIX = (
+    "Every node reads the source where it lies: put it on storage all nodes mount at the "
+    "same absolute path, or leave --ray-address out to run on this machine."
+)
 #: Seconds to wait for a TCP connection to ``--ray-address`` before giving up.
 CONNECT_TIMEOUT = 5.0
 
@@ -313,9 +318,7 @@ def check_source_on_nodes(source: Any, ray_address: str | None) -> None:
     if missing:
         raise EngineError(
             f"{len(missing)} node(s) of the Ray cluster at {ray_address} cannot see {path} "
-            f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}). Every node "
-            "reads the source where it lies: put it on storage all nodes mount at the same "
-            "absolute path, or leave --ray-address out to run on this machine."
+            f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}). {_STORAGE_FIX}"
         )
 
 
@@ -358,9 +361,7 @@ def check_storage(image_set: Any) -> None:
         if not os.path.exists(path):
             raise EngineError(
                 f"The Ray node {socket.gethostname()} cannot see {path}, where the images "
-                f"of {image_set.source} are read from. Every node reads the source where "
-                "it lies: put it on storage all nodes mount at the same absolute path, or "
-                "leave --ray-address out to run on this machine."
+                f"of {image_set.source} are read from. {_STORAGE_FIX}"
             )
 
 
@@ -411,7 +412,7 @@ class FeatureActor:
         try:
             check_storage(image_set)
         except DcsiError as exc:
-            raise RuntimeError(f"{_MARK}{type(exc).__name__}:{exc}{_MARK}") from exc
+            raise _marked(exc) from exc
         torch.set_num_threads(threads)
         if isinstance(build, dict):
             from dcsi.backbones import get_backbone
@@ -437,7 +438,7 @@ class FeatureActor:
         try:
             return self._rows(batch)
         except DcsiError as exc:
-            raise RuntimeError(f"{_MARK}{type(exc).__name__}:{exc}{_MARK}") from exc
+            raise _marked(exc) from exc
 
     def _rows(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out: dict[str, list[np.ndarray]] = {"pos": [], "features": [], "arrays": []}
@@ -766,6 +767,11 @@ def block_map(engine: str) -> BlockMap:
     """The :class:`dcsi.block_map.BlockMap` of an engine: :func:`ray_map` or
     :func:`dcsi.block_map.local_map`."""
     return ray_map if engine == "ray" else local_map
+
+
+def _marked(exc: DcsiError) -> RuntimeError:
+    """An actor's dcsi error, its class and message marked for :func:`_dcsi_error`."""
+    return RuntimeError(f"{_MARK}{type(exc).__name__}:{exc}{_MARK}")
 
 
 def _dcsi_error(exc: BaseException) -> DcsiError | None:
