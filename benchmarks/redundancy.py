@@ -1,8 +1,17 @@
 """Near-duplicate search on Fashion-MNIST train with planted copies: dcsi vs peers.
 
-Plants ``--per-kind`` copies of each of six kinds (exact, light Gaussian noise sigma=5,
-brightness +30, JPEG quality 75, 1-pixel shift, 2-pixel crop resized back) by
-*replacing* randomly chosen images, so the set keeps its size (60,000 by default).
+Plants ``--per-kind`` copies of each kind by *replacing* randomly chosen images, so the
+set keeps its size (60,000 by default).  ``--copies broad`` (default): the 21 grey kinds
+in 6 families of ``copy_kinds.py``, each with a strength drawn per copy (``--flips``
+adds the two mirror kinds); ``--copies six``: the six fixed kinds the defaults were
+first calibrated on (exact, light Gaussian noise sigma=5, brightness +30, JPEG quality
+75, 1-pixel shift, 2-pixel crop resized back), kept as history.
+
+Leave-families-out (broad copies, ``dcsi-wavelet``): the one free parameter of the
+density-relative stage, its ``ratio``, is chosen on the pairs of five families (the
+largest ratio on a grid whose links there keep precision >= 0.97) and scored on the
+sixth, for each family in turn; the table reports the held-out recall and precision
+of each family at the ratio chosen without it, next to the shipped default (0.25).
 
 Scoring: pairs.  Ground truth is the planted (source, copy) pairs.  Pairs between two
 unmodified Fashion-MNIST images are not scored (their truth is unknown: the dataset has
@@ -43,6 +52,8 @@ from pathlib import Path
 import numpy as np
 
 KINDS = ("exact", "noise", "brightness", "jpeg", "shift", "crop")
+#: Ratios of the density-relative stage searched by the leave-families-out selection.
+RATIO_GRID = tuple(round(x, 3) for x in np.arange(0.1, 0.501, 0.025))
 HERE = Path(__file__).resolve().parent
 METHODS = (
     "dcsi-wavelet",
@@ -85,7 +96,27 @@ def perturb(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
     raise ValueError(kind)
 
 
-def make_data(n: int, per_kind: int, seed: int, split: str = "train"):
+def copy_kinds(copies: str, flips: bool = False) -> tuple[str, ...]:
+    """The planted kinds: the six fixed ones, or the grey kinds of ``copy_kinds.py``."""
+    if copies == "six":
+        return KINDS
+    sys.path.insert(0, str(HERE))
+    from copy_kinds import KINDS as BROAD
+
+    return tuple(k.name for k in BROAD.values() if not k.rgb and (flips or not k.flip))
+
+
+def families_of(kinds) -> np.ndarray:
+    """Family of each broad kind (the kind itself for the six fixed ones)."""
+    sys.path.insert(0, str(HERE))
+    from copy_kinds import KINDS as BROAD
+
+    return np.array([BROAD[k].family if k in BROAD else k for k in kinds])
+
+
+def make_data(
+    n: int, per_kind: int, seed: int, split: str = "train", copies: str = "six", flips=False
+):
     from dcsi.samples import load_sample
 
     s = load_sample("fashion-mnist", split)
@@ -93,12 +124,18 @@ def make_data(n: int, per_kind: int, seed: int, split: str = "train"):
     images, labels = s.images[:n].copy(), s.labels[:n].copy()
     rng = np.random.default_rng(seed)
     perm = rng.permutation(n)
-    m = per_kind * len(KINDS)
+    names = copy_kinds(copies, flips)
+    m = per_kind * len(names)
     src, dst = perm[:m], perm[m : 2 * m]
     kinds = []
+    if copies == "broad":
+        from copy_kinds import make_copy
     for t, (a, b) in enumerate(zip(src, dst)):
-        kind = KINDS[t // per_kind]
-        images[b] = perturb(s.images[a], kind, rng)
+        kind = names[t // per_kind]
+        if copies == "broad":
+            images[b] = make_copy(s.images[a], kind, rng)[0]
+        else:
+            images[b] = perturb(s.images[a], kind, rng)
         labels[b] = labels[a]
         kinds.append(kind)
     pairs = np.sort(np.stack([src, dst], 1), axis=1)
@@ -111,8 +148,12 @@ def _scored_pairs_dcsi(images, labels, verify: bool, align: bool = True):
 
     The sweep score of a pair is its wavelet distance divided by the default wavelet
     threshold (0.01) or, with the aligned stage, the smaller of that and its aligned
-    distance divided by the default aligned threshold (0.0005): the sweep scales both
-    thresholds together, and 1.0 is the default operating point.
+    distance divided by the default aligned threshold (0.0005), and, with the
+    density-relative stage, its relative ratio divided by the default ratio (0.25): the
+    sweep scales the thresholds together, and 1.0 is the default operating point.  The
+    summary carries ``base`` (the pairs the absolute stages link at their defaults)
+    and ``relative`` (the relative candidates up to ratio 0.6, with their ratios) for
+    the leave-families-out selection.
     """
     from dcsi.aligned import DEFAULT_ALIGN_THRESHOLD, AlignOptions, aligned_pairs, best_pairs
     from dcsi.neighbors import radius_pairs
@@ -138,6 +179,18 @@ def _scored_pairs_dcsi(images, labels, verify: bool, align: bool = True):
             np.concatenate([pairs.reshape(-1, 2), ap]),
             np.concatenate([score, da / DEFAULT_ALIGN_THRESHOLD]),
         )
+        from dcsi.relative_links import DEFAULT_RATIO, RelativeOptions, relative_links
+
+        loose = RelativeOptions(ratio=0.6)
+        rel = relative_links(images, loose)
+        if rel is not None and len(rel.pairs):
+            ratio = rel.score(rel.pairs[:, 0], rel.pairs[:, 1]) * loose.ratio
+            res.summary["base"] = pairs[score <= 1.0]
+            res.summary["relative"] = (rel.pairs, ratio)
+            pairs, score = best_pairs(
+                np.concatenate([pairs.reshape(-1, 2), rel.pairs]),
+                np.concatenate([score, ratio / DEFAULT_RATIO]),
+            )
     return default, pairs, score, res.summary
 
 
@@ -232,6 +285,10 @@ def worker(method: str, data_path: str, out_path: str) -> None:
         extra["n_conflict_groups"] = summary["n_conflict_groups"]
         extra["n_aligned_pairs"] = summary.get("n_aligned_pairs")
         extra["default_run_time_s"] = summary.get("default_run_time_s")
+        extra["n_relative_pairs"] = summary.get("n_relative_pairs")
+        if "relative" in summary:
+            rp, rr = summary["relative"]
+            np.savez(out_path + ".lofo.npz", base=summary["base"], rel_pairs=rp, rel_ratio=rr)
     elif method == "dcsi-cnn":
         groups, pairs, score, summary = _scored_pairs_cnn(images, labels)
         extra["n_groups"] = summary["n_groups"]
@@ -276,7 +333,8 @@ def _score(
     t_code = truth_pairs[:, 0] * n + truth_pairs[:, 1]
     t_order = np.argsort(t_code)
     t_code, t_kind = t_code[t_order], np.asarray(kinds)[t_order]
-    n_kind = {k: int(np.sum(kinds == k)) for k in KINDS}
+    names = tuple(dict.fromkeys(np.asarray(kinds).tolist()))
+    n_kind = {k: int(np.sum(kinds == k)) for k in names}
 
     def label(p):
         """Scored mask and the kind of each pair ('' when not a planted pair)."""
@@ -295,7 +353,7 @@ def _score(
     order = np.argsort(s, kind="stable")
     s, kind = s[order], kind[order]
     lab = kind != ""
-    best = {"recall": 0.0, "threshold": None, "per_kind": {k: 0.0 for k in KINDS}}
+    best = {"recall": 0.0, "threshold": None, "per_kind": {k: 0.0 for k in names}}
     if len(s):
         tp = np.cumsum(lab)
         ends = np.flatnonzero(np.r_[s[1:] != s[:-1], True])  # ends of tie groups
@@ -307,7 +365,7 @@ def _score(
             best = {
                 "recall": float(tp[e] / len(t_code)),
                 "threshold": float(s[e]),
-                "per_kind": {k: float(np.sum(sel == k) / n_kind[k]) for k in KINDS},
+                "per_kind": {k: float(np.sum(sel == k) / n_kind[k]) for k in names},
             }
     # default operating point: pairs inside the reported groups
     _, gscored, gkind = label(group_pairs)
@@ -317,7 +375,7 @@ def _score(
     default = {
         "precision": tpd / n_found if n_found else None,
         "recall": tpd / len(t_code),
-        "per_kind": {k: float(np.sum(gkind == k) / n_kind[k]) for k in KINDS},
+        "per_kind": {k: float(np.sum(gkind == k) / n_kind[k]) for k in names},
     }
     out = {"at_precision_0.97": best, "default": default}
     if default_score is not None:
@@ -326,8 +384,66 @@ def _score(
         out["default_linked"] = {
             "precision": tpl / n_linked if n_linked else None,
             "recall": tpl / len(t_code),
-            "per_kind": {k: float(np.sum(kind[m] == k) / n_kind[k]) for k in KINDS},
+            "per_kind": {k: float(np.sum(kind[m] == k) / n_kind[k]) for k in names},
         }
+    return out
+
+
+def leave_families_out(lofo_path: str, truth_pairs, kinds, target: float = 0.97) -> dict:
+    """Choose the relative ratio with one family hidden, score it on that family.
+
+    Links at ratio ``r``: the absolute stages' pairs at their defaults plus the
+    relative candidates with ratio ``<= r``.  For each family ``F``: the chosen ratio
+    is the largest of :data:`RATIO_GRID` whose links keep precision ``>= target`` on
+    the pairs that touch no image (copy or original) of ``F``; the held-out recall is
+    the share of ``F``'s planted pairs linked at that ratio, the held-out precision
+    the share of planted pairs among the scored links that touch an image of ``F``.
+    """
+    d = np.load(lofo_path)
+    base, rel_pairs, rel_ratio = d["base"].reshape(-1, 2), d["rel_pairs"], d["rel_ratio"]
+    kinds = np.asarray(kinds)
+    fam = families_of(kinds)
+    n = int(max(base.max(initial=0), rel_pairs.max(initial=0), truth_pairs.max())) + 1
+    img_fam = np.full(n, "", dtype=object)
+    img_fam[truth_pairs[:, 0]] = fam
+    img_fam[truth_pairs[:, 1]] = fam
+    t_code = truth_pairs[:, 0] * n + truth_pairs[:, 1]
+
+    def links(r: float) -> np.ndarray:
+        p = np.concatenate([base, rel_pairs[rel_ratio <= r]])
+        return np.unique(np.sort(p, axis=1)[:, 0] * n + np.sort(p, axis=1)[:, 1])
+
+    grid = {r: links(r) for r in RATIO_GRID}
+    out: dict = {"grid": list(RATIO_GRID), "target_precision": target, "families": {}}
+    for F in dict.fromkeys(fam.tolist()):
+        chosen = RATIO_GRID[0]
+        for r in RATIO_GRID:
+            c = grid[r]
+            f0, f1 = img_fam[c // n], img_fam[c % n]
+            vis = ((f0 != "") | (f1 != "")) & (f0 != F) & (f1 != F)
+            tp = np.isin(c[vis], t_code).sum()
+            if vis.sum() and tp / vis.sum() >= target:
+                chosen = r
+        row = {"chosen_ratio": chosen}
+        for name, r in (("held_out", chosen), ("default", 0.25)):
+            c = grid[min(RATIO_GRID, key=lambda g: abs(g - r))]
+            f0, f1 = img_fam[c // n], img_fam[c % n]
+            touch = (f0 == F) | (f1 == F)
+            hit = np.isin(c[touch], t_code)
+            mine = fam == F
+            found = np.isin(t_code[mine], c)
+            row[name] = {
+                "recall": float(found.mean()),
+                "precision": float(hit.mean()) if touch.any() else None,
+                "per_kind": {
+                    k: float(found[kinds[mine] == k].mean())
+                    for k in dict.fromkeys(kinds[mine].tolist())
+                },
+            }
+        out["families"][F] = row
+    held = [v["held_out"] for v in out["families"].values()]
+    n_f = [int(np.sum(fam == F)) for F in out["families"]]
+    out["held_out_recall"] = float(np.average([h["recall"] for h in held], weights=n_f))
     return out
 
 
@@ -415,6 +531,14 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="6,000 images, 50 per kind")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
+        "--copies",
+        default="broad",
+        choices=("broad", "six"),
+        help="planted kinds: the broad family of copy_kinds.py (default) or the six "
+        "fixed kinds of the first calibration",
+    )
+    ap.add_argument("--flips", action="store_true", help="also plant mirror images")
+    ap.add_argument(
         "--split",
         default="train",
         choices=("train", "test"),
@@ -455,7 +579,9 @@ def main() -> int:
     if args.copy_distances:
         from dcsi.aligned import DEFAULT_ALIGN_THRESHOLD, aligned_distance
 
-        images, _, truth_pairs, kinds = make_data(args.n, args.per_kind, args.seed, args.split)
+        images, _, truth_pairs, kinds = make_data(
+            args.n, args.per_kind, args.seed, args.split, args.copies, args.flips
+        )
         d = aligned_distance(images, truth_pairs)
         per_kind = {
             k: {
@@ -463,7 +589,7 @@ def main() -> int:
                 "median": float(np.median(d[kinds == k])),
                 "share_linked": float(np.mean(d[kinds == k] <= DEFAULT_ALIGN_THRESHOLD)),
             }
-            for k in KINDS
+            for k in dict.fromkeys(kinds.tolist())
         }
         print(json.dumps(per_kind, indent=2))
         out = HERE / "results" / "redundancy_copy_distances.json"
@@ -512,7 +638,10 @@ def main() -> int:
     if args.quick:
         args.n, args.per_kind = 6000, 50
     os.environ.setdefault("DCSI_DISABLE_PROGRESS", "1")
-    images, labels, truth_pairs, kinds = make_data(args.n, args.per_kind, args.seed, args.split)
+    images, labels, truth_pairs, kinds = make_data(
+        args.n, args.per_kind, args.seed, args.split, args.copies, args.flips
+    )
+    names = tuple(dict.fromkeys(kinds.tolist()))
     args.n = len(images)
     planted_idx = set(truth_pairs.ravel().tolist())
     tmp = Path(tempfile.mkdtemp(prefix="dcsi_bench_"))
@@ -552,13 +681,15 @@ def main() -> int:
             planted_idx,
             default_score=default_score,
         )
+        if Path(out + ".lofo.npz").exists():
+            sc["leave_families_out"] = leave_families_out(out + ".lofo.npz", truth_pairs, kinds)
         rows.append({"method": method, **meta, **sc})
 
     table = [
         "| method | default P | default R | linked P | linked R | R @ P>=0.97 | "
-        + " | ".join(KINDS)
+        + " | ".join(names)
         + " | time (s) | peak RSS (MiB) |",
-        "|---|---|---|---|---|---|" + "---|" * len(KINDS) + "---|---|",
+        "|---|---|---|---|---|---|" + "---|" * len(names) + "---|---|",
     ]
     for r in rows:
         if "error" in r:
@@ -574,16 +705,34 @@ def main() -> int:
             f"| {r['method']} | {fmt(dflt['precision'])} | {fmt(dflt['recall'])} | "
             f"{fmt(linked['precision'])} | {fmt(linked['recall'])} | "
             f"{best['recall']:.3f} | "
-            + " | ".join(f"{best['per_kind'][k]:.2f}" for k in KINDS)
+            + " | ".join(f"{dflt['per_kind'][k]:.2f}" for k in names)
             + f" | {r['time_s']:.1f} | {r['peak_rss_mib']:.0f} |"
         )
+    print("per-kind columns: recall of the default groups")
     print("\n".join(table))
+    for r in rows:
+        lofo = r.get("leave_families_out")
+        if not lofo:
+            continue
+        print(f"\nleave-families-out, {r['method']} (ratio chosen on the other families):")
+        print(
+            "| held-out family | chosen ratio | held-out R | held-out P | R at 0.25 | P at 0.25 |"
+        )
+        print("|---|---|---|---|---|---|")
+        for F, v in lofo["families"].items():
+            h, dflt_ = v["held_out"], v["default"]
+            print(
+                f"| {F} | {v['chosen_ratio']} | {h['recall']:.3f} | {h['precision'] or 0:.3f} | "
+                f"{dflt_['recall']:.3f} | {dflt_['precision'] or 0:.3f} |"
+            )
+        print(f"held-out recall over all copies: {lofo['held_out_recall']:.3f}")
     result = {
         "benchmark": "redundancy",
         "command": " ".join(["python", *sys.argv]),
         "n_images": args.n,
         "per_kind": args.per_kind,
-        "kinds": list(KINDS),
+        "copies": args.copies,
+        "kinds": list(names),
         "split": args.split,
         "seed": args.seed,
         "machine": {
@@ -598,13 +747,19 @@ def main() -> int:
         "not scored; per-kind recall at the overall P>=0.97 operating point",
         "results": rows,
     }
-    name = ("redundancy_quick" if args.quick else "redundancy") + (
-        "_dev" if args.split == "test" else ""
+    name = (
+        ("redundancy_quick" if args.quick else "redundancy")
+        + ("_broad" if args.copies == "broad" else "")
+        + ("_flips" if args.flips else "")
+        + ("_dev" if args.split == "test" else "")
+        + (f"_seed{args.seed}" if args.copies == "broad" and args.seed else "")
     )
     out = Path(args.out) if args.out else HERE / "results" / (name + ".json")
     if args.keep_previous and out.exists():
         old = json.loads(out.read_text())
-        same = all(old.get(k) == result[k] for k in ("n_images", "per_kind", "split", "seed"))
+        same = all(
+            old.get(k) == result.get(k) for k in ("n_images", "per_kind", "split", "seed", "copies")
+        )
         if same:
             rerun = {r["method"] for r in rows}
             kept = [

@@ -56,6 +56,7 @@ __all__ = [
     "aligned_pairs",
     "best_pairs",
     "copy_transforms",
+    "grey_levels",
     "skip_reason",
     "transformed_rows",
 ]
@@ -264,7 +265,7 @@ def copy_transforms(
     return out
 
 
-def _grey(images: np.ndarray) -> np.ndarray:
+def grey_levels(images: np.ndarray) -> np.ndarray:
     """Float32 grey levels ``(n, h, w)`` (channel mean for colour images)."""
     X = np.asarray(images)
     if X.ndim == 4:
@@ -287,7 +288,7 @@ def transformed_rows(images: np.ndarray, transform: CopyTransform) -> np.ndarray
         ``1 - F_i . G_j`` is one minus Pearson's correlation (zero rows for constant
         windows).
     """
-    X = _grey(images)
+    X = grey_levels(images)
     n = len(X)
     Y = X @ transform.cols.T.astype(np.float32)  # (n, h, wp)
     Z = np.matmul(transform.rows.astype(np.float32), Y).reshape(n, -1)  # (n, hp * wp)
@@ -508,7 +509,7 @@ def aligned_distance(
     """
     AlignOptions(max_shift=max_shift, max_crop=max_crop)  # validates both
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-    X = _grey(images)
+    X = grey_levels(images)
     best = np.full(len(pairs), 2.0)
     if not len(pairs):
         return best

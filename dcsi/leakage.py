@@ -39,6 +39,7 @@ from dcsi.neighbors import (
     radius_pairs,
 )
 from dcsi.redundancy import DEFAULT_THRESHOLDS, as_grey_arrays
+from dcsi.relative_links import RelativeOptions, relative_cross_pairs
 from dcsi.similarity.wavelet import WaveletOptions, wavelet_rows
 
 __all__ = ["LeakagePair", "LeakageResult", "find_leakage", "find_leakage_features"]
@@ -228,6 +229,7 @@ def find_leakage_features(
     params: dict | None = None,
     aligned: tuple[np.ndarray, np.ndarray] | None = None,
     blank: tuple[BlankImages, BlankImages] | None = None,
+    relative: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> LeakageResult:
     """Leakage between prepared feature rows (unit length, see ``prepare_rows``).
 
@@ -259,6 +261,11 @@ def find_leakage_features(
         a blank training image has its colour (``stage="blank"``), never through the
         features or the aligned stage; blank images link to no other image and blank
         test images are left out of ``farthest``.
+    relative : (pairs (m, 2), scores (m,)), default=None
+        Extra leaked pairs ``(test index, train index)`` from the density-relative
+        stage (:func:`dcsi.relative_links.relative_cross_pairs`); used for test items
+        neither the features nor the aligned stage link (``stage="relative"``,
+        ``distance`` the relative score).
 
     Returns
     -------
@@ -279,13 +286,15 @@ def find_leakage_features(
     te_blank = np.zeros(n_test, dtype=bool) if blank is None else blank[1].mask
     best[te_blank | tr_blank[np.maximum(best, 0)]] = -1  # blank images link only by colour
     stage = np.where(best >= 0, 0, -1)
-    if aligned is not None and len(aligned[0]):
-        ap = np.asarray(aligned[0], dtype=np.int64).reshape(-1, 2)
-        ad = np.asarray(aligned[1], dtype=np.float64)
+    for code, extra in ((1, aligned), (3, relative)):
+        if extra is None or not len(extra[0]):
+            continue
+        ap = np.asarray(extra[0], dtype=np.int64).reshape(-1, 2)
+        ad = np.asarray(extra[1], dtype=np.float64)
         for k in np.lexsort((ap[:, 1], ad)):  # closest first: first seen is the best
             a, b = int(ap[k, 0]), int(ap[k, 1])
             if best[a] < 0 and not te_blank[a] and not tr_blank[b]:
-                best[a], best_d[a], stage[a] = b, ad[k], 1
+                best[a], best_d[a], stage[a] = b, ad[k], code
     blank_block = _blank_leaks(blank, best, best_d, stage, test_ids)
     leaked = np.flatnonzero(best >= 0)
     leaked = leaked[np.lexsort((leaked, best_d[leaked], stage[leaked]))]
@@ -296,7 +305,7 @@ def find_leakage_features(
             float(best_d[a]),
             None if test_labels is None else test_labels[a],
             None if train_labels is None else train_labels[best[a]],
-            stage=("features", "aligned", "blank")[stage[a]],
+            stage=("features", "aligned", "blank", "relative")[stage[a]],
         )
         for a in leaked
     )
@@ -456,6 +465,7 @@ def find_leakage(
     method: str = "wavelet",
     threshold: float | None = None,
     align: bool | AlignOptions = True,
+    relative: bool | RelativeOptions = True,
     wavelet: WaveletOptions | None = None,
     search: str | SearchOptions | None = None,
     size: int | tuple[int, int] | None = None,
@@ -483,6 +493,12 @@ def find_leakage(
         :func:`dcsi.aligned.aligned_cross_pairs`), for test items the wavelet distance
         does not link; ``True``: :class:`~dcsi.aligned.AlignOptions` defaults, as
         :func:`dcsi.find_redundancy`.
+    relative : bool or RelativeOptions, default=True
+        ``method="wavelet"``: also count test items far closer to a training image than
+        to the rest of the training set (the density-relative stage of
+        :func:`dcsi.find_redundancy`, test against train:
+        :func:`dcsi.relative_links.relative_cross_pairs`; ``stage="relative"``), for
+        test items the first two stages do not link.
     wavelet : WaveletOptions, default=None
         Wavelet rows; the columns are selected on the training set.
     search : {"auto", "exact", "ann"} or SearchOptions, default=None
@@ -509,6 +525,9 @@ def find_leakage(
     method, threshold, n_farthest, seed, align_opts, wavelet, search = _checked_options(
         method, threshold, n_farthest, seed, align, wavelet, search
     )
+    relative_opts = RelativeOptions.from_arg(relative, "find_leakage")
+    if method != "wavelet":
+        relative_opts = None
     blank_tolerance = validate_params(
         {"blank_tolerance": blank_tolerance}, LEAKAGE_CONSTRAINTS, "find_leakage"
     )["blank_tolerance"]
@@ -549,6 +568,14 @@ def find_leakage(
         params=params,
     )
     aligned = _aligned_leaks(tr_arr, te_arr, align_opts, params, seed)
+    params["relative"] = None if relative_opts is None else relative_opts.to_dict()
+    rel = (
+        None
+        if relative_opts is None
+        else relative_cross_pairs(
+            te_arr, tr_arr, relative_opts, search=search.resolve(len(tr_arr)), seed=seed
+        )
+    )
     return find_leakage_features(
         Ftr,
         Fte,
@@ -564,4 +591,5 @@ def find_leakage(
         params=params,
         aligned=aligned,
         blank=_blank_pair(tr_arr, te_arr, blank_tolerance),
+        relative=rel,
     )

@@ -56,6 +56,7 @@ from dcsi.blank import BLANK_TOLERANCE, BlankImages, find_blank
 from dcsi.block_map import BlockMap, local_map
 from dcsi.exceptions import InvalidParameterError
 from dcsi.neighbors import SearchOptions, prepare_rows, radius_pairs
+from dcsi.relative_links import RelativeLinks, RelativeOptions, relative_links
 from dcsi.similarity.wavelet import WaveletOptions, wavelet_rows
 
 __all__ = [
@@ -497,6 +498,9 @@ class RedundancyParams:
     verify_threshold : float, default=0.8
     align : AlignOptions or None, default=AlignOptions()
         The shift/crop-tolerant second stage (wavelet links only; ``None``: off).
+    relative : RelativeOptions or None, default=RelativeOptions()
+        The density-relative stage (:mod:`dcsi.relative_links`; wavelet links only;
+        ``None``: off).
     wavelet : WaveletOptions, default=WaveletOptions()
     search : SearchOptions, default=SearchOptions()
     seed : int, default=0
@@ -515,6 +519,7 @@ class RedundancyParams:
     verify: str | None = None
     verify_threshold: float = DEFAULT_VERIFY_THRESHOLD
     align: AlignOptions | None = field(default_factory=AlignOptions)
+    relative: RelativeOptions | None = field(default_factory=RelativeOptions)
     wavelet: WaveletOptions = field(default_factory=WaveletOptions)
     search: SearchOptions = field(default_factory=SearchOptions)
     seed: int = 0
@@ -561,12 +566,16 @@ class RedundancyParams:
             )
         for name, kind in (
             ("align", AlignOptions),
+            ("relative", RelativeOptions),
             ("wavelet", WaveletOptions),
             ("search", SearchOptions),
         ):
-            check_instance(getattr(self, name), kind, name, caller, allow_none=name == "align")
+            check_instance(
+                getattr(self, name), kind, name, caller, allow_none=name in ("align", "relative")
+            )
         if checked["method"] != "wavelet" or checked["n_clusters"] is not None:
-            checked["align"] = None  # the aligned stage adds wavelet links only
+            checked["align"] = None  # the aligned and relative stages add wavelet links only
+            checked["relative"] = None
         for k, v in checked.items():
             object.__setattr__(self, k, v)
 
@@ -605,6 +614,8 @@ class RedundancyParams:
             out["verify_threshold"] = self.verify_threshold
         if self.align is not None:
             out.update(self.align.to_dict())
+        if self.method == "wavelet":
+            out["relative"] = None if self.relative is None else self.relative.to_dict()
         return out
 
 
@@ -613,10 +624,16 @@ class RedundancyParams:
 _SCORE_CHUNK_FLOATS = 2**23
 
 
-def _link_score(F: np.ndarray, params: RedundancyParams, images: np.ndarray | None) -> Any:
-    """``link_score(members, pairs)`` for :func:`complete_groups`: the smaller of the
+def _link_score(
+    F: np.ndarray,
+    params: RedundancyParams,
+    images: np.ndarray | None,
+    relative: RelativeLinks | None = None,
+) -> Any:
+    """``link_score(members, pairs)`` for :func:`complete_groups`: the smallest of the
     feature distance over ``threshold`` (``inf`` when SSIM verification rejects the
-    pair) and, with ``align``, the aligned distance over its threshold."""
+    pair), with ``align`` the aligned distance over its threshold and with the
+    relative stage its score (:func:`dcsi.relative_links.relative_score`)."""
 
     threshold = params.threshold
     assert threshold is not None  # resolved on creation of the params
@@ -648,6 +665,8 @@ def _link_score(F: np.ndarray, params: RedundancyParams, images: np.ndarray | No
                 max_crop=params.align.max_crop,
             )
             s = np.minimum(s, da / max(params.align.threshold, 1e-12))
+        if relative is not None:
+            s = np.minimum(s, relative.score(a, b))
         return s
 
     return score
@@ -655,9 +674,10 @@ def _link_score(F: np.ndarray, params: RedundancyParams, images: np.ndarray | No
 
 def _linked_pairs(
     F: np.ndarray, params: RedundancyParams, images: np.ndarray | None, map_blocks: BlockMap
-) -> tuple[np.ndarray, int]:
+) -> tuple[np.ndarray, int, RelativeLinks | None]:
     """Linked pairs of one part: the radius search (its query blocks through
-    ``map_blocks``), SSIM verification, aligned links."""
+    ``map_blocks``), SSIM verification, aligned links, relative links; also the
+    number of aligned links and the relative stage (None when it did not run)."""
     assert params.threshold is not None  # resolved on creation of the params
     pairs, _ = radius_pairs(
         F,
@@ -680,7 +700,15 @@ def _linked_pairs(
         n_aligned = len(ap)
         if len(ap):
             pairs = np.unique(np.concatenate([pairs.reshape(-1, 2), ap]), axis=0)
-    return pairs, n_aligned
+    relative = None
+    if params.relative is not None:
+        assert images is not None  # the relative stage needs images (checked by the caller)
+        relative = relative_links(
+            images, params.relative, search=params.search.resolve(len(F)), seed=params.seed
+        )
+        if relative is not None and len(relative.pairs):
+            pairs = np.unique(np.concatenate([pairs.reshape(-1, 2), relative.pairs]), axis=0)
+    return pairs, n_aligned, relative
 
 
 def _checked_inputs(
@@ -705,10 +733,12 @@ def _checked_inputs(
         classes = [str(c) for c in range((int(y.max()) + 1) if y is not None and n else 0)]
     if params.scope == "class" and y is None:
         raise InvalidParameterError(SCOPE_NEEDS_LABELS)
-    if images is None and (params.align is not None or params.verify):
+    if images is None and (
+        params.align is not None or params.relative is not None or params.verify
+    ):
         raise InvalidParameterError(
-            "The 'align' and 'verify' parameters of find_redundancy_features need the "
-            "images. Got them without images=; pass images= or turn both off."
+            "The 'align', 'relative' and 'verify' parameters of find_redundancy_features "
+            "need the images. Got them without images=; pass images= or turn them off."
         )
     if params.n_clusters is not None and params.n_clusters > n:
         raise InvalidParameterError(
@@ -775,7 +805,7 @@ def find_redundancy_features(
     blank = _find_blank(images, params)
     parts, blank_members = _without_blank(parts, blank)
     members: list[np.ndarray] = []
-    n_pairs = n_aligned = n_unrefined = 0
+    n_pairs = n_aligned = n_relative = n_unrefined = 0
     for part in parts:
         if params.n_clusters is not None:
             if len(part) >= params.n_clusters:  # a smaller class has no shared cluster
@@ -787,12 +817,16 @@ def find_redundancy_features(
         whole = len(part) == n  # the whole set (no blank image): no copy of F or images
         Fp = F if whole else F[part]
         part_images = images if whole or images is None else images[part]
-        pairs, aligned = _linked_pairs(Fp, params, part_images, map_blocks)
+        pairs, aligned, relative = _linked_pairs(Fp, params, part_images, map_blocks)
         n_pairs += len(pairs)
         n_aligned += aligned
+        if relative is not None:
+            n_relative += len(relative.pairs)
         comps = connected_groups(len(part), pairs)
         if params.group_linkage == "complete":
-            comps, unrefined = complete_groups(comps, _link_score(Fp, params, part_images))
+            comps, unrefined = complete_groups(
+                comps, _link_score(Fp, params, part_images, relative)
+            )
             n_unrefined += unrefined
         members.extend(part[g] for g in comps)
     groups = _sorted_groups(
@@ -803,6 +837,8 @@ def find_redundancy_features(
     summary["n_linked_pairs"] = int(n_pairs)
     if params.align is not None:
         summary["n_aligned_pairs"] = int(n_aligned)
+    if params.relative is not None:
+        summary["n_relative_pairs"] = int(n_relative)
     if params.n_clusters is None and params.group_linkage == "complete":
         summary["n_unrefined_groups"] = int(n_unrefined)
     summary.update(extra_summary or {})
@@ -842,6 +878,7 @@ def find_redundancy(
     verify: str | None = None,
     verify_threshold: float = DEFAULT_VERIFY_THRESHOLD,
     align: bool | AlignOptions = True,
+    relative: bool | RelativeOptions = True,
     wavelet: WaveletOptions | None = None,
     search: str | SearchOptions | None = None,
     size: int | tuple[int, int] | None = None,
@@ -890,6 +927,14 @@ def find_redundancy(
         :func:`dcsi.aligned.aligned_pairs`); ``True``: the defaults of
         :class:`~dcsi.aligned.AlignOptions` (aligned distance ``<= 0.0005``, shifts of
         1 px, crops of up to 2 px).  Skipped with a warning for images too small.
+    relative : bool or RelativeOptions, default=True
+        ``method="wavelet"`` links: also link every pair much closer to each other than
+        to the rest of their neighbourhood (third stage, :mod:`dcsi.relative_links`:
+        coarse distance ``<= 0.25`` times the smaller distance of the two images to
+        their 5th nearest neighbour, and ``<= 0.2``); it finds blurred, filtered,
+        noisy and re-compressed copies that no absolute threshold separates from
+        look-alikes.  ``True``: the defaults of
+        :class:`~dcsi.relative_links.RelativeOptions`; skipped below 20 images.
     wavelet : WaveletOptions, default=None
         Wavelet, level, mode, RRQR ``tau`` and ``rank_tol`` (``None``: the defaults).
     search : {"auto", "exact", "ann"} or SearchOptions, default=None
@@ -943,6 +988,7 @@ def find_redundancy(
         verify=verify,
         verify_threshold=verify_threshold,
         align=AlignOptions.from_arg(align, "find_redundancy"),
+        relative=RelativeOptions.from_arg(relative, "find_redundancy"),
         wavelet=WaveletOptions() if wavelet is None else wavelet,
         search=SearchOptions.from_arg(search, "find_redundancy"),
         seed=seed,

@@ -12,6 +12,7 @@ __all__ = [
     "add_cache_options",
     "add_pooling_option",
     "add_progress_option",
+    "add_relative_options",
     "add_search_option",
     "add_size_option",
     "add_source_options",
@@ -19,6 +20,7 @@ __all__ = [
     "cache_from_args",
     "check_out_dir",
     "not_read",
+    "relative_from_args",
     "source_kwargs",
 ]
 
@@ -150,6 +152,38 @@ def add_align_options(parser: argparse.ArgumentParser) -> None:
         help="wavelet, second stage: largest crop in pixels per axis, "
         f"resized back (default {d.max_crop})",
     )
+
+
+def add_relative_options(parser: argparse.ArgumentParser) -> None:
+    """``--no-relative``, ``--relative-ratio``: the wavelet method's density-relative
+    stage (defaults from :class:`dcsi.relative_links.RelativeOptions`)."""
+    from dcsi.relative_links import RelativeOptions
+
+    d = RelativeOptions()
+    parser.add_argument(
+        "--no-relative",
+        dest="relative",
+        action="store_false",
+        help="wavelet: skip the density-relative stage (links of pairs far closer to "
+        "each other than to the rest of their neighbourhood)",
+    )
+    parser.add_argument(
+        "--relative-ratio",
+        type=float,
+        default=d.ratio,
+        help="wavelet, relative stage: link a pair when its coarse distance is at most "
+        f"this times each image's distance to its {d.k}th nearest neighbour "
+        f"(default {d.ratio:g}; higher finds more, less surely)",
+    )
+
+
+def relative_from_args(args: argparse.Namespace) -> Any:
+    """The ``relative`` argument of find_redundancy: False or RelativeOptions."""
+    from dcsi.relative_links import RelativeOptions
+
+    if not args.relative:
+        return False
+    return RelativeOptions(ratio=args.relative_ratio)
 
 
 def add_search_option(parser: argparse.ArgumentParser) -> None:

@@ -10,12 +10,14 @@ from pathlib import Path
 from dcsi.cli._common import (
     add_align_options,
     add_progress_option,
+    add_relative_options,
     add_search_option,
     add_size_option,
     add_source_options,
     align_from_args,
     check_out_dir,
     not_read,
+    relative_from_args,
     source_kwargs,
 )
 
@@ -54,6 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="condition-number bound of the wavelet column selection",
     )
     add_align_options(p)
+    add_relative_options(p)
     add_search_option(p)
     add_size_option(p)
     p.add_argument(
@@ -84,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     if args.size is not None:
         check_int(args.size, "size", "dcsi leakage", min_value=4)
     align, wavelet = align_from_args(args), WaveletOptions(tau=args.tau)  # checked first
+    relative = relative_from_args(args)
     train = open_source(args.train, **source_kwargs(args, prefix="train-"))
     test = open_source(args.test, **source_kwargs(args, prefix="test-"))
     res = find_leakage(
@@ -97,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         backbone=args.backbone,
         seed=args.seed,
         align=align,
+        relative=relative,
         search=args.search,
     )
     buf = io.StringIO()

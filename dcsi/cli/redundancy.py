@@ -9,12 +9,14 @@ from dcsi._validation import check_int
 from dcsi.cli._common import (
     add_align_options,
     add_progress_option,
+    add_relative_options,
     add_search_option,
     add_size_option,
     add_source_options,
     align_from_args,
     check_out_dir,
     not_read,
+    relative_from_args,
     source_kwargs,
 )
 from dcsi.neighbors import SearchOptions
@@ -82,6 +84,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"SSIM a verified pair must reach (default {d.verify_threshold:g})",
     )
     add_align_options(p)
+    add_relative_options(p)
     add_search_option(p)
     add_size_option(p)
     p.add_argument(
@@ -126,6 +129,7 @@ def _params(args: argparse.Namespace) -> RedundancyParams:
         verify=args.verify,
         verify_threshold=args.verify_threshold,
         align=align_from_args(args) or None,
+        relative=relative_from_args(args) or None,
         wavelet=WaveletOptions(tau=args.tau),
         search=SearchOptions(method=args.search),
         seed=args.seed,
@@ -155,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
         verify=p.verify,
         verify_threshold=p.verify_threshold,
         align=p.align or False,
+        relative=p.relative or False,
         wavelet=p.wavelet,
         search=p.search,
         size=args.size,

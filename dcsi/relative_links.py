@@ -1,0 +1,317 @@
+"""Density-relative links: the copy-search stage whose threshold adapts to the data.
+
+An absolute threshold has one meaning on every dataset, which is its weakness: a copy
+blurred, sharpened, median-filtered or sprinkled with impulse noise moves further from
+its original than two different garments of Fashion-MNIST sit from each other, and no
+single radius links the one without the other.  What sets a copy apart is that it is
+far closer to its original than to *anything else*.  This stage therefore measures a
+pair against the neighbourhood of its two images, as cleanlab's near-duplicate rule
+and Lowe's ratio test do:
+
+* **Coarse rows** (:func:`coarse_rows`): each image in grey levels, smoothed with a
+  Gaussian of ``sigma`` px (1 by default), averaged over 2 x 2 blocks (14 x 14 for a
+  28-px image, 16 x 16 at the 32-px working size), centred and scaled to unit length.
+  The coarse band tolerates blur, noise, sharpening and compression; centring and
+  scaling, a change of brightness or contrast.
+* **Reference distance** ``r_i``: the coarse distance ``1 - cos`` from image ``i`` to
+  its ``k``-th nearest other image (``k = 5``: up to four copies of one image still
+  leave a fifth, unrelated neighbour as the reference).
+* **Link**: ``a`` and ``b`` are linked when ``d(a, b) <= ratio * min(r_a, r_b)`` and
+  ``d(a, b) <= max_distance``: each image must find the other far closer than its own
+  neighbourhood (a copy and its original share one neighbourhood; a distorted copy and
+  a look-alike in a denser region do not).  Because ``ratio < 1``, every such pair is
+  among the ``k - 1`` nearest neighbours of both its images, so an exact top-``k`` search
+  (:func:`dcsi.neighbors.exact_topk`, blockwise: never ``n x n``; faiss above the
+  search's ``ann_threshold``) finds all of them.
+
+The score :func:`relative_score` is ``<= 1`` exactly for a link, so that the
+complete-linkage refinement of the groups can mix it with the other stages' scores.
+The defaults were chosen with copy families held out (README, "Copy search").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from dcsi._validation import Interval, validate_params
+from dcsi.aligned import grey_levels
+from dcsi.exceptions import InvalidParameterError
+from dcsi.neighbors import exact_topk
+
+__all__ = [
+    "DEFAULT_RATIO",
+    "RELATIVE_DISTANCE",
+    "RelativeLinks",
+    "RelativeOptions",
+    "coarse_rows",
+    "relative_cross_pairs",
+    "relative_links",
+    "relative_score",
+]
+
+#: Largest ratio of a pair's coarse distance to its images' reference distance.
+DEFAULT_RATIO = 0.25
+#: What the relative score is, in the words recorded in results and cards.
+RELATIVE_DISTANCE = (
+    "1 - cosine of Gaussian-smoothed 2 x 2 block means, centred per image, over the smaller "
+    "of the two images' distances to their k-th nearest other image"
+)
+_CHUNK = 4096  # images smoothed at a time
+
+
+@dataclass(frozen=True)
+class RelativeOptions:
+    """Options of the density-relative stage (:mod:`dcsi.relative_links`).
+
+    Attributes
+    ----------
+    ratio : float, default=0.25
+        A pair is linked when its coarse distance is at most ``ratio`` times the smaller
+        reference distance of its two images.
+    k : int, default=5
+        The reference distance of an image is to its ``k``-th nearest other image.
+    max_distance : float, default=0.2
+        A pair farther than this (coarse ``1 - cos``) is never linked, however sparse
+        its neighbourhood.
+    sigma : float, default=1.0
+        Standard deviation, in pixels of the working size, of the Gaussian smoothing.
+    min_images : int, default=20
+        Fewer images in a search than this: the stage is skipped (a neighbourhood of a
+        handful of images says nothing about density).
+    """
+
+    ratio: float = DEFAULT_RATIO
+    k: int = 5
+    max_distance: float = 0.2
+    sigma: float = 1.0
+    min_images: int = 20
+
+    CONSTRAINTS: ClassVar[dict[str, list[Any]]] = {
+        "ratio": [Interval(float, 0.0, 1.0, closed="neither")],
+        "k": [Interval(int, 2, None, closed="left")],
+        "max_distance": [Interval(float, 0.0, 2.0, closed="right")],
+        "sigma": [Interval(float, 0.0, None, closed="left")],
+        "min_images": [Interval(int, 3, None, closed="left")],
+    }
+
+    def __post_init__(self) -> None:
+        checked = validate_params(
+            {k: getattr(self, k) for k in self.CONSTRAINTS}, self.CONSTRAINTS, "RelativeOptions"
+        )
+        for k, v in checked.items():
+            object.__setattr__(self, k, v)
+
+    @classmethod
+    def from_arg(cls, relative: Any, caller: str) -> RelativeOptions | None:
+        """``True`` -> the defaults, ``False``/``None`` -> off, a ``RelativeOptions`` as
+        it is; anything else is refused in one line naming ``caller``."""
+        if relative is True:
+            return cls()
+        if relative is False or relative is None:
+            return None
+        if isinstance(relative, RelativeOptions):
+            return relative
+        raise InvalidParameterError(
+            f"The 'relative' parameter of {caller} must be True, False or a RelativeOptions. "
+            f"Got {relative!r} instead."
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options as recorded in a card."""
+        return {
+            "ratio": self.ratio,
+            "k": self.k,
+            "max_distance": self.max_distance,
+            "sigma": self.sigma,
+        }
+
+
+def coarse_rows(images: np.ndarray, sigma: float = 1.0) -> np.ndarray:
+    """Smoothed 2 x 2 block means of the images, centred and scaled to unit length.
+
+    Parameters
+    ----------
+    images : ndarray of shape (n, h, w) or (n, h, w, c)
+        Grey levels (colour: the channel mean); ``h, w >= 2``.
+    sigma : float, default=1.0
+        Gaussian smoothing in pixels (0: none), applied before the block means.
+
+    Returns
+    -------
+    ndarray of shape (n, (h // 2) * (w // 2)), float32
+        Unit rows (zero rows for constant images).
+    """
+    from scipy import ndimage
+
+    X = np.asarray(images)
+    n, h, w = X.shape[:3]
+    hp, wp = h // 2, w // 2
+    out = np.empty((n, hp * wp), dtype=np.float32)
+    for s in range(0, n, _CHUNK):
+        G = grey_levels(X[s : s + _CHUNK])
+        if sigma > 0:
+            G = ndimage.gaussian_filter(G, (0, sigma, sigma), mode="nearest")
+        B = G[:, : 2 * hp, : 2 * wp].reshape(len(G), hp, 2, wp, 2).mean(axis=(2, 4))
+        Z = B.reshape(len(G), -1)
+        Z = Z - Z.mean(axis=1, keepdims=True)
+        nrm = np.linalg.norm(Z, axis=1, keepdims=True)
+        out[s : s + len(G)] = np.where(nrm > 1e-6, Z / np.maximum(nrm, 1e-6), 0.0)
+    return out
+
+
+@dataclass(frozen=True)
+class RelativeLinks:
+    """The linked pairs of the relative stage and what scores any other pair.
+
+    Attributes
+    ----------
+    pairs : ndarray of shape (m, 2), int64
+        Linked pairs ``(a, b)``, ``a < b``, sorted.
+    rows : ndarray of shape (n, d), float32
+        The coarse rows (:func:`coarse_rows`).
+    reference : ndarray of shape (n,), float64
+        Each image's reference distance (to its ``k``-th nearest other image).
+    options : RelativeOptions
+    """
+
+    pairs: np.ndarray
+    rows: np.ndarray
+    reference: np.ndarray
+    options: RelativeOptions
+
+    def score(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """:func:`relative_score` of the pairs ``(a[i], b[i])``: ``<= 1`` for a link."""
+        d = 1.0 - np.einsum("ij,ij->i", self.rows[a], self.rows[b], dtype=np.float64)
+        return relative_score(
+            np.maximum(d, 0.0), self.reference[a], self.reference[b], self.options
+        )
+
+
+def relative_score(
+    d: np.ndarray, ref_a: np.ndarray, ref_b: np.ndarray, options: RelativeOptions
+) -> np.ndarray:
+    """The relative score of pairs: ``d / (ratio * min(ref_a, ref_b))``, ``inf`` beyond
+    ``max_distance``; ``0`` for identical coarse rows.
+
+    Parameters
+    ----------
+    d : ndarray of shape (m,)
+        Coarse distances of the pairs.
+    ref_a, ref_b : ndarray of shape (m,)
+        Reference distances of their two images.
+    options : RelativeOptions
+
+    Returns
+    -------
+    ndarray of shape (m,), float64
+        ``<= 1`` exactly for a linked pair.
+    """
+    d = np.asarray(d, dtype=np.float64)
+    ref = options.ratio * np.minimum(ref_a, ref_b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = np.where(d <= 0.0, 0.0, d / ref)
+    return np.where(d <= options.max_distance, s, np.inf)
+
+
+def _reference_topk(
+    rows: np.ndarray, k: int, search: str, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` neighbours of every row among the others and their distances."""
+    if search == "ann":
+        from dcsi.neighbor_index import faiss_topk
+
+        nbrs, sims, _ = faiss_topk(rows, k=k, seed=seed)
+    else:
+        nbrs, sims = exact_topk(rows, k=k, desc="relative links: neighbours")
+    return nbrs, np.maximum(1.0 - sims.astype(np.float64), 0.0)
+
+
+def relative_links(
+    images: np.ndarray,
+    options: RelativeOptions | None = None,
+    *,
+    search: str = "exact",
+    seed: int = 0,
+) -> RelativeLinks | None:
+    """Every pair linked by the density-relative rule.
+
+    Parameters
+    ----------
+    images : ndarray of shape (n, h, w) or (n, h, w, c)
+        The images at the working size.
+    options : RelativeOptions, default=None
+        None: the defaults.
+    search : {"exact", "ann"}, default="exact"
+        The top-``k`` search: exact and blockwise, or faiss IVF-flat (large ``n``).
+    seed : int, default=0
+        Seed of the faiss k-means.
+
+    Returns
+    -------
+    RelativeLinks or None
+        None when there are fewer than ``options.min_images`` images.
+    """
+    options = options or RelativeOptions()
+    n = len(images)
+    if n < max(options.min_images, options.k + 1):
+        return None
+    rows = coarse_rows(images, options.sigma)
+    nbrs, dist = _reference_topk(rows, options.k, search, seed)
+    reference = dist[:, -1]
+    a = np.repeat(np.arange(n, dtype=np.int64), options.k - 1)
+    b = nbrs[:, :-1].ravel()
+    s = relative_score(dist[:, :-1].ravel(), reference[a], reference[b], options)
+    keep = s <= 1.0
+    pairs = np.sort(np.stack([a[keep], b[keep]], axis=1), axis=1)
+    pairs = np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
+    return RelativeLinks(pairs=pairs, rows=rows, reference=reference, options=options)
+
+
+def relative_cross_pairs(
+    test_images: np.ndarray,
+    train_images: np.ndarray,
+    options: RelativeOptions | None = None,
+    *,
+    search: str = "exact",
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Test images linked to a training image by the density-relative rule (leakage).
+
+    A training image's reference distance is to its ``k``-th nearest other training
+    image; a test image's, to its ``k``-th nearest training image.  A (test, train)
+    pair is linked when its coarse distance is ``<= ratio`` times the smaller of the
+    two and ``<= max_distance``.
+
+    Parameters
+    ----------
+    test_images : ndarray of shape (m, h, w) or (m, h, w, c)
+    train_images : ndarray of shape (n, h, w) or (n, h, w, c)
+        Both at one working size.
+    options : RelativeOptions, default=None
+    search : {"exact", "ann"}, default="exact"
+        The training set's own top-``k`` search (the test queries are searched exactly).
+    seed : int, default=0
+
+    Returns
+    -------
+    (pairs, scores) or None
+        ``pairs`` of shape (p, 2): ``(test index, train index)``; ``scores`` of shape
+        (p,): the relative scores (``<= 1``).  None when the training set has fewer
+        than ``options.min_images`` images.
+    """
+    options = options or RelativeOptions()
+    if len(train_images) < max(options.min_images, options.k + 1) or not len(test_images):
+        return None
+    tr = coarse_rows(train_images, options.sigma)
+    te = coarse_rows(test_images, options.sigma)
+    ref_tr = _reference_topk(tr, options.k, search, seed)[1][:, -1]
+    nbrs, sims = exact_topk(tr, te, k=options.k, desc="relative leakage: neighbours")
+    dist = np.maximum(1.0 - sims.astype(np.float64), 0.0)
+    a = np.repeat(np.arange(len(te), dtype=np.int64), options.k - 1)
+    b = nbrs[:, :-1].ravel()
+    s = relative_score(dist[:, :-1].ravel(), dist[a, -1], ref_tr[b], options)
+    keep = s <= 1.0
+    return np.stack([a[keep], b[keep]], axis=1), s[keep]

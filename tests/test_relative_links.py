@@ -1,0 +1,165 @@
+"""The density-relative copy-search stage against a slow, loop-based reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from dcsi.exceptions import InvalidParameterError
+from dcsi.redundancy import find_redundancy
+from dcsi.relative_links import (
+    RelativeOptions,
+    coarse_rows,
+    relative_links,
+    relative_score,
+)
+
+
+def _coarse_reference(img: np.ndarray, sigma: float) -> np.ndarray:
+    """One image: grey float64, scipy Gaussian, 2 x 2 block means by loops, unit row."""
+    g = img.astype(np.float64)
+    if g.ndim == 3:
+        g = g.mean(axis=2)
+    if sigma > 0:
+        g = ndimage.gaussian_filter(g, sigma, mode="nearest")
+    h, w = g.shape[0] // 2, g.shape[1] // 2
+    b = np.array(
+        [[g[2 * i : 2 * i + 2, 2 * j : 2 * j + 2].mean() for j in range(w)] for i in range(h)]
+    )
+    z = b.ravel() - b.mean()
+    return z / np.linalg.norm(z) if np.linalg.norm(z) > 1e-6 else z
+
+
+def _links_reference(images: np.ndarray, options: RelativeOptions) -> set[tuple[int, int]]:
+    """Every pair by the definition: all n x n distances, each image's k-th nearest."""
+    R = np.stack([_coarse_reference(x, options.sigma) for x in images])
+    D = np.maximum(1.0 - R @ R.T, 0.0)
+    n = len(images)
+    ref = np.array([np.sort(np.delete(D[i], i))[options.k - 1] for i in range(n)])
+    out = set()
+    for a in range(n):
+        for b in range(a + 1, n):
+            if D[a, b] <= options.max_distance and D[a, b] <= options.ratio * min(ref[a], ref[b]):
+                out.add((a, b))
+    return out
+
+
+@pytest.mark.parametrize("shape", [(28, 28), (17, 23), (16, 16, 3)])
+def test_coarse_rows_match_reference(rng, shape):
+    images = rng.integers(0, 256, size=(6, *shape), dtype=np.uint8)
+    got = coarse_rows(images, sigma=1.0)
+    want = np.stack([_coarse_reference(x, 1.0) for x in images])
+    np.testing.assert_allclose(got, want, atol=2e-6)
+
+
+def test_relative_links_are_exactly_the_pairs_of_the_definition(rng):
+    base = rng.integers(0, 256, size=(60, 20, 20), dtype=np.uint8)
+    images = base.copy()
+    # copies of the first ten images, noisy and blurred, in place of ten others
+    for i in range(10):
+        noisy = base[i].astype(np.float64) + rng.normal(0, 12, base[i].shape)
+        images[30 + i] = np.clip(ndimage.gaussian_filter(noisy, 0.6), 0, 255).astype(np.uint8)
+    for opts in (RelativeOptions(), RelativeOptions(ratio=0.6, k=3, max_distance=0.5)):
+        got = relative_links(images, opts)
+        assert got is not None
+        want = _links_reference(images, opts)
+        assert {tuple(p) for p in got.pairs.tolist()} == want
+        # the score is <= 1 exactly for those pairs, for any pair asked
+        a, b = np.triu_indices(len(images), 1)
+        linked = got.score(a, b) <= 1.0
+        assert {(int(x), int(y)) for x, y in zip(a[linked], b[linked])} == want
+    # and the planted pairs are among them with the defaults
+    planted = {(i, 30 + i) for i in range(10)}
+    assert planted <= _links_reference(images, RelativeOptions())
+
+
+def test_relative_score_by_hand():
+    opts = RelativeOptions(ratio=0.5, max_distance=0.3)
+    s = relative_score(
+        np.array([0.0, 0.05, 0.1, 0.35]),
+        np.array([0.2, 0.2, 0.4, 0.9]),
+        np.array([0.4, 0.1, 0.4, 0.9]),
+        opts,
+    )
+    np.testing.assert_allclose(s[:3], [0.0, 0.05 / 0.05, 0.1 / 0.2])
+    assert s[3] == np.inf
+
+
+def test_small_sets_skip_the_stage(rng):
+    images = rng.integers(0, 256, size=(10, 16, 16), dtype=np.uint8)
+    assert relative_links(images) is None
+    res = find_redundancy(images)
+    assert "n_relative_pairs" in res.summary and res.summary["n_relative_pairs"] == 0
+
+
+def test_find_redundancy_records_and_uses_the_stage(rng):
+    from dcsi.samples import load_sample
+
+    s = load_sample("fashion-mnist", "test")
+    images = s.images[:400].copy()
+    # a median-filtered copy: too far for the absolute threshold, found by the ratio
+    images[399] = ndimage.median_filter(images[0], size=3)
+    on = find_redundancy(images)
+    off = find_redundancy(images, relative=False)
+    assert on.params["relative"] == RelativeOptions().to_dict()
+    assert off.params["relative"] is None
+    pair = {0, 399}
+    assert any(pair <= set(g.indices) for g in on)
+    assert not any(pair <= set(g.indices) for g in off)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [{"ratio": 0.0}, {"ratio": 1.0}, {"k": 1}, {"max_distance": 0.0}, {"sigma": -1.0}],
+)
+def test_bad_options_are_refused(kw):
+    with pytest.raises(InvalidParameterError, match="RelativeOptions"):
+        RelativeOptions(**kw)
+
+
+def test_bad_relative_argument_is_refused():
+    with pytest.raises(InvalidParameterError, match="'relative' parameter of find_redundancy"):
+        find_redundancy(np.zeros((30, 8, 8), np.uint8), relative="yes")
+
+
+def test_relative_cross_pairs_match_the_definition(rng):
+    from dcsi.relative_links import relative_cross_pairs
+
+    train = rng.integers(0, 256, size=(40, 16, 16), dtype=np.uint8)
+    test = rng.integers(0, 256, size=(12, 16, 16), dtype=np.uint8)
+    for i in range(4):  # blurred, noisy copies of training images in the test set
+        noisy = train[i].astype(np.float64) + rng.normal(0, 10, train[i].shape)
+        test[i] = np.clip(ndimage.gaussian_filter(noisy, 0.5), 0, 255).astype(np.uint8)
+    opts = RelativeOptions()
+    pairs, scores = relative_cross_pairs(test, train, opts)
+    Rtr = np.stack([_coarse_reference(x, opts.sigma) for x in train])
+    Rte = np.stack([_coarse_reference(x, opts.sigma) for x in test])
+    Dtt = np.maximum(1.0 - Rtr @ Rtr.T, 0.0)
+    ref_tr = np.array([np.sort(np.delete(Dtt[i], i))[opts.k - 1] for i in range(len(train))])
+    D = np.maximum(1.0 - Rte @ Rtr.T, 0.0)
+    ref_te = np.sort(D, axis=1)[:, opts.k - 1]
+    want = {
+        (t, r)
+        for t in range(len(test))
+        for r in range(len(train))
+        if D[t, r] <= opts.max_distance and D[t, r] <= opts.ratio * min(ref_te[t], ref_tr[r])
+    }
+    assert {tuple(p) for p in pairs.tolist()} == want
+    assert {(i, i) for i in range(4)} <= want
+    assert np.all(scores <= 1.0)
+
+
+def test_leakage_counts_relative_copies():
+    from dcsi.leakage import find_leakage
+    from dcsi.samples import load_sample
+
+    s = load_sample("fashion-mnist", "test")
+    train, test = s.images[:300].copy(), s.images[300:340].copy()
+    test[0] = ndimage.median_filter(train[5], size=3)
+    on = find_leakage(train, test)
+    off = find_leakage(train, test, relative=False)
+    got = {(p.test_id, p.train_id): p.stage for p in on.pairs}
+    assert got.get(("0", "5")) == "relative"
+    assert ("0", "5") not in {(p.test_id, p.train_id) for p in off.pairs}
+    assert on.params["relative"] == RelativeOptions().to_dict()
