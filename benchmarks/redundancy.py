@@ -30,8 +30,10 @@ The machine has 2 cores shared with other jobs: times are noisy.
     python benchmarks/redundancy.py --split test --seed 1 --n 10000 --per-kind 100 \
         --methods dcsi-wavelet,dcsi-wavelet-noalign
 
-``dcsi-wavelet`` is the default (both stages), ``dcsi-wavelet-noalign`` the first
-(wavelet) stage alone; ``default_run_time_s`` in the JSON is the default
+``dcsi-wavelet`` is the default (all three stages), ``dcsi-wavelet-noalign`` the first
+(wavelet) stage alone, ``dcsi-wavelet-norelative`` the first two stages (the defaults
+before the density-relative stage), ``dcsi-wavelet+flips`` the default with mirror images counted
+(``RelativeOptions(flips=True)``; run it with ``--flips``); ``default_run_time_s`` in the JSON is the default
 ``find_redundancy`` run alone, ``time_s`` includes the looser search of the sweep.
 """
 
@@ -58,6 +60,7 @@ HERE = Path(__file__).resolve().parent
 METHODS = (
     "dcsi-wavelet",
     "dcsi-wavelet-noalign",
+    "dcsi-wavelet-norelative",
     "dcsi-wavelet+ssim",
     "dcsi-cnn",
     "imagededup-phash",
@@ -143,7 +146,9 @@ def make_data(
 
 
 # --------------------------------------------------------------------------- workers
-def _scored_pairs_dcsi(images, labels, verify: bool, align: bool = True):
+def _scored_pairs_dcsi(
+    images, labels, verify: bool, align: bool = True, flips: bool = False, relative: bool = True
+):
     """dcsi wavelet: default groups + scored pairs for the sweep.
 
     The sweep score of a pair is its wavelet distance divided by the default wavelet
@@ -161,7 +166,15 @@ def _scored_pairs_dcsi(images, labels, verify: bool, align: bool = True):
     from dcsi.similarity.wavelet import wavelet_rows
 
     t0 = time.perf_counter()
-    res = find_redundancy(images, labels, verify="ssim" if verify else None, align=align)
+    from dcsi.relative_links import RelativeOptions
+
+    res = find_redundancy(
+        images,
+        labels,
+        verify="ssim" if verify else None,
+        align=align,
+        relative=RelativeOptions(flips=flips) if align and relative else False,
+    )
     res.summary["default_run_time_s"] = time.perf_counter() - t0
     default = [list(g.indices) for g in res]
     # the sweep: all pairs up to 3x the default thresholds, scored as above
@@ -173,16 +186,17 @@ def _scored_pairs_dcsi(images, labels, verify: bool, align: bool = True):
 
         s = ssim_pairs(images, pairs, data_range=255)
         score = np.where(s >= 0.8, score, np.inf)
+    relative = relative and align
     if align:
         ap, da = aligned_pairs(images, options=AlignOptions(threshold=3 * DEFAULT_ALIGN_THRESHOLD))
         pairs, score = best_pairs(
             np.concatenate([pairs.reshape(-1, 2), ap]),
             np.concatenate([score, da / DEFAULT_ALIGN_THRESHOLD]),
         )
-        from dcsi.relative_links import DEFAULT_RATIO, RelativeOptions, relative_links
+        from dcsi.relative_links import DEFAULT_RATIO, relative_links
 
-        loose = RelativeOptions(ratio=0.6)
-        rel = relative_links(images, loose)
+        loose = RelativeOptions(ratio=0.6, flips=flips)
+        rel = relative_links(images, loose) if relative else None
         if rel is not None and len(rel.pairs):
             ratio = rel.score(rel.pairs[:, 0], rel.pairs[:, 1]) * loose.ratio
             res.summary["base"] = pairs[score <= 1.0]
@@ -279,6 +293,8 @@ def worker(method: str, data_path: str, out_path: str) -> None:
             labels,
             verify=method.endswith("ssim"),
             align=not method.startswith("dcsi-wavelet-noalign"),
+            flips=method.endswith("+flips"),
+            relative=not method.endswith("-norelative"),
         )
         extra["rrqr"] = summary.get("rrqr")
         extra["n_groups"] = summary["n_groups"]
@@ -508,6 +524,7 @@ def leakage_stats(seed: int, tr=None, te=None) -> dict:
             test_labels=te.labels,
             seed=seed,
             align=align,
+            relative=align,
         )
         out[key] = {
             "align": align,
@@ -516,11 +533,63 @@ def leakage_stats(seed: int, tr=None, te=None) -> dict:
             "share": leak.share,
             "n_label_mismatch": leak.n_label_mismatch,
             "n_aligned": sum(p.stage == "aligned" for p in leak.pairs),
+            "n_relative": sum(p.stage == "relative" for p in leak.pairs),
             "per_class_share": {k: v["share"] for k, v in leak.per_class.items()},
             "farthest": leak.to_dict()["farthest"][:5],
             "time_s": time.perf_counter() - t0,
         }
     return {**out["default"], "first_stage_only": out["first_stage_only"]}
+
+
+def planted_leakage(per_kind: int, seed: int) -> dict:
+    """Leakage recall on a planted train/test set: broad-family copies of training images
+    replace test images (Fashion-MNIST train 60,000 / test 10,000).
+
+    A planted test image counts as found when it is reported leaked *with its source*;
+    reported with another training image, it counts against precision.  Unplanted test
+    images reported leaked are the split's own near-duplicates (truth unknown), counted
+    apart and compared with the unmodified test split.
+    """
+    from copy_kinds import make_copy
+
+    from dcsi.leakage import find_leakage
+    from dcsi.samples import load_sample
+
+    tr, te = load_sample("fashion-mnist", "train"), load_sample("fashion-mnist", "test")
+    names = copy_kinds("broad")
+    rng = np.random.default_rng(seed)
+    m = per_kind * len(names)
+    src = rng.choice(len(tr.images), m, replace=False)
+    dst = rng.choice(len(te.images), m, replace=False)
+    test = te.images.copy()
+    kinds = np.repeat(names, per_kind)
+    for a, b, k in zip(src, dst, kinds):
+        test[b] = make_copy(tr.images[a], k, rng)[0]
+    t0 = time.perf_counter()
+    leak = find_leakage(tr.images, test, seed=seed)
+    elapsed = time.perf_counter() - t0
+    got = {int(p.test_id): (int(p.train_id), p.stage) for p in leak.pairs}
+    planted = dict(zip(dst.tolist(), src.tolist()))
+    right = np.array([got.get(b, (-1, ""))[0] == a for b, a in planted.items()])
+    wrong = sum(b in got and got[b][0] != a for b, a in planted.items())
+    fam = families_of(kinds)
+    return {
+        "n_train": len(tr.images),
+        "n_test": len(test),
+        "n_planted": m,
+        "per_kind": per_kind,
+        "seed": seed,
+        "recall": float(right.mean()),
+        "precision_planted": float(right.sum() / max(right.sum() + wrong, 1)),
+        "per_family": {F: float(right[fam == F].mean()) for F in dict.fromkeys(fam.tolist())},
+        "per_kind_recall": {k: float(right[kinds == k].mean()) for k in names},
+        "stages": {
+            s_: sum(1 for b in planted if got.get(b, (0, ""))[1] == s_)
+            for s_ in ("features", "aligned", "relative")
+        },
+        "n_unplanted_leaked": sum(1 for b in got if b not in planted),
+        "time_s": elapsed,
+    }
 
 
 def main() -> int:
@@ -571,6 +640,12 @@ def main() -> int:
         help="only the aligned distance of every planted pair, per kind "
         "(results/redundancy_copy_distances.json)",
     )
+    ap.add_argument(
+        "--leakage-planted",
+        action="store_true",
+        help="only leakage recall on a planted train/test set (broad copies of training "
+        "images in the test split; results/redundancy_leakage_planted.json)",
+    )
     ap.add_argument("--worker", nargs=3, metavar=("METHOD", "DATA", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -607,6 +682,14 @@ def main() -> int:
                 indent=2,
             )
             + "\n"
+        )
+        return 0
+    if args.leakage_planted:
+        res = planted_leakage(args.per_kind if args.per_kind != 300 else 100, args.seed)
+        print(json.dumps(res, indent=2))
+        out = HERE / "results" / "redundancy_leakage_planted.json"
+        out.write_text(
+            json.dumps({"command": " ".join(["python", *sys.argv]), **res}, indent=2) + "\n"
         )
         return 0
     if args.paper_stats_leakage:

@@ -24,6 +24,10 @@ and Lowe's ratio test do:
   (:func:`dcsi.neighbors.exact_topk`, blockwise: never ``n x n``; faiss above the
   search's ``ann_threshold``) finds all of them.
 
+With ``flips=True`` the left-right and top-bottom mirrors of every image are compared
+with the other images by the same rule (:func:`mirrored_rows`): a mirror image then
+counts as a copy.
+
 The score :func:`relative_score` is ``<= 1`` exactly for a link, so that the
 complete-linkage refinement of the groups can mix it with the other stages' scores.
 The defaults were chosen with copy families held out (README, "Copy search").
@@ -47,6 +51,7 @@ __all__ = [
     "RelativeLinks",
     "RelativeOptions",
     "coarse_rows",
+    "mirrored_rows",
     "relative_cross_pairs",
     "relative_links",
     "relative_score",
@@ -81,6 +86,10 @@ class RelativeOptions:
     min_images : int, default=20
         Fewer images in a search than this: the stage is skipped (a neighbourhood of a
         handful of images says nothing about density).
+    flips : bool, default=False
+        Also count mirror images as copies: each image's left-right and top-bottom
+        mirrors are compared with the other images by the same rule (augmentation
+        leakage; most users do not count a mirror image as the same picture).
     """
 
     ratio: float = DEFAULT_RATIO
@@ -88,6 +97,7 @@ class RelativeOptions:
     max_distance: float = 0.2
     sigma: float = 1.0
     min_images: int = 20
+    flips: bool = False
 
     CONSTRAINTS: ClassVar[dict[str, list[Any]]] = {
         "ratio": [Interval(float, 0.0, 1.0, closed="neither")],
@@ -103,6 +113,11 @@ class RelativeOptions:
         )
         for k, v in checked.items():
             object.__setattr__(self, k, v)
+        if not isinstance(self.flips, bool):
+            raise InvalidParameterError(
+                f"The 'flips' parameter of RelativeOptions must be True or False. Got "
+                f"{self.flips!r} instead."
+            )
 
     @classmethod
     def from_arg(cls, relative: Any, caller: str) -> RelativeOptions | None:
@@ -126,6 +141,7 @@ class RelativeOptions:
             "k": self.k,
             "max_distance": self.max_distance,
             "sigma": self.sigma,
+            "flips": self.flips,
         }
 
 
@@ -162,6 +178,47 @@ def coarse_rows(images: np.ndarray, sigma: float = 1.0) -> np.ndarray:
     return out
 
 
+def mirrored_rows(images: np.ndarray, sigma: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Coarse rows of the left-right and the top-bottom mirror of every image.
+
+    Parameters
+    ----------
+    images : ndarray of shape (n, h, w) or (n, h, w, c)
+    sigma : float, default=1.0
+
+    Returns
+    -------
+    (ndarray of shape (n, d), ndarray of shape (n, d)), float32
+        As :func:`coarse_rows` of ``images[:, :, ::-1]`` and ``images[:, ::-1]``.
+    """
+    X = np.asarray(images)
+    return coarse_rows(X[:, :, ::-1], sigma), coarse_rows(X[:, ::-1], sigma)
+
+
+def _distances(A: np.ndarray, B: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``1 - A[a] . B[b]`` row by row, clipped at 0, float64."""
+    return np.maximum(1.0 - np.einsum("ij,ij->i", A[a], B[b], dtype=np.float64), 0.0)
+
+
+def _mirror_candidates(
+    rows: np.ndarray, mirrors: tuple[np.ndarray, ...], k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs ``(a, b)`` with ``b`` among the ``k - 1`` nearest images of a mirror of
+    ``a`` (``b != a``) and their distances."""
+    a_out, b_out, d_out = [], [], []
+    n = len(rows)
+    for Q in mirrors:
+        nbrs, _ = exact_topk(rows, Q, k=min(k, n), desc="relative links: mirrors")
+        a = np.repeat(np.arange(n, dtype=np.int64), nbrs.shape[1])
+        b = nbrs.ravel()
+        d = _distances(Q, rows, a, b)
+        keep = a != b
+        a_out.append(a[keep])
+        b_out.append(b[keep])
+        d_out.append(d[keep])
+    return np.concatenate(a_out), np.concatenate(b_out), np.concatenate(d_out)
+
+
 @dataclass(frozen=True)
 class RelativeLinks:
     """The linked pairs of the relative stage and what scores any other pair.
@@ -175,19 +232,23 @@ class RelativeLinks:
     reference : ndarray of shape (n,), float64
         Each image's reference distance (to its ``k``-th nearest other image).
     options : RelativeOptions
+    mirrors : tuple of ndarray of shape (n, d), default=()
+        With ``options.flips``: :func:`mirrored_rows`.
     """
 
     pairs: np.ndarray
     rows: np.ndarray
     reference: np.ndarray
     options: RelativeOptions
+    mirrors: tuple[np.ndarray, ...] = ()
 
     def score(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """:func:`relative_score` of the pairs ``(a[i], b[i])``: ``<= 1`` for a link."""
-        d = 1.0 - np.einsum("ij,ij->i", self.rows[a], self.rows[b], dtype=np.float64)
-        return relative_score(
-            np.maximum(d, 0.0), self.reference[a], self.reference[b], self.options
-        )
+        """:func:`relative_score` of the pairs ``(a[i], b[i])``: ``<= 1`` for a link
+        (with flips, of the closest of the pair and the mirrors of ``a``)."""
+        d = _distances(self.rows, self.rows, a, b)
+        for Q in self.mirrors:
+            d = np.minimum(d, _distances(Q, self.rows, a, b))
+        return relative_score(d, self.reference[a], self.reference[b], self.options)
 
 
 def relative_score(
@@ -219,14 +280,17 @@ def relative_score(
 def _reference_topk(
     rows: np.ndarray, k: int, search: str, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` neighbours of every row among the others and their distances."""
+    """Top-``k`` neighbours of every row among the others and their distances,
+    recomputed in float64 (as :meth:`RelativeLinks.score` computes them, so that the
+    search and the score agree on every pair)."""
     if search == "ann":
         from dcsi.neighbor_index import faiss_topk
 
-        nbrs, sims, _ = faiss_topk(rows, k=k, seed=seed)
+        nbrs, _, _ = faiss_topk(rows, k=k, seed=seed)
     else:
-        nbrs, sims = exact_topk(rows, k=k, desc="relative links: neighbours")
-    return nbrs, np.maximum(1.0 - sims.astype(np.float64), 0.0)
+        nbrs, _ = exact_topk(rows, k=k, desc="relative links: neighbours")
+    a = np.repeat(np.arange(len(rows), dtype=np.int64), k)
+    return nbrs, _distances(rows, rows, a, nbrs.ravel()).reshape(len(rows), k)
 
 
 def relative_links(
@@ -263,11 +327,19 @@ def relative_links(
     reference = dist[:, -1]
     a = np.repeat(np.arange(n, dtype=np.int64), options.k - 1)
     b = nbrs[:, :-1].ravel()
-    s = relative_score(dist[:, :-1].ravel(), reference[a], reference[b], options)
+    d = dist[:, :-1].ravel()
+    mirrors: tuple[np.ndarray, ...] = ()
+    if options.flips:
+        mirrors = mirrored_rows(images, options.sigma)
+        ma, mb, md = _mirror_candidates(rows, mirrors, options.k)
+        a, b, d = np.concatenate([a, ma]), np.concatenate([b, mb]), np.concatenate([d, md])
+    s = relative_score(d, reference[a], reference[b], options)
     keep = s <= 1.0
     pairs = np.sort(np.stack([a[keep], b[keep]], axis=1), axis=1)
     pairs = np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
-    return RelativeLinks(pairs=pairs, rows=rows, reference=reference, options=options)
+    return RelativeLinks(
+        pairs=pairs, rows=rows, reference=reference, options=options, mirrors=mirrors
+    )
 
 
 def relative_cross_pairs(
@@ -308,10 +380,20 @@ def relative_cross_pairs(
     tr = coarse_rows(train_images, options.sigma)
     te = coarse_rows(test_images, options.sigma)
     ref_tr = _reference_topk(tr, options.k, search, seed)[1][:, -1]
-    nbrs, sims = exact_topk(tr, te, k=options.k, desc="relative leakage: neighbours")
-    dist = np.maximum(1.0 - sims.astype(np.float64), 0.0)
+    nbrs, _ = exact_topk(tr, te, k=options.k, desc="relative leakage: neighbours")
+    every = np.repeat(np.arange(len(te), dtype=np.int64), options.k)
+    dist = _distances(te, tr, every, nbrs.ravel()).reshape(len(te), options.k)
+    ref_te = dist[:, -1]
     a = np.repeat(np.arange(len(te), dtype=np.int64), options.k - 1)
     b = nbrs[:, :-1].ravel()
-    s = relative_score(dist[:, :-1].ravel(), dist[a, -1], ref_tr[b], options)
+    d = dist[:, :-1].ravel()
+    if options.flips:
+        for Q in mirrored_rows(test_images, options.sigma):
+            mn, _ = exact_topk(tr, Q, k=options.k - 1, desc="relative leakage: mirrors")
+            ma = np.repeat(np.arange(len(te), dtype=np.int64), mn.shape[1])
+            a = np.concatenate([a, ma])
+            b = np.concatenate([b, mn.ravel()])
+            d = np.concatenate([d, _distances(Q, tr, ma, mn.ravel())])
+    s = relative_score(d, ref_te[a], ref_tr[b], options)
     keep = s <= 1.0
     return np.stack([a[keep], b[keep]], axis=1), s[keep]

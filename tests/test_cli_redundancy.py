@@ -90,6 +90,27 @@ def test_redundancy_command_options(folder, tmp_path):
     assert main(["redundancy", str(folder), "--out", str(out), "--no-align"]) == 0
     card = json.loads((out / "redundancy.json").read_text())
     assert card["params"]["align"] is False and "align_threshold" not in card["params"]
+    assert card["params"]["relative"]["ratio"] == 0.25 and not card["params"]["relative"]["flips"]
+    out = tmp_path / "o5"
+    args = ["redundancy", str(folder), "--out", str(out), "--relative-ratio", "0.4", "--flips"]
+    assert main(args) == 0
+    card = json.loads((out / "redundancy.json").read_text())
+    assert card["params"]["relative"]["ratio"] == 0.4 and card["params"]["relative"]["flips"]
+    out = tmp_path / "o6"
+    assert main(["redundancy", str(folder), "--out", str(out), "--no-relative"]) == 0
+    assert json.loads((out / "redundancy.json").read_text())["params"]["relative"] is None
+
+
+def test_relative_ratio_errors_are_one_line(folder, tmp_path, capsys):
+    out = str(tmp_path / "x")
+    assert main(["redundancy", str(folder), "--out", out, "--relative-ratio", "1.5"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dcsi: error: The 'ratio' parameter of RelativeOptions")
+    assert err.count("\n") == 1
+    assert not (tmp_path / "x").exists()
+    args = ["leakage", "--train", str(folder), "--test", str(folder), "--out", out]
+    assert main([*args, "--relative-ratio", "0"]) == 1
+    assert "'ratio' parameter of RelativeOptions" in capsys.readouterr().err
 
 
 def test_leakage_command(folder, tmp_path, capsys):

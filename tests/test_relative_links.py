@@ -163,3 +163,27 @@ def test_leakage_counts_relative_copies():
     assert got.get(("0", "5")) == "relative"
     assert ("0", "5") not in {(p.test_id, p.train_id) for p in off.pairs}
     assert on.params["relative"] == RelativeOptions().to_dict()
+
+
+def test_flips_link_mirror_images_only_when_asked(rng):
+    from dcsi.samples import load_sample
+
+    s = load_sample("fashion-mnist", "test")
+    images = s.images[:300].copy()
+    images[298] = images[0][:, ::-1]  # a left-right mirror
+    images[299] = images[1][::-1]  # a top-bottom mirror
+    plain = relative_links(images)
+    flips = relative_links(images, RelativeOptions(flips=True))
+    assert plain is not None and flips is not None
+    got = {tuple(p) for p in flips.pairs.tolist()}
+    assert {(0, 298), (1, 299)} <= got
+    assert not {(0, 298), (1, 299)} & {tuple(p) for p in plain.pairs.tolist()}
+    # the pairwise score agrees with the search, mirrors included
+    a, b = np.triu_indices(len(images), 1)
+    linked = flips.score(a, b) <= 1.0
+    assert {(int(x), int(y)) for x, y in zip(a[linked], b[linked])} == got
+    res = find_redundancy(images, relative=RelativeOptions(flips=True))
+    assert any({0, 298} <= set(g.indices) for g in res)
+    assert res.params["relative"]["flips"] is True
+    with pytest.raises(InvalidParameterError, match="'flips' parameter of RelativeOptions"):
+        RelativeOptions(flips="yes")

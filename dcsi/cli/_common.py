@@ -175,6 +175,12 @@ def add_relative_options(parser: argparse.ArgumentParser) -> None:
         f"this times each image's distance to its {d.k}th nearest neighbour "
         f"(default {d.ratio:g}; higher finds more, less surely)",
     )
+    parser.add_argument(
+        "--flips",
+        action="store_true",
+        help="wavelet, relative stage: also count mirror images (left-right, top-bottom) "
+        "as copies",
+    )
 
 
 def relative_from_args(args: argparse.Namespace) -> Any:
@@ -183,7 +189,7 @@ def relative_from_args(args: argparse.Namespace) -> Any:
 
     if not args.relative:
         return False
-    return RelativeOptions(ratio=args.relative_ratio)
+    return RelativeOptions(ratio=args.relative_ratio, flips=args.flips)
 
 
 def add_search_option(parser: argparse.ArgumentParser) -> None:
