@@ -178,8 +178,7 @@ def add_relative_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--flips",
         action="store_true",
-        help="wavelet, relative stage: also count mirror images (left-right, top-bottom) "
-        "as copies",
+        help="wavelet, relative stage: also count mirror images (left-right, top-bottom) as copies",
     )
 
 
