@@ -11,8 +11,8 @@ compares every image with the transformed versions of every other one:
   ``Image.resize(..., BILINEAR)`` convention: the same numbers to float precision).
 * **Coarse inner window**: a transform is compared on the inner window that drops
   ``max_shift`` pixels on every side (so the fill of a shifted copy never counts),
-  averaged over ``p x p`` blocks (``p = inner size // 12``: 2 for 28-px images, a
-  13 x 13 grid) -- which smooths rounding and resampling noise -- and centred and
+  averaged over ``p x p`` blocks (``p = inner size // 12``: 2 for 28-px images with
+  1-px shifts, a 13 x 13 grid; 1 with the default 2-px shifts) -- which smooths rounding and resampling noise -- and centred and
   scaled to unit length, so the distance ``1 - x . y`` is one minus Pearson's
   correlation (a uniform change of brightness or contrast does not count).
 * **Aligned distance** of two images ``a`` and ``b``: the smallest such distance
@@ -25,15 +25,18 @@ The search is exact and never forms an ``n x n`` matrix: the coarse rows are
 projected on their 8 main directions (an orthogonal projection never lengthens a
 difference), every pair within ``sqrt(2 threshold)`` in the projection is found with
 a k-d tree (:class:`scipy.spatial.cKDTree`), and each candidate is then checked on
-the full coarse rows.  Only half of the shifts are searched: ``b = shift(a, s)``
-exactly when ``a = shift(b, -s)`` on the inner window, and both orders are searched.
+the full coarse rows; the transforms go into k-d trees of :data:`TREE_TRANSFORMS`
+each, one at a time, to bound memory.  Only half of the shifts are searched:
+``b = shift(a, s)`` exactly when ``a = shift(b, -s)`` on the inner window, and both
+orders are searched.  The default shifts and crops follow the image size
+(:func:`default_geometry`).
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -46,9 +49,9 @@ from dcsi.neighbors import ball_pairs, link_radius, projection_basis
 
 __all__ = [
     "ALIGN_DISTANCE",
+    "CROP_SHARE",
     "DEFAULT_ALIGN_THRESHOLD",
-    "DEFAULT_MAX_CROP",
-    "DEFAULT_MAX_SHIFT",
+    "SHIFT_SHARE",
     "AlignOptions",
     "CopyTransform",
     "aligned_cross_pairs",
@@ -56,6 +59,7 @@ __all__ = [
     "aligned_pairs",
     "best_pairs",
     "copy_transforms",
+    "default_geometry",
     "grey_levels",
     "skip_reason",
     "transformed_rows",
@@ -64,16 +68,28 @@ __all__ = [
 #: Largest aligned distance (1 - correlation of the coarse inner windows after the
 #: best transform) of a linked pair.
 DEFAULT_ALIGN_THRESHOLD = 5e-4
-#: Largest shift, in pixels, of a copy the stage finds.
-DEFAULT_MAX_SHIFT = 1
-#: Largest crop, in pixels per axis (in total, before the resize back), it finds.
-DEFAULT_MAX_CROP = 2
+#: Largest shift of a copy the stage finds, as a share of the shorter side (rounded,
+#: at least 1 px): 2 px for 28- and 32-px images, 1 px for 8-px digits.
+SHIFT_SHARE = 0.07
+#: Largest crop per axis (in total, before the resize back), as a share of the shorter
+#: side (rounded, at least 2 px): 4 px at 28 px, 5 px at 32 px, 2 px for 8-px digits.
+CROP_SHARE = 0.15
 _GRID = 12  # the coarse window has about this many cells per side
+#: Transforms per k-d tree of the search (memory: this many x n points of 8 floats).
+TREE_TRANSFORMS = 18
 #: What the aligned distance is, in the words recorded in results and cards.
 ALIGN_DISTANCE = (
     "1 - Pearson correlation of block means of the inner windows after the "
     "best identity, shift or crop-and-resize of either image"
 )
+
+
+def default_geometry(shape: tuple[int, ...]) -> tuple[int, int]:
+    """The default ``(max_shift, max_crop)`` for images of ``shape`` ``(h, w, ...)``:
+    :data:`SHIFT_SHARE` and :data:`CROP_SHARE` of the shorter side, rounded, at least
+    1 and 2 px."""
+    side = min(shape[:2])
+    return max(1, round(SHIFT_SHARE * side)), max(2, round(CROP_SHARE * side))
 
 
 @dataclass(frozen=True)
@@ -85,11 +101,13 @@ class AlignOptions:
     threshold : float, default=0.0005
         Largest aligned distance (:func:`aligned_distance`) of a linked pair, in
         ``[0, 2]``.
-    max_shift : int, default=1
+    max_shift : int or None, default=None
         Largest shift in pixels (at the analysed size); also the margin of the inner
-        window.
-    max_crop : int, default=2
-        Largest crop in pixels per axis, resized back.
+        window.  None: 7 % of the shorter side, at least 1 (:func:`default_geometry`;
+        2 px for 28-px images), fixed by :meth:`resolved` once the size is known.
+    max_crop : int or None, default=None
+        Largest crop in pixels per axis, resized back.  None: 15 % of the shorter
+        side, at least 2 (4 px for 28-px images).
     n_components : int, default=8
         Dimension of the k-d tree's projection.
     block_size : int, default=8192
@@ -97,16 +115,16 @@ class AlignOptions:
     """
 
     threshold: float = DEFAULT_ALIGN_THRESHOLD
-    max_shift: int = DEFAULT_MAX_SHIFT
-    max_crop: int = DEFAULT_MAX_CROP
+    max_shift: int | None = None
+    max_crop: int | None = None
     n_components: int = 8
     block_size: int = 8192
 
     #: Declared constraints of each field (checked on creation).
     CONSTRAINTS: ClassVar[dict[str, list[Any]]] = {
         "threshold": [Interval(float, 0.0, 2.0, closed="both")],
-        "max_shift": [Interval(int, 0, None, closed="left")],
-        "max_crop": [Interval(int, 0, None, closed="left")],
+        "max_shift": [Interval(int, 0, None, closed="left"), None],
+        "max_crop": [Interval(int, 0, None, closed="left"), None],
         "n_components": [Interval(int, 1, None, closed="left")],
         "block_size": [Interval(int, 1, None, closed="left")],
     }
@@ -132,9 +150,19 @@ class AlignOptions:
             f"Got {align!r} instead."
         )
 
+    def resolved(self, shape: tuple[int, ...]) -> AlignOptions:
+        """These options with ``max_shift`` / ``max_crop`` left at None fixed for
+        images of ``shape`` (:func:`default_geometry`)."""
+        shift, crop = default_geometry(shape)
+        return replace(
+            self,
+            max_shift=shift if self.max_shift is None else self.max_shift,
+            max_crop=crop if self.max_crop is None else self.max_crop,
+        )
+
     def to_dict(self) -> dict:
         """The card's record of the stage: ``align_threshold``, ``max_shift``,
-        ``max_crop``, ``align_distance``."""
+        ``max_crop``, ``align_distance`` (resolve the options first)."""
         return {
             "align_threshold": self.threshold,
             "max_shift": self.max_shift,
@@ -196,13 +224,17 @@ def _pool_inner(n: int, margin: int) -> np.ndarray:
     return P
 
 
-def skip_reason(shape: tuple[int, int], max_shift: int, max_crop: int) -> str | None:
+def skip_reason(shape: tuple[int, ...], max_shift: int | None, max_crop: int | None) -> str | None:
     """Why images of ``shape`` (h, w) are too small for these transforms (None: they fit).
 
     The inner window must keep at least 2 pixels per side and a crop must leave at
-    least 2; callers skip the aligned stage with this message as a warning.
+    least 2; callers skip the aligned stage with this message as a warning.  None for
+    ``max_shift`` / ``max_crop``: :func:`default_geometry`.
     """
     h, w = shape[:2]
+    shift, crop = default_geometry(shape)
+    max_shift = shift if max_shift is None else max_shift
+    max_crop = crop if max_crop is None else max_crop
     if min(h, w) - 2 * max_shift >= 2 and max_crop < min(h, w) - 1:
         return None
     return (
@@ -214,8 +246,8 @@ def skip_reason(shape: tuple[int, int], max_shift: int, max_crop: int) -> str | 
 def copy_transforms(
     shape: tuple[int, int],
     *,
-    max_shift: int = DEFAULT_MAX_SHIFT,
-    max_crop: int = DEFAULT_MAX_CROP,
+    max_shift: int = 1,
+    max_crop: int = 2,
     half_shifts: bool = True,
 ) -> list[CopyTransform]:
     """The transforms of the aligned search for images of one size.
@@ -331,17 +363,21 @@ def _search(
     basis = projection_basis(base, min(options.n_components, base.shape[1]), seed)
     transforms = transforms if identity else transforms[1:]
     na = len(A)
-    proj = np.empty((len(transforms) * na, basis.shape[1]), dtype=np.float32)
-    for k, T in progress(
-        enumerate(transforms), desc="aligned transforms", total=len(transforms), unit="transform"
-    ):
-        for s in range(0, na, block_size):
-            e = min(s + block_size, na)
-            proj[k * na + s : k * na + e] = transformed_rows(A[s:e], T) @ basis
-    tree = cKDTree(proj)
-    del proj
-    shared = (tree, base, basis, A, transforms, link_radius(threshold), threshold, skip_self)
-    out = list(map_blocks(_query_block, (*shared, block_size), range(0, len(B), block_size)))
+    out = []
+    bar = progress(total=len(transforms), desc="aligned transforms", unit="transform")
+    for c in range(0, len(transforms), TREE_TRANSFORMS):  # one k-d tree per chunk
+        chunk = transforms[c : c + TREE_TRANSFORMS]
+        proj = np.empty((len(chunk) * na, basis.shape[1]), dtype=np.float32)
+        for k, T in enumerate(chunk):
+            for s in range(0, na, block_size):
+                e = min(s + block_size, na)
+                proj[k * na + s : k * na + e] = transformed_rows(A[s:e], T) @ basis
+            bar.update(1)
+        tree = cKDTree(proj)
+        del proj
+        shared = (tree, base, basis, A, chunk, link_radius(threshold), threshold, skip_self)
+        out += list(map_blocks(_query_block, (*shared, block_size), range(0, len(B), block_size)))
+    bar.close()
     out_p = [p for p, _ in out if len(p)]
     out_d = [d for p, d in out if len(p)]
     if not out_p:
@@ -433,10 +469,11 @@ def aligned_pairs(
     distances : ndarray of shape (m,)
         Their aligned distances (``<= options.threshold``).
     """
-    options = AlignOptions() if options is None else options
     X = np.asarray(images)  # converted block by block
+    options = (AlignOptions() if options is None else options).resolved(X.shape[1:3])
     if len(X) < 2:
         return np.empty((0, 2), dtype=np.int64), np.empty(0)
+    assert options.max_shift is not None and options.max_crop is not None  # resolved
     transforms = copy_transforms(
         X.shape[1:3], max_shift=options.max_shift, max_crop=options.max_crop
     )
@@ -475,6 +512,8 @@ def aligned_cross_pairs(
         )
     if not len(A) or not len(B):
         return np.empty((0, 2), dtype=np.int64), np.empty(0)
+    options = options.resolved(A.shape[1:3])
+    assert options.max_shift is not None and options.max_crop is not None  # resolved
     transforms = copy_transforms(
         A.shape[1:3], max_shift=options.max_shift, max_crop=options.max_crop
     )
@@ -487,8 +526,8 @@ def aligned_distance(
     images: np.ndarray,
     pairs: np.ndarray,
     *,
-    max_shift: int = DEFAULT_MAX_SHIFT,
-    max_crop: int = DEFAULT_MAX_CROP,
+    max_shift: int | None = None,
+    max_crop: int | None = None,
 ) -> np.ndarray:
     """Aligned distance of given pairs of images.
 
@@ -500,16 +539,19 @@ def aligned_distance(
     ----------
     images : ndarray of shape (n, h, w) or (n, h, w, c)
     pairs : ndarray of shape (m, 2), int
-    max_shift, max_crop : int, default=1, 2
+    max_shift, max_crop : int, default=None
+        None: :func:`default_geometry` of the images' size.
 
     Returns
     -------
     ndarray of shape (m,), float64
         In ``[0, 2]``; a constant window has correlation 0 with everything.
     """
-    AlignOptions(max_shift=max_shift, max_crop=max_crop)  # validates both
-    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     X = grey_levels(images)
+    opts = AlignOptions(max_shift=max_shift, max_crop=max_crop).resolved(X.shape[1:3])
+    assert opts.max_shift is not None and opts.max_crop is not None  # resolved
+    max_shift, max_crop = opts.max_shift, opts.max_crop
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     best = np.full(len(pairs), 2.0)
     if not len(pairs):
         return best

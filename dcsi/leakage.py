@@ -391,7 +391,10 @@ def _checked_options(
     align: Any,
     wavelet: Any,
     search: Any,
-) -> tuple[str, float, int, int, AlignOptions | None, WaveletOptions, SearchOptions]:
+    relative: Any = True,
+) -> tuple[
+    str, float, int, int, AlignOptions | None, WaveletOptions, SearchOptions, RelativeOptions | None
+]:
     """find_leakage's options checked (before any data is read), defaults filled in."""
     caller = "find_leakage"
     checked = validate_params(
@@ -404,6 +407,7 @@ def _checked_options(
     align_opts = AlignOptions.from_arg(align, caller) if method == "wavelet" else None
     check_instance(wavelet, WaveletOptions, "wavelet", caller, allow_none=True)
     search = SearchOptions.from_arg(search, caller)
+    relative_opts = RelativeOptions.from_arg(relative, caller) if method == "wavelet" else None
     return (
         method,
         threshold,
@@ -412,6 +416,7 @@ def _checked_options(
         align_opts,
         WaveletOptions() if wavelet is None else wavelet,
         search,
+        relative_opts,
     )
 
 
@@ -436,8 +441,27 @@ def _aligned_leaks(
     params["align"] = align_opts is not None
     if align_opts is None:
         return None
+    align_opts = align_opts.resolved(tr_arr.shape[1:3])
     params.update(align_opts.to_dict())
     return aligned_cross_pairs(te_arr, tr_arr, options=align_opts, seed=seed)
+
+
+def _relative_leaks(
+    tr_arr: np.ndarray,
+    te_arr: np.ndarray,
+    options: RelativeOptions | None,
+    params: dict[str, Any],
+    search: SearchOptions,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The relative stage's (test, train) pairs and scores (None when off); records
+    its options in ``params``."""
+    params["relative"] = None if options is None else options.to_dict()
+    if options is None:
+        return None
+    return relative_cross_pairs(
+        te_arr, tr_arr, options, search=search.resolve(len(tr_arr)), seed=seed
+    )
 
 
 def _blank_pair(
@@ -522,12 +546,10 @@ def find_leakage(
     -------
     LeakageResult
     """
-    method, threshold, n_farthest, seed, align_opts, wavelet, search = _checked_options(
-        method, threshold, n_farthest, seed, align, wavelet, search
+    checked = _checked_options(
+        method, threshold, n_farthest, seed, align, wavelet, search, relative
     )
-    relative_opts = RelativeOptions.from_arg(relative, "find_leakage")
-    if method != "wavelet":
-        relative_opts = None
+    method, threshold, n_farthest, seed, align_opts, wavelet, search, relative_opts = checked
     blank_tolerance = validate_params(
         {"blank_tolerance": blank_tolerance}, LEAKAGE_CONSTRAINTS, "find_leakage"
     )["blank_tolerance"]
@@ -568,14 +590,6 @@ def find_leakage(
         params=params,
     )
     aligned = _aligned_leaks(tr_arr, te_arr, align_opts, params, seed)
-    params["relative"] = None if relative_opts is None else relative_opts.to_dict()
-    rel = (
-        None
-        if relative_opts is None
-        else relative_cross_pairs(
-            te_arr, tr_arr, relative_opts, search=search.resolve(len(tr_arr)), seed=seed
-        )
-    )
     return find_leakage_features(
         Ftr,
         Fte,
@@ -591,5 +605,5 @@ def find_leakage(
         params=params,
         aligned=aligned,
         blank=_blank_pair(tr_arr, te_arr, blank_tolerance),
-        relative=rel,
+        relative=_relative_leaks(tr_arr, te_arr, relative_opts, params, search, seed),
     )

@@ -570,27 +570,38 @@ def ball_pairs(tree: Any, queries: np.ndarray, radius: float) -> tuple[np.ndarra
 _TOPK_CHUNK = 64
 
 
-def _topk_threshold(S: np.ndarray, k: int) -> np.ndarray:
-    """A value ``<=`` the ``k``-th largest entry of each row, cheap to find.
+def _topk_candidates(S: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, columns)`` of every entry at least a lower bound of its row's ``k``-th
+    largest entry: a superset of each row's top ``k``, cheap to find.
 
     The rows are cut into chunks of :data:`_TOPK_CHUNK` columns; the ``k``-th largest
     chunk maximum is such a bound (the ``k`` chunks with the largest maxima hold ``k``
-    entries at least that large), and few entries pass it.  With fewer than ``4 k``
-    chunks, the ``k``-th largest entry itself (``np.partition``).
+    entries at least that large), and only the chunks whose maximum reaches it are
+    read again.  With fewer than ``4 k`` chunks, the bound is the ``k``-th largest
+    entry itself (``np.partition``) and every column is read.
     """
     n = S.shape[1]
     if n < 4 * k * _TOPK_CHUNK:
-        return np.partition(S, n - k, axis=1)[:, n - k]
-    maxima = np.maximum.reduceat(S, np.arange(0, n, _TOPK_CHUNK), axis=1)
+        bound = np.partition(S, n - k, axis=1)[:, n - k]
+        ii, jj = np.nonzero(bound[:, None] <= S)
+        return ii, jj
+    starts = np.arange(0, n, _TOPK_CHUNK)
+    maxima = np.maximum.reduceat(S, starts, axis=1)
     c = maxima.shape[1]
-    return np.partition(maxima, c - k, axis=1)[:, c - k]
+    bound = np.partition(maxima, c - k, axis=1)[:, c - k]
+    rows, chunks = np.nonzero(maxima >= bound[:, None])
+    cols = starts[chunks][:, None] + np.arange(_TOPK_CHUNK)
+    inside = cols < n
+    cols = np.minimum(cols, n - 1)
+    hit = inside & (S[rows[:, None], cols] >= bound[rows][:, None])
+    return np.broadcast_to(rows[:, None], cols.shape)[hit], cols[hit]
 
 
 def topk_rows(S: np.ndarray, k: int, offset: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` largest entries of each row of a score block, best first.
 
     Every entry at least as large as a lower bound of the row's ``k``-th largest
-    (:func:`_topk_threshold`) is a candidate; the candidates are sorted by score, then
+    (:func:`_topk_candidates`) is a candidate; the candidates are sorted by score, then
     by column, so ties are broken by the smaller column index whatever the order in
     which equal values were found.
 
@@ -614,7 +625,7 @@ def topk_rows(S: np.ndarray, k: int, offset: int | None = None) -> tuple[np.ndar
     if offset is not None:
         S[np.arange(b), offset + np.arange(b)] = -np.inf
     if k < n:
-        ii, jj = np.nonzero(_topk_threshold(S, k)[:, None] <= S)
+        ii, jj = _topk_candidates(S, k)
     else:
         ii, jj = np.divmod(np.arange(b * n, dtype=np.int64), n)
     vals = S[ii, jj]

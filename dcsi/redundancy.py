@@ -794,6 +794,8 @@ def find_redundancy_features(
     F0 = np.asarray(features)
     n = F0.shape[0]
     y, ids, classes = _checked_inputs(n, labels, ids, classes, params, images)
+    if params.align is not None and images is not None:
+        params = replace(params, align=params.align.resolved(np.shape(images)[1:3]))
     params.search.check_available(n, "find_redundancy")
     in_place = overwrite_features and F0.dtype == np.float32 and F0.flags.c_contiguous
     F = prepare_rows(F0, center=center, out=F0 if in_place and F0.flags.writeable else None)
@@ -926,7 +928,8 @@ def find_redundancy(
         ``method="wavelet"`` links: also link shifted and cropped copies (second stage,
         :func:`dcsi.aligned.aligned_pairs`); ``True``: the defaults of
         :class:`~dcsi.aligned.AlignOptions` (aligned distance ``<= 0.0005``, shifts of
-        1 px, crops of up to 2 px).  Skipped with a warning for images too small.
+        up to 7 % and crops of up to 15 % of the shorter side: 2 and 4 px for 28-px
+        images).  Skipped with a warning for images too small.
     relative : bool or RelativeOptions, default=True
         ``method="wavelet"`` links: also link every pair much closer to each other than
         to the rest of their neighbourhood (third stage, :mod:`dcsi.relative_links`:
@@ -997,14 +1000,7 @@ def find_redundancy(
     arr, y, ids, classes, image_set = as_grey_arrays(
         source_or_images, labels, ids=ids, classes=classes, size=size
     )
-    align_skipped = (
-        None
-        if params.align is None
-        else skip_reason(arr.shape[1:3], params.align.max_shift, params.align.max_crop)
-    )
-    if align_skipped:
-        logger.warning("find_redundancy: %s", align_skipped)
-        params = replace(params, align=None)
+    params, align_skipped = _fitted_align(params, arr.shape[1:3])
     if params.method == "ssim":
         return _ssim_redundancy(arr, y, ids, classes, params)
     params.search.check_available(len(arr), "find_redundancy")
@@ -1032,6 +1028,21 @@ def find_redundancy(
     if align_skipped:
         res.params["align_skipped"] = align_skipped
     return res
+
+
+def _fitted_align(
+    params: RedundancyParams, shape: tuple[int, ...]
+) -> tuple[RedundancyParams, str | None]:
+    """The params with the aligned stage fitted to images of ``shape``: its geometry
+    resolved (:meth:`dcsi.aligned.AlignOptions.resolved`), or the stage off with the
+    reason (warned) when the images are too small for it."""
+    if params.align is None:
+        return params, None
+    skipped = skip_reason(shape, params.align.max_shift, params.align.max_crop)
+    if skipped:
+        logger.warning("find_redundancy: %s", skipped)
+        return replace(params, align=None), skipped
+    return replace(params, align=params.align.resolved(shape)), None
 
 
 def _method_rows(

@@ -122,14 +122,20 @@ def test_aligned_pairs_are_exactly_the_pairs_within_the_threshold(rng):
         imgs[30 + t] = _crop_resize(imgs[t], *rng.integers(0, 3, 2))
         imgs[40 + t] = _shift(imgs[10 + t], *[(0, 1), (1, 0), (-1, 1)][t % 3])
     allp = np.array([(i, j) for i in range(60) for j in range(i + 1, 60)])
-    D = aligned_distance(imgs, allp)
+    # 1-px shifts and 2-px crops: at these loose thresholds the searched half of the
+    # shifts gives the distance of every pair; with larger shifts it is exact only for
+    # copies (the default threshold, checked below with the default geometry)
+    D = aligned_distance(imgs, allp, max_shift=1, max_crop=2)
     for thr in (5e-4, 0.01, 0.05):
-        pairs, dist = aligned_pairs(imgs, options=AlignOptions(threshold=thr, block_size=7))
+        opts = AlignOptions(threshold=thr, block_size=7, max_shift=1, max_crop=2)
+        pairs, dist = aligned_pairs(imgs, options=opts)
         want = allp[thr >= D]
         np.testing.assert_array_equal(pairs, want)
         np.testing.assert_allclose(dist, D[thr >= D], atol=1e-6)
     planted = {(t, 30 + t) for t in range(6)} | {(10 + t, 40 + t) for t in range(6)}
     assert {tuple(map(int, p)) for p in aligned_pairs(imgs)[0]} == planted
+    D = aligned_distance(imgs, allp)  # the default geometry of 28-px images: 2 px, 4 px
+    assert {tuple(map(int, p)) for p in allp[D <= 5e-4]} == planted
 
 
 def test_aligned_cross_pairs_match_brute_force(rng):
@@ -205,6 +211,26 @@ def test_aligned_pairs_through_any_block_map(rng):
     options = AlignOptions(block_size=7)
     ref_pairs, ref_dist = aligned_pairs(imgs, options=options)
     pairs, dist = aligned_pairs(imgs, options=options, map_blocks=backwards)
-    assert len(seen) == 6 and len(ref_pairs) >= 5
+    # 6 query blocks for each k-d tree (one tree per TREE_TRANSFORMS transforms)
+    assert len(seen) % 6 == 0 and len(seen) > 6 and len(ref_pairs) >= 5
     np.testing.assert_array_equal(pairs, ref_pairs)
     assert dist.tobytes() == ref_dist.tobytes()
+
+
+def test_default_geometry_follows_the_image_size(rng):
+    from dcsi.aligned import default_geometry
+
+    assert default_geometry((8, 8)) == (1, 2)  # digits: as small as the stage goes
+    assert default_geometry((28, 28)) == (2, 4)
+    assert default_geometry((31, 32)) == (2, 5)
+    assert default_geometry((16, 40)) == (1, 2)
+    opts = AlignOptions().resolved((28, 28))
+    assert (opts.max_shift, opts.max_crop) == (2, 4)
+    assert AlignOptions(max_shift=3).resolved((8, 8)).max_shift == 3  # given: kept
+    # a 2-px shift and a 4-px crop of a 28-px image are found with the defaults alone
+    imgs = _blob_images(rng, 40)
+    imgs[20] = _shift(imgs[0], 2, -2)
+    crop = imgs[1][1:25, 3:27]  # 4 px off each axis, resized back
+    imgs[21] = np.asarray(Image.fromarray(crop).resize((28, 28), Image.BILINEAR))
+    found = {tuple(map(int, p)) for p in aligned_pairs(imgs)[0]}
+    assert {(0, 20), (1, 21)} <= found

@@ -116,7 +116,7 @@ def test_leakage_and_redundancy_share_the_align_defaults(rng):
     assert (
         {k: res.params[k] for k in shared}
         == {k: red.params[k] for k in shared}
-        == AlignOptions().to_dict()
+        == AlignOptions().resolved(train.shape[1:3]).to_dict()
     )
 
 

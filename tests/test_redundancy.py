@@ -319,7 +319,8 @@ def test_shifted_and_cropped_copies_recovered(rng):
     assert res.summary["n_aligned_pairs"] >= 24
     assert res.params["align"] is True and res.params["align_threshold"] == 0.0005
     assert res.params["grouping"] == "links" and res.params["n_clusters"] is None
-    assert res.params["max_shift"] == 1 and res.params["max_crop"] == 2
+    # the default geometry of 28-px images: 7 % and 15 % of the side
+    assert res.params["max_shift"] == 2 and res.params["max_crop"] == 4
     # the first stage alone (fine wavelet distance) misses the shifted copies
     plain = find_redundancy(imgs, y, align=False, relative=False)
     found = {tuple(sorted(g.indices)) for g in plain}
@@ -414,8 +415,8 @@ def test_option_objects_refuse_invalid_values(options):
 
 def test_params_to_dict_is_the_cards_params(rng):
     imgs, y, _, _ = _planted(rng, n=60)
-    p = RedundancyParams(align=AlignOptions(threshold=0.001))
-    res = find_redundancy(imgs, y, align=p.align)
+    p = RedundancyParams(align=AlignOptions(threshold=0.001).resolved(imgs.shape[1:3]))
+    res = find_redundancy(imgs, y, align=AlignOptions(threshold=0.001))  # resolved there
     extra = ("distance", "working_size")
     assert {k: v for k, v in res.params.items() if k not in extra} == p.to_dict()
     assert RedundancyParams(method="ssim").threshold == 0.95

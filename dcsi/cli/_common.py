@@ -143,14 +143,15 @@ def add_align_options(parser: argparse.ArgumentParser) -> None:
         "--max-shift",
         type=int,
         default=d.max_shift,
-        help=f"wavelet, second stage: largest shift in pixels (default {d.max_shift})",
+        help="wavelet, second stage: largest shift in pixels (default: 7%% of the "
+        "shorter side at the working size, at least 1: 2 px for 28-px images)",
     )
     parser.add_argument(
         "--max-crop",
         type=int,
         default=d.max_crop,
-        help="wavelet, second stage: largest crop in pixels per axis, "
-        f"resized back (default {d.max_crop})",
+        help="wavelet, second stage: largest crop in pixels per axis, resized back "
+        "(default: 15%% of the shorter side, at least 2: 4 px for 28-px images)",
     )
 
 
