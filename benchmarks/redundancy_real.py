@@ -620,7 +620,7 @@ def main() -> int:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
-        "--quick", action="store_true", help="60 icons, or 150 images + 1 copy per kind"
+        "--quick", action="store_true", help="40 icons, or 100 images + 1 copy per kind"
     )
     ap.add_argument("--timeout", type=int, default=1200, help="seconds per method")
     ap.add_argument(
@@ -633,7 +633,7 @@ def main() -> int:
     if args.pool is None:
         ap.error("the following argument is required: --pool")
     if args.quick:
-        args.max_icons, args.originals, args.per_kind = 60, 150, 1
+        args.max_icons, args.originals, args.per_kind = 40, 100, 1
     os.environ.setdefault("DCSI_DISABLE_PROGRESS", "1")
     tmp = Path(tempfile.mkdtemp(prefix="dcsi_real_"))
     folder = tmp / "images"
