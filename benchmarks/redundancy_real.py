@@ -10,9 +10,9 @@ Two kinds of pool, each scored on pairs, with dcsi and its peers in the same run
   pair is false.  Small sizes are often redrawn by hand rather than resampled, so the
   table also says, per size pair, how many true pairs are *consistent* -- the two
   images, area-downsampled to 8 x 8 px, have a Pearson correlation >= 0.9: the same
-  drawing up to its details -- and the recall on those alone.  Two files under different names with the same
-  pixels (a theme ships some icons twice) are not scored.  ``--max-icons N``: a seeded
-  subset of icon names (0: every icon).
+  drawing up to its details -- and the recall on those alone.  Two files under
+  different names with the same pixels (a theme ships some icons twice) are not
+  scored.  ``--max-icons N``: a seeded subset of icon names (0: every icon).
 - ``--pool openclipart`` (Debian ``openclipart-png``): a seeded subset of
   ``--originals`` images (default 3,000 of the 8,121; files PIL refuses as
   decompression bombs are left out), and ``--per-kind`` copies (default 25) of each of
@@ -21,8 +21,8 @@ Two kinds of pool, each scored on pairs, with dcsi and its peers in the same run
   2,048 px.  **Truth**: the planted (original, copy) pairs.  A pair of two unmodified
   images is not scored (unknown truth), but the table counts them and the JSON keeps a
   sample; a pair of a copy with another image is false.  "P lenient" does not charge a
-  copy's link to an image the method also links to the copy's original (the
-  original's own near-duplicate).
+  false pair whose two originals (an unmodified image is its own) the method links as
+  well: a copy that joined its original's own near-duplicates.
 
 Every image is written once, composited over white as dcsi reads RGBA
 (:func:`dcsi.sources.decode_image`), as an RGB PNG at its own size into one flat
