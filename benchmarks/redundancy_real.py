@@ -635,21 +635,23 @@ def main() -> int:
     if args.quick:
         args.max_icons, args.originals, args.per_kind = 40, 100, 1
     os.environ.setdefault("DCSI_DISABLE_PROGRESS", "1")
-    tmp = Path(tempfile.mkdtemp(prefix="dcsi_real_"))
-    folder = tmp / "images"
-    folder.mkdir()
-    t0 = time.perf_counter()
-    data = build(args, folder)
-    n = len(data.names)
-    print(
-        f"{args.pool}: {n} images, {len(data.truth)} true pairs, set-up {time.perf_counter() - t0:.0f} s",
-        file=sys.stderr,
-    )
-    rows = []
-    for method in args.methods.split(","):
-        meta, variants = run_method(method, folder, tmp, args.timeout)
-        rows.append(evaluate(method, meta, variants, data, n))
-        print(f"{method}: done", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="dcsi_real_") as name:
+        tmp = Path(name)
+        folder = tmp / "images"
+        folder.mkdir()
+        t0 = time.perf_counter()
+        data = build(args, folder)
+        n = len(data.names)
+        setup = time.perf_counter() - t0
+        print(
+            f"{args.pool}: {n} images, {len(data.truth)} true pairs, set-up {setup:.0f} s",
+            file=sys.stderr,
+        )
+        rows = []
+        for method in args.methods.split(","):
+            meta, variants = run_method(method, folder, tmp, args.timeout)
+            rows.append(evaluate(method, meta, variants, data, n))
+            print(f"{method}: done", file=sys.stderr)
     text = tables(rows, data)
     info = dict(data.info)
     if "consistent" in info:
