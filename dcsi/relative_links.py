@@ -30,7 +30,8 @@ counts as a copy.
 
 The score :func:`relative_score` is ``<= 1`` exactly for a link, so that the
 complete-linkage refinement of the groups can mix it with the other stages' scores.
-The defaults were chosen with copy families held out (README, "Copy search").
+The ratio was set on a development split and is scored with copy families held out
+(README, "Benchmark: a broad copy family, held out by family").
 """
 
 from __future__ import annotations
@@ -47,7 +48,6 @@ from dcsi.neighbors import exact_topk
 
 __all__ = [
     "DEFAULT_RATIO",
-    "RELATIVE_DISTANCE",
     "RelativeLinks",
     "RelativeOptions",
     "coarse_rows",
@@ -59,11 +59,6 @@ __all__ = [
 
 #: Largest ratio of a pair's coarse distance to its images' reference distance.
 DEFAULT_RATIO = 0.25
-#: What the relative score is, in the words recorded in results and cards.
-RELATIVE_DISTANCE = (
-    "1 - cosine of Gaussian-smoothed 2 x 2 block means, centred per image, over the smaller "
-    "of the two images' distances to their k-th nearest other image"
-)
 _CHUNK = 4096  # images smoothed at a time
 
 
