@@ -18,9 +18,14 @@ Pipeline of the default ``method="wavelet"``:
      *aligned distance* -- ``1 -`` Pearson correlation of coarse inner windows after
      the best of the identity, shifts by up to ``max_shift`` px and crops of up to
      ``max_crop`` px resized back -- is ``<= AlignOptions.threshold`` (default
-     0.0005).  Links of both stages are united, then grouped: connected components
-     split by complete linkage (:func:`complete_groups`) so that every two members of a
-     group are linked.
+     0.0005); shifts and crops follow the image size
+     (:func:`dcsi.aligned.default_geometry`: 2 and 4 px at 28 px).
+   * Third, density-relative stage (``relative``, default on for wavelet links):
+     :func:`dcsi.relative_links.relative_links` links every pair whose coarse distance
+     is at most 0.25 times the smaller of the two images' distances to their 5th
+     nearest neighbour (blurred, filtered, noisy, re-compressed copies).  Links of all
+     stages are united, then grouped: connected components split by complete linkage
+     (:func:`complete_groups`) so that every two members of a group are linked.
    * ``n_clusters=int``: k-means (or ``clustering="spectral"``) with that many
      clusters, as in the paper; every cluster with two or more images is a group.
 
