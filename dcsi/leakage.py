@@ -16,7 +16,9 @@ With ``method="wavelet"`` and ``align=True`` (default), test items that the wave
 distance does not link are also checked by the shift- and crop-tolerant second stage
 of :func:`dcsi.find_redundancy`, test against train
 (:func:`dcsi.aligned.aligned_cross_pairs`: shifted or cropped-and-resized copies in
-either split).
+either split), and by its density-relative third stage
+(:func:`dcsi.relative_links.relative_cross_pairs`: a test image far closer to a
+training image than to the rest of the training set).
 """
 
 from __future__ import annotations
