@@ -840,6 +840,7 @@ def main() -> int:
     out = Path(args.out) if args.out else HERE / "results" / (name + ".json")
     if args.keep_previous and out.exists():
         old = json.loads(out.read_text())
+        old.setdefault("copies", "six")  # results written before the broad family
         same = all(
             old.get(k) == result.get(k) for k in ("n_images", "per_kind", "split", "seed", "copies")
         )
