@@ -26,6 +26,7 @@ __all__ = [
     "check_labels",
     "check_memory",
     "require",
+    "validate_fields",
     "validate_params",
 ]
 
@@ -343,6 +344,23 @@ def validate_params(
                 words.append("None")
             raise _fail(name, caller, " or ".join(words), value)
     return out
+
+
+def validate_fields(obj: Any, caller: str) -> None:
+    """Check the fields of a frozen dataclass named in its ``CONSTRAINTS``
+    (:func:`validate_params`) and store the checked values on it.
+
+    Parameters
+    ----------
+    obj : frozen dataclass with a ``CONSTRAINTS`` mapping
+    caller : str
+        Named in the message.
+    """
+    checked = validate_params(
+        {k: getattr(obj, k) for k in obj.CONSTRAINTS}, obj.CONSTRAINTS, caller
+    )
+    for k, v in checked.items():
+        object.__setattr__(obj, k, v)
 
 
 def available_memory() -> int | None:

@@ -42,7 +42,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from dcsi._progress import progress
-from dcsi._validation import Interval, validate_params
+from dcsi._validation import Interval, validate_fields
 from dcsi.block_map import BlockMap, local_map
 from dcsi.exceptions import InvalidParameterError
 from dcsi.neighbors import ball_pairs, link_radius, projection_basis
@@ -130,11 +130,7 @@ class AlignOptions:
     }
 
     def __post_init__(self) -> None:
-        checked = validate_params(
-            {k: getattr(self, k) for k in self.CONSTRAINTS}, self.CONSTRAINTS, "AlignOptions"
-        )
-        for k, v in checked.items():
-            object.__setattr__(self, k, v)
+        validate_fields(self, "AlignOptions")
 
     @classmethod
     def from_arg(cls, align: Any, caller: str) -> AlignOptions | None:

@@ -66,7 +66,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from dcsi._json import to_jsonable
-from dcsi._validation import Interval, Options, check_array, check_labels, validate_params
+from dcsi._validation import Interval, Options, check_array, check_labels, validate_fields
 from dcsi.exceptions import InvalidParameterError
 
 __all__ = [
@@ -150,12 +150,8 @@ class ImageClusterParams:
     }
 
     def __post_init__(self) -> None:
-        checked = validate_params(
-            {k: getattr(self, k) for k in self.CONSTRAINTS}, self.CONSTRAINTS, _CALLER
-        )
-        checked["k_range"] = _check_k_range(self.k_range)
-        for k, v in checked.items():
-            object.__setattr__(self, k, v)
+        validate_fields(self, _CALLER)
+        object.__setattr__(self, "k_range", _check_k_range(self.k_range))
 
     def resolve_k_range(self, n: int) -> tuple[int, ...]:
         """The k tried for ``n`` images (only those ``<= n - 1``; for "agglomerative",

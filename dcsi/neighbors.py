@@ -40,7 +40,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from dcsi._progress import progress
-from dcsi._validation import Interval, Options, check_choice, require, validate_params
+from dcsi._validation import Interval, Options, check_choice, require, validate_fields
 from dcsi.ann import DEFAULT_RANGE_NPROBE, ivf_radius_candidates
 from dcsi.block_map import BlockMap, local_map
 from dcsi.exceptions import DataError, InvalidParameterError
@@ -121,11 +121,7 @@ class SearchOptions:
     }
 
     def __post_init__(self) -> None:
-        checked = validate_params(
-            {k: getattr(self, k) for k in self.CONSTRAINTS}, self.CONSTRAINTS, "SearchOptions"
-        )
-        for k, v in checked.items():
-            object.__setattr__(self, k, v)
+        validate_fields(self, "SearchOptions")
 
     @classmethod
     def from_arg(cls, search: Any, caller: str) -> SearchOptions:

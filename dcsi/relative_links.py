@@ -41,7 +41,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from dcsi._validation import Interval, validate_params
+from dcsi._validation import Interval, validate_fields
 from dcsi.aligned import grey_levels
 from dcsi.exceptions import InvalidParameterError
 from dcsi.neighbors import exact_topk
@@ -103,11 +103,7 @@ class RelativeOptions:
     }
 
     def __post_init__(self) -> None:
-        checked = validate_params(
-            {k: getattr(self, k) for k in self.CONSTRAINTS}, self.CONSTRAINTS, "RelativeOptions"
-        )
-        for k, v in checked.items():
-            object.__setattr__(self, k, v)
+        validate_fields(self, "RelativeOptions")
         if not isinstance(self.flips, bool):
             raise InvalidParameterError(
                 f"The 'flips' parameter of RelativeOptions must be True or False. Got "

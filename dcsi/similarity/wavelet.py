@@ -33,7 +33,7 @@ from dcsi._validation import (
     check_int,
     check_labels,
     check_memory,
-    validate_params,
+    validate_fields,
 )
 from dcsi.exceptions import DataError, InvalidParameterError
 
@@ -203,11 +203,7 @@ class WaveletOptions:
     }
 
     def __post_init__(self) -> None:
-        checked = validate_params(
-            {k: getattr(self, k) for k in self.CONSTRAINTS}, self.CONSTRAINTS, "WaveletOptions"
-        )
-        for k, v in checked.items():
-            object.__setattr__(self, k, v)
+        validate_fields(self, "WaveletOptions")
         _check_wavelet(self.wavelet, self.level, self.mode, "WaveletOptions")
 
     def to_dict(self) -> dict:
