@@ -125,6 +125,10 @@ class RelativeOptions:
             f"Got {relative!r} instead."
         )
 
+    def skips(self, n: int) -> bool:
+        """Whether a search among ``n`` images is too small for the stage."""
+        return n < max(self.min_images, self.k + 1)
+
     def to_dict(self) -> dict[str, Any]:
         """The options as recorded in a card."""
         return {
@@ -192,18 +196,19 @@ def _distances(A: np.ndarray, B: np.ndarray, a: np.ndarray, b: np.ndarray) -> np
 
 
 def _mirror_candidates(
-    rows: np.ndarray, mirrors: tuple[np.ndarray, ...], k: int
+    rows: np.ndarray, mirrors: tuple[np.ndarray, ...], k: int, *, skip_self: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs ``(a, b)`` with ``b`` among the ``k - 1`` nearest images of a mirror of
-    ``a`` (``b != a``) and their distances."""
+    """Pairs ``(a, b)`` with ``b`` among the ``k - 1`` nearest ``rows`` of a mirror of
+    image ``a`` (mirror rows ``Q[a]``), and their distances; ``skip_self``: the mirrors
+    are of ``rows`` themselves, and ``b == a`` is left out."""
     a_out, b_out, d_out = [], [], []
-    n = len(rows)
+    m = min(k if skip_self else k - 1, len(rows))
     for Q in mirrors:
-        nbrs, _ = exact_topk(rows, Q, k=min(k, n), desc="relative links: mirrors")
-        a = np.repeat(np.arange(n, dtype=np.int64), nbrs.shape[1])
+        nbrs, _ = exact_topk(rows, Q, k=m, desc="relative links: mirrors")
+        a = np.repeat(np.arange(len(Q), dtype=np.int64), m)
         b = nbrs.ravel()
         d = _distances(Q, rows, a, b)
-        keep = a != b
+        keep = a != b if skip_self else np.ones(len(a), dtype=bool)
         a_out.append(a[keep])
         b_out.append(b[keep])
         d_out.append(d[keep])
@@ -311,7 +316,7 @@ def relative_links(
     """
     options = options or RelativeOptions()
     n = len(images)
-    if n < max(options.min_images, options.k + 1):
+    if options.skips(n):
         return None
     rows = coarse_rows(images, options.sigma)
     nbrs, dist = _reference_topk(rows, options.k, search, seed)
@@ -322,7 +327,7 @@ def relative_links(
     mirrors: tuple[np.ndarray, ...] = ()
     if options.flips:
         mirrors = mirrored_rows(images, options.sigma)
-        ma, mb, md = _mirror_candidates(rows, mirrors, options.k)
+        ma, mb, md = _mirror_candidates(rows, mirrors, options.k, skip_self=True)
         a, b, d = np.concatenate([a, ma]), np.concatenate([b, mb]), np.concatenate([d, md])
     s = relative_score(d, reference[a], reference[b], options)
     keep = s <= 1.0
@@ -366,7 +371,7 @@ def relative_cross_pairs(
         than ``options.min_images`` images.
     """
     options = options or RelativeOptions()
-    if len(train_images) < max(options.min_images, options.k + 1) or not len(test_images):
+    if options.skips(len(train_images)) or not len(test_images):
         return None
     tr = coarse_rows(train_images, options.sigma)
     te = coarse_rows(test_images, options.sigma)
@@ -379,12 +384,9 @@ def relative_cross_pairs(
     b = nbrs[:, :-1].ravel()
     d = dist[:, :-1].ravel()
     if options.flips:
-        for Q in mirrored_rows(test_images, options.sigma):
-            mn, _ = exact_topk(tr, Q, k=options.k - 1, desc="relative leakage: mirrors")
-            ma = np.repeat(np.arange(len(te), dtype=np.int64), mn.shape[1])
-            a = np.concatenate([a, ma])
-            b = np.concatenate([b, mn.ravel()])
-            d = np.concatenate([d, _distances(Q, tr, ma, mn.ravel())])
+        mirrors = mirrored_rows(test_images, options.sigma)
+        ma, mb, md = _mirror_candidates(tr, mirrors, options.k, skip_self=False)
+        a, b, d = np.concatenate([a, ma]), np.concatenate([b, mb]), np.concatenate([d, md])
     s = relative_score(d, ref_te[a], ref_tr[b], options)
     keep = s <= 1.0
     return np.stack([a[keep], b[keep]], axis=1), s[keep]

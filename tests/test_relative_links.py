@@ -187,3 +187,18 @@ def test_flips_link_mirror_images_only_when_asked(rng):
     assert res.params["relative"]["flips"] is True
     with pytest.raises(InvalidParameterError, match="'flips' parameter of RelativeOptions"):
         RelativeOptions(flips="yes")
+
+
+def test_relative_cross_pairs_find_mirrors_only_with_flips():
+    from dcsi.relative_links import relative_cross_pairs
+    from dcsi.samples import load_sample
+
+    s = load_sample("fashion-mnist", "test")
+    train, test = s.images[:300].copy(), s.images[300:340].copy()
+    test[0] = train[3][:, ::-1]  # a left-right mirror of a training image
+    test[1] = train[7][::-1]  # a top-bottom one
+    flips = relative_cross_pairs(test, train, RelativeOptions(flips=True))
+    plain = relative_cross_pairs(test, train)
+    assert flips is not None and plain is not None
+    assert {(0, 3), (1, 7)} <= {tuple(p) for p in flips[0].tolist()}
+    assert not {(0, 3), (1, 7)} & {tuple(p) for p in plain[0].tolist()}
