@@ -1005,7 +1005,7 @@ def find_redundancy(
     arr, y, ids, classes, image_set = as_grey_arrays(
         source_or_images, labels, ids=ids, classes=classes, size=size
     )
-    params, align_skipped = _fitted_align(params, arr.shape[1:3])
+    params, align_skipped = _small_images_skip_align(params, arr.shape[1:3])
     if params.method == "ssim":
         return _ssim_redundancy(arr, y, ids, classes, params)
     params.search.check_available(len(arr), "find_redundancy")
@@ -1035,19 +1035,19 @@ def find_redundancy(
     return res
 
 
-def _fitted_align(
+def _small_images_skip_align(
     params: RedundancyParams, shape: tuple[int, ...]
 ) -> tuple[RedundancyParams, str | None]:
-    """The params with the aligned stage fitted to images of ``shape``: its geometry
-    resolved (:meth:`dcsi.aligned.AlignOptions.resolved`), or the stage off with the
-    reason (warned) when the images are too small for it."""
+    """The params with the aligned stage off, and the reason (warned), when images of
+    ``shape`` are too small for it; else as they are (its geometry is resolved by
+    :func:`find_redundancy_features`)."""
     if params.align is None:
         return params, None
     skipped = skip_reason(shape, params.align.max_shift, params.align.max_crop)
     if skipped:
         logger.warning("find_redundancy: %s", skipped)
         return replace(params, align=None), skipped
-    return replace(params, align=params.align.resolved(shape)), None
+    return params, None
 
 
 def _method_rows(
