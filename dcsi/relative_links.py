@@ -215,6 +215,26 @@ def _mirror_candidates(
     return np.concatenate(a_out), np.concatenate(b_out), np.concatenate(d_out)
 
 
+def _candidates(
+    nbrs: np.ndarray,
+    dist: np.ndarray,
+    rows: np.ndarray,
+    mirrors: tuple[np.ndarray, ...],
+    *,
+    skip_self: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every pair ``(a, b)`` the rule can link, with its distance: ``b`` among the
+    ``k - 1`` nearest ``rows`` of query ``a`` (``nbrs``, ``dist`` of shape (m, k)) or of
+    one of its mirrors (:func:`_mirror_candidates`)."""
+    k = nbrs.shape[1]
+    a = np.repeat(np.arange(len(nbrs), dtype=np.int64), k - 1)
+    b, d = nbrs[:, :-1].ravel(), dist[:, :-1].ravel()
+    if mirrors:
+        ma, mb, md = _mirror_candidates(rows, mirrors, k, skip_self=skip_self)
+        a, b, d = np.concatenate([a, ma]), np.concatenate([b, mb]), np.concatenate([d, md])
+    return a, b, d
+
+
 @dataclass(frozen=True)
 class RelativeLinks:
     """The linked pairs of the relative stage and what scores any other pair.
@@ -315,20 +335,13 @@ def relative_links(
         None when there are fewer than ``options.min_images`` images.
     """
     options = options or RelativeOptions()
-    n = len(images)
-    if options.skips(n):
+    if options.skips(len(images)):
         return None
     rows = coarse_rows(images, options.sigma)
     nbrs, dist = _reference_topk(rows, options.k, search, seed)
     reference = dist[:, -1]
-    a = np.repeat(np.arange(n, dtype=np.int64), options.k - 1)
-    b = nbrs[:, :-1].ravel()
-    d = dist[:, :-1].ravel()
-    mirrors: tuple[np.ndarray, ...] = ()
-    if options.flips:
-        mirrors = mirrored_rows(images, options.sigma)
-        ma, mb, md = _mirror_candidates(rows, mirrors, options.k, skip_self=True)
-        a, b, d = np.concatenate([a, ma]), np.concatenate([b, mb]), np.concatenate([d, md])
+    mirrors = mirrored_rows(images, options.sigma) if options.flips else ()
+    a, b, d = _candidates(nbrs, dist, rows, mirrors, skip_self=True)
     s = relative_score(d, reference[a], reference[b], options)
     keep = s <= 1.0
     pairs = np.sort(np.stack([a[keep], b[keep]], axis=1), axis=1)
@@ -380,13 +393,8 @@ def relative_cross_pairs(
     every = np.repeat(np.arange(len(te), dtype=np.int64), options.k)
     dist = _distances(te, tr, every, nbrs.ravel()).reshape(len(te), options.k)
     ref_te = dist[:, -1]
-    a = np.repeat(np.arange(len(te), dtype=np.int64), options.k - 1)
-    b = nbrs[:, :-1].ravel()
-    d = dist[:, :-1].ravel()
-    if options.flips:
-        mirrors = mirrored_rows(test_images, options.sigma)
-        ma, mb, md = _mirror_candidates(tr, mirrors, options.k, skip_self=False)
-        a, b, d = np.concatenate([a, ma]), np.concatenate([b, mb]), np.concatenate([d, md])
+    mirrors = mirrored_rows(test_images, options.sigma) if options.flips else ()
+    a, b, d = _candidates(nbrs, dist, tr, mirrors, skip_self=False)
     s = relative_score(d, ref_te[a], ref_tr[b], options)
     keep = s <= 1.0
     return np.stack([a[keep], b[keep]], axis=1), s[keep]
