@@ -1,10 +1,11 @@
 """The HTML report of a card: one self-contained page (inline PNGs, opens offline).
 
-Sections: the index and its components, the class-similarity heatmap ordered by the
-dendrogram, the dendrogram, the eigenvalue spectrum of the Laplacian of the class graph
-whose eigen-gaps choose the number of class clusters (and any spectrum an analyzer
-stored, e.g. of the SSIM graph), the most similar class pairs, the class clusters, and
-the near-duplicate groups (a gallery of thumbnails when ``load_image`` is given).
+Sections: the index with its reading (a strip of the value among the reference points,
+the driving class pairs and classes) and its components, the class-similarity heatmap
+ordered by the dendrogram, the dendrogram, the eigenvalue spectrum of the Laplacian of
+the class graph whose eigen-gaps choose the number of class clusters (and any spectrum
+an analyzer stored, e.g. of the SSIM graph), the most similar class pairs, the class
+clusters (or the verdict that no k separates them), and the near-duplicate groups (a gallery of thumbnails when ``load_image`` is given).
 Plots use matplotlib's Agg backend.
 
 The report reads the card and nothing else: the tree, leaf order and spectrum are the
@@ -160,26 +161,30 @@ def _reading_html(value: float | None, reading: Mapping[str, Any]) -> str:
             )
         )
     drivers = reading.get("drivers") or {}
-    rows = "".join(
-        f"<tr><td>{esc(p['classes'][0])}</td><td>{esc(p['classes'][1])}</td>"
-        f"<td>{_fmt(p['overlap'])}</td></tr>"
-        for p in drivers.get("pairs") or []
+    tables = (
+        (
+            "index-drivers",
+            "The class pairs that drive the value:",
+            ("class", "class", "overlap"),
+            [(*p["classes"], _fmt(p["overlap"])) for p in drivers.get("pairs") or []],
+        ),
+        (
+            "index-classes",
+            "The most confusable classes:",
+            ("class", "confusability", "nearest class"),
+            [
+                (c["class"], _fmt(c["confusability"]), c.get("nearest_class") or "")
+                for c in drivers.get("classes") or []
+            ],
+        ),
     )
-    if rows:
-        parts.append(
-            "<p>The class pairs that drive the value:</p><table id='index-drivers'>"
-            f"<tr><th>class</th><th>class</th><th>overlap</th></tr>{rows}</table>"
-        )
-    rows = "".join(
-        f"<tr><td>{esc(c['class'])}</td><td>{_fmt(c['confusability'])}</td>"
-        f"<td>{esc(str(c.get('nearest_class') or ''))}</td></tr>"
-        for c in drivers.get("classes") or []
-    )
-    if rows:
-        parts.append(
-            "<p>The most confusable classes:</p><table id='index-classes'><tr><th>class</th>"
-            f"<th>confusability</th><th>nearest class</th></tr>{rows}</table>"
-        )
+    for table_id, caption, header, cells in tables:
+        if cells:
+            head = "".join(f"<th>{esc(h)}</th>" for h in header)
+            body = "".join(
+                "<tr>" + "".join(f"<td>{esc(str(v))}</td>" for v in row) + "</tr>" for row in cells
+            )
+            parts.append(f"<p>{caption}</p><table id='{table_id}'><tr>{head}</tr>{body}</table>")
     return "".join(parts)
 
 
