@@ -133,7 +133,7 @@ def test_shipped_references_validate_and_come_with_the_package():
     assert any(fnmatch(REFERENCES_RESOURCE, g) for g in globs)
 
 
-def test_shipped_references_use_the_current_definition(rng):
+def test_shipped_references_use_the_current_definition():
     # fails after a change of the index definition until `make index-references` reran
     k = 3
     s = np.full((k, k), 0.5) + np.eye(k) * 0.4
