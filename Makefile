@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # torch/torchvision must come as a matching pair (see README, "Installing").
 TORCH_PAIR ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test test-all lint install benchmarks cards cards-openclipart clean
+.PHONY: demo test test-all lint install benchmarks cards cards-openclipart index-references clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ cards: $(STAMP)
 	$(BIN)/dcsi analyze sample:digits --out cards/digits --no-progress
 	$(BIN)/dcsi analyze sample:fashion-mnist --split train --out cards/fashion-mnist --no-progress
 	$(MAKE) cards-openclipart
+	$(MAKE) index-references
+
+# The index's reference points (dcsi/data/index_references.json) from the cards above and
+# two anchors on Fashion-MNIST's cached features; then the cards' readings are updated.
+index-references: $(STAMP)
+	$(BIN)/python benchmarks/index_references.py --refresh-cards
 
 # Debian's openclipart-png: 8,121 clip-art PNGs (RGBA, all sizes) in 22 category folders.
 cards-openclipart: $(STAMP)

@@ -152,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {
         "card": {
             "recommended_k": cc.recommended_k,
+            "verdict": cc.verdict,
             "partitions": cc.to_dict()["partitions"],
             "members": cc.to_dict()["members"],
             "seconds": t_card.seconds,
@@ -251,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\nFashion-MNIST, {args.train_per_class} training images/class, "
         f"{args.test_per_class} test images/class, {args.epochs} epochs, "
         f"{args.threads} torch threads; clusters from EfficientNet-Lite0 cnn_cosine "
-        f"({args.linkage} linkage), card's recommended k = {cc.recommended_k}:\n"
+        f"({args.linkage} linkage); {cc.verdict}\n"
     )
     for k in (2, 3):
         print(f"k={k}: " + " | ".join(", ".join(m) for m in cc.clusters(k)))

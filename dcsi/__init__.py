@@ -44,6 +44,8 @@ _LAZY = {
     "compute_index": "dcsi.index",
     "index_report": "dcsi.index",
     "IndexResult": "dcsi.index",
+    "index_reading": "dcsi.index_reading",
+    "IndexReading": "dcsi.index_reading",
     "cluster_classes": "dcsi.clusters",
     "ClassClusters": "dcsi.clusters",
     "Router": "dcsi.clusters",

@@ -7,13 +7,29 @@ to it (their Algorithm 2).  Here:
 
 - :func:`cluster_classes` runs scipy's agglomerative clustering on the distance
   ``1 - S`` (cosine similarity matrix; or on a distance matrix as is) for
-  k = 2..min(K, 8) and recommends a k by a documented rule;
+  k = 2..min(K, 8), scores each k by a documented rule, and recommends a k only when
+  it separates the classes (see "Does a k separate the classes?" below);
 - :class:`Router` routes exactly through cluster sums: the mean cosine similarity of a
   query ``q`` to the images of cluster c is ``(q / |q|) . S_c / n_c`` with ``S_c`` the
   sum of the unit-normalised features of the cluster's images, so Algorithm 2 costs one
   dot product per cluster instead of a pass over the training set;
 - :func:`routing_error` measures how often held-out labelled images are routed to a
   cluster other than their class's.
+
+Does a k separate the classes?  A rule always has a best k, even on classes with no
+group structure at all.  The best score is therefore compared with a null: the same
+rule run on ``n_null`` (default 199) copies of the class distance matrix whose
+off-diagonal entries are shuffled (one seeded permutation of the upper triangle,
+mirrored), which keeps every distance the data has but none of the structure of which
+classes are close to which.  The null statistic is the best score over all k of each
+shuffled copy (so choosing k is paid for), and the p-value is
+``(1 + #{null >= observed}) / (1 + n_null)``.  Two more rules: a partition whose
+clusters are all single classes but one (it only peels off single classes while the
+rest stay together) is never recommended when K >= 4; and with K <= 3 classes every
+shuffle of the distances is a relabelling of the classes, so no null exists and the
+rule's k is kept untested (``separable`` is None).  When the best remaining k is not
+above the null (p > ``alpha``, default 0.05), ``recommended_k`` is None and
+``verdict`` says so with the best score and the null's 95% level.
 """
 
 from __future__ import annotations
@@ -26,8 +42,8 @@ from typing import Any
 import numpy as np
 
 from dcsi._json import to_jsonable
-from dcsi._validation import check_array, check_choice, check_int
-from dcsi.exceptions import InvalidParameterError
+from dcsi._validation import check_array, check_choice, check_float, check_int
+from dcsi.exceptions import DataError, InvalidParameterError
 
 __all__ = [
     "LINKAGES",
@@ -43,6 +59,8 @@ logger = logging.getLogger(__name__)
 LINKAGES = ("single", "complete", "average", "weighted", "ward")
 RULES = ("eigengap", "silhouette")
 MAX_K = 8
+N_NULL = 199  # shuffled copies of the class distances in the separation test
+ALPHA = 0.05  # level of the separation test
 
 _RULE_TEXT = {
     "eigengap": (
@@ -70,7 +88,8 @@ class ClassClusters:
     partitions : dict of int -> ndarray of shape (K,), int
         Cluster id per class for each k; ids numbered by first appearance in class
         order (class 0 is always in cluster 0).
-    recommended_k : int
+    recommended_k : int or None
+        None when no k separates the classes (see ``verdict``).
     rule : str
         The rule that chose ``recommended_k``, in words.
     scores : dict of int -> float
@@ -86,17 +105,31 @@ class ClassClusters:
         0; None when the graph is undefined (all classes at distance 0).
     tree_distance : str or None
         What the merge heights measure, in words.
+    separable : bool or None
+        Whether the recommended k passed the separation test (module docstring);
+        None when it could not be tested (K <= 3, or ``n_null=0``).
+    verdict : str or None
+        One line on the test's outcome: the k that separates the classes, or why none
+        does, with the best score and the null's 95% level.
+    null_test : dict or None
+        The test's numbers: ``method``, ``n_permutations``, ``alpha``, ``seed``,
+        ``statistic`` (best score of a k that does not only peel off single classes),
+        ``best_k``, ``level`` (the null's 95% quantile), ``p_value``, ``peel_off``
+        (the k whose partitions only peel off single classes).
     """
 
     linkage: str
     partitions: dict[int, np.ndarray]
-    recommended_k: int
+    recommended_k: int | None
     rule: str
     scores: dict[int, float | None]
     classes: list[str] | None = None
     linkage_matrix: np.ndarray | None = None
     eigenvalues: np.ndarray | None = None
     tree_distance: str | None = None
+    separable: bool | None = None
+    verdict: str | None = None
+    null_test: dict[str, Any] | None = None
 
     @property
     def ks(self) -> list[int]:
@@ -105,7 +138,13 @@ class ClassClusters:
 
     def assignment(self, k: int | None = None) -> np.ndarray:
         """Cluster id per class, shape (K,), for ``k`` (default: the recommended k)."""
-        k = self.recommended_k if k is None else k
+        if k is None:
+            if self.recommended_k is None:
+                raise DataError(
+                    f"No k separates the classes ({self.verdict}); pass k explicitly, "
+                    f"one of {self.ks}."
+                )
+            k = self.recommended_k
         if k not in self.partitions:
             raise InvalidParameterError(f"No partition with k={k!r}; available k: {self.ks}.")
         return self.partitions[k].copy()
@@ -136,7 +175,7 @@ class ClassClusters:
         out: dict[str, Any] = {
             "method": "hierarchical",
             "linkage": self.linkage,
-            "recommended_k": int(self.recommended_k),
+            "recommended_k": None if self.recommended_k is None else int(self.recommended_k),
             "rule": self.rule,
             "partitions": {str(k): self.partitions[k] for k in self.ks},
             "sizes": {str(k): np.bincount(self.partitions[k]) for k in self.ks},
@@ -154,6 +193,10 @@ class ClassClusters:
             out["tree_distance"] = self.tree_distance
         if self.eigenvalues is not None:
             out["eigenvalues"] = np.asarray(self.eigenvalues, dtype=np.float64)
+        if self.verdict is not None:
+            out["separable"] = self.separable
+            out["verdict"] = self.verdict
+            out["null_test"] = self.null_test
         return to_jsonable(out)
 
 
@@ -215,6 +258,136 @@ def _silhouette_scores(d: np.ndarray, parts: dict[int, np.ndarray]) -> dict[int,
     return out
 
 
+def _cut_tree(tree_d: np.ndarray, linkage: str, ks: Sequence[int]) -> tuple[Any, dict]:
+    """scipy linkage matrix of ``tree_d`` (K, K) and the partition at each k."""
+    from scipy.cluster.hierarchy import fcluster
+    from scipy.cluster.hierarchy import linkage as scipy_linkage
+    from scipy.spatial.distance import squareform
+
+    z = scipy_linkage(squareform(tree_d, checks=False), method=linkage)
+    return z, {k: _relabel(fcluster(z, t=k, criterion="maxclust")) for k in ks}
+
+
+def _rule_scores(
+    tree_d: np.ndarray, parts: dict[int, np.ndarray], lam: np.ndarray | None, rule: str
+) -> dict[int, float | None]:
+    if rule == "eigengap":
+        return _eigengap_scores(lam, list(parts))
+    return _silhouette_scores(tree_d, parts)
+
+
+def _peels_off(part: np.ndarray) -> bool:
+    """Every cluster is a single class but (at most) one."""
+    return int(np.sum(np.bincount(part) >= 2)) <= 1
+
+
+def _null_best_scores(
+    tree_d: np.ndarray, *, linkage: str, ks: Sequence[int], rule: str, n_null: int, seed: int
+) -> np.ndarray:
+    """Best score over ``ks`` of the rule on ``n_null`` copies of ``tree_d`` with the
+    off-diagonal entries shuffled symmetrically; shape (n_null,) (-inf: no score)."""
+    k = tree_d.shape[0]
+    rng = np.random.default_rng(seed)
+    iu = np.triu_indices(k, 1)
+    out = np.full(n_null, -np.inf)
+    for b in range(n_null):
+        d = np.zeros_like(tree_d)
+        d[iu] = rng.permutation(tree_d[iu])
+        d = d + d.T
+        parts = (
+            dict.fromkeys(ks, np.zeros(k, dtype=np.int64))
+            if rule == "eigengap"  # the eigen-gaps do not read the tree
+            else _cut_tree(d, linkage, ks)[1]
+        )
+        lam = _class_graph_spectrum(d) if rule == "eigengap" else None
+        valid = [v for v in _rule_scores(d, parts, lam, rule).values() if v is not None]
+        if valid:
+            out[b] = max(valid)
+    return out
+
+
+def _separation(
+    tree_d: np.ndarray,
+    parts: dict[int, np.ndarray],
+    scores: dict[int, float | None],
+    *,
+    linkage: str,
+    rule: str,
+    n_null: int,
+    alpha: float,
+    seed: int,
+    classes: list[str] | None,
+) -> tuple[int | None, bool | None, str, dict[str, Any] | None]:
+    """Recommended k, separable, verdict and the null's numbers (module docstring)."""
+    k_all = tree_d.shape[0]
+    valid = {k: s for k, s in scores.items() if s is not None}
+    best_any = max(valid, key=lambda k: (valid[k], -k)) if valid else min(parts)
+    if k_all <= 3 or n_null == 0 or not valid:
+        why = (
+            f"with K = {k_all} classes every shuffle of the class distances is a "
+            "relabelling, so there is no null"
+            if k_all <= 3
+            else ("no k has a score" if not valid else "the test was switched off (n_null=0)")
+        )
+        return best_any, None, f"k = {best_any} is the rule's choice, not tested: {why}.", None
+    peel = [k for k in sorted(parts) if _peels_off(parts[k])]
+    cand = {k: s for k, s in valid.items() if k not in peel}
+    null = _null_best_scores(
+        tree_d, linkage=linkage, ks=sorted(parts), rule=rule, n_null=n_null, seed=seed
+    )
+    level = float(np.quantile(null[np.isfinite(null)], 0.95)) if np.isfinite(null).any() else None
+    test: dict[str, Any] = {
+        "method": "best score over k on the class distances with the off-diagonal "
+        "entries shuffled symmetrically (seeded permutations); p = (1 + #{null >= "
+        "statistic}) / (1 + n_permutations)",
+        "n_permutations": n_null,
+        "alpha": alpha,
+        "seed": seed,
+        "level": level,
+        "peel_off": peel,
+        "best_k": None,
+        "statistic": None,
+        "p_value": None,
+    }
+    shown = "null" if level is None else f"{level:.4g}"
+    if not cand:
+        verdict = (
+            "No k separates the classes: every scored partition only peels off single "
+            f"classes while the rest stay together (best: k = {best_any}, score "
+            f"{valid[best_any]:.4g}, isolates {_peeled_names(parts[best_any], classes)}; "
+            f"null 95% level {shown})."
+        )
+        return None, False, verdict, test
+    k_best = max(cand, key=lambda k: (cand[k], -k))
+    stat = float(cand[k_best])
+    p = float((1 + np.sum(null >= stat)) / (1 + n_null))
+    test.update(best_k=k_best, statistic=stat, p_value=p)
+    if p <= alpha:
+        verdict = (
+            f"k = {k_best} separates the classes: score {stat:.4g} above the 95% level "
+            f"{shown} of shuffled class distances (p = {p:.3f})."
+        )
+        return k_best, True, verdict, test
+    extra = ""
+    if best_any != k_best:
+        extra = (
+            f"; k = {best_any} scores higher ({valid[best_any]:.4g}) but only isolates "
+            f"{_peeled_names(parts[best_any], classes)}"
+        )
+    verdict = (
+        f"No k separates the classes: the best score, {stat:.4g} (k = {k_best}), is within "
+        f"what shuffled class distances give (95% level {shown}, p = {p:.2f}){extra}."
+    )
+    return None, False, verdict, test
+
+
+def _peeled_names(part: np.ndarray, classes: list[str] | None) -> str:
+    """The single classes a partition isolates, quoted, in class order."""
+    sizes = np.bincount(part)
+    alone = [i for i in range(part.shape[0]) if sizes[part[i]] == 1]
+    return ", ".join(repr(classes[i]) if classes else str(i) for i in alone)
+
+
 def cluster_classes(
     S: np.ndarray,
     *,
@@ -224,6 +397,9 @@ def cluster_classes(
     rule: str = "eigengap",
     class_counts: np.ndarray | None = None,
     classes: list[str] | None = None,
+    n_null: int = N_NULL,
+    alpha: float = ALPHA,
+    seed: int = 0,
 ) -> ClassClusters:
     """Hierarchical clustering of the classes on a class matrix.
 
@@ -247,20 +423,26 @@ def cluster_classes(
         Images per class; needed for ``linkage="ward"``.
     classes : list of str, default=None
         Class names, for ``clusters()`` and ``to_dict()["members"]``.
+    n_null : int, default=199
+        Shuffled copies of the class distances in the separation test (module
+        docstring); 0 switches the test off (the rule's best k is kept, untested).
+    alpha : float, default=0.05
+        Level of the separation test: a k is recommended only when p <= alpha.
+    seed : int, default=0
+        Seed of the shuffles.
 
     Returns
     -------
     ClassClusters
+        ``recommended_k`` is None when no k separates the classes (``verdict`` says
+        why); the partitions of every k are kept either way.
 
     Notes
     -----
     K = 2 gives the single partition ``{2: [0, 1]}``; K = 3 gives k = 2 and 3 with the
-    eigen-gap rule choosing between them (the silhouette rule has only k = 2).
+    eigen-gap rule choosing between them (the silhouette rule has only k = 2); with
+    K <= 3 the choice is not tested.
     """
-    from scipy.cluster.hierarchy import fcluster
-    from scipy.cluster.hierarchy import linkage as scipy_linkage
-    from scipy.spatial.distance import squareform
-
     from dcsi.index import square_class_matrix
 
     caller = "cluster_classes"
@@ -279,6 +461,9 @@ def cluster_classes(
     check_choice(linkage, "linkage", caller, LINKAGES)
     check_choice(kind, "kind", caller, ["similarity", "distance"])
     check_choice(rule, "rule", caller, RULES)
+    check_int(n_null, "n_null", caller, min_value=0)
+    check_int(seed, "seed", caller, min_value=0)
+    check_float(alpha, "alpha", caller, min_value=0.0, max_value=1.0)
     if ks is None:
         ks_list = list(range(2, min(k_all, MAX_K) + 1))
     else:
@@ -305,8 +490,7 @@ def cluster_classes(
         tree_d = _centroid_distance(m, counts)
     else:
         tree_d = d
-    z = scipy_linkage(squareform(tree_d, checks=False), method=linkage)
-    parts = {k: _relabel(fcluster(z, t=k, criterion="maxclust")) for k in ks_list}
+    z, parts = _cut_tree(tree_d, linkage, ks_list)
     # fcluster can return fewer clusters than asked when merge heights tie
     for k, lab in parts.items():
         if int(lab.max()) + 1 != k:
@@ -314,11 +498,18 @@ def cluster_classes(
                 "cluster_classes: k=%d gave %d clusters (tied merge heights)", k, int(lab.max()) + 1
             )
     lam = _class_graph_spectrum(tree_d)
-    scores = (
-        _eigengap_scores(lam, ks_list) if rule == "eigengap" else _silhouette_scores(tree_d, parts)
+    scores = _rule_scores(tree_d, parts, lam, rule)
+    recommended, separable, verdict, null_test = _separation(
+        tree_d,
+        parts,
+        scores,
+        linkage=linkage,
+        rule=rule,
+        n_null=n_null,
+        alpha=alpha,
+        seed=seed,
+        classes=classes,
     )
-    valid = {k: s for k, s in scores.items() if s is not None}
-    recommended = max(valid, key=lambda k: (valid[k], -k)) if valid else ks_list[0]
     if linkage == "ward":
         tree_text = "Euclidean distance between the unit-feature class centroids"
     elif kind == "similarity":
@@ -328,13 +519,16 @@ def cluster_classes(
     return ClassClusters(
         linkage=linkage,
         partitions=parts,
-        recommended_k=int(recommended),
+        recommended_k=recommended,
         rule=_RULE_TEXT[rule],
         scores=scores,
         classes=None if classes is None else list(classes),
         linkage_matrix=z,
         eigenvalues=lam,
         tree_distance=tree_text,
+        separable=separable,
+        verdict=verdict,
+        null_test=null_test,
     )
 
 

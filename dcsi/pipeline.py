@@ -563,12 +563,14 @@ def _cnn_blocks(
     batch_size: int,
     partials: dict[int, Any] | None,
 ) -> dict[str, Any]:
-    """The features block, the cnn_cosine matrix, the index and the class clusters.
+    """The features block, the cnn_cosine matrix, the index (with its reading) and the
+    class clusters.
 
     The class sums are added in blocks of :func:`stats_block_rows` ``(batch_size)``
     rows, on every engine; ``partials`` holds the blocks the Ray actors computed."""
     from dcsi.clusters import cluster_classes
     from dcsi.index import index_report
+    from dcsi.index_reading import index_reading
     from dcsi.similarity.class_cosine import (
         class_stats,
         compute_class_similarity,
@@ -590,8 +592,10 @@ def _cnn_blocks(
     out["features"]["class_counts"] = stats.counts.tolist()
     out["similarity"] = {"cnn_cosine": sim.to_dict()}
     classes = list(images.classes)
-    out["index"] = index_report(
-        sim.matrix, stats.counts, features=fs.features, labels=y, classes=classes
+    result = index_report(sim.matrix, stats.counts, features=fs.features, labels=y, classes=classes)
+    out["index"] = result.to_dict()
+    out["index"]["reading"] = index_reading(
+        out["index"], result.classes or classes, fingerprint=images.fingerprint()
     ).to_dict()
     out["class_clusters"] = cluster_classes(
         sim.matrix, linkage=linkage, class_counts=stats.counts, classes=classes

@@ -1,10 +1,11 @@
 """The HTML report of a card: one self-contained page (inline PNGs, opens offline).
 
-Sections: the index and its components, the class-similarity heatmap ordered by the
-dendrogram, the dendrogram, the eigenvalue spectrum of the Laplacian of the class graph
-whose eigen-gaps choose the number of class clusters (and any spectrum an analyzer
-stored, e.g. of the SSIM graph), the most similar class pairs, the class clusters, and
-the near-duplicate groups (a gallery of thumbnails when ``load_image`` is given).
+Sections: the index with its reading (a strip of the value among the reference points,
+the driving class pairs and classes) and its components, the class-similarity heatmap
+ordered by the dendrogram, the dendrogram, the eigenvalue spectrum of the Laplacian of
+the class graph whose eigen-gaps choose the number of class clusters (and any spectrum
+an analyzer stored, e.g. of the SSIM graph), the most similar class pairs, the class
+clusters (or the verdict that no k separates them), and the near-duplicate groups (a gallery of thumbnails when ``load_image`` is given).
 Plots use matplotlib's Agg backend.
 
 The report reads the card and nothing else: the tree, leaf order and spectrum are the
@@ -104,6 +105,87 @@ def _spectrum(spectra: dict[str, np.ndarray]) -> str:
     ax.set_title("Laplacian eigenvalue spectrum (gaps suggest the cluster count)")
     ax.legend(fontsize=8)
     return _png(fig)
+
+
+def _reading_strip(value: float, refs: list[Mapping[str, Any]]) -> str:
+    """The index value (red) among the reference points (grey) on the scale [0, 1]."""
+    fig, ax = _figure((8, 2.6))
+    ax.axhline(0, color="0.6", lw=1, zorder=0)
+    for i, r in enumerate(sorted(refs, key=lambda r: r["value"])):
+        # neighbours' labels on four rows (below, above, further below, further above)
+        lift = (-12, 12, -28, 28)[i % 4]
+        ax.plot([r["value"]], [0], "o", color="0.45", ms=7)
+        ax.annotate(
+            f"{r['name']} ({r['value']:.2f})",
+            (r["value"], 0),
+            xytext=(0, lift),
+            textcoords="offset points",
+            ha="center",
+            va="bottom" if lift > 0 else "top",
+            fontsize=7,
+            color="0.25",
+            arrowprops={"arrowstyle": "-", "color": "0.7", "lw": 0.5},
+        )
+    ax.plot([value], [0], "D", color="tab:red", ms=10, zorder=3)
+    ax.annotate(
+        f"this dataset ({value:.2f})",
+        (value, 0),
+        xytext=(0, 48),
+        textcoords="offset points",
+        ha="center",
+        fontsize=8,
+        color="tab:red",
+        arrowprops={"arrowstyle": "-", "color": "tab:red"},
+    )
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-1, 1)
+    ax.set_yticks([])
+    for spine in ("left", "right", "top"):
+        ax.spines[spine].set_visible(False)
+    ax.set_xlabel("DCSI")
+    return _png(fig)
+
+
+def _reading_html(value: float | None, reading: Mapping[str, Any]) -> str:
+    """The reading of the index: its line, the strip plot and the driving classes."""
+    esc = html.escape
+    parts = [f"<p id='index-reading'><b>Reading:</b> {esc(reading['interpretation'])}</p>"]
+    refs = list(reading.get("reference_points") or [])
+    if refs and value is not None:
+        parts.append(
+            _img(
+                "fig-index-reading",
+                _reading_strip(value, refs),
+                "The index of this dataset among the reference points (the same index on "
+                "well-known datasets and two synthetic anchors)",
+            )
+        )
+    drivers = reading.get("drivers") or {}
+    tables = (
+        (
+            "index-drivers",
+            "The class pairs that drive the value:",
+            ("class", "class", "overlap"),
+            [(*p["classes"], _fmt(p["overlap"])) for p in drivers.get("pairs") or []],
+        ),
+        (
+            "index-classes",
+            "The most confusable classes:",
+            ("class", "confusability", "nearest class"),
+            [
+                (c["class"], _fmt(c["confusability"]), c.get("nearest_class") or "")
+                for c in drivers.get("classes") or []
+            ],
+        ),
+    )
+    for table_id, caption, header, cells in tables:
+        if cells:
+            head = "".join(f"<th>{esc(h)}</th>" for h in header)
+            body = "".join(
+                "<tr>" + "".join(f"<td>{esc(str(v))}</td>" for v in row) + "</tr>" for row in cells
+            )
+            parts.append(f"<p>{caption}</p><table id='{table_id}'><tr>{head}</tr>{body}</table>")
+    return "".join(parts)
 
 
 # -- galleries ----------------------------------------------------------------------
@@ -492,7 +574,10 @@ def report_html(
     idx = data.get("index")
     if idx:
         value = "undefined" if idx["value"] is None else f"{idx['value']:.4f}"
-        parts.append(f"<p><b>DCSI = {value}</b></p><p>{esc(idx['definition'])}</p>")
+        parts.append(f"<p><b>DCSI = {value}</b></p>")
+        if idx.get("reading"):
+            parts.append(_reading_html(idx["value"], idx["reading"]))
+        parts.append(f"<p>{esc(idx['definition'])}</p>")
         if idx["components"]:
             notes = idx.get("component_definitions") or {}
             meaning = (
@@ -586,10 +671,16 @@ def report_html(
     cc = data.get("class_clusters")
     parts.append("<h2 id='clusters'>Class clusters</h2>")
     if cc and cc["partitions"]:
+        rule = f" ({esc(cc['rule'])})" if cc.get("rule") else ""
+        if cc.get("recommended_k") is None and cc.get("verdict"):
+            chosen = f"no recommended k{rule}"
+        else:
+            chosen = f"recommended k = {esc(str(cc['recommended_k']))}{rule}"
         parts.append(
-            f"<p>Method {esc(cc['method'])}, linkage {esc(str(cc['linkage']))}; recommended k = "
-            f"{esc(str(cc['recommended_k']))}{' (' + esc(cc['rule']) + ')' if cc.get('rule') else ''}.</p>"
+            f"<p>Method {esc(cc['method'])}, linkage {esc(str(cc['linkage']))}; {chosen}.</p>"
         )
+        if cc.get("verdict"):
+            parts.append(f"<p id='k-verdict'><b>{esc(cc['verdict'])}</b></p>")
         scores = cc.get("scores")
         if isinstance(scores, dict) and scores:
             cells = "".join(

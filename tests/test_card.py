@@ -284,6 +284,15 @@ def test_null_blocks_are_allowed(card_dict):
     assert card.redundancy == []
 
 
+def test_summary_says_when_no_k_separates(card_dict):
+    card_dict["class_clusters"]["recommended_k"] = None
+    card_dict["class_clusters"]["separable"] = False
+    card_dict["class_clusters"]["verdict"] = "No k separates the classes: test line."
+    text = Card(card_dict).summary()
+    assert "  No k separates the classes: test line." in text
+    assert "recommended k" not in text
+
+
 def test_no_recommended_k(card_dict):
     card_dict["class_clusters"]["recommended_k"] = None
     card = Card(card_dict)

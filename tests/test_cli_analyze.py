@@ -53,6 +53,9 @@ def test_analyze_writes_the_card_files(folder, tmp_path, capsys):
     assert card["dataset"]["classes"] == ["cats", "dogs"]
     assert card["provenance"]["parameters"]["seed"] == 3
     assert card["provenance"]["command"].startswith("dcsi ")
+    # the index's reading and the class clusters' verdict are printed
+    assert f"reading: {card['index']['reading']['interpretation']}" in text
+    assert card["class_clusters"]["verdict"] in text
 
 
 def test_user_error_is_one_line_and_exit_1(tmp_path, capsys):

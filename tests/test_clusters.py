@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from dcsi.clusters import ClassClusters, Router, cluster_classes, routing_error
-from dcsi.exceptions import InvalidParameterError
+from dcsi.exceptions import DataError, InvalidParameterError
 from dcsi.similarity.class_cosine import class_similarity, class_stats
 
 
@@ -278,3 +279,108 @@ def test_undefined_class_graph_stores_no_spectrum():
     d = cluster_classes(S).to_dict()
     assert "eigenvalues" not in d and "linkage_matrix" in d
     assert all(v is None for v in d["scores"].values())
+
+
+# -- does a k separate the classes? --------------------------------------------------
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def _blocks(rng, sizes=(4, 4, 4), within=0.8, between=0.4, noise=0.01):
+    """A class matrix with planted groups of classes (symmetric, noisy)."""
+    k = sum(sizes)
+    g = np.repeat(np.arange(len(sizes)), sizes)
+    s = np.where(g[:, None] == g[None, :], within, between) + rng.normal(size=(k, k)) * noise
+    s = (s + s.T) / 2
+    np.fill_diagonal(s, 0.9)
+    return s, g
+
+
+def _flat(rng, k=10, level=0.5, noise=0.01):
+    """A class matrix with no group structure: equal off-diagonals plus noise."""
+    s = level + rng.normal(size=(k, k)) * noise
+    s = (s + s.T) / 2
+    np.fill_diagonal(s, 0.9)
+    return s
+
+
+@pytest.mark.parametrize("rule", ["eigengap", "silhouette"])
+def test_planted_groups_are_separable(rng, rule):
+    s, g = _blocks(rng)
+    cc = cluster_classes(s, rule=rule)
+    assert cc.separable is True and cc.recommended_k == 3
+    np.testing.assert_array_equal(cc.assignment(), g)
+    assert cc.verdict.startswith("k = 3 separates the classes")
+    assert cc.null_test["p_value"] <= 0.05 and cc.null_test["best_k"] == 3
+    assert cc.null_test["statistic"] > cc.null_test["level"]
+
+
+@pytest.mark.parametrize("rule", ["eigengap", "silhouette"])
+def test_structureless_classes_get_no_k(rule):
+    # a fixed draw: by design the test calls 5% of structureless draws separable
+    s = _flat(np.random.default_rng(0))
+    cc = cluster_classes(s, rule=rule, classes=[f"c{i}" for i in range(10)])
+    assert cc.recommended_k is None and cc.separable is False
+    assert cc.verdict.startswith("No k separates the classes")
+    assert "95% level" in cc.verdict
+    with pytest.raises(DataError, match="No k separates the classes.*pass k explicitly"):
+        cc.assignment()
+    assert cc.clusters(2)  # every partition stays available
+    d = cc.to_dict()
+    assert d["recommended_k"] is None and d["separable"] is False
+    assert set(d["partitions"]) == {str(k) for k in range(2, 9)}
+    json.dumps(d, allow_nan=False)
+
+
+def test_structureless_draws_are_rarely_called_separable(rng):
+    # the level holds: at alpha = 0.05, 40 structureless draws give about 2 false calls
+    calls = sum(cluster_classes(_flat(rng), n_null=99).separable for _ in range(40))
+    assert calls <= 8
+
+
+def test_openclipart_classes_get_no_k():
+    # the clip-art card: k = 2 isolates 'special' alone, best eigen-gap 0.0106
+    ref = json.loads((DATA / "openclipart_cnn_cosine.json").read_text())
+    cc = cluster_classes(
+        np.asarray(ref["matrix"]), classes=ref["classes"], class_counts=ref["class_counts"]
+    )
+    assert cc.recommended_k is None and cc.separable is False
+    assert "only isolates 'special'" in cc.verdict
+    assert 2 in cc.null_test["peel_off"]
+
+
+def test_peeling_off_one_class_is_not_a_separation(rng):
+    # nine alike classes and one far away: k = 2 is the best score but only peels it off
+    s = _flat(rng, level=0.6)
+    s[9, :9] = s[:9, 9] = 0.1
+    cc = cluster_classes(s, classes=list("abcdefghij"))
+    assert cc.scores[2] == max(v for v in cc.scores.values() if v is not None)
+    assert cc.recommended_k is None
+    assert "only isolates 'j'" in cc.verdict or "only peels off" in cc.verdict
+
+
+def test_small_k_is_not_tested(rng):
+    x, y = _grouped(rng, groups=((0, 1), (2,)))
+    cc = cluster_classes(class_similarity(x, y))
+    assert cc.separable is None and cc.recommended_k == 2
+    assert "not tested" in cc.verdict and cc.null_test is None
+    cc = cluster_classes(_blocks(rng)[0], n_null=0)
+    assert cc.separable is None and cc.recommended_k == 3
+
+
+def test_separation_is_seeded(rng):
+    s = _flat(rng)
+    a, b = cluster_classes(s, seed=5).to_dict(), cluster_classes(s, seed=5).to_dict()
+    assert a == b
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"n_null": -1}, "The 'n_null' parameter of cluster_classes"),
+        ({"alpha": 1.5}, "The 'alpha' parameter of cluster_classes"),
+        ({"seed": -2}, "The 'seed' parameter of cluster_classes"),
+    ],
+)
+def test_separation_parameter_errors(kw, match):
+    with pytest.raises(InvalidParameterError, match=match):
+        cluster_classes(np.eye(5), **kw)

@@ -58,6 +58,11 @@ def test_card_has_every_block_and_validates(data, tmp_path):
     assert set(card.similarity_kinds) == {"cnn_cosine", "ssim", "wavelet"}
     assert d["features"]["backbone"] == "pixels8" and d["features"]["dim"] == 64
     assert 0.0 <= card.index <= 1.0
+    reading = card.index_reading
+    assert reading["interpretation"].startswith(f"{card.index:.2f}: ")
+    assert reading["reference_points"]  # the shipped points, same definition
+    assert {c for p in reading["drivers"]["pairs"] for c in p["classes"]} <= set(card.classes)
+    assert "not tested" in d["class_clusters"]["verdict"]  # K = 3: no null exists
     assert sorted(functools.reduce(operator.iadd, card.class_clusters(), [])) == card.classes
     kinds = {g.kind for g in card.redundancy}
     assert "redundant" in kinds

@@ -80,7 +80,10 @@ def test_report_embeds_every_figure(card, tmp_path):
     assert "csg" in page  # peers
     assert "<th>meaning</th>" not in page  # no definitions stored -> no empty column
     # clusters and groups (table, no load_image)
-    assert f"k = {card.recommended_k} (recommended)" in page
+    if card.recommended_k is None:  # random classes: the separation test says so
+        assert "No k separates the classes" in page and "(recommended)" not in page
+    else:
+        assert f"k = {card.recommended_k} (recommended)" in page
     assert "recomputed" not in page
     assert '<table id="groups">' in page and "img2" in page
 

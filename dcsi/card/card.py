@@ -750,6 +750,8 @@ class Card:
             if len(definition) > 110:
                 definition = definition[:107].rstrip() + "..."
             lines.append(f"index (DCSI): {value}")
+            if idx.get("reading"):
+                lines.append(f"  reading: {idx['reading']['interpretation']}")
             lines.append(f"  definition: {definition} (full text in dcsi.json)")
         else:
             lines.append("index (DCSI): not computed")
@@ -773,6 +775,8 @@ class Card:
             lines.append(
                 f"class clusters: stored for k = {', '.join(str(k) for k in self.cluster_ks)}"
             )
+        if cc and cc.get("verdict"):
+            lines.append(f"  {cc['verdict']}")
         else:
             lines.append("class clusters: not computed")
         counts = self.redundancy_counts
@@ -919,8 +923,17 @@ class Card:
         return copy.deepcopy(self._block("index", "the index"))
 
     @property
+    def index_reading(self) -> dict | None:
+        """What the index means (``index.reading``): ``interpretation`` (one line),
+        ``reference_points``, ``position`` and ``drivers``; None when the card has none
+        (made before dcsi wrote it).  See :func:`dcsi.index_reading`."""
+        reading = self._block("index", "the index").get("reading")
+        return None if reading is None else copy.deepcopy(reading)
+
+    @property
     def recommended_k(self) -> int | None:
-        """The recommended number of class clusters."""
+        """The recommended number of class clusters; None when no k separates the
+        classes (``class_clusters.verdict`` says why)."""
         return self._block("class_clusters", "class clustering").get("recommended_k")
 
     @property
@@ -946,9 +959,10 @@ class Card:
         if k is None:
             k = cc.get("recommended_k")
             if k is None:
+                verdict = f" {cc['verdict']}" if cc.get("verdict") else ""
                 raise DataError(
                     "This card has no recommended_k; pass k= explicitly "
-                    f"(stored partitions: {self.cluster_ks})."
+                    f"(stored partitions: {self.cluster_ks}).{verdict}"
                 )
         if (
             isinstance(k, bool)

@@ -5,8 +5,9 @@ The file describes the card, not the images: a ``cr:FileObject`` for ``dcsi.json
 cluster id for the recommended k), the class clusters for every stored k, and each
 class-similarity matrix in long form (one record per ordered class pair).  Scalars that
 Croissant has no term for live in the ``dcsi`` external vocabulary
-(:data:`DCSI_VOCAB`): ``dcsi:index``, ``dcsi:indexDefinition``, ``dcsi:backbone``,
-``dcsi:recommendedK``, ``dcsi:schemaVersion``, ``dcsi:redundantGroups``,
+(:data:`DCSI_VOCAB`): ``dcsi:index``, ``dcsi:indexDefinition``, ``dcsi:indexReading``
+(the one-line interpretation), ``dcsi:backbone``, ``dcsi:recommendedK``,
+``dcsi:classClustersVerdict``, ``dcsi:schemaVersion``, ``dcsi:redundantGroups``,
 ``dcsi:conflictGroups``, ``dcsi:neighborIndexK``; each file of a neighbour index
 (``neighbor_index.files``) is a ``cr:FileObject`` with its sha256.
 
@@ -215,6 +216,8 @@ def croissant_dict(card: Card, *, card_sha256: str | None = None) -> dict[str, A
         if idx["value"] is not None:
             doc["dcsi:index"] = idx["value"]
         doc["dcsi:indexDefinition"] = idx["definition"]
+        if idx.get("reading"):
+            doc["dcsi:indexReading"] = idx["reading"]["interpretation"]
     ni = data.get("neighbor_index")
     if ni:
         doc["dcsi:neighborIndexK"] = ni["k"]
@@ -236,6 +239,8 @@ def croissant_dict(card: Card, *, card_sha256: str | None = None) -> dict[str, A
             {"label": i, "name": n, "n_images": c}
             for i, (n, c) in enumerate(zip(names, ds["class_counts"]))
         ]
+        if cc and cc.get("verdict"):
+            doc["dcsi:classClustersVerdict"] = cc["verdict"]
         if cc and cc.get("recommended_k") is not None:
             doc["dcsi:recommendedK"] = int(cc["recommended_k"])
             assignment = card.cluster_assignment()

@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import string
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +82,9 @@ def hf_block(card: Card, *, n_pairs: int = 5) -> dict[str, Any]:
     }
     if data.get("index"):
         block["index"] = _round(data["index"]["value"])
+        reading = data["index"].get("reading")
+        if reading:
+            block["index_reading"] = reading["interpretation"]
     feats = data.get("features")
     if feats:
         block["backbone"] = feats["backbone"]
@@ -196,6 +200,20 @@ def _md_code(value: Any) -> str:
     return _CONTROL.sub(" ", str(value)).replace("`", "'")
 
 
+def _reading_markdown(reading: Mapping[str, Any]) -> str:
+    """The index reading: its line and the reference points as a table."""
+    text = f"Reading: {md_text(reading['interpretation'])}"
+    refs = reading.get("reference_points") or []
+    if refs:
+        rows = ["| reference point | classes | images | DCSI |", "|---|---|---|---|"]
+        rows += [
+            f"| {md_text(r['name'])} | {r['n_classes']} | {r['n_images']:,} | {r['value']:.4f} |"
+            for r in refs
+        ]
+        text += "\n\n" + "\n".join(rows)
+    return text
+
+
 def _template_body(card: Card) -> str:
     data = card.data
     ds = data["dataset"]
@@ -207,6 +225,8 @@ def _template_body(card: Card) -> str:
         idx = data["index"]
         value = "undefined" if idx["value"] is None else f"{idx['value']:.4f}"
         index_section = f"**Index (DCSI): {value}.** {md_text(idx['definition'])}"
+        if idx.get("reading"):
+            index_section += "\n\n" + _reading_markdown(idx["reading"])
     else:
         index_section = "The index was not computed (no class labels, or the analysis was skipped)."
 
@@ -220,7 +240,12 @@ def _template_body(card: Card) -> str:
         pairs_section = "No class-similarity matrix was computed."
 
     cc = data.get("class_clusters")
-    if cc and cc.get("recommended_k") is not None:
+    if cc and cc.get("recommended_k") is None and cc.get("verdict"):
+        clusters_section = (
+            f"{md_text(cc['verdict'])} The partitions for k = "
+            f"{', '.join(str(k) for k in card.cluster_ks)} are in the card."
+        )
+    elif cc and cc.get("recommended_k") is not None:
         lines = [
             f"- cluster {i}: {', '.join(map(md_text, c))}"
             for i, c in enumerate(card.class_clusters())

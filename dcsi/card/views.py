@@ -135,7 +135,11 @@ def _recluster(card: Card) -> Any | None:
     try:
         s = card.similarity(card.primary_kind)
         return cluster_classes(
-            s, linkage=linkage, class_counts=np.asarray(counts), classes=card.classes
+            s,
+            linkage=linkage,
+            class_counts=np.asarray(counts),
+            classes=card.classes,
+            n_null=0,  # the views read the tree and spectrum only
         )
     except DcsiError as exc:  # NaN entries, fewer than 2 classes, ...
         logger.info("class tree and spectrum not in the card and not recomputable: %s", exc)
