@@ -52,7 +52,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Version of the card format written by this dcsi (semver; readers refuse a newer major).
-SCHEMA_VERSION = "1.3.0"
+SCHEMA_VERSION = "1.4.0"
 #: File name of the card inside a card folder.
 CARD_FILENAME = "dcsi.json"
 
