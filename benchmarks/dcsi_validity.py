@@ -1,263 +1,164 @@
-"""Does the DCSI predict how hard a classification task is?
+"""Does the DCSI track how hard a task is, on image pools it was not chosen on?
 
-A family of classification tasks made of class subsets of Fashion-MNIST and sklearn's
-digits: all 45 Fashion-MNIST class pairs plus random 3-5-class subsets of both datasets
-(and a few digit pairs).  For each task:
+Reads the task records written by ``benchmarks/validity_pools.py`` (class pairs and
+random 3-8-class subsets of several labelled image pools; for each task the cnn_cosine
+class matrix ``S`` of the index features, the same matrix on raw pixels, the peers'
+values and the test error of three reference classifiers) and answers three questions:
 
-- the DCSI (``dcsi.compute_index`` on ``dcsi.class_similarity`` of EfficientNet-Lite0
-  features from ``dcsi.extract_features``, default backbone), its peers CSG and the
-  cosine silhouette on the same features, and the variants we tried on the way;
-- the test error of a fixed reference classifier on raw pixels: scikit-learn's
-  ``LogisticRegression`` (L2, C=1, lbfgs, pixels scaled to [0, 1]).
+1. **Leave-one-pool-out.**  Every choice the index involves -- which definition, its
+   temperature, how pairs are aggregated, whether pixel-space similarity feeds it -- is
+   made with one pool hidden (the candidate with the highest Spearman rho against the
+   selection reference over the other pools' tasks together) and scored on the hidden
+   pool.  Reported per pool and over all held-out tasks, for the DCSI and for every
+   baseline (CSG, cosine silhouettes on features and on pixels, the 1-NN error on
+   features, the mean off-diagonal similarity, the previous DCSI), against each
+   reference, with bootstrap intervals (tasks resampled within pools).
+2. **Do the references agree?**  Spearman rho between the three reference errors.
+3. **Are the ends calibrated?**  The shipped definition on tasks whose labels are
+   shuffled (classes drawn from one distribution: should be near 1) and on planted
+   separations (two classes from different pools: should be near 0).
 
-It prints Spearman's rho of each index with the error (over all tasks, and within each
-dataset) and writes ``benchmarks/results/dcsi_validity.json``.  ``--holdout`` more random
-3-8-class subsets per dataset (drawn with another seed) are reported separately: they
-check a definition chosen on the main tasks.
+    python benchmarks/validity_pools.py            # the tasks (references cached)
+    python benchmarks/dcsi_validity.py             # this analysis, seconds
 
-The reference errors do not depend on the features, so they are cached in
-``benchmarks/results/dcsi_validity_errors.json``, keyed by dataset, classes, training
-size, seed and classifier settings (``--error-cache``): with the features cached too
-(``--cache``), a re-run to try an index definition takes about a minute (CSG dominates).
-
-Features are extracted once for a pool of images (``--per-class`` training images of
-each Fashion-MNIST class, the training half of digits) and cached; each task's index is
-computed from the pool's rows of its classes.
-
-    python benchmarks/dcsi_validity.py                 # the README figures
-    python benchmarks/dcsi_validity.py --quick         # smoke run, minutes
+Writes ``benchmarks/results/dcsi_validity.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
+import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Timer, print_table, write_results
+from _common import RESULTS_DIR, print_table, write_results
 
-from dcsi.index import (
-    _cap_terms,
-    centroid_terms,
-    compute_index,
-    cosine_silhouette,
-    cumulative_spectral_gradient,
-)
-from dcsi.samples import load_sample
-from dcsi.similarity.class_cosine import class_similarity
+from dcsi.index import compute_index
 
-
-def make_tasks(n_random: int, n_digit_pairs: int, seed: int) -> list[tuple[str, list[int]]]:
-    rng = np.random.default_rng(seed)
-    tasks = [("fashion-mnist", list(p)) for p in itertools.combinations(range(10), 2)]
-    for _ in range(n_random):
-        k = int(rng.integers(3, 6))
-        tasks.append(("fashion-mnist", sorted(rng.choice(10, k, replace=False).tolist())))
-    for _ in range(n_digit_pairs):
-        tasks.append(("digits", sorted(rng.choice(10, 2, replace=False).tolist())))
-    for _ in range(n_random):
-        k = int(rng.integers(3, 6))
-        tasks.append(("digits", sorted(rng.choice(10, k, replace=False).tolist())))
-    return tasks
+REFERENCES = ("cnn", "probe_lite2", "pixels_lr")
+# baselines: name -> (task key, sign so that higher = harder)
+BASELINES: dict[str, tuple[str, float]] = {
+    "CSG": ("csg", 1.0),
+    "silhouette, features (-)": ("silhouette_features", -1.0),
+    "silhouette, pixels (-)": ("silhouette_pixels", -1.0),
+    "1-NN error, features": ("nn1_error_features", 1.0),
+    "mean off-diagonal S": ("mean_offdiag", 1.0),
+    "previous DCSI (cap overlap / pi)": ("dcsi_current", 1.0),
+}
 
 
-def make_holdout_tasks(
-    n_per_dataset: int, seen: list[tuple[str, list[int]]], seed: int
-) -> list[tuple[str, list[int]]]:
-    """Held-out tasks: random 3-8-class subsets not among ``seen``, drawn with another
-    seed (``seed + 12345``); used only to check a definition chosen on the main tasks."""
-    rng = np.random.default_rng(seed + 12345)
-    have = {(ds, tuple(c)) for ds, c in seen}
-    out = []
-    for ds in ("digits", "fashion-mnist"):
-        got = 0
-        while got < n_per_dataset:
-            k = int(rng.integers(3, 9))
-            cl = tuple(sorted(rng.choice(10, k, replace=False).tolist()))
-            if (ds, cl) in have:
-                continue
-            have.add((ds, cl))
-            out.append((ds, list(cl)))
-            got += 1
-    return out
+# --------------------------------------------------------------------------- candidates
 
 
-def load_data(per_class: int, train_per_class: int, seed: int) -> dict:
-    """Training pools (features + classifier) and test sets of both datasets."""
-    rng = np.random.default_rng(seed)
-    fm_tr = load_sample("fashion-mnist", "train")
-    fm_te = load_sample("fashion-mnist", "test")
-    dg = load_sample("digits")
-    # Fashion-MNIST: the classifier trains on train_per_class images of each class; the
-    # first per_class of them are the pool the index sees.
-    sel = np.concatenate(
-        [rng.permutation(np.flatnonzero(fm_tr.labels == c))[:train_per_class] for c in range(10)]
-    )
-    pool = np.concatenate([sel[fm_tr.labels[sel] == c][:per_class] for c in range(10)])
-    perm = rng.permutation(len(dg.labels))
-    half = len(perm) // 2
-    return {
-        "fashion-mnist": {
-            "train_images": fm_tr.images[sel],
-            "train_labels": fm_tr.labels[sel],
-            "pool_images": fm_tr.images[pool],
-            "pool_labels": fm_tr.labels[pool],
-            "test_images": fm_te.images,
-            "test_labels": fm_te.labels,
-        },
-        "digits": {
-            "train_images": dg.images[perm[:half]],
-            "train_labels": dg.labels[perm[:half]],
-            "pool_images": dg.images[perm[:half]],
-            "pool_labels": dg.labels[perm[:half]],
-            "test_images": dg.images[perm[half:]],
-            "test_labels": dg.labels[perm[half:]],
-        },
-    }
+def pair_terms(S: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unbiased centroid terms from a class matrix whose diagonal excludes self-pairs.
+
+    Returns ``q`` (K,) = S_cc (unbiased |m_c|^2), ``v`` (K,) = 1 - q (within-class
+    spread) and ``D`` (K, K) = q_a + q_b - 2 S_ab (unbiased squared centroid distance,
+    clipped at 0).
+    """
+    q = np.clip(np.diag(S).astype(np.float64), 0.0, 1.0)
+    v = 1.0 - q
+    D = np.maximum(q[:, None] + q[None, :] - 2.0 * S, 0.0)
+    np.fill_diagonal(D, 0.0)
+    return q, v, D
 
 
-def pool_features(data: dict, *, image_size: int | None, batch_size: int, cache: str | None):
-    import dcsi
-
-    out = {}
-    for name, d in data.items():
-        with Timer() as t:
-            fs = dcsi.extract_features(
-                d["pool_images"],
-                labels=d["pool_labels"],
-                image_size=image_size,
-                batch_size=batch_size,
-                cache=cache if cache else None,
-            )
-        out[name] = {
-            "features": np.asarray(fs.features, dtype=np.float64),
-            "image_size": fs.image_size,
-            "backbone": fs.backbone,
-            "seconds": t.seconds,
-            "n": len(d["pool_labels"]),
-        }
-    return out
-
-
-def reference_error(d: dict, classes: list[int], *, max_iter: int) -> float:
-    from sklearn.linear_model import LogisticRegression
-
-    mtr = np.isin(d["train_labels"], classes)
-    mte = np.isin(d["test_labels"], classes)
-    xtr = d["train_images"][mtr].reshape(int(mtr.sum()), -1) / 255.0
-    xte = d["test_images"][mte].reshape(int(mte.sum()), -1) / 255.0
-    clf = LogisticRegression(C=1.0, max_iter=max_iter)
-    clf.fit(xtr, d["train_labels"][mtr])
-    return float(np.mean(clf.predict(xte) != d["test_labels"][mte]))
-
-
-def projected_overlap(x: np.ndarray, y: np.ndarray) -> float:
-    """Variant v6 (needs the features, not only S): for each pair, the unit features
-    projected on the centroid difference ``w``; overlap = Phi(-|w|^2 / 2 / sd_a) +
-    Phi(-|w|^2 / 2 / sd_b) (Gaussian nearest-centroid error), aggregated like the DCSI."""
-    from scipy.stats import norm
-
-    u = x / np.linalg.norm(x, axis=1, keepdims=True)
-    k = int(y.max()) + 1
-    mu = np.stack([u[y == c].mean(axis=0) for c in range(k)])
-    p = u @ mu.T
-    o = np.zeros((k, k))
-    for a in range(k):
-        for b in range(a + 1, k):
-            w2 = float(np.sum((mu[a] - mu[b]) ** 2))
-            sa = np.std(p[y == a, a] - p[y == a, b])
-            sb = np.std(p[y == b, a] - p[y == b, b])
-            o[a, b] = o[b, a] = min(1.0, norm.cdf(-w2 / 2 / sa) + norm.cdf(-w2 / 2 / sb))
-    return float(np.mean(1.0 - np.prod(1.0 - o, axis=1)))
-
-
-def fisher_index(S: np.ndarray, n: np.ndarray, t: float) -> float:
-    """The first DCSI (before the cap overlap): mean_a [1 - prod_{b != a} (1 - o_ab)],
-    o_ab = exp(-F_ab / t), F_ab = |mu_a - mu_b|^2 / (v_a + v_b)."""
-    _, v, d2 = centroid_terms(S, n.astype(np.float64))
+def overlap_fisher(S: np.ndarray, t: float) -> np.ndarray:
+    """exp(-F_ab / t), F_ab = D_ab / (v_a + v_b): 1 for one distribution, -> 0 apart."""
+    _, v, D = pair_terms(S)
+    vv = v[:, None] + v[None, :]
     with np.errstate(divide="ignore", invalid="ignore"):
-        f = d2 / (v[:, None] + v[None, :])
-    o = np.exp(-f / t)
-    np.fill_diagonal(o, 0.0)
-    return float(np.mean(1.0 - np.prod(1.0 - o, axis=1)))
+        F = np.where(vv > 0, D / vv, np.where(D > 0, np.inf, 0.0))
+    return np.exp(-F / t)
 
 
-def variants(S: np.ndarray, n: np.ndarray, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """The definitions tried on the way to the DCSI (all but v6 and the centred ones
-    from S and the counts)."""
-    k = S.shape[0]
-    iu = np.triu_indices(k, 1)
-    _, v, d2 = centroid_terms(S, n.astype(np.float64))
-    fisher = d2 / (v[:, None] + v[None, :])
-    dg = np.diag(S)
-    radius, angle, cap = _cap_terms(S, n.astype(np.float64))
-    ratio = angle / (radius[:, None] + radius[None, :])
-    r = np.sqrt(v)
-    gap = np.sqrt(d2) - (r[:, None] + r[None, :])
-    xc = x - x.mean(axis=0)  # task-mean-centred features, then the cosine matrix
-    Sc = class_similarity(xc, y)
-    return {
-        "v1_mean_offdiag_S": float(np.mean(S[iu])),
-        "v2_mean_offdiag_S_over_diag": float(np.mean(S[iu] / np.sqrt(np.outer(dg, dg))[iu])),
-        "v3_worst_pair_S_over_diag": float(np.max(S[iu] / np.sqrt(np.outer(dg, dg))[iu])),
-        "v4_worst_pair_exp_neg_F": float(np.exp(-fisher[iu].min())),
-        "v5_mean_pair_exp_neg_F": float(np.mean(np.exp(-fisher[iu]))),
-        "v6_projected_gaussian_overlap": projected_overlap(x, y),
-        "v7_fisher_dcsi_t0.05": fisher_index(S, n, 0.05),
-        "v7_fisher_dcsi_t0.1": fisher_index(S, n, 0.1),
-        "v7_fisher_dcsi_t0.2": fisher_index(S, n, 0.2),
-        "v7_fisher_dcsi_t1": fisher_index(S, n, 1.0),
-        "v8_fisher_dcsi_t0.1_centred_S": fisher_index(Sc, n, 0.1),
-        "v9_fisher_dcsi_t0.1_F_over_v2": _fisher_pow(S, n, 2.0),
-        "v10_cap_ratio_worst_pair": float(-np.min(ratio[iu])),
-        "v11_cap_overlap_worst_pair": float(np.max(cap[iu])),
-        "v12_cap_overlap_1_minus_prod": float(np.mean(1.0 - np.prod(1.0 - cap, axis=1))),
-        "v13_cap_overlap_mean_pair": float(np.mean(cap[iu])),
-        "v14_euclid_gap_worst_pair": float(-np.min(gap[iu])),
-        "v15_cap_dcsi_centred_S": compute_index(Sc, n),
+def overlap_cap_ratio(S: np.ndarray) -> np.ndarray:
+    """clip(1 - phi_ab / (theta_a + theta_b), 0, 1) on the unbiased cap geometry."""
+    q, _, _ = pair_terms(S)
+    r = np.sqrt(q)
+    theta = np.arccos(r)
+    rr = np.outer(r, r)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        phi = np.arccos(np.clip(np.where(rr > 0, S / rr, 1.0), -1.0, 1.0))
+        tt = theta[:, None] + theta[None, :]
+        o = np.where(tt > 0, 1.0 - phi / tt, (phi == 0).astype(float))
+    return np.clip(o, 0.0, 1.0)
+
+
+def overlap_euclid_ratio(S: np.ndarray) -> np.ndarray:
+    """clip(1 - |m_a - m_b| / (sqrt(v_a) + sqrt(v_b)), 0, 1)."""
+    _, v, D = pair_terms(S)
+    rs = np.sqrt(v)[:, None] + np.sqrt(v)[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        o = np.where(rs > 0, 1.0 - np.sqrt(D) / rs, (D == 0).astype(float))
+    return np.clip(o, 0.0, 1.0)
+
+
+def aggregate(o: np.ndarray, how: str) -> float:
+    """nearest: mean over classes of the overlap with the nearest class; worst: the
+    largest pair overlap; mean: mean over pairs."""
+    k = o.shape[0]
+    off = ~np.eye(k, dtype=bool)
+    if how == "nearest":
+        return float(np.mean(np.max(np.where(off, o, -np.inf), axis=1)))
+    if how == "worst":
+        return float(np.max(o[off]))
+    return float(np.mean(o[np.triu_indices(k, 1)]))
+
+
+def candidates() -> dict[str, Callable[[dict], float]]:
+    """Every definition scored, as functions of a task record (``S``, ``S_pixels``).
+
+    All are 1 for classes drawn from one distribution.  Only the ``exp(-F/t)`` family
+    is *eligible* for the choice (:func:`eligible`): the two ratio shapes stay well
+    above 0 for classes that no classifier confuses (0.1-0.4 for a Fashion-MNIST class
+    against a digit class), so their lower end cannot be read.
+    """
+    out: dict[str, Callable[[dict], float]] = {}
+    shapes: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+        "cap ratio": overlap_cap_ratio,
+        "euclid ratio": overlap_euclid_ratio,
     }
+    for t in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5):
+        shapes[f"exp(-F/{t})"] = lambda S, t=t: overlap_fisher(S, t)
+    for name, fn in shapes.items():
+        for how in ("nearest", "worst", "mean"):
+            out[f"{name}, {how}, cnn"] = lambda r, fn=fn, how=how: aggregate(
+                fn(np.asarray(r["S"])), how
+            )
+            out[f"{name}, {how}, pixels"] = lambda r, fn=fn, how=how: aggregate(
+                fn(np.asarray(r["S_pixels"])), how
+            )
+            out[f"{name}, {how}, cnn+pixels"] = lambda r, fn=fn, how=how: aggregate(
+                0.5 * (fn(np.asarray(r["S"])) + fn(np.asarray(r["S_pixels"]))), how
+            )
+    return out
 
 
-def _fisher_pow(S: np.ndarray, n: np.ndarray, p: float) -> float:
-    """v9: the Fisher DCSI with F = |mu_a - mu_b|^2 / (v_a + v_b)^p (p = 2), t = 0.1."""
-    _, v, d2 = centroid_terms(S, n.astype(np.float64))
-    o = np.exp(-d2 / (v[:, None] + v[None, :]) ** p / 0.1)
-    np.fill_diagonal(o, 0.0)
-    return float(np.mean(1.0 - np.prod(1.0 - o, axis=1)))
+def eligible(name: str) -> bool:
+    """Whether a candidate may be chosen: calibrated at both ends and computable by
+    ``dcsi.compute_index`` from the card's cnn_cosine matrix alone (the pixel-fed
+    variants are measured, not eligible: the card's pixel-space class matrices are the
+    wavelet and SSIM ones, not this pixel cosine)."""
+    return name.startswith("exp(-F/") and name.endswith(", cnn")
 
 
-def error_key(dataset: str, classes: list[int], args: argparse.Namespace) -> str:
-    """Cache key of one task's reference error: everything the classifier depends on."""
-    n_train = args.train_per_class if dataset == "fashion-mnist" else "half"
-    return (
-        f"{dataset}|classes={','.join(map(str, classes))}|train_per_class={n_train}"
-        f"|seed={args.seed}|LogisticRegression(C=1.0,lbfgs,max_iter={args.max_iter})"
-        "|raw pixels/255"
-    )
+def temperature(name: str) -> float:
+    return float(name.split("/")[1].split(")")[0])
 
 
-def load_error_cache(path: Path | None) -> dict[str, float]:
-    import json
-
-    if path is None or not path.exists():
-        return {}
-    return dict(json.loads(path.read_text(encoding="utf-8"))["errors"])
+def chance_error(t: dict) -> float:
+    """A task's chance error ``1 - 1/K`` (errors are divided by it to compare K)."""
+    k = len(t["counts"])
+    return 1.0 - 1.0 / k
 
 
-def save_error_cache(path: Path, errors: dict[str, float]) -> None:
-    import json
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {
-        "about": "test errors of the dcsi_validity reference classifier, keyed by "
-        "task and classifier settings (they do not depend on the features)",
-        "errors": dict(sorted(errors.items())),
-    }
-    path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+# --------------------------------------------------------------------------- statistics
 
 
 def spearman(a, b) -> float | None:
@@ -269,209 +170,211 @@ def spearman(a, b) -> float | None:
     return float(spearmanr(a, b).statistic)
 
 
+def bootstrap(
+    values: dict[str, np.ndarray], err: np.ndarray, pools: np.ndarray, n: int, seed: int
+) -> dict[str, np.ndarray]:
+    """Spearman rho of each series with ``err`` on ``n`` resamples of the tasks, drawn
+    with replacement within each pool (the pools' sizes are kept)."""
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(pools == p) for p in np.unique(pools)]
+    out: dict[str, list[float]] = {k: [] for k in values}
+    for _ in range(n):
+        idx = np.concatenate([rng.choice(g, len(g), replace=True) for g in groups])
+        re = rankdata(err[idx])
+        for k, v in values.items():
+            rv = rankdata(v[idx])
+            out[k].append(float(np.corrcoef(rv, re)[0, 1]))
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def interval(x: np.ndarray) -> list[float]:
+    return [float(np.nanpercentile(x, 2.5)), float(np.nanpercentile(x, 97.5))]
+
+
+# --------------------------------------------------------------------------- analysis
+
+
+def choose(
+    values: dict[str, np.ndarray], err: np.ndarray, rel_err: np.ndarray, rows: np.ndarray
+) -> str:
+    """The eligible candidate with the best Spearman rho with ``err`` on ``rows``; ties
+    (the temperature does not change the ranks of the worst-pair aggregation) go to
+    the one whose values are closest to the error relative to chance (mean squared)."""
+
+    def key(k: str) -> tuple[float, float]:
+        rho = spearman(values[k][rows], err[rows])
+        mse = float(np.mean((values[k][rows] - rel_err[rows]) ** 2))
+        return (round(rho, 6) if rho is not None else -2.0, -mse)
+
+    return max((k for k in values if eligible(k)), key=key)
+
+
+def leave_one_pool_out(
+    tasks: list[dict], values: dict[str, np.ndarray], select_by: str
+) -> tuple[dict[str, str], np.ndarray]:
+    """For each pool: the candidate :func:`choose` picks on the other pools' tasks; the
+    held-out values are that candidate's values on the hidden pool."""
+    pools = np.array([str(t["pool"]) for t in tasks])
+    err = np.array([t["errors"][select_by] for t in tasks])
+    rel = err / np.array([chance_error(t) for t in tasks])
+    chosen: dict[str, str] = {}
+    held = np.full(len(tasks), np.nan)
+    for pool in sorted(set(pools.tolist())):
+        seen = pools != pool
+        chosen[pool] = choose(values, err, rel, seen)
+        held[~seen] = values[chosen[pool]][~seen]
+    return chosen, held
+
+
+def ends(
+    features_dir: Path | None, definition: Callable[[np.ndarray, np.ndarray], float], seed: int
+):
+    """The shipped definition on shuffled labels (-> 1) and planted separations (-> 0)."""
+    from dcsi.similarity.class_cosine import class_similarity
+
+    if features_dir is None:
+        return None
+    files = sorted(features_dir.glob("validity_*_features.npz"))
+    if not files:
+        return None
+    rng = np.random.default_rng(seed)
+    pools = {}
+    for f in files:
+        with np.load(f) as z:
+            pools[f.stem.removeprefix("validity_").removesuffix("_features")] = (
+                np.asarray(z["features"], np.float64),
+                np.asarray(z["labels"]),
+            )
+    rows = []
+    for name, (x, y) in pools.items():
+        classes = np.unique(y)
+        for _ in range(5):
+            k = int(rng.integers(2, min(8, len(classes)) + 1))
+            cl = rng.choice(classes, k, replace=False)
+            m = np.isin(y, cl)
+            ys = rng.permutation(np.searchsorted(np.sort(cl), y[m]))
+            S = class_similarity(x[m], ys)
+            counts = np.bincount(ys, minlength=k)
+            rows.append(
+                {"kind": "shuffled labels", "pool": name, "k": k, "value": definition(S, counts)}
+            )
+    names = sorted(pools)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            xa, ya = pools[a]
+            xb, yb = pools[b]
+            ca, cb = rng.choice(np.unique(ya)), rng.choice(np.unique(yb))
+            x = np.concatenate([xa[ya == ca], xb[yb == cb]])
+            y = np.repeat([0, 1], [int((ya == ca).sum()), int((yb == cb).sum())])
+            S = class_similarity(x, y)
+            rows.append(
+                {
+                    "kind": "planted: classes from two pools",
+                    "pool": f"{a}/{b}",
+                    "k": 2,
+                    "value": definition(S, np.bincount(y)),
+                }
+            )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--per-class",
-        type=int,
-        default=300,
-        help="Fashion-MNIST pool images per class for the index (default 300)",
-    )
-    p.add_argument(
-        "--train-per-class",
-        type=int,
-        default=500,
-        help="Fashion-MNIST training images per class for the classifier",
-    )
-    p.add_argument(
-        "--n-random", type=int, default=30, help="random 3-5-class subsets per dataset (default 30)"
-    )
-    p.add_argument("--n-digit-pairs", type=int, default=6)
-    p.add_argument(
-        "--holdout",
-        type=int,
-        default=20,
-        help="held-out random 3-8-class subsets per dataset, drawn with another "
-        "seed, reported separately (default 20)",
-    )
-    p.add_argument(
-        "--image-size",
-        type=int,
-        default=None,
-        help="backbone input size (default: dcsi's default, 64 for these)",
-    )
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--max-iter", type=int, default=1000)
-    p.add_argument("--cache", default=None, help="feature cache folder (default dcsi's)")
+    p.add_argument("--tasks", type=Path, default=RESULTS_DIR / "dcsi_validity_tasks.json")
+    p.add_argument("--select-by", choices=REFERENCES, default="cnn")
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--features", type=Path, default=None, help="validity_pools.py --cache folder")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--quick", action="store_true", help="smoke run: 60 pool images per class, 4 random subsets"
-    )
     p.add_argument("--name", default="dcsi_validity")
-    p.add_argument(
-        "--error-cache",
-        default=str(Path(__file__).resolve().parent / "results" / "dcsi_validity_errors.json"),
-        help="JSON cache of the reference-classifier errors, keyed by task and "
-        "classifier settings (default benchmarks/results/"
-        "dcsi_validity_errors.json; '' disables it)",
-    )
-    p.add_argument(
-        "--errors-from",
-        default=None,
-        help="reuse the reference-classifier errors of an earlier results JSON "
-        "made with the same tasks and classifier settings (the classifier "
-        "does not depend on the features)",
-    )
     args = p.parse_args(argv)
-    if args.quick:
-        args.per_class, args.train_per_class, args.n_random, args.n_digit_pairs = 60, 200, 4, 2
-        args.holdout = 2
-        if args.name == "dcsi_validity":
-            args.name = "dcsi_validity_quick"  # never overwrite the real figures
-
-    import torch
-
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    tasks = make_tasks(args.n_random, args.n_digit_pairs, args.seed)
-    n_main = len(tasks)
-    tasks = tasks + make_holdout_tasks(args.holdout, tasks, args.seed)
-    data = load_data(args.per_class, args.train_per_class, args.seed)
-    with Timer() as t_feat:
-        feats = pool_features(
-            data, image_size=args.image_size, batch_size=args.batch_size, cache=args.cache
-        )
-    reuse = None
-    if args.errors_from:
-        import json
-
-        prev = json.loads(Path(args.errors_from).read_text(encoding="utf-8"))
-        same = ("train_per_class", "n_random", "n_digit_pairs", "max_iter", "seed")
-        if any(prev["params"].get(k) != getattr(args, k) for k in same) or [
-            (r["dataset"], r["classes"]) for r in prev["tasks"]
-        ][:n_main] != [(ds, c) for ds, c in tasks[:n_main]]:
-            raise SystemExit(
-                f"{args.errors_from}: made with other tasks or classifier "
-                "settings; cannot reuse its errors"
-            )
-        reuse = [r["error"] for r in prev["tasks"]]
-    cache_path = Path(args.error_cache) if args.error_cache else None
-    err_cache = load_error_cache(cache_path)
-    n_cached = 0
-    rows = []
-    t_index = t_csg = t_clf = 0.0
-    for i_task, (ds, classes) in enumerate(tasks):
-        d, f = data[ds], feats[ds]
-        m = np.isin(d["pool_labels"], classes)
-        x = f["features"][m]
-        y = np.searchsorted(classes, d["pool_labels"][m])
-        with Timer() as t:
-            S = class_similarity(x, y)
-            n = np.bincount(y)
-            dcsi_value = compute_index(S, n)
-        t_index += t.seconds
-        with Timer() as t:
-            csg = cumulative_spectral_gradient(x, y, seed=args.seed)
-            sil = cosine_silhouette(x, y)
-        t_csg += t.seconds
-        key = error_key(ds, classes, args)
-        with Timer() as t:
-            if reuse is not None and i_task < n_main:
-                err = reuse[i_task]
-            elif key in err_cache:
-                err = err_cache[key]
-                n_cached += 1
-            else:
-                err = reference_error(d, classes, max_iter=args.max_iter)
-        err_cache[key] = err
-        t_clf += t.seconds
-        rows.append(
-            {
-                "split": "main" if i_task < n_main else "holdout",
-                "dataset": ds,
-                "classes": classes,
-                "K": len(classes),
-                "error": err,
-                "dcsi": dcsi_value,
-                "csg": csg,
-                "silhouette": sil,
-                **variants(S, n, x, y),
+    if not args.tasks.exists():
+        p.error(f"{args.tasks} not found: run python benchmarks/validity_pools.py first")
+    doc = json.loads(args.tasks.read_text(encoding="utf-8"))
+    tasks = [t for t in doc["tasks"] if all(t["errors"].get(r) is not None for r in REFERENCES)]
+    pools = np.array([str(t["pool"]) for t in tasks])
+    cands = candidates()
+    values = {k: np.array([fn(t) for t in tasks]) for k, fn in cands.items()}
+    base = {
+        name: np.array([sign * t["baselines"][key] for t in tasks])
+        for name, (key, sign) in BASELINES.items()
+    }
+    chosen, held = leave_one_pool_out(tasks, values, args.select_by)
+    err = {r: np.array([t["errors"][r] for t in tasks]) for r in REFERENCES}
+    # the definition chosen with every pool seen (what ships)
+    all_scores = {k: spearman(v, err[args.select_by]) for k, v in values.items()}
+    rel = err[args.select_by] / np.array([chance_error(t) for t in tasks])
+    final = choose(values, err[args.select_by], rel, np.ones(len(tasks), dtype=bool))
+    shipped = np.array([compute_index(np.asarray(t["S"]), np.asarray(t["counts"])) for t in tasks])
+    if not np.allclose(shipped, values[final], atol=1e-12):
+        print(f"note: dcsi.compute_index is not the candidate chosen here ({final})")
+    series = {"DCSI (held out: chosen without its pool)": held, "DCSI (shipped)": shipped, **base}
+    table, rows = [], {}
+    pool_names = sorted({str(p) for p in pools})
+    for ref in REFERENCES:
+        for name, v in series.items():
+            per = {pl: spearman(v[pools == pl], err[ref][pools == pl]) for pl in pool_names}
+            mean_pp = float(np.mean([x for x in per.values() if x is not None]))
+            rows.setdefault(ref, {})[name] = {
+                "overall": spearman(v, err[ref]),
+                "mean_per_pool": mean_pp,
+                "per_pool": per,
             }
-        )
-    if cache_path is not None:
-        save_error_cache(cache_path, err_cache)
-    err = [r["error"] for r in rows]
-    keys = ["dcsi", "csg", "silhouette"] + [k for k in rows[0] if k.startswith("v")]
-    rho = {}
-    table = []
-    for k in keys:
-        rho[k] = {}
-        line = [k]
-        for split in ("main", "holdout"):
-            sub = [r for r in rows if r["split"] == split]
-            r_all = spearman([r[k] for r in sub], [r["error"] for r in sub])
-            r_ds = {
-                ds: spearman(
-                    [r[k] for r in sub if r["dataset"] == ds],
-                    [r["error"] for r in sub if r["dataset"] == ds],
+            table.append([ref, name, rows[ref][name]["overall"], mean_pp, *per.values()])
+    print_table(table, ["reference", "index", "all tasks", "mean of pools", *pool_names])
+    boots = {
+        ref: bootstrap(series, err[ref], pools, args.bootstrap, args.seed) for ref in REFERENCES
+    }
+    intervals = {
+        ref: {
+            **{k: interval(v) for k, v in b.items()},
+            **{
+                f"held-out DCSI - {k}": interval(
+                    b["DCSI (held out: chosen without its pool)"] - b[k]
                 )
-                for ds in ("fashion-mnist", "digits")
-            }
-            rho[k][split] = {"all": r_all, **r_ds}
-            line += [r_all, r_ds["fashion-mnist"], r_ds["digits"]]
-        table.append(line)
-    main_rows = rows[:n_main]
-    n_fm = sum(r["dataset"] == "fashion-mnist" for r in main_rows)
-    print(
-        f"\n{n_main} main tasks ({n_fm} Fashion-MNIST, {n_main - n_fm} digits) and "
-        f"{len(rows) - n_main} held-out 3-8-class tasks; "
-        f"backbone {feats['fashion-mnist']['backbone']} at "
-        f"{feats['fashion-mnist']['image_size']} px; reference classifier "
-        "LogisticRegression(C=1) on raw pixels.  Spearman rho with the test error "
-        "(silhouette: higher = easier, so a negative rho is the good direction):\n"
-    )
+                for k in base
+            },
+        }
+        for ref, b in boots.items()
+    }
+    agree = {
+        f"{a} vs {b}": {
+            "overall": spearman(err[a], err[b]),
+            "per_pool": {
+                pl: spearman(err[a][pools == pl], err[b][pools == pl]) for pl in pool_names
+            },
+        }
+        for i, a in enumerate(REFERENCES)
+        for b in REFERENCES[i + 1 :]
+    }
     print_table(
-        table,
-        [
-            "index",
-            "rho main: all",
-            "main: Fashion-MNIST",
-            "main: digits",
-            "held-out: all",
-            "held-out: Fashion-MNIST",
-            "held-out: digits",
-        ],
+        [[k, v["overall"], *v["per_pool"].values()] for k, v in agree.items()],
+        ["references", "overall", *pool_names],
     )
-    print()
-    print_table(
-        [
-            ["feature extraction (pool, once)", t_feat.seconds],
-            ["DCSI, all tasks", t_index],
-            ["CSG + silhouette, all tasks", t_csg],
-            ["reference classifier, all tasks", t_clf],
-        ],
-        ["step", "seconds"],
-    )
-    path = write_results(
+    print("chosen per hidden pool:", chosen)
+    print("chosen with all pools seen:", final, all_scores[final])
+    end_rows = ends(args.features, compute_index, args.seed)
+    if end_rows:
+        print_table(
+            [[r["kind"], r["pool"], r["k"], r["value"]] for r in end_rows],
+            ["check", "pool", "K", "DCSI"],
+        )
+    write_results(
         args.name,
         {
-            "params": {k: v for k, v in vars(args).items()},
-            "reference_classifier": "sklearn LogisticRegression(C=1.0, lbfgs, "
-            f"max_iter={args.max_iter}) on raw pixels / 255",
-            "features": {
-                ds: {k: v for k, v in f.items() if k != "features"} for ds, f in feats.items()
-            },
-            "spearman_rho": rho,
-            "seconds": {
-                "features": t_feat.seconds,
-                "dcsi": t_index,
-                "csg_silhouette": t_csg,
-                "classifier": t_clf,
-            },
-            "classifier_errors_from_cache": n_cached,
-            "tasks": rows,
+            "settings": vars(args) | {"tasks": str(args.tasks), "features": str(args.features)},
+            "n_tasks": len(tasks),
+            "tasks_per_pool": {pl: int((pools == pl).sum()) for pl in pool_names},
+            "chosen_per_hidden_pool": chosen,
+            "chosen_all_pools": final,
+            "candidate_scores_all_pools": all_scores,
+            "spearman": rows,
+            "bootstrap_95": intervals,
+            "reference_agreement": agree,
+            "ends": end_rows,
         },
     )
-    print(f"\nwrote {path}")
     return 0
 
 
