@@ -883,6 +883,73 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def collect(
+    pending: list[tuple[list[dict], list[Future]]], errors: ErrorCache, *, wait: bool
+) -> None:
+    """Put the finished worker results into ``errors`` and save it (all of them: ``wait``).
+
+    ``pending`` holds, per pool, its records and its futures; harvested futures are
+    removed, so a crash later keeps what was trained.
+    """
+    for records, jobs in pending:
+        for fut in list(jobs):
+            if wait or fut.done():
+                tag, res = fut.result()
+                for ref, value in res.items():
+                    errors.put(records[tag]["_keys"][ref], value)
+                jobs.remove(fut)
+    errors.save()
+
+
+def run_pools(
+    args: argparse.Namespace, names: list[str], cap: int, cnn: dict[str, Any]
+) -> dict[str, Any]:
+    """Every pool's records, with the reference errors filled in.
+
+    Returns ``pools`` (info), ``skipped`` (lines), ``tasks`` (records) and ``timings``.
+    """
+    errors = ErrorCache(args.cache / "validity_reference_errors.json")
+    out: dict[str, Any] = {"pools": [], "skipped": [], "tasks": [], "timings": {}}
+    pending: list[tuple[list[dict], list[Future]]] = []
+    with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as ex:
+        for name in names:
+            spec = POOL_SPECS[name]
+            if not spec.source.startswith("sample:") and not Path(spec.source).is_dir():
+                out["skipped"].append(
+                    f"{name}: {spec.source} missing (apt-get install {spec.package})"
+                )
+                continue
+            with Timer() as t:
+                pool = load_pool(spec, cap=cap, cache=args.cache)
+            if len(pool.classes) < 3:
+                out["skipped"].append(
+                    f"{name}: fewer than 3 classes with >= {MIN_PER_CLASS} distinct images "
+                    f"(kept {pool.classes}; dropped {pool.info['dropped_classes']}; "
+                    f"{pool.info['n_duplicates']} duplicate files left out)"
+                )
+                continue
+            tasks = make_tasks(len(pool.classes), name, TASK_SEED)
+            if args.quick:
+                tasks = tasks[:2] + tasks[-2:]
+            records, jobs, timing = run_pool(
+                pool, tasks, cache=args.cache, errors=errors, executor=ex, cnn=cnn, cap=cap
+            )
+            out["timings"][name] = {**timing, "load_s": round(t.seconds, 2)}
+            out["pools"].append(pool.info)
+            pending.append((records, jobs))
+            print(
+                f"{name}: {len(pool.labels)} images, {len(pool.classes)} classes, "
+                f"{len(tasks)} tasks ({len(jobs)} to train)",
+                file=sys.stderr,
+            )
+            collect(pending, errors, wait=False)
+        collect(pending, errors, wait=True)
+    for records, _ in pending:
+        fill_errors(records, errors)
+        out["tasks"].extend(records)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     names = args.pools.split(",") if args.pools else list(QUICK_POOLS if args.quick else POOL_SPECS)
@@ -896,48 +963,9 @@ def main(argv: list[str] | None = None) -> int:
     cap = args.cap if args.cap is not None else (100 if args.quick else CAP)
     cnn = {"max_epochs": 15, "max_steps": 40 if args.quick else 1500, "widths": list(CNN_WIDTHS)}
     args.cache.mkdir(parents=True, exist_ok=True)
-    errors = ErrorCache(args.cache / "validity_reference_errors.json")
-    pools_info, skipped, all_records, timings = [], [], [], {}
-    with Timer() as total, ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as ex:
-        pending: list[tuple[list[dict[str, Any]], list[Future]]] = []
-        for name in names:
-            spec = POOL_SPECS[name]
-            if not spec.source.startswith("sample:") and not Path(spec.source).is_dir():
-                skipped.append(f"{name}: {spec.source} missing (apt-get install {spec.package})")
-                continue
-            with Timer() as t:
-                pool = load_pool(spec, cap=cap, cache=args.cache)
-            if len(pool.classes) < 3:
-                skipped.append(
-                    f"{name}: fewer than 3 classes with >= {MIN_PER_CLASS} distinct images "
-                    f"(kept {pool.classes}; dropped {pool.info['dropped_classes']}; "
-                    f"{pool.info['n_duplicates']} duplicate files left out)"
-                )
-                continue
-            tasks = make_tasks(len(pool.classes), name, TASK_SEED)
-            if args.quick:
-                tasks = tasks[:2] + tasks[-2:]
-            records, jobs, timings[name] = run_pool(
-                pool, tasks, cache=args.cache, errors=errors, executor=ex, cnn=cnn, cap=cap
-            )
-            timings[name]["load_s"] = round(t.seconds, 2)
-            pools_info.append(pool.info)
-            pending.append((records, jobs))
-            print(
-                f"{name}: {len(pool.labels)} images, {len(pool.classes)} classes, "
-                f"{len(tasks)} tasks ({len(jobs)} to train)",
-                file=sys.stderr,
-            )
-        for records, jobs in pending:
-            keys = [r["_keys"] for r in records]
-            for fut in jobs:
-                tag, res = fut.result()
-                for ref, value in res.items():
-                    errors.put(keys[tag][ref], value)
-                errors.save()
-            fill_errors(records, errors)
-            all_records.extend(records)
-    summary = summary_rows(all_records, [p["name"] for p in pools_info])
+    with Timer() as total:
+        run = run_pools(args, names, cap, cnn)
+    summary = summary_rows(run["tasks"], [p["name"] for p in run["pools"]])
     headers = [
         "pool",
         "tasks",
@@ -947,7 +975,9 @@ def main(argv: list[str] | None = None) -> int:
         "rho cnn~probe",
     ]
     print_table(summary, headers)
-    seconds = {r: round(sum(t["reference_seconds"][r] for t in all_records), 1) for r in REFERENCES}
+    seconds = {
+        r: round(sum(t["reference_seconds"][r] for t in run["tasks"]), 1) for r in REFERENCES
+    }
     write_results(
         args.out or ("dcsi_validity_tasks_quick" if args.quick else "dcsi_validity_tasks"),
         {
@@ -969,16 +999,16 @@ def main(argv: list[str] | None = None) -> int:
                 "index_features": "dcsi.extract_features defaults (efficientnet_lite0)",
                 "workers": args.workers,
             },
-            "pools": pools_info,
-            "pools_skipped": skipped,
+            "pools": run["pools"],
+            "pools_skipped": run["skipped"],
             "pools_searched": POOLS_SEARCHED,
             "summary": [dict(zip(headers, row)) for row in summary],
             "timings": {
                 "total_s": round(total.seconds, 1),
                 "reference_total_s": seconds,
-                "pools": timings,
+                "pools": run["timings"],
             },
-            "tasks": all_records,
+            "tasks": run["tasks"],
         },
     )
     return 0
