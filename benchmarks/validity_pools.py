@@ -898,7 +898,7 @@ def collect(
                 for ref, value in res.items():
                     errors.put(records[tag]["_keys"][ref], value)
                 jobs.remove(fut)
-    errors.save()
+                errors.save()
 
 
 def run_pools(
