@@ -104,13 +104,16 @@ PROBE_SETTINGS = {
     "max_iter": 2000,
     "standardised": True,
 }
-#: Channels of the CNN reference's three convolutions: half the widths first planned
+#: The CNN reference flattens its last 4x4 map instead of global-average-pooling it:
+#: with global pooling, 200 steps left 5-class digits tasks at 34 % test error (19 %
+#: after 600) where the pixel classifier has 2 %; flattened, 0.9 % after 200 steps.
+#: Channels of its three convolutions: half the widths first planned
 #: (32, 64, 128), which took 35-45 s per 8-class task on one shared core (0.10-0.14 s a
 #: step at batch 64) against 10-15 s for these (0.04-0.05 s).
 CNN_WIDTHS = (16, 32, 64)
 CNN_SETTINGS = {
     "arch": "conv3x3(3-16)-BN-ReLU-maxpool2-conv3x3(16-32)-BN-ReLU-maxpool2-"
-    "conv3x3(32-64)-ReLU-GAP-linear, channels_last",
+    "conv3x3(32-64)-ReLU-maxpool2-flatten(4x4x64)-linear, channels_last",
     "input": "32x32x3 / 255 (grey repeated)",
     "optimizer": "Adam lr=1e-3",
     "batch_size": 64,
@@ -430,9 +433,9 @@ def build_small_cnn(n_classes: int) -> Any:
         nn.MaxPool2d(2),
         nn.Conv2d(b, c, 3, padding=1),
         nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
+        nn.MaxPool2d(2),
         nn.Flatten(),
-        nn.Linear(c, n_classes),
+        nn.Linear(c * (PIXEL_SIDE // 8) ** 2, n_classes),
     )
 
 
