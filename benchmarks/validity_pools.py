@@ -30,7 +30,7 @@ Tasks
 
 Reference difficulties (test error on the task's test half, trained on its train half)
     ``pixels_lr``: logistic regression (C=1, lbfgs, 1000 iterations) on 32x32 pixels / 255.
-    ``cnn``: a small CNN trained from scratch per task (:class:`SmallCNN`), seeded, CPU,
+    ``cnn``: a small CNN trained from scratch per task (:func:`build_small_cnn`), seeded, CPU,
     one thread; final test error, no early stopping.
     ``probe_lite2``: logistic regression (C=1, 2000 iterations) on standardised
     EfficientNet-Lite2 features (a different backbone than the index's Lite0) of 64-px
