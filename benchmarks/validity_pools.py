@@ -733,7 +733,8 @@ class ErrorCache:
 def index_features(pool: Pool, cache: Path) -> tuple[np.ndarray, dict[str, Any]]:
     """dcsi's default index features of the whole pool, saved (unit rows) to the cache.
 
-    Returns the (n, 1280) float32 features and their ``dcsi.FeatureSet.to_dict()``.
+    Returns the (n, 1280) float32 features and their ``dcsi.FeatureSet.to_dict()`` with
+    ``n_cached`` (how many came from dcsi's feature cache).
     """
     import dcsi
 
@@ -822,7 +823,9 @@ def run_pool(
             jobs.append(executor.submit(_tagged, reference_job, len(records), job))
         records.append(rec)
     errors.save()
-    timings["features"] = feat_info
+    timings["index_features_from_cache"] = feat_info.pop("n_cached")
+    pool.info["index_features"] = feat_info
+    pool.info["probe_features"] = {"backbone": "efficientnet_lite2", "image_size": LITE2_SIZE}
     return records, jobs, timings
 
 
