@@ -168,7 +168,6 @@ class IndexResult:
         def name(i: int) -> str | int:
             return names[i] if names else int(i)
 
-        finite = np.where(np.isfinite(self.fisher), self.fisher, None)
         return {
             "value": _f(self.value),
             "definition": DEFINITION,
@@ -184,7 +183,7 @@ class IndexResult:
                 "hardest_pair_overlap": _f(self.overlap[a, b]),
                 "hardest_pair_fisher": _f(self.fisher[a, b]),
                 "overlap": to_jsonable(np.asarray(self.overlap, dtype=np.float64)),
-                "fisher": [[_f(v) for v in row] for row in finite.tolist()],
+                "fisher": [[_f(v) for v in row] for row in np.asarray(self.fisher).tolist()],
             },
             "peers": {
                 "csg": _f(self.csg),

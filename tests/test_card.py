@@ -293,11 +293,15 @@ def test_summary_says_when_no_k_separates(card_dict):
     assert "recommended k" not in text
 
 
-def test_no_recommended_k(card_dict):
+def test_no_recommended_k(card_dict, caplog):
     card_dict["class_clusters"]["recommended_k"] = None
+    card_dict["class_clusters"]["verdict"] = "No k separates the classes: test line."
     card = Card(card_dict)
-    with pytest.raises(DataError, match="no recommended_k; pass k="):
-        card.class_clusters()
+    with caplog.at_level("WARNING", logger="dcsi"):
+        groups = card.class_clusters()
+    assert groups == [list(card.classes)]  # no grouping: one cluster, flat training
+    assert "recommends no k: No k separates the classes: test line." in caplog.text
+    assert "pass k= for a stored partition" in caplog.text
     assert len(card.class_clusters(k=3)) == 3
 
 

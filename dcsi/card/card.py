@@ -948,7 +948,10 @@ class Card:
         Parameters
         ----------
         k : int, default=None
-            Number of clusters; ``None`` -> the card's recommended k.
+            Number of clusters; ``None`` -> the card's recommended k.  When the card
+            recommends none (no k separates the classes: ``recommended_k`` is null),
+            every class is in one cluster (id 0) -- no grouping, i.e. flat training --
+            and a warning says so and names the stored k.
 
         Returns
         -------
@@ -960,10 +963,13 @@ class Card:
             k = cc.get("recommended_k")
             if k is None:
                 verdict = f" {cc['verdict']}" if cc.get("verdict") else ""
-                raise DataError(
-                    "This card has no recommended_k; pass k= explicitly "
-                    f"(stored partitions: {self.cluster_ks}).{verdict}"
+                logger.warning(
+                    "This card recommends no k:%s All classes are returned as one "
+                    "cluster; pass k= for a stored partition (k = %s).",
+                    verdict,
+                    ", ".join(map(str, self.cluster_ks)),
                 )
+                return np.zeros(len(self.classes), dtype=np.int64)
         if (
             isinstance(k, bool)
             or not isinstance(k, (int, np.integer))
@@ -983,7 +989,8 @@ class Card:
         Parameters
         ----------
         k : int, default=None
-            Number of clusters; ``None`` -> the card's recommended k.
+            Number of clusters; ``None`` -> the card's recommended k (one cluster of
+            all classes, with a warning, when the card recommends none).
 
         Returns
         -------
@@ -1059,7 +1066,8 @@ class Card:
             precomputed features with ``router.route_features`` needs none.  A card
             made with custom ``--weights`` needs the same extractor passed here.
         k : int, default=None
-            Number of clusters; ``None`` -> the card's recommended k.
+            Number of clusters; ``None`` -> the card's recommended k (one cluster when it
+            recommends none).
 
         Returns
         -------
