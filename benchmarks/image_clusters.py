@@ -19,9 +19,10 @@ the labels, then scores the clusters against the 10 classes (NMI, ARI, purity):
 - ``pixels, k-means k = 10``: ``KMeans(10)`` on the raw pixels / 255.
 
 Then ``image_map(F)`` (t-SNE of a 5,000 subsample, the rest placed by 5 neighbours)
-and ``plot_image_map`` (coloured by class; the map itself never sees the labels).  Time and peak Python-heap memory (tracemalloc; numpy and
-scikit-learn's numpy buffers, not BLAS scratch) of every step; the peak RSS of the
-process at the end.
+and ``plot_image_map`` (coloured by class; the map itself never sees the labels).  Time
+of every step from a plain run, and its peak Python-heap memory (tracemalloc; numpy and
+scikit-learn's numpy buffers, not BLAS scratch) from a second, traced run of the same
+step (tracing slows t-SNE about 2x); the peak RSS of the process at the end.
 
 The defaults (method, rule) were chosen on other data before this run (``--choice``:
 digits, 1,797 images, and a seeded 5,000-image subset of the train split, as
@@ -81,8 +82,12 @@ def _scores(labels: np.ndarray, found: np.ndarray) -> dict[str, float]:
 
 
 def _timed(fn: Any) -> tuple[Any, float, float]:
+    """``fn()``'s result, its seconds and its peak traced MiB, from two runs: the time
+    of a plain run (tracemalloc slows allocation-heavy code such as t-SNE's gradient
+    loop up to 2x), the memory of a second, traced one (same seed, same result)."""
     with Timer() as t:
-        out, peak = traced_peak_mib(fn)
+        out = fn()
+    _, peak = traced_peak_mib(fn)
     return out, t.seconds, peak
 
 
