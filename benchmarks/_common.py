@@ -184,6 +184,17 @@ def print_table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
     return text
 
 
+def spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Spearman's rho of two series (None when either is constant or has < 3 values)."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return None
+    return float(spearmanr(x, y).statistic)
+
+
 def cached_features(
     source: str, *, n: int | None = None, seed: int = 0, split: str | None = None
 ) -> Any:

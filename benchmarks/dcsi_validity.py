@@ -35,9 +35,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS_DIR, print_table, write_results
+from _common import RESULTS_DIR, print_table, spearman, write_results
 
-from dcsi.index import compute_index
+from dcsi.index import centroid_terms, compute_index, pair_terms
 
 REFERENCES = ("cnn", "probe_lite2", "pixels_lr")
 # baselines: name -> (task key, sign so that higher = harder)
@@ -47,39 +47,51 @@ BASELINES: dict[str, tuple[str, float]] = {
     "silhouette, pixels (-)": ("silhouette_pixels", -1.0),
     "1-NN error, features": ("nn1_error_features", 1.0),
     "mean off-diagonal S": ("mean_offdiag", 1.0),
-    "previous DCSI (cap overlap / pi)": ("dcsi_current", 1.0),
 }
+PREVIOUS = "previous DCSI (cap overlap / pi)"
 
 
 # --------------------------------------------------------------------------- candidates
 
 
-def pair_terms(S: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Unbiased centroid terms from a class matrix whose diagonal excludes self-pairs.
+def previous_dcsi(S: np.ndarray, counts: np.ndarray) -> float:
+    """Definition 1 of the DCSI (schemas 1.0-1.3): mean over classes of the largest cap
+    overlap ``clip((theta_a + theta_b - phi_ab) / pi, 0, 1)``, with ``theta_c = arccos
+    |mu_c|`` and ``phi_ab`` the angle between the class mean directions (a class
+    without a mean direction overlaps every class)."""
+    sq, _, _ = centroid_terms(S, counts)
+    r = np.sqrt(sq)
+    radius = np.arccos(np.clip(r, 0.0, 1.0))
+    rr = np.outer(r, r)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cos_phi = np.where(rr > 0, S / rr, 0.0)
+    angle = np.arccos(np.clip(cos_phi, -1.0, 1.0))
+    o = np.clip((radius[:, None] + radius[None, :] - angle) / np.pi, 0.0, 1.0)
+    o = np.where(rr > 0, o, 1.0)
+    return aggregate(o, "nearest")
 
-    Returns ``q`` (K,) = S_cc (unbiased |m_c|^2), ``v`` (K,) = 1 - q (within-class
-    spread) and ``D`` (K, K) = q_a + q_b - 2 S_ab (unbiased squared centroid distance,
-    clipped at 0).
-    """
-    q = np.clip(np.diag(S).astype(np.float64), 0.0, 1.0)
+
+def centre_terms(S: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For the ratio shapes: ``q`` (K,) = S_cc (unbiased |m_c|^2; 1 for a class of one
+    image, as in ``dcsi.index.pair_terms``), the spread ``v`` (K,) = 1 - q and ``D``
+    (K, K) = max(q_a + q_b - 2 S_ab, 0)."""
+    q = np.clip(np.where(np.asarray(counts) >= 2, np.diag(S), 1.0), 0.0, 1.0)
     v = 1.0 - q
     D = np.maximum(q[:, None] + q[None, :] - 2.0 * S, 0.0)
     np.fill_diagonal(D, 0.0)
     return q, v, D
 
 
-def overlap_fisher(S: np.ndarray, t: float) -> np.ndarray:
-    """exp(-F_ab / t), F_ab = D_ab / (v_a + v_b): 1 for one distribution, -> 0 apart."""
-    _, v, D = pair_terms(S)
-    vv = v[:, None] + v[None, :]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        F = np.where(vv > 0, D / vv, np.where(D > 0, np.inf, 0.0))
-    return np.exp(-F / t)
+def overlap_fisher(S: np.ndarray, counts: np.ndarray, t: float) -> np.ndarray:
+    """exp(-F_ab / t) with the Fisher ratios of ``dcsi.index.pair_terms``: 1 for one
+    distribution, -> 0 apart (t = ``dcsi.index.TEMPERATURE`` is the shipped overlap)."""
+    _, fisher, _ = pair_terms(S, counts)
+    return np.exp(-fisher / t)
 
 
-def overlap_cap_ratio(S: np.ndarray) -> np.ndarray:
+def overlap_cap_ratio(S: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """clip(1 - phi_ab / (theta_a + theta_b), 0, 1) on the unbiased cap geometry."""
-    q, _, _ = pair_terms(S)
+    q, _, _ = centre_terms(S, counts)
     r = np.sqrt(q)
     theta = np.arccos(r)
     rr = np.outer(r, r)
@@ -90,9 +102,9 @@ def overlap_cap_ratio(S: np.ndarray) -> np.ndarray:
     return np.clip(o, 0.0, 1.0)
 
 
-def overlap_euclid_ratio(S: np.ndarray) -> np.ndarray:
+def overlap_euclid_ratio(S: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """clip(1 - |m_a - m_b| / (sqrt(v_a) + sqrt(v_b)), 0, 1)."""
-    _, v, D = pair_terms(S)
+    _, v, D = centre_terms(S, counts)
     rs = np.sqrt(v)[:, None] + np.sqrt(v)[None, :]
     with np.errstate(divide="ignore", invalid="ignore"):
         o = np.where(rs > 0, 1.0 - np.sqrt(D) / rs, (D == 0).astype(float))
@@ -119,25 +131,25 @@ def candidates() -> dict[str, Callable[[dict], float]]:
     above 0 for classes that no classifier confuses (0.1-0.4 for a Fashion-MNIST class
     against a digit class), so their lower end cannot be read.
     """
-    out: dict[str, Callable[[dict], float]] = {}
-    shapes: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    Overlap = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (S, counts) -> (K, K)
+    shapes: dict[str, Overlap] = {
         "cap ratio": overlap_cap_ratio,
         "euclid ratio": overlap_euclid_ratio,
     }
     for t in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5):
-        shapes[f"exp(-F/{t})"] = lambda S, t=t: overlap_fisher(S, t)
-    for name, fn in shapes.items():
-        for how in ("nearest", "worst", "mean"):
-            out[f"{name}, {how}, cnn"] = lambda r, fn=fn, how=how: aggregate(
-                fn(np.asarray(r["S"])), how
-            )
-            out[f"{name}, {how}, pixels"] = lambda r, fn=fn, how=how: aggregate(
-                fn(np.asarray(r["S_pixels"])), how
-            )
-            out[f"{name}, {how}, cnn+pixels"] = lambda r, fn=fn, how=how: aggregate(
-                0.5 * (fn(np.asarray(r["S"])) + fn(np.asarray(r["S_pixels"]))), how
-            )
-    return out
+        shapes[f"exp(-F/{t})"] = lambda S, n, t=t: overlap_fisher(S, n, t)
+    # which class matrix feeds the overlap: the CNN one, the pixel one or their mean
+    feeds: dict[str, Callable[[Overlap, dict], np.ndarray]] = {
+        "cnn": lambda fn, r: fn(np.asarray(r["S"]), np.asarray(r["counts"])),
+        "pixels": lambda fn, r: fn(np.asarray(r["S_pixels"]), np.asarray(r["counts"])),
+    }
+    feeds["cnn+pixels"] = lambda fn, r: 0.5 * (feeds["cnn"](fn, r) + feeds["pixels"](fn, r))
+    return {
+        f"{name}, {how}, {feed}": lambda r, fn=fn, how=how, fd=fd: aggregate(fd(fn, r), how)
+        for name, fn in shapes.items()
+        for how in ("nearest", "worst", "mean")
+        for feed, fd in feeds.items()
+    }
 
 
 def eligible(name: str) -> bool:
@@ -159,15 +171,6 @@ def chance_error(t: dict) -> float:
 
 
 # --------------------------------------------------------------------------- statistics
-
-
-def spearman(a, b) -> float | None:
-    from scipy.stats import spearmanr
-
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return None
-    return float(spearmanr(a, b).statistic)
 
 
 def bootstrap(
@@ -300,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
         name: np.array([sign * t["baselines"][key] for t in tasks])
         for name, (key, sign) in BASELINES.items()
     }
+    base[PREVIOUS] = np.array(
+        [previous_dcsi(np.asarray(t["S"]), np.asarray(t["counts"])) for t in tasks]
+    )
     chosen, held = leave_one_pool_out(tasks, values, args.select_by)
     err = {r: np.array([t["errors"][r] for t in tasks]) for r in REFERENCES}
     # the definition chosen with every pool seen (what ships)

@@ -42,8 +42,9 @@ Index inputs and baselines (train half of the task's classes)
     ``S`` (``dcsi.class_similarity`` of the index features, EfficientNet-Lite0 at dcsi's
     default size), ``S_pixels`` (the same on raw 32x32 pixels), ``counts``, and the
     baselines ``csg``, ``silhouette_features``, ``silhouette_pixels``,
-    ``nn1_error_features`` (cosine 1-NN, train -> test), ``mean_offdiag`` and
-    ``dcsi_current`` (``dcsi.compute_index``).  Per pool the unit index features and
+    ``nn1_error_features`` (cosine 1-NN, train -> test) and ``mean_offdiag`` (any index
+    defined from ``S`` and the counts, the DCSI included, is computed by the analysis,
+    ``benchmarks/dcsi_validity.py``).  Per pool the unit index features and
     labels go to ``<cache>/validity_<pool>_features.npz``.
 
     python benchmarks/validity_pools.py                # all pools (30-50 min on 2 cores)
@@ -72,7 +73,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Timer, print_table, write_results
+from _common import Timer, print_table, spearman, write_results
 
 MIN_PER_CLASS = 30
 CAP = 400
@@ -645,18 +646,13 @@ def lite2_features(thumbs: np.ndarray, path: Path) -> np.ndarray:
 # --------------------------------------------------------------------------- baselines
 
 
-def unit(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (float64; zero rows stay zero)."""
-    x = np.asarray(x, dtype=np.float64)
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norm > 0, norm, 1.0)
-
-
 def nn1_cosine_error(
     f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarray, y_test: np.ndarray
 ) -> float:
     """Error of the cosine 1-nearest-neighbour rule, train -> test (blocks of 1024 rows)."""
-    a, b = unit(f_train), unit(f_test)
+    from dcsi.neighbors import unit_rows
+
+    a, b = unit_rows(f_train, np.float64), unit_rows(f_test, np.float64)
     pred = np.empty(len(b), dtype=np.int64)
     for i in range(0, len(b), 1024):
         pred[i : i + 1024] = y_train[np.argmax(b[i : i + 1024] @ a.T, axis=1)]
@@ -696,7 +692,6 @@ def task_baselines(
             "silhouette_pixels": cosine_silhouette(pt, yt),
             "nn1_error_features": nn1_cosine_error(ft, yt, feats[~train], y[~train]),
             "mean_offdiag": float(off.mean()),
-            "dcsi_current": dcsi.compute_index(S, counts),
         },
     }
 
@@ -737,11 +732,12 @@ def index_features(pool: Pool, cache: Path) -> tuple[np.ndarray, dict[str, Any]]
     ``n_cached`` (how many came from dcsi's feature cache).
     """
     import dcsi
+    from dcsi.neighbors import unit_rows
 
     fs = dcsi.extract_features(pool.image_set)
     np.savez(
         cache / f"validity_{pool.name}_features.npz",
-        features=unit(fs.features).astype(np.float32),
+        features=unit_rows(fs.features, np.float64).astype(np.float32),
         labels=pool.labels,
         is_train=pool.is_train,
         ids=np.asarray(pool.image_set.ids),
@@ -845,15 +841,6 @@ def fill_errors(records: list[dict[str, Any]], errors: ErrorCache) -> None:
             rec.setdefault("reference_details", {})[r] = {
                 k: v for k, v in hit.items() if k not in ("error", "seconds")
             }
-
-
-def spearman(a: list[float], b: list[float]) -> float | None:
-    """Spearman's rho (None when either side is constant or there are < 3 values)."""
-    from scipy.stats import spearmanr
-
-    if len(a) < 3 or len(set(a)) < 2 or len(set(b)) < 2:
-        return None
-    return float(spearmanr(a, b).statistic)
 
 
 def summary_rows(tasks: list[dict[str, Any]], pools: list[str]) -> list[list[Any]]:
