@@ -294,13 +294,11 @@ def _null_best_scores(
         d = np.zeros_like(tree_d)
         d[iu] = rng.permutation(tree_d[iu])
         d = d + d.T
-        parts = (
-            dict.fromkeys(ks, np.zeros(k, dtype=np.int64))
-            if rule == "eigengap"  # the eigen-gaps do not read the tree
-            else _cut_tree(d, linkage, ks)[1]
-        )
-        lam = _class_graph_spectrum(d) if rule == "eigengap" else None
-        valid = [v for v in _rule_scores(d, parts, lam, rule).values() if v is not None]
+        if rule == "eigengap":  # the eigen-gaps do not read the tree
+            scores = _eigengap_scores(_class_graph_spectrum(d), list(ks))
+        else:
+            scores = _silhouette_scores(d, _cut_tree(d, linkage, ks)[1])
+        valid = [v for v in scores.values() if v is not None]
         if valid:
             out[b] = max(valid)
     return out
