@@ -1,25 +1,32 @@
 """Does the DCSI track how hard a task is, on image pools it was not chosen on?
 
 Reads the task records written by ``benchmarks/validity_pools.py`` (class pairs and
-random 3-8-class subsets of several labelled image pools; for each task the cnn_cosine
-class matrix ``S`` of the index features, the same matrix on raw pixels, the peers'
-values and the test error of three reference classifiers) and answers three questions:
+random 3-8-class subsets of several labelled image pools; for each task the class
+matrices ``S`` of the index features, ``S_wavelet`` of the grey images (the card's two
+views), ``S_pixels`` of 32x32 RGB pixels, the peers' values and the test error of three
+reference classifiers) and answers four questions:
 
-1. **Leave-one-pool-out.**  Every choice the index involves -- which definition, its
-   temperature, how pairs are aggregated, whether pixel-space similarity feeds it -- is
-   made with one pool hidden (the candidate with the highest Spearman rho against the
-   selection reference over the other pools' tasks together) and scored on the hidden
-   pool.  Reported per pool and over all held-out tasks, for the DCSI and for every
-   baseline (CSG, cosine silhouettes on features and on pixels, the 1-NN error on
-   features, the mean off-diagonal similarity, the previous DCSI), against each
-   reference, with bootstrap intervals (tasks resampled within pools).
+1. **Leave-one-pool-out.**  Every choice the index involves -- its shape, temperature,
+   how pairs are aggregated, which views feed it and how they combine -- is made with
+   one pool hidden (the candidate with the highest Spearman rho against the selection
+   reference over the other pools' tasks together, among those eligible and calibrated
+   at both ends on the checks that do not involve the hidden pool) and scored on the
+   hidden pool.  Reported per pool and over all held-out tasks, for the DCSI and for
+   every baseline (CSG, cosine silhouettes on features and on pixels, the 1-NN error on
+   features, the mean off-diagonal similarity, definitions 1 and 2 of the DCSI),
+   against each reference, with bootstrap intervals (tasks resampled within pools);
+   and the same choice among *every* candidate measured, eligible or not.
 2. **Do the references agree?**  Spearman rho between the three reference errors.
-3. **Are the ends calibrated?**  The shipped definition on tasks whose labels are
-   shuffled (classes drawn from one distribution: should be near 1) and on planted
-   separations (two classes from different pools: should be near 0).
+3. **Are the ends calibrated?**  Every candidate on tasks whose labels are shuffled
+   (classes drawn from one distribution: should be near 1) and on planted separations
+   (one class from each of two pools: near 0 where a 1-NN tells them apart).
+4. **Fresh tasks** (``--fresh``): the shipped definition and the baselines on tasks
+   drawn with another seed, none of which the choice saw.
 
     python benchmarks/validity_pools.py            # the tasks (references cached)
-    python benchmarks/dcsi_validity.py             # this analysis, seconds
+    python benchmarks/validity_pools.py --task-seed 1 --out dcsi_validity_tasks_seed1
+    python benchmarks/dcsi_validity.py --features ~/.cache/dcsi/validity \
+        --fresh benchmarks/results/dcsi_validity_tasks_seed1.json   # this analysis, ~1 min
 
 Writes ``benchmarks/results/dcsi_validity.json``.
 """
@@ -31,6 +38,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -49,6 +57,10 @@ BASELINES: dict[str, tuple[str, float]] = {
     "mean off-diagonal S": ("mean_offdiag", 1.0),
 }
 PREVIOUS = "previous DCSI (cap overlap / pi)"
+DEFINITION_2 = "DCSI definition 2 (hardest pair, cnn)"
+HELD = "DCSI (held out: chosen without its pool)"
+HELD_ANY = "DCSI (held out, any candidate: eligibility ignored)"
+HELD_NO_ENDS = "DCSI (held out, eligible, ends not checked)"
 
 
 # --------------------------------------------------------------------------- candidates
@@ -113,23 +125,31 @@ def overlap_euclid_ratio(S: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 def aggregate(o: np.ndarray, how: str) -> float:
     """nearest: mean over classes of the overlap with the nearest class; worst: the
-    largest pair overlap; mean: mean over pairs."""
+    largest pair overlap; mean: mean over pairs; union: mean over classes of
+    ``1 - prod_{b != a} (1 - o_ab)`` (the chance that a class overlaps some other)."""
     k = o.shape[0]
     off = ~np.eye(k, dtype=bool)
     if how == "nearest":
         return float(np.mean(np.max(np.where(off, o, -np.inf), axis=1)))
     if how == "worst":
         return float(np.max(o[off]))
+    if how == "union":
+        return float(np.mean(1.0 - np.prod(np.where(off, 1.0 - o, 1.0), axis=1)))
     return float(np.mean(o[np.triu_indices(k, 1)]))
 
 
-def candidates() -> dict[str, Callable[[dict], float]]:
-    """Every definition scored, as functions of a task record (``S``, ``S_pixels``).
+AGGREGATIONS = ("nearest", "worst", "mean", "union")
+#: the class matrices that may feed an eligible candidate (see :func:`eligible`)
+ELIGIBLE_FEEDS = ("cnn", "wavelet", "min(cnn, wavelet)")
 
-    All are 1 for classes drawn from one distribution.  Only the ``exp(-F/t)`` family
-    is *eligible* for the choice (:func:`eligible`): the two ratio shapes stay well
-    above 0 for classes that no classifier confuses (0.1-0.4 for a Fashion-MNIST class
-    against a digit class), so their lower end cannot be read.
+
+def candidates() -> dict[str, Callable[[dict], float]]:
+    """Every definition scored, as functions of a task record (``S``, ``S_pixels``,
+    ``S_wavelet``).
+
+    All are 1 for classes drawn from one distribution.  Only some are *eligible* for
+    the choice (:func:`eligible`); the others are measured so that the README can say
+    what the choice among all of them would have given.
     """
     Overlap = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (S, counts) -> (K, K)
     shapes: dict[str, Overlap] = {
@@ -138,26 +158,43 @@ def candidates() -> dict[str, Callable[[dict], float]]:
     }
     for t in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5):
         shapes[f"exp(-F/{t})"] = lambda S, n, t=t: overlap_fisher(S, n, t)
-    # which class matrix feeds the overlap: the CNN one, the pixel one or their mean
+
+    def view(key: str) -> Callable[[Overlap, dict], np.ndarray]:
+        return lambda fn, r: fn(np.asarray(r[key]), np.asarray(r["counts"]))
+
+    # which class matrices feed the overlap, and how two views combine
+    cnn, pixels, wavelet = view("S"), view("S_pixels"), view("S_wavelet")
     feeds: dict[str, Callable[[Overlap, dict], np.ndarray]] = {
-        "cnn": lambda fn, r: fn(np.asarray(r["S"]), np.asarray(r["counts"])),
-        "pixels": lambda fn, r: fn(np.asarray(r["S_pixels"]), np.asarray(r["counts"])),
+        "cnn": cnn,
+        "pixels": pixels,
+        "wavelet": wavelet,
+        "cnn+pixels": lambda fn, r: 0.5 * (cnn(fn, r) + pixels(fn, r)),
+        "mean(cnn, wavelet)": lambda fn, r: 0.5 * (cnn(fn, r) + wavelet(fn, r)),
+        "min(cnn, wavelet)": lambda fn, r: np.minimum(cnn(fn, r), wavelet(fn, r)),
     }
-    feeds["cnn+pixels"] = lambda fn, r: 0.5 * (feeds["cnn"](fn, r) + feeds["pixels"](fn, r))
     return {
         f"{name}, {how}, {feed}": lambda r, fn=fn, how=how, fd=fd: aggregate(fd(fn, r), how)
         for name, fn in shapes.items()
-        for how in ("nearest", "worst", "mean")
+        for how in AGGREGATIONS
         for feed, fd in feeds.items()
     }
 
 
 def eligible(name: str) -> bool:
     """Whether a candidate may be chosen: calibrated at both ends and computable by
-    ``dcsi.compute_index`` from the card's cnn_cosine matrix alone (the pixel-fed
-    variants are measured, not eligible: the card's pixel-space class matrices are the
-    wavelet and SSIM ones, not this pixel cosine)."""
-    return name.startswith("exp(-F/") and name.endswith(", cnn")
+    ``dcsi.compute_index`` from the card's matrices.
+
+    The ratio shapes stay well above 0 for classes that no classifier confuses (0.1-0.4
+    for a Fashion-MNIST class against a digit class), so their lower end cannot be
+    read.  A *mean* of two views' overlaps reads a pair that one view separates as
+    half-overlapping; the smaller of the two (a pair is as separable as its best view
+    makes it) and each view alone keep both ends.  ``S_pixels`` (32x32 RGB cosine) is
+    not a card matrix; the card's pixel view is the wavelet one (Haar level 1 of the
+    grey images at the working size, an orthogonal transform: the same cosines as the
+    grey pixels).
+    """
+    shape, _, feed = name.split(", ", 2)
+    return shape.startswith("exp(-F/") and feed in ELIGIBLE_FEEDS
 
 
 def temperature(name: str) -> float:
@@ -200,25 +237,34 @@ def interval(x: np.ndarray) -> list[float]:
 
 
 def choose(
-    values: dict[str, np.ndarray], err: np.ndarray, rel_err: np.ndarray, rows: np.ndarray
+    values: dict[str, np.ndarray],
+    err: np.ndarray,
+    rel_err: np.ndarray,
+    rows: np.ndarray,
+    allowed: Callable[[str], bool] = eligible,
 ) -> str:
-    """The eligible candidate with the best Spearman rho with ``err`` on ``rows``; ties
-    (the temperature does not change the ranks of the worst-pair aggregation) go to
-    the one whose values are closest to the error relative to chance (mean squared)."""
+    """The ``allowed`` candidate with the best Spearman rho with ``err`` on ``rows``;
+    ties (the temperature does not change the ranks of the worst-pair aggregation) go
+    to the one whose values are closest to the error relative to chance (mean
+    squared)."""
 
     def key(k: str) -> tuple[float, float]:
         rho = spearman(values[k][rows], err[rows])
         mse = float(np.mean((values[k][rows] - rel_err[rows]) ** 2))
         return (round(rho, 6) if rho is not None else -2.0, -mse)
 
-    return max((k for k in values if eligible(k)), key=key)
+    return max((k for k in values if allowed(k)), key=key)
 
 
 def leave_one_pool_out(
-    tasks: list[dict], values: dict[str, np.ndarray], select_by: str
+    tasks: list[dict],
+    values: dict[str, np.ndarray],
+    select_by: str,
+    allowed: Callable[[str, str | None], bool],
 ) -> tuple[dict[str, str], np.ndarray]:
-    """For each pool: the candidate :func:`choose` picks on the other pools' tasks; the
-    held-out values are that candidate's values on the hidden pool."""
+    """For each pool: the candidate :func:`choose` picks among the ones
+    ``allowed(name, hidden pool)`` on the other pools' tasks; the held-out values are
+    its values on the hidden pool."""
     pools = np.array([str(t["pool"]) for t in tasks])
     err = np.array([t["errors"][select_by] for t in tasks])
     rel = err / np.array([chance_error(t) for t in tasks])
@@ -226,61 +272,201 @@ def leave_one_pool_out(
     held = np.full(len(tasks), np.nan)
     for pool in sorted(set(pools.tolist())):
         seen = pools != pool
-        chosen[pool] = choose(values, err, rel, seen)
+        chosen[pool] = choose(values, err, rel, seen, lambda k, p=pool: allowed(k, p))
         held[~seen] = values[chosen[pool]][~seen]
     return chosen, held
 
 
-def ends(
-    features_dir: Path | None, definition: Callable[[np.ndarray, np.ndarray], float], seed: int
-):
-    """The shipped definition on shuffled labels (-> 1) and planted separations (-> 0)."""
+#: the ends a candidate must keep to be chosen (:func:`calibrated`)
+SHUFFLED_AT_LEAST = 0.9
+PLANTED_AT_MOST = 0.1
+PLANTED_SEPARABLE = 0.05  # a planted pair counts as well separated below this 1-NN error
+
+
+def calibrated(fn: Callable[[dict], float], rows: list[dict], hidden: str | None) -> bool:
+    """Whether a candidate keeps both ends on the ``ends`` records that do not involve
+    the ``hidden`` pool: >= SHUFFLED_AT_LEAST on every shuffled-label task and
+    <= PLANTED_AT_MOST on every planted pair whose 1-NN error is below
+    PLANTED_SEPARABLE."""
+    for r in rows:
+        if hidden is not None and hidden in r["pool"].split("/"):
+            continue
+        v = fn(r["record"])
+        if r["kind"] == "shuffled labels" and v < SHUFFLED_AT_LEAST:
+            return False
+        separable = r["kind"].startswith("planted") and r["nn1_error_loo"] < PLANTED_SEPARABLE
+        if separable and v > PLANTED_AT_MOST:
+            return False
+    return True
+
+
+def load_views(features_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per pool: unit index features (n, d), grey images at the working size (n, h, w)
+    and labels (n,), from the ``validity_pools.py`` cache."""
+    pools = {}
+    for f in sorted(features_dir.glob("validity_*_features.npz")):
+        name = f.stem.removeprefix("validity_").removesuffix("_features")
+        greys = sorted(features_dir.glob(f"validity_{name}_grey*_cap*.npz"))
+        if not greys:
+            continue
+        with np.load(f) as z, np.load(greys[-1]) as g:
+            if not np.array_equal(z["ids"], g["ids"]):
+                continue
+            pools[name] = (
+                np.asarray(z["features"], np.float64),
+                np.asarray(g["thumbs"]),
+                np.asarray(z["labels"]),
+            )
+    return pools
+
+
+def index_of(x: np.ndarray, grey: np.ndarray, y: np.ndarray) -> tuple[float, float, dict]:
+    """The shipped DCSI of features ``x`` and grey images ``grey`` under labels ``y``
+    (0..k-1), with both views and with the CNN view alone, and the record (``S``,
+    ``S_wavelet``, ``counts``) the candidates are computed from."""
     from dcsi.similarity.class_cosine import class_similarity
+    from dcsi.similarity.wavelet import class_wavelet_similarity
+
+    k = int(y.max()) + 1
+    S = class_similarity(x, y, n_classes=k)
+    W = class_wavelet_similarity(grey, y, n_classes=k).matrix
+    counts = np.bincount(y, minlength=k)
+    record = {"S": S, "S_wavelet": W, "counts": counts}
+    return compute_index(S, counts, wavelet=W), compute_index(S, counts), record
+
+
+def loo_nn1_error(x: np.ndarray, y: np.ndarray) -> float:
+    """Leave-one-out cosine 1-NN error of unit features ``x`` (n, d) under labels ``y``:
+    how separable a planted pair actually is."""
+    sim = x @ x.T
+    np.fill_diagonal(sim, -np.inf)
+    return float(np.mean(y[np.argmax(sim, axis=1)] != y))
+
+
+def ends(features_dir: Path | None, seed: int) -> list[dict[str, Any]] | None:
+    """The shipped definition on shuffled labels (-> 1) and planted separations (-> 0).
+
+    Shuffled: 5 random class subsets per pool, labels permuted.  Planted: one class of
+    each of two pools; their grey images are brought to 32 x 32 (bilinear) so that the
+    wavelet view compares images of one size; the leave-one-out 1-NN error of the
+    features says how separable each planted pair actually is.
+    """
+    from PIL import Image
 
     if features_dir is None:
         return None
-    files = sorted(features_dir.glob("validity_*_features.npz"))
-    if not files:
+    pools = load_views(features_dir)
+    if not pools:
         return None
     rng = np.random.default_rng(seed)
-    pools = {}
-    for f in files:
-        with np.load(f) as z:
-            pools[f.stem.removeprefix("validity_").removesuffix("_features")] = (
-                np.asarray(z["features"], np.float64),
-                np.asarray(z["labels"]),
-            )
     rows = []
-    for name, (x, y) in pools.items():
+    for name, (x, grey, y) in pools.items():
         classes = np.unique(y)
         for _ in range(5):
             k = int(rng.integers(2, min(8, len(classes)) + 1))
             cl = rng.choice(classes, k, replace=False)
             m = np.isin(y, cl)
             ys = rng.permutation(np.searchsorted(np.sort(cl), y[m]))
-            S = class_similarity(x[m], ys)
-            counts = np.bincount(ys, minlength=k)
+            both, cnn, rec = index_of(x[m], grey[m], ys)
             rows.append(
-                {"kind": "shuffled labels", "pool": name, "k": k, "value": definition(S, counts)}
+                {
+                    "kind": "shuffled labels",
+                    "pool": name,
+                    "k": k,
+                    "value": both,
+                    "cnn_only": cnn,
+                    "record": rec,
+                }
             )
+
+    def at32(g: np.ndarray) -> np.ndarray:
+        return np.stack(
+            [np.asarray(Image.fromarray(i).resize((32, 32), Image.BILINEAR)) for i in g]
+        )
+
     names = sorted(pools)
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
-            xa, ya = pools[a]
-            xb, yb = pools[b]
+            xa, ga, ya = pools[a]
+            xb, gb, yb = pools[b]
             ca, cb = rng.choice(np.unique(ya)), rng.choice(np.unique(yb))
             x = np.concatenate([xa[ya == ca], xb[yb == cb]])
+            g = np.concatenate([at32(ga[ya == ca]), at32(gb[yb == cb])])
             y = np.repeat([0, 1], [int((ya == ca).sum()), int((yb == cb).sum())])
-            S = class_similarity(x, y)
+            both, cnn, rec = index_of(x, g, y)
             rows.append(
                 {
                     "kind": "planted: classes from two pools",
                     "pool": f"{a}/{b}",
                     "k": 2,
-                    "value": definition(S, np.bincount(y)),
+                    "value": both,
+                    "cnn_only": cnn,
+                    "nn1_error_loo": loo_nn1_error(x, y),
+                    "record": rec,
                 }
             )
     return rows
+
+
+def shipped_index(t: dict, views: int = 2) -> float:
+    """``dcsi.compute_index`` of a task record: both views (what ``dcsi analyze`` puts on
+    the card), or the CNN view alone (``views=1``: ``compute_index(S, counts)``)."""
+    w = np.asarray(t["S_wavelet"]) if views == 2 else None
+    return compute_index(np.asarray(t["S"]), np.asarray(t["counts"]), wavelet=w)
+
+
+def fresh_check(path: Path, seen: list[dict], base_keys: dict[str, tuple[str, float]]) -> dict:
+    """The shipped DCSI and the baselines on tasks drawn with another seed
+    (``validity_pools.py --task-seed 1``), those already in ``seen`` left out: Spearman
+    rho with each reference, over all of them and per pool."""
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    old = {(t["pool"], tuple(t["class_ids"])) for t in seen}
+    tasks = [
+        t
+        for t in doc["tasks"]
+        if (t["pool"], tuple(t["class_ids"])) not in old
+        and all(t["errors"].get(r) is not None for r in REFERENCES)
+    ]
+    pools = np.array([str(t["pool"]) for t in tasks])
+    series = {
+        "DCSI (shipped)": np.array([shipped_index(t) for t in tasks]),
+        "DCSI (shipped, cnn view only)": np.array([shipped_index(t, views=1) for t in tasks]),
+        DEFINITION_2: np.array(
+            [
+                aggregate(
+                    overlap_fisher(np.asarray(t["S"]), np.asarray(t["counts"]), 0.05), "worst"
+                )
+                for t in tasks
+            ]
+        ),
+        **{
+            name: np.array([sign * t["baselines"][key] for t in tasks])
+            for name, (key, sign) in base_keys.items()
+        },
+    }
+    out: dict[str, Any] = {
+        "tasks": str(path),
+        "n_tasks": len(tasks),
+        "tasks_per_pool": {pl: int((pools == pl).sum()) for pl in sorted(set(pools.tolist()))},
+        "spearman": {},
+    }
+    table = []
+    for ref in REFERENCES:
+        err = np.array([t["errors"][ref] for t in tasks])
+        for name, v in series.items():
+            per = {
+                pl: spearman(v[pools == pl], err[pools == pl])
+                for pl in out["tasks_per_pool"]
+                if (pools == pl).sum() >= 5
+            }
+            out["spearman"].setdefault(ref, {})[name] = {
+                "overall": spearman(v, err),
+                "per_pool": per,
+            }
+            table.append([ref, name, spearman(v, err), *per.values()])
+    print(f"fresh tasks ({len(tasks)}, none of them seen by the choice):")
+    print_table(table, ["reference", "index", "all fresh tasks", *list(out["tasks_per_pool"])])
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -289,6 +475,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--select-by", choices=REFERENCES, default="cnn")
     p.add_argument("--bootstrap", type=int, default=1000)
     p.add_argument("--features", type=Path, default=None, help="validity_pools.py --cache folder")
+    p.add_argument(
+        "--fresh",
+        type=Path,
+        default=None,
+        help="task records drawn with another seed (validity_pools.py --task-seed 1 --out "
+        "dcsi_validity_tasks_seed1): the shipped definition scored on the new ones",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default="dcsi_validity")
     args = p.parse_args(argv)
@@ -306,16 +499,52 @@ def main(argv: list[str] | None = None) -> int:
     base[PREVIOUS] = np.array(
         [previous_dcsi(np.asarray(t["S"]), np.asarray(t["counts"])) for t in tasks]
     )
-    chosen, held = leave_one_pool_out(tasks, values, args.select_by)
+    base[DEFINITION_2] = values["exp(-F/0.05), worst, cnn"]
+    end_rows = ends(args.features, args.seed) or []
+    if not end_rows:
+        print("note: no --features cache: the candidates' ends are not checked")
+    ok: dict[tuple[str, str | None], bool] = {}
+
+    def allowed(name: str, hidden: str | None) -> bool:
+        """Eligible, and calibrated on the ends that do not involve the hidden pool."""
+        if not eligible(name):
+            return False
+        if (name, hidden) not in ok:
+            ok[name, hidden] = calibrated(cands[name], end_rows, hidden)
+        return ok[name, hidden]
+
+    chosen, held = leave_one_pool_out(tasks, values, args.select_by, allowed)
+    # the same choice among every candidate measured, eligible or not
+    chosen_any, held_any = leave_one_pool_out(tasks, values, args.select_by, lambda k, p: True)
+    # and among the eligible ones without the check of the ends
+    chosen_no_ends, held_no_ends = leave_one_pool_out(
+        tasks, values, args.select_by, lambda k, p: eligible(k)
+    )
     err = {r: np.array([t["errors"][r] for t in tasks]) for r in REFERENCES}
     # the definition chosen with every pool seen (what ships)
     all_scores = {k: spearman(v, err[args.select_by]) for k, v in values.items()}
     rel = err[args.select_by] / np.array([chance_error(t) for t in tasks])
-    final = choose(values, err[args.select_by], rel, np.ones(len(tasks), dtype=bool))
-    shipped = np.array([compute_index(np.asarray(t["S"]), np.asarray(t["counts"])) for t in tasks])
+    final = choose(
+        values,
+        err[args.select_by],
+        rel,
+        np.ones(len(tasks), dtype=bool),
+        lambda k: allowed(k, None),
+    )
+    n_eligible = sum(eligible(k) for k in values)
+    n_calibrated = sum(allowed(k, None) for k in values)
+    shipped = np.array([shipped_index(t) for t in tasks])
     if not np.allclose(shipped, values[final], atol=1e-12):
         print(f"note: dcsi.compute_index is not the candidate chosen here ({final})")
-    series = {"DCSI (held out: chosen without its pool)": held, "DCSI (shipped)": shipped, **base}
+    cnn_only = np.array([shipped_index(t, views=1) for t in tasks])
+    series = {
+        HELD: held,
+        HELD_ANY: held_any,
+        HELD_NO_ENDS: held_no_ends,
+        "DCSI (shipped)": shipped,
+        "DCSI (shipped, cnn view only)": cnn_only,
+        **base,
+    }
     table, rows = [], {}
     pool_names = sorted({str(p) for p in pools})
     for ref in REFERENCES:
@@ -335,12 +564,7 @@ def main(argv: list[str] | None = None) -> int:
     intervals = {
         ref: {
             **{k: interval(v) for k, v in b.items()},
-            **{
-                f"held-out DCSI - {k}": interval(
-                    b["DCSI (held out: chosen without its pool)"] - b[k]
-                )
-                for k in base
-            },
+            **{f"held-out DCSI - {k}": interval(b[HELD] - b[k]) for k in base},
         }
         for ref, b in boots.items()
     }
@@ -360,25 +584,46 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("chosen per hidden pool:", chosen)
     print("chosen with all pools seen:", final, all_scores[final])
-    end_rows = ends(args.features, compute_index, args.seed)
+    fresh = None if args.fresh is None else fresh_check(args.fresh, tasks, BASELINES)
     if end_rows:
+        print(
+            f"candidates: {len(values)} measured, {n_eligible} eligible, {n_calibrated} of "
+            "them calibrated at both ends"
+        )
         print_table(
-            [[r["kind"], r["pool"], r["k"], r["value"]] for r in end_rows],
-            ["check", "pool", "K", "DCSI"],
+            [
+                [r["kind"], r["pool"], r["k"], r["value"], r["cnn_only"], r.get("nn1_error_loo")]
+                for r in end_rows
+            ],
+            ["check", "pool", "K", "DCSI", "DCSI, cnn view only", "1-NN error (LOO)"],
         )
     write_results(
         args.name,
         {
-            "settings": vars(args) | {"tasks": str(args.tasks), "features": str(args.features)},
+            "settings": vars(args)
+            | {"tasks": str(args.tasks), "features": str(args.features), "fresh": str(args.fresh)},
             "n_tasks": len(tasks),
             "tasks_per_pool": {pl: int((pools == pl).sum()) for pl in pool_names},
             "chosen_per_hidden_pool": chosen,
+            "chosen_per_hidden_pool_any_candidate": chosen_any,
+            "chosen_per_hidden_pool_ends_not_checked": chosen_no_ends,
             "chosen_all_pools": final,
             "candidate_scores_all_pools": all_scores,
             "spearman": rows,
             "bootstrap_95": intervals,
             "reference_agreement": agree,
-            "ends": end_rows,
+            "n_candidates": {
+                "measured": len(values),
+                "eligible": n_eligible,
+                "eligible_and_calibrated_all_pools": n_calibrated,
+            },
+            "calibration_rule": {
+                "shuffled_at_least": SHUFFLED_AT_LEAST,
+                "planted_at_most": PLANTED_AT_MOST,
+                "planted_pairs_counted_below_nn1_error": PLANTED_SEPARABLE,
+            },
+            "ends": [{k: v for k, v in r.items() if k != "record"} for r in end_rows],
+            "fresh_tasks": fresh,
         },
     )
     return 0

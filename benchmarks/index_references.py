@@ -8,7 +8,9 @@ places it among the same index on well-known datasets.  This script writes them:
   counts and its command;
 - two synthetic anchors computed here from the Fashion-MNIST card's own features (dcsi's
   feature cache: the card's backbone, input size and pooling; nothing is extracted
-  when the card was made on this machine), with the index function the analysis uses:
+  when the card was made on this machine) and, when the card's index had the wavelet
+  view, its grey images at the card's working size, with the index function the
+  analysis uses:
   * "Fashion-MNIST, labels shuffled": the card's 60,000 images with their labels
     permuted (seed 0), so that the ten classes are ten draws from one distribution and
     cannot be told apart: where "indistinguishable" lies on the scale;
@@ -47,6 +49,7 @@ from dcsi.card import load_card, write_card_files  # noqa: E402
 from dcsi.index import index_report  # noqa: E402
 from dcsi.index_reading import REFERENCES_RESOURCE, definition_version, index_reading  # noqa: E402
 from dcsi.similarity.class_cosine import class_similarity  # noqa: E402
+from dcsi.similarity.wavelet import class_wavelet_similarity  # noqa: E402
 
 OUT = ROOT / "dcsi" / REFERENCES_RESOURCE
 CARDS = ROOT / "cards"
@@ -77,12 +80,17 @@ def card_point(folder: Path) -> dict[str, Any] | None:
     }
 
 
-def _index_block(x: np.ndarray, y: np.ndarray, names: list[str]) -> dict[str, Any]:
-    """The card's index block for features ``x`` (n, d) and labels ``y`` (n,)."""
+def _index_block(
+    x: np.ndarray, grey: np.ndarray | None, y: np.ndarray, names: list[str]
+) -> dict[str, Any]:
+    """The card's index block for features ``x`` (n, d), grey images ``grey`` (n, h, w)
+    at the card's working size (the wavelet view; None when the card has none) and
+    labels ``y`` (n,)."""
     k = len(names)
     s = class_similarity(x, y, n_classes=k)
     counts = np.bincount(y, minlength=k)
-    return index_report(s, counts, features=x, labels=y, classes=names).to_dict()
+    w = None if grey is None else class_wavelet_similarity(grey, y, n_classes=k).matrix
+    return index_report(s, counts, wavelet=w, features=x, labels=y, classes=names).to_dict()
 
 
 def anchors(folder: Path) -> list[dict[str, Any]]:
@@ -101,14 +109,23 @@ def anchors(folder: Path) -> list[dict[str, Any]]:
     if fs.n_cached < len(fs):
         print(f"note: {len(fs) - fs.n_cached} features were not cached", file=sys.stderr)
     x, y, names = np.asarray(fs.features), np.asarray(images.labels), list(images.classes)
-    real = _index_block(x, y, names)
+    grey = None
+    if "wavelet" in card.data["index"]["components"].get("views", []):
+        size = card.data["provenance"]["parameters"]["working_size"]
+        grey = images.to_array(size=tuple(size), mode="L")
+    real = _index_block(x, grey, y, names)
     stored = card.data["index"]["value"]
     if abs(real["value"] - stored) > 1e-6:  # the features must be the card's
         raise SystemExit(f"{folder}: recomputed index {real['value']} != card's {stored}")
-    shuffled = _index_block(x, np.random.default_rng(0).permutation(y), names)
+    shuffled = _index_block(x, grey, np.random.default_rng(0).permutation(y), names)
     pick = [names.index(c) for c in SEPARATED]
     rows = np.flatnonzero(np.isin(y, pick))
-    pair = _index_block(x[rows], np.searchsorted(pick, y[rows]), list(SEPARATED))
+    pair = _index_block(
+        x[rows],
+        None if grey is None else grey[rows],
+        np.searchsorted(pick, y[rows]),
+        list(SEPARATED),
+    )
     base = NAMES.get(folder.name, folder.name)
     command = "benchmarks/index_references.py"
     return [

@@ -61,6 +61,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import Timer, print_table, write_results
 from copy_kinds import FAMILIES, KINDS, plant_copies
 
+from dcsi.neighbors import unit_rows
+
 POOLINGS = ("gap", "ga", "sap", "sam")
 BACKBONE = "efficientnet_lite0"
 OXYGEN = Path("/usr/share/icons/oxygen/base")
@@ -161,18 +163,13 @@ def check_against_dcsi(images: Any, image_size: int, feats: dict[str, np.ndarray
 # ----------------------------------------------------------------------------- search
 
 
-def unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def top_k(features: np.ndarray, queries: np.ndarray, gallery: np.ndarray, k: int = 4):
     """Exact cosine top-k over ``gallery`` (indices) for each query, itself left out.
 
     Returns an (len(queries), k) array of image indices, best first; blocks of 1,024
     queries (never the full n x n matrix).
     """
-    f = unit(features)
+    f = unit_rows(features, np.float32)
     g = f[gallery]
     out = np.empty((len(queries), k), dtype=np.int64)
     pos = {int(j): p for p, j in enumerate(gallery)}

@@ -44,8 +44,9 @@ from retrieval import (
     features_of,
     icon_theme,
     queries_with_partner,
-    unit,
 )
+
+from dcsi.neighbors import unit_rows
 
 SIZES = (8, 16, 32)
 WEIGHTS = (0.5, 0.7)
@@ -61,7 +62,9 @@ def thumbnails(images: Any, size: int) -> np.ndarray:
 
 def side_by_side(a: np.ndarray, b: np.ndarray, w: float) -> np.ndarray:
     """Unit rows whose cosine is ``w cos(a) + (1 - w) cos(b)``."""
-    return np.hstack([np.sqrt(w) * unit(a), np.sqrt(1.0 - w) * unit(b)])
+    return np.hstack(
+        [np.sqrt(w) * unit_rows(a, np.float32), np.sqrt(1.0 - w) * unit_rows(b, np.float32)]
+    )
 
 
 def rows_for(sam: np.ndarray, pixels: dict[int, np.ndarray], score: Any) -> dict[str, Any]:
@@ -101,7 +104,7 @@ def copies() -> dict[str, Any]:
     queries = np.arange(n_images, n_images + n_originals)
 
     def score(f: np.ndarray) -> dict[str, Any]:
-        f = unit(f)
+        f = unit_rows(f, np.float32)
         sims = f[queries] @ f.T
         sims[np.arange(len(queries)), queries] = -np.inf
         hit = sims.argmax(axis=1) == planted.originals

@@ -40,7 +40,8 @@ Reference difficulties (test error on the task's test half, trained on its train
 
 Index inputs and baselines (train half of the task's classes)
     ``S`` (``dcsi.class_similarity`` of the index features, EfficientNet-Lite0 at dcsi's
-    default size), ``S_pixels`` (the same on raw 32x32 pixels), ``counts``, and the
+    default size), ``S_pixels`` (the same on raw 32x32 pixels), ``S_wavelet`` (the card's
+    wavelet class matrix: Haar level 1 of the grey images at the working size), ``counts``, and the
     baselines ``csg``, ``silhouette_features``, ``silhouette_pixels``,
     ``nn1_error_features`` (cosine 1-NN, train -> test) and ``mean_offdiag`` (any index
     defined from ``S`` and the counts, the DCSI included, is computed by the analysis,
@@ -235,6 +236,9 @@ class Pool:
     thumbs : ndarray of shape (n, 64, 64) or (n, 64, 64, 3), uint8
     pixels : ndarray of shape (n, 32, 32, 3), uint8
         2x2 means of ``thumbs`` (grey repeated to 3 channels).
+    grey : ndarray of shape (n, h, w), uint8
+        Grey levels at the pool's working size (``ImageSet.working_size()``): what
+        ``dcsi analyze`` reads for the card's wavelet class matrix.
     image_set : dcsi.sources.ImageSet
         The pool's images (for the index features).
     info : dict
@@ -247,6 +251,7 @@ class Pool:
     is_train: np.ndarray
     thumbs: np.ndarray
     pixels: np.ndarray
+    grey: np.ndarray
     image_set: Any
     info: dict[str, Any]
 
@@ -307,14 +312,15 @@ def stratified_halves(labels: np.ndarray, seed: int) -> np.ndarray:
     return is_train
 
 
-def cached_thumbs(image_set: Any, rgb: bool, path: Path) -> np.ndarray:
-    """64x64 thumbnails of every image of ``image_set``, decoded once into ``path``."""
+def cached_thumbs(image_set: Any, rgb: bool, path: Path, side: Any = THUMB_SIDE) -> np.ndarray:
+    """Every image of ``image_set`` at ``side`` (default 64x64 thumbnails), decoded once
+    into ``path``."""
     ids = np.asarray(image_set.ids)
     if path.exists():
         with np.load(path, allow_pickle=False) as z:
             if z["ids"].shape == ids.shape and bool(np.all(z["ids"] == ids)):
                 return np.asarray(z["thumbs"])
-    thumbs = image_set.to_array(size=THUMB_SIDE, mode="RGB" if rgb else "L")
+    thumbs = image_set.to_array(size=side, mode="RGB" if rgb else "L")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez_compressed(tmp, ids=ids, thumbs=thumbs)
@@ -347,6 +353,10 @@ def load_pool(spec: PoolSpec, *, cap: int, cache: Path) -> Pool:
     classes = [whole.classes[c] for c in present]
     is_train = stratified_halves(labels, SPLIT_SEED)
     thumbs = cached_thumbs(subset, spec.rgb, cache / f"validity_{spec.name}_thumbs_cap{cap}.npz")
+    h, w = subset.working_size()
+    grey = cached_thumbs(
+        subset, False, cache / f"validity_{spec.name}_grey{h}x{w}_cap{cap}.npz", (h, w)
+    )
     info = {
         "name": spec.name,
         "source": spec.source + (f" (split {spec.split})" if spec.split else ""),
@@ -361,7 +371,9 @@ def load_pool(spec: PoolSpec, *, cap: int, cache: Path) -> Pool:
         "excluded_id_substrings": list(spec.exclude_id_substrings),
         **notes,
     }
-    return Pool(spec.name, classes, labels, is_train, thumbs, to_pixels(thumbs), subset, info)
+    info["working_size"] = [h, w]
+    pixels = to_pixels(thumbs)
+    return Pool(spec.name, classes, labels, is_train, thumbs, pixels, grey, subset, info)
 
 
 # --------------------------------------------------------------------------- tasks
@@ -660,31 +672,36 @@ def nn1_cosine_error(
 
 
 def task_baselines(
-    feats: np.ndarray, pix: np.ndarray, y: np.ndarray, train: np.ndarray
+    feats: np.ndarray, pix: np.ndarray, grey: np.ndarray, y: np.ndarray, train: np.ndarray
 ) -> dict[str, Any]:
-    """S, S_pixels, counts and the baselines of one task.
+    """S, S_pixels, S_wavelet, counts and the baselines of one task.
 
     Parameters
     ----------
     feats : ndarray of shape (n, d)
         Index features of the task's images (train and test halves).
     pix : ndarray of shape (n, 32, 32, 3), uint8
+    grey : ndarray of shape (n, h, w), uint8
+        At the pool's working size: ``S_wavelet`` is the card's wavelet class matrix.
     y : ndarray of shape (n,), int in ``0..k-1``
     train : ndarray of shape (n,), bool
     """
     import dcsi
     from dcsi.index import cosine_silhouette, cumulative_spectral_gradient
+    from dcsi.similarity.wavelet import class_wavelet_similarity
 
     ft, yt = feats[train], y[train]
     pt = pix[train].reshape(int(train.sum()), -1).astype(np.float64) / 255.0
     k = int(y.max()) + 1
     S = dcsi.class_similarity(ft, yt)
     S_pix = dcsi.class_similarity(pt, yt)
+    S_wav = class_wavelet_similarity(grey[train], yt, n_classes=k).matrix
     counts = np.bincount(yt, minlength=k)
     off = S[~np.eye(k, dtype=bool)]
     return {
         "S": S.tolist(),
         "S_pixels": S_pix.tolist(),
+        "S_wavelet": S_wav.tolist(),
         "counts": counts.tolist(),
         "baselines": {
             "csg": float(cumulative_spectral_gradient(ft, yt)),
@@ -795,7 +812,7 @@ def run_pool(
             "reference_seconds": {},
         }
         with Timer() as tb:
-            rec.update(task_baselines(feats[rows], pool.pixels[rows], y, tr))
+            rec.update(task_baselines(feats[rows], pool.pixels[rows], pool.grey[rows], y, tr))
         rec["baseline_seconds"] = round(tb.seconds, 3)
         keys = {r: ErrorCache.key(pool.name, classes, r, settings[r]) for r in REFERENCES}
         if errors.get(keys["probe_lite2"]) is None:
@@ -874,6 +891,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--cap", type=int, default=None, help=f"images per class (default {CAP})")
     ap.add_argument("--workers", type=int, default=2, help="processes for pixels_lr and cnn")
+    ap.add_argument(
+        "--task-seed",
+        type=int,
+        default=TASK_SEED,
+        help=f"seed of the class pairs and subsets drawn (default {TASK_SEED}; another seed "
+        "draws fresh tasks from the same pools, for a check nothing was chosen on)",
+    )
     ap.add_argument("--out", default=None, help="results name (default dcsi_validity_tasks)")
     return ap.parse_args(argv)
 
@@ -923,7 +947,7 @@ def run_pools(
                     f"{pool.info['n_duplicates']} duplicate files left out)"
                 )
                 continue
-            tasks = make_tasks(len(pool.classes), name, TASK_SEED)
+            tasks = make_tasks(len(pool.classes), name, args.task_seed)
             if args.quick:
                 tasks = tasks[:2] + tasks[-2:]
             records, jobs, timing = run_pool(
@@ -986,7 +1010,7 @@ def main(argv: list[str] | None = None) -> int:
                 "cap_per_class": cap,
                 "min_per_class": MIN_PER_CLASS,
                 "split_seed": SPLIT_SEED,
-                "task_seed": TASK_SEED,
+                "task_seed": args.task_seed,
                 "pixel_side": PIXEL_SIDE,
                 "thumb_side": THUMB_SIDE,
                 "n_pairs": N_PAIRS,

@@ -1,37 +1,44 @@
 """The Dataset Class Similarity Index (DCSI) and the peers it competes with.
 
 Parikh & Aggarwal (2020) name a "Dataset Class Similarity Index" but never define it.
-dcsi defines it from the cnn_cosine class matrix ``S`` (mean pairwise cosine similarity,
-diagonal = within-class mean over pairs of distinct images) alone, as a calibrated
-overlap between classes of L2-normalised CNN features (definition version 2):
+dcsi defines it from the card's class matrices -- the cnn_cosine matrix ``S`` (mean
+pairwise cosine similarity of L2-normalised CNN features, diagonal = within-class mean
+over pairs of distinct images) and, when the card has it, the wavelet matrix (the same
+of the Haar coefficients of the grey images at the working size, that is of their
+pixels) -- as the chance that a class overlaps some other class (definition version 3):
 
-1. With the diagonal free of self-pairs, ``S`` holds *unbiased* estimates of the
-   population geometry of the unit features: ``q_c = S[c, c]`` estimates ``|m_c|^2``
-   (``m_c`` the expected unit feature of class c), ``S[a, b]`` estimates ``m_a . m_b``.
-2. Within-class spread ``v_c = 1 - q_c`` (the expected squared distance of an image of
-   class c to ``m_c``) and squared centroid distance
+1. With the diagonal free of self-pairs, each view's matrix holds *unbiased* estimates
+   of the population geometry of its unit vectors: ``q_c = S[c, c]`` estimates
+   ``|m_c|^2`` (``m_c`` the expected unit vector of class c), ``S[a, b]`` estimates
+   ``m_a . m_b``.
+2. Within-class spread ``v_c = 1 - q_c`` and squared centroid distance
    ``D_ab = max(q_a + q_b - 2 S[a, b], 0)``, unbiased up to the clip: 0 in expectation
    when both classes are drawn from one distribution, whatever their number of images.
-3. Fisher ratio ``F_ab = D_ab / (v_a + v_b)`` and pair overlap
-   ``o_ab = exp(-F_ab / tau)`` with ``tau =`` :data:`TEMPERATURE`: 1 when the classes
-   cannot be told apart (same distribution), -> 0 as their centres move apart relative
-   to their spread.
-4. ``DCSI = max_{a != b} o_ab``, the overlap of the two most alike classes.  Each
-   class's confusability ``c_a = max_{b != a} o_ab`` (its overlap with its nearest
-   class) is kept as a component.
+3. Fisher ratio ``F_ab = D_ab / (v_a + v_b)`` and the view's pair overlap
+   ``exp(-F_ab / tau)``, ``tau =`` :data:`TEMPERATURE`: 1 when the classes cannot be
+   told apart, -> 0 as their centres move apart relative to their spread.
+4. The pair overlap ``o_ab`` is the *smallest* over the views: two classes are only as
+   confusable as the view that separates them best (a classifier may use either).
+5. Class confusability ``c_a = 1 - prod_{b != a} (1 - o_ab)``: the chance that class a
+   overlaps at least one other class, were the pairs independent.
+6. ``DCSI = mean_a c_a``.
 
 The result is in [0, 1], higher when classes are more alike (harder), near 1 for classes
-drawn from one distribution (shuffled labels) and near 0 for well-separated classes,
-invariant to the order of the classes, defined for K >= 2.  For K = 2 it is the overlap
-of the one pair; with more classes, that of the hardest pair, which is what first
-limits a classifier of the whole set.  A class with one
-image has no within-class pair: its ``q_c`` is taken as 1 (the image itself) and its
-spread as 0.  Two classes with no spread and distinct centres do not overlap (``F =
-inf``); with the same centre they overlap fully.  The aggregation (hardest pair rather
-than the mean over classes of the nearest-class overlap) and ``tau`` were chosen with
-one image pool hidden at a time (``benchmarks/dcsi_validity.py``; README, "Does the DCSI predict
-difficulty?").  The previous definition (version 1, cap overlaps in units of pi) is kept
-in :data:`PREVIOUS_DEFINITIONS` and on every card.
+drawn from one distribution (shuffled labels: every ``o_ab`` near 1) and near 0 when
+every pair is well separated in some view, invariant to the order of the classes,
+defined for K >= 2.  For K = 2 it is the overlap of the one pair; with more classes it
+grows with the number of confusable neighbours each class has, as a classifier's error
+does.  A class with one image has no within-class pair: its ``q_c`` is taken as 1 and
+its spread as 0.  Two classes with no spread and distinct centres do not overlap (``F =
+inf``); with the same centre they overlap fully.  Without the wavelet view (``dcsi
+analyze --analyzers cnn``, or :func:`compute_index` given ``S`` alone) the CNN view's
+overlaps are used as they are; the card's ``index.components.views`` says which fed
+it.  The views' combination, the aggregation and ``tau`` were chosen with one image pool
+hidden at a time, among the candidates that keep both ends (shuffled labels >= 0.9,
+planted pairs that a 1-NN tells apart <= 0.1; ``benchmarks/dcsi_validity.py``; README,
+"Does the DCSI predict difficulty?").  The previous definitions (1: cap overlaps in units of pi; 2: the
+hardest pair of the CNN view) are kept in :data:`PREVIOUS_DEFINITIONS` and on every
+card.
 
 Peers, computed on the same features by :func:`index_report`:
 
@@ -61,6 +68,7 @@ __all__ = [
     "DEFINITION_VERSION",
     "PREVIOUS_DEFINITIONS",
     "TEMPERATURE",
+    "VIEWS",
     "IndexResult",
     "centroid_terms",
     "compute_index",
@@ -79,18 +87,24 @@ logger = logging.getLogger(__name__)
 TEMPERATURE = 0.05
 
 #: Version of the definition below; cards record it next to the value.
-DEFINITION_VERSION = 2
+DEFINITION_VERSION = 3
+
+#: The card's class matrices that can feed the index: the CNN view (always) and the
+#: pixel view (the wavelet matrix, when the card has one).
+VIEWS = ("cnn_cosine", "wavelet")
 
 DEFINITION = (
-    "DCSI = max over pairs of classes a != b of the pair overlap "
-    f"o_ab = exp(-F_ab / tau), tau = {TEMPERATURE} (the overlap of the two most alike "
-    "classes), with the Fisher ratio F_ab = D_ab / (v_a + v_b) "
-    "of the L2-normalised CNN features, from the cnn_cosine matrix S (diagonal over "
-    "pairs of distinct images): D_ab = max(S_aa + S_bb - 2 S_ab, 0) is an unbiased "
-    "estimate of the squared distance between the class mean features and "
-    "v_c = 1 - S_cc of the within-class spread. In [0, 1]; near 1 when the classes "
-    "cannot be told apart (drawn from one distribution), near 0 when they are well "
-    "separated; higher = classes more alike = harder."
+    "DCSI = mean over classes a of the class confusability c_a = 1 - prod over b != a "
+    "of (1 - o_ab), the chance that class a overlaps at least one other class. The pair "
+    "overlap o_ab is the smallest over the card's views (cnn_cosine: L2-normalised CNN "
+    "features; wavelet, when present: Haar coefficients of the grey images, i.e. "
+    f"pixels) of exp(-F_ab / tau), tau = {TEMPERATURE}, with the view's Fisher ratio "
+    "F_ab = D_ab / (v_a + v_b) from its class matrix S (diagonal over pairs of distinct "
+    "images): D_ab = max(S_aa + S_bb - 2 S_ab, 0) is an unbiased estimate of the squared "
+    "distance between the class mean vectors and v_c = 1 - S_cc of the within-class "
+    "spread. In [0, 1]; near 1 when the classes cannot be told apart (drawn from one "
+    "distribution), near 0 when every pair is well separated in some view; higher = "
+    "classes more alike = harder."
 )
 
 #: Earlier definitions, recorded on every card (``index.previous_definitions``).
@@ -108,7 +122,23 @@ PREVIOUS_DEFINITIONS = (
         ),
         "why_replaced": (
             "its ends could not be read: classes drawn from one distribution (shuffled "
-            "labels) scored 0.34-0.52, depending on their spread, instead of near 1"
+            "labels) scored 0.34-0.55, depending on their spread, instead of near 1"
+        ),
+    },
+    {
+        "version": 2,
+        "schema_versions": "1.4.0",
+        "definition": (
+            "DCSI = max over pairs of classes a != b of exp(-F_ab / 0.05), the overlap of "
+            "the two most alike classes, with the Fisher ratio F_ab = max(S_aa + S_bb - "
+            "2 S_ab, 0) / (2 - S_aa - S_bb) from the cnn_cosine matrix S alone."
+        ),
+        "why_replaced": (
+            "chosen with one image pool hidden at a time, it tracked task difficulty less "
+            "well than CSG and the pixel silhouette (Spearman 0.819 against a small "
+            "CNN's error on 146 tasks of 5 pools, CSG 0.892): the hardest pair ignores "
+            "how many classes have a confusable neighbour, and the CNN view alone "
+            "misses pairs that pixels separate"
         ),
     },
 )
@@ -125,20 +155,23 @@ class IndexResult:
     spread : ndarray of shape (K,)
         Within-class spread ``v_c = 1 - S[c, c]`` of the unit features.
     fisher : ndarray of shape (K, K)
-        Fisher ratios ``F_ab = D_ab / (v_a + v_b)`` (``inf`` for distinct classes
-        without spread); 0 on the diagonal.
+        Fisher ratios ``F_ab = D_ab / (v_a + v_b)`` of the CNN view (``inf`` for
+        distinct classes without spread); 0 on the diagonal.
     overlap : ndarray of shape (K, K)
-        ``o[a, b] = exp(-F_ab / tau)``; 0 on the diagonal.
+        ``o[a, b]``: the smallest over the views of ``exp(-F_ab / tau)``; 0 on the
+        diagonal.
     confusability : ndarray of shape (K,)
-        ``c_a = max_b o[a, b]``.
+        ``c_a = 1 - prod_b (1 - o[a, b])``.
     nearest : ndarray of shape (K,), int
-        The class b attaining ``c_a``.
+        The class b with the largest ``o[a, b]``.
     classes : list of str or None
     csg : float or None
         Cumulative Spectral Gradient (None when features were not given).
     silhouette : float or None
         Mean cosine silhouette over class labels (None without features).
     peer_params : dict
+    fisher_wavelet : ndarray of shape (K, K) or None
+        The wavelet view's Fisher ratios (None when only the CNN view fed the index).
     """
 
     value: float
@@ -147,6 +180,7 @@ class IndexResult:
     overlap: np.ndarray
     confusability: np.ndarray
     nearest: np.ndarray
+    fisher_wavelet: np.ndarray | None = None
     classes: list[str] | None = None
     csg: float | None = None
     silhouette: float | None = None
@@ -168,6 +202,13 @@ class IndexResult:
         def name(i: int) -> str | int:
             return names[i] if names else int(i)
 
+        def ratios(f: np.ndarray) -> list[list[float | None]]:
+            return [[_f(v) for v in row] for row in np.asarray(f).tolist()]
+
+        views = list(VIEWS if self.fisher_wavelet is not None else VIEWS[:1])
+        extra = (
+            {} if self.fisher_wavelet is None else {"fisher_wavelet": ratios(self.fisher_wavelet)}
+        )
         return {
             "value": _f(self.value),
             "definition": DEFINITION,
@@ -175,6 +216,7 @@ class IndexResult:
             "previous_definitions": [dict(d) for d in PREVIOUS_DEFINITIONS],
             "components": {
                 "n_classes": int(k),
+                "views": views,
                 "temperature": TEMPERATURE,
                 "confusability": to_jsonable(np.asarray(self.confusability, dtype=np.float64)),
                 "nearest_class": [name(int(j)) for j in self.nearest],
@@ -183,7 +225,8 @@ class IndexResult:
                 "hardest_pair_overlap": _f(self.overlap[a, b]),
                 "hardest_pair_fisher": _f(self.fisher[a, b]),
                 "overlap": to_jsonable(np.asarray(self.overlap, dtype=np.float64)),
-                "fisher": [[_f(v) for v in row] for row in np.asarray(self.fisher).tolist()],
+                "fisher": ratios(self.fisher),
+                **extra,
             },
             "peers": {
                 "csg": _f(self.csg),
@@ -215,6 +258,7 @@ def square_class_matrix(S: Any, caller: str) -> np.ndarray:
 
 
 def _check_S_counts(S: Any, class_counts: Any, caller: str) -> tuple[np.ndarray, np.ndarray]:
+    """``S`` restricted to the classes with images, and their counts (float64)."""
     m = square_class_matrix(S, caller)
     n = np.asarray(class_counts)
     if n.ndim != 1 or n.shape[0] != m.shape[0]:
@@ -242,6 +286,25 @@ def _check_S_counts(S: Any, class_counts: Any, caller: str) -> tuple[np.ndarray,
             "with images; pass the cnn_cosine matrix of dcsi.class_similarity."
         )
     return m, n
+
+
+def _check_wavelet(wavelet: Any, class_counts: Any, caller: str) -> np.ndarray:
+    """The wavelet view's class matrix, restricted to the classes with images."""
+    w = np.asarray(square_class_matrix(wavelet, caller))
+    k = np.asarray(class_counts).shape[0]
+    if w.shape != (k, k):
+        raise InvalidParameterError(
+            f"The 'wavelet' parameter of {caller} must be the K x K wavelet class matrix "
+            f"of the same {k} classes as S. Got shape {w.shape} instead."
+        )
+    keep = np.asarray(class_counts) > 0
+    w = w[np.ix_(keep, keep)]
+    if not np.all(np.isfinite(w[~np.eye(w.shape[0], dtype=bool)])):
+        raise InvalidParameterError(
+            f"The 'wavelet' parameter of {caller} has NaN off-diagonal entries for classes "
+            "with images; pass the card's wavelet matrix (dcsi.class_wavelet_similarity)."
+        )
+    return w
 
 
 def centroid_terms(S: Any, class_counts: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -318,7 +381,9 @@ def pair_terms(S: Any, class_counts: Any) -> tuple[np.ndarray, np.ndarray, np.nd
     return spread, fisher, overlap
 
 
-def index_components(S: np.ndarray, class_counts: np.ndarray) -> dict[str, Any]:
+def index_components(
+    S: np.ndarray, class_counts: np.ndarray, wavelet: np.ndarray | None = None
+) -> dict[str, Any]:
     """The DCSI and its components.
 
     Parameters
@@ -328,24 +393,35 @@ def index_components(S: np.ndarray, class_counts: np.ndarray) -> dict[str, Any]:
         mean without self-pairs).
     class_counts : ndarray of shape (K,)
         Images per class.  Classes with no image are left out.
+    wavelet : ndarray of shape (K, K), default=None
+        The wavelet class matrix of the same classes
+        (:func:`dcsi.similarity.wavelet.class_wavelet_similarity`), the pixel view.
 
     Returns
     -------
     dict
-        ``value`` (float), ``spread`` (K',), ``fisher`` (K', K'), ``overlap`` (K', K'),
-        ``confusability`` (K',), ``nearest`` (K',) int, ``kept`` (K,) bool mask of the
-        classes with images (K' of them).
+        ``value`` (float), ``spread`` (K',), ``fisher`` (K', K'), ``fisher_wavelet``
+        (K', K') or None, ``overlap`` (K', K'), ``confusability`` (K',), ``nearest``
+        (K',) int, ``kept`` (K,) bool mask of the classes with images (K' of them).
     """
     m, n = _check_S_counts(S, class_counts, "compute_index")
     spread, fisher, overlap = pair_terms(m, n)
+    fisher_w = None
+    if wavelet is not None:
+        _, fisher_w, overlap_w = pair_terms(
+            _check_wavelet(wavelet, class_counts, "compute_index"), n
+        )
+        overlap = np.minimum(overlap, overlap_w)
+    # the diagonal is 0, a factor of 1 in each class's product
+    conf = 1.0 - np.prod(1.0 - overlap, axis=1)
     nearest = np.argmax(overlap - 2.0 * np.eye(len(n)), axis=1)
-    conf = overlap[np.arange(len(n)), nearest]
-    value = float(np.clip(np.max(conf), 0.0, 1.0))
+    value = float(np.clip(np.mean(conf), 0.0, 1.0))
     kept = np.asarray(class_counts) > 0
     return {
         "value": value,
         "spread": spread,
         "fisher": fisher,
+        "fisher_wavelet": fisher_w,
         "overlap": overlap,
         "confusability": conf,
         "nearest": nearest,
@@ -353,12 +429,17 @@ def index_components(S: np.ndarray, class_counts: np.ndarray) -> dict[str, Any]:
     }
 
 
-def compute_index(S: np.ndarray, class_counts: np.ndarray) -> float:
+def compute_index(
+    S: np.ndarray, class_counts: np.ndarray, *, wavelet: np.ndarray | None = None
+) -> float:
     """The Dataset Class Similarity Index (DCSI) of a class matrix.
 
-    ``DCSI = max_{a != b} exp(-F_ab / tau)`` with the Fisher ratios
-    ``F_ab = max(S_aa + S_bb - 2 S_ab, 0) / (2 - S_aa - S_bb)`` of the unit features
-    (see the module docstring), from the cnn_cosine matrix and the class counts.
+    ``DCSI = mean_a [1 - prod_{b != a} (1 - o_ab)]``, the mean chance that a class
+    overlaps some other class, with pair overlaps ``o_ab = exp(-F_ab / tau)`` from the
+    Fisher ratios ``F_ab = max(S_aa + S_bb - 2 S_ab, 0) / (2 - S_aa - S_bb)`` of the
+    unit features (see the module docstring); given the wavelet matrix too, ``o_ab`` is
+    the smaller of the two views' overlaps (what ``dcsi analyze`` puts on the card when
+    it computes both).
 
     Parameters
     ----------
@@ -367,6 +448,9 @@ def compute_index(S: np.ndarray, class_counts: np.ndarray) -> float:
         without self-pairs (``dcsi.class_similarity(features, labels)``).
     class_counts : array-like of shape (K,)
         Images per class (classes with no image are left out).
+    wavelet : ndarray of shape (K, K), default=None
+        The wavelet class matrix of the same classes (the card's
+        ``similarity.wavelet.matrix``), the pixel view.
 
     Returns
     -------
@@ -378,16 +462,17 @@ def compute_index(S: np.ndarray, class_counts: np.ndarray) -> float:
     Raises
     ------
     InvalidParameterError
-        Fewer than two classes with images, a non-square ``S`` or bad counts.
+        Fewer than two classes with images, a non-square ``S``, a ``wavelet`` matrix of
+        other classes, or bad counts.
 
     Examples
     --------
     >>> import numpy as np
     >>> S = np.array([[0.9, 0.895], [0.895, 0.9]])   # F = 0.01 / 0.2 = 0.05
-    >>> round(compute_index(S, [50, 50]), 4)
+    >>> round(compute_index(S, [50, 50]), 4)         # exp(-0.05 / 0.05)
     0.3679
     """
-    return float(index_components(S, class_counts)["value"])
+    return float(index_components(S, class_counts, wavelet)["value"])
 
 
 # --------------------------------------------------------------------------- peers
@@ -586,6 +671,7 @@ def index_report(
     S: np.ndarray,
     class_counts: np.ndarray,
     *,
+    wavelet: np.ndarray | None = None,
     features: np.ndarray | None = None,
     labels: np.ndarray | None = None,
     classes: list[str] | None = None,
@@ -600,6 +686,8 @@ def index_report(
     S : ndarray of shape (K, K)
         cnn_cosine class matrix.
     class_counts : array-like of shape (K,)
+    wavelet : ndarray of shape (K, K), default=None
+        The wavelet class matrix (the pixel view; see :func:`compute_index`).
     features : ndarray of shape (n_images, dim), default=None
         The features behind ``S``; needed for the peers (CSG, silhouette).
     labels : ndarray of shape (n_images,), int, default=None
@@ -614,7 +702,7 @@ def index_report(
     IndexResult
         ``to_dict()`` is the card's ``index`` block.
     """
-    comp = index_components(S, class_counts)
+    comp = index_components(S, class_counts, wavelet)
     kept = comp["kept"]
     names = None
     if classes is not None:
@@ -653,6 +741,7 @@ def index_report(
         overlap=comp["overlap"],
         confusability=comp["confusability"],
         nearest=comp["nearest"],
+        fisher_wavelet=comp["fisher_wavelet"],
         classes=names,
         csg=csg,
         silhouette=sil,

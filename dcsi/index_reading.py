@@ -12,8 +12,8 @@ definition are compared with its value (after a change of definition the reading
 that the reference points must be regenerated).
 
 The *drivers* are read from the index components: the class pairs with the largest
-``overlap`` and the classes with the largest ``confusability`` (their overlap with
-their nearest class), named.  The *interpretation* is one line tied to the reference
+``overlap`` and the classes with the largest ``confusability`` (their chance of
+overlapping some other class), named.  The *interpretation* is one line tied to the reference
 points, e.g. ``"0.43: between Fashion-MNIST (0.30) and Fashion-MNIST, labels shuffled
 (0.50); most overlap between 'food' and 'space' (0.61)."``.
 """
@@ -96,26 +96,32 @@ class IndexReading:
 def definition_version(index: dict[str, Any]) -> str:
     """The identity of the index definition behind an ``index`` block.
 
-    The block's own ``definition_version`` when it has one, else ``"sha256:"`` and the
-    first 12 hex digits of the SHA-256 of its ``definition`` text: two values are
-    comparable exactly when these agree.
+    The block's own ``definition_version`` when it has one (followed by the views that
+    fed it, e.g. ``"3 (cnn_cosine)"``, when not every view of the definition did: the
+    same definition without its wavelet view gives other values), else ``"sha256:"``
+    and the first 12 hex digits of the SHA-256 of its ``definition`` text: two values
+    are comparable exactly when these agree.
     """
+    from dcsi.index import VIEWS
+
     version = index.get("definition_version")
     if version is not None:
+        views = (index.get("components") or {}).get("views")
+        if views is not None and list(views) != list(VIEWS):
+            return f"{version} ({'+'.join(views)})"
         return str(version)
     text = str(index.get("definition", ""))
     return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
 def _references_schema() -> dict[str, Any]:
-    from importlib.resources import files
+    from dcsi.card.card import card_schema
 
-    card_schema = json.loads(files("dcsi.card").joinpath("schema.json").read_text("utf-8"))
     return {
         "type": "object",
         "required": ["references"],
         "properties": {
-            "references": {"type": "array", "items": card_schema["$defs"]["index_reference"]}
+            "references": {"type": "array", "items": card_schema()["$defs"]["index_reference"]}
         },
     }
 
@@ -295,6 +301,13 @@ def index_reading(
     elif refs:
         pos, words = _place(float(value), refs)
         line = f"{float(value):.2f}: {words}"
+    elif " (" in version:  # a definition fed by fewer views than it has
+        pos = {"below": None, "above": None, "at": None}
+        line = (
+            f"{float(value):.2f}: no reference point was computed with the views that fed "
+            f"this value ({version}; the reference points use every view: analyze with "
+            "the wavelet analyzer too)"
+        )
     else:
         pos = {"below": None, "above": None, "at": None}
         line = (

@@ -389,6 +389,21 @@ def analyze_images(
             data["neighbor_index"] = _neighbor_index_block(fs, neighbor_index, neighbor_k, seed)
         if features is not None and len(images) >= 3:  # Thomas & Abraham, labelled or not
             data["image_clusters"] = image_clusters_block(images, features, seed=seed)
+        if grey is None:  # decoded once, shared by the stages below
+            grey = images.to_array(size=working, mode="L")
+        # the Ray actors' wavelet coefficient rows (None: computed by the stages below)
+        coefficients = None if runner is None else runner.coefficients(grey)
+        wavelet = None
+        if class_level and "wavelet" in chosen:  # before the index, which it feeds
+            from dcsi.similarity.wavelet import class_wavelet_similarity
+
+            wavelet = class_wavelet_similarity(
+                grey,
+                images.labels,
+                n_classes=n_classes,
+                classes=list(images.classes),
+                coefficients=coefficients,
+            )
         if "cnn" in chosen:
             cnn = _cnn_blocks(
                 fs,
@@ -397,13 +412,10 @@ def analyze_images(
                 linkage=linkage,
                 batch_size=batch_size,
                 partials=None if runner is None else runner.partials,
+                wavelet=None if wavelet is None else wavelet.matrix,
             )
             data["similarity"].update(cnn.pop("similarity", {}))
             data.update(cnn)
-        if grey is None:  # decoded once, shared by the stages below
-            grey = images.to_array(size=working, mode="L")
-        # the Ray actors' wavelet coefficient rows (None: computed by the stages below)
-        coefficients = None if runner is None else runner.coefficients(grey)
         if class_level and "ssim" in chosen:
             from dcsi.similarity.ssim import class_ssim
 
@@ -420,16 +432,8 @@ def analyze_images(
             data["class_views"] = class_views(
                 grey, images.labels, list(images.classes), ids=list(images.ids), seed=seed
             ).to_dict()
-        if class_level and "wavelet" in chosen:
-            from dcsi.similarity.wavelet import class_wavelet_similarity
-
-            data["similarity"]["wavelet"] = class_wavelet_similarity(
-                grey,
-                images.labels,
-                n_classes=n_classes,
-                classes=list(images.classes),
-                coefficients=coefficients,
-            ).to_dict()
+        if wavelet is not None:
+            data["similarity"]["wavelet"] = wavelet.to_dict()
 
         from dcsi.redundancy import find_redundancy
 
@@ -562,9 +566,10 @@ def _cnn_blocks(
     linkage: str,
     batch_size: int,
     partials: dict[int, Any] | None,
+    wavelet: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The features block, the cnn_cosine matrix, the index (with its reading) and the
-    class clusters.
+    class clusters; ``wavelet`` (K, K), the wavelet class matrix, feeds the index too.
 
     The class sums are added in blocks of :func:`stats_block_rows` ``(batch_size)``
     rows, on every engine; ``partials`` holds the blocks the Ray actors computed."""
@@ -592,7 +597,9 @@ def _cnn_blocks(
     out["features"]["class_counts"] = stats.counts.tolist()
     out["similarity"] = {"cnn_cosine": sim.to_dict()}
     classes = list(images.classes)
-    result = index_report(sim.matrix, stats.counts, features=fs.features, labels=y, classes=classes)
+    result = index_report(
+        sim.matrix, stats.counts, wavelet=wavelet, features=fs.features, labels=y, classes=classes
+    )
     out["index"] = result.to_dict()
     out["index"]["reading"] = index_reading(
         out["index"], result.classes or classes, fingerprint=images.fingerprint()

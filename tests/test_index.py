@@ -21,6 +21,7 @@ from dcsi.index import (
     index_report,
 )
 from dcsi.similarity.class_cosine import class_similarity
+from dcsi.similarity.wavelet import class_wavelet_similarity
 
 
 def _blobs(rng, k=4, n=30, d=12, sep=2.0):
@@ -30,9 +31,21 @@ def _blobs(rng, k=4, n=30, d=12, sep=2.0):
     return x, y
 
 
-def _reference_dcsi(x, y, tau=TEMPERATURE):
-    """Slow reference straight from the unit features, loop by loop: unbiased |m_c|^2
-    and m_a . m_b as means over pairs of distinct images, spreads, Fisher ratios."""
+def _haar_rows(images):
+    """Wavelet rows the slow way: pywt.wavedec2 (Haar, level 1) image by image, the
+    approximation and detail arrays flattened and concatenated."""
+    import pywt
+
+    rows = []
+    for img in images.astype(np.float64):
+        cA, (cH, cV, cD) = pywt.wavedec2(img, "db1", level=1)
+        rows.append(np.concatenate([cA.ravel(), cH.ravel(), cV.ravel(), cD.ravel()]))
+    return np.array(rows)
+
+
+def _view_fisher(x, y):
+    """One view's Fisher ratios, loop by loop from its vectors: unbiased |m_c|^2 and
+    m_a . m_b as means over pairs of distinct images, spreads, F_ab."""
     u = x / np.linalg.norm(x, axis=1, keepdims=True)
     k = int(y.max()) + 1
     members = [np.flatnonzero(y == c) for c in range(k)]
@@ -42,16 +55,33 @@ def _reference_dcsi(x, y, tau=TEMPERATURE):
         return sum(dots) / len(dots) if dots else 1.0  # a single image: |m|^2 = 1
 
     q = [mean_dot(c, c) for c in range(k)]
-    best = 0.0
+    F = np.zeros((k, k))
     for a in range(k):
         for b in range(k):
-            if b == a:
-                continue
-            d2 = max(q[a] + q[b] - 2.0 * mean_dot(a, b), 0.0)
-            v = (1.0 - q[a]) + (1.0 - q[b])
-            f = d2 / v if v > 0 else (math.inf if d2 > 0 else 0.0)
-            best = max(best, math.exp(-f / tau))  # the hardest pair
-    return best
+            if b != a:
+                d2 = max(q[a] + q[b] - 2.0 * mean_dot(a, b), 0.0)
+                v = (1.0 - q[a]) + (1.0 - q[b])
+                F[a, b] = d2 / v if v > 0 else (math.inf if d2 > 0 else 0.0)
+    return F
+
+
+def _reference_dcsi(x, y, tau=TEMPERATURE, images=None):
+    """Slow reference of definition 3: per class, the chance of overlapping at least one
+    other class, with pair overlaps the smallest over the views (features ``x``; the
+    Haar rows of ``images`` when given), averaged over the classes."""
+    views = [_view_fisher(x, y)]
+    if images is not None:
+        views.append(_view_fisher(_haar_rows(images), y))
+    k = views[0].shape[0]
+    total = 0.0
+    for a in range(k):
+        apart = 1.0  # the chance that class a overlaps none of the others
+        for b in range(k):
+            if b != a:
+                o = min(math.exp(-F[a, b] / tau) for F in views)
+                apart *= 1.0 - o
+        total += 1.0 - apart
+    return total / k
 
 
 @pytest.mark.parametrize("sep", [0.25, 0.35, 0.5])
@@ -114,6 +144,52 @@ def test_index_planted_separation_near_zero():
     assert compute_index(class_similarity(x, y), np.bincount(y)) < 0.01
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_index_with_wavelet_view_equals_reference(seed):
+    """Both views (features and the Haar rows of grey images), 4 classes of unequal
+    size, against the loop reference with pywt image by image (1e-6: dcsi keeps the
+    coefficient rows in float32; the CNN view alone to 1e-10)."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(4), [9, 7, 5, 8])
+    centres = rng.integers(40, 200, size=(4, 1, 1))
+    images = np.clip(centres[y] + rng.normal(0, 60, size=(len(y), 8, 8)), 0, 255).astype(np.uint8)
+    x, _ = _blobs(rng, k=4, n=10, sep=0.2)
+    x = x[:29]
+    W = class_wavelet_similarity(images, y).matrix
+    got = compute_index(class_similarity(x, y), np.bincount(y), wavelet=W)
+    assert got == pytest.approx(_reference_dcsi(x, y, images=images), abs=1e-6)
+    cnn_only = compute_index(class_similarity(x, y), np.bincount(y))
+    assert cnn_only == pytest.approx(_reference_dcsi(x, y), abs=1e-10)
+    assert got <= cnn_only + 1e-12  # a second view can only separate pairs further
+
+
+def test_index_pair_separated_by_one_view_is_separated():
+    """Two classes the CNN view cannot tell apart but the pixels separate clearly: the
+    pair overlaps as little as its best view says (the smaller overlap)."""
+    S = np.array([[0.5, 0.5], [0.5, 0.5]])  # cnn: one distribution, overlap 1
+    W = np.array([[0.9, 0.2], [0.2, 0.9]])  # pixels: far apart
+    assert compute_index(S, [10, 10]) == pytest.approx(1.0)
+    assert compute_index(S, [10, 10], wavelet=W) < 1e-6
+    comp = index_components(S, [10, 10], W)
+    assert comp["fisher"][0, 1] == 0.0 and comp["fisher_wavelet"][0, 1] > 1.0
+
+
+def test_index_is_mean_chance_of_overlapping_another_class():
+    """Hand computation with three classes: overlaps o_01, o_02, o_12 from Fisher ratios
+    chosen through S, then c_a = 1 - prod (1 - o_ab) and their mean."""
+    # q = 0.9 for all (v = 0.1 each, v_a + v_b = 0.2): F_ab = (1.8 - 2 S_ab) / 0.2
+    S = np.array([[0.9, 0.895, 0.85], [0.895, 0.9, 0.88], [0.85, 0.88, 0.9]])
+    F = {(0, 1): 0.05, (0, 2): 0.5, (1, 2): 0.2}
+    o = {p: math.exp(-f / TEMPERATURE) for p, f in F.items()}
+    c0 = 1 - (1 - o[0, 1]) * (1 - o[0, 2])
+    c1 = 1 - (1 - o[0, 1]) * (1 - o[1, 2])
+    c2 = 1 - (1 - o[0, 2]) * (1 - o[1, 2])
+    comp = index_components(S, [40, 40, 40])
+    np.testing.assert_allclose(comp["confusability"], [c0, c1, c2], atol=1e-12)
+    assert comp["value"] == pytest.approx((c0 + c1 + c2) / 3, abs=1e-12)
+    assert list(comp["nearest"]) == [1, 0, 1]
+
+
 def test_index_two_classes_is_pair_overlap(rng):
     x, y = _blobs(rng, k=2, sep=0.05)
     comp = index_components(class_similarity(x, y), np.bincount(y))
@@ -156,6 +232,10 @@ def test_index_errors():
         compute_index(S, [1.5, 2])
     with pytest.raises(InvalidParameterError, match="NaN off-diagonal"):
         compute_index(np.array([[0.9, np.nan], [np.nan, 0.9]]), [3, 3])
+    with pytest.raises(InvalidParameterError, match="'wavelet' parameter .* same 2 classes"):
+        compute_index(S, [3, 3], wavelet=np.eye(3))
+    with pytest.raises(InvalidParameterError, match="'wavelet' parameter .* NaN off-diagonal"):
+        compute_index(S, [3, 3], wavelet=np.array([[0.9, np.nan], [np.nan, 0.9]]))
 
 
 def test_silhouette_equals_sklearn(rng):
@@ -245,8 +325,10 @@ def test_index_report_to_dict(rng):
         "components",
         "peers",
     }
-    assert d["definition_version"] == 2 and d["previous_definitions"][0]["version"] == 1
+    assert d["definition_version"] == 3
+    assert [p["version"] for p in d["previous_definitions"]] == [1, 2]
     assert "theta_a + theta_b - phi_ab" in d["previous_definitions"][0]["definition"]
+    assert "max over pairs" in d["previous_definitions"][1]["definition"]
     assert d["value"] == pytest.approx(compute_index(S, np.bincount(y)))
     assert d["peers"]["csg"] == pytest.approx(cumulative_spectral_gradient(x, y))
     assert d["peers"]["silhouette"] == pytest.approx(cosine_silhouette(x, y))
@@ -254,8 +336,14 @@ def test_index_report_to_dict(rng):
     assert "DCSI" in d["definition"]
     comp = d["components"]
     assert len(comp["confusability"]) == 3 and set(comp["nearest_class"]) <= {"a", "b", "c"}
-    assert d["value"] == pytest.approx(np.max(comp["confusability"]))
-    assert d["value"] == pytest.approx(comp["hardest_pair_overlap"])
+    assert d["value"] == pytest.approx(np.mean(comp["confusability"]))
+    assert comp["hardest_pair_overlap"] == pytest.approx(np.max(comp["overlap"]))
+    assert comp["views"] == ["cnn_cosine"] and "fisher_wavelet" not in comp
+    W = class_similarity(x + 0.3, y)  # any K x K matrix of the same classes
+    both = index_report(S, np.bincount(y), wavelet=W).to_dict()
+    assert both["components"]["views"] == ["cnn_cosine", "wavelet"]
+    assert both["value"] == pytest.approx(compute_index(S, np.bincount(y), wavelet=W))
+    assert len(both["components"]["fisher_wavelet"]) == 3
     bare = index_report(S=S, class_counts=np.bincount(y)).to_dict()
     assert bare["peers"]["csg"] is None and bare["value"] == d["value"]
     with pytest.raises(InvalidParameterError, match="both 'features' and 'labels'"):

@@ -137,9 +137,15 @@ def test_shipped_references_use_the_current_definition():
     # fails after a change of the index definition until `make index-references` reran
     k = 3
     s = np.full((k, k), 0.5) + np.eye(k) * 0.4
-    block = index_report(s, [10] * k).to_dict()
+    block = index_report(s, [10] * k, wavelet=s).to_dict()  # both views, as analyze
     versions = {r["definition_version"] for r in load_references()}
     assert versions == {definition_version(block)}
+    cnn_only = index_report(s, [10] * k).to_dict()
+    assert definition_version(cnn_only) == f"{definition_version(block)} (cnn_cosine)"
+    # a value from the CNN view alone is not read against points made with both views
+    r = index_reading(cnn_only, ["a", "b", "c"])
+    assert r.reference_points == [] and r.references_skipped == len(load_references())
+    assert "analyze with the wavelet analyzer too" in r.interpretation
 
 
 def test_bad_reference_files_are_refused(tmp_path):

@@ -78,6 +78,16 @@ def test_cnn_matrix_equals_building_blocks(data, tmp_path):
     expected = dcsi.class_similarity(fs.features, fs.labels)
     np.testing.assert_allclose(card.similarity("cnn_cosine"), expected, atol=1e-7)
     assert card.index == pytest.approx(dcsi.compute_index(expected, [12, 12, 12]), abs=1e-7)
+    assert card.to_dict()["index"]["components"]["views"] == ["cnn_cosine"]
+
+
+def test_index_uses_the_cards_wavelet_view(data, tmp_path):
+    """With the wavelet analyzer the card's index is compute_index of its two matrices."""
+    card = _analyze(data, tmp_path, analyzers=("cnn", "wavelet"))
+    counts = card.to_dict()["dataset"]["class_counts"]
+    S, W = card.similarity("cnn_cosine"), card.similarity("wavelet")
+    assert card.index == pytest.approx(dcsi.compute_index(S, counts, wavelet=W), abs=1e-7)
+    assert card.to_dict()["index"]["components"]["views"] == ["cnn_cosine", "wavelet"]
 
 
 def test_router_from_card_matches_cluster_sums(data, tmp_path):

@@ -41,6 +41,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Card",
     "RedundancyGroup",
+    "card_schema",
     "card_to_json",
     "load_card",
     "parse_card_json",
@@ -52,7 +53,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Version of the card format written by this dcsi (semver; readers refuse a newer major).
-SCHEMA_VERSION = "1.4.0"
+SCHEMA_VERSION = "1.5.0"
 #: File name of the card inside a card folder.
 CARD_FILENAME = "dcsi.json"
 
@@ -64,7 +65,8 @@ _OPTIONAL_BLOCKS = ("features", "similarity", "index", "class_clusters", "redund
 
 
 @functools.lru_cache(maxsize=1)
-def _schema() -> dict:
+def card_schema() -> dict:
+    """The card's JSON Schema (``dcsi/card/schema.json``), read once; do not modify it."""
     path = Path(__file__).with_name("schema.json")
     return json.loads(path.read_text(encoding="utf-8"))
 
@@ -73,7 +75,7 @@ def _schema() -> dict:
 def _validator() -> Any:
     import jsonschema
 
-    schema = _schema()
+    schema = card_schema()
     cls = jsonschema.Draft202012Validator
     cls.check_schema(schema)
     return cls(schema, format_checker=cls.FORMAT_CHECKER)
