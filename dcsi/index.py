@@ -36,9 +36,9 @@ overlaps are used as they are; the card's ``index.components.views`` says which 
 it.  The views' combination, the aggregation and ``tau`` were chosen with one image pool
 hidden at a time, among the candidates that keep both ends (shuffled labels >= 0.9,
 planted pairs that a 1-NN tells apart <= 0.1; ``benchmarks/dcsi_validity.py``; README,
-"Does the DCSI predict difficulty?").  The previous definitions (1: cap overlaps in units of pi; 2: the
-hardest pair of the CNN view) are kept in :data:`PREVIOUS_DEFINITIONS` and on every
-card.
+"Does the DCSI predict difficulty?").  The previous definitions (1: cap overlaps in
+units of pi; 2: the hardest pair of the CNN view) are kept in
+:data:`PREVIOUS_DEFINITIONS` and on every card.
 
 Peers, computed on the same features by :func:`index_report`:
 
