@@ -415,18 +415,21 @@ def shipped_index(t: dict, views: int = 2) -> float:
     return compute_index(np.asarray(t["S"]), np.asarray(t["counts"]), wavelet=w)
 
 
-def fresh_check(path: Path, seen: list[dict], base_keys: dict[str, tuple[str, float]]) -> dict:
-    """The shipped DCSI and the baselines on tasks drawn with another seed
-    (``validity_pools.py --task-seed 1``), those already in ``seen`` left out: Spearman
-    rho with each reference, over all of them and per pool."""
-    doc = json.loads(path.read_text(encoding="utf-8"))
+def fresh_check(
+    paths: list[Path], seen: list[dict], base_keys: dict[str, tuple[str, float]]
+) -> dict:
+    """The shipped DCSI and the baselines on tasks drawn with other seeds
+    (``validity_pools.py --task-seed 1``, ``2``, ...), each task once, those already in
+    ``seen`` left out: Spearman rho with each reference, over all of them and per
+    pool."""
     old = {(t["pool"], tuple(t["class_ids"])) for t in seen}
-    tasks = [
-        t
-        for t in doc["tasks"]
-        if (t["pool"], tuple(t["class_ids"])) not in old
-        and all(t["errors"].get(r) is not None for r in REFERENCES)
-    ]
+    tasks = []
+    for path in paths:
+        for t in json.loads(path.read_text(encoding="utf-8"))["tasks"]:
+            key = (t["pool"], tuple(t["class_ids"]))
+            if key not in old and all(t["errors"].get(r) is not None for r in REFERENCES):
+                old.add(key)
+                tasks.append(t)
     pools = np.array([str(t["pool"]) for t in tasks])
     series = {
         "DCSI (shipped)": np.array([shipped_index(t) for t in tasks]),
@@ -445,7 +448,7 @@ def fresh_check(path: Path, seen: list[dict], base_keys: dict[str, tuple[str, fl
         },
     }
     out: dict[str, Any] = {
-        "tasks": str(path),
+        "tasks": [str(p) for p in paths],
         "n_tasks": len(tasks),
         "tasks_per_pool": {pl: int((pools == pl).sum()) for pl in sorted(set(pools.tolist()))},
         "spearman": {},
@@ -478,9 +481,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--fresh",
         type=Path,
+        nargs="+",
         default=None,
-        help="task records drawn with another seed (validity_pools.py --task-seed 1 --out "
-        "dcsi_validity_tasks_seed1): the shipped definition scored on the new ones",
+        help="task records drawn with other seeds (validity_pools.py --task-seed 1 --out "
+        "dcsi_validity_tasks_seed1, ...): the shipped definition scored on the new ones",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default="dcsi_validity")
@@ -601,7 +605,11 @@ def main(argv: list[str] | None = None) -> int:
         args.name,
         {
             "settings": vars(args)
-            | {"tasks": str(args.tasks), "features": str(args.features), "fresh": str(args.fresh)},
+            | {
+                "tasks": str(args.tasks),
+                "features": str(args.features),
+                "fresh": [str(p) for p in args.fresh or []],
+            },
             "n_tasks": len(tasks),
             "tasks_per_pool": {pl: int((pools == pl).sum()) for pl in pool_names},
             "chosen_per_hidden_pool": chosen,

@@ -5,8 +5,11 @@ places it among the same index on well-known datasets.  This script writes them:
 
 - one point per card in ``cards/*/dcsi.json`` (digits, Fashion-MNIST, openclipart-png;
   ``make cards`` regenerates them): the card's ``index.value``, its class and image
-  counts and its command;
-- two synthetic anchors computed here from the Fashion-MNIST card's own features (dcsi's
+  counts and its command; and, for a card whose index had both views, the same
+  definition on its cnn_cosine matrix alone, so that a card made with ``--analyzers
+  cnn`` has points of its own definition too;
+- two synthetic anchors (on both views, and on the CNN view alone) computed here from
+  the Fashion-MNIST card's own features (dcsi's
   feature cache: the card's backbone, input size and pooling; nothing is extracted
   when the card was made on this machine) and, when the card's index had the wavelet
   view, its grey images at the card's working size, with the index function the
@@ -62,13 +65,15 @@ NAMES = {
 SEPARATED = ("Trouser", "Bag")
 
 
-def card_point(folder: Path) -> dict[str, Any] | None:
-    """The reference point of one card (None without an index value)."""
+def card_points(folder: Path) -> list[dict[str, Any]]:
+    """The reference points of one card: its index value and, when the wavelet view fed
+    it, the same definition on the CNN view alone (for cards made with ``--analyzers
+    cnn``), computed from the card's cnn_cosine matrix; none without an index value."""
     card = load_card(folder / "dcsi.json")
     idx = card.data.get("index") or {}
     if idx.get("value") is None:
-        return None
-    return {
+        return []
+    point = {
         "name": NAMES.get(folder.name, folder.name),
         "n_classes": len(card.classes),
         "n_images": int(card.n_images),
@@ -78,6 +83,19 @@ def card_point(folder: Path) -> dict[str, Any] | None:
         "synthetic": False,
         "fingerprint": card.data["dataset"]["fingerprint"],
     }
+    if "wavelet" not in idx["components"].get("views", []):
+        return [point]
+    counts = card.data["dataset"]["class_counts"]
+    cnn = index_report(card.similarity("cnn_cosine"), counts).to_dict()
+    return [
+        point,
+        point
+        | {
+            "value": round(float(cnn["value"]), 4),
+            "definition_version": definition_version(cnn),
+            "source": point["source"] + " (its cnn_cosine matrix alone)",
+        },
+    ]
 
 
 def _index_block(
@@ -126,30 +144,42 @@ def anchors(folder: Path) -> list[dict[str, Any]]:
         np.searchsorted(pick, y[rows]),
         list(SEPARATED),
     )
+    blocks = [(shuffled, pair)]
+    if grey is not None:  # the same two anchors on the CNN view alone
+        blocks.append(
+            (
+                _index_block(x, None, np.random.default_rng(0).permutation(y), names),
+                _index_block(x[rows], None, np.searchsorted(pick, y[rows]), list(SEPARATED)),
+            )
+        )
     base = NAMES.get(folder.name, folder.name)
     command = "benchmarks/index_references.py"
-    return [
-        {
-            "name": f"{base}, labels shuffled",
-            "n_classes": len(names),
-            "n_images": len(y),
-            "value": round(float(shuffled["value"]), 4),
-            "source": f"{command}: the features of cards/{folder.name}, labels permuted (seed 0)",
-            "definition_version": definition_version(shuffled),
-            "synthetic": True,
-            "note": "classes drawn from one distribution: indistinguishable",
-        },
-        {
-            "name": f"{base}, {' vs '.join(SEPARATED)}",
-            "n_classes": 2,
-            "n_images": int(rows.size),
-            "value": round(float(pair["value"]), 4),
-            "source": f"{command}: the features of cards/{folder.name}, two of its classes",
-            "definition_version": definition_version(pair),
-            "synthetic": True,
-            "note": "two classes nobody confuses: well separated",
-        },
-    ]
+    points = []
+    for shuffled, pair in blocks:
+        points += [
+            {
+                "name": f"{base}, labels shuffled",
+                "n_classes": len(names),
+                "n_images": len(y),
+                "value": round(float(shuffled["value"]), 4),
+                "source": f"{command}: the features of cards/{folder.name}, labels permuted "
+                "(seed 0)",
+                "definition_version": definition_version(shuffled),
+                "synthetic": True,
+                "note": "classes drawn from one distribution: indistinguishable",
+            },
+            {
+                "name": f"{base}, {' vs '.join(SEPARATED)}",
+                "n_classes": 2,
+                "n_images": int(rows.size),
+                "value": round(float(pair["value"]), 4),
+                "source": f"{command}: the features of cards/{folder.name}, two of its classes",
+                "definition_version": definition_version(pair),
+                "synthetic": True,
+                "note": "two classes nobody confuses: well separated",
+            },
+        ]
+    return points
 
 
 def image_loader(images: Any) -> Any:
@@ -192,9 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     points = []
     for folder in sorted(p.parent for p in CARDS.glob("*/dcsi.json")):
-        point = card_point(folder)
-        if point is not None:
-            points.append(point)
+        points += card_points(folder)
     if (CARDS / "fashion-mnist" / "dcsi.json").is_file():
         points += anchors(CARDS / "fashion-mnist")
     points.sort(key=lambda p: (p["value"], p["name"]))

@@ -138,13 +138,23 @@ def test_shipped_references_use_the_current_definition():
     k = 3
     s = np.full((k, k), 0.5) + np.eye(k) * 0.4
     block = index_report(s, [10] * k, wavelet=s).to_dict()  # both views, as analyze
-    versions = {r["definition_version"] for r in load_references()}
-    assert versions == {definition_version(block)}
-    cnn_only = index_report(s, [10] * k).to_dict()
-    assert definition_version(cnn_only) == f"{definition_version(block)} (cnn_cosine)"
-    # a value from the CNN view alone is not read against points made with both views
+    cnn_only = index_report(s, [10] * k).to_dict()  # --analyzers cnn
+    both, alone = definition_version(block), definition_version(cnn_only)
+    assert alone == f"{both} (cnn_cosine)"
+    refs = load_references()
+    assert {r["definition_version"] for r in refs} == {both, alone}
+    # every point exists for both: a CNN-only value is read against CNN-only points only
+    names = {
+        v: sorted(r["name"] for r in refs if r["definition_version"] == v) for v in (both, alone)
+    }
+    assert names[both] == names[alone] and len(names[both]) >= 3
     r = index_reading(cnn_only, ["a", "b", "c"])
-    assert r.reference_points == [] and r.references_skipped == len(load_references())
+    assert r.definition_version == alone
+    assert len(r.reference_points) == len(names[alone])
+    assert r.references_skipped == len(refs) - len(names[alone])
+    # with points of both views only, the line says which views are missing
+    r = index_reading(cnn_only, ["a", "b", "c"], references=_refs(both))
+    assert r.reference_points == []
     assert "analyze with the wavelet analyzer too" in r.interpretation
 
 
