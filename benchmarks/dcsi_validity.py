@@ -25,8 +25,10 @@ reference classifiers) and answers four questions:
 
     python benchmarks/validity_pools.py            # the tasks (references cached)
     python benchmarks/validity_pools.py --task-seed 1 --out dcsi_validity_tasks_seed1
-    python benchmarks/dcsi_validity.py --features ~/.cache/dcsi/validity \
-        --fresh benchmarks/results/dcsi_validity_tasks_seed1.json   # this analysis, ~1 min
+    python benchmarks/validity_pools.py --task-seed 2 --out dcsi_validity_tasks_seed2
+    python benchmarks/dcsi_validity.py --features ~/.cache/dcsi/validity --fresh \
+        benchmarks/results/dcsi_validity_tasks_seed1.json \
+        benchmarks/results/dcsi_validity_tasks_seed2.json   # this analysis, ~1 min
 
 Writes ``benchmarks/results/dcsi_validity.json``.
 """
