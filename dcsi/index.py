@@ -78,6 +78,7 @@ __all__ = [
     "index_components",
     "index_report",
     "pair_terms",
+    "unbiased_terms",
 ]
 
 logger = logging.getLogger(__name__)
@@ -241,18 +242,31 @@ def _f(v: Any) -> float | None:
     return None if v is None else to_jsonable(float(v))
 
 
-def square_class_matrix(S: Any, caller: str) -> np.ndarray:
-    """``S`` as a float64 K x K array; NaN allowed (the diagonal of tiny classes)."""
+def square_class_matrix(S: Any, caller: str, name: str = "S") -> np.ndarray:
+    """``S`` as a float64 K x K array; NaN allowed (the diagonal of tiny classes).
+    ``name`` is the parameter the messages name."""
     try:
         m = np.asarray(S, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise InvalidParameterError(
-            f"The 'S' parameter of {caller} must be a K x K array of numbers: {exc}"
+            f"The {name!r} parameter of {caller} must be a K x K array of numbers: {exc}"
         ) from None
     if m.ndim != 2 or m.shape[0] != m.shape[1]:
         raise InvalidParameterError(
-            f"The 'S' parameter of {caller} must be a square K x K class matrix. "
+            f"The {name!r} parameter of {caller} must be a square K x K class matrix. "
             f"Got shape {m.shape} instead."
+        )
+    return m
+
+
+def _kept_classes(m: np.ndarray, keep: np.ndarray, caller: str, name: str, hint: str) -> np.ndarray:
+    """``m`` restricted to the classes with images; their off-diagonal entries must be
+    numbers (``hint`` says which matrix to pass)."""
+    m = m[np.ix_(keep, keep)]
+    if not np.all(np.isfinite(m[~np.eye(m.shape[0], dtype=bool)])):
+        raise InvalidParameterError(
+            f"The {name!r} parameter of {caller} has NaN off-diagonal entries for classes "
+            f"with images; pass {hint}."
         )
     return m
 
@@ -277,34 +291,21 @@ def _check_S_counts(S: Any, class_counts: Any, caller: str) -> tuple[np.ndarray,
             f"{caller} needs at least 2 classes with images (K >= 2); got "
             f"{int(keep.sum())}: a similarity index compares classes."
         )
-    m = m[np.ix_(keep, keep)]
-    n = n[keep].astype(np.float64)
-    off = ~np.eye(m.shape[0], dtype=bool)
-    if not np.all(np.isfinite(m[off])):
-        raise InvalidParameterError(
-            f"The 'S' parameter of {caller} has NaN off-diagonal entries for classes "
-            "with images; pass the cnn_cosine matrix of dcsi.class_similarity."
-        )
-    return m, n
+    m = _kept_classes(m, keep, caller, "S", "the cnn_cosine matrix of dcsi.class_similarity")
+    return m, n[keep].astype(np.float64)
 
 
 def _check_wavelet(wavelet: Any, class_counts: Any, caller: str) -> np.ndarray:
     """The wavelet view's class matrix, restricted to the classes with images."""
-    w = np.asarray(square_class_matrix(wavelet, caller))
+    w = square_class_matrix(wavelet, caller, "wavelet")
     k = np.asarray(class_counts).shape[0]
     if w.shape != (k, k):
         raise InvalidParameterError(
             f"The 'wavelet' parameter of {caller} must be the K x K wavelet class matrix "
             f"of the same {k} classes as S. Got shape {w.shape} instead."
         )
-    keep = np.asarray(class_counts) > 0
-    w = w[np.ix_(keep, keep)]
-    if not np.all(np.isfinite(w[~np.eye(w.shape[0], dtype=bool)])):
-        raise InvalidParameterError(
-            f"The 'wavelet' parameter of {caller} has NaN off-diagonal entries for classes "
-            "with images; pass the card's wavelet matrix (dcsi.class_wavelet_similarity)."
-        )
-    return w
+    hint = "the card's wavelet matrix (dcsi.class_wavelet_similarity)"
+    return _kept_classes(w, np.asarray(class_counts) > 0, caller, "wavelet", hint)
 
 
 def centroid_terms(S: Any, class_counts: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -314,7 +315,8 @@ def centroid_terms(S: Any, class_counts: Any) -> tuple[np.ndarray, np.ndarray, n
     ``mu_a . mu_b = S[a, b]`` (a != b) and ``|mu_c|^2 = (S[c, c] (n_c - 1) + 1) / n_c``
     (self-pairs added back; a class with one image has ``|mu_c| = 1``), so the squared
     centroid distances ``|mu_a - mu_b|^2 = |mu_a|^2 + |mu_b|^2 - 2 S[a, b]`` need no
-    features.  Used by the index (cap radii) and by ``cluster_classes(linkage="ward")``.
+    features.  Used by ``cluster_classes(linkage="ward")``; the index uses the unbiased
+    terms of :func:`unbiased_terms` instead.
 
     Parameters
     ----------
@@ -347,6 +349,33 @@ def centroid_terms(S: Any, class_counts: Any) -> tuple[np.ndarray, np.ndarray, n
     return sq, spread, d2
 
 
+def unbiased_terms(S: Any, class_counts: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unbiased class geometry of unit vectors from a class matrix whose diagonal is over
+    pairs of distinct images.
+
+    Parameters
+    ----------
+    S : ndarray of shape (K, K)
+    class_counts : ndarray of shape (K,)
+        Images per class (>= 1); a class with one image gets ``S[c, c] = 1``.
+
+    Returns
+    -------
+    sq_norm : ndarray of shape (K,)
+        ``q_c = S[c, c]`` (clipped to [0, 1]), an unbiased estimate of ``|m_c|^2``.
+    spread : ndarray of shape (K,)
+        ``v_c = 1 - q_c``.
+    d2 : ndarray of shape (K, K)
+        ``D_ab = max(q_a + q_b - 2 S_ab, 0)``, zero diagonal.
+    """
+    S = np.asarray(S, dtype=np.float64)
+    n = np.asarray(class_counts, dtype=np.float64)
+    q = np.clip(np.where(n >= 2, np.diag(S), 1.0), 0.0, 1.0)
+    d2 = np.maximum(q[:, None] + q[None, :] - 2.0 * S, 0.0)
+    np.fill_diagonal(d2, 0.0)
+    return q, 1.0 - q, d2
+
+
 def pair_terms(S: Any, class_counts: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Unbiased spreads, Fisher ratios and pair overlaps of the DCSI, from ``S`` alone.
 
@@ -367,11 +396,7 @@ def pair_terms(S: Any, class_counts: Any) -> tuple[np.ndarray, np.ndarray, np.nd
     overlap : ndarray of shape (K, K)
         ``exp(-F_ab / TEMPERATURE)``; 0 on the diagonal.
     """
-    S = np.asarray(S, dtype=np.float64)
-    n = np.asarray(class_counts, dtype=np.float64)
-    q = np.clip(np.where(n >= 2, np.diag(S), 1.0), 0.0, 1.0)
-    spread = 1.0 - q
-    d2 = np.maximum(q[:, None] + q[None, :] - 2.0 * S, 0.0)
+    _, spread, d2 = unbiased_terms(S, class_counts)
     vv = spread[:, None] + spread[None, :]
     with np.errstate(divide="ignore", invalid="ignore"):
         fisher = np.where(vv > 0, d2 / vv, np.where(d2 > 0, np.inf, 0.0))

@@ -295,21 +295,19 @@ def index_reading(
     )
     drivers = _drivers(index.get("components") or {}, list(classes), n_pairs, n_classes)
     value = index.get("value")
+    pos: dict[str, str | None] = {"below": None, "above": None, "at": None}
     if value is None:
-        pos: dict[str, str | None] = {"below": None, "above": None, "at": None}
         line = "The index is undefined for this dataset"
     elif refs:
         pos, words = _place(float(value), refs)
         line = f"{float(value):.2f}: {words}"
     elif " (" in version:  # a definition fed by fewer views than it has
-        pos = {"below": None, "above": None, "at": None}
         line = (
             f"{float(value):.2f}: no reference point was computed with the views that fed "
             f"this value ({version}; the reference points use every view: analyze with "
             "the wavelet analyzer too)"
         )
     else:
-        pos = {"below": None, "above": None, "at": None}
         line = (
             f"{float(value):.2f}: no reference point was computed with this index "
             "definition (regenerate them with `make index-references`)"

@@ -234,6 +234,8 @@ def test_index_errors():
         compute_index(np.array([[0.9, np.nan], [np.nan, 0.9]]), [3, 3])
     with pytest.raises(InvalidParameterError, match="'wavelet' parameter .* same 2 classes"):
         compute_index(S, [3, 3], wavelet=np.eye(3))
+    with pytest.raises(InvalidParameterError, match="'wavelet' parameter .* square K x K"):
+        compute_index(S, [3, 3], wavelet=np.ones((2, 3)))
     with pytest.raises(InvalidParameterError, match="'wavelet' parameter .* NaN off-diagonal"):
         compute_index(S, [3, 3], wavelet=np.array([[0.9, np.nan], [np.nan, 0.9]]))
 
