@@ -27,6 +27,13 @@ Usage (from the repository root)::
 
     python benchmarks/neighbor_index.py              # both parts (about 15 minutes)
     python benchmarks/neighbor_index.py --quick      # 10,000 images / 100,000 vectors
+    python benchmarks/neighbor_index.py --pixel-check   # only the pixel check at 60,000
+
+``--pixel-check`` times what the index's pixel check adds (``verify=True``) on the
+60,000 Fashion-MNIST train images: decoding them at 32 x 32 RGB into coarse colour
+rows (:func:`dcsi.copy_verification.image_rows`) and ``PixelCheck.build`` (each row's
+5 nearest others, exact), the size of ``pixels.npy`` and the process's peak RSS
+(``neighbor_index_pixel_check.json``).
 
 Prints a markdown table and writes ``benchmarks/results/neighbor_index.json``.
 """
@@ -192,13 +199,41 @@ def synthetic(n: int, d: int, seed: int, n_sample: int) -> dict[str, Any]:
     }
 
 
+def pixel_check() -> dict[str, Any]:
+    """Time and size of the pixel check on Fashion-MNIST train (60,000 images)."""
+    import dcsi
+    from dcsi.copy_verification import PixelCheck, image_rows
+
+    images = dcsi.open_source("sample:fashion-mnist", split="train")
+    with Timer() as decode:
+        rows = image_rows(images)
+    with Timer() as build:
+        _, _, _, ok = PixelCheck.build(rows)
+    out = {
+        "n": len(images),
+        "row_dim": int(rows.shape[1]),
+        "decode_and_rows_s": round(decode.seconds, 1),
+        "build_s": round(build.seconds, 1),
+        "images_with_a_verified_copy": int(ok.any(axis=1).sum()),
+        "pixels_npy_mib": round(rows.nbytes / 2**20, 1),
+        "peak_rss_mib": peak_rss_mib(),
+        "load_average_at_end": list(os.getloadavg()),
+    }
+    print_table([[k, v] for k, v in out.items()], ["pixel check, Fashion-MNIST train", ""])
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, a quick check")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-fashion", action="store_true")
+    parser.add_argument("--pixel-check", action="store_true", help="only the pixel check's cost")
     args = parser.parse_args()
     os.environ.setdefault("DCSI_DISABLE_PROGRESS", "1")
+    if args.pixel_check:
+        print(f"\nwrote {write_results('neighbor_index_pixel_check', pixel_check())}")
+        return
     import faiss
 
     results: dict[str, Any] = {"threads": {"faiss_omp": faiss.omp_get_max_threads()}}

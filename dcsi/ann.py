@@ -4,7 +4,7 @@ Two searches share :func:`ivf_index`, a faiss IVF-flat index (inverted lists of 
 exact vectors; ``nlist = 4 sqrt(n)`` k-means lists trained on a seeded sample of 40
 rows per list, ``nprobe`` lists searched per query):
 
-- the neighbour index's top-``k`` (:func:`dcsi.neighbor_index.faiss_topk`, inner
+- the neighbour index's top-``k`` (:func:`dcsi.neighbors.faiss_topk`, inner
   product on the full unit rows);
 - the near-duplicate and leakage *candidate* search (:func:`ivf_radius_candidates`,
   squared Euclidean distance on the rows projected as for the exact search,

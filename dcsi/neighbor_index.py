@@ -14,21 +14,31 @@ each image, the ``k`` other images of highest cosine similarity:
   so only the recall is approximate (measured against exact in
   ``benchmarks/neighbor_index.py``).
 
+Then the pixels check the list (``verify=True``, the default; :mod:`dcsi.copy_verification`):
+an image's *verified copies*, the images that the copy search's density-relative rule
+links to it on coarse colour rows, go first, closest first, ahead of the CNN's order.
+CNN features rank a re-encoded, noisy or recoloured copy below a look-alike more often
+than the pixels do (README, "Similarity index").
+
 A :class:`NeighborIndex` answers queries from new images with the same backbone,
-pooling and head (:meth:`NeighborIndex.search`), and is saved as a folder
+pooling, head and pixel check (:meth:`NeighborIndex.search`), and is saved as a folder
 (:meth:`NeighborIndex.save`, :func:`load_neighbor_index`):
 
 ==================  =================================================================
 file                what it holds
 ==================  =================================================================
 neighbors.parquet   one row per image: ``id`` (string), ``neighbor_ids``
-                    (list<string>, best first), ``scores`` (list<float32>, cosine);
+                    (list<string>, best first), ``scores`` (list<float32>, cosine),
+                    ``is_copy`` (list<bool>, verified copies);
                     ``datasets.load_dataset("parquet", data_files=...)`` reads it
 vectors.npy         the unit vectors (n, d) float32 in the order of the rows (a plain
                     ``.npy`` read with ``allow_pickle=False``)
+pixels.npy          the coarse colour rows (n, 768) float32 and
+pixel_reference.npy their reference distances (n,) float64, with ``verify=True``
 head.safetensors    the similarity head, when one was used
 index.json          what made the vectors (backbone, weights sha256, input size,
-                    pooling, head config), k, n, the method, and the sha256 of each file
+                    pooling, head config), the pixel check (``verify``), k, n, the
+                    method, and the sha256 of each file
 ==================  =================================================================
 
 Every file is written atomically and ``index.json`` last; :func:`load_neighbor_index`
@@ -58,11 +68,12 @@ import numpy as np
 
 from dcsi import __version__
 from dcsi._io import atomic_write_bytes, atomic_write_json
-from dcsi._progress import progress
 from dcsi._validation import check_choice, check_int, require
 from dcsi.ann import ivf_index
+from dcsi.copy_verification import VERIFY_SIZE, PixelCheck, copies_first, image_rows
 from dcsi.exceptions import DataError, InvalidParameterError
-from dcsi.neighbors import exact_topk, unit_rows
+from dcsi.neighbors import exact_topk, faiss_topk, unit_rows
+from dcsi.relative_links import RelativeOptions
 
 __all__ = [
     "DEFAULT_K",
@@ -102,64 +113,14 @@ INDEX_FOLDER = "neighbor_index"
 NEIGHBORS_FILE = "neighbors.parquet"
 VECTORS_FILE = "vectors.npy"
 HEAD_FILE = "head.safetensors"
+PIXELS_FILE = "pixels.npy"
+REFERENCE_FILE = "pixel_reference.npy"
 FORMAT = "dcsi-neighbor-index"
-FORMAT_VERSION = 1
+#: Version 2 adds the pixel check (``pixels.npy``, ``pixel_reference.npy``, ``is_copy``);
+#: version 1 folders are still read (without the check).
+FORMAT_VERSION = 2
+READ_VERSIONS = (1, 2)
 METHODS = ("auto", "exact", "faiss")
-
-
-# -- search --------------------------------------------------------------------------
-def faiss_topk(
-    X: np.ndarray,
-    *,
-    k: int,
-    nlist: int | None = None,
-    nprobe: int = 32,
-    seed: int = 0,
-    batch_size: int = 16384,
-) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Approximate top-``k`` neighbours of every row among the others (faiss IVF-flat).
-
-    Parameters
-    ----------
-    X : ndarray of shape (n, d)
-        Unit rows.
-    k : int
-        Neighbours per row, ``<= n - 1``.
-    nlist, nprobe, seed
-        See :func:`ivf_index`.
-    batch_size : int, default=16384
-        Queries per call into faiss.
-
-    Returns
-    -------
-    neighbors : ndarray of shape (n, k), int64
-    scores : ndarray of shape (n, k), float32
-        Exact inner products of the found rows, best first (ties: smaller row).
-    params : dict
-        The index's parameters (:func:`ivf_index`), recorded in ``index.json``.
-    """
-    X = np.ascontiguousarray(X, dtype=np.float32)
-    n = X.shape[0]
-    index, params = ivf_index(X, nlist=nlist, nprobe=nprobe, seed=seed)
-    found = np.empty((n, k + 1), dtype=np.int64)
-    sims = np.empty((n, k + 1), dtype=np.float32)
-    for s in progress(range(0, n, batch_size), desc="faiss search", unit="batch"):
-        sims[s : s + batch_size], found[s : s + batch_size] = index.search(
-            X[s : s + batch_size], k + 1
-        )
-    # drop each row itself (or, if faiss did not return it, the last hit)
-    drop = found == np.arange(n)[:, None]
-    drop[~drop.any(axis=1), -1] = True
-    found = found[~drop].reshape(n, k)
-    sims = sims[~drop].reshape(n, k)
-    short = np.flatnonzero((found < 0).any(axis=1))  # lists too small: redo exactly
-    if len(short):
-        sub, sub_sims = exact_topk(X, X[short], k=k + 1)
-        for r, row, rs in zip(short, sub, sub_sims, strict=True):
-            keep = row != r
-            found[r], sims[r] = row[keep][:k], rs[keep][:k]
-    order = np.lexsort((found, -sims), axis=1)
-    return np.take_along_axis(found, order, 1), np.take_along_axis(sims, order, 1), params
 
 
 # -- the index -----------------------------------------------------------------------
@@ -180,10 +141,15 @@ class NeighborIndex:
     metadata : dict
         What :func:`load_neighbor_index` needs to embed a query as the images were:
         ``backbone``, ``weights_sha256``, ``image_size``, ``pooling``, ``head``
-        (``sha256``, ``config``) or None, ``k``, ``n``, ``dim``, ``method`` (and
-        ``faiss`` parameters), ``dataset``, ``dcsi_version``.
+        (``sha256``, ``config``) or None, ``verify`` (the pixel check's rule) or None,
+        ``k``, ``n``, ``dim``, ``method`` (and ``faiss`` parameters), ``dataset``,
+        ``dcsi_version``.
     head_bytes : bytes or None
         The head's safetensors file (saved as ``head.safetensors``).
+    is_copy : ndarray of shape (n, k), bool, or None
+        Which neighbours are verified copies (None: all False).
+    pixels : PixelCheck or None
+        The pixel check of the indexed images (None: not checked).
     """
 
     ids: list[str]
@@ -192,6 +158,12 @@ class NeighborIndex:
     scores: np.ndarray
     metadata: dict[str, Any]
     head_bytes: bytes | None = field(default=None, repr=False)
+    is_copy: np.ndarray | None = field(default=None, repr=False)
+    pixels: PixelCheck | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.is_copy is None:
+            object.__setattr__(self, "is_copy", np.zeros(self.neighbors.shape, dtype=bool))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -215,8 +187,13 @@ class NeighborIndex:
         batch_size: int = 64,
         device: str = "auto",
         cache: Any = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
+        return_copies: bool = False,
+    ) -> Any:
         """The ``k`` most similar indexed images of each query, best first.
+
+        With the index's pixel check (``verify``), the query's verified copies come
+        first, closest first, then the CNN's order (query vectors have no pixels and
+        are not checked).
 
         Parameters
         ----------
@@ -232,21 +209,32 @@ class NeighborIndex:
             checked against ``index.json``).
         batch_size, device, cache
             As in :func:`dcsi.extract_features`.
+        return_copies : bool, default=False
+            Also return which results are verified copies.
 
         Returns
         -------
         ids : ndarray of shape (m, k), object (str)
         scores : ndarray of shape (m, k), float32
             Cosine similarities.
+        is_copy : ndarray of shape (m, k), bool
+            Only with ``return_copies=True``.
         """
         k = check_int(k, "k", "NeighborIndex.search", min_value=1, max_value=len(self))
-        Q = self._query_vectors(
+        Q, images = self._query_vectors(
             query, weights=weights, batch_size=batch_size, device=device, cache=cache
         )
         rows, scores = exact_topk(self.vectors, Q, k=k, desc="searching")
-        return np.asarray(self.ids, dtype=object)[rows], scores
+        is_copy = np.zeros(rows.shape, dtype=bool)
+        if self.pixels is not None and images is not None:
+            q_rows = image_rows(images, size=VERIFY_SIZE, sigma=self.pixels.options.sigma)
+            cand, dist, ok = self.pixels.query(q_rows)
+            rows, scores, is_copy = copies_first(rows, scores, cand, ok, dist, Q, self.vectors)
+        ids = np.asarray(self.ids, dtype=object)[rows]
+        return (ids, scores, is_copy) if return_copies else (ids, scores)
 
-    def _query_vectors(self, query: Any, **kw: Any) -> np.ndarray:
+    def _query_vectors(self, query: Any, **kw: Any) -> tuple[np.ndarray, Any]:
+        """The query's unit vectors and its ImageSet (None for vectors given)."""
         dim = self.vectors.shape[1]
         if isinstance(query, np.ndarray) and np.issubdtype(query.dtype, np.floating):
             if query.ndim != 2 or query.shape[1] != dim:
@@ -254,14 +242,18 @@ class NeighborIndex:
                     f"Query vectors must have shape (m, {dim}) like the index's. Got "
                     f"{query.shape} instead; pass images to embed them."
                 )
-            return np.ascontiguousarray(unit_rows(query, np.float32))
+            return np.ascontiguousarray(unit_rows(query, np.float32)), None
         if isinstance(query, (str, os.PathLike)) and Path(query).expanduser().is_file():
             query = [query]  # one image file
         if isinstance(query, (list, tuple)):
             from dcsi.sources import open_files
 
             query = open_files(query)
-        return embed(query, self.metadata, head_bytes=self.head_bytes, **kw)
+        else:
+            from dcsi.sources import open_source
+
+            query = open_source(query)
+        return embed(query, self.metadata, head_bytes=self.head_bytes, **kw), query
 
     # -- files
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -274,14 +266,21 @@ class NeighborIndex:
         out.mkdir(parents=True, exist_ok=True)
         files: dict[str, dict[str, Any]] = {}
         blobs = [(NEIGHBORS_FILE, self._parquet_bytes()), (VECTORS_FILE, _npy_bytes(self.vectors))]
+        if self.pixels is not None:
+            blobs.append((PIXELS_FILE, _npy_bytes(self.pixels.rows)))
+            blobs.append((REFERENCE_FILE, _npy_bytes(self.pixels.reference, np.float64)))
         if self.head_bytes is not None:
             blobs.append((HEAD_FILE, self.head_bytes))
         for name, data in blobs:
             atomic_write_bytes(out / name, data)
             files[name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
         atomic_write_json(out / INDEX_FILE, {**self.metadata, "files": files})
+        # files left by an earlier index with a head or a pixel check
         if self.head_bytes is None:
-            (out / HEAD_FILE).unlink(missing_ok=True)  # left by an earlier index with a head
+            (out / HEAD_FILE).unlink(missing_ok=True)
+        if self.pixels is None:
+            (out / PIXELS_FILE).unlink(missing_ok=True)
+            (out / REFERENCE_FILE).unlink(missing_ok=True)
         return out
 
     def _parquet_bytes(self) -> bytes:
@@ -298,6 +297,9 @@ class NeighborIndex:
                 ),
                 "scores": pa.ListArray.from_arrays(
                     offsets, pa.array(self.scores.ravel(), pa.float32())
+                ),
+                "is_copy": pa.ListArray.from_arrays(
+                    offsets, pa.array(np.asarray(self.is_copy).ravel(), pa.bool_())
                 ),
             }
         )
@@ -325,9 +327,9 @@ class NeighborIndex:
         ]
 
 
-def _npy_bytes(arr: np.ndarray) -> bytes:
+def _npy_bytes(arr: np.ndarray, dtype: Any = np.float32) -> bytes:
     buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(arr, dtype=np.float32), allow_pickle=False)
+    np.save(buf, np.ascontiguousarray(arr, dtype=dtype), allow_pickle=False)
     return buf.getvalue()
 
 
@@ -451,6 +453,8 @@ def index_features(
     info: dict[str, Any] | None = None,
     head: Any = None,
     seed: int = 0,
+    images: Any = None,
+    verify: bool = True,
 ) -> NeighborIndex:
     """A :class:`NeighborIndex` from features already extracted (``dcsi analyze --index``).
 
@@ -468,6 +472,11 @@ def index_features(
     head : path or SimilarityHead, default=None
     seed : int, default=0
         Seed of the faiss k-means.
+    images : ImageSet, default=None
+        The images of the rows, for the pixel check (None: no check).
+    verify : bool, default=True
+        Put each image's verified copies first (:mod:`dcsi.copy_verification`);
+        skipped below ``RelativeOptions().min_images`` images.
 
     Returns
     -------
@@ -491,6 +500,14 @@ def index_features(
         neighbors, scores, faiss_params = faiss_topk(X, k=k, seed=seed)
     else:
         neighbors, scores = exact_topk(X, k=k)
+    pixels, is_copy = None, None
+    if verify and images is not None and not RelativeOptions().skips(n):
+        if len(images) != n:
+            raise DataError(f"{len(images)} images were given for {n} feature rows.")
+        pixels, cand, dist, ok = PixelCheck.build(
+            image_rows(images), search="faiss" if chosen == "faiss" else "exact", seed=seed
+        )
+        neighbors, scores, is_copy = copies_first(neighbors, scores, cand, ok, dist, X, X)
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -504,6 +521,7 @@ def index_features(
             "sha256": hashlib.sha256(head_bytes or b"").hexdigest(),
             "config": dict(head_obj.config),
         },
+        "verify": None if pixels is None else pixels.to_dict(),
         "metric": "cosine",
         "n": n,
         "dim": int(X.shape[1]),
@@ -512,7 +530,7 @@ def index_features(
         "faiss": faiss_params,
         "dataset": (info or {}).get("dataset"),
     }
-    return NeighborIndex(list(ids), X, neighbors, scores, meta, head_bytes)
+    return NeighborIndex(list(ids), X, neighbors, scores, meta, head_bytes, is_copy, pixels)
 
 
 def build_neighbor_index(
@@ -531,6 +549,7 @@ def build_neighbor_index(
     num_threads: int | None = None,
     seed: int = 0,
     runtime: str = "torch",
+    verify: bool = True,
 ) -> NeighborIndex:
     """Embed every image of a source and find each one's ``k`` nearest images.
 
@@ -560,6 +579,9 @@ def build_neighbor_index(
         Seed of the faiss k-means.
     runtime : {"torch", "onnx"}, default="torch"
         What runs the backbone (see :func:`dcsi.extract_features`).
+    verify : bool, default=True
+        Put each image's verified copies first, ahead of the CNN's order (see
+        :mod:`dcsi.copy_verification`).
 
     Returns
     -------
@@ -594,6 +616,8 @@ def build_neighbor_index(
         info=feature_info(fs),
         head=head,
         seed=seed,
+        images=fs.image_set,
+        verify=verify,
     )
 
 
@@ -659,10 +683,11 @@ def _read_meta(folder: Path) -> dict[str, Any]:
         ) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise DataError(f"{folder / INDEX_FILE} is not a dcsi neighbour index file.")
-    if meta.get("format_version") != FORMAT_VERSION:
+    if meta.get("format_version") not in READ_VERSIONS:
         raise DataError(
             f"{folder / INDEX_FILE} has format version {meta.get('format_version')!r}; this "
-            f"dcsi reads version {FORMAT_VERSION}. Upgrade dcsi or rebuild the index."
+            f"dcsi reads versions {', '.join(map(str, READ_VERSIONS))}. Upgrade dcsi or "
+            "rebuild the index."
         )
     files = meta.get("files")
     if not isinstance(files, dict) or NEIGHBORS_FILE not in files or VECTORS_FILE not in files:
@@ -703,11 +728,21 @@ def load_neighbor_index(path: str | os.PathLike[str]) -> NeighborIndex:
     head_bytes = None
     if meta.get("head"):
         head_bytes = _read_checked(folder, HEAD_FILE, files.get(HEAD_FILE))
+    pixels = _read_pixels(folder, meta, files)
     ids = table.column("id").to_pylist()
     n, k = len(ids), int(meta.get("k", -1))
     flat = table.column("neighbor_ids").combine_chunks().flatten().to_numpy(zero_copy_only=False)
     scores = table.column("scores").combine_chunks().flatten().to_numpy()
-    if vectors.shape[0] != n or len(flat) != n * k or len(scores) != n * k:
+    is_copy = None
+    if "is_copy" in table.column_names:
+        is_copy = table.column("is_copy").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    if (
+        vectors.shape[0] != n
+        or len(flat) != n * k
+        or len(scores) != n * k
+        or (is_copy is not None and len(is_copy) != n * k)
+        or (pixels is not None and len(pixels.rows) != n)
+    ):
         raise DataError(f"{folder}: the files disagree on the number of images or k; rebuild it.")
     row = {item: i for i, item in enumerate(ids)}
     neighbors = np.fromiter((row[x] for x in flat), dtype=np.int64, count=n * k).reshape(n, k)
@@ -718,7 +753,29 @@ def load_neighbor_index(path: str | os.PathLike[str]) -> NeighborIndex:
         scores.astype(np.float32).reshape(n, k),
         meta,
         head_bytes,
+        None if is_copy is None else is_copy.astype(bool).reshape(n, k),
+        pixels,
     )
+
+
+def _read_pixels(folder: Path, meta: dict[str, Any], files: dict[str, Any]) -> PixelCheck | None:
+    """The pixel check of an index folder (None when it was built without one)."""
+    rule = meta.get("verify")
+    if not rule:
+        return None
+    rows = np.load(
+        io.BytesIO(_read_checked(folder, PIXELS_FILE, files.get(PIXELS_FILE))), allow_pickle=False
+    )
+    reference = np.load(
+        io.BytesIO(_read_checked(folder, REFERENCE_FILE, files.get(REFERENCE_FILE))),
+        allow_pickle=False,
+    )
+    if rule.get("size") != VERIFY_SIZE or rows.ndim != 2 or reference.shape != rows.shape[:1]:
+        raise DataError(f"{folder}: its pixel check does not match this dcsi; rebuild the index.")
+    options = RelativeOptions(
+        ratio=rule["ratio"], k=rule["k"], max_distance=rule["max_distance"], sigma=rule["sigma"]
+    )
+    return PixelCheck(rows.astype(np.float32), reference.astype(np.float64), options)
 
 
 # -- the card ------------------------------------------------------------------------

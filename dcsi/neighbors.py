@@ -41,7 +41,7 @@ import numpy as np
 
 from dcsi._progress import progress
 from dcsi._validation import Interval, Options, check_choice, require, validate_fields
-from dcsi.ann import DEFAULT_RANGE_NPROBE, ivf_radius_candidates
+from dcsi.ann import DEFAULT_RANGE_NPROBE, ivf_index, ivf_radius_candidates
 from dcsi.block_map import BlockMap, local_map
 from dcsi.exceptions import DataError, InvalidParameterError
 
@@ -53,6 +53,7 @@ __all__ = [
     "SearchOptions",
     "ball_pairs",
     "exact_topk",
+    "faiss_topk",
     "link_radius",
     "link_radius2",
     "nearest_distances",
@@ -677,3 +678,57 @@ def exact_topk(
         S = Q[s : s + rows] @ X.T
         neighbors[s : s + rows], scores[s : s + rows] = topk_rows(S, k, offset=s if same else None)
     return neighbors, scores
+
+
+def faiss_topk(
+    X: np.ndarray,
+    *,
+    k: int,
+    nlist: int | None = None,
+    nprobe: int = 32,
+    seed: int = 0,
+    batch_size: int = 16384,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Approximate top-``k`` neighbours of every row among the others (faiss IVF-flat).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+        Unit rows.
+    k : int
+        Neighbours per row, ``<= n - 1``.
+    nlist, nprobe, seed
+        See :func:`ivf_index`.
+    batch_size : int, default=16384
+        Queries per call into faiss.
+
+    Returns
+    -------
+    neighbors : ndarray of shape (n, k), int64
+    scores : ndarray of shape (n, k), float32
+        Exact inner products of the found rows, best first (ties: smaller row).
+    params : dict
+        The index's parameters (:func:`ivf_index`), recorded in ``index.json``.
+    """
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    n = X.shape[0]
+    index, params = ivf_index(X, nlist=nlist, nprobe=nprobe, seed=seed)
+    found = np.empty((n, k + 1), dtype=np.int64)
+    sims = np.empty((n, k + 1), dtype=np.float32)
+    for s in progress(range(0, n, batch_size), desc="faiss search", unit="batch"):
+        sims[s : s + batch_size], found[s : s + batch_size] = index.search(
+            X[s : s + batch_size], k + 1
+        )
+    # drop each row itself (or, if faiss did not return it, the last hit)
+    drop = found == np.arange(n)[:, None]
+    drop[~drop.any(axis=1), -1] = True
+    found = found[~drop].reshape(n, k)
+    sims = sims[~drop].reshape(n, k)
+    short = np.flatnonzero((found < 0).any(axis=1))  # lists too small: redo exactly
+    if len(short):
+        sub, sub_sims = exact_topk(X, X[short], k=k + 1)
+        for r, row, rs in zip(short, sub, sub_sims, strict=True):
+            keep = row != r
+            found[r], sims[r] = row[keep][:k], rs[keep][:k]
+    order = np.lexsort((found, -sims), axis=1)
+    return np.take_along_axis(found, order, 1), np.take_along_axis(sims, order, 1), params

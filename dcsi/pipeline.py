@@ -553,7 +553,9 @@ def _neighbor_index_block(
     """Build the neighbour index from the features, save it, return the card block."""
     from dcsi.neighbor_index import card_block, feature_info, index_features
 
-    idx = index_features(fs.features, fs.ids, k=k, info=feature_info(fs), seed=seed)
+    idx = index_features(
+        fs.features, fs.ids, k=k, info=feature_info(fs), seed=seed, images=fs.image_set
+    )
     saved = idx.save(folder)
     return card_block(idx, saved, saved.parent, seed=seed)
 

@@ -44,7 +44,7 @@ import numpy as np
 from dcsi._validation import Interval, validate_fields
 from dcsi.aligned import grey_levels
 from dcsi.exceptions import InvalidParameterError
-from dcsi.neighbors import exact_topk
+from dcsi.neighbors import exact_topk, faiss_topk
 
 __all__ = [
     "DEFAULT_RATIO",
@@ -300,8 +300,6 @@ def _reference_topk(
     recomputed in float64 (as :meth:`RelativeLinks.score` computes them, so that the
     search and the score agree on every pair)."""
     if search == "ann":
-        from dcsi.neighbor_index import faiss_topk
-
         nbrs, _, _ = faiss_topk(rows, k=k, seed=seed)
     else:
         nbrs, _ = exact_topk(rows, k=k, desc="relative links: neighbours")

@@ -128,7 +128,7 @@ def test_save_load_round_trip_through_parquet_and_datasets(rng, tmp_path):
         split="train",
         cache_dir=str(tmp_path / "hf"),
     )
-    assert ds.column_names == ["id", "neighbor_ids", "scores"] and len(ds) == 50
+    assert ds.column_names == ["id", "neighbor_ids", "scores", "is_copy"] and len(ds) == 50
     row = ds[7]
     assert row["id"] == idx.ids[7]
     assert row["neighbor_ids"] == list(idx.neighbor_ids[7])

@@ -131,8 +131,12 @@ _INDEX_FORMATS = {
 }
 _INDEX_DESCRIPTIONS = {
     "neighbors.parquet": "The neighbour index: one row per image with its nearest images "
-    "(id, neighbor_ids, scores = cosine similarities, best first).",
+    "(id, neighbor_ids, scores = cosine similarities, is_copy = verified copies, listed "
+    "first).",
     "vectors.npy": "The unit vectors (n x d float32, .npy) that answer new queries.",
+    "pixels.npy": "Coarse colour rows of the images (n x 768 float32, .npy) for the pixel "
+    "check of new queries.",
+    "pixel_reference.npy": "Each image's reference distance for the pixel check (n float64, .npy).",
     "index.json": "What made the vectors (backbone, pooling, head) and the sha256 of each "
     "index file.",
     "head.safetensors": "The similarity head applied to the backbone features.",

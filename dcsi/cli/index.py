@@ -29,8 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "index",
         help="build the neighbour index: each image's k nearest images (Parquet)",
         description="Embed every image and write, for each, its k nearest images (ids and "
-        "cosine similarities) to DIR/neighbors.parquet, with the vectors (DIR/vectors.npy) "
-        "and DIR/index.json. When DIR holds a dcsi card, the index goes to "
+        "cosine similarities) to DIR/neighbors.parquet, each image's copies verified on its "
+        "pixels first, with the vectors (DIR/vectors.npy) and DIR/index.json. When DIR holds a dcsi card, the index goes to "
         "DIR/neighbor_index/ and the card records it.",
     )
     p.add_argument(
@@ -52,6 +52,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_backbone_options(p, pooling=None)
     p.add_argument(
         "--head", default=None, metavar="FILE", help="a trained similarity head (safetensors)"
+    )
+    p.add_argument(
+        "--no-verify",
+        dest="verify",
+        action="store_false",
+        help="keep the CNN's order only (default: each image's copies verified on its "
+        "pixels come first)",
     )
     add_cache_options(p)
     p.add_argument("--seed", type=int, default=0, help="faiss k-means and report samples")
@@ -113,12 +120,16 @@ def run(args: argparse.Namespace) -> int:
         runtime=args.runtime,
         cache=cache_from_args(args),
         seed=args.seed,
+        verify=args.verify,
     )
     folder = idx.save(out / INDEX_FOLDER if card is not None else out)
     m = idx.metadata
+    n_first = 0 if idx.is_copy is None else int(idx.is_copy[:, 0].sum())
     print(
         f"indexed {len(idx)} images: k = {idx.k}, {m['method']}, {m['backbone']} "
-        f"({m['pooling']}{', head' if m['head'] else ''}), {m['dim']} dims"
+        f"({m['pooling']}{', head' if m['head'] else ''}), {m['dim']} dims; "
+        f"{n_first} images have a verified copy first"
+        + ("" if m["verify"] else " (pixel check off)")
     )
     print(f"wrote {folder}")
     if card is not None:

@@ -16,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the indexed images most similar to each query image",
         description="Embed each IMAGE as the index's images were (backbone, input size, "
         "pooling, head from DIR/index.json) and print its k most similar indexed images "
-        "with their cosine similarities, best first.",
+        "with their cosine similarities, best first; indexed images that pass the pixel "
+        "check as copies of the query come first, marked 'yes' under 'copy'.",
     )
     p.add_argument(
         "index", metavar="DIR", help="an index folder (dcsi index), or a card folder holding one"
@@ -47,29 +48,31 @@ def run(args: argparse.Namespace) -> int:
     if args.k > len(idx):
         raise DataError(f"-k {args.k} is more than the {len(idx)} indexed images.")
     queries = open_files(args.images)
-    ids, scores = idx.search(
+    ids, scores, is_copy = idx.search(
         queries,
         k=args.k,
         weights=args.weights,
         batch_size=args.batch_size,
         device=args.device,
         cache=cache_from_args(args),
+        return_copies=True,
     )
     if args.json:
         doc = [
             {
                 "query": q,
                 "neighbors": [
-                    {"id": i, "score": round(float(s), 6)} for i, s in zip(row, sc, strict=True)
+                    {"id": i, "score": round(float(s), 6), "copy": bool(c)}
+                    for i, s, c in zip(row, sc, cp, strict=True)
                 ],
             }
-            for q, row, sc in zip(queries.ids, ids, scores, strict=True)
+            for q, row, sc, cp in zip(queries.ids, ids, scores, is_copy, strict=True)
         ]
         print(json.dumps(doc, ensure_ascii=False, indent=2))
         return 0
-    for q, row, sc in zip(queries.ids, ids, scores, strict=True):
+    for q, row, sc, cp in zip(queries.ids, ids, scores, is_copy, strict=True):
         print(f"query: {q}")
-        print(f"  {'rank':>4}  {'score':>7}  id")
-        for r, (i, s) in enumerate(zip(row, sc, strict=True), 1):
-            print(f"  {r:>4}  {s:7.4f}  {i}")
+        print(f"  {'rank':>4}  {'score':>7}  {'copy':>4}  id")
+        for r, (i, s, c) in enumerate(zip(row, sc, cp, strict=True), 1):
+            print(f"  {r:>4}  {s:7.4f}  {'yes' if c else '':>4}  {i}")
     return 0

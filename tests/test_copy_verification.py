@@ -1,0 +1,194 @@
+"""The neighbour index's pixel check: colour rows, the rule, copies first, files, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from dcsi.copy_verification import PixelCheck, colour_rows, copies_first
+from dcsi.relative_links import RelativeOptions
+
+
+def slow_colour_rows(images: np.ndarray, sigma: float = 1.0) -> np.ndarray:
+    """Per image and channel: Gaussian, 2 x 2 block means by loops, centred, unit;
+    channels side by side, unit length (float64)."""
+    out = []
+    for img in images.astype(np.float64):
+        parts = []
+        for c in range(3):
+            g = ndimage.gaussian_filter(img[..., c], sigma, mode="nearest")
+            h, w = g.shape[0] // 2, g.shape[1] // 2
+            b = np.array([[g[2 * i : 2 * i + 2, 2 * j : 2 * j + 2].mean() for j in range(w)]
+                          for i in range(h)]).ravel()  # fmt: skip
+            b -= b.mean()
+            parts.append(b / np.linalg.norm(b) if np.linalg.norm(b) > 1e-6 else 0 * b)
+        row = np.concatenate(parts)
+        out.append(row / np.linalg.norm(row))
+    return np.array(out)
+
+
+def test_colour_rows_equal_a_slow_loop(rng):
+    images = rng.integers(0, 256, (6, 10, 12, 3)).astype(np.uint8)
+    np.testing.assert_allclose(colour_rows(images), slow_colour_rows(images), atol=1e-5)
+    grey = images[..., 0]
+    np.testing.assert_allclose(
+        colour_rows(grey), slow_colour_rows(np.repeat(grey[..., None], 3, axis=3)), atol=1e-5
+    )
+
+
+def test_colour_rows_tell_a_recoloured_icon_apart(rng):
+    red = np.zeros((1, 16, 16, 3), np.uint8)
+    red[0, 4:12, 4:12, 0] = 255
+    blue = red[..., ::-1].copy()
+    a, b = colour_rows(red), colour_rows(blue)
+    assert 1 - float(a[0] @ b[0]) > 0.5  # same grey picture, different colour
+
+
+def planted(rng, n=60, copies=8):
+    """Random 12 x 12 colour images, the first ``copies`` copied with mild noise at the
+    end (copy of row i is row n + i)."""
+    base = rng.integers(0, 256, (n, 12, 12, 3)).astype(np.float64)
+    base = ndimage.gaussian_filter(base, (0, 1.5, 1.5, 0))  # smooth like pictures
+    noisy = base[:copies] + rng.normal(0, 1.0, base[:copies].shape)
+    return np.clip(np.concatenate([base, noisy]), 0, 255).astype(np.uint8)
+
+
+def brute_verified(rows: np.ndarray, options: RelativeOptions) -> set[tuple[int, int]]:
+    """Every pair that passes the rule, from all pairwise distances (slow)."""
+    D = np.maximum(1 - rows.astype(np.float64) @ rows.T.astype(np.float64), 0)
+    np.fill_diagonal(D, np.inf)
+    ref = np.sort(D, axis=1)[:, options.k - 1]
+    out = set()
+    for a in range(len(D)):
+        for b in range(len(D)):
+            d = D[a, b]
+            if a != b and d <= options.max_distance and d <= options.ratio * min(ref[a], ref[b]):
+                out.add((a, b))
+    return out
+
+
+def test_build_finds_exactly_the_pairs_of_a_brute_force_rule(rng):
+    images = planted(rng)
+    rows = colour_rows(images)
+    options = RelativeOptions()
+    check, cand, dist, ok = PixelCheck.build(rows, options)
+    found = {(a, int(cand[a, j])) for a in range(len(rows)) for j in np.flatnonzero(ok[a])}
+    expected = brute_verified(rows, options)
+    assert found == expected
+    assert {(i, 60 + i) for i in range(8)} <= found  # the planted copies, both ways
+    # new images (not indexed) are checked against the indexed ones by the same rule
+    q_cand, _, q_ok = check.query(rows[60:])
+    for i in range(8):
+        assert q_cand[i, 0] == 60 + i  # itself, at distance 0
+        assert q_ok[i, 0] and i in q_cand[i][q_ok[i]]
+
+
+def test_copies_first_moves_verified_copies_ahead_and_keeps_cosines(rng):
+    V = rng.standard_normal((6, 4))
+    V /= np.linalg.norm(V, axis=1, keepdims=True)
+    neighbors = np.array([[1, 2, 3]])
+    scores = (V[[1, 2, 3]] @ V[0])[None].astype(np.float32)
+    cand = np.array([[5, 3, 4]])
+    ok = np.array([[True, True, False]])
+    dist = np.array([[0.02, 0.01, 0.0]])
+    got, got_scores, is_copy = copies_first(neighbors, scores, cand, ok, dist, V[:1], V)
+    np.testing.assert_array_equal(got, [[3, 5, 1]])  # closest copy first, then CNN order
+    np.testing.assert_array_equal(is_copy, [[True, True, False]])
+    np.testing.assert_allclose(got_scores[0], V[[3, 5, 1]] @ V[0], rtol=1e-6)
+
+
+def test_index_puts_planted_copies_first_and_round_trips(rng, tmp_path):
+    from dcsi.neighbor_index import index_features, load_neighbor_index
+    from dcsi.sources import open_source
+
+    images = planted(rng)
+    # features that rank the copies last: each copy gets a vector far from its original
+    feats = rng.standard_normal((len(images), 8)).astype(np.float32)
+    ids = [f"img{i}" for i in range(len(images))]
+    idx = index_features(feats, ids, k=4, images=open_source(images))
+    assert idx.metadata["verify"]["ratio"] == RelativeOptions().ratio
+    for i in range(8):
+        assert idx.neighbors[i, 0] == 60 + i and idx.is_copy[i, 0]
+        assert idx.neighbors[60 + i, 0] == i
+        np.testing.assert_allclose(idx.scores[i, 0], feats[i] @ feats[60 + i] / (
+            np.linalg.norm(feats[i]) * np.linalg.norm(feats[60 + i])), rtol=1e-5)  # fmt: skip
+    plain = index_features(feats, ids, k=4, images=open_source(images), verify=False)
+    assert plain.metadata["verify"] is None and not plain.is_copy.any()
+    assert not (plain.neighbors[:8, 0] == np.arange(60, 68)).all()
+    idx.save(tmp_path / "a")
+    back = load_neighbor_index(tmp_path / "a")
+    np.testing.assert_array_equal(back.neighbors, idx.neighbors)
+    np.testing.assert_array_equal(back.is_copy, idx.is_copy)
+    np.testing.assert_array_equal(back.pixels.rows, idx.pixels.rows)
+    np.testing.assert_array_equal(back.pixels.reference, idx.pixels.reference)
+    # an index saved without the check, over the same folder, leaves no pixel files
+    plain.save(tmp_path / "a")
+    assert not (tmp_path / "a" / "pixels.npy").exists()
+    assert load_neighbor_index(tmp_path / "a").pixels is None
+
+
+def test_version_1_folders_still_load(rng, tmp_path):
+    from dcsi.neighbor_index import INDEX_FILE, index_features, load_neighbor_index
+
+    feats = rng.standard_normal((30, 8)).astype(np.float32)
+    index_features(feats, [str(i) for i in range(30)], k=3).save(tmp_path)
+    meta = json.loads((tmp_path / INDEX_FILE).read_text())
+    meta["format_version"] = 1
+    del meta["verify"]
+    (tmp_path / INDEX_FILE).write_text(json.dumps(meta))
+    back = load_neighbor_index(tmp_path)
+    assert back.pixels is None and back.k == 3
+
+
+def test_tampered_pixel_file_is_refused(rng, tmp_path):
+    from dcsi.exceptions import DataError
+    from dcsi.neighbor_index import index_features, load_neighbor_index
+    from dcsi.sources import open_source
+
+    images = planted(rng)
+    feats = rng.standard_normal((len(images), 8)).astype(np.float32)
+    index_features(
+        feats, [str(i) for i in range(len(images))], k=3, images=open_source(images)
+    ).save(tmp_path)
+    data = bytearray((tmp_path / "pixels.npy").read_bytes())
+    data[-1] ^= 1
+    (tmp_path / "pixels.npy").write_bytes(bytes(data))
+    with pytest.raises(DataError, match="pixels.npy does not match the sha256"):
+        load_neighbor_index(tmp_path)
+
+
+def test_search_and_cli_mark_verified_copies(rng, tmp_path, capsys, pixel_backbone):
+    from PIL import Image
+
+    from dcsi.cli import main
+    from dcsi.neighbor_index import load_neighbor_index
+
+    images = planted(rng, n=30, copies=4)
+    root = tmp_path / "data"
+    root.mkdir()
+    for i, img in enumerate(images):
+        Image.fromarray(img).save(root / f"{i:03d}.png")
+    out = tmp_path / "idx"
+    assert main(["index", str(root), "--out", str(out), "-k", "3", "--no-cache"]) == 0
+    assert "images have a verified copy first" in capsys.readouterr().out
+    assert (out / "pixels.npy").is_file()
+    query = np.clip(images[2].astype(int) + 1, 0, 255).astype(np.uint8)
+    Image.fromarray(query).save(tmp_path / "q.png")
+    ids, scores, is_copy = load_neighbor_index(out).search(
+        [str(tmp_path / "q.png")], k=3, cache=False, return_copies=True
+    )
+    assert set(ids[0, :2]) == {"002.png", "032.png"} and is_copy[0, :2].all()
+    assert (
+        main(["search", str(out), str(tmp_path / "q.png"), "-k", "3", "--json", "--no-cache"]) == 0
+    )
+    doc = json.loads(capsys.readouterr().out)
+    assert [n["copy"] for n in doc[0]["neighbors"][:2]] == [True, True]
+    assert (
+        main(["index", str(root), "--out", str(tmp_path / "plain"), "--no-verify", "--no-cache"])
+        == 0
+    )
+    assert "(pixel check off)" in capsys.readouterr().out
+    assert not (tmp_path / "plain" / "pixels.npy").exists()
