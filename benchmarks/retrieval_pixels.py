@@ -13,9 +13,17 @@ script measures that baseline beside the index's default features, top-1 as in
   ``w * cos(sam) + (1 - w) * cos(pixels)``;
 - ``index default: sam + pixel check``: what ``dcsi index`` ranks, measured through
   :func:`dcsi.neighbor_index.index_features` itself: the ``sam`` order with each
-  image's copies verified on coarse colour rows put first
-  (:mod:`dcsi.copy_verification`; the copy search's density-relative rule, ratio
-  0.25, unchanged).  The row ``index, verify=False`` must equal ``sam``.
+  image's verified copies put first (:mod:`dcsi.copy_verification`: stage 1, the copy
+  search's density-relative rule on coarse colour rows, ratio 0.25, unchanged; stage
+  2, the aligned distance within the 10 CNN neighbours, ratio ``ALIGN_RATIO``).  The
+  row ``index, verify=False`` must equal ``sam`` (up to ties).
+
+``align_ratio`` (in the JSON, per set): top-1 with stage 2's ratio at each value of
+``RATIOS`` (1.0: the closest aligned neighbour always first, within 0.2), built from
+the same public steps as the index (``PixelCheck.build``, ``verify_neighbors``), and
+``leave_one_set_out``: for each set, the ratio with the best mean top-1 on the other
+two sets and that ratio's top-1 on the held-out set.  ``ALIGN_RATIO`` is the ratio this
+chooses on every set held out.
 
 On three sets: every copy of the planted Fashion-MNIST set of ``retrieval.py`` (2,000
 copies in 10,000 images; per family), every oxygen icon and every tango icon (the same
@@ -58,6 +66,7 @@ from dcsi.neighbors import unit_rows
 
 SIZES = (8, 16, 32)
 WEIGHTS = (0.5, 0.7)
+RATIOS = (0.25, 0.35, 0.5, 0.7, 1.0)
 
 
 def thumbnails(images: Any, size: int) -> np.ndarray:
@@ -97,8 +106,9 @@ def index_top(sam: np.ndarray, images: Any, verify: bool) -> tuple[np.ndarray, n
 
 
 def index_rows(sam: np.ndarray, images: Any, score: Any) -> dict[str, Any]:
-    """The two index rows: the pixel check off (must equal ``sam``) and on (default)."""
-    out = {}
+    """The two index rows: the pixel check off (must equal ``sam``) and on (default),
+    and the sweep of stage 2's ratio."""
+    out: dict[str, Any] = {}
     for name, verify in (
         ("index, verify=False", False),
         ("index default: sam + pixel check", True),
@@ -109,6 +119,45 @@ def index_rows(sam: np.ndarray, images: Any, score: Any) -> dict[str, Any]:
             "n_copies_first": int(is_copy[:, 0].sum()),
             "seconds": round(secs, 1),
         }
+    out["align_ratio"] = ratio_sweep(sam, images, score)
+    return out
+
+
+def ratio_sweep(sam: np.ndarray, images: Any, score: Any) -> dict[str, Any]:
+    """Top-1 of the pixel check with stage 2's ratio at each of :data:`RATIOS`."""
+    import dataclasses
+
+    from dcsi.copy_verification import SHORTLIST, PixelCheck, thumbnails, verify_neighbors
+    from dcsi.neighbors import exact_topk
+
+    X = unit_rows(sam, np.float32)
+    shortlist, scores = exact_topk(X, k=SHORTLIST)
+    check, *stage1 = PixelCheck.build(thumbnails(images))
+    out = {}
+    for r in RATIOS:
+        top, _, _ = verify_neighbors(
+            dataclasses.replace(check, align_ratio=r),
+            shortlist[:, :4],
+            scores[:, :4],
+            shortlist,
+            (stage1[0], stage1[1], stage1[2]),
+            X,
+            X,
+            rows=np.arange(len(X)),
+        )
+        out[str(r)] = score(top)["top1"]
+    return out
+
+
+def leave_one_set_out(results: dict[str, Any], sets: list[str]) -> dict[str, Any]:
+    """For each set: the ratio best on the mean top-1 of the others, and its top-1 there."""
+    out = {}
+    for held in sets:
+        seen = [s for s in sets if s != held]
+        best = max(
+            RATIOS, key=lambda r: (np.mean([results[s]["align_ratio"][str(r)] for s in seen]), -r)
+        )
+        out[held] = {"ratio": best, "top1": results[held]["align_ratio"][str(best)]}
     return out
 
 
@@ -180,7 +229,8 @@ def main() -> None:
             results["tango"] = icons(TANGO, Path(tmp))
     results["seconds"] = round(total.seconds, 1)
     sets = [k for k in ("copies", "oxygen", "tango") if k in results]
-    names = list(results["copies"])
+    results["leave_one_set_out"] = leave_one_set_out(results, sets)
+    names = [name for name in results["copies"] if name != "align_ratio"]
     families = [k for k in results["copies"]["sam"] if k not in ("top1", "n_queries")]
     table = [
         [name]
@@ -189,6 +239,16 @@ def main() -> None:
         for name in names
     ]
     print_table(table, ["features", *sets, *(f"copies: {f}" for f in families)])
+    print("\nstage 2's ratio (top-1):")
+    print_table(
+        [[r, *(results[s]["align_ratio"][str(r)] for s in sets)] for r in RATIOS],
+        ["ratio", *sets],
+    )
+    print("\nleave one set out:")
+    print_table(
+        [[s, v["ratio"], v["top1"]] for s, v in results["leave_one_set_out"].items()],
+        ["held-out set", "ratio chosen on the others", "held-out top-1"],
+    )
     print(f"\nwrote {write_results('retrieval_pixels', results)}")
 
 

@@ -524,6 +524,7 @@ def aligned_distance(
     *,
     max_shift: int | None = None,
     max_crop: int | None = None,
+    block: int = 65536,
 ) -> np.ndarray:
     """Aligned distance of given pairs of images.
 
@@ -537,6 +538,8 @@ def aligned_distance(
     pairs : ndarray of shape (m, 2), int
     max_shift, max_crop : int, default=None
         None: :func:`default_geometry` of the images' size.
+    block : int, default=65536
+        Pairs compared at a time (bounds the working memory, not the result).
 
     Returns
     -------
@@ -560,7 +563,9 @@ def aligned_distance(
     base = transformed_rows(Xu, transforms[0])
     for T in transforms:
         V = transformed_rows(Xu, T)
-        for a, b in ((0, 1), (1, 0)):
-            d = 1.0 - np.einsum("ij,ij->i", V[inv[:, a]], base[inv[:, b]], dtype=np.float64)
-            np.minimum(best, d, out=best)
+        for s in range(0, len(inv), block):
+            part = inv[s : s + block]
+            for a, b in ((0, 1), (1, 0)):
+                d = 1.0 - np.einsum("ij,ij->i", V[part[:, a]], base[part[:, b]], dtype=np.float64)
+                np.minimum(best[s : s + block], d, out=best[s : s + block])
     return np.clip(best, 0.0, 2.0)

@@ -15,10 +15,11 @@ each image, the ``k`` other images of highest cosine similarity:
   ``benchmarks/neighbor_index.py``).
 
 Then the pixels check the list (``verify=True``, the default; :mod:`dcsi.copy_verification`):
-an image's *verified copies*, the images that the copy search's density-relative rule
-links to it on coarse colour rows, go first, closest first, ahead of the CNN's order.
-CNN features rank a re-encoded, noisy or recoloured copy below a look-alike more often
-than the pixels do (README, "Similarity index").
+an image's *verified copies* go first, closest first, ahead of the CNN's order: the
+images that the copy search's density-relative rule links to it on coarse colour rows,
+or else the one of its 10 CNN neighbours whose aligned pixel distance stands out from
+the others'.  CNN features rank a re-encoded, noisy, recoloured or shifted copy below a
+look-alike more often than the pixels do (README, "Similarity index").
 
 A :class:`NeighborIndex` answers queries from new images with the same backbone,
 pooling, head and pixel check (:meth:`NeighborIndex.search`), and is saved as a folder
@@ -33,7 +34,7 @@ neighbors.parquet   one row per image: ``id`` (string), ``neighbor_ids``
                     ``datasets.load_dataset("parquet", data_files=...)`` reads it
 vectors.npy         the unit vectors (n, d) float32 in the order of the rows (a plain
                     ``.npy`` read with ``allow_pickle=False``)
-pixels.npy          the coarse colour rows (n, 768) float32 and
+thumbnails.npy      the images stretched to 32 x 32 RGB (n, 32, 32, 3) uint8, and
 pixel_reference.npy their reference distances (n,) float64, with ``verify=True``
 head.safetensors    the similarity head, when one was used
 index.json          what made the vectors (backbone, weights sha256, input size,
@@ -70,7 +71,12 @@ from dcsi import __version__
 from dcsi._io import atomic_write_bytes, atomic_write_json
 from dcsi._validation import check_choice, check_int, require
 from dcsi.ann import ivf_index
-from dcsi.copy_verification import VERIFY_SIZE, PixelCheck, copies_first, image_rows
+from dcsi.copy_verification import (
+    SHORTLIST,
+    PixelCheck,
+    thumbnails,
+    verify_neighbors,
+)
 from dcsi.exceptions import DataError, InvalidParameterError
 from dcsi.neighbors import exact_topk, faiss_topk, unit_rows
 from dcsi.relative_links import RelativeOptions
@@ -113,10 +119,10 @@ INDEX_FOLDER = "neighbor_index"
 NEIGHBORS_FILE = "neighbors.parquet"
 VECTORS_FILE = "vectors.npy"
 HEAD_FILE = "head.safetensors"
-PIXELS_FILE = "pixels.npy"
+THUMBNAILS_FILE = "thumbnails.npy"
 REFERENCE_FILE = "pixel_reference.npy"
 FORMAT = "dcsi-neighbor-index"
-#: Version 2 adds the pixel check (``pixels.npy``, ``pixel_reference.npy``, ``is_copy``);
+#: Version 2 adds the pixel check (``thumbnails.npy``, ``pixel_reference.npy``, ``is_copy``);
 #: version 1 folders are still read (without the check).
 FORMAT_VERSION = 2
 READ_VERSIONS = (1, 2)
@@ -224,12 +230,23 @@ class NeighborIndex:
         Q, images = self._query_vectors(
             query, weights=weights, batch_size=batch_size, device=device, cache=cache
         )
-        rows, scores = exact_topk(self.vectors, Q, k=k, desc="searching")
+        check = self.pixels if images is not None else None
+        wide = k if check is None else max(k, min(SHORTLIST, len(self)))
+        shortlist, scores = exact_topk(self.vectors, Q, k=wide, desc="searching")
+        rows, scores = shortlist[:, :k], scores[:, :k]
         is_copy = np.zeros(rows.shape, dtype=bool)
-        if self.pixels is not None and images is not None:
-            q_rows = image_rows(images, size=VERIFY_SIZE, sigma=self.pixels.options.sigma)
-            cand, dist, ok = self.pixels.query(q_rows)
-            rows, scores, is_copy = copies_first(rows, scores, cand, ok, dist, Q, self.vectors)
+        if check is not None:
+            q_thumbs = thumbnails(images, size=check.thumbnails.shape[1])
+            rows, scores, is_copy = verify_neighbors(
+                check,
+                rows,
+                scores,
+                shortlist[:, :SHORTLIST],
+                check.query(q_thumbs),
+                Q,
+                self.vectors,
+                query_thumbs=q_thumbs,
+            )
         ids = np.asarray(self.ids, dtype=object)[rows]
         return (ids, scores, is_copy) if return_copies else (ids, scores)
 
@@ -267,7 +284,7 @@ class NeighborIndex:
         files: dict[str, dict[str, Any]] = {}
         blobs = [(NEIGHBORS_FILE, self._parquet_bytes()), (VECTORS_FILE, _npy_bytes(self.vectors))]
         if self.pixels is not None:
-            blobs.append((PIXELS_FILE, _npy_bytes(self.pixels.rows)))
+            blobs.append((THUMBNAILS_FILE, _npy_bytes(self.pixels.thumbnails, np.uint8)))
             blobs.append((REFERENCE_FILE, _npy_bytes(self.pixels.reference, np.float64)))
         if self.head_bytes is not None:
             blobs.append((HEAD_FILE, self.head_bytes))
@@ -279,7 +296,7 @@ class NeighborIndex:
         if self.head_bytes is None:
             (out / HEAD_FILE).unlink(missing_ok=True)
         if self.pixels is None:
-            (out / PIXELS_FILE).unlink(missing_ok=True)
+            (out / THUMBNAILS_FILE).unlink(missing_ok=True)
             (out / REFERENCE_FILE).unlink(missing_ok=True)
         return out
 
@@ -495,19 +512,31 @@ def index_features(
     head_obj, head_bytes = _load_head(head)
     X = _vectors(features, head_obj)
     chosen = ("faiss" if n > FAISS_THRESHOLD else "exact") if method == "auto" else method
+    checked = verify and images is not None and not RelativeOptions().skips(n)
+    if checked and len(images) != n:
+        raise DataError(f"{len(images)} images were given for {n} feature rows.")
+    wide = max(k, min(SHORTLIST, n - 1)) if checked else k
     faiss_params = None
     if chosen == "faiss":
-        neighbors, scores, faiss_params = faiss_topk(X, k=k, seed=seed)
+        shortlist, scores, faiss_params = faiss_topk(X, k=wide, seed=seed)
     else:
-        neighbors, scores = exact_topk(X, k=k)
+        shortlist, scores = exact_topk(X, k=wide)
+    neighbors, scores = shortlist[:, :k], scores[:, :k]
     pixels, is_copy = None, None
-    if verify and images is not None and not RelativeOptions().skips(n):
-        if len(images) != n:
-            raise DataError(f"{len(images)} images were given for {n} feature rows.")
+    if checked:
         pixels, cand, dist, ok = PixelCheck.build(
-            image_rows(images), search="faiss" if chosen == "faiss" else "exact", seed=seed
+            thumbnails(images), search="faiss" if chosen == "faiss" else "exact", seed=seed
         )
-        neighbors, scores, is_copy = copies_first(neighbors, scores, cand, ok, dist, X, X)
+        neighbors, scores, is_copy = verify_neighbors(
+            pixels,
+            neighbors,
+            scores,
+            shortlist[:, :SHORTLIST],
+            (cand, dist, ok),
+            X,
+            X,
+            rows=np.arange(n),
+        )
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -741,7 +770,7 @@ def load_neighbor_index(path: str | os.PathLike[str]) -> NeighborIndex:
         or len(flat) != n * k
         or len(scores) != n * k
         or (is_copy is not None and len(is_copy) != n * k)
-        or (pixels is not None and len(pixels.rows) != n)
+        or (pixels is not None and len(pixels.reference) != n)
     ):
         raise DataError(f"{folder}: the files disagree on the number of images or k; rebuild it.")
     row = {item: i for i, item in enumerate(ids)}
@@ -763,19 +792,25 @@ def _read_pixels(folder: Path, meta: dict[str, Any], files: dict[str, Any]) -> P
     rule = meta.get("verify")
     if not rule:
         return None
-    rows = np.load(
-        io.BytesIO(_read_checked(folder, PIXELS_FILE, files.get(PIXELS_FILE))), allow_pickle=False
+    thumbs = np.load(
+        io.BytesIO(_read_checked(folder, THUMBNAILS_FILE, files.get(THUMBNAILS_FILE))),
+        allow_pickle=False,
     )
     reference = np.load(
         io.BytesIO(_read_checked(folder, REFERENCE_FILE, files.get(REFERENCE_FILE))),
         allow_pickle=False,
     )
-    if rule.get("size") != VERIFY_SIZE or rows.ndim != 2 or reference.shape != rows.shape[:1]:
-        raise DataError(f"{folder}: its pixel check does not match this dcsi; rebuild the index.")
+    size = rule.get("size")
+    if (
+        thumbs.dtype != np.uint8
+        or thumbs.shape[1:] != (size, size, 3)
+        or reference.shape != thumbs.shape[:1]
+    ):
+        raise DataError(f"{folder}: its pixel check's files do not match; rebuild the index.")
     options = RelativeOptions(
         ratio=rule["ratio"], k=rule["k"], max_distance=rule["max_distance"], sigma=rule["sigma"]
     )
-    return PixelCheck(rows.astype(np.float32), reference.astype(np.float64), options)
+    return PixelCheck(thumbs, reference.astype(np.float64), options, rule["align_ratio"])
 
 
 # -- the card ------------------------------------------------------------------------

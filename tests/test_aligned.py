@@ -77,6 +77,8 @@ def test_aligned_distance_matches_slow_reference(rng, shape, max_shift, max_crop
         [*[(i, j) for i in range(10) for j in range(10) if i != j][::4], (2, 3), (5, 6)]
     )
     got = aligned_distance(imgs, pairs, max_shift=max_shift, max_crop=max_crop)
+    blocked = aligned_distance(imgs, pairs, max_shift=max_shift, max_crop=max_crop, block=3)
+    np.testing.assert_array_equal(blocked, got)
     want = np.array(
         [_aligned_distance_reference(imgs[i], imgs[j], max_shift, max_crop) for i, j in pairs]
     )

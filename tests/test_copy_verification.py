@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from dcsi.copy_verification import PixelCheck, colour_rows, copies_first
+from dcsi.aligned import aligned_distance
+from dcsi.copy_verification import PixelCheck, aligned_copies, colour_rows, copies_first
 from dcsi.relative_links import RelativeOptions
 
 
@@ -74,16 +75,60 @@ def test_build_finds_exactly_the_pairs_of_a_brute_force_rule(rng):
     images = planted(rng)
     rows = colour_rows(images)
     options = RelativeOptions()
-    check, cand, dist, ok = PixelCheck.build(rows, options)
+    check, cand, dist, ok = PixelCheck.build(images, options)
+    np.testing.assert_array_equal(check.rows, rows)
     found = {(a, int(cand[a, j])) for a in range(len(rows)) for j in np.flatnonzero(ok[a])}
     expected = brute_verified(rows, options)
     assert found == expected
     assert {(i, 60 + i) for i in range(8)} <= found  # the planted copies, both ways
     # new images (not indexed) are checked against the indexed ones by the same rule
-    q_cand, _, q_ok = check.query(rows[60:])
+    q_cand, _, q_ok = check.query(images[60:])
     for i in range(8):
         assert q_cand[i, 0] == 60 + i  # itself, at distance 0
         assert q_ok[i, 0] and i in q_cand[i][q_ok[i]]
+
+
+def test_shortlist_distance_equals_aligned_distance(rng):
+    from dcsi.copy_verification import shortlist_distance
+
+    images = planted(rng, n=30, copies=0)
+    images[4] = 9  # constant
+    queries = np.array([0, 4, 11, 29])
+    shortlist = np.array([rng.choice(30, 6, replace=False) for _ in queries])
+    got = shortlist_distance(images, queries, shortlist, block=3)
+    pairs = np.stack([np.repeat(queries, 6), shortlist.ravel()], 1)
+    np.testing.assert_allclose(got.ravel(), aligned_distance(images, pairs), atol=1e-5)
+
+
+def test_aligned_copies_equal_a_loop(rng):
+    images = planted(rng, n=40, copies=0)
+    queries = np.array([0, 5, 9])
+    shortlist = np.array([rng.choice(np.arange(10, 40), 10, replace=False) for _ in queries])
+    images[shortlist[1, 3]] = np.roll(images[5], 1, axis=1)  # a shifted copy of image 5
+    best, low, ok = aligned_copies(images, queries, shortlist, ratio=0.7, max_distance=0.2)
+    for r, q in enumerate(queries):
+        d = [aligned_distance(images, np.array([[q, j]]))[0] for j in shortlist[r]]
+        j = int(np.argmin(d))
+        assert best[r] == j and low[r] == pytest.approx(d[j], abs=1e-5)
+        assert ok[r] == (d[j] <= 0.7 * sorted(d)[4] and d[j] <= 0.2)
+    assert best[1] == 3 and ok[1] and not ok[0] and not ok[2]
+
+
+def test_many_identical_images_are_all_copies_of_each_other(rng):
+    # six identical images (icon aliases): each one's reference distance is 0, and
+    # float rounding of 1 - cos must not keep them apart
+    images = planted(rng, n=40, copies=0)
+    rows = colour_rows(images).astype(np.float64)
+    noisy = int(np.argmax(np.abs(1.0 - np.einsum("ij,ij->i", rows, rows))))
+    assert 1.0 - rows[noisy] @ rows[noisy] != 0.0  # an image whose 1 - cos with itself is not 0
+    images[10:16] = images[noisy]
+    group = set(range(10, 16)) | {noisy}  # 6 or 7 identical images
+    _, cand, dist, ok = PixelCheck.build(images)
+    for i in range(40):
+        if i in group:  # its 5 candidates: identical images, all passing at distance 0
+            assert set(cand[i]) <= group - {i} and ok[i].all() and (dist[i] == 0).all()
+        else:
+            assert not ok[i].any()
 
 
 def test_copies_first_moves_verified_copies_ahead_and_keeps_cosines(rng):
@@ -126,8 +171,36 @@ def test_index_puts_planted_copies_first_and_round_trips(rng, tmp_path):
     np.testing.assert_array_equal(back.pixels.reference, idx.pixels.reference)
     # an index saved without the check, over the same folder, leaves no pixel files
     plain.save(tmp_path / "a")
-    assert not (tmp_path / "a" / "pixels.npy").exists()
+    assert not (tmp_path / "a" / "thumbnails.npy").exists()
     assert load_neighbor_index(tmp_path / "a").pixels is None
+
+
+def test_stage_two_puts_a_shifted_copy_first(rng):
+    from dcsi.neighbor_index import index_features
+    from dcsi.sources import open_source
+
+    # 60 look-alikes (one pattern, small variations: a dense neighbourhood) and a copy of
+    # image 7 shifted by 2 px: farther than the look-alikes on stage 1's coarse grid,
+    # at about 0 once aligned
+    smooth = np.kron(planted(rng, n=61, copies=0), np.ones((1, 3, 3, 1), np.uint8))[:, :32, :32]
+    base = (0.85 * smooth[60] + 0.15 * smooth[:60]).astype(np.uint8)
+    shifted = np.roll(base[7], 2, axis=1)
+    shifted[:, :2] = base[7][:, :1]
+    images = open_source(np.concatenate([base, shifted[None]]))
+    # features whose nearest image to the copy (row 60) is image 3, then image 7
+    feats = rng.standard_normal((61, 16)).astype(np.float32)
+    v = feats[60]
+    feats[3] = v + 0.05 * rng.standard_normal(16)
+    feats[7] = v + 0.2 * rng.standard_normal(16)
+    ids = [str(i) for i in range(61)]
+    plain = index_features(feats, ids, k=3, verify=False)
+    assert list(plain.neighbors[60, :2]) == [3, 7]
+    idx = index_features(feats, ids, k=3, images=images)
+    _, cand, _, ok = PixelCheck.build(idx.pixels.thumbnails)
+    assert 7 not in cand[60][ok[60]]  # stage 1 does not link them
+    assert list(idx.neighbors[60, :2]) == [7, 3] and not idx.is_copy[60].any()  # a ranking
+    u = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+    assert idx.scores[60, 0] == pytest.approx(u[60] @ u[7], rel=1e-5)
 
 
 def test_version_1_folders_still_load(rng, tmp_path):
@@ -153,10 +226,10 @@ def test_tampered_pixel_file_is_refused(rng, tmp_path):
     index_features(
         feats, [str(i) for i in range(len(images))], k=3, images=open_source(images)
     ).save(tmp_path)
-    data = bytearray((tmp_path / "pixels.npy").read_bytes())
+    data = bytearray((tmp_path / "thumbnails.npy").read_bytes())
     data[-1] ^= 1
-    (tmp_path / "pixels.npy").write_bytes(bytes(data))
-    with pytest.raises(DataError, match="pixels.npy does not match the sha256"):
+    (tmp_path / "thumbnails.npy").write_bytes(bytes(data))
+    with pytest.raises(DataError, match="thumbnails.npy does not match the sha256"):
         load_neighbor_index(tmp_path)
 
 
@@ -174,7 +247,7 @@ def test_search_and_cli_mark_verified_copies(rng, tmp_path, capsys, pixel_backbo
     out = tmp_path / "idx"
     assert main(["index", str(root), "--out", str(out), "-k", "3", "--no-cache"]) == 0
     assert "images have a verified copy first" in capsys.readouterr().out
-    assert (out / "pixels.npy").is_file()
+    assert (out / "thumbnails.npy").is_file()
     query = np.clip(images[2].astype(int) + 1, 0, 255).astype(np.uint8)
     Image.fromarray(query).save(tmp_path / "q.png")
     ids, scores, is_copy = load_neighbor_index(out).search(
@@ -191,4 +264,4 @@ def test_search_and_cli_mark_verified_copies(rng, tmp_path, capsys, pixel_backbo
         == 0
     )
     assert "(pixel check off)" in capsys.readouterr().out
-    assert not (tmp_path / "plain" / "pixels.npy").exists()
+    assert not (tmp_path / "plain" / "thumbnails.npy").exists()

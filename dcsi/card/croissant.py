@@ -134,8 +134,8 @@ _INDEX_DESCRIPTIONS = {
     "(id, neighbor_ids, scores = cosine similarities, is_copy = verified copies, listed "
     "first).",
     "vectors.npy": "The unit vectors (n x d float32, .npy) that answer new queries.",
-    "pixels.npy": "Coarse colour rows of the images (n x 768 float32, .npy) for the pixel "
-    "check of new queries.",
+    "thumbnails.npy": "The images stretched to 32 x 32 RGB (n x 32 x 32 uint8, .npy) for "
+    "the pixel check of new queries.",
     "pixel_reference.npy": "Each image's reference distance for the pixel check (n float64, .npy).",
     "index.json": "What made the vectors (backbone, pooling, head) and the sha256 of each "
     "index file.",

@@ -29,8 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "index",
         help="build the neighbour index: each image's k nearest images (Parquet)",
         description="Embed every image and write, for each, its k nearest images (ids and "
-        "cosine similarities) to DIR/neighbors.parquet, each image's copies verified on its "
-        "pixels first, with the vectors (DIR/vectors.npy) and DIR/index.json. When DIR holds a dcsi card, the index goes to "
+        "cosine similarities) to DIR/neighbors.parquet, checked on the pixels (copies "
+        "first), with the vectors (DIR/vectors.npy) and DIR/index.json. When DIR holds a dcsi card, the index goes to "
         "DIR/neighbor_index/ and the card records it.",
     )
     p.add_argument(
@@ -57,8 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--no-verify",
         dest="verify",
         action="store_false",
-        help="keep the CNN's order only (default: each image's copies verified on its "
-        "pixels come first)",
+        help="keep the CNN's order only (default: each image's copies, or else its "
+        "pixel-closest look-alike, come first; see the README)",
     )
     add_cache_options(p)
     p.add_argument("--seed", type=int, default=0, help="faiss k-means and report samples")

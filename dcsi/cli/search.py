@@ -16,8 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the indexed images most similar to each query image",
         description="Embed each IMAGE as the index's images were (backbone, input size, "
         "pooling, head from DIR/index.json) and print its k most similar indexed images "
-        "with their cosine similarities, best first; indexed images that pass the pixel "
-        "check as copies of the query come first, marked 'yes' under 'copy'.",
+        "with their cosine similarities, best first; the index's pixel check puts the "
+        "query's copies first (marked 'yes' under 'copy'), or else the look-alike whose "
+        "pixels line up best.",
     )
     p.add_argument(
         "index", metavar="DIR", help="an index folder (dcsi index), or a card folder holding one"
