@@ -213,10 +213,10 @@ def pixel_check() -> dict[str, Any]:
     with Timer() as decode:
         thumbs = thumbnails(fs.image_set)
     with Timer() as build:
-        check, *stage1 = PixelCheck.build(thumbs)
+        check, cand, dist, ok = PixelCheck.build(thumbs)
     with Timer() as order:
         top, _, is_copy = verify_neighbors(
-            check, shortlist, scores, shortlist, (stage1[0], stage1[1], stage1[2]), X, X,
+            check, shortlist, scores, shortlist, (cand, dist, ok), X, X,
             rows=np.arange(len(X)),
         )  # fmt: skip
     out = {

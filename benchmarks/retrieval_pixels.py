@@ -132,7 +132,7 @@ def ratio_sweep(sam: np.ndarray, images: Any, score: Any) -> dict[str, Any]:
 
     X = unit_rows(sam, np.float32)
     shortlist, scores = exact_topk(X, k=SHORTLIST)
-    check, *stage1 = PixelCheck.build(thumbnails(images))
+    check, cand, dist, ok = PixelCheck.build(thumbnails(images))
     out = {}
     for r in RATIOS:
         top, _, _ = verify_neighbors(
@@ -140,7 +140,7 @@ def ratio_sweep(sam: np.ndarray, images: Any, score: Any) -> dict[str, Any]:
             shortlist[:, :4],
             scores[:, :4],
             shortlist,
-            (stage1[0], stage1[1], stage1[2]),
+            (cand, dist, ok),
             X,
             X,
             rows=np.arange(len(X)),

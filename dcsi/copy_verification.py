@@ -45,13 +45,15 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
 from dcsi.aligned import copy_transforms, default_geometry, grey_levels, transformed_rows
-from dcsi.neighbors import exact_topk, faiss_topk, unit_rows
-from dcsi.relative_links import RelativeOptions, coarse_rows, relative_score
+from dcsi.exceptions import InvalidParameterError
+from dcsi.neighbors import exact_topk, unit_rows
+from dcsi.relative_links import RelativeOptions, coarse_rows, reference_topk, relative_score
 
 __all__ = [
     "ALIGN_RATIO",
@@ -142,15 +144,11 @@ class PixelCheck:
     options: RelativeOptions
     align_ratio: float = ALIGN_RATIO
 
-    @property
+    @cached_property
     def rows(self) -> np.ndarray:
         """ndarray of shape (n, 3 * (s // 2) ** 2), float32: :func:`colour_rows` of the
         thumbnails (computed once, on first use)."""
-        cached = self.__dict__.get("_rows")
-        if cached is None:
-            cached = colour_rows(self.thumbnails, self.options.sigma)
-            object.__setattr__(self, "_rows", cached)
-        return cached
+        return colour_rows(self.thumbnails, self.options.sigma)
 
     @classmethod
     def build(
@@ -185,13 +183,10 @@ class PixelCheck:
         """
         options = options or RelativeOptions()
         rows = colour_rows(thumbs, options.sigma)
-        if search == "faiss":
-            nbrs, _, _ = faiss_topk(rows, k=options.k, seed=seed)
-        else:
-            nbrs, _ = exact_topk(rows, k=options.k, desc="pixel check: neighbours")
-        dist = _distances(rows, rows, nbrs)
+        nbrs, dist = reference_topk(rows, options.k, "ann" if search == "faiss" else "exact", seed)
+        dist[dist < EXACT] = 0.0
         check = cls(np.ascontiguousarray(thumbs, dtype=np.uint8), dist[:, -1], options)
-        object.__setattr__(check, "_rows", rows)
+        check.__dict__["rows"] = rows  # the cached property, already computed
         return check, nbrs, dist, check.passes(dist, check.reference, nbrs)
 
     def query(self, thumbs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -264,7 +259,7 @@ class PixelCheck:
         m, c = shortlist.shape
         if query_thumbs is None:
             if rows is None:
-                raise ValueError("PixelCheck.aligned needs rows or query_thumbs")
+                raise InvalidParameterError("PixelCheck.aligned needs rows or query_thumbs.")
             images, queries, short = self.thumbnails, np.asarray(rows), shortlist
         else:  # the shortlisted indexed images, then the queries
             used, inv = np.unique(shortlist, return_inverse=True)
@@ -415,7 +410,8 @@ def copies_first(
         ok = np.flatnonzero(verified[i])
         order = ok[np.lexsort((candidates[i, ok], distances[i, ok]))]
         first = candidates[i, order][:k]
-        rest = [j for j in range(k) if neighbors[i, j] not in set(first.tolist())]
+        promoted = set(first.tolist())
+        rest = [j for j in range(k) if neighbors[i, j] not in promoted]
         cos = vectors[first] @ query_vectors[i]
         neighbors[i] = np.concatenate([first, neighbors[i, rest]])[:k]
         scores[i] = np.concatenate([cos, scores[i, rest]])[:k]

@@ -198,8 +198,9 @@ class NeighborIndex:
         """The ``k`` most similar indexed images of each query, best first.
 
         With the index's pixel check (``verify``), the query's verified copies come
-        first, closest first, then the CNN's order (query vectors have no pixels and
-        are not checked).
+        first, closest first, or else its pixel-closest look-alike among its 10 CNN
+        neighbours, then the CNN's order (:mod:`dcsi.copy_verification`; query vectors
+        have no pixels and are not checked).
 
         Parameters
         ----------
@@ -492,8 +493,9 @@ def index_features(
     images : ImageSet, default=None
         The images of the rows, for the pixel check (None: no check).
     verify : bool, default=True
-        Put each image's verified copies first (:mod:`dcsi.copy_verification`);
-        skipped below ``RelativeOptions().min_images`` images.
+        Put each image's verified copies, or else its pixel-closest look-alike among
+        its 10 CNN neighbours, first (:mod:`dcsi.copy_verification`); skipped below
+        ``RelativeOptions().min_images`` images.
 
     Returns
     -------
@@ -609,7 +611,8 @@ def build_neighbor_index(
     runtime : {"torch", "onnx"}, default="torch"
         What runs the backbone (see :func:`dcsi.extract_features`).
     verify : bool, default=True
-        Put each image's verified copies first, ahead of the CNN's order (see
+        Put each image's verified copies, or else its pixel-closest look-alike among
+        its 10 CNN neighbours, ahead of the CNN's order (see
         :mod:`dcsi.copy_verification`).
 
     Returns

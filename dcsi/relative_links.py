@@ -52,6 +52,7 @@ __all__ = [
     "RelativeOptions",
     "coarse_rows",
     "mirrored_rows",
+    "reference_topk",
     "relative_cross_pairs",
     "relative_links",
     "relative_score",
@@ -293,12 +294,29 @@ def relative_score(
     return np.where(d <= options.max_distance, s, np.inf)
 
 
-def _reference_topk(
-    rows: np.ndarray, k: int, search: str, seed: int
+def reference_topk(
+    rows: np.ndarray, k: int, search: str = "exact", seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` neighbours of every row among the others and their distances,
     recomputed in float64 (as :meth:`RelativeLinks.score` computes them, so that the
-    search and the score agree on every pair)."""
+    search and the score agree on every pair).
+
+    Parameters
+    ----------
+    rows : ndarray of shape (n, d)
+        Unit rows, ``n > k``.
+    k : int
+    search : {"exact", "ann"}, default="exact"
+        Exact and blockwise, or faiss IVF-flat.
+    seed : int, default=0
+        Seed of the faiss k-means.
+
+    Returns
+    -------
+    neighbors : ndarray of shape (n, k), int64
+    distances : ndarray of shape (n, k), float64
+        ``1 - cos``, clipped at 0; the last column is each row's reference distance.
+    """
     if search == "ann":
         nbrs, _, _ = faiss_topk(rows, k=k, seed=seed)
     else:
@@ -336,7 +354,7 @@ def relative_links(
     if options.skips(len(images)):
         return None
     rows = coarse_rows(images, options.sigma)
-    nbrs, dist = _reference_topk(rows, options.k, search, seed)
+    nbrs, dist = reference_topk(rows, options.k, search, seed)
     reference = dist[:, -1]
     mirrors = mirrored_rows(images, options.sigma) if options.flips else ()
     a, b, d = _candidates(nbrs, dist, rows, mirrors, skip_self=True)
@@ -386,7 +404,7 @@ def relative_cross_pairs(
         return None
     tr = coarse_rows(train_images, options.sigma)
     te = coarse_rows(test_images, options.sigma)
-    ref_tr = _reference_topk(tr, options.k, search, seed)[1][:, -1]
+    ref_tr = reference_topk(tr, options.k, search, seed)[1][:, -1]
     nbrs, _ = exact_topk(tr, te, k=options.k, desc="relative leakage: neighbours")
     every = np.repeat(np.arange(len(te), dtype=np.int64), options.k)
     dist = _distances(te, tr, every, nbrs.ravel()).reshape(len(te), options.k)

@@ -30,8 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="build the neighbour index: each image's k nearest images (Parquet)",
         description="Embed every image and write, for each, its k nearest images (ids and "
         "cosine similarities) to DIR/neighbors.parquet, checked on the pixels (copies "
-        "first), with the vectors (DIR/vectors.npy) and DIR/index.json. When DIR holds a dcsi card, the index goes to "
-        "DIR/neighbor_index/ and the card records it.",
+        "first), with the vectors (DIR/vectors.npy) and DIR/index.json. When DIR holds a "
+        "dcsi card, the index goes to DIR/neighbor_index/ and the card records it.",
     )
     p.add_argument(
         "source",
