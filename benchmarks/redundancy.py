@@ -32,7 +32,8 @@ The machine has 2 cores shared with other jobs: times are noisy.
 
 ``dcsi-wavelet`` is the default (all three stages), ``dcsi-wavelet-noalign`` the first
 (wavelet) stage alone, ``dcsi-wavelet-norelative`` the first two stages (the defaults
-before the density-relative stage), ``dcsi-wavelet+flips`` the default with mirror images counted
+before the density-relative stage), ``dcsi-wavelet-noregistered`` the three stages
+without the relative stage's registered distance (the defaults before it), ``dcsi-wavelet+flips`` the default with mirror images counted
 (``RelativeOptions(flips=True)``; run it with ``--flips``); ``default_run_time_s`` in the JSON is the default
 ``find_redundancy`` run alone, ``time_s`` includes the looser search of the sweep.
 """
@@ -61,6 +62,7 @@ METHODS = (
     "dcsi-wavelet",
     "dcsi-wavelet-noalign",
     "dcsi-wavelet-norelative",
+    "dcsi-wavelet-noregistered",
     "dcsi-wavelet+ssim",
     "dcsi-cnn",
     "imagededup-phash",
@@ -147,7 +149,13 @@ def make_data(
 
 # --------------------------------------------------------------------------- workers
 def _scored_pairs_dcsi(
-    images, labels, verify: bool, align: bool = True, flips: bool = False, relative: bool = True
+    images,
+    labels,
+    verify: bool,
+    align: bool = True,
+    flips: bool = False,
+    relative: bool = True,
+    registered: bool = True,
 ):
     """dcsi wavelet: default groups + scored pairs for the sweep.
 
@@ -173,7 +181,9 @@ def _scored_pairs_dcsi(
         labels,
         verify="ssim" if verify else None,
         align=align,
-        relative=RelativeOptions(flips=flips) if align and relative else False,
+        relative=RelativeOptions(flips=flips, registered=registered)
+        if align and relative
+        else False,
     )
     res.summary["default_run_time_s"] = time.perf_counter() - t0
     default = [list(g.indices) for g in res]
@@ -195,7 +205,7 @@ def _scored_pairs_dcsi(
         )
         from dcsi.relative_links import DEFAULT_RATIO, relative_links
 
-        loose = RelativeOptions(ratio=0.6, flips=flips)
+        loose = RelativeOptions(ratio=0.6, flips=flips, registered=registered)
         rel = relative_links(images, loose) if relative else None
         if rel is not None and len(rel.pairs):
             ratio = rel.score(rel.pairs[:, 0], rel.pairs[:, 1]) * loose.ratio
@@ -295,6 +305,7 @@ def worker(method: str, data_path: str, out_path: str) -> None:
             align=not method.startswith("dcsi-wavelet-noalign"),
             flips=method.endswith("+flips"),
             relative=not method.endswith("-norelative"),
+            registered=not method.endswith("-noregistered"),
         )
         extra["rrqr"] = summary.get("rrqr")
         extra["n_groups"] = summary["n_groups"]

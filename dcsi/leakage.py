@@ -18,7 +18,8 @@ of :func:`dcsi.find_redundancy`, test against train
 (:func:`dcsi.aligned.aligned_cross_pairs`: shifted or cropped-and-resized copies in
 either split), and by its density-relative third stage
 (:func:`dcsi.relative_links.relative_cross_pairs`: a test image far closer to a
-training image than to the rest of the training set).
+training image than to the rest of the training set, in the coarse rows or after
+registration).
 """
 
 from __future__ import annotations

@@ -24,11 +24,23 @@ and Lowe's ratio test do:
   (:func:`dcsi.neighbors.exact_topk`, blockwise: never ``n x n``; faiss above the
   search's ``ann_threshold``) finds all of them.
 
+* **Registered distance** (``registered=True``, the default): a copy turned by a few
+  degrees, zoomed, squeezed or given a border is far in the coarse rows, whose edges
+  and corners it changes most.  Each image's ``candidates`` (10) nearest images by
+  the inner window that the registration compares (untransformed; the border is left
+  out) are measured again after the best small rotation, scaling or change of aspect
+  of either image (:func:`dcsi.registration.registered_distance`, on the scale of
+  ``1 - cos``); an image's *registered reference* is the ``k``-th smallest of these
+  registered distances, and the same rule (same ``ratio``, same ``max_distance``)
+  links an image and one of its candidates on them.  A pair is linked when either
+  measure links it.
+
 With ``flips=True`` the left-right and top-bottom mirrors of every image are compared
 with the other images by the same rule (:func:`mirrored_rows`): a mirror image then
-counts as a copy.
+counts as a copy (by the coarse rows only).
 
-The score :func:`relative_score` is ``<= 1`` exactly for a link, so that the
+The score :func:`relative_score` is ``<= 1`` exactly for a link (the smaller of the
+two measures' scores), so that the
 complete-linkage refinement of the groups can mix it with the other stages' scores.
 The ratio was set on a development split and is scored with copy families held out
 (README, "Benchmark: a broad copy family, held out by family").
@@ -42,9 +54,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from dcsi._validation import Interval, validate_fields
-from dcsi.aligned import grey_levels
+from dcsi.aligned import best_pairs, grey_levels
 from dcsi.exceptions import InvalidParameterError
 from dcsi.neighbors import exact_topk, faiss_topk
+from dcsi.registration import MIN_SIDE, registered_distance, registered_rows
 
 __all__ = [
     "DEFAULT_RATIO",
@@ -86,6 +99,14 @@ class RelativeOptions:
         Also count mirror images as copies: each image's left-right and top-bottom
         mirrors are compared with the other images by the same rule (augmentation
         leakage; most users do not count a mirror image as the same picture).
+    registered : bool, default=True
+        Also apply the rule to the registered distance (after the best small rotation,
+        scaling or change of aspect, :mod:`dcsi.registration`) of every image and its
+        ``candidates`` nearest images by the compared inner window; images under
+        ``MIN_SIDE`` (16) px (8-px sklearn digits) are not registered.
+    candidates : int, default=10
+        Nearest images of each image measured by the registered distance (at least
+        ``k`` are).
     """
 
     ratio: float = DEFAULT_RATIO
@@ -94,6 +115,8 @@ class RelativeOptions:
     sigma: float = 1.0
     min_images: int = 20
     flips: bool = False
+    registered: bool = True
+    candidates: int = 10
 
     CONSTRAINTS: ClassVar[dict[str, list[Any]]] = {
         "ratio": [Interval(float, 0.0, 1.0, closed="neither")],
@@ -101,15 +124,17 @@ class RelativeOptions:
         "max_distance": [Interval(float, 0.0, 2.0, closed="right")],
         "sigma": [Interval(float, 0.0, None, closed="left")],
         "min_images": [Interval(int, 3, None, closed="left")],
+        "candidates": [Interval(int, 2, None, closed="left")],
     }
 
     def __post_init__(self) -> None:
         validate_fields(self, "RelativeOptions")
-        if not isinstance(self.flips, bool):
-            raise InvalidParameterError(
-                f"The 'flips' parameter of RelativeOptions must be True or False. Got "
-                f"{self.flips!r} instead."
-            )
+        for name in ("flips", "registered"):
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidParameterError(
+                    f"The '{name}' parameter of RelativeOptions must be True or False. Got "
+                    f"{getattr(self, name)!r} instead."
+                )
 
     @classmethod
     def from_arg(cls, relative: Any, caller: str) -> RelativeOptions | None:
@@ -138,7 +163,17 @@ class RelativeOptions:
             "max_distance": self.max_distance,
             "sigma": self.sigma,
             "flips": self.flips,
+            "registered": self.registered,
+            "candidates": self.candidates,
         }
+
+    def registers(self, shape: tuple[int, ...]) -> bool:
+        """Whether images of this shape ``(h, w, ...)`` get the registered distance."""
+        return self.registered and min(shape[:2]) >= MIN_SIDE
+
+    def searched(self, shape: tuple[int, ...]) -> int:
+        """How many coarse neighbours of each image the stage reads."""
+        return max(self.k, self.candidates) if self.registers(shape) else self.k
 
 
 def coarse_rows(images: np.ndarray, sigma: float = 1.0) -> np.ndarray:
@@ -251,6 +286,15 @@ class RelativeLinks:
     options : RelativeOptions
     mirrors : tuple of ndarray of shape (n, d), default=()
         With ``options.flips``: :func:`mirrored_rows`.
+    registered : ndarray of shape (n, t, q) or None, default=None
+        With the registered distance: :func:`dcsi.registration.registered_rows`.
+    registered_reference : ndarray of shape (n,) or None, default=None
+        Each image's registered reference (the ``k``-th smallest registered distance
+        to its candidates).
+    candidates : ndarray of shape (n, K) or None, default=None
+        Each image's nearest images by the untransformed inner window, the pairs the
+        registered distance links (a pair of two images neither of which is among the
+        other's is not).
     """
 
     pairs: np.ndarray
@@ -258,14 +302,36 @@ class RelativeLinks:
     reference: np.ndarray
     options: RelativeOptions
     mirrors: tuple[np.ndarray, ...] = ()
+    registered: np.ndarray | None = None
+    registered_reference: np.ndarray | None = None
+    candidates: np.ndarray | None = None
 
     def score(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """:func:`relative_score` of the pairs ``(a[i], b[i])``: ``<= 1`` for a link
-        (with flips, of the closest of the pair and the mirrors of ``a``)."""
+        (with flips, of the closest of the pair and the mirrors of ``a``; with the
+        registered distance, the smaller of the two measures' scores)."""
         d = _distances(self.rows, self.rows, a, b)
         for Q in self.mirrors:
             d = np.minimum(d, _distances(Q, self.rows, a, b))
-        return relative_score(d, self.reference[a], self.reference[b], self.options)
+        s = relative_score(d, self.reference[a], self.reference[b], self.options)
+        R, ref, C = self.registered, self.registered_reference, self.candidates
+        if R is not None and ref is not None and C is not None:
+            a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+            near = (C[a] == b[:, None]).any(axis=1) | (C[b] == a[:, None]).any(axis=1)
+            r = relative_score(registered_distance(R, R, a, b), ref[a], ref[b], self.options)
+            s = np.minimum(s, np.where(near, r, np.inf))
+        return s
+
+
+def _registered_reference(
+    A: np.ndarray, B: np.ndarray, nbrs: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Registered distances of every image ``i`` of ``A`` to its candidates
+    ``B[nbrs[i]]``, shape (m, K), and each image's ``k``-th smallest of them."""
+    m, K = nbrs.shape
+    a = np.repeat(np.arange(m, dtype=np.int64), K)
+    d = registered_distance(A, B, a, nbrs.ravel()).reshape(m, K)
+    return d, np.sort(d, axis=1)[:, k - 1]
 
 
 def relative_score(
@@ -353,17 +419,35 @@ def relative_links(
     options = options or RelativeOptions()
     if options.skips(len(images)):
         return None
+    k = options.k
     rows = coarse_rows(images, options.sigma)
-    nbrs, dist = reference_topk(rows, options.k, search, seed)
+    nbrs, dist = reference_topk(rows, k, search, seed)
     reference = dist[:, -1]
     mirrors = mirrored_rows(images, options.sigma) if options.flips else ()
     a, b, d = _candidates(nbrs, dist, rows, mirrors, skip_self=True)
-    s = relative_score(d, reference[a], reference[b], options)
-    keep = s <= 1.0
-    pairs = np.sort(np.stack([a[keep], b[keep]], axis=1), axis=1)
+    keep = relative_score(d, reference[a], reference[b], options) <= 1.0
+    pairs = np.stack([a[keep], b[keep]], axis=1)
+    R = rref = near = None
+    if options.registers(images.shape[1:]):
+        R = registered_rows(images, options.sigma)
+        K = min(options.searched(images.shape[1:]), len(rows) - 1)
+        near = reference_topk(np.ascontiguousarray(R[:, 0]), K, search, seed)[0]
+        rd, rref = _registered_reference(R, R, near, k)
+        a = np.repeat(np.arange(len(near), dtype=np.int64), K)
+        b = near.ravel()
+        keep = relative_score(rd.ravel(), rref[a], rref[b], options) <= 1.0
+        pairs = np.concatenate([pairs, np.stack([a[keep], b[keep]], axis=1)])
+    pairs = np.sort(pairs, axis=1)
     pairs = np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
     return RelativeLinks(
-        pairs=pairs, rows=rows, reference=reference, options=options, mirrors=mirrors
+        pairs=pairs,
+        rows=rows,
+        reference=reference,
+        options=options,
+        mirrors=mirrors,
+        registered=R,
+        registered_reference=rref,
+        candidates=near,
     )
 
 
@@ -402,15 +486,32 @@ def relative_cross_pairs(
     options = options or RelativeOptions()
     if options.skips(len(train_images)) or not len(test_images):
         return None
+    k = options.k
     tr = coarse_rows(train_images, options.sigma)
     te = coarse_rows(test_images, options.sigma)
-    ref_tr = reference_topk(tr, options.k, search, seed)[1][:, -1]
-    nbrs, _ = exact_topk(tr, te, k=options.k, desc="relative leakage: neighbours")
-    every = np.repeat(np.arange(len(te), dtype=np.int64), options.k)
-    dist = _distances(te, tr, every, nbrs.ravel()).reshape(len(te), options.k)
+    ref_tr = reference_topk(tr, k, search, seed)[1][:, -1]
+    nbrs, _ = exact_topk(tr, te, k=k, desc="relative leakage: neighbours")
+    every = np.repeat(np.arange(len(te), dtype=np.int64), k)
+    dist = _distances(te, tr, every, nbrs.ravel()).reshape(len(te), k)
     ref_te = dist[:, -1]
     mirrors = mirrored_rows(test_images, options.sigma) if options.flips else ()
     a, b, d = _candidates(nbrs, dist, tr, mirrors, skip_self=False)
     s = relative_score(d, ref_te[a], ref_tr[b], options)
+    if options.registers(train_images.shape[1:]):
+        K = min(options.searched(train_images.shape[1:]), len(train_images) - 1)
+        R_tr = registered_rows(train_images, options.sigma)
+        R_te = registered_rows(test_images, options.sigma)
+        base = np.ascontiguousarray(R_tr[:, 0])
+        rref_tr = _registered_reference(R_tr, R_tr, reference_topk(base, K, search, seed)[0], k)[1]
+        near, _ = exact_topk(
+            base, np.ascontiguousarray(R_te[:, 0]), k=K, desc="relative leakage: registered"
+        )
+        rd, rref_te = _registered_reference(R_te, R_tr, near, k)
+        pair_a = np.repeat(np.arange(len(te), dtype=np.int64), K)
+        rs = relative_score(rd.ravel(), rref_te[pair_a], rref_tr[near.ravel()], options)
+        a = np.concatenate([a, pair_a])
+        b = np.concatenate([b, near.ravel()])
+        s = np.concatenate([s, rs])
     keep = s <= 1.0
-    return np.stack([a[keep], b[keep]], axis=1), s[keep]
+    pairs, scores = best_pairs(np.stack([a[keep], b[keep]], axis=1), s[keep])
+    return pairs, scores

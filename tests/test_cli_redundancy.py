@@ -96,6 +96,11 @@ def test_redundancy_command_options(folder, tmp_path):
     assert main(args) == 0
     card = json.loads((out / "redundancy.json").read_text())
     assert card["params"]["relative"]["ratio"] == 0.4 and card["params"]["relative"]["flips"]
+    assert card["params"]["relative"]["registered"] is True
+    out = tmp_path / "o7"
+    assert main(["redundancy", str(folder), "--out", str(out), "--no-registered"]) == 0
+    card = json.loads((out / "redundancy.json").read_text())
+    assert card["params"]["relative"]["registered"] is False
     out = tmp_path / "o6"
     assert main(["redundancy", str(folder), "--out", str(out), "--no-relative"]) == 0
     assert json.loads((out / "redundancy.json").read_text())["params"]["relative"] is None

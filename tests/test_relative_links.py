@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import ndimage
+from test_registration import registered_reference
 
 from dcsi.exceptions import InvalidParameterError
 from dcsi.redundancy import find_redundancy
@@ -31,8 +32,23 @@ def _coarse_reference(img: np.ndarray, sigma: float) -> np.ndarray:
     return z / np.linalg.norm(z) if np.linalg.norm(z) > 1e-6 else z
 
 
+def _registered_pair(G: np.ndarray, H: np.ndarray) -> float:
+    """The registered distance of two images' reference rows, by loops."""
+    best = max(max(G[t] @ H[0], H[t] @ G[0]) for t in range(len(G)))
+    return max(0.0, 1.0 - float(best))
+
+
+def _candidates_reference(D: np.ndarray, K: int, skip: np.ndarray | None = None) -> np.ndarray:
+    """Each row's ``K`` smallest entries (``skip[i]``: a column left out of row ``i``)."""
+    D = D.copy()
+    if skip is not None:
+        D[np.arange(len(D)), skip] = np.inf
+    return np.argsort(D, axis=1, kind="stable")[:, :K]
+
+
 def _links_reference(images: np.ndarray, options: RelativeOptions) -> set[tuple[int, int]]:
-    """Every pair by the definition: all n x n distances, each image's k-th nearest."""
+    """Every pair by the definition: all n x n distances, each image's k-th nearest;
+    then the registered distance of every image and its candidates, by loops."""
     R = np.stack([_coarse_reference(x, options.sigma) for x in images])
     D = np.maximum(1.0 - R @ R.T, 0.0)
     n = len(images)
@@ -42,6 +58,18 @@ def _links_reference(images: np.ndarray, options: RelativeOptions) -> set[tuple[
         for b in range(a + 1, n):
             if D[a, b] <= options.max_distance and D[a, b] <= options.ratio * min(ref[a], ref[b]):
                 out.add((a, b))
+    if not options.registers(images.shape[1:]):
+        return out
+    G = [registered_reference(x, options.sigma) for x in images]
+    inner = np.stack([g[0] for g in G])  # the candidates: nearest by the untransformed window
+    cand = _candidates_reference(
+        1.0 - inner @ inner.T, options.searched(images.shape[1:]), np.arange(n)
+    )
+    reg = {(a, int(b)): _registered_pair(G[a], G[int(b)]) for a in range(n) for b in cand[a]}
+    rref = np.array([sorted(reg[a, int(b)] for b in cand[a])[options.k - 1] for a in range(n)])
+    for (a, b), d in reg.items():
+        if d <= options.max_distance and d <= options.ratio * min(rref[a], rref[b]):
+            out.add((min(a, b), max(a, b)))
     return out
 
 
@@ -60,7 +88,11 @@ def test_relative_links_are_exactly_the_pairs_of_the_definition(rng):
     for i in range(10):
         noisy = base[i].astype(np.float64) + rng.normal(0, 12, base[i].shape)
         images[30 + i] = np.clip(ndimage.gaussian_filter(noisy, 0.6), 0, 255).astype(np.uint8)
-    for opts in (RelativeOptions(), RelativeOptions(ratio=0.6, k=3, max_distance=0.5)):
+    for opts in (
+        RelativeOptions(),
+        RelativeOptions(ratio=0.6, k=3, max_distance=0.5, candidates=6),
+        RelativeOptions(registered=False),
+    ):
         got = relative_links(images, opts)
         assert got is not None
         want = _links_reference(images, opts)
@@ -111,7 +143,15 @@ def test_find_redundancy_records_and_uses_the_stage(rng):
 
 @pytest.mark.parametrize(
     "kw",
-    [{"ratio": 0.0}, {"ratio": 1.0}, {"k": 1}, {"max_distance": 0.0}, {"sigma": -1.0}],
+    [
+        {"ratio": 0.0},
+        {"ratio": 1.0},
+        {"k": 1},
+        {"max_distance": 0.0},
+        {"sigma": -1.0},
+        {"candidates": 1},
+        {"registered": "yes"},
+    ],
 )
 def test_bad_options_are_refused(kw):
     with pytest.raises(InvalidParameterError, match="RelativeOptions"):
@@ -145,6 +185,25 @@ def test_relative_cross_pairs_match_the_definition(rng):
         for r in range(len(train))
         if D[t, r] <= opts.max_distance and D[t, r] <= opts.ratio * min(ref_te[t], ref_tr[r])
     }
+    # the registered distance: each image and its K nearest training images
+    K = opts.searched(train.shape[1:])
+    Gtr = [registered_reference(x, opts.sigma) for x in train]
+    Gte = [registered_reference(x, opts.sigma) for x in test]
+    Itr, Ite = np.stack([g[0] for g in Gtr]), np.stack([g[0] for g in Gte])
+    c_tr = _candidates_reference(1.0 - Itr @ Itr.T, K, np.arange(len(train)))
+    c_te = _candidates_reference(1.0 - Ite @ Itr.T, K)
+    rref_tr = [
+        sorted(_registered_pair(Gtr[i], Gtr[j]) for j in c_tr[i])[opts.k - 1]
+        for i in range(len(train))
+    ]
+    for t in range(len(test)):
+        d = {int(r): _registered_pair(Gte[t], Gtr[r]) for r in c_te[t]}
+        rref_te = sorted(d.values())[opts.k - 1]
+        want |= {
+            (t, r)
+            for r, v in d.items()
+            if v <= opts.max_distance and v <= opts.ratio * min(rref_te, rref_tr[r])
+        }
     assert {tuple(p) for p in pairs.tolist()} == want
     assert {(i, i) for i in range(4)} <= want
     assert np.all(scores <= 1.0)
@@ -202,3 +261,28 @@ def test_relative_cross_pairs_find_mirrors_only_with_flips():
     assert flips is not None and plain is not None
     assert {(0, 3), (1, 7)} <= {tuple(p) for p in flips[0].tolist()}
     assert not {(0, 3), (1, 7)} & {tuple(p) for p in plain[0].tolist()}
+
+
+def test_rotated_copies_are_linked_by_the_registered_distance_only(rng):
+    from dcsi.samples import load_sample
+
+    s = load_sample("fashion-mnist", "test")
+    images = s.images[:400].copy()
+    for i, angle in enumerate((-8.0, -6.0, 7.0, 8.0)):
+        images[396 + i] = ndimage.rotate(images[10 + i], angle, reshape=False, order=1)
+    planted = {(10 + i, 396 + i) for i in range(4)}
+    on = relative_links(images)
+    off = relative_links(images, RelativeOptions(registered=False))
+    assert on is not None and off is not None and on.registered is not None
+    assert planted <= {tuple(p) for p in on.pairs.tolist()}
+    assert not planted & {tuple(p) for p in off.pairs.tolist()}
+    res = find_redundancy(images)
+    assert all(any({a, b} <= set(g.indices) for g in res) for a, b in planted)
+    assert res.params["relative"]["registered"] is True
+
+
+def test_small_images_are_not_registered(rng):
+    for side, registered in ((8, False), (15, False), (16, True)):
+        images = rng.integers(0, 256, size=(40, side, side), dtype=np.uint8)
+        got = relative_links(images)
+        assert got is not None and (got.registered is not None) == registered

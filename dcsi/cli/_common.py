@@ -156,8 +156,9 @@ def add_align_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_relative_options(parser: argparse.ArgumentParser) -> None:
-    """``--no-relative``, ``--relative-ratio``: the wavelet method's density-relative
-    stage (defaults from :class:`dcsi.relative_links.RelativeOptions`)."""
+    """``--no-relative``, ``--relative-ratio``, ``--flips``, ``--no-registered``: the
+    wavelet method's density-relative stage (defaults from
+    :class:`dcsi.relative_links.RelativeOptions`)."""
     from dcsi.relative_links import RelativeOptions
 
     d = RelativeOptions()
@@ -181,6 +182,14 @@ def add_relative_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="wavelet, relative stage: also count mirror images (left-right, top-bottom) as copies",
     )
+    parser.add_argument(
+        "--no-registered",
+        dest="registered",
+        action="store_false",
+        help="wavelet, relative stage: skip the registered distance (each image against "
+        f"its {d.candidates} nearest after the best small rotation, scaling or change of "
+        "aspect; 13 x 121 floats per 28-px image)",
+    )
 
 
 def relative_from_args(args: argparse.Namespace) -> Any:
@@ -189,7 +198,7 @@ def relative_from_args(args: argparse.Namespace) -> Any:
 
     if not args.relative:
         return False
-    return RelativeOptions(ratio=args.relative_ratio, flips=args.flips)
+    return RelativeOptions(ratio=args.relative_ratio, flips=args.flips, registered=args.registered)
 
 
 def add_search_option(parser: argparse.ArgumentParser) -> None:
