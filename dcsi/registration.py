@@ -140,8 +140,8 @@ def registration_matrices(shape: tuple[int, int]) -> sparse.csr_matrix:
     Returns
     -------
     scipy.sparse.csr_matrix of shape (t * q, h * w), float32
-        ``t = 1 + len(ROTATIONS) + len(SCALES)`` transforms, the identity first; ``q``
-        block means of the inner window each.  ``M @ image.ravel()`` gives them all.
+        ``t = len(moves())`` transforms, the identity first; ``q`` block means of the
+        inner window each.  ``M @ image.ravel()`` gives them all.
     """
     h, w = shape
     margin, block = window_geometry(shape)

@@ -171,9 +171,10 @@ class RelativeOptions:
         """Whether images of this shape ``(h, w, ...)`` get the registered distance."""
         return self.registered and min(shape[:2]) >= MIN_SIDE
 
-    def searched(self, shape: tuple[int, ...]) -> int:
-        """How many coarse neighbours of each image the stage reads."""
-        return max(self.k, self.candidates) if self.registers(shape) else self.k
+    def n_candidates(self, n: int) -> int:
+        """How many nearest images of each image the registered distance measures in
+        a set of ``n`` (at least ``k``, at most ``n - 1``)."""
+        return min(max(self.k, self.candidates), n - 1)
 
 
 def coarse_rows(images: np.ndarray, sigma: float = 1.0) -> np.ndarray:
@@ -430,7 +431,7 @@ def relative_links(
     R = rref = near = None
     if options.registers(images.shape[1:]):
         R = registered_rows(images, options.sigma)
-        K = min(options.searched(images.shape[1:]), len(rows) - 1)
+        K = options.n_candidates(len(rows))
         near = reference_topk(np.ascontiguousarray(R[:, 0]), K, search, seed)[0]
         rd, rref = _registered_reference(R, R, near, k)
         a = np.repeat(np.arange(len(near), dtype=np.int64), K)
@@ -498,7 +499,7 @@ def relative_cross_pairs(
     a, b, d = _candidates(nbrs, dist, tr, mirrors, skip_self=False)
     s = relative_score(d, ref_te[a], ref_tr[b], options)
     if options.registers(train_images.shape[1:]):
-        K = min(options.searched(train_images.shape[1:]), len(train_images) - 1)
+        K = options.n_candidates(len(train_images))
         R_tr = registered_rows(train_images, options.sigma)
         R_te = registered_rows(test_images, options.sigma)
         base = np.ascontiguousarray(R_tr[:, 0])

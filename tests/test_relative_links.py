@@ -62,9 +62,7 @@ def _links_reference(images: np.ndarray, options: RelativeOptions) -> set[tuple[
         return out
     G = [registered_reference(x, options.sigma) for x in images]
     inner = np.stack([g[0] for g in G])  # the candidates: nearest by the untransformed window
-    cand = _candidates_reference(
-        1.0 - inner @ inner.T, options.searched(images.shape[1:]), np.arange(n)
-    )
+    cand = _candidates_reference(1.0 - inner @ inner.T, options.n_candidates(n), np.arange(n))
     reg = {(a, int(b)): _registered_pair(G[a], G[int(b)]) for a in range(n) for b in cand[a]}
     rref = np.array([sorted(reg[a, int(b)] for b in cand[a])[options.k - 1] for a in range(n)])
     for (a, b), d in reg.items():
@@ -186,7 +184,7 @@ def test_relative_cross_pairs_match_the_definition(rng):
         if D[t, r] <= opts.max_distance and D[t, r] <= opts.ratio * min(ref_te[t], ref_tr[r])
     }
     # the registered distance: each image and its K nearest training images
-    K = opts.searched(train.shape[1:])
+    K = opts.n_candidates(len(train))
     Gtr = [registered_reference(x, opts.sigma) for x in train]
     Gte = [registered_reference(x, opts.sigma) for x in test]
     Itr, Ite = np.stack([g[0] for g in Gtr]), np.stack([g[0] for g in Gte])
