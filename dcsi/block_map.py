@@ -16,10 +16,20 @@ The search code imports no executor; the pipeline passes one down.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
-__all__ = ["BlockMap", "local_map"]
+__all__ = ["BlockMap", "available_cpus", "local_map"]
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (``os.sched_getaffinity``, else
+    ``os.cpu_count``): a property of the machine, never of its load."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not available on this platform
+        return max(1, os.cpu_count() or 1)
 
 
 class BlockMap(Protocol):

@@ -24,7 +24,9 @@ slack that never loses a pair).  The search is therefore exact in two steps:
 2. **Verification** of every candidate on all columns (:func:`verify_pairs`).
 
 3. **Top-k** (:func:`exact_topk`): the ``k`` most similar rows of each query, one
-   block of query rows at a time against all rows, for :mod:`dcsi.neighbor_index`.
+   block of query rows at a time against all rows, for :mod:`dcsi.neighbor_index` and
+   the relative stage; a large set against itself computes each product once, with
+   a sampled lower bound of each row's ``k``-th best deciding what to keep.
 
 Used by :mod:`dcsi.redundancy` (pairs within one set), :mod:`dcsi.leakage` (pairs
 between two sets, nearest training item, farthest test items) and :mod:`dcsi.aligned`
@@ -34,24 +36,31 @@ between two sets, nearest training item, farthest test items) and :mod:`dcsi.ali
 from __future__ import annotations
 
 import itertools
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from dcsi._progress import progress
 from dcsi._validation import Interval, Options, check_choice, require, validate_fields
 from dcsi.ann import DEFAULT_RANGE_NPROBE, ivf_index, ivf_radius_candidates
-from dcsi.block_map import BlockMap, local_map
+from dcsi.block_map import BlockMap, available_cpus, local_map
 from dcsi.exceptions import DataError, InvalidParameterError
 
 __all__ = [
     "ANN_THRESHOLD",
     "DEFAULT_BLOCK_SIZE",
     "DEFAULT_N_COMPONENTS",
+    "PILOT_ROWS",
     "SEARCH_METHODS",
+    "STRIP_COLUMNS",
     "SearchOptions",
     "ball_pairs",
+    "best_per_row",
     "exact_topk",
     "faiss_topk",
     "link_radius",
@@ -399,6 +408,12 @@ def _window_candidates(
     return np.sort(cand, axis=1) if same else cand
 
 
+def _where2(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.nonzero`` of a 2-d mask, in the same order, through the flat indices
+    (several times faster on large masks)."""
+    return np.divmod(np.flatnonzero(mask), mask.shape[1])
+
+
 def _block_candidates(
     PA: np.ndarray,
     fa: np.ndarray,
@@ -426,7 +441,7 @@ def _block_candidates(
     d2 *= -2.0
     d2 += sqA[s:e, None]
     d2 += sqB[None, lo:hi]
-    ii, jj = np.nonzero(d2 <= radius2)
+    ii, jj = _where2(d2 <= radius2)
     ii, jj = ii + s, jj + lo
     if same:
         upper = jj > ii
@@ -563,35 +578,49 @@ def ball_pairs(tree: Any, queries: np.ndarray, radius: float) -> tuple[np.ndarra
     return np.repeat(np.arange(len(queries), dtype=np.int64), lens), j
 
 
-#: Columns per chunk of :func:`topk_rows`'s lower bound.
-_TOPK_CHUNK = 64
+#: Most columns per group of :func:`topk_rows`'s lower bound.
+_TOPK_GROUP = 64
+#: Rows of the sample that bounds each row's ``k``-th best in :func:`_self_topk`.
+PILOT_ROWS = 2048
+#: Columns of one product in :func:`_self_topk` (8192 x 1024 floats: read again while
+#: still in cache).
+STRIP_COLUMNS = 8192
 
 
 def _topk_candidates(S: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """``(rows, columns)`` of every entry at least a lower bound of its row's ``k``-th
     largest entry: a superset of each row's top ``k``, cheap to find.
 
-    The rows are cut into chunks of :data:`_TOPK_CHUNK` columns; the ``k``-th largest
-    chunk maximum is such a bound (the ``k`` chunks with the largest maxima hold ``k``
-    entries at least that large), and only the chunks whose maximum reaches it are
-    read again.  With fewer than ``4 k`` chunks, the bound is the ``k``-th largest
-    entry itself (``np.partition``) and every column is read.
+    The columns are dealt into ``m`` groups of ``g`` (column ``c`` in group ``c mod
+    m``; the last ``n mod g`` columns a group each), ``g`` about ``sqrt(n / k)`` and at
+    most :data:`_TOPK_GROUP`.  The ``k``-th largest group maximum is such a bound (the
+    ``k`` groups with the largest maxima hold ``k`` entries at least that large), and
+    only the groups whose maximum reaches it are read again.  The groups are strided so
+    that their maxima are elementwise maxima of ``g`` contiguous slices, fast on a
+    row-major ``S`` and on its transpose alike.  With groups of fewer than 4 columns,
+    the bound is the ``k``-th largest entry itself (``np.partition``) and every column
+    is read.
     """
-    n = S.shape[1]
-    if n < 4 * k * _TOPK_CHUNK:
+    b, n = S.shape
+    g = min(_TOPK_GROUP, int(np.sqrt(n / k)))
+    if g < 4:
         bound = np.partition(S, n - k, axis=1)[:, n - k]
-        ii, jj = np.nonzero(bound[:, None] <= S)
+        ii, jj = _where2(bound[:, None] <= S)
         return ii, jj
-    starts = np.arange(0, n, _TOPK_CHUNK)
-    maxima = np.maximum.reduceat(S, starts, axis=1)
+    m = n // g
+    full = g * m
+    grouped = S[:, :full].reshape(b, g, m).max(axis=1)  # (b, m)
+    maxima = np.concatenate([grouped, S[:, full:]], axis=1)
     c = maxima.shape[1]
     bound = np.partition(maxima, c - k, axis=1)[:, c - k]
-    rows, chunks = np.nonzero(maxima >= bound[:, None])
-    cols = starts[chunks][:, None] + np.arange(_TOPK_CHUNK)
-    inside = cols < n
-    cols = np.minimum(cols, n - 1)
-    hit = inside & (S[rows[:, None], cols] >= bound[rows][:, None])
-    return np.broadcast_to(rows[:, None], cols.shape)[hit], cols[hit]
+    rows, groups = _where2(grouped >= bound[:, None])
+    cols = groups[:, None] + m * np.arange(g)
+    hit = S[rows[:, None], cols] >= bound[rows][:, None]
+    tail_rows, tail_cols = _where2(S[:, full:] >= bound[:, None])
+    return (
+        np.concatenate([np.broadcast_to(rows[:, None], cols.shape)[hit], tail_rows]),
+        np.concatenate([cols[hit], tail_cols + full]),
+    )
 
 
 def topk_rows(S: np.ndarray, k: int, offset: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -645,7 +674,9 @@ def exact_topk(
 
     Each block of query rows is multiplied by all of ``X`` (at most ``block_bytes``
     of scores at a time, at most 1024 rows) and reduced to its top ``k`` at once
-    (:func:`topk_rows`: ties broken by the smaller row index of ``X``).
+    (:func:`topk_rows`: ties broken by the smaller row index of ``X``).  Every row of a
+    large ``X`` against the others (``Q`` None, more than ``4 *`` :data:`PILOT_ROWS`
+    rows) computes each product once (:func:`_self_topk`), with the same result.
 
     Parameters
     ----------
@@ -668,16 +699,145 @@ def exact_topk(
         Their inner products.
     """
     X = np.ascontiguousarray(X, dtype=np.float32)
-    same = Q is None
-    Q = X if same else np.ascontiguousarray(Q, dtype=np.float32)
-    n, m = X.shape[0], Q.shape[0]
+    n = X.shape[0]
     rows = int(max(1, min(1024, block_bytes // (4 * max(n, 1)))))
+    same = Q is None
+    if same and n > 4 * PILOT_ROWS:
+        return _self_topk(X, k, rows, desc)
+    Q = X if same else np.ascontiguousarray(Q, dtype=np.float32)
+    m = Q.shape[0]
     neighbors = np.empty((m, k), dtype=np.int64)
     scores = np.empty((m, k), dtype=np.float32)
     for s in progress(range(0, m, rows), desc=desc, unit="block", total=-(-m // rows)):
         S = Q[s : s + rows] @ X.T
         neighbors[s : s + rows], scores[s : s + rows] = topk_rows(S, k, offset=s if same else None)
     return neighbors, scores
+
+
+def best_per_row(
+    rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``k`` best ``(row, column, score)`` entries of each row (fewer where a row has
+    fewer), sorted by row, then by score; entries of equal row and score keep their
+    order (:func:`_self_topk` lists them by column)."""
+    bits = (vals.astype(np.float32) + np.float32(0.0)).view(np.uint32)  # -0.0 -> 0.0
+    ascending = bits ^ np.where(bits >> 31, np.uint32(0xFFFFFFFF), np.uint32(0x80000000))
+    key = (rows.astype(np.uint64) << np.uint64(32)) | (np.uint32(0xFFFFFFFF) - ascending)
+    order = np.argsort(key, kind="stable")
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+    rank = np.arange(len(rows)) - np.repeat(starts, np.diff(np.r_[starts, len(rows)]))
+    keep = rank < k
+    return rows[keep], cols[keep], vals[keep]
+
+
+def _pilot_block(X: np.ndarray, sample: np.ndarray, k: int, rows: int, s: int) -> np.ndarray:
+    """The ``k``-th best product of rows ``[s, s + rows)`` with the ``sample`` rows
+    (itself left out), shape (b,)."""
+    S = X[s : s + rows] @ X[sample].T
+    at = np.searchsorted(sample, np.arange(s, s + len(S)))
+    own = np.flatnonzero(sample[np.minimum(at, len(sample) - 1)] == np.arange(s, s + len(S)))
+    S[own, at[own]] = -np.inf
+    return np.partition(S, len(sample) - k, axis=1)[:, len(sample) - k]
+
+
+def _pilot_bound(X: np.ndarray, k: int, rows: int, pool: ThreadPoolExecutor) -> np.ndarray:
+    """A lower bound of each row's ``k``-th best product with another row, as any
+    float32 product computes it, shape (n,).
+
+    The ``k``-th best with the rows of an evenly spaced sample of :data:`PILOT_ROWS`
+    (:func:`_pilot_block`, blocks run on ``pool``), less twice the rounding bound of a
+    float32 dot product (``gamma_d ||x|| ||y||``, ``gamma_d = d u / (1 - d u)``) and
+    one more float32 step: the same pair multiplied in another block may round
+    differently.
+    """
+    n, d = X.shape
+    sample = np.linspace(0, n - 1, PILOT_ROWS).round().astype(np.int64)
+    starts = range(0, n, rows)
+    bound = np.concatenate(list(pool.map(partial(_pilot_block, X, sample, k, rows), starts)))
+    du = d * float(np.finfo(np.float32).eps) / 2
+    norms = np.linalg.norm(X.astype(np.float64), axis=1)
+    slack = 2 * du / (1 - du) * norms * norms.max()
+    return np.nextafter((bound - slack).astype(np.float32), np.float32(-np.inf))
+
+
+def _strip_candidates(
+    X: np.ndarray, bound: np.ndarray, rows: int, s: int
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The candidates ``(rows, columns, scores)`` of the products of rows ``[s, s +
+    rows)`` with rows ``s:`` (:func:`_self_topk`), each row's listed by column."""
+    n = X.shape[0]
+    e = min(s + rows, n)
+    width = max(STRIP_COLUMNS, e - s)
+    out = []
+    for c in range(s, n, width):  # cache-sized pieces, read twice
+        f = min(c + width, n)
+        S = X[s:e] @ X[c:f].T  # (e - s, f - c)
+        if c == s:  # a row is not its own neighbour
+            S[np.arange(e - s), np.arange(e - s)] = -np.inf
+        r, j = _where2(bound[s:e, None] <= S)
+        lo = max(c, e)  # the rows after the block take candidates from it
+        T = S[:, lo - c :]
+        tr, tj = _where2(bound[None, lo:f] <= T)
+        out += [(r + s, j + c, S[r, j]), (tj + lo, tr + s, T[tr, tj])]
+    return out
+
+
+def _self_topk(X: np.ndarray, k: int, rows: int, desc: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`exact_topk` of every row of ``X`` among the others, each product once.
+
+    Each row's ``k``-th best is bounded from below by its ``k``-th best in a sample
+    (:func:`_pilot_bound`); every product at least the bound of one of its two rows is
+    a candidate of that row, and the candidates of each row hold its top ``k``.  Block
+    ``[s, e)`` of rows is multiplied by rows ``s:`` only (the upper triangle of ``X
+    X^T``, half the work of all pairs) and read both ways
+    (:func:`_strip_candidates`).  The candidates are reduced to each row's best ``k``
+    whenever they outgrow ``4 k n`` entries, and the bounds raised to the ``k``-th
+    best found.  Ties are broken by the smaller column as in :func:`topk_rows`; each
+    score is the one float32 product of its pair.
+
+    The blocks run on one thread per CPU (:func:`dcsi.block_map.available_cpus`), each
+    with one BLAS thread, so that one block's comparisons overlap another's product;
+    a block reads the bounds as they were when the one ``cpus`` before it was merged,
+    and the blocks are merged in order.  Any bounds give the same result.
+    """
+    n = X.shape[0]
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    size = 0
+
+    def reduced() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        r, c, v = (np.concatenate(p) for p in zip(*parts, strict=True))
+        r, c, v = best_per_row(r, c, v, k)
+        full = np.flatnonzero(np.bincount(r, minlength=n) == k)
+        last = np.searchsorted(r, full, side="right") - 1
+        bound[full] = np.maximum(bound[full], v[last])
+        return r, c, v
+
+    starts = range(0, n, rows)
+    cpus = available_cpus()
+    with (
+        threadpool_limits(limits=1, user_api="blas"),
+        ThreadPoolExecutor(cpus) as pool,
+        progress(total=len(starts), desc=desc, unit="block") as bar,
+    ):
+        bound = _pilot_bound(X, k, rows, pool)
+        running = deque(
+            pool.submit(_strip_candidates, X, bound.copy(), rows, s) for s in starts[:cpus]
+        )
+        for i in range(len(starts)):
+            found = running.popleft().result()
+            parts += found
+            size += sum(len(p[0]) for p in found)
+            if size > 4 * k * n:
+                parts = [reduced()]
+                size = len(parts[0][0])
+            if i + cpus < len(starts):
+                running.append(
+                    pool.submit(_strip_candidates, X, bound.copy(), rows, starts[i + cpus])
+                )
+            bar.update(1)
+    _, c, v = reduced()
+    return c.reshape(n, k), v.reshape(n, k)
 
 
 def faiss_topk(

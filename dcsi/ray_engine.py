@@ -97,7 +97,7 @@ import numpy as np
 
 from dcsi import exceptions
 from dcsi._validation import require
-from dcsi.block_map import BlockMap, local_map
+from dcsi.block_map import BlockMap, available_cpus, local_map
 from dcsi.exceptions import DcsiError, EngineError, InvalidParameterError
 
 __all__ = [
@@ -212,7 +212,7 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> I
         "logging_level": logging.ERROR,
     }
     if address is None:
-        kwargs["num_cpus"] = num_cpus or _cpus()
+        kwargs["num_cpus"] = num_cpus or available_cpus()
         # Ray runs its workers at nice 15 by default; the command's own Ray does the
         # command's main work, at the command's priority (a cluster keeps its setting)
         kwargs["_system_config"] = {"worker_niceness": 0}
@@ -370,13 +370,6 @@ def _quiet() -> None:
     levels when imported, so this runs again after the import)."""
     for name in ("ray", "ray.data"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
-
-
-def _cpus() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not available on this platform
-        return max(1, os.cpu_count() or 1)
 
 
 class FeatureActor:

@@ -36,10 +36,13 @@ on.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from scipy import sparse
 
 from dcsi.aligned import grey_levels
+from dcsi.block_map import available_cpus
 
 __all__ = [
     "ASPECTS",
@@ -207,11 +210,20 @@ def registered_distance(
     """
     a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
     out = np.empty(len(a), dtype=np.float64)
-    for s in range(0, len(a), block):
+
+    def fill(s: int) -> None:
         Ra, Rb = A[a[s : s + block]], B[b[s : s + block]]
         c = np.maximum(
             np.einsum("mtq,mq->mt", Ra, Rb[:, 0], dtype=np.float64),
             np.einsum("mtq,mq->mt", Rb, Ra[:, 0], dtype=np.float64),
         )
         out[s : s + block] = np.maximum(1.0 - c.max(axis=1), 0.0)
+
+    starts = range(0, len(a), block)
+    if len(starts) > 1:  # blocks on one thread per CPU (each pair's value is its own)
+        with ThreadPoolExecutor(available_cpus()) as pool:
+            list(pool.map(fill, starts))
+    else:
+        for s in starts:
+            fill(s)
     return out

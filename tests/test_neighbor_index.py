@@ -15,7 +15,7 @@ from dcsi.neighbor_index import (
     index_features,
     load_neighbor_index,
 )
-from dcsi.neighbors import exact_topk
+from dcsi.neighbors import best_per_row, exact_topk
 
 
 def brute_topk(G: np.ndarray, k: int) -> np.ndarray:
@@ -37,6 +37,43 @@ def test_exact_topk_equals_brute_force_with_ties(rng, block_bytes):
     ref = brute_topk(G[rows], 10)
     np.testing.assert_array_equal(got[rows], ref)
     np.testing.assert_array_equal(scores[rows], np.take_along_axis(G[rows], ref, 1))
+
+
+@pytest.mark.parametrize(("k", "block_bytes"), [(1, 4 * 600 * 7), (5, 4 * 600 * 50), (10, 1 << 28)])
+def test_self_topk_computing_each_product_once_equals_brute_force(rng, monkeypatch, k, block_bytes):
+    # a pilot of 16 rows: the one-product-per-pair path from n > 64, with weak bounds,
+    # so the candidates are reduced several times; ties abound (and cross pieces)
+    monkeypatch.setattr("dcsi.neighbors.PILOT_ROWS", 16)
+    monkeypatch.setattr("dcsi.neighbors.STRIP_COLUMNS", 50)  # products cut in pieces
+    X = rng.integers(-2, 3, (600, 4)).astype(np.float32)
+    X[100:110] = X[5]  # exact duplicates across blocks
+    G = (X @ X.T).astype(np.float64)
+    np.fill_diagonal(G, -np.inf)
+    got, scores = exact_topk(X, k=k, block_bytes=block_bytes)
+    ref = brute_topk(G, k)
+    np.testing.assert_array_equal(got, ref)
+    np.testing.assert_array_equal(scores, np.take_along_axis(G, ref, 1))
+
+
+def test_self_topk_at_its_default_size_equals_brute_force(rng):
+    X = rng.integers(-2, 3, (9000, 5)).astype(np.float32)  # > 4 * 2048 rows
+    rows = rng.choice(len(X), 30, replace=False)
+    G = (X[rows] @ X.T).astype(np.float64)
+    G[np.arange(len(rows)), rows] = -np.inf
+    got, scores = exact_topk(X, k=6)
+    ref = brute_topk(G, 6)
+    np.testing.assert_array_equal(got[rows], ref)
+    np.testing.assert_array_equal(scores[rows], np.take_along_axis(G, ref, 1))
+
+
+def test_best_per_row_orders_by_score_and_keeps_ties_in_their_order():
+    rows = np.array([1, 0, 0, 0, 0, 1, 0])
+    cols = np.array([9, 3, 5, 7, 8, 2, 1])
+    vals = np.array([2.0, -0.0, 0.0, -np.inf, 0.5, 2.0, -1.5], dtype=np.float32)
+    r, c, v = best_per_row(rows, cols, vals, 3)
+    np.testing.assert_array_equal(r, [0, 0, 0, 1, 1])
+    np.testing.assert_array_equal(c, [8, 3, 5, 9, 2])  # -0.0 == 0.0: a tie
+    np.testing.assert_array_equal(v, [0.5, 0.0, 0.0, 2.0, 2.0])
 
 
 def test_exact_topk_queries_small_n_and_k_equal_n(rng):
