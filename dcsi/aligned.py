@@ -42,11 +42,10 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from dcsi._progress import progress
 from dcsi._validation import Interval, validate_fields
-from dcsi.block_map import BlockMap, available_cpus, local_map
+from dcsi.block_map import BlockMap, available_cpus, local_map, single_thread_blas
 from dcsi.exceptions import InvalidParameterError
 from dcsi.neighbors import ball_pairs, link_radius, projection_basis
 
@@ -384,7 +383,7 @@ def _search(
         chunk = transforms[c : c + TREE_TRANSFORMS]
         proj = np.empty((len(chunk) * na, basis.shape[1]), dtype=np.float32)
         # one thread per CPU, one BLAS thread each: the products are small
-        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(cpus) as pool:
+        with single_thread_blas(), ThreadPoolExecutor(cpus) as pool:
             for s in blocks:
                 G = grey_levels(A[s : s + block_size])  # once for the chunk's transforms
                 views = [proj[k * na + s : k * na + s + len(G)] for k in range(len(chunk))]

@@ -16,11 +16,12 @@ The search code imports no executor; the pipeline passes one down.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
-__all__ = ["BlockMap", "available_cpus", "local_map"]
+__all__ = ["BlockMap", "available_cpus", "local_map", "single_thread_blas"]
 
 
 def available_cpus() -> int:
@@ -30,6 +31,20 @@ def available_cpus() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # not available on this platform
         return max(1, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def single_thread_blas() -> Iterator[None]:
+    """One BLAS thread: for small products, and for blocks that run on one thread per
+    CPU themselves (on a busy machine OpenBLAS threads spin and slow small products
+    down by several times)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 class BlockMap(Protocol):

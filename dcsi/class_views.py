@@ -191,7 +191,7 @@ def graph_layout(edges: np.ndarray, n: int, *, steps: int = _LAYOUT_STEPS) -> np
     ndarray of shape (n, 2)
         Each coordinate scaled to [-1, 1] (the centre when all are equal).
     """
-    from dcsi.similarity.ssim import single_thread_blas
+    from dcsi.block_map import single_thread_blas
     from dcsi.spectral import laplacian_spectrum
 
     if n == 1:

@@ -57,7 +57,6 @@ card's ``params``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import sys
@@ -69,6 +68,7 @@ import numpy as np
 
 from dcsi._progress import progress
 from dcsi._validation import check_array, check_choice, check_float, check_int, check_labels
+from dcsi.block_map import single_thread_blas
 from dcsi.exceptions import InvalidParameterError
 
 __all__ = [
@@ -79,7 +79,6 @@ __all__ = [
     "ClassSSIM",
     "auto_win_size",
     "class_ssim",
-    "single_thread_blas",
     "ssim_cross",
     "ssim_matrix",
     "ssim_pairs",
@@ -113,19 +112,6 @@ _CACHE_BYTES = 128 * 2**20
 _PAIR_BYTES = 16 * 2**20
 # bytes of per-image moments ssim_pairs may precompute for all images at once
 _MOMENT_BYTES = 256 * 2**20
-
-
-@contextlib.contextmanager
-def single_thread_blas() -> Iterator[None]:
-    """One BLAS thread: the products here are small, and on a busy machine OpenBLAS
-    threads spin and slow them down by several times."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        yield
-        return
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
 
 
 # --------------------------------------------------------------------------------------
