@@ -9,31 +9,42 @@ default), with the choices the paper leaves open made explicit:
    mostly in direction) and reduced by PCA (seeded) to ``n_components`` (50)
    dimensions, then normalised again, so that Euclidean k-means on the result is
    close to spherical (cosine) k-means and costs O(n * 50) per step.
-2. **Method.**  ``"kmeans"`` (the paper): scikit-learn ``KMeans`` up to
-   ``max_exact`` (20,000) images, ``MiniBatchKMeans`` above, both seeded.
-   ``"agglomerative"``: Ward linkage restricted to a k-nearest-neighbour graph
-   (``kneighbors_graph``, sparse: never an n x n matrix), which can follow
-   elongated, non-spherical groups that k-means cuts in pieces; above
-   ``max_exact`` images the tree is built on a seeded subsample of ``max_exact``
-   images and every other image joins the cluster with the nearest centroid.  The
-   tree is built once and cut at every k tried (a graph in several pieces is joined
-   by scikit-learn, which links its pieces by their nearest points).
-3. **Number of clusters.**  ``n_clusters="auto"`` fits every k of ``k_range``
-   (default 2..min(30, n // 10)) and keeps the k with the smallest Davies-Bouldin
-   index (``rule="davies_bouldin"``: the mean over clusters of the largest ratio
-   (scatter_i + scatter_j) / distance(centroid_i, centroid_j), Euclidean on the unit
-   PCA rows), computed on a seeded subsample of at most ``max_scored`` = 5,000
-   images, the same subsample for every k; ties: the smaller k.  ``rule=
-   "silhouette"`` keeps the largest mean silhouette (cosine distance) instead.  Both
-   need no labels and compare partitions with different k on one scale (unlike the
-   k-means inertia, which always falls with k); every score is recorded.  Why
-   Davies-Bouldin by default: on the data the defaults were chosen on (digits, and
-   a seeded 5,000-image subset of Fashion-MNIST train; ``python
-   benchmarks/image_clusters.py --choice``), k-means with the silhouette chose
-   k = 2 on digits (NMI 0.21) and k = 5 on Fashion-MNIST (0.54), with
-   Davies-Bouldin k = 11 (0.56) and k = 2 (0.38): the better mean and the better
-   worst case.  Internal indices favour the coarsest clear split (both rules chose
-   k = 2 once), so give ``n_clusters`` when the number of kinds of image is known.
+2. **Method.**  ``"merged"`` (the default): k-means into ``n_fine`` (100, at most
+   n // 10) small clusters, then average linkage (cosine) of their centroids, cut at
+   k; every image takes the group of its small cluster.  k-means alone makes clusters
+   of similar size, and cuts a large, uniform kind of image (openclipart's 1,645
+   *shapes*, Oxygen's page-shaped *mimetypes*) into pieces; merging small clusters
+   lets one group grow as large as the data make it.  ``"kmeans"`` (the paper):
+   k-means with k clusters.  Both use scikit-learn ``KMeans`` up to ``max_exact``
+   (20,000) images, ``MiniBatchKMeans`` above, seeded.  ``"agglomerative"``: Ward
+   linkage restricted to a k-nearest-neighbour graph (``kneighbors_graph``, sparse:
+   never an n x n matrix), which can follow elongated, non-spherical groups that
+   k-means cuts in pieces; above ``max_exact`` images the tree is built on a seeded
+   subsample of ``max_exact`` images and every other image joins the cluster with the
+   nearest centroid.  The tree is built once and cut at every k tried (a graph in
+   several pieces is joined by scikit-learn, which links its pieces by their nearest
+   points).
+3. **Number of clusters.**  ``n_clusters="auto"`` scores every k of ``k_range``
+   (default 2..min(30, n // 10)) on a seeded subsample of at most ``max_scored`` =
+   5,000 images, the same subsample for every k, and keeps the best (ties: the
+   smaller k).  The partitions scored are k-means' (``"merged"`` and ``"kmeans"``) or
+   the tree's cuts (``"agglomerative"``).  ``rule="davies_bouldin_gap"`` (default):
+   the log of the ratio of two Davies-Bouldin indices (the mean over clusters of the
+   largest ratio (scatter_i + scatter_j) / distance(centroid_i, centroid_j), Euclidean
+   on the unit PCA rows): the mean index of ``n_references`` (2) structureless copies
+   of the subsample (each column permuted on its own, rows normalised again;
+   clustered by k-means with one start) over the index of the subsample itself -- how
+   much better than chance the data split into k groups, in the manner of the gap
+   statistic (Tibshirani, Walther & Hastie, 2001), which compares log dispersions.  On
+   Fashion-MNIST the plain index scored k = 2 and k = 9 within 0.001 and picked k = 2
+   at 7 of 8 seeds; the gap picks 7-11 at every seed.  Where the score keeps rising to
+   the end of the range (icons grouped by context, letters in many typefaces) both
+   return a k near 30 (``python benchmarks/image_clusters.py --pools``).  ``rule="davies_bouldin"`` keeps the smallest plain index,
+   ``rule="silhouette"`` the largest mean silhouette (cosine distance).  All need no
+   labels and compare partitions with different k on one scale (unlike the k-means
+   inertia, which always falls with k); every score is recorded.  Internal indices
+   cannot know how finely a user wants the images split: give ``n_clusters`` when the
+   number of kinds of image is known.
 4. **Summary of a cluster.**  Its centroid is the mean of its members' unit vectors;
    the *representative* (medoid) is the member of largest cosine similarity to the
    centroid, the *most typical* members are the next nearest, the *least typical*
@@ -80,14 +91,16 @@ __all__ = [
     "cluster_summaries",
     "compare_clusters",
     "cut_tree_labels",
+    "merged_labels",
     "reduce_features",
+    "reference_davies_bouldin",
 ]
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("kmeans", "agglomerative")
-#: Rules choosing k for ``n_clusters="auto"``: the score and whether larger is better.
-RULES = ("davies_bouldin", "silhouette")
+METHODS = ("merged", "kmeans", "agglomerative")
+#: Rules choosing k for ``n_clusters="auto"`` (see the module docstring).
+RULES = ("davies_bouldin_gap", "davies_bouldin", "silhouette")
 #: ``to_dict()`` holds the n-long list of cluster ids only up to this many images.
 LABELS_CAP = 10_000
 #: Members listed per cluster as most / least typical.
@@ -108,10 +121,11 @@ class ImageClusterParams:
     Attributes
     ----------
     n_clusters : int or "auto", default="auto"
-    method : {"kmeans", "agglomerative"}, default="kmeans"
-    rule : {"davies_bouldin", "silhouette"}, default="davies_bouldin"
-        How ``"auto"`` chooses k: the smallest Davies-Bouldin index or the largest
-        mean silhouette (cosine), both on the same seeded subsample.
+    method : {"merged", "kmeans", "agglomerative"}, default="merged"
+    rule : {"davies_bouldin_gap", "davies_bouldin", "silhouette"}, default="davies_bouldin_gap"
+        How ``"auto"`` chooses k: the largest margin of the Davies-Bouldin index below
+        that of structureless references, the smallest index, or the largest mean
+        silhouette (cosine), all on the same seeded subsample.
     k_range : tuple of int or None, default=None
         The k tried by ``"auto"``; None: 2..min(30, n // 10) (at least 2..2), resolved
         by :meth:`resolve_k_range`.
@@ -119,6 +133,10 @@ class ImageClusterParams:
         PCA dimensions the clustering runs in.
     n_neighbors : int, default=10
         Neighbours per image in the graph of ``"agglomerative"``.
+    n_fine : int, default=100
+        Small k-means clusters that ``"merged"`` joins (at most n // 10, at least k).
+    n_references : int, default=2
+        Structureless copies of the scored subsample for ``"davies_bouldin_gap"``.
     max_exact : int, default=20000
         Above this many images: ``MiniBatchKMeans`` / the agglomerative tree on a
         subsample of this size.
@@ -128,11 +146,13 @@ class ImageClusterParams:
     """
 
     n_clusters: int | str = "auto"
-    method: str = "kmeans"
-    rule: str = "davies_bouldin"
+    method: str = "merged"
+    rule: str = "davies_bouldin_gap"
     k_range: tuple[int, ...] | None = None
     n_components: int = 50
     n_neighbors: int = 10
+    n_fine: int = 100
+    n_references: int = 2
     max_exact: int = 20_000
     max_scored: int = 5_000
     seed: int = 0
@@ -144,6 +164,8 @@ class ImageClusterParams:
         "rule": [Options(RULES)],
         "n_components": [Interval(int, 2, None, closed="left")],
         "n_neighbors": [Interval(int, 1, None, closed="left")],
+        "n_fine": [Interval(int, 2, None, closed="left")],
+        "n_references": [Interval(int, 1, None, closed="left")],
         "max_exact": [Interval(int, 100, None, closed="left")],
         "max_scored": [Interval(int, 100, None, closed="left")],
         "seed": [Interval(int, 0, None, closed="left")],
@@ -184,6 +206,8 @@ class ImageClusterParams:
             "k_range": None if self.k_range is None else list(self.k_range),
             "n_components": self.n_components,
             "n_neighbors": self.n_neighbors,
+            "n_fine": self.n_fine,
+            "n_references": self.n_references,
             "max_exact": self.max_exact,
             "max_scored": self.max_scored,
             "seed": self.seed,
@@ -312,7 +336,7 @@ class ImageClusters:
     params : ImageClusterParams
     k_tried : tuple of int
     scores : tuple of (float or None)
-        Silhouette of each k tried (empty when ``n_clusters`` was given).
+        The rule's score of each k tried (empty when ``n_clusters`` was given).
     similarity : ndarray of shape (n,), float32
         Cosine similarity of each image to its cluster's centroid (its typicality).
     representatives : ndarray of shape (n_clusters,), int64
@@ -387,7 +411,9 @@ class ImageClusters:
         choice = {
             "rule": self.params.rule if auto else "given",
             "definition": (
-                _RULE_TEXT[self.params.rule].format(m=self.params.max_scored)
+                _RULE_TEXT[self.params.rule].format(
+                    m=self.params.max_scored, r=self.params.n_references
+                )
                 if auto
                 else "n_clusters given by the caller"
             ),
@@ -488,19 +514,22 @@ def _by_size(labels: np.ndarray) -> np.ndarray:
     return rank[inverse.ravel()]
 
 
-def _fit_kmeans(x: np.ndarray, ks: Sequence[int], params: ImageClusterParams) -> dict[int, Any]:
+def _kmeans(x: np.ndarray, k: int, params: ImageClusterParams) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded k-means (mini-batch above ``max_exact`` rows): labels and centres."""
     from sklearn.cluster import KMeans, MiniBatchKMeans
 
-    out = {}
-    for k in ks:
-        if x.shape[0] > params.max_exact:
-            model: Any = MiniBatchKMeans(
-                n_clusters=k, random_state=params.seed, n_init=3, batch_size=2048
-            )
-        else:
-            model = KMeans(n_clusters=k, random_state=params.seed, n_init=3)
-        out[k] = np.asarray(model.fit_predict(x), dtype=np.int64)
-    return out
+    if x.shape[0] > params.max_exact:
+        model: Any = MiniBatchKMeans(
+            n_clusters=k, random_state=params.seed, n_init=3, batch_size=2048
+        )
+    else:
+        model = KMeans(n_clusters=k, random_state=params.seed, n_init=3)
+    labels = np.asarray(model.fit_predict(x), dtype=np.int64)
+    return labels, model.cluster_centers_
+
+
+def _fit_kmeans(x: np.ndarray, ks: Sequence[int], params: ImageClusterParams) -> dict[int, Any]:
+    return {k: _kmeans(x, k, params)[0] for k in ks}
 
 
 def _fit_agglomerative(
@@ -525,6 +554,35 @@ def _fit_agglomerative(
     return {k: _assign_nearest(x, sub, lab) for k, lab in cuts.items()}
 
 
+def merged_labels(x: np.ndarray, k: int, params: ImageClusterParams) -> np.ndarray:
+    """Method ``"merged"``: k-means into ``n_fine`` small clusters (at most n // 10, at
+    least k), average linkage (cosine) of their centroids, cut at k.
+
+    Parameters
+    ----------
+    x : ndarray of shape (n, m)
+        :func:`reduce_features` rows.
+    k : int
+        Clusters wanted, ``<= n``.
+    params : ImageClusterParams
+        ``n_fine``, ``max_exact`` and ``seed`` are used.
+
+    Returns
+    -------
+    ndarray of shape (n,), int64
+        Arbitrary cluster numbers (renumber with :func:`_by_size`).
+    """
+    from scipy.cluster.hierarchy import linkage
+
+    n_fine = min(x.shape[0], max(k, min(params.n_fine, x.shape[0] // 10)))
+    fine, centres = _kmeans(x, n_fine, params)
+    if n_fine == k:
+        return fine
+    tree = linkage(centres, method="average", metric="cosine")
+    groups = cut_tree_labels(tree[:, :2].astype(np.int64), n_fine, [k])[k]
+    return groups[fine]
+
+
 def _assign_nearest(x: np.ndarray, sub: np.ndarray, sub_labels: np.ndarray) -> np.ndarray:
     """Every row of ``x`` to the cluster (of the fitted subsample) with the nearest
     centroid (Euclidean, Ward's own distance), blockwise."""
@@ -543,6 +601,12 @@ def _assign_nearest(x: np.ndarray, sub: np.ndarray, sub_labels: np.ndarray) -> n
 
 
 _RULE_TEXT = {
+    "davies_bouldin_gap": (
+        "largest log ratio of the mean Davies-Bouldin index of {r} structureless "
+        "copies of the sample (each column permuted on its own, rows normalised again, "
+        "k-means with one start) to the index of the sample itself, on a seeded "
+        "subsample of at most {m} images; ties: the smaller k"
+    ),
     "silhouette": (
         "largest mean silhouette (cosine distance) over the k tried, on a seeded "
         "subsample of at most {m} images; ties: the smaller k"
@@ -554,31 +618,87 @@ _RULE_TEXT = {
 }
 
 
+def _davies_bouldin(x: np.ndarray, labels: np.ndarray) -> float | None:
+    """sklearn's Davies-Bouldin index; None when undefined (one cluster, or every
+    row in its own)."""
+    from sklearn.metrics import davies_bouldin_score
+
+    if not 2 <= np.unique(labels).size <= x.shape[0] - 1:
+        return None
+    return float(davies_bouldin_score(x, labels))
+
+
+def reference_davies_bouldin(
+    x: np.ndarray, ks: Sequence[int], *, n_references: int = 2, seed: int = 0
+) -> tuple[float | None, ...]:
+    """Mean Davies-Bouldin index of k-means on structureless copies of ``x``, per k.
+
+    Each copy permutes every column of ``x`` on its own (seeded), which keeps each
+    coordinate's spread and removes any joint structure, and normalises the rows again
+    (``x`` holds unit rows); it is split by ``KMeans(k, n_init=1, random_state=seed)``.
+
+    Parameters
+    ----------
+    x : ndarray of shape (n, m)
+        The scored rows (unit rows).
+    ks : sequence of int
+        Cluster counts, each ``<= n - 1``.
+    n_references : int, default=2
+    seed : int, default=0
+
+    Returns
+    -------
+    tuple of (float or None)
+        Per k, the mean index over the copies (None where a copy's index is undefined).
+    """
+    from sklearn.cluster import KMeans
+
+    rng = np.random.default_rng(seed)
+    copies = [_unit(rng.permuted(x, axis=0)) for _ in range(n_references)]
+    out: list[float | None] = []
+    for k in ks:
+        scores = [
+            _davies_bouldin(c, KMeans(n_clusters=k, n_init=1, random_state=seed).fit_predict(c))
+            for c in copies
+        ]
+        defined = [v for v in scores if v is not None]
+        out.append(float(np.mean(defined)) if len(defined) == len(scores) else None)
+    return tuple(out)
+
+
 def _choose_k(
     x: np.ndarray, fits: dict[int, np.ndarray], params: ImageClusterParams
 ) -> tuple[int, tuple[float | None, ...]]:
     """The k chosen by ``params.rule`` and the score of every k (None: undefined, when
     the subsample holds one cluster or every image in its own)."""
-    from sklearn.metrics import davies_bouldin_score, silhouette_score
+    from sklearn.metrics import silhouette_score
 
     n = x.shape[0]
     rows = np.arange(n)
     if n > params.max_scored:
         rng = np.random.default_rng(params.seed)
         rows = np.sort(rng.choice(n, params.max_scored, replace=False))
+    ks = sorted(fits)
+    sample = x[rows]
     out: list[float | None] = []
-    for k in sorted(fits):
+    for k in ks:
         lab = fits[k][rows]
-        n_lab = np.unique(lab).size
-        if not 2 <= n_lab <= rows.size - 1:
-            out.append(None)
-        elif params.rule == "silhouette":
-            out.append(float(silhouette_score(x[rows], lab, metric="cosine")))
+        if params.rule == "silhouette":
+            ok = 2 <= np.unique(lab).size <= rows.size - 1
+            out.append(float(silhouette_score(sample, lab, metric="cosine")) if ok else None)
         else:
-            out.append(float(davies_bouldin_score(x[rows], lab)))
-    sign = 1.0 if params.rule == "silhouette" else -1.0
+            out.append(_davies_bouldin(sample, lab))
+    if params.rule == "davies_bouldin_gap":
+        ref = reference_davies_bouldin(
+            sample, ks, n_references=params.n_references, seed=params.seed
+        )
+        out = [
+            None if d is None or r is None or min(d, r) <= 0.0 else float(np.log(r / d))
+            for d, r in zip(out, ref)
+        ]
+    sign = -1.0 if params.rule == "davies_bouldin" else 1.0
     best = [sign * s if s is not None else -np.inf for s in out]
-    return sorted(fits)[int(np.argmax(best))], tuple(out)
+    return ks[int(np.argmax(best))], tuple(out)
 
 
 def cluster_summaries(
@@ -625,15 +745,17 @@ def cluster_images(
     source: Any = None,
     *,
     n_clusters: int | str = "auto",
-    method: str = "kmeans",
+    method: str = "merged",
     seed: int = 0,
     features: Any = None,
     labels: Any = None,
     backbone: Any = "efficientnet_lite0",
     k_range: Sequence[int] | None = None,
-    rule: str = "davies_bouldin",
+    rule: str = "davies_bouldin_gap",
     n_components: int = 50,
     n_neighbors: int = 10,
+    n_fine: int = 100,
+    n_references: int = 2,
     max_exact: int = 20_000,
     max_scored: int = 5_000,
 ) -> ImageClusters:
@@ -649,7 +771,7 @@ def cluster_images(
         and class names.
     n_clusters : int >= 2 or "auto", default="auto"
         "auto": the k of ``k_range`` with the best score of ``rule``.
-    method : {"kmeans", "agglomerative"}, default="kmeans"
+    method : {"merged", "kmeans", "agglomerative"}, default="merged"
     seed : int, default=0
     features : array-like of shape (n, d), default=None
         Precomputed features (skips extraction).
@@ -658,9 +780,10 @@ def cluster_images(
     backbone : str or Extractor, default="efficientnet_lite0"
     k_range : sequence of int >= 2, default=None
         The k tried by "auto"; None: 2..min(30, n // 10).
-    rule : {"davies_bouldin", "silhouette"}, default="davies_bouldin"
+    rule : {"davies_bouldin_gap", "davies_bouldin", "silhouette"}, \
+default="davies_bouldin_gap"
         How "auto" chooses k (see the module docstring).
-    n_components, n_neighbors, max_exact, max_scored : int
+    n_components, n_neighbors, n_fine, n_references, max_exact, max_scored : int
         See :class:`ImageClusterParams`.
 
     Returns
@@ -680,6 +803,8 @@ def cluster_images(
         k_range=k_range,  # type: ignore[arg-type]
         n_components=n_components,
         n_neighbors=n_neighbors,
+        n_fine=n_fine,
+        n_references=n_references,
         max_exact=max_exact,
         max_scored=max_scored,
         seed=seed,
@@ -692,14 +817,19 @@ def cluster_images(
         known = check_labels(labels, n, _CALLER)
     ks = params.resolve_k_range(n)
     x = reduce_features(feats, n_components=params.n_components, seed=params.seed)
-    fit = _fit_kmeans if params.method == "kmeans" else _fit_agglomerative
-    fits = fit(x, ks, params)
+    auto = params.n_clusters == "auto"
+    fits: dict[int, Any] = {}
+    if params.method == "agglomerative":
+        fits = _fit_agglomerative(x, ks, params)
+    elif params.method == "kmeans" or auto:
+        fits = _fit_kmeans(x, ks, params)  # "merged" scores k on k-means partitions
     scores: tuple[float | None, ...] = ()
     chosen = ks[0]
-    if params.n_clusters == "auto":
+    if auto:
         chosen, scores = _choose_k(x, fits, params)
         logger.info("cluster_images: %s %s -> k = %d", params.rule, scores, chosen)
-    final = _by_size(fits[chosen])
+    found = merged_labels(x, chosen, params) if params.method == "merged" else fits[chosen]
+    final = _by_size(found)
     k = int(final.max()) + 1
     sim, reps, typical, atypical = cluster_summaries(x, final, k)
     return ImageClusters(

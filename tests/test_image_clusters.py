@@ -19,7 +19,9 @@ from dcsi.image_clusters import (
     cluster_summaries,
     compare_clusters,
     cut_tree_labels,
+    merged_labels,
     reduce_features,
+    reference_davies_bouldin,
 )
 
 
@@ -32,7 +34,7 @@ def _blobs(rng, k=5, per=80, dim=64, noise=0.5):
     return feats[perm].astype(np.float32), truth[perm]
 
 
-@pytest.mark.parametrize("method", ["kmeans", "agglomerative"])
+@pytest.mark.parametrize("method", ["merged", "kmeans", "agglomerative"])
 def test_blobs_recovered_with_true_k(rng, method):
     x, truth = _blobs(rng)
     ic = cluster_images(features=x, n_clusters=5, method=method)
@@ -42,8 +44,8 @@ def test_blobs_recovered_with_true_k(rng, method):
     assert ic.ids == [str(i) for i in range(x.shape[0])]
 
 
-@pytest.mark.parametrize("method", ["kmeans", "agglomerative"])
-@pytest.mark.parametrize("rule", ["silhouette", "davies_bouldin"])
+@pytest.mark.parametrize("method", ["merged", "kmeans", "agglomerative"])
+@pytest.mark.parametrize("rule", ["davies_bouldin_gap", "silhouette", "davies_bouldin"])
 def test_auto_finds_the_true_k(rng, method, rule):
     x, truth = _blobs(rng, k=6)
     ic = cluster_images(features=x, method=method, rule=rule, k_range=range(2, 13))
@@ -60,6 +62,79 @@ def test_agglomerative_subsample_assigns_the_rest(rng):
     ic = cluster_images(features=x, n_clusters=4, method="agglomerative", max_exact=200)
     assert ic.n_fitted == 200
     assert adjusted_rand_score(truth, ic.labels) > 0.99
+
+
+def test_merged_matches_kmeans_then_scipy_average_linkage(rng):
+    """The slow reference: scikit-learn k-means into the small clusters, scipy's own
+    average-linkage cut (``fcluster(..., "maxclust")``) of their centroids, then every
+    image takes its small cluster's group."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from sklearn.cluster import KMeans
+
+    x = reduce_features(_blobs(rng, k=5, per=60, noise=4.0)[0])
+    params = ImageClusterParams(n_fine=20, seed=2)
+    fine = KMeans(n_clusters=20, n_init=3, random_state=2).fit(x)
+    tree = linkage(fine.cluster_centers_, method="average", metric="cosine")
+    for k in (2, 4, 7):
+        want = fcluster(tree, k, criterion="maxclust")[fine.labels_]
+        got = merged_labels(x, k, params)
+        assert np.unique(got).size == k
+        assert adjusted_rand_score(want, got) == pytest.approx(1.0)
+
+
+def _cap(rng, centre, sd, n):
+    """n unit vectors scattered around ``centre`` (3-d, so no PCA: the sphere itself)."""
+    c = np.asarray(centre, dtype=float) / np.linalg.norm(centre)
+    p = c + rng.normal(scale=sd, size=(n, 3))
+    return p / np.linalg.norm(p, axis=1, keepdims=True)
+
+
+def test_merged_keeps_a_large_wide_group_that_kmeans_cuts():
+    """600 images spread around one direction and four tight groups of 40: k-means with
+    k = 5 cuts the large group (cheaper than joining two small ones, the uniform effect
+    of k-means); merging small clusters keeps it whole."""
+    rng = np.random.default_rng(0)
+    big = _cap(rng, [1, 0, 0], 0.25, 600)
+    small = [_cap(rng, [0, a, b], 0.08, 40) for a in (1, -1) for b in (0.6, -0.6)]
+    x = np.concatenate([big, *small]).astype(np.float32)
+    truth = np.repeat(np.arange(5), [600, 40, 40, 40, 40])
+    merged = cluster_images(features=x, n_clusters=5, method="merged", n_fine=40)
+    kmeans = cluster_images(features=x, n_clusters=5, method="kmeans")
+    assert adjusted_rand_score(truth, merged.labels) > 0.95
+    assert adjusted_rand_score(truth, kmeans.labels) < 0.6
+
+
+def test_reference_davies_bouldin_against_a_loop_and_at_chance(rng):
+    """Against scikit-learn on the same permuted copies, and a gap of about 0 where
+    the data have no structure (they are their own reference), large on blobs."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import davies_bouldin_score
+
+    noise = reduce_features(rng.normal(size=(600, 12)))
+    ks = [2, 3, 5, 8]
+    got = reference_davies_bouldin(noise, ks, n_references=3, seed=4)
+    r = np.random.default_rng(4)
+    copies = []
+    for _ in range(3):
+        c = r.permuted(noise, axis=0)  # every column shuffled on its own
+        assert np.array_equal(np.sort(c, axis=0), np.sort(noise, axis=0))
+        copies.append(c / np.linalg.norm(c, axis=1, keepdims=True))
+    for k, value in zip(ks, got):
+        loop = [
+            davies_bouldin_score(c, KMeans(n_clusters=k, n_init=1, random_state=4).fit_predict(c))
+            for c in copies
+        ]
+        assert value == pytest.approx(np.mean(loop), rel=1e-6)
+        own = davies_bouldin_score(
+            noise, KMeans(n_clusters=k, n_init=1, random_state=4).fit_predict(noise)
+        )
+        assert abs(value - own) < 0.1 * own  # chance level: within 10 %
+    blobs = reduce_features(_blobs(rng, k=5)[0])
+    ref = reference_davies_bouldin(blobs, [5])[0]
+    own = davies_bouldin_score(
+        blobs, KMeans(n_clusters=5, n_init=3, random_state=0).fit_predict(blobs)
+    )
+    assert ref - own > 1.0
 
 
 def test_default_k_range():
@@ -114,7 +189,7 @@ def test_cluster_ids_are_numbered_by_size(rng):
 
 def test_deterministic_for_a_seed(rng):
     x, _ = _blobs(rng, k=4, per=60, noise=3.0)
-    for method in ("kmeans", "agglomerative"):
+    for method in ("merged", "kmeans", "agglomerative"):
         a = cluster_images(features=x, method=method, seed=3, k_range=[2, 3, 4, 5])
         b = cluster_images(features=x, method=method, seed=3, k_range=[2, 3, 4, 5])
         assert np.array_equal(a.labels, b.labels)

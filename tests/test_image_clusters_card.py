@@ -59,7 +59,7 @@ def test_analyze_writes_image_clusters_and_every_view_shows_them(rng, tmp_path, 
     assert "image_clusters" in {rs["@id"] for rs in croissant["recordSet"]}
     assert load_card(tmp_path / "out").to_dict()["image_clusters"] == ic
     line = card.summary().splitlines()[-1]
-    assert line.startswith("image clusters (kmeans): k = ") and ("ARI" in line) == labelled
+    assert line.startswith("image clusters (merged): k = ") and ("ARI" in line) == labelled
 
 
 def test_report_draws_the_map_from_the_card_alone(rng, monkeypatch):
