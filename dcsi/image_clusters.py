@@ -578,7 +578,9 @@ def merged_labels(x: np.ndarray, k: int, params: ImageClusterParams) -> np.ndarr
     fine, centres = _kmeans(x, n_fine, params)
     if n_fine == k:
         return fine
-    tree = linkage(centres, method="average", metric="cosine")
+    # average linkage of the cosine distance; on unit rows it is half the squared
+    # Euclidean distance, which stays finite for a zero centre (zero feature rows)
+    tree = linkage(_unit(centres), method="average", metric="sqeuclidean")
     groups = cut_tree_labels(tree[:, :2].astype(np.int64), n_fine, [k])[k]
     return groups[fine]
 

@@ -271,6 +271,16 @@ def test_identical_rows_give_json_without_nan():
     assert d["choice"]["scores"] == [None, None] and d["n_clusters"] == 1
 
 
+@pytest.mark.parametrize("method", ["merged", "kmeans", "agglomerative"])
+def test_zero_rows_are_clustered_without_error(method):
+    """All-zero feature rows (e.g. a backbone's output for blank images) stay zero
+    after normalisation; every method still returns clusters."""
+    x = np.vstack([np.zeros((20, 4)), np.eye(4)[np.arange(20) % 2] * 3.0]).astype(np.float32)
+    ic = cluster_images(features=x, n_clusters=3, method=method)
+    assert ic.n_clusters == 3
+    assert np.unique(ic.labels[:20]).size == 1
+
+
 def test_feature_set_and_image_set_sources(rng):
     images = rng.integers(0, 256, size=(30, 8, 8), dtype=np.uint8)
     labels = np.repeat(np.arange(3), 10)
