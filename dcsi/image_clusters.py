@@ -39,8 +39,9 @@ default), with the choices the paper leaves open made explicit:
    Fashion-MNIST the plain index scored k = 2 and k = 9 within 0.001 and picked k = 2
    at 7 of 8 seeds; the gap picks 7-11 at every seed.  Where the score keeps rising to
    the end of the range (icons grouped by context, letters in many typefaces) both
-   return a k near 30 (``python benchmarks/image_clusters.py --pools``).  ``rule="davies_bouldin"`` keeps the smallest plain index,
-   ``rule="silhouette"`` the largest mean silhouette (cosine distance).  All need no
+   return a k near 30 (``python benchmarks/image_clusters.py --pools``).
+   ``rule="davies_bouldin"`` keeps the smallest plain index, ``rule="silhouette"``
+   the largest mean silhouette (cosine distance).  All need no
    labels and compare partitions with different k on one scale (unlike the k-means
    inertia, which always falls with k); every score is recorded.  Internal indices
    cannot know how finely a user wants the images split: give ``n_clusters`` when the
@@ -123,9 +124,9 @@ class ImageClusterParams:
     n_clusters : int or "auto", default="auto"
     method : {"merged", "kmeans", "agglomerative"}, default="merged"
     rule : {"davies_bouldin_gap", "davies_bouldin", "silhouette"}, default="davies_bouldin_gap"
-        How ``"auto"`` chooses k: the largest margin of the Davies-Bouldin index below
-        that of structureless references, the smallest index, or the largest mean
-        silhouette (cosine), all on the same seeded subsample.
+        How ``"auto"`` chooses k: the largest log ratio of the Davies-Bouldin index of
+        structureless copies to that of the data, the smallest index, or the largest
+        mean silhouette (cosine), all on the same seeded subsample.
     k_range : tuple of int or None, default=None
         The k tried by ``"auto"``; None: 2..min(30, n // 10) (at least 2..2), resolved
         by :meth:`resolve_k_range`.
@@ -570,7 +571,7 @@ def merged_labels(x: np.ndarray, k: int, params: ImageClusterParams) -> np.ndarr
     Returns
     -------
     ndarray of shape (n,), int64
-        Arbitrary cluster numbers (renumber with :func:`_by_size`).
+        Arbitrary cluster numbers (:func:`cluster_images` numbers them by size).
     """
     from scipy.cluster.hierarchy import linkage
 
