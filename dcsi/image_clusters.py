@@ -574,14 +574,16 @@ def merged_labels(x: np.ndarray, k: int, params: ImageClusterParams) -> np.ndarr
         Arbitrary cluster numbers (:func:`cluster_images` numbers them by size).
     """
     from scipy.cluster.hierarchy import linkage
+    from scipy.spatial.distance import pdist
 
     n_fine = min(x.shape[0], max(k, min(params.n_fine, x.shape[0] // 10)))
     fine, centres = _kmeans(x, n_fine, params)
     if n_fine == k:
         return fine
     # average linkage of the cosine distance; on unit rows it is half the squared
-    # Euclidean distance, which stays finite for a zero centre (zero feature rows)
-    tree = linkage(_unit(centres), method="average", metric="sqeuclidean")
+    # Euclidean distance, which stays finite for a zero centre (zero feature rows).
+    # Condensed distances: a square array of centres would be taken for a matrix.
+    tree = linkage(pdist(_unit(centres), "sqeuclidean"), method="average")
     groups = cut_tree_labels(tree[:, :2].astype(np.int64), n_fine, [k])[k]
     return groups[fine]
 
