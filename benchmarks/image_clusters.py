@@ -274,6 +274,47 @@ POOLS = {
     ),
 }
 
+#: Debian packages the pools read: the images, and the fonts of the glyph pool.
+PACKAGES = (
+    "dataset-fashion-mnist",
+    "oxygen-icon-theme",
+    "adwaita-icon-theme",
+    "tango-icon-theme",
+    "openclipart-png",
+    "fonts-urw-base35",
+    "fonts-liberation",
+    "fonts-freefont-ttf",
+    "fonts-croscore",
+    "fonts-crosextra-carlito",
+    "fonts-crosextra-caladea",
+    "fonts-ebgaramond",
+    "fonts-lato",
+    "fonts-open-sans",
+    "fonts-roboto-unhinted",
+)
+
+
+def install_packages() -> None:
+    """``apt-get install`` the :data:`PACKAGES` that ``dpkg`` does not list as installed
+    (where ``apt-get`` exists; otherwise a missing pool fails when it is read)."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("apt-get") or not shutil.which("dpkg-query"):
+        return
+    missing = [
+        p
+        for p in PACKAGES
+        if subprocess.run(
+            ["dpkg-query", "-W", "-f=${Status}", p], capture_output=True, text=True
+        ).stdout.strip()
+        != "install ok installed"
+    ]
+    if missing:
+        print(f"installing {' '.join(missing)}", file=sys.stderr)
+        subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=False)
+
+
 #: Where :func:`glyph_folder` renders its letters.
 GLYPHS_DIR = Path.home() / ".cache" / "dcsi" / "benchmarks" / "glyphs-A-J"
 #: Font families left out of the glyph pool: they map letters to symbols.
@@ -282,11 +323,9 @@ SYMBOL_FONTS = ("symbol", "dingbat", "d050000l")
 
 def glyph_folder() -> Path:
     """Letters A-J, one 64 x 64 grey PNG per letter and font (``<letter>/<font>.png``),
-    from every TrueType/OpenType font ``fc-list`` knows except symbol fonts (Debian:
-    ``apt-get install fonts-urw-base35 fonts-liberation fonts-freefont-ttf
-    fonts-croscore fonts-crosextra-carlito fonts-crosextra-caladea fonts-ebgaramond
-    fonts-lato fonts-open-sans fonts-roboto-unhinted``).  Each glyph is scaled into a
-    48-px box and centred.  Rendered once; the folder is reused."""
+    from every TrueType/OpenType font ``fc-list`` knows except symbol fonts (the font
+    packages of :data:`PACKAGES`: 159 fonts on Debian 12, with DejaVu).  Each glyph is
+    scaled into a 48-px box and centred.  Rendered once; the folder is reused."""
     import subprocess
 
     from PIL import Image, ImageDraw, ImageFont
@@ -396,6 +435,7 @@ def run_pools(seeds: list[int]) -> dict[str, Any]:
 
     import dcsi
 
+    install_packages()
     out = []
     for pool, (source, split, role) in POOLS.items():
         if source == "glyphs":
