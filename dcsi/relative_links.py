@@ -61,10 +61,12 @@ from dcsi.registration import MIN_SIDE, registered_distance, registered_rows
 
 __all__ = [
     "DEFAULT_RATIO",
+    "PAIR_BLOCK",
     "RelativeLinks",
     "RelativeOptions",
     "coarse_rows",
     "mirrored_rows",
+    "pair_distances",
     "reference_topk",
     "relative_cross_pairs",
     "relative_links",
@@ -74,6 +76,8 @@ __all__ = [
 #: Largest ratio of a pair's coarse distance to its images' reference distance.
 DEFAULT_RATIO = 0.25
 _CHUNK = 4096  # images smoothed at a time
+#: Pairs whose rows :func:`pair_distances` gathers at a time.
+PAIR_BLOCK = 16_384
 
 
 @dataclass(frozen=True)
@@ -227,9 +231,30 @@ def mirrored_rows(images: np.ndarray, sigma: float = 1.0) -> tuple[np.ndarray, n
     return coarse_rows(X[:, :, ::-1], sigma), coarse_rows(X[:, ::-1], sigma)
 
 
-def _distances(A: np.ndarray, B: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``1 - A[a] . B[b]`` row by row, clipped at 0, float64."""
-    return np.maximum(1.0 - np.einsum("ij,ij->i", A[a], B[b], dtype=np.float64), 0.0)
+def pair_distances(
+    A: np.ndarray, B: np.ndarray, a: np.ndarray, b: np.ndarray, block: int = PAIR_BLOCK
+) -> np.ndarray:
+    """``1 - A[a[i]] . B[b[i]]`` for every pair ``i``, clipped at 0, in float64.
+
+    Parameters
+    ----------
+    A, B : ndarray of shape (n_a, d) and (n_b, d)
+    a, b : ndarray of shape (m,), int
+        The pairs.
+    block : int, default=PAIR_BLOCK
+        Pairs gathered at a time: memory ``2 * block * d`` floats, whatever ``m`` (all
+        pairs at once took ``2 * m * d``: 10 GB for the registered windows' ten
+        neighbours of 10^6 images).  Each pair's value does not depend on it.
+
+    Returns
+    -------
+    ndarray of shape (m,), float64
+    """
+    out = np.empty(len(a), dtype=np.float64)
+    for s in range(0, len(a), block):
+        e = s + block
+        out[s:e] = np.einsum("ij,ij->i", A[a[s:e]], B[b[s:e]], dtype=np.float64)
+    return np.maximum(1.0 - out, 0.0)
 
 
 def _mirror_candidates(
@@ -244,7 +269,7 @@ def _mirror_candidates(
         nbrs, _ = exact_topk(rows, Q, k=m, desc="relative links: mirrors")
         a = np.repeat(np.arange(len(Q), dtype=np.int64), m)
         b = nbrs.ravel()
-        d = _distances(Q, rows, a, b)
+        d = pair_distances(Q, rows, a, b)
         keep = a != b if skip_self else np.ones(len(a), dtype=bool)
         a_out.append(a[keep])
         b_out.append(b[keep])
@@ -311,9 +336,9 @@ class RelativeLinks:
         """:func:`relative_score` of the pairs ``(a[i], b[i])``: ``<= 1`` for a link
         (with flips, of the closest of the pair and the mirrors of ``a``; with the
         registered distance, the smaller of the two measures' scores)."""
-        d = _distances(self.rows, self.rows, a, b)
+        d = pair_distances(self.rows, self.rows, a, b)
         for Q in self.mirrors:
-            d = np.minimum(d, _distances(Q, self.rows, a, b))
+            d = np.minimum(d, pair_distances(Q, self.rows, a, b))
         s = relative_score(d, self.reference[a], self.reference[b], self.options)
         R, ref, C = self.registered, self.registered_reference, self.candidates
         if R is not None and ref is not None and C is not None:
@@ -389,7 +414,7 @@ def reference_topk(
     else:
         nbrs, _ = exact_topk(rows, k=k, desc="relative links: neighbours")
     a = np.repeat(np.arange(len(rows), dtype=np.int64), k)
-    return nbrs, _distances(rows, rows, a, nbrs.ravel()).reshape(len(rows), k)
+    return nbrs, pair_distances(rows, rows, a, nbrs.ravel()).reshape(len(rows), k)
 
 
 def relative_links(
@@ -493,7 +518,7 @@ def relative_cross_pairs(
     ref_tr = reference_topk(tr, k, search, seed)[1][:, -1]
     nbrs, _ = exact_topk(tr, te, k=k, desc="relative leakage: neighbours")
     every = np.repeat(np.arange(len(te), dtype=np.int64), k)
-    dist = _distances(te, tr, every, nbrs.ravel()).reshape(len(te), k)
+    dist = pair_distances(te, tr, every, nbrs.ravel()).reshape(len(te), k)
     ref_te = dist[:, -1]
     mirrors = mirrored_rows(test_images, options.sigma) if options.flips else ()
     a, b, d = _candidates(nbrs, dist, tr, mirrors, skip_self=False)
