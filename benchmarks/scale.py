@@ -68,6 +68,7 @@ STAGES = {
     "wavelet rows": "wavelet_rows",
     "candidate search": "radius_pairs",
     "aligned stage": "aligned_pairs",
+    "relative stage": "relative_links",
     "grouping (components)": "connected_groups",
     "grouping (complete linkage)": "complete_groups",
 }
