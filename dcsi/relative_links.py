@@ -56,17 +56,15 @@ import numpy as np
 from dcsi._validation import Interval, validate_fields
 from dcsi.aligned import best_pairs, grey_levels
 from dcsi.exceptions import InvalidParameterError
-from dcsi.neighbors import exact_topk, faiss_topk
+from dcsi.neighbors import exact_topk, faiss_topk, pair_distances
 from dcsi.registration import MIN_SIDE, registered_distance, registered_rows
 
 __all__ = [
     "DEFAULT_RATIO",
-    "PAIR_BLOCK",
     "RelativeLinks",
     "RelativeOptions",
     "coarse_rows",
     "mirrored_rows",
-    "pair_distances",
     "reference_topk",
     "relative_cross_pairs",
     "relative_links",
@@ -76,8 +74,6 @@ __all__ = [
 #: Largest ratio of a pair's coarse distance to its images' reference distance.
 DEFAULT_RATIO = 0.25
 _CHUNK = 4096  # images smoothed at a time
-#: Pairs whose rows :func:`pair_distances` gathers at a time.
-PAIR_BLOCK = 16_384
 
 
 @dataclass(frozen=True)
@@ -229,32 +225,6 @@ def mirrored_rows(images: np.ndarray, sigma: float = 1.0) -> tuple[np.ndarray, n
     """
     X = np.asarray(images)
     return coarse_rows(X[:, :, ::-1], sigma), coarse_rows(X[:, ::-1], sigma)
-
-
-def pair_distances(
-    A: np.ndarray, B: np.ndarray, a: np.ndarray, b: np.ndarray, block: int = PAIR_BLOCK
-) -> np.ndarray:
-    """``1 - A[a[i]] . B[b[i]]`` for every pair ``i``, clipped at 0, in float64.
-
-    Parameters
-    ----------
-    A, B : ndarray of shape (n_a, d) and (n_b, d)
-    a, b : ndarray of shape (m,), int
-        The pairs.
-    block : int, default=PAIR_BLOCK
-        Pairs gathered at a time: memory ``2 * block * d`` floats, whatever ``m`` (all
-        pairs at once took ``2 * m * d``: 10 GB for the registered windows' ten
-        neighbours of 10^6 images).  Each pair's value does not depend on it.
-
-    Returns
-    -------
-    ndarray of shape (m,), float64
-    """
-    out = np.empty(len(a), dtype=np.float64)
-    for s in range(0, len(a), block):
-        e = s + block
-        out[s:e] = np.einsum("ij,ij->i", A[a[s:e]], B[b[s:e]], dtype=np.float64)
-    return np.maximum(1.0 - out, 0.0)
 
 
 def _mirror_candidates(

@@ -12,32 +12,9 @@ from dcsi.redundancy import find_redundancy
 from dcsi.relative_links import (
     RelativeOptions,
     coarse_rows,
-    pair_distances,
     relative_links,
     relative_score,
 )
-
-
-def test_pair_distances_against_a_loop_and_the_same_in_any_block(rng):
-    """Against a float64 dot product pair by pair (1e-12); the blocks of pairs change
-    no bit of any value."""
-    A = rng.normal(size=(40, 9)).astype(np.float32)
-    B = rng.normal(size=(30, 9)).astype(np.float32)
-    A /= np.linalg.norm(A, axis=1, keepdims=True)
-    B /= np.linalg.norm(B, axis=1, keepdims=True)
-    a, b = rng.integers(0, 40, 500), rng.integers(0, 30, 500)
-    b[:5], a[:5] = 0, 0
-    B[0] = A[0]  # identical rows: 0, clipped rather than a rounding below it
-    loop = [
-        max(1.0 - float(A[i].astype(np.float64) @ B[j].astype(np.float64)), 0.0)
-        for i, j in zip(a, b)
-    ]
-    got = pair_distances(A, B, a, b)
-    assert got.dtype == np.float64 and np.allclose(got, loop, rtol=0, atol=1e-12)
-    assert got[0] >= 0.0
-    for block in (1, 7, 64, 10_000):
-        assert np.array_equal(pair_distances(A, B, a, b, block=block), got)
-    assert pair_distances(A, B, a[:0], b[:0]).shape == (0,)
 
 
 def _coarse_reference(img: np.ndarray, sigma: float) -> np.ndarray:
