@@ -623,13 +623,15 @@ _RULE_TEXT = {
 }
 
 
-def _davies_bouldin(x: np.ndarray, labels: np.ndarray) -> float | None:
-    """sklearn's Davies-Bouldin index; None when undefined (one cluster, or every
-    row in its own)."""
-    from sklearn.metrics import davies_bouldin_score
+def _index(x: np.ndarray, labels: np.ndarray, silhouette: bool = False) -> float | None:
+    """sklearn's Davies-Bouldin index, or the mean silhouette (cosine distance); None
+    when undefined (one cluster, or every row in its own)."""
+    from sklearn.metrics import davies_bouldin_score, silhouette_score
 
     if not 2 <= np.unique(labels).size <= x.shape[0] - 1:
         return None
+    if silhouette:
+        return float(silhouette_score(x, labels, metric="cosine"))
     return float(davies_bouldin_score(x, labels))
 
 
@@ -663,7 +665,7 @@ def reference_davies_bouldin(
     out: list[float | None] = []
     for k in ks:
         scores = [
-            _davies_bouldin(c, KMeans(n_clusters=k, n_init=1, random_state=seed).fit_predict(c))
+            _index(c, KMeans(n_clusters=k, n_init=1, random_state=seed).fit_predict(c))
             for c in copies
         ]
         defined = [v for v in scores if v is not None]
@@ -676,8 +678,6 @@ def _choose_k(
 ) -> tuple[int, tuple[float | None, ...]]:
     """The k chosen by ``params.rule`` and the score of every k (None: undefined, when
     the subsample holds one cluster or every image in its own)."""
-    from sklearn.metrics import silhouette_score
-
     n = x.shape[0]
     rows = np.arange(n)
     if n > params.max_scored:
@@ -685,14 +685,8 @@ def _choose_k(
         rows = np.sort(rng.choice(n, params.max_scored, replace=False))
     ks = sorted(fits)
     sample = x[rows]
-    out: list[float | None] = []
-    for k in ks:
-        lab = fits[k][rows]
-        if params.rule == "silhouette":
-            ok = 2 <= np.unique(lab).size <= rows.size - 1
-            out.append(float(silhouette_score(sample, lab, metric="cosine")) if ok else None)
-        else:
-            out.append(_davies_bouldin(sample, lab))
+    silhouette = params.rule == "silhouette"
+    out = [_index(sample, fits[k][rows], silhouette) for k in ks]
     if params.rule == "davies_bouldin_gap":
         ref = reference_davies_bouldin(
             sample, ks, n_references=params.n_references, seed=params.seed
