@@ -381,7 +381,9 @@ def _search(
     bar = progress(total=len(transforms) * len(blocks), desc="aligned transforms", unit="block")
     for c in range(0, len(transforms), TREE_TRANSFORMS):  # one k-d tree per chunk
         chunk = transforms[c : c + TREE_TRANSFORMS]
-        proj = np.empty((len(chunk) * na, basis.shape[1]), dtype=np.float32)
+        # float64, the k-d tree's own type: it keeps this array rather than a copy
+        # (the float32 products are stored exactly, so the tree is the same)
+        proj = np.empty((len(chunk) * na, basis.shape[1]), dtype=np.float64)
         # one thread per CPU, one BLAS thread each: the products are small
         with single_thread_blas(), ThreadPoolExecutor(cpus) as pool:
             for s in blocks:
@@ -390,9 +392,9 @@ def _search(
                 for _ in pool.map(_project, views, [G] * len(chunk), chunk, [basis] * len(chunk)):
                     bar.update(1)
         tree = cKDTree(proj, compact_nodes=False)  # builds in half the time, queries as fast
-        del proj
         shared = (tree, base, basis, A, chunk, link_radius(threshold), threshold, skip_self)
         out += list(map_blocks(_query_block, (*shared, block_size), range(0, len(B), block_size)))
+        del proj, tree, shared  # one tree at a time: freed before the next is projected
     bar.close()
     out_p = [p for p, _ in out if len(p)]
     out_d = [d for p, d in out if len(p)]

@@ -57,7 +57,12 @@ from dcsi._validation import Interval, validate_fields
 from dcsi.aligned import best_pairs, grey_levels
 from dcsi.exceptions import InvalidParameterError
 from dcsi.neighbors import exact_topk, faiss_topk, pair_distances
-from dcsi.registration import MIN_SIDE, registered_distance, registered_rows
+from dcsi.registration import (
+    MIN_SIDE,
+    RegisteredWindows,
+    registered_distance,
+    registered_windows,
+)
 
 __all__ = [
     "DEFAULT_RATIO",
@@ -282,8 +287,9 @@ class RelativeLinks:
     options : RelativeOptions
     mirrors : tuple of ndarray of shape (n, d), default=()
         With ``options.flips``: :func:`mirrored_rows`.
-    registered : ndarray of shape (n, t, q) or None, default=None
-        With the registered distance: :func:`dcsi.registration.registered_rows`.
+    registered : RegisteredWindows or None, default=None
+        With the registered distance: :func:`dcsi.registration.registered_windows`
+        (the images and their identity rows; other transforms computed per pair).
     registered_reference : ndarray of shape (n,) or None, default=None
         Each image's registered reference (the ``k``-th smallest registered distance
         to its candidates).
@@ -298,7 +304,7 @@ class RelativeLinks:
     reference: np.ndarray
     options: RelativeOptions
     mirrors: tuple[np.ndarray, ...] = ()
-    registered: np.ndarray | None = None
+    registered: RegisteredWindows | None = None
     registered_reference: np.ndarray | None = None
     candidates: np.ndarray | None = None
 
@@ -314,13 +320,14 @@ class RelativeLinks:
         if R is not None and ref is not None and C is not None:
             a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
             near = (C[a] == b[:, None]).any(axis=1) | (C[b] == a[:, None]).any(axis=1)
+            a, b = a[near], b[near]  # only candidate pairs are registered
             r = relative_score(registered_distance(R, R, a, b), ref[a], ref[b], self.options)
-            s = np.minimum(s, np.where(near, r, np.inf))
+            s[near] = np.minimum(s[near], r)
         return s
 
 
 def _registered_reference(
-    A: np.ndarray, B: np.ndarray, nbrs: np.ndarray, k: int
+    A: RegisteredWindows, B: RegisteredWindows, nbrs: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Registered distances of every image ``i`` of ``A`` to its candidates
     ``B[nbrs[i]]``, shape (m, K), and each image's ``k``-th smallest of them."""
@@ -425,9 +432,9 @@ def relative_links(
     pairs = np.stack([a[keep], b[keep]], axis=1)
     R = rref = near = None
     if options.registers(images.shape[1:]):
-        R = registered_rows(images, options.sigma)
+        R = registered_windows(images, options.sigma)
         K = options.n_candidates(len(rows))
-        near = reference_topk(np.ascontiguousarray(R[:, 0]), K, search, seed)[0]
+        near = reference_topk(R.identity, K, search, seed)[0]
         rd, rref = _registered_reference(R, R, near, k)
         a = np.repeat(np.arange(len(near), dtype=np.int64), K)
         b = near.ravel()
@@ -495,13 +502,11 @@ def relative_cross_pairs(
     s = relative_score(d, ref_te[a], ref_tr[b], options)
     if options.registers(train_images.shape[1:]):
         K = options.n_candidates(len(train_images))
-        R_tr = registered_rows(train_images, options.sigma)
-        R_te = registered_rows(test_images, options.sigma)
-        base = np.ascontiguousarray(R_tr[:, 0])
+        R_tr = registered_windows(train_images, options.sigma)
+        R_te = registered_windows(test_images, options.sigma)
+        base = R_tr.identity
         rref_tr = _registered_reference(R_tr, R_tr, reference_topk(base, K, search, seed)[0], k)[1]
-        near, _ = exact_topk(
-            base, np.ascontiguousarray(R_te[:, 0]), k=K, desc="relative leakage: registered"
-        )
+        near, _ = exact_topk(base, R_te.identity, k=K, desc="relative leakage: registered")
         rd, rref_te = _registered_reference(R_te, R_tr, near, k)
         pair_a = np.repeat(np.arange(len(te), dtype=np.int64), K)
         rs = relative_score(rd.ravel(), rref_te[pair_a], rref_tr[near.ravel()], options)

@@ -10,6 +10,7 @@ from dcsi.registration import (
     moves,
     registered_distance,
     registered_rows,
+    registered_windows,
     window_geometry,
 )
 
@@ -62,17 +63,47 @@ def test_constant_images_give_zero_rows():
     assert not rows.any()
 
 
-def test_registered_distance_is_the_best_transform_of_either_image(rng):
+@pytest.mark.parametrize("block", [7, 1024])
+def test_registered_distance_is_the_best_transform_of_either_image(rng, block):
     images = rng.integers(0, 256, size=(9, 20, 20), dtype=np.uint8)
-    R = registered_rows(images)
+    R = registered_rows(images)  # every transform of every image: the reference's rows
+    W = registered_windows(images)
     a, b = np.triu_indices(len(images), 1)
-    got = registered_distance(R, R, a, b, block=7)
+    got = registered_distance(W, W, a, b, block=block)
     want = [
         max(0.0, 1.0 - max(max(R[i, t] @ R[j, 0], R[j, t] @ R[i, 0]) for t in range(R.shape[1])))
         for i, j in zip(a, b)
     ]
     np.testing.assert_allclose(got, want, atol=1e-6)
-    np.testing.assert_allclose(registered_distance(R, R, b, a), got, atol=1e-12)  # symmetric
+    np.testing.assert_allclose(registered_distance(W, W, b, a), got, atol=1e-12)  # symmetric
+
+
+def test_registered_windows_hold_the_identity_rows_only(rng):
+    images = rng.integers(0, 256, size=(6, 28, 28), dtype=np.uint8)
+    W = registered_windows(images, sigma=0.5)
+    np.testing.assert_array_equal(W.identity, registered_rows(images, sigma=0.5)[:, 0])
+    assert W.identity.shape == (6, 121) and W.images is images and len(W) == 6
+
+
+def test_registered_distance_across_batches_and_sets(rng, monkeypatch):
+    """Pairs spread over several batches of images (a batch of 3 images here) and two
+    different sets give, bit for bit, what one product over every transform gives."""
+    import dcsi.registration as registration
+
+    monkeypatch.setattr(registration, "_CHUNK", 3)
+    A_img = rng.integers(0, 256, size=(11, 24, 24, 3), dtype=np.uint8)
+    B_img = rng.integers(0, 256, size=(8, 24, 24, 3), dtype=np.uint8)
+    RA, RB = registered_rows(A_img), registered_rows(B_img)
+    a, b = rng.integers(0, 11, 60), rng.integers(0, 8, 60)
+    got = registered_distance(registered_windows(A_img), registered_windows(B_img), a, b, block=5)
+    c = np.maximum(
+        np.einsum("mtq,mq->mt", RA[a], RB[b, 0], dtype=np.float64),
+        np.einsum("mtq,mq->mt", RB[b], RA[a, 0], dtype=np.float64),
+    )
+    np.testing.assert_array_equal(got, np.maximum(1.0 - c.max(axis=1), 0.0))
+    assert registered_distance(
+        registered_windows(A_img), registered_windows(B_img), a[:0], b[:0]
+    ).shape == (0,)
 
 
 @pytest.mark.parametrize("angle", [-8.0, -5.0, 3.0, 8.0])
@@ -80,7 +111,7 @@ def test_a_rotated_copy_is_close_only_after_registration(rng, angle):
     smooth = ndimage.gaussian_filter(rng.normal(size=(48, 48)), 3.0)
     img = np.clip(128 + 600 * smooth, 0, 255).astype(np.uint8)
     turned = ndimage.rotate(img, angle, reshape=False, order=1, mode="nearest")
-    R = registered_rows(np.stack([img, turned]))
-    plain = 1.0 - float(R[0, 0] @ R[1, 0])
-    registered = registered_distance(R, R, np.array([0]), np.array([1]))[0]
+    W = registered_windows(np.stack([img, turned]))
+    plain = 1.0 - float(W.identity[0] @ W.identity[1])
+    registered = registered_distance(W, W, np.array([0]), np.array([1]))[0]
     assert registered < 0.25 * plain
