@@ -21,14 +21,17 @@ reference classifiers) and answers four questions:
    (classes drawn from one distribution: should be near 1) and on planted separations
    (one class from each of two pools: near 0 where a 1-NN tells them apart).
 4. **Fresh tasks** (``--fresh``): the shipped definition and the baselines on tasks
-   drawn with another seed, none of which the choice saw.
+   drawn with another seed, none of which the choice saw; all files together (each
+   task once) and each file on its own, less the tasks of the files before it.
 
     python benchmarks/validity_pools.py            # the tasks (references cached)
     python benchmarks/validity_pools.py --task-seed 1 --out dcsi_validity_tasks_seed1
     python benchmarks/validity_pools.py --task-seed 2 --out dcsi_validity_tasks_seed2
+    python benchmarks/validity_pools.py --task-seed 3 --out dcsi_validity_tasks_seed3
     python benchmarks/dcsi_validity.py --features ~/.cache/dcsi/validity --fresh \
         benchmarks/results/dcsi_validity_tasks_seed1.json \
-        benchmarks/results/dcsi_validity_tasks_seed2.json   # this analysis, ~1 min
+        benchmarks/results/dcsi_validity_tasks_seed2.json \
+        benchmarks/results/dcsi_validity_tasks_seed3.json   # this analysis, ~1 min
 
 Writes ``benchmarks/results/dcsi_validity.json``.
 """
@@ -577,6 +580,12 @@ def main(argv: list[str] | None = None) -> int:
     print("chosen per hidden pool:", chosen)
     print("chosen with all pools seen:", final, all_scores[final])
     fresh = None if args.fresh is None else fresh_check(args.fresh, tasks, BASELINES)
+    # each file on its own, with the tasks of the files before it left out: the last
+    # file's row is on tasks drawn after everything before it was decided
+    fresh_each = []
+    for i, path in enumerate(args.fresh or []):
+        before = [t for q in args.fresh[:i] for t in json.loads(q.read_text("utf-8"))["tasks"]]
+        fresh_each.append(fresh_check([path], tasks + before, BASELINES))
     if end_rows:
         print(
             f"candidates: {len(values)} measured, {n_eligible} eligible, {n_calibrated} of "
@@ -620,6 +629,7 @@ def main(argv: list[str] | None = None) -> int:
             },
             "ends": [{k: v for k, v in r.items() if k != "record"} for r in end_rows],
             "fresh_tasks": fresh,
+            "fresh_tasks_each_file_new_only": fresh_each,
         },
     )
     return 0
