@@ -20,13 +20,15 @@ to one dataset.
    unchanged.  Colour, not grey: two icons that differ only in colour are not copies.
 2. **Aligned pixels, within the CNN's shortlist** (:func:`aligned_copies`), for an image
    that stage 1 found no copy of.  Its :data:`SHORTLIST` (10) nearest images by CNN
-   cosine are compared with it by the aligned distance of the copy search's second
-   stage (:func:`dcsi.aligned.aligned_distance`: the smallest ``1 - Pearson`` over
-   shifts and crops-and-resizes, on grey thumbnails), and the closest goes first
-   when its distance is at most :data:`ALIGN_RATIO` (0.7) times the 5th smallest of
-   the ten, and at most ``max_distance``: shifted, cropped, rescaled or padded
-   copies, which stage 1's fixed grid misses, stand out from the look-alikes the CNN
-   put beside them.  This is a ranking, not a verdict: on Fashion-MNIST most images
+   cosine are compared with it on grey thumbnails by the smaller of the copy search's
+   aligned distance (:func:`dcsi.aligned.aligned_distance`: the smallest ``1 -
+   Pearson`` over shifts and crops-and-resizes) and its registered distance
+   (:func:`dcsi.registration.registered_distance`: the same after small rotations,
+   scalings and aspect changes; ``registered=False`` leaves it out), and the closest
+   goes first when its distance is at most :data:`ALIGN_RATIO` (0.7) times the 5th
+   smallest of the ten, and at most ``max_distance``: shifted, cropped, turned,
+   rescaled or padded copies, which stage 1's fixed grid misses, stand out from the
+   look-alikes the CNN put beside them.  This is a ranking, not a verdict: on Fashion-MNIST most images
    have such a neighbour without having a copy, so only stage 1's images are flagged
    as copies (``is_copy``).
 
@@ -53,6 +55,7 @@ import numpy as np
 from dcsi.aligned import copy_transforms, default_geometry, grey_levels, transformed_rows
 from dcsi.exceptions import InvalidParameterError
 from dcsi.neighbors import exact_topk, unit_rows
+from dcsi.registration import MIN_SIDE, registered_distance, registered_windows
 from dcsi.relative_links import RelativeOptions, coarse_rows, reference_topk, relative_score
 
 __all__ = [
@@ -137,12 +140,16 @@ class PixelCheck:
         stage 2 too.
     align_ratio : float, default=ALIGN_RATIO
         The ratio of stage 2.
+    registered : bool, default=True
+        Whether stage 2 also measures the registered distance (an index written before
+        it existed is read with ``False``).
     """
 
     thumbnails: np.ndarray
     reference: np.ndarray
     options: RelativeOptions
     align_ratio: float = ALIGN_RATIO
+    registered: bool = True
 
     @cached_property
     def rows(self) -> np.ndarray:
@@ -266,7 +273,12 @@ class PixelCheck:
             images = np.concatenate([self.thumbnails[used], query_thumbs])
             queries, short = len(used) + np.arange(m), inv.reshape(m, c)
         best, dist, ok = aligned_copies(
-            images, queries, short, ratio=self.align_ratio, max_distance=self.options.max_distance
+            images,
+            queries,
+            short,
+            ratio=self.align_ratio,
+            max_distance=self.options.max_distance,
+            registered=self.registered,
         )
         return np.take_along_axis(shortlist, best[:, None], 1), dist[:, None], ok[:, None]
 
@@ -282,6 +294,7 @@ class PixelCheck:
             "sigma": o.sigma,
             "shortlist": SHORTLIST,
             "align_ratio": self.align_ratio,
+            "registered": self.registered,
         }
 
 
@@ -293,10 +306,14 @@ def aligned_copies(
     ratio: float = ALIGN_RATIO,
     max_distance: float = 0.2,
     reference_rank: int = 5,
+    registered: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each query, the shortlisted image of smallest aligned distance, and whether
-    it is a copy: at most ``ratio`` times the ``reference_rank``-th smallest aligned
-    distance of the shortlist, and at most ``max_distance``.
+    """For each query, the shortlisted image of smallest distance, and whether it is a
+    copy: at most ``ratio`` times the ``reference_rank``-th smallest distance of the
+    shortlist, and at most ``max_distance``.  The distance is the aligned one
+    (:func:`shortlist_distance`), or with ``registered`` the smaller of it and the
+    registered distance (:func:`dcsi.registration.registered_distance`; images under
+    :data:`dcsi.registration.MIN_SIDE` px are not registered).
 
     Parameters
     ----------
@@ -308,6 +325,7 @@ def aligned_copies(
         Rows of ``images`` to compare each query with; ``c >= reference_rank``.
     ratio, max_distance : float
     reference_rank : int, default=5
+    registered : bool, default=True
 
     Returns
     -------
@@ -317,7 +335,12 @@ def aligned_copies(
     verified : ndarray of shape (m,), bool
     """
     m, c = shortlist.shape
-    d = shortlist_distance(images, np.asarray(queries, np.int64), shortlist)
+    queries = np.asarray(queries, np.int64)
+    d = shortlist_distance(images, queries, shortlist)
+    if registered and min(np.shape(images)[1:3]) >= MIN_SIDE:
+        W = registered_windows(images)
+        r = registered_distance(W, W, np.repeat(queries, c), np.asarray(shortlist).ravel())
+        d = np.minimum(d, r.reshape(m, c))
     best = np.argmin(d, axis=1)
     low = d[np.arange(m), best]
     reference = np.sort(d, axis=1)[:, min(reference_rank, c) - 1]

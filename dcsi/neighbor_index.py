@@ -813,7 +813,13 @@ def _read_pixels(folder: Path, meta: dict[str, Any], files: dict[str, Any]) -> P
     options = RelativeOptions(
         ratio=rule["ratio"], k=rule["k"], max_distance=rule["max_distance"], sigma=rule["sigma"]
     )
-    return PixelCheck(thumbs, reference.astype(np.float64), options, rule["align_ratio"])
+    return PixelCheck(
+        thumbs,
+        reference.astype(np.float64),
+        options,
+        rule["align_ratio"],
+        registered=bool(rule.get("registered", False)),  # absent: written before it existed
+    )
 
 
 # -- the card ------------------------------------------------------------------------

@@ -105,13 +105,42 @@ def test_aligned_copies_equal_a_loop(rng):
     queries = np.array([0, 5, 9])
     shortlist = np.array([rng.choice(np.arange(10, 40), 10, replace=False) for _ in queries])
     images[shortlist[1, 3]] = np.roll(images[5], 1, axis=1)  # a shifted copy of image 5
-    best, low, ok = aligned_copies(images, queries, shortlist, ratio=0.7, max_distance=0.2)
+    best, low, ok = aligned_copies(
+        images, queries, shortlist, ratio=0.7, max_distance=0.2, registered=False
+    )
     for r, q in enumerate(queries):
         d = [aligned_distance(images, np.array([[q, j]]))[0] for j in shortlist[r]]
         j = int(np.argmin(d))
         assert best[r] == j and low[r] == pytest.approx(d[j], abs=1e-5)
         assert ok[r] == (d[j] <= 0.7 * sorted(d)[4] and d[j] <= 0.2)
     assert best[1] == 3 and ok[1] and not ok[0] and not ok[2]
+
+
+def test_registered_stage_two_is_the_smaller_distance_and_finds_a_turned_copy(rng):
+    from dcsi.registration import registered_distance, registered_windows
+
+    # 24-px images (registered from 16 px); image 30 is image 4 turned by 6 degrees
+    images = np.kron(planted(rng, n=30, copies=0), np.ones((1, 2, 2, 1), np.uint8))
+    turned = ndimage.rotate(images[4], 6.0, axes=(0, 1), reshape=False, order=1, mode="nearest")
+    images = np.concatenate([images, turned[None]])
+    queries = np.array([30, 2])
+    shortlist = np.array([rng.permutation(np.r_[4, 10:19]), np.arange(20, 30)])
+    best, low, ok = aligned_copies(images, queries, shortlist, ratio=0.7, max_distance=0.2)
+    W = registered_windows(images)
+    for r, q in enumerate(queries):  # the loop: each pair's two distances, the smaller kept
+        d = [
+            min(
+                aligned_distance(images, np.array([[q, j]]))[0],
+                registered_distance(W, W, np.array([q]), np.array([j]))[0],
+            )
+            for j in shortlist[r]
+        ]
+        j = int(np.argmin(d))
+        assert best[r] == j and low[r] == pytest.approx(d[j], abs=1e-5)
+        assert ok[r] == (d[j] <= 0.7 * sorted(d)[4] and d[j] <= 0.2)
+    assert shortlist[0, best[0]] == 4 and ok[0]
+    plain = aligned_copies(images, queries[:1], shortlist[:1], registered=False)
+    assert low[0] < 0.5 * plain[1][0]  # registration brings the turned copy far closer
 
 
 def test_many_identical_images_are_all_copies_of_each_other(rng):
@@ -214,6 +243,21 @@ def test_version_1_folders_still_load(rng, tmp_path):
     (tmp_path / INDEX_FILE).write_text(json.dumps(meta))
     back = load_neighbor_index(tmp_path)
     assert back.pixels is None and back.k == 3
+
+
+def test_stage_two_registration_is_recorded_and_read_back(rng, tmp_path):
+    from dcsi.neighbor_index import INDEX_FILE, index_features, load_neighbor_index
+    from dcsi.sources import open_source
+
+    images = open_source(np.kron(planted(rng, n=40, copies=0), np.ones((1, 2, 2, 1), np.uint8)))
+    feats = rng.standard_normal((40, 8)).astype(np.float32)
+    index_features(feats, [str(i) for i in range(40)], k=3, images=images).save(tmp_path)
+    meta = json.loads((tmp_path / INDEX_FILE).read_text())
+    assert meta["verify"]["registered"] is True
+    assert load_neighbor_index(tmp_path).pixels.registered is True
+    del meta["verify"]["registered"]  # an index written before stage 2 registered pairs
+    (tmp_path / INDEX_FILE).write_text(json.dumps(meta))
+    assert load_neighbor_index(tmp_path).pixels.registered is False
 
 
 def test_tampered_pixel_file_is_refused(rng, tmp_path):
