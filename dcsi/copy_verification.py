@@ -28,9 +28,9 @@ to one dataset.
    goes first when its distance is at most :data:`ALIGN_RATIO` (0.7) times the 5th
    smallest of the ten, and at most ``max_distance``: shifted, cropped, turned,
    rescaled or padded copies, which stage 1's fixed grid misses, stand out from the
-   look-alikes the CNN put beside them.  This is a ranking, not a verdict: on Fashion-MNIST most images
-   have such a neighbour without having a copy, so only stage 1's images are flagged
-   as copies (``is_copy``).
+   look-alikes the CNN put beside them.  This is a ranking, not a verdict: on
+   Fashion-MNIST most images have such a neighbour without having a copy, so only
+   stage 1's images are flagged as copies (``is_copy``).
 
 Stage 1's copies go first in an image's list, closest first (or else stage 2's
 image), then the CNN's order; every result keeps its CNN cosine as its score.  How
