@@ -140,7 +140,11 @@ def ratio_sweep(sam: np.ndarray, images: Any, score: Any, *, registered: bool) -
     out = {}
     for r in RATIOS:
         top, _, _ = verify_neighbors(
-            dataclasses.replace(check, align_ratio=r, registered=registered),
+            dataclasses.replace(
+                check,
+                align_ratio=r,
+                options=dataclasses.replace(check.options, registered=registered),
+            ),
             shortlist[:, :4],
             scores[:, :4],
             shortlist,

@@ -24,7 +24,8 @@ to one dataset.
    aligned distance (:func:`dcsi.aligned.aligned_distance`: the smallest ``1 -
    Pearson`` over shifts and crops-and-resizes) and its registered distance
    (:func:`dcsi.registration.registered_distance`: the same after small rotations,
-   scalings and aspect changes; ``registered=False`` leaves it out), and the closest
+   scalings and aspect changes; ``RelativeOptions(registered=False)`` leaves it
+   out), and the closest
    goes first when its distance is at most :data:`ALIGN_RATIO` (0.7) times the 5th
    smallest of the ten, and at most ``max_distance``: shifted, cropped, turned,
    rescaled or padded copies, which stage 1's fixed grid misses, stand out from the
@@ -137,19 +138,17 @@ class PixelCheck:
         Each image's coarse distance ``1 - cos`` to its ``options.k``-th nearest other.
     options : RelativeOptions
         The rule of stage 1 (ratio, k, max_distance, sigma); ``max_distance`` bounds
-        stage 2 too.
+        stage 2 too, and ``registered`` says whether stage 2 also measures the
+        registered distance (an index written before it existed is read with
+        ``False``).
     align_ratio : float, default=ALIGN_RATIO
         The ratio of stage 2.
-    registered : bool, default=True
-        Whether stage 2 also measures the registered distance (an index written before
-        it existed is read with ``False``).
     """
 
     thumbnails: np.ndarray
     reference: np.ndarray
     options: RelativeOptions
     align_ratio: float = ALIGN_RATIO
-    registered: bool = True
 
     @cached_property
     def rows(self) -> np.ndarray:
@@ -278,7 +277,7 @@ class PixelCheck:
             short,
             ratio=self.align_ratio,
             max_distance=self.options.max_distance,
-            registered=self.registered,
+            registered=self.options.registered,
         )
         return np.take_along_axis(shortlist, best[:, None], 1), dist[:, None], ok[:, None]
 
@@ -294,7 +293,7 @@ class PixelCheck:
             "sigma": o.sigma,
             "shortlist": SHORTLIST,
             "align_ratio": self.align_ratio,
-            "registered": self.registered,
+            "registered": o.registered,
         }
 
 

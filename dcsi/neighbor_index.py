@@ -811,15 +811,13 @@ def _read_pixels(folder: Path, meta: dict[str, Any], files: dict[str, Any]) -> P
     ):
         raise DataError(f"{folder}: its pixel check's files do not match; rebuild the index.")
     options = RelativeOptions(
-        ratio=rule["ratio"], k=rule["k"], max_distance=rule["max_distance"], sigma=rule["sigma"]
-    )
-    return PixelCheck(
-        thumbs,
-        reference.astype(np.float64),
-        options,
-        rule["align_ratio"],
+        ratio=rule["ratio"],
+        k=rule["k"],
+        max_distance=rule["max_distance"],
+        sigma=rule["sigma"],
         registered=bool(rule.get("registered", False)),  # absent: written before it existed
     )
+    return PixelCheck(thumbs, reference.astype(np.float64), options, rule["align_ratio"])
 
 
 # -- the card ------------------------------------------------------------------------

@@ -254,10 +254,10 @@ def test_stage_two_registration_is_recorded_and_read_back(rng, tmp_path):
     index_features(feats, [str(i) for i in range(40)], k=3, images=images).save(tmp_path)
     meta = json.loads((tmp_path / INDEX_FILE).read_text())
     assert meta["verify"]["registered"] is True
-    assert load_neighbor_index(tmp_path).pixels.registered is True
+    assert load_neighbor_index(tmp_path).pixels.options.registered is True
     del meta["verify"]["registered"]  # an index written before stage 2 registered pairs
     (tmp_path / INDEX_FILE).write_text(json.dumps(meta))
-    assert load_neighbor_index(tmp_path).pixels.registered is False
+    assert load_neighbor_index(tmp_path).pixels.options.registered is False
 
 
 def test_tampered_pixel_file_is_refused(rng, tmp_path):
