@@ -220,3 +220,29 @@ def cached_features(
     if fs.n_cached < len(fs):
         print(f"note: {len(fs) - fs.n_cached} features were not cached", file=sys.stderr)
     return fs
+
+
+def imagededup_hashes() -> tuple[Any, Any]:
+    """imagededup's ``PHash`` and ``WHash`` classes, importable offline.
+
+    Importing ``imagededup.methods`` builds its CNN method's MobileNetV3 with ImageNet
+    weights, which torchvision downloads the first time.  The hashes do not use that
+    network, so where the download fails (no network) the network is built without
+    weights for the import; the hashes are the same either way.
+    """
+    import torchvision.models as tvm
+
+    original = tvm.mobilenet_v3_small
+
+    def offline(*args: Any, weights: Any = None, **kwargs: Any) -> Any:
+        try:
+            return original(*args, weights=weights, **kwargs)
+        except OSError:  # urllib's URLError: weights not cached, no network
+            return original(*args, weights=None, **kwargs)
+
+    tvm.mobilenet_v3_small = offline
+    try:
+        from imagededup.methods import PHash, WHash
+    finally:
+        tvm.mobilenet_v3_small = original
+    return PHash, WHash

@@ -33,7 +33,9 @@ The machine has 2 cores shared with other jobs: times are noisy.
 ``dcsi-wavelet`` is the default (all three stages), ``dcsi-wavelet-noalign`` the first
 (wavelet) stage alone, ``dcsi-wavelet-norelative`` the first two stages (the defaults
 before the density-relative stage), ``dcsi-wavelet-noregistered`` the three stages
-without the relative stage's registered distance (the defaults before it), ``dcsi-wavelet+flips`` the default with mirror images counted
+without the relative stage's registered distance (the defaults before it),
+``dcsi-wavelet+halves`` the default with the relative stage's halves
+(``RelativeOptions(halves=True)``), ``dcsi-wavelet+flips`` the default with mirror images counted
 (``RelativeOptions(flips=True)``; run it with ``--flips``); ``default_run_time_s`` in the JSON is the default
 ``find_redundancy`` run alone, ``time_s`` includes the looser search of the sweep.
 """
@@ -156,6 +158,7 @@ def _scored_pairs_dcsi(
     flips: bool = False,
     relative: bool = True,
     registered: bool = True,
+    halves: bool = False,
 ):
     """dcsi wavelet: default groups + scored pairs for the sweep.
 
@@ -163,7 +166,9 @@ def _scored_pairs_dcsi(
     threshold (0.01) or, with the aligned stage, the smaller of that and its aligned
     distance divided by the default aligned threshold (0.0005), and, with the
     density-relative stage, its relative ratio divided by the default ratio (0.25): the
-    sweep scales the thresholds together, and 1.0 is the default operating point.  The
+    sweep scales the thresholds together, and 1.0 is the default operating point (with
+    the halves, their ratio moves with the ratio: 0.1 at 0.25, ``half_ratio / ratio``
+    kept).  The
     summary carries ``base`` (the pairs the absolute stages link at their defaults)
     and ``relative`` (the relative candidates up to ratio 0.6, with their ratios) for
     the leave-families-out selection.
@@ -181,7 +186,7 @@ def _scored_pairs_dcsi(
         labels,
         verify="ssim" if verify else None,
         align=align,
-        relative=RelativeOptions(flips=flips, registered=registered)
+        relative=RelativeOptions(flips=flips, registered=registered, halves=halves)
         if align and relative
         else False,
     )
@@ -205,7 +210,14 @@ def _scored_pairs_dcsi(
         )
         from dcsi.relative_links import DEFAULT_RATIO, relative_links
 
-        loose = RelativeOptions(ratio=0.6, flips=flips, registered=registered)
+        shipped = RelativeOptions()
+        loose = RelativeOptions(
+            ratio=0.6,
+            flips=flips,
+            registered=registered,
+            halves=halves,
+            half_ratio=0.6 * shipped.half_ratio / shipped.ratio,
+        )
         rel = relative_links(images, loose) if relative else None
         if rel is not None and len(rel.pairs):
             ratio = rel.score(rel.pairs[:, 0], rel.pairs[:, 1]) * loose.ratio
@@ -237,7 +249,9 @@ def _scored_pairs_cnn(images, labels):
 
 
 def _encode(kind: str, images: np.ndarray) -> list[str]:
-    from imagededup.methods import PHash, WHash
+    from _common import imagededup_hashes
+
+    PHash, WHash = imagededup_hashes()
 
     hasher = (PHash if kind == "phash" else WHash)(verbose=False)
     return [hasher.encode_image(image_array=np.stack([im] * 3, -1)) for im in images]
@@ -306,6 +320,7 @@ def worker(method: str, data_path: str, out_path: str) -> None:
             flips=method.endswith("+flips"),
             relative=not method.endswith("-norelative"),
             registered=not method.endswith("-noregistered"),
+            halves=method.endswith("+halves"),
         )
         extra["rrqr"] = summary.get("rrqr")
         extra["n_groups"] = summary["n_groups"]

@@ -316,7 +316,9 @@ def _dcsi(folder: str) -> tuple[dict, dict]:
 
 
 def _imagededup(folder: str, kind: str) -> tuple[dict, dict]:
-    from imagededup.methods import PHash, WHash
+    from _common import imagededup_hashes
+
+    PHash, WHash = imagededup_hashes()
 
     hasher = (PHash if kind == "phash" else WHash)(verbose=False)
     enc = hasher.encode_images(image_dir=folder, num_enc_workers=os.cpu_count())

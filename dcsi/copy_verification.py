@@ -55,9 +55,9 @@ import numpy as np
 
 from dcsi.aligned import copy_transforms, default_geometry, grey_levels, transformed_rows
 from dcsi.exceptions import InvalidParameterError
-from dcsi.neighbors import exact_topk, unit_rows
+from dcsi.neighbors import exact_topk, reference_topk, unit_rows
 from dcsi.registration import MIN_SIDE, registered_distance, registered_windows
-from dcsi.relative_links import RelativeOptions, coarse_rows, reference_topk, relative_score
+from dcsi.relative_links import RelativeOptions, coarse_rows, relative_score
 
 __all__ = [
     "ALIGN_RATIO",
@@ -86,7 +86,7 @@ EXACT = 1e-5
 _BATCH = 4096  # images decoded at a time
 
 
-def colour_rows(images: np.ndarray, sigma: float = 1.0) -> np.ndarray:
+def colour_rows(images: np.ndarray, sigma: float = 1.0, despeckled: bool = False) -> np.ndarray:
     """Coarse rows of each colour channel side by side, scaled to unit length.
 
     Parameters
@@ -95,6 +95,9 @@ def colour_rows(images: np.ndarray, sigma: float = 1.0) -> np.ndarray:
         uint8 or float images; grey images count as three equal channels.
     sigma : float, default=1.0
         Gaussian smoothing in pixels (see :func:`dcsi.relative_links.coarse_rows`).
+    despeckled : bool, default=False
+        Despeckle each channel before the smoothing
+        (:func:`dcsi.relative_links.despeckle`).
 
     Returns
     -------
@@ -104,7 +107,7 @@ def colour_rows(images: np.ndarray, sigma: float = 1.0) -> np.ndarray:
     X = np.asarray(images)
     if X.ndim == 3:
         X = X[..., None]
-    parts = [coarse_rows(X[..., min(c, X.shape[3] - 1)], sigma) for c in range(3)]
+    parts = [coarse_rows(X[..., min(c, X.shape[3] - 1)], sigma, despeckled) for c in range(3)]
     return unit_rows(np.hstack(parts), np.float32)
 
 
@@ -137,10 +140,10 @@ class PixelCheck:
     reference : ndarray of shape (n,), float64
         Each image's coarse distance ``1 - cos`` to its ``options.k``-th nearest other.
     options : RelativeOptions
-        The rule of stage 1 (ratio, k, max_distance, sigma); ``max_distance`` bounds
-        stage 2 too, and ``registered`` says whether stage 2 also measures the
-        registered distance (an index written before it existed is read with
-        ``False``).
+        The rule of stage 1 (ratio, k, max_distance, sigma, despeckle; not the halves
+        of the copy search); ``max_distance`` bounds stage 2 too, and ``registered``
+        says whether stage 2 also measures the registered distance (an index written
+        before ``registered`` or ``despeckle`` existed is read with ``False``).
     align_ratio : float, default=ALIGN_RATIO
         The ratio of stage 2.
     """
@@ -154,7 +157,7 @@ class PixelCheck:
     def rows(self) -> np.ndarray:
         """ndarray of shape (n, 3 * (s // 2) ** 2), float32: :func:`colour_rows` of the
         thumbnails (computed once, on first use)."""
-        return colour_rows(self.thumbnails, self.options.sigma)
+        return colour_rows(self.thumbnails, self.options.sigma, self.options.despeckle)
 
     @classmethod
     def build(
@@ -188,7 +191,7 @@ class PixelCheck:
             Which of them pass the rule.
         """
         options = options or RelativeOptions()
-        rows = colour_rows(thumbs, options.sigma)
+        rows = colour_rows(thumbs, options.sigma, options.despeckle)
         nbrs, dist = reference_topk(rows, options.k, "ann" if search == "faiss" else "exact", seed)
         dist[dist < EXACT] = 0.0
         check = cls(np.ascontiguousarray(thumbs, dtype=np.uint8), dist[:, -1], options)
@@ -209,7 +212,7 @@ class PixelCheck:
         distances : ndarray of shape (m, k), float64
         verified : ndarray of shape (m, k), bool
         """
-        q = colour_rows(thumbs, self.options.sigma)
+        q = colour_rows(thumbs, self.options.sigma, self.options.despeckle)
         k = min(self.options.k, len(self.reference))
         nbrs, _ = exact_topk(self.rows, q, k=k, desc="pixel check")
         dist = _distances(q, self.rows, nbrs)
@@ -294,6 +297,7 @@ class PixelCheck:
             "shortlist": SHORTLIST,
             "align_ratio": self.align_ratio,
             "registered": o.registered,
+            "despeckle": o.despeckle,
         }
 
 

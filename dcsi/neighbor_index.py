@@ -816,6 +816,7 @@ def _read_pixels(folder: Path, meta: dict[str, Any], files: dict[str, Any]) -> P
         max_distance=rule["max_distance"],
         sigma=rule["sigma"],
         registered=bool(rule.get("registered", False)),  # absent: written before it existed
+        despeckle=bool(rule.get("despeckle", False)),  # absent: written before it existed
     )
     return PixelCheck(thumbs, reference.astype(np.float64), options, rule["align_ratio"])
 

@@ -71,6 +71,7 @@ __all__ = [
     "prepare_rows",
     "projection_basis",
     "radius_pairs",
+    "reference_topk",
     "topk_rows",
     "unit_rows",
     "verify_pairs",
@@ -922,3 +923,34 @@ def faiss_topk(
             found[r], sims[r] = row[keep][:k], rs[keep][:k]
     order = np.lexsort((found, -sims), axis=1)
     return np.take_along_axis(found, order, 1), np.take_along_axis(sims, order, 1), params
+
+
+def reference_topk(
+    rows: np.ndarray, k: int, search: str = "exact", seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` neighbours of every row among the others and their distances,
+    recomputed in float64 (as :meth:`RelativeLinks.score` computes them, so that the
+    search and the score agree on every pair).
+
+    Parameters
+    ----------
+    rows : ndarray of shape (n, d)
+        Unit rows, ``n > k``.
+    k : int
+    search : {"exact", "ann"}, default="exact"
+        Exact and blockwise, or faiss IVF-flat.
+    seed : int, default=0
+        Seed of the faiss k-means.
+
+    Returns
+    -------
+    neighbors : ndarray of shape (n, k), int64
+    distances : ndarray of shape (n, k), float64
+        ``1 - cos``, clipped at 0; the last column is each row's reference distance.
+    """
+    if search == "ann":
+        nbrs, _, _ = faiss_topk(rows, k=k, seed=seed)
+    else:
+        nbrs, _ = exact_topk(rows, k=k, desc="relative links: neighbours")
+    a = np.repeat(np.arange(len(rows), dtype=np.int64), k)
+    return nbrs, pair_distances(rows, rows, a, nbrs.ravel()).reshape(len(rows), k)

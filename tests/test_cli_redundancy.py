@@ -101,6 +101,11 @@ def test_redundancy_command_options(folder, tmp_path):
     assert main(["redundancy", str(folder), "--out", str(out), "--no-registered"]) == 0
     card = json.loads((out / "redundancy.json").read_text())
     assert card["params"]["relative"]["registered"] is False
+    assert card["params"]["relative"]["halves"] is False
+    out = tmp_path / "o8"
+    assert main(["redundancy", str(folder), "--out", str(out), "--halves"]) == 0
+    card = json.loads((out / "redundancy.json").read_text())
+    assert card["params"]["relative"]["halves"] is True
     out = tmp_path / "o6"
     assert main(["redundancy", str(folder), "--out", str(out), "--no-relative"]) == 0
     assert json.loads((out / "redundancy.json").read_text())["params"]["relative"] is None

@@ -7,20 +7,26 @@ import json
 import numpy as np
 import pytest
 from scipy import ndimage
+from test_relative_links import despeckle_reference
 
 from dcsi.aligned import aligned_distance
 from dcsi.copy_verification import PixelCheck, aligned_copies, colour_rows, copies_first
 from dcsi.relative_links import RelativeOptions
 
 
-def slow_colour_rows(images: np.ndarray, sigma: float = 1.0) -> np.ndarray:
-    """Per image and channel: Gaussian, 2 x 2 block means by loops, centred, unit;
-    channels side by side, unit length (float64)."""
+def slow_colour_rows(
+    images: np.ndarray, sigma: float = 1.0, despeckled: bool = False
+) -> np.ndarray:
+    """Per image and channel: despeckled by loops, Gaussian, 2 x 2 block means by
+    loops, centred, unit; channels side by side, unit length (float64)."""
     out = []
     for img in images.astype(np.float64):
         parts = []
         for c in range(3):
-            g = ndimage.gaussian_filter(img[..., c], sigma, mode="nearest")
+            g = img[..., c]
+            if despeckled:
+                g = despeckle_reference(g)
+            g = ndimage.gaussian_filter(g, sigma, mode="nearest")
             h, w = g.shape[0] // 2, g.shape[1] // 2
             b = np.array([[g[2 * i : 2 * i + 2, 2 * j : 2 * j + 2].mean() for j in range(w)]
                           for i in range(h)]).ravel()  # fmt: skip
@@ -34,6 +40,9 @@ def slow_colour_rows(images: np.ndarray, sigma: float = 1.0) -> np.ndarray:
 def test_colour_rows_equal_a_slow_loop(rng):
     images = rng.integers(0, 256, (6, 10, 12, 3)).astype(np.uint8)
     np.testing.assert_allclose(colour_rows(images), slow_colour_rows(images), atol=1e-5)
+    np.testing.assert_allclose(
+        colour_rows(images, despeckled=True), slow_colour_rows(images, despeckled=True), atol=1e-5
+    )
     grey = images[..., 0]
     np.testing.assert_allclose(
         colour_rows(grey), slow_colour_rows(np.repeat(grey[..., None], 3, axis=3)), atol=1e-5
@@ -73,8 +82,8 @@ def brute_verified(rows: np.ndarray, options: RelativeOptions) -> set[tuple[int,
 
 def test_build_finds_exactly_the_pairs_of_a_brute_force_rule(rng):
     images = planted(rng)
-    rows = colour_rows(images)
     options = RelativeOptions()
+    rows = colour_rows(images, options.sigma, options.despeckle)
     check, cand, dist, ok = PixelCheck.build(images, options)
     np.testing.assert_array_equal(check.rows, rows)
     found = {(a, int(cand[a, j])) for a in range(len(rows)) for j in np.flatnonzero(ok[a])}
@@ -254,10 +263,14 @@ def test_stage_two_registration_is_recorded_and_read_back(rng, tmp_path):
     index_features(feats, [str(i) for i in range(40)], k=3, images=images).save(tmp_path)
     meta = json.loads((tmp_path / INDEX_FILE).read_text())
     assert meta["verify"]["registered"] is True
-    assert load_neighbor_index(tmp_path).pixels.options.registered is True
-    del meta["verify"]["registered"]  # an index written before stage 2 registered pairs
+    assert meta["verify"]["despeckle"] is RelativeOptions().despeckle is True
+    back = load_neighbor_index(tmp_path).pixels
+    assert back.options.registered is True and back.options.despeckle is True
+    # an index written before stage 2 registered pairs and stage 1 despeckled
+    del meta["verify"]["registered"], meta["verify"]["despeckle"]
     (tmp_path / INDEX_FILE).write_text(json.dumps(meta))
-    assert load_neighbor_index(tmp_path).pixels.options.registered is False
+    back = load_neighbor_index(tmp_path).pixels
+    assert back.options.registered is False and back.options.despeckle is False
 
 
 def test_tampered_pixel_file_is_refused(rng, tmp_path):

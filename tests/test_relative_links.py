@@ -12,24 +12,97 @@ from dcsi.redundancy import find_redundancy
 from dcsi.relative_links import (
     RelativeOptions,
     coarse_rows,
+    grid_of,
     relative_links,
     relative_score,
 )
 
 
-def _coarse_reference(img: np.ndarray, sigma: float) -> np.ndarray:
-    """One image: grey float64, scipy Gaussian, 2 x 2 block means by loops, unit row."""
+def despeckle_reference(g: np.ndarray) -> np.ndarray:
+    """One grey image, by loops: each pixel clipped to the smallest and largest of its
+    8 neighbours (the edge pixel repeated outside)."""
+    h, w = g.shape
+    out = g.copy()
+    for i in range(h):
+        for j in range(w):
+            nb = [
+                g[min(max(i + di, 0), h - 1), min(max(j + dj, 0), w - 1)]
+                for di in (-1, 0, 1)
+                for dj in (-1, 0, 1)
+                if (di, dj) != (0, 0)
+            ]
+            out[i, j] = min(max(g[i, j], min(nb)), max(nb))
+    return out
+
+
+def _block_grid(img: np.ndarray, sigma: float, despeckled: bool = False) -> np.ndarray:
+    """One image: grey float64, despeckled by loops, scipy Gaussian, 2 x 2 block means
+    by loops."""
     g = img.astype(np.float64)
     if g.ndim == 3:
         g = g.mean(axis=2)
+    if despeckled:
+        g = despeckle_reference(g)
     if sigma > 0:
         g = ndimage.gaussian_filter(g, sigma, mode="nearest")
     h, w = g.shape[0] // 2, g.shape[1] // 2
-    b = np.array(
+    return np.array(
         [[g[2 * i : 2 * i + 2, 2 * j : 2 * j + 2].mean() for j in range(w)] for i in range(h)]
     )
+
+
+def _unit(b: np.ndarray) -> np.ndarray:
     z = b.ravel() - b.mean()
     return z / np.linalg.norm(z) if np.linalg.norm(z) > 1e-6 else z
+
+
+def _coarse_reference(img: np.ndarray, sigma: float, despeckled: bool = False) -> np.ndarray:
+    """One image's coarse row: its block grid centred, unit length."""
+    return _unit(_block_grid(img, sigma, despeckled))
+
+
+def _halves_reference(img: np.ndarray, options: RelativeOptions) -> list[tuple[np.ndarray, float]]:
+    """One image's top, bottom, left and right half of the block grid (the middle row
+    or column in both when odd), each centred and unit, with the share of the grid's
+    centred sum of squares that it holds."""
+    b = _block_grid(img, options.sigma, options.despeckle)
+    h, w = b.shape
+    mh, mw = (h + 1) // 2, (w + 1) // 2
+    total = float(np.sum((b - b.mean()) ** 2))
+    out = []
+    for part in (b[:mh], b[h - mh :], b[:, :mw], b[:, w - mw :]):
+        z = part.ravel() - part.mean()
+        out.append((_unit(part), float(z @ z) / total if total > 0 else 0.0))
+    return out
+
+
+def _half_links_reference(
+    halves_a: list, halves_b: list, options: RelativeOptions, skip_self: bool
+) -> set[tuple[int, int]]:
+    """(a, b) pairs that some half links: all distances, each image's k-th nearest."""
+    out = set()
+    for j in range(4):
+        A = np.stack([h[j][0] for h in halves_a])
+        B = np.stack([h[j][0] for h in halves_b])
+        D = np.maximum(1.0 - A @ B.T, 0.0)
+        DB = np.maximum(1.0 - B @ B.T, 0.0)
+        ref_b = np.array([np.sort(np.delete(DB[i], i))[options.k - 1] for i in range(len(B))])
+        if skip_self:
+            ref_a = ref_b
+        else:
+            ref_a = np.sort(D, axis=1)[:, options.k - 1]
+        for a in range(len(A)):
+            for b in range(len(B)):
+                if skip_self and a == b:
+                    continue
+                share = max(halves_a[a][j][1], halves_b[b][j][1])
+                if (
+                    D[a, b] <= options.max_distance
+                    and D[a, b] <= options.half_ratio * min(ref_a[a], ref_b[b])
+                    and share >= options.half_share
+                ):
+                    out.add((min(a, b), max(a, b)) if skip_self else (a, b))
+    return out
 
 
 def _registered_pair(G: np.ndarray, H: np.ndarray) -> float:
@@ -49,7 +122,7 @@ def _candidates_reference(D: np.ndarray, K: int, skip: np.ndarray | None = None)
 def _links_reference(images: np.ndarray, options: RelativeOptions) -> set[tuple[int, int]]:
     """Every pair by the definition: all n x n distances, each image's k-th nearest;
     then the registered distance of every image and its candidates, by loops."""
-    R = np.stack([_coarse_reference(x, options.sigma) for x in images])
+    R = np.stack([_coarse_reference(x, options.sigma, options.despeckle) for x in images])
     D = np.maximum(1.0 - R @ R.T, 0.0)
     n = len(images)
     ref = np.array([np.sort(np.delete(D[i], i))[options.k - 1] for i in range(n)])
@@ -58,6 +131,9 @@ def _links_reference(images: np.ndarray, options: RelativeOptions) -> set[tuple[
         for b in range(a + 1, n):
             if D[a, b] <= options.max_distance and D[a, b] <= options.ratio * min(ref[a], ref[b]):
                 out.add((a, b))
+    if options.halves:
+        H = [_halves_reference(x, options) for x in images]
+        out |= _half_links_reference(H, H, options, skip_self=True)
     if not options.registers(images.shape[1:]):
         return out
     G = [registered_reference(x, options.sigma) for x in images]
@@ -72,11 +148,45 @@ def _links_reference(images: np.ndarray, options: RelativeOptions) -> set[tuple[
 
 
 @pytest.mark.parametrize("shape", [(28, 28), (17, 23), (16, 16, 3)])
-def test_coarse_rows_match_reference(rng, shape):
+@pytest.mark.parametrize("despeckled", [False, True])
+def test_coarse_rows_match_reference(rng, shape, despeckled):
     images = rng.integers(0, 256, size=(6, *shape), dtype=np.uint8)
-    got = coarse_rows(images, sigma=1.0)
-    want = np.stack([_coarse_reference(x, 1.0) for x in images])
+    got = coarse_rows(images, sigma=1.0, despeckled=despeckled)
+    want = np.stack([_coarse_reference(x, 1.0, despeckled) for x in images])
     np.testing.assert_allclose(got, want, atol=2e-6)
+
+
+def test_despeckle_removes_isolated_specks_and_keeps_lines(rng):
+    from dcsi.relative_links import despeckle
+
+    g = rng.integers(0, 256, size=(3, 9, 11)).astype(np.float32)
+    np.testing.assert_array_equal(despeckle(g), np.stack([despeckle_reference(x) for x in g]))
+    img = np.zeros((1, 12, 12), np.float32)
+    img[0, 3, 2:10] = 200  # a 1-px line
+    img[0, 4:10, 9] = 200  # and a 1-px column joined to it
+    img[0, 8, 3] = 255  # an isolated speck
+    out = despeckle(img)[0]
+    assert out[8, 3] == 0
+    np.testing.assert_array_equal(out[3, 2:10], 200)
+    np.testing.assert_array_equal(out[4:10, 9], 200)
+
+
+@pytest.mark.parametrize("shape", [(28, 28), (18, 23), (16, 16, 3)])
+def test_half_rows_match_the_halves_of_the_grid(rng, shape):
+    from dcsi.half_views import HALVES, half_rows
+
+    images = rng.integers(0, 256, size=(5, *shape), dtype=np.uint8)
+    images[0, : shape[0] // 2] = 7  # a flat top half: holds nothing, a zero row
+    opts = RelativeOptions()
+    rows = coarse_rows(images, opts.sigma, opts.despeckle)
+    want = [_halves_reference(x, opts) for x in images]
+    for j, half in enumerate(HALVES):
+        got, share = half_rows(rows, grid_of(shape), half)
+        np.testing.assert_allclose(got, np.stack([w[j][0] for w in want]), atol=1e-5)
+        np.testing.assert_allclose(share, [w[j][1] for w in want], atol=1e-6)
+    # the flat top half holds little of the image: its grid rows are flat but for the
+    # smoothing across the middle (and, on an odd grid, the middle row it shares)
+    assert half_rows(rows, grid_of(shape), "top")[1][0] < 0.15
 
 
 def test_relative_links_are_exactly_the_pairs_of_the_definition(rng):
@@ -86,10 +196,21 @@ def test_relative_links_are_exactly_the_pairs_of_the_definition(rng):
     for i in range(10):
         noisy = base[i].astype(np.float64) + rng.normal(0, 12, base[i].shape)
         images[30 + i] = np.clip(ndimage.gaussian_filter(noisy, 0.6), 0, 255).astype(np.uint8)
+    # copies of five more with a white band (a caption) over the bottom third
+    for i in range(5):
+        images[50 + i] = base[10 + i]
+        images[50 + i, 13:] = 255
+    # two different images whose top halves are one faint pattern on a flat ground
+    faint = 100 + rng.integers(0, 4, size=(13, 20))
+    images[55, :13] = images[56, :13] = faint
     for opts in (
         RelativeOptions(),
-        RelativeOptions(ratio=0.6, k=3, max_distance=0.5, candidates=6),
-        RelativeOptions(registered=False),
+        RelativeOptions(halves=True),
+        RelativeOptions(
+            ratio=0.6, k=3, max_distance=0.5, candidates=6, halves=True, half_ratio=0.3
+        ),
+        RelativeOptions(registered=False, despeckle=False, halves=True),
+        RelativeOptions(halves=True, half_share=0.0),
     ):
         got = relative_links(images, opts)
         assert got is not None
@@ -99,9 +220,16 @@ def test_relative_links_are_exactly_the_pairs_of_the_definition(rng):
         a, b = np.triu_indices(len(images), 1)
         linked = got.score(a, b) <= 1.0
         assert {(int(x), int(y)) for x, y in zip(a[linked], b[linked])} == want
-    # and the planted pairs are among them with the defaults
+    # and the planted pairs are among them with the defaults; the captioned copies
+    # only with the halves
     planted = {(i, 30 + i) for i in range(10)}
+    captioned = {(10 + i, 50 + i) for i in range(5)}
     assert planted <= _links_reference(images, RelativeOptions())
+    assert planted | captioned <= _links_reference(images, RelativeOptions(halves=True))
+    assert not captioned & _links_reference(images, RelativeOptions())
+    # the faint halves link only when a half holding nothing of either image may link
+    assert (55, 56) not in _links_reference(images, RelativeOptions(halves=True))
+    assert (55, 56) in _links_reference(images, RelativeOptions(halves=True, half_share=0.0))
 
 
 def test_relative_score_by_hand():
@@ -149,6 +277,10 @@ def test_find_redundancy_records_and_uses_the_stage(rng):
         {"sigma": -1.0},
         {"candidates": 1},
         {"registered": "yes"},
+        {"despeckle": 1},
+        {"halves": 1},
+        {"half_ratio": 1.0},
+        {"half_share": 1.5},
     ],
 )
 def test_bad_options_are_refused(kw):
@@ -169,10 +301,13 @@ def test_relative_cross_pairs_match_the_definition(rng):
     for i in range(4):  # blurred, noisy copies of training images in the test set
         noisy = train[i].astype(np.float64) + rng.normal(0, 10, train[i].shape)
         test[i] = np.clip(ndimage.gaussian_filter(noisy, 0.5), 0, 255).astype(np.uint8)
-    opts = RelativeOptions()
+    for i in range(4, 7):  # copies with a dark band over the left third
+        test[i] = train[i]
+        test[i, :, :5] = 0
+    opts = RelativeOptions(halves=True)
     pairs, scores = relative_cross_pairs(test, train, opts)
-    Rtr = np.stack([_coarse_reference(x, opts.sigma) for x in train])
-    Rte = np.stack([_coarse_reference(x, opts.sigma) for x in test])
+    Rtr = np.stack([_coarse_reference(x, opts.sigma, opts.despeckle) for x in train])
+    Rte = np.stack([_coarse_reference(x, opts.sigma, opts.despeckle) for x in test])
     Dtt = np.maximum(1.0 - Rtr @ Rtr.T, 0.0)
     ref_tr = np.array([np.sort(np.delete(Dtt[i], i))[opts.k - 1] for i in range(len(train))])
     D = np.maximum(1.0 - Rte @ Rtr.T, 0.0)
@@ -202,8 +337,13 @@ def test_relative_cross_pairs_match_the_definition(rng):
             for r, v in d.items()
             if v <= opts.max_distance and v <= opts.ratio * min(rref_te, rref_tr[r])
         }
+    Htr = [_halves_reference(x, opts) for x in train]
+    Hte = [_halves_reference(x, opts) for x in test]
+    by_halves = _half_links_reference(Hte, Htr, opts, skip_self=False)
+    want |= by_halves
     assert {tuple(p) for p in pairs.tolist()} == want
-    assert {(i, i) for i in range(4)} <= want
+    assert {(i, i) for i in range(7)} <= want
+    assert {(i, i) for i in range(4, 7)} <= by_halves
     assert np.all(scores <= 1.0)
 
 

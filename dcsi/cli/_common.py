@@ -156,7 +156,8 @@ def add_align_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_relative_options(parser: argparse.ArgumentParser) -> None:
-    """``--no-relative``, ``--relative-ratio``, ``--flips``, ``--no-registered``: the
+    """``--no-relative``, ``--relative-ratio``, ``--flips``, ``--no-registered``,
+    ``--halves``: the
     wavelet method's density-relative stage (defaults from
     :class:`dcsi.relative_links.RelativeOptions`)."""
     from dcsi.relative_links import RelativeOptions
@@ -190,6 +191,14 @@ def add_relative_options(parser: argparse.ArgumentParser) -> None:
         f"its {d.candidates} nearest after the best small rotation, scaling or change of "
         "aspect; 13 x 121 floats per 28-px image)",
     )
+    parser.add_argument(
+        "--halves",
+        action="store_true",
+        help="wavelet, relative stage: also apply the rule to the top, bottom, left and "
+        "right half of each image (ratio "
+        f"{d.half_ratio:g}): finds copies with a caption or a logo over part of them, "
+        "and links two variants of one drawing too (off by default)",
+    )
 
 
 def relative_from_args(args: argparse.Namespace) -> Any:
@@ -198,7 +207,9 @@ def relative_from_args(args: argparse.Namespace) -> Any:
 
     if not args.relative:
         return False
-    return RelativeOptions(ratio=args.relative_ratio, flips=args.flips, registered=args.registered)
+    return RelativeOptions(
+        ratio=args.relative_ratio, flips=args.flips, registered=args.registered, halves=args.halves
+    )
 
 
 def add_search_option(parser: argparse.ArgumentParser) -> None:
