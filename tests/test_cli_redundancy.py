@@ -152,6 +152,13 @@ def test_leakage_command(folder, tmp_path, capsys):
     d = json.loads((out / "leakage.json").read_text())
     assert d["params"]["align"] is False and "align_threshold" not in d["params"]
     assert d["n_leaked"] == 12
+    out = tmp_path / "leak3"
+    args = ["leakage", "--train", str(folder), "--test", str(folder), "--out", str(out)]
+    assert main([*args, "--halves"]) == 0
+    d = json.loads((out / "leakage.json").read_text())
+    assert d["params"]["relative"]["halves"] is True
+    assert d["params"]["relative"]["despeckle"] is True
+    assert d["n_leaked"] == 12
 
 
 def test_user_errors_are_one_line(folder, tmp_path, capsys):
