@@ -63,6 +63,7 @@ __all__ = [
     "registered_rows",
     "registered_windows",
     "registration_matrices",
+    "transform_windows",
     "window_geometry",
 ]
 
@@ -185,15 +186,37 @@ def registered_rows(images: np.ndarray, sigma: float = 1.0) -> np.ndarray:
     return _window_rows(X, sigma, len(moves()))
 
 
-def _window_rows(X: np.ndarray, sigma: float, t: int) -> np.ndarray:
-    """:func:`registered_rows` of the first ``t`` transforms: (n, t, q) float32.  Each
-    image's rows are computed on their own (the same numbers in any batch)."""
+def transform_windows(images: np.ndarray, sigma: float, t: int) -> np.ndarray:
+    """The compared window of every image under transform ``t`` alone (``moves()[t]``).
+
+    Parameters
+    ----------
+    images : ndarray of shape (n, h, w) or (n, h, w, c)
+        The images at the working size, ``h, w >= 4``.
+    sigma : float
+        Gaussian smoothing in pixels (0: none), before the transform.
+    t : int
+        Index into :func:`moves`.
+
+    Returns
+    -------
+    ndarray of shape (n, q), float32
+        Centred unit rows: ``registered_rows(images, sigma)[:, t]``.
+    """
+    return _window_rows(np.asarray(images), sigma, t + 1, first=t)[:, 0]
+
+
+def _window_rows(X: np.ndarray, sigma: float, t: int, first: int = 0) -> np.ndarray:
+    """:func:`registered_rows` of transforms ``first`` to ``t - 1``: (n, t - first, q)
+    float32.  Each image's rows are computed on their own (the same numbers in any
+    batch)."""
     from scipy import ndimage
 
     n, h, w = X.shape[:3]
     M = _matrices((h, w))
     q = M.shape[0] // len(moves())
-    M = M if t == len(moves()) else M[: t * q]
+    M = M if (first, t) == (0, len(moves())) else M[first * q : t * q]
+    t -= first
     out = np.empty((n, t, q), dtype=np.float32)
     for s in range(0, n, _CHUNK):
         G = grey_levels(X[s : s + _CHUNK])

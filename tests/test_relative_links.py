@@ -10,6 +10,7 @@ from test_registration import registered_reference
 from dcsi.exceptions import InvalidParameterError
 from dcsi.redundancy import find_redundancy
 from dcsi.relative_links import (
+    ZOOM,
     RelativeOptions,
     coarse_rows,
     grid_of,
@@ -141,6 +142,12 @@ def _links_reference(images: np.ndarray, options: RelativeOptions) -> set[tuple[
     cand = _candidates_reference(1.0 - inner @ inner.T, options.n_candidates(n), np.arange(n))
     reg = {(a, int(b)): _registered_pair(G[a], G[int(b)]) for a in range(n) for b in cand[a]}
     rref = np.array([sorted(reg[a, int(b)] for b in cand[a])[options.k - 1] for a in range(n)])
+    if options.zoomed:  # the k - 1 nearest windows of each image's zoomed window
+        Z = np.stack([g[ZOOM] for g in G])
+        zoomed = _candidates_reference(1.0 - Z @ inner.T, options.k - 1, np.arange(n))
+        for a in range(n):
+            for b in zoomed[a]:
+                reg.setdefault((a, int(b)), _registered_pair(G[a], G[int(b)]))
     for (a, b), d in reg.items():
         if d <= options.max_distance and d <= options.ratio * min(rref[a], rref[b]):
             out.add((min(a, b), max(a, b)))
@@ -278,6 +285,7 @@ def test_find_redundancy_records_and_uses_the_stage(rng):
         {"candidates": 1},
         {"registered": "yes"},
         {"despeckle": 1},
+        {"zoomed": "no"},
         {"halves": 1},
         {"half_ratio": 1.0},
         {"half_share": 1.5},
@@ -329,14 +337,24 @@ def test_relative_cross_pairs_match_the_definition(rng):
         sorted(_registered_pair(Gtr[i], Gtr[j]) for j in c_tr[i])[opts.k - 1]
         for i in range(len(train))
     ]
+    # the zoomed windows: of each test image against the training windows, and back
+    z_te = _candidates_reference(1.0 - np.stack([g[ZOOM] for g in Gte]) @ Itr.T, opts.k - 1)
+    z_tr = _candidates_reference(1.0 - np.stack([g[ZOOM] for g in Gtr]) @ Ite.T, opts.k - 1)
+    zoomed = {(t, int(r)) for t in range(len(test)) for r in z_te[t]}
+    zoomed |= {(int(t), r) for r in range(len(train)) for t in z_tr[r]}
+    rref_te = {}
     for t in range(len(test)):
         d = {int(r): _registered_pair(Gte[t], Gtr[r]) for r in c_te[t]}
-        rref_te = sorted(d.values())[opts.k - 1]
+        rref_te[t] = sorted(d.values())[opts.k - 1]
         want |= {
             (t, r)
             for r, v in d.items()
-            if v <= opts.max_distance and v <= opts.ratio * min(rref_te, rref_tr[r])
+            if v <= opts.max_distance and v <= opts.ratio * min(rref_te[t], rref_tr[r])
         }
+    for t, r in zoomed:
+        v = _registered_pair(Gte[t], Gtr[r])
+        if v <= opts.max_distance and v <= opts.ratio * min(rref_te[t], rref_tr[r]):
+            want.add((t, r))
     Htr = [_halves_reference(x, opts) for x in train]
     Hte = [_halves_reference(x, opts) for x in test]
     by_halves = _half_links_reference(Hte, Htr, opts, skip_self=False)
@@ -424,3 +442,21 @@ def test_small_images_are_not_registered(rng):
         images = rng.integers(0, 256, size=(40, side, side), dtype=np.uint8)
         got = relative_links(images)
         assert got is not None and (got.registered is not None) == registered
+
+
+def test_zoomed_candidates_are_the_nearest_zoomed_windows(rng):
+    images = rng.integers(0, 256, size=(40, 20, 20), dtype=np.uint8)
+    opts = RelativeOptions()
+    got = relative_links(images, opts)
+    G = [registered_reference(x, opts.sigma) for x in images]
+    inner = np.stack([g[0] for g in G])
+    Z = np.stack([g[ZOOM] for g in G])
+    want = _candidates_reference(1.0 - Z @ inner.T, opts.k - 1, np.arange(len(images)))
+    K = opts.n_candidates(len(images))
+    np.testing.assert_array_equal(got.candidates[:, K:], want)
+    off = relative_links(images, RelativeOptions(zoomed=False))
+    assert off.candidates.shape == (len(images), K)
+    # with the faiss search (large sets) the zoomed candidates are skipped
+    pytest.importorskip("faiss")
+    ann = relative_links(images, opts, search="ann")
+    assert ann.candidates.shape == (len(images), K)
