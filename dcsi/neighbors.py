@@ -70,7 +70,6 @@ __all__ = [
     "pair_distances",
     "prepare_rows",
     "projection_basis",
-    "query_topk",
     "radius_pairs",
     "reference_topk",
     "topk_rows",
@@ -955,44 +954,3 @@ def reference_topk(
         nbrs, _ = exact_topk(rows, k=k, desc="relative links: neighbours")
     a = np.repeat(np.arange(len(rows), dtype=np.int64), k)
     return nbrs, pair_distances(rows, rows, a, nbrs.ravel()).reshape(len(rows), k)
-
-
-def query_topk(
-    X: np.ndarray,
-    Q: np.ndarray,
-    k: int,
-    search: str = "exact",
-    seed: int = 0,
-    *,
-    desc: str = "nearest neighbours",
-) -> np.ndarray:
-    """Top-``k`` rows of ``X`` by inner product for every query row.
-
-    Parameters
-    ----------
-    X : ndarray of shape (n, d)
-        The searched unit rows, ``n >= k``.
-    Q : ndarray of shape (m, d)
-        Query rows.
-    k : int
-    search : {"exact", "ann"}, default="exact"
-        Exact and blockwise (:func:`exact_topk`; ties: the smaller row), or faiss
-        IVF-flat (:func:`dcsi.ann.ivf_index`: approximate).
-    seed : int, default=0
-        Seed of the faiss k-means.
-    desc : str, default="nearest neighbours"
-        Label of the progress bar.
-
-    Returns
-    -------
-    ndarray of shape (m, k), int64
-        Best first (faiss: -1 where it found fewer than ``k``).
-    """
-    if search != "ann":
-        return exact_topk(X, Q, k=k, desc=desc)[0]
-    index, _ = ivf_index(np.ascontiguousarray(X, dtype=np.float32), seed=seed)
-    Q = np.ascontiguousarray(Q, dtype=np.float32)
-    out = np.empty((len(Q), k), dtype=np.int64)
-    for s in progress(range(0, len(Q), 16384), desc=desc, unit="batch"):
-        out[s : s + 16384] = index.search(Q[s : s + 16384], k)[1]
-    return out

@@ -70,7 +70,7 @@ from dcsi._validation import Interval, validate_fields
 from dcsi.aligned import best_pairs, grey_levels
 from dcsi.exceptions import InvalidParameterError
 from dcsi.half_views import half_cross_links, half_links, half_scores
-from dcsi.neighbors import exact_topk, pair_distances, query_topk, reference_topk
+from dcsi.neighbors import exact_topk, pair_distances, reference_topk
 from dcsi.registration import (
     MIN_SIDE,
     SCALES,
@@ -444,14 +444,11 @@ def _zoomed_candidates(
     options: RelativeOptions,
     *,
     skip_self: bool,
-    search: str = "exact",
-    seed: int = 0,
 ) -> np.ndarray:
-    """The ``m`` nearest ``base`` windows of each query image's window under
-    :data:`ZOOM` (itself left out with ``skip_self``), shape (q, m); -1 where faiss
-    found fewer."""
+    """The ``m`` nearest ``base`` windows (exact search) of each query image's window
+    under :data:`ZOOM` (itself left out with ``skip_self``), shape (q, m)."""
     Z = transform_windows(query_images, options.sigma, ZOOM)
-    nb = query_topk(base, Z, m + 1 if skip_self else m, search, seed, desc="relative links: zoomed")
+    nb, _ = exact_topk(base, Z, k=m + 1 if skip_self else m, desc="relative links: zoomed")
     if skip_self:
         drop = nb == np.arange(len(nb))[:, None]
         drop[~drop.any(axis=1), -1] = True  # itself not found: drop the last
@@ -459,7 +456,7 @@ def _zoomed_candidates(
     return nb
 
 
-def _zoomed_links(
+def _registered_scores(
     A: RegisteredWindows,
     B: RegisteredWindows,
     a: np.ndarray,
@@ -467,13 +464,10 @@ def _zoomed_links(
     ref_a: np.ndarray,
     ref_b: np.ndarray,
     options: RelativeOptions,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs ``(a[i], b[i])`` (rows of ``A``, ``B``; -1 in ``b``: none) with their
-    registered scores against the registered references: (a, b, scores), all pairs."""
-    ok = b >= 0
-    a, b = a[ok], b[ok]
-    d = registered_distance(A, B, a, b)
-    return a, b, relative_score(d, ref_a[a], ref_b[b], options)
+) -> np.ndarray:
+    """The registered scores of the pairs ``(a[i], b[i])`` (rows of ``A``, ``B``)
+    against the registered references, shape (m,)."""
+    return relative_score(registered_distance(A, B, a, b), ref_a[a], ref_b[b], options)
 
 
 def _registered_reference(
@@ -561,20 +555,11 @@ def relative_links(
         keep = relative_score(rd.ravel(), rref[a], rref[b], options) <= 1.0
         pairs = np.concatenate([pairs, np.stack([a[keep], b[keep]], axis=1)])
         if options.zoomed and search != "ann":
-            zn = _zoomed_candidates(
-                images, R.identity, k - 1, options, skip_self=True, search=search, seed=seed
-            )
-            za, zb, zs = _zoomed_links(
-                R,
-                R,
-                np.repeat(np.arange(len(zn), dtype=np.int64), k - 1),
-                zn.ravel(),
-                rref,
-                rref,
-                options,
-            )
-            pairs = np.concatenate([pairs, np.stack([za[zs <= 1.0], zb[zs <= 1.0]], axis=1)])
-            near = np.concatenate([near, np.where(zn >= 0, zn, near[:, :1])], axis=1)
+            zn = _zoomed_candidates(images, R.identity, k - 1, options, skip_self=True)
+            za, zb = np.repeat(np.arange(len(zn), dtype=np.int64), k - 1), zn.ravel()
+            keep = _registered_scores(R, R, za, zb, rref, rref, options) <= 1.0
+            pairs = np.concatenate([pairs, np.stack([za[keep], zb[keep]], axis=1)])
+            near = np.concatenate([near, zn], axis=1)
     href = None
     if options.halves:
         hpairs, href = half_links(rows, grid, options, search=search, seed=seed)
@@ -662,7 +647,7 @@ def relative_cross_pairs(
                 (np.repeat(np.arange(len(te), dtype=np.int64), m_tr), zt.ravel()),
                 (zr.ravel(), np.repeat(np.arange(len(tr), dtype=np.int64), m_te)),
             ):
-                za, zb, zs = _zoomed_links(R_te, R_tr, za, zb, rref_te, rref_tr, options)
+                zs = _registered_scores(R_te, R_tr, za, zb, rref_te, rref_tr, options)
                 a, b, s = np.concatenate([a, za]), np.concatenate([b, zb]), np.concatenate([s, zs])
     if options.halves:
         ha, hb, hs = half_cross_links(
