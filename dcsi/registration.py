@@ -19,22 +19,31 @@ one image on the other:
   round(inner side / 12)``, at least 1: 2 for 28- and 32-px images), then centred and
   scaled to unit length.  The transform and the block means are one sparse matrix per
   transform, applied to the smoothed grey images.
+* **Median view**: both images median-filtered over :data:`MEDIAN` x :data:`MEDIAN`
+  px (:func:`scipy.ndimage.median_filter`, ``mode="nearest"``) before the smoothing,
+  read on the untransformed window.  Specks of impulse noise, and what a median filter
+  removes from a copy, go from both images alike; a filter no linear transform
+  undoes, so it is not one of the transforms but a view of both images.
 * **Registered distance** of ``a`` and ``b`` (:func:`registered_distance`): the
   smallest ``1 - T(a) . b`` or ``1 - T(b) . a`` over the transforms ``T`` (``b`` read
-  untransformed): one minus Pearson's correlation of the windows after the best
-  transform of either image, the scale of the coarse distance ``1 - cos``.
+  untransformed), and ``1 - m(a) . m(b)`` of the median views ``m``: one minus
+  Pearson's correlation of the windows after the best transform of either image, the
+  scale of the coarse distance ``1 - cos``.
 
 The rows of every image under every transform (:func:`registered_rows`) cost
-``len(transforms) * q`` floats per image (13 x 121 for a 28-px image), a size that
+``t * q`` floats per image (``t =`` :func:`transform_count`, 14 x 121 for a 28-px image), a size that
 does not grow with the images since they are read at the working size, but 13 times
 the identity's: 6.3 GB at 10^6 28-px images.  The copy search therefore keeps only the
-identity rows (:class:`RegisteredWindows`, :func:`registered_windows`) and
+identity rows and the median views (:class:`RegisteredWindows`,
+:func:`registered_windows`) and
 :func:`registered_distance` computes the other transforms of the images a batch of
 pairs needs, each image once per direction and batch; the distances are the same bit
 for bit.
 
 The transforms were chosen on the development split of the copy benchmark
-(Fashion-MNIST test, every copy family visible); README, "Benchmark: a broad copy
+(Fashion-MNIST test, every copy family visible; the blur after seeing thumbnails,
+``rescale``, and the median view after seeing ``median`` and ``impulse`` among the
+worst-found kinds there); README, "Benchmark: a broad copy
 family, held out by family", reports them on data and families they were not chosen
 on.
 """
@@ -53,16 +62,21 @@ from dcsi.block_map import available_cpus
 
 __all__ = [
     "ASPECTS",
+    "BLURS",
+    "GRID",
     "INNER_SHARE",
+    "MEDIAN",
     "MIN_SIDE",
     "ROTATIONS",
     "SCALES",
     "RegisteredWindows",
+    "median_rows",
     "moves",
     "registered_distance",
     "registered_rows",
     "registered_windows",
     "registration_matrices",
+    "transform_count",
     "transform_windows",
     "window_geometry",
 ]
@@ -73,21 +87,29 @@ ROTATIONS = (-8.0, -4.0, 4.0, 8.0)
 SCALES = (1 / 1.2, 1 / 1.1, 1.1, 1.2)
 #: Scalings of one axis (each axis in turn) compared besides the identity.
 ASPECTS = (0.9, 1 / 0.9)
+#: Further Gaussian smoothing of one image (standard deviation, pixels of the working
+#: size) compared besides the identity, after the geometric transforms.
+BLURS = (1.0,)
+#: Side, in pixels, of the median filter of the median view.
+MEDIAN = 3
 #: Margin left out on every side of the compared window, as a share of the side.
 INNER_SHARE = 0.1
 #: Smallest image side the registered distance is computed for.
 MIN_SIDE = 16
-_GRID = 12  # the compared window has about this many block means per side
+#: The compared window has about this many block means per side.
+GRID = 12
 _CHUNK = 4096  # images transformed at a time
 _PAIR_BLOCK = 1024  # pairs compared at a time by registered_distance
 
 
-def window_geometry(shape: tuple[int, int]) -> tuple[int, int]:
+def window_geometry(shape: tuple[int, int], grid: int = GRID) -> tuple[int, int]:
     """``(margin, block)`` of the compared window for ``(h, w)`` images.
 
     Parameters
     ----------
     shape : (h, w)
+    grid : int, default=GRID
+        About this many block means per side of the window.
 
     Returns
     -------
@@ -96,7 +118,7 @@ def window_geometry(shape: tuple[int, int]) -> tuple[int, int]:
     """
     side = min(shape)
     margin = max(1, round(INNER_SHARE * side))
-    return margin, max(1, round((side - 2 * margin) / _GRID))
+    return margin, max(1, round((side - 2 * margin) / grid))
 
 
 def moves() -> list[tuple[float, float, float]]:
@@ -110,6 +132,12 @@ def moves() -> list[tuple[float, float, float]]:
         + [(0.0, s, 1.0) for s in ASPECTS]
         + [(0.0, 1.0, s) for s in ASPECTS]
     )
+
+
+def transform_count() -> int:
+    """How many transforms are compared: :func:`moves` (the identity first), then
+    :data:`BLURS`."""
+    return len(moves()) + len(BLURS)
 
 
 def _sampling(
@@ -143,27 +171,47 @@ def _block_means(n: int, block: int) -> sparse.csr_matrix:
     )
 
 
-def registration_matrices(shape: tuple[int, int]) -> sparse.csr_matrix:
+def _blur_matrix(h: int, w: int, sigma: float) -> sparse.csr_matrix:
+    """``(h * w, h * w)``: the Gaussian smoothing of ``scipy.ndimage.gaussian_filter``
+    with ``mode="nearest"`` (separable: one 1-D filter matrix per axis)."""
+    from scipy import ndimage
+
+    def axis(n: int) -> sparse.csr_matrix:
+        # column j: the filter's response to pixel j, so row i: pixel i's weights
+        return sparse.csr_matrix(
+            ndimage.gaussian_filter1d(np.eye(n), sigma, axis=0, mode="nearest")
+        )
+
+    return sparse.kron(axis(h), axis(w), format="csr")
+
+
+def registration_matrices(shape: tuple[int, int], grid: int = GRID) -> sparse.csr_matrix:
     """Every transform's window, as one stacked sparse matrix.
 
     Parameters
     ----------
     shape : (h, w)
         Image size, ``h, w >= 4``.
+    grid : int, default=GRID
+        About this many block means per side of the window (:func:`window_geometry`).
 
     Returns
     -------
     scipy.sparse.csr_matrix of shape (t * q, h * w), float32
-        ``t = len(moves())`` transforms, the identity first; ``q`` block means of the
-        inner window each.  ``M @ image.ravel()`` gives them all.
+        ``t =`` :func:`transform_count` transforms: :func:`moves` (the identity first),
+        then :data:`BLURS`; ``q`` block means of the inner window each.
+        ``M @ image.ravel()`` gives them all.
     """
     h, w = shape
-    margin, block = window_geometry(shape)
+    margin, block = window_geometry(shape, grid)
     pool = sparse.kron(
         _block_means(h - 2 * margin, block), _block_means(w - 2 * margin, block), format="csr"
     )
+    window = pool @ _sampling(h, w, margin, 0.0, 1.0, 1.0)
     return sparse.vstack(
-        [pool @ _sampling(h, w, margin, *move) for move in moves()], format="csr"
+        [pool @ _sampling(h, w, margin, *move) for move in moves()]
+        + [window @ _blur_matrix(h, w, s) for s in BLURS],
+        format="csr",
     ).astype(np.float32)
 
 
@@ -183,10 +231,10 @@ def registered_rows(images: np.ndarray, sigma: float = 1.0) -> np.ndarray:
         Centred unit rows (zero rows for constant windows); ``[:, 0]`` is the identity.
     """
     X = np.asarray(images)
-    return _window_rows(X, sigma, len(moves()))
+    return _window_rows(X, sigma, transform_count())
 
 
-def transform_windows(images: np.ndarray, sigma: float, t: int) -> np.ndarray:
+def transform_windows(images: np.ndarray, sigma: float, t: int, grid: int = GRID) -> np.ndarray:
     """The compared window of every image under transform ``t`` alone (``moves()[t]``).
 
     Parameters
@@ -196,32 +244,40 @@ def transform_windows(images: np.ndarray, sigma: float, t: int) -> np.ndarray:
     sigma : float
         Gaussian smoothing in pixels (0: none), before the transform.
     t : int
-        Index into :func:`moves`.
+        Index of the transform: into :func:`moves`, then :data:`BLURS`.
+    grid : int, default=GRID
+        About this many block means per side of the window (a coarser grid: fewer
+        numbers per image, for a cheaper search).
 
     Returns
     -------
     ndarray of shape (n, q), float32
-        Centred unit rows: ``registered_rows(images, sigma)[:, t]``.
+        Centred unit rows: ``registered_rows(images, sigma)[:, t]`` at the default grid.
     """
-    return _window_rows(np.asarray(images), sigma, t + 1, first=t)[:, 0]
+    return _window_rows(np.asarray(images), sigma, t + 1, first=t, grid=grid)[:, 0]
 
 
-def _window_rows(X: np.ndarray, sigma: float, t: int, first: int = 0) -> np.ndarray:
+def _window_rows(
+    X: np.ndarray, sigma: float, t: int, first: int = 0, grid: int = GRID
+) -> np.ndarray:
     """:func:`registered_rows` of transforms ``first`` to ``t - 1``: (n, t - first, q)
     float32.  Each image's rows are computed on their own (the same numbers in any
     batch)."""
     from scipy import ndimage
 
     n, h, w = X.shape[:3]
-    M = _matrices((h, w))
-    q = M.shape[0] // len(moves())
-    M = M if (first, t) == (0, len(moves())) else M[first * q : t * q]
+    M = _matrices((h, w), grid)
+    q = M.shape[0] // transform_count()
+    M = M if (first, t) == (0, transform_count()) else M[first * q : t * q]
     t -= first
     out = np.empty((n, t, q), dtype=np.float32)
     for s in range(0, n, _CHUNK):
         G = grey_levels(X[s : s + _CHUNK])
         if sigma > 0:
             G = ndimage.gaussian_filter(G, (0, sigma, sigma), mode="nearest")
+        # centred first: every transform's weights sum to 1, so the rows are the same up
+        # to rounding, and a constant image gives exactly zero rows in float32
+        G = G - G.mean(axis=(1, 2), keepdims=True)
         Z = np.asarray(M @ G.reshape(len(G), -1).T).T.reshape(len(G), t, -1)
         Z = Z - Z.mean(axis=2, keepdims=True)
         nrm = np.linalg.norm(Z, axis=2, keepdims=True)
@@ -230,15 +286,17 @@ def _window_rows(X: np.ndarray, sigma: float, t: int, first: int = 0) -> np.ndar
 
 
 @lru_cache(maxsize=8)
-def _matrices(shape: tuple[int, int]) -> sparse.csr_matrix:
-    """:func:`registration_matrices`, built once per image size (never modified)."""
-    return registration_matrices(shape)
+def _matrices(shape: tuple[int, int], grid: int) -> sparse.csr_matrix:
+    """:func:`registration_matrices`, built once per image size and grid (never
+    modified)."""
+    return registration_matrices(shape, grid)
 
 
 @dataclass(frozen=True)
 class RegisteredWindows:
-    """An image set ready for :func:`registered_distance`: its images and their
-    identity rows; the other transforms are computed when a pair needs them.
+    """An image set ready for :func:`registered_distance`: its images, their identity
+    rows and their median views; the other transforms are computed when a pair needs
+    them.
 
     Attributes
     ----------
@@ -248,19 +306,56 @@ class RegisteredWindows:
         ``registered_rows(images, sigma)[:, 0]``: the untransformed windows.
     sigma : float
         Gaussian smoothing in pixels before the transforms.
+    median : ndarray of shape (n, q), float32
+        The untransformed windows of the images median-filtered first
+        (:func:`median_rows`).
     """
 
     images: np.ndarray
     identity: np.ndarray
     sigma: float
+    median: np.ndarray
 
     def __len__(self) -> int:
         return len(self.identity)
 
 
+def median_rows(images: np.ndarray, sigma: float = 1.0) -> np.ndarray:
+    """The median view of every image: the untransformed window of the grey image
+    median-filtered over :data:`MEDIAN` x :data:`MEDIAN` px, then smoothed.
+
+    Parameters
+    ----------
+    images : ndarray of shape (n, h, w) or (n, h, w, c)
+        The images at the working size, ``h, w >= 4``.
+    sigma : float, default=1.0
+        Gaussian smoothing in pixels (0: none), after the median filter.
+
+    Returns
+    -------
+    ndarray of shape (n, q), float32
+        Centred unit rows (zero rows for constant windows).
+    """
+    from scipy import ndimage
+
+    X = np.asarray(images)
+
+    def chunk(s: int) -> np.ndarray:
+        G = ndimage.median_filter(
+            grey_levels(X[s : s + _CHUNK]), (1, MEDIAN, MEDIAN), mode="nearest"
+        )
+        return _window_rows(G, sigma, 1)[:, 0]
+
+    starts = range(0, len(X), _CHUNK)
+    if len(starts) < 2:
+        return chunk(0)
+    with ThreadPoolExecutor(available_cpus()) as pool:  # scipy's filter frees the GIL
+        return np.concatenate(list(pool.map(chunk, starts)))
+
+
 def registered_windows(images: np.ndarray, sigma: float = 1.0) -> RegisteredWindows:
-    """The identity rows of every image (``q`` floats each, 121 for a 28-px image)
-    and the images, for :func:`registered_distance`.
+    """The identity rows and the median views of every image (``q`` floats each, 121
+    for a 28-px image) and the images, for :func:`registered_distance`.
 
     Parameters
     ----------
@@ -274,7 +369,8 @@ def registered_windows(images: np.ndarray, sigma: float = 1.0) -> RegisteredWind
     RegisteredWindows
     """
     X = np.asarray(images)
-    return RegisteredWindows(X, np.ascontiguousarray(_window_rows(X, sigma, 1)[:, 0]), sigma)
+    identity = np.ascontiguousarray(_window_rows(X, sigma, 1)[:, 0])
+    return RegisteredWindows(X, identity, sigma, median_rows(X, sigma))
 
 
 def registered_distance(
@@ -298,9 +394,9 @@ def registered_distance(
     Returns
     -------
     ndarray of shape (m,), float64
-        ``min_T min(1 - T(a) . b, 1 - T(b) . a)``, clipped at 0, where ``T(x)`` is the
-        row of :func:`registered_rows` of transform ``T`` and ``b``, ``a`` the identity
-        rows.  The images' transforms are computed batch by batch, each image once per
+        ``min(min_T min(1 - T(a) . b, 1 - T(b) . a), 1 - m(a) . m(b))``, clipped at 0,
+        where ``T(x)`` is the row of :func:`registered_rows` of transform ``T``, ``b``,
+        ``a`` the identity rows and ``m`` the median views.  The images' transforms are computed batch by batch, each image once per
         direction and batch of :data:`_CHUNK` images.
     """
     a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
@@ -308,6 +404,11 @@ def registered_distance(
         _best_correlation(A, B.identity, a, b, block),
         _best_correlation(B, A.identity, b, a, block),
     )
+    for s in range(0, len(a), block):
+        median = np.einsum(
+            "mq,mq->m", A.median[a[s : s + block]], B.median[b[s : s + block]], dtype=np.float64
+        )
+        best[s : s + block] = np.maximum(best[s : s + block], median)
     return np.maximum(1.0 - best, 0.0)
 
 
@@ -329,7 +430,7 @@ def _best_correlation(
     def fill(i: int) -> None:
         idx = order[bounds[i] : bounds[i + 1]]
         used, inv = np.unique(x[idx], return_inverse=True)
-        rows = _window_rows(X.images[used], X.sigma, len(moves()))
+        rows = _window_rows(X.images[used], X.sigma, transform_count())
         for s in range(0, len(idx), block):
             c = np.einsum(
                 "mtq,mq->mt", rows[inv[s : s + block]], U[u[idx[s : s + block]]], dtype=np.float64

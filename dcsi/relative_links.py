@@ -73,6 +73,7 @@ from dcsi.half_views import half_cross_links, half_links, half_scores
 from dcsi.neighbors import exact_topk, pair_distances, reference_topk
 from dcsi.registration import (
     MIN_SIDE,
+    ROTATIONS,
     SCALES,
     RegisteredWindows,
     moves,
@@ -98,6 +99,13 @@ __all__ = [
 DEFAULT_RATIO = 0.25
 #: The transform whose windows query the zoomed candidates: scaling by ``SCALES[0]``.
 ZOOM = moves().index((0.0, SCALES[0], SCALES[0]))
+#: The transform whose windows query the turned candidates: rotation by ``ROTATIONS[0]``.
+TURN = moves().index((ROTATIONS[0], 1.0, 1.0))
+#: Block means per side of the windows that search the zoomed and turned candidates
+#: (coarser than the compared windows' :data:`dcsi.registration.GRID`: a fifth of the
+#: numbers for a search over every pair of images; the candidates are then measured
+#: on the compared windows).
+SEARCH_GRID = 6
 _CHUNK = 4096  # images smoothed at a time
 
 
@@ -439,21 +447,26 @@ class RelativeLinks:
 
 def _zoomed_candidates(
     query_images: np.ndarray,
-    base: np.ndarray,
+    base_images: np.ndarray,
     m: int,
     options: RelativeOptions,
     *,
     skip_self: bool,
 ) -> np.ndarray:
-    """The ``m`` nearest ``base`` windows (exact search) of each query image's window
-    under :data:`ZOOM` (itself left out with ``skip_self``), shape (q, m)."""
-    Z = transform_windows(query_images, options.sigma, ZOOM)
-    nb, _ = exact_topk(base, Z, k=m + 1 if skip_self else m, desc="relative links: zoomed")
-    if skip_self:
-        drop = nb == np.arange(len(nb))[:, None]
-        drop[~drop.any(axis=1), -1] = True  # itself not found: drop the last
-        nb = nb[~drop].reshape(len(nb), m)
-    return nb
+    """The ``m`` nearest ``base_images`` (exact search) of each query image under
+    :data:`ZOOM`, then under :data:`TURN` (itself left out with ``skip_self``), by
+    windows on the coarser :data:`SEARCH_GRID`; shape (q, 2 m)."""
+    base = transform_windows(base_images, options.sigma, 0, SEARCH_GRID)
+    out = []
+    for t, what in ((ZOOM, "zoomed"), (TURN, "turned")):
+        Z = transform_windows(query_images, options.sigma, t, SEARCH_GRID)
+        nb, _ = exact_topk(base, Z, k=m + 1 if skip_self else m, desc=f"relative links: {what}")
+        if skip_self:
+            drop = nb == np.arange(len(nb))[:, None]
+            drop[~drop.any(axis=1), -1] = True  # itself not found: drop the last
+            nb = nb[~drop].reshape(len(nb), m)
+        out.append(nb)
+    return np.concatenate(out, axis=1)
 
 
 def _registered_scores(
@@ -555,8 +568,8 @@ def relative_links(
         keep = relative_score(rd.ravel(), rref[a], rref[b], options) <= 1.0
         pairs = np.concatenate([pairs, np.stack([a[keep], b[keep]], axis=1)])
         if options.zoomed and search != "ann":
-            zn = _zoomed_candidates(images, R.identity, k - 1, options, skip_self=True)
-            za, zb = np.repeat(np.arange(len(zn), dtype=np.int64), k - 1), zn.ravel()
+            zn = _zoomed_candidates(images, images, k - 1, options, skip_self=True)
+            za, zb = np.repeat(np.arange(len(zn), dtype=np.int64), zn.shape[1]), zn.ravel()
             keep = _registered_scores(R, R, za, zb, rref, rref, options) <= 1.0
             pairs = np.concatenate([pairs, np.stack([za[keep], zb[keep]], axis=1)])
             near = np.concatenate([near, zn], axis=1)
@@ -641,11 +654,11 @@ def relative_cross_pairs(
         s = np.concatenate([s, rs])
         if options.zoomed and search != "ann":  # test windows zoomed, and the reverse
             m_te, m_tr = min(k - 1, len(te)), k - 1
-            zt = _zoomed_candidates(test_images, base, m_tr, options, skip_self=False)
-            zr = _zoomed_candidates(train_images, R_te.identity, m_te, options, skip_self=False)
+            zt = _zoomed_candidates(test_images, train_images, m_tr, options, skip_self=False)
+            zr = _zoomed_candidates(train_images, test_images, m_te, options, skip_self=False)
             for za, zb in (
-                (np.repeat(np.arange(len(te), dtype=np.int64), m_tr), zt.ravel()),
-                (zr.ravel(), np.repeat(np.arange(len(tr), dtype=np.int64), m_te)),
+                (np.repeat(np.arange(len(te), dtype=np.int64), zt.shape[1]), zt.ravel()),
+                (zr.ravel(), np.repeat(np.arange(len(tr), dtype=np.int64), zr.shape[1])),
             ):
                 zs = _registered_scores(R_te, R_tr, za, zb, rref_te, rref_tr, options)
                 a, b, s = np.concatenate([a, za]), np.concatenate([b, zb]), np.concatenate([s, zs])

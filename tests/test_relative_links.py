@@ -5,11 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import ndimage
-from test_registration import registered_reference
+from test_registration import median_reference, registered_reference
 
 from dcsi.exceptions import InvalidParameterError
 from dcsi.redundancy import find_redundancy
+from dcsi.registration import ROTATIONS, moves
 from dcsi.relative_links import (
+    SEARCH_GRID,
+    TURN,
     ZOOM,
     RelativeOptions,
     coarse_rows,
@@ -106,9 +109,15 @@ def _half_links_reference(
     return out
 
 
+def _views(img: np.ndarray, sigma: float) -> np.ndarray:
+    """One image's reference rows: every transform (``registered_reference``), then its
+    median view (the last row)."""
+    return np.vstack([registered_reference(img, sigma), median_reference(img, sigma)])
+
+
 def _registered_pair(G: np.ndarray, H: np.ndarray) -> float:
-    """The registered distance of two images' reference rows, by loops."""
-    best = max(max(G[t] @ H[0], H[t] @ G[0]) for t in range(len(G)))
+    """The registered distance of two images' :func:`_views`, by loops."""
+    best = max(G[-1] @ H[-1], *(max(G[t] @ H[0], H[t] @ G[0]) for t in range(len(G) - 1)))
     return max(0.0, 1.0 - float(best))
 
 
@@ -137,14 +146,16 @@ def _links_reference(images: np.ndarray, options: RelativeOptions) -> set[tuple[
         out |= _half_links_reference(H, H, options, skip_self=True)
     if not options.registers(images.shape[1:]):
         return out
-    G = [registered_reference(x, options.sigma) for x in images]
+    G = [_views(x, options.sigma) for x in images]
     inner = np.stack([g[0] for g in G])  # the candidates: nearest by the untransformed window
     cand = _candidates_reference(1.0 - inner @ inner.T, options.n_candidates(n), np.arange(n))
     reg = {(a, int(b)): _registered_pair(G[a], G[int(b)]) for a in range(n) for b in cand[a]}
     rref = np.array([sorted(reg[a, int(b)] for b in cand[a])[options.k - 1] for a in range(n)])
-    if options.zoomed:  # the k - 1 nearest windows of each image's zoomed window
-        Z = np.stack([g[ZOOM] for g in G])
-        zoomed = _candidates_reference(1.0 - Z @ inner.T, options.k - 1, np.arange(n))
+    # the k - 1 nearest of each image's zoomed and turned windows, on the search grid
+    S = [registered_reference(x, options.sigma, SEARCH_GRID) for x in images]
+    for t in (ZOOM, TURN) if options.zoomed else ():
+        Z, base = np.stack([g[t] for g in S]), np.stack([g[0] for g in S])
+        zoomed = _candidates_reference(1.0 - Z @ base.T, options.k - 1, np.arange(n))
         for a in range(n):
             for b in zoomed[a]:
                 reg.setdefault((a, int(b)), _registered_pair(G[a], G[int(b)]))
@@ -328,8 +339,8 @@ def test_relative_cross_pairs_match_the_definition(rng):
     }
     # the registered distance: each image and its K nearest training images
     K = opts.n_candidates(len(train))
-    Gtr = [registered_reference(x, opts.sigma) for x in train]
-    Gte = [registered_reference(x, opts.sigma) for x in test]
+    Gtr = [_views(x, opts.sigma) for x in train]
+    Gte = [_views(x, opts.sigma) for x in test]
     Itr, Ite = np.stack([g[0] for g in Gtr]), np.stack([g[0] for g in Gte])
     c_tr = _candidates_reference(1.0 - Itr @ Itr.T, K, np.arange(len(train)))
     c_te = _candidates_reference(1.0 - Ite @ Itr.T, K)
@@ -337,11 +348,17 @@ def test_relative_cross_pairs_match_the_definition(rng):
         sorted(_registered_pair(Gtr[i], Gtr[j]) for j in c_tr[i])[opts.k - 1]
         for i in range(len(train))
     ]
-    # the zoomed windows: of each test image against the training windows, and back
-    z_te = _candidates_reference(1.0 - np.stack([g[ZOOM] for g in Gte]) @ Itr.T, opts.k - 1)
-    z_tr = _candidates_reference(1.0 - np.stack([g[ZOOM] for g in Gtr]) @ Ite.T, opts.k - 1)
-    zoomed = {(t, int(r)) for t in range(len(test)) for r in z_te[t]}
-    zoomed |= {(int(t), r) for r in range(len(train)) for t in z_tr[r]}
+    # the zoomed and turned windows: of each test image against the training windows,
+    # and back
+    zoomed = set()
+    Str = [registered_reference(x, opts.sigma, SEARCH_GRID) for x in train]
+    Ste = [registered_reference(x, opts.sigma, SEARCH_GRID) for x in test]
+    Btr, Bte = np.stack([g[0] for g in Str]), np.stack([g[0] for g in Ste])
+    for m in (ZOOM, TURN):
+        z_te = _candidates_reference(1.0 - np.stack([g[m] for g in Ste]) @ Btr.T, opts.k - 1)
+        z_tr = _candidates_reference(1.0 - np.stack([g[m] for g in Str]) @ Bte.T, opts.k - 1)
+        zoomed |= {(t, int(r)) for t in range(len(test)) for r in z_te[t]}
+        zoomed |= {(int(t), r) for r in range(len(train)) for t in z_tr[r]}
     rref_te = {}
     for t in range(len(test)):
         d = {int(r): _registered_pair(Gte[t], Gtr[r]) for r in c_te[t]}
@@ -444,16 +461,22 @@ def test_small_images_are_not_registered(rng):
         assert got is not None and (got.registered is not None) == registered
 
 
-def test_zoomed_candidates_are_the_nearest_zoomed_windows(rng):
+def test_zoomed_candidates_are_the_nearest_zoomed_and_turned_windows(rng):
     images = rng.integers(0, 256, size=(40, 20, 20), dtype=np.uint8)
     opts = RelativeOptions()
     got = relative_links(images, opts)
-    G = [registered_reference(x, opts.sigma) for x in images]
+    G = [registered_reference(x, opts.sigma, SEARCH_GRID) for x in images]
     inner = np.stack([g[0] for g in G])
-    Z = np.stack([g[ZOOM] for g in G])
-    want = _candidates_reference(1.0 - Z @ inner.T, opts.k - 1, np.arange(len(images)))
+    assert inner.shape[1] == 25  # 20 px: a 16-px window in 5 x 5 blocks of 3 px
+    want = [
+        _candidates_reference(
+            1.0 - np.stack([g[t] for g in G]) @ inner.T, opts.k - 1, np.arange(len(images))
+        )
+        for t in (ZOOM, TURN)
+    ]
     K = opts.n_candidates(len(images))
-    np.testing.assert_array_equal(got.candidates[:, K:], want)
+    np.testing.assert_array_equal(got.candidates[:, K:], np.concatenate(want, axis=1))
+    assert moves()[TURN] == (ROTATIONS[0], 1.0, 1.0)
     off = relative_links(images, RelativeOptions(zoomed=False))
     assert off.candidates.shape == (len(images), K)
     # with the faiss search (large sets) the zoomed candidates are skipped
