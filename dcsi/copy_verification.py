@@ -24,7 +24,8 @@ to one dataset.
    aligned distance (:func:`dcsi.aligned.aligned_distance`: the smallest ``1 -
    Pearson`` over shifts and crops-and-resizes) and its registered distance
    (:func:`dcsi.registration.registered_distance`: the same after small rotations,
-   scalings and aspect changes; ``RelativeOptions(registered=False)`` leaves it
+   scalings, aspect changes and further smoothing, or with both images
+   despeckled; ``RelativeOptions(registered=False)`` leaves it
    out), and the closest
    goes first when its distance is at most :data:`ALIGN_RATIO` (0.7) times the 5th
    smallest of the ten, and at most ``max_distance``: shifted, cropped, turned,

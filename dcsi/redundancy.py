@@ -25,8 +25,9 @@ Pipeline of the default ``method="wavelet"``:
      is at most 0.25 times the smaller of the two images' distances to their 5th
      nearest neighbour (blurred, filtered, noisy, re-compressed copies), and every
      image and one of its 10 nearest whose *registered* distance (after the best
-     small rotation or scaling, :mod:`dcsi.registration`) passes the same rule
-     (turned, zoomed, squeezed, bordered copies).  Links of all
+     small rotation, scaling or further smoothing, or with both images
+     despeckled, :mod:`dcsi.registration`) passes the same rule (turned, zoomed,
+     squeezed, bordered, thumbnailed, specked copies).  Links of all
      stages are united, then grouped: connected components split by complete linkage
      (:func:`complete_groups`) so that every two members of a group are linked.
    * ``n_clusters=int``: k-means (or ``clustering="spectral"``) with that many

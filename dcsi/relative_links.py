@@ -9,7 +9,7 @@ pair against the neighbourhood of its two images, as cleanlab's near-duplicate r
 and Lowe's ratio test do:
 
 * **Coarse rows** (:func:`coarse_rows`): each image in grey levels, *despeckled*
-  (:func:`despeckle`: each pixel clipped to the range of its 8 neighbours, so an
+  (:func:`dcsi.despeckling.despeckle`: each pixel clipped to the range of its 8 neighbours, so an
   isolated speck of impulse noise takes its neighbours' level while lines, edges and
   every structure wider than one pixel stay), smoothed with a Gaussian of ``sigma`` px
   (1 by default), averaged over 2 x 2 blocks (14 x 14 for a 28-px image, 16 x 16 at
@@ -31,16 +31,20 @@ and Lowe's ratio test do:
   degrees, zoomed, squeezed or given a border is far in the coarse rows, whose edges
   and corners it changes most.  Each image's ``candidates`` (10) nearest images by
   the inner window that the registration compares (untransformed; the border is left
-  out) are measured again after the best small rotation, scaling or change of aspect
-  of either image (:func:`dcsi.registration.registered_distance`, on the scale of
-  ``1 - cos``); an image's *registered reference* is the ``k``-th smallest of these
-  registered distances, and the same rule (same ``ratio``, same ``max_distance``)
-  links an image and one of its candidates on them.  A pair is linked when either
-  measure links it.  With ``zoomed=True`` (the default) and the exact search, each
-  image is also measured against the ``k - 1`` nearest windows of its own window
-  scaled by 1/1.2 (:data:`ZOOM`), against the same registered references: a padded
-  copy, or a thumbnail pasted in a frame, is rarely among its original's nearest
-  untransformed windows.
+  out) are measured again after the best small rotation, scaling, change of aspect or
+  further smoothing of either image, or with both images despeckled
+  (:func:`dcsi.registration.registered_distance`, on the scale of ``1 - cos``); an
+  image's *registered reference* is the ``k``-th smallest of these registered
+  distances, and the same rule (same ``ratio``, same ``max_distance``) links an image
+  and one of its candidates on them.  A pair is linked when either measure links it.
+  With ``zoomed=True`` (the default) and the exact search, each image is also
+  measured against the ``k - 1`` nearest windows of its own window scaled by 1/1.2
+  (:data:`ZOOM`) and of its window turned by -8 degrees (:data:`TURN`), against the
+  same registered references: a padded or turned copy is rarely among its original's
+  nearest untransformed windows.  One direction of each suffices: the search runs
+  from every image, so a copy turned the other way is found from the copy's side.
+  These searches compare windows on a coarser grid (:data:`SEARCH_GRID`), which is
+  cheaper and finds the same copies on the development split.
 
 * **Halves** (``halves=True``; off by default; :mod:`dcsi.half_views`): the same rule
   on the top, bottom, left and right half of the coarse rows, with a stricter ratio
@@ -68,6 +72,7 @@ import numpy as np
 
 from dcsi._validation import Interval, validate_fields
 from dcsi.aligned import best_pairs, grey_levels
+from dcsi.despeckling import despeckle
 from dcsi.exceptions import InvalidParameterError
 from dcsi.half_views import half_cross_links, half_links, half_scores
 from dcsi.neighbors import exact_topk, pair_distances, reference_topk
@@ -142,7 +147,7 @@ class RelativeOptions:
         ``k`` are).
     despeckle : bool, default=True
         Clip each pixel to the range of its 8 neighbours before the smoothing of the
-        coarse rows (:func:`despeckle`): isolated specks (impulse noise), which the
+        coarse rows (:func:`dcsi.despeckling.despeckle`): isolated specks (impulse noise), which the
         Gaussian would spread, go; lines and edges stay.
     halves : bool, default=False
         Also apply the rule to the top, bottom, left and right halves of the coarse
@@ -159,10 +164,11 @@ class RelativeOptions:
         With the registered distance and the exact search (up to
         :data:`dcsi.neighbors.ANN_THRESHOLD` images by default): also measure each image
         against the ``k - 1`` nearest images of its window scaled by ``SCALES[0]``
-        (1/1.2, :data:`ZOOM`), the *zoomed candidates*: a padded copy, or a thumbnail
-        pasted in a frame, is not among its original's nearest untransformed windows.
-        With the faiss search they are skipped: at 10^6 images they took the audit
-        over 20 minutes.
+        (1/1.2, :data:`ZOOM`) and of its window turned by ``ROTATIONS[0]`` (-8
+        degrees, :data:`TURN`), the *zoomed and turned candidates*: a padded or
+        turned copy is not among its original's nearest untransformed windows.  With
+        the faiss search they are skipped: at 10^6 images the zoomed ones alone took
+        the audit over 20 minutes.
     """
 
     ratio: float = DEFAULT_RATIO
@@ -245,33 +251,6 @@ class RelativeOptions:
         return min(max(self.k, self.candidates), n - 1)
 
 
-def despeckle(grey: np.ndarray) -> np.ndarray:
-    """Each pixel clipped to the range of its 8 neighbours (the edge pixel repeated
-    outside the image).
-
-    A pixel above every neighbour (or below every one) takes the level of the nearest
-    of them: an isolated speck of impulse noise goes, while a pixel of a line, an edge
-    or any structure wider than one pixel has a neighbour at its own level and stays.
-
-    Parameters
-    ----------
-    grey : ndarray of shape (n, h, w)
-        Grey levels.
-
-    Returns
-    -------
-    ndarray of shape (n, h, w), float32
-    """
-    from scipy import ndimage
-
-    G = np.asarray(grey, dtype=np.float32)
-    ring = np.ones((1, 3, 3), dtype=bool)
-    ring[0, 1, 1] = False
-    lo = ndimage.minimum_filter(G, footprint=ring, mode="nearest")
-    hi = ndimage.maximum_filter(G, footprint=ring, mode="nearest")
-    return np.clip(G, lo, hi)
-
-
 def coarse_rows(images: np.ndarray, sigma: float = 1.0, despeckled: bool = False) -> np.ndarray:
     """Smoothed 2 x 2 block means of the images, centred and scaled to unit length.
 
@@ -282,7 +261,8 @@ def coarse_rows(images: np.ndarray, sigma: float = 1.0, despeckled: bool = False
     sigma : float, default=1.0
         Gaussian smoothing in pixels (0: none), applied before the block means.
     despeckled : bool, default=False
-        Despeckle the grey levels (:func:`despeckle`) before the smoothing.
+        Despeckle the grey levels (:func:`dcsi.despeckling.despeckle`) before the
+        smoothing.
 
     Returns
     -------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import ndimage
-from test_registration import median_reference, registered_reference
+from test_registration import despeckle_reference, despeckled_reference, registered_reference
 
 from dcsi.exceptions import InvalidParameterError
 from dcsi.redundancy import find_redundancy
@@ -20,23 +20,6 @@ from dcsi.relative_links import (
     relative_links,
     relative_score,
 )
-
-
-def despeckle_reference(g: np.ndarray) -> np.ndarray:
-    """One grey image, by loops: each pixel clipped to the smallest and largest of its
-    8 neighbours (the edge pixel repeated outside)."""
-    h, w = g.shape
-    out = g.copy()
-    for i in range(h):
-        for j in range(w):
-            nb = [
-                g[min(max(i + di, 0), h - 1), min(max(j + dj, 0), w - 1)]
-                for di in (-1, 0, 1)
-                for dj in (-1, 0, 1)
-                if (di, dj) != (0, 0)
-            ]
-            out[i, j] = min(max(g[i, j], min(nb)), max(nb))
-    return out
 
 
 def _block_grid(img: np.ndarray, sigma: float, despeckled: bool = False) -> np.ndarray:
@@ -111,8 +94,8 @@ def _half_links_reference(
 
 def _views(img: np.ndarray, sigma: float) -> np.ndarray:
     """One image's reference rows: every transform (``registered_reference``), then its
-    median view (the last row)."""
-    return np.vstack([registered_reference(img, sigma), median_reference(img, sigma)])
+    despeckled view (the last row)."""
+    return np.vstack([registered_reference(img, sigma), despeckled_reference(img, sigma)])
 
 
 def _registered_pair(G: np.ndarray, H: np.ndarray) -> float:
