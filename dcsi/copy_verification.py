@@ -98,7 +98,7 @@ def colour_rows(images: np.ndarray, sigma: float = 1.0, despeckled: bool = False
         Gaussian smoothing in pixels (see :func:`dcsi.relative_links.coarse_rows`).
     despeckled : bool, default=False
         Despeckle each channel before the smoothing
-        (:func:`dcsi.relative_links.despeckle`).
+        (:func:`dcsi.despeckling.despeckle`).
 
     Returns
     -------

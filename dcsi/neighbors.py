@@ -700,9 +700,9 @@ def exact_topk(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-``k`` inner products, blockwise: never an ``n x n`` matrix.
 
-    Each block of query rows is multiplied by all of ``X`` (one block per CPU at a
-    time, each with one BLAS thread: at most ``block_bytes`` of scores in all, at most
-    1024 rows a block) and reduced to its top ``k`` at once
+    Each block of query rows is multiplied by all of ``X`` (at most ``block_bytes`` of
+    scores at a time, at most 1024 rows a block; several blocks run one per CPU, each
+    with one BLAS thread) and reduced to its top ``k`` at once
     (:func:`topk_rows`: ties broken by the smaller row index of ``X``).  Every row of a
     large ``X`` against the others (``Q`` None, more than ``4 *`` :data:`PILOT_ROWS`
     rows) computes each product once (:func:`_self_topk`), with the same result.
@@ -733,10 +733,11 @@ def exact_topk(
     same = Q is None
     if same and n > 4 * PILOT_ROWS:
         return _self_topk(X, k, rows, desc)
-    cpus = available_cpus()
-    rows = max(1, rows // cpus)  # cpus blocks at a time
     Q = X if same else np.ascontiguousarray(Q, dtype=np.float32)
     m = Q.shape[0]
+    cpus = available_cpus()
+    if m > rows:  # several blocks: cpus at a time
+        rows = max(1, rows // cpus)
     neighbors = np.empty((m, k), dtype=np.int64)
     scores = np.empty((m, k), dtype=np.float32)
 
@@ -745,6 +746,10 @@ def exact_topk(
         neighbors[s : s + rows], scores[s : s + rows] = topk_rows(S, k, offset=s if same else None)
 
     starts = range(0, m, rows)
+    if len(starts) < 2:  # one block: the product on every BLAS thread
+        for s in progress(starts, desc=desc, unit="block"):
+            block(s)
+        return neighbors, scores
     with (
         single_thread_blas(),
         ThreadPoolExecutor(cpus) as pool,

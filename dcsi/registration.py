@@ -33,9 +33,9 @@ one image on the other:
   scale of the coarse distance ``1 - cos``.
 
 The rows of every image under every transform (:func:`registered_rows`) cost
-``t * q`` floats per image (``t =`` :func:`transform_count`, 14 x 121 for a 28-px image), a size that
-does not grow with the images since they are read at the working size, but 13 times
-the identity's: 6.3 GB at 10^6 28-px images.  The copy search therefore keeps only the
+``t * q`` floats per image (``t =`` :func:`transform_count`: 14 x 121 for a 28-px
+image), a size that does not grow with the images since they are read at the working
+size, but 14 times the identity's: 6.8 GB at 10^6 28-px images.  The copy search therefore keeps only the
 identity rows and the despeckled views (:class:`RegisteredWindows`,
 :func:`registered_windows`) and
 :func:`registered_distance` computes the other transforms of the images a batch of
@@ -235,7 +235,7 @@ def registered_rows(images: np.ndarray, sigma: float = 1.0) -> np.ndarray:
 
 
 def transform_windows(images: np.ndarray, sigma: float, t: int, grid: int = GRID) -> np.ndarray:
-    """The compared window of every image under transform ``t`` alone (``moves()[t]``).
+    """The compared window of every image under transform ``t`` alone.
 
     Parameters
     ----------
@@ -391,8 +391,9 @@ def registered_distance(
     ndarray of shape (m,), float64
         ``min(min_T min(1 - T(a) . b, 1 - T(b) . a), 1 - s(a) . s(b))``, clipped at 0,
         where ``T(x)`` is the row of :func:`registered_rows` of transform ``T``, ``b``,
-        ``a`` the identity rows and ``s`` the despeckled views.  The images' transforms are computed batch by batch, each image once per
-        direction and batch of :data:`_CHUNK` images.
+        ``a`` the identity rows and ``s`` the despeckled views.  The images' transforms
+        are computed batch by batch, each image once per direction and batch of
+        :data:`_CHUNK` images.
     """
     a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
     best = np.maximum(

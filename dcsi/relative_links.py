@@ -9,9 +9,9 @@ pair against the neighbourhood of its two images, as cleanlab's near-duplicate r
 and Lowe's ratio test do:
 
 * **Coarse rows** (:func:`coarse_rows`): each image in grey levels, *despeckled*
-  (:func:`dcsi.despeckling.despeckle`: each pixel clipped to the range of its 8 neighbours, so an
-  isolated speck of impulse noise takes its neighbours' level while lines, edges and
-  every structure wider than one pixel stay), smoothed with a Gaussian of ``sigma`` px
+  (:func:`dcsi.despeckling.despeckle`: each pixel clipped to the range of its 8
+  neighbours, so an isolated speck of impulse noise takes its neighbours' level while
+  lines, edges and every structure wider than one pixel stay), smoothed with a Gaussian of ``sigma`` px
   (1 by default), averaged over 2 x 2 blocks (14 x 14 for a 28-px image, 16 x 16 at
   the 32-px working size), centred and scaled to unit length.  The coarse band
   tolerates blur, noise, sharpening and compression; centring and scaling, a change of
@@ -147,8 +147,8 @@ class RelativeOptions:
         ``k`` are).
     despeckle : bool, default=True
         Clip each pixel to the range of its 8 neighbours before the smoothing of the
-        coarse rows (:func:`dcsi.despeckling.despeckle`): isolated specks (impulse noise), which the
-        Gaussian would spread, go; lines and edges stay.
+        coarse rows (:func:`dcsi.despeckling.despeckle`): isolated specks (impulse
+        noise), which the Gaussian would spread, go; lines and edges stay.
     halves : bool, default=False
         Also apply the rule to the top, bottom, left and right halves of the coarse
         rows (:mod:`dcsi.half_views`): a copy with a caption or a logo over part of it
@@ -380,11 +380,11 @@ class RelativeLinks:
     registered_reference : ndarray of shape (n,) or None, default=None
         Each image's registered reference (the ``k``-th smallest registered distance
         to its candidates).
-    candidates : ndarray of shape (n, K) or (n, K + k - 1) or None, default=None
+    candidates : ndarray of shape (n, K) or (n, K + 2 (k - 1)) or None, default=None
         Each image's nearest images by the untransformed inner window, then (with
-        ``options.zoomed``) its ``k - 1`` zoomed candidates: the pairs the registered
-        distance links (a pair of two images neither of which is among the other's is
-        not).
+        ``options.zoomed`` and the exact search) its ``k - 1`` zoomed and its ``k - 1``
+        turned candidates: the pairs the registered distance links (a pair of two
+        images neither of which is among the other's is not).
     half_reference : ndarray of shape (n, len(HALVES)) or None, default=None
         With ``options.halves``: each image's reference distance by each half
         (:func:`dcsi.half_views.half_links`).
@@ -425,7 +425,7 @@ class RelativeLinks:
         return s
 
 
-def _zoomed_candidates(
+def _transformed_candidates(
     query_images: np.ndarray,
     base_images: np.ndarray,
     m: int,
@@ -548,7 +548,7 @@ def relative_links(
         keep = relative_score(rd.ravel(), rref[a], rref[b], options) <= 1.0
         pairs = np.concatenate([pairs, np.stack([a[keep], b[keep]], axis=1)])
         if options.zoomed and search != "ann":
-            zn = _zoomed_candidates(images, images, k - 1, options, skip_self=True)
+            zn = _transformed_candidates(images, images, k - 1, options, skip_self=True)
             za, zb = np.repeat(np.arange(len(zn), dtype=np.int64), zn.shape[1]), zn.ravel()
             keep = _registered_scores(R, R, za, zb, rref, rref, options) <= 1.0
             pairs = np.concatenate([pairs, np.stack([za[keep], zb[keep]], axis=1)])
@@ -634,8 +634,8 @@ def relative_cross_pairs(
         s = np.concatenate([s, rs])
         if options.zoomed and search != "ann":  # test windows zoomed, and the reverse
             m_te, m_tr = min(k - 1, len(te)), k - 1
-            zt = _zoomed_candidates(test_images, train_images, m_tr, options, skip_self=False)
-            zr = _zoomed_candidates(train_images, test_images, m_te, options, skip_self=False)
+            zt = _transformed_candidates(test_images, train_images, m_tr, options, skip_self=False)
+            zr = _transformed_candidates(train_images, test_images, m_te, options, skip_self=False)
             for za, zb in (
                 (np.repeat(np.arange(len(te), dtype=np.int64), zt.shape[1]), zt.ravel()),
                 (zr.ravel(), np.repeat(np.arange(len(tr), dtype=np.int64), zr.shape[1])),
