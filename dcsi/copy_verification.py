@@ -57,7 +57,7 @@ import numpy as np
 from dcsi.aligned import copy_transforms, default_geometry, grey_levels, transformed_rows
 from dcsi.exceptions import InvalidParameterError
 from dcsi.neighbors import exact_topk, reference_topk, unit_rows
-from dcsi.registration import MIN_SIDE, registered_distance, registered_windows
+from dcsi.registration import DISTANCE_VERSION, registered_distance, registered_windows
 from dcsi.relative_links import RelativeOptions, coarse_rows, relative_score
 
 __all__ = [
@@ -144,7 +144,9 @@ class PixelCheck:
         The rule of stage 1 (ratio, k, max_distance, sigma, despeckle; not the halves
         of the copy search); ``max_distance`` bounds stage 2 too, and ``registered``
         says whether stage 2 also measures the registered distance (an index written
-        before ``registered`` or ``despeckle`` existed is read with ``False``).
+        before ``registered`` or ``despeckle`` existed is read with ``False``; one
+        written with another version of the registered distance,
+        :data:`dcsi.registration.DISTANCE_VERSION`, is read with a warning).
     align_ratio : float, default=ALIGN_RATIO
         The ratio of stage 2.
     """
@@ -282,6 +284,7 @@ class PixelCheck:
             ratio=self.align_ratio,
             max_distance=self.options.max_distance,
             registered=self.options.registered,
+            sigma=self.options.sigma,
         )
         return np.take_along_axis(shortlist, best[:, None], 1), dist[:, None], ok[:, None]
 
@@ -298,6 +301,7 @@ class PixelCheck:
             "shortlist": SHORTLIST,
             "align_ratio": self.align_ratio,
             "registered": o.registered,
+            "registration": DISTANCE_VERSION if o.registered else None,
             "despeckle": o.despeckle,
         }
 
@@ -311,13 +315,15 @@ def aligned_copies(
     max_distance: float = 0.2,
     reference_rank: int = 5,
     registered: bool = True,
+    sigma: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each query, the shortlisted image of smallest distance, and whether it is a
     copy: at most ``ratio`` times the ``reference_rank``-th smallest distance of the
     shortlist, and at most ``max_distance``.  The distance is the aligned one
     (:func:`shortlist_distance`), or with ``registered`` the smaller of it and the
     registered distance (:func:`dcsi.registration.registered_distance`; images under
-    :data:`dcsi.registration.MIN_SIDE` px are not registered).
+    :data:`dcsi.registration.MIN_SIDE` px are not registered).  Only the images the
+    queries and their shortlists name are read.
 
     Parameters
     ----------
@@ -330,6 +336,9 @@ def aligned_copies(
     ratio, max_distance : float
     reference_rank : int, default=5
     registered : bool, default=True
+    sigma : float, default=1.0
+        Gaussian smoothing of the registered distance, in pixels (the check's
+        ``options.sigma``).
 
     Returns
     -------
@@ -339,11 +348,17 @@ def aligned_copies(
     verified : ndarray of shape (m,), bool
     """
     m, c = shortlist.shape
-    queries = np.asarray(queries, np.int64)
+    # only the images involved are read (each image's numbers are its own)
+    used, inv = np.unique(
+        np.concatenate([np.asarray(queries, np.int64), np.asarray(shortlist, np.int64).ravel()]),
+        return_inverse=True,
+    )
+    images = np.asarray(images)[used]
+    queries, shortlist = inv[:m], inv[m:].reshape(m, c)
     d = shortlist_distance(images, queries, shortlist)
-    if registered and min(np.shape(images)[1:3]) >= MIN_SIDE:
-        W = registered_windows(images)
-        r = registered_distance(W, W, np.repeat(queries, c), np.asarray(shortlist).ravel())
+    if RelativeOptions(registered=registered).registers(images.shape[1:]):
+        W = registered_windows(images, sigma)
+        r = registered_distance(W, W, np.repeat(queries, c), shortlist.ravel())
         d = np.minimum(d, r.reshape(m, c))
     best = np.argmin(d, axis=1)
     low = d[np.arange(m), best]

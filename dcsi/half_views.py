@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dcsi.neighbors import exact_topk, pair_distances, reference_topk
+from dcsi.relative_rule import relative_score
 
 if TYPE_CHECKING:
     from dcsi.relative_links import RelativeOptions
@@ -113,13 +114,10 @@ def _scores(
     share_b: np.ndarray,
     options: RelativeOptions,
 ) -> np.ndarray:
-    """The half rule's score of pairs: ``d / (half_ratio * min(ref_a, ref_b))``, ``inf``
-    beyond ``max_distance`` or when neither image's half holds ``half_share``."""
-    d = np.asarray(d, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        s = np.where(d <= 0.0, 0.0, d / (options.half_ratio * np.minimum(ref_a, ref_b)))
-    ok = (d <= options.max_distance) & (np.maximum(share_a, share_b) >= options.half_share)
-    return np.where(ok, s, np.inf)
+    """The half rule's score of pairs: :func:`dcsi.relative_rule.relative_score` with
+    ``half_ratio``, ``inf`` when neither image's half holds ``half_share``."""
+    s = relative_score(d, ref_a, ref_b, options, ratio=options.half_ratio)
+    return np.where(np.maximum(share_a, share_b) >= options.half_share, s, np.inf)
 
 
 def half_links(

@@ -79,6 +79,7 @@ from dcsi.copy_verification import (
 )
 from dcsi.exceptions import DataError, InvalidParameterError
 from dcsi.neighbors import exact_topk, faiss_topk, unit_rows
+from dcsi.registration import DISTANCE_VERSION
 from dcsi.relative_links import RelativeOptions
 
 __all__ = [
@@ -810,12 +811,23 @@ def _read_pixels(folder: Path, meta: dict[str, Any], files: dict[str, Any]) -> P
         or reference.shape != thumbs.shape[:1]
     ):
         raise DataError(f"{folder}: its pixel check's files do not match; rebuild the index.")
+    registered = bool(rule.get("registered", False))  # absent: written before it existed
+    version = rule.get("registration", 1)  # absent: written before the versions
+    if registered and version != DISTANCE_VERSION:
+        logger.warning(
+            "%s: its pixel check was built with version %s of the registered distance and "
+            "this dcsi measures version %s, so new queries may put a different copy first "
+            "than the stored neighbours do; rebuild the index with `dcsi index` to match.",
+            folder / INDEX_FILE,
+            version,
+            DISTANCE_VERSION,
+        )
     options = RelativeOptions(
         ratio=rule["ratio"],
         k=rule["k"],
         max_distance=rule["max_distance"],
         sigma=rule["sigma"],
-        registered=bool(rule.get("registered", False)),  # absent: written before it existed
+        registered=registered,
         despeckle=bool(rule.get("despeckle", False)),  # absent: written before it existed
     )
     return PixelCheck(thumbs, reference.astype(np.float64), options, rule["align_ratio"])

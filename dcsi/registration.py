@@ -66,6 +66,7 @@ from dcsi.despeckling import despeckle
 __all__ = [
     "ASPECTS",
     "BLURS",
+    "DISTANCE_VERSION",
     "GRID",
     "INNER_SHARE",
     "MIN_SIDE",
@@ -98,6 +99,10 @@ INNER_SHARE = 0.1
 MIN_SIDE = 16
 #: The compared window has about this many block means per side.
 GRID = 12
+#: Version of the registered distance, recorded by what stores results of it (the
+#: neighbour index's pixel check): 1, the 13 geometric transforms of :func:`moves`;
+#: 2, with the further smoothing of :data:`BLURS` and the despeckled views.
+DISTANCE_VERSION = 2
 _CHUNK = 4096  # images transformed at a time
 _PAIR_BLOCK = 1024  # pairs compared at a time by registered_distance
 
@@ -336,16 +341,27 @@ def despeckled_rows(images: np.ndarray, sigma: float = 1.0) -> np.ndarray:
     ndarray of shape (n, q), float32
         Centred unit rows (zero rows for constant windows).
     """
-    X = np.asarray(images)
+    return _by_chunks(np.asarray(images), sigma, identity=False)[1]
 
-    def chunk(s: int) -> np.ndarray:
-        return _window_rows(despeckle(grey_levels(X[s : s + _CHUNK])), sigma, 1)[:, 0]
+
+def _by_chunks(X: np.ndarray, sigma: float, *, identity: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The identity rows (shape (n, q); (n, 0) without ``identity``) and the despeckled
+    views (n, q) of ``X``, each chunk of :data:`_CHUNK` images turned grey once; the
+    chunks run on one thread per CPU (scipy's filters free the GIL)."""
+
+    def chunk(s: int) -> tuple[np.ndarray, np.ndarray]:
+        G = grey_levels(X[s : s + _CHUNK])
+        despeckled = _window_rows(despeckle(G), sigma, 1)[:, 0]
+        rows = _window_rows(G, sigma, 1)[:, 0] if identity else despeckled[:, :0]
+        return rows, despeckled
 
     starts = range(0, len(X), _CHUNK)
     if len(starts) < 2:
-        return chunk(0)
-    with ThreadPoolExecutor(available_cpus()) as pool:  # scipy's filters free the GIL
-        return np.concatenate(list(pool.map(chunk, starts)))
+        parts = [chunk(0)]
+    else:
+        with ThreadPoolExecutor(available_cpus()) as pool:
+            parts = list(pool.map(chunk, starts))
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def registered_windows(images: np.ndarray, sigma: float = 1.0) -> RegisteredWindows:
@@ -364,8 +380,8 @@ def registered_windows(images: np.ndarray, sigma: float = 1.0) -> RegisteredWind
     RegisteredWindows
     """
     X = np.asarray(images)
-    identity = np.ascontiguousarray(_window_rows(X, sigma, 1)[:, 0])
-    return RegisteredWindows(X, identity, sigma, despeckled_rows(X, sigma))
+    identity, despeckled = _by_chunks(X, sigma, identity=True)
+    return RegisteredWindows(X, identity, sigma, despeckled)
 
 
 def registered_distance(

@@ -86,6 +86,7 @@ from dcsi.registration import (
     registered_windows,
     transform_windows,
 )
+from dcsi.relative_rule import relative_score
 
 __all__ = [
     "DEFAULT_RATIO",
@@ -472,32 +473,6 @@ def _registered_reference(
     a = np.repeat(np.arange(m, dtype=np.int64), K)
     d = registered_distance(A, B, a, nbrs.ravel()).reshape(m, K)
     return d, np.sort(d, axis=1)[:, k - 1]
-
-
-def relative_score(
-    d: np.ndarray, ref_a: np.ndarray, ref_b: np.ndarray, options: RelativeOptions
-) -> np.ndarray:
-    """The relative score of pairs: ``d / (ratio * min(ref_a, ref_b))``, ``inf`` beyond
-    ``max_distance``; ``0`` for identical coarse rows.
-
-    Parameters
-    ----------
-    d : ndarray of shape (m,)
-        Coarse distances of the pairs.
-    ref_a, ref_b : ndarray of shape (m,)
-        Reference distances of their two images.
-    options : RelativeOptions
-
-    Returns
-    -------
-    ndarray of shape (m,), float64
-        ``<= 1`` exactly for a linked pair.
-    """
-    d = np.asarray(d, dtype=np.float64)
-    ref = options.ratio * np.minimum(ref_a, ref_b)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        s = np.where(d <= 0.0, 0.0, d / ref)
-    return np.where(d <= options.max_distance, s, np.inf)
 
 
 def relative_links(

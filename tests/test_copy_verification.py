@@ -10,7 +10,13 @@ from scipy import ndimage
 from test_relative_links import despeckle_reference
 
 from dcsi.aligned import aligned_distance
-from dcsi.copy_verification import PixelCheck, aligned_copies, colour_rows, copies_first
+from dcsi.copy_verification import (
+    PixelCheck,
+    aligned_copies,
+    colour_rows,
+    copies_first,
+    shortlist_distance,
+)
 from dcsi.relative_links import RelativeOptions
 
 
@@ -271,6 +277,61 @@ def test_stage_two_registration_is_recorded_and_read_back(rng, tmp_path):
     (tmp_path / INDEX_FILE).write_text(json.dumps(meta))
     back = load_neighbor_index(tmp_path).pixels
     assert back.options.registered is False and back.options.despeckle is False
+
+
+def test_the_registered_distance_version_is_recorded_and_an_old_one_warned(rng, tmp_path, caplog):
+    from dcsi.neighbor_index import INDEX_FILE, index_features, load_neighbor_index
+    from dcsi.registration import DISTANCE_VERSION
+    from dcsi.sources import open_source
+
+    images = open_source(np.kron(planted(rng, n=40, copies=0), np.ones((1, 2, 2, 1), np.uint8)))
+    feats = rng.standard_normal((40, 8)).astype(np.float32)
+    index_features(feats, [str(i) for i in range(40)], k=3, images=images).save(tmp_path)
+    meta = json.loads((tmp_path / INDEX_FILE).read_text())
+    assert meta["verify"]["registration"] == DISTANCE_VERSION == 2
+    with caplog.at_level("WARNING", logger="dcsi.neighbor_index"):
+        load_neighbor_index(tmp_path)
+    assert not caplog.records
+    # written before the versions: the registered distance of version 1
+    del meta["verify"]["registration"]
+    (tmp_path / INDEX_FILE).write_text(json.dumps(meta))
+    with caplog.at_level("WARNING", logger="dcsi.neighbor_index"):
+        back = load_neighbor_index(tmp_path)
+    assert back.pixels.options.registered is True
+    assert "version 1 of the registered distance" in caplog.text
+    assert "rebuild the index" in caplog.text
+
+
+def test_aligned_copies_register_with_the_given_sigma_and_read_only_their_images(rng, monkeypatch):
+    from dcsi.registration import registered_distance, registered_windows
+
+    # image 30 is image 4 turned: its closest is by the registered distance
+    images = np.kron(planted(rng, n=30, copies=0), np.ones((1, 2, 2, 1), np.uint8))
+    turned = ndimage.rotate(images[4], 6.0, axes=(0, 1), reshape=False, order=1, mode="nearest")
+    images = np.concatenate([images, turned[None]])
+    queries = np.array([30, 7])
+    shortlist = np.array([np.r_[4, 11:20], np.arange(15, 25)])
+    lows = []
+    for sigma in (0.5, 2.0):
+        _, low, _ = aligned_copies(images, queries, shortlist, sigma=sigma)
+        W = registered_windows(images, sigma)
+        reg = registered_distance(W, W, np.repeat(queries, 10), shortlist.ravel()).reshape(2, 10)
+        aligned = shortlist_distance(images, queries, shortlist)
+        np.testing.assert_allclose(low, np.minimum(reg, aligned).min(axis=1), atol=1e-6)
+        lows.append(low[0])
+    assert lows[0] != pytest.approx(lows[1], rel=0.1)  # the smoothing matters to it
+    # only the images that a query or a shortlist names are registered
+    import dcsi.copy_verification as cv
+
+    seen = []
+    monkeypatch.setattr(
+        cv,
+        "registered_windows",
+        lambda x, sigma: seen.append(len(x)) or registered_windows(x, sigma),
+    )
+    again = aligned_copies(images, queries, shortlist, sigma=2.0)
+    assert seen == [len(np.unique(np.r_[queries, shortlist.ravel()]))] == [17]
+    np.testing.assert_allclose(again[1], low, atol=1e-6)
 
 
 def test_tampered_pixel_file_is_refused(rng, tmp_path):

@@ -243,6 +243,16 @@ def test_relative_score_by_hand():
     )
     np.testing.assert_allclose(s[:3], [0.0, 0.05 / 0.05, 0.1 / 0.2])
     assert s[3] == np.inf
+    # another ratio (the halves' own): the same rule, the same max_distance
+    h = relative_score(
+        np.array([0.0, 0.05, 0.1, 0.35]),
+        np.array([0.2, 0.2, 0.4, 0.9]),
+        np.array([0.4, 0.1, 0.4, 0.9]),
+        opts,
+        ratio=0.1,
+    )
+    np.testing.assert_allclose(h[:3], [0.0, 0.05 / 0.01, 0.1 / 0.04])
+    assert h[3] == np.inf
 
 
 def test_small_sets_skip_the_stage(rng):
