@@ -33,6 +33,15 @@ overlay        text (a short caption, 1 line, in a corner), logo (a small filled
 flip (opt-in)  hflip, vflip
 =============  ===================================================================
 
+:data:`UNSEEN_KINDS` are edits outside every family and range above, kept apart so
+that no default is ever chosen on them: shift_far (10-15 % of the side),
+perspective (corners moved in by up to 4-10 %), shear (5-15 %), vignette (edges
+darkened by 20-50 %), pixelate (nearest-neighbour down to 40-70 % and back),
+jpeg_low (quality 5-15), solarize (levels above 200-240 inverted), equalize
+(histogram equalisation), and four combinations of the kinds above: reshare
+(bicubic down to 60-90 % and back, then JPEG 40-80), crop_bright_jpeg
+(crop_resize, brightness, then JPEG 50-85), rotate_noise, blur_contrast.
+
 Usage::
 
     from copy_kinds import plant_copies
@@ -49,7 +58,15 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
-__all__ = ["FAMILIES", "KINDS", "CopyKind", "PlantedCopies", "make_copy", "plant_copies"]
+__all__ = [
+    "FAMILIES",
+    "KINDS",
+    "UNSEEN_KINDS",
+    "CopyKind",
+    "PlantedCopies",
+    "make_copy",
+    "plant_copies",
+]
 
 
 @dataclass(frozen=True)
@@ -297,6 +314,105 @@ for _k in KINDS.values():
 del _k
 
 
+# ------------------------------------------------------------------ unseen kinds
+def _drawn(img: Image.Image, kind: str, rng: np.random.Generator) -> Image.Image:
+    """``img`` edited by a kind of :data:`KINDS` at a strength drawn from its range."""
+    spec = KINDS[kind]
+    return spec.apply(img, float(rng.uniform(spec.low, spec.high)), rng)
+
+
+def _perspective(img: Image.Image, s: float, rng: np.random.Generator) -> Image.Image:
+    # each corner moved inwards by up to s of the side; solve for PIL's 8 coefficients
+    w, h = img.size
+    src = [(0, 0), (w, 0), (w, h), (0, h)]
+    sign = [(1, 1), (-1, 1), (-1, -1), (1, -1)]
+    dst = [
+        (x + sx * rng.uniform(0, s * w), y + sy * rng.uniform(0, s * h))
+        for (x, y), (sx, sy) in zip(src, sign, strict=True)
+    ]
+    A, b = [], []
+    for (x, y), (u, v) in zip(dst, src, strict=True):
+        A += [[x, y, 1, 0, 0, 0, -u * x, -u * y], [0, 0, 0, x, y, 1, -v * x, -v * y]]
+        b += [u, v]
+    coef = np.linalg.solve(np.array(A, dtype=np.float64), np.array(b, dtype=np.float64))
+    return img.transform(
+        (w, h), Image.Transform.PERSPECTIVE, tuple(coef), Image.Resampling.BILINEAR
+    )
+
+
+def _shear(img: Image.Image, s: float, rng: np.random.Generator) -> Image.Image:
+    w, h = img.size
+    k = s if rng.random() < 0.5 else -s
+    return img.transform(
+        (w, h), Image.Transform.AFFINE, (1, k, -k * h / 2, 0, 1, 0), Image.Resampling.BILINEAR
+    )
+
+
+def _vignette(img: Image.Image, s: float, rng: np.random.Generator) -> Image.Image:
+    a = np.asarray(img, dtype=np.float64)
+    h, w = a.shape[:2]
+    y, x = np.mgrid[:h, :w]
+    r = np.hypot((y - (h - 1) / 2) / (h / 2), (x - (w - 1) / 2) / (w / 2))
+    f = 1.0 - s * np.clip(r, 0.0, 1.4) ** 2
+    return _from_float(a * (f if a.ndim == 2 else f[..., None]))
+
+
+def _pixelate(img: Image.Image, s: float, rng: np.random.Generator) -> Image.Image:
+    w, h = img.size
+    small = img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.NEAREST)
+    return small.resize((w, h), Image.Resampling.NEAREST)
+
+
+def _solarize(img: Image.Image, s: float, rng: np.random.Generator) -> Image.Image:
+    return ImageOps.solarize(img, round(s))
+
+
+def _equalize(img: Image.Image, s: float, rng: np.random.Generator) -> Image.Image:
+    return ImageOps.equalize(img)
+
+
+def _reshare(img: Image.Image, s: float, rng: np.random.Generator) -> Image.Image:
+    w, h = img.size
+    small = img.resize((round(w * s), round(h * s)), Image.Resampling.BICUBIC)
+    back = small.resize((w, h), Image.Resampling.BICUBIC)
+    return _encoded(back, "JPEG", round(rng.uniform(40, 80)))
+
+
+def _crop_bright_jpeg(img: Image.Image, s: float, rng: np.random.Generator) -> Image.Image:
+    out = _drawn(_drawn(img, "crop_resize", rng), "brightness", rng)
+    return _encoded(out, "JPEG", round(rng.uniform(50, 85)))
+
+
+def _rotate_noise(img: Image.Image, s: float, rng: np.random.Generator) -> Image.Image:
+    return _drawn(_drawn(img, "rotate", rng), "gaussian", rng)
+
+
+def _blur_contrast(img: Image.Image, s: float, rng: np.random.Generator) -> Image.Image:
+    return _drawn(_drawn(img, "blur", rng), "contrast", rng)
+
+
+#: Kinds in no family of :data:`KINDS`, nor in any range of one: no default was chosen
+#: on them (``redundancy.py --copies unseen``).  The last four combine kinds of
+#: :data:`KINDS`, each at a strength drawn from its range.
+UNSEEN_KINDS: dict[str, CopyKind] = {
+    k.name: k
+    for k in (
+        _kind("shift_far", "geometric", 0.10, 0.15, _shift),
+        _kind("perspective", "geometric", 0.04, 0.10, _perspective),
+        _kind("shear", "geometric", 0.05, 0.15, _shear),
+        _kind("vignette", "filtering", 0.2, 0.5, _vignette),
+        _kind("pixelate", "filtering", 0.4, 0.7, _pixelate),
+        _kind("jpeg_low", "compression", 5, 15, _jpeg),
+        _kind("solarize", "photometric", 200, 240, _solarize),
+        _kind("equalize", "photometric", 0, 0, _equalize),
+        _kind("reshare", "combined", 0.6, 0.9, _reshare),
+        _kind("crop_bright_jpeg", "combined", 0, 0, _crop_bright_jpeg),
+        _kind("rotate_noise", "combined", 0, 0, _rotate_noise),
+        _kind("blur_contrast", "combined", 0, 0, _blur_contrast),
+    )
+}
+
+
 def _as_pil(image: np.ndarray, mode: str) -> Image.Image:
     a = np.asarray(image)
     if a.dtype != np.uint8 or a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
@@ -317,7 +433,7 @@ def make_copy(
     ----------
     image : ndarray of shape (h, w), (h, w, 3) or (h, w, 4), uint8
     kind : str
-        A key of :data:`KINDS`.
+        A key of :data:`KINDS` or :data:`UNSEEN_KINDS`.
     rng : numpy Generator
         Draws the strength (uniform in the kind's range) and any other choice.
     mode : {"L", "RGB"}, default=None
@@ -328,7 +444,7 @@ def make_copy(
     copy : ndarray of shape (h, w) or (h, w, 3), uint8
     strength : float
     """
-    spec = KINDS[kind]
+    spec = KINDS[kind] if kind in KINDS else UNSEEN_KINDS[kind]
     mode = mode or ("L" if np.asarray(image).ndim == 2 else "RGB")
     if spec.rgb and mode != "RGB":
         raise ValueError(f"copy kind {kind!r} needs colour; make copies with mode='RGB'")

@@ -3,7 +3,10 @@
 Plants ``--per-kind`` copies of each kind by *replacing* randomly chosen images, so the
 set keeps its size (60,000 by default).  ``--copies broad`` (default): the 21 grey kinds
 in 6 families of ``copy_kinds.py``, each with a strength drawn per copy (``--flips``
-adds the two mirror kinds); ``--copies six``: the six fixed kinds the defaults were
+adds the two mirror kinds); ``--copies unseen``: the 12 kinds of ``UNSEEN_KINDS`` in
+``copy_kinds.py`` (edits outside every family and range of the broad one, and
+combinations of its kinds), on which no default was chosen: a check of how the
+defaults carry to edits nobody tuned them on; ``--copies six``: the six fixed kinds the defaults were
 first calibrated on (exact, light Gaussian noise sigma=5, brightness +30, JPEG quality
 75, 1-pixel shift, 2-pixel crop resized back), kept as history.
 
@@ -109,16 +112,21 @@ def copy_kinds(copies: str, flips: bool = False) -> tuple[str, ...]:
         return KINDS
     sys.path.insert(0, str(HERE))
     from copy_kinds import KINDS as BROAD
+    from copy_kinds import UNSEEN_KINDS
 
+    if copies == "unseen":
+        return tuple(k.name for k in UNSEEN_KINDS.values() if not k.rgb)
     return tuple(k.name for k in BROAD.values() if not k.rgb and (flips or not k.flip))
 
 
 def families_of(kinds) -> np.ndarray:
-    """Family of each broad kind (the kind itself for the six fixed ones)."""
+    """Family of each broad or unseen kind (the kind itself for the six fixed ones)."""
     sys.path.insert(0, str(HERE))
     from copy_kinds import KINDS as BROAD
+    from copy_kinds import UNSEEN_KINDS
 
-    return np.array([BROAD[k].family if k in BROAD else k for k in kinds])
+    every = {**BROAD, **UNSEEN_KINDS}
+    return np.array([every[k].family if k in every else k for k in kinds])
 
 
 def make_data(
@@ -135,11 +143,11 @@ def make_data(
     m = per_kind * len(names)
     src, dst = perm[:m], perm[m : 2 * m]
     kinds = []
-    if copies == "broad":
+    if copies in ("broad", "unseen"):
         from copy_kinds import make_copy
     for t, (a, b) in enumerate(zip(src, dst)):
         kind = names[t // per_kind]
-        if copies == "broad":
+        if copies in ("broad", "unseen"):
             images[b] = make_copy(s.images[a], kind, rng)[0]
         else:
             images[b] = perturb(s.images[a], kind, rng)
@@ -628,9 +636,10 @@ def main() -> int:
     ap.add_argument(
         "--copies",
         default="broad",
-        choices=("broad", "six"),
-        help="planted kinds: the broad family of copy_kinds.py (default) or the six "
-        "fixed kinds of the first calibration",
+        choices=("broad", "unseen", "six"),
+        help="planted kinds: the broad family of copy_kinds.py (default), its unseen "
+        "kinds (UNSEEN_KINDS: no default was chosen on them) or the six fixed kinds of "
+        "the first calibration",
     )
     ap.add_argument("--flips", action="store_true", help="also plant mirror images")
     ap.add_argument(
@@ -790,7 +799,7 @@ def main() -> int:
             planted_idx,
             default_score=default_score,
         )
-        if Path(out + ".lofo.npz").exists():
+        if Path(out + ".lofo.npz").exists() and args.copies == "broad":
             sc["leave_families_out"] = leave_families_out(out + ".lofo.npz", truth_pairs, kinds)
         rows.append({"method": method, **meta, **sc})
 
@@ -858,10 +867,10 @@ def main() -> int:
     }
     name = (
         ("redundancy_quick" if args.quick else "redundancy")
-        + ("_broad" if args.copies == "broad" else "")
+        + {"broad": "_broad", "unseen": "_unseen"}.get(args.copies, "")
         + ("_flips" if args.flips else "")
         + ("_dev" if args.split == "test" else "")
-        + (f"_seed{args.seed}" if args.copies == "broad" and args.seed else "")
+        + (f"_seed{args.seed}" if args.copies != "six" and args.seed else "")
     )
     out = Path(args.out) if args.out else HERE / "results" / (name + ".json")
     if args.keep_previous and out.exists():

@@ -46,6 +46,12 @@ and Lowe's ratio test do:
   These searches compare windows on a coarser grid (:data:`SEARCH_GRID`), which is
   cheaper and finds the same copies on the development split.
 
+* **Centred view** (``centred=True``, the default; :mod:`dcsi.centred_view`): the same
+  rule on each image read about the centre of its content, at the content's spread:
+  a copy whose content moved by a tenth of the side, was cropped, given a wider
+  margin or squeezed is compared in its own frame (an icon drawn at two sizes, with
+  different margins, too).
+
 * **Halves** (``halves=True``; off by default; :mod:`dcsi.half_views`): the same rule
   on the top, bottom, left and right half of the coarse rows, with a stricter ratio
   (``half_ratio``, 0.1): a copy with a caption or a logo over part of it matches its
@@ -72,6 +78,7 @@ import numpy as np
 
 from dcsi._validation import Interval, validate_fields
 from dcsi.aligned import best_pairs, grey_levels
+from dcsi.centred_view import centred_cross_links, centred_links, centred_rows
 from dcsi.despeckling import despeckle
 from dcsi.exceptions import InvalidParameterError
 from dcsi.half_views import half_cross_links, half_links, half_scores
@@ -170,6 +177,11 @@ class RelativeOptions:
         turned copy is not among its original's nearest untransformed windows.  With
         the faiss search they are skipped: at 10^6 images the zoomed ones alone took
         the audit over 20 minutes.
+    centred : bool, default=True
+        Also apply the rule to the *centred view* (:mod:`dcsi.centred_view`): each
+        image read about the centre of its content, at the content's spread, so a
+        copy whose content moved, was cropped, given a wider margin or squeezed is
+        compared in its own frame.
     """
 
     ratio: float = DEFAULT_RATIO
@@ -185,6 +197,7 @@ class RelativeOptions:
     half_ratio: float = 0.1
     half_share: float = 0.1
     zoomed: bool = True
+    centred: bool = True
 
     CONSTRAINTS: ClassVar[dict[str, list[Any]]] = {
         "ratio": [Interval(float, 0.0, 1.0, closed="neither")],
@@ -199,7 +212,7 @@ class RelativeOptions:
 
     def __post_init__(self) -> None:
         validate_fields(self, "RelativeOptions")
-        for name in ("flips", "registered", "halves", "despeckle", "zoomed"):
+        for name in ("flips", "registered", "halves", "despeckle", "zoomed", "centred"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidParameterError(
                     f"The '{name}' parameter of RelativeOptions must be True or False. Got "
@@ -240,6 +253,7 @@ class RelativeOptions:
             "half_ratio": self.half_ratio,
             "half_share": self.half_share,
             "zoomed": self.zoomed,
+            "centred": self.centred,
         }
 
     def registers(self, shape: tuple[int, ...]) -> bool:
@@ -391,6 +405,11 @@ class RelativeLinks:
         (:func:`dcsi.half_views.half_links`).
     grid : (int, int), default=(0, 0)
         The block grid of ``rows`` (:func:`grid_of`).
+    centred : ndarray of shape (n, q) or None, default=None
+        With ``options.centred``: the centred rows
+        (:func:`dcsi.centred_view.centred_rows`).
+    centred_reference : ndarray of shape (n,) or None, default=None
+        Each image's reference distance by the centred view.
     """
 
     pairs: np.ndarray
@@ -403,6 +422,8 @@ class RelativeLinks:
     candidates: np.ndarray | None = None
     half_reference: np.ndarray | None = None
     grid: tuple[int, int] = (0, 0)
+    centred: np.ndarray | None = None
+    centred_reference: np.ndarray | None = None
 
     def score(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """:func:`relative_score` of the pairs ``(a[i], b[i])``: ``<= 1`` for a link
@@ -423,6 +444,10 @@ class RelativeLinks:
         if H is not None:
             h = half_scores(self.rows[a], self.rows[b], H[a], H[b], self.grid, self.options)
             s = np.minimum(s, h)
+        V, vref = self.centred, self.centred_reference
+        if V is not None and vref is not None:
+            d = pair_distances(V, V, a, b)
+            s = np.minimum(s, relative_score(d, vref[a], vref[b], self.options))
         return s
 
 
@@ -532,6 +557,11 @@ def relative_links(
     if options.halves:
         hpairs, href = half_links(rows, grid, options, search=search, seed=seed)
         pairs = np.concatenate([pairs, hpairs])
+    V = vref = None
+    if options.centred:
+        V = centred_rows(images, options.sigma)
+        vpairs, vref = centred_links(V, options, search=search, seed=seed)
+        pairs = np.concatenate([pairs, vpairs])
     pairs = np.sort(pairs, axis=1)
     pairs = np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
     return RelativeLinks(
@@ -545,6 +575,8 @@ def relative_links(
         candidates=near,
         half_reference=href,
         grid=grid,
+        centred=V,
+        centred_reference=vref,
     )
 
 
@@ -622,6 +654,15 @@ def relative_cross_pairs(
             te, tr, grid_of(train_images.shape[1:]), options, search=search, seed=seed
         )
         a, b, s = np.concatenate([a, ha]), np.concatenate([b, hb]), np.concatenate([s, hs])
+    if options.centred:
+        va, vb, vs = centred_cross_links(
+            centred_rows(test_images, options.sigma),
+            centred_rows(train_images, options.sigma),
+            options,
+            search=search,
+            seed=seed,
+        )
+        a, b, s = np.concatenate([a, va]), np.concatenate([b, vb]), np.concatenate([s, vs])
     keep = s <= 1.0
     pairs, scores = best_pairs(np.stack([a[keep], b[keep]], axis=1), s[keep])
     return pairs, scores

@@ -92,6 +92,63 @@ def _half_links_reference(
     return out
 
 
+def centred_reference(img: np.ndarray, sigma: float) -> np.ndarray:
+    """One image's centred row by loops: grey, scipy Gaussian, the border's median as
+    background, the weighted centre and spreads, a hand-written bilinear read of the
+    lattice (background outside the image), centred and unit."""
+    from dcsi.centred_view import GRID, SPAN
+
+    g = img.astype(np.float64)
+    if g.ndim == 3:
+        g = g.mean(axis=2)
+    if sigma > 0:
+        g = ndimage.gaussian_filter(g, sigma, mode="nearest")
+    h, w = g.shape
+    border = [g[0, x] for x in range(w)] + [g[h - 1, x] for x in range(w)]
+    border += [g[y, 0] for y in range(1, h - 1)] + [g[y, w - 1] for y in range(1, h - 1)]
+    bg = float(np.median(border))
+    total = cy = cx = 0.0
+    for y in range(h):
+        for x in range(w):
+            wt = abs(g[y, x] - bg)
+            total, cy, cx = total + wt, cy + wt * y, cx + wt * x
+    if total <= 1e-9 * h * w:
+        cy, cx, sy, sx = (h - 1) / 2, (w - 1) / 2, h / 4, w / 4
+    else:
+        cy, cx = cy / total, cx / total
+        vy = sum(abs(g[y, x] - bg) * (y - cy) ** 2 for y in range(h) for x in range(w))
+        vx = sum(abs(g[y, x] - bg) * (x - cx) ** 2 for y in range(h) for x in range(w))
+        sy, sx = np.sqrt(vy / total), np.sqrt(vx / total)
+    sy, sx = max(sy, 0.5), max(sx, 0.5)
+
+    def read(y: float, x: float) -> float:
+        if y < 0 or y > h - 1 or x < 0 or x > w - 1:
+            return 0.0
+        y0, x0 = min(int(np.floor(y)), h - 1), min(int(np.floor(x)), w - 1)
+        y1, x1 = min(y0 + 1, h - 1), min(x0 + 1, w - 1)
+        fy, fx = y - y0, x - x0
+        v = (1 - fy) * ((1 - fx) * g[y0, x0] + fx * g[y0, x1])
+        return float(v + fy * ((1 - fx) * g[y1, x0] + fx * g[y1, x1]) - bg)
+
+    t = np.linspace(-SPAN, SPAN, GRID)
+    return _unit(np.array([[read(cy + a * sy, cx + b * sx) for b in t] for a in t]))
+
+
+def _centred_links_reference(images: np.ndarray, options: RelativeOptions) -> set:
+    """Pairs the rule links on the centred view: all distances, each image's k-th
+    nearest other."""
+    C = np.stack([centred_reference(x, options.sigma) for x in images])
+    D = np.maximum(1.0 - C @ C.T, 0.0)
+    n = len(images)
+    ref = np.array([np.sort(np.delete(D[i], i))[options.k - 1] for i in range(n)])
+    return {
+        (a, b)
+        for a in range(n)
+        for b in range(a + 1, n)
+        if D[a, b] <= options.max_distance and D[a, b] <= options.ratio * min(ref[a], ref[b])
+    }
+
+
 def _views(img: np.ndarray, sigma: float) -> np.ndarray:
     """One image's reference rows: every transform (``registered_reference``), then its
     despeckled view (the last row)."""
@@ -127,6 +184,8 @@ def _links_reference(images: np.ndarray, options: RelativeOptions) -> set[tuple[
     if options.halves:
         H = [_halves_reference(x, options) for x in images]
         out |= _half_links_reference(H, H, options, skip_self=True)
+    if options.centred:
+        out |= _centred_links_reference(images, options)
     if not options.registers(images.shape[1:]):
         return out
     G = [_views(x, options.sigma) for x in images]
@@ -291,6 +350,7 @@ def test_find_redundancy_records_and_uses_the_stage(rng):
         {"despeckle": 1},
         {"zoomed": "no"},
         {"halves": 1},
+        {"centred": "yes"},
         {"half_ratio": 1.0},
         {"half_share": 1.5},
     ],
@@ -369,6 +429,19 @@ def test_relative_cross_pairs_match_the_definition(rng):
     Hte = [_halves_reference(x, opts) for x in test]
     by_halves = _half_links_reference(Hte, Htr, opts, skip_self=False)
     want |= by_halves
+    # the centred view: each test image's k nearest training images
+    Ctr = np.stack([centred_reference(x, opts.sigma) for x in train])
+    Cte = np.stack([centred_reference(x, opts.sigma) for x in test])
+    Dc = np.maximum(1.0 - Ctr @ Ctr.T, 0.0)
+    cref_tr = np.array([np.sort(np.delete(Dc[i], i))[opts.k - 1] for i in range(len(train))])
+    Dc = np.maximum(1.0 - Cte @ Ctr.T, 0.0)
+    cref_te = np.sort(Dc, axis=1)[:, opts.k - 1]
+    want |= {
+        (t, r)
+        for t in range(len(test))
+        for r in np.argsort(Dc[t], kind="stable")[: opts.k].tolist()
+        if Dc[t, r] <= opts.max_distance and Dc[t, r] <= opts.ratio * min(cref_te[t], cref_tr[r])
+    }
     assert {tuple(p) for p in pairs.tolist()} == want
     assert {(i, i) for i in range(7)} <= want
     assert {(i, i) for i in range(4, 7)} <= by_halves
@@ -476,3 +549,61 @@ def test_zoomed_candidates_are_the_nearest_zoomed_and_turned_windows(rng):
     pytest.importorskip("faiss")
     ann = relative_links(images, opts, search="ann")
     assert ann.candidates.shape == (len(images), K)
+
+
+@pytest.mark.parametrize("shape", [(24, 24), (19, 26), (20, 20, 3)])
+def test_centred_rows_match_loops(rng, shape):
+    from dcsi.centred_view import centred_rows
+
+    images = rng.integers(0, 256, size=(5, *shape), dtype=np.uint8)
+    images[1] = 77  # uniform: a zero row
+    images[2] = 255
+    images[2][4:9, 5:12] = 0  # a dark drawing on white
+    for sigma in (0.0, 1.0):
+        want = np.stack([centred_reference(x, sigma) for x in images])
+        np.testing.assert_allclose(centred_rows(images, sigma), want, atol=2e-6)
+    assert not centred_rows(images[1:2]).any()
+
+
+def _blobs(rng: np.random.Generator, n: int, side: int = 32) -> np.ndarray:
+    """Smooth random drawings in the middle of a black square."""
+    out = np.zeros((n, side, side), dtype=np.uint8)
+    for i in range(n):
+        z = ndimage.gaussian_filter(rng.normal(size=(side // 2, side // 2)), 1.5)
+        z = np.clip(128 + 900 * z, 0, 255)
+        out[i, side // 4 : side // 4 + side // 2, side // 4 : side // 4 + side // 2] = z
+    return out
+
+
+def test_the_centred_view_links_moved_and_rescaled_copies_the_grid_misses(rng):
+    from dcsi.centred_view import centred_rows, frames
+
+    images = _blobs(rng, 80)
+    # copies of images 0-5 moved by 4-5 px, of 6-8 drawn 1.5 times as large
+    for i, (dy, dx) in enumerate([(5, 0), (-4, 4), (0, -5), (5, 5), (-5, -3), (4, -5)]):
+        images[70 + i] = np.roll(images[i], (dy, dx), axis=(0, 1))
+    for i in range(3):
+        big = ndimage.zoom(images[6 + i].astype(np.float64), 1.5, order=1)
+        o = (big.shape[0] - 32) // 2
+        images[76 + i] = np.clip(big[o : o + 32, o : o + 32], 0, 255).astype(np.uint8)
+    moved = {(i, 70 + i) for i in range(6)}
+    scaled = {(6 + i, 76 + i) for i in range(3)}
+    # a move is exact in the centred view (up to the smoothing's tails at the edges):
+    # the frame moves with the content
+    C = centred_rows(images, 1.0)
+    assert np.all(1.0 - np.einsum("ij,ij->i", C[:6], C[70:76]) < 1e-4)
+    _, centre, spread = frames(images[[0, 70]].astype(np.float64))
+    np.testing.assert_allclose(centre[1] - centre[0], [5, 0], atol=1e-9)
+    np.testing.assert_allclose(spread[1], spread[0], atol=1e-9)
+    on = {tuple(p) for p in relative_links(images).pairs.tolist()}
+    off = relative_links(images, RelativeOptions(centred=False))
+    assert moved | scaled <= on
+    assert not (moved | scaled) & {tuple(p) for p in off.pairs.tolist()}
+    # the score of the grouping agrees, and leakage finds the moved copies too
+    links = relative_links(images)
+    a, b = np.array(sorted(moved | scaled)).T
+    assert np.all(links.score(a, b) <= 1.0)
+    from dcsi.relative_links import relative_cross_pairs
+
+    pairs, _ = relative_cross_pairs(images[70:79], images[:70])
+    assert {(i, i) for i in range(6)} <= {tuple(p) for p in pairs.tolist()}

@@ -157,7 +157,7 @@ def add_align_options(parser: argparse.ArgumentParser) -> None:
 
 def add_relative_options(parser: argparse.ArgumentParser) -> None:
     """``--no-relative``, ``--relative-ratio``, ``--flips``, ``--no-registered``,
-    ``--halves``: the
+    ``--no-centred``, ``--halves``: the
     wavelet method's density-relative stage (defaults from
     :class:`dcsi.relative_links.RelativeOptions`)."""
     from dcsi.relative_links import RelativeOptions
@@ -188,8 +188,15 @@ def add_relative_options(parser: argparse.ArgumentParser) -> None:
         dest="registered",
         action="store_false",
         help="wavelet, relative stage: skip the registered distance (each image against "
-        f"its {d.candidates} nearest after the best small rotation, scaling or change of "
-        "aspect; 13 x 121 floats per 28-px image)",
+        f"its {d.candidates} nearest after the best small rotation, scaling, change of "
+        "aspect or smoothing)",
+    )
+    parser.add_argument(
+        "--no-centred",
+        dest="centred",
+        action="store_false",
+        help="wavelet, relative stage: skip the centred view (each image read about the "
+        "centre of its content, at its spread: finds moved, cropped and re-framed copies)",
     )
     parser.add_argument(
         "--halves",
@@ -208,7 +215,11 @@ def relative_from_args(args: argparse.Namespace) -> Any:
     if not args.relative:
         return False
     return RelativeOptions(
-        ratio=args.relative_ratio, flips=args.flips, registered=args.registered, halves=args.halves
+        ratio=args.relative_ratio,
+        flips=args.flips,
+        registered=args.registered,
+        centred=args.centred,
+        halves=args.halves,
     )
 
 
