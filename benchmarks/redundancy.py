@@ -38,7 +38,8 @@ The machine has 2 cores shared with other jobs: times are noisy.
 before the density-relative stage), ``dcsi-wavelet-noregistered`` the three stages
 without the relative stage's registered distance (the defaults before it),
 ``dcsi-wavelet+halves`` the default with the relative stage's halves
-(``RelativeOptions(halves=True)``), ``dcsi-wavelet+flips`` the default with mirror images counted
+(``RelativeOptions(halves=True)``), ``dcsi-wavelet+centred`` the default with its
+centred view (``RelativeOptions(centred=True)``), ``dcsi-wavelet+flips`` the default with mirror images counted
 (``RelativeOptions(flips=True)``; run it with ``--flips``); ``default_run_time_s`` in the JSON is the default
 ``find_redundancy`` run alone, ``time_s`` includes the looser search of the sweep.
 """
@@ -167,6 +168,7 @@ def _scored_pairs_dcsi(
     relative: bool = True,
     registered: bool = True,
     halves: bool = False,
+    centred: bool = False,
 ):
     """dcsi wavelet: default groups + scored pairs for the sweep.
 
@@ -194,7 +196,7 @@ def _scored_pairs_dcsi(
         labels,
         verify="ssim" if verify else None,
         align=align,
-        relative=RelativeOptions(flips=flips, registered=registered, halves=halves)
+        relative=RelativeOptions(flips=flips, registered=registered, halves=halves, centred=centred)
         if align and relative
         else False,
     )
@@ -225,6 +227,7 @@ def _scored_pairs_dcsi(
             registered=registered,
             halves=halves,
             half_ratio=0.6 * shipped.half_ratio / shipped.ratio,
+            centred=centred,
         )
         rel = relative_links(images, loose) if relative else None
         if rel is not None and len(rel.pairs):
@@ -329,6 +332,7 @@ def worker(method: str, data_path: str, out_path: str) -> None:
             relative=not method.endswith("-norelative"),
             registered=not method.endswith("-noregistered"),
             halves=method.endswith("+halves"),
+            centred=method.endswith("+centred"),
         )
         extra["rrqr"] = summary.get("rrqr")
         extra["n_groups"] = summary["n_groups"]

@@ -35,6 +35,8 @@ images included):
   group is a reported pair (blank groups are counted apart).  Its sweep: the same
   search (on the working-size arrays, not timed) with the density-relative ratio
   0.15, 0.35 and 0.5 instead of 0.25;
+- ``dcsi+centred``: the same with the relative stage's centred view
+  (``RelativeOptions(centred=True)``, ``--centred``; off by default);
 - ``imagededup-phash``, ``imagededup-whash``: ``encode_images`` of the folder, then
   every pair within the Hamming distance threshold (default 10; the sweep goes up to
   16), searched vectorised;
@@ -84,7 +86,7 @@ PACKAGES = {
     "openclipart": "openclipart-png",
 }
 SIZES = (16, 22, 24, 32, 48, 64, 128, 256)
-METHODS = ("dcsi", "imagededup-phash", "imagededup-whash", "cleanvision")
+METHODS = ("dcsi", "dcsi+centred", "imagededup-phash", "imagededup-whash", "cleanvision")
 #: Density-relative ratios of dcsi's sweep (the default is 0.25).
 RATIOS = (0.15, 0.35, 0.5)
 #: imagededup: default Hamming threshold, and the largest one of the sweep.
@@ -289,11 +291,11 @@ def _group_pairs(groups: list[np.ndarray]) -> np.ndarray:
     return np.unique(np.concatenate(pairs or [np.zeros((0, 2), np.int64)]), axis=0)
 
 
-def _dcsi(folder: str) -> tuple[dict, dict]:
+def _dcsi(folder: str, centred: bool = False) -> tuple[dict, dict]:
     from dcsi.redundancy import as_grey_arrays, find_redundancy
     from dcsi.relative_links import RelativeOptions
 
-    res = find_redundancy(folder)
+    res = find_redundancy(folder, relative=RelativeOptions(centred=centred))
     elapsed = time.perf_counter()
     stem = {m: int(Path(m).stem) for g in res for m in g.members}
     copies = [np.array([stem[m] for m in g.members]) for g in res if not g.blank]
@@ -302,7 +304,7 @@ def _dcsi(folder: str) -> tuple[dict, dict]:
     arr, _, ids, _, _ = as_grey_arrays(folder)
     rows = _stems(ids)
     for r in RATIOS:
-        rr = find_redundancy(arr, relative=RelativeOptions(ratio=r))
+        rr = find_redundancy(arr, relative=RelativeOptions(ratio=r, centred=centred))
         arrays[f"ratio {r}"] = _group_pairs([rows[list(g.indices)] for g in rr if not g.blank])
     meta = {
         "end_of_default_run": elapsed,
@@ -348,8 +350,8 @@ def _cleanvision(folder: str) -> tuple[dict, dict]:
 def worker(method: str, folder: str, out: str) -> None:
     """Run one method on the folder; write its pairs (npz) and its figures (json)."""
     t0 = time.perf_counter()
-    if method == "dcsi":
-        arrays, meta = _dcsi(folder)
+    if method in ("dcsi", "dcsi+centred"):
+        arrays, meta = _dcsi(folder, centred=method == "dcsi+centred")
         elapsed = meta.pop("end_of_default_run") - t0
     elif method.startswith("imagededup-"):
         arrays, meta = _imagededup(folder, method.split("-")[1])
@@ -519,7 +521,7 @@ def evaluate(method: str, meta: dict, variants: dict, data: PoolData, n: int) ->
         row["blank_pairs"] = len(variants["blank"])
     swept = {k: v for k, v in variants.items() if k != "blank"}
     row["at_precision_0.97"] = sweep(swept, data, n) if len(swept) > 1 else None
-    if method == "dcsi":
+    if method.startswith("dcsi"):
         row["variants"] = {
             k: {
                 key: s[key]

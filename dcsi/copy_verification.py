@@ -142,7 +142,7 @@ class PixelCheck:
         Each image's coarse distance ``1 - cos`` to its ``options.k``-th nearest other.
     options : RelativeOptions
         The rule of stage 1 (ratio, k, max_distance, sigma, despeckle; not the halves
-        of the copy search); ``max_distance`` bounds stage 2 too, and ``registered``
+        nor the centred view of the copy search); ``max_distance`` bounds stage 2 too, and ``registered``
         says whether stage 2 also measures the registered distance (an index written
         before ``registered`` or ``despeckle`` existed is read with ``False``; one
         written with another version of the registered distance,

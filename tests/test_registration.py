@@ -18,15 +18,20 @@ from dcsi.registration import (
 )
 
 
+def smoothed_grey(img: np.ndarray, sigma: float) -> np.ndarray:
+    """One image in float64 grey levels (the channel mean), smoothed by scipy's Gaussian
+    (nearest edge; none for ``sigma = 0``)."""
+    g = img.astype(np.float64)
+    if g.ndim == 3:
+        g = g.mean(axis=2)
+    return ndimage.gaussian_filter(g, sigma, mode="nearest") if sigma > 0 else g
+
+
 def registered_reference(img: np.ndarray, sigma: float, grid: int = GRID) -> np.ndarray:
     """One image's rows by the definition: scipy's Gaussian and affine transform (bilinear,
     nearest edge), then scipy's Gaussian again for each blur; the inner window, block
     means by reshaping, centred unit rows."""
-    g = img.astype(np.float64)
-    if g.ndim == 3:
-        g = g.mean(axis=2)
-    if sigma > 0:
-        g = ndimage.gaussian_filter(g, sigma, mode="nearest")
+    g = smoothed_grey(img, sigma)
     h, w = g.shape
     m, p = window_geometry((h, w), grid)
     centre = np.array([(h - 1) / 2, (w - 1) / 2])

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import ndimage
-from test_registration import despeckle_reference, despeckled_reference, registered_reference
+from test_registration import (
+    despeckle_reference,
+    despeckled_reference,
+    registered_reference,
+    smoothed_grey,
+)
 
 from dcsi.exceptions import InvalidParameterError
 from dcsi.redundancy import find_redundancy
@@ -98,11 +103,7 @@ def centred_reference(img: np.ndarray, sigma: float) -> np.ndarray:
     lattice (background outside the image), centred and unit."""
     from dcsi.centred_view import GRID, SPAN
 
-    g = img.astype(np.float64)
-    if g.ndim == 3:
-        g = g.mean(axis=2)
-    if sigma > 0:
-        g = ndimage.gaussian_filter(g, sigma, mode="nearest")
+    g = smoothed_grey(img, sigma)
     h, w = g.shape
     border = [g[0, x] for x in range(w)] + [g[h - 1, x] for x in range(w)]
     border += [g[y, 0] for y in range(1, h - 1)] + [g[y, w - 1] for y in range(1, h - 1)]
@@ -271,6 +272,8 @@ def test_relative_links_are_exactly_the_pairs_of_the_definition(rng):
         ),
         RelativeOptions(registered=False, despeckle=False, halves=True),
         RelativeOptions(halves=True, half_share=0.0),
+        RelativeOptions(centred=True),
+        RelativeOptions(ratio=0.6, k=3, max_distance=0.5, registered=False, centred=True),
     ):
         got = relative_links(images, opts)
         assert got is not None
@@ -376,7 +379,7 @@ def test_relative_cross_pairs_match_the_definition(rng):
     for i in range(4, 7):  # copies with a dark band over the left third
         test[i] = train[i]
         test[i, :, :5] = 0
-    opts = RelativeOptions(halves=True)
+    opts = RelativeOptions(halves=True, centred=True)
     pairs, scores = relative_cross_pairs(test, train, opts)
     Rtr = np.stack([_coarse_reference(x, opts.sigma, opts.despeckle) for x in train])
     Rte = np.stack([_coarse_reference(x, opts.sigma, opts.despeckle) for x in test])
@@ -595,15 +598,16 @@ def test_the_centred_view_links_moved_and_rescaled_copies_the_grid_misses(rng):
     _, centre, spread = frames(images[[0, 70]].astype(np.float64))
     np.testing.assert_allclose(centre[1] - centre[0], [5, 0], atol=1e-9)
     np.testing.assert_allclose(spread[1], spread[0], atol=1e-9)
-    on = {tuple(p) for p in relative_links(images).pairs.tolist()}
-    off = relative_links(images, RelativeOptions(centred=False))
+    centred = RelativeOptions(centred=True)
+    on = {tuple(p) for p in relative_links(images, centred).pairs.tolist()}
+    off = relative_links(images)
     assert moved | scaled <= on
     assert not (moved | scaled) & {tuple(p) for p in off.pairs.tolist()}
     # the score of the grouping agrees, and leakage finds the moved copies too
-    links = relative_links(images)
+    links = relative_links(images, centred)
     a, b = np.array(sorted(moved | scaled)).T
     assert np.all(links.score(a, b) <= 1.0)
     from dcsi.relative_links import relative_cross_pairs
 
-    pairs, _ = relative_cross_pairs(images[70:79], images[:70])
+    pairs, _ = relative_cross_pairs(images[70:79], images[:70], centred)
     assert {(i, i) for i in range(6)} <= {tuple(p) for p in pairs.tolist()}
