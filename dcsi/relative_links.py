@@ -183,7 +183,7 @@ class RelativeOptions:
         copy whose content moved, was cropped, given a wider margin or squeezed is
         compared in its own frame.  Off by default: it found more copies on icon
         themes and clip art, but cost precision on Fashion-MNIST, whose garments
-        share one frame (README, "This release").
+        share one frame (README, "The centred view").
     """
 
     ratio: float = DEFAULT_RATIO
