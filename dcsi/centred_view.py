@@ -45,7 +45,7 @@ import numpy as np
 from scipy import ndimage
 
 from dcsi.aligned import grey_levels
-from dcsi.neighbors import exact_topk, pair_distances, reference_topk, unit_rows
+from dcsi.neighbors import cross_reference_topk, reference_topk, unit_rows
 from dcsi.relative_rule import relative_score
 
 if TYPE_CHECKING:
@@ -199,10 +199,9 @@ def centred_cross_links(
         Their relative scores (``<= 1``: linked).
     """
     k = options.k
-    ref_tr = reference_topk(train_rows, k, search, seed)[1][:, -1]
-    nbrs, _ = exact_topk(train_rows, test_rows, k=k, desc="relative leakage: centred")
+    nbrs, dist, ref_tr = cross_reference_topk(
+        test_rows, train_rows, k, search, seed, desc="relative leakage: centred"
+    )
     a = np.repeat(np.arange(len(test_rows), dtype=np.int64), k)
     b = nbrs.ravel()
-    d = pair_distances(test_rows, train_rows, a, b)
-    ref_te = d.reshape(len(test_rows), k)[:, -1]
-    return a, b, relative_score(d, ref_te[a], ref_tr[b], options)
+    return a, b, relative_score(dist.ravel(), dist[a, -1], ref_tr[b], options)

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dcsi.neighbors import exact_topk, pair_distances, reference_topk
+from dcsi.neighbors import cross_reference_topk, pair_distances, reference_topk
 from dcsi.relative_rule import relative_score
 
 if TYPE_CHECKING:
@@ -235,13 +235,12 @@ def half_cross_links(
     for half in HALVES:
         Htr, str_ = half_rows(train_rows, grid, half)
         Hte, ste = half_rows(test_rows, grid, half)
-        ref_tr = reference_topk(Htr, k, search, seed)[1][:, -1]
-        nbrs, _ = exact_topk(Htr, Hte, k=k, desc=f"relative leakage: {half} halves")
+        nbrs, dist, ref_tr = cross_reference_topk(
+            Hte, Htr, k, search, seed, desc=f"relative leakage: {half} halves"
+        )
         a = np.repeat(np.arange(len(Hte), dtype=np.int64), k)
         b = nbrs.ravel()
-        d = pair_distances(Hte, Htr, a, b)
-        ref_te = d.reshape(len(Hte), k)[:, -1]
-        s = _scores(d, ref_te[a], ref_tr[b], ste[a], str_[b], options)
+        s = _scores(dist.ravel(), dist[a, -1], ref_tr[b], ste[a], str_[b], options)
         keep = s <= 1.0
         out_a.append(a[keep])
         out_b.append(b[keep])

@@ -61,6 +61,7 @@ __all__ = [
     "SearchOptions",
     "ball_pairs",
     "best_per_row",
+    "cross_reference_topk",
     "exact_topk",
     "faiss_topk",
     "link_radius",
@@ -972,3 +973,45 @@ def reference_topk(
         nbrs, _ = exact_topk(rows, k=k, desc="relative links: neighbours")
     a = np.repeat(np.arange(len(rows), dtype=np.int64), k)
     return nbrs, pair_distances(rows, rows, a, nbrs.ravel()).reshape(len(rows), k)
+
+
+def cross_reference_topk(
+    test_rows: np.ndarray,
+    train_rows: np.ndarray,
+    k: int,
+    search: str = "exact",
+    seed: int = 0,
+    *,
+    desc: str = "relative leakage: neighbours",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-``k`` training rows of every test row, their distances, and every training
+    row's reference distance among the other training rows (the density-relative rule
+    across two sets).
+
+    Parameters
+    ----------
+    test_rows : ndarray of shape (m, d)
+    train_rows : ndarray of shape (n, d)
+        Unit rows, ``n > k``.
+    k : int
+    search : {"exact", "ann"}, default="exact"
+        The training set's own search (:func:`reference_topk`); the test rows are
+        searched exactly.
+    seed : int, default=0
+    desc : str
+        Label of the test rows' progress bar.
+
+    Returns
+    -------
+    neighbors : ndarray of shape (m, k), int64
+    distances : ndarray of shape (m, k), float64
+        ``1 - cos`` in float64, clipped at 0; the last column is each test row's
+        reference distance.
+    train_reference : ndarray of shape (n,), float64
+        Each training row's distance to its ``k``-th nearest other training row.
+    """
+    train_reference = reference_topk(train_rows, k, search, seed)[1][:, -1]
+    nbrs, _ = exact_topk(train_rows, test_rows, k=k, desc=desc)
+    a = np.repeat(np.arange(len(test_rows), dtype=np.int64), k)
+    dist = pair_distances(test_rows, train_rows, a, nbrs.ravel()).reshape(len(test_rows), k)
+    return nbrs, dist, train_reference

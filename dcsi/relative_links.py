@@ -82,7 +82,7 @@ from dcsi.centred_view import centred_cross_links, centred_links, centred_rows
 from dcsi.despeckling import despeckle
 from dcsi.exceptions import InvalidParameterError
 from dcsi.half_views import half_cross_links, half_links, half_scores
-from dcsi.neighbors import exact_topk, pair_distances, reference_topk
+from dcsi.neighbors import cross_reference_topk, exact_topk, pair_distances, reference_topk
 from dcsi.registration import (
     MIN_SIDE,
     ROTATIONS,
@@ -620,10 +620,7 @@ def relative_cross_pairs(
     k = options.k
     tr = coarse_rows(train_images, options.sigma, options.despeckle)
     te = coarse_rows(test_images, options.sigma, options.despeckle)
-    ref_tr = reference_topk(tr, k, search, seed)[1][:, -1]
-    nbrs, _ = exact_topk(tr, te, k=k, desc="relative leakage: neighbours")
-    every = np.repeat(np.arange(len(te), dtype=np.int64), k)
-    dist = pair_distances(te, tr, every, nbrs.ravel()).reshape(len(te), k)
+    nbrs, dist, ref_tr = cross_reference_topk(te, tr, k, search, seed)
     ref_te = dist[:, -1]
     mirrors = mirrored_rows(test_images, options.sigma, options.despeckle) if options.flips else ()
     a, b, d = _candidates(nbrs, dist, tr, mirrors, skip_self=False)

@@ -110,3 +110,17 @@ def test_pair_distances_against_a_loop_and_the_same_in_any_block(rng):
     for block in (1, 7, 64, 10_000):
         assert np.array_equal(pair_distances(A, B, a, b, block=block), got)
     assert pair_distances(A, B, a[:0], b[:0]).shape == (0,)
+
+
+def test_cross_reference_topk_matches_brute_force(rng):
+    from dcsi.neighbors import cross_reference_topk, unit_rows
+
+    train = unit_rows(rng.standard_normal((40, 6)), np.float32)
+    test = unit_rows(rng.standard_normal((9, 6)), np.float32)
+    nbrs, dist, ref_tr = cross_reference_topk(test, train, 5)
+    D = np.maximum(1.0 - test.astype(np.float64) @ train.astype(np.float64).T, 0.0)
+    np.testing.assert_array_equal(nbrs, np.argsort(D, axis=1, kind="stable")[:, :5])
+    np.testing.assert_allclose(dist, np.sort(D, axis=1)[:, :5], atol=1e-12)
+    T = np.maximum(1.0 - train.astype(np.float64) @ train.astype(np.float64).T, 0.0)
+    np.fill_diagonal(T, np.inf)
+    np.testing.assert_allclose(ref_tr, np.sort(T, axis=1)[:, 4], atol=1e-6)
