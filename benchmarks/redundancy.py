@@ -22,7 +22,10 @@ natural near-duplicates); every other reported pair that is not planted is a fal
 positive.  "Recall at precision >= 0.97" sweeps each method's own score (distance,
 Hamming distance) for the largest recall with overall precision >= 0.97; per-kind
 recalls are read at that operating point.  "default" is the method run with its
-default parameters (dcsi: groups, every pair inside a group counted).
+default parameters (dcsi: groups, every pair inside a group counted).  "P lenient"
+does not charge a false pair whose two originals (a copy's source, or the image
+itself) the method links too: a copy that joined its original's own near-duplicates,
+of which Fashion-MNIST has many (``benchmarks/redundancy_real.py`` counts the same).
 
 Each method runs in its own subprocess; peak memory is that process's max RSS.
 The machine has 2 cores shared with other jobs: times are noisy.
@@ -422,12 +425,25 @@ def _score(
                 "per_kind": {k: float(np.sum(sel == k) / n_kind[k]) for k in names},
             }
     # default operating point: pairs inside the reported groups
-    _, gscored, gkind = label(group_pairs)
+    gp, gscored, gkind = label(group_pairs)
     gkind = gkind[gscored]
     n_found = int(gscored.sum())
     tpd = int(np.sum(gkind != ""))
+    # lenient: a false pair is not charged when the method links the two images'
+    # originals too (a copy that joined its original's own near-duplicates)
+    source = np.arange(n)
+    is_copy = np.isin(truth_pairs[:, 1], planted)
+    source[np.where(is_copy, truth_pairs[:, 1], truth_pairs[:, 0])] = np.where(
+        is_copy, truth_pairs[:, 0], truth_pairs[:, 1]
+    )
+    false = np.sort(source[gp[gscored][gkind == ""]], axis=1)
+    excused = (false[:, 0] != false[:, 1]) & np.isin(
+        false[:, 0] * n + false[:, 1], gp[:, 0] * n + gp[:, 1]
+    )
+    n_charged = n_found - int(excused.sum())
     default = {
         "precision": tpd / n_found if n_found else None,
+        "precision_lenient": tpd / n_charged if n_charged else None,
         "recall": tpd / len(t_code),
         "per_kind": {k: float(np.sum(gkind == k) / n_kind[k]) for k in names},
     }
@@ -808,10 +824,10 @@ def main() -> int:
         rows.append({"method": method, **meta, **sc})
 
     table = [
-        "| method | default P | default R | linked P | linked R | R @ P>=0.97 | "
+        "| method | default P | default R | P lenient | linked P | linked R | R @ P>=0.97 | "
         + " | ".join(names)
         + " | time (s) | peak RSS (MiB) |",
-        "|---|---|---|---|---|---|" + "---|" * len(names) + "---|---|",
+        "|---|---|---|---|---|---|---|" + "---|" * len(names) + "---|---|",
     ]
     for r in rows:
         if "error" in r:
@@ -825,6 +841,7 @@ def main() -> int:
 
         table.append(
             f"| {r['method']} | {fmt(dflt['precision'])} | {fmt(dflt['recall'])} | "
+            f"{fmt(dflt.get('precision_lenient'))} | "
             f"{fmt(linked['precision'])} | {fmt(linked['recall'])} | "
             f"{best['recall']:.3f} | "
             + " | ".join(f"{dflt['per_kind'][k]:.2f}" for k in names)

@@ -1,9 +1,10 @@
 """The centred view: each image read about its own centre of mass, at its own spread.
 
-A copy moved by a tenth of its side, cropped and resized back, drawn with a wider
-margin or squeezed is far from its original in the fixed grid of the coarse rows
-(:mod:`dcsi.relative_links`), and the registered distance only tries small moves
-about the image centre.  Where the content sits and how far it spreads can be read
+A copy cropped and resized back, drawn with a wider margin or squeezed is far from
+its original in the fixed grid of the coarse rows (:mod:`dcsi.relative_links`), and
+the registered distance tries small scalings about the image centre and reads a moved
+copy about the centre of its content (:func:`dcsi.registration.recentred_rows`), but
+at its own scale.  Where the content sits and how far it spreads can be read
 from the image itself, as the classical moment normalisation of a shape does: this
 view reads every image in the frame its content defines, so that a move or a change
 of scale of the content no longer counts.

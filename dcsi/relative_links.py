@@ -39,9 +39,11 @@ and Lowe's ratio test do:
   and one of its candidates on them.  A pair is linked when either measure links it.
   With ``zoomed=True`` (the default) and the exact search, each image is also
   measured against the ``k - 1`` nearest windows of its own window scaled by 1/1.2
-  (:data:`ZOOM`) and of its window turned by -8 degrees (:data:`TURN`), against the
-  same registered references: a padded or turned copy is rarely among its original's
-  nearest untransformed windows.  One direction of each suffices: the search runs
+  (:data:`ZOOM`), of its window turned by -8 degrees (:data:`TURN`) and of its
+  recentred window (read about the centre of its content,
+  :func:`dcsi.registration.recentred_rows`), against the same registered references:
+  a padded, turned or moved copy is rarely among its original's nearest untransformed
+  windows.  One direction of each suffices: the search runs
   from every image, so a copy turned the other way is found from the copy's side.
   These searches compare windows on a coarser grid (:data:`SEARCH_GRID`), which is
   cheaper and finds the same copies on the development split.
@@ -71,6 +73,7 @@ chosen there too, over a 3 x 3 median filter that merged icons differing by 1-px
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -82,7 +85,13 @@ from dcsi.centred_view import centred_cross_links, centred_links, centred_rows
 from dcsi.despeckling import despeckle
 from dcsi.exceptions import InvalidParameterError
 from dcsi.half_views import half_cross_links, half_links, half_scores
-from dcsi.neighbors import cross_reference_topk, exact_topk, pair_distances, reference_topk
+from dcsi.neighbors import (
+    cross_reference_topk,
+    exact_topk,
+    pair_distances,
+    reference_topk,
+    unit_rows,
+)
 from dcsi.registration import (
     MIN_SIDE,
     ROTATIONS,
@@ -172,9 +181,10 @@ class RelativeOptions:
         With the registered distance and the exact search (up to
         :data:`dcsi.neighbors.ANN_THRESHOLD` images by default): also measure each image
         against the ``k - 1`` nearest images of its window scaled by ``SCALES[0]``
-        (1/1.2, :data:`ZOOM`) and of its window turned by ``ROTATIONS[0]`` (-8
-        degrees, :data:`TURN`), the *zoomed and turned candidates*: a padded or
-        turned copy is not among its original's nearest untransformed windows.  With
+        (1/1.2, :data:`ZOOM`), of its window turned by ``ROTATIONS[0]`` (-8 degrees,
+        :data:`TURN`) and of its recentred window, the *zoomed, turned and recentred
+        candidates*: a padded, turned or moved copy is not among its original's
+        nearest untransformed windows.  With
         the faiss search they are skipped: at 10^6 images the zoomed ones alone took
         the audit over 20 minutes.
     centred : bool, default=False
@@ -397,10 +407,10 @@ class RelativeLinks:
     registered_reference : ndarray of shape (n,) or None, default=None
         Each image's registered reference (the ``k``-th smallest registered distance
         to its candidates).
-    candidates : ndarray of shape (n, K) or (n, K + 2 (k - 1)) or None, default=None
+    candidates : ndarray of shape (n, K) or (n, K + 3 (k - 1)) or None, default=None
         Each image's nearest images by the untransformed inner window, then (with
-        ``options.zoomed`` and the exact search) its ``k - 1`` zoomed and its ``k - 1``
-        turned candidates: the pairs the registered distance links (a pair of two
+        ``options.zoomed`` and the exact search) its ``k - 1`` zoomed, ``k - 1``
+        turned and ``k - 1`` recentred candidates: the pairs the registered distance links (a pair of two
         images neither of which is among the other's is not).
     half_reference : ndarray of shape (n, len(HALVES)) or None, default=None
         With ``options.halves``: each image's reference distance by each half
@@ -454,27 +464,46 @@ class RelativeLinks:
 
 
 def _transformed_candidates(
-    query_images: np.ndarray,
-    base_images: np.ndarray,
+    Q: RegisteredWindows,
+    B: RegisteredWindows,
     m: int,
     options: RelativeOptions,
     *,
     skip_self: bool,
 ) -> np.ndarray:
-    """The ``m`` nearest ``base_images`` (exact search) of each query image under
-    :data:`ZOOM`, then under :data:`TURN` (itself left out with ``skip_self``), by
-    windows on the coarser :data:`SEARCH_GRID`; shape (q, 2 m)."""
-    base = transform_windows(base_images, options.sigma, 0, SEARCH_GRID)
+    """The ``m`` nearest images of ``B`` (exact search) of each image of ``Q`` under
+    :data:`ZOOM`, then under :data:`TURN`, by windows on the coarser
+    :data:`SEARCH_GRID`, then by the recentred windows (itself left out with
+    ``skip_self``); shape (q, 3 m)."""
+    base = transform_windows(B.images, options.sigma, 0, SEARCH_GRID)
+    searches = [
+        (base, transform_windows(Q.images, options.sigma, t, SEARCH_GRID), what)
+        for t, what in ((ZOOM, "zoomed"), (TURN, "turned"))
+    ]
+    searches.append((_pooled(B.recentred), _pooled(Q.recentred), "recentred"))
     out = []
-    for t, what in ((ZOOM, "zoomed"), (TURN, "turned")):
-        Z = transform_windows(query_images, options.sigma, t, SEARCH_GRID)
-        nb, _ = exact_topk(base, Z, k=m + 1 if skip_self else m, desc=f"relative links: {what}")
+    for X, Z, what in searches:
+        nb, _ = exact_topk(X, Z, k=m + 1 if skip_self else m, desc=f"relative links: {what}")
         if skip_self:
             drop = nb == np.arange(len(nb))[:, None]
             drop[~drop.any(axis=1), -1] = True  # itself not found: drop the last
             nb = nb[~drop].reshape(len(nb), m)
         out.append(nb)
     return np.concatenate(out, axis=1)
+
+
+def _pooled(rows: np.ndarray) -> np.ndarray:
+    """Square ``g x g`` windows of shape (n, g * g) averaged over 2 x 2 points (a tail
+    left out), centred unit rows of shape (n, (g // 2) ** 2), float32: the coarser
+    grid of the recentred search."""
+    g = math.isqrt(rows.shape[1])
+    h = g // 2
+    if h < 2:
+        return rows
+    Z = rows.reshape(len(rows), g, g)[:, : 2 * h, : 2 * h]
+    Z = Z.reshape(len(rows), h, 2, h, 2).mean(axis=(2, 4)).reshape(len(rows), -1)
+    Z = Z - Z.mean(axis=1, keepdims=True)
+    return unit_rows(Z, np.float32)
 
 
 def _registered_scores(
@@ -550,7 +579,7 @@ def relative_links(
         keep = relative_score(rd.ravel(), rref[a], rref[b], options) <= 1.0
         pairs = np.concatenate([pairs, np.stack([a[keep], b[keep]], axis=1)])
         if options.zoomed and search != "ann":
-            zn = _transformed_candidates(images, images, k - 1, options, skip_self=True)
+            zn = _transformed_candidates(R, R, k - 1, options, skip_self=True)
             za, zb = np.repeat(np.arange(len(zn), dtype=np.int64), zn.shape[1]), zn.ravel()
             keep = _registered_scores(R, R, za, zb, rref, rref, options) <= 1.0
             pairs = np.concatenate([pairs, np.stack([za[keep], zb[keep]], axis=1)])
@@ -640,8 +669,8 @@ def relative_cross_pairs(
         s = np.concatenate([s, rs])
         if options.zoomed and search != "ann":  # test windows zoomed, and the reverse
             m_te, m_tr = min(k - 1, len(te)), k - 1
-            zt = _transformed_candidates(test_images, train_images, m_tr, options, skip_self=False)
-            zr = _transformed_candidates(train_images, test_images, m_te, options, skip_self=False)
+            zt = _transformed_candidates(R_te, R_tr, m_tr, options, skip_self=False)
+            zr = _transformed_candidates(R_tr, R_te, m_te, options, skip_self=False)
             for za, zb in (
                 (np.repeat(np.arange(len(te), dtype=np.int64), zt.shape[1]), zt.ravel()),
                 (zr.ravel(), np.repeat(np.arange(len(tr), dtype=np.int64), zr.shape[1])),

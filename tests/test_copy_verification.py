@@ -288,7 +288,7 @@ def test_the_registered_distance_version_is_recorded_and_an_old_one_warned(rng, 
     feats = rng.standard_normal((40, 8)).astype(np.float32)
     index_features(feats, [str(i) for i in range(40)], k=3, images=images).save(tmp_path)
     meta = json.loads((tmp_path / INDEX_FILE).read_text())
-    assert meta["verify"]["registration"] == DISTANCE_VERSION == 2
+    assert meta["verify"]["registration"] == DISTANCE_VERSION == 3
     with caplog.at_level("WARNING", logger="dcsi.neighbor_index"):
         load_neighbor_index(tmp_path)
     assert not caplog.records

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pytest
 from scipy import ndimage
 from test_registration import (
+    content_frame,
     despeckle_reference,
     despeckled_reference,
+    recentred_reference,
     registered_reference,
     smoothed_grey,
 )
 
 from dcsi.exceptions import InvalidParameterError
 from dcsi.redundancy import find_redundancy
-from dcsi.registration import ROTATIONS, moves
+from dcsi.registration import MIN_MOVE, ROTATIONS, moves
 from dcsi.relative_links import (
     SEARCH_GRID,
     TURN,
@@ -105,22 +109,7 @@ def centred_reference(img: np.ndarray, sigma: float) -> np.ndarray:
 
     g = smoothed_grey(img, sigma)
     h, w = g.shape
-    border = [g[0, x] for x in range(w)] + [g[h - 1, x] for x in range(w)]
-    border += [g[y, 0] for y in range(1, h - 1)] + [g[y, w - 1] for y in range(1, h - 1)]
-    bg = float(np.median(border))
-    total = cy = cx = 0.0
-    for y in range(h):
-        for x in range(w):
-            wt = abs(g[y, x] - bg)
-            total, cy, cx = total + wt, cy + wt * y, cx + wt * x
-    if total <= 1e-9 * h * w:
-        cy, cx, sy, sx = (h - 1) / 2, (w - 1) / 2, h / 4, w / 4
-    else:
-        cy, cx = cy / total, cx / total
-        vy = sum(abs(g[y, x] - bg) * (y - cy) ** 2 for y in range(h) for x in range(w))
-        vx = sum(abs(g[y, x] - bg) * (x - cx) ** 2 for y in range(h) for x in range(w))
-        sy, sx = np.sqrt(vy / total), np.sqrt(vx / total)
-    sy, sx = max(sy, 0.5), max(sx, 0.5)
+    bg, cy, cx, sy, sx = content_frame(g)
 
     def read(y: float, x: float) -> float:
         if y < 0 or y > h - 1 or x < 0 or x > w - 1:
@@ -150,16 +139,56 @@ def _centred_links_reference(images: np.ndarray, options: RelativeOptions) -> se
     }
 
 
-def _views(img: np.ndarray, sigma: float) -> np.ndarray:
+class _Views(NamedTuple):
     """One image's reference rows: every transform (``registered_reference``), then its
-    despeckled view (the last row)."""
-    return np.vstack([registered_reference(img, sigma), despeckled_reference(img, sigma)])
+    despeckled view and its recentred window (the last two rows); and the centre of its
+    content."""
+
+    rows: np.ndarray
+    centre: np.ndarray
 
 
-def _registered_pair(G: np.ndarray, H: np.ndarray) -> float:
-    """The registered distance of two images' :func:`_views`, by loops."""
-    best = max(G[-1] @ H[-1], *(max(G[t] @ H[0], H[t] @ G[0]) for t in range(len(G) - 1)))
+def _views(img: np.ndarray, sigma: float) -> _Views:
+    rows = [registered_reference(img, sigma), despeckled_reference(img, sigma)]
+    rows.append(recentred_reference(img, sigma))
+    centre = np.array(content_frame(smoothed_grey(img, sigma))[1:3])
+    return _Views(np.vstack(rows), centre)
+
+
+def _registered_pair(G: _Views, H: _Views) -> float:
+    """The registered distance of two images' :func:`_views`, by loops: the recentred
+    windows count when the centres lie ``MIN_MOVE`` px apart or more along an axis."""
+    g, h = G.rows, H.rows
+    views = [g[-2] @ h[-2]]
+    if np.abs(G.centre - H.centre).max() >= MIN_MOVE:
+        views.append(g[-1] @ h[-1])
+    best = max(*views, *(max(g[t] @ h[0], h[t] @ g[0]) for t in range(len(g) - 2)))
     return max(0.0, 1.0 - float(best))
+
+
+def _recentred_search_rows(images: np.ndarray, sigma: float) -> np.ndarray:
+    """The rows of the recentred search by loops: each recentred window's ``g x g``
+    points averaged over 2 x 2 (a tail left out), centred and unit."""
+    out = []
+    for x in images:
+        c = recentred_reference(x, sigma)
+        g = int(np.sqrt(len(c)))
+        L = c.reshape(g, g)
+        h = g // 2
+        z = np.array(
+            [[L[2 * i : 2 * i + 2, 2 * j : 2 * j + 2].mean() for j in range(h)] for i in range(h)]
+        )
+        out.append(_unit(z))
+    return np.stack(out)
+
+
+def _search_sources(images: np.ndarray, options: RelativeOptions) -> list:
+    """Query and base rows of the zoomed, turned and recentred searches, by loops."""
+    S = [registered_reference(x, options.sigma, SEARCH_GRID) for x in images]
+    base = np.stack([g[0] for g in S])
+    out = [(np.stack([g[t] for g in S]), base) for t in (ZOOM, TURN)]
+    C = _recentred_search_rows(images, options.sigma)
+    return [*out, (C, C)]
 
 
 def _candidates_reference(D: np.ndarray, K: int, skip: np.ndarray | None = None) -> np.ndarray:
@@ -190,14 +219,13 @@ def _links_reference(images: np.ndarray, options: RelativeOptions) -> set[tuple[
     if not options.registers(images.shape[1:]):
         return out
     G = [_views(x, options.sigma) for x in images]
-    inner = np.stack([g[0] for g in G])  # the candidates: nearest by the untransformed window
+    inner = np.stack([g.rows[0] for g in G])  # the candidates: nearest by the untransformed window
     cand = _candidates_reference(1.0 - inner @ inner.T, options.n_candidates(n), np.arange(n))
     reg = {(a, int(b)): _registered_pair(G[a], G[int(b)]) for a in range(n) for b in cand[a]}
     rref = np.array([sorted(reg[a, int(b)] for b in cand[a])[options.k - 1] for a in range(n)])
-    # the k - 1 nearest of each image's zoomed and turned windows, on the search grid
-    S = [registered_reference(x, options.sigma, SEARCH_GRID) for x in images]
-    for t in (ZOOM, TURN) if options.zoomed else ():
-        Z, base = np.stack([g[t] for g in S]), np.stack([g[0] for g in S])
+    # the k - 1 nearest of each image's zoomed and turned windows, on the search grid,
+    # and of its recentred window
+    for Z, base in _search_sources(images, options) if options.zoomed else ():
         zoomed = _candidates_reference(1.0 - Z @ base.T, options.k - 1, np.arange(n))
         for a in range(n):
             for b in zoomed[a]:
@@ -397,7 +425,7 @@ def test_relative_cross_pairs_match_the_definition(rng):
     K = opts.n_candidates(len(train))
     Gtr = [_views(x, opts.sigma) for x in train]
     Gte = [_views(x, opts.sigma) for x in test]
-    Itr, Ite = np.stack([g[0] for g in Gtr]), np.stack([g[0] for g in Gte])
+    Itr, Ite = np.stack([g.rows[0] for g in Gtr]), np.stack([g.rows[0] for g in Gte])
     c_tr = _candidates_reference(1.0 - Itr @ Itr.T, K, np.arange(len(train)))
     c_te = _candidates_reference(1.0 - Ite @ Itr.T, K)
     rref_tr = [
@@ -407,12 +435,11 @@ def test_relative_cross_pairs_match_the_definition(rng):
     # the zoomed and turned windows: of each test image against the training windows,
     # and back
     zoomed = set()
-    Str = [registered_reference(x, opts.sigma, SEARCH_GRID) for x in train]
-    Ste = [registered_reference(x, opts.sigma, SEARCH_GRID) for x in test]
-    Btr, Bte = np.stack([g[0] for g in Str]), np.stack([g[0] for g in Ste])
-    for m in (ZOOM, TURN):
-        z_te = _candidates_reference(1.0 - np.stack([g[m] for g in Ste]) @ Btr.T, opts.k - 1)
-        z_tr = _candidates_reference(1.0 - np.stack([g[m] for g in Str]) @ Bte.T, opts.k - 1)
+    for (Qtr, Btr), (Qte, Bte) in zip(
+        _search_sources(train, opts), _search_sources(test, opts), strict=True
+    ):
+        z_te = _candidates_reference(1.0 - Qte @ Btr.T, opts.k - 1)
+        z_tr = _candidates_reference(1.0 - Qtr @ Bte.T, opts.k - 1)
         zoomed |= {(t, int(r)) for t in range(len(test)) for r in z_te[t]}
         zoomed |= {(int(t), r) for r in range(len(train)) for t in z_tr[r]}
     rref_te = {}
@@ -530,18 +557,16 @@ def test_small_images_are_not_registered(rng):
         assert got is not None and (got.registered is not None) == registered
 
 
-def test_zoomed_candidates_are_the_nearest_zoomed_and_turned_windows(rng):
+def test_zoomed_candidates_are_the_nearest_zoomed_turned_and_recentred_windows(rng):
     images = rng.integers(0, 256, size=(40, 20, 20), dtype=np.uint8)
     opts = RelativeOptions()
     got = relative_links(images, opts)
-    G = [registered_reference(x, opts.sigma, SEARCH_GRID) for x in images]
-    inner = np.stack([g[0] for g in G])
-    assert inner.shape[1] == 25  # 20 px: a 16-px window in 5 x 5 blocks of 3 px
+    sources = _search_sources(images, opts)
+    assert sources[0][1].shape[1] == 25  # 20 px: a 16-px window in 5 x 5 blocks of 3 px
+    assert sources[2][0].shape[1] == 64  # recentred: 16 x 16 points 1 px apart, 2 x 2 means
     want = [
-        _candidates_reference(
-            1.0 - np.stack([g[t] for g in G]) @ inner.T, opts.k - 1, np.arange(len(images))
-        )
-        for t in (ZOOM, TURN)
+        _candidates_reference(1.0 - Z @ base.T, opts.k - 1, np.arange(len(images)))
+        for Z, base in sources
     ]
     K = opts.n_candidates(len(images))
     np.testing.assert_array_equal(got.candidates[:, K:], np.concatenate(want, axis=1))
@@ -580,6 +605,7 @@ def _blobs(rng: np.random.Generator, n: int, side: int = 32) -> np.ndarray:
 
 def test_the_centred_view_links_moved_and_rescaled_copies_the_grid_misses(rng):
     from dcsi.centred_view import centred_rows, frames
+    from dcsi.relative_links import relative_cross_pairs
 
     images = _blobs(rng, 80)
     # copies of images 0-5 moved by 4-5 px, of 6-8 drawn 1.5 times as large
@@ -600,14 +626,18 @@ def test_the_centred_view_links_moved_and_rescaled_copies_the_grid_misses(rng):
     np.testing.assert_allclose(spread[1], spread[0], atol=1e-9)
     centred = RelativeOptions(centred=True)
     on = {tuple(p) for p in relative_links(images, centred).pairs.tolist()}
-    off = relative_links(images)
+    default = {tuple(p) for p in relative_links(images).pairs.tolist()}
+    grid = relative_links(images, RelativeOptions(registered=False))
     assert moved | scaled <= on
-    assert not (moved | scaled) & {tuple(p) for p in off.pairs.tolist()}
+    assert not (moved | scaled) & {tuple(p) for p in grid.pairs.tolist()}
+    # by default the registered distance's recentred windows link the moved copies (and
+    # leakage finds them); a change of scale of the content is the centred view's alone
+    assert moved <= default and not scaled & default
+    pairs, _ = relative_cross_pairs(images[70:79], images[:70])
+    assert {(i, i) for i in range(6)} <= {tuple(p) for p in pairs.tolist()}
     # the score of the grouping agrees, and leakage finds the moved copies too
     links = relative_links(images, centred)
     a, b = np.array(sorted(moved | scaled)).T
     assert np.all(links.score(a, b) <= 1.0)
-    from dcsi.relative_links import relative_cross_pairs
-
     pairs, _ = relative_cross_pairs(images[70:79], images[:70], centred)
     assert {(i, i) for i in range(6)} <= {tuple(p) for p in pairs.tolist()}
