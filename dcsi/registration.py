@@ -418,8 +418,8 @@ def _recentred(G: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
         # uniform_filter's mean of p pixels sits (p - 1) / 2 - p // 2 px from its index
         G = ndimage.uniform_filter(G, (1, p, p), mode="nearest")
     lattice = (np.arange(g) - (g - 1) / 2) * p - ((p - 1) / 2 - p // 2)
-    rows = centre[:, 0, None, None] + lattice[None, :, None] + 0 * lattice[None, None, :]
-    cols = centre[:, 1, None, None] + 0 * lattice[None, :, None] + lattice[None, None, :]
+    rows = centre[:, 0, None, None] + lattice[None, :, None]  # (m, g, 1)
+    cols = centre[:, 1, None, None] + lattice[None, None, :]  # (m, 1, g)
     coords = np.stack(
         np.broadcast_arrays(np.arange(m, dtype=np.float64)[:, None, None], rows, cols)
     )
