@@ -6,16 +6,21 @@ matrices ``S`` of the index features, ``S_wavelet`` of the grey images (the card
 views), ``S_pixels`` of 32x32 RGB pixels, the peers' values and the test error of three
 reference classifiers) and answers four questions:
 
-1. **Leave-one-pool-out.**  Every choice the index involves -- its shape, temperature,
-   how pairs are aggregated, which views feed it and how they combine -- is made with
-   one pool hidden (the candidate with the highest Spearman rho against the selection
-   reference over the other pools' tasks together, among those eligible and calibrated
-   at both ends on the checks that do not involve the hidden pool) and scored on the
-   hidden pool.  Reported per pool and over all held-out tasks, for the DCSI and for
-   every baseline (CSG, cosine silhouettes on features and on pixels, the 1-NN error on
-   features, the mean off-diagonal similarity, definitions 1 and 2 of the DCSI),
+1. **Leave-one-pool-out.**  Every choice the index involves -- its shape (the total
+   spread with a temperature, or the directional spread of definition 4), how pairs
+   are aggregated, which views feed it and how they combine -- is made with one pool
+   hidden (the candidate with the best :func:`selection_score` against the selection
+   reference on the other pools' tasks -- the mean of Spearman's rho over those tasks
+   together and of the per-pool rhos -- among those eligible and calibrated at both
+   ends on the checks that do not involve the hidden pool) and scored on the hidden
+   pool.  Reported per pool and over all held-out tasks, for the DCSI and for every
+   baseline (CSG, cosine silhouettes on features and on pixels, the 1-NN error on
+   features, the mean off-diagonal similarity, definitions 1, 2 and 3 of the DCSI),
    against each reference, with bootstrap intervals (tasks resampled within pools);
-   and the same choice among *every* candidate measured, eligible or not.
+   and the same choice among *every* candidate measured, eligible or not, without the
+   check of the ends, and by the rule of definition 3 (rho over the tasks together).
+   The directional spreads are computed here from the pools' cached features and grey
+   images (``--features``), with the task's classes and train half.
 2. **Do the references agree?**  Spearman rho between the three reference errors.
 3. **Are the ends calibrated?**  Every candidate on tasks whose labels are shuffled
    (classes drawn from one distribution: should be near 1) and on planted separations
@@ -51,6 +56,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS_DIR, print_table, spearman, write_results
 
 from dcsi.index import centroid_terms, compute_index, pair_terms, unbiased_terms
+from dcsi.similarity.spreads import class_spreads
+from dcsi.similarity.wavelet import class_wavelet_similarity
 
 REFERENCES = ("cnn", "probe_lite2", "pixels_lr")
 # baselines: name -> (task key, sign so that higher = harder)
@@ -65,9 +72,15 @@ PREVIOUS = "previous DCSI (cap overlap / pi)"
 DEFINITION_2 = "DCSI definition 2 (hardest pair, cnn)"
 #: the candidate that is definition 2
 DEFINITION_2_CANDIDATE = "exp(-F/0.05), worst, cnn"
+DEFINITION_3 = "DCSI definition 3 (1.5.0: total spreads, exp(-F/0.05))"
+#: the candidate that is definition 3
+DEFINITION_3_CANDIDATE = "exp(-F/0.05), union, min(cnn, wavelet)"
+#: the overlap shape of definition 4 (directional spreads)
+DIRECTIONAL = "erfc(sqrt(F_dir)/2)"
 HELD = "DCSI (held out: chosen without its pool)"
 HELD_ANY = "DCSI (held out, any candidate: eligibility ignored)"
 HELD_NO_ENDS = "DCSI (held out, eligible, ends not checked)"
+HELD_POOLED = "DCSI (held out, chosen by rho over the seen tasks together, the 1.5.0 rule)"
 
 
 # --------------------------------------------------------------------------- candidates
@@ -147,19 +160,27 @@ def candidates() -> dict[str, Callable[[dict], float]]:
     the choice (:func:`eligible`); the others are measured so that the README can say
     what the choice among all of them would have given.
     """
-    Overlap = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (S, counts) -> (K, K)
+    # (S, counts, directional spreads or None) -> (K, K)
+    Overlap = Callable[[np.ndarray, np.ndarray, np.ndarray | None], np.ndarray]
     shapes: dict[str, Overlap] = {
-        "cap ratio": overlap_cap_ratio,
-        "euclid ratio": overlap_euclid_ratio,
+        "cap ratio": lambda S, n, V: overlap_cap_ratio(S, n),
+        "euclid ratio": lambda S, n, V: overlap_euclid_ratio(S, n),
     }
     for t in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5):
-        shapes[f"exp(-F/{t})"] = lambda S, n, t=t: overlap_fisher(S, n, t)
+        shapes[f"exp(-F/{t})"] = lambda S, n, V, t=t: overlap_fisher(S, n, t)
+    # definition 4: Fisher's criterion along the centres' line, erfc(sqrt(F) / 2)
+    shapes[DIRECTIONAL] = lambda S, n, V: pair_terms(S, n, V)[2]
 
-    def view(key: str) -> Callable[[Overlap, dict], np.ndarray]:
-        return lambda fn, r: fn(np.asarray(r[key]), np.asarray(r["counts"]))
+    def view(key: str, spreads: str | None) -> Callable[[Overlap, dict], np.ndarray]:
+        def fn(shape: Overlap, r: dict) -> np.ndarray:
+            v = None if spreads is None else np.asarray(r[spreads])
+            return shape(np.asarray(r[key]), np.asarray(r["counts"]), v)
+
+        return fn
 
     # which class matrices feed the overlap, and how two views combine
-    cnn, pixels, wavelet = view("S"), view("S_pixels"), view("S_wavelet")
+    cnn, pixels = view("S", "spreads"), view("S_pixels", None)
+    wavelet = view("S_wavelet", "spreads_wavelet")
     feeds: dict[str, Callable[[Overlap, dict], np.ndarray]] = {
         "cnn": cnn,
         "pixels": pixels,
@@ -173,6 +194,8 @@ def candidates() -> dict[str, Callable[[dict], float]]:
         for name, fn in shapes.items()
         for how in AGGREGATIONS
         for feed, fd in feeds.items()
+        # the pixel matrix has no directional spreads
+        if not (name == DIRECTIONAL and "pixels" in feed)
     }
 
 
@@ -190,11 +213,7 @@ def eligible(name: str) -> bool:
     grey pixels).
     """
     shape, _, feed = name.split(", ", 2)
-    return shape.startswith("exp(-F/") and feed in ELIGIBLE_FEEDS
-
-
-def temperature(name: str) -> float:
-    return float(name.split("/")[1].split(")")[0])
+    return (shape.startswith("exp(-F/") or shape == DIRECTIONAL) and feed in ELIGIBLE_FEEDS
 
 
 def chance_error(t: dict) -> float:
@@ -232,22 +251,37 @@ def interval(x: np.ndarray) -> list[float]:
 # --------------------------------------------------------------------------- analysis
 
 
+def selection_score(v: np.ndarray, err: np.ndarray, pools: np.ndarray) -> float | None:
+    """What the choice maximises: the mean of Spearman's rho over all the tasks given
+    (is the index comparable across datasets?) and the mean of the per-pool rhos
+    (does it rank the tasks of one dataset?)."""
+    pooled = spearman(v, err)
+    per = [spearman(v[pools == p], err[pools == p]) for p in np.unique(pools)]
+    per_ok = [x for x in per if x is not None]
+    if pooled is None or not per_ok:
+        return None
+    return 0.5 * (pooled + float(np.mean(per_ok)))
+
+
 def choose(
     values: dict[str, np.ndarray],
     err: np.ndarray,
     rel_err: np.ndarray,
     rows: np.ndarray,
+    pools: np.ndarray,
     allowed: Callable[[str], bool] = eligible,
+    score: Callable[[np.ndarray, np.ndarray, np.ndarray], float | None] = selection_score,
 ) -> str:
-    """The ``allowed`` candidate with the best Spearman rho with ``err`` on ``rows``;
+    """The ``allowed`` candidate with the best ``score`` (:func:`selection_score`) on
+    ``rows``;
     ties (the temperature does not change the ranks of the worst-pair aggregation) go
     to the one whose values are closest to the error relative to chance (mean
     squared)."""
 
     def key(k: str) -> tuple[float, float]:
-        rho = spearman(values[k][rows], err[rows])
+        value = score(values[k][rows], err[rows], pools[rows])
         mse = float(np.mean((values[k][rows] - rel_err[rows]) ** 2))
-        return (round(rho, 6) if rho is not None else -2.0, -mse)
+        return (round(value, 6) if value is not None else -2.0, -mse)
 
     return max((k for k in values if allowed(k)), key=key)
 
@@ -257,6 +291,7 @@ def leave_one_pool_out(
     values: dict[str, np.ndarray],
     select_by: str,
     allowed: Callable[[str, str | None], bool],
+    score: Callable[[np.ndarray, np.ndarray, np.ndarray], float | None] = selection_score,
 ) -> tuple[dict[str, str], np.ndarray]:
     """For each pool: the candidate :func:`choose` picks among the ones
     ``allowed(name, hidden pool)`` on the other pools' tasks; the held-out values are
@@ -268,7 +303,7 @@ def leave_one_pool_out(
     held = np.full(len(tasks), np.nan)
     for pool in sorted(set(pools.tolist())):
         seen = pools != pool
-        chosen[pool] = choose(values, err, rel, seen, lambda k, p=pool: allowed(k, p))
+        chosen[pool] = choose(values, err, rel, seen, pools, lambda k, p=pool: allowed(k, p), score)
         held[~seen] = values[chosen[pool]][~seen]
     return chosen, held
 
@@ -296,9 +331,11 @@ def calibrated(fn: Callable[[dict], float], rows: list[dict], hidden: str | None
     return True
 
 
-def load_views(features_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per pool: unit index features (n, d), grey images at the working size (n, h, w)
-    and labels (n,), from the ``validity_pools.py`` cache."""
+def load_views(
+    features_dir: Path,
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per pool: unit index features (n, d), grey images at the working size (n, h, w),
+    labels (n,) and the train mask (n,), from the ``validity_pools.py`` cache."""
     pools = {}
     for f in sorted(features_dir.glob("validity_*_features.npz")):
         name = f.stem.removeprefix("validity_").removesuffix("_features")
@@ -312,23 +349,53 @@ def load_views(features_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray, np
                 np.asarray(z["features"], np.float64),
                 np.asarray(g["thumbs"]),
                 np.asarray(z["labels"]),
+                np.asarray(z["is_train"], bool),
             )
     return pools
 
 
-def index_of(x: np.ndarray, grey: np.ndarray, y: np.ndarray) -> tuple[float, float, dict]:
-    """The shipped DCSI of features ``x`` and grey images ``grey`` under labels ``y``
-    (0..k-1), with both views and with the CNN view alone, and the record (``S``,
-    ``S_wavelet``, ``counts``) the candidates are computed from."""
+def view_record(x: np.ndarray, grey: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """What the candidates are computed from, for features ``x``, grey images ``grey``
+    and labels ``y`` (0..k-1): ``S``, ``S_wavelet``, both views' directional spreads
+    and the counts."""
     from dcsi.similarity.class_cosine import class_similarity
-    from dcsi.similarity.wavelet import class_wavelet_similarity
 
     k = int(y.max()) + 1
-    S = class_similarity(x, y, n_classes=k)
-    W = class_wavelet_similarity(grey, y, n_classes=k).matrix
-    counts = np.bincount(y, minlength=k)
-    record = {"S": S, "S_wavelet": W, "counts": counts}
-    return compute_index(S, counts, wavelet=W), compute_index(S, counts), record
+    w = class_wavelet_similarity(grey, y, n_classes=k)
+    return {
+        "S": class_similarity(x, y, n_classes=k),
+        "S_wavelet": w.matrix,
+        "spreads": class_spreads(x, y, n_classes=k),
+        "spreads_wavelet": w.spreads,
+        "counts": np.bincount(y, minlength=k),
+    }
+
+
+def add_spreads(tasks: list[dict], views: dict[str, tuple]) -> None:
+    """Both views' directional spreads of each task record, computed with this dcsi
+    from the pools' cached features and grey images (the records hold the class
+    matrices only): the task's classes, train half, as ``validity_pools.py`` computed
+    ``S``; the recomputed class matrices must equal the record's (a check that the rows
+    match)."""
+    for t in tasks:
+        if t["pool"] not in views:
+            raise SystemExit(f"no cached features of pool {t['pool']!r}: pass --features")
+        x, grey, labels, train = views[t["pool"]]
+        classes = np.asarray(t["class_ids"])
+        rows = np.isin(labels, classes) & train
+        rec = view_record(x[rows], grey[rows], np.searchsorted(classes, labels[rows]))
+        for key in ("S", "S_wavelet"):
+            if not np.allclose(rec[key], np.asarray(t[key], float), atol=1e-6):
+                raise SystemExit(f"{t['pool']} {t['classes']}: the cached rows give another {key}")
+        t["spreads"], t["spreads_wavelet"] = rec["spreads"], rec["spreads_wavelet"]
+
+
+def index_of(x: np.ndarray, grey: np.ndarray, y: np.ndarray) -> tuple[float, float, dict]:
+    """The shipped DCSI of features ``x`` and grey images ``grey`` under labels ``y``
+    (0..k-1), with both views and with the CNN view alone, and the record the
+    candidates are computed from."""
+    record = view_record(x, grey, y)
+    return shipped_index(record), shipped_index(record, views=1), record
 
 
 def loo_nn1_error(x: np.ndarray, y: np.ndarray) -> float:
@@ -357,7 +424,7 @@ def ends(features_dir: Path | None, seed: int) -> list[dict[str, Any]] | None:
         return None
     rng = np.random.default_rng(seed)
     rows = []
-    for name, (x, grey, y) in pools.items():
+    for name, (x, grey, y, _) in pools.items():
         classes = np.unique(y)
         for _ in range(5):
             k = int(rng.integers(2, min(8, len(classes)) + 1))
@@ -384,8 +451,8 @@ def ends(features_dir: Path | None, seed: int) -> list[dict[str, Any]] | None:
     names = sorted(pools)
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
-            xa, ga, ya = pools[a]
-            xb, gb, yb = pools[b]
+            xa, ga, ya, _ = pools[a]
+            xb, gb, yb, _ = pools[b]
             ca, cb = rng.choice(np.unique(ya)), rng.choice(np.unique(yb))
             x = np.concatenate([xa[ya == ca], xb[yb == cb]])
             g = np.concatenate([at32(ga[ya == ca]), at32(gb[yb == cb])])
@@ -406,14 +473,24 @@ def ends(features_dir: Path | None, seed: int) -> list[dict[str, Any]] | None:
 
 
 def shipped_index(t: dict, views: int = 2) -> float:
-    """``dcsi.compute_index`` of a task record: both views (what ``dcsi analyze`` puts on
-    the card), or the CNN view alone (``views=1``: ``compute_index(S, counts)``)."""
-    w = np.asarray(t["S_wavelet"]) if views == 2 else None
-    return compute_index(np.asarray(t["S"]), np.asarray(t["counts"]), wavelet=w)
+    """``dcsi.compute_index`` of a task record with the directional spreads: both views
+    (what ``dcsi analyze`` puts on the card), or the CNN view alone (``views=1``, what
+    ``dcsi analyze --analyzers cnn`` does)."""
+    both = views == 2
+    return compute_index(
+        np.asarray(t["S"]),
+        np.asarray(t["counts"]),
+        wavelet=np.asarray(t["S_wavelet"]) if both else None,
+        spreads=np.asarray(t["spreads"]),
+        wavelet_spreads=np.asarray(t["spreads_wavelet"]) if both else None,
+    )
 
 
 def fresh_check(
-    paths: list[Path], seen: list[dict], base_keys: dict[str, tuple[str, float]]
+    paths: list[Path],
+    seen: list[dict],
+    base_keys: dict[str, tuple[str, float]],
+    views: dict[str, tuple],
 ) -> dict:
     """The shipped DCSI and the baselines on tasks drawn with other seeds
     (``validity_pools.py --task-seed 1``, ``2``, ...), each task once, those already in
@@ -427,12 +504,14 @@ def fresh_check(
             if key not in old and all(t["errors"].get(r) is not None for r in REFERENCES):
                 old.add(key)
                 tasks.append(t)
+    add_spreads(tasks, views)
     pools = np.array([str(t["pool"]) for t in tasks])
-    definition_2 = candidates()[DEFINITION_2_CANDIDATE]
+    cands = candidates()
     series = {
         "DCSI (shipped)": np.array([shipped_index(t) for t in tasks]),
         "DCSI (shipped, cnn view only)": np.array([shipped_index(t, views=1) for t in tasks]),
-        DEFINITION_2: np.array([definition_2(t) for t in tasks]),
+        DEFINITION_3: np.array([cands[DEFINITION_3_CANDIDATE](t) for t in tasks]),
+        DEFINITION_2: np.array([cands[DEFINITION_2_CANDIDATE](t) for t in tasks]),
         **{
             name: np.array([sign * t["baselines"][key] for t in tasks])
             for name, (key, sign) in base_keys.items()
@@ -479,7 +558,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tasks", type=Path, default=RESULTS_DIR / "dcsi_validity_tasks.json")
     p.add_argument("--select-by", choices=REFERENCES, default="cnn")
     p.add_argument("--bootstrap", type=int, default=1000)
-    p.add_argument("--features", type=Path, default=None, help="validity_pools.py --cache folder")
+    p.add_argument(
+        "--features",
+        type=Path,
+        default=Path.home() / ".cache" / "dcsi" / "validity",
+        help="validity_pools.py --cache folder (features and grey images of the pools)",
+    )
     p.add_argument(
         "--fresh",
         type=Path,
@@ -495,6 +579,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"{args.tasks} not found: run python benchmarks/validity_pools.py first")
     doc = json.loads(args.tasks.read_text(encoding="utf-8"))
     tasks = [t for t in doc["tasks"] if all(t["errors"].get(r) is not None for r in REFERENCES)]
+    views = load_views(args.features)
+    add_spreads(tasks, views)
     pools = np.array([str(t["pool"]) for t in tasks])
     cands = candidates()
     values = {k: np.array([fn(t) for t in tasks]) for k, fn in cands.items()}
@@ -506,6 +592,7 @@ def main(argv: list[str] | None = None) -> int:
         [previous_dcsi(np.asarray(t["S"]), np.asarray(t["counts"])) for t in tasks]
     )
     base[DEFINITION_2] = values[DEFINITION_2_CANDIDATE]
+    base[DEFINITION_3] = values[DEFINITION_3_CANDIDATE]
     end_rows = ends(args.features, args.seed) or []
     if not end_rows:
         print("note: no --features cache: the candidates' ends are not checked")
@@ -526,15 +613,20 @@ def main(argv: list[str] | None = None) -> int:
     chosen_no_ends, held_no_ends = leave_one_pool_out(
         tasks, values, args.select_by, lambda k, p: eligible(k)
     )
+    # and by the rule of definition 3's choice: rho over the seen pools' tasks together
+    chosen_pooled, held_pooled = leave_one_pool_out(
+        tasks, values, args.select_by, allowed, lambda v, e, p: spearman(v, e)
+    )
     err = {r: np.array([t["errors"][r] for t in tasks]) for r in REFERENCES}
     # the definition chosen with every pool seen (what ships)
-    all_scores = {k: spearman(v, err[args.select_by]) for k, v in values.items()}
+    all_scores = {k: selection_score(v, err[args.select_by], pools) for k, v in values.items()}
     rel = err[args.select_by] / np.array([chance_error(t) for t in tasks])
     final = choose(
         values,
         err[args.select_by],
         rel,
         np.ones(len(tasks), dtype=bool),
+        pools,
         lambda k: allowed(k, None),
     )
     n_eligible = sum(eligible(k) for k in values)
@@ -547,6 +639,7 @@ def main(argv: list[str] | None = None) -> int:
         HELD: held,
         HELD_ANY: held_any,
         HELD_NO_ENDS: held_no_ends,
+        HELD_POOLED: held_pooled,
         "DCSI (shipped)": shipped,
         "DCSI (shipped, cnn view only)": cnn_only,
         **base,
@@ -590,13 +683,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("chosen per hidden pool:", chosen)
     print("chosen with all pools seen:", final, all_scores[final])
-    fresh = None if args.fresh is None else fresh_check(args.fresh, tasks, BASELINES)
+    fresh = None if args.fresh is None else fresh_check(args.fresh, tasks, BASELINES, views)
     # each file on its own, with the tasks of the files before it left out: the last
     # file's row is on tasks drawn after everything before it was decided
     fresh_each = []
     for i, path in enumerate(args.fresh or []):
         before = [t for q in args.fresh[:i] for t in json.loads(q.read_text("utf-8"))["tasks"]]
-        fresh_each.append(fresh_check([path], tasks + before, BASELINES))
+        fresh_each.append(fresh_check([path], tasks + before, BASELINES, views))
     if end_rows:
         print(
             f"candidates: {len(values)} measured, {n_eligible} eligible, {n_calibrated} of "
@@ -623,6 +716,7 @@ def main(argv: list[str] | None = None) -> int:
             "chosen_per_hidden_pool": chosen,
             "chosen_per_hidden_pool_any_candidate": chosen_any,
             "chosen_per_hidden_pool_ends_not_checked": chosen_no_ends,
+            "chosen_per_hidden_pool_pooled_rule": chosen_pooled,
             "chosen_all_pools": final,
             "candidate_scores_all_pools": all_scores,
             "spearman": rows,

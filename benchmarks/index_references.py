@@ -52,6 +52,7 @@ from dcsi.card import load_card, write_card_files  # noqa: E402
 from dcsi.index import index_report  # noqa: E402
 from dcsi.index_reading import REFERENCES_RESOURCE, definition_version, index_reading  # noqa: E402
 from dcsi.similarity.class_cosine import class_similarity  # noqa: E402
+from dcsi.similarity.spreads import class_spreads  # noqa: E402
 from dcsi.similarity.wavelet import class_wavelet_similarity  # noqa: E402
 
 OUT = ROOT / "dcsi" / REFERENCES_RESOURCE
@@ -86,7 +87,8 @@ def card_points(folder: Path) -> list[dict[str, Any]]:
     if "wavelet" not in idx["components"].get("views", []):
         return [point]
     counts = card.data["dataset"]["class_counts"]
-    cnn = index_report(card.similarity("cnn_cosine"), counts).to_dict()
+    spreads = card.data["similarity"]["cnn_cosine"].get("spreads")
+    cnn = index_report(card.similarity("cnn_cosine"), counts, spreads=spreads).to_dict()
     return [
         point,
         point
@@ -107,12 +109,16 @@ def _index_blocks(
     the CNN view alone.  The class matrices are computed once."""
     k = len(names)
     s = class_similarity(x, y, n_classes=k)
+    v = class_spreads(x, y, n_classes=k)
     counts = np.bincount(y, minlength=k)
     blocks = []
     if grey is not None:
-        w = class_wavelet_similarity(grey, y, n_classes=k).matrix
-        blocks.append(index_report(s, counts, wavelet=w, classes=names).to_dict())
-    blocks.append(index_report(s, counts, classes=names).to_dict())
+        w = class_wavelet_similarity(grey, y, n_classes=k)
+        both = index_report(
+            s, counts, wavelet=w.matrix, spreads=v, wavelet_spreads=w.spreads, classes=names
+        )
+        blocks.append(both.to_dict())
+    blocks.append(index_report(s, counts, spreads=v, classes=names).to_dict())
     return blocks
 
 

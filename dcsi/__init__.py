@@ -41,6 +41,7 @@ _LAZY = {
     "register_backbone": "dcsi.backbones",
     "class_similarity": "dcsi.similarity.class_cosine",
     "ClassSimilarity": "dcsi.similarity.class_cosine",
+    "class_spreads": "dcsi.similarity.spreads",
     "compute_index": "dcsi.index",
     "index_report": "dcsi.index",
     "IndexResult": "dcsi.index",

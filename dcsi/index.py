@@ -5,18 +5,22 @@ dcsi defines it from the card's class matrices -- the cnn_cosine matrix ``S`` (m
 pairwise cosine similarity of L2-normalised CNN features, diagonal = within-class mean
 over pairs of distinct images) and, when the card has it, the wavelet matrix (the same
 of the Haar coefficients of the grey images at the working size, that is of their
-pixels) -- as the chance that a class overlaps some other class (definition version 3):
+pixels) -- and each view's *directional spreads* (:mod:`dcsi.similarity.spreads`), as
+the chance that a class overlaps some other class (definition version 4):
 
 1. With the diagonal free of self-pairs, each view's matrix holds *unbiased* estimates
    of the population geometry of its unit vectors: ``q_c = S[c, c]`` estimates
    ``|m_c|^2`` (``m_c`` the expected unit vector of class c), ``S[a, b]`` estimates
-   ``m_a . m_b``.
-2. Within-class spread ``v_c = 1 - q_c`` and squared centroid distance
-   ``D_ab = max(q_a + q_b - 2 S[a, b], 0)``, unbiased up to the clip: 0 in expectation
-   when both classes are drawn from one distribution, whatever their number of images.
-3. Fisher ratio ``F_ab = D_ab / (v_a + v_b)`` and the view's pair overlap
-   ``exp(-F_ab / tau)``, ``tau =`` :data:`TEMPERATURE`: 1 when the classes cannot be
-   told apart, -> 0 as their centres move apart relative to their spread.
+   ``m_a . m_b``, and ``D_ab = max(q_a + q_b - 2 S[a, b], 0)`` the squared distance
+   between the class centres: 0 in expectation when both classes are drawn from one
+   distribution, whatever their number of images.
+2. ``V[a, b]``, the variance of class a's unit vectors along the unit direction from
+   class b's centre to class a's, and Fisher's criterion along that line,
+   ``F_ab = D_ab / (V_ab + V_ba)``.
+3. The view's pair overlap ``erfc(sqrt(F_ab) / 2)``: the overlapping coefficient of two
+   normal distributions of equal variance whose Fisher ratio is ``F_ab`` (twice the
+   Bayes error of telling them apart).  No free parameter: 1 when the classes cannot be
+   told apart, -> 0 as their centres move apart relative to their spread on that line.
 4. The pair overlap ``o_ab`` is the *smallest* over the views: two classes are only as
    confusable as the view that separates them best (a classifier may use either).
 5. Class confusability ``c_a = 1 - prod_{b != a} (1 - o_ab)``: the chance that class a
@@ -29,15 +33,18 @@ every pair is well separated in some view, invariant to the order of the classes
 defined for K >= 2.  For K = 2 it is the overlap of the one pair; with more classes it
 grows with the number of confusable neighbours each class has, as a classifier's error
 does.  A class with one image has no within-class pair: its ``q_c`` is taken as 1 and
-its spread as 0.  Two classes with no spread and distinct centres do not overlap (``F =
+its spreads as 0.  Two classes with no spread and distinct centres do not overlap (``F =
 inf``); with the same centre they overlap fully.  Without the wavelet view (``dcsi
 analyze --analyzers cnn``, or :func:`compute_index` given ``S`` alone) the CNN view's
 overlaps are used as they are; the card's ``index.components.views`` says which fed
-it.  The views' combination, the aggregation and ``tau`` were chosen with one image pool
-hidden at a time, among the candidates that keep both ends (shuffled labels >= 0.9,
-planted pairs that a 1-NN tells apart <= 0.1; ``benchmarks/dcsi_validity.py``; README,
-"Does the DCSI predict difficulty?").  The previous definitions (1: cap overlaps in
-units of pi; 2: the hardest pair of the CNN view) are kept in
+it.  Given the class matrices alone (no spreads), :func:`compute_index` gives
+definition 3 (:data:`DEFINITION_3`: the total spread ``v_c = 1 - q_c`` in place of the
+directional one and ``exp(-F / 0.05)``), and says so in ``index_components``.  The
+views' combination and the aggregation were chosen with one image pool hidden at a
+time, among the candidates that keep both ends (shuffled labels >= 0.9, planted pairs
+that a 1-NN tells apart <= 0.1; ``benchmarks/dcsi_validity.py``; README, "Does the DCSI
+predict difficulty?").  The previous definitions (1: cap overlaps in units of pi; 2:
+the hardest pair of the CNN view; 3: total spreads) are kept in
 :data:`PREVIOUS_DEFINITIONS` and on every card.
 
 Peers, computed on the same features by :func:`index_report`:
@@ -65,6 +72,7 @@ from dcsi.neighbors import unit_rows
 
 __all__ = [
     "DEFINITION",
+    "DEFINITION_3",
     "DEFINITION_VERSION",
     "PREVIOUS_DEFINITIONS",
     "TEMPERATURE",
@@ -88,13 +96,32 @@ logger = logging.getLogger(__name__)
 TEMPERATURE = 0.05
 
 #: Version of the definition below; cards record it next to the value.
-DEFINITION_VERSION = 3
+DEFINITION_VERSION = 4
 
 #: The card's class matrices that can feed the index: the CNN view (always) and the
 #: pixel view (the wavelet matrix, when the card has one).
 VIEWS = ("cnn_cosine", "wavelet")
 
 DEFINITION = (
+    "DCSI = mean over classes a of the class confusability c_a = 1 - prod over b != a "
+    "of (1 - o_ab), the chance that class a overlaps at least one other class. The pair "
+    "overlap o_ab is the smallest over the card's views (cnn_cosine: L2-normalised CNN "
+    "features; wavelet, when present: Haar coefficients of the grey images, i.e. "
+    "pixels) of erfc(sqrt(F_ab) / 2), the overlapping coefficient of two normal "
+    "distributions of equal variance whose Fisher ratio is F_ab. F_ab = D_ab / (V_ab + "
+    "V_ba) is Fisher's criterion along the line joining the two class centres: D_ab = "
+    "max(S_aa + S_bb - 2 S_ab, 0), from the view's class matrix S (diagonal over pairs "
+    "of distinct images), is an unbiased estimate of the squared distance between the "
+    "class mean vectors, and V_ab is the variance of class a's unit vectors along the "
+    "unit direction from class b's centre to class a's (the view's class_spreads). No "
+    "free parameter. In [0, 1]; near 1 when the classes cannot be told apart (drawn "
+    "from one distribution), near 0 when every pair is well separated in some view; "
+    "higher = classes more alike = harder."
+)
+
+#: Definition 3, still what :func:`compute_index` gives from the class matrices alone
+#: (without the directional spreads).
+DEFINITION_3 = (
     "DCSI = mean over classes a of the class confusability c_a = 1 - prod over b != a "
     "of (1 - o_ab), the chance that class a overlaps at least one other class. The pair "
     "overlap o_ab is the smallest over the card's views (cnn_cosine: L2-normalised CNN "
@@ -108,7 +135,8 @@ DEFINITION = (
     "classes more alike = harder."
 )
 
-#: Earlier definitions, recorded on every card (``index.previous_definitions``).
+#: Earlier definitions in version order (1, 2, 3), recorded on every card
+#: (``index.previous_definitions``).
 PREVIOUS_DEFINITIONS = (
     {
         "version": 1,
@@ -142,6 +170,18 @@ PREVIOUS_DEFINITIONS = (
             "misses pairs that pixels separate"
         ),
     },
+    {
+        "version": 3,
+        "schema_versions": "1.5.0",
+        "definition": DEFINITION_3,
+        "why_replaced": (
+            "the class matrices know each class's total spread but not how much of it "
+            "lies along the line to another class, which is what a classifier meets: "
+            "within an image pool it ranked tasks worse than CSG (mean Spearman 0.674 "
+            "against a small CNN's error, pools held out; CSG 0.772), and its "
+            "temperature was a fitted constant"
+        ),
+    },
 )
 
 
@@ -156,11 +196,11 @@ class IndexResult:
     spread : ndarray of shape (K,)
         Within-class spread ``v_c = 1 - S[c, c]`` of the unit features.
     fisher : ndarray of shape (K, K)
-        Fisher ratios ``F_ab = D_ab / (v_a + v_b)`` of the CNN view (``inf`` for
-        distinct classes without spread); 0 on the diagonal.
+        Fisher ratios of the CNN view, ``D_ab / (V_ab + V_ba)`` (definition 4) or ``D_ab /
+        (v_a + v_b)`` (definition 3) (``inf`` for distinct classes without spread); 0 on
+        the diagonal.
     overlap : ndarray of shape (K, K)
-        ``o[a, b]``: the smallest over the views of ``exp(-F_ab / tau)``; 0 on the
-        diagonal.
+        ``o[a, b]``: the smallest over the views of the pair overlap; 0 on the diagonal.
     confusability : ndarray of shape (K,)
         ``c_a = 1 - prod_b (1 - o[a, b])``.
     nearest : ndarray of shape (K,), int
@@ -173,6 +213,9 @@ class IndexResult:
     peer_params : dict
     fisher_wavelet : ndarray of shape (K, K) or None
         The wavelet view's Fisher ratios (None when only the CNN view fed the index).
+    definition_version : int
+        4 (with the directional spreads, what ``dcsi analyze`` computes) or 3 (the class
+        matrices alone).
     """
 
     value: float
@@ -182,6 +225,7 @@ class IndexResult:
     confusability: np.ndarray
     nearest: np.ndarray
     fisher_wavelet: np.ndarray | None = None
+    definition_version: int = DEFINITION_VERSION
     classes: list[str] | None = None
     csg: float | None = None
     silhouette: float | None = None
@@ -210,15 +254,21 @@ class IndexResult:
         extra = (
             {} if self.fisher_wavelet is None else {"fisher_wavelet": ratios(self.fisher_wavelet)}
         )
+        version = self.definition_version
+        shape = (
+            {"overlap_shape": "erfc(sqrt(F) / 2)", "spreads": "directional"}
+            if version == DEFINITION_VERSION
+            else {"overlap_shape": "exp(-F / tau)", "temperature": TEMPERATURE}
+        )
         return {
             "value": _f(self.value),
-            "definition": DEFINITION,
-            "definition_version": DEFINITION_VERSION,
-            "previous_definitions": [dict(d) for d in PREVIOUS_DEFINITIONS],
+            "definition": DEFINITION if version == DEFINITION_VERSION else DEFINITION_3,
+            "definition_version": version,
+            "previous_definitions": [dict(d) for d in PREVIOUS_DEFINITIONS[: version - 1]],
             "components": {
                 "n_classes": int(k),
                 "views": views,
-                "temperature": TEMPERATURE,
+                **shape,
                 "confusability": to_jsonable(np.asarray(self.confusability, dtype=np.float64)),
                 "nearest_class": [name(int(j)) for j in self.nearest],
                 "spread": to_jsonable(np.asarray(self.spread, dtype=np.float64)),
@@ -376,38 +426,73 @@ def unbiased_terms(S: Any, class_counts: Any) -> tuple[np.ndarray, np.ndarray, n
     return q, 1.0 - q, d2
 
 
-def pair_terms(S: Any, class_counts: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Unbiased spreads, Fisher ratios and pair overlaps of the DCSI, from ``S`` alone.
+def pair_terms(
+    S: Any, class_counts: Any, spreads: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unbiased spreads, Fisher ratios and pair overlaps of one view.
 
     Parameters
     ----------
     S : ndarray of shape (K, K)
-        cnn_cosine class matrix, diagonal over pairs of distinct images.
+        The view's class matrix, diagonal over pairs of distinct images.
     class_counts : ndarray of shape (K,)
         Images per class (>= 1); a class with one image gets ``S[c, c] = 1``.
+    spreads : ndarray of shape (K, K), default=None
+        The view's directional spreads ``V`` (:func:`dcsi.similarity.spreads.class_spreads`):
+        definition 4.  None: definition 3, from ``S`` alone.
 
     Returns
     -------
     spread : ndarray of shape (K,)
-        ``v_c = 1 - S[c, c]`` (clipped to [0, 1]).
+        ``v_c = 1 - S[c, c]`` (clipped to [0, 1]), the total spread.
     fisher : ndarray of shape (K, K)
-        ``F_ab = max(S_aa + S_bb - 2 S_ab, 0) / (v_a + v_b)``; ``inf`` when both spreads
-        are 0 and the centres differ, 0 when they coincide; 0 on the diagonal.
+        ``F_ab = D_ab / (V_ab + V_ba)`` (definition 4) or ``D_ab / (v_a + v_b)``
+        (definition 3), ``D_ab = max(S_aa + S_bb - 2 S_ab, 0)``; ``inf`` when the
+        spreads are 0 and the centres differ, 0 when they coincide; 0 on the diagonal.
     overlap : ndarray of shape (K, K)
-        ``exp(-F_ab / TEMPERATURE)``; 0 on the diagonal.
+        ``erfc(sqrt(F_ab) / 2)`` (definition 4) or ``exp(-F_ab / TEMPERATURE)``
+        (definition 3); 0 on the diagonal.
     """
+    from scipy.special import erfc
+
     _, spread, d2 = unbiased_terms(S, class_counts)
-    vv = spread[:, None] + spread[None, :]
+    if spreads is None:
+        vv = spread[:, None] + spread[None, :]
+    else:
+        vv = np.asarray(spreads, dtype=np.float64)
+        vv = vv + vv.T
     with np.errstate(divide="ignore", invalid="ignore"):
         fisher = np.where(vv > 0, d2 / vv, np.where(d2 > 0, np.inf, 0.0))
     np.fill_diagonal(fisher, 0.0)
-    overlap = np.exp(-fisher / TEMPERATURE)
+    overlap = np.exp(-fisher / TEMPERATURE) if spreads is None else erfc(np.sqrt(fisher) / 2.0)
     np.fill_diagonal(overlap, 0.0)
     return spread, fisher, overlap
 
 
+def _check_spreads(V: Any, class_counts: Any, caller: str, name: str) -> np.ndarray:
+    """A view's directional spreads, restricted to the classes with images."""
+    v = square_class_matrix(V, caller, name)
+    k = np.asarray(class_counts).shape[0]
+    if v.shape != (k, k):
+        raise InvalidParameterError(
+            f"The {name!r} parameter of {caller} must be the K x K directional spreads of "
+            f"the same {k} classes as S (dcsi.class_spreads). Got shape {v.shape} instead."
+        )
+    if not np.all(np.isfinite(v)) or np.any(v < 0):
+        raise InvalidParameterError(
+            f"The {name!r} parameter of {caller} must hold finite non-negative variances "
+            "(dcsi.class_spreads)."
+        )
+    keep = np.asarray(class_counts) > 0
+    return v[np.ix_(keep, keep)]
+
+
 def index_components(
-    S: np.ndarray, class_counts: np.ndarray, wavelet: np.ndarray | None = None
+    S: np.ndarray,
+    class_counts: np.ndarray,
+    wavelet: np.ndarray | None = None,
+    spreads: np.ndarray | None = None,
+    wavelet_spreads: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The DCSI and its components.
 
@@ -421,21 +506,43 @@ def index_components(
     wavelet : ndarray of shape (K, K), default=None
         The wavelet class matrix of the same classes
         (:func:`dcsi.similarity.wavelet.class_wavelet_similarity`), the pixel view.
+    spreads, wavelet_spreads : ndarray of shape (K, K), default=None
+        The views' directional spreads (:func:`dcsi.class_spreads`; the wavelet one is
+        ``class_wavelet_similarity(...).spreads``).  Given, the index is definition 4;
+        without them definition 3 (the class matrices alone).  With both ``wavelet``
+        and ``spreads``, ``wavelet_spreads`` is needed too.
 
     Returns
     -------
     dict
-        ``value`` (float), ``spread`` (K',), ``fisher`` (K', K'), ``fisher_wavelet``
-        (K', K') or None, ``overlap`` (K', K'), ``confusability`` (K',), ``nearest``
-        (K',) int, ``kept`` (K,) bool mask of the classes with images (K' of them).
+        ``value`` (float), ``definition_version`` (3 or 4), ``spread`` (K',),
+        ``fisher`` (K', K'), ``fisher_wavelet`` (K', K') or None, ``overlap`` (K', K'),
+        ``confusability`` (K',), ``nearest`` (K',) int, ``kept`` (K,) bool mask of the
+        classes with images (K' of them).
     """
-    m, n = _check_S_counts(S, class_counts, "compute_index")
-    spread, fisher, overlap = pair_terms(m, n)
+    caller = "compute_index"
+    m, n = _check_S_counts(S, class_counts, caller)
+    if wavelet_spreads is not None and (wavelet is None or spreads is None):
+        raise InvalidParameterError(
+            f"{caller} got 'wavelet_spreads' without {'wavelet' if wavelet is None else 'spreads'}"
+            ": pass the wavelet matrix and both views' spreads, or no spreads at all."
+        )
+    if spreads is not None and wavelet is not None and wavelet_spreads is None:
+        raise InvalidParameterError(
+            f"{caller} got 'spreads' and 'wavelet' but no 'wavelet_spreads': pass the "
+            "wavelet view's spreads too (class_wavelet_similarity(...).spreads), or "
+            "neither view's (definition 3)."
+        )
+    v = None if spreads is None else _check_spreads(spreads, class_counts, caller, "spreads")
+    spread, fisher, overlap = pair_terms(m, n, v)
     fisher_w = None
     if wavelet is not None:
-        _, fisher_w, overlap_w = pair_terms(
-            _check_wavelet(wavelet, class_counts, "compute_index"), n
+        vw = (
+            None
+            if wavelet_spreads is None
+            else _check_spreads(wavelet_spreads, class_counts, caller, "wavelet_spreads")
         )
+        _, fisher_w, overlap_w = pair_terms(_check_wavelet(wavelet, class_counts, caller), n, vw)
         overlap = np.minimum(overlap, overlap_w)
     # the diagonal is 0, a factor of 1 in each class's product
     conf = 1.0 - np.prod(1.0 - overlap, axis=1)
@@ -444,6 +551,7 @@ def index_components(
     kept = np.asarray(class_counts) > 0
     return {
         "value": value,
+        "definition_version": DEFINITION_VERSION if spreads is not None else 3,
         "spread": spread,
         "fisher": fisher,
         "fisher_wavelet": fisher_w,
@@ -455,16 +563,22 @@ def index_components(
 
 
 def compute_index(
-    S: np.ndarray, class_counts: np.ndarray, *, wavelet: np.ndarray | None = None
+    S: np.ndarray,
+    class_counts: np.ndarray,
+    *,
+    wavelet: np.ndarray | None = None,
+    spreads: np.ndarray | None = None,
+    wavelet_spreads: np.ndarray | None = None,
 ) -> float:
     """The Dataset Class Similarity Index (DCSI) of a class matrix.
 
     ``DCSI = mean_a [1 - prod_{b != a} (1 - o_ab)]``, the mean chance that a class
-    overlaps some other class, with pair overlaps ``o_ab = exp(-F_ab / tau)`` from the
-    Fisher ratios ``F_ab = max(S_aa + S_bb - 2 S_ab, 0) / (2 - S_aa - S_bb)`` of the
-    unit features (see the module docstring); given the wavelet matrix too, ``o_ab`` is
-    the smaller of the two views' overlaps (what ``dcsi analyze`` puts on the card when
-    it computes both).
+    overlaps some other class.  With the directional spreads (definition 4, what ``dcsi
+    analyze`` puts on the card) the pair overlap is ``o_ab = erfc(sqrt(F_ab) / 2)``
+    with Fisher's criterion along the centres' line ``F_ab = D_ab / (V_ab + V_ba)``;
+    from the class matrices alone (definition 3) ``o_ab = exp(-F_ab / 0.05)`` with
+    ``F_ab = D_ab / (2 - S_aa - S_bb)`` (see the module docstring).  Given the wavelet
+    matrix too, ``o_ab`` is the smaller of the two views' overlaps.
 
     Parameters
     ----------
@@ -476,6 +590,12 @@ def compute_index(
     wavelet : ndarray of shape (K, K), default=None
         The wavelet class matrix of the same classes (the card's
         ``similarity.wavelet.matrix``), the pixel view.
+    spreads : ndarray of shape (K, K), default=None
+        ``dcsi.class_spreads(features, labels)`` of the features behind ``S`` (the
+        card's ``similarity.cnn_cosine.spreads``).
+    wavelet_spreads : ndarray of shape (K, K), default=None
+        The wavelet view's (``class_wavelet_similarity(...).spreads``, the card's
+        ``similarity.wavelet.spreads``); needed with ``wavelet`` and ``spreads``.
 
     Returns
     -------
@@ -487,17 +607,20 @@ def compute_index(
     Raises
     ------
     InvalidParameterError
-        Fewer than two classes with images, a non-square ``S``, a ``wavelet`` matrix of
-        other classes, or bad counts.
+        Fewer than two classes with images, a non-square ``S``, a ``wavelet`` or spread
+        matrix of other classes, spreads of one view only, or bad counts.
 
     Examples
     --------
     >>> import numpy as np
-    >>> S = np.array([[0.9, 0.895], [0.895, 0.9]])   # F = 0.01 / 0.2 = 0.05
-    >>> round(compute_index(S, [50, 50]), 4)         # exp(-0.05 / 0.05)
+    >>> S = np.array([[0.9, 0.895], [0.895, 0.9]])   # D = 0.01
+    >>> round(compute_index(S, [50, 50]), 4)         # definition 3: exp(-(0.01 / 0.2) / 0.05)
     0.3679
+    >>> V = np.array([[0.0, 0.0025], [0.0025, 0.0]])  # along the centres' line: F = 2
+    >>> round(compute_index(S, [50, 50], spreads=V), 4)   # erfc(sqrt(2) / 2)
+    0.3173
     """
-    return float(index_components(S, class_counts, wavelet)["value"])
+    return float(index_components(S, class_counts, wavelet, spreads, wavelet_spreads)["value"])
 
 
 # --------------------------------------------------------------------------- peers
@@ -697,6 +820,8 @@ def index_report(
     class_counts: np.ndarray,
     *,
     wavelet: np.ndarray | None = None,
+    spreads: np.ndarray | None = None,
+    wavelet_spreads: np.ndarray | None = None,
     features: np.ndarray | None = None,
     labels: np.ndarray | None = None,
     classes: list[str] | None = None,
@@ -713,6 +838,8 @@ def index_report(
     class_counts : array-like of shape (K,)
     wavelet : ndarray of shape (K, K), default=None
         The wavelet class matrix (the pixel view; see :func:`compute_index`).
+    spreads, wavelet_spreads : ndarray of shape (K, K), default=None
+        The views' directional spreads (definition 4; see :func:`compute_index`).
     features : ndarray of shape (n_images, dim), default=None
         The features behind ``S``; needed for the peers (CSG, silhouette).
     labels : ndarray of shape (n_images,), int, default=None
@@ -727,7 +854,7 @@ def index_report(
     IndexResult
         ``to_dict()`` is the card's ``index`` block.
     """
-    comp = index_components(S, class_counts, wavelet)
+    comp = index_components(S, class_counts, wavelet, spreads, wavelet_spreads)
     kept = comp["kept"]
     names = None
     if classes is not None:
@@ -767,6 +894,7 @@ def index_report(
         confusability=comp["confusability"],
         nearest=comp["nearest"],
         fisher_wavelet=comp["fisher_wavelet"],
+        definition_version=int(comp["definition_version"]),
         classes=names,
         csg=csg,
         silhouette=sil,

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from dcsi import __version__
+from dcsi._json import to_jsonable
 from dcsi._validation import check_choice, check_int
 from dcsi.exceptions import DataError, InvalidParameterError
 from dcsi.ray_engine import (
@@ -412,7 +413,7 @@ def analyze_images(
                 linkage=linkage,
                 batch_size=batch_size,
                 partials=None if runner is None else runner.partials,
-                wavelet=None if wavelet is None else wavelet.matrix,
+                wavelet=None if wavelet is None else (wavelet.matrix, wavelet.spreads),
             )
             data["similarity"].update(cnn.pop("similarity", {}))
             data.update(cnn)
@@ -568,10 +569,11 @@ def _cnn_blocks(
     linkage: str,
     batch_size: int,
     partials: dict[int, Any] | None,
-    wavelet: np.ndarray | None = None,
+    wavelet: tuple[np.ndarray, np.ndarray | None] | None = None,
 ) -> dict[str, Any]:
-    """The features block, the cnn_cosine matrix, the index (with its reading) and the
-    class clusters; ``wavelet`` (K, K), the wavelet class matrix, feeds the index too.
+    """The features block, the cnn_cosine matrix (with the directional spreads), the
+    index (with its reading) and the class clusters; ``wavelet``, the wavelet class
+    matrix (K, K) and its directional spreads (K, K), feeds the index too.
 
     The class sums are added in blocks of :func:`stats_block_rows` ``(batch_size)``
     rows, on every engine; ``partials`` holds the blocks the Ray actors computed."""
@@ -583,6 +585,7 @@ def _cnn_blocks(
         compute_class_similarity,
         stats_block_rows,
     )
+    from dcsi.similarity.spreads import class_spreads
 
     out: dict[str, Any] = {"features": fs.to_dict()}
     if not class_level:
@@ -597,10 +600,20 @@ def _cnn_blocks(
     sim = compute_class_similarity(fs.features, y, metric="cosine", n_classes=k, stats=stats)
     out["features"]["class_sums"] = np.round(stats.sums, 8).tolist()
     out["features"]["class_counts"] = stats.counts.tolist()
-    out["similarity"] = {"cnn_cosine": sim.to_dict()}
+    centres = stats.sums / np.maximum(stats.counts, 1)[:, None]
+    spreads = class_spreads(fs.features, y, n_classes=k, centres=centres)
+    out["similarity"] = {"cnn_cosine": {**sim.to_dict(), "spreads": to_jsonable(spreads)}}
     classes = list(images.classes)
+    w_matrix, w_spreads = (None, None) if wavelet is None else wavelet
     result = index_report(
-        sim.matrix, stats.counts, wavelet=wavelet, features=fs.features, labels=y, classes=classes
+        sim.matrix,
+        stats.counts,
+        wavelet=w_matrix,
+        spreads=spreads,
+        wavelet_spreads=w_spreads,
+        features=fs.features,
+        labels=y,
+        classes=classes,
     )
     out["index"] = result.to_dict()
     out["index"]["reading"] = index_reading(

@@ -436,7 +436,7 @@ def test_rejects_newer_major_version(card_dict, tmp_path):
     d["schema_version"] = "2.0.0"
     with pytest.raises(
         CardSchemaError,
-        match=r"schema_version 2.0.0, a newer major version than this dcsi reads \(1.5.0\); upgrade",
+        match=r"schema_version 2.0.0, a newer major version than this dcsi reads \(1.6.0\); upgrade",
     ):
         Card(d)
     # a newer minor version of the same major is read
@@ -452,7 +452,7 @@ def test_rejects_bad_version_strings(card_dict):
     d = _plain(card_dict)
     d["schema_version"] = "v1"
     with pytest.raises(
-        CardSchemaError, match=r"'schema_version' must be a semver string such as '1.5.0'. Got 'v1'"
+        CardSchemaError, match=r"'schema_version' must be a semver string such as '1.6.0'. Got 'v1'"
     ):
         Card(d)
     d["schema_version"] = 1

@@ -21,6 +21,7 @@ from dcsi.index import (
     index_report,
 )
 from dcsi.similarity.class_cosine import class_similarity
+from dcsi.similarity.spreads import class_spreads
 from dcsi.similarity.wavelet import class_wavelet_similarity
 
 
@@ -63,6 +64,17 @@ def _view_fisher(x, y):
                 v = (1.0 - q[a]) + (1.0 - q[b])
                 F[a, b] = d2 / v if v > 0 else (math.inf if d2 > 0 else 0.0)
     return F
+
+
+def _two_views(seed, sep):
+    """Features (29, 12) and 8 x 8 grey images of 4 classes of unequal size (9, 7, 5, 8
+    images), and their labels."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(4), [9, 7, 5, 8])
+    centres = rng.integers(40, 200, size=(4, 1, 1))
+    images = np.clip(centres[y] + rng.normal(0, 60, size=(len(y), 8, 8)), 0, 255).astype(np.uint8)
+    x, _ = _blobs(rng, k=4, n=10, sep=sep)
+    return x[:29], images, y
 
 
 def _reference_dcsi(x, y, tau=TEMPERATURE, images=None):
@@ -149,12 +161,7 @@ def test_index_with_wavelet_view_equals_reference(seed):
     """Both views (features and the Haar rows of grey images), 4 classes of unequal
     size, against the loop reference with pywt image by image (1e-6: dcsi keeps the
     coefficient rows in float32; the CNN view alone to 1e-10)."""
-    rng = np.random.default_rng(seed)
-    y = np.repeat(np.arange(4), [9, 7, 5, 8])
-    centres = rng.integers(40, 200, size=(4, 1, 1))
-    images = np.clip(centres[y] + rng.normal(0, 60, size=(len(y), 8, 8)), 0, 255).astype(np.uint8)
-    x, _ = _blobs(rng, k=4, n=10, sep=0.2)
-    x = x[:29]
+    x, images, y = _two_views(seed, sep=0.2)
     W = class_wavelet_similarity(images, y).matrix
     got = compute_index(class_similarity(x, y), np.bincount(y), wavelet=W)
     assert got == pytest.approx(_reference_dcsi(x, y, images=images), abs=1e-6)
@@ -352,3 +359,162 @@ def test_index_report_to_dict(rng):
         index_report(S, np.bincount(y), features=x)
     with pytest.raises(InvalidParameterError, match="must name the 3 classes"):
         index_report(S, np.bincount(y), classes=["a"])
+
+
+# --------------------------------------------------------------------------- definition 4
+
+
+def _directional_spreads(x, y):
+    """V[a, b] pair by pair and image by image: each image of class a minus the mean of
+    the other images of its class, projected on the unit vector from class b's mean to
+    that mean, squared, summed, times (n - 1) / n^2."""
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    k = int(y.max()) + 1
+    V = np.zeros((k, k))
+    for a in range(k):
+        ia = np.flatnonzero(y == a)
+        for b in range(k):
+            if a != b and len(ia) > 1:
+                for i in ia:
+                    rest = u[ia[ia != i]].mean(0)
+                    diff = rest - u[y == b].mean(0)
+                    V[a, b] += float((u[i] - rest) @ diff / np.linalg.norm(diff)) ** 2
+                V[a, b] *= (len(ia) - 1) / len(ia) ** 2
+    return V
+
+
+def _overlapping_coefficient(F):
+    """Area under the smaller of two normal densities of equal variance (sigma = 1)
+    whose Fisher ratio delta^2 / (2 sigma^2) is F, by numerical integration."""
+    from scipy.integrate import quad
+    from scipy.stats import norm
+
+    if math.isinf(F):
+        return 0.0
+    delta = math.sqrt(2.0 * F)
+    area, _ = quad(lambda t: min(norm.pdf(t), norm.pdf(t, loc=delta)), -12, delta + 12, limit=200)
+    return area
+
+
+def _reference_dcsi_4(x, y, images=None):
+    """Slow reference of definition 4: per view, D from the loop means over pairs of
+    distinct images, F = D / (V_ab + V_ba) from the loop spreads, the overlapping
+    coefficient integrated numerically; the smaller over the views; the mean chance of
+    overlapping another class."""
+    views = [(x, _view_fisher(x, y))]
+    if images is not None:
+        rows = _haar_rows(images)
+        views.append((rows, _view_fisher(rows, y)))
+    k = int(y.max()) + 1
+    overlaps = []
+    for rows, F_total in views:
+        V = _directional_spreads(rows, y)
+        u = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+        q = [
+            np.mean(
+                [
+                    u[i] @ u[j]
+                    for i in np.flatnonzero(y == c)
+                    for j in np.flatnonzero(y == c)
+                    if i != j
+                ]
+            )
+            for c in range(k)
+        ]
+        v = 1.0 - np.array(q)
+        ov = np.zeros((k, k))
+        for a in range(k):
+            for b in range(k):
+                if a != b:
+                    d2 = F_total[a, b] * (v[a] + v[b])  # the loop's unbiased D
+                    s = V[a, b] + V[b, a]
+                    F = d2 / s if s > 0 else (math.inf if d2 > 0 else 0.0)
+                    ov[a, b] = _overlapping_coefficient(F)
+        overlaps.append(ov)
+    ov = np.minimum.reduce(overlaps)
+    return float(
+        np.mean([1.0 - np.prod([1.0 - ov[a, b] for b in range(k) if b != a]) for a in range(k)])
+    )
+
+
+@pytest.mark.parametrize("F", [0.0, 0.01, 0.3, 1.0, 4.0, 30.0])
+def test_overlap_shape_is_the_overlapping_coefficient(F):
+    S = np.array([[0.8, 0.8 - F * 0.01], [0.8 - F * 0.01, 0.8]])  # D = 0.02 F
+    V = np.full((2, 2), 0.01) - np.diag([0.01, 0.01])  # V_ab + V_ba = 0.02
+    assert compute_index(S, [9, 9], spreads=V) == pytest.approx(
+        _overlapping_coefficient(F), abs=1e-9
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_definition_4_equals_reference(seed):
+    """Both views and the CNN view alone, 4 classes of unequal size, against loops over
+    pairs and a numerically integrated overlap (1e-6 with the wavelet view, whose rows
+    dcsi keeps in float32; 1e-8 for the CNN view alone)."""
+    x, images, y = _two_views(seed, sep=0.15)
+    rng = np.random.default_rng(seed)
+    S, n = class_similarity(x, y), np.bincount(y)
+    wav = class_wavelet_similarity(images, y)
+    V = class_spreads(x, y)
+    cnn_only = compute_index(S, n, spreads=V)
+    assert cnn_only == pytest.approx(_reference_dcsi_4(x, y), abs=1e-8)
+    both = compute_index(S, n, wavelet=wav.matrix, spreads=V, wavelet_spreads=wav.spreads)
+    assert both == pytest.approx(_reference_dcsi_4(x, y, images=images), abs=1e-6)
+    assert both <= cnn_only + 1e-12
+    assert 0.0 < both < 1.0
+    perm = rng.permutation(4)
+    assert compute_index(
+        S[np.ix_(perm, perm)], n[perm], spreads=V[np.ix_(perm, perm)]
+    ) == pytest.approx(cnn_only, abs=1e-12)
+
+
+@pytest.mark.parametrize("scale", [0.2, 1.0, 5.0])
+def test_definition_4_shuffled_labels_near_one(scale):
+    rng = np.random.default_rng(3)
+    x = np.abs(rng.normal(size=(800, 64))) * scale + 1.0
+    for k in (2, 8):
+        y = rng.permutation(np.arange(800) % k)
+        value = compute_index(class_similarity(x, y), np.bincount(y), spreads=class_spreads(x, y))
+        assert value > 0.9
+
+
+@pytest.mark.parametrize("dim", [64, 512])
+def test_definition_4_planted_separation_near_zero(dim):
+    """A shift along 8 coordinates, clear against the spread along it, reads near 0
+    whatever the number of other coordinates; definition 3 (total spread, which grows
+    with them) reads it as overlapping in 512 dimensions."""
+    rng = np.random.default_rng(4)
+    base = np.abs(rng.normal(size=(400, dim))) + 1.0
+    shift = np.zeros(dim)
+    shift[:8] = 1.5
+    y = np.repeat([0, 1], 200)
+    x = base + shift * y[:, None]
+    S, n = class_similarity(x, y), np.bincount(y)
+    assert compute_index(S, n, spreads=class_spreads(x, y)) < 0.01
+    assert (compute_index(S, n) > 0.3) == (dim == 512)
+
+
+def test_definition_4_errors_and_report(rng):
+    x, y = _blobs(rng, k=3, n=20, sep=0.5)
+    S, n, V = class_similarity(x, y), np.bincount(y), class_spreads(x, y)
+    W = class_similarity(x + 0.3, y)
+    with pytest.raises(InvalidParameterError, match="no 'wavelet_spreads'"):
+        compute_index(S, n, wavelet=W, spreads=V)
+    with pytest.raises(InvalidParameterError, match="'wavelet_spreads' without spreads"):
+        compute_index(S, n, wavelet=W, wavelet_spreads=V)
+    with pytest.raises(InvalidParameterError, match="'wavelet_spreads' without wavelet"):
+        compute_index(S, n, spreads=V, wavelet_spreads=V)
+    with pytest.raises(InvalidParameterError, match="'spreads' .* same 3 classes"):
+        compute_index(S, n, spreads=np.zeros((2, 2)))
+    with pytest.raises(InvalidParameterError, match="finite non-negative"):
+        compute_index(S, n, spreads=-V)
+    d = index_report(
+        S, n, wavelet=W, spreads=V, wavelet_spreads=V, classes=["a", "b", "c"]
+    ).to_dict()
+    assert d["definition_version"] == 4 and "erfc" in d["definition"]
+    assert [p["version"] for p in d["previous_definitions"]] == [1, 2, 3]
+    assert d["components"]["overlap_shape"] == "erfc(sqrt(F) / 2)"
+    assert "temperature" not in d["components"]
+    assert d["value"] == pytest.approx(
+        compute_index(S, n, wavelet=W, spreads=V, wavelet_spreads=V), abs=1e-12
+    )

@@ -137,8 +137,9 @@ def test_shipped_references_use_the_current_definition():
     # fails after a change of the index definition until `make index-references` reran
     k = 3
     s = np.full((k, k), 0.5) + np.eye(k) * 0.4
-    block = index_report(s, [10] * k, wavelet=s).to_dict()  # both views, as analyze
-    cnn_only = index_report(s, [10] * k).to_dict()  # --analyzers cnn
+    v = np.full((k, k), 0.01) - np.eye(k) * 0.01  # directional spreads, as analyze has
+    block = index_report(s, [10] * k, wavelet=s, spreads=v, wavelet_spreads=v).to_dict()
+    cnn_only = index_report(s, [10] * k, spreads=v).to_dict()  # --analyzers cnn
     both, alone = definition_version(block), definition_version(cnn_only)
     assert alone == f"{both} (cnn_cosine)"
     refs = load_references()

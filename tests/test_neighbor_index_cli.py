@@ -69,7 +69,7 @@ def test_analyze_index_records_the_index_in_every_view(folder, tmp_path, capsys,
     assert main([*argv, "--index", "--index-k", "5"]) == 0
     assert "neighbour index: k = 5 for 16 images (exact" in capsys.readouterr().out
     card = load_card(out)
-    assert card.schema_version == "1.5.0"
+    assert card.schema_version == "1.6.0"
     block = card.data["neighbor_index"]
     assert block["k"] == 5 and block["n"] == 16 and block["path"] == "neighbor_index"
     assert block["head"] is None and block["pooling"] == "gap"

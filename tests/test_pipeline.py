@@ -77,16 +77,28 @@ def test_cnn_matrix_equals_building_blocks(data, tmp_path):
     fs = dcsi.extract_features(images, labels=labels, backbone=PixelExtractor(), cache=False)
     expected = dcsi.class_similarity(fs.features, fs.labels)
     np.testing.assert_allclose(card.similarity("cnn_cosine"), expected, atol=1e-7)
-    assert card.index == pytest.approx(dcsi.compute_index(expected, [12, 12, 12]), abs=1e-7)
+    spreads = dcsi.class_spreads(fs.features, fs.labels)
+    sims = card.to_dict()["similarity"]
+    np.testing.assert_allclose(sims["cnn_cosine"]["spreads"], spreads, rtol=1e-6, atol=1e-12)
+    assert card.index == pytest.approx(
+        dcsi.compute_index(expected, [12, 12, 12], spreads=spreads), abs=1e-7
+    )
     assert card.to_dict()["index"]["components"]["views"] == ["cnn_cosine"]
+    assert card.to_dict()["index"]["definition_version"] == 4
 
 
 def test_index_uses_the_cards_wavelet_view(data, tmp_path):
     """With the wavelet analyzer the card's index is compute_index of its two matrices."""
     card = _analyze(data, tmp_path, analyzers=("cnn", "wavelet"))
-    counts = card.to_dict()["dataset"]["class_counts"]
+    d = card.to_dict()
+    counts = d["dataset"]["class_counts"]
     S, W = card.similarity("cnn_cosine"), card.similarity("wavelet")
-    assert card.index == pytest.approx(dcsi.compute_index(S, counts, wavelet=W), abs=1e-7)
+    spreads = d["similarity"]["cnn_cosine"]["spreads"]
+    wavelet_spreads = d["similarity"]["wavelet"]["spreads"]
+    value = dcsi.compute_index(
+        S, counts, wavelet=W, spreads=spreads, wavelet_spreads=wavelet_spreads
+    )
+    assert card.index == pytest.approx(value, abs=1e-7)
     assert card.to_dict()["index"]["components"]["views"] == ["cnn_cosine", "wavelet"]
 
 

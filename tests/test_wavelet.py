@@ -68,8 +68,20 @@ def test_class_similarity_matches_pairwise_loop(rng):
             else:
                 ref = block.mean()
             np.testing.assert_allclose(got.matrix[a, b], ref, rtol=1e-6)
+            # the directional spread: each row of class a minus the mean of the others,
+            # projected on the line from class b's centre to that mean
+            if a != b:
+                total = 0.0
+                for i in ia:
+                    rest = U[ia[ia != i]].mean(0)
+                    line = rest - U[ib].mean(0)
+                    total += float((U[i] - rest) @ line / np.linalg.norm(line)) ** 2
+                want = total * (len(ia) - 1) / len(ia) ** 2
+                np.testing.assert_allclose(got.spreads[a, b], want, rtol=1e-5)
+    assert np.all(np.diag(got.spreads) == 0)
+    assert class_wavelet_similarity(imgs, y, spreads=False).spreads is None
     d = got.to_dict()
-    assert set(d) == {"matrix", "diagonal", "params"}
+    assert set(d) == {"matrix", "diagonal", "params", "spreads"}
     json.dumps(d, allow_nan=False)
     assert d["params"]["wavelet"] == "db1"
 
@@ -85,6 +97,8 @@ def test_class_similarity_from_an_image_set_equals_the_arrays():
         images.to_array(mode="L"), images.labels, classes=list(images.classes)
     )
     np.testing.assert_array_equal(got.matrix, same.matrix)
+    # the spreads' second pass reads the image set again, to the same rows
+    np.testing.assert_array_equal(got.spreads, same.spreads)
     with pytest.raises(InvalidParameterError, match="must be an ImageSet"):
         class_wavelet_similarity("sample:digits")
 

@@ -53,7 +53,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Version of the card format written by this dcsi (semver; readers refuse a newer major).
-SCHEMA_VERSION = "1.5.0"
+SCHEMA_VERSION = "1.6.0"
 #: File name of the card inside a card folder.
 CARD_FILENAME = "dcsi.json"
 
@@ -314,6 +314,7 @@ def _check_consistency(data: Mapping) -> None:
     for kind, entry in (data.get("similarity") or {}).items():
         _check_square(entry["matrix"], k, f"similarity.{kind}.matrix")
         _check_square(entry.get("stderr"), k, f"similarity.{kind}.stderr")
+        _check_square(entry.get("spreads"), k, f"similarity.{kind}.spreads")
     feats = data.get("features")
     if feats:
         sums = feats.get("class_sums")
@@ -404,6 +405,11 @@ def _without_numeric_arrays(data: Mapping) -> Mapping:
                         entry["stderr"], f"similarity.{kind}.stderr", allow_null=True
                     )
                     entry["stderr"] = []
+                if entry.get("spreads") is not None:
+                    _check_numeric_matrix(
+                        entry["spreads"], f"similarity.{kind}.spreads", allow_null=False
+                    )
+                    entry["spreads"] = []
             new_sims[kind] = entry
         out["similarity"] = new_sims
     views = data.get("class_views")

@@ -19,7 +19,7 @@ pairwise cosine similarity of the coefficient rows of two classes is
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -395,6 +395,10 @@ class WaveletSimilarity:
     counts : ndarray of shape (n_classes,), int64
     classes : list of str
     params : dict
+    spreads : ndarray of shape (n_classes, n_classes), float64, or None
+        Directional spreads of the unit rows (:func:`dcsi.class_spreads`): ``[a, b]`` is
+        the variance of class a along the line from class b's centre to its own.  The
+        DCSI's pixel view (definition 4).
     """
 
     matrix: np.ndarray
@@ -402,18 +406,69 @@ class WaveletSimilarity:
     counts: np.ndarray
     classes: list[str]
     params: dict = field(default_factory=dict)
+    spreads: np.ndarray | None = None
 
     def to_dict(self) -> dict:
-        """The card's ``similarity.wavelet`` entry: ``matrix``, ``diagonal``, ``params``."""
+        """The card's ``similarity.wavelet`` entry: ``matrix``, ``diagonal``, ``params``
+        and, when computed, ``spreads``."""
         from dcsi._json import to_jsonable
 
-        return {
+        out = {
             "matrix": to_jsonable(np.asarray(self.matrix, dtype=np.float64)),
             "diagonal": "mean cosine similarity of the wavelet coefficient vectors over "
             "pairs of distinct images of the same class (null for a class "
             "with fewer than two images)",
             "params": dict(self.params),
         }
+        if self.spreads is not None:
+            out["spreads"] = to_jsonable(np.asarray(self.spreads, dtype=np.float64))
+        return out
+
+
+def _labelled_blocks(
+    source_or_images: Any,
+    labels: Any,
+    classes: list[str] | None,
+    n_classes: int | None,
+    size: Any,
+    color: str,
+    batch_size: int,
+) -> tuple[np.ndarray, list[str] | None, int | None, Callable[[], Iterator[tuple[Any, Any]]]]:
+    """The labels (n,), class names, class count and a factory of ``(indices, images)``
+    blocks (each call reads them again) of :func:`class_wavelet_similarity`'s input."""
+    if isinstance(source_or_images, np.ndarray):
+        arr = _check_images(source_or_images, "class_wavelet_similarity")
+        if labels is None:
+            raise InvalidParameterError(
+                "class_wavelet_similarity needs labels for in-memory images; pass "
+                "labels= (one class id per image)."
+            )
+        y = check_labels(labels, arr.shape[0], "class_wavelet_similarity")
+
+        def array_blocks() -> Iterator[tuple[Any, Any]]:
+            for s in range(0, len(arr), batch_size):
+                yield np.arange(s, min(s + batch_size, len(arr))), arr[s : s + batch_size]
+
+        return y, classes, n_classes, array_blocks
+    if hasattr(source_or_images, "iter_arrays"):  # an ImageSet
+        src = source_or_images
+        if src.labels is None:
+            raise InvalidParameterError(
+                "class_wavelet_similarity needs labels; the image set has no label "
+                "column (pass --label-column, or labelled images)."
+            )
+        names = classes if classes is not None else list(src.classes)
+
+        def source_blocks() -> Iterator[tuple[Any, Any]]:
+            return iter(src.iter_arrays(size=size, mode=color, batch_size=batch_size))
+
+        k = len(src.classes) if n_classes is None else n_classes
+        return np.asarray(src.labels, dtype=np.int64), names, k, source_blocks
+    raise InvalidParameterError(
+        "The 'source_or_images' parameter of class_wavelet_similarity must be an "
+        "ImageSet (dcsi.open_source) or a uint8 array (n, h, w[, c]). Got "
+        f"{type(source_or_images).__name__} instead."
+    )
 
 
 def class_wavelet_similarity(
@@ -429,6 +484,7 @@ def class_wavelet_similarity(
     classes: list[str] | None = None,
     batch_size: int = 4096,
     coefficients: np.ndarray | None = None,
+    spreads: bool = True,
 ) -> WaveletSimilarity:
     """K x K class similarity from wavelet coefficients, streamed in blocks.
 
@@ -452,57 +508,44 @@ def class_wavelet_similarity(
     coefficients : ndarray of shape (n, d), float32, default=None
         With in-memory images: their coefficient rows already computed with these
         options (see :func:`wavelet_rows`), used instead of computing them.
+    spreads : bool, default=True
+        Also compute the directional spreads (a second pass over the blocks, once the
+        class centres are known; an image set is read twice).
 
     Returns
     -------
     WaveletSimilarity
     """
     from dcsi.similarity.class_cosine import class_stats, cosine_from_stats
+    from dcsi.similarity.spreads import spread_sums, spreads_from_sums
 
     _check_wavelet(wavelet, level, mode, "class_wavelet_similarity")
     check_choice(color, "color", "class_wavelet_similarity", ("L", "RGB"))
-    if isinstance(source_or_images, np.ndarray):
-        arr = _check_images(source_or_images, "class_wavelet_similarity")
-        if labels is None:
-            raise InvalidParameterError(
-                "class_wavelet_similarity needs labels for in-memory images; pass "
-                "labels= (one class id per image)."
-            )
-        y = check_labels(labels, arr.shape[0], "class_wavelet_similarity")
-        blocks = (
-            (np.arange(s, min(s + batch_size, len(arr))), arr[s : s + batch_size])
-            for s in range(0, len(arr), batch_size)
-        )
-        names = classes
-    elif hasattr(source_or_images, "iter_arrays"):  # an ImageSet
-        src = source_or_images
-        if src.labels is None:
-            raise InvalidParameterError(
-                "class_wavelet_similarity needs labels; the image set has no label "
-                "column (pass --label-column, or labelled images)."
-            )
-        y = np.asarray(src.labels, dtype=np.int64)
-        names = classes if classes is not None else list(src.classes)
-        if n_classes is None:
-            n_classes = len(src.classes)
-        blocks = src.iter_arrays(size=size, mode=color, batch_size=batch_size)
-    else:
-        raise InvalidParameterError(
-            "The 'source_or_images' parameter of class_wavelet_similarity must be an "
-            "ImageSet (dcsi.open_source) or a uint8 array (n, h, w[, c]). Got "
-            f"{type(source_or_images).__name__} instead."
-        )
+    y, names, n_classes, blocks = _labelled_blocks(
+        source_or_images, labels, classes, n_classes, size, color, batch_size
+    )
     k = int(y.max()) + 1 if n_classes is None else int(n_classes)
+
+    def rows(desc: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for idx, batch in progress(blocks(), desc=desc, unit="block"):
+            if coefficients is not None and isinstance(source_or_images, np.ndarray):
+                yield np.asarray(idx), coefficients[np.asarray(idx)]
+            else:
+                yield np.asarray(idx), _transform(np.asarray(batch, np.uint8), wavelet, level, mode)
+
     stats = None
-    for idx, batch in progress(blocks, desc="class wavelet similarity", unit="block"):
-        if coefficients is not None and isinstance(source_or_images, np.ndarray):
-            w = coefficients[np.asarray(idx)]
-        else:
-            w = _transform(np.asarray(batch, dtype=np.uint8), wavelet, level, mode)
-        part = class_stats(w, y[np.asarray(idx)], k, block_rows=max(1, len(w)))
+    for idx, w in rows("class wavelet similarity"):
+        part = class_stats(w, y[idx], k, block_rows=max(1, len(w)))
         stats = part if stats is None else stats + part
     assert stats is not None  # an image set or array is never empty
     matrix = cosine_from_stats(stats)
+    directional = None
+    if spreads:
+        centres = stats.sums / np.maximum(stats.counts, 1)[:, None]
+        total = np.zeros((k, k))
+        for idx, w in rows("wavelet class spreads"):
+            total += spread_sums(w, y[idx], centres, stats.counts)
+        directional = spreads_from_sums(total, stats.counts)
     names = names if names is not None else [str(i) for i in range(k)]
     return WaveletSimilarity(
         matrix=matrix,
@@ -517,4 +560,5 @@ def class_wavelet_similarity(
             "color": color,
             "size": list(size) if isinstance(size, tuple) else size,
         },
+        spreads=directional,
     )
