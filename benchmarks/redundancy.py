@@ -42,7 +42,8 @@ before the density-relative stage), ``dcsi-wavelet-noregistered`` the three stag
 without the relative stage's registered distance (the defaults before it),
 ``dcsi-wavelet+halves`` the default with the relative stage's halves
 (``RelativeOptions(halves=True)``), ``dcsi-wavelet+centred`` the default with its
-centred view (``RelativeOptions(centred=True)``), ``dcsi-wavelet+flips`` the default with mirror images counted
+centred view (``RelativeOptions(centred=True)``), ``dcsi-wavelet+equalised`` the default
+with its equalised view (``RelativeOptions(equalised=True)``), ``dcsi-wavelet+flips`` the default with mirror images counted
 (``RelativeOptions(flips=True)``; run it with ``--flips``); ``default_run_time_s`` in the JSON is the default
 ``find_redundancy`` run alone, ``time_s`` includes the looser search of the sweep.
 """
@@ -172,6 +173,7 @@ def _scored_pairs_dcsi(
     registered: bool = True,
     halves: bool = False,
     centred: bool = False,
+    equalised: bool = False,
 ):
     """dcsi wavelet: default groups + scored pairs for the sweep.
 
@@ -199,7 +201,13 @@ def _scored_pairs_dcsi(
         labels,
         verify="ssim" if verify else None,
         align=align,
-        relative=RelativeOptions(flips=flips, registered=registered, halves=halves, centred=centred)
+        relative=RelativeOptions(
+            flips=flips,
+            registered=registered,
+            halves=halves,
+            centred=centred,
+            equalised=equalised,
+        )
         if align and relative
         else False,
     )
@@ -231,6 +239,7 @@ def _scored_pairs_dcsi(
             halves=halves,
             half_ratio=0.6 * shipped.half_ratio / shipped.ratio,
             centred=centred,
+            equalised=equalised,
         )
         rel = relative_links(images, loose) if relative else None
         if rel is not None and len(rel.pairs):
@@ -336,6 +345,7 @@ def worker(method: str, data_path: str, out_path: str) -> None:
             registered=not method.endswith("-noregistered"),
             halves=method.endswith("+halves"),
             centred=method.endswith("+centred"),
+            equalised=method.endswith("+equalised"),
         )
         extra["rrqr"] = summary.get("rrqr")
         extra["n_groups"] = summary["n_groups"]

@@ -37,6 +37,8 @@ images included):
   0.15, 0.35 and 0.5 instead of 0.25;
 - ``dcsi+centred``: the same with the relative stage's centred view
   (``RelativeOptions(centred=True)``, ``--centred``; off by default);
+- ``dcsi+equalised``: the same with its equalised view
+  (``RelativeOptions(equalised=True)``, ``--equalised``; off by default);
 - ``imagededup-phash``, ``imagededup-whash``: ``encode_images`` of the folder, then
   every pair within the Hamming distance threshold (default 10; the sweep goes up to
   16), searched vectorised;
@@ -86,7 +88,14 @@ PACKAGES = {
     "openclipart": "openclipart-png",
 }
 SIZES = (16, 22, 24, 32, 48, 64, 128, 256)
-METHODS = ("dcsi", "dcsi+centred", "imagededup-phash", "imagededup-whash", "cleanvision")
+METHODS = (
+    "dcsi",
+    "dcsi+centred",
+    "dcsi+equalised",
+    "imagededup-phash",
+    "imagededup-whash",
+    "cleanvision",
+)
 #: Density-relative ratios of dcsi's sweep (the default is 0.25).
 RATIOS = (0.15, 0.35, 0.5)
 #: imagededup: default Hamming threshold, and the largest one of the sweep.
@@ -291,11 +300,14 @@ def _group_pairs(groups: list[np.ndarray]) -> np.ndarray:
     return np.unique(np.concatenate(pairs or [np.zeros((0, 2), np.int64)]), axis=0)
 
 
-def _dcsi(folder: str, centred: bool = False) -> tuple[dict, dict]:
+def _dcsi(folder: str, view: str = "") -> tuple[dict, dict]:
+    """dcsi's groups with its defaults, or with one view turned on (``view``:
+    ``"centred"`` or ``"equalised"``), and at each ratio of :data:`RATIOS`."""
     from dcsi.redundancy import as_grey_arrays, find_redundancy
     from dcsi.relative_links import RelativeOptions
 
-    res = find_redundancy(folder, relative=RelativeOptions(centred=centred))
+    views = {"centred": view == "centred", "equalised": view == "equalised"}
+    res = find_redundancy(folder, relative=RelativeOptions(**views))
     elapsed = time.perf_counter()
     stem = {m: int(Path(m).stem) for g in res for m in g.members}
     copies = [np.array([stem[m] for m in g.members]) for g in res if not g.blank]
@@ -304,7 +316,7 @@ def _dcsi(folder: str, centred: bool = False) -> tuple[dict, dict]:
     arr, _, ids, _, _ = as_grey_arrays(folder)
     rows = _stems(ids)
     for r in RATIOS:
-        rr = find_redundancy(arr, relative=RelativeOptions(ratio=r, centred=centred))
+        rr = find_redundancy(arr, relative=RelativeOptions(ratio=r, **views))
         arrays[f"ratio {r}"] = _group_pairs([rows[list(g.indices)] for g in rr if not g.blank])
     meta = {
         "end_of_default_run": elapsed,
@@ -350,8 +362,8 @@ def _cleanvision(folder: str) -> tuple[dict, dict]:
 def worker(method: str, folder: str, out: str) -> None:
     """Run one method on the folder; write its pairs (npz) and its figures (json)."""
     t0 = time.perf_counter()
-    if method in ("dcsi", "dcsi+centred"):
-        arrays, meta = _dcsi(folder, centred=method == "dcsi+centred")
+    if method in ("dcsi", "dcsi+centred", "dcsi+equalised"):
+        arrays, meta = _dcsi(folder, view=method.partition("+")[2])
         elapsed = meta.pop("end_of_default_run") - t0
     elif method.startswith("imagededup-"):
         arrays, meta = _imagededup(folder, method.split("-")[1])
@@ -628,6 +640,9 @@ def main() -> int:
     )
     ap.add_argument("--timeout", type=int, default=1200, help="seconds per method")
     ap.add_argument(
+        "--out", default=None, help="results name (default redundancy_real_<pool>[_all])"
+    )
+    ap.add_argument(
         "--worker", nargs=3, metavar=("METHOD", "FOLDER", "OUT"), help=argparse.SUPPRESS
     )
     args = ap.parse_args()
@@ -664,7 +679,7 @@ def main() -> int:
     every = args.pool != "openclipart" and args.max_icons == 0
     name = f"redundancy_real_{args.pool}" + ("_all" if every else "") + ("_quick" * args.quick)
     path = write_results(
-        name,
+        args.out or name,
         {
             "pool": args.pool,
             "n_images": n,

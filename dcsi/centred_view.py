@@ -40,19 +40,13 @@ Fashion-MNIST, whose images all share one frame, 0.4-0.8 points of precision (RE
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 from scipy import ndimage
 
 from dcsi.aligned import grey_levels
-from dcsi.neighbors import cross_reference_topk, reference_topk, unit_rows
-from dcsi.relative_rule import relative_score
+from dcsi.neighbors import unit_rows
 
-if TYPE_CHECKING:
-    from dcsi.relative_links import RelativeOptions
-
-__all__ = ["GRID", "SPAN", "centred_cross_links", "centred_links", "centred_rows", "frames"]
+__all__ = ["GRID", "SPAN", "centred_rows", "frames"]
 
 #: Lattice points per side of the centred rows.
 GRID = 12
@@ -134,75 +128,3 @@ def centred_rows(images: np.ndarray, sigma: float = 1.0) -> np.ndarray:
         out[s : s + m] = v.reshape(m, -1)
     out -= out.mean(axis=1, keepdims=True)
     return unit_rows(out, np.float32)
-
-
-def centred_links(
-    rows: np.ndarray, options: RelativeOptions, *, search: str = "exact", seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Every pair of images the rule links on the centred view.
-
-    Parameters
-    ----------
-    rows : ndarray of shape (n, GRID * GRID)
-        :func:`centred_rows`, ``n > options.k``.
-    options : RelativeOptions
-        ``ratio``, ``k`` and ``max_distance`` are used.
-    search : {"exact", "ann"}, default="exact"
-    seed : int, default=0
-        Seed of the faiss k-means.
-
-    Returns
-    -------
-    pairs : ndarray of shape (m, 2), int64
-        Linked pairs ``(a, b)`` (either order, possibly repeated).
-    reference : ndarray of shape (n,), float64
-        Each image's reference distance by this view.
-    """
-    k = options.k
-    nbrs, dist = reference_topk(rows, k, search, seed)
-    reference = dist[:, -1]
-    a = np.repeat(np.arange(len(rows), dtype=np.int64), k - 1)
-    b = nbrs[:, :-1].ravel()
-    s = relative_score(dist[:, :-1].ravel(), reference[a], reference[b], options)
-    keep = (s <= 1.0) & (a != b)
-    return np.stack([a[keep], b[keep]], axis=1), reference
-
-
-def centred_cross_links(
-    test_rows: np.ndarray,
-    train_rows: np.ndarray,
-    options: RelativeOptions,
-    *,
-    search: str = "exact",
-    seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Candidate (test, train) pairs on the centred view and their scores (leakage).
-
-    A training image's reference distance is to its ``k``-th nearest other training
-    image, a test image's to its ``k``-th nearest training image, as for the coarse
-    rows (:func:`dcsi.relative_links.relative_cross_pairs`).
-
-    Parameters
-    ----------
-    test_rows : ndarray of shape (m, GRID * GRID)
-    train_rows : ndarray of shape (n, GRID * GRID)
-        :func:`centred_rows` of both sets, ``n > options.k``.
-    options : RelativeOptions
-    search : {"exact", "ann"}, default="exact"
-        The training set's own search (the test images are searched exactly).
-    seed : int, default=0
-
-    Returns
-    -------
-    a, b : ndarray of shape (p,), int64
-        Test and training rows of each candidate pair.
-    scores : ndarray of shape (p,), float64
-        Their relative scores (``<= 1``: linked).
-    """
-    k = options.k
-    nbrs, dist, ref_tr = cross_reference_topk(
-        test_rows, train_rows, k, search, seed, desc="relative leakage: centred"
-    )
-    a = np.repeat(np.arange(len(test_rows), dtype=np.int64), k)
-    b = nbrs.ravel()
-    return a, b, relative_score(dist.ravel(), dist[a, -1], ref_tr[b], options)

@@ -54,6 +54,11 @@ and Lowe's ratio test do:
   wider margin or squeezed is compared in its own frame (an icon drawn at two sizes,
   with different margins, too).
 
+* **Equalised view** (``equalised=True``; off by default; :mod:`dcsi.equalised_view`):
+  the same rule on the coarse rows of the histogram-equalised images: a copy whose grey
+  levels went through a monotone map (equalisation, a strong gamma, a saturating
+  contrast) keeps the order of its levels, which equalisation reads.
+
 * **Halves** (``halves=True``; off by default; :mod:`dcsi.half_views`): the same rule
   on the top, bottom, left and right half of the coarse rows, with a stricter ratio
   (``half_ratio``, 0.1): a copy with a caption or a logo over part of it matches its
@@ -81,8 +86,9 @@ import numpy as np
 
 from dcsi._validation import Interval, validate_fields
 from dcsi.aligned import best_pairs, grey_levels
-from dcsi.centred_view import centred_cross_links, centred_links, centred_rows
+from dcsi.centred_view import centred_rows
 from dcsi.despeckling import despeckle
+from dcsi.equalised_view import equalise
 from dcsi.exceptions import InvalidParameterError
 from dcsi.half_views import half_cross_links, half_links, half_scores
 from dcsi.neighbors import (
@@ -102,7 +108,7 @@ from dcsi.registration import (
     registered_windows,
     transform_windows,
 )
-from dcsi.relative_rule import relative_score
+from dcsi.relative_rule import relative_score, view_cross_links, view_links
 
 __all__ = [
     "DEFAULT_RATIO",
@@ -194,6 +200,11 @@ class RelativeOptions:
         compared in its own frame.  Off by default: it found more copies on icon
         themes and clip art, but cost precision on Fashion-MNIST, whose garments
         share one frame (README, "The centred view").
+    equalised : bool, default=False
+        Also apply the rule to the *equalised view* (:mod:`dcsi.equalised_view`): the
+        coarse rows of the histogram-equalised images, so a copy whose grey levels went
+        through a monotone map (equalisation, a strong gamma) is compared by the order
+        of its levels.  Off by default (README, "The equalised view").
     """
 
     ratio: float = DEFAULT_RATIO
@@ -210,6 +221,7 @@ class RelativeOptions:
     half_share: float = 0.1
     zoomed: bool = True
     centred: bool = False
+    equalised: bool = False
 
     CONSTRAINTS: ClassVar[dict[str, list[Any]]] = {
         "ratio": [Interval(float, 0.0, 1.0, closed="neither")],
@@ -224,7 +236,15 @@ class RelativeOptions:
 
     def __post_init__(self) -> None:
         validate_fields(self, "RelativeOptions")
-        for name in ("flips", "registered", "halves", "despeckle", "zoomed", "centred"):
+        for name in (
+            "flips",
+            "registered",
+            "halves",
+            "despeckle",
+            "zoomed",
+            "centred",
+            "equalised",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidParameterError(
                     f"The '{name}' parameter of RelativeOptions must be True or False. Got "
@@ -266,6 +286,7 @@ class RelativeOptions:
             "half_share": self.half_share,
             "zoomed": self.zoomed,
             "centred": self.centred,
+            "equalised": self.equalised,
         }
 
     def registers(self, shape: tuple[int, ...]) -> bool:
@@ -417,11 +438,10 @@ class RelativeLinks:
         (:func:`dcsi.half_views.half_links`).
     grid : (int, int), default=(0, 0)
         The block grid of ``rows`` (:func:`grid_of`).
-    centred : ndarray of shape (n, q) or None, default=None
-        With ``options.centred``: the centred rows
-        (:func:`dcsi.centred_view.centred_rows`).
-    centred_reference : ndarray of shape (n,) or None, default=None
-        Each image's reference distance by the centred view.
+    views : tuple of (ndarray of shape (n, q), ndarray of shape (n,)), default=()
+        The rows and reference distances of each one-row view the options turn on:
+        the centred view (:func:`dcsi.centred_view.centred_rows`), then the equalised
+        view (:func:`coarse_rows` of :func:`dcsi.equalised_view.equalise`).
     """
 
     pairs: np.ndarray
@@ -434,8 +454,7 @@ class RelativeLinks:
     candidates: np.ndarray | None = None
     half_reference: np.ndarray | None = None
     grid: tuple[int, int] = (0, 0)
-    centred: np.ndarray | None = None
-    centred_reference: np.ndarray | None = None
+    views: tuple[tuple[np.ndarray, np.ndarray], ...] = ()
 
     def score(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """:func:`relative_score` of the pairs ``(a[i], b[i])``: ``<= 1`` for a link
@@ -456,11 +475,21 @@ class RelativeLinks:
         if H is not None:
             h = half_scores(self.rows[a], self.rows[b], H[a], H[b], self.grid, self.options)
             s = np.minimum(s, h)
-        V, vref = self.centred, self.centred_reference
-        if V is not None and vref is not None:
+        for V, vref in self.views:
             d = pair_distances(V, V, a, b)
             s = np.minimum(s, relative_score(d, vref[a], vref[b], self.options))
         return s
+
+
+def _view_rows(images: np.ndarray, options: RelativeOptions) -> list[np.ndarray]:
+    """The rows of each one-row view the options turn on: the centred view, then the
+    equalised view (each of shape (n, q))."""
+    views = []
+    if options.centred:
+        views.append(centred_rows(images, options.sigma))
+    if options.equalised:
+        views.append(coarse_rows(equalise(images), options.sigma, options.despeckle))
+    return views
 
 
 def _transformed_candidates(
@@ -588,11 +617,11 @@ def relative_links(
     if options.halves:
         hpairs, href = half_links(rows, grid, options, search=search, seed=seed)
         pairs = np.concatenate([pairs, hpairs])
-    V = vref = None
-    if options.centred:
-        V = centred_rows(images, options.sigma)
-        vpairs, vref = centred_links(V, options, search=search, seed=seed)
+    views = []
+    for V in _view_rows(images, options):
+        vpairs, vref = view_links(V, options, search=search, seed=seed)
         pairs = np.concatenate([pairs, vpairs])
+        views.append((V, vref))
     pairs = np.sort(pairs, axis=1)
     pairs = np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
     return RelativeLinks(
@@ -606,8 +635,7 @@ def relative_links(
         candidates=near,
         half_reference=href,
         grid=grid,
-        centred=V,
-        centred_reference=vref,
+        views=tuple(views),
     )
 
 
@@ -682,13 +710,9 @@ def relative_cross_pairs(
             te, tr, grid_of(train_images.shape[1:]), options, search=search, seed=seed
         )
         a, b, s = np.concatenate([a, ha]), np.concatenate([b, hb]), np.concatenate([s, hs])
-    if options.centred:
-        va, vb, vs = centred_cross_links(
-            centred_rows(test_images, options.sigma),
-            centred_rows(train_images, options.sigma),
-            options,
-            search=search,
-            seed=seed,
+    for te_v, tr_v in zip(_view_rows(test_images, options), _view_rows(train_images, options)):
+        va, vb, vs = view_cross_links(
+            te_v, tr_v, options, search=search, seed=seed, desc="relative leakage: a view"
         )
         a, b, s = np.concatenate([a, va]), np.concatenate([b, vb]), np.concatenate([s, vs])
     keep = s <= 1.0

@@ -103,10 +103,16 @@ def test_redundancy_command_options(folder, tmp_path):
     assert card["params"]["relative"]["registered"] is False
     assert card["params"]["relative"]["halves"] is False
     assert card["params"]["relative"]["centred"] is False
+    assert card["params"]["relative"]["equalised"] is False
     out = tmp_path / "o9"
     assert main(["redundancy", str(folder), "--out", str(out), "--centred"]) == 0
     card = json.loads((out / "redundancy.json").read_text())
     assert card["params"]["relative"]["centred"] is True
+    out = tmp_path / "o10"
+    assert main(["redundancy", str(folder), "--out", str(out), "--equalised"]) == 0
+    card = json.loads((out / "redundancy.json").read_text())
+    assert card["params"]["relative"]["equalised"] is True
+    assert card["params"]["relative"]["centred"] is False
     out = tmp_path / "o8"
     assert main(["redundancy", str(folder), "--out", str(out), "--halves"]) == 0
     card = json.loads((out / "redundancy.json").read_text())

@@ -124,12 +124,31 @@ def centred_reference(img: np.ndarray, sigma: float) -> np.ndarray:
     return _unit(np.array([[read(cy + a * sy, cx + b * sx) for b in t] for a in t]))
 
 
-def _centred_links_reference(images: np.ndarray, options: RelativeOptions) -> set:
-    """Pairs the rule links on the centred view: all distances, each image's k-th
+def equalised_reference(img: np.ndarray, options: RelativeOptions) -> np.ndarray:
+    """One image's equalised row: PIL's histogram equalisation of its grey levels (the
+    channel mean, rounded), then the coarse row by loops."""
+    from PIL import Image, ImageOps
+
+    g = img if img.ndim == 2 else np.rint(img.astype(np.float32).mean(axis=2)).astype(np.uint8)
+    eq = np.asarray(ImageOps.equalize(Image.fromarray(g)))
+    return _coarse_reference(eq, options.sigma, options.despeckle)
+
+
+def _view_rows_reference(images: np.ndarray, options: RelativeOptions) -> list[np.ndarray]:
+    """The rows of each one-row view the options turn on, by loops."""
+    views = []
+    if options.centred:
+        views.append(np.stack([centred_reference(x, options.sigma) for x in images]))
+    if options.equalised:
+        views.append(np.stack([equalised_reference(x, options) for x in images]))
+    return views
+
+
+def _view_links_reference(C: np.ndarray, options: RelativeOptions) -> set:
+    """Pairs the rule links on one view's rows ``C``: all distances, each image's k-th
     nearest other."""
-    C = np.stack([centred_reference(x, options.sigma) for x in images])
     D = np.maximum(1.0 - C @ C.T, 0.0)
-    n = len(images)
+    n = len(C)
     ref = np.array([np.sort(np.delete(D[i], i))[options.k - 1] for i in range(n)])
     return {
         (a, b)
@@ -214,8 +233,8 @@ def _links_reference(images: np.ndarray, options: RelativeOptions) -> set[tuple[
     if options.halves:
         H = [_halves_reference(x, options) for x in images]
         out |= _half_links_reference(H, H, options, skip_self=True)
-    if options.centred:
-        out |= _centred_links_reference(images, options)
+    for C in _view_rows_reference(images, options):
+        out |= _view_links_reference(C, options)
     if not options.registers(images.shape[1:]):
         return out
     G = [_views(x, options.sigma) for x in images]
@@ -302,6 +321,8 @@ def test_relative_links_are_exactly_the_pairs_of_the_definition(rng):
         RelativeOptions(halves=True, half_share=0.0),
         RelativeOptions(centred=True),
         RelativeOptions(ratio=0.6, k=3, max_distance=0.5, registered=False, centred=True),
+        RelativeOptions(equalised=True),
+        RelativeOptions(ratio=0.6, k=3, registered=False, centred=True, equalised=True),
     ):
         got = relative_links(images, opts)
         assert got is not None
@@ -382,6 +403,7 @@ def test_find_redundancy_records_and_uses_the_stage(rng):
         {"zoomed": "no"},
         {"halves": 1},
         {"centred": "yes"},
+        {"equalised": 1},
         {"half_ratio": 1.0},
         {"half_share": 1.5},
     ],
@@ -407,7 +429,7 @@ def test_relative_cross_pairs_match_the_definition(rng):
     for i in range(4, 7):  # copies with a dark band over the left third
         test[i] = train[i]
         test[i, :, :5] = 0
-    opts = RelativeOptions(halves=True, centred=True)
+    opts = RelativeOptions(halves=True, centred=True, equalised=True)
     pairs, scores = relative_cross_pairs(test, train, opts)
     Rtr = np.stack([_coarse_reference(x, opts.sigma, opts.despeckle) for x in train])
     Rte = np.stack([_coarse_reference(x, opts.sigma, opts.despeckle) for x in test])
@@ -459,19 +481,21 @@ def test_relative_cross_pairs_match_the_definition(rng):
     Hte = [_halves_reference(x, opts) for x in test]
     by_halves = _half_links_reference(Hte, Htr, opts, skip_self=False)
     want |= by_halves
-    # the centred view: each test image's k nearest training images
-    Ctr = np.stack([centred_reference(x, opts.sigma) for x in train])
-    Cte = np.stack([centred_reference(x, opts.sigma) for x in test])
-    Dc = np.maximum(1.0 - Ctr @ Ctr.T, 0.0)
-    cref_tr = np.array([np.sort(np.delete(Dc[i], i))[opts.k - 1] for i in range(len(train))])
-    Dc = np.maximum(1.0 - Cte @ Ctr.T, 0.0)
-    cref_te = np.sort(Dc, axis=1)[:, opts.k - 1]
-    want |= {
-        (t, r)
-        for t in range(len(test))
-        for r in np.argsort(Dc[t], kind="stable")[: opts.k].tolist()
-        if Dc[t, r] <= opts.max_distance and Dc[t, r] <= opts.ratio * min(cref_te[t], cref_tr[r])
-    }
+    # the centred and equalised views: each test image's k nearest training images
+    for Ctr, Cte in zip(
+        _view_rows_reference(train, opts), _view_rows_reference(test, opts), strict=True
+    ):
+        Dc = np.maximum(1.0 - Ctr @ Ctr.T, 0.0)
+        cref_tr = np.array([np.sort(np.delete(Dc[i], i))[opts.k - 1] for i in range(len(train))])
+        Dc = np.maximum(1.0 - Cte @ Ctr.T, 0.0)
+        cref_te = np.sort(Dc, axis=1)[:, opts.k - 1]
+        want |= {
+            (t, r)
+            for t in range(len(test))
+            for r in np.argsort(Dc[t], kind="stable")[: opts.k].tolist()
+            if Dc[t, r] <= opts.max_distance
+            and Dc[t, r] <= opts.ratio * min(cref_te[t], cref_tr[r])
+        }
     assert {tuple(p) for p in pairs.tolist()} == want
     assert {(i, i) for i in range(7)} <= want
     assert {(i, i) for i in range(4, 7)} <= by_halves

@@ -157,7 +157,7 @@ def add_align_options(parser: argparse.ArgumentParser) -> None:
 
 def add_relative_options(parser: argparse.ArgumentParser) -> None:
     """``--no-relative``, ``--relative-ratio``, ``--flips``, ``--no-registered``,
-    ``--centred``, ``--halves``: the
+    ``--centred``, ``--equalised``, ``--halves``: the
     wavelet method's density-relative stage (defaults from
     :class:`dcsi.relative_links.RelativeOptions`)."""
     from dcsi.relative_links import RelativeOptions
@@ -200,6 +200,13 @@ def add_relative_options(parser: argparse.ArgumentParser) -> None:
         "(Fashion-MNIST) it costs precision, hence off by default",
     )
     parser.add_argument(
+        "--equalised",
+        action="store_true",
+        help="wavelet, relative stage: also apply the rule to the histogram-equalised "
+        "images: finds copies whose grey levels went through a monotone map "
+        "(equalisation, a strong gamma, solarised highlights) (off by default)",
+    )
+    parser.add_argument(
         "--halves",
         action="store_true",
         help="wavelet, relative stage: also apply the rule to the top, bottom, left and "
@@ -220,6 +227,7 @@ def relative_from_args(args: argparse.Namespace) -> Any:
         flips=args.flips,
         registered=args.registered,
         centred=args.centred,
+        equalised=args.equalised,
         halves=args.halves,
     )
 
