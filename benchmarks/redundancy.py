@@ -605,9 +605,10 @@ def leakage_stats(seed: int, tr=None, te=None) -> dict:
     return {**out["default"], "first_stage_only": out["first_stage_only"]}
 
 
-def planted_leakage(per_kind: int, seed: int) -> dict:
+def planted_leakage(per_kind: int, seed: int, equalised: bool = False) -> dict:
     """Leakage recall on a planted train/test set: broad-family copies of training images
-    replace test images (Fashion-MNIST train 60,000 / test 10,000).
+    replace test images (Fashion-MNIST train 60,000 / test 10,000); with ``equalised``,
+    the relative stage's equalised view on (``--methods dcsi-wavelet+equalised``).
 
     A planted test image counts as found when it is reported leaked *with its source*;
     reported with another training image, it counts against precision.  Unplanted test
@@ -617,6 +618,7 @@ def planted_leakage(per_kind: int, seed: int) -> dict:
     from copy_kinds import make_copy
 
     from dcsi.leakage import find_leakage
+    from dcsi.relative_links import RelativeOptions
     from dcsi.samples import load_sample
 
     tr, te = load_sample("fashion-mnist", "train"), load_sample("fashion-mnist", "test")
@@ -630,7 +632,7 @@ def planted_leakage(per_kind: int, seed: int) -> dict:
     for a, b, k in zip(src, dst, kinds):
         test[b] = make_copy(tr.images[a], k, rng)[0]
     t0 = time.perf_counter()
-    leak = find_leakage(tr.images, test, seed=seed)
+    leak = find_leakage(tr.images, test, seed=seed, relative=RelativeOptions(equalised=equalised))
     elapsed = time.perf_counter() - t0
     got = {int(p.test_id): (int(p.train_id), p.stage) for p in leak.pairs}
     planted = dict(zip(dst.tolist(), src.tolist()))
@@ -750,9 +752,13 @@ def main() -> int:
         )
         return 0
     if args.leakage_planted:
-        res = planted_leakage(args.per_kind if args.per_kind != 300 else 100, args.seed)
+        res = planted_leakage(
+            args.per_kind if args.per_kind != 300 else 100,
+            args.seed,
+            equalised="dcsi-wavelet+equalised" in args.methods.split(","),
+        )
         print(json.dumps(res, indent=2))
-        out = HERE / "results" / "redundancy_leakage_planted.json"
+        out = Path(args.out) if args.out else HERE / "results" / "redundancy_leakage_planted.json"
         out.write_text(
             json.dumps({"command": " ".join(["python", *sys.argv]), **res}, indent=2) + "\n"
         )
