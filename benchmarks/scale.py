@@ -136,7 +136,9 @@ def _instrument(stages: list[dict[str, Any]], pairs_out: list[np.ndarray]) -> No
         setattr(red, fname, timed)
 
 
-def worker(n: int, seed: int, search: str, out_path: str, first_stage_only: bool) -> None:
+def worker(
+    n: int, seed: int, search: str, out_path: str, first_stage_only: bool, equalised: bool
+) -> None:
     import dcsi
     from dcsi.neighbors import SearchOptions
 
@@ -152,6 +154,10 @@ def worker(n: int, seed: int, search: str, out_path: str, first_stage_only: bool
     load0 = os.getloadavg()
     t, c = time.perf_counter(), time.process_time()
     kw: dict[str, Any] = {"align": False, "blank_tolerance": None} if first_stage_only else {}
+    if equalised:
+        from dcsi.relative_links import RelativeOptions
+
+        kw["relative"] = RelativeOptions(equalised=True)
     res = dcsi.find_redundancy(images, labels, search=opts, **kw)
     total, cpu = time.perf_counter() - t, time.process_time() - c
     found = {
@@ -194,13 +200,18 @@ def worker(n: int, seed: int, search: str, out_path: str, first_stage_only: bool
     Path(out_path).write_text(json.dumps(result))
 
 
-def run_worker(n: int, seed: int, search: str, first_stage_only: bool = False) -> dict:
-    """One audit in a subprocess; its JSON result and first-stage pairs."""
+def run_worker(
+    n: int, seed: int, search: str, first_stage_only: bool = False, equalised: bool = False
+) -> dict:
+    """One audit in a subprocess; its JSON result and first-stage pairs (``equalised``:
+    the relative stage's equalised view on)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "out.json")
         cmd = [sys.executable, __file__, "--worker", str(n), str(seed), search, out]
         if first_stage_only:
             cmd.append("--first-stage-only")
+        if equalised:
+            cmd.append("--equalised")
         subprocess.run(cmd, check=True, timeout=4 * 3600)
         res = json.loads(Path(out).read_text())
         res["_pairs"] = np.load(out + ".pairs.npy")
@@ -292,6 +303,11 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="1e4 and 3e4; recall at 1e4")
     ap.add_argument("--name", default=NAME, help="results/<name>.json (default scale)")
     ap.add_argument(
+        "--equalised",
+        action="store_true",
+        help="the audits with the relative stage's equalised view on (off by default)",
+    )
+    ap.add_argument(
         "--merge",
         action="append",
         default=[],
@@ -322,7 +338,7 @@ def main() -> int:
             old.setdefault("recall", {})[r["n"]] = r
     for n in sizes:
         print(f"audit of {n:,} images ...", file=sys.stderr, flush=True)
-        res = run_worker(n, args.seed, "auto")
+        res = run_worker(n, args.seed, "auto", equalised=args.equalised)
         res.pop("_pairs")
         ladder[n] = res
     rows = [ladder[n] for n in sorted(ladder)]
@@ -348,6 +364,7 @@ def main() -> int:
         "recall": recall,
         "class_cosine": cosine,
         "targets": {"time_s_1e6": 1200, "peak_rss_mib_1e6": 8192, "ann_recall": 0.99},
+        "relative_views": ["equalised"] if args.equalised else [],
     }
     if args.partial_log:
         results["partial"] = partial_stages(Path(args.partial_log))
@@ -415,6 +432,7 @@ if __name__ == "__main__":
             sys.argv[4],
             sys.argv[5],
             "--first-stage-only" in sys.argv,
+            "--equalised" in sys.argv,
         )
         sys.exit(0)
     sys.exit(main())
