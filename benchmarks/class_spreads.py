@@ -55,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     for n, d, k in SHAPES:
         x = np.abs(rng.normal(size=(n, d))).astype(np.float32)
         y = rng.integers(0, k, n)
-        stats = class_stats(x, y, k)
-        centres = stats.sums / stats.counts[:, None]
+        centres = class_stats(x, y, k).centres
 
         def spreads(x=x, y=y, k=k) -> None:
             class_spreads(x, y, n_classes=k)

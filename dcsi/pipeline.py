@@ -600,8 +600,7 @@ def _cnn_blocks(
     sim = compute_class_similarity(fs.features, y, metric="cosine", n_classes=k, stats=stats)
     out["features"]["class_sums"] = np.round(stats.sums, 8).tolist()
     out["features"]["class_counts"] = stats.counts.tolist()
-    centres = stats.sums / np.maximum(stats.counts, 1)[:, None]
-    spreads = class_spreads(fs.features, y, n_classes=k, centres=centres)
+    spreads = class_spreads(fs.features, y, n_classes=k, centres=stats.centres)
     out["similarity"] = {"cnn_cosine": {**sim.to_dict(), "spreads": to_jsonable(spreads)}}
     classes = list(images.classes)
     w_matrix, w_spreads = (None, None) if wavelet is None else wavelet

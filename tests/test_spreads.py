@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dcsi.exceptions import InvalidParameterError
-from dcsi.similarity.class_cosine import class_similarity
+from dcsi.similarity.class_cosine import class_similarity, class_stats
 from dcsi.similarity.spreads import class_spreads, spread_sums, spreads_from_sums
 
 
@@ -59,6 +59,7 @@ def test_spread_sums_add_over_blocks_and_centres_can_be_given(rng):
     y = rng.integers(0, 3, 40)
     u = x / np.linalg.norm(x, axis=1, keepdims=True)
     centres = np.stack([u[y == c].mean(0) for c in range(3)])
+    np.testing.assert_allclose(class_stats(x, y, 3).centres, centres, rtol=1e-12)
     n = np.bincount(y)
     whole = spread_sums(x, y, centres, n)
     parts = spread_sums(x[:13], y[:13], centres, n) + spread_sums(x[13:], y[13:], centres, n)

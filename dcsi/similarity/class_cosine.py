@@ -134,6 +134,12 @@ class ClassStats:
         """Number of classes K."""
         return int(self.counts.shape[0])
 
+    @property
+    def centres(self) -> np.ndarray:
+        """ndarray of shape (n_classes, dim), float64: the mean unit-normalised feature
+        vector of each class (zeros for a class with no image)."""
+        return self.sums / np.maximum(self.counts, 1)[:, None]
+
 
 @dataclass(frozen=True)
 class ClassSimilarity:

@@ -173,8 +173,7 @@ def class_spreads(
         )
     counts = np.bincount(y, minlength=k)
     if centres is None:
-        sums = class_stats(x, y, k, block_rows=block_rows).sums
-        centres = sums / np.maximum(counts, 1)[:, None]
+        centres = class_stats(x, y, k, block_rows=block_rows).centres
     elif np.shape(centres) != (k, x.shape[1]):
         raise InvalidParameterError(
             f"The 'centres' parameter of class_spreads must have shape ({k}, "

@@ -541,8 +541,7 @@ def class_wavelet_similarity(
     matrix = cosine_from_stats(stats)
     directional = None
     if spreads:
-        centres = stats.sums / np.maximum(stats.counts, 1)[:, None]
-        total = np.zeros((k, k))
+        centres, total = stats.centres, np.zeros((k, k))
         for idx, w in rows("wavelet class spreads"):
             total += spread_sums(w, y[idx], centres, stats.counts)
         directional = spreads_from_sums(total, stats.counts)
