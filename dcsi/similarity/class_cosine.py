@@ -45,6 +45,7 @@ __all__ = [
     "ClassSimilarity",
     "ClassStats",
     "block_stats",
+    "check_class_inputs",
     "class_distance_sums",
     "class_similarity",
     "class_stats",
@@ -192,9 +193,12 @@ class ClassSimilarity:
         }
 
 
-def _check_inputs(
+def check_class_inputs(
     features: Any, labels: Any, n_classes: int | None, caller: str
 ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Features (n, d), their labels (n,) as int64 class ids and the class count K,
+    checked for ``caller``: a 2-D array of numbers, one label ``>= 0`` per row, and
+    ``n_classes`` (default ``labels.max() + 1``) above every label; one line otherwise."""
     x = check_array(features, "features", caller, ndim=2)
     y = check_labels(labels, x.shape[0], caller)
     if n_classes is None:
@@ -294,7 +298,7 @@ def class_stats(
     ClassStats
         Mergeable with ``+`` across disjoint shards.
     """
-    x, y, k = _check_inputs(features, labels, n_classes, "class_stats")
+    x, y, k = check_class_inputs(features, labels, n_classes, "class_stats")
     block_rows = check_int(block_rows, "block_rows", "class_stats", min_value=1)
     d = x.shape[1]
     sums, counts, raw_sums, sq_norms = (
@@ -405,8 +409,8 @@ def class_distance_sums(
             "('euclidean', 'sqeuclidean' or 'manhattan'). Got 'cosine' instead; "
             "use class_stats and cosine_from_stats for cosine."
         )
-    xa, ya, k = _check_inputs(features_a, labels_a, n_classes, caller)
-    xb, yb, _ = _check_inputs(features_b, labels_b, n_classes, caller)
+    xa, ya, k = check_class_inputs(features_a, labels_a, n_classes, caller)
+    xb, yb, _ = check_class_inputs(features_b, labels_b, n_classes, caller)
     if xa.shape[1] != xb.shape[1]:
         raise InvalidParameterError(
             f"features_a and features_b of {caller} must have the same dimension. "
@@ -525,7 +529,7 @@ def class_similarity(
     if name in ("cosine", "sqeuclidean"):
         stats = class_stats(features, labels, n_classes)
         return cosine_from_stats(stats) if name == "cosine" else sqeuclidean_from_stats(stats)
-    x, y, k = _check_inputs(features, labels, n_classes, "class_similarity")
+    x, y, k = check_class_inputs(features, labels, n_classes, "class_similarity")
     bs = _block_rows(block_size, "class_similarity")
     total = _blockwise_totals(x, y, k, name, bs)
     return _means_from_totals(total, np.bincount(y, minlength=k))

@@ -35,7 +35,7 @@ from scipy.sparse import coo_matrix
 
 from dcsi._validation import check_int
 from dcsi.exceptions import InvalidParameterError
-from dcsi.similarity.class_cosine import class_stats
+from dcsi.similarity.class_cosine import check_class_inputs, class_stats
 
 __all__ = ["class_spreads", "spread_sums", "spreads_from_sums"]
 
@@ -153,24 +153,8 @@ def class_spreads(
     >>> V.shape, bool(V[0, 1] < 1e-4)    # the classes spread across that line, not along
     ((2, 2), True)
     """
-    x = np.asarray(features)
-    if x.ndim != 2:
-        raise InvalidParameterError(
-            "The 'features' parameter of class_spreads must be a 2-D array (n_images, "
-            f"dim). Got shape {x.shape} instead."
-        )
-    y = np.asarray(labels)
-    if y.shape != (x.shape[0],) or (y.size and y.dtype.kind not in "iu"):
-        raise InvalidParameterError(
-            "The 'labels' parameter of class_spreads must be one integer class id per "
-            f"row ({x.shape[0]}). Got shape {y.shape}, dtype {y.dtype} instead."
-        )
+    x, y, k = check_class_inputs(features, labels, n_classes, "class_spreads")
     block_rows = check_int(block_rows, "block_rows", "class_spreads", min_value=1)
-    k = int(y.max()) + 1 if n_classes is None else int(n_classes)
-    if y.size and (y.min() < 0 or y.max() >= k):
-        raise InvalidParameterError(
-            f"The 'labels' parameter of class_spreads must hold class ids in 0..{k - 1}."
-        )
     counts = np.bincount(y, minlength=k)
     if centres is None:
         centres = class_stats(x, y, k, block_rows=block_rows).centres
