@@ -28,14 +28,18 @@ Usage (from the repository root)::
     python benchmarks/neighbor_index.py              # both parts (about 15 minutes)
     python benchmarks/neighbor_index.py --quick      # 10,000 images / 100,000 vectors
     python benchmarks/neighbor_index.py --pixel-check   # only the pixel check at 60,000
+    python benchmarks/neighbor_index.py --pixel-check --source /usr/share/openclipart/png \
+        --out neighbor_index_pixel_check_openclipart     # the same on colour clip art
 
 ``--pixel-check`` times what the index's pixel check adds (``verify=True``) on the
 60,000 Fashion-MNIST train images (features from the cache; the CNN's top 10 from
 faiss, timed apart): decoding them at 32 x 32 RGB (:func:`dcsi.copy_verification.
 thumbnails`), stage 1 (``PixelCheck.build``: each image's 5 nearest others in coarse
-colour rows, exact), both stages applied (``verify_neighbors``: stage 2's aligned
-distances to the 10 CNN neighbours of every image stage 1 found no copy of), the size
-of ``thumbnails.npy`` and the process's peak RSS (``neighbor_index_pixel_check.json``).
+colour rows, exact), both stages applied (``verify_neighbors``: stage 2's distances
+of every image to its 10 CNN neighbours and its stage-1 copies, per channel for
+colour images), the size of ``thumbnails.npy`` and the process's peak RSS
+(``neighbor_index_pixel_check.json``; ``--source`` measures another source, features
+extracted first when they are not cached, and ``--out`` names the JSON).
 
 Prints a markdown table and writes ``benchmarks/results/neighbor_index.json``.
 """
@@ -201,12 +205,15 @@ def synthetic(n: int, d: int, seed: int, n_sample: int) -> dict[str, Any]:
     }
 
 
-def pixel_check() -> dict[str, Any]:
-    """Time and size of the pixel check on Fashion-MNIST train (60,000 images)."""
+def pixel_check(
+    source: str = "sample:fashion-mnist", split: str | None = "train"
+) -> dict[str, Any]:
+    """Time and size of the pixel check on Fashion-MNIST train (60,000 images), or on
+    another source (``--source``: a colour folder such as openclipart-png)."""
     from dcsi.copy_verification import SHORTLIST, PixelCheck, thumbnails, verify_neighbors
     from dcsi.neighbors import faiss_topk, unit_rows
 
-    fs = cached_features("sample:fashion-mnist", split="train")
+    fs = cached_features(source, split=split)
     X = unit_rows(fs.features, np.float32)
     with Timer() as cnn:  # the CNN's top 10: what the index searches anyway (k = 10)
         shortlist, scores, _ = faiss_topk(X, k=SHORTLIST)
@@ -220,6 +227,7 @@ def pixel_check() -> dict[str, Any]:
             rows=np.arange(len(X)),
         )  # fmt: skip
     out = {
+        "source": source,
         "n": len(X),
         "cnn_shortlist_faiss_s (not part of the check)": round(cnn.seconds, 1),
         "thumbnails_s": round(decode.seconds, 1),
@@ -231,7 +239,7 @@ def pixel_check() -> dict[str, Any]:
         "peak_rss_mib": peak_rss_mib(),
         "load_average_at_end": list(os.getloadavg()),
     }
-    print_table([[k, v] for k, v in out.items()], ["pixel check, Fashion-MNIST train", ""])
+    print_table([[k, v] for k, v in out.items()], [f"pixel check, {source}", ""])
     return out
 
 
@@ -241,10 +249,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-fashion", action="store_true")
     parser.add_argument("--pixel-check", action="store_true", help="only the pixel check's cost")
+    parser.add_argument("--source", help="--pixel-check on this source (default Fashion-MNIST)")
+    parser.add_argument("--out", default="neighbor_index_pixel_check", help="--pixel-check results")
     args = parser.parse_args()
     os.environ.setdefault("DCSI_DISABLE_PROGRESS", "1")
     if args.pixel_check:
-        print(f"\nwrote {write_results('neighbor_index_pixel_check', pixel_check())}")
+        found = pixel_check(args.source, None) if args.source else pixel_check()
+        print(f"\nwrote {write_results(args.out, found)}")
         return
     import faiss
 

@@ -18,24 +18,26 @@ to one dataset.
    smaller of their two reference distances (each image's distance to its 5th nearest
    other image) and at most ``max_distance`` (0.2): the copy search's rule and numbers,
    unchanged.  Colour, not grey: two icons that differ only in colour are not copies.
-2. **Aligned pixels, within the CNN's shortlist** (:func:`aligned_copies`), for an image
-   that stage 1 found no copy of.  Its :data:`SHORTLIST` (10) nearest images by CNN
-   cosine are compared with it on grey thumbnails by the smaller of the copy search's
+2. **Aligned pixels, within the CNN's shortlist** (:func:`aligned_copies`).  Each
+   image is compared with its :data:`SHORTLIST` (10) nearest images by CNN cosine and
+   with its stage-1 copies by :func:`pair_distances`: the smaller of the copy search's
    aligned distance (:func:`dcsi.aligned.aligned_distance`: the smallest ``1 -
    Pearson`` over shifts and crops-and-resizes) and its registered distance
    (:func:`dcsi.registration.registered_distance`: the same after small rotations,
    scalings, aspect changes and further smoothing, or with both images
-   despeckled; ``RelativeOptions(registered=False)`` leaves it
-   out), and the closest
-   goes first when its distance is at most :data:`ALIGN_RATIO` (0.7) times the 5th
-   smallest of the ten, and at most ``max_distance``: shifted, cropped, turned,
-   rescaled or padded copies, which stage 1's fixed grid misses, stand out from the
-   look-alikes the CNN put beside them.  This is a ranking, not a verdict: on
-   Fashion-MNIST most images have such a neighbour without having a copy, so only
-   stage 1's images are flagged as copies (``is_copy``).
+   despeckled; ``RelativeOptions(registered=False)`` leaves it out), on each colour
+   channel that varies in both images, the largest kept (in grey when both images
+   are grey).  The closest goes first when it is a stage-1 copy, or when its
+   distance is at most :data:`ALIGN_RATIO` (0.7) times the 5th smallest of the ten
+   and at most ``max_distance``: shifted, cropped, turned, rescaled or padded copies,
+   which stage 1's fixed grid misses, stand out from the look-alikes the CNN put
+   beside them, and of two icons that stage 1 both links, the one whose pixels line
+   up best wins.  This is a ranking, not a verdict: on Fashion-MNIST most images have
+   such a neighbour without having a copy, so only stage 1's images are flagged as
+   copies (``is_copy``).
 
-Stage 1's copies go first in an image's list, closest first (or else stage 2's
-image), then the CNN's order; every result keeps its CNN cosine as its score.  How
+Stage 2's image, when it moves, goes first in an image's list, then stage 1's other copies, closest
+first, then the CNN's order; every result keeps its CNN cosine as its score.  How
 the numbers were set is in the README ("Similarity index", "Copies first").
 
 Examples
@@ -68,6 +70,7 @@ __all__ = [
     "aligned_copies",
     "colour_rows",
     "copies_first",
+    "pair_distances",
     "shortlist_distance",
     "thumbnails",
     "verify_neighbors",
@@ -149,12 +152,16 @@ class PixelCheck:
         :data:`dcsi.registration.DISTANCE_VERSION`, is read with a warning).
     align_ratio : float, default=ALIGN_RATIO
         The ratio of stage 2.
+    colour : bool, default=True
+        Whether stage 2 compares colour thumbnails channel by channel
+        (:func:`pair_distances`; an index written before it is read with ``False``).
     """
 
     thumbnails: np.ndarray
     reference: np.ndarray
     options: RelativeOptions
     align_ratio: float = ALIGN_RATIO
+    colour: bool = True
 
     @cached_property
     def rows(self) -> np.ndarray:
@@ -247,26 +254,31 @@ class PixelCheck:
         *,
         rows: np.ndarray | None = None,
         query_thumbs: np.ndarray | None = None,
+        reference_columns: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Stage 2: the aligned copy in each query's CNN shortlist, if any.
+        """Stage 2: the pixel-closest image of each query's shortlist, and whether it
+        stands out (:func:`aligned_copies`).
 
         Parameters
         ----------
         shortlist : ndarray of shape (m, c), int64
-            Rows of indexed images, the CNN's nearest first.
+            Rows of indexed images, the CNN's nearest first (then any further
+            candidates, after ``reference_columns``).
         rows : ndarray of shape (m,), int, default=None
             The queries as rows of the indexed images;
         query_thumbs : ndarray of shape (m, s, s, 3), uint8, default=None
             or the query images' thumbnails (exactly one of the two).
+        reference_columns : int, default=None
+            The columns the reference is taken over (None: all).
 
         Returns
         -------
         candidates : ndarray of shape (m, 1), int64
-            The shortlisted image of smallest aligned distance.
+            The shortlisted image of smallest distance.
         distances : ndarray of shape (m, 1), float64
-            Its aligned distance.
+            Its distance.
         verified : ndarray of shape (m, 1), bool
-            Whether it passes.
+            Whether it stands out.
         """
         m, c = shortlist.shape
         if query_thumbs is None:
@@ -285,6 +297,8 @@ class PixelCheck:
             max_distance=self.options.max_distance,
             registered=self.options.registered,
             sigma=self.options.sigma,
+            colour=self.colour,
+            reference_columns=reference_columns,
         )
         return np.take_along_axis(shortlist, best[:, None], 1), dist[:, None], ok[:, None]
 
@@ -303,6 +317,7 @@ class PixelCheck:
             "registered": o.registered,
             "registration": DISTANCE_VERSION if o.registered else None,
             "despeckle": o.despeckle,
+            "colour": self.colour,
         }
 
 
@@ -316,14 +331,15 @@ def aligned_copies(
     reference_rank: int = 5,
     registered: bool = True,
     sigma: float = 1.0,
+    colour: bool = False,
+    reference_columns: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each query, the shortlisted image of smallest distance, and whether it is a
-    copy: at most ``ratio`` times the ``reference_rank``-th smallest distance of the
-    shortlist, and at most ``max_distance``.  The distance is the aligned one
-    (:func:`shortlist_distance`), or with ``registered`` the smaller of it and the
-    registered distance (:func:`dcsi.registration.registered_distance`; images under
-    :data:`dcsi.registration.MIN_SIDE` px are not registered).  Only the images the
-    queries and their shortlists name are read.
+    """For each query, the shortlisted image of smallest distance, and whether it
+    stands out: at most ``ratio`` times the ``reference_rank``-th smallest distance of
+    the shortlist's first ``reference_columns`` columns, and at most ``max_distance``.
+    The distance is :func:`pair_distances` (the aligned one, the smaller of it and the
+    registered one with ``registered``, per channel with ``colour``).  Only the images
+    the queries and their shortlists name are read.
 
     Parameters
     ----------
@@ -339,11 +355,16 @@ def aligned_copies(
     sigma : float, default=1.0
         Gaussian smoothing of the registered distance, in pixels (the check's
         ``options.sigma``).
+    colour : bool, default=False
+        Compare colour images channel by channel (:func:`pair_distances`).
+    reference_columns : int, default=None
+        The reference is taken over this many leading columns (the CNN's shortlist;
+        the columns after it only compete for the smallest distance); None: all.
 
     Returns
     -------
     best : ndarray of shape (m,), int64
-        Column of ``shortlist`` of the smallest distance (ties: the CNN's order).
+        Column of ``shortlist`` of the smallest distance (ties: the earlier column).
     distance : ndarray of shape (m,), float64
     verified : ndarray of shape (m,), bool
     """
@@ -355,15 +376,106 @@ def aligned_copies(
     )
     images = np.asarray(images)[used]
     queries, shortlist = inv[:m], inv[m:].reshape(m, c)
-    d = shortlist_distance(images, queries, shortlist)
-    if RelativeOptions(registered=registered).registers(images.shape[1:]):
-        W = registered_windows(images, sigma)
-        r = registered_distance(W, W, np.repeat(queries, c), shortlist.ravel())
-        d = np.minimum(d, r.reshape(m, c))
+    d = pair_distances(
+        images, queries, shortlist, registered=registered, sigma=sigma, colour=colour
+    )
     best = np.argmin(d, axis=1)
     low = d[np.arange(m), best]
-    reference = np.sort(d, axis=1)[:, min(reference_rank, c) - 1]
+    r = c if reference_columns is None else reference_columns
+    reference = np.sort(d[:, :r], axis=1)[:, min(reference_rank, r) - 1]
     return best, low, (low <= ratio * reference) & (low <= max_distance)
+
+
+def pair_distances(
+    images: np.ndarray,
+    queries: np.ndarray,
+    shortlist: np.ndarray,
+    *,
+    registered: bool = True,
+    sigma: float = 1.0,
+    colour: bool = False,
+) -> np.ndarray:
+    """Stage 2's distance of every query with each image of its shortlist.
+
+    In grey (the channel mean), the aligned distance (:func:`shortlist_distance`), or
+    with ``registered`` the smaller of it and the registered distance
+    (:func:`dcsi.registration.registered_distance`; images under
+    :data:`dcsi.registration.MIN_SIDE` px are not registered).  With ``colour``, a pair
+    of which one image is coloured (its channels not all equal) is measured on each
+    channel that varies in both images (more than one grey level), and its distance
+    is the largest of those: two icons drawn alike in other colours are far apart, a
+    recoloured copy (each channel scaled and shifted) is not, since each channel's
+    distance is one minus a Pearson correlation.  A pair with no such channel keeps
+    its grey distance.
+
+    Parameters
+    ----------
+    images : ndarray of shape (n, h, w) or (n, h, w, 3)
+    queries : ndarray of shape (m,), int
+        Rows of ``images``.
+    shortlist : ndarray of shape (m, c), int
+        Rows of ``images``.
+    registered : bool, default=True
+    sigma : float, default=1.0
+    colour : bool, default=False
+
+    Returns
+    -------
+    ndarray of shape (m, c), float64
+    """
+    images = np.asarray(images)
+
+    def one(X: np.ndarray, q: np.ndarray, sl: np.ndarray) -> np.ndarray:
+        used, inv = np.unique(np.concatenate([q, sl.ravel()]), return_inverse=True)
+        m, c = sl.shape
+        X, q, sl = X[used], inv[:m], inv[m:].reshape(m, c)
+        d = shortlist_distance(X, q, sl)
+        if RelativeOptions(registered=registered).registers(X.shape[1:3]):
+            W = registered_windows(X, sigma)
+            r = registered_distance(W, W, np.repeat(q, c), sl.ravel())
+            d = np.minimum(d, r.reshape(m, c))
+        return d
+
+    rows = np.zeros(len(queries), bool)
+    if colour and images.ndim == 4:
+        coloured = (images != images[..., :1]).any(axis=(1, 2, 3))
+        rows = coloured[queries] | coloured[shortlist].any(axis=1)
+    d = np.empty(shortlist.shape)
+    if not rows.all():
+        d[~rows] = one(images, queries[~rows], shortlist[~rows])
+    if not rows.any():
+        return d
+    q, sl = queries[rows], shortlist[rows]
+    flat = np.ptp(images.reshape(len(images), -1, images.shape[3]), axis=1) <= 1  # (n, 3)
+    both = ~flat[q][:, None, :] & ~flat[sl]  # (r, c, 3): the channel varies in both
+    worst = np.full(sl.shape, -np.inf)
+    for ch in range(images.shape[3]):
+        d_ch = one(np.ascontiguousarray(images[..., ch]), q, sl)
+        worst = np.where(both[..., ch], np.maximum(worst, d_ch), worst)
+    grey = ~np.isfinite(worst).all(axis=1)  # rows with a pair sharing no varying channel
+    if grey.any():
+        worst[grey] = np.where(
+            np.isfinite(worst[grey]), worst[grey], one(images, q[grey], sl[grey])
+        )
+    d[rows] = worst
+    return d
+
+    d = one(images, queries, shortlist)
+    if not colour or images.ndim != 4:
+        return d
+    flat = np.ptp(images.reshape(len(images), -1, images.shape[3]), axis=1) <= 1  # (n, 3)
+    coloured = (images != images[..., :1]).any(axis=(1, 2, 3))
+    rows = np.flatnonzero(coloured[queries] | coloured[shortlist].any(axis=1))
+    if not len(rows):
+        return d
+    q, sl = queries[rows], shortlist[rows]
+    both = ~flat[q][:, None, :] & ~flat[sl]  # (r, c, 3): the channel varies in both
+    worst = np.full(sl.shape, -np.inf)
+    for ch in range(images.shape[3]):
+        d_ch = one(np.ascontiguousarray(images[..., ch]), q, sl)
+        worst = np.where(both[..., ch], np.maximum(worst, d_ch), worst)
+    d[rows] = np.where(np.isfinite(worst), worst, d[rows])
+    return d
 
 
 def shortlist_distance(
@@ -473,12 +585,15 @@ def verify_neighbors(
     rows: np.ndarray | None = None,
     query_thumbs: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Both stages on CNN results: stage-1 copies first, else stage 2's image first.
+    """Both stages on CNN results: stage 2's winner first, then stage 1's copies.
 
-    Only stage 1's images are flagged in ``is_copy``: stage 2 picks, among the CNN's
-    shortlist, the image whose pixels line up best when it stands out from the
-    others, a ranking decision rather than a verdict (on Fashion-MNIST most images
-    have such a neighbour without having a copy).
+    Stage 2 compares each query with its CNN shortlist and its stage-1 copies; the
+    closest of them goes first when it is a stage-1 copy or stands out from the
+    shortlist (:meth:`PixelCheck.aligned`, the reference over the shortlist alone).
+    Stage 1's other copies follow (closest first by their coarse distance), then the
+    CNN's order.  Only stage 1's images are flagged in ``is_copy``: stage 2 picks the
+    image whose pixels line up best, a ranking decision rather than a verdict (on
+    Fashion-MNIST most images have such a neighbour without having a copy).
 
     Parameters
     ----------
@@ -506,15 +621,38 @@ def verify_neighbors(
     neighbors, scores, is_copy = copies_first(
         neighbors, scores, cand, ok, dist, query_vectors, vectors
     )
-    rest = np.flatnonzero(~ok.any(axis=1))
-    if len(rest) and shortlist.shape[1] >= check.options.k:
-        c2, d2, ok2 = check.aligned(
-            shortlist[rest],
-            rows=None if rows is None else rows[rest],
-            query_thumbs=None if query_thumbs is None else query_thumbs[rest],
-        )
+    c = shortlist.shape[1]
+    if c < check.options.k:
+        return neighbors, scores, is_copy
+    m = len(shortlist)
+    c2, d2 = np.empty((m, 1), np.int64), np.empty((m, 1))
+    stands_out = np.empty((m, 1), bool)
+    has_copy = ok.any(axis=1)
+    for part, short in (
+        (np.flatnonzero(~has_copy), shortlist),
+        # stage 1's copies compete too; a column without one repeats the CNN's first
+        (np.flatnonzero(has_copy), np.hstack([shortlist, np.where(ok, cand, shortlist[:, :1])])),
+    ):
+        if len(part):
+            c2[part], d2[part], stands_out[part] = check.aligned(
+                short[part],
+                rows=None if rows is None else rows[part],
+                query_thumbs=None if query_thumbs is None else query_thumbs[part],
+                reference_columns=c,
+            )
+    copy_won = (ok & (cand == c2)).any(axis=1)
+    moved = np.flatnonzero(stands_out[:, 0] | copy_won)
+    if len(moved):
         n2, s2, _ = copies_first(
-            neighbors[rest], scores[rest], c2, ok2, d2, query_vectors[rest], vectors
+            neighbors[moved],
+            scores[moved],
+            c2[moved],
+            np.ones((len(moved), 1), bool),
+            d2[moved],
+            query_vectors[moved],
+            vectors,
         )
-        neighbors[rest], scores[rest] = n2, s2  # moved first, not called a copy
+        neighbors[moved], scores[moved] = n2, s2
+        copies = np.where(ok[moved], cand[moved], -1)
+        is_copy[moved] = (n2[:, :, None] == copies[:, None, :]).any(axis=2)
     return neighbors, scores, is_copy

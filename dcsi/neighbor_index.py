@@ -198,10 +198,11 @@ class NeighborIndex:
     ) -> Any:
         """The ``k`` most similar indexed images of each query, best first.
 
-        With the index's pixel check (``verify``), the query's verified copies come
-        first, closest first, or else its pixel-closest look-alike among its 10 CNN
-        neighbours, then the CNN's order (:mod:`dcsi.copy_verification`; query vectors
-        have no pixels and are not checked).
+        With the index's pixel check (``verify``), the pixel-closest of the query's 10
+        CNN neighbours and verified copies comes first when it is a verified copy or
+        stands out, then the other verified copies, closest first, then the CNN's
+        order (:mod:`dcsi.copy_verification`; query vectors have no pixels and are not
+        checked).
 
         Parameters
         ----------
@@ -494,8 +495,9 @@ def index_features(
     images : ImageSet, default=None
         The images of the rows, for the pixel check (None: no check).
     verify : bool, default=True
-        Put each image's verified copies, or else its pixel-closest look-alike among
-        its 10 CNN neighbours, first (:mod:`dcsi.copy_verification`); skipped below
+        Put each image's pixel-closest neighbour (among its 10 CNN neighbours and its
+        verified copies) first when it stands out or is a verified copy, then its
+        other verified copies (:mod:`dcsi.copy_verification`); skipped below
         ``RelativeOptions().min_images`` images.
 
     Returns
@@ -830,7 +832,13 @@ def _read_pixels(folder: Path, meta: dict[str, Any], files: dict[str, Any]) -> P
         registered=registered,
         despeckle=bool(rule.get("despeckle", False)),  # absent: written before it existed
     )
-    return PixelCheck(thumbs, reference.astype(np.float64), options, rule["align_ratio"])
+    return PixelCheck(
+        thumbs,
+        reference.astype(np.float64),
+        options,
+        rule["align_ratio"],
+        colour=bool(rule.get("colour", False)),  # absent: written before it existed
+    )
 
 
 # -- the card ------------------------------------------------------------------------

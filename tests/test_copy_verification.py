@@ -16,6 +16,7 @@ from dcsi.copy_verification import (
     colour_rows,
     copies_first,
     shortlist_distance,
+    verify_neighbors,
 )
 from dcsi.relative_links import RelativeOptions
 
@@ -272,11 +273,14 @@ def test_stage_two_registration_is_recorded_and_read_back(rng, tmp_path):
     assert meta["verify"]["despeckle"] is RelativeOptions().despeckle is True
     back = load_neighbor_index(tmp_path).pixels
     assert back.options.registered is True and back.options.despeckle is True
-    # an index written before stage 2 registered pairs and stage 1 despeckled
-    del meta["verify"]["registered"], meta["verify"]["despeckle"]
+    assert meta["verify"]["colour"] is True and back.colour is True
+    # an index written before stage 2 registered pairs and compared colours, and stage 1
+    # despeckled
+    del meta["verify"]["registered"], meta["verify"]["despeckle"], meta["verify"]["colour"]
     (tmp_path / INDEX_FILE).write_text(json.dumps(meta))
     back = load_neighbor_index(tmp_path).pixels
     assert back.options.registered is False and back.options.despeckle is False
+    assert back.colour is False
 
 
 def test_the_registered_distance_version_is_recorded_and_an_old_one_warned(rng, tmp_path, caplog):
@@ -383,3 +387,83 @@ def test_search_and_cli_mark_verified_copies(rng, tmp_path, capsys, pixel_backbo
     )
     assert "(pixel check off)" in capsys.readouterr().out
     assert not (tmp_path / "plain" / "thumbnails.npy").exists()
+
+
+def test_pair_distances_in_colour_equal_a_channel_loop(rng):
+    from dcsi.copy_verification import pair_distances
+    from dcsi.registration import registered_distance, registered_windows
+
+    # 24-px colour images (registered); image 0 grey, image 1 has a flat blue channel,
+    # image 2 is image 3 recoloured (each channel scaled and shifted), image 4 is
+    # image 3 with its channels swapped (the same grey picture in other colours)
+    images = np.kron(planted(rng, n=20, copies=0), np.ones((1, 2, 2, 1), np.uint8))
+    images[0] = images[0].mean(axis=2, keepdims=True).astype(np.uint8)
+    images[1, ..., 2] = 77
+    images[2] = np.clip(images[3] * np.array([0.7, 0.9, 0.5]) + [30, 10, 60], 0, 255)
+    images[4] = images[3][..., ::-1]
+    images[6, ..., 1:] = 50  # only red varies; in image 7 only green: no shared channel
+    images[7, ..., ::2] = 50
+    queries = np.array([0, 1, 3, 5, 6])
+    shortlist = np.array([[1, 2, 6, 7, 8, 9], [0, 5, 10, 11, 12, 13], [2, 4, 14, 15, 16, 17]])
+    shortlist = np.vstack([shortlist, [0, 1, 2, 3, 4, 19], [7, 8, 9, 10, 11, 12]])
+    got = pair_distances(images, queries, shortlist, colour=True)
+    grey_got = pair_distances(images, queries, shortlist, colour=False)
+
+    def one(X, a, b):  # the smaller of the aligned and registered distances, one pair
+        W = registered_windows(X)
+        return min(
+            aligned_distance(X, np.array([[a, b]]))[0],
+            registered_distance(W, W, np.array([a]), np.array([b]))[0],
+        )
+
+    for r, q in enumerate(queries):
+        for c, j in enumerate(shortlist[r]):
+            grey = one(images.mean(axis=3, dtype=np.float32), q, j)
+            assert grey_got[r, c] == pytest.approx(grey, abs=1e-5)
+            pair = images[[q, j]]
+            if (pair == pair[..., :1]).all():  # both grey: the grey distance
+                want = grey
+            else:
+                varies = [ch for ch in range(3) if np.ptp(pair[..., ch], axis=(1, 2)).min() > 1]
+                want = max((one(images[..., ch], q, j) for ch in varies), default=grey)
+            assert got[r, c] == pytest.approx(want, abs=1e-5), (q, j)
+    assert got[4, 0] == grey_got[4, 0]  # no shared channel: the grey distance
+    assert got[2, 0] < 0.01  # the recoloured copy stays a copy
+    assert got[2, 1] > 10 * grey_got[2, 1]  # the swapped colours are told apart
+
+
+def _fake_stage_two(monkeypatch, winner, stands_out, width):
+    def aligned(self, shortlist, *, rows=None, query_thumbs=None, reference_columns=None):
+        assert reference_columns == 4 and shortlist.shape[1] == width  # + stage 1's copies
+        m = len(shortlist)
+        return np.full((m, 1), winner), np.zeros((m, 1)), np.full((m, 1), stands_out)
+
+    monkeypatch.setattr(PixelCheck, "aligned", aligned)
+
+
+@pytest.mark.parametrize(
+    ("winner", "stands_out", "verified", "order", "flags"),
+    [
+        (9, True, True, [9, 5, 6], [False, True, True]),  # a shortlisted image stands out
+        (6, False, True, [6, 5, 1], [True, True, False]),  # a stage-1 copy is closest
+        (9, False, True, [5, 6, 1], [True, True, False]),  # neither: stage 1's copies first
+        (9, True, False, [9, 1, 2], [False, False, False]),  # no stage-1 copy: the CNN's 4
+        (9, False, False, [1, 2, 3], [False, False, False]),
+    ],
+)
+def test_stage_two_winner_goes_first_and_stage_one_copies_follow(
+    rng, monkeypatch, winner, stands_out, verified, order, flags
+):
+    V = rng.standard_normal((12, 4))
+    V /= np.linalg.norm(V, axis=1, keepdims=True)
+    check = PixelCheck(np.zeros((12, 4, 4, 3), np.uint8), np.ones(12), RelativeOptions(k=3))
+    _fake_stage_two(monkeypatch, winner, stands_out, 6 if verified else 4)
+    neighbors = np.array([[1, 2, 3]])
+    scores = (V[[1, 2, 3]] @ V[0])[None].astype(np.float32)
+    stage1 = (np.array([[5, 6]]), np.array([[0.01, 0.02]]), np.full((1, 2), verified))
+    got, got_scores, is_copy = verify_neighbors(
+        check, neighbors, scores, np.array([[1, 2, 3, 9]]), stage1, V[:1], V, rows=np.array([0])
+    )
+    np.testing.assert_array_equal(got[0], order)
+    np.testing.assert_array_equal(is_copy[0], flags)
+    np.testing.assert_allclose(got_scores[0], V[order] @ V[0], rtol=1e-6)
