@@ -26,8 +26,8 @@ to one dataset.
    (:func:`dcsi.registration.registered_distance`: the same after small rotations,
    scalings, aspect changes and further smoothing, or with both images
    despeckled; ``RelativeOptions(registered=False)`` leaves it out), on each colour
-   channel that varies in both images, the largest kept (in grey when both images
-   are grey).  The closest goes first when it is a stage-1 copy, or when its
+   channel that varies in both images, the largest kept (in grey when either image
+   is grey).  The closest goes first when it is a stage-1 copy, or when its
    distance is at most :data:`ALIGN_RATIO` (0.7) times the 5th smallest of the ten
    and at most ``max_distance``: shifted, cropped, turned, rescaled or padded copies,
    which stage 1's fixed grid misses, stand out from the look-alikes the CNN put
@@ -36,9 +36,10 @@ to one dataset.
    such a neighbour without having a copy, so only stage 1's images are flagged as
    copies (``is_copy``).
 
-Stage 2's image, when it moves, goes first in an image's list, then stage 1's other copies, closest
-first, then the CNN's order; every result keeps its CNN cosine as its score.  How
-the numbers were set is in the README ("Similarity index", "Copies first").
+Stage 2's image, when it moves, goes first in an image's list, then stage 1's other
+copies, closest first, then the CNN's order; every result keeps its CNN cosine as its
+score.  How the numbers were set is in the README ("Similarity index", "Copies
+first").
 
 Examples
 --------
@@ -401,12 +402,12 @@ def pair_distances(
     with ``registered`` the smaller of it and the registered distance
     (:func:`dcsi.registration.registered_distance`; images under
     :data:`dcsi.registration.MIN_SIDE` px are not registered).  With ``colour``, a pair
-    of which one image is coloured (its channels not all equal) is measured on each
-    channel that varies in both images (more than one grey level), and its distance
-    is the largest of those: two icons drawn alike in other colours are far apart, a
-    recoloured copy (each channel scaled and shifted) is not, since each channel's
-    distance is one minus a Pearson correlation.  A pair with no such channel keeps
-    its grey distance.
+    of two coloured images (channels not all equal) is measured on each channel that
+    varies in both (more than one grey level), and its distance is the largest of
+    those: two icons drawn alike in other colours are far apart, a recoloured copy
+    (each channel scaled and shifted) is not, since each channel's distance is one
+    minus a Pearson correlation.  A pair with a grey image (a greyscale copy of a
+    colour one), or with no channel varying in both, keeps its grey distance.
 
     Parameters
     ----------
@@ -439,7 +440,7 @@ def pair_distances(
     rows = np.zeros(len(queries), bool)
     if colour and images.ndim == 4:
         coloured = (images != images[..., :1]).any(axis=(1, 2, 3))
-        rows = coloured[queries] | coloured[shortlist].any(axis=1)
+        rows = coloured[queries] & coloured[shortlist].any(axis=1)
     d = np.empty(shortlist.shape)
     if not rows.all():
         d[~rows] = one(images, queries[~rows], shortlist[~rows])
@@ -447,34 +448,18 @@ def pair_distances(
         return d
     q, sl = queries[rows], shortlist[rows]
     flat = np.ptp(images.reshape(len(images), -1, images.shape[3]), axis=1) <= 1  # (n, 3)
-    both = ~flat[q][:, None, :] & ~flat[sl]  # (r, c, 3): the channel varies in both
+    both = ~flat[q][:, None, :] & ~flat[sl]  # (r, c, 3): the channel varies in both,
+    both &= coloured[q][:, None, None] & coloured[sl][..., None]  # both coloured
     worst = np.full(sl.shape, -np.inf)
     for ch in range(images.shape[3]):
         d_ch = one(np.ascontiguousarray(images[..., ch]), q, sl)
         worst = np.where(both[..., ch], np.maximum(worst, d_ch), worst)
-    grey = ~np.isfinite(worst).all(axis=1)  # rows with a pair sharing no varying channel
+    grey = ~np.isfinite(worst).all(axis=1)  # rows with a pair measured in grey
     if grey.any():
         worst[grey] = np.where(
             np.isfinite(worst[grey]), worst[grey], one(images, q[grey], sl[grey])
         )
     d[rows] = worst
-    return d
-
-    d = one(images, queries, shortlist)
-    if not colour or images.ndim != 4:
-        return d
-    flat = np.ptp(images.reshape(len(images), -1, images.shape[3]), axis=1) <= 1  # (n, 3)
-    coloured = (images != images[..., :1]).any(axis=(1, 2, 3))
-    rows = np.flatnonzero(coloured[queries] | coloured[shortlist].any(axis=1))
-    if not len(rows):
-        return d
-    q, sl = queries[rows], shortlist[rows]
-    both = ~flat[q][:, None, :] & ~flat[sl]  # (r, c, 3): the channel varies in both
-    worst = np.full(sl.shape, -np.inf)
-    for ch in range(images.shape[3]):
-        d_ch = one(np.ascontiguousarray(images[..., ch]), q, sl)
-        worst = np.where(both[..., ch], np.maximum(worst, d_ch), worst)
-    d[rows] = np.where(np.isfinite(worst), worst, d[rows])
     return d
 
 

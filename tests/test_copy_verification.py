@@ -403,8 +403,9 @@ def test_pair_distances_in_colour_equal_a_channel_loop(rng):
     images[4] = images[3][..., ::-1]
     images[6, ..., 1:] = 50  # only red varies; in image 7 only green: no shared channel
     images[7, ..., ::2] = 50
+    images[8] = images[3].mean(axis=2, keepdims=True)  # a greyscale copy of image 3
     queries = np.array([0, 1, 3, 5, 6])
-    shortlist = np.array([[1, 2, 6, 7, 8, 9], [0, 5, 10, 11, 12, 13], [2, 4, 14, 15, 16, 17]])
+    shortlist = np.array([[1, 2, 6, 7, 8, 9], [0, 5, 10, 11, 12, 13], [2, 4, 8, 15, 16, 17]])
     shortlist = np.vstack([shortlist, [0, 1, 2, 3, 4, 19], [7, 8, 9, 10, 11, 12]])
     got = pair_distances(images, queries, shortlist, colour=True)
     grey_got = pair_distances(images, queries, shortlist, colour=False)
@@ -421,14 +422,14 @@ def test_pair_distances_in_colour_equal_a_channel_loop(rng):
             grey = one(images.mean(axis=3, dtype=np.float32), q, j)
             assert grey_got[r, c] == pytest.approx(grey, abs=1e-5)
             pair = images[[q, j]]
-            if (pair == pair[..., :1]).all():  # both grey: the grey distance
+            if (pair == pair[..., :1]).all(axis=(1, 2, 3)).any():  # a grey one: in grey
                 want = grey
             else:
                 varies = [ch for ch in range(3) if np.ptp(pair[..., ch], axis=(1, 2)).min() > 1]
                 want = max((one(images[..., ch], q, j) for ch in varies), default=grey)
             assert got[r, c] == pytest.approx(want, abs=1e-5), (q, j)
     assert got[4, 0] == grey_got[4, 0]  # no shared channel: the grey distance
-    assert got[2, 0] < 0.01  # the recoloured copy stays a copy
+    assert got[2, 0] < 0.01 and got[2, 2] < 0.01  # the recoloured and greyscale copies
     assert got[2, 1] > 10 * grey_got[2, 1]  # the swapped colours are told apart
 
 
