@@ -210,7 +210,13 @@ def pixel_check(
 ) -> dict[str, Any]:
     """Time and size of the pixel check on Fashion-MNIST train (60,000 images), or on
     another source (``--source``: a colour folder such as openclipart-png)."""
-    from dcsi.copy_verification import SHORTLIST, PixelCheck, thumbnails, verify_neighbors
+    from dcsi.copy_verification import (
+        SHORTLIST,
+        PixelCheck,
+        link_partners,
+        thumbnails,
+        verify_neighbors,
+    )
     from dcsi.neighbors import faiss_topk, unit_rows
 
     fs = cached_features(source, split=split)
@@ -221,10 +227,12 @@ def pixel_check(
         thumbs = thumbnails(fs.image_set)
     with Timer() as build:
         check, cand, dist, ok = PixelCheck.build(thumbs)
+    with Timer() as links:
+        partners = link_partners(thumbs)
     with Timer() as order:
         top, _, is_copy = verify_neighbors(
             check, shortlist, scores, shortlist, (cand, dist, ok), X, X,
-            rows=np.arange(len(X)),
+            rows=np.arange(len(X)), partners=partners,
         )  # fmt: skip
     out = {
         "source": source,
@@ -232,6 +240,7 @@ def pixel_check(
         "cnn_shortlist_faiss_s (not part of the check)": round(cnn.seconds, 1),
         "thumbnails_s": round(decode.seconds, 1),
         "stage1_build_s": round(build.seconds, 1),
+        "copy_search_links_s": round(links.seconds, 1),
         "stages_applied_s (stage 2's aligned distances included)": round(order.seconds, 1),
         "images_with_a_stage1_copy_first": int(is_copy[:, 0].sum()),
         "images_whose_first_result_changed": int((top[:, 0] != shortlist[:, 0]).sum()),

@@ -141,12 +141,20 @@ def ratio_sweep(sam: np.ndarray, images: Any, score: Any, *, registered: bool) -
     default) or the aligned one alone (the index before the registered distance)."""
     import dataclasses
 
-    from dcsi.copy_verification import SHORTLIST, PixelCheck, thumbnails, verify_neighbors
+    from dcsi.copy_verification import (
+        SHORTLIST,
+        PixelCheck,
+        link_partners,
+        thumbnails,
+        verify_neighbors,
+    )
     from dcsi.neighbors import exact_topk
 
     X = unit_rows(sam, np.float32)
     shortlist, scores = exact_topk(X, k=SHORTLIST)
-    check, cand, dist, ok = PixelCheck.build(thumbnails(images))
+    thumbs = thumbnails(images)
+    check, cand, dist, ok = PixelCheck.build(thumbs)
+    partners = link_partners(thumbs)
     out = {}
     for r in RATIOS:
         top, _, _ = verify_neighbors(
@@ -162,6 +170,7 @@ def ratio_sweep(sam: np.ndarray, images: Any, score: Any, *, registered: bool) -
             X,
             X,
             rows=np.arange(len(X)),
+            partners=partners,
         )
         out[str(r)] = score(top)["top1"]
     return out

@@ -19,20 +19,23 @@ to one dataset.
    other image) and at most ``max_distance`` (0.2): the copy search's rule and numbers,
    unchanged.  Colour, not grey: two icons that differ only in colour are not copies.
 2. **Aligned pixels, within the CNN's shortlist** (:func:`aligned_copies`).  Each
-   image is compared with its :data:`SHORTLIST` (10) nearest images by CNN cosine and
-   with its stage-1 copies by :func:`pair_distances`: the smaller of the copy search's
+   image is compared with its :data:`SHORTLIST` (10) nearest images by CNN cosine,
+   its stage-1 copies and, for the index's own images, its partners in the copy
+   search's links of the thumbnails (:func:`link_partners`, up to
+   :data:`LINK_PARTNERS`) by :func:`pair_distances`: the smaller of the copy search's
    aligned distance (:func:`dcsi.aligned.aligned_distance`: the smallest ``1 -
    Pearson`` over shifts and crops-and-resizes) and its registered distance
    (:func:`dcsi.registration.registered_distance`: the same after small rotations,
    scalings, aspect changes and further smoothing, or with both images
    despeckled; ``RelativeOptions(registered=False)`` leaves it out), on each colour
    channel that varies in both images, the largest kept (in grey when either image
-   is grey).  The closest goes first when it is a stage-1 copy, or when its
+   is grey).  The closest goes first when it is a stage-1 copy or a partner, or when its
    distance is at most :data:`ALIGN_RATIO` (0.7) times the 5th smallest of the ten
    and at most ``max_distance``: shifted, cropped, turned, rescaled or padded copies,
    which stage 1's fixed grid misses, stand out from the look-alikes the CNN put
    beside them, and of two icons that stage 1 both links, the one whose pixels line
-   up best wins.  This is a ranking, not a verdict: on Fashion-MNIST most images have
+   up best wins; the partners bring the originals the CNN did not put among the ten
+   (padded, rescaled or squeezed copies).  This is a ranking, not a verdict: on Fashion-MNIST most images have
    such a neighbour without having a copy, so only stage 1's images are flagged as
    copies (``is_copy``).
 
@@ -61,16 +64,18 @@ from dcsi.aligned import copy_transforms, default_geometry, grey_levels, transfo
 from dcsi.exceptions import InvalidParameterError
 from dcsi.neighbors import exact_topk, reference_topk, unit_rows
 from dcsi.registration import DISTANCE_VERSION, registered_distance, registered_windows
-from dcsi.relative_links import RelativeOptions, coarse_rows, relative_score
+from dcsi.relative_links import RelativeOptions, coarse_rows, relative_links, relative_score
 
 __all__ = [
     "ALIGN_RATIO",
+    "LINK_PARTNERS",
     "SHORTLIST",
     "VERIFY_SIZE",
     "PixelCheck",
     "aligned_copies",
     "colour_rows",
     "copies_first",
+    "link_partners",
     "pair_distances",
     "shortlist_distance",
     "thumbnails",
@@ -85,6 +90,9 @@ SHORTLIST = 10
 #: this times the 5th smallest of the shortlist (chosen with each retrieval set held out
 #: in turn, README "Copies first").
 ALIGN_RATIO = 0.7
+#: Stage 2 also weighs each image's partners in the copy search's relative links on the
+#: thumbnails (:func:`link_partners`), up to this many, closest first.
+LINK_PARTNERS = 5
 #: Distances below this count as 0: identical images up to float32 rounding (with five
 #: or more identical images, an image's reference distance is 0 and only 0 passes).
 EXACT = 1e-5
@@ -463,6 +471,49 @@ def pair_distances(
     return d
 
 
+def link_partners(
+    thumbs: np.ndarray, *, search: str = "exact", seed: int = 0, width: int = LINK_PARTNERS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each image's partners in the copy search's relative links of the thumbnails.
+
+    :func:`dcsi.relative_links.relative_links` with its defaults (the coarse rows, the
+    registered distance and its zoomed, turned and recentred candidates, in grey) on
+    the thumbnails; each image's partners, closest first by the links' coarse rows
+    (ties: the smaller row), at most ``width``.
+
+    Parameters
+    ----------
+    thumbs : ndarray of shape (n, s, s, 3), uint8
+        :func:`thumbnails` of the images.
+    search : {"exact", "ann"}, default="exact"
+        The links' top-k search (faiss IVF-flat for large ``n``).
+    seed : int, default=0
+    width : int, default=LINK_PARTNERS
+
+    Returns
+    -------
+    partners : ndarray of shape (n, width), int64
+        Rows of the partners (0 where there is none).
+    linked : ndarray of shape (n, width), bool
+        Which entries are partners.
+    """
+    n = len(thumbs)
+    partners, linked = np.zeros((n, width), np.int64), np.zeros((n, width), bool)
+    links = relative_links(np.asarray(thumbs), search=search, seed=seed)
+    if links is None or not len(links.pairs):
+        return partners, linked
+    a = np.concatenate([links.pairs[:, 0], links.pairs[:, 1]])
+    b = np.concatenate([links.pairs[:, 1], links.pairs[:, 0]])
+    d = 1.0 - np.einsum("ij,ij->i", links.rows[a], links.rows[b], dtype=np.float64)
+    order = np.lexsort((b, d, a))  # by image, then distance, then partner
+    a, b = a[order], b[order]
+    rank = np.arange(len(a)) - np.searchsorted(a, a)
+    keep = rank < width
+    partners[a[keep], rank[keep]] = b[keep]
+    linked[a[keep], rank[keep]] = True
+    return partners, linked
+
+
 def shortlist_distance(
     images: np.ndarray, queries: np.ndarray, shortlist: np.ndarray, *, block: int = 8192
 ) -> np.ndarray:
@@ -569,12 +620,14 @@ def verify_neighbors(
     *,
     rows: np.ndarray | None = None,
     query_thumbs: np.ndarray | None = None,
+    partners: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Both stages on CNN results: stage 2's winner first, then stage 1's copies.
 
-    Stage 2 compares each query with its CNN shortlist and its stage-1 copies; the
-    closest of them goes first when it is a stage-1 copy or stands out from the
-    shortlist (:meth:`PixelCheck.aligned`, the reference over the shortlist alone).
+    Stage 2 compares each query with its CNN shortlist, its stage-1 copies and its
+    ``partners`` (the copy search's links); the closest of them goes first when it is
+    a stage-1 copy or a partner, or stands out from the shortlist
+    (:meth:`PixelCheck.aligned`, the reference over the shortlist alone).
     Stage 1's other copies follow (closest first by their coarse distance), then the
     CNN's order.  Only stage 1's images are flagged in ``is_copy``: stage 2 picks the
     image whose pixels line up best, a ranking decision rather than a verdict (on
@@ -596,6 +649,8 @@ def verify_neighbors(
         The queries as rows of the indexed images (the index itself).
     query_thumbs : ndarray of shape (m, s, s, 3), uint8, default=None
         Or the queries' thumbnails (new images).
+    partners : (partners, linked), default=None
+        :func:`link_partners` of the queries (the index's own images), or None.
 
     Returns
     -------
@@ -609,14 +664,20 @@ def verify_neighbors(
     c = shortlist.shape[1]
     if c < check.options.k:
         return neighbors, scores, is_copy
+    rivals, rival_ok = cand, ok  # the images that may go first without standing out
+    if partners is not None:
+        rivals, rival_ok = np.hstack([cand, partners[0]]), np.hstack([ok, partners[1]])
     m = len(shortlist)
     c2, d2 = np.empty((m, 1), np.int64), np.empty((m, 1))
     stands_out = np.empty((m, 1), bool)
-    has_copy = ok.any(axis=1)
+    has_rival = rival_ok.any(axis=1)
     for part, short in (
-        (np.flatnonzero(~has_copy), shortlist),
-        # stage 1's copies compete too; a column without one repeats the CNN's first
-        (np.flatnonzero(has_copy), np.hstack([shortlist, np.where(ok, cand, shortlist[:, :1])])),
+        (np.flatnonzero(~has_rival), shortlist),
+        # the rivals compete too; a column without one repeats the CNN's first
+        (
+            np.flatnonzero(has_rival),
+            np.hstack([shortlist, np.where(rival_ok, rivals, shortlist[:, :1])]),
+        ),
     ):
         if len(part):
             c2[part], d2[part], stands_out[part] = check.aligned(
@@ -625,7 +686,7 @@ def verify_neighbors(
                 query_thumbs=None if query_thumbs is None else query_thumbs[part],
                 reference_columns=c,
             )
-    copy_won = (ok & (cand == c2)).any(axis=1)
+    copy_won = (rival_ok & (rivals == c2)).any(axis=1)
     moved = np.flatnonzero(stands_out[:, 0] | copy_won)
     if len(moved):
         n2, s2, _ = copies_first(

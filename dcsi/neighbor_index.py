@@ -72,8 +72,10 @@ from dcsi._io import atomic_write_bytes, atomic_write_json
 from dcsi._validation import check_choice, check_int, require
 from dcsi.ann import ivf_index
 from dcsi.copy_verification import (
+    LINK_PARTNERS,
     SHORTLIST,
     PixelCheck,
+    link_partners,
     thumbnails,
     verify_neighbors,
 )
@@ -495,8 +497,9 @@ def index_features(
     images : ImageSet, default=None
         The images of the rows, for the pixel check (None: no check).
     verify : bool, default=True
-        Put each image's pixel-closest neighbour (among its 10 CNN neighbours and its
-        verified copies) first when it stands out or is a verified copy, then its
+        Put each image's pixel-closest neighbour (among its 10 CNN neighbours, its
+        verified copies and, up to 200,000 images, its partners in the copy search's
+        links) first when it stands out, is a verified copy or a partner, then its
         other verified copies (:mod:`dcsi.copy_verification`); skipped below
         ``RelativeOptions().min_images`` images.
 
@@ -529,8 +532,9 @@ def index_features(
     neighbors, scores = shortlist[:, :k], scores[:, :k]
     pixels, is_copy = None, None
     if checked:
+        thumbs = thumbnails(images)
         pixels, cand, dist, ok = PixelCheck.build(
-            thumbnails(images), search="faiss" if chosen == "faiss" else "exact", seed=seed
+            thumbs, search="faiss" if chosen == "faiss" else "exact", seed=seed
         )
         neighbors, scores, is_copy = verify_neighbors(
             pixels,
@@ -541,6 +545,9 @@ def index_features(
             X,
             X,
             rows=np.arange(n),
+            # the copy search over every image costs what `dcsi redundancy` does: not
+            # at the sizes faiss is used for
+            partners=None if chosen == "faiss" else link_partners(thumbs),
         )
     meta = {
         "format": FORMAT,
@@ -555,7 +562,9 @@ def index_features(
             "sha256": hashlib.sha256(head_bytes or b"").hexdigest(),
             "config": dict(head_obj.config),
         },
-        "verify": None if pixels is None else pixels.to_dict(),
+        "verify": None
+        if pixels is None
+        else {**pixels.to_dict(), "links": 0 if chosen == "faiss" else LINK_PARTNERS},
         "metric": "cosine",
         "n": n,
         "dim": int(X.shape[1]),
@@ -614,9 +623,8 @@ def build_neighbor_index(
     runtime : {"torch", "onnx"}, default="torch"
         What runs the backbone (see :func:`dcsi.extract_features`).
     verify : bool, default=True
-        Put each image's verified copies, or else its pixel-closest look-alike among
-        its 10 CNN neighbours, ahead of the CNN's order (see
-        :mod:`dcsi.copy_verification`).
+        Put each image's pixel-closest neighbour or its verified copies ahead of the
+        CNN's order (see :func:`index_features` and :mod:`dcsi.copy_verification`).
 
     Returns
     -------

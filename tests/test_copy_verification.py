@@ -11,6 +11,7 @@ from test_relative_links import despeckle_reference
 
 from dcsi.aligned import aligned_distance
 from dcsi.copy_verification import (
+    LINK_PARTNERS,
     PixelCheck,
     aligned_copies,
     colour_rows,
@@ -274,6 +275,7 @@ def test_stage_two_registration_is_recorded_and_read_back(rng, tmp_path):
     back = load_neighbor_index(tmp_path).pixels
     assert back.options.registered is True and back.options.despeckle is True
     assert meta["verify"]["colour"] is True and back.colour is True
+    assert meta["verify"]["links"] == LINK_PARTNERS  # stage 2 weighed the copy search's
     # an index written before stage 2 registered pairs and compared colours, and stage 1
     # despeckled
     del meta["verify"]["registered"], meta["verify"]["despeckle"], meta["verify"]["colour"]
@@ -468,3 +470,43 @@ def test_stage_two_winner_goes_first_and_stage_one_copies_follow(
     np.testing.assert_array_equal(got[0], order)
     np.testing.assert_array_equal(is_copy[0], flags)
     np.testing.assert_allclose(got_scores[0], V[order] @ V[0], rtol=1e-6)
+
+
+def test_link_partners_are_the_copy_search_links_closest_first(rng):
+    from dcsi.copy_verification import link_partners
+    from dcsi.relative_links import relative_links
+
+    images = planted(rng, n=60, copies=12)
+    images[60:63] = images[0]  # image 0 has more partners than the width
+    links = relative_links(images)
+    partners, linked = link_partners(images, width=2)
+    rows = links.rows.astype(np.float64)
+    for i in range(len(images)):  # the loop: every pair naming i, closest first
+        others = [int(b) for a, b in links.pairs if a == i] + [
+            int(a) for a, b in links.pairs if b == i
+        ]
+        others.sort(key=lambda j: (1.0 - rows[i] @ rows[j], j))
+        assert partners[i][linked[i]].tolist() == others[:2], i
+    assert linked[0].all() and linked[:, 0].sum() >= 12
+
+
+def test_a_copy_search_partner_competes_but_is_not_flagged(rng, monkeypatch):
+    V = rng.standard_normal((12, 4))
+    V /= np.linalg.norm(V, axis=1, keepdims=True)
+    check = PixelCheck(np.zeros((12, 4, 4, 3), np.uint8), np.ones(12), RelativeOptions(k=3))
+    _fake_stage_two(monkeypatch, 7, False, 9)  # partner 7 closest, not standing out
+    stage1 = (np.array([[5, 6]]), np.array([[0.01, 0.02]]), np.array([[True, False]]))
+    partners = (np.array([[7, 0, 0]]), np.array([[True, False, False]]))
+    got, _, is_copy = verify_neighbors(
+        check,
+        np.array([[1, 2, 3]]),
+        (V[[1, 2, 3]] @ V[0])[None].astype(np.float32),
+        np.array([[1, 2, 3, 9]]),
+        stage1,
+        V[:1],
+        V,
+        rows=np.array([0]),
+        partners=partners,
+    )
+    np.testing.assert_array_equal(got[0], [7, 5, 1])
+    np.testing.assert_array_equal(is_copy[0], [False, True, False])
