@@ -472,7 +472,7 @@ def pair_distances(
 
 
 def link_partners(
-    thumbs: np.ndarray, *, search: str = "exact", seed: int = 0, width: int = LINK_PARTNERS
+    thumbs: np.ndarray, *, width: int = LINK_PARTNERS
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each image's partners in the copy search's relative links of the thumbnails.
 
@@ -484,10 +484,8 @@ def link_partners(
     Parameters
     ----------
     thumbs : ndarray of shape (n, s, s, 3), uint8
-        :func:`thumbnails` of the images.
-    search : {"exact", "ann"}, default="exact"
-        The links' top-k search (faiss IVF-flat for large ``n``).
-    seed : int, default=0
+        :func:`thumbnails` of the images (exact search: the index skips the partners
+        where it uses faiss).
     width : int, default=LINK_PARTNERS
 
     Returns
@@ -499,7 +497,7 @@ def link_partners(
     """
     n = len(thumbs)
     partners, linked = np.zeros((n, width), np.int64), np.zeros((n, width), bool)
-    links = relative_links(np.asarray(thumbs), search=search, seed=seed)
+    links = relative_links(np.asarray(thumbs))
     if links is None or not len(links.pairs):
         return partners, linked
     a = np.concatenate([links.pairs[:, 0], links.pairs[:, 1]])

@@ -530,12 +530,16 @@ def index_features(
     else:
         shortlist, scores = exact_topk(X, k=wide)
     neighbors, scores = shortlist[:, :k], scores[:, :k]
-    pixels, is_copy = None, None
+    pixels, is_copy, partners = None, None, None
     if checked:
         thumbs = thumbnails(images)
         pixels, cand, dist, ok = PixelCheck.build(
             thumbs, search="faiss" if chosen == "faiss" else "exact", seed=seed
         )
+        # the copy search over every image costs what `dcsi redundancy` does: not at
+        # the sizes faiss is used for
+        if chosen != "faiss":
+            partners = link_partners(thumbs)
         neighbors, scores, is_copy = verify_neighbors(
             pixels,
             neighbors,
@@ -545,9 +549,7 @@ def index_features(
             X,
             X,
             rows=np.arange(n),
-            # the copy search over every image costs what `dcsi redundancy` does: not
-            # at the sizes faiss is used for
-            partners=None if chosen == "faiss" else link_partners(thumbs),
+            partners=partners,
         )
     meta = {
         "format": FORMAT,
@@ -564,7 +566,7 @@ def index_features(
         },
         "verify": None
         if pixels is None
-        else {**pixels.to_dict(), "links": 0 if chosen == "faiss" else LINK_PARTNERS},
+        else {**pixels.to_dict(), "links": 0 if partners is None else LINK_PARTNERS},
         "metric": "cosine",
         "n": n,
         "dim": int(X.shape[1]),
