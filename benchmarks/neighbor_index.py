@@ -37,7 +37,10 @@ faiss, timed apart): decoding them at 32 x 32 RGB (:func:`dcsi.copy_verification
 thumbnails`), stage 1 (``PixelCheck.build``: each image's 5 nearest others in coarse
 colour rows, exact), both stages applied (``verify_neighbors``: stage 2's distances
 of every image to its 10 CNN neighbours and its stage-1 copies, per channel for
-colour images), the size of ``thumbnails.npy`` and the process's peak RSS
+colour images, its stage-1 copies and its partners in the copy search's links, whose
+search is timed apart), the partners of new query images (``query_partners``, what
+``NeighborIndex.search`` adds: 1 and 100 seeded images of the set as queries), the
+size of ``thumbnails.npy`` and the process's peak RSS
 (``neighbor_index_pixel_check.json``; ``--source`` measures another source, features
 extracted first when they are not cached, and ``--out`` names the JSON).
 
@@ -70,6 +73,8 @@ from _common import (
 
 K = 10
 N_QUERIES = 2000
+#: New query images whose partners the pixel check times (one, then all of them).
+QUERY_IMAGES = 100
 
 
 def _recall(found: np.ndarray, truth: np.ndarray) -> float:
@@ -210,10 +215,13 @@ def pixel_check(
 ) -> dict[str, Any]:
     """Time and size of the pixel check on Fashion-MNIST train (60,000 images), or on
     another source (``--source``: a colour folder such as openclipart-png)."""
+    import dataclasses
+
     from dcsi.copy_verification import (
         SHORTLIST,
         PixelCheck,
         link_partners,
+        query_partners,
         thumbnails,
         verify_neighbors,
     )
@@ -228,12 +236,20 @@ def pixel_check(
     with Timer() as build:
         check, cand, dist, ok = PixelCheck.build(thumbs)
     with Timer() as links:
-        partners = link_partners(thumbs)
+        *partners, link_reference = link_partners(thumbs)
     with Timer() as order:
         top, _, is_copy = verify_neighbors(
             check, shortlist, scores, shortlist, (cand, dist, ok), X, X,
-            rows=np.arange(len(X)), partners=partners,
+            rows=np.arange(len(X)), partners=(partners[0], partners[1]),
         )  # fmt: skip
+    # new queries' partners (NeighborIndex.search): the copy search's cross search
+    queried = dataclasses.replace(check, link_reference=link_reference)
+    picks = thumbs[np.random.default_rng(0).choice(len(X), QUERY_IMAGES, replace=False)]
+    query_links = {}
+    for m in (1, QUERY_IMAGES):
+        with Timer() as t:
+            query_partners(queried, picks[:m])
+        query_links[f"query_links_{m}_images_s"] = round(t.seconds, 1)
     out = {
         "source": source,
         "n": len(X),
@@ -242,6 +258,7 @@ def pixel_check(
         "stage1_build_s": round(build.seconds, 1),
         "copy_search_links_s": round(links.seconds, 1),
         "stages_applied_s (stage 2's aligned distances included)": round(order.seconds, 1),
+        **query_links,
         "images_with_a_stage1_copy_first": int(is_copy[:, 0].sum()),
         "images_whose_first_result_changed": int((top[:, 0] != shortlist[:, 0]).sum()),
         "thumbnails_npy_mib": round(thumbs.nbytes / 2**20, 1),

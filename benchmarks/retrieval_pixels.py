@@ -19,6 +19,12 @@ script measures that baseline beside the index's default features, top-1 as in
   neighbours, ratio ``ALIGN_RATIO``).  The row ``index, verify=False`` must equal
   ``sam`` (up to ties).
 
+``new queries: ...`` (planted copies only): an index of the 10,000 unmodified images
+alone, each copy a new query, through ``NeighborIndex.search``'s steps on the ``sam``
+vectors (the CNN's 10, stage 1, the copy search's links of the query to the indexed
+images, :func:`dcsi.copy_verification.query_partners`, then stage 2), without the
+partners (``links=False``) and with them (the default).
+
 ``align_ratio`` (in the JSON, per set): top-1 with stage 2's ratio at each value of
 ``RATIOS`` (``align_ratio_aligned_only``: the same without the registered distance) (1.0: the closest aligned neighbour always first, within 0.2), built from
 the same public steps as the index (``PixelCheck.build``, ``verify_neighbors``), and
@@ -154,7 +160,7 @@ def ratio_sweep(sam: np.ndarray, images: Any, score: Any, *, registered: bool) -
     shortlist, scores = exact_topk(X, k=SHORTLIST)
     thumbs = thumbnails(images)
     check, cand, dist, ok = PixelCheck.build(thumbs)
-    partners = link_partners(thumbs)
+    partners = link_partners(thumbs)[:2]
     out = {}
     for r in RATIOS:
         top, _, _ = verify_neighbors(
@@ -173,6 +179,45 @@ def ratio_sweep(sam: np.ndarray, images: Any, score: Any, *, registered: bool) -
             partners=partners,
         )
         out[str(r)] = score(top)["top1"]
+    return out
+
+
+def new_queries(sam: np.ndarray, images: Any, n_gallery: int, score: Any) -> dict[str, Any]:
+    """The images after the first ``n_gallery`` as new queries against an index of the
+    first ``n_gallery`` alone: ``NeighborIndex.search``'s steps on the ``sam`` vectors
+    (the CNN's 10, stage 1, the partners of :func:`query_partners`, stage 2), without
+    and with the partners, and its seconds."""
+    from dcsi.copy_verification import (
+        SHORTLIST,
+        PixelCheck,
+        link_partners,
+        query_partners,
+        thumbnails,
+        verify_neighbors,
+    )
+    from dcsi.neighbors import exact_topk
+
+    X = unit_rows(sam, np.float32)
+    G, Q = X[:n_gallery], X[n_gallery:]
+    thumbs = thumbnails(images)
+    gallery, queries = thumbs[:n_gallery], thumbs[n_gallery:]
+    check = PixelCheck.build(gallery, link_reference=link_partners(gallery)[2])[0]
+    shortlist, scores = exact_topk(G, Q, k=SHORTLIST)
+    out = {"new queries: sam": score(shortlist)}
+    for name, links in (("without links", False), ("default", True)):
+        with Timer() as t:
+            top, _, _ = verify_neighbors(
+                check,
+                shortlist[:, :4],
+                scores[:, :4],
+                shortlist,
+                check.query(queries),
+                Q,
+                G,
+                query_thumbs=queries,
+                partners=query_partners(check, queries) if links else None,
+            )
+        out[f"new queries: index {name}"] = {**score(top), "seconds": round(t.seconds, 1)}
     return out
 
 
@@ -247,6 +292,9 @@ def copies(seed: int = 0, sweep: bool = True) -> dict[str, Any]:
             lambda top: by_family(top[queries, 0] == planted.originals),
             sweep,
         ),
+        **new_queries(
+            sam, open_source(rgb), n_images, lambda top: by_family(top[:, 0] == planted.originals)
+        ),
     }
 
 
@@ -263,7 +311,19 @@ def fresh(seed: int, out: str) -> None:
     print_table(
         [[name] + [results[s][name]["top1"] for s in sets] for name in names], ["features", *sets]
     )
+    new_query_table(results["copies"])
     print(f"\nwrote {write_results(out, results)}")
+
+
+def new_query_table(copies: dict[str, Any]) -> None:
+    """The rows of :func:`new_queries`, per family."""
+    names = [name for name in copies if name.startswith("new queries")]
+    families = [k for k in copies[names[0]] if k not in ("top1", "n_queries", "seconds")]
+    print("\nthe copies as new queries against an index of the originals (top-1):")
+    print_table(
+        [[name, copies[name]["top1"], *(copies[name][f] for f in families)] for name in names],
+        ["features", "copies", *families],
+    )
 
 
 def main() -> None:
@@ -284,7 +344,9 @@ def main() -> None:
     results["seconds"] = round(total.seconds, 1)
     sets = [k for k in ("copies", "oxygen", "tango") if k in results]
     results["leave_one_set_out"] = leave_one_set_out(results, sets)
-    names = [name for name in results["copies"] if not name.startswith("align_ratio")]
+    names = [
+        name for name in results["copies"] if not name.startswith(("align_ratio", "new queries"))
+    ]
     families = [k for k in results["copies"]["sam"] if k not in ("top1", "n_queries")]
     table = [
         [name]
@@ -293,6 +355,7 @@ def main() -> None:
         for name in names
     ]
     print_table(table, ["features", *sets, *(f"copies: {f}" for f in families)])
+    new_query_table(results["copies"])
     print("\nstage 2's ratio (top-1), with the registered distance / aligned distance only:")
     print_table(
         [

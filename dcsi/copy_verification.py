@@ -64,7 +64,13 @@ from dcsi.aligned import copy_transforms, default_geometry, grey_levels, transfo
 from dcsi.exceptions import InvalidParameterError
 from dcsi.neighbors import exact_topk, reference_topk, unit_rows
 from dcsi.registration import DISTANCE_VERSION, registered_distance, registered_windows
-from dcsi.relative_links import RelativeOptions, coarse_rows, relative_links, relative_score
+from dcsi.relative_links import (
+    RelativeOptions,
+    coarse_rows,
+    relative_cross_pairs,
+    relative_links,
+    relative_score,
+)
 
 __all__ = [
     "ALIGN_RATIO",
@@ -77,6 +83,7 @@ __all__ = [
     "copies_first",
     "link_partners",
     "pair_distances",
+    "query_partners",
     "shortlist_distance",
     "thumbnails",
     "verify_neighbors",
@@ -164,6 +171,10 @@ class PixelCheck:
     colour : bool, default=True
         Whether stage 2 compares colour thumbnails channel by channel
         (:func:`pair_distances`; an index written before it is read with ``False``).
+    link_reference : ndarray of shape (n, 2), float64, or None
+        Each image's coarse and registered reference distances in the copy search's
+        links of the thumbnails (:func:`link_partners`), so that new queries get their
+        partners too (:func:`query_partners`); None: the index weighed no partners.
     """
 
     thumbnails: np.ndarray
@@ -171,6 +182,7 @@ class PixelCheck:
     options: RelativeOptions
     align_ratio: float = ALIGN_RATIO
     colour: bool = True
+    link_reference: np.ndarray | None = None
 
     @cached_property
     def rows(self) -> np.ndarray:
@@ -186,6 +198,7 @@ class PixelCheck:
         *,
         search: str = "exact",
         seed: int = 0,
+        link_reference: np.ndarray | None = None,
     ) -> tuple[PixelCheck, np.ndarray, np.ndarray, np.ndarray]:
         """The check of the indexed images and every image's stage-1 candidates.
 
@@ -198,6 +211,9 @@ class PixelCheck:
             How the ``k`` nearest others are found (faiss IVF-flat for large ``n``).
         seed : int, default=0
             Seed of the faiss k-means.
+        link_reference : ndarray of shape (n, 2), default=None
+            The third output of :func:`link_partners` (kept as
+            :attr:`link_reference`).
 
         Returns
         -------
@@ -213,7 +229,12 @@ class PixelCheck:
         rows = colour_rows(thumbs, options.sigma, options.despeckle)
         nbrs, dist = reference_topk(rows, options.k, "ann" if search == "faiss" else "exact", seed)
         dist[dist < EXACT] = 0.0
-        check = cls(np.ascontiguousarray(thumbs, dtype=np.uint8), dist[:, -1], options)
+        check = cls(
+            np.ascontiguousarray(thumbs, dtype=np.uint8),
+            dist[:, -1],
+            options,
+            link_reference=link_reference,
+        )
         check.__dict__["rows"] = rows  # the cached property, already computed
         return check, nbrs, dist, check.passes(dist, check.reference, nbrs)
 
@@ -473,7 +494,7 @@ def pair_distances(
 
 def link_partners(
     thumbs: np.ndarray, *, width: int = LINK_PARTNERS
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Each image's partners in the copy search's relative links of the thumbnails.
 
     :func:`dcsi.relative_links.relative_links` with its defaults (the coarse rows, the
@@ -494,15 +515,74 @@ def link_partners(
         Rows of the partners (0 where there is none).
     linked : ndarray of shape (n, width), bool
         Which entries are partners.
+    reference : ndarray of shape (n, 2), float64, or None
+        Each image's coarse and registered reference distances in the links (NaN
+        for thumbnails too small to register; :attr:`PixelCheck.link_reference`, for
+        :func:`query_partners`); None below the copy search's ``min_images``.
     """
     n = len(thumbs)
-    partners, linked = np.zeros((n, width), np.int64), np.zeros((n, width), bool)
     links = relative_links(np.asarray(thumbs))
-    if links is None or not len(links.pairs):
-        return partners, linked
+    if links is None:
+        return np.zeros((n, width), np.int64), np.zeros((n, width), bool), None
+    registered = links.registered_reference
+    reference = np.stack(
+        [links.reference, np.full(n, np.nan) if registered is None else registered], axis=1
+    )
     a = np.concatenate([links.pairs[:, 0], links.pairs[:, 1]])
     b = np.concatenate([links.pairs[:, 1], links.pairs[:, 0]])
     d = 1.0 - np.einsum("ij,ij->i", links.rows[a], links.rows[b], dtype=np.float64)
+    return (*_partner_table(a, b, d, n, width), reference.astype(np.float64))
+
+
+def query_partners(
+    check: PixelCheck, query_thumbs: np.ndarray, *, width: int = LINK_PARTNERS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each new image's partners among the indexed images in the copy search's links.
+
+    The (query, indexed image) pairs that
+    :func:`dcsi.relative_links.relative_cross_pairs` links (the leakage search, with
+    the indexed images' references from :attr:`PixelCheck.link_reference`, so only
+    the queries' own searches run), closest first by coarse rows, at most ``width``:
+    what :func:`link_partners` gives an indexed image.
+
+    Parameters
+    ----------
+    check : PixelCheck
+        With ``link_reference``.
+    query_thumbs : ndarray of shape (m, s, s, 3), uint8
+    width : int, default=LINK_PARTNERS
+
+    Returns
+    -------
+    partners : ndarray of shape (m, width), int64
+        Rows of the indexed images (0 where there is none).
+    linked : ndarray of shape (m, width), bool
+    """
+    m = len(query_thumbs)
+    ref = check.link_reference
+    found = None
+    if ref is not None and m:
+        found = relative_cross_pairs(
+            np.asarray(query_thumbs), check.thumbnails, train_reference=(ref[:, 0], ref[:, 1])
+        )
+    if found is None or not len(found[0]):
+        return np.zeros((m, width), np.int64), np.zeros((m, width), bool)
+    a, b = found[0][:, 0], found[0][:, 1]
+    used_a, ia = np.unique(a, return_inverse=True)
+    used_b, ib = np.unique(b, return_inverse=True)
+    o = RelativeOptions()
+    rows_a = coarse_rows(np.asarray(query_thumbs)[used_a], o.sigma, o.despeckle)
+    rows_b = coarse_rows(check.thumbnails[used_b], o.sigma, o.despeckle)
+    d = 1.0 - np.einsum("ij,ij->i", rows_a[ia], rows_b[ib], dtype=np.float64)
+    return _partner_table(a, b, d, m, width)
+
+
+def _partner_table(
+    a: np.ndarray, b: np.ndarray, d: np.ndarray, m: int, width: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs ``(a, b)`` of distances ``d`` as a table: row ``a`` lists its ``b``,
+    closest first (ties: the smaller ``b``), at most ``width``; shapes (m, width)."""
+    partners, linked = np.zeros((m, width), np.int64), np.zeros((m, width), bool)
     order = np.lexsort((b, d, a))  # by image, then distance, then partner
     a, b = a[order], b[order]
     rank = np.arange(len(a)) - np.searchsorted(a, a)

@@ -36,6 +36,8 @@ vectors.npy         the unit vectors (n, d) float32 in the order of the rows (a 
                     ``.npy`` read with ``allow_pickle=False``)
 thumbnails.npy      the images stretched to 32 x 32 RGB (n, 32, 32, 3) uint8, and
 pixel_reference.npy their reference distances (n,) float64, with ``verify=True``
+link_reference.npy  their reference distances in the copy search's links (n, 2)
+                    float64, when the index weighed them (``verify.links > 0``)
 head.safetensors    the similarity head, when one was used
 index.json          what made the vectors (backbone, weights sha256, input size,
                     pooling, head config), the pixel check (``verify``), k, n, the
@@ -76,6 +78,7 @@ from dcsi.copy_verification import (
     SHORTLIST,
     PixelCheck,
     link_partners,
+    query_partners,
     thumbnails,
     verify_neighbors,
 )
@@ -124,6 +127,7 @@ VECTORS_FILE = "vectors.npy"
 HEAD_FILE = "head.safetensors"
 THUMBNAILS_FILE = "thumbnails.npy"
 REFERENCE_FILE = "pixel_reference.npy"
+LINKS_FILE = "link_reference.npy"
 FORMAT = "dcsi-neighbor-index"
 #: Version 2 adds the pixel check (``thumbnails.npy``, ``pixel_reference.npy``, ``is_copy``);
 #: version 1 folders are still read (without the check).
@@ -197,13 +201,15 @@ class NeighborIndex:
         device: str = "auto",
         cache: Any = None,
         return_copies: bool = False,
+        links: bool = True,
     ) -> Any:
         """The ``k`` most similar indexed images of each query, best first.
 
         With the index's pixel check (``verify``), the pixel-closest of the query's 10
-        CNN neighbours and verified copies comes first when it is a verified copy or
-        stands out, then the other verified copies, closest first, then the CNN's
-        order (:mod:`dcsi.copy_verification`; query vectors have no pixels and are not
+        CNN neighbours, its verified copies and its partners in the copy search's links
+        comes first when it is a verified copy or a partner, or stands out, then the
+        other verified copies, closest first, then the CNN's order
+        (:mod:`dcsi.copy_verification`; query vectors have no pixels and are not
         checked).
 
         Parameters
@@ -222,6 +228,13 @@ class NeighborIndex:
             As in :func:`dcsi.extract_features`.
         return_copies : bool, default=False
             Also return which results are verified copies.
+        links : bool, default=True
+            Weigh each query's partners in the copy search's links to the indexed
+            images (:func:`dcsi.copy_verification.query_partners`) when the index holds
+            their references (``verify.links > 0``, ``link_reference.npy``).  It runs
+            the copy search's cross search against every indexed image on each call:
+            about 17 s at 60,000 images on 2 cores, little more for many queries;
+            False skips it.
 
         Returns
         -------
@@ -242,6 +255,9 @@ class NeighborIndex:
         is_copy = np.zeros(rows.shape, dtype=bool)
         if check is not None:
             q_thumbs = thumbnails(images, size=check.thumbnails.shape[1])
+            partners = None
+            if links and check.link_reference is not None:
+                partners = query_partners(check, q_thumbs)
             rows, scores, is_copy = verify_neighbors(
                 check,
                 rows,
@@ -251,6 +267,7 @@ class NeighborIndex:
                 Q,
                 self.vectors,
                 query_thumbs=q_thumbs,
+                partners=partners,
             )
         ids = np.asarray(self.ids, dtype=object)[rows]
         return (ids, scores, is_copy) if return_copies else (ids, scores)
@@ -291,6 +308,8 @@ class NeighborIndex:
         if self.pixels is not None:
             blobs.append((THUMBNAILS_FILE, _npy_bytes(self.pixels.thumbnails, np.uint8)))
             blobs.append((REFERENCE_FILE, _npy_bytes(self.pixels.reference, np.float64)))
+            if self.pixels.link_reference is not None:
+                blobs.append((LINKS_FILE, _npy_bytes(self.pixels.link_reference, np.float64)))
         if self.head_bytes is not None:
             blobs.append((HEAD_FILE, self.head_bytes))
         for name, data in blobs:
@@ -303,6 +322,8 @@ class NeighborIndex:
         if self.pixels is None:
             (out / THUMBNAILS_FILE).unlink(missing_ok=True)
             (out / REFERENCE_FILE).unlink(missing_ok=True)
+        if self.pixels is None or self.pixels.link_reference is None:
+            (out / LINKS_FILE).unlink(missing_ok=True)
         return out
 
     def _parquet_bytes(self) -> bytes:
@@ -533,13 +554,18 @@ def index_features(
     pixels, is_copy, partners = None, None, None
     if checked:
         thumbs = thumbnails(images)
-        pixels, cand, dist, ok = PixelCheck.build(
-            thumbs, search="faiss" if chosen == "faiss" else "exact", seed=seed
-        )
+        link_reference = None
         # the copy search over every image costs what `dcsi redundancy` does: not at
         # the sizes faiss is used for
         if chosen != "faiss":
-            partners = link_partners(thumbs)
+            partner_rows, linked, link_reference = link_partners(thumbs)
+            partners = (partner_rows, linked)
+        pixels, cand, dist, ok = PixelCheck.build(
+            thumbs,
+            search="faiss" if chosen == "faiss" else "exact",
+            seed=seed,
+            link_reference=link_reference,
+        )
         neighbors, scores, is_copy = verify_neighbors(
             pixels,
             neighbors,
@@ -834,6 +860,13 @@ def _read_pixels(folder: Path, meta: dict[str, Any], files: dict[str, Any]) -> P
             version,
             DISTANCE_VERSION,
         )
+    link_reference = None
+    if rule.get("links") and LINKS_FILE in files:  # absent: written before it existed
+        link_reference = np.load(
+            io.BytesIO(_read_checked(folder, LINKS_FILE, files[LINKS_FILE])), allow_pickle=False
+        )
+        if link_reference.shape != (len(thumbs), 2):
+            raise DataError(f"{folder}: its pixel check's files do not match; rebuild the index.")
     options = RelativeOptions(
         ratio=rule["ratio"],
         k=rule["k"],
@@ -848,6 +881,7 @@ def _read_pixels(folder: Path, meta: dict[str, Any], files: dict[str, Any]) -> P
         options,
         rule["align_ratio"],
         colour=bool(rule.get("colour", False)),  # absent: written before it existed
+        link_reference=None if link_reference is None else link_reference.astype(np.float64),
     )
 
 

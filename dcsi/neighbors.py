@@ -983,6 +983,7 @@ def cross_reference_topk(
     seed: int = 0,
     *,
     desc: str = "relative leakage: neighbours",
+    train_reference: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Top-``k`` training rows of every test row, their distances, and every training
     row's reference distance among the other training rows (the density-relative rule
@@ -1000,6 +1001,9 @@ def cross_reference_topk(
     seed : int, default=0
     desc : str
         Label of the test rows' progress bar.
+    train_reference : ndarray of shape (n,), default=None
+        The training rows' reference distances when already known (their own search
+        is then skipped).
 
     Returns
     -------
@@ -1010,7 +1014,8 @@ def cross_reference_topk(
     train_reference : ndarray of shape (n,), float64
         Each training row's distance to its ``k``-th nearest other training row.
     """
-    train_reference = reference_topk(train_rows, k, search, seed)[1][:, -1]
+    if train_reference is None:
+        train_reference = reference_topk(train_rows, k, search, seed)[1][:, -1]
     nbrs, _ = exact_topk(train_rows, test_rows, k=k, desc=desc)
     a = np.repeat(np.arange(len(test_rows), dtype=np.int64), k)
     dist = pair_distances(test_rows, train_rows, a, nbrs.ravel()).reshape(len(test_rows), k)

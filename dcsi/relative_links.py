@@ -646,6 +646,7 @@ def relative_cross_pairs(
     *,
     search: str = "exact",
     seed: int = 0,
+    train_reference: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Test images linked to a training image by the density-relative rule (leakage).
 
@@ -663,6 +664,12 @@ def relative_cross_pairs(
     search : {"exact", "ann"}, default="exact"
         The training set's own top-``k`` search (the test queries are searched exactly).
     seed : int, default=0
+    train_reference : (coarse, registered), default=None
+        The training images' reference distances when already known, each of shape
+        (n,): :attr:`RelativeLinks.reference` and
+        :attr:`RelativeLinks.registered_reference` of ``relative_links(train_images,
+        options, search=search, seed=seed)`` (the neighbour index keeps them).  Their
+        own searches are then skipped; the result is the same.
 
     Returns
     -------
@@ -677,7 +684,8 @@ def relative_cross_pairs(
     k = options.k
     tr = coarse_rows(train_images, options.sigma, options.despeckle)
     te = coarse_rows(test_images, options.sigma, options.despeckle)
-    nbrs, dist, ref_tr = cross_reference_topk(te, tr, k, search, seed)
+    known = (None, None) if train_reference is None else train_reference
+    nbrs, dist, ref_tr = cross_reference_topk(te, tr, k, search, seed, train_reference=known[0])
     ref_te = dist[:, -1]
     mirrors = mirrored_rows(test_images, options.sigma, options.despeckle) if options.flips else ()
     a, b, d = _candidates(nbrs, dist, tr, mirrors, skip_self=False)
@@ -687,7 +695,10 @@ def relative_cross_pairs(
         R_tr = registered_windows(train_images, options.sigma)
         R_te = registered_windows(test_images, options.sigma)
         base = R_tr.identity
-        rref_tr = _registered_reference(R_tr, R_tr, reference_topk(base, K, search, seed)[0], k)[1]
+        rref_tr = known[1]
+        if rref_tr is None:
+            near_tr = reference_topk(base, K, search, seed)[0]
+            rref_tr = _registered_reference(R_tr, R_tr, near_tr, k)[1]
         near, _ = exact_topk(base, R_te.identity, k=K, desc="relative leakage: registered")
         rd, rref_te = _registered_reference(R_te, R_tr, near, k)
         pair_a = np.repeat(np.arange(len(te), dtype=np.int64), K)

@@ -19,7 +19,8 @@ from dcsi.copy_verification import (
     shortlist_distance,
     verify_neighbors,
 )
-from dcsi.relative_links import RelativeOptions
+from dcsi.relative_links import RelativeOptions, coarse_rows
+from dcsi.sources import open_source
 
 
 def slow_colour_rows(
@@ -276,13 +277,38 @@ def test_stage_two_registration_is_recorded_and_read_back(rng, tmp_path):
     assert back.options.registered is True and back.options.despeckle is True
     assert meta["verify"]["colour"] is True and back.colour is True
     assert meta["verify"]["links"] == LINK_PARTNERS  # stage 2 weighed the copy search's
+    # links, and their references are kept for new queries (file hashed and checked)
+    assert meta["files"]["link_reference.npy"]["bytes"] > 0
+    assert load_neighbor_index(tmp_path).pixels.link_reference.shape == (40, 2)
     # an index written before stage 2 registered pairs and compared colours, and stage 1
     # despeckled
     del meta["verify"]["registered"], meta["verify"]["despeckle"], meta["verify"]["colour"]
+    del meta["verify"]["links"], meta["files"]["link_reference.npy"]
     (tmp_path / INDEX_FILE).write_text(json.dumps(meta))
     back = load_neighbor_index(tmp_path).pixels
     assert back.options.registered is False and back.options.despeckle is False
-    assert back.colour is False
+    assert back.colour is False and back.link_reference is None
+
+
+def test_search_weighs_new_images_partners_unless_told_not_to(rng, tmp_path, monkeypatch):
+    import dcsi.neighbor_index as ni
+    from dcsi.copy_verification import query_partners
+
+    images = np.kron(planted(rng, n=40, copies=0), np.ones((1, 2, 2, 1), np.uint8))
+    feats = rng.standard_normal((40, 8)).astype(np.float32)
+    idx = ni.index_features(feats, [str(i) for i in range(40)], k=3, images=open_source(images))
+    seen = []
+
+    def spy(check, thumbs):
+        seen.append(len(thumbs))
+        return query_partners(check, thumbs)
+
+    monkeypatch.setattr(ni, "query_partners", spy)
+    monkeypatch.setattr(ni, "embed", lambda query, *a, **k: feats[[3, 8]] / 3.0)
+    ids, _ = idx.search(images[[3, 8]], k=2)
+    assert seen == [2] and list(ids[:, 0]) == ["3", "8"]  # the queries are indexed images
+    idx.search(images[[3, 8]], k=2, links=False)
+    assert seen == [2]
 
 
 def test_the_registered_distance_version_is_recorded_and_an_old_one_warned(rng, tmp_path, caplog):
@@ -383,6 +409,9 @@ def test_search_and_cli_mark_verified_copies(rng, tmp_path, capsys, pixel_backbo
     )
     doc = json.loads(capsys.readouterr().out)
     assert [n["copy"] for n in doc[0]["neighbors"][:2]] == [True, True]
+    quick = ["search", str(out), str(tmp_path / "q.png"), "-k", "3", "--json", "--no-cache"]
+    assert main([*quick, "--no-links"]) == 0  # without the links: the same copies here
+    assert json.loads(capsys.readouterr().out) == doc
     assert (
         main(["index", str(root), "--out", str(tmp_path / "plain"), "--no-verify", "--no-cache"])
         == 0
@@ -479,7 +508,12 @@ def test_link_partners_are_the_copy_search_links_closest_first(rng):
     images = planted(rng, n=60, copies=12)
     images[60:63] = images[0]  # image 0 has more partners than the width
     links = relative_links(images)
-    partners, linked = link_partners(images, width=2)
+    partners, linked, reference = link_partners(images, width=2)
+    np.testing.assert_array_equal(reference[:, 0], links.reference)
+    assert links.registered_reference is None and np.isnan(reference[:, 1]).all()  # 12 px
+    big = np.kron(images, np.ones((1, 2, 2, 1), np.uint8))  # 24 px: registered
+    reference = link_partners(big)[2]
+    np.testing.assert_array_equal(reference[:, 1], relative_links(big).registered_reference)
     rows = links.rows.astype(np.float64)
     for i in range(len(images)):  # the loop: every pair naming i, closest first
         others = [int(b) for a, b in links.pairs if a == i] + [
@@ -510,3 +544,31 @@ def test_a_copy_search_partner_competes_but_is_not_flagged(rng, monkeypatch):
     )
     np.testing.assert_array_equal(got[0], [7, 5, 1])
     np.testing.assert_array_equal(is_copy[0], [False, True, False])
+
+
+def test_query_partners_are_the_leakage_links_closest_first(rng):
+    from dcsi.copy_verification import link_partners, query_partners
+    from dcsi.relative_links import relative_cross_pairs
+
+    images = planted(rng, n=60, copies=12)  # 12 x 12: compared without registration
+    big = np.kron(images, np.ones((1, 2, 2, 1), np.uint8))  # 24 x 24: registered too
+    for imgs in (images, big):
+        gallery, queries = imgs[:60], imgs[60:].copy()
+        queries[0] = gallery[5]  # a query with two partners: an exact copy and a near one
+        queries[1] = gallery[7]
+        _, _, reference = link_partners(gallery)
+        check = PixelCheck(gallery, np.ones(60), RelativeOptions(), link_reference=reference)
+        partners, linked = query_partners(check, queries, width=2)
+        pairs, _ = relative_cross_pairs(queries, gallery)
+        rows = coarse_rows(np.concatenate([queries, gallery])).astype(np.float64)
+        for i in range(len(queries)):  # the loop: every pair naming query i, closest first
+            others = sorted(
+                (int(b) for a, b in pairs if a == i),
+                key=lambda j: (1.0 - rows[i] @ rows[len(queries) + j], j),
+            )
+            assert partners[i][linked[i]].tolist() == others[:2], i
+        assert linked[:, 0].sum() >= 10  # the noisy copies find their originals
+        assert partners[2, 0] == 2 and partners[11, 0] == 11
+    # without the references (an index written before them): no partners
+    bare = PixelCheck(images[:60], np.ones(60), RelativeOptions())
+    assert not query_partners(bare, images[60:])[1].any()

@@ -665,3 +665,24 @@ def test_the_centred_view_links_moved_and_rescaled_copies_the_grid_misses(rng):
     assert np.all(links.score(a, b) <= 1.0)
     pairs, _ = relative_cross_pairs(images[70:79], images[:70], centred)
     assert {(i, i) for i in range(6)} <= {tuple(p) for p in pairs.tolist()}
+
+
+def test_relative_cross_pairs_with_known_train_references_are_the_same(rng):
+    from dcsi.relative_links import relative_cross_pairs
+
+    images = _blobs(rng, 80)
+    for i, (dy, dx) in enumerate([(5, 0), (-4, 4), (1, 1)]):
+        images[70 + i] = np.roll(images[i], (dy, dx), axis=(0, 1))
+    train, test = images[:70], images[70:]
+    links = relative_links(train)
+    known = (links.reference, links.registered_reference)
+    pairs, scores = relative_cross_pairs(test, train)
+    got, got_scores = relative_cross_pairs(test, train, train_reference=known)
+    np.testing.assert_array_equal(got, pairs)
+    np.testing.assert_array_equal(got_scores, scores)
+    assert {(0, 0), (1, 1), (2, 2)} <= {tuple(p) for p in pairs.tolist()}
+    # the references are used, not recomputed: halved, they raise the scores
+    halved = (links.reference / 2, links.registered_reference / 2)
+    same, raised = relative_cross_pairs(test, train, train_reference=halved)
+    np.testing.assert_array_equal(same, pairs)
+    assert np.all(raised >= scores) and np.any(raised > scores)
