@@ -2,8 +2,9 @@
 
 Two kinds of pool, each scored on pairs, with dcsi and its peers in the same run:
 
-- ``--pool oxygen`` / ``--pool tango`` (Debian ``oxygen-icon-theme``,
-  ``tango-icon-theme``): every icon of the theme drawn at several sizes
+- ``--pool oxygen`` / ``--pool tango`` / ``--pool adwaita`` (Debian
+  ``oxygen-icon-theme``, ``tango-icon-theme``, ``adwaita-icon-theme``; Adwaita was
+  added later, as a theme no choice had seen): every icon of the theme drawn at several sizes
   (``<N>x<N>/<context>/<name>.png``, N in 16..256; ``8x8`` and ``scalable`` are left
   out, and so are symbolic links, which are aliases of another name).  **Truth**: two
   files with the same ``(context, name)`` at two sizes are the same icon; every other
@@ -51,6 +52,7 @@ The machine has 2 cores shared with other jobs: times are noisy.
     python benchmarks/redundancy_real.py --pool tango
     python benchmarks/redundancy_real.py --pool oxygen                   # 400 icons
     python benchmarks/redundancy_real.py --pool oxygen --max-icons 0     # every icon
+    python benchmarks/redundancy_real.py --pool adwaita                  # 400 icons
     python benchmarks/redundancy_real.py --pool openclipart
     python benchmarks/redundancy_real.py --pool tango --quick            # smoke run
 """
@@ -80,11 +82,13 @@ from _common import print_table, write_results  # noqa: E402
 ICON_ROOTS = {
     "oxygen": Path("/usr/share/icons/oxygen/base"),
     "tango": Path("/usr/share/icons/Tango"),
+    "adwaita": Path("/usr/share/icons/Adwaita"),
 }
 OPENCLIPART = Path("/usr/share/openclipart/png")
 PACKAGES = {
     "oxygen": "oxygen-icon-theme",
     "tango": "tango-icon-theme",
+    "adwaita": "adwaita-icon-theme",
     "openclipart": "openclipart-png",
 }
 SIZES = (16, 22, 24, 32, 48, 64, 128, 256)
@@ -629,7 +633,9 @@ def build(args, folder: Path) -> PoolData:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--pool", choices=("oxygen", "tango", "openclipart"), help="required")
+    ap.add_argument(
+        "--pool", choices=("oxygen", "tango", "adwaita", "openclipart"), help="required"
+    )
     ap.add_argument("--max-icons", type=int, default=400, help="icons (seeded; 0: all)")
     ap.add_argument("--originals", type=int, default=3000, help="openclipart images")
     ap.add_argument("--per-kind", type=int, default=25, help="planted copies per kind")
