@@ -65,8 +65,10 @@ from dcsi.exceptions import InvalidParameterError
 from dcsi.neighbors import exact_topk, reference_topk, unit_rows
 from dcsi.registration import DISTANCE_VERSION, registered_distance, registered_windows
 from dcsi.relative_links import (
+    CrossSide,
     RelativeOptions,
     coarse_rows,
+    cross_side,
     relative_cross_pairs,
     relative_links,
     relative_score,
@@ -189,6 +191,16 @@ class PixelCheck:
         """ndarray of shape (n, 3 * (s // 2) ** 2), float32: :func:`colour_rows` of the
         thumbnails (computed once, on first use)."""
         return colour_rows(self.thumbnails, self.options.sigma, self.options.despeckle)
+
+    @cached_property
+    def cross_side(self) -> CrossSide | None:
+        """:func:`dcsi.relative_links.cross_side` of the thumbnails with the copy
+        search's defaults and :attr:`link_reference` (computed once, on the first
+        query that weighs partners; None without ``link_reference``)."""
+        ref = self.link_reference
+        if ref is None or RelativeOptions().skips(len(self.thumbnails)):
+            return None
+        return cross_side(self.thumbnails, train_reference=(ref[:, 0], ref[:, 1]))
 
     @classmethod
     def build(
@@ -542,8 +554,9 @@ def query_partners(
     The (query, indexed image) pairs that
     :func:`dcsi.relative_links.relative_cross_pairs` links (the leakage search, with
     the indexed images' references from :attr:`PixelCheck.link_reference`, so only
-    the queries' own searches run), closest first by coarse rows, at most ``width``:
-    what :func:`link_partners` gives an indexed image.
+    the queries' own searches run; what it reads of the indexed images is computed on
+    the first call and kept, :attr:`PixelCheck.cross_side`), closest first by coarse
+    rows, at most ``width``: what :func:`link_partners` gives an indexed image.
 
     Parameters
     ----------
@@ -559,12 +572,8 @@ def query_partners(
     linked : ndarray of shape (m, width), bool
     """
     m = len(query_thumbs)
-    ref = check.link_reference
-    found = None
-    if ref is not None and m:
-        found = relative_cross_pairs(
-            np.asarray(query_thumbs), check.thumbnails, train_reference=(ref[:, 0], ref[:, 1])
-        )
+    side = check.cross_side if m else None
+    found = None if side is None else relative_cross_pairs(np.asarray(query_thumbs), side)
     if found is None or not len(found[0]):
         return np.zeros((m, width), np.int64), np.zeros((m, width), bool)
     a, b = found[0][:, 0], found[0][:, 1]

@@ -112,9 +112,11 @@ from dcsi.relative_rule import relative_score, view_cross_links, view_links
 
 __all__ = [
     "DEFAULT_RATIO",
+    "CrossSide",
     "RelativeLinks",
     "RelativeOptions",
     "coarse_rows",
+    "cross_side",
     "despeckle",
     "grid_of",
     "mirrored_rows",
@@ -492,24 +494,28 @@ def _view_rows(images: np.ndarray, options: RelativeOptions) -> list[np.ndarray]
     return views
 
 
+def _search_windows(R: RegisteredWindows) -> tuple[np.ndarray, ...]:
+    """The windows the zoomed, turned and recentred searches compare, on the coarser
+    :data:`SEARCH_GRID`: untransformed, under :data:`ZOOM`, under :data:`TURN`, and the
+    recentred windows pooled (each of shape (n, q'))."""
+    return (
+        *(transform_windows(R.images, R.sigma, t, SEARCH_GRID) for t in (0, ZOOM, TURN)),
+        _pooled(R.recentred),
+    )
+
+
 def _transformed_candidates(
-    Q: RegisteredWindows,
-    B: RegisteredWindows,
+    Q: tuple[np.ndarray, ...],
+    B: tuple[np.ndarray, ...],
     m: int,
-    options: RelativeOptions,
     *,
     skip_self: bool,
 ) -> np.ndarray:
     """The ``m`` nearest images of ``B`` (exact search) of each image of ``Q`` under
     :data:`ZOOM`, then under :data:`TURN`, by windows on the coarser
     :data:`SEARCH_GRID`, then by the recentred windows (itself left out with
-    ``skip_self``); shape (q, 3 m)."""
-    base = transform_windows(B.images, options.sigma, 0, SEARCH_GRID)
-    searches = [
-        (base, transform_windows(Q.images, options.sigma, t, SEARCH_GRID), what)
-        for t, what in ((ZOOM, "zoomed"), (TURN, "turned"))
-    ]
-    searches.append((_pooled(B.recentred), _pooled(Q.recentred), "recentred"))
+    ``skip_self``); ``Q`` and ``B`` are :func:`_search_windows`; shape (q, 3 m)."""
+    searches = [(B[0], Q[1], "zoomed"), (B[0], Q[2], "turned"), (B[3], Q[3], "recentred")]
     out = []
     for X, Z, what in searches:
         nb, _ = exact_topk(X, Z, k=m + 1 if skip_self else m, desc=f"relative links: {what}")
@@ -608,7 +614,8 @@ def relative_links(
         keep = relative_score(rd.ravel(), rref[a], rref[b], options) <= 1.0
         pairs = np.concatenate([pairs, np.stack([a[keep], b[keep]], axis=1)])
         if options.zoomed and search != "ann":
-            zn = _transformed_candidates(R, R, k - 1, options, skip_self=True)
+            W = _search_windows(R)
+            zn = _transformed_candidates(W, W, k - 1, skip_self=True)
             za, zb = np.repeat(np.arange(len(zn), dtype=np.int64), zn.shape[1]), zn.ravel()
             keep = _registered_scores(R, R, za, zb, rref, rref, options) <= 1.0
             pairs = np.concatenate([pairs, np.stack([za[keep], zb[keep]], axis=1)])
@@ -639,9 +646,86 @@ def relative_links(
     )
 
 
+@dataclass(frozen=True, eq=False)
+class CrossSide:
+    """What :func:`relative_cross_pairs` reads of the training images, computed once
+    (:func:`cross_side`) for any number of calls with new test images.
+
+    Attributes
+    ----------
+    images : ndarray of shape (n, h, w) or (n, h, w, c)
+        The training images at the working size.
+    options : RelativeOptions
+    rows : ndarray of shape (n, d), float32
+        Their coarse rows.
+    reference : ndarray of shape (n,), float64
+        Each one's coarse reference distance among the training images.
+    windows : RegisteredWindows or None
+        With the registered distance.
+    registered_reference : ndarray of shape (n,), float64, or None
+        Each one's registered reference among the training images.
+    searched : tuple of ndarray
+        The windows of the zoomed, turned and recentred searches (with
+        ``options.zoomed`` and the exact search; else empty).
+    search : {"exact", "ann"}
+    seed : int
+    """
+
+    images: np.ndarray
+    options: RelativeOptions
+    rows: np.ndarray
+    reference: np.ndarray
+    windows: RegisteredWindows | None
+    registered_reference: np.ndarray | None
+    searched: tuple[np.ndarray, ...]
+    search: str = "exact"
+    seed: int = 0
+
+
+def cross_side(
+    train_images: np.ndarray,
+    options: RelativeOptions | None = None,
+    *,
+    search: str = "exact",
+    seed: int = 0,
+    train_reference: tuple[np.ndarray, np.ndarray] | None = None,
+) -> CrossSide:
+    """The training side of :func:`relative_cross_pairs` (its parameters).
+
+    ``train_reference`` : (coarse, registered), default=None
+        The training images' reference distances when already known, each of shape
+        (n,): :attr:`RelativeLinks.reference` and
+        :attr:`RelativeLinks.registered_reference` of ``relative_links(train_images,
+        options, search=search, seed=seed)`` (the neighbour index keeps them).  Their
+        own searches are then skipped; the result is the same.
+    """
+    options = options or RelativeOptions()
+    train_images = np.asarray(train_images)
+    k = options.k
+    known = (None, None) if train_reference is None else train_reference
+    rows = coarse_rows(train_images, options.sigma, options.despeckle)
+    reference = known[0]
+    if reference is None:
+        reference = reference_topk(rows, k, search, seed)[1][:, -1]
+    R = rref = None
+    searched: tuple[np.ndarray, ...] = ()
+    if options.registers(train_images.shape[1:]):
+        R = registered_windows(train_images, options.sigma)
+        rref = known[1]
+        if rref is None:
+            near = reference_topk(R.identity, options.n_candidates(len(rows)), search, seed)[0]
+            rref = _registered_reference(R, R, near, k)[1]
+        if options.zoomed and search != "ann":
+            searched = _search_windows(R)
+    return CrossSide(
+        train_images, options, rows, np.asarray(reference, np.float64), R,
+        None if rref is None else np.asarray(rref, np.float64), searched, search, seed,
+    )  # fmt: skip
+
+
 def relative_cross_pairs(
     test_images: np.ndarray,
-    train_images: np.ndarray,
+    train_images: np.ndarray | CrossSide,
     options: RelativeOptions | None = None,
     *,
     search: str = "exact",
@@ -658,18 +742,16 @@ def relative_cross_pairs(
     Parameters
     ----------
     test_images : ndarray of shape (m, h, w) or (m, h, w, c)
-    train_images : ndarray of shape (n, h, w) or (n, h, w, c)
-        Both at one working size.
+    train_images : ndarray of shape (n, h, w) or (n, h, w, c), or CrossSide
+        Both at one working size; or :func:`cross_side` of the training images (its
+        options, search and seed are then used, and the three parameters below
+        ignored), to search many test sets against them at the cost of one.
     options : RelativeOptions, default=None
     search : {"exact", "ann"}, default="exact"
         The training set's own top-``k`` search (the test queries are searched exactly).
     seed : int, default=0
     train_reference : (coarse, registered), default=None
-        The training images' reference distances when already known, each of shape
-        (n,): :attr:`RelativeLinks.reference` and
-        :attr:`RelativeLinks.registered_reference` of ``relative_links(train_images,
-        options, search=search, seed=seed)`` (the neighbour index keeps them).  Their
-        own searches are then skipped; the result is the same.
+        As in :func:`cross_side`.
 
     Returns
     -------
@@ -678,38 +760,40 @@ def relative_cross_pairs(
         (p,): the relative scores (``<= 1``).  None when the training set has fewer
         than ``options.min_images`` images.
     """
-    options = options or RelativeOptions()
-    if options.skips(len(train_images)) or not len(test_images):
+    if isinstance(train_images, CrossSide):
+        side: CrossSide | None = train_images
+        options, train = train_images.options, train_images.images
+    else:
+        side, options, train = None, options or RelativeOptions(), np.asarray(train_images)
+    if options.skips(len(train)) or not len(test_images):
         return None
+    if side is None:
+        side = cross_side(train, options, search=search, seed=seed, train_reference=train_reference)
+    search, seed = side.search, side.seed
     k = options.k
-    tr = coarse_rows(train_images, options.sigma, options.despeckle)
+    tr, ref_tr = side.rows, side.reference
     te = coarse_rows(test_images, options.sigma, options.despeckle)
-    known = (None, None) if train_reference is None else train_reference
-    nbrs, dist, ref_tr = cross_reference_topk(te, tr, k, search, seed, train_reference=known[0])
+    nbrs, dist, _ = cross_reference_topk(te, tr, k, search, seed, train_reference=ref_tr)
     ref_te = dist[:, -1]
     mirrors = mirrored_rows(test_images, options.sigma, options.despeckle) if options.flips else ()
     a, b, d = _candidates(nbrs, dist, tr, mirrors, skip_self=False)
     s = relative_score(d, ref_te[a], ref_tr[b], options)
-    if options.registers(train_images.shape[1:]):
-        K = options.n_candidates(len(train_images))
-        R_tr = registered_windows(train_images, options.sigma)
+    R_tr, rref_tr = side.windows, side.registered_reference
+    if R_tr is not None and rref_tr is not None:
+        K = options.n_candidates(len(tr))
         R_te = registered_windows(test_images, options.sigma)
-        base = R_tr.identity
-        rref_tr = known[1]
-        if rref_tr is None:
-            near_tr = reference_topk(base, K, search, seed)[0]
-            rref_tr = _registered_reference(R_tr, R_tr, near_tr, k)[1]
-        near, _ = exact_topk(base, R_te.identity, k=K, desc="relative leakage: registered")
+        near, _ = exact_topk(R_tr.identity, R_te.identity, k=K, desc="relative leakage: registered")
         rd, rref_te = _registered_reference(R_te, R_tr, near, k)
         pair_a = np.repeat(np.arange(len(te), dtype=np.int64), K)
         rs = relative_score(rd.ravel(), rref_te[pair_a], rref_tr[near.ravel()], options)
         a = np.concatenate([a, pair_a])
         b = np.concatenate([b, near.ravel()])
         s = np.concatenate([s, rs])
-        if options.zoomed and search != "ann":  # test windows zoomed, and the reverse
+        if side.searched:  # test windows zoomed, and the reverse
+            W_te = _search_windows(R_te)
             m_te, m_tr = min(k - 1, len(te)), k - 1
-            zt = _transformed_candidates(R_te, R_tr, m_tr, options, skip_self=False)
-            zr = _transformed_candidates(R_tr, R_te, m_te, options, skip_self=False)
+            zt = _transformed_candidates(W_te, side.searched, m_tr, skip_self=False)
+            zr = _transformed_candidates(side.searched, W_te, m_te, skip_self=False)
             for za, zb in (
                 (np.repeat(np.arange(len(te), dtype=np.int64), zt.shape[1]), zt.ravel()),
                 (zr.ravel(), np.repeat(np.arange(len(tr), dtype=np.int64), zr.shape[1])),
@@ -718,10 +802,10 @@ def relative_cross_pairs(
                 a, b, s = np.concatenate([a, za]), np.concatenate([b, zb]), np.concatenate([s, zs])
     if options.halves:
         ha, hb, hs = half_cross_links(
-            te, tr, grid_of(train_images.shape[1:]), options, search=search, seed=seed
+            te, tr, grid_of(train.shape[1:]), options, search=search, seed=seed
         )
         a, b, s = np.concatenate([a, ha]), np.concatenate([b, hb]), np.concatenate([s, hs])
-    for te_v, tr_v in zip(_view_rows(test_images, options), _view_rows(train_images, options)):
+    for te_v, tr_v in zip(_view_rows(test_images, options), _view_rows(train, options)):
         va, vb, vs = view_cross_links(
             te_v, tr_v, options, search=search, seed=seed, desc="relative leakage: a view"
         )

@@ -569,6 +569,19 @@ def test_query_partners_are_the_leakage_links_closest_first(rng):
             assert partners[i][linked[i]].tolist() == others[:2], i
         assert linked[:, 0].sum() >= 10  # the noisy copies find their originals
         assert partners[2, 0] == 2 and partners[11, 0] == 11
+    # what the cross search reads of the indexed images is computed once
+    import dcsi.relative_links as rl
+
+    calls = []
+    real = rl.coarse_rows
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(rl, "coarse_rows", lambda x, *a, **k: calls.append(len(x)) or real(x, *a, **k))
+    try:
+        query_partners(check, queries[:3])
+        query_partners(check, queries[3:5])
+    finally:
+        monkey.undo()
+    assert calls == [3, 2]  # the queries' rows only: the indexed images' were kept
     # without the references (an index written before them): no partners
     bare = PixelCheck(images[:60], np.ones(60), RelativeOptions())
     assert not query_partners(bare, images[60:])[1].any()

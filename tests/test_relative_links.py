@@ -681,6 +681,15 @@ def test_relative_cross_pairs_with_known_train_references_are_the_same(rng):
     np.testing.assert_array_equal(got, pairs)
     np.testing.assert_array_equal(got_scores, scores)
     assert {(0, 0), (1, 1), (2, 2)} <= {tuple(p) for p in pairs.tolist()}
+    # the training side computed once serves any number of test sets, the same links
+    from dcsi.relative_links import cross_side
+
+    side = cross_side(train, train_reference=known)
+    for part in (test, test[:1], images[40:45]):
+        once = relative_cross_pairs(part, side)
+        plain = relative_cross_pairs(part, train)
+        np.testing.assert_array_equal(once[0], plain[0])
+        np.testing.assert_array_equal(once[1], plain[1])
     # the references are used, not recomputed: halved, they raise the scores
     halved = (links.reference / 2, links.registered_reference / 2)
     same, raised = relative_cross_pairs(test, train, train_reference=halved)

@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         dest="links",
         action="store_false",
         help="skip the copy search's links of the queries to the indexed images (faster on "
-        "large indexes: they cost about 17 s per call at 60,000 images; see the README)",
+        "large indexes: they cost about 18 s at 60,000 indexed images; see the README)",
     )
     # the index says which backbone, input size, pooling and head
     p.add_argument(
