@@ -21,7 +21,8 @@ Two questions, top-1 and top-4 (the copy's own original among the results):
 - **new queries**: an index of ``originals/`` alone, each copy searched as a new image
   file (``NeighborIndex.search``): with the pixel check and the copy search's links
   (the default), without the links (``links=False``), and without the pixel check
-  (``verify=False``: the CNN's ``sam`` features alone);
+  (``verify=False``: the CNN's ``sam`` features alone); beside them the pixel baseline
+  of ``retrieval_pixels.py`` (a grey 16 x 16 thumbnail, exact cosine search);
 - **gallery**: an index of both folders, each copy's stored list (``verify=True``, the
   default, and ``verify=False``).
 
@@ -58,6 +59,8 @@ K = 4
 #: A folder of near-identical line drawings (``star_89pt24step``, ``star_91pt24step``...):
 #: its copies are also scored apart.
 STARS = "shapes/stars/"
+#: Side of the grey thumbnail of the pixel baseline.
+PIXELS = 16
 
 
 def plant(root: Path, n_originals: int, per_kind: int, seed: int) -> dict[str, Any]:
@@ -132,6 +135,24 @@ def hits(
     return out
 
 
+def pixel_baseline(
+    root: Path, queries: list[str], truth: list[dict[str, Any]], same_pixels: dict[str, str]
+) -> dict[str, Any]:
+    """The copies' nearest originals by a grey ``PIXELS`` px thumbnail (mean removed,
+    unit length; ``retrieval_pixels.py``'s baseline), exact cosine search."""
+    from retrieval_pixels import thumbnails
+
+    from dcsi.neighbors import exact_topk
+    from dcsi.sources import open_files, open_source
+
+    gallery = open_source(root / "originals")
+    G = thumbnails(gallery, PIXELS).astype(np.float32)
+    Q = thumbnails(open_files(queries), PIXELS).astype(np.float32)
+    top, _ = exact_topk(G, Q, k=K)
+    names = np.asarray(gallery.ids, dtype=object)
+    return hits(names[top], truth, same_pixels)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--originals", type=int, default=3000, help="openclipart files")
@@ -174,6 +195,9 @@ def main() -> None:
                         for tr, got in zip(truth, ids, strict=True)
                         if same_pixels.get(str(got[0]), got[0]) != same_pixels[tr["original"]]
                     ]
+        rows[f"new queries: grey thumbnail {PIXELS} x {PIXELS} (pixel baseline)"] = pixel_baseline(
+            root, queries, truth, same_pixels
+        )
         results["index_metadata"] = {
             key: idx.metadata.get(key) for key in ("backbone", "image_size", "pooling", "n")
         }
