@@ -20,9 +20,9 @@ to one dataset.
    unchanged.  Colour, not grey: two icons that differ only in colour are not copies.
 2. **Aligned pixels, within the CNN's shortlist** (:func:`aligned_copies`).  Each
    image is compared with its :data:`SHORTLIST` (10) nearest images by CNN cosine,
-   its stage-1 copies and, for the index's own images, its partners in the copy
-   search's links of the thumbnails (:func:`link_partners`, up to
-   :data:`LINK_PARTNERS`) by :func:`pair_distances`: the smaller of the copy search's
+   its stage-1 copies and its partners in the copy search's links of the thumbnails
+   (up to :data:`LINK_PARTNERS`: :func:`link_partners` for the index's own images,
+   :func:`query_partners` for new ones) by :func:`pair_distances`: the smaller of the copy search's
    aligned distance (:func:`dcsi.aligned.aligned_distance`: the smallest ``1 -
    Pearson`` over shifts and crops-and-resizes) and its registered distance
    (:func:`dcsi.registration.registered_distance`: the same after small rotations,

@@ -15,10 +15,11 @@ each image, the ``k`` other images of highest cosine similarity:
   ``benchmarks/neighbor_index.py``).
 
 Then the pixels check the list (``verify=True``, the default; :mod:`dcsi.copy_verification`):
-an image's *verified copies* go first, closest first, ahead of the CNN's order: the
-images that the copy search's density-relative rule links to it on coarse colour rows,
-or else the one of its 10 CNN neighbours whose aligned pixel distance stands out from
-the others'.  CNN features rank a re-encoded, noisy, recoloured or shifted copy below a
+the pixel-closest of an image's 10 CNN neighbours, its *verified copies* (the images
+that the copy search's density-relative rule links to it on coarse colour rows) and
+its partners in the copy search's links goes first when it is a copy or a partner or
+stands out from the others, then the other verified copies, closest first, then the
+CNN's order.  CNN features rank a re-encoded, noisy, recoloured or shifted copy below a
 look-alike more often than the pixels do (README, "Similarity index").
 
 A :class:`NeighborIndex` answers queries from new images with the same backbone,
