@@ -690,14 +690,27 @@ def cross_side(
     seed: int = 0,
     train_reference: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> CrossSide:
-    """The training side of :func:`relative_cross_pairs` (its parameters).
+    """What :func:`relative_cross_pairs` reads of the training images, computed once.
 
-    ``train_reference`` : (coarse, registered), default=None
+    Parameters
+    ----------
+    train_images : ndarray of shape (n, h, w) or (n, h, w, c)
+        At the working size.
+    options : RelativeOptions, default=None
+    search : {"exact", "ann"}, default="exact"
+        The training set's own top-``k`` searches.
+    seed : int, default=0
+        Seed of the faiss k-means.
+    train_reference : (coarse, registered), default=None
         The training images' reference distances when already known, each of shape
         (n,): :attr:`RelativeLinks.reference` and
         :attr:`RelativeLinks.registered_reference` of ``relative_links(train_images,
         options, search=search, seed=seed)`` (the neighbour index keeps them).  Their
         own searches are then skipped; the result is the same.
+
+    Returns
+    -------
+    CrossSide
     """
     options = options or RelativeOptions()
     train_images = np.asarray(train_images)
@@ -718,9 +731,16 @@ def cross_side(
         if options.zoomed and search != "ann":
             searched = _search_windows(R)
     return CrossSide(
-        train_images, options, rows, np.asarray(reference, np.float64), R,
-        None if rref is None else np.asarray(rref, np.float64), searched, search, seed,
-    )  # fmt: skip
+        images=train_images,
+        options=options,
+        rows=rows,
+        reference=np.asarray(reference, np.float64),
+        windows=R,
+        registered_reference=None if rref is None else np.asarray(rref, np.float64),
+        searched=searched,
+        search=search,
+        seed=seed,
+    )
 
 
 def relative_cross_pairs(
