@@ -17,7 +17,8 @@ Two kinds of pool, each scored on pairs, with dcsi and its peers in the same run
 - ``--pool openclipart`` (Debian ``openclipart-png``): a seeded subset of
   ``--originals`` images (default 3,000 of the 8,121; files PIL refuses as
   decompression bombs are left out), and ``--per-kind`` copies (default 25) of each of
-  the 24 non-flip kinds of ``copy_kinds.py`` (colour kinds included), each made at the
+  the 24 non-flip kinds of ``copy_kinds.py`` (colour kinds included; ``--copies
+  unseen``: of its 12 unseen kinds, on which no default was chosen), each made at the
   original's own size from a distinct original that is neither blank nor over
   2,048 px.  **Truth**: the planted (original, copy) pairs.  A pair of two unmodified
   images is not scored (unknown truth), but the table counts them and the JSON keeps a
@@ -246,9 +247,12 @@ def _consistency(folder: Path, truth: np.ndarray) -> list[float]:
     return out
 
 
-def clipart_pool(n_originals: int, per_kind: int, seed: int, folder: Path) -> PoolData:
-    """A seeded subset of openclipart plus planted copies; see the module docstring."""
-    from copy_kinds import KINDS, make_copy
+def clipart_pool(
+    n_originals: int, per_kind: int, seed: int, folder: Path, copies: str = "broad"
+) -> PoolData:
+    """A seeded subset of openclipart plus planted copies of the broad family's kinds
+    (or, ``copies="unseen"``, of its unseen kinds); see the module docstring."""
+    from copy_kinds import KINDS, UNSEEN_KINDS, make_copy
     from PIL import Image
 
     rng = np.random.default_rng(seed)
@@ -263,7 +267,8 @@ def clipart_pool(n_originals: int, per_kind: int, seed: int, folder: Path) -> Po
             os.replace(folder / f"{old:05d}.png", folder / f"{new:05d}.png")
     names = [str(f.relative_to(OPENCLIPART)) for f, _ in kept]
     eligible = [i for i, (_, w) in enumerate(kept) if not w[2] and max(w[1]) <= MAX_ORIGINAL_SIDE]
-    kinds = [k.name for k in KINDS.values() if not k.flip]
+    family = KINDS if copies == "broad" else UNSEEN_KINDS
+    kinds = [k.name for k in family.values() if not k.flip]
     chosen = np.repeat(kinds, per_kind)[rng.permutation(per_kind * len(kinds))]
     originals = rng.choice(eligible, len(chosen), replace=False)
     n = len(kept)
@@ -285,6 +290,7 @@ def clipart_pool(n_originals: int, per_kind: int, seed: int, folder: Path) -> Po
             "n_originals": n,
             "n_copies": len(chosen),
             "per_kind": per_kind,
+            "copies": copies,
             "unreadable": unreadable,
             "n_blank_originals": sum(w[2] for _, w in kept),
             "max_original_side": MAX_ORIGINAL_SIDE,
@@ -436,10 +442,11 @@ def score(pairs: np.ndarray, data: PoolData, n: int) -> dict:
             "precision": float(hit[scored][mine].mean()) if mine.any() else None,
         }
     if data.info.get("per_kind"):
-        from copy_kinds import KINDS
+        from copy_kinds import KINDS, UNSEEN_KINDS
 
-        family = np.array([KINDS[g].family if g else "" for g in tag], dtype=object)
-        true_family = np.array([KINDS[g].family for g in data.tags])
+        kinds = {**KINDS, **UNSEEN_KINDS}
+        family = np.array([kinds[g].family if g else "" for g in tag], dtype=object)
+        true_family = np.array([kinds[g].family for g in data.tags])
         out["per_family"] = {
             F: {
                 "n_true": int((true_family == F).sum()),
@@ -597,17 +604,18 @@ def tables(rows: list[dict], data: PoolData) -> list[str]:
             line += [r["default"]["per_tag"][g]["precision"] for r in ok if r["method"] == "dcsi"]
             body.append(line)
     else:
-        from copy_kinds import KINDS
+        from copy_kinds import KINDS, UNSEEN_KINDS
 
+        kinds = {**KINDS, **UNSEEN_KINDS}
         head = ["family", "kind", "copies"] + [f"R {r['method']}" for r in ok]
         head += ["P dcsi"] if any(r["method"] == "dcsi" for r in ok) else []
         body = [
-            [KINDS[g].family, g, int((data.tags == g).sum())]
+            [kinds[g].family, g, int((data.tags == g).sum())]
             + [r["default"]["per_tag"][g]["recall"] for r in ok]
             + [r["default"]["per_tag"][g]["precision"] for r in ok if r["method"] == "dcsi"]
-            for g in sorted(tags, key=lambda g: (KINDS[g].family, g))
+            for g in sorted(tags, key=lambda g: (kinds[g].family, g))
         ]
-        for F in sorted({KINDS[g].family for g in tags}):
+        for F in sorted({kinds[g].family for g in tags}):
             body.append(
                 [F, "(all)", ok[0]["default"]["per_family"][F]["n_true"] if ok else 0]
                 + [r["default"]["per_family"][F]["recall"] for r in ok]
@@ -627,7 +635,7 @@ def build(args, folder: Path) -> PoolData:
     if not root.is_dir():
         sys.exit(f"error: {root} not found; install it: apt-get install -y {PACKAGES[args.pool]}")
     if args.pool == "openclipart":
-        return clipart_pool(args.originals, args.per_kind, args.seed, folder)
+        return clipart_pool(args.originals, args.per_kind, args.seed, folder, args.copies)
     return icon_pool(args.pool, args.max_icons, args.seed, folder)
 
 
@@ -639,6 +647,12 @@ def main() -> int:
     ap.add_argument("--max-icons", type=int, default=400, help="icons (seeded; 0: all)")
     ap.add_argument("--originals", type=int, default=3000, help="openclipart images")
     ap.add_argument("--per-kind", type=int, default=25, help="planted copies per kind")
+    ap.add_argument(
+        "--copies",
+        default="broad",
+        choices=("broad", "unseen"),
+        help="openclipart: the broad family's 24 kinds (default) or its 12 unseen kinds",
+    )
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
