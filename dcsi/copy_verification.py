@@ -411,13 +411,6 @@ def aligned_copies(
     verified : ndarray of shape (m,), bool
     """
     m, c = shortlist.shape
-    # only the images involved are read (each image's numbers are its own)
-    used, inv = np.unique(
-        np.concatenate([np.asarray(queries, np.int64), np.asarray(shortlist, np.int64).ravel()]),
-        return_inverse=True,
-    )
-    images = np.asarray(images)[used]
-    queries, shortlist = inv[:m], inv[m:].reshape(m, c)
     d = pair_distances(
         images, queries, shortlist, registered=registered, sigma=sigma, colour=colour
     )
@@ -448,7 +441,8 @@ def pair_distances(
     those: two icons drawn alike in other colours are far apart, a recoloured copy
     (each channel scaled and shifted) is not, since each channel's distance is one
     minus a Pearson correlation.  A pair with a grey image (a greyscale copy of a
-    colour one), or with no channel varying in both, keeps its grey distance.
+    colour one), or with no channel varying in both, keeps its grey distance.  Only
+    the images the queries and their shortlists name are read.
 
     Parameters
     ----------
@@ -465,12 +459,22 @@ def pair_distances(
     -------
     ndarray of shape (m, c), float64
     """
-    images = np.asarray(images)
+
+    def named(
+        X: np.ndarray, q: np.ndarray, sl: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The images ``q`` and ``sl`` name, and the two as rows of those (each image's
+        numbers are its own)."""
+        m, c = sl.shape
+        used, inv = np.unique(
+            np.concatenate([np.asarray(q, np.int64), np.asarray(sl, np.int64).ravel()]),
+            return_inverse=True,
+        )
+        return X[used], inv[:m], inv[m:].reshape(m, c)
 
     def one(X: np.ndarray, q: np.ndarray, sl: np.ndarray) -> np.ndarray:
-        used, inv = np.unique(np.concatenate([q, sl.ravel()]), return_inverse=True)
+        X, q, sl = named(X, q, sl)
         m, c = sl.shape
-        X, q, sl = X[used], inv[:m], inv[m:].reshape(m, c)
         d = shortlist_distance(X, q, sl)
         if RelativeOptions(registered=registered).registers(X.shape[1:3]):
             W = registered_windows(X, sigma)
@@ -478,6 +482,7 @@ def pair_distances(
             d = np.minimum(d, r.reshape(m, c))
         return d
 
+    images, queries, shortlist = named(np.asarray(images), queries, shortlist)
     rows = np.zeros(len(queries), bool)
     if colour and images.ndim == 4:
         coloured = (images != images[..., :1]).any(axis=(1, 2, 3))
@@ -574,15 +579,13 @@ def query_partners(
     m = len(query_thumbs)
     side = check.cross_side if m else None
     found = None if side is None else relative_cross_pairs(np.asarray(query_thumbs), side)
-    if found is None or not len(found[0]):
+    if side is None or found is None or not len(found[0]):
         return np.zeros((m, width), np.int64), np.zeros((m, width), bool)
     a, b = found[0][:, 0], found[0][:, 1]
-    used_a, ia = np.unique(a, return_inverse=True)
-    used_b, ib = np.unique(b, return_inverse=True)
-    o = RelativeOptions()
-    rows_a = coarse_rows(np.asarray(query_thumbs)[used_a], o.sigma, o.despeckle)
-    rows_b = coarse_rows(check.thumbnails[used_b], o.sigma, o.despeckle)
-    d = 1.0 - np.einsum("ij,ij->i", rows_a[ia], rows_b[ib], dtype=np.float64)
+    used, ia = np.unique(a, return_inverse=True)
+    o = side.options  # the indexed images' coarse rows are the cross side's
+    rows_a = coarse_rows(np.asarray(query_thumbs)[used], o.sigma, o.despeckle)
+    d = 1.0 - np.einsum("ij,ij->i", rows_a[ia], side.rows[b], dtype=np.float64)
     return _partner_table(a, b, d, m, width)
 
 
@@ -737,7 +740,8 @@ def verify_neighbors(
     query_thumbs : ndarray of shape (m, s, s, 3), uint8, default=None
         Or the queries' thumbnails (new images).
     partners : (partners, linked), default=None
-        :func:`link_partners` of the queries (the index's own images), or None.
+        The queries' partners (:func:`link_partners` for the index's own images,
+        :func:`query_partners` for new ones), or None.
 
     Returns
     -------
