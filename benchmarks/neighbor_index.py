@@ -242,7 +242,7 @@ def pixel_check(
     with Timer() as order:
         top, _, is_copy = verify_neighbors(
             check, shortlist, scores, shortlist, (cand, dist, ok), X, X,
-            rows=np.arange(len(X)), partners=(partners[0], partners[1]),
+            rows=np.arange(len(X)), partners=tuple(partners),
         )  # fmt: skip
     # new queries' partners (NeighborIndex.search): the copy search's cross search
     queried = dataclasses.replace(check, link_reference=link_reference)

@@ -22,14 +22,16 @@ to one dataset.
    image is compared with its :data:`SHORTLIST` (10) nearest images by CNN cosine,
    its stage-1 copies and its partners in the copy search's links of the thumbnails
    (up to :data:`LINK_PARTNERS`: :func:`link_partners` for the index's own images,
-   :func:`query_partners` for new ones) by :func:`pair_distances`: the smaller of the copy search's
+   :func:`query_partners` for new ones; at the copy search's own ratio, or a looser
+   one on request, :data:`LINK_RATIO`) by :func:`pair_distances`: the smaller of the copy search's
    aligned distance (:func:`dcsi.aligned.aligned_distance`: the smallest ``1 -
    Pearson`` over shifts and crops-and-resizes) and its registered distance
    (:func:`dcsi.registration.registered_distance`: the same after small rotations,
    scalings, aspect changes and further smoothing, or with both images
    despeckled; ``RelativeOptions(registered=False)`` leaves it out), on each colour
    channel that varies in both images, the largest kept (in grey when either image
-   is grey).  The closest goes first when it is a stage-1 copy or a partner, or when its
+   is grey).  The closest goes first when it is a stage-1 copy or a partner linked at
+   the copy search's own ratio, or when its
    distance is at most :data:`ALIGN_RATIO` (0.7) times the 5th smallest of the ten
    and at most ``max_distance``: shifted, cropped, turned, rescaled or padded copies,
    which stage 1's fixed grid misses, stand out from the look-alikes the CNN put
@@ -65,6 +67,7 @@ from dcsi.exceptions import InvalidParameterError
 from dcsi.neighbors import exact_topk, reference_topk, unit_rows
 from dcsi.registration import DISTANCE_VERSION, registered_distance, registered_windows
 from dcsi.relative_links import (
+    DEFAULT_RATIO,
     CrossSide,
     RelativeOptions,
     coarse_rows,
@@ -77,6 +80,7 @@ from dcsi.relative_links import (
 __all__ = [
     "ALIGN_RATIO",
     "LINK_PARTNERS",
+    "LINK_RATIO",
     "SHORTLIST",
     "VERIFY_SIZE",
     "PixelCheck",
@@ -102,6 +106,13 @@ ALIGN_RATIO = 0.7
 #: Stage 2 also weighs each image's partners in the copy search's relative links on the
 #: thumbnails (:func:`link_partners`), up to this many, closest first.
 LINK_PARTNERS = 5
+#: The partners are the copy search's links at this ratio by default: its own,
+#: :data:`dcsi.relative_links.DEFAULT_RATIO`.  A looser one (``link_ratio`` of
+#: :func:`dcsi.neighbor_index.index_features`) brings more candidates: those the copy
+#: search links at its own ratio may go first as stage 1's copies may, the others
+#: compete as the CNN's shortlist does, by standing out (README "Copies first": on
+#: request, since it gained on 28-px copies and lost on clip art).
+LINK_RATIO = DEFAULT_RATIO
 #: Distances below this count as 0: identical images up to float32 rounding (with five
 #: or more identical images, an image's reference distance is 0 and only 0 passes).
 EXACT = 1e-5
@@ -177,6 +188,10 @@ class PixelCheck:
         Each image's coarse and registered reference distances in the copy search's
         links of the thumbnails (:func:`link_partners`), so that new queries get their
         partners too (:func:`query_partners`); None: the index weighed no partners.
+    link_ratio : float, default=LINK_RATIO
+        The ratio of the copy search's links that make the partners (an index written
+        before it was recorded is read with the copy search's default, 0.25, the
+        ratio it was built with).
     """
 
     thumbnails: np.ndarray
@@ -185,6 +200,7 @@ class PixelCheck:
     align_ratio: float = ALIGN_RATIO
     colour: bool = True
     link_reference: np.ndarray | None = None
+    link_ratio: float = LINK_RATIO
 
     @cached_property
     def rows(self) -> np.ndarray:
@@ -195,12 +211,14 @@ class PixelCheck:
     @cached_property
     def cross_side(self) -> CrossSide | None:
         """:func:`dcsi.relative_links.cross_side` of the thumbnails with the copy
-        search's defaults and :attr:`link_reference` (computed once, on the first
-        query that weighs partners; None without ``link_reference``)."""
+        search's defaults at :attr:`link_ratio` and :attr:`link_reference` (computed
+        once, on the first query that weighs partners; None without
+        ``link_reference``)."""
         ref = self.link_reference
-        if ref is None or RelativeOptions().skips(len(self.thumbnails)):
+        options = RelativeOptions(ratio=self.link_ratio)
+        if ref is None or options.skips(len(self.thumbnails)):
             return None
-        return cross_side(self.thumbnails, train_reference=(ref[:, 0], ref[:, 1]))
+        return cross_side(self.thumbnails, options, train_reference=(ref[:, 0], ref[:, 1]))
 
     @classmethod
     def build(
@@ -211,6 +229,7 @@ class PixelCheck:
         search: str = "exact",
         seed: int = 0,
         link_reference: np.ndarray | None = None,
+        link_ratio: float = LINK_RATIO,
     ) -> tuple[PixelCheck, np.ndarray, np.ndarray, np.ndarray]:
         """The check of the indexed images and every image's stage-1 candidates.
 
@@ -226,6 +245,8 @@ class PixelCheck:
         link_reference : ndarray of shape (n, 2), default=None
             The third output of :func:`link_partners` (kept as
             :attr:`link_reference`).
+        link_ratio : float, default=LINK_RATIO
+            The ratio ``link_partners`` was called with (kept as :attr:`link_ratio`).
 
         Returns
         -------
@@ -246,6 +267,7 @@ class PixelCheck:
             dist[:, -1],
             options,
             link_reference=link_reference,
+            link_ratio=link_ratio,
         )
         check.__dict__["rows"] = rows  # the cached property, already computed
         return check, nbrs, dist, check.passes(dist, check.reference, nbrs)
@@ -360,6 +382,7 @@ class PixelCheck:
             "registration": DISTANCE_VERSION if o.registered else None,
             "despeckle": o.despeckle,
             "colour": self.colour,
+            "link_ratio": self.link_ratio,
         }
 
 
@@ -510,14 +533,14 @@ def pair_distances(
 
 
 def link_partners(
-    thumbs: np.ndarray, *, width: int = LINK_PARTNERS
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    thumbs: np.ndarray, *, width: int = LINK_PARTNERS, ratio: float = LINK_RATIO
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """Each image's partners in the copy search's relative links of the thumbnails.
 
     :func:`dcsi.relative_links.relative_links` with its defaults (the coarse rows, the
-    registered distance and its zoomed, turned and recentred candidates, in grey) on
-    the thumbnails; each image's partners, closest first by the links' coarse rows
-    (ties: the smaller row), at most ``width``.
+    registered distance and its zoomed, turned and recentred candidates, in grey) but
+    ``ratio`` on the thumbnails; each image's partners, closest first by the links'
+    coarse rows (ties: the smaller row), at most ``width``.
 
     Parameters
     ----------
@@ -525,6 +548,8 @@ def link_partners(
         :func:`thumbnails` of the images (exact search: the index skips the partners
         where it uses faiss).
     width : int, default=LINK_PARTNERS
+    ratio : float, default=LINK_RATIO
+        The links' ratio (:attr:`RelativeOptions.ratio`).
 
     Returns
     -------
@@ -532,15 +557,19 @@ def link_partners(
         Rows of the partners (0 where there is none).
     linked : ndarray of shape (n, width), bool
         Which entries are partners.
+    close : ndarray of shape (n, width), bool
+        Which partners the copy search links at its own ratio, ``DEFAULT_RATIO``
+        (their relative score times ``ratio`` at most that): these may go first in
+        stage 2 without standing out (:func:`verify_neighbors`).
     reference : ndarray of shape (n, 2), float64, or None
         Each image's coarse and registered reference distances in the links (NaN
         for thumbnails too small to register; :attr:`PixelCheck.link_reference`, for
         :func:`query_partners`); None below the copy search's ``min_images``.
     """
     n = len(thumbs)
-    links = relative_links(np.asarray(thumbs))
+    links = relative_links(np.asarray(thumbs), RelativeOptions(ratio=ratio))
     if links is None:
-        return np.zeros((n, width), np.int64), np.zeros((n, width), bool), None
+        return np.zeros((n, width), np.int64), *np.zeros((2, n, width), bool), None
     registered = links.registered_reference
     reference = np.stack(
         [links.reference, np.full(n, np.nan) if registered is None else registered], axis=1
@@ -548,12 +577,20 @@ def link_partners(
     a = np.concatenate([links.pairs[:, 0], links.pairs[:, 1]])
     b = np.concatenate([links.pairs[:, 1], links.pairs[:, 0]])
     d = 1.0 - np.einsum("ij,ij->i", links.rows[a], links.rows[b], dtype=np.float64)
-    return (*_partner_table(a, b, d, n, width), reference.astype(np.float64))
+    close = np.ones(len(a), bool)  # at the copy search's own ratio or below: every link
+    if ratio > DEFAULT_RATIO:
+        close = np.tile(_close(links.score(links.pairs[:, 0], links.pairs[:, 1]), ratio), 2)
+    return (*_partner_table(a, b, d, close, n, width), reference.astype(np.float64))
+
+
+def _close(scores: np.ndarray, ratio: float) -> np.ndarray:
+    """Which links of relative ``scores`` at ``ratio`` pass at ``DEFAULT_RATIO``."""
+    return np.asarray(scores) * ratio <= DEFAULT_RATIO * (1.0 + 1e-9)
 
 
 def query_partners(
     check: PixelCheck, query_thumbs: np.ndarray, *, width: int = LINK_PARTNERS
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each new image's partners among the indexed images in the copy search's links.
 
     The (query, indexed image) pairs that
@@ -574,34 +611,38 @@ def query_partners(
     -------
     partners : ndarray of shape (m, width), int64
         Rows of the indexed images (0 where there is none).
-    linked : ndarray of shape (m, width), bool
+    linked, close : ndarray of shape (m, width), bool
+        As :func:`link_partners`.
     """
     m = len(query_thumbs)
     side = check.cross_side if m else None
     found = None if side is None else relative_cross_pairs(np.asarray(query_thumbs), side)
     if side is None or found is None or not len(found[0]):
-        return np.zeros((m, width), np.int64), np.zeros((m, width), bool)
+        return np.zeros((m, width), np.int64), *np.zeros((2, m, width), bool)
     a, b = found[0][:, 0], found[0][:, 1]
     used, ia = np.unique(a, return_inverse=True)
     o = side.options  # the indexed images' coarse rows are the cross side's
     rows_a = coarse_rows(np.asarray(query_thumbs)[used], o.sigma, o.despeckle)
     d = 1.0 - np.einsum("ij,ij->i", rows_a[ia], side.rows[b], dtype=np.float64)
-    return _partner_table(a, b, d, m, width)
+    return _partner_table(a, b, d, _close(found[1], side.options.ratio), m, width)
 
 
 def _partner_table(
-    a: np.ndarray, b: np.ndarray, d: np.ndarray, m: int, width: int
-) -> tuple[np.ndarray, np.ndarray]:
+    a: np.ndarray, b: np.ndarray, d: np.ndarray, close: np.ndarray, m: int, width: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The pairs ``(a, b)`` of distances ``d`` as a table: row ``a`` lists its ``b``,
-    closest first (ties: the smaller ``b``), at most ``width``; shapes (m, width)."""
+    closest first (ties: the smaller ``b``), at most ``width``, whether each is linked,
+    and its ``close`` flag; shapes (m, width)."""
     partners, linked = np.zeros((m, width), np.int64), np.zeros((m, width), bool)
+    flags = np.zeros((m, width), bool)
     order = np.lexsort((b, d, a))  # by image, then distance, then partner
-    a, b = a[order], b[order]
+    a, b, close = a[order], b[order], np.asarray(close)[order]
     rank = np.arange(len(a)) - np.searchsorted(a, a)
     keep = rank < width
     partners[a[keep], rank[keep]] = b[keep]
     linked[a[keep], rank[keep]] = True
-    return partners, linked
+    flags[a[keep], rank[keep]] = close[keep]
+    return partners, linked, flags
 
 
 def shortlist_distance(
@@ -710,13 +751,13 @@ def verify_neighbors(
     *,
     rows: np.ndarray | None = None,
     query_thumbs: np.ndarray | None = None,
-    partners: tuple[np.ndarray, np.ndarray] | None = None,
+    partners: tuple[np.ndarray, ...] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Both stages on CNN results: stage 2's winner first, then stage 1's copies.
 
     Stage 2 compares each query with its CNN shortlist, its stage-1 copies and its
     ``partners`` (the copy search's links); the closest of them goes first when it is
-    a stage-1 copy or a partner, or stands out from the shortlist
+    a stage-1 copy or a close partner, or stands out from the shortlist
     (:meth:`PixelCheck.aligned`, the reference over the shortlist alone).
     Stage 1's other copies follow (closest first by their coarse distance), then the
     CNN's order.  Only stage 1's images are flagged in ``is_copy``: stage 2 picks the
@@ -739,9 +780,10 @@ def verify_neighbors(
         The queries as rows of the indexed images (the index itself).
     query_thumbs : ndarray of shape (m, s, s, 3), uint8, default=None
         Or the queries' thumbnails (new images).
-    partners : (partners, linked), default=None
+    partners : (partners, linked, close), default=None
         The queries' partners (:func:`link_partners` for the index's own images,
-        :func:`query_partners` for new ones), or None.
+        :func:`query_partners` for new ones), or None; without ``close``, every
+        partner counts as close.
 
     Returns
     -------
@@ -755,19 +797,25 @@ def verify_neighbors(
     c = shortlist.shape[1]
     if c < check.options.k:
         return neighbors, scores, is_copy
-    rivals, rival_ok = cand, ok  # the images that may go first without standing out
+    # the images compared besides the shortlist, and those of them that may go first
+    # without standing out (stage 1's copies, close partners)
+    extra, extra_ok, rival_ok = cand, ok, ok
     if partners is not None:
-        rivals, rival_ok = np.hstack([cand, partners[0]]), np.hstack([ok, partners[1]])
+        linked = partners[1]
+        close = linked & partners[2] if len(partners) > 2 else linked
+        extra, extra_ok = np.hstack([cand, partners[0]]), np.hstack([ok, linked])
+        rival_ok = np.hstack([ok, close])
     m = len(shortlist)
     c2, d2 = np.empty((m, 1), np.int64), np.empty((m, 1))
     stands_out = np.empty((m, 1), bool)
-    has_rival = rival_ok.any(axis=1)
+    has_extra = extra_ok.any(axis=1)
     for part, short in (
-        (np.flatnonzero(~has_rival), shortlist),
-        # the rivals compete too; a column without one repeats the CNN's first
+        (np.flatnonzero(~has_extra), shortlist),
+        # stage 1's copies and the partners compete too; a column without one
+        # repeats the CNN's first
         (
-            np.flatnonzero(has_rival),
-            np.hstack([shortlist, np.where(rival_ok, rivals, shortlist[:, :1])]),
+            np.flatnonzero(has_extra),
+            np.hstack([shortlist, np.where(extra_ok, extra, shortlist[:, :1])]),
         ),
     ):
         if len(part):
@@ -777,7 +825,7 @@ def verify_neighbors(
                 query_thumbs=None if query_thumbs is None else query_thumbs[part],
                 reference_columns=c,
             )
-    copy_won = (rival_ok & (rivals == c2)).any(axis=1)
+    copy_won = (rival_ok & (extra == c2)).any(axis=1)
     moved = np.flatnonzero(stands_out[:, 0] | copy_won)
     if len(moved):
         n2, s2, _ = copies_first(

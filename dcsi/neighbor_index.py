@@ -72,10 +72,11 @@ import numpy as np
 
 from dcsi import __version__
 from dcsi._io import atomic_write_bytes, atomic_write_json
-from dcsi._validation import check_choice, check_int, require
+from dcsi._validation import check_choice, check_float, check_int, require
 from dcsi.ann import ivf_index
 from dcsi.copy_verification import (
     LINK_PARTNERS,
+    LINK_RATIO,
     SHORTLIST,
     PixelCheck,
     link_partners,
@@ -86,7 +87,7 @@ from dcsi.copy_verification import (
 from dcsi.exceptions import DataError, InvalidParameterError
 from dcsi.neighbors import exact_topk, faiss_topk, unit_rows
 from dcsi.registration import DISTANCE_VERSION
-from dcsi.relative_links import RelativeOptions
+from dcsi.relative_links import DEFAULT_RATIO, RelativeOptions
 
 __all__ = [
     "DEFAULT_K",
@@ -388,13 +389,27 @@ def default_pooling(backbone: Any) -> str:
 
 
 def _check_options(
-    k: int, method: str, pooling: str | None, backbone: Any = None
+    k: int,
+    method: str,
+    pooling: str | None,
+    backbone: Any = None,
+    *,
+    link_ratio: float = LINK_RATIO,
 ) -> tuple[int, str, str]:
     from dcsi.backbones import check_pooling
 
     caller = "build_neighbor_index"
     k = check_int(k, "k", caller, min_value=1)
     check_choice(method, "method", caller, METHODS)
+    check_float(
+        link_ratio,
+        "link_ratio",
+        caller,
+        min_value=0.0,
+        max_value=1.0,
+        min_inclusive=False,
+        max_inclusive=False,
+    )
     pooling = check_pooling(
         default_pooling(backbone) if pooling is None else pooling, backbone, caller
     )
@@ -500,6 +515,7 @@ def index_features(
     seed: int = 0,
     images: Any = None,
     verify: bool = True,
+    link_ratio: float = LINK_RATIO,
 ) -> NeighborIndex:
     """A :class:`NeighborIndex` from features already extracted (``dcsi analyze --index``).
 
@@ -525,12 +541,16 @@ def index_features(
         links) first when it stands out, is a verified copy or a partner, then its
         other verified copies (:mod:`dcsi.copy_verification`); skipped below
         ``RelativeOptions().min_images`` images.
+    link_ratio : float, default=LINK_RATIO
+        The ratio, in (0, 1), of the copy search's links that make the partners
+        (0.25, the copy search's own; a looser one such as 0.7 brings more candidates,
+        README "Copies first"; recorded as ``verify.link_ratio``).
 
     Returns
     -------
     NeighborIndex
     """
-    k, method, _ = _check_options(k, method, (info or {}).get("pooling"))
+    k, method, _ = _check_options(k, method, (info or {}).get("pooling"), link_ratio=link_ratio)
     n = len(ids)
     if n < 2 or features.shape[0] != n:
         raise DataError(
@@ -560,13 +580,14 @@ def index_features(
         # the copy search over every image costs what `dcsi redundancy` does: not at
         # the sizes faiss is used for
         if chosen != "faiss":
-            partner_rows, linked, link_reference = link_partners(thumbs)
-            partners = (partner_rows, linked)
+            partner_rows, linked, close, link_reference = link_partners(thumbs, ratio=link_ratio)
+            partners = (partner_rows, linked, close)
         pixels, cand, dist, ok = PixelCheck.build(
             thumbs,
             search="faiss" if chosen == "faiss" else "exact",
             seed=seed,
             link_reference=link_reference,
+            link_ratio=link_ratio,
         )
         neighbors, scores, is_copy = verify_neighbors(
             pixels,
@@ -623,6 +644,7 @@ def build_neighbor_index(
     seed: int = 0,
     runtime: str = "torch",
     verify: bool = True,
+    link_ratio: float = LINK_RATIO,
 ) -> NeighborIndex:
     """Embed every image of a source and find each one's ``k`` nearest images.
 
@@ -655,6 +677,8 @@ def build_neighbor_index(
     verify : bool, default=True
         Put each image's pixel-closest neighbour or its verified copies ahead of the
         CNN's order (see :func:`index_features` and :mod:`dcsi.copy_verification`).
+    link_ratio : float, default=LINK_RATIO
+        As in :func:`index_features`.
 
     Returns
     -------
@@ -663,7 +687,7 @@ def build_neighbor_index(
     from dcsi.backbones.onnx_runtime import check_runtime
     from dcsi.features import extract_features
 
-    k, method, pooling = _check_options(k, method, pooling, backbone)
+    k, method, pooling = _check_options(k, method, pooling, backbone, link_ratio=link_ratio)
     check_runtime(runtime, "build_neighbor_index", device=device)
     if method == "faiss":  # fail before the features are extracted
         require("faiss", "The faiss neighbour search", "dcsi[index]")
@@ -691,6 +715,7 @@ def build_neighbor_index(
         seed=seed,
         images=fs.image_set,
         verify=verify,
+        link_ratio=link_ratio,
     )
 
 
@@ -884,6 +909,9 @@ def _read_pixels(folder: Path, meta: dict[str, Any], files: dict[str, Any]) -> P
         rule["align_ratio"],
         colour=bool(rule.get("colour", False)),  # absent: written before it existed
         link_reference=None if link_reference is None else link_reference.astype(np.float64),
+        # absent: written before it was recorded, when the partners were the copy
+        # search's links at its own ratio
+        link_ratio=float(rule.get("link_ratio", DEFAULT_RATIO)),
     )
 
 

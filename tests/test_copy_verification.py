@@ -12,6 +12,7 @@ from test_relative_links import despeckle_reference
 from dcsi.aligned import aligned_distance
 from dcsi.copy_verification import (
     LINK_PARTNERS,
+    LINK_RATIO,
     PixelCheck,
     aligned_copies,
     colour_rows,
@@ -271,6 +272,11 @@ def test_stage_two_registration_is_recorded_and_read_back(rng, tmp_path):
     feats = rng.standard_normal((40, 8)).astype(np.float32)
     index_features(feats, [str(i) for i in range(40)], k=3, images=images).save(tmp_path)
     meta = json.loads((tmp_path / INDEX_FILE).read_text())
+    assert meta["verify"]["link_ratio"] == LINK_RATIO
+    index_features(feats, [str(i) for i in range(40)], k=3, images=images, link_ratio=0.7).save(
+        tmp_path
+    )
+    meta = json.loads((tmp_path / INDEX_FILE).read_text())
     assert meta["verify"]["registered"] is True
     assert meta["verify"]["despeckle"] is RelativeOptions().despeckle is True
     back = load_neighbor_index(tmp_path).pixels
@@ -280,14 +286,17 @@ def test_stage_two_registration_is_recorded_and_read_back(rng, tmp_path):
     # links, and their references are kept for new queries (file hashed and checked)
     assert meta["files"]["link_reference.npy"]["bytes"] > 0
     assert load_neighbor_index(tmp_path).pixels.link_reference.shape == (40, 2)
+    assert meta["verify"]["link_ratio"] == 0.7 == back.link_ratio
     # an index written before stage 2 registered pairs and compared colours, and stage 1
     # despeckled
     del meta["verify"]["registered"], meta["verify"]["despeckle"], meta["verify"]["colour"]
     del meta["verify"]["links"], meta["files"]["link_reference.npy"]
+    del meta["verify"]["link_ratio"]
     (tmp_path / INDEX_FILE).write_text(json.dumps(meta))
     back = load_neighbor_index(tmp_path).pixels
     assert back.options.registered is False and back.options.despeckle is False
     assert back.colour is False and back.link_reference is None
+    assert back.link_ratio == 0.25  # the copy search's own ratio, as partners were made
 
 
 def test_search_weighs_new_images_partners_unless_told_not_to(rng, tmp_path, monkeypatch):
@@ -418,6 +427,14 @@ def test_search_and_cli_mark_verified_copies(rng, tmp_path, capsys, pixel_backbo
     )
     assert "(pixel check off)" in capsys.readouterr().out
     assert not (tmp_path / "plain" / "thumbnails.npy").exists()
+    loose = tmp_path / "loose"
+    assert main(["index", str(root), "--out", str(loose), "--link-ratio", "0.7", "--no-cache"]) == 0
+    assert json.loads((loose / "index.json").read_text())["verify"]["link_ratio"] == 0.7
+    capsys.readouterr()
+    assert main(["index", str(root), "--out", str(tmp_path / "bad"), "--link-ratio", "1.5"]) == 1
+    err = capsys.readouterr().err
+    assert "--link-ratio must be between 0 and 1" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "bad").exists()  # refused before any work
 
 
 def test_pair_distances_in_colour_equal_a_channel_loop(rng):
@@ -507,30 +524,59 @@ def test_link_partners_are_the_copy_search_links_closest_first(rng):
 
     images = planted(rng, n=60, copies=12)
     images[60:63] = images[0]  # image 0 has more partners than the width
-    links = relative_links(images)
-    partners, linked, reference = link_partners(images, width=2)
-    np.testing.assert_array_equal(reference[:, 0], links.reference)
-    assert links.registered_reference is None and np.isnan(reference[:, 1]).all()  # 12 px
     big = np.kron(images, np.ones((1, 2, 2, 1), np.uint8))  # 24 px: registered
-    reference = link_partners(big)[2]
-    np.testing.assert_array_equal(reference[:, 1], relative_links(big).registered_reference)
-    rows = links.rows.astype(np.float64)
-    for i in range(len(images)):  # the loop: every pair naming i, closest first
-        others = [int(b) for a, b in links.pairs if a == i] + [
-            int(a) for a, b in links.pairs if b == i
-        ]
-        others.sort(key=lambda j: (1.0 - rows[i] @ rows[j], j))
-        assert partners[i][linked[i]].tolist() == others[:2], i
-    assert linked[0].all() and linked[:, 0].sum() >= 12
+    n_linked = {}
+    assert LINK_RATIO == 0.25  # the default: the copy search's own ratio
+    for ratio in (LINK_RATIO, 0.7):  # and a looser one
+        links = relative_links(images, RelativeOptions(ratio=ratio))
+        kwargs = {} if ratio == LINK_RATIO else {"ratio": ratio}
+        partners, linked, close, reference = link_partners(images, width=2, **kwargs)
+        np.testing.assert_array_equal(reference[:, 0], links.reference)
+        assert links.registered_reference is None and np.isnan(reference[:, 1]).all()  # 12 px
+        reference = link_partners(big, **kwargs)[3]
+        registered = relative_links(big, RelativeOptions(ratio=ratio)).registered_reference
+        np.testing.assert_array_equal(reference[:, 1], registered)
+        rows = links.rows.astype(np.float64)
+        for i in range(len(images)):  # the loop: every pair naming i, closest first
+            others = [int(b) for a, b in links.pairs if a == i] + [
+                int(a) for a, b in links.pairs if b == i
+            ]
+            others.sort(key=lambda j: (1.0 - rows[i] @ rows[j], j))
+            assert partners[i][linked[i]].tolist() == others[:2], i
+        assert linked[0].all() and linked[:, 0].sum() >= 12
+        # close: the partners the copy search links at its own ratio, run again
+        own = {tuple(p) for p in relative_links(images).pairs.tolist()}
+        for i, j in zip(*np.nonzero(linked), strict=True):
+            assert close[i, j] == ((min(i, partners[i, j]), max(i, partners[i, j])) in own)
+        assert not close[~linked].any()
+        n_linked[ratio] = len(links.pairs)
+        n_close = close.sum()
+    assert n_linked[0.7] > n_linked[LINK_RATIO]  # the looser ratio links more
+    assert 0 < n_close < linked.sum()  # at 0.7: some partners are not close
 
 
-def test_a_copy_search_partner_competes_but_is_not_flagged(rng, monkeypatch):
+@pytest.mark.parametrize(
+    ("close", "stands_out", "order"),
+    [
+        (None, False, [7, 5, 1]),  # every partner counts as close: the closest goes first
+        (True, False, [7, 5, 1]),
+        (False, False, [5, 1, 2]),  # linked only at a looser ratio: it must stand out
+        (False, True, [7, 5, 1]),
+    ],
+)
+def test_a_copy_search_partner_competes_but_is_not_flagged(
+    rng, monkeypatch, close, stands_out, order
+):
     V = rng.standard_normal((12, 4))
     V /= np.linalg.norm(V, axis=1, keepdims=True)
     check = PixelCheck(np.zeros((12, 4, 4, 3), np.uint8), np.ones(12), RelativeOptions(k=3))
-    _fake_stage_two(monkeypatch, 7, False, 9)  # partner 7 closest, not standing out
+    # partner 7 is closest; the shortlist, stage 1's two candidates and three partner
+    # columns are compared
+    _fake_stage_two(monkeypatch, 7, stands_out, 9)
     stage1 = (np.array([[5, 6]]), np.array([[0.01, 0.02]]), np.array([[True, False]]))
-    partners = (np.array([[7, 0, 0]]), np.array([[True, False, False]]))
+    partners: tuple = (np.array([[7, 0, 0]]), np.array([[True, False, False]]))
+    if close is not None:
+        partners = (*partners, np.array([[close, False, False]]))
     got, _, is_copy = verify_neighbors(
         check,
         np.array([[1, 2, 3]]),
@@ -542,8 +588,8 @@ def test_a_copy_search_partner_competes_but_is_not_flagged(rng, monkeypatch):
         rows=np.array([0]),
         partners=partners,
     )
-    np.testing.assert_array_equal(got[0], [7, 5, 1])
-    np.testing.assert_array_equal(is_copy[0], [False, True, False])
+    np.testing.assert_array_equal(got[0], order)
+    np.testing.assert_array_equal(is_copy[0], [x == 5 for x in order])  # a partner: never
 
 
 def test_query_partners_are_the_leakage_links_closest_first(rng):
@@ -552,14 +598,19 @@ def test_query_partners_are_the_leakage_links_closest_first(rng):
 
     images = planted(rng, n=60, copies=12)  # 12 x 12: compared without registration
     big = np.kron(images, np.ones((1, 2, 2, 1), np.uint8))  # 24 x 24: registered too
-    for imgs in (images, big):
+    for imgs, ratio in ((images, LINK_RATIO), (big, LINK_RATIO), (big, 0.7)):
         gallery, queries = imgs[:60], imgs[60:].copy()
         queries[0] = gallery[5]  # a query with two partners: an exact copy and a near one
         queries[1] = gallery[7]
-        _, _, reference = link_partners(gallery)
-        check = PixelCheck(gallery, np.ones(60), RelativeOptions(), link_reference=reference)
-        partners, linked = query_partners(check, queries, width=2)
-        pairs, _ = relative_cross_pairs(queries, gallery)
+        reference = link_partners(gallery, ratio=ratio)[3]
+        check = PixelCheck(
+            gallery, np.ones(60), RelativeOptions(), link_reference=reference, link_ratio=ratio
+        )
+        partners, linked, close = query_partners(check, queries, width=2)
+        own = {tuple(p) for p in relative_cross_pairs(queries, gallery)[0].tolist()}
+        for i, j in zip(*np.nonzero(linked), strict=True):  # close: linked at 0.25 too
+            assert close[i, j] == ((i, partners[i, j]) in own)
+        pairs, _ = relative_cross_pairs(queries, gallery, RelativeOptions(ratio=ratio))
         rows = coarse_rows(np.concatenate([queries, gallery])).astype(np.float64)
         for i in range(len(queries)):  # the loop: every pair naming query i, closest first
             others = sorted(

@@ -143,6 +143,9 @@ def test_index_features_metadata_and_k_clipped(rng):
     np.testing.assert_allclose(np.linalg.norm(idx.vectors, axis=1), 1, atol=1e-6)
     with pytest.raises(DataError, match="at least 2 images"):
         index_features(np.zeros((1, 3), np.float32), ["a"], k=1)
+    for bad in (0.0, 1.0, -0.5, float("nan"), "0.7"):
+        with pytest.raises(InvalidParameterError, match="'link_ratio' parameter"):
+            index_features(np.zeros((5, 3), np.float32), list("abcde"), k=1, link_ratio=bad)
 
 
 def test_save_load_round_trip_through_parquet_and_datasets(rng, tmp_path):

@@ -23,6 +23,7 @@ __all__ = ["register", "run"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from dcsi.copy_verification import LINK_RATIO
     from dcsi.neighbor_index import DEFAULT_K, FAISS_THRESHOLD, METHODS
 
     p = subparsers.add_parser(
@@ -60,6 +61,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="keep the CNN's order only (default: each image's copies, or else its "
         "pixel-closest look-alike, come first; see the README)",
     )
+    p.add_argument(
+        "--link-ratio",
+        type=float,
+        default=LINK_RATIO,
+        metavar="R",
+        help="ratio of the copy search's links that bring each image's partners to the "
+        f"pixel check, in (0, 1) (default {LINK_RATIO}, the copy search's own; 0.7 finds "
+        "more padded, squeezed and cropped copies of small images; see the README)",
+    )
     add_cache_options(p)
     p.add_argument("--seed", type=int, default=0, help="faiss k-means and report samples")
     add_progress_option(p)
@@ -87,6 +97,10 @@ def _check(args: argparse.Namespace) -> Path:
     )
     if args.k < 1:
         raise DataError(f"-k must be at least 1. Got {args.k} instead.")
+    if not 0.0 < args.link_ratio < 1.0:
+        raise DataError(
+            f"--link-ratio must be between 0 and 1 (exclusive). Got {args.link_ratio} instead."
+        )
     if args.head is not None and not Path(args.head).expanduser().is_file():
         raise DataError(f"--head {args.head}: no such file; give a head saved by dcsi.")
     return out
@@ -121,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
         cache=cache_from_args(args),
         seed=args.seed,
         verify=args.verify,
+        link_ratio=args.link_ratio,
     )
     folder = idx.save(out / INDEX_FOLDER if card is not None else out)
     m = idx.metadata
