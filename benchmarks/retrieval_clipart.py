@@ -32,9 +32,16 @@ Features come from dcsi's feature cache when they were computed before; the inde
 default backbone, input size and pooling.  Nothing here was tuned: the index's defaults
 as they are.
 
-Usage (needs ``apt-get install openclipart-png``)::
+``--pool icons32`` plants the same kinds in every 32 x 32 icon of the Adwaita, Oxygen
+and Tango themes (2,132 small RGBA images; symbolic links, which alias another name,
+left out): small colour images, where the CNN sees an upsampled picture, written to
+``results/retrieval_icons32.json``.
+
+Usage (needs ``apt-get install openclipart-png``; ``--pool icons32``: the three icon
+theme packages)::
 
     python benchmarks/retrieval_clipart.py                # about 10 minutes on 2 cores
+    python benchmarks/retrieval_clipart.py --pool icons32
     python benchmarks/retrieval_clipart.py --originals 500 --per-kind 5   # a quick look
 
 Prints a table and writes ``benchmarks/results/retrieval_clipart.json``.
@@ -55,7 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import Timer, peak_rss_mib, print_table, write_results
 from copy_kinds import KINDS, UNSEEN_KINDS, make_copy
-from redundancy_real import MAX_ORIGINAL_SIDE, OPENCLIPART, _write_all
+from redundancy_real import ICON_ROOTS, MAX_ORIGINAL_SIDE, OPENCLIPART, PACKAGES, _write_all
 
 K = 4
 #: A folder of near-identical line drawings (``star_89pt24step``, ``star_91pt24step``...):
@@ -65,14 +72,32 @@ STARS = "shapes/stars/"
 PIXELS = 16
 #: The looser link ratio of the index measured as its own rows.
 LOOSE = 0.7
+#: The folders of each pool (``--pool``): openclipart, or every 32 x 32 icon of three
+#: icon themes (small colour images; symbolic links, aliases of another name, left out).
+POOLS = {
+    "openclipart": (OPENCLIPART,),
+    "icons32": tuple(ICON_ROOTS[t] / "32x32" for t in ("adwaita", "oxygen", "tango")),
+}
 
 
-def plant(root: Path, n_originals: int, per_kind: int, seed: int) -> dict[str, Any]:
+def pool_files(pool: str) -> tuple[list[Path], Any]:
+    """The pool's PNG files, in a fixed order, and how each is named in the results."""
+    roots = POOLS[pool]
+    if pool == "openclipart":
+        return sorted(OPENCLIPART.rglob("*.png")), lambda p: str(p.relative_to(OPENCLIPART))
+    files = sorted(p for r in roots for p in r.rglob("*.png") if not p.is_symlink())
+    top = Path(os.path.commonpath(roots))  # /usr/share/icons: names keep their theme
+    return files, lambda p: str(p.relative_to(top))
+
+
+def plant(
+    root: Path, n_originals: int, per_kind: int, seed: int, pool: str = "openclipart"
+) -> dict[str, Any]:
     """Write ``originals/`` and ``copies/`` under ``root``; the truth per copy."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
-    files = sorted(OPENCLIPART.rglob("*.png"))
+    files, name_of = pool_files(pool)
     pick = np.sort(rng.choice(len(files), min(n_originals, len(files)), replace=False))
     (root / "originals").mkdir()
     (root / "copies").mkdir()
@@ -101,7 +126,7 @@ def plant(root: Path, n_originals: int, per_kind: int, seed: int) -> dict[str, A
                 "original": f"{o:05d}.png",
                 "kind": str(kind),
                 "family": spec.family if seen else "unseen",
-                "source": str(files[pick[o]].relative_to(OPENCLIPART)),
+                "source": name_of(files[pick[o]]),
             }
         )
     return {
@@ -109,11 +134,9 @@ def plant(root: Path, n_originals: int, per_kind: int, seed: int) -> dict[str, A
         "n_originals": len(readable),
         "n_copies": len(truth),
         "n_identical": sum(a != b for a, b in same.items()),
-        "files": {f"{i:05d}.png": str(files[pick[i]].relative_to(OPENCLIPART)) for i in readable},
+        "files": {f"{i:05d}.png": name_of(files[pick[i]]) for i in readable},
         "same_pixels": same,
-        "unreadable": [
-            str(files[pick[i]].relative_to(OPENCLIPART)) for i, w in enumerate(written) if not w
-        ],
+        "unreadable": [name_of(files[pick[i]]) for i, w in enumerate(written) if not w],
         "truth": truth,
     }
 
@@ -162,18 +185,28 @@ def main() -> None:
     parser.add_argument("--originals", type=int, default=3000, help="openclipart files")
     parser.add_argument("--per-kind", type=int, default=20, help="copies per kind")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="retrieval_clipart", help="results name")
+    parser.add_argument(
+        "--pool",
+        choices=sorted(POOLS),
+        default="openclipart",
+        help="openclipart-png, or the 32 x 32 icons of the Adwaita, Oxygen and Tango themes",
+    )
+    parser.add_argument("--out", default=None, help="results name (default retrieval_<pool>)")
     args = parser.parse_args()
-    if not OPENCLIPART.is_dir():
-        sys.exit(f"{OPENCLIPART} is missing: apt-get install openclipart-png")
+    for folder in POOLS[args.pool]:
+        if not folder.is_dir():
+            package = PACKAGES.get(args.pool) or " ".join(
+                PACKAGES[t] for t in ("adwaita", "oxygen", "tango")
+            )
+            sys.exit(f"{folder} is missing: apt-get install {package}")
     os.environ.setdefault("DCSI_DISABLE_PROGRESS", "1")
     import dcsi
 
-    results: dict[str, Any] = {"seed": args.seed}
+    results: dict[str, Any] = {"seed": args.seed, "pool": args.pool}
     rows: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="dcsi-clipart-") as tmp, Timer() as total:
         root = Path(tmp)
-        planted = plant(root, args.originals, args.per_kind, args.seed)
+        planted = plant(root, args.originals, args.per_kind, args.seed, args.pool)
         truth = planted.pop("truth")
         same_pixels = planted.pop("same_pixels")
         files = planted.pop("files")
@@ -237,7 +270,10 @@ def main() -> None:
         ],
         ["index", "top-1", f"top-{K}", f"top-1 without {STARS}", *families],
     )
-    print(f"\nwrote {write_results(args.out, results)}")
+    out = args.out or (
+        "retrieval_clipart" if args.pool == "openclipart" else f"retrieval_{args.pool}"
+    )
+    print(f"\nwrote {write_results(out, results)}")
 
 
 if __name__ == "__main__":
