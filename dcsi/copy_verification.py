@@ -243,7 +243,7 @@ class PixelCheck:
         seed : int, default=0
             Seed of the faiss k-means.
         link_reference : ndarray of shape (n, 2), default=None
-            The third output of :func:`link_partners` (kept as
+            The fourth output of :func:`link_partners` (kept as
             :attr:`link_reference`).
         link_ratio : float, default=LINK_RATIO
             The ratio ``link_partners`` was called with (kept as :attr:`link_ratio`).

@@ -538,8 +538,9 @@ def index_features(
     verify : bool, default=True
         Put each image's pixel-closest neighbour (among its 10 CNN neighbours, its
         verified copies and, up to 200,000 images, its partners in the copy search's
-        links) first when it stands out, is a verified copy or a partner, then its
-        other verified copies (:mod:`dcsi.copy_verification`); skipped below
+        links) first when it stands out, is a verified copy or a partner the copy
+        search links at its own ratio, then its other verified copies
+        (:mod:`dcsi.copy_verification`); skipped below
         ``RelativeOptions().min_images`` images.
     link_ratio : float, default=LINK_RATIO
         The ratio, in (0, 1), of the copy search's links that make the partners
