@@ -161,9 +161,9 @@ def index_rows(sam: np.ndarray, images: Any, score: Any, sweep: bool = True) -> 
 
 def sweep_inputs(sam: np.ndarray, images: Any) -> dict[str, Any]:
     """What the sweeps share, built from the index's public steps: the ``sam`` unit
-    rows, their CNN shortlist and scores, the thumbnails, the pixel check and its
-    stage-1 candidates."""
-    from dcsi.copy_verification import SHORTLIST, PixelCheck, thumbnails
+    rows, their CNN shortlist and scores, the thumbnails, the pixel check, its stage-1
+    candidates and the default partners."""
+    from dcsi.copy_verification import SHORTLIST, PixelCheck, link_partners, thumbnails
     from dcsi.neighbors import exact_topk
 
     X = unit_rows(sam, np.float32)
@@ -177,6 +177,7 @@ def sweep_inputs(sam: np.ndarray, images: Any) -> dict[str, Any]:
         "thumbs": thumbs,
         "check": check,
         "stage1": (cand, dist, ok),
+        "partners": link_partners(thumbs)[:3],
     }
 
 
@@ -204,14 +205,15 @@ def link_ratio_sweep(inputs: dict[str, Any], score: Any) -> dict[str, Any]:
     """Top-1 of the pixel check with its partners made by the copy search's links at
     each ratio of :data:`LINK_RATIOS` (``link_partners(ratio=...)``; stage 2 at
     ``ALIGN_RATIO``)."""
-    from dcsi.copy_verification import link_partners
+    from dcsi.copy_verification import LINK_RATIO, link_partners
 
-    return {
-        str(r): sweep_top1(
-            inputs, inputs["check"], link_partners(inputs["thumbs"], ratio=r)[:3], score
-        )
-        for r in LINK_RATIOS
-    }
+    def partners(r: float) -> Any:
+        """The sweep's default partners at the default ratio, else the links at ``r``."""
+        if r == LINK_RATIO:
+            return inputs["partners"]
+        return link_partners(inputs["thumbs"], ratio=r)[:3]
+
+    return {str(r): sweep_top1(inputs, inputs["check"], partners(r), score) for r in LINK_RATIOS}
 
 
 def ratio_sweep(inputs: dict[str, Any], score: Any, *, registered: bool) -> dict[str, Any]:
@@ -220,14 +222,14 @@ def ratio_sweep(inputs: dict[str, Any], score: Any, *, registered: bool) -> dict
     default) or the aligned one alone (the index before the registered distance)."""
     import dataclasses
 
-    from dcsi.copy_verification import link_partners
-
     check = inputs["check"]
-    partners = link_partners(inputs["thumbs"])[:3]
     options = dataclasses.replace(check.options, registered=registered)
     return {
         str(r): sweep_top1(
-            inputs, dataclasses.replace(check, align_ratio=r, options=options), partners, score
+            inputs,
+            dataclasses.replace(check, align_ratio=r, options=options),
+            inputs["partners"],
+            score,
         )
         for r in RATIOS
     }
@@ -238,6 +240,8 @@ def new_queries(sam: np.ndarray, images: Any, n_gallery: int, score: Any) -> dic
     first ``n_gallery`` alone: ``NeighborIndex.search``'s steps on the ``sam`` vectors
     (the CNN's 10, stage 1, the partners of :func:`query_partners`, stage 2), without
     and with the partners, and its seconds."""
+    import dataclasses
+
     from dcsi.copy_verification import (
         SHORTLIST,
         PixelCheck,
@@ -253,9 +257,8 @@ def new_queries(sam: np.ndarray, images: Any, n_gallery: int, score: Any) -> dic
     thumbs = thumbnails(images)
     gallery, queries = thumbs[:n_gallery], thumbs[n_gallery:]
     check = PixelCheck.build(gallery, link_reference=link_partners(gallery)[3])[0]
-    loose = PixelCheck.build(
-        gallery, link_reference=link_partners(gallery, ratio=LOOSE)[3], link_ratio=LOOSE
-    )[0]
+    # the links' reference distances do not depend on their ratio: the same check
+    loose = dataclasses.replace(check, link_ratio=LOOSE)
     shortlist, scores = exact_topk(G, Q, k=SHORTLIST)
     out = {"new queries: sam": score(shortlist)}
     for name, links, used in (
